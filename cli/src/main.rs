@@ -1,0 +1,170 @@
+//! `thv-sandbox`: run MCP servers from OCI images in rootless sandboxes.
+//!
+//! Parse (clap) → resolve settings → call the runtime → render errors. stdout belongs to the MCP server alone:
+//! everything this binary says goes to stderr.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use thv_sandbox_runtime::dirs::Dirs;
+use thv_sandbox_runtime::{doctor, runner, EXIT_SANDBOX_ERROR, EXIT_USAGE};
+
+#[derive(Debug, Parser)]
+#[command(name = "thv-sandbox", version, about = "Run MCP servers from OCI images in rootless sandboxes")]
+struct Cli {
+    /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run an MCP server over stdio in a sandbox: `thv-sandbox run oci:PATH[:TAG] [-- ARGS…]`.
+    Run(RunArgs),
+    /// Check whether this host can run rootless sandboxes, and how to fix what is missing.
+    Doctor,
+    /// Internal: the runner process (started by `run`).
+    #[command(name = "__runner", hide = true)]
+    Runner { run_dir: PathBuf },
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The image: `oci:PATH[:TAG]` (an OCI image layout directory).
+    image: String,
+    /// Set an environment variable in the sandbox (NAME=VALUE). Nothing from the host environment is passed
+    /// otherwise.
+    #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
+    env: Vec<String>,
+    /// Seconds the server gets to exit after SIGTERM (and after the client closes stdin) before SIGKILL.
+    #[arg(long, default_value_t = 3.0, value_name = "SECONDS")]
+    stop_timeout: f64,
+    /// Cache directory (default: $XDG_CACHE_HOME/thv-sandbox or ~/.cache/thv-sandbox).
+    #[arg(long, env = "THV_SANDBOX_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Print per-phase start timings to stderr.
+    #[arg(long, env = "THV_SANDBOX_TIMINGS", hide = true)]
+    timings: bool,
+    /// Arguments for the server, replacing the image's Cmd.
+    #[arg(last = true)]
+    args: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            // clap prints help/version to stdout; that is fine for those, errors go to stderr.
+            let _ = e.print();
+            return ExitCode::from(code as u8);
+        }
+    };
+    init_logging(cli.verbose);
+    let code = match cli.command {
+        Command::Runner { run_dir } => runner::keeper_main(&run_dir),
+        Command::Doctor => doctor_cmd(),
+        Command::Run(args) => run_cmd(args),
+    };
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},libcontainer=error,libcgroups=error")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::env::var_os("NO_COLOR").is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .without_time()
+        .try_init();
+}
+
+fn doctor_cmd() -> i32 {
+    let dirs = match Dirs::from_env(None) {
+        Ok(d) => d,
+        Err(e) => return report_error(&e, &[], Some(e.hint()), EXIT_SANDBOX_ERROR),
+    };
+    let report = doctor::diagnose(&doctor::DoctorInputs { state_dir: dirs.state, cache_dir: dirs.cache });
+    eprint!("{}", report.render());
+    if report.ok() {
+        0
+    } else {
+        1
+    }
+}
+
+fn run_cmd(args: RunArgs) -> i32 {
+    let mut env = Vec::new();
+    for e in &args.env {
+        match e.split_once('=') {
+            Some((k, v)) if !k.is_empty() => env.push((k.to_owned(), v.to_owned())),
+            _ => {
+                eprintln!("error: `-e {e}` is not NAME=VALUE");
+                return EXIT_USAGE;
+            }
+        }
+    }
+    if !(args.stop_timeout.is_finite() && args.stop_timeout >= 0.0) {
+        eprintln!("error: --stop-timeout must be a number of seconds ≥ 0");
+        return EXIT_USAGE;
+    }
+    let dirs = match Dirs::from_env(args.cache_dir.clone()) {
+        Ok(d) => d,
+        Err(e) => return report_error(&e, &[], Some(e.hint()), EXIT_SANDBOX_ERROR),
+    };
+    let req = thv_sandbox_runtime::RunRequest {
+        image: args.image,
+        args: (!args.args.is_empty()).then_some(args.args),
+        env,
+        stop_timeout: Duration::from_secs_f64(args.stop_timeout),
+        cache_dir: args.cache_dir,
+        exe: PathBuf::from("/proc/self/exe"),
+        timings: args.timings,
+    };
+    match thv_sandbox_runtime::run(&req, &dirs) {
+        Ok(summary) => summary.exit_code,
+        Err(e) => {
+            let code = match e {
+                thv_sandbox_runtime::Error::BadReference(_) => EXIT_USAGE,
+                _ => EXIT_SANDBOX_ERROR,
+            };
+            let hint = e.hint(Some(&dirs));
+            report_error(&e, e.remote_causes(), hint, code)
+        }
+    }
+}
+
+/// `error: …`, indented `caused by: …` lines, and a `hint: …`.
+fn report_error(err: &dyn std::error::Error, remote: &[String], hint: Option<String>, code: i32) -> i32 {
+    eprintln!("error: {err}");
+    let mut seen = vec![err.to_string()];
+    let mut cur = err.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !seen.contains(&s) {
+            eprintln!("  caused by: {s}");
+            seen.push(s);
+        }
+        cur = c.source();
+    }
+    for s in remote {
+        if !seen.contains(s) {
+            eprintln!("  caused by: {s}");
+            seen.push(s.clone());
+        }
+    }
+    if let Some(h) = hint {
+        eprintln!("hint: {h}");
+    }
+    code
+}

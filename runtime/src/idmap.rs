@@ -1,0 +1,316 @@
+//! User namespace id maps: which image uid/gid becomes which host id.
+//!
+//! The sandbox always runs in a user namespace, also when `thv-sandbox` is started by root, so container root is
+//! never host root. Three modes:
+//! - [`IdMapMode::Single`]: no subordinate ids. The invoking user's uid/gid become the image user's uid/gid; no other
+//!   id exists in the sandbox. Files the user mounts in stay writable for the server.
+//! - [`IdMapMode::SubIds`]: the user has `/etc/subuid` and `/etc/subgid` ranges and the setuid `newuidmap` /
+//!   `newgidmap`. The invoking user is still the image user; every other image id lands in the subordinate range.
+//! - [`IdMapMode::HostRoot`]: invoked as root. All image ids, the image user's included, land in a range of
+//!   unprivileged host ids (root's `/etc/subuid` entry, else [`ROOT_DEFAULT_RANGE`]).
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+/// The range used for root's sandboxes when root has no `/etc/subuid` entry: high and unlikely to be allocated.
+pub const ROOT_DEFAULT_RANGE: (u32, u32) = (2_147_000_000, 65_536);
+
+/// One line of a `uid_map`/`gid_map`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMapping {
+    /// First id inside the namespace.
+    pub inside: u32,
+    /// First id outside (on the host).
+    pub outside: u32,
+    /// Number of ids.
+    pub count: u32,
+}
+
+/// How ids are mapped, as the cache key and `doctor` name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IdMapMode {
+    /// The invoking user only.
+    Single,
+    /// The invoking user plus a subordinate range.
+    SubIds,
+    /// Invoked as root: an unprivileged range only.
+    HostRoot,
+}
+
+impl fmt::Display for IdMapMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IdMapMode::Single => "single",
+            IdMapMode::SubIds => "subids",
+            IdMapMode::HostRoot => "host-root",
+        })
+    }
+}
+
+/// The complete plan for one sandbox's user namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMap {
+    /// Which mode produced the maps.
+    pub mode: IdMapMode,
+    /// uid_map lines.
+    pub uids: Vec<IdMapping>,
+    /// gid_map lines.
+    pub gids: Vec<IdMapping>,
+    /// Where `newuidmap`/`newgidmap` are, in [`IdMapMode::SubIds`].
+    pub helpers: Option<(PathBuf, PathBuf)>,
+}
+
+/// What the planner needs to know about the host.
+#[derive(Debug, Clone)]
+pub struct HostIds {
+    /// The invoking user's effective uid.
+    pub uid: u32,
+    /// The invoking user's effective gid.
+    pub gid: u32,
+    /// Subordinate uid and gid ranges `(start, count)`, with the helpers, when all four are usable.
+    pub subids: Option<SubIds>,
+}
+
+/// Subordinate id ranges and the setuid helpers that may map them.
+#[derive(Debug, Clone)]
+pub struct SubIds {
+    /// `/etc/subuid` range.
+    pub uids: (u32, u32),
+    /// `/etc/subgid` range.
+    pub gids: (u32, u32),
+    /// `newuidmap` path.
+    pub newuidmap: PathBuf,
+    /// `newgidmap` path.
+    pub newgidmap: PathBuf,
+}
+
+/// Plans the maps for an image user `(uid, gid)`.
+pub fn plan(host: &HostIds, image_uid: u32, image_gid: u32) -> IdMap {
+    if host.uid == 0 {
+        let (ustart, ucount) = host.subids.as_ref().map(|s| s.uids).unwrap_or(ROOT_DEFAULT_RANGE);
+        let (gstart, gcount) = host.subids.as_ref().map(|s| s.gids).unwrap_or(ROOT_DEFAULT_RANGE);
+        // Host root itself appears once, just past the range, as an id nobody in the sandbox runs as or can switch
+        // to (no capabilities, no_new_privs): the runner keeps its access to root's files while building the
+        // sandbox, and whatever it creates inside has a mapped owner.
+        return IdMap {
+            mode: IdMapMode::HostRoot,
+            uids: vec![
+                IdMapping { inside: 0, outside: ustart, count: ucount },
+                IdMapping { inside: ucount, outside: 0, count: 1 },
+            ],
+            gids: vec![
+                IdMapping { inside: 0, outside: gstart, count: gcount },
+                IdMapping { inside: gcount, outside: 0, count: 1 },
+            ],
+            helpers: None,
+        };
+    }
+    match &host.subids {
+        None => IdMap {
+            mode: IdMapMode::Single,
+            uids: vec![IdMapping { inside: image_uid, outside: host.uid, count: 1 }],
+            gids: vec![IdMapping { inside: image_gid, outside: host.gid, count: 1 }],
+            helpers: None,
+        },
+        Some(sub) => IdMap {
+            mode: IdMapMode::SubIds,
+            uids: around(image_uid, host.uid, sub.uids),
+            gids: around(image_gid, host.gid, sub.gids),
+            helpers: Some((sub.newuidmap.clone(), sub.newgidmap.clone())),
+        },
+    }
+}
+
+/// `own` maps to `host`; the ids around it fill the subordinate range in order.
+fn around(own: u32, host: u32, (start, count): (u32, u32)) -> Vec<IdMapping> {
+    let mut lines = Vec::new();
+    if own >= count {
+        lines.push(IdMapping { inside: 0, outside: start, count });
+        lines.push(IdMapping { inside: own, outside: host, count: 1 });
+        return lines;
+    }
+    if own > 0 {
+        lines.push(IdMapping { inside: 0, outside: start, count: own });
+    }
+    lines.push(IdMapping { inside: own, outside: host, count: 1 });
+    let rest = count - own;
+    if rest > 0 {
+        lines.push(IdMapping { inside: own + 1, outside: start + own, count: rest });
+    }
+    lines
+}
+
+impl IdMap {
+    /// Maps an id inside the namespace to the host, if it is mapped.
+    pub fn host_uid(&self, inside: u32) -> Option<u32> {
+        lookup(&self.uids, inside)
+    }
+
+    /// Writes the maps of process `pid` (which must have just created its user namespace).
+    pub fn write(&self, pid: u32) -> Result<(), IdMapError> {
+        match &self.helpers {
+            Some((newuidmap, newgidmap)) => {
+                run_helper(newuidmap, pid, &self.uids)?;
+                run_helper(newgidmap, pid, &self.gids)?;
+            }
+            None => {
+                let proc = PathBuf::from(format!("/proc/{pid}"));
+                if self.mode == IdMapMode::Single {
+                    // An unprivileged writer may only map its own gid, after giving up setgroups(2).
+                    write_file(&proc.join("setgroups"), "deny")?;
+                }
+                write_file(&proc.join("uid_map"), &render(&self.uids))?;
+                write_file(&proc.join("gid_map"), &render(&self.gids))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn lookup(lines: &[IdMapping], inside: u32) -> Option<u32> {
+    lines
+        .iter()
+        .find(|m| inside >= m.inside && inside - m.inside < m.count)
+        .map(|m| m.outside + (inside - m.inside))
+}
+
+/// The `/proc/PID/uid_map` text for these lines.
+pub fn render(lines: &[IdMapping]) -> String {
+    lines.iter().map(|m| format!("{} {} {}\n", m.inside, m.outside, m.count)).collect()
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), IdMapError> {
+    std::fs::write(path, text).map_err(|source| IdMapError::Write { path: path.to_owned(), source })
+}
+
+fn run_helper(helper: &Path, pid: u32, lines: &[IdMapping]) -> Result<(), IdMapError> {
+    let mut cmd = Command::new(helper);
+    cmd.arg(pid.to_string());
+    for m in lines {
+        cmd.arg(m.inside.to_string()).arg(m.outside.to_string()).arg(m.count.to_string());
+    }
+    let out = cmd
+        .output()
+        .map_err(|source| IdMapError::Spawn { helper: helper.to_owned(), source })?;
+    if !out.status.success() {
+        return Err(IdMapError::Helper {
+            helper: helper.to_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Failures writing id maps.
+#[derive(Debug, thiserror::Error)]
+pub enum IdMapError {
+    /// Writing a map file failed.
+    #[error("cannot write {path}")]
+    Write {
+        /// The map file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The setuid helper could not be started.
+    #[error("cannot run {helper}")]
+    Spawn {
+        /// newuidmap or newgidmap.
+        helper: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The setuid helper refused.
+    #[error("{helper} failed: {stderr}")]
+    Helper {
+        /// newuidmap or newgidmap.
+        helper: PathBuf,
+        /// What it said.
+        stderr: String,
+    },
+}
+
+/// Detects subordinate ids usable by the invoking user: both ranges (≥ 65536 ids) and both setuid helpers.
+pub fn detect_subids(uid: u32) -> Option<SubIds> {
+    use std::os::unix::fs::PermissionsExt;
+    let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten().map(|u| u.name).unwrap_or_default();
+    let uids = crate::doctor::subid_range(crate::doctor::SubIdKind::Uid, &name, uid)?;
+    let gids = crate::doctor::subid_range(crate::doctor::SubIdKind::Gid, &name, uid)?;
+    let find = |bin: &str| {
+        let dirs = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect::<Vec<_>>()).unwrap_or_default();
+        dirs.into_iter().chain([PathBuf::from("/usr/bin")]).map(|d| d.join(bin)).find(|p| {
+            // Root needs no helper; anyone else needs it setuid root (or with file capabilities, which we then try).
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && (uid == 0 || m.permissions().mode() & 0o4000 != 0 || m.permissions().mode() & 0o111 != 0))
+        })
+    };
+    Some(SubIds { uids, gids, newuidmap: find("newuidmap")?, newgidmap: find("newgidmap")? })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sub() -> SubIds {
+        SubIds {
+            uids: (100_000, 65_536),
+            gids: (200_000, 65_536),
+            newuidmap: "/usr/bin/newuidmap".into(),
+            newgidmap: "/usr/bin/newgidmap".into(),
+        }
+    }
+
+    #[test]
+    fn single_maps_the_user_onto_the_image_user() {
+        let m = plan(&HostIds { uid: 1000, gid: 1000, subids: None }, 65_532, 65_532);
+        assert_eq!(m.mode, IdMapMode::Single);
+        assert_eq!(render(&m.uids), "65532 1000 1\n");
+        assert_eq!(m.host_uid(65_532), Some(1000));
+        assert_eq!(m.host_uid(0), None, "container root must not exist in single mode");
+    }
+
+    #[test]
+    fn subids_surround_the_image_user() {
+        let m = plan(&HostIds { uid: 1000, gid: 1001, subids: Some(sub()) }, 1000, 1000);
+        assert_eq!(render(&m.uids), "0 100000 1000\n1000 1000 1\n1001 101000 64536\n");
+        assert_eq!(render(&m.gids), "0 200000 1000\n1000 1001 1\n1001 201000 64536\n");
+        assert_eq!(m.host_uid(0), Some(100_000));
+        assert_eq!(m.host_uid(1000), Some(1000));
+        assert_eq!(m.host_uid(65_535), Some(165_535));
+        // Every host id used exactly once, none outside the range or the user's own.
+        let total: u32 = m.uids.iter().map(|l| l.count).sum();
+        assert_eq!(total, 65_537);
+    }
+
+    #[test]
+    fn subids_with_image_root() {
+        let m = plan(&HostIds { uid: 1000, gid: 1000, subids: Some(sub()) }, 0, 0);
+        assert_eq!(render(&m.uids), "0 1000 1\n1 100000 65536\n");
+    }
+
+    #[test]
+    fn subids_with_image_user_beyond_the_range() {
+        let m = plan(&HostIds { uid: 1000, gid: 1000, subids: Some(sub()) }, 70_000, 70_000);
+        assert_eq!(render(&m.uids), "0 100000 65536\n70000 1000 1\n");
+    }
+
+    #[test]
+    fn root_never_maps_to_host_root() {
+        for image in [0, 1000, 65_534] {
+            let m = plan(&HostIds { uid: 0, gid: 0, subids: None }, image, image);
+            assert_eq!(m.mode, IdMapMode::HostRoot);
+            for inside in [0, image, 65_535] {
+                assert_ne!(m.host_uid(inside), Some(0));
+            }
+            // Host root is only the runner's id, outside every id an image user can have in the range.
+            assert_eq!(m.host_uid(65_536), Some(0));
+            assert_eq!(render(&m.uids), "0 2147000000 65536\n65536 0 1\n");
+        }
+    }
+}

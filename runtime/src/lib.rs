@@ -1,0 +1,39 @@
+//! thv-sandbox runtime: runs an MCP server from an OCI image in a rootless sandbox.
+//!
+//! [`run`] is the pipeline, step by step, in the order the steps must happen:
+//! 1. **resolve** — the reference names an image (today: an OCI layout on disk, `oci:PATH[:TAG]`); the tag is
+//!    resolved to this platform's manifest digest. Everything after uses that digest.
+//! 2. **fetch manifest** — manifest and config are read and checked against their digests and sizes.
+//! 3. **verify** — provenance is checked here, before any layer is decompressed (a pass-through until provenance
+//!    verification lands; it sits here so nothing can be unpacked ahead of it).
+//! 4. **unpack** — layers are unpacked (or found in the cache) into an immutable root, keyed by manifest digest,
+//!    id-mapping mode and unpacker version; each layer checked against its digest and diff_id.
+//! 5. **spec** — the OCI runtime config, a pure function of image config, profile and options.
+//! 6. **network** — the runner gives the sandbox a network namespace with only `lo`, up.
+//! 7. **run** — the supervisor starts the runner, which creates the container with libcontainer; stdio is the
+//!    server's; the exit code is the server's.
+
+#![deny(missing_docs)]
+
+pub mod digest;
+pub mod dirs;
+pub mod doctor;
+pub mod idmap;
+pub mod layout;
+pub mod rootfs;
+pub mod runner;
+pub mod runs;
+pub mod spec;
+pub mod supervise;
+pub mod sync;
+pub mod unpack;
+pub mod user;
+
+mod pipeline;
+
+pub use pipeline::{run, Error, RunRequest, RunSummary};
+
+/// Exit code for failures of thv-sandbox itself (the server never ran, or the sandbox broke), as Docker uses it.
+pub const EXIT_SANDBOX_ERROR: i32 = 125;
+/// Exit code for bad usage (unknown flags, malformed references).
+pub const EXIT_USAGE: i32 = 2;

@@ -1,0 +1,274 @@
+//! The pipeline behind `thv-sandbox run` (the order and its reasons are in the crate documentation).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::dirs::{Dirs, DirsError};
+use crate::idmap::{self, HostIds};
+use crate::layout::{self, LayoutError, OciLayout, Platform};
+use crate::rootfs::{self, RootfsError};
+use crate::runner::RunnerPlan;
+use crate::runs::{self, RunDir};
+use crate::spec::{self, ImageRuntimeConfig, SpecError, SpecOptions};
+use crate::supervise::{self, Launch, Outcome};
+use crate::sync::{RunnerFailure, StartTimings};
+
+/// What to run and how.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// The image reference as the user wrote it (`oci:PATH[:TAG]`).
+    pub image: String,
+    /// Arguments after `--` (replace the image's Cmd).
+    pub args: Option<Vec<String>>,
+    /// Extra environment for the server.
+    pub env: Vec<(String, String)>,
+    /// Grace period between SIGTERM and SIGKILL when stopping the server.
+    pub stop_timeout: Duration,
+    /// Cache directory override.
+    pub cache_dir: Option<PathBuf>,
+    /// The executable to start as the runner (normally `/proc/self/exe`).
+    pub exe: PathBuf,
+    /// Print per-phase timings to stderr.
+    pub timings: bool,
+}
+
+/// What happened, for the CLI.
+#[derive(Debug)]
+pub struct RunSummary {
+    /// The server's exit code.
+    pub exit_code: i32,
+}
+
+/// Everything `run` can fail with, gathered from the steps.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The image reference is not understood.
+    #[error("`{0}` is not an image reference thv-sandbox understands")]
+    BadReference(String),
+    /// State or cache directory problems.
+    #[error(transparent)]
+    Dirs(#[from] DirsError),
+    /// Reading the image.
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    /// Unpacking the image.
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+    /// Building the runtime config.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// Preparing the run directory.
+    #[error("cannot prepare the run directory {path}")]
+    RunDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The supervisor itself failed.
+    #[error("supervising the sandbox failed")]
+    Supervise(#[source] std::io::Error),
+    /// The runner could not create or start the sandbox.
+    #[error("cannot create the sandbox: {} failed", .0.stage)]
+    Sandbox(RunnerFailure),
+}
+
+impl Error {
+    /// The causes to print under the error, outermost first (for runner failures, which cross a process boundary).
+    pub fn remote_causes(&self) -> &[String] {
+        match self {
+            Error::Sandbox(f) => &f.chain,
+            _ => &[],
+        }
+    }
+
+    /// What the user can do about it.
+    pub fn hint(&self, dirs: Option<&Dirs>) -> Option<String> {
+        match self {
+            Error::BadReference(_) => Some("write an OCI image layout as `oci:PATH` or `oci:PATH:TAG`".into()),
+            Error::Dirs(e) => Some(e.hint()),
+            Error::Layout(LayoutError::TagNotFound { .. }) => Some("pick one of the tags listed above".into()),
+            Error::Spec(SpecError::NoCommand) => Some("give the command after `--`: thv-sandbox run IMAGE -- CMD ARGS…".into()),
+            Error::Sandbox(_) | Error::Supervise(_) => {
+                let dirs = dirs.cloned().or_else(|| Dirs::from_env(None).ok())?;
+                let report = crate::doctor::diagnose(&crate::doctor::DoctorInputs {
+                    state_dir: dirs.state,
+                    cache_dir: dirs.cache,
+                });
+                Some(crate::doctor::hint_for_sandbox_failure(&report))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Runs the pipeline for `req`; returns the server's exit code.
+pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
+    let t_start = Instant::now();
+    let runs_dir = dirs.runs()?;
+    runs::collect_stale(&runs_dir);
+
+    // 1. resolve + 2. fetch manifest: the tag becomes a digest; manifest and config are checked on the way.
+    if !req.image.starts_with("oci:") {
+        return Err(Error::BadReference(req.image.clone()));
+    }
+    let (path, tag) = layout::parse_oci_ref(&req.image)?;
+    let oci = OciLayout::open(&path)?;
+    let image = oci.resolve(tag.as_deref(), &Platform::host())?;
+
+    // 3. verify: provenance verification plugs in here, before any layer is read. Until it lands, local layouts
+    //    run unverified (their manifest digest is still pinned from here on).
+
+    // 4. unpack (or reuse the cached root for this digest and id-mapping mode).
+    let runtime = runtime_config(&image.config);
+    let host = HostIds {
+        uid: nix::unistd::geteuid().as_raw(),
+        gid: nix::unistd::getegid().as_raw(),
+        subids: idmap::detect_subids(nix::unistd::geteuid().as_raw()),
+    };
+    let mode = idmap::plan(&host, 0, 0).mode;
+    let root = rootfs::ensure(&dirs.cache, &oci, &image, &runtime, mode)?;
+    let t_image = t_start.elapsed();
+
+    // 5. spec: a pure function of image config, profile and options.
+    let run_dir = RunDir::create(&runs_dir).map_err(|source| Error::RunDir { path: runs_dir.clone(), source })?;
+    let prepared = prepare_run(req, &run_dir, &image.manifest_digest.to_string(), &runtime, &root, &host);
+    let (plan, idmap) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            run_dir.remove();
+            return Err(e);
+        }
+    };
+    let t_spec = t_start.elapsed();
+
+    // 6. network + 7. run: the runner creates the namespaces (lo up) and the container; we supervise.
+    let timings = req.timings;
+    let mut on_started = |t: &StartTimings| {
+        if timings {
+            eprintln!(
+                "thv-sandbox: timings: image {:.1} ms, spec {:.1} ms, runner namespaces {:.1} ms, create {:.1} ms, start {:.1} ms, to exec {:.1} ms",
+                t_image.as_secs_f64() * 1e3,
+                (t_spec - t_image).as_secs_f64() * 1e3,
+                t.namespaces_us as f64 / 1e3,
+                t.create_us as f64 / 1e3,
+                t.start_us as f64 / 1e3,
+                t_start.elapsed().as_secs_f64() * 1e3,
+            );
+        }
+    };
+    let outcome = supervise::supervise(Launch {
+        exe: req.exe.clone(),
+        run_dir: &run_dir.path,
+        plan: &plan,
+        idmap: &idmap,
+        stop_timeout: req.stop_timeout,
+        on_started: &mut on_started,
+    });
+    // The lock goes with our process; the runner holds its own copy until it is gone.
+    drop(run_dir);
+    match outcome.map_err(Error::Supervise)? {
+        Outcome::Exited(code) => Ok(RunSummary { exit_code: code }),
+        Outcome::Failed(f) => Err(Error::Sandbox(f)),
+    }
+}
+
+/// Writes the bundle, the generated /etc files and the runner plan into the run directory.
+fn prepare_run(
+    req: &RunRequest,
+    run_dir: &RunDir,
+    digest: &str,
+    runtime: &ImageRuntimeConfig,
+    root: &rootfs::Root,
+    host: &HostIds,
+) -> Result<(RunnerPlan, idmap::IdMap), Error> {
+    let io = |path: PathBuf| move |source| Error::RunDir { path, source };
+    let dir = &run_dir.path;
+    let etc = dir.join("etc");
+    std::fs::create_dir(&etc).map_err(io(etc.clone()))?;
+    let hostname = hostname_for(digest);
+    for (name, text) in spec::etc_files(&hostname) {
+        std::fs::write(etc.join(name), text).map_err(io(etc.join(name)))?;
+    }
+    let netns = dir.join("netns");
+    std::fs::write(&netns, b"").map_err(io(netns.clone()))?;
+    let bundle = dir.join("bundle");
+    std::fs::create_dir(&bundle).map_err(io(bundle.clone()))?;
+    let cgroups_path = format!("/thv-sandbox-{}", run_dir.id);
+    if let Some(host_cg) = host_cgroup_dir(&cgroups_path) {
+        let _ = std::fs::write(dir.join("cgroup"), host_cg.to_string_lossy().as_bytes());
+    }
+    let (nofile, nproc) = limits();
+    let opts = SpecOptions {
+        rootfs: root.path.clone(),
+        user: root.user.clone(),
+        home_in_image: root.meta.home_in_image,
+        args: req.args.clone(),
+        env: req.env.clone(),
+        hostname,
+        etc_dir: etc,
+        netns: netns.clone(),
+        cgroups_path: cgroups_path.clone(),
+        seccomp: sandbox_profiles::default_seccomp().to_oci(),
+        nofile,
+        nproc,
+    };
+    let spec = spec::build(runtime, &opts)?;
+    spec::check_invariants(&spec).map_err(|e| Error::Spec(SpecError::Invalid(e)))?;
+    let config = bundle.join("config.json");
+    let json = serde_json::to_vec(&spec).map_err(|e| Error::Spec(SpecError::Invalid(e.to_string())))?;
+    std::fs::write(&config, json).map_err(io(config.clone()))?;
+    let plan = RunnerPlan {
+        id: run_dir.id.clone(),
+        bundle,
+        state_root: dir.join("state"),
+        netns,
+        cgroups_path,
+        rootfs: root.path.clone(),
+        run_dir: dir.clone(),
+        supervisor_pid: std::process::id() as i32,
+        stop_timeout_ms: req.stop_timeout.as_millis() as u64,
+    };
+    let plan_path = dir.join("plan.json");
+    let plan_json = serde_json::to_vec(&plan).map_err(|e| Error::Spec(SpecError::Invalid(e.to_string())))?;
+    std::fs::write(&plan_path, plan_json).map_err(io(plan_path.clone()))?;
+    Ok((plan, idmap::plan(host, root.user.uid, root.user.gid)))
+}
+
+/// The parts of the image config the spec uses.
+pub fn runtime_config(config: &oci_spec::image::ImageConfiguration) -> ImageRuntimeConfig {
+    let c = config.config().clone().unwrap_or_default();
+    ImageRuntimeConfig {
+        entrypoint: c.entrypoint().clone().unwrap_or_default(),
+        cmd: c.cmd().clone().unwrap_or_default(),
+        env: c.env().clone().unwrap_or_default(),
+        working_dir: c.working_dir().clone(),
+        volumes: c.volumes().clone().unwrap_or_default().into_iter().collect(),
+        user: c.user().clone().unwrap_or_default(),
+    }
+}
+
+fn hostname_for(digest: &str) -> String {
+    let hex = digest.rsplit(':').next().unwrap_or(digest);
+    format!("thv-{}", &hex[..hex.len().min(12)])
+}
+
+/// NOFILE: up to 65536 within what we may set; NPROC: up to 8192 (it counts every process of the host user).
+fn limits() -> (u64, u64) {
+    use nix::sys::resource::{getrlimit, Resource};
+    let cap = |r, want: u64| getrlimit(r).map(|(_, hard)| hard.min(want)).unwrap_or(want);
+    (cap(Resource::RLIMIT_NOFILE, 65_536), cap(Resource::RLIMIT_NPROC, 8_192))
+}
+
+/// The host path of the sandbox's cgroup if it gets one (the unified hierarchy, below our own cgroup).
+fn host_cgroup_dir(cgroups_path: &str) -> Option<PathBuf> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let rel = own.lines().find_map(|l| l.strip_prefix("0::"))?.trim().to_owned();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mount = mountinfo.lines().find_map(|l| {
+        let (pre, post) = l.split_once(" - ")?;
+        (post.split_whitespace().next()? == "cgroup2").then(|| pre.split_whitespace().nth(4).map(str::to_owned))?
+    })?;
+    Some(PathBuf::from(mount).join(rel.trim_start_matches('/')).join(cgroups_path.trim_start_matches('/')))
+}

@@ -1,0 +1,299 @@
+//! Unpacked image roots, cached and immutable.
+//!
+//! A root is built aside in a fresh directory, every layer checked against its digest and diff_id, the mount
+//! points the spec needs created, and only then committed by `rename(2)` under a name made of what determines its
+//! content: the manifest digest, the id-mapping mode and the unpacker version. A half-built root never has that
+//! name, so it is never used; leftovers of a killed build are removed by the next build.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::Mode;
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::idmap::IdMapMode;
+use crate::layout::{LayoutError, OciLayout, ResolvedImage};
+use crate::spec::{mountpoints, ImageRuntimeConfig};
+use crate::unpack::{self, UnpackError, UnpackOptions};
+use crate::user::{self, ResolvedUser, UserError};
+
+/// Bumped whenever the unpacker would produce different trees from the same layers.
+pub const UNPACKER_VERSION: u32 = 1;
+
+/// What the cache remembers about a root beside the tree itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RootMeta {
+    /// The manifest the root was built from.
+    pub manifest_digest: String,
+    /// Whether the image itself has the user's home directory (else the run mounts a tmpfs there).
+    pub home_in_image: bool,
+    /// Device nodes skipped (rootless unpacking cannot create them).
+    pub skipped_devices: u64,
+}
+
+/// A committed root, ready to run.
+#[derive(Debug, Clone)]
+pub struct Root {
+    /// The tree (mounted read-only as the server's `/`).
+    pub path: PathBuf,
+    /// Its metadata.
+    pub meta: RootMeta,
+    /// The image user, resolved inside the tree.
+    pub user: ResolvedUser,
+    /// Whether this run unpacked it (false: from the cache).
+    pub unpacked_now: bool,
+}
+
+/// Failures building a root.
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    /// Reading the image failed.
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    /// A layer could not be applied.
+    #[error("cannot unpack layer {digest}")]
+    Unpack {
+        /// The layer.
+        digest: Digest,
+        /// The cause.
+        #[source]
+        source: UnpackError,
+    },
+    /// The uncompressed layer is not what the config says.
+    #[error("layer {digest} does not match the image config: its content is {actual}, the config says {expected}")]
+    DiffIdMismatch {
+        /// The layer blob.
+        digest: Digest,
+        /// From the config.
+        expected: Digest,
+        /// Computed.
+        actual: String,
+    },
+    /// The image user could not be resolved.
+    #[error(transparent)]
+    User(#[from] UserError),
+    /// Cache I/O.
+    #[error("cache: {path}")]
+    Io {
+        /// The path concerned.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> RootfsError + '_ {
+    move |source| RootfsError::Io { path: path.to_owned(), source }
+}
+
+/// The cache directory of roots for this unpacker version.
+pub fn roots_dir(cache: &Path) -> PathBuf {
+    cache.join(format!("roots-v{UNPACKER_VERSION}"))
+}
+
+/// The committed name of a root.
+pub fn root_key(manifest: &Digest, mode: IdMapMode) -> String {
+    format!("{}-{}-{}", manifest.algorithm().as_str(), manifest.hex(), mode)
+}
+
+/// Returns the cached root of `image`, unpacking it first if needed.
+pub fn ensure(
+    cache: &Path,
+    layout: &OciLayout,
+    image: &ResolvedImage,
+    runtime: &ImageRuntimeConfig,
+    mode: IdMapMode,
+) -> Result<Root, RootfsError> {
+    let roots = roots_dir(cache);
+    crate::dirs::private_dir(&roots).map_err(|e| RootfsError::Io {
+        path: roots.clone(),
+        source: io::Error::other(e.to_string()),
+    })?;
+    let entry = roots.join(root_key(&image.manifest_digest, mode));
+    if let Some(root) = load(&entry, runtime)? {
+        return Ok(root);
+    }
+    let staging = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempdir_in(&roots)
+        .map_err(io_at(&roots))?;
+    let tree = staging.path().join("rootfs");
+    std::fs::create_dir(&tree).map_err(io_at(&tree))?;
+    let opts = UnpackOptions::default();
+    let mut skipped_devices = 0;
+    let mut builder = unpack::RootBuilder::new(&tree, opts).map_err(|source| RootfsError::Unpack {
+        digest: image.manifest_digest.clone(),
+        source,
+    })?;
+    for layer in &image.layers {
+        let blob = layout.open_blob(&layer.digest, layer.size)?;
+        let stats = builder
+            .apply_layer(blob, unpack_compression(layer.compression))
+            .map_err(|source| RootfsError::Unpack { digest: layer.digest.clone(), source })?;
+        if stats.diff_id != layer.diff_id.to_string() {
+            return Err(RootfsError::DiffIdMismatch {
+                digest: layer.digest.clone(),
+                expected: layer.diff_id.clone(),
+                actual: stats.diff_id,
+            });
+        }
+        skipped_devices += stats.skipped_devices;
+    }
+    builder.finish().map_err(|source| RootfsError::Unpack { digest: image.manifest_digest.clone(), source })?;
+
+    let resolved = user::resolve(&tree, &runtime.user)?;
+    let home_in_image = resolved.home.as_deref().is_none_or(|h| user::dir_exists_inside(&tree, h));
+    for (point, is_dir) in mountpoints(runtime, &resolved, home_in_image) {
+        ensure_mountpoint(&tree, &point, is_dir).map_err(io_at(&tree.join(point.trim_start_matches('/'))))?;
+    }
+    let meta = RootMeta { manifest_digest: image.manifest_digest.to_string(), home_in_image, skipped_devices };
+    let meta_path = staging.path().join("meta.json");
+    std::fs::write(&meta_path, serde_json::to_vec_pretty(&meta).map_err(io::Error::other).map_err(io_at(&meta_path))?)
+        .map_err(io_at(&meta_path))?;
+    let staged = staging.keep();
+    match std::fs::rename(&staged, &entry) {
+        Ok(()) => {}
+        // Another run committed the same root first: theirs is as good as ours.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST)) => {
+            let _ = remove_tree(&staged);
+        }
+        Err(e) => {
+            let _ = remove_tree(&staged);
+            return Err(RootfsError::Io { path: entry, source: e });
+        }
+    }
+    let mut root = load(&entry, runtime)?.ok_or_else(|| RootfsError::Io {
+        path: entry.clone(),
+        source: io::Error::other("committed root vanished"),
+    })?;
+    root.unpacked_now = true;
+    Ok(root)
+}
+
+/// Removes a tree we built, including read-only directories.
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fn open_up(dir: &Path) {
+        // Directories without write or search permission (0555 ones from images) would stop remove_dir_all.
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    open_up(&e.path());
+                }
+            }
+        }
+    }
+    if std::fs::symlink_metadata(path)?.is_dir() {
+        open_up(path);
+    }
+    std::fs::remove_dir_all(path)
+}
+
+fn load(entry: &Path, runtime: &ImageRuntimeConfig) -> Result<Option<Root>, RootfsError> {
+    let meta_path = entry.join("meta.json");
+    let bytes = match std::fs::read(&meta_path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(RootfsError::Io { path: meta_path, source: e }),
+    };
+    let meta: RootMeta = serde_json::from_slice(&bytes)
+        .map_err(|e| RootfsError::Io { path: meta_path.clone(), source: io::Error::new(io::ErrorKind::InvalidData, e) })?;
+    let path = entry.join("rootfs");
+    let user = user::resolve(&path, &runtime.user)?;
+    Ok(Some(Root { path, meta, user, unpacked_now: false }))
+}
+
+fn unpack_compression(c: crate::layout::Compression) -> unpack::Compression {
+    match c {
+        crate::layout::Compression::None => unpack::Compression::None,
+        crate::layout::Compression::Gzip => unpack::Compression::Gzip,
+    }
+}
+
+/// Creates `path` (absolute, inside the root) as an empty directory or file unless something exists there. Every
+/// component is resolved inside `root`: a symlink in the image cannot make us create anything outside it.
+pub fn ensure_mountpoint(root: &Path, path: &str, is_dir: bool) -> io::Result<()> {
+    let root_fd = open_path(libc::AT_FDCWD, root, OFlag::O_DIRECTORY, None)?;
+    let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    if comps.iter().any(|c| *c == "..") {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("`..` in mount point {path}")));
+    }
+    let Some((last, parents)) = comps.split_last() else { return Ok(()) };
+    let mut prefix = String::new();
+    for c in parents {
+        let parent = if prefix.is_empty() { ".".to_owned() } else { prefix.clone() };
+        prefix = if prefix.is_empty() { (*c).to_owned() } else { format!("{prefix}/{c}") };
+        match open_path(root_fd.as_raw_fd(), Path::new(&prefix), OFlag::O_DIRECTORY, Some(()))  {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                let pfd = open_path(root_fd.as_raw_fd(), Path::new(&parent), OFlag::O_DIRECTORY, Some(()))?;
+                match nix::sys::stat::mkdirat(Some(pfd.as_raw_fd()), *c, Mode::from_bits_truncate(0o755)) {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let parent = if prefix.is_empty() { ".".to_owned() } else { prefix };
+    let pfd = open_path(root_fd.as_raw_fd(), Path::new(&parent), OFlag::O_DIRECTORY, Some(()))?;
+    let res = if is_dir {
+        nix::sys::stat::mkdirat(Some(pfd.as_raw_fd()), *last, Mode::from_bits_truncate(0o755)).map(|_| ())
+    } else {
+        nix::fcntl::openat(
+            Some(pfd.as_raw_fd()),
+            *last,
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )
+        .map(|fd| {
+            let _ = nix::unistd::close(fd);
+        })
+    };
+    match res {
+        Ok(()) | Err(Errno::EEXIST) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Opens `path` relative to `dirfd`; with `in_root`, resolved as if `dirfd` were `/`.
+fn open_path(dirfd: i32, path: &Path, flags: OFlag, in_root: Option<()>) -> io::Result<OwnedFd> {
+    let how = OpenHow::new().flags(flags | OFlag::O_RDONLY | OFlag::O_CLOEXEC).resolve(if in_root.is_some() {
+        ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS
+    } else {
+        ResolveFlag::empty()
+    });
+    let fd = openat2(dirfd, path, how)?;
+    // SAFETY: openat2 returned a fresh descriptor owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountpoints_are_created_inside_the_root_even_through_symlinks() {
+        let outer = tempfile::tempdir().unwrap();
+        let root = outer.path().join("root");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        // /run is a symlink that points outside the root, as an attacker's image might have it.
+        std::os::unix::fs::symlink(outer.path().join("escape"), root.join("run")).unwrap();
+        std::os::unix::fs::symlink("../../../escape2", root.join("tmp")).unwrap();
+        ensure_mountpoint(&root, "/run", true).unwrap();
+        ensure_mountpoint(&root, "/tmp/x", true).unwrap();
+        ensure_mountpoint(&root, "/etc/hosts", false).unwrap();
+        ensure_mountpoint(&root, "/home/app", true).unwrap();
+        assert!(!outer.path().join("escape").exists());
+        assert!(!outer.path().join("escape2").exists());
+        assert!(root.join("etc/hosts").is_file());
+        assert!(root.join("home/app").is_dir());
+        assert!(ensure_mountpoint(&root, "/a/../../b", true).is_err());
+    }
+}

@@ -1,0 +1,429 @@
+//! The runner: the processes between the supervisor and the server.
+//!
+//! ```text
+//! thv-sandbox run (supervisor, host namespaces)          — talks to the MCP client, never calls libcontainer
+//!  └─ runner keeper  (own user, mount, cgroup and net namespaces; host pid namespace)
+//!      └─ runner init (pid 1 of its own pid namespace; calls libcontainer, which makes it non-dumpable)
+//!          └─ server   (the container: its own pid, ipc, uts, mount and cgroup namespaces; joins the net namespace)
+//! ```
+//! Why each process exists:
+//! - The keeper creates the user namespace (the supervisor writes its id maps from outside, with `newuidmap` when
+//!   subordinate ids are used), mounts `cgroup2` in its private mount namespace (so libcontainer's cgroup v2 manager
+//!   works on cgroup-v1-hybrid hosts too), brings `lo` up in a fresh network namespace and binds that namespace to
+//!   a file the spec joins. It outlives everything under it, so it can clean up: the run directory and any cgroup.
+//! - The runner init is pid 1 of a pid namespace that contains the whole sandbox. When it dies for any reason —
+//!   including SIGKILL of the keeper, through its parent-death signal — the kernel kills every process in the
+//!   sandbox. Nothing can outlive it.
+//! - The keeper gets SIGTERM when the supervisor dies (parent-death signal): it stops the server, waits the grace
+//!   period, then kills the runner init.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::errno::Errno;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+use serde::{Deserialize, Serialize};
+
+use crate::sync::{Channel, Message, RunnerFailure, StartTimings};
+
+/// The descriptor number the supervisor hands the channel over on.
+pub const SYNC_FD: i32 = 3;
+
+/// What the supervisor tells the runner, as `plan.json` in the run directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunnerPlan {
+    /// Container id (unique).
+    pub id: String,
+    /// The bundle directory holding `config.json`.
+    pub bundle: PathBuf,
+    /// libcontainer's state root.
+    pub state_root: PathBuf,
+    /// The (empty) file the network namespace is bound to.
+    pub netns: PathBuf,
+    /// The spec's absolute cgroups path.
+    pub cgroups_path: String,
+    /// The cached root: bound read-only onto itself before libcontainer runs, so nothing in the sandbox's set-up
+    /// can write into the cache.
+    pub rootfs: PathBuf,
+    /// The run directory, removed at the end.
+    pub run_dir: PathBuf,
+    /// The supervisor's pid; if the keeper's parent is not it any more, the supervisor is gone.
+    pub supervisor_pid: i32,
+    /// How long the server gets between SIGTERM and SIGKILL.
+    pub stop_timeout_ms: u64,
+}
+
+/// The signals the sandbox forwards to the server.
+pub const FORWARDED: &[Signal] = &[
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
+fn handled_set() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in FORWARDED {
+        set.add(*s);
+    }
+    set.add(Signal::SIGCHLD);
+    set
+}
+
+/// Entry point of `thv-sandbox __runner RUN_DIR` (the keeper). Returns the process exit code.
+pub fn keeper_main(run_dir: &Path) -> i32 {
+    // SAFETY: descriptor 3 is handed over by the supervisor for exactly this purpose and owned by nothing else here.
+    let chan = Channel::from_fd(unsafe { OwnedFd::from_raw_fd(SYNC_FD) });
+    let fail = |stage: &str, err: &dyn std::error::Error| {
+        let _ = chan.send(&Message::Failed(failure(stage, err)));
+        crate::EXIT_SANDBOX_ERROR
+    };
+    let plan: RunnerPlan = match std::fs::read(run_dir.join("plan.json"))
+        .map_err(|e| Box::new(e) as Box<dyn std::error::Error>)
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.into()))
+    {
+        Ok(p) => p,
+        Err(e) => return fail("read run plan", e.as_ref()),
+    };
+    // If the supervisor dies, we hear of it. It may already be gone: then there is nobody to serve.
+    if let Err(e) = set_parent_death_signal(Signal::SIGTERM) {
+        return fail("parent-death signal", &e);
+    }
+    if nix::unistd::getppid().as_raw() != plan.supervisor_pid {
+        return crate::EXIT_SANDBOX_ERROR;
+    }
+    let t0 = Instant::now();
+    if let Err(e) = unshare(CloneFlags::CLONE_NEWUSER) {
+        return fail("create user namespace", &e);
+    }
+    if let Err(e) = chan.send(&Message::UsernsReady) {
+        return fail("runner channel", &e);
+    }
+    match chan.recv() {
+        Ok(Some(Message::Mapped)) => {}
+        Ok(Some(Message::MapFailed(_))) | Ok(None) => return crate::EXIT_SANDBOX_ERROR,
+        Ok(Some(other)) => return fail("runner channel", &io::Error::other(format!("unexpected {other:?}"))),
+        Err(e) => return fail("runner channel", &e),
+    }
+    if let Err((stage, e)) = enter_namespaces(&plan) {
+        return fail(stage, &e);
+    }
+    let namespaces_us = t0.elapsed().as_micros() as u64;
+
+    // Signals are taken through a signalfd; the runner init unblocks them again before libcontainer runs.
+    let set = handled_set();
+    if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None) {
+        return fail("block signals", &e);
+    }
+    let sfd = match SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC) {
+        Ok(s) => s,
+        Err(e) => return fail("signalfd", &e),
+    };
+    // SAFETY: the process is single-threaded here (no threads were started in the runner), so the child may run
+    // arbitrary code.
+    let child = match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            drop(sfd);
+            std::process::exit(init_main(&plan, &chan, namespaces_us));
+        }
+        Ok(ForkResult::Parent { child }) => child,
+        Err(e) => return fail("fork runner init", &e),
+    };
+    let code = keep(&plan, &chan, &sfd, child);
+    cleanup(&plan);
+    code
+}
+
+/// The keeper's wait: relays signals and the supervisor's requests, enforces the grace period if the supervisor
+/// dies, and returns the runner init's exit code.
+fn keep(plan: &RunnerPlan, chan: &Channel, sfd: &SignalFd, child: Pid) -> i32 {
+    let mut deadline: Option<Instant> = None;
+    let mut chan_open = true;
+    let grace = Duration::from_millis(plan.stop_timeout_ms);
+    loop {
+        if let Some(code) = reap(child) {
+            return code;
+        }
+        let timeout = match deadline {
+            Some(d) => PollTimeout::try_from(d.saturating_duration_since(Instant::now())).unwrap_or(PollTimeout::MAX),
+            None => PollTimeout::NONE,
+        };
+        let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        if chan_open {
+            fds.push(PollFd::new(chan.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, timeout) {
+            Ok(0) => {
+                // Grace period over.
+                let _ = kill(child, Signal::SIGKILL);
+                deadline = None;
+                continue;
+            }
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(_) => {
+                let _ = kill(child, Signal::SIGKILL);
+                continue;
+            }
+        }
+        let sig_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
+        let chan_ready = chan_open && fds.get(1).and_then(|f| f.revents()).is_some_and(|r| !r.is_empty());
+        if sig_ready {
+            if let Ok(Some(info)) = sfd.read_signal() {
+                let sig = Signal::try_from(info.ssi_signo as i32).ok();
+                if let Some(sig) = sig.filter(|s| *s != Signal::SIGCHLD) {
+                    let _ = kill(child, sig);
+                    // SIGTERM without a supervisor (its parent-death signal) starts the grace period here.
+                    if sig == Signal::SIGTERM && deadline.is_none() {
+                        deadline = Some(Instant::now() + grace);
+                    }
+                }
+            }
+        }
+        if chan_ready {
+            match chan.recv() {
+                Ok(Some(Message::Signal(n))) => {
+                    if let Ok(sig) = Signal::try_from(n) {
+                        let _ = kill(child, sig);
+                    }
+                }
+                Ok(Some(Message::Kill)) => {
+                    let _ = kill(child, Signal::SIGKILL);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => {
+                    // The supervisor is gone: stop the server, kill everything after the grace period.
+                    chan_open = false;
+                    let _ = kill(child, Signal::SIGTERM);
+                    deadline.get_or_insert(Instant::now() + grace);
+                }
+            }
+        }
+    }
+}
+
+/// Collects the runner init if it has exited; its code is ours.
+fn reap(child: Pid) -> Option<i32> {
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == child => return Some(code),
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => return Some(128 + sig as i32),
+            Ok(WaitStatus::StillAlive) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
+/// Removes what the run left: its cgroup (if one could be made) and the run directory.
+fn cleanup(plan: &RunnerPlan) {
+    let _ = umount2(&plan.netns, MntFlags::MNT_DETACH);
+    let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(plan.cgroups_path.trim_start_matches('/')));
+    let _ = std::fs::remove_dir_all(&plan.run_dir);
+}
+
+/// Mount, cgroup, network and pid namespaces for the sandbox, inside the (mapped) user namespace.
+fn enter_namespaces(plan: &RunnerPlan) -> Result<(), (&'static str, io::Error)> {
+    unshare(
+        CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP | CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWPID,
+    )
+    .map_err(|e| ("create mount/cgroup/network/pid namespaces", e.into()))?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(|e| ("make mounts private", e.into()))?;
+    // Our own cgroup2 view, rooted at our cgroup: libcontainer then uses its v2 manager on every host. Where we may
+    // not create a child cgroup (no delegation), it leaves the server in ours — the pid namespace still holds it.
+    mount(
+        Some("cgroup2"),
+        "/sys/fs/cgroup",
+        Some("cgroup2"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(|e| ("mount cgroup2", e.into()))?;
+    seal_rootfs(&plan.rootfs).map_err(|e| ("seal the root read-only", e))?;
+    loopback_up().map_err(|e| ("bring up lo", e))?;
+    mount(Some("/proc/self/ns/net"), &plan.netns, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(|e| ("bind the network namespace", e.into()))?;
+    Ok(())
+}
+
+/// Binds `root` onto itself read-only (keeping the flags the user namespace may not drop).
+fn seal_rootfs(root: &Path) -> io::Result<()> {
+    mount(Some(root), root, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)?;
+    let st = nix::sys::statvfs::statvfs(root)?;
+    let f = st.flags();
+    use nix::sys::statvfs::FsFlags;
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    for (have, want) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if f.contains(have) {
+            flags |= want;
+        }
+    }
+    mount(None::<&str>, root, None::<&str>, flags, None::<&str>)?;
+    Ok(())
+}
+
+/// Sets `IFF_UP` on `lo` of the current network namespace.
+fn loopback_up() -> io::Result<()> {
+    // SAFETY: plain socket(2) call; the result is checked and owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor owned by nothing else.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads the flags of the interface named in `req` into `req`; `req` outlives the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the union member ifru_flags is the one SIOCGIFFLAGS just filled.
+    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: SIOCSIFFLAGS reads `req`, which is valid for the duration of the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The runner init: pid 1 of the sandbox's pid namespace. Creates and starts the container, relays signals to
+/// the server and returns its exit code (128+N for a signal).
+fn init_main(plan: &RunnerPlan, chan: &Channel, namespaces_us: u64) -> i32 {
+    let fail = |stage: &str, err: &dyn std::error::Error| {
+        let _ = chan.send(&Message::Failed(failure(stage, err)));
+        crate::EXIT_SANDBOX_ERROR
+    };
+    // The keeper dying (even by SIGKILL) ends us, and with us the pid namespace: nothing outlives the keeper.
+    if let Err(e) = set_parent_death_signal(Signal::SIGKILL) {
+        return fail("parent-death signal", &e);
+    }
+    // The server inherits our signal mask and dispositions: hand it clean ones.
+    let set = handled_set();
+    let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None);
+    // SAFETY: restoring the default disposition of SIGPIPE (the Rust runtime ignores it) installs no handler code.
+    unsafe {
+        let _ = nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
+    }
+
+    let t0 = Instant::now();
+    let built = ContainerBuilder::new(plan.id.clone(), SyscallType::default())
+        .with_root_path(&plan.state_root)
+        .and_then(|b| b.validate_id())
+        .and_then(|b| b.as_init(&plan.bundle).with_systemd(false).with_detach(false).build());
+    let mut container = match built {
+        Ok(c) => c,
+        Err(e) => return fail("create the sandbox", &e),
+    };
+    let create_us = t0.elapsed().as_micros() as u64;
+    // From here every error must delete the container, or its init waits forever (libcontainer pitfall 5).
+    if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None) {
+        let _ = container.delete(true);
+        return fail("block signals", &e);
+    }
+    let sfd = match SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = container.delete(true);
+            return fail("signalfd", &e);
+        }
+    };
+    let t1 = Instant::now();
+    if let Err(e) = container.start() {
+        let _ = container.delete(true);
+        return fail("start the server", &e);
+    }
+    let start_us = t1.elapsed().as_micros() as u64;
+    let Some(server) = container.pid() else {
+        let _ = container.delete(true);
+        return fail("start the server", &io::Error::other("libcontainer reported no pid"));
+    };
+    let _ = chan.send(&Message::Started(StartTimings { namespaces_us, create_us, start_us }));
+
+    let code = loop {
+        let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => break crate::EXIT_SANDBOX_ERROR,
+        }
+        let Ok(Some(info)) = sfd.read_signal() else { continue };
+        match Signal::try_from(info.ssi_signo as i32) {
+            Ok(Signal::SIGCHLD) => {
+                if let Some(code) = reap_server(server) {
+                    break code;
+                }
+            }
+            Ok(sig) => {
+                let _ = kill(server, sig);
+            }
+            Err(_) => {}
+        }
+    };
+    // The server (pid 1 of the container's pid namespace) is gone, so the kernel has killed everything it left.
+    if let Err(e) = container.delete(true) {
+        tracing::debug!("deleting container state: {e}");
+    }
+    code
+}
+
+/// Reaps every exited child (orphans of the sandbox become ours); returns the server's code once it is among them.
+fn reap_server(server: Pid) -> Option<i32> {
+    let mut code = None;
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, c)) if pid == server => code = Some(c),
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == server => code = Some(128 + sig as i32),
+            Ok(WaitStatus::StillAlive) | Err(_) => return code,
+            Ok(_) => continue,
+        }
+    }
+}
+
+fn set_parent_death_signal(sig: Signal) -> io::Result<()> {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and changes only this process's attributes.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn failure(stage: &str, err: &dyn std::error::Error) -> RunnerFailure {
+    let mut chain = vec![err.to_string()];
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let s = e.to_string();
+        if chain.last() != Some(&s) {
+            chain.push(s);
+        }
+        cur = e.source();
+    }
+    RunnerFailure { stage: stage.to_owned(), chain }
+}
+
+/// `CString` of a path, for the few raw calls that need one.
+pub fn cpath(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_encoded_bytes()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+}

@@ -1,0 +1,438 @@
+//! The OCI runtime configuration of a sandbox, as a pure function of (image config, profile, options).
+//!
+//! Nothing here touches the system: the same inputs give the same `config.json`, which the tests snapshot. The
+//! user namespace is not in the spec: the runner creates it before libcontainer runs (see `runner`), so
+//! libcontainer works in rootless mode inside it and the container's other namespaces are owned by it.
+
+use std::path::{Path, PathBuf};
+
+use libcontainer::oci_spec::runtime::{LinuxSeccomp, Spec};
+use serde_json::{json, Value};
+
+use crate::user::ResolvedUser;
+
+/// `PATH` when the image sets none (Docker's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Paths masked with an empty file or tmpfs, as Docker masks them.
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/sys/devices/virtual/powercap",
+    "/sys/firmware",
+];
+
+/// Paths mounted read-only.
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// The parts of the image configuration that decide how the server runs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImageRuntimeConfig {
+    /// `Entrypoint`.
+    pub entrypoint: Vec<String>,
+    /// `Cmd`.
+    pub cmd: Vec<String>,
+    /// `Env` as `NAME=VALUE`.
+    pub env: Vec<String>,
+    /// `WorkingDir`.
+    pub working_dir: Option<String>,
+    /// `Volumes` (container paths).
+    pub volumes: Vec<String>,
+    /// `User`.
+    pub user: String,
+}
+
+/// Everything else the spec depends on.
+#[derive(Debug, Clone)]
+pub struct SpecOptions {
+    /// The unpacked, cached root (mounted read-only).
+    pub rootfs: PathBuf,
+    /// The resolved image user.
+    pub user: ResolvedUser,
+    /// Whether the user's home directory exists in the image (else a tmpfs is mounted there).
+    pub home_in_image: bool,
+    /// Arguments after `--`, replacing `Cmd`.
+    pub args: Option<Vec<String>>,
+    /// Extra environment (`NAME`, `VALUE`), overriding the image's.
+    pub env: Vec<(String, String)>,
+    /// The sandbox's hostname.
+    pub hostname: String,
+    /// Directory holding the generated `hosts`, `hostname` and `resolv.conf`.
+    pub etc_dir: PathBuf,
+    /// The network namespace the runner prepared (only `lo`, up).
+    pub netns: PathBuf,
+    /// A cgroups path unique to this sandbox (absolute).
+    pub cgroups_path: String,
+    /// The seccomp profile in force.
+    pub seccomp: LinuxSeccomp,
+    /// RLIMIT_NOFILE (soft = hard).
+    pub nofile: u64,
+    /// RLIMIT_NPROC (soft = hard).
+    pub nproc: u64,
+}
+
+/// Why no spec could be made.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SpecError {
+    /// Neither Entrypoint, Cmd nor user arguments name a program.
+    #[error("the image has no Entrypoint or Cmd and no command was given after `--`")]
+    NoCommand,
+    /// A path in the image config is not absolute.
+    #[error("{what} `{path}` in the image config is not an absolute path")]
+    RelativePath {
+        /// Which field.
+        what: &'static str,
+        /// The value.
+        path: String,
+    },
+    /// A cgroups path that is empty or relative would share or take over a cgroup (libcontainer pitfall 1).
+    #[error("cgroups path `{0}` must be absolute and unique to the sandbox")]
+    BadCgroupsPath(String),
+    /// The result did not parse as an OCI runtime spec (a bug).
+    #[error("generated spec is invalid: {0}")]
+    Invalid(String),
+}
+
+/// The files the runner writes into `etc_dir` and the spec binds over the image's.
+pub fn etc_files(hostname: &str) -> [(&'static str, String); 3] {
+    [
+        ("hosts", format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")),
+        ("hostname", format!("{hostname}\n")),
+        // No resolver: the sandbox has only loopback, and name lookups must not become a way out.
+        ("resolv.conf", "# thv-sandbox: no DNS inside the sandbox\n".to_owned()),
+    ]
+}
+
+/// The mount points the read-only root must already contain (the unpacker creates them before the root is
+/// committed to the cache, so a run never writes into the cached root). `(path, is_dir)`.
+pub fn mountpoints(image: &ImageRuntimeConfig, user: &ResolvedUser, home_in_image: bool) -> Vec<(String, bool)> {
+    let mut points: Vec<(String, bool)> = ["/proc", "/sys", "/dev", "/tmp", "/run"]
+        .iter()
+        .map(|p| (p.to_string(), true))
+        .collect();
+    points.extend(["/etc/hosts", "/etc/hostname", "/etc/resolv.conf"].iter().map(|p| (p.to_string(), false)));
+    if let Some(home) = user.home.as_ref().filter(|h| !home_in_image && h.as_str() != "/") {
+        points.push((home.clone(), true));
+    }
+    for v in &image.volumes {
+        points.push((v.clone(), true));
+    }
+    points
+}
+
+/// Builds the runtime spec.
+pub fn build(image: &ImageRuntimeConfig, opts: &SpecOptions) -> Result<Spec, SpecError> {
+    if !opts.cgroups_path.starts_with('/') || opts.cgroups_path.trim_matches('/').is_empty() {
+        return Err(SpecError::BadCgroupsPath(opts.cgroups_path.clone()));
+    }
+    let mut args = image.entrypoint.clone();
+    args.extend(opts.args.clone().unwrap_or_else(|| image.cmd.clone()));
+    if args.is_empty() {
+        return Err(SpecError::NoCommand);
+    }
+    let cwd = image.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into());
+    if !cwd.starts_with('/') {
+        return Err(SpecError::RelativePath { what: "WorkingDir", path: cwd });
+    }
+    for v in &image.volumes {
+        if !v.starts_with('/') {
+            return Err(SpecError::RelativePath { what: "Volume", path: v.clone() });
+        }
+    }
+    let user = &opts.user;
+    let home = user.home.clone().unwrap_or_else(|| "/".into());
+    let env = environment(image, opts, &home);
+
+    let tmpfs = |dest: &str, mode: &str, owned: bool, noexec: bool| {
+        let mut o = vec!["nosuid".to_owned(), "nodev".to_owned(), format!("mode={mode}")];
+        if noexec {
+            o.push("noexec".into());
+        }
+        if owned {
+            o.push(format!("uid={}", user.uid));
+            o.push(format!("gid={}", user.gid));
+        }
+        json!({"destination": dest, "type": "tmpfs", "source": "tmpfs", "options": o})
+    };
+    let bind_ro = |dest: &str, src: &Path| {
+        json!({"destination": dest, "type": "bind", "source": src,
+               "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]})
+    };
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+               "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        // No gid=5 option: group 5 is not mapped in single-uid mode.
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+               "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+               "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+               "options": ["nosuid", "noexec", "nodev"]}),
+        // A fresh sysfs (not the host's): it shows only this network namespace's interfaces.
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+               "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
+        tmpfs("/tmp", "1777", false, false),
+        tmpfs("/run", "755", true, false),
+    ];
+    for (name, _) in etc_files(&opts.hostname) {
+        mounts.push(bind_ro(&format!("/etc/{name}"), &opts.etc_dir.join(name)));
+    }
+    if !opts.home_in_image && home != "/" {
+        mounts.push(tmpfs(&home, "700", true, false));
+    }
+    for v in &image.volumes {
+        mounts.push(tmpfs(v, "755", true, false));
+    }
+
+    let rlimit = |typ: &str, n: u64| json!({"type": typ, "hard": n, "soft": n});
+    let spec = json!({
+        "ociVersion": "1.0.2",
+        "root": {"path": opts.rootfs, "readonly": true},
+        "hostname": opts.hostname,
+        "mounts": mounts,
+        "process": {
+            "terminal": false,
+            "user": {"uid": user.uid, "gid": user.gid},
+            "args": args,
+            "env": env,
+            "cwd": cwd,
+            // No capabilities in any set: the server needs none, and the user namespace's root is not root anyway.
+            "capabilities": {"bounding": [], "effective": [], "inheritable": [], "permitted": [], "ambient": []},
+            "noNewPrivileges": true,
+            "rlimits": [
+                rlimit("RLIMIT_NOFILE", opts.nofile),
+                rlimit("RLIMIT_CORE", 0),
+                rlimit("RLIMIT_NPROC", opts.nproc),
+            ],
+        },
+        "linux": {
+            "namespaces": [
+                {"type": "pid"},
+                {"type": "ipc"},
+                {"type": "uts"},
+                {"type": "mount"},
+                {"type": "cgroup"},
+                {"type": "network", "path": opts.netns},
+            ],
+            "cgroupsPath": opts.cgroups_path,
+            "seccomp": opts.seccomp,
+            "maskedPaths": MASKED_PATHS,
+            "readonlyPaths": READONLY_PATHS,
+            "rootfsPropagation": "private",
+        },
+    });
+    serde_json::from_value::<Spec>(spec).map_err(|e| SpecError::Invalid(e.to_string()))
+}
+
+/// The image's environment, then defaults it lacks, then the caller's overrides.
+fn environment(image: &ImageRuntimeConfig, opts: &SpecOptions, home: &str) -> Vec<String> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut set = |k: &str, v: &str, replace: bool| match env.iter_mut().find(|(n, _)| n == k) {
+        Some(slot) if replace => slot.1 = v.to_owned(),
+        Some(_) => {}
+        None => env.push((k.to_owned(), v.to_owned())),
+    };
+    for kv in &image.env {
+        let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
+        set(k, v, true);
+    }
+    set("PATH", DEFAULT_PATH, false);
+    set("HOME", home, false);
+    set("HOSTNAME", &opts.hostname, true);
+    for (k, v) in &opts.env {
+        set(k, v, true);
+    }
+    env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// Checks the spec against what must hold for every sandbox, whatever the inputs (used by tests and, cheaply,
+/// before every run): no capabilities, no_new_privs, seccomp present, read-only root, the six namespaces.
+pub fn check_invariants(spec: &Spec) -> Result<(), String> {
+    let v = serde_json::to_value(spec).map_err(|e| e.to_string())?;
+    let ensure = |ok: bool, what: &str| if ok { Ok(()) } else { Err(what.to_owned()) };
+    ensure(v["root"]["readonly"] == Value::Bool(true), "root must be read-only")?;
+    ensure(v["process"]["noNewPrivileges"] == Value::Bool(true), "no_new_privs must be set")?;
+    for set in ["bounding", "effective", "inheritable", "permitted", "ambient"] {
+        let caps = &v["process"]["capabilities"][set];
+        ensure(caps.as_array().is_some_and(|a| a.is_empty()), "capability sets must be empty")?;
+    }
+    ensure(v["linux"]["seccomp"].is_object(), "a seccomp profile must be set")?;
+    let kinds: Vec<&str> = v["linux"]["namespaces"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|n| n["type"].as_str()).collect())
+        .unwrap_or_default();
+    for ns in ["pid", "ipc", "uts", "mount", "cgroup", "network"] {
+        ensure(kinds.contains(&ns), "all six namespaces must be present")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> SpecOptions {
+        SpecOptions {
+            rootfs: "/cache/roots/v1/abc/rootfs".into(),
+            user: ResolvedUser { uid: 1000, gid: 1000, home: Some("/home/app".into()) },
+            home_in_image: false,
+            args: None,
+            env: vec![],
+            hostname: "thv-probe".into(),
+            etc_dir: "/run/user/1000/thv-sandbox/runs/x/etc".into(),
+            netns: "/run/user/1000/thv-sandbox/runs/x/netns".into(),
+            cgroups_path: "/thv-sandbox/x".into(),
+            seccomp: sandbox_profiles::default_seccomp().to_oci(),
+            nofile: 1024,
+            nproc: 4096,
+        }
+    }
+
+    fn image() -> ImageRuntimeConfig {
+        ImageRuntimeConfig {
+            entrypoint: vec!["/bin/server".into()],
+            cmd: vec!["--stdio".into()],
+            env: vec!["PATH=/app/bin".into(), "LANG=C.UTF-8".into()],
+            working_dir: Some("/app".into()),
+            volumes: vec!["/data".into()],
+            user: "app".into(),
+        }
+    }
+
+    fn value(spec: &Spec) -> Value {
+        serde_json::to_value(spec).unwrap()
+    }
+
+    #[test]
+    fn honours_the_image_config() {
+        let s = value(&build(&image(), &opts()).unwrap());
+        assert_eq!(s["process"]["args"], json!(["/bin/server", "--stdio"]));
+        assert_eq!(s["process"]["cwd"], "/app");
+        assert_eq!(s["process"]["user"], json!({"uid": 1000, "gid": 1000}));
+        assert_eq!(
+            s["process"]["env"],
+            json!(["PATH=/app/bin", "LANG=C.UTF-8", "HOME=/home/app", "HOSTNAME=thv-probe"])
+        );
+        assert_eq!(s["root"], json!({"path": "/cache/roots/v1/abc/rootfs", "readonly": true}));
+        assert_eq!(s["hostname"], "thv-probe");
+        check_invariants(&build(&image(), &opts()).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn user_args_replace_cmd_but_not_entrypoint() {
+        let mut o = opts();
+        o.args = Some(vec!["--port".into(), "1".into()]);
+        let s = value(&build(&image(), &o).unwrap());
+        assert_eq!(s["process"]["args"], json!(["/bin/server", "--port", "1"]));
+        let mut img = image();
+        img.entrypoint.clear();
+        let s = value(&build(&img, &o).unwrap());
+        assert_eq!(s["process"]["args"], json!(["--port", "1"]));
+    }
+
+    #[test]
+    fn no_command_is_an_error() {
+        let mut img = image();
+        img.entrypoint.clear();
+        img.cmd.clear();
+        assert_eq!(build(&img, &opts()).unwrap_err(), SpecError::NoCommand);
+    }
+
+    #[test]
+    fn defaults_path_and_home_and_overrides_env() {
+        let mut img = image();
+        img.env = vec!["FOO=1".into(), "HOME=/img".into()];
+        let mut o = opts();
+        o.env = vec![("FOO".into(), "2".into())];
+        let s = value(&build(&img, &o).unwrap());
+        assert_eq!(
+            s["process"]["env"],
+            json!(["FOO=2", "HOME=/img", format!("PATH={DEFAULT_PATH}"), "HOSTNAME=thv-probe"])
+        );
+    }
+
+    #[test]
+    fn isolation_is_complete() {
+        let s = value(&build(&image(), &opts()).unwrap());
+        let ns: Vec<&str> = s["linux"]["namespaces"].as_array().unwrap().iter().map(|n| n["type"].as_str().unwrap()).collect();
+        assert_eq!(ns, ["pid", "ipc", "uts", "mount", "cgroup", "network"]);
+        assert!(!ns.contains(&"user"), "the user namespace belongs to the runner, not the spec");
+        assert_eq!(s["linux"]["namespaces"][5]["path"], "/run/user/1000/thv-sandbox/runs/x/netns");
+        assert_eq!(s["process"]["noNewPrivileges"], true);
+        assert_eq!(s["process"]["capabilities"]["bounding"], json!([]));
+        assert_eq!(
+            s["process"]["rlimits"],
+            json!([
+                {"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024},
+                {"type": "RLIMIT_CORE", "hard": 0, "soft": 0},
+                {"type": "RLIMIT_NPROC", "hard": 4096, "soft": 4096},
+            ])
+        );
+        assert_eq!(s["linux"]["maskedPaths"].as_array().unwrap().len(), MASKED_PATHS.len());
+        assert!(s["linux"]["readonlyPaths"].as_array().unwrap().contains(&json!("/proc/sys")));
+        assert_eq!(s["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+    }
+
+    #[test]
+    fn writable_places_are_tmpfs_and_etc_is_bound_read_only() {
+        let s = value(&build(&image(), &opts()).unwrap());
+        let mounts = s["mounts"].as_array().unwrap();
+        let find = |d: &str| mounts.iter().find(|m| m["destination"] == d).unwrap_or_else(|| panic!("{d}"));
+        for d in ["/tmp", "/run", "/home/app", "/data", "/dev/shm"] {
+            assert_eq!(find(d)["type"], "tmpfs", "{d}");
+        }
+        assert!(find("/home/app")["options"].as_array().unwrap().contains(&json!("uid=1000")));
+        for f in ["hosts", "hostname", "resolv.conf"] {
+            let m = find(&format!("/etc/{f}"));
+            assert_eq!(m["source"], format!("/run/user/1000/thv-sandbox/runs/x/etc/{f}"));
+            assert!(m["options"].as_array().unwrap().contains(&json!("ro")));
+        }
+        assert_eq!(find("/sys")["type"], "sysfs");
+        // The home of an image that has it is not hidden.
+        let mut o = opts();
+        o.home_in_image = true;
+        let s = value(&build(&image(), &o).unwrap());
+        assert!(!s["mounts"].as_array().unwrap().iter().any(|m| m["destination"] == "/home/app"));
+    }
+
+    #[test]
+    fn mountpoints_cover_every_mount_outside_dev_proc_sys() {
+        let img = image();
+        let o = opts();
+        let s = value(&build(&img, &o).unwrap());
+        let points: Vec<String> = mountpoints(&img, &o.user, o.home_in_image).into_iter().map(|p| p.0).collect();
+        for m in s["mounts"].as_array().unwrap() {
+            let d = m["destination"].as_str().unwrap();
+            let covered = points.iter().any(|p| d == p || d.starts_with(&format!("{p}/")));
+            assert!(covered, "{d} has no mount point in the cached root");
+        }
+    }
+
+    #[test]
+    fn refuses_shared_or_relative_cgroups_paths_and_relative_dirs() {
+        for bad in ["", "/", "thv/x"] {
+            let mut o = opts();
+            o.cgroups_path = bad.into();
+            assert!(matches!(build(&image(), &o), Err(SpecError::BadCgroupsPath(_))), "{bad:?}");
+        }
+        let mut img = image();
+        img.working_dir = Some("app".into());
+        assert!(matches!(build(&img, &opts()), Err(SpecError::RelativePath { .. })));
+    }
+}

@@ -1,0 +1,127 @@
+//! Support for thv-sandbox's end-to-end tests.
+//!
+//! - [`image`]: writes real OCI image layouts ([`ImageBuilder`], [`probe_image`]) and checks them
+//!   ([`check_layout`]).
+//! - [`mcp`]: MCP clients (the real `rmcp` client) over a child process or any byte stream.
+//! - [`probe_bin`], [`thv_sandbox_bin`]: where the built binaries are; [`require`]: skip locally, fail under CI.
+//!
+//! The in-sandbox probe itself is the binary `sandbox-probe` (src/bin/sandbox-probe.rs): an MCP server on stdio
+//! whose tools report what it sees from inside a sandbox and try forbidden things.
+
+use std::path::{Path, PathBuf};
+
+pub mod image;
+pub mod mcp;
+
+pub use image::{
+    check_layout, host_platform, probe_image, probe_image_builder, sha256_digest, shared_libraries,
+    tag_manifest, write_platform_index, BuiltImage, Compression, Descriptor, Entry, ImageBuilder,
+    Layer, LayoutSummary, MediaTypes,
+};
+pub use mcp::{
+    call_tool, mcp_client_over_command, mcp_client_over_stream, spawn_mcp, tool_json, tool_text,
+    Finished, McpClient, McpProcess, McpSetupError,
+};
+
+/// The `sandbox-probe` binary: `$SANDBOX_PROBE_BIN`, else next to the running test's target directory.
+///
+/// # Panics
+/// When the binary does not exist; the message says how to build it.
+pub fn probe_bin() -> PathBuf {
+    locate_bin(
+        "SANDBOX_PROBE_BIN",
+        "sandbox-probe",
+        "cargo build -p thv-sandbox-e2e --bin sandbox-probe",
+    )
+}
+
+/// The `thv-sandbox` binary: `$THV_SANDBOX_BIN`, else next to the running test's target directory.
+///
+/// # Panics
+/// When the binary does not exist; the message says how to build it.
+pub fn thv_sandbox_bin() -> PathBuf {
+    locate_bin(
+        "THV_SANDBOX_BIN",
+        "thv-sandbox",
+        "cargo build -p thv-sandbox --bin thv-sandbox",
+    )
+}
+
+fn locate_bin(env: &str, name: &str, build: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env) {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "${env} points at {}, which is not a file",
+            path.display()
+        );
+        return path;
+    }
+    let exe = std::env::current_exe().expect("the path of the running test executable");
+    let candidates = bin_candidates(&exe, name);
+    candidates.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| {
+        let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+        panic!(
+            "{name} not found (looked at {}); build it with `{build}` (same profile and target dir as the \
+             tests) or set ${env}",
+            looked.join(", ")
+        )
+    })
+}
+
+/// Where cargo puts binaries relative to a test executable: `target/<profile>/deps/<test>-<hash>` has them in
+/// `target/<profile>/`; an executable directly in `target/<profile>/` (a binary's own tests) has them beside it.
+fn bin_candidates(exe: &Path, name: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Some(dir) = exe.parent() {
+        if dir.file_name().is_some_and(|n| n == "deps") {
+            if let Some(profile_dir) = dir.parent() {
+                out.push(profile_dir.join(name));
+            }
+        }
+        out.push(dir.join(name));
+    }
+    out
+}
+
+/// A prerequisite check for tests that need something of the machine (user namespaces, a registry binary...).
+///
+/// Returns `cond`. When it is false: under CI (`CI=true`) this panics, so a missing prerequisite fails the
+/// run; elsewhere it prints a `SKIP` line to stderr and returns false, and the caller returns early:
+/// `if !require(has_userns(), "unprivileged user namespaces") { return; }`.
+///
+/// # Panics
+/// When `cond` is false and `CI` is `true`.
+pub fn require(cond: bool, what: &str) -> bool {
+    if cond {
+        return true;
+    }
+    let under_ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    assert!(!under_ci, "prerequisite missing under CI: {what}");
+    eprintln!("SKIP: prerequisite missing: {what}");
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binaries_are_looked_for_in_the_profile_dir_of_a_test_executable() {
+        let found = bin_candidates(
+            Path::new("/t/target/debug/deps/e2e-0123abcd"),
+            "sandbox-probe",
+        );
+        assert_eq!(found[0], Path::new("/t/target/debug/sandbox-probe"));
+        let found = bin_candidates(
+            Path::new("/t/target/debug/sandbox_probe-0123"),
+            "thv-sandbox",
+        );
+        assert_eq!(found, vec![PathBuf::from("/t/target/debug/thv-sandbox")]);
+    }
+
+    #[test]
+    fn require_passes_a_met_prerequisite() {
+        assert!(require(true, "nothing"));
+    }
+}
