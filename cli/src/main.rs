@@ -12,7 +12,11 @@ use thv_sandbox_runtime::dirs::Dirs;
 use thv_sandbox_runtime::{doctor, runner, EXIT_SANDBOX_ERROR, EXIT_USAGE};
 
 #[derive(Debug, Parser)]
-#[command(name = "thv-sandbox", version, about = "Run MCP servers from OCI images in rootless sandboxes")]
+#[command(
+    name = "thv-sandbox",
+    version,
+    about = "Run MCP servers from OCI images in rootless sandboxes"
+)]
 struct Cli {
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -79,12 +83,16 @@ fn init_logging(verbose: u8) {
         1 => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},libcontainer=error,libcgroups=error")));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default},libcontainer=error,libcgroups=error"))
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::env::var_os("NO_COLOR").is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(
+            std::env::var_os("NO_COLOR").is_none()
+                && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        )
         .without_time()
         .try_init();
 }
@@ -94,7 +102,10 @@ fn doctor_cmd() -> i32 {
         Ok(d) => d,
         Err(e) => return report_error(&e, &[], Some(e.hint()), EXIT_SANDBOX_ERROR),
     };
-    let report = doctor::diagnose(&doctor::DoctorInputs { state_dir: dirs.state, cache_dir: dirs.cache });
+    let report = doctor::diagnose(&doctor::DoctorInputs {
+        state_dir: dirs.state,
+        cache_dir: dirs.cache,
+    });
     eprint!("{}", report.render());
     if report.ok() {
         0
@@ -145,7 +156,12 @@ fn run_cmd(args: RunArgs) -> i32 {
 }
 
 /// `error: …`, indented `caused by: …` lines, and a `hint: …`.
-fn report_error(err: &dyn std::error::Error, remote: &[String], hint: Option<String>, code: i32) -> i32 {
+fn report_error(
+    err: &dyn std::error::Error,
+    remote: &[String],
+    hint: Option<String>,
+    code: i32,
+) -> i32 {
     eprintln!("error: {err}");
     let mut seen = vec![err.to_string()];
     let mut cur = err.source();

@@ -80,7 +80,9 @@ impl Dirs {
             Some(dir) => dir,
             None => match non_empty_env("XDG_CACHE_HOME") {
                 Some(dir) => dir.join("thv-sandbox"),
-                None => non_empty_env("HOME").ok_or(DirsError::NoHome)?.join(".cache/thv-sandbox"),
+                None => non_empty_env("HOME")
+                    .ok_or(DirsError::NoHome)?
+                    .join(".cache/thv-sandbox"),
             },
         };
         Ok(Dirs { state, cache })
@@ -96,28 +98,44 @@ impl Dirs {
 }
 
 fn non_empty_env(name: &str) -> Option<PathBuf> {
-    std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from)
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 /// Creates `path` (and parents) with mode 0700, or checks that the existing directory is ours and private.
 pub fn private_dir(path: &Path) -> Result<(), DirsError> {
-    let io_err = |source| DirsError::Io { path: path.to_owned(), source };
-    match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path) {
+    let io_err = |source| DirsError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+    {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(io_err(e)),
     }
     let meta = std::fs::symlink_metadata(path).map_err(io_err)?;
     if !meta.is_dir() {
-        return Err(io_err(io::Error::new(io::ErrorKind::Other, "not a directory")));
+        return Err(io_err(io::Error::other("not a directory")));
     }
     let me = nix::unistd::geteuid().as_raw();
     if meta.uid() != me {
-        return Err(DirsError::NotOurs { path: path.to_owned(), owner: meta.uid(), me });
+        return Err(DirsError::NotOurs {
+            path: path.to_owned(),
+            owner: meta.uid(),
+            me,
+        });
     }
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o022 != 0 {
-        return Err(DirsError::TooOpen { path: path.to_owned(), mode });
+        return Err(DirsError::TooOpen {
+            path: path.to_owned(),
+            mode,
+        });
     }
     Ok(())
 }
@@ -131,7 +149,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let d = tmp.path().join("a/b");
         private_dir(&d).unwrap();
-        assert_eq!(std::fs::metadata(&d).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            std::fs::metadata(&d).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
         let err = private_dir(&d).unwrap_err();
         assert!(matches!(err, DirsError::TooOpen { .. }), "{err}");

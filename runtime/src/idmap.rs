@@ -92,20 +92,44 @@ pub struct SubIds {
 /// Plans the maps for an image user `(uid, gid)`.
 pub fn plan(host: &HostIds, image_uid: u32, image_gid: u32) -> IdMap {
     if host.uid == 0 {
-        let (ustart, ucount) = host.subids.as_ref().map(|s| s.uids).unwrap_or(ROOT_DEFAULT_RANGE);
-        let (gstart, gcount) = host.subids.as_ref().map(|s| s.gids).unwrap_or(ROOT_DEFAULT_RANGE);
+        let (ustart, ucount) = host
+            .subids
+            .as_ref()
+            .map(|s| s.uids)
+            .unwrap_or(ROOT_DEFAULT_RANGE);
+        let (gstart, gcount) = host
+            .subids
+            .as_ref()
+            .map(|s| s.gids)
+            .unwrap_or(ROOT_DEFAULT_RANGE);
         // Host root itself appears once, just past the range, as an id nobody in the sandbox runs as or can switch
         // to (no capabilities, no_new_privs): the runner keeps its access to root's files while building the
         // sandbox, and whatever it creates inside has a mapped owner.
         return IdMap {
             mode: IdMapMode::HostRoot,
             uids: vec![
-                IdMapping { inside: 0, outside: ustart, count: ucount },
-                IdMapping { inside: ucount, outside: 0, count: 1 },
+                IdMapping {
+                    inside: 0,
+                    outside: ustart,
+                    count: ucount,
+                },
+                IdMapping {
+                    inside: ucount,
+                    outside: 0,
+                    count: 1,
+                },
             ],
             gids: vec![
-                IdMapping { inside: 0, outside: gstart, count: gcount },
-                IdMapping { inside: gcount, outside: 0, count: 1 },
+                IdMapping {
+                    inside: 0,
+                    outside: gstart,
+                    count: gcount,
+                },
+                IdMapping {
+                    inside: gcount,
+                    outside: 0,
+                    count: 1,
+                },
             ],
             helpers: None,
         };
@@ -113,8 +137,16 @@ pub fn plan(host: &HostIds, image_uid: u32, image_gid: u32) -> IdMap {
     match &host.subids {
         None => IdMap {
             mode: IdMapMode::Single,
-            uids: vec![IdMapping { inside: image_uid, outside: host.uid, count: 1 }],
-            gids: vec![IdMapping { inside: image_gid, outside: host.gid, count: 1 }],
+            uids: vec![IdMapping {
+                inside: image_uid,
+                outside: host.uid,
+                count: 1,
+            }],
+            gids: vec![IdMapping {
+                inside: image_gid,
+                outside: host.gid,
+                count: 1,
+            }],
             helpers: None,
         },
         Some(sub) => IdMap {
@@ -130,22 +162,56 @@ pub fn plan(host: &HostIds, image_uid: u32, image_gid: u32) -> IdMap {
 fn around(own: u32, host: u32, (start, count): (u32, u32)) -> Vec<IdMapping> {
     let mut lines = Vec::new();
     if own >= count {
-        lines.push(IdMapping { inside: 0, outside: start, count });
-        lines.push(IdMapping { inside: own, outside: host, count: 1 });
+        lines.push(IdMapping {
+            inside: 0,
+            outside: start,
+            count,
+        });
+        lines.push(IdMapping {
+            inside: own,
+            outside: host,
+            count: 1,
+        });
         return lines;
     }
     if own > 0 {
-        lines.push(IdMapping { inside: 0, outside: start, count: own });
+        lines.push(IdMapping {
+            inside: 0,
+            outside: start,
+            count: own,
+        });
     }
-    lines.push(IdMapping { inside: own, outside: host, count: 1 });
+    lines.push(IdMapping {
+        inside: own,
+        outside: host,
+        count: 1,
+    });
     let rest = count - own;
     if rest > 0 {
-        lines.push(IdMapping { inside: own + 1, outside: start + own, count: rest });
+        lines.push(IdMapping {
+            inside: own + 1,
+            outside: start + own,
+            count: rest,
+        });
     }
     lines
 }
 
 impl IdMap {
+    /// How the unpacker should own files for this mode. Root moves the image's owners into the range (so the
+    /// image user owns its files inside); without root, files belong to the unpacking user, who is the image
+    /// user inside (restoring owners in subids mode would need the unpack to run inside the user namespace).
+    pub fn unpack_ownership(&self) -> crate::unpack::Ownership {
+        match (self.mode, self.uids.first(), self.gids.first()) {
+            (IdMapMode::HostRoot, Some(u), Some(g)) => crate::unpack::Ownership::Shift {
+                uid: u.outside,
+                gid: g.outside,
+                count: u.count.min(g.count),
+            },
+            _ => crate::unpack::Ownership::Ignore,
+        }
+    }
+
     /// Maps an id inside the namespace to the host, if it is mapped.
     pub fn host_uid(&self, inside: u32) -> Option<u32> {
         lookup(&self.uids, inside)
@@ -181,22 +247,31 @@ fn lookup(lines: &[IdMapping], inside: u32) -> Option<u32> {
 
 /// The `/proc/PID/uid_map` text for these lines.
 pub fn render(lines: &[IdMapping]) -> String {
-    lines.iter().map(|m| format!("{} {} {}\n", m.inside, m.outside, m.count)).collect()
+    lines
+        .iter()
+        .map(|m| format!("{} {} {}\n", m.inside, m.outside, m.count))
+        .collect()
 }
 
 fn write_file(path: &Path, text: &str) -> Result<(), IdMapError> {
-    std::fs::write(path, text).map_err(|source| IdMapError::Write { path: path.to_owned(), source })
+    std::fs::write(path, text).map_err(|source| IdMapError::Write {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn run_helper(helper: &Path, pid: u32, lines: &[IdMapping]) -> Result<(), IdMapError> {
     let mut cmd = Command::new(helper);
     cmd.arg(pid.to_string());
     for m in lines {
-        cmd.arg(m.inside.to_string()).arg(m.outside.to_string()).arg(m.count.to_string());
+        cmd.arg(m.inside.to_string())
+            .arg(m.outside.to_string())
+            .arg(m.count.to_string());
     }
-    let out = cmd
-        .output()
-        .map_err(|source| IdMapError::Spawn { helper: helper.to_owned(), source })?;
+    let out = cmd.output().map_err(|source| IdMapError::Spawn {
+        helper: helper.to_owned(),
+        source,
+    })?;
     if !out.status.success() {
         return Err(IdMapError::Helper {
             helper: helper.to_owned(),
@@ -240,17 +315,36 @@ pub enum IdMapError {
 /// Detects subordinate ids usable by the invoking user: both ranges (≥ 65536 ids) and both setuid helpers.
 pub fn detect_subids(uid: u32) -> Option<SubIds> {
     use std::os::unix::fs::PermissionsExt;
-    let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten().map(|u| u.name).unwrap_or_default();
+    let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_default();
     let uids = crate::doctor::subid_range(crate::doctor::SubIdKind::Uid, &name, uid)?;
     let gids = crate::doctor::subid_range(crate::doctor::SubIdKind::Gid, &name, uid)?;
     let find = |bin: &str| {
-        let dirs = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect::<Vec<_>>()).unwrap_or_default();
-        dirs.into_iter().chain([PathBuf::from("/usr/bin")]).map(|d| d.join(bin)).find(|p| {
-            // Root needs no helper; anyone else needs it setuid root (or with file capabilities, which we then try).
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && (uid == 0 || m.permissions().mode() & 0o4000 != 0 || m.permissions().mode() & 0o111 != 0))
-        })
+        let dirs = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .unwrap_or_default();
+        dirs.into_iter()
+            .chain([PathBuf::from("/usr/bin")])
+            .map(|d| d.join(bin))
+            .find(|p| {
+                // Root needs no helper; anyone else needs it setuid root (or with file capabilities, which we then try).
+                std::fs::metadata(p).is_ok_and(|m| {
+                    m.is_file()
+                        && (uid == 0
+                            || m.permissions().mode() & 0o4000 != 0
+                            || m.permissions().mode() & 0o111 != 0)
+                })
+            })
     };
-    Some(SubIds { uids, gids, newuidmap: find("newuidmap")?, newgidmap: find("newgidmap")? })
+    Some(SubIds {
+        uids,
+        gids,
+        newuidmap: find("newuidmap")?,
+        newgidmap: find("newgidmap")?,
+    })
 }
 
 #[cfg(test)]
@@ -268,21 +362,49 @@ mod tests {
 
     #[test]
     fn single_maps_the_user_onto_the_image_user() {
-        let m = plan(&HostIds { uid: 1000, gid: 1000, subids: None }, 65_532, 65_532);
+        let m = plan(
+            &HostIds {
+                uid: 1000,
+                gid: 1000,
+                subids: None,
+            },
+            65_532,
+            65_532,
+        );
         assert_eq!(m.mode, IdMapMode::Single);
         assert_eq!(render(&m.uids), "65532 1000 1\n");
         assert_eq!(m.host_uid(65_532), Some(1000));
-        assert_eq!(m.host_uid(0), None, "container root must not exist in single mode");
+        assert_eq!(
+            m.host_uid(0),
+            None,
+            "container root must not exist in single mode"
+        );
     }
 
     #[test]
     fn subids_surround_the_image_user() {
-        let m = plan(&HostIds { uid: 1000, gid: 1001, subids: Some(sub()) }, 1000, 1000);
-        assert_eq!(render(&m.uids), "0 100000 1000\n1000 1000 1\n1001 101000 64536\n");
-        assert_eq!(render(&m.gids), "0 200000 1000\n1000 1001 1\n1001 201000 64536\n");
+        let m = plan(
+            &HostIds {
+                uid: 1000,
+                gid: 1001,
+                subids: Some(sub()),
+            },
+            1000,
+            1000,
+        );
+        assert_eq!(
+            render(&m.uids),
+            "0 100000 1000\n1000 1000 1\n1001 101000 64536\n"
+        );
+        assert_eq!(
+            render(&m.gids),
+            "0 200000 1000\n1000 1001 1\n1001 201000 64536\n"
+        );
         assert_eq!(m.host_uid(0), Some(100_000));
         assert_eq!(m.host_uid(1000), Some(1000));
-        assert_eq!(m.host_uid(65_535), Some(165_535));
+        assert_eq!(m.host_uid(65_535), Some(165_534));
+        assert_eq!(m.host_uid(65_536), Some(165_535));
+        assert_eq!(m.host_uid(65_537), None);
         // Every host id used exactly once, none outside the range or the user's own.
         let total: u32 = m.uids.iter().map(|l| l.count).sum();
         assert_eq!(total, 65_537);
@@ -290,20 +412,44 @@ mod tests {
 
     #[test]
     fn subids_with_image_root() {
-        let m = plan(&HostIds { uid: 1000, gid: 1000, subids: Some(sub()) }, 0, 0);
+        let m = plan(
+            &HostIds {
+                uid: 1000,
+                gid: 1000,
+                subids: Some(sub()),
+            },
+            0,
+            0,
+        );
         assert_eq!(render(&m.uids), "0 1000 1\n1 100000 65536\n");
     }
 
     #[test]
     fn subids_with_image_user_beyond_the_range() {
-        let m = plan(&HostIds { uid: 1000, gid: 1000, subids: Some(sub()) }, 70_000, 70_000);
+        let m = plan(
+            &HostIds {
+                uid: 1000,
+                gid: 1000,
+                subids: Some(sub()),
+            },
+            70_000,
+            70_000,
+        );
         assert_eq!(render(&m.uids), "0 100000 65536\n70000 1000 1\n");
     }
 
     #[test]
     fn root_never_maps_to_host_root() {
         for image in [0, 1000, 65_534] {
-            let m = plan(&HostIds { uid: 0, gid: 0, subids: None }, image, image);
+            let m = plan(
+                &HostIds {
+                    uid: 0,
+                    gid: 0,
+                    subids: None,
+                },
+                image,
+                image,
+            );
             assert_eq!(m.mode, IdMapMode::HostRoot);
             for inside in [0, image, 65_535] {
                 assert_ne!(m.host_uid(inside), Some(0));

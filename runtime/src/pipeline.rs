@@ -86,10 +86,16 @@ impl Error {
     /// What the user can do about it.
     pub fn hint(&self, dirs: Option<&Dirs>) -> Option<String> {
         match self {
-            Error::BadReference(_) => Some("write an OCI image layout as `oci:PATH` or `oci:PATH:TAG`".into()),
+            Error::BadReference(_) => {
+                Some("write an OCI image layout as `oci:PATH` or `oci:PATH:TAG`".into())
+            }
             Error::Dirs(e) => Some(e.hint()),
-            Error::Layout(LayoutError::TagNotFound { .. }) => Some("pick one of the tags listed above".into()),
-            Error::Spec(SpecError::NoCommand) => Some("give the command after `--`: thv-sandbox run IMAGE -- CMD ARGS…".into()),
+            Error::Layout(LayoutError::TagNotFound { .. }) => {
+                Some("pick one of the tags listed above".into())
+            }
+            Error::Spec(SpecError::NoCommand) => {
+                Some("give the command after `--`: thv-sandbox run IMAGE -- CMD ARGS…".into())
+            }
             Error::Sandbox(_) | Error::Supervise(_) => {
                 let dirs = dirs.cloned().or_else(|| Dirs::from_env(None).ok())?;
                 let report = crate::doctor::diagnose(&crate::doctor::DoctorInputs {
@@ -127,13 +133,30 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
         gid: nix::unistd::getegid().as_raw(),
         subids: idmap::detect_subids(nix::unistd::geteuid().as_raw()),
     };
-    let mode = idmap::plan(&host, 0, 0).mode;
-    let root = rootfs::ensure(&dirs.cache, &oci, &image, &runtime, mode)?;
+    let planned = idmap::plan(&host, 0, 0);
+    let root = rootfs::ensure(
+        &dirs.cache,
+        &oci,
+        &image,
+        &runtime,
+        planned.mode,
+        planned.unpack_ownership(),
+    )?;
     let t_image = t_start.elapsed();
 
     // 5. spec: a pure function of image config, profile and options.
-    let run_dir = RunDir::create(&runs_dir).map_err(|source| Error::RunDir { path: runs_dir.clone(), source })?;
-    let prepared = prepare_run(req, &run_dir, &image.manifest_digest.to_string(), &runtime, &root, &host);
+    let run_dir = RunDir::create(&runs_dir).map_err(|source| Error::RunDir {
+        path: runs_dir.clone(),
+        source,
+    })?;
+    let prepared = prepare_run(
+        req,
+        &run_dir,
+        &image.manifest_digest.to_string(),
+        &runtime,
+        &root,
+        &host,
+    );
     let (plan, idmap) = match prepared {
         Ok(p) => p,
         Err(e) => {
@@ -217,7 +240,8 @@ fn prepare_run(
     let spec = spec::build(runtime, &opts)?;
     spec::check_invariants(&spec).map_err(|e| Error::Spec(SpecError::Invalid(e)))?;
     let config = bundle.join("config.json");
-    let json = serde_json::to_vec(&spec).map_err(|e| Error::Spec(SpecError::Invalid(e.to_string())))?;
+    let json =
+        serde_json::to_vec(&spec).map_err(|e| Error::Spec(SpecError::Invalid(e.to_string())))?;
     std::fs::write(&config, json).map_err(io(config.clone()))?;
     let plan = RunnerPlan {
         id: run_dir.id.clone(),
@@ -231,7 +255,8 @@ fn prepare_run(
         stop_timeout_ms: req.stop_timeout.as_millis() as u64,
     };
     let plan_path = dir.join("plan.json");
-    let plan_json = serde_json::to_vec(&plan).map_err(|e| Error::Spec(SpecError::Invalid(e.to_string())))?;
+    let plan_json =
+        serde_json::to_vec(&plan).map_err(|e| Error::Spec(SpecError::Invalid(e.to_string())))?;
     std::fs::write(&plan_path, plan_json).map_err(io(plan_path.clone()))?;
     Ok((plan, idmap::plan(host, root.user.uid, root.user.gid)))
 }
@@ -244,7 +269,12 @@ pub fn runtime_config(config: &oci_spec::image::ImageConfiguration) -> ImageRunt
         cmd: c.cmd().clone().unwrap_or_default(),
         env: c.env().clone().unwrap_or_default(),
         working_dir: c.working_dir().clone(),
-        volumes: c.volumes().clone().unwrap_or_default().into_iter().collect(),
+        volumes: c
+            .volumes()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
         user: c.user().clone().unwrap_or_default(),
     }
 }
@@ -258,17 +288,29 @@ fn hostname_for(digest: &str) -> String {
 fn limits() -> (u64, u64) {
     use nix::sys::resource::{getrlimit, Resource};
     let cap = |r, want: u64| getrlimit(r).map(|(_, hard)| hard.min(want)).unwrap_or(want);
-    (cap(Resource::RLIMIT_NOFILE, 65_536), cap(Resource::RLIMIT_NPROC, 8_192))
+    (
+        cap(Resource::RLIMIT_NOFILE, 65_536),
+        cap(Resource::RLIMIT_NPROC, 8_192),
+    )
 }
 
 /// The host path of the sandbox's cgroup if it gets one (the unified hierarchy, below our own cgroup).
 fn host_cgroup_dir(cgroups_path: &str) -> Option<PathBuf> {
     let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let rel = own.lines().find_map(|l| l.strip_prefix("0::"))?.trim().to_owned();
+    let rel = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))?
+        .trim()
+        .to_owned();
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let mount = mountinfo.lines().find_map(|l| {
         let (pre, post) = l.split_once(" - ")?;
-        (post.split_whitespace().next()? == "cgroup2").then(|| pre.split_whitespace().nth(4).map(str::to_owned))?
+        (post.split_whitespace().next()? == "cgroup2")
+            .then(|| pre.split_whitespace().nth(4).map(str::to_owned))?
     })?;
-    Some(PathBuf::from(mount).join(rel.trim_start_matches('/')).join(cgroups_path.trim_start_matches('/')))
+    Some(
+        PathBuf::from(mount)
+            .join(rel.trim_start_matches('/'))
+            .join(cgroups_path.trim_start_matches('/')),
+    )
 }

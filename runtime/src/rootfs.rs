@@ -88,7 +88,10 @@ pub enum RootfsError {
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> RootfsError + '_ {
-    move |source| RootfsError::Io { path: path.to_owned(), source }
+    move |source| RootfsError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// The cache directory of roots for this unpacker version.
@@ -98,7 +101,12 @@ pub fn roots_dir(cache: &Path) -> PathBuf {
 
 /// The committed name of a root.
 pub fn root_key(manifest: &Digest, mode: IdMapMode) -> String {
-    format!("{}-{}-{}", manifest.algorithm().as_str(), manifest.hex(), mode)
+    format!(
+        "{}-{}-{}",
+        manifest.algorithm().as_str(),
+        manifest.hex(),
+        mode
+    )
 }
 
 /// Returns the cached root of `image`, unpacking it first if needed.
@@ -108,6 +116,7 @@ pub fn ensure(
     image: &ResolvedImage,
     runtime: &ImageRuntimeConfig,
     mode: IdMapMode,
+    ownership: unpack::Ownership,
 ) -> Result<Root, RootfsError> {
     let roots = roots_dir(cache);
     crate::dirs::private_dir(&roots).map_err(|e| RootfsError::Io {
@@ -124,17 +133,24 @@ pub fn ensure(
         .map_err(io_at(&roots))?;
     let tree = staging.path().join("rootfs");
     std::fs::create_dir(&tree).map_err(io_at(&tree))?;
-    let opts = UnpackOptions::default();
+    let opts = UnpackOptions {
+        ownership,
+        ..UnpackOptions::default()
+    };
     let mut skipped_devices = 0;
-    let mut builder = unpack::RootBuilder::new(&tree, opts).map_err(|source| RootfsError::Unpack {
-        digest: image.manifest_digest.clone(),
-        source,
-    })?;
+    let mut builder =
+        unpack::RootBuilder::new(&tree, opts).map_err(|source| RootfsError::Unpack {
+            digest: image.manifest_digest.clone(),
+            source,
+        })?;
     for layer in &image.layers {
         let blob = layout.open_blob(&layer.digest, layer.size)?;
         let stats = builder
             .apply_layer(blob, unpack_compression(layer.compression))
-            .map_err(|source| RootfsError::Unpack { digest: layer.digest.clone(), source })?;
+            .map_err(|source| RootfsError::Unpack {
+                digest: layer.digest.clone(),
+                source,
+            })?;
         if stats.diff_id != layer.diff_id.to_string() {
             return Err(RootfsError::DiffIdMismatch {
                 digest: layer.digest.clone(),
@@ -144,17 +160,33 @@ pub fn ensure(
         }
         skipped_devices += stats.skipped_devices;
     }
-    builder.finish().map_err(|source| RootfsError::Unpack { digest: image.manifest_digest.clone(), source })?;
+    builder.finish().map_err(|source| RootfsError::Unpack {
+        digest: image.manifest_digest.clone(),
+        source,
+    })?;
 
     let resolved = user::resolve(&tree, &runtime.user)?;
-    let home_in_image = resolved.home.as_deref().is_none_or(|h| user::dir_exists_inside(&tree, h));
+    let home_in_image = resolved
+        .home
+        .as_deref()
+        .is_none_or(|h| user::dir_exists_inside(&tree, h));
     for (point, is_dir) in mountpoints(runtime, &resolved, home_in_image) {
-        ensure_mountpoint(&tree, &point, is_dir).map_err(io_at(&tree.join(point.trim_start_matches('/'))))?;
+        ensure_mountpoint(&tree, &point, is_dir)
+            .map_err(io_at(&tree.join(point.trim_start_matches('/'))))?;
     }
-    let meta = RootMeta { manifest_digest: image.manifest_digest.to_string(), home_in_image, skipped_devices };
+    let meta = RootMeta {
+        manifest_digest: image.manifest_digest.to_string(),
+        home_in_image,
+        skipped_devices,
+    };
     let meta_path = staging.path().join("meta.json");
-    std::fs::write(&meta_path, serde_json::to_vec_pretty(&meta).map_err(io::Error::other).map_err(io_at(&meta_path))?)
-        .map_err(io_at(&meta_path))?;
+    std::fs::write(
+        &meta_path,
+        serde_json::to_vec_pretty(&meta)
+            .map_err(io::Error::other)
+            .map_err(io_at(&meta_path))?,
+    )
+    .map_err(io_at(&meta_path))?;
     let staged = staging.keep();
     match std::fs::rename(&staged, &entry) {
         Ok(()) => {}
@@ -164,7 +196,10 @@ pub fn ensure(
         }
         Err(e) => {
             let _ = remove_tree(&staged);
-            return Err(RootfsError::Io { path: entry, source: e });
+            return Err(RootfsError::Io {
+                path: entry,
+                source: e,
+            });
         }
     }
     let mut root = load(&entry, runtime)?.ok_or_else(|| RootfsError::Io {
@@ -200,13 +235,25 @@ fn load(entry: &Path, runtime: &ImageRuntimeConfig) -> Result<Option<Root>, Root
     let bytes = match std::fs::read(&meta_path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(RootfsError::Io { path: meta_path, source: e }),
+        Err(e) => {
+            return Err(RootfsError::Io {
+                path: meta_path,
+                source: e,
+            })
+        }
     };
-    let meta: RootMeta = serde_json::from_slice(&bytes)
-        .map_err(|e| RootfsError::Io { path: meta_path.clone(), source: io::Error::new(io::ErrorKind::InvalidData, e) })?;
+    let meta: RootMeta = serde_json::from_slice(&bytes).map_err(|e| RootfsError::Io {
+        path: meta_path.clone(),
+        source: io::Error::new(io::ErrorKind::InvalidData, e),
+    })?;
     let path = entry.join("rootfs");
     let user = user::resolve(&path, &runtime.user)?;
-    Ok(Some(Root { path, meta, user, unpacked_now: false }))
+    Ok(Some(Root {
+        path,
+        meta,
+        user,
+        unpacked_now: false,
+    }))
 }
 
 fn unpack_compression(c: crate::layout::Compression) -> unpack::Compression {
@@ -220,20 +267,50 @@ fn unpack_compression(c: crate::layout::Compression) -> unpack::Compression {
 /// component is resolved inside `root`: a symlink in the image cannot make us create anything outside it.
 pub fn ensure_mountpoint(root: &Path, path: &str, is_dir: bool) -> io::Result<()> {
     let root_fd = open_path(libc::AT_FDCWD, root, OFlag::O_DIRECTORY, None)?;
-    let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
-    if comps.iter().any(|c| *c == "..") {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("`..` in mount point {path}")));
+    let comps: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    if comps.contains(&"..") {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("`..` in mount point {path}"),
+        ));
     }
-    let Some((last, parents)) = comps.split_last() else { return Ok(()) };
+    let Some((last, parents)) = comps.split_last() else {
+        return Ok(());
+    };
     let mut prefix = String::new();
     for c in parents {
-        let parent = if prefix.is_empty() { ".".to_owned() } else { prefix.clone() };
-        prefix = if prefix.is_empty() { (*c).to_owned() } else { format!("{prefix}/{c}") };
-        match open_path(root_fd.as_raw_fd(), Path::new(&prefix), OFlag::O_DIRECTORY, Some(()))  {
+        let parent = if prefix.is_empty() {
+            ".".to_owned()
+        } else {
+            prefix.clone()
+        };
+        prefix = if prefix.is_empty() {
+            (*c).to_owned()
+        } else {
+            format!("{prefix}/{c}")
+        };
+        match open_path(
+            root_fd.as_raw_fd(),
+            Path::new(&prefix),
+            OFlag::O_DIRECTORY,
+            Some(()),
+        ) {
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                let pfd = open_path(root_fd.as_raw_fd(), Path::new(&parent), OFlag::O_DIRECTORY, Some(()))?;
-                match nix::sys::stat::mkdirat(Some(pfd.as_raw_fd()), *c, Mode::from_bits_truncate(0o755)) {
+                let pfd = open_path(
+                    root_fd.as_raw_fd(),
+                    Path::new(&parent),
+                    OFlag::O_DIRECTORY,
+                    Some(()),
+                )?;
+                match nix::sys::stat::mkdirat(
+                    Some(pfd.as_raw_fd()),
+                    *c,
+                    Mode::from_bits_truncate(0o755),
+                ) {
                     Ok(()) | Err(Errno::EEXIST) => {}
                     Err(e) => return Err(e.into()),
                 }
@@ -241,10 +318,24 @@ pub fn ensure_mountpoint(root: &Path, path: &str, is_dir: bool) -> io::Result<()
             Err(e) => return Err(e),
         }
     }
-    let parent = if prefix.is_empty() { ".".to_owned() } else { prefix };
-    let pfd = open_path(root_fd.as_raw_fd(), Path::new(&parent), OFlag::O_DIRECTORY, Some(()))?;
+    let parent = if prefix.is_empty() {
+        ".".to_owned()
+    } else {
+        prefix
+    };
+    let pfd = open_path(
+        root_fd.as_raw_fd(),
+        Path::new(&parent),
+        OFlag::O_DIRECTORY,
+        Some(()),
+    )?;
     let res = if is_dir {
-        nix::sys::stat::mkdirat(Some(pfd.as_raw_fd()), *last, Mode::from_bits_truncate(0o755)).map(|_| ())
+        nix::sys::stat::mkdirat(
+            Some(pfd.as_raw_fd()),
+            *last,
+            Mode::from_bits_truncate(0o755),
+        )
+        .map(|_| ())
     } else {
         nix::fcntl::openat(
             Some(pfd.as_raw_fd()),
@@ -264,11 +355,13 @@ pub fn ensure_mountpoint(root: &Path, path: &str, is_dir: bool) -> io::Result<()
 
 /// Opens `path` relative to `dirfd`; with `in_root`, resolved as if `dirfd` were `/`.
 fn open_path(dirfd: i32, path: &Path, flags: OFlag, in_root: Option<()>) -> io::Result<OwnedFd> {
-    let how = OpenHow::new().flags(flags | OFlag::O_RDONLY | OFlag::O_CLOEXEC).resolve(if in_root.is_some() {
-        ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS
-    } else {
-        ResolveFlag::empty()
-    });
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_RDONLY | OFlag::O_CLOEXEC)
+        .resolve(if in_root.is_some() {
+            ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS
+        } else {
+            ResolveFlag::empty()
+        });
     let fd = openat2(dirfd, path, how)?;
     // SAFETY: openat2 returned a fresh descriptor owned by nothing else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -287,7 +380,8 @@ mod tests {
         std::os::unix::fs::symlink(outer.path().join("escape"), root.join("run")).unwrap();
         std::os::unix::fs::symlink("../../../escape2", root.join("tmp")).unwrap();
         ensure_mountpoint(&root, "/run", true).unwrap();
-        ensure_mountpoint(&root, "/tmp/x", true).unwrap();
+        // A dangling link resolves inside the root, to a place that does not exist: refused, nothing created.
+        assert!(ensure_mountpoint(&root, "/tmp/x", true).is_err());
         ensure_mountpoint(&root, "/etc/hosts", false).unwrap();
         ensure_mountpoint(&root, "/home/app", true).unwrap();
         assert!(!outer.path().join("escape").exists());

@@ -116,9 +116,24 @@ pub fn keeper_main(run_dir: &Path) -> i32 {
     match chan.recv() {
         Ok(Some(Message::Mapped)) => {}
         Ok(Some(Message::MapFailed(_))) | Ok(None) => return crate::EXIT_SANDBOX_ERROR,
-        Ok(Some(other)) => return fail("runner channel", &io::Error::other(format!("unexpected {other:?}"))),
+        // Stopped before anything ran (the client went away or sent a signal): nothing to clean but the run dir.
+        Ok(Some(Message::Signal(n))) => {
+            let _ = std::fs::remove_dir_all(&plan.run_dir);
+            return 128 + n;
+        }
+        Ok(Some(Message::Kill)) => {
+            let _ = std::fs::remove_dir_all(&plan.run_dir);
+            return 128 + libc::SIGKILL;
+        }
+        Ok(Some(other)) => {
+            return fail(
+                "runner channel",
+                &io::Error::other(format!("unexpected {other:?}")),
+            )
+        }
         Err(e) => return fail("runner channel", &e),
     }
+
     if let Err((stage, e)) = enter_namespaces(&plan) {
         return fail(stage, &e);
     }
@@ -159,7 +174,8 @@ fn keep(plan: &RunnerPlan, chan: &Channel, sfd: &SignalFd, child: Pid) -> i32 {
             return code;
         }
         let timeout = match deadline {
-            Some(d) => PollTimeout::try_from(d.saturating_duration_since(Instant::now())).unwrap_or(PollTimeout::MAX),
+            Some(d) => PollTimeout::try_from(d.saturating_duration_since(Instant::now()))
+                .unwrap_or(PollTimeout::MAX),
             None => PollTimeout::NONE,
         };
         let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
@@ -181,7 +197,11 @@ fn keep(plan: &RunnerPlan, chan: &Channel, sfd: &SignalFd, child: Pid) -> i32 {
             }
         }
         let sig_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
-        let chan_ready = chan_open && fds.get(1).and_then(|f| f.revents()).is_some_and(|r| !r.is_empty());
+        let chan_ready = chan_open
+            && fds
+                .get(1)
+                .and_then(|f| f.revents())
+                .is_some_and(|r| !r.is_empty());
         if sig_ready {
             if let Ok(Some(info)) = sfd.read_signal() {
                 let sig = Signal::try_from(info.ssi_signo as i32).ok();
@@ -231,18 +251,29 @@ fn reap(child: Pid) -> Option<i32> {
 /// Removes what the run left: its cgroup (if one could be made) and the run directory.
 fn cleanup(plan: &RunnerPlan) {
     let _ = umount2(&plan.netns, MntFlags::MNT_DETACH);
-    let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(plan.cgroups_path.trim_start_matches('/')));
+    let _ = std::fs::remove_dir(
+        Path::new("/sys/fs/cgroup").join(plan.cgroups_path.trim_start_matches('/')),
+    );
     let _ = std::fs::remove_dir_all(&plan.run_dir);
 }
 
 /// Mount, cgroup, network and pid namespaces for the sandbox, inside the (mapped) user namespace.
 fn enter_namespaces(plan: &RunnerPlan) -> Result<(), (&'static str, io::Error)> {
     unshare(
-        CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP | CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWPID,
+        CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWCGROUP
+            | CloneFlags::CLONE_NEWNET
+            | CloneFlags::CLONE_NEWPID,
     )
     .map_err(|e| ("create mount/cgroup/network/pid namespaces", e.into()))?;
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(|e| ("make mounts private", e.into()))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| ("make mounts private", e.into()))?;
     // Our own cgroup2 view, rooted at our cgroup: libcontainer then uses its v2 manager on every host. Where we may
     // not create a child cgroup (no delegation), it leaves the server in ours — the pid namespace still holds it.
     mount(
@@ -255,14 +286,26 @@ fn enter_namespaces(plan: &RunnerPlan) -> Result<(), (&'static str, io::Error)> 
     .map_err(|e| ("mount cgroup2", e.into()))?;
     seal_rootfs(&plan.rootfs).map_err(|e| ("seal the root read-only", e))?;
     loopback_up().map_err(|e| ("bring up lo", e))?;
-    mount(Some("/proc/self/ns/net"), &plan.netns, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .map_err(|e| ("bind the network namespace", e.into()))?;
+    mount(
+        Some("/proc/self/ns/net"),
+        &plan.netns,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| ("bind the network namespace", e.into()))?;
     Ok(())
 }
 
 /// Binds `root` onto itself read-only (keeping the flags the user namespace may not drop).
 fn seal_rootfs(root: &Path) -> io::Result<()> {
-    mount(Some(root), root, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)?;
+    mount(
+        Some(root),
+        root,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )?;
     let st = nix::sys::statvfs::statvfs(root)?;
     let f = st.flags();
     use nix::sys::statvfs::FsFlags;
@@ -333,7 +376,12 @@ fn init_main(plan: &RunnerPlan, chan: &Channel, namespaces_us: u64) -> i32 {
     let built = ContainerBuilder::new(plan.id.clone(), SyscallType::default())
         .with_root_path(&plan.state_root)
         .and_then(|b| b.validate_id())
-        .and_then(|b| b.as_init(&plan.bundle).with_systemd(false).with_detach(false).build());
+        .and_then(|b| {
+            b.as_init(&plan.bundle)
+                .with_systemd(false)
+                .with_detach(false)
+                .build()
+        });
     let mut container = match built {
         Ok(c) => c,
         Err(e) => return fail("create the sandbox", &e),
@@ -359,9 +407,16 @@ fn init_main(plan: &RunnerPlan, chan: &Channel, namespaces_us: u64) -> i32 {
     let start_us = t1.elapsed().as_micros() as u64;
     let Some(server) = container.pid() else {
         let _ = container.delete(true);
-        return fail("start the server", &io::Error::other("libcontainer reported no pid"));
+        return fail(
+            "start the server",
+            &io::Error::other("libcontainer reported no pid"),
+        );
     };
-    let _ = chan.send(&Message::Started(StartTimings { namespaces_us, create_us, start_us }));
+    let _ = chan.send(&Message::Started(StartTimings {
+        namespaces_us,
+        create_us,
+        start_us,
+    }));
 
     let code = loop {
         let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
@@ -369,7 +424,9 @@ fn init_main(plan: &RunnerPlan, chan: &Channel, namespaces_us: u64) -> i32 {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(_) => break crate::EXIT_SANDBOX_ERROR,
         }
-        let Ok(Some(info)) = sfd.read_signal() else { continue };
+        let Ok(Some(info)) = sfd.read_signal() else {
+            continue;
+        };
         match Signal::try_from(info.ssi_signo as i32) {
             Ok(Signal::SIGCHLD) => {
                 if let Some(code) = reap_server(server) {
@@ -420,10 +477,14 @@ fn failure(stage: &str, err: &dyn std::error::Error) -> RunnerFailure {
         }
         cur = e.source();
     }
-    RunnerFailure { stage: stage.to_owned(), chain }
+    RunnerFailure {
+        stage: stage.to_owned(),
+        chain,
+    }
 }
 
 /// `CString` of a path, for the few raw calls that need one.
 pub fn cpath(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_encoded_bytes()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+    CString::new(p.as_os_str().as_encoded_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
 }

@@ -9,7 +9,6 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-
 /// A run directory we created and hold locked.
 #[derive(Debug)]
 pub struct RunDir {
@@ -27,9 +26,16 @@ impl RunDir {
         let id = format!("thv-{}", random_hex(12)?);
         let path = runs.join(&id);
         std::fs::create_dir(&path)?;
-        let lock = File::options().write(true).create_new(true).open(path.join("lock"))?;
+        let lock = File::options()
+            .write(true)
+            .create_new(true)
+            .open(path.join("lock"))?;
         try_lock(&lock)?;
-        Ok(RunDir { id, path, lock: lock.into() })
+        Ok(RunDir {
+            id,
+            path,
+            lock: lock.into(),
+        })
     }
 
     /// Removes the directory (used when the run never started a runner).
@@ -40,7 +46,9 @@ impl RunDir {
 
 /// Removes run directories whose lock nobody holds any more (their processes are gone). Returns how many.
 pub fn collect_stale(runs: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(runs) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(runs) else {
+        return 0;
+    };
     let mut removed = 0;
     for entry in entries.flatten() {
         let dir = entry.path();

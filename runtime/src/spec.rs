@@ -110,22 +110,40 @@ pub enum SpecError {
 /// The files the runner writes into `etc_dir` and the spec binds over the image's.
 pub fn etc_files(hostname: &str) -> [(&'static str, String); 3] {
     [
-        ("hosts", format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")),
+        (
+            "hosts",
+            format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
+        ),
         ("hostname", format!("{hostname}\n")),
         // No resolver: the sandbox has only loopback, and name lookups must not become a way out.
-        ("resolv.conf", "# thv-sandbox: no DNS inside the sandbox\n".to_owned()),
+        (
+            "resolv.conf",
+            "# thv-sandbox: no DNS inside the sandbox\n".to_owned(),
+        ),
     ]
 }
 
 /// The mount points the read-only root must already contain (the unpacker creates them before the root is
 /// committed to the cache, so a run never writes into the cached root). `(path, is_dir)`.
-pub fn mountpoints(image: &ImageRuntimeConfig, user: &ResolvedUser, home_in_image: bool) -> Vec<(String, bool)> {
+pub fn mountpoints(
+    image: &ImageRuntimeConfig,
+    user: &ResolvedUser,
+    home_in_image: bool,
+) -> Vec<(String, bool)> {
     let mut points: Vec<(String, bool)> = ["/proc", "/sys", "/dev", "/tmp", "/run"]
         .iter()
         .map(|p| (p.to_string(), true))
         .collect();
-    points.extend(["/etc/hosts", "/etc/hostname", "/etc/resolv.conf"].iter().map(|p| (p.to_string(), false)));
-    if let Some(home) = user.home.as_ref().filter(|h| !home_in_image && h.as_str() != "/") {
+    points.extend(
+        ["/etc/hosts", "/etc/hostname", "/etc/resolv.conf"]
+            .iter()
+            .map(|p| (p.to_string(), false)),
+    );
+    if let Some(home) = user
+        .home
+        .as_ref()
+        .filter(|h| !home_in_image && h.as_str() != "/")
+    {
         points.push((home.clone(), true));
     }
     for v in &image.volumes {
@@ -144,13 +162,23 @@ pub fn build(image: &ImageRuntimeConfig, opts: &SpecOptions) -> Result<Spec, Spe
     if args.is_empty() {
         return Err(SpecError::NoCommand);
     }
-    let cwd = image.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into());
+    let cwd = image
+        .working_dir
+        .clone()
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "/".into());
     if !cwd.starts_with('/') {
-        return Err(SpecError::RelativePath { what: "WorkingDir", path: cwd });
+        return Err(SpecError::RelativePath {
+            what: "WorkingDir",
+            path: cwd,
+        });
     }
     for v in &image.volumes {
         if !v.starts_with('/') {
-            return Err(SpecError::RelativePath { what: "Volume", path: v.clone() });
+            return Err(SpecError::RelativePath {
+                what: "Volume",
+                path: v.clone(),
+            });
         }
     }
     let user = &opts.user;
@@ -158,7 +186,11 @@ pub fn build(image: &ImageRuntimeConfig, opts: &SpecOptions) -> Result<Spec, Spe
     let env = environment(image, opts, &home);
 
     let tmpfs = |dest: &str, mode: &str, owned: bool, noexec: bool| {
-        let mut o = vec!["nosuid".to_owned(), "nodev".to_owned(), format!("mode={mode}")];
+        let mut o = vec![
+            "nosuid".to_owned(),
+            "nodev".to_owned(),
+            format!("mode={mode}"),
+        ];
         if noexec {
             o.push("noexec".into());
         }
@@ -266,13 +298,31 @@ fn environment(image: &ImageRuntimeConfig, opts: &SpecOptions, home: &str) -> Ve
 pub fn check_invariants(spec: &Spec) -> Result<(), String> {
     let v = serde_json::to_value(spec).map_err(|e| e.to_string())?;
     let ensure = |ok: bool, what: &str| if ok { Ok(()) } else { Err(what.to_owned()) };
-    ensure(v["root"]["readonly"] == Value::Bool(true), "root must be read-only")?;
-    ensure(v["process"]["noNewPrivileges"] == Value::Bool(true), "no_new_privs must be set")?;
-    for set in ["bounding", "effective", "inheritable", "permitted", "ambient"] {
+    ensure(
+        v["root"]["readonly"] == Value::Bool(true),
+        "root must be read-only",
+    )?;
+    ensure(
+        v["process"]["noNewPrivileges"] == Value::Bool(true),
+        "no_new_privs must be set",
+    )?;
+    for set in [
+        "bounding",
+        "effective",
+        "inheritable",
+        "permitted",
+        "ambient",
+    ] {
         let caps = &v["process"]["capabilities"][set];
-        ensure(caps.as_array().is_some_and(|a| a.is_empty()), "capability sets must be empty")?;
+        ensure(
+            caps.as_array().is_some_and(|a| a.is_empty()),
+            "capability sets must be empty",
+        )?;
     }
-    ensure(v["linux"]["seccomp"].is_object(), "a seccomp profile must be set")?;
+    ensure(
+        v["linux"]["seccomp"].is_object(),
+        "a seccomp profile must be set",
+    )?;
     let kinds: Vec<&str> = v["linux"]["namespaces"]
         .as_array()
         .map(|a| a.iter().filter_map(|n| n["type"].as_str()).collect())
@@ -290,7 +340,11 @@ mod tests {
     fn opts() -> SpecOptions {
         SpecOptions {
             rootfs: "/cache/roots/v1/abc/rootfs".into(),
-            user: ResolvedUser { uid: 1000, gid: 1000, home: Some("/home/app".into()) },
+            user: ResolvedUser {
+                uid: 1000,
+                gid: 1000,
+                home: Some("/home/app".into()),
+            },
             home_in_image: false,
             args: None,
             env: vec![],
@@ -327,9 +381,17 @@ mod tests {
         assert_eq!(s["process"]["user"], json!({"uid": 1000, "gid": 1000}));
         assert_eq!(
             s["process"]["env"],
-            json!(["PATH=/app/bin", "LANG=C.UTF-8", "HOME=/home/app", "HOSTNAME=thv-probe"])
+            json!([
+                "PATH=/app/bin",
+                "LANG=C.UTF-8",
+                "HOME=/home/app",
+                "HOSTNAME=thv-probe"
+            ])
         );
-        assert_eq!(s["root"], json!({"path": "/cache/roots/v1/abc/rootfs", "readonly": true}));
+        assert_eq!(
+            s["root"],
+            json!({"path": "/cache/roots/v1/abc/rootfs", "readonly": true})
+        );
         assert_eq!(s["hostname"], "thv-probe");
         check_invariants(&build(&image(), &opts()).unwrap()).unwrap();
     }
@@ -363,17 +425,33 @@ mod tests {
         let s = value(&build(&img, &o).unwrap());
         assert_eq!(
             s["process"]["env"],
-            json!(["FOO=2", "HOME=/img", format!("PATH={DEFAULT_PATH}"), "HOSTNAME=thv-probe"])
+            json!([
+                "FOO=2",
+                "HOME=/img",
+                format!("PATH={DEFAULT_PATH}"),
+                "HOSTNAME=thv-probe"
+            ])
         );
     }
 
     #[test]
     fn isolation_is_complete() {
         let s = value(&build(&image(), &opts()).unwrap());
-        let ns: Vec<&str> = s["linux"]["namespaces"].as_array().unwrap().iter().map(|n| n["type"].as_str().unwrap()).collect();
+        let ns: Vec<&str> = s["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
         assert_eq!(ns, ["pid", "ipc", "uts", "mount", "cgroup", "network"]);
-        assert!(!ns.contains(&"user"), "the user namespace belongs to the runner, not the spec");
-        assert_eq!(s["linux"]["namespaces"][5]["path"], "/run/user/1000/thv-sandbox/runs/x/netns");
+        assert!(
+            !ns.contains(&"user"),
+            "the user namespace belongs to the runner, not the spec"
+        );
+        assert_eq!(
+            s["linux"]["namespaces"][5]["path"],
+            "/run/user/1000/thv-sandbox/runs/x/netns"
+        );
         assert_eq!(s["process"]["noNewPrivileges"], true);
         assert_eq!(s["process"]["capabilities"]["bounding"], json!([]));
         assert_eq!(
@@ -384,8 +462,14 @@ mod tests {
                 {"type": "RLIMIT_NPROC", "hard": 4096, "soft": 4096},
             ])
         );
-        assert_eq!(s["linux"]["maskedPaths"].as_array().unwrap().len(), MASKED_PATHS.len());
-        assert!(s["linux"]["readonlyPaths"].as_array().unwrap().contains(&json!("/proc/sys")));
+        assert_eq!(
+            s["linux"]["maskedPaths"].as_array().unwrap().len(),
+            MASKED_PATHS.len()
+        );
+        assert!(s["linux"]["readonlyPaths"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("/proc/sys")));
         assert_eq!(s["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
     }
 
@@ -393,14 +477,25 @@ mod tests {
     fn writable_places_are_tmpfs_and_etc_is_bound_read_only() {
         let s = value(&build(&image(), &opts()).unwrap());
         let mounts = s["mounts"].as_array().unwrap();
-        let find = |d: &str| mounts.iter().find(|m| m["destination"] == d).unwrap_or_else(|| panic!("{d}"));
+        let find = |d: &str| {
+            mounts
+                .iter()
+                .find(|m| m["destination"] == d)
+                .unwrap_or_else(|| panic!("{d}"))
+        };
         for d in ["/tmp", "/run", "/home/app", "/data", "/dev/shm"] {
             assert_eq!(find(d)["type"], "tmpfs", "{d}");
         }
-        assert!(find("/home/app")["options"].as_array().unwrap().contains(&json!("uid=1000")));
+        assert!(find("/home/app")["options"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("uid=1000")));
         for f in ["hosts", "hostname", "resolv.conf"] {
             let m = find(&format!("/etc/{f}"));
-            assert_eq!(m["source"], format!("/run/user/1000/thv-sandbox/runs/x/etc/{f}"));
+            assert_eq!(
+                m["source"],
+                format!("/run/user/1000/thv-sandbox/runs/x/etc/{f}")
+            );
             assert!(m["options"].as_array().unwrap().contains(&json!("ro")));
         }
         assert_eq!(find("/sys")["type"], "sysfs");
@@ -408,7 +503,11 @@ mod tests {
         let mut o = opts();
         o.home_in_image = true;
         let s = value(&build(&image(), &o).unwrap());
-        assert!(!s["mounts"].as_array().unwrap().iter().any(|m| m["destination"] == "/home/app"));
+        assert!(!s["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["destination"] == "/home/app"));
     }
 
     #[test]
@@ -416,10 +515,15 @@ mod tests {
         let img = image();
         let o = opts();
         let s = value(&build(&img, &o).unwrap());
-        let points: Vec<String> = mountpoints(&img, &o.user, o.home_in_image).into_iter().map(|p| p.0).collect();
+        let points: Vec<String> = mountpoints(&img, &o.user, o.home_in_image)
+            .into_iter()
+            .map(|p| p.0)
+            .collect();
         for m in s["mounts"].as_array().unwrap() {
             let d = m["destination"].as_str().unwrap();
-            let covered = points.iter().any(|p| d == p || d.starts_with(&format!("{p}/")));
+            let covered = points
+                .iter()
+                .any(|p| d == p || d.starts_with(&format!("{p}/")));
             assert!(covered, "{d} has no mount point in the cached root");
         }
     }
@@ -429,10 +533,16 @@ mod tests {
         for bad in ["", "/", "thv/x"] {
             let mut o = opts();
             o.cgroups_path = bad.into();
-            assert!(matches!(build(&image(), &o), Err(SpecError::BadCgroupsPath(_))), "{bad:?}");
+            assert!(
+                matches!(build(&image(), &o), Err(SpecError::BadCgroupsPath(_))),
+                "{bad:?}"
+            );
         }
         let mut img = image();
         img.working_dir = Some("app".into());
-        assert!(matches!(build(&img, &opts()), Err(SpecError::RelativePath { .. })));
+        assert!(matches!(
+            build(&img, &opts()),
+            Err(SpecError::RelativePath { .. })
+        ));
     }
 }

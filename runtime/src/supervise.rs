@@ -51,6 +51,15 @@ pub struct Launch<'a> {
     pub on_started: &'a mut dyn FnMut(&StartTimings),
 }
 
+impl std::fmt::Debug for Launch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Launch")
+            .field("run_dir", &self.run_dir)
+            .field("plan", &self.plan)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Runs the sandbox to its end.
 pub fn supervise(launch: Launch<'_>) -> io::Result<Outcome> {
     let (ours, theirs) = Channel::pair()?;
@@ -76,7 +85,9 @@ pub fn supervise(launch: Launch<'_>) -> io::Result<Outcome> {
             cmd.env(keep, v);
         }
     }
-    cmd.stdin(stdin.child_stdio()?).stdout(stdout.child_stdio()?).stderr(stderr.child_stdio()?);
+    cmd.stdin(stdin.child_stdio()?)
+        .stdout(stdout.child_stdio()?)
+        .stderr(stderr.child_stdio()?);
     let chan_fd = theirs.fd().as_raw_fd();
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe calls
     // (dup2, fcntl, prctl) on descriptors that exist in the child.
@@ -91,7 +102,14 @@ pub fn supervise(launch: Launch<'_>) -> io::Result<Outcome> {
                 return Err(io::Error::last_os_error());
             }
             // The runner learns of our death even if we are SIGKILLed.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) != 0 {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGTERM as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
                 return Err(io::Error::last_os_error());
             }
             Ok(())
@@ -120,21 +138,32 @@ enum Stdio0 {
     /// A pipe or socket: passed through.
     Direct(RawFd),
     /// Anything else: a pipe; we copy between `ours` (our end of the pipe) and `fd`.
-    Pumped { fd: RawFd, ours: OwnedFd, theirs: Option<OwnedFd>, input: bool },
+    Pumped {
+        fd: RawFd,
+        ours: OwnedFd,
+        theirs: Option<OwnedFd>,
+        input: bool,
+    },
 }
 
 impl Stdio0 {
     fn for_fd(fd: RawFd, input: bool) -> io::Result<Stdio0> {
         // SAFETY: 0, 1 and 2 are open for the life of the process (Rust reopens closed ones on /dev/null).
         let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-        let kind = fstat(borrowed.as_raw_fd()).map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT)?;
+        let kind = fstat(borrowed.as_raw_fd())
+            .map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT)?;
         if kind == SFlag::S_IFIFO || kind == SFlag::S_IFSOCK {
             return Ok(Stdio0::Direct(fd));
         }
         let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
         let (ours, theirs) = if input { (w, r) } else { (r, w) };
         fcntl(ours.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
-        Ok(Stdio0::Pumped { fd, ours, theirs: Some(theirs), input })
+        Ok(Stdio0::Pumped {
+            fd,
+            ours,
+            theirs: Some(theirs),
+            input,
+        })
     }
 
     fn child_stdio(&self) -> io::Result<Stdio> {
@@ -145,7 +174,10 @@ impl Stdio0 {
                 Ok(Stdio::from(dup))
             }
             Stdio0::Pumped { theirs, .. } => Ok(Stdio::from(
-                theirs.as_ref().ok_or_else(|| io::Error::other("stdio already handed over"))?.try_clone()?,
+                theirs
+                    .as_ref()
+                    .ok_or_else(|| io::Error::other("stdio already handed over"))?
+                    .try_clone()?,
             )),
         }
     }
@@ -169,11 +201,29 @@ impl Pump {
     fn from(s: &mut Stdio0) -> Option<Pump> {
         match s {
             Stdio0::Direct(_) => None,
-            Stdio0::Pumped { fd, ours, theirs, input } => {
+            Stdio0::Pumped {
+                fd,
+                ours,
+                theirs,
+                input,
+            } => {
                 *theirs = None;
                 let pipe = ours.try_clone().ok()?;
-                let (src, dst) = if *input { (*fd, pipe.as_raw_fd()) } else { (pipe.as_raw_fd(), *fd) };
-                Some(Pump { src, dst, buf: vec![0; 64 * 1024], start: 0, end: 0, eof: false, pipe: Some(pipe), input: *input })
+                let (src, dst) = if *input {
+                    (*fd, pipe.as_raw_fd())
+                } else {
+                    (pipe.as_raw_fd(), *fd)
+                };
+                Some(Pump {
+                    src,
+                    dst,
+                    buf: vec![0; 64 * 1024],
+                    start: 0,
+                    end: 0,
+                    eof: false,
+                    pipe: Some(pipe),
+                    input: *input,
+                })
             }
         }
     }
@@ -206,7 +256,13 @@ impl Pump {
         }
         while self.start < self.end {
             // SAFETY: the range start..end lies within buf.
-            let n = unsafe { libc::write(self.dst, self.buf[self.start..].as_ptr().cast(), self.end - self.start) };
+            let n = unsafe {
+                libc::write(
+                    self.dst,
+                    self.buf[self.start..].as_ptr().cast(),
+                    self.end - self.start,
+                )
+            };
             if n > 0 {
                 self.start += n as usize;
             } else {
@@ -260,8 +316,18 @@ impl Watch {
     fn new(mut stdin: Stdio0, mut stdout: Stdio0, mut stderr: Stdio0, grace: Duration) -> Watch {
         let direct_in = matches!(stdin, Stdio0::Direct(_)).then_some(0);
         let direct_out = matches!(stdout, Stdio0::Direct(_)).then_some(1);
-        let pumps = [&mut stdin, &mut stdout, &mut stderr].into_iter().filter_map(Pump::from).collect();
-        Watch { pumps, direct_in, direct_out, grace, next: None, failure: None }
+        let pumps = [&mut stdin, &mut stdout, &mut stderr]
+            .into_iter()
+            .filter_map(Pump::from)
+            .collect();
+        Watch {
+            pumps,
+            direct_in,
+            direct_out,
+            grace,
+            next: None,
+            failure: None,
+        }
     }
 
     /// The client is gone or asked us to stop: SIGTERM now (or after the grace period, when the server should
@@ -289,12 +355,15 @@ impl Watch {
         let mut chan_open = true;
         loop {
             let timeout = match self.next {
-                Some((at, _)) => PollTimeout::try_from(at.saturating_duration_since(Instant::now()) + Duration::from_millis(1))
-                    .unwrap_or(PollTimeout::MAX),
+                Some((at, _)) => PollTimeout::try_from(
+                    at.saturating_duration_since(Instant::now()) + Duration::from_millis(1),
+                )
+                .unwrap_or(PollTimeout::MAX),
                 None => PollTimeout::NONE,
             };
             // Poll set: signalfd, channel, pumps, and the pass-through descriptors for hang-up.
-            let mut raw: Vec<(RawFd, PollFlags, u8)> = vec![(sfd.as_fd().as_raw_fd(), PollFlags::POLLIN, 0)];
+            let mut raw: Vec<(RawFd, PollFlags, u8)> =
+                vec![(sfd.as_fd().as_raw_fd(), PollFlags::POLLIN, 0)];
             if chan_open {
                 raw.push((chan.as_fd().as_raw_fd(), PollFlags::POLLIN, 1));
             }
@@ -310,13 +379,19 @@ impl Watch {
                 raw.push((fd, PollFlags::empty(), 3));
             }
             // SAFETY: every descriptor in `raw` stays open for this iteration (owned by us or by the pumps).
-            let mut fds: Vec<PollFd> = raw.iter().map(|(fd, ev, _)| PollFd::new(unsafe { BorrowedFd::borrow_raw(*fd) }, *ev)).collect();
+            let mut fds: Vec<PollFd> = raw
+                .iter()
+                .map(|(fd, ev, _)| PollFd::new(unsafe { BorrowedFd::borrow_raw(*fd) }, *ev))
+                .collect();
             match poll(&mut fds, timeout) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
             }
-            let ready: Vec<(u8, PollFlags)> =
-                raw.iter().zip(&fds).map(|((_, _, tag), f)| (*tag, f.revents().unwrap_or(PollFlags::empty()))).collect();
+            let ready: Vec<(u8, PollFlags)> = raw
+                .iter()
+                .zip(&fds)
+                .map(|((_, _, tag), f)| (*tag, f.revents().unwrap_or(PollFlags::empty())))
+                .collect();
             drop(fds);
             for (tag, rev) in ready {
                 if rev.is_empty() {
@@ -325,12 +400,16 @@ impl Watch {
                 match tag {
                     0 => {
                         while let Ok(Some(info)) = sfd.read_signal() {
-                            let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else { continue };
+                            let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+                                continue;
+                            };
                             if sig == Signal::SIGCHLD {
                                 continue;
                             }
                             let _ = chan.send(&Message::Signal(sig as i32));
-                            if matches!(sig, Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP) && self.next.is_none() {
+                            if matches!(sig, Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP)
+                                && self.next.is_none()
+                            {
                                 self.next = Some((Instant::now() + self.grace, Escalation::Kill));
                             }
                         }
@@ -371,7 +450,10 @@ impl Watch {
                         self.pumps[i].step();
                         if self.pumps[i].done() && self.pumps[i].input {
                             self.begin_stop(chan, true);
-                        } else if self.pumps[i].done() && self.pumps[i].dst == 1 && self.pumps[i].eof {
+                        } else if self.pumps[i].done()
+                            && self.pumps[i].dst == 1
+                            && self.pumps[i].eof
+                        {
                             // Our stdout reader is gone, or the server closed its stdout.
                         }
                     }
@@ -386,7 +468,10 @@ impl Watch {
                         }
                         Escalation::Kill => {
                             let _ = chan.send(&Message::Kill);
-                            self.next = Some((Instant::now() + Duration::from_secs(2), Escalation::KillRunner));
+                            self.next = Some((
+                                Instant::now() + Duration::from_secs(2),
+                                Escalation::KillRunner,
+                            ));
                         }
                         Escalation::KillRunner => {
                             // The runner does not answer: its death takes the whole sandbox with it.

@@ -100,6 +100,43 @@ pub enum Ownership {
     /// `chown` to the recorded uid/gid (inside a user namespace). `EINVAL` (id not
     /// mapped) and `EPERM` leave the owner as it is instead of failing the unpack.
     Chown,
+    /// `chown` to the recorded ids moved into a host range: image id `n < count` becomes
+    /// `uid + n` / `gid + n` (root unpacking for a sandbox whose ids live in that range).
+    /// Ids outside the range keep the unpacking user as owner.
+    Shift {
+        /// First host uid of the range.
+        uid: u32,
+        /// First host gid of the range.
+        gid: u32,
+        /// Number of ids in the range.
+        count: u32,
+    },
+}
+
+impl Ownership {
+    /// The host ids an entry recorded as `(uid, gid)` gets; `None` leaves that id unchanged.
+    fn target(self, uid_raw: u64, gid_raw: u64) -> (Option<Uid>, Option<Gid>) {
+        match self {
+            Ownership::Ignore => (None, None),
+            Ownership::Chown => (uid(uid_raw), gid(gid_raw)),
+            Ownership::Shift {
+                uid: ubase,
+                gid: gbase,
+                count,
+            } => {
+                let shift = |raw: u64, base: u32| {
+                    u32::try_from(raw)
+                        .ok()
+                        .filter(|&n| n < count)
+                        .and_then(|n| base.checked_add(n))
+                };
+                (
+                    shift(uid_raw, ubase).map(Uid::from_raw),
+                    shift(gid_raw, gbase).map(Gid::from_raw),
+                )
+            }
+        }
+    }
 }
 
 /// Options for [`RootBuilder`].
@@ -615,8 +652,8 @@ impl RootBuilder {
         self.create(entry, &dir, rel, "create symlink", |at, name| {
             symlinkat(entry.link.as_slice(), at, name)
         })?;
-        if self.opts.ownership == Ownership::Chown {
-            if let (Some(uid), Some(gid)) = (uid(entry.uid), gid(entry.gid)) {
+        if self.opts.ownership != Ownership::Ignore {
+            if let (Some(uid), Some(gid)) = self.opts.ownership.target(entry.uid, entry.gid) {
                 match rustix::fs::chownat(
                     &*dir,
                     base,
@@ -969,10 +1006,11 @@ fn chown_fd(
     gid_raw: u64,
     ownership: Ownership,
 ) -> io::Result<()> {
-    if ownership == Ownership::Ignore {
+    let (uid, gid) = ownership.target(uid_raw, gid_raw);
+    if uid.is_none() && gid.is_none() {
         return Ok(());
     }
-    match fchown(fd, uid(uid_raw), gid(gid_raw)) {
+    match fchown(fd, uid, gid) {
         // EINVAL: the id has no mapping in our user namespace. EPERM: not allowed.
         Ok(()) | Err(Errno::INVAL) | Err(Errno::PERM) => Ok(()),
         Err(e) => Err(e.into()),

@@ -65,14 +65,20 @@ pub fn resolve(root: &Path, spec: &str) -> Result<ResolvedUser, UserError> {
         None => (spec, None),
     };
     let user_part = if user_part.is_empty() { "0" } else { user_part };
-    let passwd = read_inside(root, "etc/passwd")?.map(|t| parse_passwd(&t)).unwrap_or_default();
+    let passwd = read_inside(root, "etc/passwd")?
+        .map(|t| parse_passwd(&t))
+        .unwrap_or_default();
     let entry = match user_part.parse::<u32>() {
-        Ok(uid) => passwd.iter().find(|p| p.uid == uid).cloned().or(Some(Passwd {
-            name: String::new(),
-            uid,
-            gid: uid,
-            home: String::new(),
-        })),
+        Ok(uid) => passwd
+            .iter()
+            .find(|p| p.uid == uid)
+            .cloned()
+            .or(Some(Passwd {
+                name: String::new(),
+                uid,
+                gid: uid,
+                home: String::new(),
+            })),
         Err(_) => passwd.iter().find(|p| p.name == user_part).cloned(),
     }
     .ok_or_else(|| UserError::UnknownUser(user_part.to_owned()))?;
@@ -116,13 +122,18 @@ fn parse_passwd(text: &str) -> Vec<Passwd> {
 fn find_group(text: &str, name: &str) -> Option<u32> {
     text.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
-        (f.len() >= 3 && f[0] == name).then(|| f[2].parse().ok()).flatten()
+        (f.len() >= 3 && f[0] == name)
+            .then(|| f[2].parse().ok())
+            .flatten()
     })
 }
 
 /// Reads `rel` (relative to `root`) with every symlink resolved as if `root` were `/`; `None` if it does not exist.
 pub fn read_inside(root: &Path, rel: &str) -> Result<Option<String>, UserError> {
-    let err = |source| UserError::Read { path: format!("/{rel}"), source };
+    let err = |source| UserError::Read {
+        path: format!("/{rel}"),
+        source,
+    };
     let dir = open_dir(root).map_err(err)?;
     let how = OpenHow::new()
         .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY)
@@ -135,12 +146,19 @@ pub fn read_inside(root: &Path, rel: &str) -> Result<Option<String>, UserError> 
     // SAFETY: openat2 returned a fresh descriptor that nothing else owns.
     let file = std::fs::File::from(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
     if !file.metadata().map_err(err)?.is_file() {
-        return Err(err(io::Error::new(io::ErrorKind::InvalidData, "not a regular file")));
+        return Err(err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a regular file",
+        )));
     }
     let mut text = String::new();
-    file.take(MAX_ACCOUNT_FILE + 1).read_to_string(&mut text).map_err(err)?;
+    file.take(MAX_ACCOUNT_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(err)?;
     if text.len() as u64 > MAX_ACCOUNT_FILE {
-        return Err(UserError::TooLarge { path: format!("/{rel}") });
+        return Err(UserError::TooLarge {
+            path: format!("/{rel}"),
+        });
     }
     Ok(Some(text))
 }
@@ -161,7 +179,9 @@ pub fn dir_exists_inside(root: &Path, path: &str) -> bool {
     if rel.is_empty() {
         return true;
     }
-    let Ok(dir) = open_dir(root) else { return false };
+    let Ok(dir) = open_dir(root) else {
+        return false;
+    };
     let how = OpenHow::new()
         .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
@@ -198,14 +218,41 @@ mod tests {
     fn resolves_names_numbers_and_groups() {
         let r = root_with(PASSWD, GROUP);
         let u = |s| resolve(r.path(), s).unwrap();
-        assert_eq!(u(""), ResolvedUser { uid: 0, gid: 0, home: Some("/root".into()) });
-        assert_eq!(u("app"), ResolvedUser { uid: 1000, gid: 1001, home: Some("/home/app".into()) });
+        assert_eq!(
+            u(""),
+            ResolvedUser {
+                uid: 0,
+                gid: 0,
+                home: Some("/root".into())
+            }
+        );
+        assert_eq!(
+            u("app"),
+            ResolvedUser {
+                uid: 1000,
+                gid: 1001,
+                home: Some("/home/app".into())
+            }
+        );
         assert_eq!(u("1000").gid, 1001);
         assert_eq!(u("app:staff").gid, 50);
         assert_eq!(u("app:7").gid, 7);
-        assert_eq!(u("4242"), ResolvedUser { uid: 4242, gid: 0, home: None });
-        assert!(matches!(resolve(r.path(), "nobody"), Err(UserError::UnknownUser(_))));
-        assert!(matches!(resolve(r.path(), "app:wheel"), Err(UserError::UnknownGroup(_))));
+        assert_eq!(
+            u("4242"),
+            ResolvedUser {
+                uid: 4242,
+                gid: 0,
+                home: None
+            }
+        );
+        assert!(matches!(
+            resolve(r.path(), "nobody"),
+            Err(UserError::UnknownUser(_))
+        ));
+        assert!(matches!(
+            resolve(r.path(), "app:wheel"),
+            Err(UserError::UnknownGroup(_))
+        ));
     }
 
     #[test]
@@ -216,16 +263,25 @@ mod tests {
         std::fs::create_dir_all(root.join("etc")).unwrap();
         // An absolute link resolves inside the root, a relative one cannot climb above it.
         std::os::unix::fs::symlink(outer.path().join("passwd"), root.join("etc/passwd")).unwrap();
-        assert!(matches!(resolve(&root, "evil"), Err(UserError::UnknownUser(_))));
+        assert!(matches!(
+            resolve(&root, "evil"),
+            Err(UserError::UnknownUser(_))
+        ));
         std::fs::remove_file(root.join("etc/passwd")).unwrap();
         std::os::unix::fs::symlink("../../passwd", root.join("etc/passwd")).unwrap();
-        assert!(matches!(resolve(&root, "evil"), Err(UserError::UnknownUser(_))));
+        assert!(matches!(
+            resolve(&root, "evil"),
+            Err(UserError::UnknownUser(_))
+        ));
     }
 
     #[test]
     fn oversized_passwd_is_refused() {
         let big = "x".repeat(MAX_ACCOUNT_FILE as usize + 10);
         let r = root_with(&big, GROUP);
-        assert!(matches!(resolve(r.path(), "app"), Err(UserError::TooLarge { .. })));
+        assert!(matches!(
+            resolve(r.path(), "app"),
+            Err(UserError::TooLarge { .. })
+        ));
     }
 }

@@ -865,6 +865,51 @@ fn ownership_chown_applies_recorded_ids() {
     }
 }
 
+#[test]
+fn ownership_shift_moves_ids_into_the_range() {
+    let fx = Fixture::new();
+    let layer = RawTar::new()
+        .header_full(b"f", b'0', 0o644, 0, b"", 1000, 1001)
+        .header_full(b"l", b'2', 0o777, 0, b"f", 0, 0)
+        .header_full(b"d/", b'5', 0o755, 0, b"", 7, 8)
+        .header_full(b"far", b'0', 0o644, 0, b"", 70_000, 70_000)
+        .finish();
+    let opts = UnpackOptions {
+        ownership: Ownership::Shift {
+            uid: 500_000,
+            gid: 600_000,
+            count: 65_536,
+        },
+        ..Default::default()
+    };
+    fx.apply_opts(Resolver::Openat2, opts, &[layer]).unwrap();
+    fs::write(fx.base.join("mine"), b"").unwrap();
+    let mine = fs::metadata(fx.base.join("mine")).unwrap();
+    let root = mine.uid() == 0;
+    let want = |u: u32, g: u32| {
+        if root {
+            (u, g)
+        } else {
+            (mine.uid(), mine.gid())
+        }
+    };
+    assert_eq!(fx.lmeta("f").uid(), want(501_000, 601_001).0);
+    assert_eq!(fx.lmeta("f").gid(), want(501_000, 601_001).1);
+    assert_eq!(
+        (fx.lmeta("l").uid(), fx.lmeta("l").gid()),
+        want(500_000, 600_000)
+    );
+    assert_eq!(
+        (fx.lmeta("d").uid(), fx.lmeta("d").gid()),
+        want(500_007, 600_008)
+    );
+    // Outside the range: the unpacking user keeps it.
+    assert_eq!(
+        (fx.lmeta("far").uid(), fx.lmeta("far").gid()),
+        (mine.uid(), mine.gid())
+    );
+}
+
 // ---------------------------------------------------------------- 9. bombs
 
 fn gzip(data: &[u8]) -> Vec<u8> {

@@ -1,0 +1,203 @@
+//! End-to-end: what users see when something is wrong — `error:`, causes, a hint, the right exit code, nothing on
+//! stdout, and nothing half-made left in the cache.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+
+use common::{fixture, Run};
+use thv_sandbox_e2e::{probe_image_builder, thv_sandbox_bin};
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn run_cli(mut cmd: tokio::process::Command) -> Out {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = cmd.output().await.expect("run");
+    Out {
+        code: common::code(out.status),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn bare(args: &[&str], run: &Run) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(thv_sandbox_bin());
+    cmd.env_clear().env("PATH", "/usr/bin:/bin").env(
+        "HOME",
+        std::env::var_os("HOME").unwrap_or_else(|| "/".into()),
+    );
+    cmd.env("XDG_RUNTIME_DIR", run.xdg.path());
+    cmd.args(args);
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_reference_is_a_usage_error() {
+    let run = Run::new();
+    let out = run_cli(bare(&["run", "docker://nope"], &run)).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .starts_with("error: `docker://nope` is not an image reference"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("hint: write an OCI image layout as `oci:PATH`"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_tag_lists_the_tags_present() {
+    let run = Run::new();
+    let f = fixture();
+    let image = format!("oci:{}:nope", f.layout.display());
+    let cache = f.cache.to_string_lossy().into_owned();
+    let out = run_cli(bare(&["run", "--cache-dir", &cache, &image], &run)).await;
+    assert_eq!(out.code, 125, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("tag `nope` not found"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("app") && out.stderr.contains("root"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_layout_is_named() {
+    let run = Run::new();
+    let out = run_cli(bare(&["run", "oci:/nonexistent/layout"], &run)).await;
+    assert_eq!(out.code, 125, "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with("error:") && out.stderr.contains("/nonexistent/layout"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_without_a_command_says_how_to_give_one() {
+    let run = Run::new();
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let mut b = probe_image_builder(None).expect("builder");
+    b = b.entrypoint(Vec::<String>::new()).cmd(Vec::<String>::new());
+    b.write(&dir.path().join("img"), "x").expect("write");
+    let image = format!("oci:{}:x", dir.path().join("img").display());
+    let cache = dir.path().join("cache").to_string_lossy().into_owned();
+    let out = run_cli(bare(&["run", "--cache-dir", &cache, &image], &run)).await;
+    assert_eq!(out.code, 125, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no Entrypoint or Cmd"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("hint: give the command after `--`"),
+        "{}",
+        out.stderr
+    );
+    run.assert_nothing_left(None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tampered_layer_is_refused_and_nothing_is_cached() {
+    let run = Run::new();
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let layout = dir.path().join("img");
+    let built = probe_image_builder(Some("app"))
+        .expect("builder")
+        .write(&layout, "x")
+        .expect("write");
+    // Flip one byte of the last layer (the probe binary), keeping its size.
+    let blob = built.layers.last().unwrap().blob_path(&layout);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::set_permissions(&blob, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&blob, &bytes).unwrap();
+    let cache = dir.path().join("cache");
+    let image = format!("oci:{}:x", layout.display());
+    let out = run_cli(bare(
+        &["run", "--cache-dir", &cache.to_string_lossy(), &image],
+        &run,
+    ))
+    .await;
+    assert_eq!(out.code, 125, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&built.layers.last().unwrap().digest),
+        "names the layer: {}",
+        out.stderr
+    );
+    let roots: Vec<_> = std::fs::read_dir(cache.join("roots-v1"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        roots.is_empty(),
+        "a refused image left cache entries: {roots:?}"
+    );
+    run.assert_nothing_left(None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_dir_others_can_write_is_refused_with_a_fix() {
+    let run = Run::new();
+    let state = run.xdg.path().join("thv-sandbox");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = run_cli(bare(&["run", &run.image("app")], &run)).await;
+    assert_eq!(out.code, 125, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("others could change what we run"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains(&format!("hint: run `chmod 700 {}`", state.display())),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_reports_every_check() {
+    let run = Run::new();
+    let out = run_cli(bare(&["doctor"], &run)).await;
+    for check in [
+        "user namespaces",
+        "mount namespace",
+        "cgroup namespace",
+        "pid namespace",
+        "seccomp",
+        "cgroups",
+        "state dir",
+        "cache dir",
+    ] {
+        assert!(
+            out.stderr.contains(check),
+            "{check} missing:\n{}",
+            out.stderr
+        );
+    }
+    // This machine (and CI's) supports rootless sandboxes.
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.is_empty());
+}

@@ -1,0 +1,160 @@
+//! Shared set-up for the end-to-end tests: one probe image and cache per test binary, a private state dir per
+//! test (so each test can prove its sandbox left nothing behind), and the leftover checks.
+#![allow(dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use thv_sandbox_e2e::{probe_image, thv_sandbox_bin};
+use tokio::process::Command;
+
+/// The probe image (tags `app`: runs as user app, 1000:1000; `root`: no User) and a cache shared by the tests.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub layout: PathBuf,
+    pub cache: PathBuf,
+    /// A file on the host, outside every image, that no sandbox may see.
+    pub host_secret: PathBuf,
+}
+
+pub fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("thv-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        // Sandboxes started by root run as unprivileged ids; they must be able to reach the cache under here.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))
+            .expect("chmod");
+        let layout = dir.path().join("probe");
+        probe_image(&layout, "app", Some("app")).expect("probe image");
+        probe_image(&layout, "root", None).expect("probe image (root)");
+        let cache = dir.path().join("cache");
+        let host_secret = dir.path().join("host-secret.txt");
+        std::fs::write(&host_secret, "the host's secret").expect("secret");
+        Fixture {
+            dir,
+            layout,
+            cache,
+            host_secret,
+        }
+    })
+}
+
+/// A test's own state dir (`XDG_RUNTIME_DIR`), so leftovers are attributable to the test.
+pub struct Run {
+    pub xdg: tempfile::TempDir,
+}
+
+impl Run {
+    pub fn new() -> Run {
+        let xdg = tempfile::Builder::new()
+            .prefix("thv-e2e-xdg-")
+            .tempdir()
+            .expect("tempdir");
+        std::fs::set_permissions(xdg.path(), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod");
+        Run { xdg }
+    }
+
+    pub fn image(&self, tag: &str) -> String {
+        format!("oci:{}:{tag}", fixture().layout.display())
+    }
+
+    /// `thv-sandbox run [extra…] IMAGE [-- server_args…]` with a minimal environment.
+    pub fn cmd(&self, tag: &str, extra: &[&str], server_args: &[&str]) -> Command {
+        let f = fixture();
+        let mut cmd = Command::new(thv_sandbox_bin());
+        cmd.env_clear();
+        cmd.env(
+            "PATH",
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+        );
+        cmd.env(
+            "HOME",
+            std::env::var_os("HOME").unwrap_or_else(|| "/".into()),
+        );
+        cmd.env("XDG_RUNTIME_DIR", self.xdg.path());
+        cmd.arg("run").arg("--cache-dir").arg(&f.cache);
+        cmd.args(extra);
+        cmd.arg(self.image(tag));
+        if !server_args.is_empty() {
+            cmd.arg("--").args(server_args);
+        }
+        cmd.stderr(Stdio::inherit());
+        cmd.kill_on_drop(true);
+        cmd
+    }
+
+    pub fn runs_dir(&self) -> PathBuf {
+        self.xdg.path().join("thv-sandbox/runs")
+    }
+
+    /// Processes whose command line names this test's state dir (the runner processes carry it).
+    pub fn runner_processes(&self) -> Vec<i32> {
+        let marker = self.xdg.path().to_string_lossy().into_owned();
+        processes_where(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(&marker))
+                .unwrap_or(false)
+        })
+    }
+
+    /// Waits (bounded, generously) until nothing of this test's sandboxes is left, then asserts it: no run
+    /// directory, no runner process, no process in the server's user namespace (if given).
+    pub fn assert_nothing_left(&self, userns: Option<&str>) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let runs: Vec<_> = std::fs::read_dir(self.runs_dir())
+                .map(|d| d.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+            let runners = self.runner_processes();
+            let in_ns = userns.map(processes_in_userns).unwrap_or_default();
+            if runs.is_empty() && runners.is_empty() && in_ns.is_empty() {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("left behind: run dirs {runs:?}, runner processes {runners:?}, processes in the sandbox's user namespace {in_ns:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+pub fn processes_where(f: impl Fn(i32) -> bool) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|pid| *pid != me && f(*pid))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Processes whose user namespace is `ns` (as the probe reports it, `user:[N]`).
+pub fn processes_in_userns(ns: &str) -> Vec<i32> {
+    processes_where(|pid| {
+        std::fs::read_link(format!("/proc/{pid}/ns/user"))
+            .map(|l| l.to_string_lossy() == ns)
+            .unwrap_or(false)
+    })
+}
+
+/// The exit code, or 128+signal.
+pub fn code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// A path for messages.
+pub fn show(p: &Path) -> String {
+    p.display().to_string()
+}

@@ -1,0 +1,168 @@
+//! End-to-end: exit codes, signals, clients that go away, and what is left afterwards (nothing).
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{code, Run};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::json;
+use thv_sandbox_e2e::{spawn_mcp, tool_json};
+
+fn pid_of(child: &tokio::process::Child) -> Pid {
+    Pid::from_raw(child.id().expect("running") as i32)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_servers_exit_code_is_ours() {
+    let run = Run::new();
+    let server = spawn_mcp(run.cmd("app", &[], &[]))
+        .await
+        .expect("initialize");
+    let _ = server.call("exit", json!({"code": 7})).await;
+    let done = server.finish().await.expect("finish");
+    assert_eq!(code(done.status), 7, "{}", done.stderr);
+    run.assert_nothing_left(None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_killed_by_a_signal_gives_128_plus_n() {
+    let run = Run::new();
+    let server = spawn_mcp(run.cmd("app", &[], &[]))
+        .await
+        .expect("initialize");
+    let _ = server.call("crash", json!({})).await;
+    let done = server.finish().await.expect("finish");
+    assert_eq!(code(done.status), 128 + libc::SIGILL, "{}", done.stderr);
+    run.assert_nothing_left(None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_reaches_the_server() {
+    let run = Run::new();
+    let mut server = spawn_mcp(run.cmd("app", &[], &[]))
+        .await
+        .expect("initialize");
+    let p = tool_json(&server.call("probe", json!({})).await.expect("probe"));
+    kill(pid_of(&server.child), Signal::SIGTERM).expect("kill");
+    let status = server.child.wait().await.expect("wait");
+    // The probe handles SIGTERM by exiting 128+15.
+    assert_eq!(code(status), 143);
+    run.assert_nothing_left(p["namespaces"]["user"].as_str());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_ignoring_sigterm_is_killed_after_the_stop_timeout() {
+    let run = Run::new();
+    let mut server = spawn_mcp(run.cmd(
+        "app",
+        &["-e", "PROBE_IGNORE_SIGTERM=1", "--stop-timeout", "0.3"],
+        &[],
+    ))
+    .await
+    .expect("initialize");
+    let p = tool_json(&server.call("probe", json!({})).await.expect("probe"));
+    kill(pid_of(&server.child), Signal::SIGTERM).expect("kill");
+    let status = server.child.wait().await.expect("wait");
+    assert_eq!(code(status), 128 + libc::SIGKILL);
+    run.assert_nothing_left(p["namespaces"]["user"].as_str());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn background_processes_die_with_the_server() {
+    let run = Run::new();
+    let server = spawn_mcp(run.cmd("app", &[], &[]))
+        .await
+        .expect("initialize");
+    let p = tool_json(&server.call("probe", json!({})).await.expect("probe"));
+    // The sleeper holds our stderr: finish() reads stderr to its end, which needs the sleeper gone.
+    let s = server
+        .call(
+            "spawn_sleeper",
+            json!({"seconds": 3600, "hold_stdio": true}),
+        )
+        .await
+        .expect("spawn");
+    assert!(!s.is_error.unwrap_or(false), "{s:?}");
+    let done = server.finish().await.expect("finish");
+    assert_eq!(code(done.status), 0, "{}", done.stderr);
+    run.assert_nothing_left(p["namespaces"]["user"].as_str());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_of_thv_sandbox_leaves_nothing_behind() {
+    let run = Run::new();
+    let mut server = spawn_mcp(run.cmd("app", &[], &[]))
+        .await
+        .expect("initialize");
+    let p = tool_json(&server.call("probe", json!({})).await.expect("probe"));
+    let s = server
+        .call("spawn_sleeper", json!({"seconds": 3600}))
+        .await
+        .expect("spawn");
+    assert!(!s.is_error.unwrap_or(false), "{s:?}");
+    assert!(
+        !run.runner_processes().is_empty(),
+        "the runner should be running"
+    );
+    kill(pid_of(&server.child), Signal::SIGKILL).expect("kill");
+    let status = server.child.wait().await.expect("wait");
+    assert_eq!(code(status), 128 + libc::SIGKILL);
+    run.assert_nothing_left(p["namespaces"]["user"].as_str());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_one_sandbox_leaves_the_other_running() {
+    let run_a = Run::new();
+    let run_b = Run::new();
+    let mut a = spawn_mcp(run_a.cmd("app", &[], &[]))
+        .await
+        .expect("initialize a");
+    let b = spawn_mcp(run_b.cmd("app", &[], &[]))
+        .await
+        .expect("initialize b");
+    let pa = tool_json(&a.call("probe", json!({})).await.expect("probe a"));
+    kill(pid_of(&a.child), Signal::SIGKILL).expect("kill a");
+    a.child.wait().await.expect("wait a");
+    run_a.assert_nothing_left(pa["namespaces"]["user"].as_str());
+    // b still answers, and we (the test process) are alive to ask.
+    let out = b
+        .call("echo", json!({"text": "still here"}))
+        .await
+        .expect("b answers");
+    assert_eq!(thv_sandbox_e2e::tool_text(&out), "still here");
+    let done = b.finish().await.expect("finish b");
+    assert_eq!(code(done.status), 0);
+    run_b.assert_nothing_left(None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_reading_ends_the_sandbox() {
+    let run = Run::new();
+    let mut cmd = run.cmd("app", &[], &[]);
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    // Keep stdin open (no EOF), but close our end of its stdout: the client is gone.
+    let stdin = child.stdin.take();
+    drop(child.stdout.take());
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("exits")
+        .expect("wait");
+    drop(stdin);
+    assert_ne!(code(status), 125, "a client hang-up is not our error");
+    run.assert_nothing_left(None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn closing_stdin_ends_a_server_that_exits_on_eof() {
+    let run = Run::new();
+    let server = spawn_mcp(run.cmd("app", &[], &[]))
+        .await
+        .expect("initialize");
+    let done = server.finish().await.expect("finish");
+    assert_eq!(code(done.status), 0);
+    run.assert_nothing_left(None);
+}
