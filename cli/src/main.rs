@@ -50,8 +50,8 @@ struct RunArgs {
     /// Cache directory (default: $XDG_CACHE_HOME/thv-sandbox or ~/.cache/thv-sandbox).
     #[arg(long, env = "THV_SANDBOX_CACHE_DIR", value_name = "DIR")]
     cache_dir: Option<PathBuf>,
-    /// Print per-phase start timings to stderr.
-    #[arg(long, env = "THV_SANDBOX_TIMINGS", hide = true)]
+    /// Print per-phase start timings to stderr (also THV_SANDBOX_TIMINGS=1).
+    #[arg(long, hide = true)]
     timings: bool,
     /// Arguments for the server, replacing the image's Cmd.
     #[arg(last = true)]
@@ -140,7 +140,7 @@ fn run_cmd(args: RunArgs) -> i32 {
         stop_timeout: Duration::from_secs_f64(args.stop_timeout),
         cache_dir: args.cache_dir,
         exe: PathBuf::from("/proc/self/exe"),
-        timings: args.timings,
+        timings: args.timings || std::env::var_os("THV_SANDBOX_TIMINGS").is_some_and(|v| v == "1"),
     };
     match thv_sandbox_runtime::run(&req, &dirs) {
         Ok(summary) => summary.exit_code,

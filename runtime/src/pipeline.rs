@@ -96,6 +96,11 @@ impl Error {
             Error::Spec(SpecError::NoCommand) => {
                 Some("give the command after `--`: thv-sandbox run IMAGE -- CMD ARGS…".into())
             }
+            Error::Sandbox(f) if f.chain.iter().any(|c| c.contains("invalid executable")) => Some(
+                "the image's Entrypoint/Cmd (or the command after `--`) names a program that is not in the image or \
+                 not executable"
+                    .into(),
+            ),
             Error::Sandbox(_) | Error::Supervise(_) => {
                 let dirs = dirs.cloned().or_else(|| Dirs::from_env(None).ok())?;
                 let report = crate::doctor::diagnose(&crate::doctor::DoctorInputs {

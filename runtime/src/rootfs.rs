@@ -100,12 +100,16 @@ pub fn roots_dir(cache: &Path) -> PathBuf {
 }
 
 /// The committed name of a root.
-pub fn root_key(manifest: &Digest, mode: IdMapMode) -> String {
+pub fn root_key(manifest: &Digest, mode: IdMapMode, ownership: unpack::Ownership) -> String {
+    // Root's unpacks move owners into its range: the range is part of what the tree looks like.
+    let owners = match ownership {
+        unpack::Ownership::Shift { uid, gid, .. } => format!("-{uid}-{gid}"),
+        unpack::Ownership::Ignore | unpack::Ownership::Chown => String::new(),
+    };
     format!(
-        "{}-{}-{}",
+        "{}-{}-{mode}{owners}",
         manifest.algorithm().as_str(),
-        manifest.hex(),
-        mode
+        manifest.hex()
     )
 }
 
@@ -123,14 +127,26 @@ pub fn ensure(
         path: roots.clone(),
         source: io::Error::other(e.to_string()),
     })?;
-    let entry = roots.join(root_key(&image.manifest_digest, mode));
+    let entry = roots.join(root_key(&image.manifest_digest, mode, ownership));
     if let Some(root) = load(&entry, runtime)? {
         return Ok(root);
     }
-    let staging = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempdir_in(&roots)
-        .map_err(io_at(&roots))?;
+    remove_abandoned_builds(&roots);
+    let staging = Staging(Some(
+        tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempdir_in(&roots)
+            .map_err(io_at(&roots))?
+            .keep(),
+    ));
+    // Held until the build is committed or dropped, so a concurrent start does not take it for abandoned.
+    let lock_path = staging.path().join("lock");
+    let lock = std::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .open(&lock_path)
+        .map_err(io_at(&lock_path))?;
+    crate::runs::try_lock(&lock).map_err(io_at(&lock_path))?;
     let tree = staging.path().join("rootfs");
     std::fs::create_dir(&tree).map_err(io_at(&tree))?;
     let opts = UnpackOptions {
@@ -187,7 +203,9 @@ pub fn ensure(
             .map_err(io_at(&meta_path))?,
     )
     .map_err(io_at(&meta_path))?;
+    let _ = std::fs::remove_file(&lock_path);
     let staged = staging.keep();
+    drop(lock);
     match std::fs::rename(&staged, &entry) {
         Ok(()) => {}
         // Another run committed the same root first: theirs is as good as ours.
@@ -208,6 +226,43 @@ pub fn ensure(
     })?;
     root.unpacked_now = true;
     Ok(root)
+}
+
+/// A build directory, removed (read-only directories included) unless committed.
+struct Staging(Option<PathBuf>);
+
+impl Staging {
+    fn path(&self) -> &Path {
+        self.0.as_deref().unwrap_or(Path::new(""))
+    }
+
+    fn keep(mut self) -> PathBuf {
+        self.0.take().unwrap_or_default()
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = remove_tree(&p);
+        }
+    }
+}
+
+/// Removes the staging directories of builds that were killed (nobody holds their lock any more).
+fn remove_abandoned_builds(roots: &Path) {
+    let Ok(entries) = std::fs::read_dir(roots) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let is_staging = e
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(".tmp-"));
+        if is_staging && crate::runs::is_abandoned(&e.path()) {
+            let _ = remove_tree(&e.path());
+        }
+    }
 }
 
 /// Removes a tree we built, including read-only directories.

@@ -52,17 +52,7 @@ pub fn collect_stale(runs: &Path) -> usize {
     let mut removed = 0;
     for entry in entries.flatten() {
         let dir = entry.path();
-        let stale = match File::options().write(true).open(dir.join("lock")) {
-            Ok(f) => try_lock(&f).is_ok(),
-            // A directory without a lock is one whose creation was interrupted: stale once it is not brand new.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .map(|t| t.elapsed().map(|d| d.as_secs() > 60).unwrap_or(false))
-                .unwrap_or(false),
-            Err(_) => false,
-        };
-        if stale {
+        if is_abandoned(&dir) {
             if let Ok(cg) = std::fs::read_to_string(dir.join("cgroup")) {
                 let _ = std::fs::remove_dir(cg.trim());
             }
@@ -74,8 +64,21 @@ pub fn collect_stale(runs: &Path) -> usize {
     removed
 }
 
+/// Whether `dir` (holding a `lock` file its owners keep locked) has been abandoned: nobody holds the lock, or the
+/// directory never got one and is not brand new (its creation was interrupted).
+pub(crate) fn is_abandoned(dir: &Path) -> bool {
+    match File::options().write(true).open(dir.join("lock")) {
+        Ok(f) => try_lock(&f).is_ok(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::symlink_metadata(dir)
+            .and_then(|m| m.modified())
+            .map(|t| t.elapsed().map(|d| d.as_secs() > 60).unwrap_or(false))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
 /// Takes an exclusive `flock` without waiting.
-fn try_lock(f: &File) -> io::Result<()> {
+pub(crate) fn try_lock(f: &File) -> io::Result<()> {
     // SAFETY: flock(2) on a descriptor we own; no memory is passed.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         return Err(io::Error::last_os_error());

@@ -201,3 +201,30 @@ async fn doctor_reports_every_check() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_program_is_said_plainly() {
+    let run = Run::new();
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let b = probe_image_builder(Some("app"))
+        .expect("builder")
+        .entrypoint(["/usr/local/bin/no-such-server"]);
+    b.write(&dir.path().join("img"), "x").expect("write");
+    let image = format!("oci:{}:x", dir.path().join("img").display());
+    let cache = dir.path().join("cache").to_string_lossy().into_owned();
+    let out = run_cli(bare(&["run", "--cache-dir", &cache, &image], &run)).await;
+    assert_eq!(out.code, 125, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("error: cannot create the sandbox"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("hint: the image's Entrypoint/Cmd"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.is_empty());
+    run.assert_nothing_left(None);
+}

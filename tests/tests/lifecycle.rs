@@ -166,3 +166,47 @@ async fn closing_stdin_ends_a_server_that_exits_on_eof() {
     assert_eq!(code(done.status), 0);
     run.assert_nothing_left(None);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_state_and_abandoned_unpacks_are_collected_at_the_next_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let run = Run::new();
+    // What a crashed run leaves: a run directory whose lock nobody holds.
+    let runs = run.runs_dir();
+    let stale = runs.join("thv-000000000000000000000000");
+    std::fs::create_dir_all(stale.join("state/thv-000000000000000000000000")).unwrap();
+    std::fs::write(stale.join("lock"), b"").unwrap();
+    std::fs::write(stale.join("plan.json"), b"{}").unwrap();
+    // What a killed unpack leaves: a staging directory, with a read-only directory in it, whose lock nobody holds.
+    let cache = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let roots = cache.path().join("roots-v1");
+    let killed = roots.join(".tmp-killed");
+    std::fs::create_dir_all(killed.join("rootfs/usr/share")).unwrap();
+    std::fs::write(killed.join("lock"), b"").unwrap();
+    std::fs::set_permissions(
+        killed.join("rootfs/usr"),
+        std::fs::Permissions::from_mode(0o555),
+    )
+    .unwrap();
+    std::fs::set_permissions(&roots, std::fs::Permissions::from_mode(0o700)).unwrap();
+
+    let mut cmd = tokio::process::Command::new(thv_sandbox_e2e::thv_sandbox_bin());
+    cmd.env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env(
+            "HOME",
+            std::env::var_os("HOME").unwrap_or_else(|| "/".into()),
+        )
+        .env("XDG_RUNTIME_DIR", run.xdg.path())
+        .args(["run", "--cache-dir"])
+        .arg(cache.path())
+        .arg(run.image("app"))
+        .args(["--", "--probe"])
+        .stdout(Stdio::null());
+    let status = cmd.status().await.expect("run");
+    assert_eq!(code(status), 0);
+    assert!(!stale.exists(), "stale run directory not collected");
+    assert!(!killed.exists(), "abandoned unpack not collected");
+    run.assert_nothing_left(None);
+}
