@@ -14,8 +14,8 @@
 //!   "default_action": "SCMP_ACT_ERRNO",
 //!   "default_errno": "EPERM",
 //!   "architectures": {
-//!     "x86_64":  ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
-//!     "aarch64": ["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]
+//!     "x86_64":  ["SCMP_ARCH_X86_64"],
+//!     "aarch64": ["SCMP_ARCH_AARCH64"]
 //!   },
 //!   "groups": [
 //!     { "reason": "why these are allowed", "action": "SCMP_ACT_ALLOW",

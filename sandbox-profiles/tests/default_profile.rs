@@ -357,16 +357,18 @@ fn host_specific_groups_follow_the_host() {
     let x86 = names("x86_64");
     let arm = names("aarch64");
     assert!(x86.contains(&"arch_prctl".to_owned()) && !arm.contains(&"arch_prctl".to_owned()));
-    assert!(arm.contains(&"set_tls".to_owned()) && !x86.contains(&"set_tls".to_owned()));
+    assert!(!x86
+        .iter()
+        .any(|n| n.ends_with("time64") || n == "socketcall" || n == "set_thread_area"));
     let x86_arches = profile.to_oci_for_host("x86_64").unwrap();
     let json = serde_json::to_value(&x86_arches).unwrap();
     assert_eq!(
         json["architectures"],
-        serde_json::json!(["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"])
+        serde_json::json!(["SCMP_ARCH_X86_64"])
     );
     let json = serde_json::to_value(profile.to_oci_for_host("aarch64").unwrap()).unwrap();
     assert_eq!(
         json["architectures"],
-        serde_json::json!(["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"])
+        serde_json::json!(["SCMP_ARCH_AARCH64"])
     );
 }
