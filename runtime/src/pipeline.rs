@@ -96,7 +96,9 @@ impl Error {
             Error::Spec(SpecError::NoCommand) => {
                 Some("give the command after `--`: thv-sandbox run IMAGE -- CMD ARGS…".into())
             }
-            Error::Sandbox(f) if f.chain.iter().any(|c| c.contains("invalid executable")) => Some(
+            Error::Sandbox(f)
+                if f.chain.iter().any(|c| c.contains("invalid executable") || c.contains("not found in $PATH")) =>
+            Some(
                 "the image's Entrypoint/Cmd (or the command after `--`) names a program that is not in the image or \
                  not executable"
                     .into(),

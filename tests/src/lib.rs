@@ -40,11 +40,63 @@ pub fn probe_bin() -> PathBuf {
 /// # Panics
 /// When the binary does not exist; the message says how to build it.
 pub fn thv_sandbox_bin() -> PathBuf {
+    if std::env::var_os("THV_SANDBOX_BIN").is_none() {
+        build_cli_once();
+    }
     locate_bin(
         "THV_SANDBOX_BIN",
         "thv-sandbox",
         "cargo build -p thv-sandbox --bin thv-sandbox",
     )
+}
+
+/// `cargo test` builds the binaries of the package under test only, and `thv-sandbox` lives in another package:
+/// so that `cargo test --workspace` alone runs the end-to-end suite against the current code, the first test that
+/// needs the binary builds it (same target directory and profile; a no-op when it is up to date). Skipped when
+/// `$THV_SANDBOX_BIN` names a binary (CI's unprivileged runs) or when not started by cargo.
+fn build_cli_once() {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let Some(cargo) = std::env::var_os("CARGO") else {
+            return;
+        };
+        let Some(manifest_dir) = std::env::var_os("CARGO_MANIFEST_DIR") else {
+            return;
+        };
+        let exe = std::env::current_exe().expect("the path of the running test executable");
+        let Some(profile_dir) = exe.parent().and_then(|d| {
+            if d.ends_with("deps") {
+                d.parent()
+            } else {
+                Some(d)
+            }
+        }) else {
+            return;
+        };
+        let Some(target_dir) = profile_dir.parent() else {
+            return;
+        };
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.current_dir(manifest_dir)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "thv-sandbox",
+                "--bin",
+                "thv-sandbox",
+                "--target-dir",
+            ])
+            .arg(target_dir);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo to build thv-sandbox");
+        assert!(
+            status.success(),
+            "building thv-sandbox for the end-to-end tests failed"
+        );
+    });
 }
 
 fn locate_bin(env: &str, name: &str, build: &str) -> PathBuf {

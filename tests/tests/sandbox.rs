@@ -153,6 +153,10 @@ async fn the_sandbox_holds() {
         "{sys}"
     );
     assert_eq!(sys["clone3_newuser"], "ENOSYS", "{sys}");
+    // Only the native syscall ABI: a 32-bit entry into the kernel kills the caller.
+    if cfg!(target_arch = "x86_64") {
+        assert_eq!(sys["compat_int80_getpid"], "killed:SIGSYS", "{sys}");
+    }
     assert!(
         p["env_names"]
             .as_array()

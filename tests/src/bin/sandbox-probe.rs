@@ -918,7 +918,7 @@ fn rlimits() -> Value {
 type Attempt = fn() -> Result<(), Errno>;
 
 fn syscalls() -> Value {
-    let attempts: [(&str, Attempt); 18] = [
+    let attempts: [(&str, Attempt); 19] = [
         ("mount", try_mount),
         ("umount2", try_umount2),
         ("ptrace_traceme", try_ptrace_traceme),
@@ -937,12 +937,35 @@ fn syscalls() -> Value {
         ("chroot", try_chroot),
         ("setresuid_0", try_setresuid_0),
         ("mknod_char", try_mknod_char),
+        ("compat_int80_getpid", try_compat_int80_getpid),
     ];
     let mut out = Map::new();
     for (name, attempt) in attempts {
         out.insert(name.to_owned(), json!(in_child(attempt)));
     }
     Value::Object(out)
+}
+
+/// getpid through the 32-bit syscall entry (`int 0x80`, i386 number 20). Harmless if allowed; the default
+/// profile allows only the native ABI, so the filter kills the caller (SIGSYS).
+#[cfg(target_arch = "x86_64")]
+fn try_compat_int80_getpid() -> Result<(), Errno> {
+    let ret: i64;
+    // SAFETY: i386 syscall 20 (getpid) takes no arguments and touches no memory; eax is the only register it
+    // reads, and the kernel returns the result in eax.
+    unsafe {
+        std::arch::asm!("int 0x80", inlateout("rax") 20i64 => ret, options(nostack));
+    }
+    if ret < 0 {
+        return Err(Errno::from_raw(-ret as i32));
+    }
+    Ok(())
+}
+
+/// Not applicable off x86_64: reported as ENOSYS.
+#[cfg(not(target_arch = "x86_64"))]
+fn try_compat_int80_getpid() -> Result<(), Errno> {
+    Err(Errno::ENOSYS)
 }
 
 /// Runs `attempt` in a forked child and describes its outcome.
