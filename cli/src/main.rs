@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use thv_sandbox_runtime::dirs::Dirs;
+use thv_sandbox_runtime::distribution::PullPolicy;
 use thv_sandbox_runtime::{doctor, runner, EXIT_SANDBOX_ERROR, EXIT_USAGE};
 
 #[derive(Debug, Parser)]
@@ -27,8 +28,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run an MCP server over stdio in a sandbox: `thv-sandbox run oci:PATH[:TAG] [-- ARGS…]`.
+    /// Run an MCP server over stdio in a sandbox: `thv-sandbox run IMAGE [-- ARGS…]`.
     Run(RunArgs),
+    /// Pull an image from its registry into the cache; prints the pinned reference (`…@sha256:…`) on stdout.
+    Pull(PullArgs),
     /// Check whether this host can run rootless sandboxes, and how to fix what is missing.
     Doctor,
     /// Internal: the runner process (started by `run`).
@@ -36,10 +39,53 @@ enum Command {
     Runner { run_dir: PathBuf },
 }
 
+/// Where images come from.
+#[derive(Debug, clap::Args)]
+struct SourceArgs {
+    /// When to contact the registry: `always` (resolve the tag again), `missing` (use the cache when it has the
+    /// image), `never` (cache only, no network).
+    #[arg(long, value_enum, default_value_t = PullArg::Missing)]
+    pull: PullArg,
+    /// A registry (HOST[:PORT]) that may be reached over plain HTTP; loopback registries always may. Repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    insecure_registry: Vec<String>,
+    /// Cache directory (default: $XDG_CACHE_HOME/thv-sandbox or ~/.cache/thv-sandbox).
+    #[arg(long, env = "THV_SANDBOX_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PullArg {
+    Always,
+    Missing,
+    Never,
+}
+
+impl From<PullArg> for PullPolicy {
+    fn from(p: PullArg) -> PullPolicy {
+        match p {
+            PullArg::Always => PullPolicy::Always,
+            PullArg::Missing => PullPolicy::Missing,
+            PullArg::Never => PullPolicy::Never,
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct PullArgs {
+    /// The image: a registry reference (`ghcr.io/org/image:tag`, `alpine`, `image@sha256:…`).
+    image: String,
+    #[command(flatten)]
+    source: SourceArgs,
+}
+
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// The image: `oci:PATH[:TAG]` (an OCI image layout directory).
+    /// The image: a registry reference (`ghcr.io/org/image:tag`, `alpine`, `image@sha256:…`) or an OCI image
+    /// layout directory, `oci:PATH[:TAG]`.
     image: String,
+    #[command(flatten)]
+    source: SourceArgs,
     /// Set an environment variable in the sandbox (NAME=VALUE). Nothing from the host environment is passed
     /// otherwise.
     #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
@@ -47,9 +93,6 @@ struct RunArgs {
     /// Seconds the server gets to exit after SIGTERM (and after the client closes stdin) before SIGKILL.
     #[arg(long, default_value_t = 3.0, value_name = "SECONDS")]
     stop_timeout: f64,
-    /// Cache directory (default: $XDG_CACHE_HOME/thv-sandbox or ~/.cache/thv-sandbox).
-    #[arg(long, env = "THV_SANDBOX_CACHE_DIR", value_name = "DIR")]
-    cache_dir: Option<PathBuf>,
     /// Print per-phase start timings to stderr (also THV_SANDBOX_TIMINGS=1).
     #[arg(long, hide = true)]
     timings: bool,
@@ -73,6 +116,7 @@ fn main() -> ExitCode {
         Command::Runner { run_dir } => runner::keeper_main(&run_dir),
         Command::Doctor => doctor_cmd(),
         Command::Run(args) => run_cmd(args),
+        Command::Pull(args) => pull_cmd(args),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
 }
@@ -129,30 +173,56 @@ fn run_cmd(args: RunArgs) -> i32 {
         eprintln!("error: --stop-timeout must be a number of seconds ≥ 0");
         return EXIT_USAGE;
     }
-    let dirs = match Dirs::from_env(args.cache_dir.clone()) {
+    let dirs = match Dirs::from_env(args.source.cache_dir.clone()) {
         Ok(d) => d,
         Err(e) => return report_error(&e, &[], Some(e.hint()), EXIT_SANDBOX_ERROR),
     };
     let req = thv_sandbox_runtime::RunRequest {
         image: args.image,
+        pull_policy: args.source.pull.into(),
+        insecure_registries: args.source.insecure_registry,
         args: (!args.args.is_empty()).then_some(args.args),
         env,
         stop_timeout: Duration::from_secs_f64(args.stop_timeout),
-        cache_dir: args.cache_dir,
+        cache_dir: args.source.cache_dir,
         exe: PathBuf::from("/proc/self/exe"),
         timings: args.timings || std::env::var_os("THV_SANDBOX_TIMINGS").is_some_and(|v| v == "1"),
     };
     match thv_sandbox_runtime::run(&req, &dirs) {
         Ok(summary) => summary.exit_code,
-        Err(e) => {
-            let code = match e {
-                thv_sandbox_runtime::Error::BadReference(_) => EXIT_USAGE,
-                _ => EXIT_SANDBOX_ERROR,
-            };
-            let hint = e.hint(Some(&dirs));
-            report_error(&e, e.remote_causes(), hint, code)
-        }
+        Err(e) => report_runtime_error(&e, &dirs),
     }
+}
+
+fn pull_cmd(args: PullArgs) -> i32 {
+    let dirs = match Dirs::from_env(args.source.cache_dir.clone()) {
+        Ok(d) => d,
+        Err(e) => return report_error(&e, &[], Some(e.hint()), EXIT_SANDBOX_ERROR),
+    };
+    match thv_sandbox_runtime::pull(
+        &args.image,
+        args.source.pull.into(),
+        &args.source.insecure_registry,
+        &dirs,
+    ) {
+        Ok(pulled) => {
+            // stdout is data: the pinned reference, for scripts.
+            use std::io::Write;
+            let _ = writeln!(std::io::stdout(), "{}", pulled.tag_ref);
+            0
+        }
+        Err(e) => report_runtime_error(&e, &dirs),
+    }
+}
+
+fn report_runtime_error(e: &thv_sandbox_runtime::Error, dirs: &Dirs) -> i32 {
+    let code = match e {
+        thv_sandbox_runtime::Error::BadReference(_) | thv_sandbox_runtime::Error::Reference(_) => {
+            EXIT_USAGE
+        }
+        _ => EXIT_SANDBOX_ERROR,
+    };
+    report_error(e, e.remote_causes(), e.hint(Some(dirs)), code)
 }
 
 /// `error: …`, indented `caused by: …` lines, and a `hint: …`.

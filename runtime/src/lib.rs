@@ -1,8 +1,9 @@
 //! thv-sandbox runtime: runs an MCP server from an OCI image in a rootless sandbox.
 //!
 //! [`run`] is the pipeline, step by step, in the order the steps must happen:
-//! 1. **resolve** — the reference names an image (today: an OCI layout on disk, `oci:PATH[:TAG]`); the tag is
-//!    resolved to this platform's manifest digest. Everything after uses that digest.
+//! 1. **resolve** — the reference names an image (a registry reference, pulled into the cache, or an OCI layout on
+//!    disk, `oci:PATH[:TAG]`); the tag is resolved to this platform's manifest digest. Everything after uses that
+//!    digest.
 //! 2. **fetch manifest** — manifest and config are read and checked against their digests and sizes.
 //! 3. **verify** — provenance is checked here, before any layer is decompressed (a pass-through until provenance
 //!    verification lands; it sits here so nothing can be unpacked ahead of it).
@@ -17,9 +18,11 @@
 
 pub mod digest;
 pub mod dirs;
+pub mod distribution;
 pub mod doctor;
 pub mod idmap;
 pub mod layout;
+pub mod reference;
 pub mod rootfs;
 pub mod runner;
 pub mod runs;
@@ -31,7 +34,7 @@ pub mod user;
 
 mod pipeline;
 
-pub use pipeline::{run, Error, RunRequest, RunSummary};
+pub use pipeline::{pull, run, Error, RunRequest, RunSummary};
 
 /// Exit code for failures of thv-sandbox itself (the server never ran, or the sandbox broke), as Docker uses it.
 pub const EXIT_SANDBOX_ERROR: i32 = 125;

@@ -4,8 +4,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::dirs::{Dirs, DirsError};
+use crate::distribution::{self, PullError, PullOptions, PullPolicy};
 use crate::idmap::{self, HostIds};
 use crate::layout::{self, LayoutError, OciLayout, Platform};
+use crate::reference::{Reference, ReferenceError};
 use crate::rootfs::{self, RootfsError};
 use crate::runner::RunnerPlan;
 use crate::runs::{self, RunDir};
@@ -16,8 +18,12 @@ use crate::sync::{RunnerFailure, StartTimings};
 /// What to run and how.
 #[derive(Debug, Clone)]
 pub struct RunRequest {
-    /// The image reference as the user wrote it (`oci:PATH[:TAG]`).
+    /// The image reference as the user wrote it: `oci:PATH[:TAG]` or a registry reference.
     pub image: String,
+    /// When to contact the registry.
+    pub pull_policy: PullPolicy,
+    /// Registries (`HOST[:PORT]`) that may be reached over plain HTTP besides loopback ones.
+    pub insecure_registries: Vec<String>,
     /// Arguments after `--` (replace the image's Cmd).
     pub args: Option<Vec<String>>,
     /// Extra environment for the server.
@@ -45,6 +51,12 @@ pub enum Error {
     /// The image reference is not understood.
     #[error("`{0}` is not an image reference thv-sandbox understands")]
     BadReference(String),
+    /// A registry reference is malformed.
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    /// Pulling from a registry failed.
+    #[error(transparent)]
+    Pull(#[from] PullError),
     /// State or cache directory problems.
     #[error(transparent)]
     Dirs(#[from] DirsError),
@@ -86,9 +98,12 @@ impl Error {
     /// What the user can do about it.
     pub fn hint(&self, dirs: Option<&Dirs>) -> Option<String> {
         match self {
-            Error::BadReference(_) => {
-                Some("write an OCI image layout as `oci:PATH` or `oci:PATH:TAG`".into())
-            }
+            Error::BadReference(_) | Error::Reference(_) => Some(
+                "write a registry reference (`ghcr.io/org/image:tag`, `alpine`, `image@sha256:…`) or an OCI image \
+                 layout as `oci:PATH[:TAG]`"
+                    .into(),
+            ),
+            Error::Pull(e) => e.hint(),
             Error::Dirs(e) => Some(e.hint()),
             Error::Layout(LayoutError::TagNotFound { .. }) => {
                 Some("pick one of the tags listed above".into())
@@ -122,16 +137,12 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
     let runs_dir = dirs.runs()?;
     runs::collect_stale(&runs_dir);
 
-    // 1. resolve + 2. fetch manifest: the tag becomes a digest; manifest and config are checked on the way.
-    if !req.image.starts_with("oci:") {
-        return Err(Error::BadReference(req.image.clone()));
-    }
-    let (path, tag) = layout::parse_oci_ref(&req.image)?;
-    let oci = OciLayout::open(&path)?;
-    let image = oci.resolve(tag.as_deref(), &Platform::host())?;
+    // 1. resolve + 2. fetch manifest: the reference becomes a digest; manifest and config are checked on the way.
+    let (oci, image) = resolve(req, dirs)?;
 
-    // 3. verify: provenance verification plugs in here, before any layer is read. Until it lands, local layouts
-    //    run unverified (their manifest digest is still pinned from here on).
+    // 3. verify: provenance verification plugs in here, before any layer is read (for registry images, `pull`
+    //    calls its hook before fetching layers). Until it lands, images run unverified; their manifest digest is
+    //    pinned from here on.
 
     // 4. unpack (or reuse the cached root for this digest and id-mapping mode).
     let runtime = runtime_config(&image.config);
@@ -202,6 +213,36 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
         Outcome::Exited(code) => Ok(RunSummary { exit_code: code }),
         Outcome::Failed(f) => Err(Error::Sandbox(f)),
     }
+}
+
+/// Steps 1 and 2: an OCI layout on disk, or a registry image pulled into the cache (which is itself a layout).
+fn resolve(req: &RunRequest, dirs: &Dirs) -> Result<(OciLayout, layout::ResolvedImage), Error> {
+    if req.image.starts_with("oci:") {
+        let (path, tag) = layout::parse_oci_ref(&req.image)?;
+        let oci = OciLayout::open(&path)?;
+        let image = oci.resolve(tag.as_deref(), &Platform::host())?;
+        return Ok((oci, image));
+    }
+    if req.image.contains("://") {
+        return Err(Error::BadReference(req.image.clone()));
+    }
+    let pulled = pull(&req.image, req.pull_policy, &req.insecure_registries, dirs)?;
+    Ok(pulled.open(&Platform::host())?)
+}
+
+/// Pulls a registry image into the cache (`thv-sandbox pull`, and `run` of a registry reference).
+pub fn pull(
+    image: &str,
+    policy: PullPolicy,
+    insecure: &[String],
+    dirs: &Dirs,
+) -> Result<distribution::Pulled, Error> {
+    let reference: Reference = image.parse()?;
+    crate::dirs::private_dir(&dirs.cache)?;
+    let mut opts = PullOptions::from_env(&dirs.cache);
+    opts.policy = policy;
+    opts.insecure = insecure.to_vec();
+    Ok(distribution::pull(&reference, &opts)?)
 }
 
 /// Writes the bundle, the generated /etc files and the runner plan into the run directory.

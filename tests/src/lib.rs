@@ -2,6 +2,7 @@
 //!
 //! - [`image`]: writes real OCI image layouts ([`ImageBuilder`], [`probe_image`]) and checks them
 //!   ([`check_layout`]).
+//! - [`registry`]: a real `docker-registry` on loopback to push test images to, and a proxy that cuts transfers.
 //! - [`mcp`]: MCP clients (the real `rmcp` client) over a child process or any byte stream.
 //! - [`probe_bin`], [`thv_sandbox_bin`]: where the built binaries are; [`require`]: skip locally, fail under CI.
 //!
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 pub mod image;
 pub mod mcp;
+pub mod registry;
 
 pub use image::{
     check_layout, host_platform, probe_image, probe_image_builder, sha256_digest, shared_libraries,

@@ -51,7 +51,7 @@ async fn a_malformed_reference_is_a_usage_error() {
     );
     assert!(
         out.stderr
-            .contains("hint: write an OCI image layout as `oci:PATH`"),
+            .contains("or an OCI image layout as `oci:PATH[:TAG]`"),
         "{}",
         out.stderr
     );

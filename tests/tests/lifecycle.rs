@@ -210,3 +210,75 @@ async fn stale_state_and_abandoned_unpacks_are_collected_at_the_next_start() {
     assert!(!killed.exists(), "abandoned unpack not collected");
     run.assert_nothing_left(None);
 }
+
+/// Our own cgroup directory on the cgroup2 hierarchy (the unified one on hybrid hosts), if we may create cgroups
+/// below it — that is, if it is delegated to us (or we are root).
+fn delegated_cgroup() -> Option<std::path::PathBuf> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let rel = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))?
+        .trim()
+        .to_owned();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mount = mountinfo.lines().find_map(|l| {
+        let (pre, post) = l.split_once(" - ")?;
+        (post.split_whitespace().next()? == "cgroup2")
+            .then(|| pre.split_whitespace().nth(4).map(str::to_owned))?
+    })?;
+    let dir = std::path::Path::new(&mount).join(rel.trim_start_matches('/'));
+    nix::unistd::access(&dir, nix::unistd::AccessFlags::W_OK).ok()?;
+    Some(dir)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_delegated_cgroup_the_sandbox_gets_its_own_and_it_goes_away() {
+    let Some(parent) = delegated_cgroup() else {
+        thv_sandbox_e2e::require(
+            false,
+            "a cgroup v2 directory delegated to the test user (see .ci/run)",
+        );
+        return;
+    };
+    for how in ["exit", "sigkill"] {
+        let run = Run::new();
+        let mut server = spawn_mcp(run.cmd("app", &[], &[]))
+            .await
+            .expect("initialize");
+        let p = tool_json(&server.call("probe", json!({})).await.expect("probe"));
+        // The run directory records the sandbox's cgroup; it exists, below ours, and holds the server.
+        let runs: Vec<_> = std::fs::read_dir(run.runs_dir())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        let cg = std::path::PathBuf::from(
+            std::fs::read_to_string(runs[0].join("cgroup")).expect("cgroup recorded"),
+        );
+        assert!(
+            cg.starts_with(&parent),
+            "{} not below {}",
+            cg.display(),
+            parent.display()
+        );
+        let procs =
+            std::fs::read_to_string(cg.join("cgroup.procs")).expect("the sandbox's own cgroup");
+        assert!(!procs.trim().is_empty(), "no process in {}", cg.display());
+        // The probe sees itself at the root of its cgroup namespace.
+        assert!(
+            p["cgroup"].as_str().unwrap().contains("0::/"),
+            "{}",
+            p["cgroup"]
+        );
+        if how == "exit" {
+            let done = server.finish().await.expect("finish");
+            assert_eq!(code(done.status), 0);
+        } else {
+            kill(pid_of(&server.child), Signal::SIGKILL).expect("kill");
+            server.child.wait().await.expect("wait");
+        }
+        run.assert_nothing_left(p["namespaces"]["user"].as_str());
+        assert!(!cg.exists(), "{how}: cgroup {} left behind", cg.display());
+    }
+}

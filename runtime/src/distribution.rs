@@ -1,0 +1,798 @@
+//! Pulling images from OCI registries (the distribution API) into the blob cache.
+//!
+//! [`pull`] runs these steps in this order; the order is what verification needs:
+//! 1. **cache** — with [`PullPolicy::Missing`] (the default) or [`PullPolicy::Never`], an image the cache holds
+//!    completely under the reference's name is used without any network. `Never` fails when it is not there.
+//! 2. **resolve** — the manifest or index is fetched by tag (or by digest), at most 4 MiB of it, and its sha256
+//!    becomes the pinned digest. A digest reference must match it. From here on only digests are used: the
+//!    platform manifest, the config and the layers are all requested by digest.
+//! 3. **fetch manifest** — for an index (or Docker manifest list), the entry for the platform wanted is chosen
+//!    by os/architecture/variant exactly as the layout reader chooses, and fetched by digest, its size bounded
+//!    by its descriptor and by 4 MiB; then the config (≤ 8 MiB). Each document is checked (index or manifest,
+//!    consistent media type, schemaVersion 2, valid digests, config platform, layer count, layer media types)
+//!    before anything is fetched on its strength.
+//! 4. **verify** — [`PullOptions::verify`] is called with both digests, manifest and config. No layer has been
+//!    fetched yet, and none is fetched if it refuses. (It is also called for images taken from the cache.)
+//! 5. **fetch layers** — up to [`MAX_PARALLEL_BLOBS`] at once, each streamed into a temporary file, counted
+//!    (never more than its descriptor's size) and hashed; renamed into `blobs/sha256/<hex>` only when size and
+//!    digest are right. Blobs already present are not fetched again.
+//! 6. **commit** — `index.json` names the image, under an exclusive lock, written aside and renamed. Until this
+//!    step nothing names the image, so a pull that dies earlier leaves nothing a later run would use.
+//!
+//! # The cache is an OCI image layout
+//! `<cache>/oci/` has `oci-layout`, `blobs/sha256/<hex>` and `index.json`, so [`crate::layout::OciLayout`]
+//! reads pulled images like any layout, and `rootfs::ensure` unpacks them. `index.json` names each pulled image
+//! twice with `org.opencontainers.image.ref.name`: by the normalized reference (`docker.io/library/alpine:3.20`)
+//! and by its pinned form (`docker.io/library/alpine@sha256:…`, also in the [`ANNOTATION_PINNED`] annotation of
+//! both entries). The entry's descriptor is what the tag resolved to: the index for multi-platform images (only
+//! this platform's manifest, config and layers are fetched), else the manifest. [`Pulled::tag_ref`] is the
+//! pinned name, so what runs is exactly what was resolved even if another pull moves the tag meanwhile.
+//!
+//! # Pull policies
+//! - `Missing`: a tag in the cache is used as it is, with no network; otherwise it is pulled.
+//! - `Always`: a tag is resolved again at the registry; when it now names another digest than the cached one,
+//!   a warning says so (stderr, via `tracing`). Blobs already present are still not downloaded again.
+//! - `Never`: the cache only; no network at all.
+//!
+//! A digest reference names immutable content: whatever the policy, it is used from the cache when complete.
+//!
+//! # Registries
+//! HTTPS, except plain HTTP for loopback hosts (`localhost`, 127.0.0.0/8, `::1`) and the hosts in
+//! [`PullOptions::insecure`]. [`PullOptions::mirrors`] maps a registry to a mirror host that is contacted instead
+//! (same repository path, no fallback to the original); the image keeps its original name everywhere else.
+//! Authentication: anonymous, bearer tokens (the challenge flow), basic auth with [`PullOptions::credential`] or
+//! the `auths` of Docker's config file. Credential helpers are not supported yet. Foreign-layer `urls` are never
+//! followed. zstd layers are refused before anything is downloaded (the unpacker has no zstd yet).
+//!
+//! [`pull`] creates its own single-threaded tokio runtime, so callers stay synchronous; it must not be called
+//! from inside a tokio runtime (use `spawn_blocking` there).
+
+mod auth;
+mod document;
+mod remote;
+mod store;
+
+use std::path::{Path, PathBuf};
+
+use futures_util::{StreamExt, TryStreamExt};
+use oci_spec::image::{
+    Descriptor, DescriptorBuilder, ImageConfiguration, ImageManifest, MediaType,
+};
+
+pub use auth::{default_docker_config, from_docker_config, Credential, ENV_PASSWORD, ENV_USER};
+
+use crate::digest::{Digest, DigestError};
+use crate::dirs::DirsError;
+use crate::layout::{
+    LayoutError, OciLayout, Platform, ResolvedImage, MAX_CONFIG_SIZE, MAX_INDEX_DEPTH,
+    MAX_MANIFEST_SIZE,
+};
+use crate::reference::Reference;
+use document::{Kind, LayerBlob};
+use remote::Remote;
+use store::Store;
+
+/// Annotation on cache `index.json` entries: the pinned reference (`registry/repository@sha256:…`).
+pub const ANNOTATION_PINNED: &str = "dev.thv-sandbox.pinned";
+/// How many blobs are downloaded at once.
+pub const MAX_PARALLEL_BLOBS: usize = 3;
+
+/// When to contact the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    /// Resolve tags at the registry every time.
+    Always,
+    /// Use the cache when it has the image; pull otherwise.
+    #[default]
+    Missing,
+    /// Use the cache only.
+    Never,
+}
+
+/// Proxies for reaching registries (`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxySettings {
+    /// Proxy URL for HTTPS registries.
+    pub https: Option<String>,
+    /// Proxy URL for plain-HTTP registries.
+    pub http: Option<String>,
+    /// Hosts to reach directly (the usual comma-separated `NO_PROXY` list).
+    pub no_proxy: Option<String>,
+}
+
+impl ProxySettings {
+    /// From `HTTPS_PROXY`/`https_proxy`, `HTTP_PROXY`/`http_proxy`, `NO_PROXY`/`no_proxy`.
+    pub fn from_env() -> ProxySettings {
+        let var = |upper: &str, lower: &str| {
+            std::env::var(upper)
+                .ok()
+                .or_else(|| std::env::var(lower).ok())
+                .filter(|v| !v.is_empty())
+        };
+        ProxySettings {
+            https: var("HTTPS_PROXY", "https_proxy"),
+            http: var("HTTP_PROXY", "http_proxy"),
+            no_proxy: var("NO_PROXY", "no_proxy"),
+        }
+    }
+}
+
+/// What the verification step sees: everything that identifies the image, before any layer is fetched.
+#[derive(Debug)]
+pub struct VerifyInput<'a> {
+    /// The reference as asked for (normalized).
+    pub reference: &'a Reference,
+    /// The index the reference resolved to, if it resolved to one.
+    pub index_digest: Option<&'a Digest>,
+    /// The platform manifest.
+    pub manifest_digest: &'a Digest,
+    /// The manifest, parsed.
+    pub manifest: &'a ImageManifest,
+    /// The config blob.
+    pub config_digest: &'a Digest,
+    /// The config, parsed.
+    pub config: &'a ImageConfiguration,
+    /// Whether the image came from the cache (no registry was contacted).
+    pub from_cache: bool,
+}
+
+/// The verification step: `Err(reason)` refuses the image.
+pub type VerifyFn<'a> = &'a dyn Fn(&VerifyInput<'_>) -> Result<(), String>;
+
+/// How to pull.
+#[derive(Clone)]
+pub struct PullOptions<'a> {
+    /// The cache directory; blobs go to `<cache_dir>/oci`.
+    pub cache_dir: PathBuf,
+    /// When to contact the registry.
+    pub policy: PullPolicy,
+    /// The platform to pull for.
+    pub platform: Platform,
+    /// `host[:port]` entries that may be spoken to over plain HTTP (loopback hosts always may).
+    pub insecure: Vec<String>,
+    /// `(registry, mirror)` pairs: pull from `mirror` what is named as being on `registry`.
+    pub mirrors: Vec<(String, String)>,
+    /// Credentials for the registry contacted; when `None`, [`PullOptions::docker_config`] is consulted.
+    pub credential: Option<Credential>,
+    /// Docker's `config.json` to look credentials up in (`auths`), if any.
+    pub docker_config: Option<PathBuf>,
+    /// Proxies.
+    pub proxy: ProxySettings,
+    /// The verification step (see [`VerifyInput`]); `None` accepts every image.
+    pub verify: Option<VerifyFn<'a>>,
+}
+
+impl std::fmt::Debug for PullOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PullOptions")
+            .field("cache_dir", &self.cache_dir)
+            .field("policy", &self.policy)
+            .field("platform", &self.platform)
+            .field("insecure", &self.insecure)
+            .field("mirrors", &self.mirrors)
+            .field("credential", &self.credential)
+            .field("docker_config", &self.docker_config)
+            .field("proxy", &self.proxy)
+            .field("verify", &self.verify.map(|_| "<fn>"))
+            .finish()
+    }
+}
+
+impl PullOptions<'static> {
+    /// Defaults: policy `Missing`, this machine's platform, no insecure registries, no mirrors, no credentials,
+    /// no proxies, no verification.
+    pub fn new(cache_dir: impl Into<PathBuf>) -> PullOptions<'static> {
+        PullOptions {
+            cache_dir: cache_dir.into(),
+            policy: PullPolicy::Missing,
+            platform: Platform::host(),
+            insecure: Vec::new(),
+            mirrors: Vec::new(),
+            credential: None,
+            docker_config: None,
+            proxy: ProxySettings::default(),
+            verify: None,
+        }
+    }
+
+    /// [`PullOptions::new`] plus what the environment says: credentials from `THV_SANDBOX_REGISTRY_USER` /
+    /// `THV_SANDBOX_REGISTRY_PASSWORD`, Docker's config file ([`default_docker_config`]), proxies.
+    pub fn from_env(cache_dir: impl Into<PathBuf>) -> PullOptions<'static> {
+        PullOptions {
+            credential: Credential::from_env(),
+            docker_config: default_docker_config(),
+            proxy: ProxySettings::from_env(),
+            ..PullOptions::new(cache_dir)
+        }
+    }
+}
+
+/// A pulled image, ready for [`OciLayout::resolve`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pulled {
+    /// The reference asked for (normalized).
+    pub reference: Reference,
+    /// The platform manifest.
+    pub manifest_digest: Digest,
+    /// The index the reference resolved to, if it resolved to one.
+    pub index_digest: Option<Digest>,
+    /// The OCI layout holding the image: `<cache>/oci`.
+    pub layout_dir: PathBuf,
+    /// The image's name in that layout: the pinned `registry/repository@sha256:…` of what the reference resolved
+    /// to. Pass it to [`OciLayout::resolve`] (or use [`Pulled::open`]).
+    pub tag_ref: String,
+    /// True when no registry was contacted.
+    pub from_cache: bool,
+    /// With [`PullPolicy::Always`]: the digest the cache had for the tag, when the tag now resolves to another.
+    pub replaced: Option<Digest>,
+}
+
+impl Pulled {
+    /// Open the layout and resolve the image for `platform`, checking it is the manifest that was pulled.
+    pub fn open(&self, platform: &Platform) -> Result<(OciLayout, ResolvedImage), PullError> {
+        let layout = OciLayout::open(&self.layout_dir)?;
+        let image = layout.resolve(Some(&self.tag_ref), platform)?;
+        if image.manifest_digest != self.manifest_digest {
+            return Err(PullError::Internal(
+                "the cache resolved the pinned name to another manifest",
+            ));
+        }
+        Ok((layout, image))
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Everything a pull can fail with. I/O errors carry their path; registry errors the registry (or mirror) host.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    /// The cache directory cannot be used.
+    #[error("cannot use the cache directory {}", path.display())]
+    CacheDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: DirsError,
+    },
+    /// A file in the cache.
+    #[error("cache: {}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading the cached image as a layout.
+    #[error(transparent)]
+    Cache(#[from] LayoutError),
+    /// `--pull never`, and the cache does not have the image.
+    #[error("{reference} is not in the cache, and pulling is off")]
+    NotInCache {
+        /// The reference.
+        reference: String,
+    },
+    /// Docker's config file is malformed.
+    #[error("cannot use the credentials in {}: {reason}", path.display())]
+    DockerConfig {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The registry could not be reached at all.
+    #[error("cannot reach the registry {registry} at {origin}")]
+    Unreachable {
+        /// The registry (or mirror).
+        registry: String,
+        /// `scheme://host` tried.
+        origin: String,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+    /// The connection failed during a transfer.
+    #[error("the transfer from {registry} failed")]
+    Transfer {
+        /// The registry (or mirror).
+        registry: String,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+    /// The registry (or its token server) refused the credentials.
+    #[error("the registry {registry} refused the credentials of user `{username}` (wrong user name or password?)")]
+    WrongCredentials {
+        /// The registry (or mirror).
+        registry: String,
+        /// The user name tried.
+        username: String,
+        /// What the registry said.
+        detail: String,
+    },
+    /// Anonymous access was refused.
+    #[error("the registry {registry} wants credentials for {repository} (or the repository does not exist)")]
+    AuthenticationRequired {
+        /// The registry (or mirror).
+        registry: String,
+        /// The repository.
+        repository: String,
+    },
+    /// The credentials are valid but do not allow pulling.
+    #[error("the registry {registry} denies pulling {repository}")]
+    Denied {
+        /// The registry (or mirror).
+        registry: String,
+        /// The repository.
+        repository: String,
+    },
+    /// The registry has no such tag, digest or blob.
+    #[error("not found in the registry: {what}")]
+    NotFound {
+        /// The manifest (`registry/repository:tag`) or blob asked for.
+        what: String,
+    },
+    /// Any other error status.
+    #[error("the registry {registry} answered HTTP {status} for {what}: {message}")]
+    RegistryStatus {
+        /// The registry (or mirror).
+        registry: String,
+        /// The HTTP status.
+        status: u16,
+        /// What was asked for.
+        what: String,
+        /// The start of the response body.
+        message: String,
+    },
+    /// The HTTP client failed in some other way.
+    #[error("talking to the registry {registry} failed")]
+    Client {
+        /// The registry (or mirror).
+        registry: String,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+    /// A manifest, index or config larger than its cap.
+    #[error("{what} {name} is larger than {limit} bytes; refusing it")]
+    TooLarge {
+        /// "image manifest or index", "image config".
+        what: &'static str,
+        /// The reference or digest.
+        name: String,
+        /// The cap.
+        limit: u64,
+    },
+    /// Content that does not match its digest or size; nothing of it was stored.
+    #[error("the {what} the registry sent does not match its digest")]
+    Digest {
+        /// "layer", "image config", "image manifest", "image index".
+        what: &'static str,
+        /// The mismatch.
+        #[source]
+        source: DigestError,
+    },
+    /// A document that is malformed or inconsistent.
+    #[error("{what} {digest} is not valid: {reason}")]
+    BadDocument {
+        /// "image index", "image manifest", "image config".
+        what: &'static str,
+        /// The document.
+        digest: Digest,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A media type thv-sandbox does not handle there.
+    #[error("{role} {digest} has media type `{media_type}`: {reason}")]
+    UnsupportedMediaType {
+        /// "image manifest or index", "image config", "layer".
+        role: &'static str,
+        /// The media type.
+        media_type: String,
+        /// The blob.
+        digest: Digest,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// The index has nothing for this platform.
+    #[error("no image for platform {wanted} in image index {index}; platforms available: {}", list(.available))]
+    NoMatchingPlatform {
+        /// The platform wanted.
+        wanted: String,
+        /// The index.
+        index: Digest,
+        /// Its platforms.
+        available: Vec<String>,
+    },
+    /// The image's config names another platform.
+    #[error("image {manifest} is built for {found}, which does not run on {wanted}")]
+    PlatformMismatch {
+        /// The platform wanted.
+        wanted: String,
+        /// The config's platform.
+        found: String,
+        /// The manifest.
+        manifest: Digest,
+    },
+    /// Indexes nested deeper than the layout reader follows.
+    #[error("image index {digest} is nested more than {MAX_INDEX_DEPTH} levels deep")]
+    NestingTooDeep {
+        /// The index too deep.
+        digest: Digest,
+    },
+    /// The verification step refused the image.
+    #[error("{reference} was refused by verification: {reason}")]
+    Verification {
+        /// The reference.
+        reference: String,
+        /// Why.
+        reason: String,
+    },
+    /// The async runtime could not be created.
+    #[error("cannot start the network runtime")]
+    Runtime(#[source] std::io::Error),
+    /// A bug: an internal invariant did not hold.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "(none)".to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
+impl PullError {
+    /// What the user can do about it, if there is something.
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            PullError::NotInCache { reference } => format!(
+                "pull it first (`thv-sandbox pull {reference}`) or allow pulling with `--pull missing`"
+            ),
+            PullError::CacheDir { source, .. } => source.hint(),
+            PullError::Unreachable { origin, .. } if origin.starts_with("https://") => {
+                "check the registry address and the network (HTTPS_PROXY / NO_PROXY); if the registry serves \
+                 plain HTTP, allow it with `--insecure-registry HOST[:PORT]`; images already in the cache run \
+                 with `--pull never`"
+                    .to_owned()
+            }
+            PullError::Unreachable { .. } => "check that the registry is running and the address is right; \
+                                              images already in the cache run with `--pull never`"
+                .to_owned(),
+            PullError::WrongCredentials { registry, .. } => format!(
+                "check {ENV_USER} / {ENV_PASSWORD}, or the `auths` entry for {registry} in Docker's config.json"
+            ),
+            PullError::AuthenticationRequired { registry, .. } => format!(
+                "check the image name; for a private image set {ENV_USER} and {ENV_PASSWORD}, or log in with \
+                 `docker login {registry}`"
+            ),
+            PullError::NotFound { .. } => "check the image name and tag".to_owned(),
+            PullError::Digest { .. } => "nothing was stored; the registry, a mirror or a proxy on the way served \
+                                         wrong content. Try again; if it persists, tell the registry's operator"
+                .to_owned(),
+            PullError::NoMatchingPlatform { .. } | PullError::PlatformMismatch { .. } => {
+                "this image is not built for this machine; use an image built for it".to_owned()
+            }
+            PullError::UnsupportedMediaType { role: "layer", .. } => {
+                "rebuild or re-push the image with gzip-compressed layers".to_owned()
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// Pull `reference` into the cache (or find it there), following `opts.policy`; see the module documentation
+/// for the steps and their order.
+pub fn pull(reference: &Reference, opts: &PullOptions<'_>) -> Result<Pulled, PullError> {
+    let store = Store::open(&opts.cache_dir)?;
+    let name = reference.cache_name();
+    let cached = store.find(&name)?;
+    let cache_first = opts.policy != PullPolicy::Always || reference.digest().is_some();
+    if cache_first {
+        if let Some(entry) = &cached {
+            if let Some(pulled) = from_cache(&store, reference, entry, opts)? {
+                return Ok(pulled);
+            }
+        }
+        if opts.policy == PullPolicy::Never {
+            return Err(PullError::NotInCache {
+                reference: reference.to_string(),
+            });
+        }
+    }
+    let cached_digest = cached
+        .as_ref()
+        .and_then(|entry| Digest::try_from(entry.digest()).ok());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(PullError::Runtime)?;
+    runtime.block_on(from_registry(&store, reference, opts, cached_digest))
+}
+
+/// The image named `entry` in the cache, if every blob it needs is there; verified by `opts.verify`.
+fn from_cache(
+    store: &Store,
+    reference: &Reference,
+    entry: &Descriptor,
+    opts: &PullOptions<'_>,
+) -> Result<Option<Pulled>, PullError> {
+    let Ok(top) = Digest::try_from(entry.digest()) else {
+        return Ok(None);
+    };
+    let layout = OciLayout::open(store.dir())?;
+    let image = match layout.resolve(Some(&reference.cache_name()), &opts.platform) {
+        Ok(image) => image,
+        // Pulled for another platform, or a blob went missing: pull again.
+        Err(
+            LayoutError::BlobMissing { .. }
+            | LayoutError::NoMatchingPlatform { .. }
+            | LayoutError::PlatformMismatch { .. },
+        ) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    for layer in &image.layers {
+        if !store.has_blob(&layer.digest, layer.size)? {
+            return Ok(None);
+        }
+    }
+    let pinned = reference.pinned(&top);
+    if store.find(&pinned)?.is_none() {
+        store.record(std::slice::from_ref(&pinned), entry)?;
+    }
+    verify(
+        opts,
+        &VerifyInput {
+            reference,
+            index_digest: image.index_digest.as_ref(),
+            manifest_digest: &image.manifest_digest,
+            manifest: &image.manifest,
+            config_digest: &image.config_digest,
+            config: &image.config,
+            from_cache: true,
+        },
+    )?;
+    tracing::debug!(
+        "{reference}: using {} from the cache",
+        image.manifest_digest
+    );
+    Ok(Some(Pulled {
+        reference: reference.clone(),
+        manifest_digest: image.manifest_digest,
+        index_digest: image.index_digest,
+        layout_dir: store.dir().to_owned(),
+        tag_ref: pinned,
+        from_cache: true,
+        replaced: None,
+    }))
+}
+
+fn verify(opts: &PullOptions<'_>, input: &VerifyInput<'_>) -> Result<(), PullError> {
+    match opts.verify {
+        Some(verify) => verify(input).map_err(|reason| PullError::Verification {
+            reference: input.reference.to_string(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Check fetched bytes against the digest they were asked by (or, for a tag, take their digest), and against
+/// the digest the registry claims in `Docker-Content-Digest`.
+fn check_fetched(
+    fetched: &remote::Fetched,
+    expected: Option<&Digest>,
+    expected_size: Option<u64>,
+    what: &'static str,
+) -> Result<Digest, PullError> {
+    let actual = Digest::of_bytes(&fetched.body);
+    let mismatch = |expected: &Digest| PullError::Digest {
+        what,
+        source: DigestError::Mismatch {
+            expected: expected.clone(),
+            actual: actual.clone(),
+        },
+    };
+    if let Some(expected) = expected {
+        if *expected != actual {
+            return Err(mismatch(expected));
+        }
+        if let Some(size) = expected_size {
+            if size != fetched.body.len() as u64 {
+                return Err(PullError::Digest {
+                    what,
+                    source: DigestError::SizeMismatch {
+                        digest: expected.clone(),
+                        expected: size,
+                        actual: fetched.body.len() as u64,
+                    },
+                });
+            }
+        }
+    }
+    if let Some(claimed) = fetched
+        .digest_header
+        .as_deref()
+        .and_then(|h| h.parse::<Digest>().ok())
+    {
+        if claimed != actual {
+            return Err(mismatch(&claimed));
+        }
+    }
+    Ok(actual)
+}
+
+fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Result<Descriptor, PullError> {
+    let oci_digest: oci_spec::image::Digest = digest
+        .to_string()
+        .parse()
+        .map_err(|_| PullError::Internal("a sha256 digest oci-spec does not accept"))?;
+    DescriptorBuilder::default()
+        .media_type(MediaType::from(media_type))
+        .digest(oci_digest)
+        .size(size)
+        .build()
+        .map_err(|_| PullError::Internal("cannot build a descriptor"))
+}
+
+async fn from_registry(
+    store: &Store,
+    reference: &Reference,
+    opts: &PullOptions<'_>,
+    cached_digest: Option<Digest>,
+) -> Result<Pulled, PullError> {
+    store.remove_abandoned();
+    let remote = Remote::connect(reference, opts).await?;
+
+    // 2. resolve: the top document, by digest if pinned, else by tag; its sha256 is the pinned digest.
+    let asked = match (reference.digest(), reference.tag()) {
+        (Some(digest), _) => digest.to_string(),
+        (None, Some(tag)) => tag.to_owned(),
+        (None, None) => "latest".to_owned(),
+    };
+    let fetched = remote.fetch_manifest(&asked, MAX_MANIFEST_SIZE).await?;
+    let top_digest = check_fetched(
+        &fetched,
+        reference.digest(),
+        None,
+        "image manifest or index",
+    )?;
+    let (mut kind, mut media_type) =
+        document::classify(&fetched.body, fetched.content_type.as_deref(), &top_digest)?;
+    let top = descriptor(&media_type, &top_digest, fetched.body.len() as u64)?;
+    let replaced = cached_digest.filter(|old| *old != top_digest);
+    if let Some(old) = &replaced {
+        tracing::warn!(
+            "{} now resolves to {top_digest}; the cache had {old}",
+            reference.cache_name()
+        );
+    }
+    store.put_blob(&top_digest, &fetched.body)?;
+
+    // 3. fetch manifest: descend indexes by platform, by digest only.
+    let index_digest = (kind == Kind::Index).then(|| top_digest.clone());
+    let mut digest = top_digest.clone();
+    let mut body = fetched.body;
+    let mut depth = 0;
+    while kind == Kind::Index {
+        if depth == MAX_INDEX_DEPTH {
+            return Err(PullError::NestingTooDeep { digest });
+        }
+        depth += 1;
+        let index = document::parse_index(&body, &digest)?;
+        let entry = document::choose_platform(&index, &opts.platform, &digest)?;
+        let entry_digest = document::digest_of(entry, &digest)?;
+        if entry.size() > MAX_MANIFEST_SIZE {
+            return Err(PullError::TooLarge {
+                what: "image manifest or index",
+                name: entry_digest.to_string(),
+                limit: MAX_MANIFEST_SIZE,
+            });
+        }
+        let fetched = remote
+            .fetch_manifest(&entry_digest.to_string(), entry.size())
+            .await?;
+        check_fetched(
+            &fetched,
+            Some(&entry_digest),
+            Some(entry.size()),
+            "image manifest",
+        )?;
+        let declared = entry.media_type().to_string();
+        let (next_kind, next_type) =
+            document::classify(&fetched.body, Some(&declared), &entry_digest)?;
+        if next_type != declared {
+            return Err(PullError::BadDocument {
+                what: "image manifest",
+                digest: entry_digest,
+                reason: format!("its index entry says `{declared}`, the document `{next_type}`"),
+            });
+        }
+        store.put_blob(&entry_digest, &fetched.body)?;
+        (kind, media_type, digest, body) = (next_kind, next_type, entry_digest, fetched.body);
+    }
+    let manifest_digest = digest;
+    let manifest = document::parse_manifest(&body, &manifest_digest)?;
+    tracing::debug!("{reference}: manifest {manifest_digest} ({media_type})");
+
+    let config_blob = document::config_blob(&manifest, &manifest_digest)?;
+    if config_blob.size > MAX_CONFIG_SIZE {
+        return Err(PullError::TooLarge {
+            what: "image config",
+            name: config_blob.digest.to_string(),
+            limit: MAX_CONFIG_SIZE,
+        });
+    }
+    remote
+        .fetch_blob(store, &config_blob, "image config")
+        .await?;
+    let config_bytes = store.read_blob(&config_blob.digest, config_blob.size)?;
+    let (config, layers) = document::check_image(
+        &manifest,
+        &manifest_digest,
+        &config_bytes,
+        &config_blob.digest,
+        &opts.platform,
+    )?;
+
+    // 4. verify: before any layer is fetched.
+    verify(
+        opts,
+        &VerifyInput {
+            reference,
+            index_digest: index_digest.as_ref(),
+            manifest_digest: &manifest_digest,
+            manifest: &manifest,
+            config_digest: &config_blob.digest,
+            config: &config,
+            from_cache: false,
+        },
+    )?;
+
+    // 5. fetch layers, a few at once; the first failure stops the others (their temporary files go with them).
+    fetch_layers(&remote, store, &layers).await?;
+
+    // 6. commit: only now does anything name the image.
+    let pinned = reference.pinned(&top_digest);
+    let mut names = vec![pinned.clone()];
+    if reference.digest().is_none() {
+        names.push(reference.cache_name());
+    }
+    let mut entry = top;
+    entry.set_annotations(Some(
+        [(ANNOTATION_PINNED.to_owned(), pinned.clone())]
+            .into_iter()
+            .collect(),
+    ));
+    store.record(&names, &entry)?;
+    tracing::info!("pulled {reference} ({manifest_digest})");
+    Ok(Pulled {
+        reference: reference.clone(),
+        manifest_digest,
+        index_digest,
+        layout_dir: store.dir().to_owned(),
+        tag_ref: pinned,
+        from_cache: false,
+        replaced,
+    })
+}
+
+async fn fetch_layers(
+    remote: &Remote,
+    store: &Store,
+    layers: &[LayerBlob],
+) -> Result<(), PullError> {
+    futures_util::stream::iter(layers.iter())
+        .map(|layer| remote.fetch_blob(store, layer, "layer"))
+        .buffer_unordered(MAX_PARALLEL_BLOBS)
+        .try_for_each(|_| async { Ok(()) })
+        .await
+}
+
+/// The cache's layout directory for a cache directory (`<cache>/oci`).
+pub fn layout_dir(cache_dir: &Path) -> PathBuf {
+    Store::layout_dir(cache_dir)
+}

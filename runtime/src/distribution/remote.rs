@@ -1,0 +1,505 @@
+//! Talking to one registry: authentication, manifests (bounded), blobs (streamed, counted, hashed, committed
+//! atomically).
+//!
+//! oci-client does the authentication (`auth()` first, so that a refused password surfaces as such; it runs the
+//! bearer-token challenge flow and caches tokens per repository) and the blob downloads. Manifests and indexes
+//! are fetched here with the same token, because oci-client reads a manifest response whole, however large: here
+//! the body is read at most [`crate::layout::MAX_MANIFEST_SIZE`] bytes far.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
+use oci_client::secrets::RegistryAuth;
+use oci_client::RegistryOperation;
+use sha2::{Digest as _, Sha256};
+
+use super::auth::{self, Credential};
+use super::document::{LayerBlob, ACCEPTED_MANIFESTS};
+use super::store::Store;
+use super::{PullError, PullOptions};
+use crate::digest::{Digest, DigestError};
+use crate::reference::{split_host_port, Reference};
+
+const USER_AGENT: &str = concat!("thv-sandbox/", env!("CARGO_PKG_VERSION"));
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// A registry that sends nothing for this long is given up on.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Whether `host` (`host[:port]`) may be spoken to over plain HTTP: loopback always, others when listed in
+/// `insecure` (an entry without port allows every port of that host).
+pub(crate) fn plain_http_allowed(host: &str, insecure: &[String]) -> bool {
+    let (name, port) = split_host_port(host);
+    let loopback = name == "localhost" || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    loopback
+        || insecure.iter().any(|entry| {
+            let (entry_name, entry_port) = split_host_port(entry);
+            entry_name.eq_ignore_ascii_case(name) && (entry_port.is_none() || entry_port == port)
+        })
+}
+
+/// The host to contact for `registry`: its mirror if one is configured.
+pub(crate) fn mirror_for<'a>(registry: &'a str, mirrors: &'a [(String, String)]) -> &'a str {
+    mirrors
+        .iter()
+        .find(|(from, _)| from == registry)
+        .map_or(registry, |(_, to)| to.as_str())
+}
+
+/// A connection to one repository of one registry, authenticated.
+pub(crate) struct Remote {
+    client: oci_client::Client,
+    http: reqwest::Client,
+    /// registry (or mirror) + repository, for oci-client's calls.
+    base: oci_client::Reference,
+    /// The `Authorization` header for requests made here.
+    authorization: Option<String>,
+    credential: Option<Credential>,
+    /// What the user asked for, for messages.
+    registry: String,
+    /// The `scheme://host` contacted.
+    origin: String,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("registry", &self.registry)
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+fn boxed(
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> Box<dyn std::error::Error + Send + Sync> {
+    Box::new(e)
+}
+
+impl Remote {
+    /// Set up clients for `reference`'s registry (or its mirror) and authenticate for pulling.
+    pub(crate) async fn connect(
+        reference: &Reference,
+        opts: &PullOptions<'_>,
+    ) -> Result<Remote, PullError> {
+        let contacted = mirror_for(reference.registry(), &opts.mirrors).to_owned();
+        if contacted != reference.registry() {
+            tracing::info!("pulling {reference} from the mirror {contacted}");
+        }
+        let base = oci_client::Reference::with_tag(
+            contacted.clone(),
+            reference.repository().to_owned(),
+            "latest".to_owned(),
+        );
+        let host = base.resolve_registry().to_owned();
+        let plain = plain_http_allowed(&host, &opts.insecure);
+        let scheme = if plain { "http" } else { "https" };
+        let origin = format!("{scheme}://{host}");
+
+        let credential = match &opts.credential {
+            Some(c) => Some(c.clone()),
+            None => match &opts.docker_config {
+                Some(path) => auth::from_docker_config(path, &contacted)?,
+                None => None,
+            },
+        };
+
+        let config = ClientConfig {
+            protocol: if plain {
+                ClientProtocol::HttpsExcept(vec![host.clone()])
+            } else {
+                ClientProtocol::Https
+            },
+            platform_resolver: None,
+            connect_timeout: Some(CONNECT_TIMEOUT),
+            read_timeout: Some(READ_TIMEOUT),
+            user_agent: USER_AGENT,
+            https_proxy: opts.proxy.https.clone(),
+            http_proxy: opts.proxy.http.clone(),
+            no_proxy: opts.proxy.no_proxy.clone(),
+            ..ClientConfig::default()
+        };
+        let client = oci_client::Client::try_from(config).map_err(|e| PullError::Client {
+            registry: contacted.clone(),
+            source: boxed(e),
+        })?;
+        let mut http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT);
+        let no_proxy = opts
+            .proxy
+            .no_proxy
+            .as_deref()
+            .and_then(reqwest::NoProxy::from_string);
+        for (url, https) in [(&opts.proxy.https, true), (&opts.proxy.http, false)] {
+            let Some(url) = url else { continue };
+            let proxy = if https {
+                reqwest::Proxy::https(url.as_str())
+            } else {
+                reqwest::Proxy::http(url.as_str())
+            };
+            let proxy = proxy.map_err(|e| PullError::Client {
+                registry: contacted.clone(),
+                source: boxed(e),
+            })?;
+            http = http.proxy(proxy.no_proxy(no_proxy.clone()));
+        }
+        let http = http.build().map_err(|e| PullError::Client {
+            registry: contacted.clone(),
+            source: boxed(e),
+        })?;
+
+        let registry_auth = match &credential {
+            Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
+            None => RegistryAuth::Anonymous,
+        };
+        let mut remote = Remote {
+            client,
+            http,
+            base,
+            authorization: None,
+            credential,
+            registry: contacted,
+            origin,
+        };
+        // Authenticate first: a refused password must be reported as that, not later as "not authorized".
+        let token = remote
+            .client
+            .auth(&remote.base, &registry_auth, RegistryOperation::Pull)
+            .await
+            .map_err(|e| remote.auth_error(e))?;
+        remote.authorization = match (token, &remote.credential) {
+            (Some(token), _) => Some(format!("Bearer {token}")),
+            (None, Some(c)) => {
+                use base64::Engine as _;
+                let pair = format!("{}:{}", c.username, c.password);
+                Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                ))
+            }
+            (None, None) => None,
+        };
+        Ok(remote)
+    }
+
+    fn auth_error(&self, e: OciDistributionError) -> PullError {
+        match e {
+            OciDistributionError::AuthenticationFailure(detail) => match &self.credential {
+                Some(c) => PullError::WrongCredentials {
+                    registry: self.registry.clone(),
+                    username: c.username.clone(),
+                    detail: clip(&detail),
+                },
+                None => PullError::AuthenticationRequired {
+                    registry: self.registry.clone(),
+                    repository: self.base.repository().to_owned(),
+                },
+            },
+            OciDistributionError::RequestError(e) => PullError::Unreachable {
+                registry: self.registry.clone(),
+                origin: self.origin.clone(),
+                source: boxed(e),
+            },
+            other => PullError::Client {
+                registry: self.registry.clone(),
+                source: boxed(other),
+            },
+        }
+    }
+
+    fn status_error(&self, status: u16, what: String, body: &[u8]) -> PullError {
+        match status {
+            401 => match &self.credential {
+                Some(c) => PullError::WrongCredentials {
+                    registry: self.registry.clone(),
+                    username: c.username.clone(),
+                    detail: clip(&String::from_utf8_lossy(body)),
+                },
+                None => PullError::AuthenticationRequired {
+                    registry: self.registry.clone(),
+                    repository: self.base.repository().to_owned(),
+                },
+            },
+            403 => PullError::Denied {
+                registry: self.registry.clone(),
+                repository: self.base.repository().to_owned(),
+            },
+            404 => PullError::NotFound { what },
+            status => PullError::RegistryStatus {
+                registry: self.registry.clone(),
+                status,
+                what,
+                message: clip(&String::from_utf8_lossy(body)),
+            },
+        }
+    }
+
+    /// GET a manifest or index by tag or digest, reading at most `limit` bytes. Returns the body, the
+    /// `Content-Type` and the `Docker-Content-Digest` header.
+    pub(crate) async fn fetch_manifest(
+        &self,
+        tag_or_digest: &str,
+        limit: u64,
+    ) -> Result<Fetched, PullError> {
+        let url = format!(
+            "{}/v2/{}/manifests/{tag_or_digest}",
+            self.origin,
+            self.base.repository()
+        );
+        let what = format!(
+            "{}/{}{}{tag_or_digest}",
+            self.registry,
+            self.base.repository(),
+            if tag_or_digest.contains(':') {
+                "@"
+            } else {
+                ":"
+            }
+        );
+        let mut request = self
+            .http
+            .get(&url)
+            .header(reqwest::header::ACCEPT, ACCEPTED_MANIFESTS.join(", "));
+        if let Some(authorization) = &self.authorization {
+            request = request.header(reqwest::header::AUTHORIZATION, authorization);
+        }
+        let mut response = request.send().await.map_err(|e| self.transport(e))?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            let body = read_bounded(&mut response, 4096).await.unwrap_or_default();
+            return Err(self.status_error(status, what, &body));
+        }
+        if response.content_length().is_some_and(|n| n > limit) {
+            return Err(PullError::TooLarge {
+                what: "image manifest or index",
+                name: what,
+                limit,
+            });
+        }
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let content_type = header("content-type");
+        let digest_header = header("docker-content-digest");
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport(e))? {
+            if (body.len() + chunk.len()) as u64 > limit {
+                return Err(PullError::TooLarge {
+                    what: "image manifest or index",
+                    name: what,
+                    limit,
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Fetched {
+            body,
+            content_type,
+            digest_header,
+        })
+    }
+
+    fn transport(&self, e: reqwest::Error) -> PullError {
+        if e.is_connect() {
+            PullError::Unreachable {
+                registry: self.registry.clone(),
+                origin: self.origin.clone(),
+                source: boxed(e),
+            }
+        } else {
+            PullError::Transfer {
+                registry: self.registry.clone(),
+                source: boxed(e),
+            }
+        }
+    }
+
+    /// Make the blob present in `store`: nothing to do if it is already there; else wait for any other pull of
+    /// it, then stream it into a temporary file while counting and hashing, and rename it into place only when
+    /// exactly `size` bytes with the right digest arrived. Returns whether it was downloaded.
+    pub(crate) async fn fetch_blob(
+        &self,
+        store: &Store,
+        blob: &LayerBlob,
+        role: &'static str,
+    ) -> Result<bool, PullError> {
+        if store.has_blob(&blob.digest, blob.size)? {
+            return Ok(false);
+        }
+        let lock_store = store.clone();
+        let lock_digest = blob.digest.clone();
+        let _lock = tokio::task::spawn_blocking(move || lock_store.lock_blob(&lock_digest))
+            .await
+            .map_err(|_| PullError::Internal("the blob lock task failed"))??;
+        if store.has_blob(&blob.digest, blob.size)? {
+            return Ok(false);
+        }
+        let mut temp = store.temp_blob()?;
+        let digest_text = blob.digest.to_string();
+        // A digest string, not the descriptor: its `urls` (foreign layers) are never followed.
+        let mut stream = self
+            .client
+            .pull_blob_stream(&self.base, digest_text.as_str())
+            .await
+            .map_err(|e| self.blob_error(e, &blob.digest, role))?;
+        let mut hasher = Sha256::new();
+        let mut received: u64 = 0;
+        let digest_error = |source| PullError::Digest { what: role, source };
+        while let Some(chunk) = stream.next().await {
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    // oci-client fails the last read when the digest is wrong; say so in our words.
+                    if received == blob.size {
+                        let actual = digest_of(hasher.clone());
+                        if actual != blob.digest {
+                            return Err(digest_error(DigestError::Mismatch {
+                                expected: blob.digest.clone(),
+                                actual,
+                            }));
+                        }
+                    }
+                    return Err(PullError::Transfer {
+                        registry: self.registry.clone(),
+                        source: boxed(e),
+                    });
+                }
+            };
+            received += chunk.len() as u64;
+            if received > blob.size {
+                return Err(digest_error(DigestError::TooLong {
+                    digest: blob.digest.clone(),
+                    expected: blob.size,
+                }));
+            }
+            hasher.update(&chunk);
+            temp.write_all(&chunk).map_err(|source| PullError::Io {
+                path: temp.path().to_owned(),
+                source,
+            })?;
+        }
+        if received != blob.size {
+            return Err(digest_error(DigestError::SizeMismatch {
+                digest: blob.digest.clone(),
+                expected: blob.size,
+                actual: received,
+            }));
+        }
+        let actual = digest_of(hasher);
+        if actual != blob.digest {
+            return Err(digest_error(DigestError::Mismatch {
+                expected: blob.digest.clone(),
+                actual,
+            }));
+        }
+        store.commit_blob(temp, &blob.digest)?;
+        Ok(true)
+    }
+
+    fn blob_error(
+        &self,
+        e: OciDistributionError,
+        digest: &Digest,
+        role: &'static str,
+    ) -> PullError {
+        let what = format!("{role} {digest}");
+        match e {
+            OciDistributionError::UnauthorizedError { .. } => self.status_error(401, what, b""),
+            OciDistributionError::ServerError { code, message, .. } => {
+                self.status_error(code, what, message.as_bytes())
+            }
+            OciDistributionError::RegistryError { envelope, .. } => {
+                let codes: Vec<String> = envelope
+                    .errors
+                    .iter()
+                    .map(|e| format!("{:?}", e.code))
+                    .collect();
+                let message = codes.join(", ");
+                let status = if codes.iter().any(|c| c.contains("Unknown")) {
+                    404
+                } else if codes.iter().any(|c| c.contains("Denied")) {
+                    403
+                } else {
+                    400
+                };
+                self.status_error(status, what, message.as_bytes())
+            }
+            OciDistributionError::RequestError(e) => self.transport(e),
+            other => PullError::Client {
+                registry: self.registry.clone(),
+                source: boxed(other),
+            },
+        }
+    }
+}
+
+/// A fetched manifest or index.
+#[derive(Debug)]
+pub(crate) struct Fetched {
+    pub(crate) body: Vec<u8>,
+    pub(crate) content_type: Option<String>,
+    pub(crate) digest_header: Option<String>,
+}
+
+fn digest_of(hasher: Sha256) -> Digest {
+    format!("sha256:{}", hex::encode(hasher.finalize()))
+        .parse()
+        .expect("sha256 output is a valid digest")
+}
+
+async fn read_bounded(response: &mut reqwest::Response, limit: usize) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        body.extend_from_slice(&chunk);
+        if body.len() >= limit {
+            body.truncate(limit);
+            break;
+        }
+    }
+    Some(body)
+}
+
+fn clip(s: &str) -> String {
+    let s = s.trim();
+    s.chars().take(300).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_for_loopback_and_listed_hosts_only() {
+        let none: Vec<String> = Vec::new();
+        assert!(plain_http_allowed("localhost:5000", &none));
+        assert!(plain_http_allowed("localhost", &none));
+        assert!(plain_http_allowed("127.0.0.1:5000", &none));
+        assert!(plain_http_allowed("127.3.2.1", &none));
+        assert!(plain_http_allowed("[::1]:5000", &none));
+        assert!(!plain_http_allowed("ghcr.io", &none));
+        assert!(!plain_http_allowed("10.0.0.1:5000", &none));
+        assert!(!plain_http_allowed("localhost.evil.com:5000", &none));
+        let listed = vec!["reg.lan:5000".to_owned(), "other.lan".to_owned()];
+        assert!(plain_http_allowed("reg.lan:5000", &listed));
+        assert!(!plain_http_allowed("reg.lan:5001", &listed));
+        assert!(!plain_http_allowed("reg.lan", &listed));
+        assert!(plain_http_allowed("other.lan:1234", &listed));
+        assert!(plain_http_allowed("other.lan", &listed));
+    }
+
+    #[test]
+    fn mirrors_replace_the_host_only_for_their_registry() {
+        let mirrors = vec![("ghcr.io".to_owned(), "127.0.0.1:5000".to_owned())];
+        assert_eq!(mirror_for("ghcr.io", &mirrors), "127.0.0.1:5000");
+        assert_eq!(mirror_for("docker.io", &mirrors), "docker.io");
+    }
+}

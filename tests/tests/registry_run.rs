@@ -1,0 +1,119 @@
+//! End-to-end: `thv-sandbox pull` and `thv-sandbox run REGISTRY/REPO:TAG` against a real `docker-registry`, with a
+//! real MCP client; then the same image from the cache with `--pull never` and no registry at all.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+
+use common::{code, Run};
+use serde_json::json;
+use thv_sandbox_e2e::registry::{registry_available, TestRegistry};
+use thv_sandbox_e2e::{probe_image_builder, require, spawn_mcp, thv_sandbox_bin, tool_json};
+
+fn cmd(run: &Run, cache: &std::path::Path, args: &[&str]) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(thv_sandbox_bin());
+    c.env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env(
+            "HOME",
+            std::env::var_os("HOME").unwrap_or_else(|| "/".into()),
+        )
+        .env("XDG_RUNTIME_DIR", run.xdg.path())
+        .arg(args[0])
+        .arg("--cache-dir")
+        .arg(cache)
+        .args(&args[1..])
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_by_registry_reference_then_offline_from_the_cache() {
+    if !require(
+        registry_available(),
+        "docker-registry (apt-get install docker-registry)",
+    ) {
+        return;
+    }
+    let mut registry = TestRegistry::start().expect("start registry");
+    let layout = tempfile::tempdir().unwrap();
+    let built = probe_image_builder(Some("app"))
+        .unwrap()
+        .write(layout.path(), "app")
+        .unwrap();
+    registry
+        .push_image(layout.path(), &built, "tools/probe", "1.0")
+        .expect("push");
+    let image = format!("{}/tools/probe:1.0", registry.host());
+
+    let run = Run::new();
+    let cache = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+
+    // `pull` prints the pinned reference (and nothing else) on stdout.
+    let out = cmd(&run, cache.path(), &["pull", &image])
+        .stdout(Stdio::piped())
+        .output()
+        .await
+        .expect("pull");
+    assert_eq!(code(out.status), 0);
+    let pinned = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        pinned.trim(),
+        format!("{}/tools/probe@{}", registry.host(), built.manifest.digest)
+    );
+
+    // `run` by reference, over MCP.
+    let server = spawn_mcp(cmd(&run, cache.path(), &["run", &image]))
+        .await
+        .expect("initialize");
+    let p = tool_json(&server.call("probe", json!({})).await.expect("probe"));
+    assert_eq!(p["credentials"]["uid"], 1000);
+    let done = server.finish().await.expect("finish");
+    assert_eq!(code(done.status), 0);
+
+    // No registry at all: `--pull never` (and the default `missing`) run from the cache.
+    registry.stop();
+    for policy in ["never", "missing"] {
+        let server = spawn_mcp(cmd(&run, cache.path(), &["run", "--pull", policy, &image]))
+            .await
+            .expect("offline");
+        let out = server
+            .call("echo", json!({"text": "offline"}))
+            .await
+            .expect("echo");
+        assert_eq!(thv_sandbox_e2e::tool_text(&out), "offline");
+        server.finish().await.expect("finish");
+    }
+    // `always` needs the registry, and says so.
+    let out = cmd(&run, cache.path(), &["run", "--pull", "always", &image])
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run");
+    assert_eq!(code(out.status), 125);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("error:"), "{stderr}");
+    run.assert_nothing_left(None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_registry_reference_is_a_usage_error() {
+    let run = Run::new();
+    let cache = tempfile::tempdir().unwrap();
+    let out = cmd(&run, cache.path(), &["run", "Registry.Example/UPPER:tag"])
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run");
+    assert_eq!(code(out.status), 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error:") && stderr.contains("hint: write a registry reference"),
+        "{stderr}"
+    );
+}
