@@ -3,7 +3,8 @@
 response, against the same server binary run bare on the host. Medians over N runs in one sitting, with the
 per-phase breakdown thv-sandbox reports (THV_SANDBOX_TIMINGS=1).
 
-Usage: bench/warm_start.py [--runs N]   (builds release binaries and the probe image first)
+Usage: bench/warm_start.py [--runs N] [--no-build]   (builds release binaries and the probe image first)
+As another user: build as yourself, then `runuser -u USER -- env CARGO_TARGET_DIR=… bench/warm_start.py --no-build`.
 """
 import argparse, json, os, re, statistics, subprocess, sys, tempfile, time
 
@@ -27,10 +28,12 @@ def once(cmd, env):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--no-build", action="store_true", help="use binaries already built (e.g. as another user)")
     a = ap.parse_args()
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    subprocess.run(["cargo", "build", "--release", "--locked", "-p", "thv-sandbox", "-p", "thv-sandbox-e2e", "--bins"],
-                   cwd=ROOT, check=True)
+    if not a.no_build:
+        subprocess.run(["cargo", "build", "--release", "--locked", "-p", "thv-sandbox", "-p", "thv-sandbox-e2e",
+                        "--bins"], cwd=ROOT, check=True)
     rel = os.path.join(target, "release")
     work = tempfile.mkdtemp(prefix="thv-bench-")
     os.chmod(work, 0o711)

@@ -362,13 +362,17 @@ pub struct OciLayout {
     root: OwnedFd,
 }
 
+/// Whether a document is an image index (OCI index, Docker manifest list) or an image manifest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
+    /// OCI image index or Docker manifest list.
     Index,
+    /// OCI image manifest or Docker schema-2 manifest.
     Manifest,
 }
 
-fn kind_of(media_type: &str) -> Option<Kind> {
+/// What a media type is, if it is an index or a manifest.
+pub(crate) fn kind_of(media_type: &str) -> Option<Kind> {
     match media_type {
         OCI_INDEX | DOCKER_MANIFEST_LIST => Some(Kind::Index),
         OCI_MANIFEST | DOCKER_MANIFEST => Some(Kind::Manifest),
@@ -424,7 +428,7 @@ fn ref_name(descriptor: &Descriptor) -> Option<&str> {
         .map(String::as_str)
 }
 
-fn descriptor_platform(descriptor: &Descriptor) -> Option<Platform> {
+pub(crate) fn descriptor_platform(descriptor: &Descriptor) -> Option<Platform> {
     descriptor.platform().as_ref().map(|p| {
         Platform::from_parts(
             &p.os().to_string(),
@@ -1006,6 +1010,20 @@ fn choose_platform<'a>(
     wanted: &Platform,
     origin: String,
 ) -> Result<&'a Descriptor, LayoutError> {
+    best_platform(entries, wanted).map_err(|available| LayoutError::NoMatchingPlatform {
+        wanted: wanted.to_string(),
+        index: origin,
+        available,
+    })
+}
+
+/// The platform choice shared by the layout reader and the registry client, so both pick the same manifest:
+/// only index and manifest entries with a platform count; the best [`Platform::match_rank`] wins; the first of
+/// equally good ones. `Err` lists the platforms the entries offer.
+pub(crate) fn best_platform<'a>(
+    entries: impl Iterator<Item = &'a Descriptor>,
+    wanted: &Platform,
+) -> Result<&'a Descriptor, Vec<String>> {
     let mut best: Option<(u8, &Descriptor)> = None;
     let mut available = Vec::new();
     for entry in entries {
@@ -1025,10 +1043,5 @@ fn choose_platform<'a>(
             }
         }
     }
-    best.map(|(_, entry)| entry)
-        .ok_or_else(|| LayoutError::NoMatchingPlatform {
-            wanted: wanted.to_string(),
-            index: origin,
-            available,
-        })
+    best.map(|(_, entry)| entry).ok_or(available)
 }

@@ -29,23 +29,7 @@ pub(crate) const ACCEPTED_MANIFESTS: [&str; 4] = [
     DOCKER_MANIFEST,
 ];
 
-/// Index or manifest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    /// OCI image index or Docker manifest list.
-    Index,
-    /// OCI image manifest or Docker schema-2 manifest.
-    Manifest,
-}
-
-/// What a media type is, if it is an index or a manifest.
-pub(crate) fn kind_of(media_type: &str) -> Option<Kind> {
-    match media_type {
-        OCI_INDEX | DOCKER_MANIFEST_LIST => Some(Kind::Index),
-        OCI_MANIFEST | DOCKER_MANIFEST => Some(Kind::Manifest),
-        _ => None,
-    }
-}
+pub(crate) use crate::layout::{kind_of, Kind};
 
 /// Enough of a document to tell an index from a manifest.
 #[derive(Deserialize)]
@@ -189,48 +173,19 @@ pub(crate) fn digest_of(descriptor: &Descriptor, document: &Digest) -> Result<Di
     Digest::try_from(descriptor.digest()).map_err(|e| bad("descriptor", document, e.to_string()))
 }
 
-fn descriptor_platform(descriptor: &Descriptor) -> Option<Platform> {
-    descriptor.platform().as_ref().map(|p| {
-        Platform::from_parts(
-            &p.os().to_string(),
-            &p.architecture().to_string(),
-            p.variant().as_deref(),
-        )
-    })
-}
-
-/// The entry of `index` for `wanted`, chosen as the layout reader chooses: only index and manifest entries with
-/// a platform count; the best [`Platform`] match wins; the first of equally good ones.
+/// The entry of `index` for `wanted`, chosen exactly as the layout reader chooses ([`layout::best_platform`]).
 pub(crate) fn choose_platform<'a>(
     index: &'a ImageIndex,
     wanted: &Platform,
     index_digest: &Digest,
 ) -> Result<&'a Descriptor, PullError> {
-    let mut best: Option<(u8, &Descriptor)> = None;
-    let mut available = Vec::new();
-    for entry in index.manifests() {
-        if kind_of(entry.media_type().as_ref()).is_none() {
-            continue;
-        }
-        let Some(platform) = descriptor_platform(entry) else {
-            continue;
-        };
-        let name = platform.to_string();
-        if !available.contains(&name) {
-            available.push(name);
-        }
-        if let Some(rank) = wanted.match_rank(&platform) {
-            if best.is_none_or(|(best_rank, _)| rank > best_rank) {
-                best = Some((rank, entry));
-            }
-        }
-    }
-    best.map(|(_, entry)| entry)
-        .ok_or_else(|| PullError::NoMatchingPlatform {
+    crate::layout::best_platform(index.manifests().iter(), wanted).map_err(|available| {
+        PullError::NoMatchingPlatform {
             wanted: wanted.to_string(),
             index: index_digest.clone(),
             available,
-        })
+        }
+    })
 }
 
 /// A layer to fetch.
