@@ -195,6 +195,8 @@ struct Pump {
     /// Owned pipe end (closed when the pump finishes, which gives the server EOF on stdin).
     pipe: Option<OwnedFd>,
     input: bool,
+    /// Writing to the destination failed for good.
+    broken: bool,
 }
 
 impl Pump {
@@ -223,6 +225,7 @@ impl Pump {
                     eof: false,
                     pipe: Some(pipe),
                     input: *input,
+                    broken: false,
                 })
             }
         }
@@ -273,6 +276,7 @@ impl Pump {
                 // The other side is gone: stop pumping.
                 self.start = self.end;
                 self.eof = true;
+                self.broken = true;
             }
         }
         if self.eof && self.start == self.end {
@@ -450,11 +454,9 @@ impl Watch {
                         self.pumps[i].step();
                         if self.pumps[i].done() && self.pumps[i].input {
                             self.begin_stop(chan, true);
-                        } else if self.pumps[i].done()
-                            && self.pumps[i].dst == 1
-                            && self.pumps[i].eof
-                        {
-                            // Our stdout reader is gone, or the server closed its stdout.
+                        } else if self.pumps[i].broken && self.pumps[i].dst == 1 {
+                            // Writing to our stdout failed (terminal hung up, disk full): the client is gone.
+                            self.begin_stop(chan, false);
                         }
                     }
                 }
