@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use thv_sandbox_runtime::dirs::Dirs;
 use thv_sandbox_runtime::distribution::PullPolicy;
-use thv_sandbox_runtime::{doctor, runner, EXIT_SANDBOX_ERROR, EXIT_USAGE};
+use thv_sandbox_runtime::{cache, doctor, runner, EXIT_SANDBOX_ERROR, EXIT_USAGE};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,6 +32,10 @@ enum Command {
     Run(RunArgs),
     /// Pull an image from its registry into the cache; prints the pinned reference (`…@sha256:…`) on stdout.
     Pull(PullArgs),
+    /// List the cached images with their sizes (a table on stdout; `--json` for a JSON array).
+    Images(ImagesArgs),
+    /// Remove from the cache what no cached image needs: blobs, unpacked roots, leftovers of interrupted pulls.
+    Prune(PruneArgs),
     /// Check whether this host can run rootless sandboxes, and how to fix what is missing.
     Doctor,
     /// Internal: the runner process (started by `run`).
@@ -80,6 +84,26 @@ struct PullArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct ImagesArgs {
+    /// Print a JSON array instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Cache directory (default: $XDG_CACHE_HOME/thv-sandbox or ~/.cache/thv-sandbox).
+    #[arg(long, env = "THV_SANDBOX_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct PruneArgs {
+    /// Only say what would be removed.
+    #[arg(long)]
+    dry_run: bool,
+    /// Cache directory (default: $XDG_CACHE_HOME/thv-sandbox or ~/.cache/thv-sandbox).
+    #[arg(long, env = "THV_SANDBOX_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
 struct RunArgs {
     /// The image: a registry reference (`ghcr.io/org/image:tag`, `alpine`, `image@sha256:…`) or an OCI image
     /// layout directory, `oci:PATH[:TAG]`.
@@ -117,6 +141,8 @@ fn main() -> ExitCode {
         Command::Doctor => doctor_cmd(),
         Command::Run(args) => run_cmd(args),
         Command::Pull(args) => pull_cmd(args),
+        Command::Images(args) => images_cmd(args),
+        Command::Prune(args) => prune_cmd(args),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
 }
@@ -213,6 +239,71 @@ fn pull_cmd(args: PullArgs) -> i32 {
         }
         Err(e) => report_runtime_error(&e, &dirs),
     }
+}
+
+fn images_cmd(args: ImagesArgs) -> i32 {
+    let dirs = match Dirs::from_env(args.cache_dir) {
+        Ok(d) => d,
+        Err(e) => return report_error(&e, &[], Some(e.hint()), EXIT_SANDBOX_ERROR),
+    };
+    let images = match cache::list(&dirs.cache) {
+        Ok(i) => i,
+        Err(e) => return report_error(&e, &[], None, EXIT_SANDBOX_ERROR),
+    };
+    // stdout is data: the table, or JSON for scripts.
+    let out = if args.json {
+        cache::render_json(&images)
+    } else {
+        cache::render_table(&images)
+    };
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(out.as_bytes());
+    0
+}
+
+fn prune_cmd(args: PruneArgs) -> i32 {
+    let dirs = match Dirs::from_env(args.cache_dir) {
+        Ok(d) => d,
+        Err(e) => return report_error(&e, &[], Some(e.hint()), EXIT_SANDBOX_ERROR),
+    };
+    // Roots that live runs use are kept; without a state directory there are no live runs to ask.
+    let runs = dirs.state.join("runs");
+    let report = match cache::prune_keeping_runs(&dirs.cache, Some(&runs), args.dry_run) {
+        Ok(r) => r,
+        Err(e) => return report_error(&e, &[], None, EXIT_SANDBOX_ERROR),
+    };
+    let verb = if report.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    for r in &report.removed {
+        eprintln!(
+            "{verb} {} ({})",
+            r.path.display(),
+            cache::human_size(r.bytes)
+        );
+    }
+    eprintln!(
+        "{verb} {} blobs, {} unpacked roots, {} leftovers of interrupted pulls and unpacks: {} freed{}",
+        report.count(cache::RemovedKind::Blob),
+        report.count(cache::RemovedKind::Root),
+        report.count(cache::RemovedKind::TempFile) + report.count(cache::RemovedKind::Staging),
+        cache::human_size(report.bytes_freed()),
+        if report.dry_run { " (dry run)" } else { "" },
+    );
+    if report.kept > 0 {
+        eprintln!(
+            "kept {} unreferenced items that are recent, locked or in use",
+            report.kept
+        );
+    }
+    let mut code = 0;
+    for e in &report.failures {
+        report_error(e, &[], None, 0);
+        code = EXIT_SANDBOX_ERROR;
+    }
+    code
 }
 
 fn report_runtime_error(e: &thv_sandbox_runtime::Error, dirs: &Dirs) -> i32 {

@@ -50,7 +50,7 @@
 mod auth;
 mod document;
 mod remote;
-mod store;
+pub(crate) mod store;
 
 use std::path::{Path, PathBuf};
 

@@ -16,6 +16,7 @@
 
 #![deny(missing_docs)]
 
+pub mod cache;
 pub mod digest;
 pub mod dirs;
 pub mod distribution;

@@ -21,9 +21,9 @@ use crate::layout::MAX_INDEX_JSON_SIZE;
 /// The layout's `oci-layout` file.
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 /// Temporary files (blobs being downloaded, `index.json` being rewritten) start with this.
-const TEMP_PREFIX: &str = ".tmp-";
+pub(crate) const TEMP_PREFIX: &str = ".tmp-";
 /// A temporary file untouched this long and not locked belongs to a pull that died.
-const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+pub(crate) const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
 /// The `org.opencontainers.image.ref.name` annotation.
 pub(crate) const REF_NAME: &str = oci_spec::image::ANNOTATION_REF_NAME;
 
@@ -86,16 +86,24 @@ impl Store {
         Ok(store)
     }
 
+    /// The layout of an existing cache, without creating or checking anything (for readers such as
+    /// `crate::cache` that must not create a cache that is not there).
+    pub(crate) fn existing(cache: &Path) -> Store {
+        Store {
+            dir: Store::layout_dir(cache),
+        }
+    }
+
     /// The layout directory.
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
-    fn blobs_dir(&self) -> PathBuf {
+    pub(crate) fn blobs_dir(&self) -> PathBuf {
         self.dir.join("blobs").join("sha256")
     }
 
-    fn locks_dir(&self) -> PathBuf {
+    pub(crate) fn locks_dir(&self) -> PathBuf {
         self.dir.join(".locks")
     }
 
@@ -109,10 +117,16 @@ impl Store {
 
     /// Whether the blob is present as a regular file of exactly `size` bytes. Anything else at its name (which
     /// this store never writes) is removed so that it gets fetched again.
+    ///
+    /// A blob found present has its modification time set to now: a pull that relies on it has not named it in
+    /// `index.json` yet, and `crate::cache::prune` keeps blobs modified within [`ABANDONED_AFTER`].
     pub(crate) fn has_blob(&self, digest: &Digest, size: u64) -> Result<bool, PullError> {
         let path = self.blob_path(digest);
         match fs::symlink_metadata(&path) {
-            Ok(meta) if meta.is_file() && meta.len() == size => Ok(true),
+            Ok(meta) if meta.is_file() && meta.len() == size => {
+                touch(&path);
+                Ok(true)
+            }
             Ok(meta) => {
                 tracing::warn!(
                     "cached blob {} is {} bytes, not {size}; fetching it again",
@@ -331,6 +345,29 @@ impl Store {
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(io_err(&self.dir))
+    }
+}
+
+/// Sets the modification time of `path` (not following a symlink) to now; best effort (a read-only cache
+/// still works, it only loses prune's protection of recently used blobs).
+fn touch(path: &Path) {
+    let now = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_NOW,
+        },
+    };
+    if let Err(e) = rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &now,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    ) {
+        tracing::debug!("cannot touch {}: {e}", path.display());
     }
 }
 
