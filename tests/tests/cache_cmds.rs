@@ -8,25 +8,13 @@ use std::process::Stdio;
 
 use common::{code, Run};
 use thv_sandbox_e2e::registry::{registry_available, TestRegistry};
-use thv_sandbox_e2e::{probe_image_builder, require, thv_sandbox_bin};
+use thv_sandbox_e2e::{probe_image_builder, require};
 
 fn cmd(run: &Run, cache: &std::path::Path, args: &[&str]) -> tokio::process::Command {
-    let mut c = tokio::process::Command::new(thv_sandbox_bin());
-    c.env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env(
-            "HOME",
-            std::env::var_os("HOME").unwrap_or_else(|| "/".into()),
-        )
-        .env("XDG_RUNTIME_DIR", run.xdg.path())
-        .arg(args[0])
-        .arg("--cache-dir")
-        .arg(cache)
-        .args(&args[1..])
-        .stdin(Stdio::null())
+    let mut c = run.cli(cache, args);
+    c.stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .stderr(Stdio::piped());
     c
 }
 

@@ -9,23 +9,11 @@ use std::process::Stdio;
 use common::{code, Run};
 use serde_json::json;
 use thv_sandbox_e2e::registry::{registry_available, TestRegistry};
-use thv_sandbox_e2e::{probe_image_builder, require, spawn_mcp, thv_sandbox_bin, tool_json};
+use thv_sandbox_e2e::{probe_image_builder, require, spawn_mcp, tool_json};
 
 fn cmd(run: &Run, cache: &std::path::Path, args: &[&str]) -> tokio::process::Command {
-    let mut c = tokio::process::Command::new(thv_sandbox_bin());
-    c.env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env(
-            "HOME",
-            std::env::var_os("HOME").unwrap_or_else(|| "/".into()),
-        )
-        .env("XDG_RUNTIME_DIR", run.xdg.path())
-        .arg(args[0])
-        .arg("--cache-dir")
-        .arg(cache)
-        .args(&args[1..])
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
+    let mut c = run.cli(cache, args);
+    c.stderr(Stdio::inherit());
     c
 }
 

@@ -90,6 +90,24 @@ impl Run {
         cmd
     }
 
+    /// `thv-sandbox SUBCOMMAND --cache-dir CACHE ARGS…` with this test's state dir and a minimal environment.
+    pub fn cli(&self, cache: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(thv_sandbox_bin());
+        c.env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env(
+                "HOME",
+                std::env::var_os("HOME").unwrap_or_else(|| "/".into()),
+            )
+            .env("XDG_RUNTIME_DIR", self.xdg.path())
+            .arg(args[0])
+            .arg("--cache-dir")
+            .arg(cache)
+            .args(&args[1..])
+            .kill_on_drop(true);
+        c
+    }
+
     pub fn runs_dir(&self) -> PathBuf {
         self.xdg.path().join("thv-sandbox/runs")
     }
