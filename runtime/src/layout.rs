@@ -44,6 +44,7 @@ use serde::Deserialize;
 use crate::digest::{Digest, DigestError, VerifyingReader};
 
 pub use platform::Platform;
+pub(crate) use reference::is_valid_tag;
 pub use reference::parse_oci_ref;
 
 /// Largest image index or manifest blob read (containerd CVE-2023-25153 read them unbounded).

@@ -368,20 +368,8 @@ fn is_path_component(component: &str) -> bool {
     !need_alnum
 }
 
-/// `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
-fn is_valid_tag(tag: &str) -> bool {
-    let bytes = tag.as_bytes();
-    match bytes.split_first() {
-        Some((first, rest)) => {
-            (first.is_ascii_alphanumeric() || *first == b'_')
-                && rest.len() <= 127
-                && rest
-                    .iter()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        }
-        None => false,
-    }
-}
+/// The tag grammar is the layout reader's: one definition for `oci:PATH:TAG` and registry references.
+use crate::layout::is_valid_tag;
 
 #[cfg(test)]
 mod tests {

@@ -7,8 +7,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 
 use common::{code, Run};
-use thv_sandbox_e2e::registry::{registry_available, TestRegistry};
-use thv_sandbox_e2e::{probe_image_builder, require};
 
 fn cmd(run: &Run, cache: &std::path::Path, args: &[&str]) -> tokio::process::Command {
     let mut c = run.cli(cache, args);
@@ -20,22 +18,9 @@ fn cmd(run: &Run, cache: &std::path::Path, args: &[&str]) -> tokio::process::Com
 
 #[tokio::test(flavor = "multi_thread")]
 async fn images_lists_a_pulled_image_and_prune_removes_only_an_orphan() {
-    if !require(
-        registry_available(),
-        "docker-registry (apt-get install docker-registry)",
-    ) {
+    let Some((mut registry, _layout, built, image)) = common::registry_with_probe() else {
         return;
-    }
-    let mut registry = TestRegistry::start().expect("start registry");
-    let layout = tempfile::tempdir().unwrap();
-    let built = probe_image_builder(Some("app"))
-        .unwrap()
-        .write(layout.path(), "app")
-        .unwrap();
-    registry
-        .push_image(layout.path(), &built, "tools/probe", "1.0")
-        .expect("push");
-    let image = format!("{}/tools/probe:1.0", registry.host());
+    };
     let pinned = format!("{}/tools/probe@{}", registry.host(), built.manifest.digest);
 
     let run = Run::new();

@@ -8,8 +8,7 @@ use std::process::Stdio;
 
 use common::{code, Run};
 use serde_json::json;
-use thv_sandbox_e2e::registry::{registry_available, TestRegistry};
-use thv_sandbox_e2e::{probe_image_builder, require, spawn_mcp, tool_json};
+use thv_sandbox_e2e::{spawn_mcp, tool_json};
 
 fn cmd(run: &Run, cache: &std::path::Path, args: &[&str]) -> tokio::process::Command {
     let mut c = run.cli(cache, args);
@@ -19,22 +18,9 @@ fn cmd(run: &Run, cache: &std::path::Path, args: &[&str]) -> tokio::process::Com
 
 #[tokio::test(flavor = "multi_thread")]
 async fn run_by_registry_reference_then_offline_from_the_cache() {
-    if !require(
-        registry_available(),
-        "docker-registry (apt-get install docker-registry)",
-    ) {
+    let Some((mut registry, _layout, built, image)) = common::registry_with_probe() else {
         return;
-    }
-    let mut registry = TestRegistry::start().expect("start registry");
-    let layout = tempfile::tempdir().unwrap();
-    let built = probe_image_builder(Some("app"))
-        .unwrap()
-        .write(layout.path(), "app")
-        .unwrap();
-    registry
-        .push_image(layout.path(), &built, "tools/probe", "1.0")
-        .expect("push");
-    let image = format!("{}/tools/probe:1.0", registry.host());
+    };
 
     let run = Run::new();
     let cache = tempfile::tempdir().unwrap();

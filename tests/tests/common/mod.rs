@@ -45,6 +45,34 @@ pub fn fixture() -> &'static Fixture {
     })
 }
 
+/// A real registry holding the probe image as `tools/probe:1.0`: (registry, the layout it was built in, the image,
+/// `HOST/tools/probe:1.0`). `None` (a SKIP, or a failure under CI) without `docker-registry`.
+pub fn registry_with_probe() -> Option<(
+    thv_sandbox_e2e::registry::TestRegistry,
+    tempfile::TempDir,
+    thv_sandbox_e2e::BuiltImage,
+    String,
+)> {
+    use thv_sandbox_e2e::registry::{registry_available, TestRegistry};
+    if !thv_sandbox_e2e::require(
+        registry_available(),
+        "docker-registry (apt-get install docker-registry)",
+    ) {
+        return None;
+    }
+    let registry = TestRegistry::start().expect("start registry");
+    let layout = tempfile::tempdir().expect("tempdir");
+    let built = thv_sandbox_e2e::probe_image_builder(Some("app"))
+        .expect("builder")
+        .write(layout.path(), "app")
+        .expect("write image");
+    registry
+        .push_image(layout.path(), &built, "tools/probe", "1.0")
+        .expect("push");
+    let image = format!("{}/tools/probe:1.0", registry.host());
+    Some((registry, layout, built, image))
+}
+
 /// A test's own state dir (`XDG_RUNTIME_DIR`), so leftovers are attributable to the test.
 pub struct Run {
     pub xdg: tempfile::TempDir,
