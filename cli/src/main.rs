@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use thv_sandbox_runtime::dirs::Dirs;
 use thv_sandbox_runtime::distribution::PullPolicy;
-use thv_sandbox_runtime::{cache, doctor, runner, EXIT_SANDBOX_ERROR, EXIT_USAGE};
+use thv_sandbox_runtime::{cache, doctor, profile, runner, EXIT_SANDBOX_ERROR, EXIT_USAGE};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -19,8 +19,8 @@ use thv_sandbox_runtime::{cache, doctor, runner, EXIT_SANDBOX_ERROR, EXIT_USAGE}
     about = "Run MCP servers from OCI images in rootless sandboxes"
 )]
 struct Cli {
-    /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    /// More log output on stderr (once: info, twice: debug); RUST_LOG overrides.
+    #[arg(long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
     #[command(subcommand)]
     command: Command,
@@ -114,6 +114,17 @@ struct RunArgs {
     /// otherwise.
     #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
     env: Vec<String>,
+    /// Pass the host environment variable NAME to the server as a secret: its value is never written to disk,
+    /// logs or any command line (it reaches the server's environment just before it starts). Repeatable.
+    #[arg(long = "secret", value_name = "NAME")]
+    secret: Vec<String>,
+    /// Bind a host path into the sandbox: HOST:CONTAINER[:ro] (or PATH for the same path inside). Repeatable.
+    #[arg(short = 'v', long = "volume", value_name = "HOST:CONTAINER[:ro]")]
+    volume: Vec<String>,
+    /// The network: `none` (own namespace, loopback only) or `host` (the host's network, loopback services
+    /// included — the server can reach everything you can).
+    #[arg(long, value_name = "none|host", default_value = "none")]
+    network: String,
     /// Seconds the server gets to exit after SIGTERM (and after the client closes stdin) before SIGKILL.
     #[arg(long, default_value_t = 3.0, value_name = "SECONDS")]
     stop_timeout: f64,
@@ -195,6 +206,37 @@ fn run_cmd(args: RunArgs) -> i32 {
             }
         }
     }
+    let mut secrets = Vec::new();
+    for name in &args.secret {
+        match std::env::var(name) {
+            Ok(value) if !name.is_empty() && !name.contains('=') => {
+                secrets.push(thv_sandbox_runtime::secret::SecretEnv::new(name, value))
+            }
+            _ => {
+                eprintln!(
+                    "error: `--secret {name}` names no variable of this environment\n  hint: export {name} first; \
+                     `--secret` takes a variable's name, never its value"
+                );
+                return EXIT_USAGE;
+            }
+        }
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let mut mounts = Vec::new();
+    for v in &args.volume {
+        match profile::parse_volume(v, home.as_deref()) {
+            Ok(m) => mounts.push(m),
+            Err(e) => return report_error(&e, &[], Some(e.hint()), EXIT_USAGE),
+        }
+    }
+    let mounts = match profile::merge(Vec::new(), mounts) {
+        Ok(m) => m,
+        Err(e) => return report_error(&e, &[], Some(e.hint()), EXIT_USAGE),
+    };
+    let network: profile::NetworkMode = match args.network.parse() {
+        Ok(n) => n,
+        Err(e) => return report_error(&e, &[], Some(e.hint()), EXIT_USAGE),
+    };
     if !(args.stop_timeout.is_finite() && args.stop_timeout >= 0.0) {
         eprintln!("error: --stop-timeout must be a number of seconds ≥ 0");
         return EXIT_USAGE;
@@ -209,6 +251,9 @@ fn run_cmd(args: RunArgs) -> i32 {
         insecure_registries: args.source.insecure_registry,
         args: (!args.args.is_empty()).then_some(args.args),
         env,
+        secrets,
+        mounts,
+        network,
         stop_timeout: Duration::from_secs_f64(args.stop_timeout),
         cache_dir: args.source.cache_dir,
         exe: PathBuf::from("/proc/self/exe"),

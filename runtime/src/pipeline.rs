@@ -7,10 +7,12 @@ use crate::dirs::{Dirs, DirsError};
 use crate::distribution::{self, PullError, PullOptions, PullPolicy};
 use crate::idmap::{self, HostIds};
 use crate::layout::{self, LayoutError, OciLayout, Platform};
+use crate::profile::{BindMount, NetworkMode, ProfileError};
 use crate::reference::{Reference, ReferenceError};
 use crate::rootfs::{self, RootfsError};
-use crate::runner::RunnerPlan;
+use crate::runner::{OverlayPlan, RunnerPlan};
 use crate::runs::{self, RunDir};
+use crate::secret::SecretEnv;
 use crate::spec::{self, ImageRuntimeConfig, SpecError, SpecOptions};
 use crate::supervise::{self, Launch, Outcome};
 use crate::sync::{RunnerFailure, StartTimings};
@@ -28,6 +30,12 @@ pub struct RunRequest {
     pub args: Option<Vec<String>>,
     /// Extra environment for the server.
     pub env: Vec<(String, String)>,
+    /// Secret environment for the server: handed over in memory, never written to the bundle or state.
+    pub secrets: Vec<SecretEnv>,
+    /// Host paths bound into the sandbox (checked: see [`crate::profile`]).
+    pub mounts: Vec<BindMount>,
+    /// The network the sandbox gets.
+    pub network: NetworkMode,
     /// Grace period between SIGTERM and SIGKILL when stopping the server.
     pub stop_timeout: Duration,
     /// Cache directory override.
@@ -69,6 +77,12 @@ pub enum Error {
     /// Building the runtime config.
     #[error(transparent)]
     Spec(#[from] SpecError),
+    /// Mounts or network settings.
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    /// The secret environment does not fit the runner channel.
+    #[error("the secret environment variables are too large ({0} bytes together)")]
+    SecretsTooLarge(usize),
     /// Preparing the run directory.
     #[error("cannot prepare the run directory {path}")]
     RunDir {
@@ -105,6 +119,10 @@ impl Error {
             ),
             Error::Pull(e) => e.hint(),
             Error::Dirs(e) => Some(e.hint()),
+            Error::Profile(e) => Some(e.hint()),
+            Error::SecretsTooLarge(_) => {
+                Some("secret values are meant for tokens and keys: keep them under 60 KiB together".into())
+            }
             Error::Layout(LayoutError::TagNotFound { .. }) => {
                 Some("pick one of the tags listed above".into())
             }
@@ -183,6 +201,15 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
         }
     };
     let t_spec = t_start.elapsed();
+    let secrets_size: usize = req
+        .secrets
+        .iter()
+        .map(|s| s.name.len() + s.expose().len() + 16)
+        .sum();
+    if secrets_size > crate::sync::MAX_MESSAGE - 4096 {
+        run_dir.remove();
+        return Err(Error::SecretsTooLarge(secrets_size));
+    }
 
     // 6. network + 7. run: the runner creates the namespaces (lo up) and the container; we supervise.
     let timings = req.timings;
@@ -204,6 +231,7 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
         run_dir: &run_dir.path,
         plan: &plan,
         idmap: &idmap,
+        secrets: &req.secrets,
         stop_timeout: req.stop_timeout,
         on_started: &mut on_started,
     });
@@ -259,8 +287,26 @@ fn prepare_run(
     let etc = dir.join("etc");
     std::fs::create_dir(&etc).map_err(io(etc.clone()))?;
     let hostname = hostname_for(digest);
-    for (name, text) in spec::etc_files(&hostname) {
+    for (name, mut text) in spec::etc_files(&hostname) {
+        // With the host's network, its resolver and hosts apply (a 127.0.0.53 stub works: same namespace).
+        if req.network == NetworkMode::Host {
+            match name {
+                "resolv.conf" => text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or(text),
+                "hosts" => {
+                    if let Ok(hosts) = std::fs::read_to_string("/etc/hosts") {
+                        text = format!("{hosts}\n127.0.1.1\t{hostname}\n");
+                    }
+                }
+                _ => {}
+            }
+        }
         std::fs::write(etc.join(name), text).map_err(io(etc.join(name)))?;
+    }
+    let overlay = overlay_plan(req, runtime, root, dir)?;
+    if let Some(o) = &overlay {
+        for d in [&o.scratch, &o.merged] {
+            std::fs::create_dir(d).map_err(io(d.clone()))?;
+        }
     }
     let netns = dir.join("netns");
     std::fs::write(&netns, b"").map_err(io(netns.clone()))?;
@@ -272,7 +318,9 @@ fn prepare_run(
     }
     let (nofile, nproc) = limits();
     let opts = SpecOptions {
-        rootfs: root.path.clone(),
+        rootfs: overlay
+            .as_ref()
+            .map_or_else(|| root.path.clone(), |o| o.merged.clone()),
         user: root.user.clone(),
         home_in_image: root.meta.home_in_image,
         args: req.args.clone(),
@@ -284,9 +332,11 @@ fn prepare_run(
         seccomp: sandbox_profiles::default_seccomp().to_oci(),
         nofile,
         nproc,
+        binds: req.mounts.clone(),
+        network: req.network,
     };
     let spec = spec::build(runtime, &opts)?;
-    spec::check_invariants(&spec).map_err(|e| Error::Spec(SpecError::Invalid(e)))?;
+    spec::check_invariants(&spec, req.network).map_err(|e| Error::Spec(SpecError::Invalid(e)))?;
     let config = bundle.join("config.json");
     let json =
         serde_json::to_vec(&spec).map_err(|e| Error::Spec(SpecError::Invalid(e.to_string())))?;
@@ -301,12 +351,70 @@ fn prepare_run(
         run_dir: dir.clone(),
         supervisor_pid: std::process::id() as i32,
         stop_timeout_ms: req.stop_timeout.as_millis() as u64,
+        network_host: req.network == NetworkMode::Host,
+        overlay,
     };
     let plan_path = dir.join("plan.json");
     let plan_json =
         serde_json::to_vec(&plan).map_err(|e| Error::Spec(SpecError::Invalid(e.to_string())))?;
     std::fs::write(&plan_path, plan_json).map_err(io(plan_path.clone()))?;
     Ok((plan, idmap::plan(host, root.user.uid, root.user.gid)))
+}
+
+/// An overlay is needed when a mount target is missing from the (read-only, cached) root and does not lie under one
+/// of the sandbox's own tmpfs mounts, where libcontainer can create it.
+fn overlay_plan(
+    req: &RunRequest,
+    runtime: &ImageRuntimeConfig,
+    root: &rootfs::Root,
+    dir: &std::path::Path,
+) -> Result<Option<OverlayPlan>, Error> {
+    let mut tmpfs_tops: Vec<String> = vec!["/tmp".into(), "/run".into()];
+    tmpfs_tops.extend(runtime.volumes.iter().cloned());
+    if let Some(home) = root
+        .user
+        .home
+        .as_ref()
+        .filter(|h| !root.meta.home_in_image && h.as_str() != "/")
+    {
+        tmpfs_tops.push(home.clone());
+    }
+    let mut points = Vec::new();
+    for m in &req.mounts {
+        let host_dir = m.host.is_dir();
+        let under_tmpfs = tmpfs_tops.iter().any(|t| {
+            let t = t.trim_end_matches('/');
+            m.container.len() > t.len()
+                && m.container.starts_with(t)
+                && m.container.as_bytes()[t.len()] == b'/'
+        });
+        if under_tmpfs {
+            continue;
+        }
+        let kind =
+            rootfs::mountpoint_kind(&root.path, &m.container).map_err(|source| Error::RunDir {
+                path: root.path.join(m.container.trim_start_matches('/')),
+                source,
+            })?;
+        let name = |d: bool| if d { "directory" } else { "file" };
+        match kind {
+            Some(is_dir) if is_dir == host_dir => {}
+            Some(is_dir) => {
+                return Err(ProfileError::TargetKind {
+                    path: m.container.clone(),
+                    in_image: name(is_dir),
+                    host: name(host_dir),
+                }
+                .into())
+            }
+            None => points.push((m.container.clone(), host_dir)),
+        }
+    }
+    Ok((!points.is_empty()).then(|| OverlayPlan {
+        scratch: dir.join("overlay"),
+        merged: dir.join("rootfs"),
+        points,
+    }))
 }
 
 /// The parts of the image config the spec uses.

@@ -409,6 +409,23 @@ pub fn ensure_mountpoint(root: &Path, path: &str, is_dir: bool) -> io::Result<()
 }
 
 /// Opens `path` relative to `dirfd`; with `in_root`, resolved as if `dirfd` were `/`.
+/// What is at `path` inside `root` (resolved inside it): `None` if nothing, else whether it is a directory.
+pub fn mountpoint_kind(root: &Path, path: &str) -> io::Result<Option<bool>> {
+    let root_fd = open_path(libc::AT_FDCWD, root, OFlag::O_DIRECTORY, None)?;
+    let rel = path.trim_start_matches('/');
+    if rel.is_empty() {
+        return Ok(Some(true));
+    }
+    match open_path(root_fd.as_raw_fd(), Path::new(rel), OFlag::O_PATH, Some(())) {
+        Ok(fd) => {
+            let st = nix::sys::stat::fstat(fd.as_raw_fd())?;
+            Ok(Some(st.st_mode & libc::S_IFMT == libc::S_IFDIR))
+        }
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn open_path(dirfd: i32, path: &Path, flags: OFlag, in_root: Option<()>) -> io::Result<OwnedFd> {
     let how = OpenHow::new()
         .flags(flags | OFlag::O_RDONLY | OFlag::O_CLOEXEC)

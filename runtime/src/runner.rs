@@ -35,6 +35,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 use serde::{Deserialize, Serialize};
 
+use crate::secret::SecretEnv;
 use crate::sync::{Channel, Message, RunnerFailure, StartTimings};
 
 /// The descriptor number the supervisor hands the channel over on.
@@ -62,6 +63,25 @@ pub struct RunnerPlan {
     pub supervisor_pid: i32,
     /// How long the server gets between SIGTERM and SIGKILL.
     pub stop_timeout_ms: u64,
+    /// Share the host's network namespace instead of a fresh one with only `lo` (`--network host`).
+    #[serde(default)]
+    pub network_host: bool,
+    /// A writable overlay over the cached root, made when a mount target is missing from the image.
+    #[serde(default)]
+    pub overlay: Option<OverlayPlan>,
+}
+
+/// An overlay whose lower layer is the sealed cached root and whose upper layer is a tmpfs of the runner's: the
+/// mount points the image lacks are created in it, then libcontainer mounts it read-only as the server's root.
+/// The cache is never written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OverlayPlan {
+    /// Where the tmpfs holding the upper and work directories is mounted.
+    pub scratch: PathBuf,
+    /// Where the merged root is mounted (the spec's root path).
+    pub merged: PathBuf,
+    /// Mount points to create in the merged root: `(absolute path inside, is_dir)`.
+    pub points: Vec<(String, bool)>,
 }
 
 /// The signals the sandbox forwards to the server.
@@ -113,8 +133,8 @@ pub fn keeper_main(run_dir: &Path) -> i32 {
     if let Err(e) = chan.send(&Message::UsernsReady) {
         return fail("runner channel", &e);
     }
-    match chan.recv() {
-        Ok(Some(Message::Mapped)) => {}
+    let secrets = match chan.recv() {
+        Ok(Some(Message::Mapped(secrets))) => secrets,
         Ok(Some(Message::MapFailed(_))) | Ok(None) => return crate::EXIT_SANDBOX_ERROR,
         // Stopped before anything ran (the client went away or sent a signal): nothing to clean but the run dir.
         Ok(Some(Message::Signal(n))) => {
@@ -132,7 +152,7 @@ pub fn keeper_main(run_dir: &Path) -> i32 {
             )
         }
         Err(e) => return fail("runner channel", &e),
-    }
+    };
 
     if let Err((stage, e)) = enter_namespaces(&plan) {
         return fail(stage, &e);
@@ -153,7 +173,7 @@ pub fn keeper_main(run_dir: &Path) -> i32 {
     let child = match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             drop(sfd);
-            std::process::exit(init_main(&plan, &chan, namespaces_us));
+            std::process::exit(init_main(&plan, &chan, namespaces_us, secrets));
         }
         Ok(ForkResult::Parent { child }) => child,
         Err(e) => return fail("fork runner init", &e),
@@ -259,13 +279,12 @@ fn cleanup(plan: &RunnerPlan) {
 
 /// Mount, cgroup, network and pid namespaces for the sandbox, inside the (mapped) user namespace.
 fn enter_namespaces(plan: &RunnerPlan) -> Result<(), (&'static str, io::Error)> {
-    unshare(
-        CloneFlags::CLONE_NEWNS
-            | CloneFlags::CLONE_NEWCGROUP
-            | CloneFlags::CLONE_NEWNET
-            | CloneFlags::CLONE_NEWPID,
-    )
-    .map_err(|e| ("create mount/cgroup/network/pid namespaces", e.into()))?;
+    let mut flags =
+        CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP | CloneFlags::CLONE_NEWPID;
+    if !plan.network_host {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    unshare(flags).map_err(|e| ("create mount/cgroup/network/pid namespaces", e.into()))?;
     mount(
         None::<&str>,
         "/",
@@ -285,6 +304,13 @@ fn enter_namespaces(plan: &RunnerPlan) -> Result<(), (&'static str, io::Error)> 
     )
     .map_err(|e| ("mount cgroup2", e.into()))?;
     seal_rootfs(&plan.rootfs).map_err(|e| ("seal the root read-only", e))?;
+    if let Some(overlay) = &plan.overlay {
+        mount_overlay(&plan.rootfs, overlay)
+            .map_err(|e| ("overlay the root for mount points", e))?;
+    }
+    if plan.network_host {
+        return Ok(());
+    }
     loopback_up().map_err(|e| ("bring up lo", e))?;
     mount(
         Some("/proc/self/ns/net"),
@@ -326,6 +352,89 @@ fn seal_rootfs(root: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Mounts the overlay of `plan` over the sealed `lower` root and creates the missing mount points in it.
+fn mount_overlay(lower: &Path, plan: &OverlayPlan) -> io::Result<()> {
+    mount(
+        Some("tmpfs"),
+        &plan.scratch,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0700,size=1m"),
+    )?;
+    let (upper, work) = (plan.scratch.join("upper"), plan.scratch.join("work"));
+    std::fs::create_dir(&upper)?;
+    std::fs::create_dir(&work)?;
+    // `userxattr`: overlay's own bookkeeping in user.* attributes, the ones a user namespace may write.
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={},userxattr",
+        overlay_escape(lower)?,
+        overlay_escape(&upper)?,
+        overlay_escape(&work)?
+    );
+    mount(
+        Some("overlay"),
+        &plan.merged,
+        Some("overlay"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(data.as_str()),
+    )?;
+    for (point, is_dir) in &plan.points {
+        crate::rootfs::ensure_mountpoint(&plan.merged, point, *is_dir)?;
+    }
+    Ok(())
+}
+
+/// A path for overlay's option string, where `,` `:` and `\\` would be separators.
+fn overlay_escape(p: &Path) -> io::Result<&str> {
+    match p.to_str() {
+        Some(s) if !s.contains([',', ':', '\\']) => Ok(s),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} cannot be named in overlay options", p.display()),
+        )),
+    }
+}
+
+/// libcontainer's default executor, plus the secret environment variables: they are set in the container's init
+/// process after the spec's environment and before `execve`, so they never pass through `config.json`.
+#[derive(Clone)]
+struct ServerExecutor {
+    secrets: Vec<SecretEnv>,
+}
+
+impl libcontainer::workload::Executor for ServerExecutor {
+    fn exec(
+        &self,
+        spec: &oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorError> {
+        libcontainer::workload::default::DefaultExecutor {}.exec(spec)
+    }
+
+    fn validate(
+        &self,
+        spec: &oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorValidationError> {
+        libcontainer::workload::default::DefaultExecutor {}.validate(spec)
+    }
+
+    fn setup_envs(
+        &self,
+        envs: std::collections::HashMap<String, String>,
+    ) -> Result<(), libcontainer::workload::ExecutorSetEnvsError> {
+        // The container's init process is single-threaded here (libcontainer calls this before exec).
+        for (key, _) in std::env::vars_os() {
+            std::env::remove_var(key);
+        }
+        for (key, value) in envs {
+            std::env::set_var(key, value);
+        }
+        for s in &self.secrets {
+            std::env::set_var(&s.name, s.expose());
+        }
+        Ok(())
+    }
+}
+
 /// Sets `IFF_UP` on `lo` of the current network namespace.
 fn loopback_up() -> io::Result<()> {
     // SAFETY: plain socket(2) call; the result is checked and owned below.
@@ -355,7 +464,12 @@ fn loopback_up() -> io::Result<()> {
 
 /// The runner init: pid 1 of the sandbox's pid namespace. Creates and starts the container, relays signals to
 /// the server and returns its exit code (128+N for a signal).
-fn init_main(plan: &RunnerPlan, chan: &Channel, namespaces_us: u64) -> i32 {
+fn init_main(
+    plan: &RunnerPlan,
+    chan: &Channel,
+    namespaces_us: u64,
+    secrets: Vec<SecretEnv>,
+) -> i32 {
     let fail = |stage: &str, err: &dyn std::error::Error| {
         let _ = chan.send(&Message::Failed(failure(stage, err)));
         crate::EXIT_SANDBOX_ERROR
@@ -377,7 +491,8 @@ fn init_main(plan: &RunnerPlan, chan: &Channel, namespaces_us: u64) -> i32 {
         .with_root_path(&plan.state_root)
         .and_then(|b| b.validate_id())
         .and_then(|b| {
-            b.as_init(&plan.bundle)
+            b.with_executor(ServerExecutor { secrets })
+                .as_init(&plan.bundle)
                 .with_systemd(false)
                 .with_detach(false)
                 .build()

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use libcontainer::oci_spec::runtime::{LinuxSeccomp, Spec};
 use serde_json::{json, Value};
 
+use crate::profile::{BindMount, NetworkMode};
 use crate::user::ResolvedUser;
 
 /// `PATH` when the image sets none (Docker's default).
@@ -83,6 +84,10 @@ pub struct SpecOptions {
     pub nofile: u64,
     /// RLIMIT_NPROC (soft = hard).
     pub nproc: u64,
+    /// Host paths bound in (after every mount of the sandbox's own, so they may sit under /tmp or a volume).
+    pub binds: Vec<BindMount>,
+    /// The network namespace: the runner's own (`netns`), or the host's.
+    pub network: NetworkMode,
 }
 
 /// Why no spec could be made.
@@ -215,8 +220,14 @@ pub fn build(image: &ImageRuntimeConfig, opts: &SpecOptions) -> Result<Spec, Spe
                "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
                "options": ["nosuid", "noexec", "nodev"]}),
-        // A fresh sysfs (not the host's): it shows only this network namespace's interfaces.
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        // A fresh sysfs (not the host's): it shows only this network namespace's interfaces. With the host's
+        // network a user namespace may not mount sysfs (it does not own that network namespace): the host's is
+        // bound read-only instead.
+        if opts.network == NetworkMode::Host {
+            json!({"destination": "/sys", "type": "bind", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]})
+        } else {
+            json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]})
+        },
         json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
                "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
         tmpfs("/tmp", "1777", false, false),
@@ -230,6 +241,25 @@ pub fn build(image: &ImageRuntimeConfig, opts: &SpecOptions) -> Result<Spec, Spe
     }
     for v in &image.volumes {
         mounts.push(tmpfs(v, "755", true, false));
+    }
+    for b in &opts.binds {
+        let mut o = vec!["rbind", "nosuid", "nodev"];
+        if b.read_only {
+            o.push("ro");
+        }
+        mounts.push(
+            json!({"destination": b.container, "type": "bind", "source": b.host, "options": o}),
+        );
+    }
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+        json!({"type": "cgroup"}),
+    ];
+    if opts.network == NetworkMode::None {
+        namespaces.push(json!({"type": "network", "path": opts.netns}));
     }
 
     let rlimit = |typ: &str, n: u64| json!({"type": typ, "hard": n, "soft": n});
@@ -254,14 +284,7 @@ pub fn build(image: &ImageRuntimeConfig, opts: &SpecOptions) -> Result<Spec, Spe
             ],
         },
         "linux": {
-            "namespaces": [
-                {"type": "pid"},
-                {"type": "ipc"},
-                {"type": "uts"},
-                {"type": "mount"},
-                {"type": "cgroup"},
-                {"type": "network", "path": opts.netns},
-            ],
+            "namespaces": namespaces,
             "cgroupsPath": opts.cgroups_path,
             "seccomp": opts.seccomp,
             "maskedPaths": MASKED_PATHS,
@@ -294,8 +317,9 @@ fn environment(image: &ImageRuntimeConfig, opts: &SpecOptions, home: &str) -> Ve
 }
 
 /// Checks the spec against what must hold for every sandbox, whatever the inputs (used by tests and, cheaply,
-/// before every run): no capabilities, no_new_privs, seccomp present, read-only root, the six namespaces.
-pub fn check_invariants(spec: &Spec) -> Result<(), String> {
+/// before every run): no capabilities, no_new_privs, seccomp present, read-only root, the six namespaces (the
+/// network one only when `network` is [`NetworkMode::None`]; with the host's network it must be absent).
+pub fn check_invariants(spec: &Spec, network: NetworkMode) -> Result<(), String> {
     let v = serde_json::to_value(spec).map_err(|e| e.to_string())?;
     let ensure = |ok: bool, what: &str| if ok { Ok(()) } else { Err(what.to_owned()) };
     ensure(
@@ -327,9 +351,16 @@ pub fn check_invariants(spec: &Spec) -> Result<(), String> {
         .as_array()
         .map(|a| a.iter().filter_map(|n| n["type"].as_str()).collect())
         .unwrap_or_default();
-    for ns in ["pid", "ipc", "uts", "mount", "cgroup", "network"] {
-        ensure(kinds.contains(&ns), "all six namespaces must be present")?;
+    for ns in ["pid", "ipc", "uts", "mount", "cgroup"] {
+        ensure(
+            kinds.contains(&ns),
+            "the pid, ipc, uts, mount and cgroup namespaces must be present",
+        )?;
     }
+    ensure(
+        kinds.contains(&"network") == (network == NetworkMode::None),
+        "a network namespace exactly when the network is `none`",
+    )?;
     Ok(())
 }
 
@@ -355,6 +386,8 @@ mod tests {
             seccomp: sandbox_profiles::default_seccomp().to_oci(),
             nofile: 1024,
             nproc: 4096,
+            binds: vec![],
+            network: NetworkMode::None,
         }
     }
 
@@ -393,7 +426,7 @@ mod tests {
             json!({"path": "/cache/roots/v1/abc/rootfs", "readonly": true})
         );
         assert_eq!(s["hostname"], "thv-probe");
-        check_invariants(&build(&image(), &opts()).unwrap()).unwrap();
+        check_invariants(&build(&image(), &opts()).unwrap(), NetworkMode::None).unwrap();
     }
 
     #[test]
@@ -471,6 +504,66 @@ mod tests {
             .unwrap()
             .contains(&json!("/proc/sys")));
         assert_eq!(s["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+    }
+
+    #[test]
+    fn host_paths_are_bound_last_read_only_where_asked() {
+        let mut o = opts();
+        o.binds = vec![
+            BindMount {
+                host: "/home/u/notes".into(),
+                container: "/notes".into(),
+                read_only: true,
+            },
+            BindMount {
+                host: "/home/u/out".into(),
+                container: "/tmp/out".into(),
+                read_only: false,
+            },
+        ];
+        let s = value(&build(&image(), &o).unwrap());
+        let mounts = s["mounts"].as_array().unwrap();
+        let n = mounts.len();
+        assert_eq!(mounts[n - 2]["destination"], "/notes");
+        assert_eq!(mounts[n - 2]["source"], "/home/u/notes");
+        assert_eq!(
+            mounts[n - 2]["options"],
+            json!(["rbind", "nosuid", "nodev", "ro"])
+        );
+        // After the /tmp tmpfs, or the tmpfs would hide it.
+        assert_eq!(mounts[n - 1]["destination"], "/tmp/out");
+        assert_eq!(
+            mounts[n - 1]["options"],
+            json!(["rbind", "nosuid", "nodev"])
+        );
+        check_invariants(&build(&image(), &o).unwrap(), NetworkMode::None).unwrap();
+    }
+
+    #[test]
+    fn host_network_drops_the_namespace_and_binds_sys() {
+        let mut o = opts();
+        o.network = NetworkMode::Host;
+        let spec = build(&image(), &o).unwrap();
+        let s = value(&spec);
+        let kinds: Vec<&str> = s["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["pid", "ipc", "uts", "mount", "cgroup"]);
+        let sys = s["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/sys")
+            .unwrap();
+        assert_eq!(sys["type"], "bind");
+        assert!(sys["options"].as_array().unwrap().contains(&json!("ro")));
+        check_invariants(&spec, NetworkMode::Host).unwrap();
+        // The invariant check ties the namespace to the mode both ways.
+        assert!(check_invariants(&spec, NetworkMode::None).is_err());
+        assert!(check_invariants(&build(&image(), &opts()).unwrap(), NetworkMode::Host).is_err());
     }
 
     #[test]

@@ -24,6 +24,7 @@ use nix::unistd::Pid;
 
 use crate::idmap::IdMap;
 use crate::runner::{RunnerPlan, FORWARDED, SYNC_FD};
+use crate::secret::SecretEnv;
 use crate::sync::{Channel, Message, RunnerFailure, StartTimings};
 
 /// How a run ended.
@@ -45,6 +46,8 @@ pub struct Launch<'a> {
     pub plan: &'a RunnerPlan,
     /// The id maps to write for the runner's user namespace.
     pub idmap: &'a IdMap,
+    /// Secret environment variables, handed to the runner in memory (never written to the run directory).
+    pub secrets: &'a [SecretEnv],
     /// Grace period between SIGTERM and SIGKILL.
     pub stop_timeout: Duration,
     /// Called once the server runs.
@@ -125,7 +128,14 @@ pub fn supervise(launch: Launch<'_>) -> io::Result<Outcome> {
     drop(theirs);
     let pid = Pid::from_raw(child.id() as i32);
     let mut watch = Watch::new(stdin, stdout, stderr, launch.stop_timeout);
-    let result = watch.run(&ours, &sfd, pid, launch.idmap, launch.on_started);
+    let result = watch.run(
+        &ours,
+        &sfd,
+        pid,
+        launch.idmap,
+        launch.secrets,
+        launch.on_started,
+    );
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
     // The keeper normally removes the run directory; if it was killed, we do.
     let _ = std::fs::remove_dir_all(launch.run_dir);
@@ -354,6 +364,7 @@ impl Watch {
         sfd: &SignalFd,
         runner: Pid,
         idmap: &IdMap,
+        secrets: &[SecretEnv],
         on_started: &mut dyn FnMut(&StartTimings),
     ) -> io::Result<Outcome> {
         let mut chan_open = true;
@@ -421,7 +432,7 @@ impl Watch {
                     1 => match chan.recv() {
                         Ok(Some(Message::UsernsReady)) => {
                             let reply = match idmap.write(runner.as_raw() as u32) {
-                                Ok(()) => Message::Mapped,
+                                Ok(()) => Message::Mapped(secrets.to_vec()),
                                 Err(e) => {
                                     self.failure = Some(RunnerFailure {
                                         stage: "write user namespace id maps".into(),

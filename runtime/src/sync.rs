@@ -10,7 +10,7 @@ use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag
 use serde::{Deserialize, Serialize};
 
 /// Largest message either side sends.
-const MAX_MESSAGE: usize = 64 * 1024;
+pub const MAX_MESSAGE: usize = 64 * 1024;
 
 /// What travels between supervisor and runner.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -18,8 +18,8 @@ const MAX_MESSAGE: usize = 64 * 1024;
 pub enum Message {
     /// Runner → supervisor: the runner has created its user namespace; write its id maps now.
     UsernsReady,
-    /// Supervisor → runner: the id maps are written.
-    Mapped,
+    /// Supervisor → runner: the id maps are written; here are the secret environment variables (never on disk).
+    Mapped(Vec<crate::secret::SecretEnv>),
     /// Supervisor → runner: the id maps could not be written (the runner exits).
     MapFailed(String),
     /// Runner → supervisor: the server process runs; phase durations in microseconds.

@@ -323,6 +323,7 @@ fn tool_list() -> Vec<Value> {
             &["path", "text"],
         ),
         tool("list_dir", "Lists the names in a directory, sorted.", json!({"path": {"type": "string"}}), &["path"]),
+        tool("getenv", "Returns the value of an environment variable (null if unset).", json!({"name": {"type": "string"}}), &["name"]),
         tool(
             "connect",
             "Opens a TCP connection to host:port (an IP literal needs no resolver) and closes it.",
@@ -405,6 +406,10 @@ fn call_tool(params: &Value) -> Result<(Value, After), RpcError> {
             string_arg(args, "text")?,
         )),
         "list_dir" => ToolOutput::from_result(list_dir(Path::new(string_arg(args, "path")?))),
+        "getenv" => ToolOutput::json(match std::env::var(string_arg(args, "name")?) {
+            Ok(v) => json!({ "value": v }),
+            Err(_) => json!({ "value": null }),
+        }),
         "connect" => {
             let timeout = optional_u64_arg(args, "timeout_ms")?.unwrap_or(2000).max(1);
             ToolOutput::from_result(connect(
