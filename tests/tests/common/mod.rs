@@ -23,8 +23,11 @@ pub struct Fixture {
 pub fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
+        // A static is never dropped, so its directory outlives the test binary: the next run collects the ones
+        // whose test process is gone (the pid is in the name).
+        collect_stale_fixtures();
         let dir = tempfile::Builder::new()
-            .prefix("thv-e2e-")
+            .prefix(&format!("thv-e2e-{}-", std::process::id()))
             .tempdir()
             .expect("tempdir");
         // Sandboxes started by root run as unprivileged ids; they must be able to reach the cache under here.
@@ -43,6 +46,27 @@ pub fn fixture() -> &'static Fixture {
             host_secret,
         }
     })
+}
+
+fn collect_stale_fixtures() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("thv-e2e-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let mine = e.metadata().map(|m| std::os::unix::fs::MetadataExt::uid(&m)).ok()
+            == Some(nix::unistd::geteuid().as_raw());
+        if mine && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// A real registry holding the probe image as `tools/probe:1.0`: (registry, the layout it was built in, the image,
