@@ -234,6 +234,7 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
         secrets: &req.secrets,
         stop_timeout: req.stop_timeout,
         on_started: &mut on_started,
+        on_egress: &mut |_listener| {},
     });
     // The lock goes with our process; the runner holds its own copy until it is gone.
     drop(run_dir);
@@ -353,6 +354,7 @@ fn prepare_run(
         stop_timeout_ms: req.stop_timeout.as_millis() as u64,
         network_host: req.network == NetworkMode::Host,
         overlay,
+        egress_port: None,
     };
     let plan_path = dir.join("plan.json");
     let plan_json =

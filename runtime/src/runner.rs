@@ -69,6 +69,10 @@ pub struct RunnerPlan {
     /// A writable overlay over the cached root, made when a mount target is missing from the image.
     #[serde(default)]
     pub overlay: Option<OverlayPlan>,
+    /// Bind the egress proxy's listening socket to `127.0.0.1:PORT` in the sandbox's network namespace and hand
+    /// it to the supervisor.
+    #[serde(default)]
+    pub egress_port: Option<u16>,
 }
 
 /// An overlay whose lower layer is the sealed cached root and whose upper layer is a tmpfs of the runner's: the
@@ -156,6 +160,15 @@ pub fn keeper_main(run_dir: &Path) -> i32 {
 
     if let Err((stage, e)) = enter_namespaces(&plan) {
         return fail(stage, &e);
+    }
+    if let Some(port) = plan.egress_port {
+        // Bound here, in the sandbox's network namespace; served by the supervisor from the host's. Our copy is
+        // closed before anything of the sandbox is started, so no process inside can accept on it.
+        let sent = std::net::TcpListener::bind(("127.0.0.1", port))
+            .and_then(|l| chan.send_with_fd(&Message::EgressListener { port }, &l));
+        if let Err(e) = sent {
+            return fail("egress proxy socket", &e);
+        }
     }
     let namespaces_us = t0.elapsed().as_micros() as u64;
 

@@ -52,6 +52,9 @@ pub struct Launch<'a> {
     pub stop_timeout: Duration,
     /// Called once the server runs.
     pub on_started: &'a mut dyn FnMut(&StartTimings),
+    /// Called with the egress proxy's listening socket (inside the sandbox's network namespace) when the runner
+    /// made one (`RunnerPlan::egress_port`); serving it is the caller's.
+    pub on_egress: &'a mut dyn FnMut(std::net::TcpListener),
 }
 
 impl std::fmt::Debug for Launch<'_> {
@@ -135,6 +138,7 @@ pub fn supervise(launch: Launch<'_>) -> io::Result<Outcome> {
         launch.idmap,
         launch.secrets,
         launch.on_started,
+        launch.on_egress,
     );
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
     // The keeper normally removes the run directory; if it was killed, we do.
@@ -366,6 +370,7 @@ impl Watch {
         idmap: &IdMap,
         secrets: &[SecretEnv],
         on_started: &mut dyn FnMut(&StartTimings),
+        on_egress: &mut dyn FnMut(std::net::TcpListener),
     ) -> io::Result<Outcome> {
         let mut chan_open = true;
         loop {
@@ -429,8 +434,11 @@ impl Watch {
                             }
                         }
                     }
-                    1 => match chan.recv() {
-                        Ok(Some(Message::UsernsReady)) => {
+                    1 => match chan.recv_with_fd() {
+                        Ok(Some((Message::EgressListener { .. }, Some(fd)))) => {
+                            on_egress(std::net::TcpListener::from(fd));
+                        }
+                        Ok(Some((Message::UsernsReady, _))) => {
                             let reply = match idmap.write(runner.as_raw() as u32) {
                                 Ok(()) => Message::Mapped(secrets.to_vec()),
                                 Err(e) => {
@@ -443,8 +451,8 @@ impl Watch {
                             };
                             let _ = chan.send(&reply);
                         }
-                        Ok(Some(Message::Started(t))) => on_started(&t),
-                        Ok(Some(Message::Failed(f))) => {
+                        Ok(Some((Message::Started(t), _))) => on_started(&t),
+                        Ok(Some((Message::Failed(f), _))) => {
                             self.failure.get_or_insert(f);
                         }
                         Ok(Some(_)) => {}

@@ -4,9 +4,13 @@
 //! runner init it forks) can write whole JSON messages to the same socket without interleaving.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+use nix::sys::socket::{
+    recvmsg, send, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned,
+    MsgFlags, SockFlag, SockType,
+};
 use serde::{Deserialize, Serialize};
 
 /// Largest message either side sends.
@@ -30,6 +34,12 @@ pub enum Message {
     Signal(i32),
     /// Supervisor → runner: end the sandbox now (SIGKILL every process in it).
     Kill,
+    /// Runner → supervisor, with the descriptor attached: the egress proxy's listening socket, bound to
+    /// `127.0.0.1:port` inside the sandbox's network namespace. The supervisor serves it from the host side.
+    EgressListener {
+        /// The port it listens on.
+        port: u16,
+    },
 }
 
 /// Per-phase timings of a start, reported by the runner (microseconds).
@@ -87,12 +97,60 @@ impl Channel {
         }
     }
 
-    /// Receives one message; `Ok(None)` when the other side has closed.
+    /// Sends one message with a descriptor attached (SCM_RIGHTS).
+    pub fn send_with_fd(&self, msg: &Message, fd: &impl AsRawFd) -> io::Result<()> {
+        let bytes = serde_json::to_vec(msg).map_err(io::Error::other)?;
+        let fds = [fd.as_raw_fd()];
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        loop {
+            match sendmsg::<()>(
+                self.fd.as_raw_fd(),
+                &[IoSlice::new(&bytes)],
+                &cmsg,
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Receives one message; `Ok(None)` when the other side has closed. A descriptor sent along is closed: use
+    /// [`Channel::recv_with_fd`] where one is expected.
     pub fn recv(&self) -> io::Result<Option<Message>> {
+        Ok(self.recv_with_fd()?.map(|(m, _)| m))
+    }
+
+    /// Receives one message and the descriptor sent with it, if any (close-on-exec).
+    pub fn recv_with_fd(&self) -> io::Result<Option<(Message, Option<OwnedFd>)>> {
         let mut buf = vec![0u8; MAX_MESSAGE];
-        let n = loop {
-            match recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
-                Ok(n) => break n,
+        let mut space = nix::cmsg_space!([RawFd; 1]);
+        let (n, fd) = loop {
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            match recvmsg::<()>(
+                self.fd.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Ok(m) => {
+                    let mut fd = None;
+                    for c in m.cmsgs().map_err(io::Error::from)? {
+                        if let ControlMessageOwned::ScmRights(fds) = c {
+                            for raw in fds {
+                                // SAFETY: the kernel just installed this descriptor in our table for us; nothing
+                                // else owns it.
+                                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                                if fd.is_none() {
+                                    fd = Some(owned);
+                                }
+                            }
+                        }
+                    }
+                    break (m.bytes, fd);
+                }
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -101,7 +159,7 @@ impl Channel {
             return Ok(None);
         }
         serde_json::from_slice(&buf[..n])
-            .map(Some)
+            .map(|m| Some((m, fd)))
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 
@@ -130,5 +188,25 @@ mod tests {
         assert_eq!(b.recv().unwrap(), Some(Message::Signal(15)));
         drop(a);
         assert_eq!(b.recv().unwrap(), None);
+    }
+
+    #[test]
+    fn a_descriptor_travels_with_its_message() {
+        let (a, b) = Channel::pair().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        a.send_with_fd(&Message::EgressListener { port }, &listener)
+            .unwrap();
+        drop(listener);
+        let (msg, fd) = b.recv_with_fd().unwrap().unwrap();
+        assert_eq!(msg, Message::EgressListener { port });
+        let got = std::net::TcpListener::from(fd.expect("fd"));
+        assert_eq!(got.local_addr().unwrap().port(), port);
+        // It is the same socket: a connection to the port reaches it.
+        let _c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        got.accept().unwrap();
+        // A plain message carries none.
+        a.send(&Message::Kill).unwrap();
+        assert!(b.recv_with_fd().unwrap().unwrap().1.is_none());
     }
 }
