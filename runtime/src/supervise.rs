@@ -67,7 +67,7 @@ impl std::fmt::Debug for Launch<'_> {
 }
 
 /// Runs the sandbox to its end.
-pub fn supervise(launch: Launch<'_>) -> io::Result<Outcome> {
+pub fn supervise(mut launch: Launch<'_>) -> io::Result<Outcome> {
     let (ours, theirs) = Channel::pair()?;
     let stdin = Stdio0::for_fd(0, true)?;
     let stdout = Stdio0::for_fd(1, false)?;
@@ -131,15 +131,7 @@ pub fn supervise(launch: Launch<'_>) -> io::Result<Outcome> {
     drop(theirs);
     let pid = Pid::from_raw(child.id() as i32);
     let mut watch = Watch::new(stdin, stdout, stderr, launch.stop_timeout);
-    let result = watch.run(
-        &ours,
-        &sfd,
-        pid,
-        launch.idmap,
-        launch.secrets,
-        launch.on_started,
-        launch.on_egress,
-    );
+    let result = watch.run(&ours, &sfd, pid, &mut launch);
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
     // The keeper normally removes the run directory; if it was killed, we do.
     let _ = std::fs::remove_dir_all(launch.run_dir);
@@ -367,11 +359,9 @@ impl Watch {
         chan: &Channel,
         sfd: &SignalFd,
         runner: Pid,
-        idmap: &IdMap,
-        secrets: &[SecretEnv],
-        on_started: &mut dyn FnMut(&StartTimings),
-        on_egress: &mut dyn FnMut(std::net::TcpListener),
+        launch: &mut Launch<'_>,
     ) -> io::Result<Outcome> {
+        let (idmap, secrets) = (launch.idmap, launch.secrets);
         let mut chan_open = true;
         loop {
             let timeout = match self.next {
@@ -436,7 +426,7 @@ impl Watch {
                     }
                     1 => match chan.recv_with_fd() {
                         Ok(Some((Message::EgressListener { .. }, Some(fd)))) => {
-                            on_egress(std::net::TcpListener::from(fd));
+                            (launch.on_egress)(std::net::TcpListener::from(fd));
                         }
                         Ok(Some((Message::UsernsReady, _))) => {
                             let reply = match idmap.write(runner.as_raw() as u32) {
@@ -451,7 +441,7 @@ impl Watch {
                             };
                             let _ = chan.send(&reply);
                         }
-                        Ok(Some((Message::Started(t), _))) => on_started(&t),
+                        Ok(Some((Message::Started(t), _))) => (launch.on_started)(&t),
                         Ok(Some((Message::Failed(f), _))) => {
                             self.failure.get_or_insert(f);
                         }
@@ -522,7 +512,7 @@ impl Watch {
                             Message::Failed(f) => {
                                 self.failure.get_or_insert(f);
                             }
-                            Message::Started(t) => on_started(&t),
+                            Message::Started(t) => (launch.on_started)(&t),
                             _ => {}
                         }
                     }
