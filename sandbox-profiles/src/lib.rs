@@ -43,12 +43,45 @@
 //! - `only_on` restricts a group to some hosts (for architecture-specific syscalls).
 //!
 //! Unknown fields, unknown actions, operators, errnos or architectures, empty reasons,
-//! duplicate syscalls and groups that merely repeat the default action are rejected by
-//! [`parse_seccomp`].
+//! duplicate syscalls, groups that merely repeat the default action and groups that allow
+//! anything on [`NEVER_ALLOWED`] are rejected by [`parse_seccomp`].
+//!
+//! # Variants and the user's override
+//!
+//! A variant (`profiles/seccomp/variants/*.json`, listed in [`SECCOMP_VARIANTS`]) is a small,
+//! reviewed overlay on a base profile, so a reviewer reads only the delta:
+//!
+//! ```json
+//! {
+//!   "name": "browser",
+//!   "extends": "default",
+//!   "description": "what it is for, and the risk it adds",
+//!   "remove": [ { "syscalls": ["clone"], "reason": "why the base rule goes" } ],
+//!   "groups": [ { "reason": "why", "action": "SCMP_ACT_ALLOW", "syscalls": ["chroot"] } ]
+//! }
+//! ```
+//!
+//! `remove` takes syscalls out of the base's groups (each must have a rule there; a group
+//! left empty disappears), and they fall through to the default action. `groups` are added
+//! in the format above; a syscall that keeps a rule in the base cannot be added again, so
+//! replacing a rule means removing it first. Everything is validated as for a full profile
+//! and errors are located (`seccomp variant `browser`: groups[1]: ...`). Variants cannot
+//! change the default action or the architectures. [`seccomp_variant`] resolves one by
+//! name; a registry entry may only select a variant by name.
+//!
+//! The user's own override file ([`apply_override`]) has the same format without `name` and
+//! `extends`; it applies to the profile the server runs with and is the only place that adds
+//! or removes rules beyond the reviewed variants. Nothing on [`NEVER_ALLOWED`] may be allowed
+//! by any of them.
 
 mod seccomp;
+mod variant;
 
 pub use seccomp::{
-    default_seccomp, parse_seccomp, Location, ProfileError, SeccompProfile, SyscallGroup,
-    SECCOMP_PROFILES,
+    default_seccomp, parse_seccomp, Location, ProfileError, Removal, SeccompProfile,
+    SyscallGroup, NEVER_ALLOWED, SECCOMP_PROFILES,
+};
+pub use variant::{
+    apply_override, resolve_variant, seccomp_variant, variant_names, OVERRIDE_ORIGIN,
+    SECCOMP_VARIANTS,
 };

@@ -52,6 +52,8 @@ pub enum Location {
     Default,
     /// The group at this index of `groups`.
     Group(usize),
+    /// The entry at this index of a variant's or override's `remove` list.
+    Remove(usize),
 }
 
 impl fmt::Display for Location {
@@ -59,6 +61,7 @@ impl fmt::Display for Location {
         match self {
             Location::Default => f.write_str("default_action"),
             Location::Group(index) => write!(f, "groups[{index}]"),
+            Location::Remove(index) => write!(f, "remove[{index}]"),
         }
     }
 }
@@ -251,6 +254,103 @@ pub enum ProfileError {
         /// Index of the group.
         group: usize,
     },
+    /// A group lets through a syscall that no profile, variant or override may allow.
+    #[error(
+        "{at}: `{name}` may never be allowed (module loading, kexec, BPF, perf, keyrings, mounts, \
+         swap, reboot, clock setting, raw I/O ports and the like stay denied in every profile); \
+         a server that needs it cannot run in this sandbox",
+        at = Location::Group(*.group)
+    )]
+    NeverAllowed {
+        /// Index of the group.
+        group: usize,
+        /// The syscall.
+        name: String,
+    },
+    /// [`crate::seccomp_variant`] was asked for a name no embedded variant has.
+    #[error("unknown seccomp variant `{name}` (known: {known})")]
+    UnknownVariant {
+        /// The name asked for.
+        name: String,
+        /// The known names, comma-separated.
+        known: String,
+    },
+    /// A variant's `extends` names no embedded base profile.
+    #[error("`extends` names `{base}`, which is not an embedded base profile (known: {known})")]
+    UnknownBase {
+        /// The name as written.
+        base: String,
+        /// The known base profiles, comma-separated.
+        known: String,
+    },
+    /// An override file tries to choose its own base profile.
+    #[error(
+        "an override applies to the profile the server already runs with and cannot name a base \
+         (`extends`); select a variant by name instead and keep only `remove` and `groups` here"
+    )]
+    OverrideExtends,
+    /// A variant or override with neither `remove` nor `groups`.
+    #[error("changes nothing: it has neither `remove` entries nor `groups`")]
+    EmptyOverlay,
+    /// A `remove` entry without a reason.
+    #[error("{at}: the reason is empty; every removal must say why", at = Location::Remove(*.entry))]
+    EmptyRemoveReason {
+        /// Index of the entry.
+        entry: usize,
+    },
+    /// A `remove` entry without syscalls.
+    #[error("{at}: lists no syscalls", at = Location::Remove(*.entry))]
+    EmptyRemove {
+        /// Index of the entry.
+        entry: usize,
+    },
+    /// A `remove` entry names a syscall the base profile has no rule for.
+    #[error(
+        "{at}: `{name}` has no rule in base profile `{base}`, so there is nothing to remove \
+         (syscalls without a rule are already denied)",
+        at = Location::Remove(*.entry)
+    )]
+    RemoveNotInBase {
+        /// Index of the entry.
+        entry: usize,
+        /// The syscall.
+        name: String,
+        /// The base profile's name.
+        base: String,
+    },
+    /// A syscall removed twice.
+    #[error("{at}: `{name}` is removed more than once", at = Location::Remove(*.entry))]
+    RemovedTwice {
+        /// Index of the entry that removes it again.
+        entry: usize,
+        /// The syscall.
+        name: String,
+    },
+    /// An added group names a syscall the base profile keeps a rule for.
+    #[error(
+        "{at}: `{name}` already has a rule in base profile `{base}` ({base_at}); add it to \
+         `remove` first to replace that rule",
+        at = Location::Group(*.group), base_at = Location::Group(*.base_group)
+    )]
+    AlreadyInBase {
+        /// Index of the added group.
+        group: usize,
+        /// The syscall.
+        name: String,
+        /// The base profile's name.
+        base: String,
+        /// Index of the base profile's group that names it.
+        base_group: usize,
+    },
+    /// A problem inside a variant or an override, with where it came from.
+    #[error("{origin}: {source}")]
+    Overlay {
+        /// `seccomp variant `browser``, `seccomp override`, ...
+        origin: String,
+        /// The problem.
+        #[source]
+        source: Box<ProfileError>,
+    },
     /// [`SeccompProfile::to_oci_for_host`] was asked for a host the profile does not list.
     #[error("seccomp profile `{profile}` has no architectures for host `{host}`")]
     UnsupportedHost {
@@ -269,26 +369,109 @@ fn known_errnos() -> String {
         .join(", ")
 }
 
+/// Syscalls that no profile, variant or override may allow, under any condition: loading
+/// kernel code (modules, kexec, BPF), tracing the kernel (perf), keyrings, every way of
+/// mounting or moving file systems, swap, reboot, setting clocks, raw I/O ports, accounting,
+/// quotas, the kernel log, file handles (the "shocker" container escape) and io_uring.
+/// [`parse_seccomp`], variants and [`crate::apply_override`] reject a group that allows one.
+pub const NEVER_ALLOWED: &[&str] = &[
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "create_module",
+    "kexec_load",
+    "kexec_file_load",
+    "bpf",
+    "perf_event_open",
+    "add_key",
+    "keyctl",
+    "request_key",
+    "mount",
+    "umount",
+    "umount2",
+    "mount_setattr",
+    "move_mount",
+    "open_tree",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "pivot_root",
+    "swapon",
+    "swapoff",
+    "reboot",
+    "settimeofday",
+    "clock_settime",
+    "adjtimex",
+    "clock_adjtime",
+    "iopl",
+    "ioperm",
+    "acct",
+    "quotactl",
+    "quotactl_fd",
+    "syslog",
+    "open_by_handle_at",
+    "lookup_dcookie",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "uselib",
+    "nfsservctl",
+    "_sysctl",
+];
+
 /// A validated seccomp profile.
 #[derive(Debug, Clone)]
 pub struct SeccompProfile {
-    name: String,
-    description: String,
-    default_action: LinuxSeccompAction,
-    default_errno: Option<u32>,
+    pub(crate) name: String,
+    pub(crate) description: String,
+    /// The profile this one was derived from (a variant's `extends`, an override's base).
+    pub(crate) extends: Option<String>,
+    /// Rules taken out of the base by variants and overrides, in order.
+    pub(crate) removals: Vec<Removal>,
+    pub(crate) default_action: LinuxSeccompAction,
+    pub(crate) default_errno: Option<u32>,
     /// `(host, seccomp architectures)` in file order.
-    architectures: Vec<(String, Vec<Arch>)>,
-    groups: Vec<SyscallGroup>,
+    pub(crate) architectures: Vec<(String, Vec<Arch>)>,
+    pub(crate) groups: Vec<SyscallGroup>,
+}
+
+/// Syscalls a variant or an override took out of its base profile, and why. They fall
+/// through to the default action unless a later group names them again.
+#[derive(Debug, Clone)]
+pub struct Removal {
+    pub(crate) origin: String,
+    pub(crate) syscalls: Vec<String>,
+    pub(crate) reason: String,
+}
+
+impl Removal {
+    /// The variant (or `override`) that removed them.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The syscall names.
+    pub fn syscalls(&self) -> impl Iterator<Item = &str> {
+        self.syscalls.iter().map(String::as_str)
+    }
+
+    /// Why they were removed.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
 }
 
 /// One reviewed group of rules: syscalls that share an action, a reason and conditions.
 #[derive(Debug, Clone)]
 pub struct SyscallGroup {
+    /// The profile or overlay that contributed the group (`default`, `browser`, `override`).
+    pub(crate) origin: String,
     reason: String,
-    action: LinuxSeccompAction,
-    errno: Option<u32>,
+    pub(crate) action: LinuxSeccompAction,
+    pub(crate) errno: Option<u32>,
     only_on: Option<Vec<String>>,
-    syscalls: Vec<String>,
+    pub(crate) syscalls: Vec<String>,
     /// Alternatives (any may match), each a set of conditions (all must hold). Empty: always.
     when_any_of: Vec<Vec<Condition>>,
 }
@@ -311,6 +494,17 @@ impl SeccompProfile {
     /// The profile's description, for humans.
     pub fn description(&self) -> &str {
         &self.description
+    }
+
+    /// The name of the profile this one was derived from: the base a variant `extends`, or
+    /// the profile an override was applied to. `None` for a base profile.
+    pub fn extends(&self) -> Option<&str> {
+        self.extends.as_deref()
+    }
+
+    /// What variants and overrides took out of the base profiles, oldest first.
+    pub fn removals(&self) -> &[Removal] {
+        &self.removals
     }
 
     /// The action for syscalls no group names.
@@ -432,6 +626,12 @@ impl SeccompProfile {
 }
 
 impl SyscallGroup {
+    /// The profile or overlay the group comes from: the base profile's name, a variant's
+    /// name, or `override` for the user's own override file.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
     /// Why the group exists.
     pub fn reason(&self) -> &str {
         &self.reason
@@ -521,10 +721,8 @@ pub fn parse_seccomp(json: &str) -> Result<SeccompProfile, ProfileError> {
     let mut first_seen: HashMap<String, usize> = HashMap::new();
     let mut groups = Vec::with_capacity(raw.groups.len());
     for (index, group) in raw.groups.into_iter().enumerate() {
-        let group = validate_group(index, group, &architectures)?;
-        if group.action == default_action && group.errno == default_errno {
-            return Err(ProfileError::RedundantGroup { group: index });
-        }
+        let group = validate_group(index, group, &architectures, &raw.name)?;
+        check_group_against_default(index, &group, default_action, default_errno)?;
         for name in &group.syscalls {
             if let Some(&first) = first_seen.get(name) {
                 return Err(ProfileError::DuplicateSyscall {
@@ -541,6 +739,8 @@ pub fn parse_seccomp(json: &str) -> Result<SeccompProfile, ProfileError> {
     Ok(SeccompProfile {
         name: raw.name,
         description: raw.description,
+        extends: None,
+        removals: Vec::new(),
         default_action,
         default_errno,
         architectures,
@@ -624,10 +824,37 @@ fn validate_architectures(
     Ok(result)
 }
 
-fn validate_group(
+/// Checks that hold for a group within its profile: it changes something, and it lets through
+/// nothing on [`NEVER_ALLOWED`].
+pub(crate) fn check_group_against_default(
+    index: usize,
+    group: &SyscallGroup,
+    default_action: LinuxSeccompAction,
+    default_errno: Option<u32>,
+) -> Result<(), ProfileError> {
+    if group.action == default_action && group.errno == default_errno {
+        return Err(ProfileError::RedundantGroup { group: index });
+    }
+    if group.allows() {
+        if let Some(name) = group
+            .syscalls
+            .iter()
+            .find(|name| NEVER_ALLOWED.contains(&name.as_str()))
+        {
+            return Err(ProfileError::NeverAllowed {
+                group: index,
+                name: name.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn validate_group(
     index: usize,
     raw: RawGroup,
     architectures: &[(String, Vec<Arch>)],
+    origin: &str,
 ) -> Result<SyscallGroup, ProfileError> {
     if raw.reason.trim().is_empty() {
         return Err(ProfileError::EmptyReason { group: index });
@@ -678,6 +905,7 @@ fn validate_group(
             .collect::<Result<_, _>>()?,
     };
     Ok(SyscallGroup {
+        origin: origin.to_owned(),
         reason: raw.reason,
         action,
         errno,
@@ -772,7 +1000,7 @@ struct RawProfile {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawGroup {
+pub(crate) struct RawGroup {
     reason: String,
     action: String,
     #[serde(default)]

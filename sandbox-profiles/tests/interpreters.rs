@@ -1,4 +1,4 @@
-//! Ordinary servers work under the default profile: a Python and a Node.js program serve HTTP
+//! Ordinary servers work under the default profile and the strict variant: a Python and a Node.js program serve HTTP
 //! on loopback and fetch from themselves, start child processes and threads, list network
 //! interfaces and read random bytes, all in a forked child that loaded the filter the way the
 //! runtime does.
@@ -84,9 +84,13 @@ fn find(program: &str, print_executable: &[&str]) -> Option<PathBuf> {
     Some(PathBuf::from(path.trim()))
 }
 
-/// Runs `program args...` under the default profile; returns (exit code, stdout, stderr).
-fn run_filtered(program: PathBuf, args: Vec<String>) -> (Option<i32>, String, String) {
-    let seccomp = sandbox_profiles::default_seccomp().to_oci();
+/// Runs `program args...` under `profile`; returns (exit code, stdout, stderr).
+fn run_filtered(
+    profile: &str,
+    program: PathBuf,
+    args: Vec<String>,
+) -> (Option<i32>, String, String) {
+    let seccomp = sandbox_profiles::seccomp_variant(profile).unwrap().to_oci();
     common::in_child(Some(&seccomp), move || {
         match Command::new(&program).args(&args).output() {
             Ok(out) => (
@@ -105,7 +109,7 @@ fn run_filtered(program: PathBuf, args: Vec<String>) -> (Option<i32>, String, St
 }
 
 #[test]
-fn python_and_node_servers_run_under_the_default_profile() {
+fn python_and_node_servers_run_under_the_default_and_strict_profiles() {
     let require = std::env::var_os("THV_SANDBOX_REQUIRE_INTERPRETERS").is_some();
     let cases = [
         (
@@ -126,13 +130,16 @@ fn python_and_node_servers_run_under_the_default_profile() {
             eprintln!("skipping {name}: not installed");
             continue;
         };
-        let (code, stdout, stderr) = run_filtered(path.clone(), args);
-        assert_eq!(
-            (code, stdout.trim()),
-            (Some(0), "ok"),
-            "{name} ({}) failed under the default profile\nstdout:\n{stdout}\nstderr:\n{stderr}",
-            path.display()
-        );
+        // The default profile, and the strict variant, which must not break ordinary servers.
+        for profile in ["default", "strict"] {
+            let (code, stdout, stderr) = run_filtered(profile, path.clone(), args.clone());
+            assert_eq!(
+                (code, stdout.trim()),
+                (Some(0), "ok"),
+                "{name} ({}) failed under the {profile} profile\nstdout:\n{stdout}\nstderr:\n{stderr}",
+                path.display()
+            );
+        }
         ran += 1;
     }
     eprintln!("{ran} interpreter(s) checked");

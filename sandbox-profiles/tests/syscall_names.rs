@@ -1,11 +1,11 @@
-//! Every syscall name in every embedded profile is one libseccomp knows, and a group only
+//! Every syscall name in every embedded profile and variant is one libseccomp knows, and a group only
 //! applies where its syscalls exist: on each host a group applies to, each of its names must
 //! be a real syscall of at least one of that host's seccomp ABIs. A name that exists on no ABI
 //! of a host must be moved into a group marked `only_on` the hosts where it exists.
 
 use libseccomp::{ScmpArch, ScmpSyscall};
 use oci_spec::runtime::Arch;
-use sandbox_profiles::{parse_seccomp, SECCOMP_PROFILES};
+use sandbox_profiles::{seccomp_variant, variant_names};
 
 fn scmp_arch(arch: Arch) -> ScmpArch {
     match arch {
@@ -31,8 +31,9 @@ fn number_on(name: &str, arch: ScmpArch) -> Option<i32> {
 fn every_syscall_name_resolves_where_it_applies() {
     let version = libseccomp::ScmpVersion::current().expect("libseccomp version");
     let mut problems = Vec::new();
-    for (profile_name, json) in SECCOMP_PROFILES {
-        let profile = parse_seccomp(json).expect("embedded profile parses");
+    // Base profiles and resolved variants alike.
+    for profile_name in variant_names() {
+        let profile = seccomp_variant(profile_name).expect("embedded profile resolves");
         for (index, group) in profile.groups().iter().enumerate() {
             for name in group.syscalls() {
                 // Known to libseccomp's tables at all (on the native ABI, or as a pseudo-syscall).
