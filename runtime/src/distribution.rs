@@ -152,6 +152,8 @@ pub struct PullOptions<'a> {
     pub insecure: Vec<String>,
     /// `(registry, mirror)` pairs: pull from `mirror` what is named as being on `registry`.
     pub mirrors: Vec<(String, String)>,
+    /// PEM files with CA certificates to trust besides the system's (for private registries).
+    pub ca_certs: Vec<PathBuf>,
     /// Credentials for the registry contacted; when `None`, [`PullOptions::docker_config`] is consulted.
     pub credential: Option<Credential>,
     /// Docker's `config.json` to look credentials up in (`auths`), if any.
@@ -170,6 +172,7 @@ impl std::fmt::Debug for PullOptions<'_> {
             .field("platform", &self.platform)
             .field("insecure", &self.insecure)
             .field("mirrors", &self.mirrors)
+            .field("ca_certs", &self.ca_certs)
             .field("credential", &self.credential)
             .field("docker_config", &self.docker_config)
             .field("proxy", &self.proxy)
@@ -188,6 +191,7 @@ impl PullOptions<'static> {
             platform: Platform::host(),
             insecure: Vec::new(),
             mirrors: Vec::new(),
+            ca_certs: Vec::new(),
             credential: None,
             docker_config: None,
             proxy: ProxySettings::default(),
