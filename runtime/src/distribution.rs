@@ -42,7 +42,8 @@
 //! (same repository path, no fallback to the original); the image keeps its original name everywhere else.
 //! Authentication: anonymous, bearer tokens (the challenge flow), basic auth with [`PullOptions::credential`] or
 //! the `auths` of Docker's config file. Credential helpers are not supported yet. Foreign-layer `urls` are never
-//! followed. zstd layers are refused before anything is downloaded (the unpacker has no zstd yet).
+//! followed. Layers may be uncompressed, gzip or zstd tars; other layer media types are refused before anything
+//! is downloaded.
 //!
 //! [`pull`] creates its own single-threaded tokio runtime, so callers stay synchronous; it must not be called
 //! from inside a tokio runtime (use `spawn_blocking` there).
@@ -481,7 +482,7 @@ impl PullError {
                 "this image is not built for this machine; use an image built for it".to_owned()
             }
             PullError::UnsupportedMediaType { role: "layer", .. } => {
-                "rebuild or re-push the image with gzip-compressed layers".to_owned()
+                "rebuild or re-push the image with gzip- or zstd-compressed (or uncompressed) tar layers".to_owned()
             }
             _ => return None,
         })
