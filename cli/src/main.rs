@@ -8,9 +8,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use thv_sandbox_runtime::config::{self, Config};
 use thv_sandbox_runtime::dirs::Dirs;
 use thv_sandbox_runtime::distribution::PullPolicy;
-use thv_sandbox_runtime::{cache, doctor, profile, runner, EXIT_SANDBOX_ERROR, EXIT_USAGE};
+use thv_sandbox_runtime::{
+    cache, doctor, profile, runner, RegistryAccess, EXIT_SANDBOX_ERROR, EXIT_USAGE,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -22,6 +25,10 @@ struct Cli {
     /// More log output on stderr (once: info, twice: debug); RUST_LOG overrides.
     #[arg(long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// The configuration file (default: $THV_SANDBOX_CONFIG, else $XDG_CONFIG_HOME/thv-sandbox/config.toml or
+    /// ~/.config/thv-sandbox/config.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -38,9 +45,42 @@ enum Command {
     Prune(PruneArgs),
     /// Check whether this host can run rootless sandboxes, and how to fix what is missing.
     Doctor,
+    /// The configuration file: `config path` prints where it is, `config show` the effective settings and where
+    /// each comes from (flag, environment, file, default).
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Internal: the runner process (started by `run`).
     #[command(name = "__runner", hide = true)]
     Runner { run_dir: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the path of the configuration file in effect (stdout); say on stderr whether it exists.
+    Path,
+    /// Print the effective settings as TOML (stdout), each with where it comes from.
+    Show(SettingsArgs),
+}
+
+/// Settings that the configuration file can also give (flags win over the environment, which wins over the file).
+#[derive(Debug, Clone, Default, clap::Args)]
+struct SettingsArgs {
+    /// Cache directory (also THV_SANDBOX_CACHE_DIR, config `cache_dir`; default: $XDG_CACHE_HOME/thv-sandbox or
+    /// ~/.cache/thv-sandbox).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// A registry (HOST[:PORT]) that may be reached over plain HTTP; loopback registries always may. Repeatable
+    /// (also THV_SANDBOX_INSECURE_REGISTRIES, config `insecure_registries`).
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    insecure_registry: Vec<String>,
+    /// Pull images named as being on REGISTRY from MIRROR instead (the image keeps its name). Repeatable (also
+    /// THV_SANDBOX_REGISTRY_MIRRORS, config `[mirrors]`).
+    #[arg(long = "registry-mirror", value_name = "REGISTRY=MIRROR")]
+    registry_mirror: Vec<String>,
+    /// A PEM file of CA certificates to trust for registries, besides the system's. Repeatable (also
+    /// THV_SANDBOX_CA_CERTS, config `ca_certs`).
+    #[arg(long = "ca-cert", value_name = "FILE")]
+    ca_cert: Vec<PathBuf>,
 }
 
 /// Where images come from.
@@ -50,12 +90,8 @@ struct SourceArgs {
     /// image), `never` (cache only, no network).
     #[arg(long, value_enum, default_value_t = PullArg::Missing)]
     pull: PullArg,
-    /// A registry (HOST[:PORT]) that may be reached over plain HTTP; loopback registries always may. Repeatable.
-    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
-    insecure_registry: Vec<String>,
-    /// Cache directory (default: $XDG_CACHE_HOME/thv-sandbox or ~/.cache/thv-sandbox).
-    #[arg(long, env = "THV_SANDBOX_CACHE_DIR", value_name = "DIR")]
-    cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    settings: SettingsArgs,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -88,8 +124,9 @@ struct ImagesArgs {
     /// Print a JSON array instead of the table.
     #[arg(long)]
     json: bool,
-    /// Cache directory (default: $XDG_CACHE_HOME/thv-sandbox or ~/.cache/thv-sandbox).
-    #[arg(long, env = "THV_SANDBOX_CACHE_DIR", value_name = "DIR")]
+    /// Cache directory (also THV_SANDBOX_CACHE_DIR, config `cache_dir`; default: $XDG_CACHE_HOME/thv-sandbox or
+    /// ~/.cache/thv-sandbox).
+    #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
 }
 
@@ -98,8 +135,9 @@ struct PruneArgs {
     /// Only say what would be removed.
     #[arg(long)]
     dry_run: bool,
-    /// Cache directory (default: $XDG_CACHE_HOME/thv-sandbox or ~/.cache/thv-sandbox).
-    #[arg(long, env = "THV_SANDBOX_CACHE_DIR", value_name = "DIR")]
+    /// Cache directory (also THV_SANDBOX_CACHE_DIR, config `cache_dir`; default: $XDG_CACHE_HOME/thv-sandbox or
+    /// ~/.cache/thv-sandbox).
+    #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
 }
 
@@ -147,13 +185,15 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.verbose);
+    let file = cli.config;
     let code = match cli.command {
         Command::Runner { run_dir } => runner::keeper_main(&run_dir),
-        Command::Doctor => doctor_cmd(),
-        Command::Run(args) => run_cmd(args),
-        Command::Pull(args) => pull_cmd(args),
-        Command::Images(args) => images_cmd(args),
-        Command::Prune(args) => prune_cmd(args),
+        Command::Doctor => doctor_cmd(file),
+        Command::Config(cmd) => config_cmd(file, cmd),
+        Command::Run(args) => run_cmd(file, args),
+        Command::Pull(args) => pull_cmd(file, args),
+        Command::Images(args) => images_cmd(file, args),
+        Command::Prune(args) => prune_cmd(file, args),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
 }
@@ -178,10 +218,69 @@ fn init_logging(verbose: u8) {
         .try_init();
 }
 
-fn doctor_cmd() -> i32 {
-    let dirs = match Dirs::from_env(None) {
-        Ok(d) => d,
-        Err(e) => return report_error(&e, &[], Some(e.hint()), EXIT_SANDBOX_ERROR),
+/// The effective configuration: the file (`--config`, `THV_SANDBOX_CONFIG` or the default location), the
+/// environment and the flags, combined by `config::pick`.
+fn load_config(file: Option<PathBuf>, settings: &SettingsArgs) -> Result<Config, i32> {
+    let flags = config::Flags {
+        config: file,
+        cache_dir: settings.cache_dir.clone(),
+        insecure_registries: settings.insecure_registry.clone(),
+        mirrors: settings.registry_mirror.clone(),
+        ca_certs: settings.ca_cert.clone(),
+    };
+    Config::load(&flags).map_err(|e| report_error(&e, &[], e.hint(), EXIT_USAGE))
+}
+
+/// Configuration and directories for a subcommand.
+fn setup(file: Option<PathBuf>, settings: &SettingsArgs) -> Result<(Config, Dirs), i32> {
+    let config = load_config(file, settings)?;
+    let dirs = Dirs::from_env(config.cache_dir.value.clone())
+        .map_err(|e| report_error(&e, &[], Some(e.hint()), EXIT_SANDBOX_ERROR))?;
+    Ok((config, dirs))
+}
+
+fn only_cache_dir(cache_dir: Option<PathBuf>) -> SettingsArgs {
+    SettingsArgs {
+        cache_dir,
+        ..SettingsArgs::default()
+    }
+}
+
+fn config_cmd(file: Option<PathBuf>, cmd: ConfigCommand) -> i32 {
+    use std::io::Write;
+    let settings = match &cmd {
+        ConfigCommand::Path => SettingsArgs::default(),
+        ConfigCommand::Show(s) => s.clone(),
+    };
+    if let ConfigCommand::Path = cmd {
+        // Only where the file is: a malformed file must not stop anyone from finding it.
+        let located = config::locate(file.as_deref(), &|name| std::env::var(name).ok());
+        return match located {
+            Ok((path, _)) => {
+                let _ = writeln!(std::io::stdout(), "{}", path.display());
+                if !path.exists() {
+                    eprintln!("(the file does not exist; every setting has its default)");
+                }
+                0
+            }
+            Err(e) => report_error(&e, &[], e.hint(), EXIT_USAGE),
+        };
+    }
+    let config = match load_config(file, &settings) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let effective_cache = Dirs::from_env(config.cache_dir.value.clone())
+        .ok()
+        .map(|d| d.cache);
+    let _ = std::io::stdout().write_all(config.render(effective_cache.as_deref()).as_bytes());
+    0
+}
+
+fn doctor_cmd(file: Option<PathBuf>) -> i32 {
+    let dirs = match setup(file, &SettingsArgs::default()) {
+        Ok((_, d)) => d,
+        Err(code) => return code,
     };
     let report = doctor::diagnose(&doctor::DoctorInputs {
         state_dir: dirs.state,
@@ -195,7 +294,7 @@ fn doctor_cmd() -> i32 {
     }
 }
 
-fn run_cmd(args: RunArgs) -> i32 {
+fn run_cmd(file: Option<PathBuf>, args: RunArgs) -> i32 {
     let mut env = Vec::new();
     for e in &args.env {
         match e.split_once('=') {
@@ -241,21 +340,21 @@ fn run_cmd(args: RunArgs) -> i32 {
         eprintln!("error: --stop-timeout must be a number of seconds ≥ 0");
         return EXIT_USAGE;
     }
-    let dirs = match Dirs::from_env(args.source.cache_dir.clone()) {
-        Ok(d) => d,
-        Err(e) => return report_error(&e, &[], Some(e.hint()), EXIT_SANDBOX_ERROR),
+    let (config, dirs) = match setup(file, &args.source.settings) {
+        Ok(x) => x,
+        Err(code) => return code,
     };
     let req = thv_sandbox_runtime::RunRequest {
         image: args.image,
         pull_policy: args.source.pull.into(),
-        insecure_registries: args.source.insecure_registry,
+        registry_access: RegistryAccess::from_config(&config),
         args: (!args.args.is_empty()).then_some(args.args),
         env,
         secrets,
         mounts,
         network,
         stop_timeout: Duration::from_secs_f64(args.stop_timeout),
-        cache_dir: args.source.cache_dir,
+        cache_dir: config.cache_dir.value.clone(),
         exe: PathBuf::from("/proc/self/exe"),
         timings: args.timings || std::env::var_os("THV_SANDBOX_TIMINGS").is_some_and(|v| v == "1"),
     };
@@ -265,15 +364,15 @@ fn run_cmd(args: RunArgs) -> i32 {
     }
 }
 
-fn pull_cmd(args: PullArgs) -> i32 {
-    let dirs = match Dirs::from_env(args.source.cache_dir.clone()) {
-        Ok(d) => d,
-        Err(e) => return report_error(&e, &[], Some(e.hint()), EXIT_SANDBOX_ERROR),
+fn pull_cmd(file: Option<PathBuf>, args: PullArgs) -> i32 {
+    let (config, dirs) = match setup(file, &args.source.settings) {
+        Ok(x) => x,
+        Err(code) => return code,
     };
     match thv_sandbox_runtime::pull(
         &args.image,
         args.source.pull.into(),
-        &args.source.insecure_registry,
+        &RegistryAccess::from_config(&config),
         &dirs,
     ) {
         Ok(pulled) => {
@@ -286,10 +385,10 @@ fn pull_cmd(args: PullArgs) -> i32 {
     }
 }
 
-fn images_cmd(args: ImagesArgs) -> i32 {
-    let dirs = match Dirs::from_env(args.cache_dir) {
-        Ok(d) => d,
-        Err(e) => return report_error(&e, &[], Some(e.hint()), EXIT_SANDBOX_ERROR),
+fn images_cmd(file: Option<PathBuf>, args: ImagesArgs) -> i32 {
+    let dirs = match setup(file, &only_cache_dir(args.cache_dir)) {
+        Ok((_, d)) => d,
+        Err(code) => return code,
     };
     let images = match cache::list(&dirs.cache) {
         Ok(i) => i,
@@ -306,10 +405,10 @@ fn images_cmd(args: ImagesArgs) -> i32 {
     0
 }
 
-fn prune_cmd(args: PruneArgs) -> i32 {
-    let dirs = match Dirs::from_env(args.cache_dir) {
-        Ok(d) => d,
-        Err(e) => return report_error(&e, &[], Some(e.hint()), EXIT_SANDBOX_ERROR),
+fn prune_cmd(file: Option<PathBuf>, args: PruneArgs) -> i32 {
+    let dirs = match setup(file, &only_cache_dir(args.cache_dir)) {
+        Ok((_, d)) => d,
+        Err(code) => return code,
     };
     // Roots that live runs use are kept; without a state directory there are no live runs to ask.
     let runs = dirs.state.join("runs");

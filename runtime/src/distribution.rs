@@ -42,7 +42,8 @@
 //! (same repository path, no fallback to the original); the image keeps its original name everywhere else.
 //! Authentication: anonymous, bearer tokens (the challenge flow), basic auth with [`PullOptions::credential`] or
 //! the `auths` of Docker's config file. Credential helpers are not supported yet. Foreign-layer `urls` are never
-//! followed. zstd layers are refused before anything is downloaded (the unpacker has no zstd yet).
+//! followed. Layers may be uncompressed, gzip or zstd tars; other layer media types are refused before anything
+//! is downloaded.
 //!
 //! [`pull`] creates its own single-threaded tokio runtime, so callers stay synchronous; it must not be called
 //! from inside a tokio runtime (use `spawn_blocking` there).
@@ -152,6 +153,8 @@ pub struct PullOptions<'a> {
     pub insecure: Vec<String>,
     /// `(registry, mirror)` pairs: pull from `mirror` what is named as being on `registry`.
     pub mirrors: Vec<(String, String)>,
+    /// PEM files with CA certificates to trust besides the system's (for private registries).
+    pub ca_certs: Vec<PathBuf>,
     /// Credentials for the registry contacted; when `None`, [`PullOptions::docker_config`] is consulted.
     pub credential: Option<Credential>,
     /// Docker's `config.json` to look credentials up in (`auths`), if any.
@@ -170,6 +173,7 @@ impl std::fmt::Debug for PullOptions<'_> {
             .field("platform", &self.platform)
             .field("insecure", &self.insecure)
             .field("mirrors", &self.mirrors)
+            .field("ca_certs", &self.ca_certs)
             .field("credential", &self.credential)
             .field("docker_config", &self.docker_config)
             .field("proxy", &self.proxy)
@@ -188,6 +192,7 @@ impl PullOptions<'static> {
             platform: Platform::host(),
             insecure: Vec::new(),
             mirrors: Vec::new(),
+            ca_certs: Vec::new(),
             credential: None,
             docker_config: None,
             proxy: ProxySettings::default(),
@@ -477,7 +482,7 @@ impl PullError {
                 "this image is not built for this machine; use an image built for it".to_owned()
             }
             PullError::UnsupportedMediaType { role: "layer", .. } => {
-                "rebuild or re-push the image with gzip-compressed layers".to_owned()
+                "rebuild or re-push the image with gzip- or zstd-compressed (or uncompressed) tar layers".to_owned()
             }
             _ => return None,
         })

@@ -230,14 +230,6 @@ pub enum LayoutError {
         /// The blob.
         digest: Digest,
     },
-    /// A zstd-compressed layer.
-    #[error("layer {digest} is compressed with zstd (`{media_type}`), which is not supported yet")]
-    UnsupportedCompression {
-        /// The layer.
-        digest: Digest,
-        /// Its media type.
-        media_type: String,
-    },
     /// The document does not agree with the descriptor that pointed to it.
     #[error("blob {digest}: the descriptor says `{declared}`, but the document {found}")]
     MediaTypeConflict {
@@ -319,6 +311,8 @@ pub enum Compression {
     None,
     /// gzip-compressed tar.
     Gzip,
+    /// zstd-compressed tar.
+    Zstd,
 }
 
 /// One layer of a resolved image, base layer first.
@@ -938,12 +932,7 @@ fn layer_compression(media_type: &str, digest: &Digest) -> Result<Compression, L
         | "application/vnd.docker.image.rootfs.diff.tar.gzip"
         | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Ok(Compression::Gzip),
         "application/vnd.oci.image.layer.v1.tar+zstd"
-        | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => {
-            Err(LayoutError::UnsupportedCompression {
-                digest: digest.clone(),
-                media_type: media_type.to_owned(),
-            })
-        }
+        | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => Ok(Compression::Zstd),
         _ => Err(LayoutError::UnsupportedMediaType {
             role: "layer",
             media_type: media_type.chars().take(200).collect(),

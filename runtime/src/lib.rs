@@ -17,6 +17,7 @@
 #![deny(missing_docs)]
 
 pub mod cache;
+pub mod config;
 pub mod digest;
 pub mod dirs;
 pub mod distribution;
@@ -37,7 +38,7 @@ pub mod user;
 
 mod pipeline;
 
-pub use pipeline::{pull, run, Error, RunRequest, RunSummary};
+pub use pipeline::{pull, run, Error, RegistryAccess, RunRequest, RunSummary};
 
 /// Exit code for failures of thv-sandbox itself (the server never ran, or the sandbox broke), as Docker uses it.
 pub const EXIT_SANDBOX_ERROR: i32 = 125;

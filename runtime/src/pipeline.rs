@@ -24,8 +24,8 @@ pub struct RunRequest {
     pub image: String,
     /// When to contact the registry.
     pub pull_policy: PullPolicy,
-    /// Registries (`HOST[:PORT]`) that may be reached over plain HTTP besides loopback ones.
-    pub insecure_registries: Vec<String>,
+    /// How registries are reached (plain-HTTP registries, mirrors, CA certificates).
+    pub registry_access: RegistryAccess,
     /// Arguments after `--` (replace the image's Cmd).
     pub args: Option<Vec<String>>,
     /// Extra environment for the server.
@@ -44,6 +44,28 @@ pub struct RunRequest {
     pub exe: PathBuf,
     /// Print per-phase timings to stderr.
     pub timings: bool,
+}
+
+/// How registries are reached: the settings of the configuration file and the flags that override them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegistryAccess {
+    /// Registries (`HOST[:PORT]`) that may be reached over plain HTTP besides loopback ones.
+    pub insecure: Vec<String>,
+    /// `(registry, mirror)`: pull what is named as being on `registry` from `mirror`.
+    pub mirrors: Vec<(String, String)>,
+    /// PEM files with CA certificates trusted besides the system's.
+    pub ca_certs: Vec<PathBuf>,
+}
+
+impl RegistryAccess {
+    /// From the effective configuration.
+    pub fn from_config(config: &crate::config::Config) -> RegistryAccess {
+        RegistryAccess {
+            insecure: config.insecure_registries.value.clone(),
+            mirrors: config.mirrors.value.clone(),
+            ca_certs: config.ca_certs.value.clone(),
+        }
+    }
 }
 
 /// What happened, for the CLI.
@@ -255,7 +277,7 @@ fn resolve(req: &RunRequest, dirs: &Dirs) -> Result<(OciLayout, layout::Resolved
     if req.image.contains("://") {
         return Err(Error::BadReference(req.image.clone()));
     }
-    let pulled = pull(&req.image, req.pull_policy, &req.insecure_registries, dirs)?;
+    let pulled = pull(&req.image, req.pull_policy, &req.registry_access, dirs)?;
     Ok(pulled.open(&Platform::host())?)
 }
 
@@ -263,14 +285,16 @@ fn resolve(req: &RunRequest, dirs: &Dirs) -> Result<(OciLayout, layout::Resolved
 pub fn pull(
     image: &str,
     policy: PullPolicy,
-    insecure: &[String],
+    access: &RegistryAccess,
     dirs: &Dirs,
 ) -> Result<distribution::Pulled, Error> {
     let reference: Reference = image.parse()?;
     crate::dirs::private_dir(&dirs.cache)?;
     let mut opts = PullOptions::from_env(&dirs.cache);
     opts.policy = policy;
-    opts.insecure = insecure.to_vec();
+    opts.insecure = access.insecure.clone();
+    opts.mirrors = access.mirrors.clone();
+    opts.ca_certs = access.ca_certs.clone();
     Ok(distribution::pull(&reference, &opts)?)
 }
 

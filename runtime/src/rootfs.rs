@@ -315,6 +315,7 @@ fn unpack_compression(c: crate::layout::Compression) -> unpack::Compression {
     match c {
         crate::layout::Compression::None => unpack::Compression::None,
         crate::layout::Compression::Gzip => unpack::Compression::Gzip,
+        crate::layout::Compression::Zstd => unpack::Compression::Zstd,
     }
 }
 

@@ -3,7 +3,7 @@
 //! [`RootBuilder`] holds what must survive from one layer to the next (the root's
 //! descriptor, deferred directory metadata, the byte and entry budgets). For each layer,
 //! [`RootBuilder::apply_layer`] runs, in this order:
-//! 1. decompress (gzip or none);
+//! 1. decompress (gzip, zstd or none);
 //! 2. count and hash the uncompressed stream: the byte budget must be enforced before
 //!    the tar parser sees the bytes (zero-bombs), and the hash is the layer's diff_id,
 //!    taken over every byte up to EOF, including what follows the end-of-archive marker;
@@ -63,6 +63,9 @@ pub enum Compression {
     None,
     /// `application/vnd.oci.image.layer.v1.tar+gzip` (multi-member streams accepted).
     Gzip,
+    /// `application/vnd.oci.image.layer.v1.tar+zstd` (several frames accepted; windows over 128 MiB refused, so
+    /// the decoder's memory stays bounded).
+    Zstd,
 }
 
 /// Bounds against hostile layers. Byte and entry budgets are shared by all the layers
@@ -355,6 +358,12 @@ impl RootBuilder {
         let decoder = match compression {
             Compression::None => Decoder::Plain(layer),
             Compression::Gzip => Decoder::Gzip(Box::new(flate2::read::MultiGzDecoder::new(layer))),
+            // The decoder keeps zstd's default limit on the window (2^27 bytes): a frame asking for more is an
+            // error, not an allocation.
+            Compression::Zstd => Decoder::Zstd(Box::new(
+                zstd::stream::read::Decoder::new(layer)
+                    .map_err(|source| TarError::Io { offset: 0, source })?,
+            )),
         };
         let tally = Tally {
             inner: decoder,
@@ -1108,6 +1117,7 @@ fn components(rel: &[u8]) -> impl Iterator<Item = &[u8]> {
 enum Decoder<R: Read> {
     Plain(R),
     Gzip(Box<flate2::read::MultiGzDecoder<R>>),
+    Zstd(Box<zstd::stream::read::Decoder<'static, BufReader<R>>>),
 }
 
 impl<R: Read> Read for Decoder<R> {
@@ -1115,6 +1125,7 @@ impl<R: Read> Read for Decoder<R> {
         match self {
             Decoder::Plain(r) => r.read(buf),
             Decoder::Gzip(r) => r.read(buf),
+            Decoder::Zstd(r) => r.read(buf),
         }
     }
 }

@@ -28,6 +28,8 @@ const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// zstd layers have only the OCI media type (Docker's tools use it in Docker manifests too).
+pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
@@ -104,6 +106,7 @@ pub enum Compression {
     None,
     #[default]
     Gzip,
+    Zstd,
 }
 
 /// A layer: entries in the order they go into the tar (order matters for duplicates and whiteouts), or a
@@ -268,6 +271,7 @@ impl Layer {
                 encoder.write_all(tar)?;
                 encoder.finish()
             }
+            Compression::Zstd => zstd::bulk::compress(tar, 3),
         }
     }
 }
@@ -403,6 +407,7 @@ impl MediaTypes {
             (Self::Oci, Compression::Gzip) => OCI_LAYER_GZIP,
             (Self::Docker, Compression::None) => DOCKER_LAYER,
             (Self::Docker, Compression::Gzip) => DOCKER_LAYER_GZIP,
+            (_, Compression::Zstd) => OCI_LAYER_ZSTD,
         }
     }
 }
@@ -501,6 +506,14 @@ impl ImageBuilder {
 
     pub fn layer(mut self, layer: Layer) -> Self {
         self.layers.push(layer);
+        self
+    }
+
+    /// Stores every layer added so far with `compression`.
+    pub fn compress_all(mut self, compression: Compression) -> Self {
+        for layer in &mut self.layers {
+            layer.compression = compression;
+        }
         self
     }
 
@@ -838,6 +851,9 @@ fn check_manifest_or_index(layout: &Path, descriptor: &Value) -> Result<usize, S
                 .read_to_end(&mut out)
                 .map_err(|e| format!("layer {}: {e}", layer["digest"]))?;
             out
+        } else if media_type.ends_with("zstd") {
+            zstd::stream::decode_all(blob.as_slice())
+                .map_err(|e| format!("layer {}: {e}", layer["digest"]))?
         } else {
             blob
         };

@@ -11,7 +11,9 @@ use thv_sandbox_e2e::registry::{
     htpasswd_available, openssl_available, read_blob, registry_available, CutProxy, TestRegistry,
     TokenServer,
 };
-use thv_sandbox_e2e::{host_platform, require, BuiltImage, ImageBuilder, Layer, MediaTypes};
+use thv_sandbox_e2e::{
+    host_platform, require, BuiltImage, Compression, ImageBuilder, Layer, MediaTypes,
+};
 use thv_sandbox_runtime::digest::{Digest, DigestError};
 use thv_sandbox_runtime::distribution::{
     self, Credential, PullError, PullOptions, PullPolicy, Pulled, VerifyInput,
@@ -653,47 +655,111 @@ fn verification_runs_before_any_layer_is_fetched() {
 }
 
 #[test]
-fn a_zstd_layer_is_refused_before_it_is_downloaded() {
+fn zstd_layers_are_pulled_and_unpacked_and_still_checked() {
     if !have_registry() {
         return;
     }
     let registry = TestRegistry::start().expect("registry");
-    let layer = registry
-        .push_blob("e2e/zstd", b"not really zstd")
-        .expect("layer");
-    let (arch, os) = host_platform();
-    let config = serde_json::to_vec(&json!({
-        "architecture": arch, "os": os,
-        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", "1".repeat(64))]},
-    }))
-    .unwrap();
-    let config_digest = registry.push_blob("e2e/zstd", &config).expect("config");
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "digest": layer, "size": 15}],
-    });
-    registry
-        .push_manifest(
-            "e2e/zstd",
-            "v1",
-            "application/vnd.oci.image.manifest.v1+json",
-            &serde_json::to_vec(&manifest).unwrap(),
+    let image = ImageBuilder::new()
+        .layer(
+            Layer::new()
+                .dir("/data", 0o755)
+                .file("/data/a", "zstd base\n", 0o644)
+                .file("/data/noise", noise(256 * 1024, 3), 0o644)
+                .file("/data/gone", "deleted later\n", 0o644),
         )
-        .expect("manifest");
+        .layer(
+            Layer::new()
+                .whiteout("/data/gone")
+                .file("/data/b", "zstd top\n", 0o600),
+        )
+        .compress_all(Compression::Zstd)
+        .entrypoint(["/bin/app"]);
+    let (_layout, built) = push(&registry, &image, "e2e/zstd", "v1");
+    assert!(built
+        .layers
+        .iter()
+        .all(|l| l.media_type == "application/vnd.oci.image.layer.v1.tar+zstd"));
     let cache = tempdir("thv-e2e-cache-");
-    let err = pull(
+    let pulled = pull(
         &format!("{}/e2e/zstd:v1", registry.host()),
+        &PullOptions::new(cache.path()),
+    )
+    .expect("pull a zstd image");
+    let root = unpack(&pulled, cache.path());
+    assert_eq!(
+        std::fs::read_to_string(root.join("data/a")).unwrap(),
+        "zstd base\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("data/b")).unwrap(),
+        "zstd top\n"
+    );
+    assert_eq!(
+        std::fs::read(root.join("data/noise")).unwrap(),
+        noise(256 * 1024, 3)
+    );
+    assert!(!root.join("data/gone").exists());
+
+    // A config whose diff_id does not match the (correctly transferred) zstd layer: pulled, never unpacked.
+    let wrong = format!("sha256:{}", "2".repeat(64));
+    let lying = ImageBuilder::new()
+        .layer(Layer::new().file("/x", "x\n", 0o644))
+        .compress_all(Compression::Zstd)
+        .config_field("rootfs", json!({"type": "layers", "diff_ids": [wrong]}))
+        .entrypoint(["/bin/app"]);
+    let (_layout, lying_built) = push(&registry, &lying, "e2e/zstd-lying", "v1");
+    let pulled = pull(
+        &format!("{}/e2e/zstd-lying:v1", registry.host()),
+        &PullOptions::new(cache.path()),
+    )
+    .expect("pull");
+    let (layout, resolved) = pulled.open(&Platform::host()).expect("resolve");
+    let err = rootfs::ensure(
+        cache.path(),
+        &layout,
+        &resolved,
+        &ImageRuntimeConfig::default(),
+        IdMapMode::Single,
+        Ownership::Ignore,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, rootfs::RootfsError::DiffIdMismatch { digest, .. } if digest.to_string() == lying_built.layers[0].digest),
+        "{err}"
+    );
+    let roots: Vec<_> = std::fs::read_dir(rootfs::roots_dir(cache.path()))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(lying_built.manifest.digest.trim_start_matches("sha256:")))
+        .collect();
+    assert!(roots.is_empty(), "{roots:?}");
+
+    // A zstd blob that does not match its digest: refused, not stored.
+    let corrupt = ImageBuilder::new()
+        .layer(Layer::new().file("/data", noise(64 * 1024, 11), 0o644))
+        .compress_all(Compression::Zstd)
+        .entrypoint(["/bin/app"]);
+    let (_layout, corrupt_built) = push(&registry, &corrupt, "e2e/zstd-corrupt", "v1");
+    let data = registry.blob_data_path(&corrupt_built.layers[0].digest);
+    let mut bytes = std::fs::read(&data).expect("blob on registry disk");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&data, &bytes).expect("corrupt blob");
+    let err = pull(
+        &format!("{}/e2e/zstd-corrupt:v1", registry.host()),
         &PullOptions::new(cache.path()),
     )
     .unwrap_err();
     assert!(
-        err.to_string()
-            .contains("zstd-compressed layers are not supported yet"),
+        matches!(err, PullError::Digest { what: "layer", .. }),
         "{err}"
     );
-    assert_eq!(registry.blob_gets(&layer), 0);
+    assert!(!blob_in_cache(
+        cache.path(),
+        &corrupt_built.layers[0].digest
+    ));
 }
 
 #[test]

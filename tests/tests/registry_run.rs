@@ -91,3 +91,44 @@ async fn a_malformed_registry_reference_is_a_usage_error() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_with_zstd_layers_runs_from_the_registry() {
+    use thv_sandbox_e2e::registry::{registry_available, TestRegistry};
+    if !thv_sandbox_e2e::require(
+        registry_available(),
+        "docker-registry (apt-get install docker-registry)",
+    ) {
+        return;
+    }
+    let registry = TestRegistry::start().expect("start registry");
+    let layout = tempfile::tempdir().unwrap();
+    let built = thv_sandbox_e2e::probe_image_builder(Some("app"))
+        .expect("builder")
+        .compress_all(thv_sandbox_e2e::Compression::Zstd)
+        .write(layout.path(), "zstd")
+        .expect("write image");
+    assert!(built.layers.iter().all(|l| l.media_type.ends_with("+zstd")));
+    registry
+        .push_image(layout.path(), &built, "tools/probe-zstd", "1.0")
+        .expect("push");
+    let image = format!("{}/tools/probe-zstd:1.0", registry.host());
+
+    let run = Run::new();
+    let cache = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let server = spawn_mcp(cmd(&run, cache.path(), &["run", &image]))
+        .await
+        .expect("initialize");
+    let out = server
+        .call("echo", json!({"text": "zstd"}))
+        .await
+        .expect("echo");
+    assert_eq!(thv_sandbox_e2e::tool_text(&out), "zstd");
+    let done = server.finish().await.expect("finish");
+    assert_eq!(code(done.status), 0);
+    for layer in &built.layers {
+        assert_eq!(registry.blob_gets(&layer.digest), 1);
+    }
+    run.assert_nothing_left(None);
+}

@@ -280,8 +280,8 @@ pub(crate) fn check_image(
     Ok((config, layers))
 }
 
-/// Layers the unpacker can apply: plain and gzip tars, OCI and Docker spellings. zstd is refused here, before
-/// anything is downloaded, until the unpacker supports it.
+/// Layers the unpacker can apply: plain, gzip and zstd tars, OCI and Docker spellings (the same list as the layout
+/// reader's); anything else is refused here, before anything is downloaded.
 fn check_layer_media_type(media_type: &str, digest: &Digest) -> Result<(), PullError> {
     match media_type {
         "application/vnd.oci.image.layer.v1.tar"
@@ -290,16 +290,9 @@ fn check_layer_media_type(media_type: &str, digest: &Digest) -> Result<(), PullE
         | "application/vnd.oci.image.layer.v1.tar+gzip"
         | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
         | "application/vnd.docker.image.rootfs.diff.tar.gzip"
-        | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Ok(()),
-        "application/vnd.oci.image.layer.v1.tar+zstd"
-        | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => {
-            Err(PullError::UnsupportedMediaType {
-                role: "layer",
-                media_type: media_type.to_owned(),
-                digest: digest.clone(),
-                reason: "zstd-compressed layers are not supported yet",
-            })
-        }
+        | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+        | "application/vnd.oci.image.layer.v1.tar+zstd"
+        | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => Ok(()),
         other => Err(PullError::UnsupportedMediaType {
             role: "layer",
             media_type: clip(other),
@@ -462,8 +455,10 @@ mod tests {
         assert!(err.to_string().contains("lists 1 layers"), "{err}");
 
         let (m, md) = manifest(OCI_CONFIG, "application/vnd.oci.image.layer.v1.tar+zstd");
+        assert!(check_image(&m, &md, &cfg, &d(&cfg), &amd64).is_ok());
+        let (m, md) = manifest(OCI_CONFIG, "application/vnd.oci.image.layer.v1.tar+lz4");
         let err = check_image(&m, &md, &cfg, &d(&cfg), &amd64).unwrap_err();
-        assert!(err.to_string().contains("zstd"), "{err}");
+        assert!(err.to_string().contains("not a layer media type"), "{err}");
         let (m, md) = manifest(
             "application/vnd.example.artifact+json",
             "application/vnd.oci.image.layer.v1.tar",

@@ -919,6 +919,69 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 }
 
 #[test]
+fn zstd_bombs_and_huge_windows_are_refused() {
+    let opts = UnpackOptions {
+        limits: UnpackLimits {
+            max_total_bytes: 1 << 20,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut t = RawTar::new();
+    t.header(b"zero", b'0', 0o644, 8 << 20, b"")
+        .data(&vec![0u8; 8 << 20]);
+    let bomb = zstd::bulk::compress(&t.finish(), 3).unwrap();
+    assert!(bomb.len() < 64 << 10, "the bomb should compress well");
+    let fx = Fixture::new();
+    let mut b = fx.builder(Resolver::Openat2, opts);
+    assert!(matches!(
+        b.apply_layer(bomb.as_slice(), Compression::Zstd),
+        Err(UnpackError::TooLarge { limit }) if limit == 1 << 20
+    ));
+    assert!(!fx.exists("zero"));
+
+    // A frame that asks for a 1 GiB window (window descriptor exponent 20: 2^30) and holds one raw byte: the
+    // decoder refuses it instead of allocating the window.
+    let huge_window = [
+        0x28,
+        0xb5,
+        0x2f,
+        0xfd,    // magic
+        0x00,    // no single segment, no checksum, no dictionary, no content size
+        20 << 3, // window log 10 + 20
+        0x09,
+        0x00,
+        0x00, // last block, raw, 1 byte
+        b'x',
+    ];
+    let fx = Fixture::new();
+    let err = fx
+        .builder(Resolver::Openat2, UnpackOptions::default())
+        .apply_layer(&huge_window[..], Compression::Zstd)
+        .unwrap_err();
+    assert!(
+        matches!(err, UnpackError::Archive(TarError::Io { .. })),
+        "{err:?}"
+    );
+    // The same frame with an 8 KiB window is fine as zstd (and then not a tar).
+    let mut small_window = huge_window;
+    small_window[5] = 3 << 3;
+    let err = fx
+        .builder(Resolver::Openat2, UnpackOptions::default())
+        .apply_layer(&small_window[..], Compression::Zstd)
+        .unwrap_err();
+    assert!(
+        matches!(err, UnpackError::Archive(TarError::Truncated { .. })),
+        "{err:?}"
+    );
+    assert!(matches!(
+        fx.builder(Resolver::Openat2, UnpackOptions::default())
+            .apply_layer(&b"not zstd at all"[..], Compression::Zstd),
+        Err(UnpackError::Archive(TarError::Io { .. }))
+    ));
+}
+
+#[test]
 fn zero_bomb_over_the_byte_limit() {
     let opts = UnpackOptions {
         limits: UnpackLimits {
@@ -1086,10 +1149,18 @@ fn gzip_and_plain_give_the_same_tree_and_diff_id() {
     let mut multi = gzip(&raw[..1000]);
     multi.extend(gzip(&raw[1000..]));
 
+    let zst = zstd::bulk::compress(&raw, 3).unwrap();
+    // Two zstd frames.
+    let mut zst_multi = zstd::bulk::compress(&raw[..1000], 1).unwrap();
+    zst_multi.extend(zstd::bulk::compress(&raw[1000..], 19).unwrap());
+    assert_ne!(zst, raw);
+
     for (data, compression) in [
         (&raw, Compression::None),
         (&gz, Compression::Gzip),
         (&multi, Compression::Gzip),
+        (&zst, Compression::Zstd),
+        (&zst_multi, Compression::Zstd),
     ] {
         let fx = Fixture::new();
         let mut b = fx.builder(Resolver::Openat2, UnpackOptions::default());
