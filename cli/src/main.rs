@@ -8,9 +8,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use thv_sandbox_runtime::catalog::{env as catalog_env, launch, NetworkMode};
 use thv_sandbox_runtime::dirs::Dirs;
 use thv_sandbox_runtime::distribution::PullPolicy;
 use thv_sandbox_runtime::{cache, doctor, runner, EXIT_SANDBOX_ERROR, EXIT_USAGE};
+
+mod registry_cmd;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,8 +31,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run an MCP server over stdio in a sandbox: `thv-sandbox run IMAGE [-- ARGS…]`.
+    /// Run an MCP server over stdio in a sandbox: `thv-sandbox run NAME|IMAGE [-- ARGS…]`.
     Run(RunArgs),
+    /// The curated server registry: `list`, `search QUERY`, `info NAME`.
+    Registry(registry_cmd::RegistryArgs),
     /// Pull an image from its registry into the cache; prints the pinned reference (`…@sha256:…`) on stdout.
     Pull(PullArgs),
     /// List the cached images with their sizes (a table on stdout; `--json` for a JSON array).
@@ -103,17 +108,39 @@ struct PruneArgs {
     cache_dir: Option<PathBuf>,
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum NetworkArg {
+    /// Only loopback, in the sandbox's own network namespace.
+    None,
+    /// The host's network, loopback services included (no filtering).
+    Host,
+}
+
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// The image: a registry reference (`ghcr.io/org/image:tag`, `alpine`, `image@sha256:…`) or an OCI image
-    /// layout directory, `oci:PATH[:TAG]`.
+    /// A server of the registry by name (`time`, `io.github.stacklok/fetch`, or its short name `fetch`), or an
+    /// image: a registry reference (`ghcr.io/org/image:tag`, `alpine`, `image@sha256:…`) or an OCI image layout
+    /// directory, `oci:PATH[:TAG]`.
     image: String,
     #[command(flatten)]
     source: SourceArgs,
-    /// Set an environment variable in the sandbox (NAME=VALUE). Nothing from the host environment is passed
-    /// otherwise.
-    #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
+    #[command(flatten)]
+    registry: registry_cmd::RegistrySourceArgs,
+    /// Set an environment variable in the sandbox: NAME=VALUE, or NAME alone to pass NAME's value from
+    /// thv-sandbox's own environment. Nothing from the host environment is passed otherwise.
+    #[arg(short = 'e', long = "env", value_name = "NAME[=VALUE]")]
     env: Vec<String>,
+    /// Read environment variables from a file of NAME=VALUE lines (# comments, blank lines). Repeatable; `-e` wins.
+    #[arg(long = "env-file", value_name = "FILE")]
+    env_file: Vec<PathBuf>,
+    /// The sandbox's network: `none` (only loopback) or `host` (the host's network, loopback services included).
+    /// Servers whose permissions ask for network are refused under `none`.
+    #[arg(long, value_enum, default_value_t = NetworkArg::None)]
+    network: NetworkArg,
+    /// Permission profile: `none`, `network`, or a JSON file in ToolHive's format; overrides the registry
+    /// entry's.
+    #[arg(long = "permission-profile", value_name = "none|network|FILE")]
+    permission_profile: Option<String>,
     /// Seconds the server gets to exit after SIGTERM (and after the client closes stdin) before SIGKILL.
     #[arg(long, default_value_t = 3.0, value_name = "SECONDS")]
     stop_timeout: f64,
@@ -140,6 +167,7 @@ fn main() -> ExitCode {
         Command::Runner { run_dir } => runner::keeper_main(&run_dir),
         Command::Doctor => doctor_cmd(),
         Command::Run(args) => run_cmd(args),
+        Command::Registry(args) => registry_cmd::registry_cmd(args),
         Command::Pull(args) => pull_cmd(args),
         Command::Images(args) => images_cmd(args),
         Command::Prune(args) => prune_cmd(args),
@@ -185,30 +213,35 @@ fn doctor_cmd() -> i32 {
 }
 
 fn run_cmd(args: RunArgs) -> i32 {
-    let mut env = Vec::new();
-    for e in &args.env {
-        match e.split_once('=') {
-            Some((k, v)) if !k.is_empty() => env.push((k.to_owned(), v.to_owned())),
-            _ => {
-                eprintln!("error: `-e {e}` is not NAME=VALUE");
-                return EXIT_USAGE;
-            }
-        }
-    }
     if !(args.stop_timeout.is_finite() && args.stop_timeout >= 0.0) {
         eprintln!("error: --stop-timeout must be a number of seconds ≥ 0");
         return EXIT_USAGE;
     }
+    // Everything a refusal can come from is decided here, before anything is pulled.
+    let launch = match plan_launch(&args) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
     let dirs = match Dirs::from_env(args.source.cache_dir.clone()) {
         Ok(d) => d,
         Err(e) => return report_error(&e, &[], Some(e.hint()), EXIT_SANDBOX_ERROR),
     };
+    let (secret_env, env): (Vec<_>, Vec<_>) = launch.env.into_iter().partition(|v| v.secret());
     let req = thv_sandbox_runtime::RunRequest {
-        image: args.image,
+        image: launch.image,
         pull_policy: args.source.pull.into(),
         insecure_registries: args.source.insecure_registry,
-        args: (!args.args.is_empty()).then_some(args.args),
-        env,
+        args: launch.args,
+        env: env
+            .into_iter()
+            .map(|v| (v.name, v.value.expose().to_owned()))
+            .collect(),
+        secret_env,
+        server_name: launch.server,
+        permissions: launch.permissions,
+        provenance: launch.provenance,
+        seccomp_profile: launch.seccomp_profile,
+        network: launch.network,
         stop_timeout: Duration::from_secs_f64(args.stop_timeout),
         cache_dir: args.source.cache_dir,
         exe: PathBuf::from("/proc/self/exe"),
@@ -218,6 +251,62 @@ fn run_cmd(args: RunArgs) -> i32 {
         Ok(summary) => summary.exit_code,
         Err(e) => report_runtime_error(&e, &dirs),
     }
+}
+
+/// Flags + registry entry (if the name is one) → what to run; errors are reported here (the exit code is
+/// returned).
+fn plan_launch(args: &RunArgs) -> Result<launch::Launch, i32> {
+    let report = |e: &launch::LaunchError| {
+        let code = if e.is_usage() {
+            EXIT_USAGE
+        } else {
+            EXIT_SANDBOX_ERROR
+        };
+        report_error(e, &[], e.hint(), code)
+    };
+    let mut user = launch::UserChoices {
+        args: args.args.clone(),
+        network: match args.network {
+            NetworkArg::None => NetworkMode::None,
+            NetworkArg::Host => NetworkMode::Host,
+        },
+        ..launch::UserChoices::default()
+    };
+    for e in &args.env {
+        user.env_args
+            .push(catalog_env::parse_arg(e).map_err(|e| report(&e.into()))?);
+    }
+    user.env_files = catalog_env::read_files(&args.env_file).map_err(|e| report(&e.into()))?;
+    if let Some(p) = &args.permission_profile {
+        user.permissions = Some(
+            launch::parse_profile_arg(p, &|path| std::fs::read(path)).map_err(|e| report(&e))?,
+        );
+    }
+    // `oci:` names a layout on disk, never a registry entry.
+    let loaded = if args.image.starts_with("oci:") {
+        None
+    } else {
+        match registry_cmd::load(&args.registry, args.source.cache_dir.clone()) {
+            Ok(l) => Some(l),
+            Err((e, code)) => return Err(report_error(&e, &[], e.hint(), code)),
+        }
+    };
+    let server = match loaded.as_ref().map(|l| l.catalog.find(&args.image)) {
+        None | Some(Ok(None)) => None,
+        Some(Ok(Some(s))) => Some(s),
+        Some(Err(e)) => return Err(report_error(&e, &[], e.hint(), EXIT_USAGE)),
+    };
+    if let Some(s) = server {
+        tracing::info!("`{}` is the registry's `{}`", args.image, s.name);
+    }
+    launch::plan(
+        server,
+        &args.image,
+        &user,
+        &launch::seccomp_variants(),
+        &|name| std::env::var(name).ok(),
+    )
+    .map_err(|e| report(&e))
 }
 
 fn pull_cmd(args: PullArgs) -> i32 {
@@ -317,7 +406,7 @@ fn report_runtime_error(e: &thv_sandbox_runtime::Error, dirs: &Dirs) -> i32 {
 }
 
 /// `error: …`, indented `caused by: …` lines, and a `hint: …`.
-fn report_error(
+pub(crate) fn report_error(
     err: &dyn std::error::Error,
     remote: &[String],
     hint: Option<String>,

@@ -26,8 +26,27 @@ pub struct RunRequest {
     pub insecure_registries: Vec<String>,
     /// Arguments after `--` (replace the image's Cmd).
     pub args: Option<Vec<String>>,
-    /// Extra environment for the server.
+    /// Extra environment for the server (not secret: it is written to the bundle's config.json).
     pub env: Vec<(String, String)>,
+    /// Environment variables whose values are secret: they must never reach config.json, argv, logs or any file
+    /// we write.
+    // TODO(lead, issue 4 enforcement): deliver these to the server another way (an inherited fd read just before
+    // exec); until then `run` refuses a request that has any (see `run`).
+    pub secret_env: Vec<crate::catalog::ResolvedVar>,
+    /// The registry entry's full name, when run by name.
+    pub server_name: Option<String>,
+    /// The effective permission profile (`--permission-profile`, else the entry's, else `none`).
+    // TODO(lead, issue 4 enforcement): read/write bind mounts; data only so far.
+    pub permissions: crate::catalog::PermissionProfile,
+    /// What the verification step checks the image against (from the registry entry).
+    // TODO(provenance verification): hand to the verify step before any layer is fetched.
+    pub provenance: Option<crate::catalog::Provenance>,
+    /// A reviewed seccomp variant selected by the registry entry (`None`: the default profile).
+    // TODO(lead, issue 4 enforcement): pick the variant from sandbox-profiles; data only so far.
+    pub seccomp_profile: Option<String>,
+    /// `none` (loopback only, the default) or `host` (`--network host`).
+    // TODO(lead, issue 4 enforcement): the runner shares the host's network for `Host`; data only so far.
+    pub network: crate::catalog::NetworkMode,
     /// Grace period between SIGTERM and SIGKILL when stopping the server.
     pub stop_timeout: Duration,
     /// Cache directory override.
@@ -78,6 +97,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Secret environment variables cannot be delivered yet.
+    #[error("secret environment variables ({}) cannot be passed to the server yet without writing them to disk", .0.join(", "))]
+    SecretEnvUnsupported(Vec<String>),
     /// The supervisor itself failed.
     #[error("supervising the sandbox failed")]
     Supervise(#[source] std::io::Error),
@@ -104,6 +126,11 @@ impl Error {
                     .into(),
             ),
             Error::Pull(e) => e.hint(),
+            Error::SecretEnvUnsupported(_) => Some(
+                "secret delivery into the sandbox is not built yet; this thv-sandbox cannot run servers that need \
+                 secrets"
+                    .into(),
+            ),
             Error::Dirs(e) => Some(e.hint()),
             Error::Layout(LayoutError::TagNotFound { .. }) => {
                 Some("pick one of the tags listed above".into())
@@ -134,6 +161,13 @@ impl Error {
 /// Runs the pipeline for `req`; returns the server's exit code.
 pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
     let t_start = Instant::now();
+    // Fail closed before anything is pulled: secret values must not land in config.json (libcontainer reads the
+    // process environment from there). TODO(lead, issue 4 enforcement): fd delivery replaces this refusal.
+    if !req.secret_env.is_empty() {
+        return Err(Error::SecretEnvUnsupported(
+            req.secret_env.iter().map(|v| v.name.clone()).collect(),
+        ));
+    }
     let runs_dir = dirs.runs()?;
     runs::collect_stale(&runs_dir);
 
