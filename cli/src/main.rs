@@ -8,12 +8,16 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use thv_sandbox_runtime::catalog::{env as catalog_env, launch};
 use thv_sandbox_runtime::config::{self, Config};
 use thv_sandbox_runtime::dirs::Dirs;
 use thv_sandbox_runtime::distribution::PullPolicy;
+use thv_sandbox_runtime::secret::SecretEnv;
 use thv_sandbox_runtime::{
     cache, doctor, profile, runner, RegistryAccess, EXIT_SANDBOX_ERROR, EXIT_USAGE,
 };
+
+mod registry_cmd;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,8 +39,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run an MCP server over stdio in a sandbox: `thv-sandbox run IMAGE [-- ARGS…]`.
+    /// Run an MCP server over stdio in a sandbox: `thv-sandbox run NAME|IMAGE [-- ARGS…]`.
     Run(RunArgs),
+    /// The curated server registry: `list`, `search QUERY`, `info NAME`.
+    Registry(registry_cmd::RegistryArgs),
     /// Pull an image from its registry into the cache; prints the pinned reference (`…@sha256:…`) on stdout.
     Pull(PullArgs),
     /// List the cached images with their sizes (a table on stdout; `--json` for a JSON array).
@@ -141,16 +147,27 @@ struct PruneArgs {
     cache_dir: Option<PathBuf>,
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum NetworkArg {
+    /// Only loopback, in the sandbox's own network namespace.
+    None,
+    /// The host's network, loopback services included (no filtering).
+    Host,
+}
+
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// The image: a registry reference (`ghcr.io/org/image:tag`, `alpine`, `image@sha256:…`) or an OCI image
-    /// layout directory, `oci:PATH[:TAG]`.
+    /// A server of the registry by name (`time`, `io.github.stacklok/fetch`, or its short name `fetch`), or an
+    /// image: a registry reference (`ghcr.io/org/image:tag`, `alpine`, `image@sha256:…`) or an OCI image layout
+    /// directory, `oci:PATH[:TAG]`.
     image: String,
     #[command(flatten)]
     source: SourceArgs,
-    /// Set an environment variable in the sandbox (NAME=VALUE). Nothing from the host environment is passed
-    /// otherwise.
-    #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
+    #[command(flatten)]
+    registry: registry_cmd::RegistrySourceArgs,
+    /// Set an environment variable in the sandbox: NAME=VALUE, or NAME alone to pass NAME's value from
+    /// thv-sandbox's own environment. Nothing from the host environment is passed otherwise.
+    #[arg(short = 'e', long = "env", value_name = "NAME[=VALUE]")]
     env: Vec<String>,
     /// Pass the host environment variable NAME to the server as a secret: its value is never written to disk,
     /// logs or any command line (it reaches the server's environment just before it starts). Repeatable.
@@ -159,10 +176,17 @@ struct RunArgs {
     /// Bind a host path into the sandbox: HOST:CONTAINER[:ro] (or PATH for the same path inside). Repeatable.
     #[arg(short = 'v', long = "volume", value_name = "HOST:CONTAINER[:ro]")]
     volume: Vec<String>,
-    /// The network: `none` (own namespace, loopback only) or `host` (the host's network, loopback services
-    /// included — the server can reach everything you can).
-    #[arg(long, value_name = "none|host", default_value = "none")]
-    network: String,
+    /// Read environment variables from a file of NAME=VALUE lines (# comments, blank lines). Repeatable; `-e` wins.
+    #[arg(long = "env-file", value_name = "FILE")]
+    env_file: Vec<PathBuf>,
+    /// The sandbox's network: `none` (only loopback) or `host` (the host's network, loopback services included).
+    /// Servers whose permissions ask for network are refused under `none`.
+    #[arg(long, value_enum, default_value_t = NetworkArg::None)]
+    network: NetworkArg,
+    /// Permission profile: `none`, `network`, or a JSON file in ToolHive's format; overrides the registry
+    /// entry's.
+    #[arg(long = "permission-profile", value_name = "none|network|FILE")]
+    permission_profile: Option<String>,
     /// Seconds the server gets to exit after SIGTERM (and after the client closes stdin) before SIGKILL.
     #[arg(long, default_value_t = 3.0, value_name = "SECONDS")]
     stop_timeout: f64,
@@ -191,6 +215,7 @@ fn main() -> ExitCode {
         Command::Doctor => doctor_cmd(file),
         Command::Config(cmd) => config_cmd(file, cmd),
         Command::Run(args) => run_cmd(file, args),
+        Command::Registry(args) => registry_cmd::registry_cmd(file, args),
         Command::Pull(args) => pull_cmd(file, args),
         Command::Images(args) => images_cmd(file, args),
         Command::Prune(args) => prune_cmd(file, args),
@@ -295,21 +320,33 @@ fn doctor_cmd(file: Option<PathBuf>) -> i32 {
 }
 
 fn run_cmd(file: Option<PathBuf>, args: RunArgs) -> i32 {
-    let mut env = Vec::new();
-    for e in &args.env {
-        match e.split_once('=') {
-            Some((k, v)) if !k.is_empty() => env.push((k.to_owned(), v.to_owned())),
-            _ => {
-                eprintln!("error: `-e {e}` is not NAME=VALUE");
-                return EXIT_USAGE;
-            }
-        }
+    if !(args.stop_timeout.is_finite() && args.stop_timeout >= 0.0) {
+        eprintln!("error: --stop-timeout must be a number of seconds ≥ 0");
+        return EXIT_USAGE;
     }
-    let mut secrets = Vec::new();
+    let (config, dirs) = match setup(file, &args.source.settings) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    // Everything a refusal can come from is decided here, before anything is pulled.
+    let launch = match plan_launch(&args, &config) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let (secret_env, plain): (Vec<_>, Vec<_>) = launch.env.into_iter().partition(|v| v.secret());
+    let env: Vec<(String, String)> = plain
+        .into_iter()
+        .map(|v| (v.name, v.value.expose().to_owned()))
+        .collect();
+    let mut secrets: Vec<SecretEnv> = secret_env
+        .iter()
+        .map(|v| SecretEnv::new(v.name.clone(), v.value.expose()))
+        .collect();
     for name in &args.secret {
         match std::env::var(name) {
             Ok(value) if !name.is_empty() && !name.contains('=') => {
-                secrets.push(thv_sandbox_runtime::secret::SecretEnv::new(name, value))
+                secrets.retain(|s| s.name != *name);
+                secrets.push(SecretEnv::new(name, value));
             }
             _ => {
                 eprintln!(
@@ -320,39 +357,45 @@ fn run_cmd(file: Option<PathBuf>, args: RunArgs) -> i32 {
             }
         }
     }
+    // A secret is never also written as a plain variable.
+    let env: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| !secrets.iter().any(|s| s.name == *k))
+        .collect();
+    // The permission profile's paths, then `-v` (which wins for the same container path).
     let home = std::env::var_os("HOME").map(PathBuf::from);
-    let mut mounts = Vec::new();
-    for v in &args.volume {
-        match profile::parse_volume(v, home.as_deref()) {
-            Ok(m) => mounts.push(m),
-            Err(e) => return report_error(&e, &[], Some(e.hint()), EXIT_USAGE),
-        }
-    }
-    let mounts = match profile::merge(Vec::new(), mounts) {
+    let profile_mounts = match profile::permission_mounts(
+        &launch.permissions.read,
+        &launch.permissions.write,
+        home.as_deref(),
+    ) {
         Ok(m) => m,
         Err(e) => return report_error(&e, &[], Some(e.hint()), EXIT_USAGE),
     };
-    let network: profile::NetworkMode = match args.network.parse() {
-        Ok(n) => n,
+    let mut user_mounts = Vec::new();
+    for v in &args.volume {
+        match profile::parse_volume(v, home.as_deref()) {
+            Ok(m) => user_mounts.push(m),
+            Err(e) => return report_error(&e, &[], Some(e.hint()), EXIT_USAGE),
+        }
+    }
+    let mounts = match profile::merge(profile_mounts, user_mounts) {
+        Ok(m) => m,
         Err(e) => return report_error(&e, &[], Some(e.hint()), EXIT_USAGE),
     };
-    if !(args.stop_timeout.is_finite() && args.stop_timeout >= 0.0) {
-        eprintln!("error: --stop-timeout must be a number of seconds ≥ 0");
-        return EXIT_USAGE;
-    }
-    let (config, dirs) = match setup(file, &args.source.settings) {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
     let req = thv_sandbox_runtime::RunRequest {
-        image: args.image,
+        image: launch.image,
         pull_policy: args.source.pull.into(),
         registry_access: RegistryAccess::from_config(&config),
-        args: (!args.args.is_empty()).then_some(args.args),
+        args: launch.args,
         env,
         secrets,
         mounts,
-        network,
+        network: launch.network,
+        server_name: launch.server,
+        permissions: launch.permissions,
+        provenance: launch.provenance,
+        seccomp_profile: launch.seccomp_profile,
         stop_timeout: Duration::from_secs_f64(args.stop_timeout),
         cache_dir: config.cache_dir.value.clone(),
         exe: PathBuf::from("/proc/self/exe"),
@@ -362,6 +405,62 @@ fn run_cmd(file: Option<PathBuf>, args: RunArgs) -> i32 {
         Ok(summary) => summary.exit_code,
         Err(e) => report_runtime_error(&e, &dirs),
     }
+}
+
+/// Flags + registry entry (if the name is one) → what to run; errors are reported here (the exit code is
+/// returned).
+fn plan_launch(args: &RunArgs, config: &Config) -> Result<launch::Launch, i32> {
+    let report = |e: &launch::LaunchError| {
+        let code = if e.is_usage() {
+            EXIT_USAGE
+        } else {
+            EXIT_SANDBOX_ERROR
+        };
+        report_error(e, &[], e.hint(), code)
+    };
+    let mut user = launch::UserChoices {
+        args: args.args.clone(),
+        network: match args.network {
+            NetworkArg::None => profile::NetworkMode::None,
+            NetworkArg::Host => profile::NetworkMode::Host,
+        },
+        ..launch::UserChoices::default()
+    };
+    for e in &args.env {
+        user.env_args
+            .push(catalog_env::parse_arg(e).map_err(|e| report(&e.into()))?);
+    }
+    user.env_files = catalog_env::read_files(&args.env_file).map_err(|e| report(&e.into()))?;
+    if let Some(p) = &args.permission_profile {
+        user.permissions = Some(
+            launch::parse_profile_arg(p, &|path| std::fs::read(path)).map_err(|e| report(&e))?,
+        );
+    }
+    // `oci:` names a layout on disk, never a registry entry.
+    let loaded = if args.image.starts_with("oci:") {
+        None
+    } else {
+        match registry_cmd::load(&args.registry, config) {
+            Ok(l) => Some(l),
+            Err((e, code)) => return Err(report_error(&e, &[], e.hint(), code)),
+        }
+    };
+    let server = match loaded.as_ref().map(|l| l.catalog.find(&args.image)) {
+        None | Some(Ok(None)) => None,
+        Some(Ok(Some(s))) => Some(s),
+        Some(Err(e)) => return Err(report_error(&e, &[], e.hint(), EXIT_USAGE)),
+    };
+    if let Some(s) = server {
+        tracing::info!("`{}` is the registry's `{}`", args.image, s.name);
+    }
+    launch::plan(
+        server,
+        &args.image,
+        &user,
+        &launch::seccomp_variants(),
+        &|name| std::env::var(name).ok(),
+    )
+    .map_err(|e| report(&e))
 }
 
 fn pull_cmd(file: Option<PathBuf>, args: PullArgs) -> i32 {
@@ -461,7 +560,7 @@ fn report_runtime_error(e: &thv_sandbox_runtime::Error, dirs: &Dirs) -> i32 {
 }
 
 /// `error: …`, indented `caused by: …` lines, and a `hint: …`.
-fn report_error(
+pub(crate) fn report_error(
     err: &dyn std::error::Error,
     remote: &[String],
     hint: Option<String>,

@@ -17,6 +17,7 @@
 #![deny(missing_docs)]
 
 pub mod cache;
+pub mod catalog;
 pub mod config;
 pub mod digest;
 pub mod dirs;

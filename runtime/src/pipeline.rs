@@ -28,7 +28,7 @@ pub struct RunRequest {
     pub registry_access: RegistryAccess,
     /// Arguments after `--` (replace the image's Cmd).
     pub args: Option<Vec<String>>,
-    /// Extra environment for the server.
+    /// Extra environment for the server (not secret: it is written to the bundle's config.json).
     pub env: Vec<(String, String)>,
     /// Secret environment for the server: handed over in memory, never written to the bundle or state.
     pub secrets: Vec<SecretEnv>,
@@ -36,6 +36,15 @@ pub struct RunRequest {
     pub mounts: Vec<BindMount>,
     /// The network the sandbox gets.
     pub network: NetworkMode,
+    /// The registry entry's full name, when run by name.
+    pub server_name: Option<String>,
+    /// The effective permission profile (`--permission-profile`, else the entry's, else `none`); its paths are
+    /// already in `mounts`, its network rules are checked by [`crate::catalog::launch`].
+    pub permissions: crate::catalog::PermissionProfile,
+    /// What the verification step checks the image against (from the registry entry).
+    pub provenance: Option<crate::catalog::Provenance>,
+    /// A reviewed seccomp variant selected by the registry entry (`None`: the default profile).
+    pub seccomp_profile: Option<String>,
     /// Grace period between SIGTERM and SIGKILL when stopping the server.
     pub stop_timeout: Duration,
     /// Cache directory override.
@@ -174,6 +183,8 @@ impl Error {
 /// Runs the pipeline for `req`; returns the server's exit code.
 pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
     let t_start = Instant::now();
+    // Fail closed before anything is pulled: secret values must not land in config.json (libcontainer reads the
+    // process environment from there). TODO(lead, issue 4 enforcement): fd delivery replaces this refusal.
     let runs_dir = dirs.runs()?;
     runs::collect_stale(&runs_dir);
 

@@ -61,7 +61,10 @@ fn collect_stale_fixtures() {
         else {
             continue;
         };
-        let mine = e.metadata().map(|m| std::os::unix::fs::MetadataExt::uid(&m)).ok()
+        let mine = e
+            .metadata()
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+            .ok()
             == Some(nix::unistd::geteuid().as_raw());
         if mine && !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = std::fs::remove_dir_all(e.path());

@@ -1,0 +1,455 @@
+//! End-to-end: the server registry — `registry list/search/info` (JSON and the snapshot of the text), and `run NAME`:
+//! refusals before anything is pulled (missing environment, HTTP transports), and a server run by name from a test
+//! registry file naming an image in a real local registry, with a real MCP client.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use common::{code, Run};
+use serde_json::{json, Value};
+use thv_sandbox_e2e::{spawn_mcp, tool_json};
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn output(mut cmd: tokio::process::Command) -> Out {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = cmd.output().await.expect("run thv-sandbox");
+    Out {
+        code: code(out.status),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `../shared/fixtures/NAME` beside the repository (fails under CI when missing, skips elsewhere).
+fn fixture(name: &str) -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures")
+        .join(name);
+    thv_sandbox_e2e::require(p.is_file(), &format!("registry fixture {}", p.display())).then_some(p)
+}
+
+fn registry(run: &Run, cache: &Path, args: &[&str]) -> tokio::process::Command {
+    let mut all = vec!["registry"];
+    all.extend_from_slice(args);
+    run.cli(cache, &all)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_list_search_and_info_as_json() {
+    let run = Run::new();
+    let cache = tempfile::tempdir().unwrap();
+
+    let out = output(registry(&run, cache.path(), &["list", "--json"])).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let list: Vec<Value> = serde_json::from_str(&out.stdout).expect("JSON array");
+    assert_eq!(
+        list.len(),
+        102,
+        "the embedded registry: 79 container + 23 remote servers"
+    );
+    let row = |name: &str| list.iter().find(|r| r["name"] == name).cloned().unwrap();
+    assert_eq!(row("time")["image"], "docker.io/mcp/time:latest");
+    assert_eq!(row("time")["transport"], "stdio");
+    assert_eq!(row("time")["verifiable"], false);
+    assert_eq!(row("github")["verifiable"], true);
+    assert_eq!(row("atlassian-remote")["remote"], true);
+
+    let out = output(registry(
+        &run,
+        cache.path(),
+        &["search", "--json", "timezone"],
+    ))
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let hits: Vec<Value> = serde_json::from_str(&out.stdout).unwrap();
+    assert!(hits.iter().any(|h| h["name"] == "time"), "{hits:?}");
+    assert!(hits.len() < list.len());
+    let out = output(registry(
+        &run,
+        cache.path(),
+        &["search", "zzz-no-such-thing"],
+    ))
+    .await;
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stdout.is_empty() && out.stderr.contains("matches"),
+        "{}",
+        out.stderr
+    );
+
+    let out = output(registry(&run, cache.path(), &["info", "--json", "github"])).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let info: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(info["image"], "ghcr.io/github/github-mcp-server:v0.30.3");
+    let token = info["env_vars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "GITHUB_PERSONAL_ACCESS_TOKEN")
+        .unwrap();
+    assert_eq!(
+        (token["required"].clone(), token["secret"].clone()),
+        (json!(true), json!(true))
+    );
+    assert_eq!(
+        info["permissions"]["network"]["outbound"]["allow_port"],
+        json!([443])
+    );
+    assert_eq!(
+        info["provenance"]["cert_issuer"],
+        "https://token.actions.githubusercontent.com"
+    );
+    assert_eq!(info["verifiable"], true);
+
+    let out = output(registry(&run, cache.path(), &["info", "tiime"])).await;
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .starts_with("error: no server named `tiime` in the registry (did you mean time?)"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// `registry info` text, compared with `tests/snapshots/registry-info.txt`. Regenerate with
+/// `THV_SANDBOX_UPDATE_SNAPSHOTS=1 cargo test -p thv-sandbox-e2e --test catalog`.
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_info_text_matches_the_snapshot() {
+    let Some(upstream) = fixture("toolhive-registry-upstream.example.json") else {
+        return;
+    };
+    let run = Run::new();
+    let cache = tempfile::tempdir().unwrap();
+    let upstream = upstream.to_string_lossy().into_owned();
+    let cases: Vec<(&str, Vec<&str>)> = vec![
+        ("embedded", vec!["info", "time"]),
+        ("embedded", vec!["info", "github"]),
+        ("embedded", vec!["info", "fetch"]),
+        ("embedded", vec!["info", "atlassian-remote"]),
+        (
+            "toolhive-registry-upstream.example.json",
+            vec!["--registry", &upstream, "info", "fetch"],
+        ),
+        (
+            "toolhive-registry-upstream.example.json",
+            vec!["--registry", &upstream, "info", "adb-mysql-mcp-server"],
+        ),
+    ];
+    let mut got = String::new();
+    for (label, args) in &cases {
+        let out = output(registry(&run, cache.path(), args)).await;
+        assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+        got.push_str(&format!(
+            "### {label}: thv-sandbox registry {}\n",
+            args.last().map(|n| format!("info {n}")).unwrap_or_default()
+        ));
+        got.push_str(&out.stdout);
+        got.push('\n');
+    }
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("snapshots/registry-info.txt");
+    if std::env::var("THV_SANDBOX_UPDATE_SNAPSHOTS").is_ok_and(|v| v == "1") {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &got).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; create it with THV_SANDBOX_UPDATE_SNAPSHOTS=1",
+            path.display()
+        )
+    });
+    if got != want {
+        let first = got
+            .lines()
+            .zip(want.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or_else(|| got.lines().count().min(want.lines().count()));
+        panic!(
+            "registry info output differs from {} at line {}:\n  got:  {:?}\n  want: {:?}\n(regenerate with \
+             THV_SANDBOX_UPDATE_SNAPSHOTS=1 if the change is intended)",
+            path.display(),
+            first + 1,
+            got.lines().nth(first),
+            want.lines().nth(first)
+        );
+    }
+}
+
+/// A loopback port with nothing listening (bound, then released).
+fn dead_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A legacy-format registry file with the given servers.
+fn write_registry(dir: &Path, file: &str, servers: Value) -> PathBuf {
+    let path = dir.join(file);
+    let doc =
+        json!({"version": "1.0.0", "last_updated": "2026-01-01T00:00:00Z", "servers": servers});
+    std::fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_environment_is_one_error_before_anything_is_pulled() {
+    let run = Run::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let image = format!("127.0.0.1:{}/tools/probe:1.0", dead_port());
+    let file = write_registry(
+        dir.path(),
+        "needs-env.json",
+        json!({"needs-env": {
+            "description": "A server that needs configuration",
+            "image": image,
+            "transport": "stdio",
+            "tools": ["probe"],
+            "env_vars": [
+                {"name": "API_URL", "description": "Where the API lives", "required": true},
+                {"name": "API_TOKEN", "description": "Token for the API", "required": true, "secret": true},
+                {"name": "LEVEL", "description": "Log level", "required": false, "default": "info"}
+            ]
+        }}),
+    );
+    let file = file.to_string_lossy().into_owned();
+    let out = output(run.cli(&cache, &["run", "--registry", &file, "needs-env"])).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(
+        lines[0],
+        "error: `needs-env` needs environment variables that were not given:"
+    );
+    assert!(lines[1].starts_with("  API_URL") && lines[1].ends_with("Where the API lives"));
+    assert!(
+        lines[2].starts_with("  API_TOKEN") && lines[2].ends_with("Token for the API (secret)")
+    );
+    assert!(
+        lines[3].starts_with("hint: give each with `-e API_URL`"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(lines.len(), 4, "{}", out.stderr);
+    assert!(out.stdout.is_empty());
+    assert!(!cache.join("oci").exists(), "something was pulled");
+
+    // With the environment given, a run does go to the (dead) registry: the check above came before any pull.
+    let port = image
+        .split(':')
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let plain = write_registry(
+        dir.path(),
+        "needs-url.json",
+        json!({"needs-url": {"image": image, "env_vars": [
+            {"name": "API_URL", "description": "Where the API lives", "required": true}
+        ]}}),
+    );
+    let plain = plain.to_string_lossy().into_owned();
+    let out = output(run.cli(
+        &cache,
+        &[
+            "run",
+            "--registry",
+            &plain,
+            "-e",
+            "API_URL=http://x",
+            "needs-url",
+        ],
+    ))
+    .await;
+    assert_eq!(out.code, 125, "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with(&format!(
+            "error: cannot reach the registry 127.0.0.1:{port}"
+        )),
+        "{}",
+        out.stderr
+    );
+
+    // A secret's value, taken from thv-sandbox's environment (`-e NAME`), shows nowhere in what we print, also
+    // when the run then fails (here: on the registry that is not running).
+    let mut cmd = run.cli(
+        &cache,
+        &[
+            "run",
+            "--registry",
+            &file,
+            "-e",
+            "API_URL=http://x",
+            "-e",
+            "API_TOKEN",
+            "needs-env",
+        ],
+    );
+    cmd.env("API_TOKEN", "tok-7c1e9f-secret");
+    let out = output(cmd).await;
+    assert_eq!(out.code, 125, "{}", out.stderr);
+    assert!(out.stderr.starts_with("error:"), "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with(&format!(
+            "error: cannot reach the registry 127.0.0.1:{port}"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("tok-7c1e9f-secret"), "{}", out.stderr);
+    assert!(!out.stdout.contains("tok-7c1e9f-secret"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_transports_remote_servers_and_network_are_refused_by_name() {
+    let run = Run::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let image = format!("127.0.0.1:{}/tools/probe:1.0", dead_port());
+    let file = write_registry(
+        dir.path(),
+        "refused.json",
+        json!({
+            "events": {"description": "An SSE server", "image": image, "transport": "sse", "target_port": 8080},
+            "egress": {"description": "Wants the network", "image": image, "transport": "stdio",
+                "permissions": {"network": {"outbound": {"allow_host": [".example.com"], "allow_port": [443]}}}}
+        }),
+    );
+    let file = file.to_string_lossy().into_owned();
+    let out = output(run.cli(&cache, &["run", "--registry", &file, "events"])).await;
+    assert_eq!(out.code, 125, "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with(
+            "error: `events` speaks MCP over sse, which thv-sandbox does not support over stdio yet"
+        ),
+        "{}",
+        out.stderr
+    );
+    let out = output(run.cli(&cache, &["run", "--registry", &file, "egress"])).await;
+    assert_eq!(out.code, 125, "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with(
+            "error: `egress` needs network access (outbound to .example.com on port 443)"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("hint: `--network host`"),
+        "{}",
+        out.stderr
+    );
+    // `--permission-profile none` overrides the entry's profile (then the dead registry is tried).
+    let out = output(run.cli(
+        &cache,
+        &[
+            "run",
+            "--registry",
+            &file,
+            "--permission-profile",
+            "none",
+            "egress",
+        ],
+    ))
+    .await;
+    assert_eq!(out.code, 125);
+    assert!(
+        !out.stderr.contains("needs network access"),
+        "{}",
+        out.stderr
+    );
+
+    // The embedded registry's remote servers are URLs.
+    let out = output(run.cli(&cache, &["run", "atlassian-remote"])).await;
+    assert_eq!(out.code, 125, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("a URL to connect to, not a container"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// A test registry (upstream format) naming the probe image in a real registry; run by its short name with a
+/// real MCP client: the entry's environment (default applied) reaches the server, and nothing unnamed from
+/// thv-sandbox's own environment does.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_by_name_from_a_registry_file() {
+    let Some((_registry, _layout, _built, image)) = common::registry_with_probe() else {
+        return;
+    };
+    let run = Run::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let cache = dir.path().join("cache");
+    let doc = json!({
+        "version": "1.0.0",
+        "meta": {"last_updated": "2026-01-01T00:00:00Z"},
+        "data": {"servers": [{
+            "name": "io.github.thv-sandbox-tests/probe",
+            "description": "The sandbox probe",
+            "packages": [{
+                "registryType": "oci",
+                "identifier": image,
+                "transport": {"type": "stdio"},
+                "environmentVariables": [
+                    {"name": "GREETING", "description": "What to say", "isRequired": true},
+                    {"name": "LEVEL", "description": "Log level", "default": "info"}
+                ]
+            }],
+        }]}
+    });
+    let mut doc = doc;
+    let mut ext = serde_json::Map::new();
+    ext.insert(
+        image.clone(),
+        json!({"status": "active", "tools": ["probe"], "permissions": {"network": {"outbound": {}}}}),
+    );
+    doc["data"]["servers"][0]["_meta"] =
+        json!({"io.modelcontextprotocol.registry/publisher-provided": {"io.github.stacklok": ext}});
+    let file = dir.path().join("registry.json");
+    std::fs::write(&file, serde_json::to_vec(&doc).unwrap()).unwrap();
+
+    let mut cmd = run.cli(
+        &cache,
+        &[
+            "run",
+            "--registry",
+            &file.to_string_lossy(),
+            "-e",
+            "GREETING=hello",
+            "probe",
+        ],
+    );
+    cmd.env("LEAKY_HOST_VAR", "must-not-pass")
+        .stderr(Stdio::inherit());
+    let server = spawn_mcp(cmd).await.expect("initialize");
+    let environ = tool_json(
+        &server
+            .call("read_file", json!({"path": "/proc/self/environ"}))
+            .await
+            .expect("read_file"),
+    );
+    let environ = environ["content"].as_str().unwrap().to_owned();
+    let vars: Vec<&str> = environ.split('\0').collect();
+    assert!(vars.contains(&"GREETING=hello"), "{vars:?}");
+    assert!(vars.contains(&"LEVEL=info"), "{vars:?}");
+    assert!(!environ.contains("LEAKY_HOST_VAR"), "{vars:?}");
+    let p = tool_json(&server.call("probe", json!({})).await.expect("probe"));
+    assert_eq!(p["credentials"]["uid"], 1000);
+    let done = server.finish().await.expect("finish");
+    assert_eq!(code(done.status), 0);
+    run.assert_nothing_left(None);
+}
