@@ -440,10 +440,7 @@ fn plan_launch(args: &RunArgs, config: &Config) -> Result<launch::Launch, i32> {
     let loaded = if args.image.starts_with("oci:") {
         None
     } else {
-        match registry_cmd::load(&args.registry, config) {
-            Ok(l) => Some(l),
-            Err((e, code)) => return Err(report_error(&e, &[], e.hint(), code)),
-        }
+        Some(registry_cmd::load(&args.registry, config)?)
     };
     let server = match loaded.as_ref().map(|l| l.catalog.find(&args.image)) {
         None | Some(Ok(None)) => None,

@@ -73,16 +73,27 @@ enum RegistryCommand {
     },
 }
 
-/// Loads the registry for `source`, printing a notice (a cached copy used) on stderr.
-pub fn load(source: &RegistrySourceArgs, config: &Config) -> Result<Loaded, (CatalogError, i32)> {
-    let source = source.source(config).map_err(|e| (e, EXIT_USAGE))?;
+/// Loads the registry for `source`, printing a notice (a cached copy used) on stderr; errors are reported here
+/// and their exit code returned.
+pub fn load(source: &RegistrySourceArgs, config: &Config) -> Result<Loaded, i32> {
+    let report = |e: &CatalogError, code| crate::report_error(e, &[], e.hint(), code);
+    let source = source.source(config).map_err(|e| report(&e, EXIT_USAGE))?;
     let cache = match &source {
-        RegistrySource::Url(_) => Dirs::from_env(config.cache_dir.value.clone())
-            .map(|d| d.cache)
-            .unwrap_or_default(),
+        RegistrySource::Url(_) => match Dirs::from_env(config.cache_dir.value.clone()) {
+            Ok(d) => d.cache,
+            Err(e) => {
+                return Err(crate::report_error(
+                    &e,
+                    &[],
+                    Some(e.hint()),
+                    EXIT_SANDBOX_ERROR,
+                ))
+            }
+        },
         _ => PathBuf::new(),
     };
-    let loaded = catalog::source::load(&source, &cache).map_err(|e| (e, EXIT_SANDBOX_ERROR))?;
+    let loaded =
+        catalog::source::load(&source, &cache).map_err(|e| report(&e, EXIT_SANDBOX_ERROR))?;
     if let Some(n) = &loaded.notice {
         eprintln!("warning: {n}");
     }
@@ -97,7 +108,7 @@ pub fn registry_cmd(file: Option<PathBuf>, args: RegistryArgs) -> i32 {
     };
     let loaded = match load(&args.source, &config) {
         Ok(l) => l,
-        Err((e, code)) => return crate::report_error(&e, &[], e.hint(), code),
+        Err(code) => return code,
     };
     let c = &loaded.catalog;
     let out = match &args.command {
