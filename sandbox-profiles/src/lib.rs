@@ -78,8 +78,8 @@ mod seccomp;
 mod variant;
 
 pub use seccomp::{
-    default_seccomp, parse_seccomp, Location, ProfileError, Removal, SeccompProfile,
-    SyscallGroup, NEVER_ALLOWED, SECCOMP_PROFILES,
+    default_seccomp, parse_seccomp, Location, ProfileError, Removal, SeccompProfile, SyscallGroup,
+    NEVER_ALLOWED, SECCOMP_PROFILES,
 };
 pub use variant::{
     apply_override, resolve_variant, seccomp_variant, variant_names, OVERRIDE_ORIGIN,

@@ -8,8 +8,8 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use crate::seccomp::{
-    check_group_against_default, default_seccomp, parse_seccomp,
-    validate_group, ProfileError, RawGroup, Removal, SeccompProfile, SECCOMP_PROFILES,
+    check_group_against_default, default_seccomp, parse_seccomp, validate_group, ProfileError,
+    RawGroup, Removal, SeccompProfile, SECCOMP_PROFILES,
 };
 
 /// Every embedded seccomp variant as `(name, JSON text)`. Each is an overlay on a base
@@ -101,7 +101,9 @@ pub fn resolve_variant(json: &str) -> Result<SeccompProfile, ProfileError> {
     if raw.name.trim().is_empty() {
         return Err(located(ProfileError::EmptyName));
     }
-    let Some((_, base_json)) = SECCOMP_PROFILES.iter().find(|(name, _)| *name == raw.extends)
+    let Some((_, base_json)) = SECCOMP_PROFILES
+        .iter()
+        .find(|(name, _)| *name == raw.extends)
     else {
         return Err(located(ProfileError::UnknownBase {
             base: raw.extends,
@@ -379,11 +381,17 @@ mod tests {
 
     #[test]
     fn bad_overrides_are_located() {
-        let err = rejected(r#"{ "groups": [ { "reason": "x", "action": "SCMP_ACT_ALLOW", "syscalls": ["ptrace"] },
-                                              { "reason": " ", "action": "SCMP_ACT_ALLOW", "syscalls": ["kcmp"] } ] }"#);
-        assert!(matches!(err, ProfileError::EmptyReason { group: 1 }), "{err}");
+        let err = rejected(
+            r#"{ "groups": [ { "reason": "x", "action": "SCMP_ACT_ALLOW", "syscalls": ["ptrace"] },
+                                              { "reason": " ", "action": "SCMP_ACT_ALLOW", "syscalls": ["kcmp"] } ] }"#,
+        );
+        assert!(
+            matches!(err, ProfileError::EmptyReason { group: 1 }),
+            "{err}"
+        );
 
-        let err = rejected(r#"{ "groups": [ { "action": "SCMP_ACT_ALLOW", "syscalls": ["kcmp"] } ] }"#);
+        let err =
+            rejected(r#"{ "groups": [ { "action": "SCMP_ACT_ALLOW", "syscalls": ["kcmp"] } ] }"#);
         assert!(err.to_string().contains("missing field `reason`"), "{err}");
         assert!(err.to_string().contains("line 1"), "{err}");
 
@@ -402,15 +410,22 @@ mod tests {
         );
         assert!(matches!(err, ProfileError::RemovedTwice { entry: 1, .. }));
 
-        let err = rejected(r#"{ "groups": [ { "reason": "x", "action": "SCMP_ACT_ALLOW", "syscalls": ["clone"] } ] }"#);
+        let err = rejected(
+            r#"{ "groups": [ { "reason": "x", "action": "SCMP_ACT_ALLOW", "syscalls": ["clone"] } ] }"#,
+        );
         assert!(
             matches!(err, ProfileError::AlreadyInBase { group: 0, ref name, .. } if name == "clone"),
             "{err}"
         );
-        assert!(err.to_string().contains("add it to `remove` first"), "{err}");
+        assert!(
+            err.to_string().contains("add it to `remove` first"),
+            "{err}"
+        );
 
-        let err = rejected(r#"{ "groups": [ { "reason": "x", "action": "SCMP_ACT_ALLOW", "syscalls": ["kcmp"] },
-                                              { "reason": "y", "action": "SCMP_ACT_LOG", "syscalls": ["kcmp"] } ] }"#);
+        let err = rejected(
+            r#"{ "groups": [ { "reason": "x", "action": "SCMP_ACT_ALLOW", "syscalls": ["kcmp"] },
+                                              { "reason": "y", "action": "SCMP_ACT_LOG", "syscalls": ["kcmp"] } ] }"#,
+        );
         assert!(matches!(
             err,
             ProfileError::DuplicateSyscall {
@@ -420,10 +435,14 @@ mod tests {
             }
         ));
 
-        let err = rejected(r#"{ "groups": [ { "reason": "x", "action": "SCMP_ACT_ERRNO", "errno": "EPERM", "syscalls": ["kcmp"] } ] }"#);
+        let err = rejected(
+            r#"{ "groups": [ { "reason": "x", "action": "SCMP_ACT_ERRNO", "errno": "EPERM", "syscalls": ["kcmp"] } ] }"#,
+        );
         assert!(matches!(err, ProfileError::RedundantGroup { group: 0 }));
 
-        let err = rejected(r#"{ "groups": [ { "reason": "x", "action": "SCMP_ACT_ALLOW", "only_on": ["riscv64"], "syscalls": ["kcmp"] } ] }"#);
+        let err = rejected(
+            r#"{ "groups": [ { "reason": "x", "action": "SCMP_ACT_ALLOW", "only_on": ["riscv64"], "syscalls": ["kcmp"] } ] }"#,
+        );
         assert!(matches!(err, ProfileError::UnknownHost { group: 0, .. }));
 
         let err = rejected(r#"{ "extends": "default", "groups": [] }"#);
@@ -438,7 +457,14 @@ mod tests {
 
     #[test]
     fn the_floor_holds_for_overrides() {
-        for name in ["mount", "bpf", "kexec_load", "init_module", "keyctl", "perf_event_open"] {
+        for name in [
+            "mount",
+            "bpf",
+            "kexec_load",
+            "init_module",
+            "keyctl",
+            "perf_event_open",
+        ] {
             let json = format!(
                 r#"{{ "groups": [ {{ "reason": "x", "action": "SCMP_ACT_ALLOW", "syscalls": ["{name}"] }} ] }}"#
             );
