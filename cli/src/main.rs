@@ -173,6 +173,14 @@ struct RunArgs {
     /// logs or any command line (it reaches the server's environment just before it starts). Repeatable.
     #[arg(long = "secret", value_name = "NAME")]
     secret: Vec<String>,
+    /// Your own seccomp override file: adds (`groups`) or removes (`remove`) rules on top of the profile the
+    /// server gets (the default, or the variant its registry entry selects). See SECURITY.md for the format.
+    #[arg(
+        long = "seccomp-override",
+        env = "THV_SANDBOX_SECCOMP_OVERRIDE",
+        value_name = "FILE"
+    )]
+    seccomp_override: Option<PathBuf>,
     /// Bind a host path into the sandbox: HOST:CONTAINER[:ro] (or PATH for the same path inside). Repeatable.
     #[arg(short = 'v', long = "volume", value_name = "HOST:CONTAINER[:ro]")]
     volume: Vec<String>,
@@ -396,6 +404,7 @@ fn run_cmd(file: Option<PathBuf>, args: RunArgs) -> i32 {
         permissions: launch.permissions,
         provenance: launch.provenance,
         seccomp_profile: launch.seccomp_profile,
+        seccomp_override: args.seccomp_override.clone(),
         stop_timeout: Duration::from_secs_f64(args.stop_timeout),
         cache_dir: config.cache_dir.value.clone(),
         exe: PathBuf::from("/proc/self/exe"),

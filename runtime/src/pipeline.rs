@@ -45,6 +45,8 @@ pub struct RunRequest {
     pub provenance: Option<crate::catalog::Provenance>,
     /// A reviewed seccomp variant selected by the registry entry (`None`: the default profile).
     pub seccomp_profile: Option<String>,
+    /// The user's own seccomp override file (adds or removes rules on top of the variant).
+    pub seccomp_override: Option<PathBuf>,
     /// Grace period between SIGTERM and SIGKILL when stopping the server.
     pub stop_timeout: Duration,
     /// Cache directory override.
@@ -111,6 +113,9 @@ pub enum Error {
     /// Mounts or network settings.
     #[error(transparent)]
     Profile(#[from] ProfileError),
+    /// The seccomp variant or the user's override file cannot be used.
+    #[error("seccomp profile: {0}")]
+    Seccomp(String),
     /// The secret environment does not fit the runner channel.
     #[error("the secret environment variables are too large ({0} bytes together)")]
     SecretsTooLarge(usize),
@@ -151,6 +156,10 @@ impl Error {
             Error::Pull(e) => e.hint(),
             Error::Dirs(e) => Some(e.hint()),
             Error::Profile(e) => Some(e.hint()),
+            Error::Seccomp(_) => Some(format!(
+                "variants are {}; an override file adds `groups` and `remove`s rules (see SECURITY.md)",
+                sandbox_profiles::variant_names().join(", ")
+            )),
             Error::SecretsTooLarge(_) => {
                 Some("secret values are meant for tokens and keys: keep them under 60 KiB together".into())
             }
@@ -365,7 +374,7 @@ fn prepare_run(
         etc_dir: etc,
         netns: netns.clone(),
         cgroups_path: cgroups_path.clone(),
-        seccomp: sandbox_profiles::default_seccomp().to_oci(),
+        seccomp: seccomp_for(req)?.to_oci(),
         nofile,
         nproc,
         binds: req.mounts.clone(),
@@ -396,6 +405,22 @@ fn prepare_run(
         serde_json::to_vec(&plan).map_err(|e| Error::Spec(SpecError::Invalid(e.to_string())))?;
     std::fs::write(&plan_path, plan_json).map_err(io(plan_path.clone()))?;
     Ok((plan, idmap::plan(host, root.user.uid, root.user.gid)))
+}
+
+/// The seccomp profile in force: the entry's variant (else the default), then the user's override file.
+pub fn seccomp_for(req: &RunRequest) -> Result<sandbox_profiles::SeccompProfile, Error> {
+    let base =
+        sandbox_profiles::seccomp_variant(req.seccomp_profile.as_deref().unwrap_or("default"))
+            .map_err(|e| Error::Seccomp(e.to_string()))?;
+    match &req.seccomp_override {
+        None => Ok(base.clone()),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::Seccomp(format!("{}: {e}", path.display())))?;
+            sandbox_profiles::apply_override(base, &text)
+                .map_err(|e| Error::Seccomp(format!("{}: {e}", path.display())))
+        }
+    }
 }
 
 /// An overlay is needed when a mount target is missing from the (read-only, cached) root and does not lie under one

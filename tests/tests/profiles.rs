@@ -287,3 +287,96 @@ async fn network_none_is_loopback_only_and_host_reaches_host_loopback() {
     assert_eq!(code(out.status), 2);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a network mode"));
 }
+
+/// A registry entry's permission profile, secret variable and seccomp variant all apply when the server is run by
+/// name; the user's override file changes the variant's rules.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_entry_brings_its_mounts_secret_and_seccomp_variant() {
+    let Some((_registry, _layout, _built, image)) = common::registry_with_probe() else {
+        return;
+    };
+    let ro = shared_dir(false);
+    std::fs::write(ro.path().join("notes.txt"), "entry's read path").expect("write");
+    let dir = shared_dir(false);
+    let doc = json!({"servers": {"probe-browser": {
+        "description": "The sandbox probe, as a browser server would be",
+        "image": image,
+        "transport": "stdio",
+        "tier": "Community",
+        "status": "Active",
+        "tools": ["probe"],
+        "seccomp_profile": "browser",
+        "permissions": {"read": [ro.path().to_string_lossy()], "write": []},
+        "env_vars": [{"name": "API_TOKEN", "description": "A token", "required": true, "secret": true}],
+    }}});
+    let file = dir.path().join("registry.json");
+    std::fs::write(&file, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let file = file.to_string_lossy().into_owned();
+    let removal = dir.path().join("override.json");
+    std::fs::write(
+        &removal,
+        r#"{"description": "no nested user namespaces for me", "remove": [{"syscalls": ["unshare"], "reason": "not needed here"}]}"#,
+    )
+    .unwrap();
+    let removal = removal.to_string_lossy().into_owned();
+    let cache = dir.path().join("cache");
+    let token = format!("tok-{}", rand_hex());
+
+    for (extra, unshare_expected) in [
+        (vec![], "ok"),
+        (vec!["--seccomp-override", removal.as_str()], "EPERM"),
+    ] {
+        let run = Run::new();
+        let mut args = vec!["run", "--registry", &file, "-e", "API_TOKEN"];
+        args.extend(extra.iter().copied());
+        args.push("probe-browser");
+        let mut cmd = run.cli(&cache, &args);
+        cmd.env("API_TOKEN", &token)
+            .stderr(std::process::Stdio::piped());
+        let server = spawn_mcp(cmd).await.expect("initialize");
+        let got = tool_json(
+            &server
+                .call("getenv", json!({"name": "API_TOKEN"}))
+                .await
+                .expect("getenv"),
+        );
+        assert_eq!(got["value"], token.as_str());
+        assert!(
+            assert_not_in_files(run.xdg.path(), &token) > 3,
+            "the scan saw the run's files"
+        );
+        let path = ro.path().join("notes.txt").to_string_lossy().into_owned();
+        let r = tool_json(
+            &server
+                .call("read_file", json!({"path": path}))
+                .await
+                .expect("read"),
+        );
+        assert_eq!(r["content"], "entry's read path", "{r}");
+        let w = tool_json(
+            &server
+                .call(
+                    "write_file",
+                    json!({"path": ro.path().join("x").to_string_lossy(), "text": "x"}),
+                )
+                .await
+                .expect("write"),
+        );
+        assert_eq!(errno(&w), "EROFS", "{w}");
+        let p = tool_json(&server.call("probe", json!({})).await.expect("probe"));
+        let outcome = p["syscalls"]["unshare_newuser"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert_eq!(
+            outcome, unshare_expected,
+            "{extra:?}: unshare(CLONE_NEWUSER)"
+        );
+        // What the browser variant does not add stays refused.
+        assert_eq!(p["syscalls"]["mount"], "EPERM", "{}", p["syscalls"]);
+        let done = server.finish().await.expect("finish");
+        assert_eq!(code(done.status), 0, "{}", done.stderr);
+        assert!(!done.stderr.contains(&token));
+        run.assert_nothing_left(p["namespaces"]["user"].as_str());
+    }
+}

@@ -147,10 +147,7 @@ impl LaunchError {
 
 /// The seccomp profiles this build ships (`sandbox-profiles/profiles/seccomp/`).
 pub fn seccomp_variants() -> Vec<&'static str> {
-    sandbox_profiles::SECCOMP_PROFILES
-        .iter()
-        .map(|(name, _)| *name)
-        .collect()
+    sandbox_profiles::variant_names().to_vec()
 }
 
 /// Seccomp variant names: lowercase letters, digits and `-`, at most 64 characters.
