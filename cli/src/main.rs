@@ -40,7 +40,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run an MCP server over stdio in a sandbox: `thv-sandbox run NAME|IMAGE [-- ARGS…]`.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// The curated server registry: `list`, `search QUERY`, `info NAME`.
     Registry(registry_cmd::RegistryArgs),
     /// Pull an image from its registry into the cache; prints the pinned reference (`…@sha256:…`) on stdout.
@@ -222,7 +222,7 @@ fn main() -> ExitCode {
         Command::Runner { run_dir } => runner::keeper_main(&run_dir),
         Command::Doctor => doctor_cmd(file),
         Command::Config(cmd) => config_cmd(file, cmd),
-        Command::Run(args) => run_cmd(file, args),
+        Command::Run(args) => run_cmd(file, *args),
         Command::Registry(args) => registry_cmd::registry_cmd(file, args),
         Command::Pull(args) => pull_cmd(file, args),
         Command::Images(args) => images_cmd(file, args),
