@@ -277,6 +277,7 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
         stop_timeout: req.stop_timeout,
         on_started: &mut on_started,
         on_egress: &mut |_listener| {},
+        on_factory: &mut |_factory| {},
     });
     // The lock goes with our process; the runner holds its own copy until it is gone.
     drop(run_dir);
@@ -399,6 +400,7 @@ fn prepare_run(
         network_host: req.network == NetworkMode::Host,
         overlay,
         egress_port: None,
+        socket_factory: false,
     };
     let plan_path = dir.join("plan.json");
     let plan_json =

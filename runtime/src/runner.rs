@@ -73,6 +73,10 @@ pub struct RunnerPlan {
     /// it to the supervisor.
     #[serde(default)]
     pub egress_port: Option<u16>,
+    /// Hand the supervisor a socket factory (TCP sockets of the sandbox's network namespace, for bridging HTTP
+    /// servers): see [`crate::sync::SocketFactory`].
+    #[serde(default)]
+    pub socket_factory: bool,
 }
 
 /// An overlay whose lower layer is the sealed cached root and whose upper layer is a tmpfs of the runner's: the
@@ -170,6 +174,18 @@ pub fn keeper_main(run_dir: &Path) -> i32 {
             return fail("egress proxy socket", &e);
         }
     }
+    let factory = if plan.socket_factory {
+        let made = Channel::pair().and_then(|(ours, theirs)| {
+            chan.send_with_fd(&Message::SocketFactory, theirs.fd())?;
+            Ok(ours)
+        });
+        match made {
+            Ok(f) => Some(f),
+            Err(e) => return fail("socket factory", &e),
+        }
+    } else {
+        None
+    };
     let namespaces_us = t0.elapsed().as_micros() as u64;
 
     // Signals are taken through a signalfd; the runner init unblocks them again before libcontainer runs.
@@ -186,19 +202,26 @@ pub fn keeper_main(run_dir: &Path) -> i32 {
     let child = match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             drop(sfd);
+            drop(factory);
             std::process::exit(init_main(&plan, &chan, namespaces_us, secrets));
         }
         Ok(ForkResult::Parent { child }) => child,
         Err(e) => return fail("fork runner init", &e),
     };
-    let code = keep(&plan, &chan, &sfd, child);
+    let code = keep(&plan, &chan, &sfd, child, factory);
     cleanup(&plan);
     code
 }
 
 /// The keeper's wait: relays signals and the supervisor's requests, enforces the grace period if the supervisor
 /// dies, and returns the runner init's exit code.
-fn keep(plan: &RunnerPlan, chan: &Channel, sfd: &SignalFd, child: Pid) -> i32 {
+fn keep(
+    plan: &RunnerPlan,
+    chan: &Channel,
+    sfd: &SignalFd,
+    child: Pid,
+    mut factory: Option<Channel>,
+) -> i32 {
     let mut deadline: Option<Instant> = None;
     let mut chan_open = true;
     let grace = Duration::from_millis(plan.stop_timeout_ms);
@@ -215,6 +238,10 @@ fn keep(plan: &RunnerPlan, chan: &Channel, sfd: &SignalFd, child: Pid) -> i32 {
         if chan_open {
             fds.push(PollFd::new(chan.as_fd(), PollFlags::POLLIN));
         }
+        let factory_at = fds.len();
+        if let Some(f) = &factory {
+            fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
+        }
         match poll(&mut fds, timeout) {
             Ok(0) => {
                 // Grace period over.
@@ -230,11 +257,24 @@ fn keep(plan: &RunnerPlan, chan: &Channel, sfd: &SignalFd, child: Pid) -> i32 {
             }
         }
         let sig_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
+        let factory_ready = fds
+            .get(factory_at)
+            .and_then(|f| f.revents())
+            .is_some_and(|r| !r.is_empty());
         let chan_ready = chan_open
             && fds
                 .get(1)
                 .and_then(|f| f.revents())
                 .is_some_and(|r| !r.is_empty());
+        drop(fds);
+        if factory_ready {
+            let gone = factory
+                .as_ref()
+                .is_some_and(|f| !matches!(crate::sync::SocketFactory::serve_one(f), Ok(true)));
+            if gone {
+                factory = None;
+            }
+        }
         if sig_ready {
             if let Ok(Some(info)) = sfd.read_signal() {
                 let sig = Signal::try_from(info.ssi_signo as i32).ok();

@@ -55,6 +55,9 @@ pub struct Launch<'a> {
     /// Called with the egress proxy's listening socket (inside the sandbox's network namespace) when the runner
     /// made one (`RunnerPlan::egress_port`); serving it is the caller's.
     pub on_egress: &'a mut dyn FnMut(std::net::TcpListener),
+    /// Called with the socket factory into the sandbox's network namespace when the runner made one
+    /// (`RunnerPlan::socket_factory`).
+    pub on_factory: &'a mut dyn FnMut(crate::sync::SocketFactory),
 }
 
 impl std::fmt::Debug for Launch<'_> {
@@ -427,6 +430,9 @@ impl Watch {
                     1 => match chan.recv_with_fd() {
                         Ok(Some((Message::EgressListener { .. }, Some(fd)))) => {
                             (launch.on_egress)(std::net::TcpListener::from(fd));
+                        }
+                        Ok(Some((Message::SocketFactory, Some(fd)))) => {
+                            (launch.on_factory)(crate::sync::SocketFactory::from_fd(fd));
                         }
                         Ok(Some((Message::UsernsReady, _))) => {
                             let reply = match idmap.write(runner.as_raw() as u32) {

@@ -40,6 +40,84 @@ pub enum Message {
         /// The port it listens on.
         port: u16,
     },
+    /// Runner → supervisor, with a descriptor attached: one end of a socket factory (see [`SocketFactory`]).
+    SocketFactory,
+}
+
+/// TCP sockets made inside the sandbox's network namespace, for the host side: the runner keeper (which lives in
+/// that namespace) answers each request on this SOCK_SEQPACKET socket with a fresh, unconnected TCP socket. A
+/// socket belongs to the namespace it was created in, so connecting it from the supervisor reaches the server's
+/// port inside the sandbox, while the supervisor stays in the host's namespace. No process of the sandbox holds
+/// the factory.
+#[derive(Debug)]
+pub struct SocketFactory {
+    fd: OwnedFd,
+    lock: std::sync::Mutex<()>,
+}
+
+impl SocketFactory {
+    /// Wraps the descriptor the runner sent.
+    pub fn from_fd(fd: OwnedFd) -> SocketFactory {
+        SocketFactory {
+            fd,
+            lock: std::sync::Mutex::new(()),
+        }
+    }
+
+    /// A fresh TCP socket (IPv4) of the sandbox's network namespace.
+    pub fn socket(&self) -> io::Result<OwnedFd> {
+        let _one_at_a_time = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let chan = Channel {
+            fd: self.fd.try_clone()?,
+        };
+        chan.send(&Message::SocketFactory)?;
+        match chan.recv_with_fd()? {
+            Some((_, Some(fd))) => Ok(fd),
+            Some((Message::Failed(f), None)) => Err(io::Error::other(f.chain.join(": "))),
+            _ => Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the sandbox's socket factory is gone",
+            )),
+        }
+    }
+
+    /// A connection to `127.0.0.1:port` inside the sandbox.
+    pub fn connect(&self, port: u16) -> io::Result<std::net::TcpStream> {
+        let fd = self.socket()?;
+        let addr = nix::sys::socket::SockaddrIn::new(127, 0, 0, 1, port);
+        loop {
+            match nix::sys::socket::connect(fd.as_raw_fd(), &addr) {
+                Ok(()) => break,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(std::net::TcpStream::from(fd))
+    }
+
+    /// Serves one request on the runner's end: answers with a new socket of the current network namespace.
+    /// `Ok(false)` when the other end is gone.
+    pub fn serve_one(end: &Channel) -> io::Result<bool> {
+        match end.recv()? {
+            None => Ok(false),
+            Some(_) => {
+                let made = nix::sys::socket::socket(
+                    AddressFamily::Inet,
+                    SockType::Stream,
+                    SockFlag::SOCK_CLOEXEC,
+                    None,
+                );
+                match made {
+                    Ok(sock) => end.send_with_fd(&Message::SocketFactory, &sock)?,
+                    Err(e) => end.send(&Message::Failed(RunnerFailure {
+                        stage: "make a socket in the sandbox".into(),
+                        chain: vec![e.to_string()],
+                    }))?,
+                }
+                Ok(true)
+            }
+        }
+    }
 }
 
 /// Per-phase timings of a start, reported by the runner (microseconds).
@@ -188,6 +266,23 @@ mod tests {
         assert_eq!(b.recv().unwrap(), Some(Message::Signal(15)));
         drop(a);
         assert_eq!(b.recv().unwrap(), None);
+    }
+
+    #[test]
+    fn the_socket_factory_hands_out_sockets_that_connect() {
+        let (ours, theirs) = Channel::pair().unwrap();
+        let server =
+            std::thread::spawn(move || while SocketFactory::serve_one(&theirs).unwrap() {});
+        let factory = SocketFactory::from_fd(ours.fd);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        for _ in 0..3 {
+            let c = factory.connect(port).unwrap();
+            let (accepted, _) = listener.accept().unwrap();
+            assert_eq!(accepted.peer_addr().unwrap(), c.local_addr().unwrap());
+        }
+        drop(factory);
+        server.join().unwrap();
     }
 
     #[test]
