@@ -41,6 +41,9 @@ struct Cli {
 enum Command {
     /// Run an MCP server over stdio in a sandbox: `thv-sandbox run NAME|IMAGE [-- ARGS…]`.
     Run(Box<RunArgs>),
+    /// Show what `run` with the same arguments would give the server — network, mounts, environment names,
+    /// seccomp profile, declared provenance — without pulling or starting anything.
+    Inspect(Box<InspectArgs>),
     /// The curated server registry: `list`, `search QUERY`, `info NAME`.
     Registry(registry_cmd::RegistryArgs),
     /// Pull an image from its registry into the cache; prints the pinned reference (`…@sha256:…`) on stdout.
@@ -223,6 +226,7 @@ fn main() -> ExitCode {
         Command::Doctor => doctor_cmd(file),
         Command::Config(cmd) => config_cmd(file, cmd),
         Command::Run(args) => run_cmd(file, *args),
+        Command::Inspect(args) => inspect_cmd(file, *args),
         Command::Registry(args) => registry_cmd::registry_cmd(file, args),
         Command::Pull(args) => pull_cmd(file, args),
         Command::Images(args) => images_cmd(file, args),
@@ -327,20 +331,62 @@ fn doctor_cmd(file: Option<PathBuf>) -> i32 {
     }
 }
 
-fn run_cmd(file: Option<PathBuf>, args: RunArgs) -> i32 {
-    if !(args.stop_timeout.is_finite() && args.stop_timeout >= 0.0) {
-        eprintln!("error: --stop-timeout must be a number of seconds ≥ 0");
-        return EXIT_USAGE;
-    }
-    let (config, dirs) = match setup(file, &args.source.settings) {
+#[derive(Debug, clap::Args)]
+struct InspectArgs {
+    /// Only the sandbox profile (this version shows nothing else yet).
+    #[arg(long)]
+    profile: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+fn inspect_cmd(file: Option<PathBuf>, args: InspectArgs) -> i32 {
+    use std::io::Write;
+    let (req, _dirs) = match build_request(file, &args.run) {
         Ok(x) => x,
         Err(code) => return code,
     };
-    // Everything a refusal can come from is decided here, before anything is pulled.
-    let launch = match plan_launch(&args, &config) {
-        Ok(l) => l,
+    let profile = match thv_sandbox_runtime::inspect::effective_profile(&req) {
+        Ok(p) => p,
+        Err(e) => return report_error(&e, &[], e.hint(None), EXIT_USAGE),
+    };
+    let out = if args.json {
+        let mut s = serde_json::to_string_pretty(&profile).unwrap_or_default();
+        s.push('\n');
+        s
+    } else {
+        profile.render_text()
+    };
+    let _ = std::io::stdout().write_all(out.as_bytes());
+    0
+}
+
+fn run_cmd(file: Option<PathBuf>, args: RunArgs) -> i32 {
+    let (req, dirs) = match build_request(file, &args) {
+        Ok(x) => x,
         Err(code) => return code,
     };
+    match thv_sandbox_runtime::run(&req, &dirs) {
+        Ok(summary) => summary.exit_code,
+        Err(e) => report_runtime_error(&e, &dirs),
+    }
+}
+
+/// The flags, the configuration and the registry entry (if the name is one) → the request `run` carries out.
+/// Everything a refusal can come from is decided here, before anything is pulled; errors are reported here.
+fn build_request(
+    file: Option<PathBuf>,
+    args: &RunArgs,
+) -> Result<(thv_sandbox_runtime::RunRequest, Dirs), i32> {
+    if !(args.stop_timeout.is_finite() && args.stop_timeout >= 0.0) {
+        eprintln!("error: --stop-timeout must be a number of seconds ≥ 0");
+        return Err(EXIT_USAGE);
+    }
+    let (config, dirs) = setup(file, &args.source.settings)?;
+    let launch = plan_launch(args, &config)?;
     let (secret_env, plain): (Vec<_>, Vec<_>) = launch.env.into_iter().partition(|v| v.secret());
     let env: Vec<(String, String)> = plain
         .into_iter()
@@ -361,7 +407,7 @@ fn run_cmd(file: Option<PathBuf>, args: RunArgs) -> i32 {
                     "error: `--secret {name}` names no variable of this environment\n  hint: export {name} first; \
                      `--secret` takes a variable's name, never its value"
                 );
-                return EXIT_USAGE;
+                return Err(EXIT_USAGE);
             }
         }
     }
@@ -378,24 +424,24 @@ fn run_cmd(file: Option<PathBuf>, args: RunArgs) -> i32 {
         home.as_deref(),
     ) {
         Ok(m) => m,
-        Err(e) => return report_error(&e, &[], Some(e.hint()), EXIT_USAGE),
+        Err(e) => return Err(report_error(&e, &[], Some(e.hint()), EXIT_USAGE)),
     };
     let mut user_mounts = Vec::new();
     for v in &args.volume {
         match profile::parse_volume(v, home.as_deref()) {
             Ok(m) => user_mounts.push(m),
-            Err(e) => return report_error(&e, &[], Some(e.hint()), EXIT_USAGE),
+            Err(e) => return Err(report_error(&e, &[], Some(e.hint()), EXIT_USAGE)),
         }
     }
     let mounts = match profile::merge(profile_mounts, user_mounts) {
         Ok(m) => m,
-        Err(e) => return report_error(&e, &[], Some(e.hint()), EXIT_USAGE),
+        Err(e) => return Err(report_error(&e, &[], Some(e.hint()), EXIT_USAGE)),
     };
     let req = thv_sandbox_runtime::RunRequest {
         image: launch.image,
         pull_policy: args.source.pull.into(),
         registry_access: RegistryAccess::from_config(&config),
-        args: launch.args,
+        args: launch.args.clone(),
         env,
         secrets,
         mounts,
@@ -410,10 +456,7 @@ fn run_cmd(file: Option<PathBuf>, args: RunArgs) -> i32 {
         exe: PathBuf::from("/proc/self/exe"),
         timings: args.timings || std::env::var_os("THV_SANDBOX_TIMINGS").is_some_and(|v| v == "1"),
     };
-    match thv_sandbox_runtime::run(&req, &dirs) {
-        Ok(summary) => summary.exit_code,
-        Err(e) => report_runtime_error(&e, &dirs),
-    }
+    Ok((req, dirs))
 }
 
 /// Flags + registry entry (if the name is one) → what to run; errors are reported here (the exit code is

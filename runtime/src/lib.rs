@@ -24,6 +24,7 @@ pub mod dirs;
 pub mod distribution;
 pub mod doctor;
 pub mod idmap;
+pub mod inspect;
 pub mod layout;
 pub mod profile;
 pub mod reference;

@@ -1,0 +1,268 @@
+//! `thv-sandbox inspect`: what a `run` with the same arguments would give the server — computed from the same
+//! request `run` uses, without pulling or starting anything.
+
+use serde::Serialize;
+
+use crate::pipeline::{seccomp_for, Error, RunRequest};
+use crate::profile::NetworkMode;
+
+/// The effective sandbox profile of a request.
+#[derive(Debug, Clone, Serialize)]
+pub struct EffectiveProfile {
+    /// The registry entry's full name, when run by name.
+    pub server: Option<String>,
+    /// The image reference.
+    pub image: String,
+    /// `none` or `host`.
+    pub network: NetworkMode,
+    /// What the network mode means.
+    pub network_meaning: &'static str,
+    /// Host paths bound in.
+    pub mounts: Vec<MountView>,
+    /// Environment variable names (values are not shown), secret ones marked.
+    pub env: Vec<EnvView>,
+    /// The seccomp profile in force.
+    pub seccomp: SeccompView,
+    /// The provenance the registry declares for the image (`None`: none declared).
+    pub provenance: Option<crate::catalog::Provenance>,
+}
+
+/// One bind mount.
+#[derive(Debug, Clone, Serialize)]
+pub struct MountView {
+    /// Host path.
+    pub host: String,
+    /// Path inside.
+    pub container: String,
+    /// `ro` or `rw`.
+    pub mode: &'static str,
+}
+
+/// One environment variable (name only).
+#[derive(Debug, Clone, Serialize)]
+pub struct EnvView {
+    /// The name.
+    pub name: String,
+    /// Whether its value is secret (delivered in memory, never written).
+    pub secret: bool,
+}
+
+/// The seccomp profile, as a reviewer reads it: the variant's delta in full, the base as counts.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeccompView {
+    /// The profile's name (`default`, a variant, or `VARIANT+override`).
+    pub name: String,
+    /// The profile it extends, if a variant.
+    pub extends: Option<String>,
+    /// Its description.
+    pub description: String,
+    /// What a syscall not listed gets.
+    pub default_action: String,
+    /// Rules removed from the base.
+    pub removed: Vec<RuleView>,
+    /// Groups added on top of the base (by the variant or the user's override).
+    pub added: Vec<RuleView>,
+    /// Groups of the base profile, counted.
+    pub base_groups: usize,
+    /// Every syscall allowed (unconditionally or with argument conditions), sorted.
+    pub allowed_syscalls: Vec<String>,
+}
+
+/// One rule of a variant or override.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleView {
+    /// Where it comes from (`browser`, `override`, …).
+    pub origin: String,
+    /// The action (for added groups).
+    pub action: Option<String>,
+    /// Whether argument conditions restrict it.
+    pub conditional: bool,
+    /// The syscalls.
+    pub syscalls: Vec<String>,
+    /// Why.
+    pub reason: String,
+}
+
+/// The effective profile of `req`.
+pub fn effective_profile(req: &RunRequest) -> Result<EffectiveProfile, Error> {
+    let seccomp = seccomp_for(req)?;
+    let root = seccomp.extends().unwrap_or(seccomp.name()).to_owned();
+    let base_origin = |o: &str| o == root || o == "default" && seccomp.extends().is_none();
+    let mut allowed: Vec<String> = seccomp.allowed_syscalls().map(str::to_owned).collect();
+    allowed.sort();
+    allowed.dedup();
+    let view = SeccompView {
+        name: seccomp.name().to_owned(),
+        extends: seccomp.extends().map(str::to_owned),
+        description: seccomp.description().to_owned(),
+        default_action: format!("{:?}", seccomp.default_action()),
+        removed: seccomp
+            .removals()
+            .iter()
+            .map(|r| RuleView {
+                origin: r.origin().to_owned(),
+                action: None,
+                conditional: false,
+                syscalls: r.syscalls().map(str::to_owned).collect(),
+                reason: r.reason().to_owned(),
+            })
+            .collect(),
+        added: seccomp
+            .groups()
+            .iter()
+            .filter(|g| !base_origin(g.origin()))
+            .map(|g| RuleView {
+                origin: g.origin().to_owned(),
+                action: Some(format!("{:?}", g.action())),
+                conditional: g.is_conditional(),
+                syscalls: g.syscalls().map(str::to_owned).collect(),
+                reason: g.reason().to_owned(),
+            })
+            .collect(),
+        base_groups: seccomp
+            .groups()
+            .iter()
+            .filter(|g| base_origin(g.origin()))
+            .count(),
+        allowed_syscalls: allowed,
+    };
+    let mut env: Vec<EnvView> = req
+        .env
+        .iter()
+        .map(|(n, _)| EnvView {
+            name: n.clone(),
+            secret: false,
+        })
+        .chain(req.secrets.iter().map(|s| EnvView {
+            name: s.name.clone(),
+            secret: true,
+        }))
+        .collect();
+    env.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(EffectiveProfile {
+        server: req.server_name.clone(),
+        image: req.image.clone(),
+        network: req.network,
+        network_meaning: match req.network {
+            NetworkMode::None => "own network namespace with loopback only; no DNS",
+            NetworkMode::Host => {
+                "the host's network namespace: everything the user can reach, host loopback services included"
+            }
+        },
+        mounts: req
+            .mounts
+            .iter()
+            .map(|m| MountView {
+                host: m.host.display().to_string(),
+                container: m.container.clone(),
+                mode: if m.read_only { "ro" } else { "rw" },
+            })
+            .collect(),
+        env,
+        seccomp: view,
+        provenance: req.provenance.clone(),
+    })
+}
+
+impl EffectiveProfile {
+    /// The text `inspect` prints for people.
+    pub fn render_text(&self) -> String {
+        use std::fmt::Write as _;
+        let mut o = String::new();
+        if let Some(s) = &self.server {
+            let _ = writeln!(o, "server:   {s}");
+        }
+        let _ = writeln!(o, "image:    {}", self.image);
+        let _ = writeln!(
+            o,
+            "network:  {} ({})",
+            self.network.as_str(),
+            self.network_meaning
+        );
+        if self.mounts.is_empty() {
+            let _ = writeln!(o, "mounts:   none (no host path is visible)");
+        } else {
+            let _ = writeln!(o, "mounts:");
+            for m in &self.mounts {
+                let _ = writeln!(o, "  {} -> {} ({})", m.host, m.container, m.mode);
+            }
+        }
+        if self.env.is_empty() {
+            let _ = writeln!(o, "env:      none besides the image's own");
+        } else {
+            let names: Vec<String> = self
+                .env
+                .iter()
+                .map(|e| {
+                    if e.secret {
+                        format!("{} (secret)", e.name)
+                    } else {
+                        e.name.clone()
+                    }
+                })
+                .collect();
+            let _ = writeln!(o, "env:      {}", names.join(", "));
+        }
+        let s = &self.seccomp;
+        match &s.extends {
+            Some(base) => {
+                let _ = writeln!(o, "seccomp:  {} (extends {base})", s.name);
+            }
+            None => {
+                let _ = writeln!(o, "seccomp:  {}", s.name);
+            }
+        }
+        let _ = writeln!(
+            o,
+            "  default action {}; {} syscalls allowed; {} groups of the base profile",
+            s.default_action,
+            s.allowed_syscalls.len(),
+            s.base_groups
+        );
+        for r in &s.removed {
+            let _ = writeln!(
+                o,
+                "  - removed [{}] {}: {}",
+                r.origin,
+                r.syscalls.join(", "),
+                r.reason
+            );
+        }
+        for r in &s.added {
+            let _ = writeln!(
+                o,
+                "  + {} [{}] {}{}: {}",
+                r.action.as_deref().unwrap_or(""),
+                r.origin,
+                r.syscalls.join(", "),
+                if r.conditional {
+                    " (with argument conditions)"
+                } else {
+                    ""
+                },
+                r.reason
+            );
+        }
+        match &self.provenance {
+            None => {
+                let _ = writeln!(o, "provenance: none declared");
+            }
+            Some(p) => {
+                let _ = writeln!(o, "provenance:");
+                for (k, v) in [
+                    ("sigstore_url", &p.sigstore_url),
+                    ("repository_uri", &p.repository_uri),
+                    ("repository_ref", &p.repository_ref),
+                    ("signer_identity", &p.signer_identity),
+                    ("runner_environment", &p.runner_environment),
+                    ("cert_issuer", &p.cert_issuer),
+                ] {
+                    if let Some(v) = v {
+                        let _ = writeln!(o, "  {k}: {v}");
+                    }
+                }
+            }
+        }
+        o
+    }
+}
