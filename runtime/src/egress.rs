@@ -69,6 +69,12 @@ use tokio::sync::{oneshot, Semaphore};
 
 pub use rules::{classify, AddrClass, Decision, Host, Outbound, Rules, RulesError};
 
+/// The port the proxy listens on inside a sandbox (`127.0.0.1:PROXY_PORT` in the sandbox's own network namespace,
+/// so it can never collide with anything on the host). Fixed, so the environment can be written into the spec
+/// before the namespace exists. A server that binds the same port itself gets `EADDRINUSE`; it cannot share the
+/// socket (it is bound without `SO_REUSEPORT`).
+pub const PROXY_PORT: u16 = 3128;
+
 /// Limits of the proxy. [`Options::default`] suits a sandbox.
 #[derive(Debug, Clone)]
 pub struct Options {

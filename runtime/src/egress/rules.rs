@@ -529,6 +529,10 @@ mod tests {
             ),
             (&local, "[::1]", 8080, vec!["::1"], true),
             (&local, "127.0.0.2", 8080, vec!["127.0.0.2"], false),
+            // Odd spellings of loopback are names to us, resolved, and then refused as loopback.
+            (&local, "127.1", 8080, vec!["127.0.0.1"], false),
+            (&local, "2130706433", 8080, vec!["127.0.0.1"], false),
+            (&any443, "0x7f.1", 443, vec!["127.0.0.1"], false),
             (&local, "db.corp.example", 5432, vec!["10.0.0.5"], false),
             (&local, "www.corp.example", 443, vec![PUBLIC], true),
             (&local, "no-address.corp.example", 443, vec![], false),
