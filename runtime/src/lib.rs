@@ -23,6 +23,7 @@ pub mod digest;
 pub mod dirs;
 pub mod distribution;
 pub mod doctor;
+pub mod egress;
 pub mod idmap;
 pub mod inspect;
 pub mod layout;

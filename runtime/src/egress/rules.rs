@@ -1,0 +1,590 @@
+//! The egress rules: which `host:port` a sandbox may reach through the proxy, and which addresses a name may
+//! lead to. Pure logic: resolution happens in the caller, which passes the addresses it got to [`Rules::decide`].
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// ToolHive's `permissions.network.outbound`, as the registry and permission profiles write it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Outbound {
+    /// Any public destination on any port (overrides `allow_port`, as in ToolHive).
+    #[serde(default)]
+    pub insecure_allow_all: bool,
+    /// Hosts: `name` exactly, `.domain` for the domain and all its subdomains, or an IP address.
+    #[serde(default)]
+    pub allow_host: Vec<String>,
+    /// Ports. Alone (no `allow_host`): any public host on these ports.
+    #[serde(default)]
+    pub allow_port: Vec<i64>,
+}
+
+/// Why an `outbound` section cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RulesError {
+    /// An `allow_host` entry is not a host name, `.domain` or IP address.
+    #[error("allow_host entry `{0}` is not a host name, `.domain` or IP address")]
+    Host(String),
+    /// An `allow_port` entry is not in 1..=65535.
+    #[error("allow_port entry `{0}` is not a port (1-65535)")]
+    Port(i64),
+}
+
+impl RulesError {
+    /// What the user can do about it.
+    pub fn hint(&self) -> String {
+        match self {
+            RulesError::Host(_) => {
+                "write `api.example.com`, `.example.com` (the domain and its subdomains), \
+                                    `127.0.0.1` or `::1`; no scheme, port, path or `*`"
+                    .into()
+            }
+            RulesError::Port(_) => "list ports as numbers, e.g. `allow_port: [443]`".into(),
+        }
+    }
+}
+
+/// One `allow_host` entry, normalized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostRule {
+    /// A name, matched exactly.
+    Exact(String),
+    /// `.domain`: the domain and all its subdomains.
+    Domain(String),
+    /// An IP address, matched against IP-literal requests.
+    Ip(IpAddr),
+}
+
+/// The parsed rules. [`Rules::default`] allows nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rules {
+    allow_all: bool,
+    hosts: Vec<HostRule>,
+    ports: Vec<u16>,
+}
+
+/// A destination as the client named it: a (normalized) name or an IP literal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    /// A DNS name, lower-case, without a trailing dot.
+    Name(String),
+    /// An IP literal.
+    Ip(IpAddr),
+}
+
+impl Host {
+    /// Parses a host as a client writes it (`example.com`, `1.2.3.4`, `[::1]`, `::1`). `None` for anything that is
+    /// neither a plausible DNS name nor an IP address.
+    pub fn parse(s: &str) -> Option<Host> {
+        let inner = s.strip_prefix('[').and_then(|r| r.strip_suffix(']'));
+        if let Some(v6) = inner {
+            return v6.parse::<Ipv6Addr>().ok().map(|a| Host::Ip(IpAddr::V6(a)));
+        }
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Some(Host::Ip(ip));
+        }
+        let name = s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
+        valid_name(&name).then_some(Host::Name(name))
+    }
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Name(n) => f.write_str(n),
+            Host::Ip(IpAddr::V6(a)) => write!(f, "[{a}]"),
+            Host::Ip(IpAddr::V4(a)) => write!(f, "{a}"),
+        }
+    }
+}
+
+/// A DNS name: labels of letters, digits, `-` and `_` (seen in real names), 1..=63 bytes each, 253 in all.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// What kind of address an IP is, for egress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddrClass {
+    /// A public address: allowed when host and port are.
+    Public,
+    /// The host's own or a local network (loopback, private, link-local, CGNAT, unique-local, unspecified):
+    /// allowed only when an exact `allow_host` entry names it, or a name that resolved to it.
+    Local(&'static str),
+    /// Never a TCP destination (multicast, broadcast, reserved).
+    Never(&'static str),
+}
+
+/// Classifies an address; IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`), NAT64 (`64:ff9b::/96`)
+/// and 6to4 (`2002::/16`) forms are judged by the IPv4 address they carry.
+pub fn classify(ip: IpAddr) -> AddrClass {
+    match ip {
+        IpAddr::V4(a) => classify_v4(a),
+        IpAddr::V6(a) => classify_v6(a),
+    }
+}
+
+fn classify_v4(a: Ipv4Addr) -> AddrClass {
+    let [o0, o1, ..] = a.octets();
+    match (o0, o1) {
+        (0, _) => AddrClass::Local("\"this host\" (0.0.0.0/8)"),
+        (127, _) => AddrClass::Local("loopback"),
+        (10, _) => AddrClass::Local("private network"),
+        (172, 16..=31) => AddrClass::Local("private network"),
+        (192, 168) => AddrClass::Local("private network"),
+        (169, 254) => AddrClass::Local("link-local"),
+        (100, 64..=127) => AddrClass::Local("carrier-grade NAT (100.64.0.0/10)"),
+        (224..=239, _) => AddrClass::Never("multicast"),
+        (240..=255, _) => AddrClass::Never("reserved or broadcast (240.0.0.0/4)"),
+        _ => AddrClass::Public,
+    }
+}
+
+fn classify_v6(a: Ipv6Addr) -> AddrClass {
+    let s = a.segments();
+    if a.is_unspecified() {
+        return AddrClass::Local("unspecified (::)");
+    }
+    if a.is_loopback() {
+        return AddrClass::Local("loopback");
+    }
+    if let Some(v4) = a.to_ipv4_mapped() {
+        return classify_v4(v4);
+    }
+    // IPv4-compatible (deprecated) and NAT64 well-known prefix: the last 32 bits are an IPv4 address.
+    if s[..6] == [0; 6] || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return classify_v4(Ipv4Addr::from(((s[6] as u32) << 16) | s[7] as u32));
+    }
+    if s[0] == 0x2002 {
+        return classify_v4(Ipv4Addr::from(((s[1] as u32) << 16) | s[2] as u32));
+    }
+    match s[0] {
+        0xfc00..=0xfdff => AddrClass::Local("unique-local (fc00::/7)"),
+        0xfe80..=0xfebf => AddrClass::Local("link-local"),
+        0xfec0..=0xfeff => AddrClass::Local("site-local (fec0::/10)"),
+        0xff00..=0xffff => AddrClass::Never("multicast"),
+        _ => AddrClass::Public,
+    }
+}
+
+/// The outcome of [`Rules::decide`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Connect to these addresses (in order; each one checked).
+    Allow(Vec<SocketAddr>),
+    /// Refused, and why (for the client and the log).
+    Refuse(String),
+}
+
+impl Rules {
+    /// Parses ToolHive's `outbound` section. An empty section allows nothing.
+    pub fn from_outbound(o: &Outbound) -> Result<Rules, RulesError> {
+        let mut hosts = Vec::new();
+        for h in &o.allow_host {
+            hosts.push(parse_host_rule(h).ok_or_else(|| RulesError::Host(h.clone()))?);
+        }
+        let mut ports = Vec::new();
+        for &p in &o.allow_port {
+            match u16::try_from(p) {
+                Ok(p) if p != 0 => ports.push(p),
+                _ => return Err(RulesError::Port(p)),
+            }
+        }
+        Ok(Rules {
+            allow_all: o.insecure_allow_all,
+            hosts,
+            ports,
+        })
+    }
+
+    /// Whether the rules allow anything at all (if not, no proxy is needed).
+    pub fn allows_anything(&self) -> bool {
+        self.allow_all || !self.hosts.is_empty() || !self.ports.is_empty()
+    }
+
+    /// The first check, before resolution: host and port against the lists. `Ok(exact)` tells whether an exact
+    /// entry (name or IP) named the host, which opens loopback and local-network addresses.
+    pub fn check(&self, host: &Host, port: u16) -> Result<bool, String> {
+        if !self.allows_anything() {
+            return Err("no outbound network access is allowed for this server".into());
+        }
+        if port == 0 {
+            return Err("port 0 is not a destination".into());
+        }
+        let exact = self.hosts.iter().any(|r| match (r, host) {
+            (HostRule::Exact(e), Host::Name(n)) => e == n,
+            (HostRule::Ip(e), Host::Ip(ip)) => same_ip(*e, *ip),
+            _ => false,
+        });
+        let in_domain = self.hosts.iter().any(|r| match (r, host) {
+            (HostRule::Domain(d), Host::Name(n)) => {
+                n == d
+                    || (n.len() > d.len()
+                        && n.ends_with(d.as_str())
+                        && n.as_bytes()[n.len() - d.len() - 1] == b'.')
+            }
+            _ => false,
+        });
+        if self.allow_all {
+            return Ok(exact);
+        }
+        if !self.ports.is_empty() && !self.ports.contains(&port) {
+            return Err(format!("port {port} is not in allow_port"));
+        }
+        if !self.hosts.is_empty() && !exact && !in_domain {
+            return Err("host is not in allow_host".into());
+        }
+        Ok(exact)
+    }
+
+    /// The whole decision, given the addresses the host resolved to (for an IP literal: itself). Addresses that
+    /// are not allowed are dropped; if none is left, the destination is refused with the first reason.
+    pub fn decide(&self, host: &Host, port: u16, resolved: &[IpAddr]) -> Decision {
+        let exact = match self.check(host, port) {
+            Ok(exact) => exact,
+            Err(why) => return Decision::Refuse(why),
+        };
+        let mut allowed = Vec::new();
+        let mut first_refusal = None;
+        for &ip in resolved {
+            let why = match classify(ip) {
+                AddrClass::Public => None,
+                AddrClass::Local(_) if exact => None,
+                AddrClass::Local(kind) => Some(format!(
+                    "{ip} is {kind}, which only an exact allow_host entry for it opens"
+                )),
+                AddrClass::Never(kind) => Some(format!("{ip} is {kind}")),
+            };
+            match why {
+                None => allowed.push(SocketAddr::new(ip, port)),
+                Some(w) => {
+                    first_refusal.get_or_insert(w);
+                }
+            }
+        }
+        if allowed.is_empty() {
+            return Decision::Refuse(match (host, first_refusal) {
+                (Host::Name(_), Some(why)) => format!("resolves to {why}"),
+                (Host::Ip(_), Some(why)) => why,
+                (_, None) => "the name has no address".into(),
+            });
+        }
+        Decision::Allow(allowed)
+    }
+}
+
+/// Two IPs are the same destination (an IPv4 address and its IPv4-mapped IPv6 form are).
+fn same_ip(a: IpAddr, b: IpAddr) -> bool {
+    a.to_canonical() == b.to_canonical()
+}
+
+fn parse_host_rule(s: &str) -> Option<HostRule> {
+    let s = s.trim();
+    if let Some(d) = s.strip_prefix('.') {
+        let d = d.strip_suffix('.').unwrap_or(d).to_ascii_lowercase();
+        return valid_name(&d).then_some(HostRule::Domain(d));
+    }
+    match Host::parse(s)? {
+        Host::Ip(ip) => Some(HostRule::Ip(ip)),
+        Host::Name(n) => Some(HostRule::Exact(n)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(all: bool, hosts: &[&str], ports: &[i64]) -> Rules {
+        Rules::from_outbound(&Outbound {
+            insecure_allow_all: all,
+            allow_host: hosts.iter().map(|s| s.to_string()).collect(),
+            allow_port: ports.to_vec(),
+        })
+        .unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    const PUBLIC: &str = "93.184.215.14";
+
+    #[test]
+    fn address_classes() {
+        let local = [
+            "0.0.0.0",
+            "0.1.2.3",
+            "127.0.0.1",
+            "127.255.255.254",
+            "10.0.0.1",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "100.127.255.255",
+            "::",
+            "::1",
+            "fc00::1",
+            "fd12:3456::1",
+            "fe80::1",
+            "febf::1",
+            "fec0::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.1.2.3",
+            "::ffff:169.254.169.254",
+            "::ffff:0.0.0.0",
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "64:ff9b::10.0.0.1",
+            "64:ff9b::7f00:1",
+            "2002:7f00:1::1",
+            "2002:a9fe:a9fe::1",
+        ];
+        for a in local {
+            assert!(
+                matches!(classify(ip(a)), AddrClass::Local(_)),
+                "{a} should be local"
+            );
+        }
+        let never = [
+            "224.0.0.1",
+            "239.255.255.250",
+            "255.255.255.255",
+            "240.0.0.1",
+            "ff02::1",
+            "::ffff:224.0.0.1",
+        ];
+        for a in never {
+            assert!(
+                matches!(classify(ip(a)), AddrClass::Never(_)),
+                "{a} should never be reached"
+            );
+        }
+        let public = [
+            PUBLIC,
+            "1.1.1.1",
+            "172.15.255.255",
+            "172.32.0.0",
+            "192.167.255.255",
+            "100.63.255.255",
+            "100.128.0.0",
+            "169.253.0.1",
+            "11.0.0.1",
+            "126.255.255.255",
+            "128.0.0.1",
+            "223.255.255.255",
+            "2606:4700:4700::1111",
+            "::ffff:1.1.1.1",
+            "64:ff9b::1.1.1.1",
+            "2002:101:101::1",
+            "fbff::1",
+        ];
+        for a in public {
+            assert_eq!(classify(ip(a)), AddrClass::Public, "{a} should be public");
+        }
+    }
+
+    #[test]
+    fn host_parsing() {
+        assert_eq!(
+            Host::parse("Example.COM."),
+            Some(Host::Name("example.com".into()))
+        );
+        assert_eq!(Host::parse("[::1]"), Some(Host::Ip(ip("::1"))));
+        assert_eq!(Host::parse("::1"), Some(Host::Ip(ip("::1"))));
+        assert_eq!(Host::parse("10.0.0.1"), Some(Host::Ip(ip("10.0.0.1"))));
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            "a b",
+            "a/b",
+            "user@host",
+            "[1.2.3.4]",
+            "[::1",
+            "*.example.com",
+            "a:80",
+        ] {
+            assert_eq!(Host::parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(Host::parse(&"a".repeat(64)), None);
+    }
+
+    #[test]
+    fn parsing_rejects_bad_entries() {
+        let bad_host = |h: &str| Outbound {
+            allow_host: vec![h.into()],
+            ..Default::default()
+        };
+        for h in [
+            "*.example.com",
+            "https://example.com",
+            "example.com:443",
+            "",
+            ".",
+            "exa mple.com",
+        ] {
+            assert_eq!(
+                Rules::from_outbound(&bad_host(h)),
+                Err(RulesError::Host(h.into()))
+            );
+        }
+        for p in [0, -1, 65536] {
+            let o = Outbound {
+                allow_port: vec![p],
+                ..Default::default()
+            };
+            assert_eq!(Rules::from_outbound(&o), Err(RulesError::Port(p)));
+        }
+        let o: Outbound =
+            serde_json::from_str(r#"{"allow_host": [".GitHub.com"], "allow_port": [443]}"#)
+                .unwrap();
+        assert!(Rules::from_outbound(&o).is_ok());
+        let o: Outbound = serde_json::from_str("{}").unwrap();
+        assert!(!Rules::from_outbound(&o).unwrap().allows_anything());
+    }
+
+    /// (rules, host, port, resolved addresses, allowed?)
+    #[test]
+    fn decisions() {
+        let gh = rules(false, &[".github.com", "api.example.com"], &[443]);
+        let any443 = rules(false, &[], &[443]);
+        let hosts_only = rules(false, &["api.example.com"], &[]);
+        let all = rules(true, &[], &[443]);
+        let local = rules(
+            false,
+            &["localhost", "127.0.0.1", "::1", ".corp.example"],
+            &[],
+        );
+        let all_plus_local = rules(true, &["localhost"], &[]);
+        let none = Rules::default();
+        let name = |s: &str| Host::parse(s).unwrap();
+        let cases: Vec<(&Rules, &str, u16, Vec<&str>, bool)> = vec![
+            // Host matching: exact, and `.domain` for the domain and its subdomains, nothing else.
+            (&gh, "github.com", 443, vec![PUBLIC], true),
+            (&gh, "api.github.com", 443, vec![PUBLIC], true),
+            (&gh, "a.b.github.com", 443, vec![PUBLIC], true),
+            (&gh, "API.GitHub.com.", 443, vec![PUBLIC], true),
+            (&gh, "evilgithub.com", 443, vec![PUBLIC], false),
+            (&gh, "github.com.evil.net", 443, vec![PUBLIC], false),
+            (&gh, "api.example.com", 443, vec![PUBLIC], true),
+            (&gh, "www.api.example.com", 443, vec![PUBLIC], false),
+            (&gh, "example.com", 443, vec![PUBLIC], false),
+            // Ports.
+            (&gh, "github.com", 80, vec![PUBLIC], false),
+            (&hosts_only, "api.example.com", 8443, vec![PUBLIC], true),
+            (&hosts_only, "other.example.com", 443, vec![PUBLIC], false),
+            // allow_port alone: any public host on those ports.
+            (&any443, "anything.example", 443, vec![PUBLIC], true),
+            (&any443, "1.1.1.1", 443, vec!["1.1.1.1"], true),
+            (&any443, "anything.example", 22, vec![PUBLIC], false),
+            (&any443, "localhost", 443, vec!["127.0.0.1"], false),
+            (&any443, "127.0.0.1", 443, vec!["127.0.0.1"], false),
+            (
+                &any443,
+                "metadata.example",
+                443,
+                vec!["169.254.169.254"],
+                false,
+            ),
+            (
+                &any443,
+                "::ffff:127.0.0.1",
+                443,
+                vec!["::ffff:127.0.0.1"],
+                false,
+            ),
+            (&any443, "mc.example", 443, vec!["224.0.0.1"], false),
+            // A name resolving to public and local addresses: only the public ones are used.
+            (
+                &any443,
+                "mixed.example",
+                443,
+                vec!["10.0.0.1", PUBLIC],
+                true,
+            ),
+            // insecure_allow_all: any public destination, any port (it overrides allow_port), nothing local.
+            (&all, "x.example", 22, vec![PUBLIC], true),
+            (&all, "x.example", 443, vec!["192.168.0.1"], false),
+            (&all, "169.254.169.254", 80, vec!["169.254.169.254"], false),
+            (&all, "[fd00::1]", 80, vec!["fd00::1"], false),
+            (&all_plus_local, "localhost", 5432, vec!["127.0.0.1"], true),
+            (&all_plus_local, "127.0.0.1", 5432, vec!["127.0.0.1"], false),
+            // Local addresses: opened by an exact entry for the name or the address, not by a `.domain`.
+            (&local, "localhost", 8080, vec!["127.0.0.1", "::1"], true),
+            (&local, "127.0.0.1", 8080, vec!["127.0.0.1"], true),
+            (
+                &local,
+                "::ffff:127.0.0.1",
+                8080,
+                vec!["::ffff:127.0.0.1"],
+                true,
+            ),
+            (&local, "[::1]", 8080, vec!["::1"], true),
+            (&local, "127.0.0.2", 8080, vec!["127.0.0.2"], false),
+            // Odd spellings of loopback are names to us, resolved, and then refused as loopback.
+            (&local, "127.1", 8080, vec!["127.0.0.1"], false),
+            (&local, "2130706433", 8080, vec!["127.0.0.1"], false),
+            (&any443, "0x7f.1", 443, vec!["127.0.0.1"], false),
+            (&local, "db.corp.example", 5432, vec!["10.0.0.5"], false),
+            (&local, "www.corp.example", 443, vec![PUBLIC], true),
+            (&local, "no-address.corp.example", 443, vec![], false),
+            // Nothing allowed.
+            (&none, "example.com", 443, vec![PUBLIC], false),
+            (&none, "localhost", 80, vec!["127.0.0.1"], false),
+            // Port 0.
+            (&all, "x.example", 0, vec![PUBLIC], false),
+        ];
+        for (r, h, port, addrs, want) in cases {
+            let addrs: Vec<IpAddr> = addrs.into_iter().map(ip).collect();
+            let got = r.decide(&name(h), port, &addrs);
+            match (&got, want) {
+                (Decision::Allow(list), true) => {
+                    assert!(!list.is_empty());
+                    for sa in list {
+                        assert_eq!(sa.port(), port);
+                        assert!(addrs.contains(&sa.ip()), "{h}: {sa} was not resolved");
+                        assert!(
+                            classify(sa.ip()) == AddrClass::Public
+                                || r.check(&name(h), port) == Ok(true),
+                            "{h}: local {sa} allowed without an exact entry"
+                        );
+                    }
+                }
+                (Decision::Refuse(why), false) => assert!(!why.is_empty()),
+                _ => panic!("{r:?} {h}:{port} {addrs:?}: got {got:?}, wanted allowed={want}"),
+            }
+        }
+    }
+
+    #[test]
+    fn refusal_reasons_name_the_cause() {
+        let r = rules(false, &[".example.com"], &[443]);
+        let h = Host::parse("api.example.com").unwrap();
+        assert_eq!(
+            r.decide(&h, 80, &[]),
+            Decision::Refuse("port 80 is not in allow_port".into())
+        );
+        let other = Host::parse("example.org").unwrap();
+        assert_eq!(
+            r.decide(&other, 443, &[]),
+            Decision::Refuse("host is not in allow_host".into())
+        );
+        match r.decide(&h, 443, &[ip("127.0.0.1")]) {
+            Decision::Refuse(why) => assert!(why.contains("127.0.0.1 is loopback"), "{why}"),
+            d => panic!("{d:?}"),
+        }
+        let mixed = r.decide(&h, 443, &[ip("10.0.0.1"), ip(PUBLIC)]);
+        assert_eq!(
+            mixed,
+            Decision::Allow(vec![SocketAddr::new(ip(PUBLIC), 443)])
+        );
+    }
+}
