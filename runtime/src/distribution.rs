@@ -41,7 +41,7 @@
 //! [`PullOptions::insecure`]. [`PullOptions::mirrors`] maps a registry to a mirror host that is contacted instead
 //! (same repository path, no fallback to the original); the image keeps its original name everywhere else.
 //! Authentication: anonymous, bearer tokens (the challenge flow), basic auth with [`PullOptions::credential`] or
-//! the `auths` of Docker's config file. Credential helpers are not supported yet. Foreign-layer `urls` are never
+//! Docker's config file (`auths`, and `credHelpers` / `credsStore` through `docker-credential-*` helpers). Foreign-layer `urls` are never
 //! followed. Layers may be uncompressed, gzip or zstd tars; other layer media types are refused before anything
 //! is downloaded.
 //!
@@ -286,6 +286,16 @@ pub enum PullError {
         /// What is wrong.
         reason: String,
     },
+    /// A Docker credential helper could not give the credentials.
+    #[error("the credential helper {helper} failed for {registry}: {reason}")]
+    CredentialHelper {
+        /// The helper program.
+        helper: String,
+        /// The registry asked about.
+        registry: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The registry could not be reached at all.
     #[error("cannot reach the registry {registry} at {origin}")]
     Unreachable {
@@ -467,6 +477,10 @@ impl PullError {
             PullError::Unreachable { .. } => "check that the registry is running and the address is right; \
                                               images already in the cache run with `--pull never`"
                 .to_owned(),
+            PullError::CredentialHelper { helper, .. } => format!(
+                "install {helper} where thv-sandbox finds it (on PATH) or fix it, or remove it from `credsStore` / \
+                 `credHelpers` in Docker's config.json, or give the credentials with {ENV_USER} / {ENV_PASSWORD}"
+            ),
             PullError::WrongCredentials { registry, .. } => format!(
                 "check {ENV_USER} / {ENV_PASSWORD}, or the `auths` entry for {registry} in Docker's config.json"
             ),
