@@ -192,7 +192,10 @@ fn init_logging(verbose: u8) {
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{default},libcontainer=error,libcgroups=error"))
+        // The TLS verifier logs every refused certificate as an error of its own; the pull error says it better.
+        tracing_subscriber::EnvFilter::new(format!(
+            "{default},libcontainer=error,libcgroups=error,rustls_platform_verifier=off"
+        ))
     });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -37,7 +37,7 @@
 //! A digest reference names immutable content: whatever the policy, it is used from the cache when complete.
 //!
 //! # Registries
-//! HTTPS, except plain HTTP for loopback hosts (`localhost`, 127.0.0.0/8, `::1`) and the hosts in
+//! HTTPS (the system's roots plus the CAs of [`PullOptions::ca_certs`]), except plain HTTP for loopback hosts (`localhost`, 127.0.0.0/8, `::1`) and the hosts in
 //! [`PullOptions::insecure`]. [`PullOptions::mirrors`] maps a registry to a mirror host that is contacted instead
 //! (same repository path, no fallback to the original); the image keeps its original name everywhere else.
 //! Authentication: anonymous, bearer tokens (the challenge flow), basic auth with [`PullOptions::credential`] or
@@ -307,6 +307,25 @@ pub enum PullError {
         #[source]
         source: BoxError,
     },
+    /// The registry's TLS certificate is not trusted (or not valid for its name).
+    #[error("the TLS certificate of the registry {registry} ({origin}) is not trusted")]
+    UntrustedCertificate {
+        /// The registry (or mirror).
+        registry: String,
+        /// `https://host` tried.
+        origin: String,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+    /// A CA certificate file cannot be used.
+    #[error("cannot use the CA certificate file {}: {reason}", path.display())]
+    CaCert {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// The connection failed during a transfer.
     #[error("the transfer from {registry} failed")]
     Transfer {
@@ -476,6 +495,13 @@ impl PullError {
             }
             PullError::Unreachable { .. } => "check that the registry is running and the address is right; \
                                               images already in the cache run with `--pull never`"
+                .to_owned(),
+            PullError::UntrustedCertificate { .. } => "if the registry's certificate comes from a private CA, \
+                trust that CA with `--ca-cert FILE` (PEM) or `ca_certs` in the configuration file; check that the \
+                certificate names the host you use"
+                .to_owned(),
+            PullError::CaCert { .. } => "give a PEM file of CA certificates (`-----BEGIN CERTIFICATE-----`) to \
+                `--ca-cert` / `ca_certs`"
                 .to_owned(),
             PullError::CredentialHelper { helper, .. } => format!(
                 "install {helper} where thv-sandbox finds it (on PATH) or fix it, or remove it from `credsStore` / \
