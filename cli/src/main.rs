@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use thv_sandbox_runtime::config::{self, Config};
 use thv_sandbox_runtime::dirs::Dirs;
 use thv_sandbox_runtime::distribution::PullPolicy;
+use thv_sandbox_runtime::progress::ProgressMode;
 use thv_sandbox_runtime::{cache, doctor, runner, RegistryAccess, EXIT_SANDBOX_ERROR, EXIT_USAGE};
 
 #[derive(Debug, Parser)]
@@ -88,6 +89,10 @@ struct SourceArgs {
     /// image), `never` (cache only, no network).
     #[arg(long, value_enum, default_value_t = PullArg::Missing)]
     pull: PullArg,
+    /// Say nothing about pulling (by default: per-layer progress when stderr is a terminal, else one line per
+    /// pulled image; always on stderr).
+    #[arg(short, long)]
+    quiet: bool,
     #[command(flatten)]
     settings: SettingsArgs,
 }
@@ -307,6 +312,7 @@ fn run_cmd(file: Option<PathBuf>, args: RunArgs) -> i32 {
         image: args.image,
         pull_policy: args.source.pull.into(),
         registry_access: RegistryAccess::from_config(&config),
+        progress: ProgressMode::detect(args.source.quiet),
         args: (!args.args.is_empty()).then_some(args.args),
         env,
         stop_timeout: Duration::from_secs_f64(args.stop_timeout),
@@ -329,6 +335,7 @@ fn pull_cmd(file: Option<PathBuf>, args: PullArgs) -> i32 {
         &args.image,
         args.source.pull.into(),
         &RegistryAccess::from_config(&config),
+        ProgressMode::detect(args.source.quiet),
         &dirs,
     ) {
         Ok(pulled) => {

@@ -137,6 +137,17 @@ pub struct VerifyInput<'a> {
     pub from_cache: bool,
 }
 
+/// Told about blob downloads, for progress display. Called from the pull's thread; downloads run concurrently, so
+/// calls for different blobs interleave.
+pub trait PullObserver: Sync {
+    /// A blob download starts (blobs already in the cache are not downloaded and not reported).
+    fn blob_started(&self, digest: &Digest, size: u64);
+    /// `received` bytes of it have arrived so far.
+    fn blob_progress(&self, digest: &Digest, received: u64);
+    /// It arrived whole and matched its digest.
+    fn blob_finished(&self, digest: &Digest);
+}
+
 /// The verification step: `Err(reason)` refuses the image.
 pub type VerifyFn<'a> = &'a dyn Fn(&VerifyInput<'_>) -> Result<(), String>;
 
@@ -163,6 +174,8 @@ pub struct PullOptions<'a> {
     pub proxy: ProxySettings,
     /// The verification step (see [`VerifyInput`]); `None` accepts every image.
     pub verify: Option<VerifyFn<'a>>,
+    /// Told about downloads (progress display); `None`: nobody.
+    pub observer: Option<&'a dyn PullObserver>,
 }
 
 impl std::fmt::Debug for PullOptions<'_> {
@@ -178,6 +191,7 @@ impl std::fmt::Debug for PullOptions<'_> {
             .field("docker_config", &self.docker_config)
             .field("proxy", &self.proxy)
             .field("verify", &self.verify.map(|_| "<fn>"))
+            .field("observer", &self.observer.map(|_| "<observer>"))
             .finish()
     }
 }
@@ -197,6 +211,7 @@ impl PullOptions<'static> {
             docker_config: None,
             proxy: ProxySettings::default(),
             verify: None,
+            observer: None,
         }
     }
 
@@ -772,7 +787,7 @@ async fn from_registry(
         });
     }
     remote
-        .fetch_blob(store, &config_blob, "image config")
+        .fetch_blob(store, &config_blob, "image config", opts.observer)
         .await?;
     let config_bytes = store.read_blob(&config_blob.digest, config_blob.size)?;
     let (config, layers) = document::check_image(
@@ -798,7 +813,7 @@ async fn from_registry(
     )?;
 
     // 5. fetch layers, a few at once; the first failure stops the others (their temporary files go with them).
-    fetch_layers(&remote, store, &layers).await?;
+    fetch_layers(&remote, store, &layers, opts.observer).await?;
 
     // 6. commit: only now does anything name the image.
     let pinned = reference.pinned(&top_digest);
@@ -829,9 +844,10 @@ async fn fetch_layers(
     remote: &Remote,
     store: &Store,
     layers: &[LayerBlob],
+    observer: Option<&dyn PullObserver>,
 ) -> Result<(), PullError> {
     futures_util::stream::iter(layers.iter())
-        .map(|layer| remote.fetch_blob(store, layer, "layer"))
+        .map(|layer| remote.fetch_blob(store, layer, "layer", observer))
         .buffer_unordered(MAX_PARALLEL_BLOBS)
         .try_for_each(|_| async { Ok(()) })
         .await

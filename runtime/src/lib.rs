@@ -24,6 +24,7 @@ pub mod distribution;
 pub mod doctor;
 pub mod idmap;
 pub mod layout;
+pub mod progress;
 pub mod reference;
 pub mod rootfs;
 pub mod runner;

@@ -20,7 +20,7 @@ use sha2::{Digest as _, Sha256};
 use super::auth::{self, Credential};
 use super::document::{LayerBlob, ACCEPTED_MANIFESTS};
 use super::store::Store;
-use super::{PullError, PullOptions};
+use super::{PullError, PullObserver, PullOptions};
 use crate::digest::{Digest, DigestError};
 use crate::reference::{split_host_port, Reference};
 
@@ -419,6 +419,7 @@ impl Remote {
         store: &Store,
         blob: &LayerBlob,
         role: &'static str,
+        observer: Option<&dyn PullObserver>,
     ) -> Result<bool, PullError> {
         if store.has_blob(&blob.digest, blob.size)? {
             return Ok(false);
@@ -441,6 +442,9 @@ impl Remote {
             .map_err(|e| self.blob_error(e, &blob.digest, role))?;
         let mut hasher = Sha256::new();
         let mut received: u64 = 0;
+        if let Some(o) = observer {
+            o.blob_started(&blob.digest, blob.size);
+        }
         let digest_error = |source| PullError::Digest { what: role, source };
         while let Some(chunk) = stream.next().await {
             let chunk = match chunk {
@@ -474,6 +478,9 @@ impl Remote {
                 path: temp.path().to_owned(),
                 source,
             })?;
+            if let Some(o) = observer {
+                o.blob_progress(&blob.digest, received);
+            }
         }
         if received != blob.size {
             return Err(digest_error(DigestError::SizeMismatch {
@@ -490,6 +497,9 @@ impl Remote {
             }));
         }
         store.commit_blob(temp, &blob.digest)?;
+        if let Some(o) = observer {
+            o.blob_finished(&blob.digest);
+        }
         Ok(true)
     }
 
