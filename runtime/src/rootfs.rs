@@ -244,10 +244,15 @@ pub struct RootLock {
     _file: std::fs::File,
 }
 
-/// Wait for, and take, the lock on building the root named `key` (`<roots>/.lock-<key>`, created when missing;
-/// these small files are kept, so that a lock is never taken on a file about to be unlinked).
+/// Wait for, and take, the lock on building the root named `key` (`<cache>/locks/roots-vN/<key>`, created when
+/// missing; these empty files are kept, so that a lock is never taken on a file about to be unlinked).
 pub fn lock_root(cache: &Path, key: &str) -> Result<RootLock, RootfsError> {
     let path = lock_path(cache, key);
+    let dir = path.parent().unwrap_or(cache);
+    crate::dirs::private_dir(dir).map_err(|e| RootfsError::Io {
+        path: dir.to_owned(),
+        source: io::Error::other(e.to_string()),
+    })?;
     let file = std::fs::File::options()
         .write(true)
         .create(true)
@@ -265,7 +270,10 @@ pub fn lock_root(cache: &Path, key: &str) -> Result<RootLock, RootfsError> {
 
 /// The lock file of the root named `key`.
 pub fn lock_path(cache: &Path, key: &str) -> PathBuf {
-    roots_dir(cache).join(format!(".lock-{key}"))
+    cache
+        .join("locks")
+        .join(format!("roots-v{UNPACKER_VERSION}"))
+        .join(key)
 }
 
 /// A build directory, removed (read-only directories included) unless committed.
