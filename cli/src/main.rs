@@ -18,6 +18,7 @@ use thv_sandbox_runtime::{
 };
 
 mod registry_cmd;
+use thv_sandbox_runtime::progress::ProgressMode;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -99,6 +100,10 @@ struct SourceArgs {
     /// image), `never` (cache only, no network).
     #[arg(long, value_enum, default_value_t = PullArg::Missing)]
     pull: PullArg,
+    /// Say nothing about pulling (by default: per-layer progress when stderr is a terminal, else one line per
+    /// pulled image; always on stderr).
+    #[arg(short, long)]
+    quiet: bool,
     #[command(flatten)]
     settings: SettingsArgs,
 }
@@ -242,7 +247,10 @@ fn init_logging(verbose: u8) {
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{default},libcontainer=error,libcgroups=error"))
+        // The TLS verifier logs every refused certificate as an error of its own; the pull error says it better.
+        tracing_subscriber::EnvFilter::new(format!(
+            "{default},libcontainer=error,libcgroups=error,rustls_platform_verifier=off"
+        ))
     });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -441,6 +449,7 @@ fn build_request(
         image: launch.image,
         pull_policy: args.source.pull.into(),
         registry_access: RegistryAccess::from_config(&config),
+        progress: ProgressMode::detect(args.source.quiet),
         args: launch.args.clone(),
         env,
         secrets,
@@ -521,6 +530,7 @@ fn pull_cmd(file: Option<PathBuf>, args: PullArgs) -> i32 {
         &args.image,
         args.source.pull.into(),
         &RegistryAccess::from_config(&config),
+        ProgressMode::detect(args.source.quiet),
         &dirs,
     ) {
         Ok(pulled) => {

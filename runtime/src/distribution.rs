@@ -37,11 +37,11 @@
 //! A digest reference names immutable content: whatever the policy, it is used from the cache when complete.
 //!
 //! # Registries
-//! HTTPS, except plain HTTP for loopback hosts (`localhost`, 127.0.0.0/8, `::1`) and the hosts in
+//! HTTPS (the system's roots plus the CAs of [`PullOptions::ca_certs`]), except plain HTTP for loopback hosts (`localhost`, 127.0.0.0/8, `::1`) and the hosts in
 //! [`PullOptions::insecure`]. [`PullOptions::mirrors`] maps a registry to a mirror host that is contacted instead
 //! (same repository path, no fallback to the original); the image keeps its original name everywhere else.
 //! Authentication: anonymous, bearer tokens (the challenge flow), basic auth with [`PullOptions::credential`] or
-//! the `auths` of Docker's config file. Credential helpers are not supported yet. Foreign-layer `urls` are never
+//! Docker's config file (`auths`, and `credHelpers` / `credsStore` through `docker-credential-*` helpers). Foreign-layer `urls` are never
 //! followed. Layers may be uncompressed, gzip or zstd tars; other layer media types are refused before anything
 //! is downloaded.
 //!
@@ -137,6 +137,17 @@ pub struct VerifyInput<'a> {
     pub from_cache: bool,
 }
 
+/// Told about blob downloads, for progress display. Called from the pull's thread; downloads run concurrently, so
+/// calls for different blobs interleave.
+pub trait PullObserver: Sync {
+    /// A blob download starts (blobs already in the cache are not downloaded and not reported).
+    fn blob_started(&self, digest: &Digest, size: u64);
+    /// `received` bytes of it have arrived so far.
+    fn blob_progress(&self, digest: &Digest, received: u64);
+    /// It arrived whole and matched its digest.
+    fn blob_finished(&self, digest: &Digest);
+}
+
 /// The verification step: `Err(reason)` refuses the image.
 pub type VerifyFn<'a> = &'a dyn Fn(&VerifyInput<'_>) -> Result<(), String>;
 
@@ -163,6 +174,8 @@ pub struct PullOptions<'a> {
     pub proxy: ProxySettings,
     /// The verification step (see [`VerifyInput`]); `None` accepts every image.
     pub verify: Option<VerifyFn<'a>>,
+    /// Told about downloads (progress display); `None`: nobody.
+    pub observer: Option<&'a dyn PullObserver>,
 }
 
 impl std::fmt::Debug for PullOptions<'_> {
@@ -178,6 +191,7 @@ impl std::fmt::Debug for PullOptions<'_> {
             .field("docker_config", &self.docker_config)
             .field("proxy", &self.proxy)
             .field("verify", &self.verify.map(|_| "<fn>"))
+            .field("observer", &self.observer.map(|_| "<observer>"))
             .finish()
     }
 }
@@ -197,6 +211,7 @@ impl PullOptions<'static> {
             docker_config: None,
             proxy: ProxySettings::default(),
             verify: None,
+            observer: None,
         }
     }
 
@@ -286,6 +301,16 @@ pub enum PullError {
         /// What is wrong.
         reason: String,
     },
+    /// A Docker credential helper could not give the credentials.
+    #[error("the credential helper {helper} failed for {registry}: {reason}")]
+    CredentialHelper {
+        /// The helper program.
+        helper: String,
+        /// The registry asked about.
+        registry: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The registry could not be reached at all.
     #[error("cannot reach the registry {registry} at {origin}")]
     Unreachable {
@@ -296,6 +321,25 @@ pub enum PullError {
         /// The cause.
         #[source]
         source: BoxError,
+    },
+    /// The registry's TLS certificate is not trusted (or not valid for its name).
+    #[error("the TLS certificate of the registry {registry} ({origin}) is not trusted")]
+    UntrustedCertificate {
+        /// The registry (or mirror).
+        registry: String,
+        /// `https://host` tried.
+        origin: String,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+    /// A CA certificate file cannot be used.
+    #[error("cannot use the CA certificate file {}: {reason}", path.display())]
+    CaCert {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
     },
     /// The connection failed during a transfer.
     #[error("the transfer from {registry} failed")]
@@ -467,6 +511,17 @@ impl PullError {
             PullError::Unreachable { .. } => "check that the registry is running and the address is right; \
                                               images already in the cache run with `--pull never`"
                 .to_owned(),
+            PullError::UntrustedCertificate { .. } => "if the registry's certificate comes from a private CA, \
+                trust that CA with `--ca-cert FILE` (PEM) or `ca_certs` in the configuration file; check that the \
+                certificate names the host you use"
+                .to_owned(),
+            PullError::CaCert { .. } => "give a PEM file of CA certificates (`-----BEGIN CERTIFICATE-----`) to \
+                `--ca-cert` / `ca_certs`"
+                .to_owned(),
+            PullError::CredentialHelper { helper, .. } => format!(
+                "install {helper} where thv-sandbox finds it (on PATH) or fix it, or remove it from `credsStore` / \
+                 `credHelpers` in Docker's config.json, or give the credentials with {ENV_USER} / {ENV_PASSWORD}"
+            ),
             PullError::WrongCredentials { registry, .. } => format!(
                 "check {ENV_USER} / {ENV_PASSWORD}, or the `auths` entry for {registry} in Docker's config.json"
             ),
@@ -732,7 +787,7 @@ async fn from_registry(
         });
     }
     remote
-        .fetch_blob(store, &config_blob, "image config")
+        .fetch_blob(store, &config_blob, "image config", opts.observer)
         .await?;
     let config_bytes = store.read_blob(&config_blob.digest, config_blob.size)?;
     let (config, layers) = document::check_image(
@@ -758,7 +813,7 @@ async fn from_registry(
     )?;
 
     // 5. fetch layers, a few at once; the first failure stops the others (their temporary files go with them).
-    fetch_layers(&remote, store, &layers).await?;
+    fetch_layers(&remote, store, &layers, opts.observer).await?;
 
     // 6. commit: only now does anything name the image.
     let pinned = reference.pinned(&top_digest);
@@ -789,9 +844,10 @@ async fn fetch_layers(
     remote: &Remote,
     store: &Store,
     layers: &[LayerBlob],
+    observer: Option<&dyn PullObserver>,
 ) -> Result<(), PullError> {
     futures_util::stream::iter(layers.iter())
-        .map(|layer| remote.fetch_blob(store, layer, "layer"))
+        .map(|layer| remote.fetch_blob(store, layer, "layer", observer))
         .buffer_unordered(MAX_PARALLEL_BLOBS)
         .try_for_each(|_| async { Ok(()) })
         .await

@@ -28,6 +28,7 @@ pub mod idmap;
 pub mod inspect;
 pub mod layout;
 pub mod profile;
+pub mod progress;
 pub mod reference;
 pub mod rootfs;
 pub mod runner;

@@ -8,6 +8,7 @@ use crate::distribution::{self, PullError, PullOptions, PullPolicy};
 use crate::idmap::{self, HostIds};
 use crate::layout::{self, LayoutError, OciLayout, Platform};
 use crate::profile::{BindMount, NetworkMode, ProfileError};
+use crate::progress::{Progress, ProgressMode};
 use crate::reference::{Reference, ReferenceError};
 use crate::rootfs::{self, RootfsError};
 use crate::runner::{OverlayPlan, RunnerPlan};
@@ -26,6 +27,8 @@ pub struct RunRequest {
     pub pull_policy: PullPolicy,
     /// How registries are reached (plain-HTTP registries, mirrors, CA certificates).
     pub registry_access: RegistryAccess,
+    /// What to say on stderr while pulling.
+    pub progress: ProgressMode,
     /// Arguments after `--` (replace the image's Cmd).
     pub args: Option<Vec<String>>,
     /// Extra environment for the server (not secret: it is written to the bundle's config.json).
@@ -298,7 +301,13 @@ fn resolve(req: &RunRequest, dirs: &Dirs) -> Result<(OciLayout, layout::Resolved
     if req.image.contains("://") {
         return Err(Error::BadReference(req.image.clone()));
     }
-    let pulled = pull(&req.image, req.pull_policy, &req.registry_access, dirs)?;
+    let pulled = pull(
+        &req.image,
+        req.pull_policy,
+        &req.registry_access,
+        req.progress,
+        dirs,
+    )?;
     Ok(pulled.open(&Platform::host())?)
 }
 
@@ -307,16 +316,28 @@ pub fn pull(
     image: &str,
     policy: PullPolicy,
     access: &RegistryAccess,
+    progress: ProgressMode,
     dirs: &Dirs,
 ) -> Result<distribution::Pulled, Error> {
     let reference: Reference = image.parse()?;
     crate::dirs::private_dir(&dirs.cache)?;
+    let meter = Progress::new(progress);
     let mut opts = PullOptions::from_env(&dirs.cache);
     opts.policy = policy;
     opts.insecure = access.insecure.clone();
     opts.mirrors = access.mirrors.clone();
     opts.ca_certs = access.ca_certs.clone();
-    Ok(distribution::pull(&reference, &opts)?)
+    opts.observer = meter.observer();
+    match distribution::pull(&reference, &opts) {
+        Ok(pulled) => {
+            meter.finish(&pulled);
+            Ok(pulled)
+        }
+        Err(e) => {
+            meter.abandon();
+            Err(e.into())
+        }
+    }
 }
 
 /// Writes the bundle, the generated /etc files and the runner plan into the run directory.

@@ -3,7 +3,9 @@
 //! A root is built aside in a fresh directory, every layer checked against its digest and diff_id, the mount
 //! points the spec needs created, and only then committed by `rename(2)` under a name made of what determines its
 //! content: the manifest digest, the id-mapping mode and the unpacker version. A half-built root never has that
-//! name, so it is never used; leftovers of a killed build are removed by the next build.
+//! name, so it is never used; leftovers of a killed build are removed by the next build. Builds of one root take
+//! its lock ([`lock_root`]) first: a second run starting while the first is unpacking waits for it and uses the
+//! root it committed instead of unpacking the image again.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -127,8 +129,15 @@ pub fn ensure(
         path: roots.clone(),
         source: io::Error::other(e.to_string()),
     })?;
-    let entry = roots.join(root_key(&image.manifest_digest, mode, ownership));
+    let key = root_key(&image.manifest_digest, mode, ownership);
+    let entry = roots.join(&key);
     if let Some(root) = load(&entry, runtime)? {
+        return Ok(root);
+    }
+    // One build per root: a concurrent first run waits here for the one building it, then uses its root.
+    let _build_lock = lock_root(cache, &key)?;
+    if let Some(root) = load(&entry, runtime)? {
+        tracing::debug!("{key}: unpacked meanwhile by another run");
         return Ok(root);
     }
     remove_abandoned_builds(&roots);
@@ -226,6 +235,45 @@ pub fn ensure(
     })?;
     root.unpacked_now = true;
     Ok(root)
+}
+
+/// The exclusive lock on building the root named `key`, held while it is built and committed (released when
+/// dropped, or when its holder dies).
+#[derive(Debug)]
+pub struct RootLock {
+    _file: std::fs::File,
+}
+
+/// Wait for, and take, the lock on building the root named `key` (`<cache>/locks/roots-vN/<key>`, created when
+/// missing; these empty files are kept, so that a lock is never taken on a file about to be unlinked).
+pub fn lock_root(cache: &Path, key: &str) -> Result<RootLock, RootfsError> {
+    let path = lock_path(cache, key);
+    let dir = path.parent().unwrap_or(cache);
+    crate::dirs::private_dir(dir).map_err(|e| RootfsError::Io {
+        path: dir.to_owned(),
+        source: io::Error::other(e.to_string()),
+    })?;
+    let file = std::fs::File::options()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_at(&path))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
+        RootfsError::Io {
+            path: path.clone(),
+            source: e.into(),
+        }
+    })?;
+    Ok(RootLock { _file: file })
+}
+
+/// The lock file of the root named `key`.
+pub fn lock_path(cache: &Path, key: &str) -> PathBuf {
+    cache
+        .join("locks")
+        .join(format!("roots-v{UNPACKER_VERSION}"))
+        .join(key)
 }
 
 /// A build directory, removed (read-only directories included) unless committed.

@@ -102,13 +102,46 @@ impl TestRegistry {
         TestRegistry::start_with(auth, config)
     }
 
-    fn start_with(auth_kind: Auth, mut auth: String) -> io::Result<TestRegistry> {
+    /// Start a second registry that serves this one's storage (what is pushed to this one) over HTTPS with the
+    /// certificate `cert` and its key `key` (PEM files, e.g. from [`TestCa`]); no authentication.
+    pub fn start_tls_view(&self, cert: &Path, key: &Path) -> io::Result<TestRegistry> {
+        let tls = format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            cert.display(),
+            key.display()
+        );
+        TestRegistry::start_in(
+            Auth::None,
+            String::new(),
+            Some(self.dir.path().join("storage")),
+            tls,
+        )
+    }
+
+    fn start_with(auth_kind: Auth, auth: String) -> io::Result<TestRegistry> {
+        TestRegistry::start_in(auth_kind, auth, None, String::new())
+    }
+
+    /// `http_extra` goes under the config's `http:` section (indented by two spaces); with `shared_storage` the
+    /// registry serves that directory instead of a fresh one.
+    fn start_in(
+        auth_kind: Auth,
+        mut auth: String,
+        shared_storage: Option<PathBuf>,
+        http_extra: String,
+    ) -> io::Result<TestRegistry> {
         let dir = tempfile::Builder::new()
             .prefix("thv-e2e-registry-")
             .tempdir()
             .map_err(ctx("registry temp dir"))?;
-        let storage = dir.path().join("storage");
-        std::fs::create_dir(&storage).map_err(ctx(storage.display()))?;
+        let storage = match shared_storage {
+            Some(path) => path,
+            None => {
+                let storage = dir.path().join("storage");
+                std::fs::create_dir(&storage).map_err(ctx(storage.display()))?;
+                storage
+            }
+        };
         if let Auth::Basic { user, password } = &auth_kind {
             let out = Command::new("htpasswd")
                 .args(["-Bbn", user, password])
@@ -135,7 +168,7 @@ impl TestRegistry {
             let config = dir.path().join("config.yml");
             let text = format!(
                 "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    \
-                 rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth}",
+                 rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{http_extra}{auth}",
                 storage.display()
             );
             std::fs::write(&config, text).map_err(ctx(config.display()))?;
@@ -150,7 +183,7 @@ impl TestRegistry {
                 .stderr(log2)
                 .spawn()
                 .map_err(ctx(REGISTRY_BIN))?;
-            match wait_ready(&mut child, addr, &log_path) {
+            match wait_ready(&mut child, addr, &log_path, !http_extra.is_empty()) {
                 Ok(()) => {
                     return Ok(TestRegistry {
                         child,
@@ -338,7 +371,9 @@ impl Drop for TestRegistry {
     }
 }
 
-fn wait_ready(child: &mut Child, addr: SocketAddr, log: &Path) -> io::Result<()> {
+/// Waits until the registry answers `GET /v2/`; a TLS registry answers our plain request with a 400, which is
+/// enough to know it listens.
+fn wait_ready(child: &mut Child, addr: SocketAddr, log: &Path, tls: bool) -> io::Result<()> {
     let deadline = Instant::now() + START_TIMEOUT;
     let log = || std::fs::read_to_string(log).unwrap_or_default();
     loop {
@@ -349,7 +384,7 @@ fn wait_ready(child: &mut Child, addr: SocketAddr, log: &Path) -> io::Result<()>
             )));
         }
         if let Ok(response) = http_request(addr, "GET", "/v2/", &[], &[]) {
-            if response.status == 200 || response.status == 401 {
+            if response.status == 200 || response.status == 401 || (tls && response.status == 400) {
                 return Ok(());
             }
         }
@@ -672,6 +707,102 @@ fn run(command: &mut Command, what: &str) -> io::Result<Vec<u8>> {
         )));
     }
     Ok(out.stdout)
+}
+
+/// A certificate authority made for a test, and a server certificate it signed for a host name (and 127.0.0.1),
+/// all made with the `openssl` command in a temporary directory.
+#[derive(Debug)]
+pub struct TestCa {
+    _dir: tempfile::TempDir,
+    /// The CA certificate (PEM): what clients must trust.
+    pub ca_cert: PathBuf,
+    /// The server certificate (PEM).
+    pub server_cert: PathBuf,
+    /// The server's private key (PEM).
+    pub server_key: PathBuf,
+}
+
+impl TestCa {
+    /// A fresh CA and a server certificate for `host`.
+    pub fn new(host: &str) -> io::Result<TestCa> {
+        let dir = tempfile::Builder::new()
+            .prefix("thv-e2e-ca-")
+            .tempdir()
+            .map_err(ctx("CA temp dir"))?;
+        let p = |name: &str| dir.path().join(name);
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        run(
+            Command::new("openssl")
+                .args(["req", "-x509", "-days", "2", "-subj", "/CN=thv-e2e test CA"])
+                .args(ec)
+                .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+                .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+                .arg("-keyout")
+                .arg(p("ca.key"))
+                .arg("-out")
+                .arg(p("ca.pem")),
+            "openssl req (CA)",
+        )?;
+        run(
+            Command::new("openssl")
+                .args(["req", "-subj", &format!("/CN={host}")])
+                .args(ec)
+                .arg("-keyout")
+                .arg(p("server.key"))
+                .arg("-out")
+                .arg(p("server.csr")),
+            "openssl req (server)",
+        )?;
+        let ext = p("server.ext");
+        std::fs::write(
+            &ext,
+            format!(
+                "subjectAltName=DNS:{host},IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+                 keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+            ),
+        )
+        .map_err(ctx(ext.display()))?;
+        run(
+            Command::new("openssl")
+                .args(["x509", "-req", "-days", "2", "-in"])
+                .arg(p("server.csr"))
+                .arg("-CA")
+                .arg(p("ca.pem"))
+                .arg("-CAkey")
+                .arg(p("ca.key"))
+                .args(["-CAcreateserial", "-extfile"])
+                .arg(&ext)
+                .arg("-out")
+                .arg(p("server.pem")),
+            "openssl x509 (sign)",
+        )?;
+        Ok(TestCa {
+            ca_cert: p("ca.pem"),
+            server_cert: p("server.pem"),
+            server_key: p("server.key"),
+            _dir: dir,
+        })
+    }
+}
+
+/// A name of this machine other than `localhost` that resolves to loopback addresses only (the host name, when
+/// `/etc/hosts` maps it to 127.0.0.1, as Debian does): registries under such a name are reached over HTTPS,
+/// while `localhost` and IP literals get plain HTTP.
+pub fn loopback_hostname() -> Option<String> {
+    use std::net::ToSocketAddrs;
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim().to_ascii_lowercase();
+    if name.is_empty() || name == "localhost" || name.parse::<std::net::IpAddr>().is_ok() {
+        return None;
+    }
+    let addrs: Vec<SocketAddr> = (name.as_str(), 0).to_socket_addrs().ok()?.collect();
+    (!addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())).then_some(name)
 }
 
 impl TokenServer {

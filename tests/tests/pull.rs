@@ -933,3 +933,91 @@ fn a_killed_pull_leaves_only_an_unused_temporary_file() {
     assert!(leftovers[0].exists(), "a recent leftover is left alone");
     unpack(&pulled, cache.path());
 }
+
+/// Whether `/proc/locks` lists a process waiting for a lock on the file with inode `ino`.
+fn lock_waiter_on(ino: u64) -> bool {
+    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    let suffix = format!(":{ino}");
+    locks.lines().any(|l| {
+        l.contains("->")
+            && l.split_whitespace()
+                .any(|field| field.ends_with(&suffix) && field.matches(':').count() == 2)
+    })
+}
+
+#[test]
+fn a_second_first_run_waits_for_the_first_unpack_and_uses_its_root() {
+    use std::os::unix::fs::MetadataExt;
+    let layout = tempdir("thv-e2e-layout-");
+    app_image("shared\n")
+        .write(layout.path(), "v1")
+        .expect("write image");
+    let oci = thv_sandbox_runtime::layout::OciLayout::open(layout.path()).unwrap();
+    let image = oci.resolve(Some("v1"), &Platform::host()).unwrap();
+    let cache = tempdir("thv-e2e-cache-");
+    let key = rootfs::root_key(&image.manifest_digest, IdMapMode::Single, Ownership::Ignore);
+    thv_sandbox_runtime::dirs::private_dir(&rootfs::roots_dir(cache.path())).unwrap();
+
+    // The first run is building: it holds the lock.
+    let first_lock = rootfs::lock_root(cache.path(), &key).unwrap();
+    let ino = std::fs::metadata(rootfs::lock_path(cache.path(), &key))
+        .unwrap()
+        .ino();
+    let second = {
+        let (cache, layout, image) = (
+            cache.path().to_owned(),
+            layout.path().to_owned(),
+            image.clone(),
+        );
+        std::thread::spawn(move || {
+            let oci = thv_sandbox_runtime::layout::OciLayout::open(&layout).unwrap();
+            rootfs::ensure(
+                &cache,
+                &oci,
+                &image,
+                &ImageRuntimeConfig::default(),
+                IdMapMode::Single,
+                Ownership::Ignore,
+            )
+        })
+    };
+    // The second run waits for that lock (it is listed as a waiter) instead of unpacking on its own.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !lock_waiter_on(ino) {
+        assert!(
+            !second.is_finished(),
+            "the second run did not wait for the first one's unpack: {:?}",
+            second.join().unwrap().map(|r| r.unpacked_now)
+        );
+        assert!(std::time::Instant::now() < deadline, "no waiter appeared");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // The first run commits its root (built aside, moved under the root's name), then lets go.
+    let aside = tempdir("thv-e2e-cache-");
+    let built = rootfs::ensure(
+        aside.path(),
+        &oci,
+        &image,
+        &ImageRuntimeConfig::default(),
+        IdMapMode::Single,
+        Ownership::Ignore,
+    )
+    .unwrap();
+    let entry = rootfs::roots_dir(cache.path()).join(&key);
+    std::fs::rename(built.path.parent().unwrap(), &entry).unwrap();
+    drop(first_lock);
+
+    let second = second.join().unwrap().expect("second run's root");
+    assert!(!second.unpacked_now, "the second run unpacked again");
+    assert_eq!(second.path, entry.join("rootfs"));
+    assert_eq!(
+        std::fs::read_to_string(second.path.join("etc/marker")).unwrap(),
+        "shared\n"
+    );
+    let staging: Vec<_> = std::fs::read_dir(rootfs::roots_dir(cache.path()))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+        .collect();
+    assert!(staging.is_empty(), "{staging:?}");
+}

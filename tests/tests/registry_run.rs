@@ -132,3 +132,58 @@ async fn an_image_with_zstd_layers_runs_from_the_registry() {
     }
     run.assert_nothing_left(None);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pull_says_one_line_on_a_pipe_and_nothing_when_quiet() {
+    let Some((registry, _layout, built, image)) = common::registry_with_probe() else {
+        return;
+    };
+    let run = Run::new();
+    let pull = |cache: &std::path::Path, extra: &[&str]| {
+        let mut args = vec!["pull"];
+        args.extend_from_slice(extra);
+        args.push(&image);
+        let mut c = run.cli(cache, &args);
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    };
+    let pinned = format!("{}/tools/probe@{}", registry.host(), built.manifest.digest);
+
+    // stderr is a pipe: no progress lines, no escape sequences, one line for the pulled image.
+    let cache = tempfile::tempdir().unwrap();
+    let out = pull(cache.path(), &[]).output().await.unwrap();
+    assert_eq!(code(out.status), 0);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), pinned);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let blobs = built.layers.len() + 1;
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "pulled {image} ({}): {blobs} blobs (",
+            built.manifest.digest
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains('\x1b'), "{stderr:?}");
+    // From the cache: nothing was pulled, nothing is said.
+    let out = pull(cache.path(), &[]).output().await.unwrap();
+    assert_eq!(code(out.status), 0);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // --quiet: nothing on stderr, the pinned reference on stdout.
+    let cache = tempfile::tempdir().unwrap();
+    let out = pull(cache.path(), &["--quiet"]).output().await.unwrap();
+    assert_eq!(code(out.status), 0);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), pinned);
+}

@@ -1,8 +1,13 @@
 //! Registry credentials: given explicitly, from `THV_SANDBOX_REGISTRY_USER` / `THV_SANDBOX_REGISTRY_PASSWORD`,
-//! or from the `auths` of Docker's `config.json`.
+//! or from Docker's `config.json`.
 //!
-//! Credential helpers (`credsStore`, `credHelpers`) and identity tokens are not supported yet: when the config
-//! names a helper for a registry and has no plain entry for it, the pull goes on anonymously and says so.
+//! In Docker's config, for a registry: a `credHelpers` entry for it wins; else a plain `auths` entry with a user
+//! and password; else the `credsStore` helper. A helper `NAME` is the program `docker-credential-NAME` on `PATH`,
+//! run as `docker-credential-NAME get` with the server URL on stdin (`https://index.docker.io/v1/` for Docker
+//! Hub, else the registry host); it answers `{"Username": …, "Secret": …}`. Its output is read up to
+//! [`MAX_HELPER_OUTPUT`] bytes and it gets [`HELPER_TIMEOUT`] to answer. "credentials not found" means none
+//! (the pull goes on anonymously); a missing helper or any other failure is an error. An identity token (user
+//! name `<token>`: an OAuth2 refresh token) cannot be used yet: the pull goes on anonymously and says so.
 
 use std::fmt;
 use std::io::Read;
@@ -20,6 +25,12 @@ pub const ENV_USER: &str = "THV_SANDBOX_REGISTRY_USER";
 pub const ENV_PASSWORD: &str = "THV_SANDBOX_REGISTRY_PASSWORD";
 /// Largest Docker config file read.
 const MAX_DOCKER_CONFIG_SIZE: u64 = 1 << 20;
+/// Largest answer read from a credential helper.
+pub const MAX_HELPER_OUTPUT: u64 = 64 << 10;
+/// How long a credential helper may take.
+pub const HELPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// What Docker sends credential helpers for Docker Hub.
+const DOCKER_HUB_SERVER: &str = "https://index.docker.io/v1/";
 
 /// A user name and password for HTTP basic auth (or for the token server of a bearer-token registry).
 #[derive(Clone, PartialEq, Eq)]
@@ -126,6 +137,14 @@ pub fn from_docker_config(path: &Path, registry: &str) -> Result<Option<Credenti
     let config: DockerConfig =
         serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
     let wanted = normalize_registry(registry);
+    let helper_for_registry = config
+        .cred_helpers
+        .iter()
+        .find(|(key, _)| normalize_registry(key) == wanted)
+        .map(|(_, helper)| helper.clone());
+    if let Some(helper) = helper_for_registry {
+        return from_helper(&helper, registry, path);
+    }
     let entry = config
         .auths
         .iter()
@@ -154,20 +173,161 @@ pub fn from_docker_config(path: &Path, registry: &str) -> Result<Option<Credenti
             }));
         }
     }
-    let helper = config
-        .cred_helpers
-        .iter()
-        .find(|(key, _)| normalize_registry(key) == wanted)
-        .map(|(_, helper)| helper.clone())
-        .or(config.creds_store);
-    if let Some(helper) = helper {
-        tracing::warn!(
-            "{} names the credential helper `docker-credential-{helper}` for {registry}; credential helpers \
-             are not supported yet, pulling without credentials",
-            path.display()
-        );
+    match config.creds_store.filter(|s| !s.is_empty()) {
+        Some(store) => from_helper(&store, registry, path),
+        None => Ok(None),
     }
-    Ok(None)
+}
+
+#[derive(Deserialize)]
+struct HelperAnswer {
+    #[serde(rename = "Username", default)]
+    username: String,
+    #[serde(rename = "Secret", default)]
+    secret: String,
+}
+
+/// The credential helper `docker-credential-<name>`'s answer for `registry`.
+fn from_helper(name: &str, registry: &str, config: &Path) -> Result<Option<Credential>, PullError> {
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !valid {
+        return Err(PullError::DockerConfig {
+            path: config.to_owned(),
+            reason: format!(
+                "`{}` is not a credential helper name",
+                name.chars().take(100).collect::<String>()
+            ),
+        });
+    }
+    let program = format!("docker-credential-{name}");
+    let server = if normalize_registry(registry) == DOCKER_HUB {
+        DOCKER_HUB_SERVER.to_owned()
+    } else {
+        registry.to_owned()
+    };
+    run_helper(Path::new(&program), &server, HELPER_TIMEOUT, registry)
+}
+
+/// Run `program get` with `server` on stdin, within `timeout`, reading at most [`MAX_HELPER_OUTPUT`] bytes.
+pub(crate) fn run_helper(
+    program: &Path,
+    server: &str,
+    timeout: std::time::Duration,
+    registry: &str,
+) -> Result<Option<Credential>, PullError> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let fail = |reason: String| PullError::CredentialHelper {
+        helper: program.display().to_string(),
+        registry: registry.to_owned(),
+        reason,
+    };
+    let mut child = Command::new(program)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                fail("it is not installed (not found on PATH)".to_owned())
+            } else {
+                fail(format!("cannot start it: {e}"))
+            }
+        })?;
+    // The server URL is a line; a helper that does not read it just gets EPIPE, which says nothing.
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(server.as_bytes());
+    }
+    let read_bounded = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            if let Some(pipe) = pipe {
+                let mut limited = pipe.take(MAX_HELPER_OUTPUT + 1);
+                let _ = limited.read_to_end(&mut out);
+                // Drain the rest so the helper is not blocked writing.
+                let _ = std::io::copy(&mut limited.into_inner(), &mut std::io::sink());
+            }
+            out
+        })
+    };
+    let stdout = read_bounded(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = read_bounded(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = std::time::Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(fail(format!(
+                    "it did not answer within {} s",
+                    timeout.as_secs()
+                )));
+            }
+            Err(e) => return Err(fail(format!("cannot wait for it: {e}"))),
+        }
+    };
+    let out = stdout.join().unwrap_or_default();
+    let err = stderr.join().unwrap_or_default();
+    let text = |bytes: &[u8]| {
+        String::from_utf8_lossy(bytes)
+            .trim()
+            .chars()
+            .take(300)
+            .collect::<String>()
+    };
+    if !status.success() {
+        let said = if out.is_empty() {
+            text(&err)
+        } else {
+            text(&out)
+        };
+        // The helper protocol's answer for "nothing stored for this server".
+        if said.to_ascii_lowercase().contains("credentials not found") {
+            tracing::debug!("{}: no credentials for {server}", program.display());
+            return Ok(None);
+        }
+        return Err(fail(format!("it failed ({status}): {said}")));
+    }
+    if out.len() as u64 > MAX_HELPER_OUTPUT {
+        return Err(fail(format!(
+            "its answer is larger than {MAX_HELPER_OUTPUT} bytes"
+        )));
+    }
+    let answer: HelperAnswer = serde_json::from_slice(&out)
+        .map_err(|e| fail(format!("its answer is not the JSON expected: {e}")))?;
+    if answer.username == "<token>" {
+        tracing::warn!(
+            "{} gave an identity token (an OAuth2 refresh token) for {registry}; thv-sandbox cannot use those \
+             yet, pulling without credentials (set {ENV_USER} / {ENV_PASSWORD} for a private image)",
+            program.display()
+        );
+        return Ok(None);
+    }
+    if answer.username.is_empty() && answer.secret.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Credential {
+        username: answer.username,
+        password: answer.secret,
+    }))
 }
 
 #[cfg(test)]
@@ -231,14 +391,100 @@ mod tests {
         assert!(from_docker_config(&path, "a.io").is_err());
     }
 
+    /// An executable shell script.
+    fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
     #[test]
-    fn helpers_alone_give_no_credential() {
+    fn helper_answers_are_read_and_failures_explained() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = std::time::Duration::from_secs(20);
+        // Echoes what it was asked for, so the server URL is checked too.
+        let ok = script(
+            tmp.path(),
+            "ok",
+            r#"[ "$1" = get ] || exit 3; read -r server; printf '{"ServerURL":"%s","Username":"u-%s","Secret":"s3cret"}' "$server" "$server""#,
+        );
+        let c = run_helper(&ok, "reg.lan:5000", t, "reg.lan:5000")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (c.username.as_str(), c.password.as_str()),
+            ("u-reg.lan:5000", "s3cret")
+        );
+        let none = script(
+            tmp.path(),
+            "none",
+            "echo 'credentials not found in native keychain'; exit 1",
+        );
+        assert!(run_helper(&none, "a", t, "a").unwrap().is_none());
+        let token = script(
+            tmp.path(),
+            "token",
+            r#"echo '{"Username":"<token>","Secret":"refresh"}'"#,
+        );
+        assert!(run_helper(&token, "a", t, "a").unwrap().is_none());
+        let broken = script(tmp.path(), "broken", "echo 'keyring locked' >&2; exit 2");
+        let err = run_helper(&broken, "a", t, "a").unwrap_err().to_string();
+        assert!(
+            err.contains("keyring locked") && err.contains("broken"),
+            "{err}"
+        );
+        let garbage = script(tmp.path(), "garbage", "echo not json");
+        let err = run_helper(&garbage, "a", t, "a").unwrap_err().to_string();
+        assert!(err.contains("not the JSON expected"), "{err}");
+        let huge = script(tmp.path(), "huge", "head -c 1000000 /dev/zero | tr '\\0' x");
+        let err = run_helper(&huge, "a", t, "a").unwrap_err().to_string();
+        assert!(err.contains("larger than"), "{err}");
+        // Stuck: the timeout ends it (it is killed, and we return).
+        let stuck = script(tmp.path(), "stuck", "exec sleep 600");
+        let err = run_helper(&stuck, "a", std::time::Duration::from_millis(200), "a")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("did not answer"), "{err}");
+        let err = run_helper(&tmp.path().join("absent"), "a", t, "a")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not installed"), "{err}");
+    }
+
+    #[test]
+    fn a_registry_helper_wins_over_auths_which_win_over_the_store() {
         let tmp = tempfile::tempdir().unwrap();
         let path = write(
             tmp.path(),
-            r#"{"credsStore": "desktop", "credHelpers": {"gcr.io": "gcloud"}}"#,
+            r#"{"credsStore": "thv-test-absent-store", "credHelpers": {"gcr.io": "thv-test-absent-helper"},
+                "auths": {"gcr.io": {"auth": "dTE6cDp3"}, "quay.io": {"auth": "dTE6cDp3"}}}"#,
         );
-        assert!(from_docker_config(&path, "gcr.io").unwrap().is_none());
+        let err = from_docker_config(&path, "gcr.io").unwrap_err().to_string();
+        assert!(
+            err.contains("docker-credential-thv-test-absent-helper"),
+            "{err}"
+        );
+        assert_eq!(
+            from_docker_config(&path, "quay.io")
+                .unwrap()
+                .unwrap()
+                .username,
+            "u1"
+        );
+        let err = from_docker_config(&path, "ghcr.io")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("docker-credential-thv-test-absent-store"),
+            "{err}"
+        );
+        let path = write(tmp.path(), r#"{"credsStore": "../../bin/sh"}"#);
+        let err = from_docker_config(&path, "ghcr.io")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a credential helper name"), "{err}");
     }
 
     #[test]

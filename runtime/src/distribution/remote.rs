@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::RegistryOperation;
@@ -20,7 +20,7 @@ use sha2::{Digest as _, Sha256};
 use super::auth::{self, Credential};
 use super::document::{LayerBlob, ACCEPTED_MANIFESTS};
 use super::store::Store;
-use super::{PullError, PullOptions};
+use super::{PullError, PullObserver, PullOptions};
 use crate::digest::{Digest, DigestError};
 use crate::reference::{split_host_port, Reference};
 
@@ -39,6 +39,77 @@ pub(crate) fn plain_http_allowed(host: &str, insecure: &[String]) -> bool {
             let (entry_name, entry_port) = split_host_port(entry);
             entry_name.eq_ignore_ascii_case(name) && (entry_port.is_none() || entry_port == port)
         })
+}
+
+/// Largest CA certificate file read.
+const MAX_CA_FILE_SIZE: u64 = 1 << 20;
+
+/// The PEM `CERTIFICATE` blocks of each file, each checked by parsing it; a file without any is an error.
+pub(crate) fn read_ca_certs(paths: &[std::path::PathBuf]) -> Result<Vec<Vec<u8>>, PullError> {
+    use std::io::Read;
+    let mut blocks = Vec::new();
+    for path in paths {
+        let bad = |reason: String| PullError::CaCert {
+            path: path.clone(),
+            reason,
+        };
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_CA_FILE_SIZE + 1).read_to_end(&mut bytes))
+            .map_err(|e| bad(e.to_string()))?;
+        if bytes.len() as u64 > MAX_CA_FILE_SIZE {
+            return Err(bad(format!("larger than {MAX_CA_FILE_SIZE} bytes")));
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+        const END: &str = "-----END CERTIFICATE-----";
+        let mut found = 0;
+        let mut rest = text.as_ref();
+        while let Some(start) = rest.find(BEGIN) {
+            let Some(len) = rest[start..].find(END) else {
+                return Err(bad("a certificate has no END line".to_owned()));
+            };
+            let block = format!("{}\n", &rest[start..start + len + END.len()]);
+            // reqwest parses certificates only when the client is built: check the block is base64 of DER
+            // (an ASN.1 SEQUENCE) here, so a bad file is reported as that.
+            let body: String = rest[start + BEGIN.len()..start + len]
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .collect();
+            use base64::Engine as _;
+            let der = base64::engine::general_purpose::STANDARD
+                .decode(body.as_bytes())
+                .map_err(|e| bad(format!("certificate {} is not base64: {e}", found + 1)))?;
+            if der.first() != Some(&0x30) || der.len() < 64 {
+                return Err(bad(format!(
+                    "certificate {} is not a DER certificate",
+                    found + 1
+                )));
+            }
+            blocks.push(block.into_bytes());
+            found += 1;
+            rest = &rest[start + len + END.len()..];
+        }
+        if found == 0 {
+            return Err(bad(
+                "no PEM certificate in it (`-----BEGIN CERTIFICATE-----`)".to_owned(),
+            ));
+        }
+    }
+    Ok(blocks)
+}
+
+/// Whether an error (or one of its causes) is about the server's certificate.
+fn is_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string().to_ascii_lowercase();
+        if text.contains("certificate") || text.contains("unknownissuer") {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// The host to contact for `registry`: its mirror if one is configured.
@@ -107,7 +178,15 @@ impl Remote {
             },
         };
 
+        let ca_blocks = read_ca_certs(&opts.ca_certs)?;
         let config = ClientConfig {
+            extra_root_certificates: ca_blocks
+                .iter()
+                .map(|pem| Certificate {
+                    encoding: CertificateEncoding::Pem,
+                    data: pem.clone(),
+                })
+                .collect(),
             protocol: if plain {
                 ClientProtocol::HttpsExcept(vec![host.clone()])
             } else {
@@ -130,6 +209,13 @@ impl Remote {
             .user_agent(USER_AGENT)
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT);
+        for pem in &ca_blocks {
+            let cert = reqwest::Certificate::from_pem(pem).map_err(|e| PullError::Client {
+                registry: contacted.clone(),
+                source: boxed(e),
+            })?;
+            http = http.add_root_certificate(cert);
+        }
         let no_proxy = opts
             .proxy
             .no_proxy
@@ -200,11 +286,7 @@ impl Remote {
                     repository: self.base.repository().to_owned(),
                 },
             },
-            OciDistributionError::RequestError(e) => PullError::Unreachable {
-                registry: self.registry.clone(),
-                origin: self.origin.clone(),
-                source: boxed(e),
-            },
+            OciDistributionError::RequestError(e) => self.transport(e),
             other => PullError::Client {
                 registry: self.registry.clone(),
                 source: boxed(other),
@@ -309,7 +391,13 @@ impl Remote {
     }
 
     fn transport(&self, e: reqwest::Error) -> PullError {
-        if e.is_connect() {
+        if is_certificate_error(&e) {
+            PullError::UntrustedCertificate {
+                registry: self.registry.clone(),
+                origin: self.origin.clone(),
+                source: boxed(e),
+            }
+        } else if e.is_connect() {
             PullError::Unreachable {
                 registry: self.registry.clone(),
                 origin: self.origin.clone(),
@@ -331,6 +419,7 @@ impl Remote {
         store: &Store,
         blob: &LayerBlob,
         role: &'static str,
+        observer: Option<&dyn PullObserver>,
     ) -> Result<bool, PullError> {
         if store.has_blob(&blob.digest, blob.size)? {
             return Ok(false);
@@ -353,6 +442,9 @@ impl Remote {
             .map_err(|e| self.blob_error(e, &blob.digest, role))?;
         let mut hasher = Sha256::new();
         let mut received: u64 = 0;
+        if let Some(o) = observer {
+            o.blob_started(&blob.digest, blob.size);
+        }
         let digest_error = |source| PullError::Digest { what: role, source };
         while let Some(chunk) = stream.next().await {
             let chunk = match chunk {
@@ -386,6 +478,9 @@ impl Remote {
                 path: temp.path().to_owned(),
                 source,
             })?;
+            if let Some(o) = observer {
+                o.blob_progress(&blob.digest, received);
+            }
         }
         if received != blob.size {
             return Err(digest_error(DigestError::SizeMismatch {
@@ -402,6 +497,9 @@ impl Remote {
             }));
         }
         store.commit_blob(temp, &blob.digest)?;
+        if let Some(o) = observer {
+            o.blob_finished(&blob.digest);
+        }
         Ok(true)
     }
 
@@ -494,6 +592,32 @@ mod tests {
         assert!(!plain_http_allowed("reg.lan", &listed));
         assert!(plain_http_allowed("other.lan:1234", &listed));
         assert!(plain_http_allowed("other.lan", &listed));
+    }
+
+    #[test]
+    fn ca_files_must_hold_pem_certificates() {
+        let tmp = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = tmp.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let none = write("none.pem", "just text\n");
+        let err = read_ca_certs(&[none]).unwrap_err().to_string();
+        assert!(err.contains("no PEM certificate"), "{err}");
+        let cut = write("cut.pem", "-----BEGIN CERTIFICATE-----\nMIIB\n");
+        let err = read_ca_certs(&[cut]).unwrap_err().to_string();
+        assert!(err.contains("no END line"), "{err}");
+        let garbage = write(
+            "garbage.pem",
+            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+        );
+        assert!(read_ca_certs(&[garbage]).is_err());
+        let err = read_ca_certs(&[tmp.path().join("absent.pem")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("absent.pem"), "{err}");
+        assert!(read_ca_certs(&[]).unwrap().is_empty());
     }
 
     #[test]
