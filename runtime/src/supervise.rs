@@ -312,6 +312,9 @@ struct Watch {
     direct_in: Option<RawFd>,
     /// Our stdout when passed through: watched for the reader going away.
     direct_out: Option<RawFd>,
+    /// stdin and stdout are one socket (a client that hands the server a socketpair end): its hang-up is the
+    /// client closing the connection, which the server sees as end of file on stdin too.
+    one_socket: bool,
     grace: Duration,
     /// When to escalate next, and to what.
     next: Option<(Instant, Escalation)>,
@@ -329,6 +332,7 @@ impl Watch {
     fn new(mut stdin: Stdio0, mut stdout: Stdio0, mut stderr: Stdio0, grace: Duration) -> Watch {
         let direct_in = matches!(stdin, Stdio0::Direct(_)).then_some(0);
         let direct_out = matches!(stdout, Stdio0::Direct(_)).then_some(1);
+        let one_socket = direct_in.is_some() && direct_out.is_some() && same_socket(0, 1);
         let pumps = [&mut stdin, &mut stdout, &mut stderr]
             .into_iter()
             .filter_map(Pump::from)
@@ -337,6 +341,7 @@ impl Watch {
             pumps,
             direct_in,
             direct_out,
+            one_socket,
             grace,
             next: None,
             failure: None,
@@ -460,9 +465,10 @@ impl Watch {
                         self.begin_stop(chan, true);
                     }
                     3 => {
-                        // Nobody reads our stdout any more: the client is gone.
+                        // Nobody reads our stdout any more: the client is gone. On one socket that is also end
+                        // of file for the server, which gets the grace period to exit by itself, as for stdin.
                         self.direct_out = None;
-                        self.begin_stop(chan, false);
+                        self.begin_stop(chan, self.one_socket);
                     }
                     t => {
                         let i = (t - 10) as usize;
@@ -544,6 +550,18 @@ fn recv_nonblocking(chan: &Channel) -> io::Result<Option<Message>> {
         return Ok(None);
     }
     chan.recv()
+}
+
+/// Whether two descriptors are the same socket (same device and inode).
+fn same_socket(a: RawFd, b: RawFd) -> bool {
+    match (nix::sys::stat::fstat(a), nix::sys::stat::fstat(b)) {
+        (Ok(x), Ok(y)) => {
+            x.st_mode & libc::S_IFMT == libc::S_IFSOCK
+                && x.st_dev == y.st_dev
+                && x.st_ino == y.st_ino
+        }
+        _ => false,
+    }
 }
 
 fn error_chain(err: &dyn std::error::Error) -> Vec<String> {

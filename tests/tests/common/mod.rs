@@ -135,6 +135,11 @@ impl Run {
         );
         cmd.env("XDG_RUNTIME_DIR", self.xdg.path());
         cmd.arg("run").arg("--cache-dir").arg(&f.cache);
+        // A server that exits by itself on end of file must never be overtaken by the escalation on a loaded
+        // machine: tests that are about the grace period set their own.
+        if !extra.contains(&"--stop-timeout") {
+            cmd.args(["--stop-timeout", "60"]);
+        }
         cmd.args(extra);
         cmd.arg(self.image(tag));
         if !server_args.is_empty() {
