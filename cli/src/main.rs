@@ -455,6 +455,7 @@ fn build_request(
         secrets,
         mounts,
         network: launch.network,
+        egress: launch.egress.clone(),
         server_name: launch.server,
         permissions: launch.permissions,
         provenance: launch.provenance,

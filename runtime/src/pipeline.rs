@@ -39,6 +39,8 @@ pub struct RunRequest {
     pub mounts: Vec<BindMount>,
     /// The network the sandbox gets.
     pub network: NetworkMode,
+    /// Egress through the proxy (under [`NetworkMode::None`]): the permission profile's outbound rules.
+    pub egress: Option<crate::egress::Outbound>,
     /// The registry entry's full name, when run by name.
     pub server_name: Option<String>,
     /// The effective permission profile (`--permission-profile`, else the entry's, else `none`); its paths are
@@ -119,6 +121,9 @@ pub enum Error {
     /// The seccomp variant or the user's override file cannot be used.
     #[error("seccomp profile: {0}")]
     Seccomp(String),
+    /// The egress rules cannot be used.
+    #[error("network permissions: {0}")]
+    Egress(String),
     /// The secret environment does not fit the runner channel.
     #[error("the secret environment variables are too large ({0} bytes together)")]
     SecretsTooLarge(usize),
@@ -271,6 +276,8 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
             );
         }
     };
+    // Served from here (the host's network namespace) until the sandbox ends.
+    let mut egress: Option<crate::egress::EgressHandle> = None;
     let outcome = supervise::supervise(Launch {
         exe: req.exe.clone(),
         run_dir: &run_dir.path,
@@ -279,11 +286,20 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
         secrets: &req.secrets,
         stop_timeout: req.stop_timeout,
         on_started: &mut on_started,
-        on_egress: &mut |_listener| {},
+        on_egress: &mut |listener| {
+            let Ok(Some(rules)) = egress_rules(req) else {
+                return;
+            };
+            match crate::egress::spawn(listener, rules, |line| eprintln!("thv-sandbox: {line}")) {
+                Ok(handle) => egress = Some(handle),
+                Err(e) => eprintln!("thv-sandbox: the egress proxy could not start: {e}"),
+            }
+        },
         on_factory: &mut |_factory| {},
     });
     // The lock goes with our process; the runner holds its own copy until it is gone.
     drop(run_dir);
+    drop(egress);
     match outcome.map_err(Error::Supervise)? {
         Outcome::Exited(code) => Ok(RunSummary { exit_code: code }),
         Outcome::Failed(f) => Err(Error::Sandbox(f)),
@@ -391,7 +407,7 @@ fn prepare_run(
         user: root.user.clone(),
         home_in_image: root.meta.home_in_image,
         args: req.args.clone(),
-        env: req.env.clone(),
+        env: spec_env(req),
         hostname,
         etc_dir: etc,
         netns: netns.clone(),
@@ -420,7 +436,7 @@ fn prepare_run(
         stop_timeout_ms: req.stop_timeout.as_millis() as u64,
         network_host: req.network == NetworkMode::Host,
         overlay,
-        egress_port: None,
+        egress_port: egress_rules(req)?.map(|_| crate::egress::PROXY_PORT),
         socket_factory: false,
     };
     let plan_path = dir.join("plan.json");
@@ -428,6 +444,31 @@ fn prepare_run(
         serde_json::to_vec(&plan).map_err(|e| Error::Spec(SpecError::Invalid(e.to_string())))?;
     std::fs::write(&plan_path, plan_json).map_err(io(plan_path.clone()))?;
     Ok((plan, idmap::plan(host, root.user.uid, root.user.gid)))
+}
+
+/// The egress proxy's rules, when the sandbox gets one (its own network and a profile that allows something).
+fn egress_rules(req: &RunRequest) -> Result<Option<crate::egress::Rules>, Error> {
+    match &req.egress {
+        Some(o) if req.network == NetworkMode::None => {
+            let rules =
+                crate::egress::Rules::from_outbound(o).map_err(|e| Error::Egress(e.to_string()))?;
+            Ok(rules.allows_anything().then_some(rules))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The server's environment: the request's, then the proxy variables when it has the egress proxy.
+fn spec_env(req: &RunRequest) -> Vec<(String, String)> {
+    let mut env = req.env.clone();
+    if matches!(egress_rules(req), Ok(Some(_))) {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], crate::egress::PROXY_PORT));
+        for (k, v) in crate::egress::proxy_env(addr) {
+            env.retain(|(n, _)| *n != k);
+            env.push((k, v));
+        }
+    }
+    env
 }
 
 /// The seccomp profile in force: the entry's variant (else the default), then the user's override file.

@@ -2,7 +2,8 @@
 //! is pulled, so every refusal (remote server, HTTP transport, network, missing environment) costs nothing.
 //!
 //! Order of the checks: remote server, transport, privileged, seccomp variant, network, environment. Network is
-//! `none` (loopback only) unless the user passes `--network host`; a profile that asks for egress fails closed
+//! `none` (loopback only) unless the user passes `--network host`; a profile that asks for egress gets the egress
+//! proxy with its rules (`crate::egress`), checked here so a bad rule is refused before anything is pulled.
 //! under `none` until egress filtering lands.
 
 use std::path::{Path, PathBuf};
@@ -31,6 +32,8 @@ pub struct Launch {
     pub seccomp_profile: Option<String>,
     /// The network.
     pub network: NetworkMode,
+    /// Egress through the proxy, under `NetworkMode::None`, when the permission profile asks for network.
+    pub egress: Option<crate::egress::Outbound>,
 }
 
 /// What the user asked for on the command line.
@@ -85,10 +88,8 @@ pub enum LaunchError {
         /// The variants there are.
         known: Vec<String>,
     },
-    /// Network asked for under `--network none`.
-    #[error(
-        "`{name}` needs network access ({what}), and thv-sandbox cannot filter egress yet: refused"
-    )]
+    /// The permission profile's network rules are malformed.
+    #[error("`{name}`: its network permissions cannot be used: {what}")]
     Network {
         /// The entry (or image).
         name: String,
@@ -124,8 +125,8 @@ impl LaunchError {
                 Some("update thv-sandbox, or use a registry made for this version".into())
             }
             LaunchError::Network { .. } => Some(
-                "`--network host` gives the server the host's network, loopback services included (no filtering); \
-                 only use it for servers you trust with that"
+                "fix `permissions.network.outbound` (allow_host: `name`, `.domain` or an IP address; allow_port: \
+                 1-65535), or pass `--permission-profile none`"
                     .into(),
             ),
             LaunchError::Env(e) => e.hint(),
@@ -267,15 +268,27 @@ pub fn plan(
             });
         }
     }
-    if user.network == NetworkMode::None {
-        if let Some(what) = permissions
-            .wants_network()
-            .then(|| permissions.describe_network())
-            .flatten()
-        {
-            return Err(LaunchError::Network { name, what });
+    let egress = if user.network == NetworkMode::None && permissions.wants_network() {
+        let o = permissions
+            .network
+            .as_ref()
+            .and_then(|n| n.outbound.clone())
+            .unwrap_or_default();
+        let outbound = crate::egress::Outbound {
+            insecure_allow_all: o.insecure_allow_all,
+            allow_host: o.allow_host,
+            allow_port: o.allow_port.iter().map(|p| i64::from(*p)).collect(),
+        };
+        if let Err(e) = crate::egress::Rules::from_outbound(&outbound) {
+            return Err(LaunchError::Network {
+                name,
+                what: e.to_string(),
+            });
         }
-    }
+        Some(outbound)
+    } else {
+        None
+    };
     let specs = server.map_or(&[][..], |s| s.env_vars.as_slice());
     let env = env::resolve(
         &EnvInputs {
@@ -299,6 +312,7 @@ pub fn plan(
         provenance: server.and_then(|s| s.provenance.clone()),
         seccomp_profile,
         network: user.network,
+        egress,
     })
 }
 
@@ -391,7 +405,7 @@ mod tests {
     }
 
     #[test]
-    fn network_fails_closed_unless_host_network_is_asked_for() {
+    fn network_permissions_become_egress_rules_unless_host_network_is_asked_for() {
         let mut s = server(Transport::Stdio);
         s.permissions = Some(PermissionProfile {
             network: Some(NetworkPermissions {
@@ -403,28 +417,43 @@ mod tests {
             }),
             ..PermissionProfile::default()
         });
-        let e = plan(Some(&s), "srv", &with_token(), &[], &no_host).unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("needs network access (outbound to .github.com on port 443)"),
-            "{e}"
+        let l = plan(Some(&s), "srv", &with_token(), &[], &no_host).unwrap();
+        assert_eq!(l.network, NetworkMode::None);
+        let e = l.egress.expect("egress rules");
+        assert_eq!(
+            (e.allow_host, e.allow_port),
+            (vec![".github.com".to_owned()], vec![443])
         );
-        assert!(e.hint().unwrap().contains("--network host"));
         let mut u = with_token();
         u.network = NetworkMode::Host;
         let l = plan(Some(&s), "srv", &u, &[], &no_host).unwrap();
         assert_eq!(l.network, NetworkMode::Host);
+        assert!(l.egress.is_none(), "the host's network needs no proxy");
+        // A malformed rule is refused before anything else happens.
+        if let Some(o) = s
+            .permissions
+            .as_mut()
+            .and_then(|p| p.network.as_mut())
+            .and_then(|n| n.outbound.as_mut())
+        {
+            o.allow_host = vec!["bad host!".into()];
+        }
+        let e = plan(Some(&s), "srv", &with_token(), &[], &no_host).unwrap_err();
+        assert!(
+            e.to_string().contains("network permissions cannot be used"),
+            "{e}"
+        );
         // `--permission-profile none` overrides the entry's.
         let mut u = with_token();
         u.permissions = Some(PermissionProfile::none());
         assert!(plan(Some(&s), "srv", &u, &[], &no_host).is_ok());
-        // And `network` for a plain image needs `--network host` too.
+        // And `network` for a plain image means any public destination through the proxy.
         let u = UserChoices {
             permissions: Some(PermissionProfile::network()),
             ..UserChoices::default()
         };
-        let e = plan(None, "alpine", &u, &[], &no_host).unwrap_err();
-        assert!(e.to_string().contains("insecure_allow_all"), "{e}");
+        let l = plan(None, "alpine", &u, &[], &no_host).unwrap();
+        assert!(l.egress.expect("egress").insecure_allow_all);
     }
 
     #[test]
@@ -436,7 +465,8 @@ mod tests {
             }),
             ..PermissionProfile::default()
         });
-        assert!(plan(Some(&s), "srv", &with_token(), &[], &no_host).is_ok());
+        let l = plan(Some(&s), "srv", &with_token(), &[], &no_host).unwrap();
+        assert!(l.egress.is_none(), "nothing allowed: no proxy at all");
     }
 
     #[test]

@@ -323,6 +323,15 @@ fn tool_list() -> Vec<Value> {
             &["path", "text"],
         ),
         tool("list_dir", "Lists the names in a directory, sorted.", json!({"path": {"type": "string"}}), &["path"]),
+        tool(
+            "via_proxy",
+            "Through the proxy named by HTTP_PROXY (`http`: CONNECT) or ALL_PROXY (`socks5`: SOCKS5 CONNECT), opens \
+             host:port, sends `send` plus a newline and returns the proxy's answer and the first line read back.",
+            json!({"protocol": {"type": "string"}, "host": {"type": "string"}, "port": {"type": "integer"},
+                   "send": {"type": "string"}}),
+            &["protocol", "host", "port", "send"],
+        ),
+        tool("resolve", "Resolves a host name with the system resolver.", json!({"name": {"type": "string"}}), &["name"]),
         tool("getenv", "Returns the value of an environment variable (null if unset).", json!({"name": {"type": "string"}}), &["name"]),
         tool(
             "connect",
@@ -410,6 +419,18 @@ fn call_tool(params: &Value) -> Result<(Value, After), RpcError> {
             Ok(v) => json!({ "value": v }),
             Err(_) => json!({ "value": null }),
         }),
+        "via_proxy" => ToolOutput::from_result(via_proxy(
+            string_arg(args, "protocol")?,
+            string_arg(args, "host")?,
+            u64_arg(args, "port")?,
+            string_arg(args, "send")?,
+        )),
+        "resolve" => ToolOutput::from_result(
+            (string_arg(args, "name")?, 0u16)
+                .to_socket_addrs()
+                .map(|a| json!({"addresses": a.map(|x| x.ip().to_string()).collect::<Vec<_>>()}))
+                .map_err(|e| format!("resolve: {e}")),
+        ),
         "connect" => {
             let timeout = optional_u64_arg(args, "timeout_ms")?.unwrap_or(2000).max(1);
             ToolOutput::from_result(connect(
@@ -543,6 +564,85 @@ fn connect(address: &str, timeout: Duration) -> Result<Value, String> {
         }
     }
     Err(last)
+}
+
+/// A tunnel through the sandbox's egress proxy, as an HTTP (CONNECT) or SOCKS5 client would open it.
+fn via_proxy(protocol: &str, host: &str, port: u64, send: &str) -> Result<Value, String> {
+    use std::io::BufReader;
+    let var = if protocol == "socks5" {
+        "ALL_PROXY"
+    } else {
+        "HTTP_PROXY"
+    };
+    let proxy = std::env::var(var).map_err(|_| format!("{var} is not set"))?;
+    let proxy = proxy
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let port = u16::try_from(port).map_err(|_| "port out of range".to_owned())?;
+    let mut s =
+        TcpStream::connect(&proxy).map_err(|e| format!("proxy {proxy}: {}", io_error_name(&e)))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let answer = if protocol == "socks5" {
+        s.write_all(&[5, 1, 0]).map_err(|e| e.to_string())?;
+        let mut method = [0u8; 2];
+        s.read_exact(&mut method).map_err(|e| e.to_string())?;
+        let mut req = vec![5, 1, 0, 3, host.len() as u8];
+        req.extend_from_slice(host.as_bytes());
+        req.extend_from_slice(&port.to_be_bytes());
+        s.write_all(&req).map_err(|e| e.to_string())?;
+        let mut head = [0u8; 4];
+        s.read_exact(&mut head).map_err(|e| e.to_string())?;
+        let rest = match head[3] {
+            1 => 4 + 2,
+            4 => 16 + 2,
+            _ => {
+                let mut n = [0u8; 1];
+                s.read_exact(&mut n).map_err(|e| e.to_string())?;
+                n[0] as usize + 2
+            }
+        };
+        let mut skip = vec![0u8; rest];
+        s.read_exact(&mut skip).map_err(|e| e.to_string())?;
+        if head[1] != 0 {
+            return Ok(json!({"socks_reply": head[1]}));
+        }
+        json!({"socks_reply": 0})
+    } else {
+        write!(
+            s,
+            "CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n"
+        )
+        .map_err(|e| e.to_string())?;
+        let mut reader = BufReader::new(s.try_clone().map_err(|e| e.to_string())?);
+        let mut status = String::new();
+        reader.read_line(&mut status).map_err(|e| e.to_string())?;
+        let mut line = String::new();
+        while reader.read_line(&mut line).map_err(|e| e.to_string())? > 2 {
+            line.clear();
+        }
+        let code: u64 = status
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        if code != 200 {
+            let mut body = String::new();
+            let _ = reader.take(4096).read_to_string(&mut body);
+            return Ok(json!({"http_status": code, "body": body}));
+        }
+        json!({"http_status": 200})
+    };
+    s.write_all(format!("{send}\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut reply = String::new();
+    BufReader::new(s)
+        .read_line(&mut reply)
+        .map_err(|e| e.to_string())?;
+    let mut out = answer;
+    out["reply"] = json!(reply.trim_end());
+    Ok(out)
 }
 
 fn spawn_sleeper(seconds: u64, hold_stdio: bool) -> Result<Value, String> {
