@@ -93,8 +93,13 @@ impl Run {
         format!("oci:{}:{tag}", fixture().layout.display())
     }
 
-    /// `thv-sandbox run [extra…] IMAGE [-- server_args…]` with a minimal environment.
+    /// `thv-sandbox run [extra…] IMAGE [-- server_args…]` with a minimal environment (IMAGE: the probe's `tag`).
     pub fn cmd(&self, tag: &str, extra: &[&str], server_args: &[&str]) -> Command {
+        self.cmd_image(&self.image(tag), extra, server_args)
+    }
+
+    /// `thv-sandbox run [extra…] IMAGE [-- server_args…]` for any image reference, with the shared cache.
+    pub fn cmd_image(&self, image: &str, extra: &[&str], server_args: &[&str]) -> Command {
         let f = fixture();
         let mut cmd = Command::new(thv_sandbox_bin());
         cmd.env_clear();
@@ -109,7 +114,7 @@ impl Run {
         cmd.env("XDG_RUNTIME_DIR", self.xdg.path());
         cmd.arg("run").arg("--cache-dir").arg(&f.cache);
         cmd.args(extra);
-        cmd.arg(self.image(tag));
+        cmd.arg(image);
         if !server_args.is_empty() {
             cmd.arg("--").args(server_args);
         }
