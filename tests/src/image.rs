@@ -1162,6 +1162,25 @@ mod tests {
     }
 
     #[test]
+    fn read_image_gives_back_what_write_returned() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let built = ImageBuilder::new()
+            .layer(Layer::new().file("/a", "1", 0o644))
+            .layer(Layer::uncompressed().file("/b", "2", 0o644))
+            .write(dir.path(), "t")
+            .expect("write");
+        let read = read_image(dir.path(), "t").expect("read");
+        assert_eq!(read.manifest, built.manifest);
+        assert_eq!(read.config, built.config);
+        assert_eq!(read.layers, built.layers);
+        assert_eq!(read.diff_ids, built.diff_ids);
+        assert_eq!(read.platform, built.platform);
+        assert!(read_image(dir.path(), "other")
+            .unwrap_err()
+            .contains("no image tagged"));
+    }
+
+    #[test]
     fn check_layout_notices_a_wrong_diff_id_and_a_corrupt_blob() {
         let dir = tempfile::tempdir().expect("tempdir");
         let lie = ImageBuilder::new()

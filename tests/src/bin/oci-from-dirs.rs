@@ -206,3 +206,84 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tree_becomes_a_sorted_tar_with_links_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        fs::create_dir_all(root.join("usr/bin")).expect("mkdir");
+        fs::write(root.join("usr/bin/python3.11"), b"interpreter").expect("write");
+        fs::hard_link(root.join("usr/bin/python3.11"), root.join("usr/bin/py")).expect("link");
+        std::os::unix::fs::symlink("python3.11", root.join("usr/bin/python3")).expect("symlink");
+        fs::write(root.join("a"), b"first").expect("write");
+        let tar = tar_of_tree(root).expect("tar");
+        let mut archive = tar::Archive::new(tar.as_slice());
+        let entries: Vec<(String, tar::EntryType, Option<String>)> = archive
+            .entries()
+            .expect("entries")
+            .map(|e| {
+                let e = e.expect("entry");
+                let link = e
+                    .link_name()
+                    .expect("link name")
+                    .map(|l| l.display().to_string());
+                (
+                    e.path().expect("path").display().to_string(),
+                    e.header().entry_type(),
+                    link,
+                )
+            })
+            .collect();
+        use tar::EntryType::{Directory, Link, Regular, Symlink};
+        assert_eq!(
+            entries,
+            [
+                ("a".into(), Regular, None),
+                ("usr".into(), Directory, None),
+                ("usr/bin".into(), Directory, None),
+                ("usr/bin/py".into(), Regular, None),
+                ("usr/bin/python3".into(), Symlink, Some("python3.11".into())),
+                ("usr/bin/python3.11".into(), Link, Some("usr/bin/py".into())),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_fifo_is_refused_with_its_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("pipe");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        let err = tar_of_tree(dir.path()).expect_err("a fifo");
+        assert!(err.to_string().contains("pipe is a fifo"), "{err}");
+    }
+
+    #[test]
+    fn arguments_are_checked() {
+        let args = |a: &[&str]| parse(a.iter().map(|s| s.to_string()));
+        assert!(args(&["L", "T"]).unwrap_err().contains("--layer"));
+        assert!(args(&["L", "--layer", "d"])
+            .unwrap_err()
+            .contains("LAYOUT and TAG"));
+        assert!(args(&["L", "T", "--layer", "d", "--env", "NOEQUALS"])
+            .unwrap_err()
+            .contains("KEY=VALUE"));
+        let ok = args(&[
+            "L",
+            "T",
+            "--layer",
+            "d",
+            "--env",
+            "A=b=c",
+            "--entrypoint",
+            "x",
+        ])
+        .expect("ok");
+        assert_eq!(ok.env, [("A".to_owned(), "b=c".to_owned())]);
+        assert_eq!(ok.entrypoint, ["x"]);
+    }
+}
