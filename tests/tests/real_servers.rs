@@ -39,6 +39,18 @@ fn real_layout() -> Option<PathBuf> {
     .then_some(layout)
 }
 
+/// A cache of the test's own, so that the unpacked Debian roots (~250 MB each) go when the test ends. Sandboxes
+/// started by root run as unprivileged ids, which must be able to reach it.
+fn own_cache() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let cache = tempfile::Builder::new()
+        .prefix("thv-e2e-real-cache-")
+        .tempdir()
+        .expect("tempdir");
+    std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod");
+    cache
+}
+
 fn random_u64() -> u64 {
     std::collections::hash_map::RandomState::new()
         .build_hasher()
@@ -124,7 +136,8 @@ async fn python_time_server_from_pypi_pushed_to_a_registry() {
     let image = format!("{}/real/time:1", registry.host());
 
     let run = Run::new();
-    let server = thv_sandbox_e2e::spawn_mcp(run.cmd_image(&image, &[], &[]))
+    let cache = own_cache();
+    let server = thv_sandbox_e2e::spawn_mcp(run.cmd_in(cache.path(), &image, &[], &[]))
         .await
         .expect("initialize mcp-server-time through the sandbox");
     let info = server.client.peer_info().expect("server info");
@@ -183,14 +196,16 @@ async fn python_time_server_from_pypi_pushed_to_a_registry() {
     let done = server.finish().await.expect("finish");
     assert_eq!(code(done.status), 0, "stderr: {}", done.stderr);
     run.assert_nothing_left(None);
+    cache.close().expect("remove the test's cache");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn node_everything_server_from_npm() {
     let Some(layout) = real_layout() else { return };
     let run = Run::new();
+    let cache = own_cache();
     let image = format!("oci:{}:everything", layout.display());
-    let server = thv_sandbox_e2e::spawn_mcp(run.cmd_image(&image, &[], &[]))
+    let server = thv_sandbox_e2e::spawn_mcp(run.cmd_in(cache.path(), &image, &[], &[]))
         .await
         .expect("initialize server-everything through the sandbox");
     let tools = server.client.list_all_tools().await.expect("tools/list");
@@ -263,4 +278,5 @@ async fn node_everything_server_from_npm() {
     let done = server.finish().await.expect("finish");
     assert_eq!(code(done.status), 0, "stderr: {}", done.stderr);
     run.assert_nothing_left(None);
+    cache.close().expect("remove the test's cache");
 }

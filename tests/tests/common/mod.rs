@@ -100,7 +100,17 @@ impl Run {
 
     /// `thv-sandbox run [extra…] IMAGE [-- server_args…]` for any image reference, with the shared cache.
     pub fn cmd_image(&self, image: &str, extra: &[&str], server_args: &[&str]) -> Command {
-        let f = fixture();
+        self.cmd_in(&fixture().cache, image, extra, server_args)
+    }
+
+    /// `thv-sandbox run --cache-dir CACHE [extra…] IMAGE [-- server_args…]` with a minimal environment.
+    pub fn cmd_in(
+        &self,
+        cache: &Path,
+        image: &str,
+        extra: &[&str],
+        server_args: &[&str],
+    ) -> Command {
         let mut cmd = Command::new(thv_sandbox_bin());
         cmd.env_clear();
         cmd.env(
@@ -112,7 +122,7 @@ impl Run {
             std::env::var_os("HOME").unwrap_or_else(|| "/".into()),
         );
         cmd.env("XDG_RUNTIME_DIR", self.xdg.path());
-        cmd.arg("run").arg("--cache-dir").arg(&f.cache);
+        cmd.arg("run").arg("--cache-dir").arg(cache);
         cmd.args(extra);
         cmd.arg(image);
         if !server_args.is_empty() {
