@@ -741,6 +741,58 @@ pub fn write_platform_index(
     Ok(descriptor)
 }
 
+/// The image a layout names `tag` (a manifest, not an index), as [`ImageBuilder::write`] would have returned it:
+/// for pushing an image built elsewhere (by `oci-from-dirs`, say) with [`crate::registry::TestRegistry::push_image`].
+pub fn read_image(layout: &Path, tag: &str) -> Result<BuiltImage, String> {
+    let index = read_json(&layout.join("index.json"))?;
+    let entry = index["manifests"]
+        .as_array()
+        .and_then(|m| {
+            m.iter()
+                .find(|e| e["annotations"][REF_NAME_ANNOTATION] == tag)
+        })
+        .ok_or(format!("{}: no image tagged {tag:?}", layout.display()))?;
+    let descriptor = |v: &Value| -> Result<Descriptor, String> {
+        Ok(Descriptor {
+            media_type: v["mediaType"]
+                .as_str()
+                .ok_or(format!("no mediaType: {v}"))?
+                .to_owned(),
+            digest: v["digest"]
+                .as_str()
+                .ok_or(format!("no digest: {v}"))?
+                .to_owned(),
+            size: v["size"].as_u64().ok_or(format!("no size: {v}"))?,
+        })
+    };
+    let manifest = descriptor(entry)?;
+    let doc: Value = serde_json::from_slice(&checked_blob(layout, entry)?)
+        .map_err(|e| format!("manifest {}: {e}", manifest.digest))?;
+    let config = descriptor(&doc["config"])?;
+    let layers = doc["layers"]
+        .as_array()
+        .ok_or(format!("manifest {}: no layers", manifest.digest))?
+        .iter()
+        .map(descriptor)
+        .collect::<Result<Vec<_>, _>>()?;
+    let config_doc: Value = serde_json::from_slice(&checked_blob(layout, &doc["config"])?)
+        .map_err(|e| format!("config {}: {e}", config.digest))?;
+    let diff_ids = config_doc["rootfs"]["diff_ids"]
+        .as_array()
+        .ok_or(format!("config {}: no rootfs.diff_ids", config.digest))?
+        .iter()
+        .map(|d| d.as_str().map(str::to_owned).ok_or(format!("diff_id {d}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let field = |k: &str| config_doc[k].as_str().unwrap_or_default().to_owned();
+    Ok(BuiltImage {
+        manifest,
+        config,
+        layers,
+        diff_ids,
+        platform: (field("architecture"), field("os")),
+    })
+}
+
 /// What [`check_layout`] found: per tag, the manifest digest and the number of layers it checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayoutSummary {
@@ -1123,6 +1175,25 @@ mod tests {
         write_platform_index(dir.path(), "multi", &[&amd, &arm]).expect("index");
         let summary = check_layout(dir.path()).expect("consistent");
         assert_eq!(summary.images["multi"].1, 2);
+    }
+
+    #[test]
+    fn read_image_gives_back_what_write_returned() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let built = ImageBuilder::new()
+            .layer(Layer::new().file("/a", "1", 0o644))
+            .layer(Layer::uncompressed().file("/b", "2", 0o644))
+            .write(dir.path(), "t")
+            .expect("write");
+        let read = read_image(dir.path(), "t").expect("read");
+        assert_eq!(read.manifest, built.manifest);
+        assert_eq!(read.config, built.config);
+        assert_eq!(read.layers, built.layers);
+        assert_eq!(read.diff_ids, built.diff_ids);
+        assert_eq!(read.platform, built.platform);
+        assert!(read_image(dir.path(), "other")
+            .unwrap_err()
+            .contains("no image tagged"));
     }
 
     #[test]

@@ -120,9 +120,24 @@ impl Run {
         format!("oci:{}:{tag}", fixture().layout.display())
     }
 
-    /// `thv-sandbox run [extra…] IMAGE [-- server_args…]` with a minimal environment.
+    /// `thv-sandbox run [extra…] IMAGE [-- server_args…]` with a minimal environment (IMAGE: the probe's `tag`).
     pub fn cmd(&self, tag: &str, extra: &[&str], server_args: &[&str]) -> Command {
-        let f = fixture();
+        self.cmd_image(&self.image(tag), extra, server_args)
+    }
+
+    /// `thv-sandbox run [extra…] IMAGE [-- server_args…]` for any image reference, with the shared cache.
+    pub fn cmd_image(&self, image: &str, extra: &[&str], server_args: &[&str]) -> Command {
+        self.cmd_in(&fixture().cache, image, extra, server_args)
+    }
+
+    /// `thv-sandbox run --cache-dir CACHE [extra…] IMAGE [-- server_args…]` with a minimal environment.
+    pub fn cmd_in(
+        &self,
+        cache: &Path,
+        image: &str,
+        extra: &[&str],
+        server_args: &[&str],
+    ) -> Command {
         let mut cmd = Command::new(thv_sandbox_bin());
         cmd.env_clear();
         cmd.env(
@@ -134,14 +149,14 @@ impl Run {
             std::env::var_os("HOME").unwrap_or_else(|| "/".into()),
         );
         cmd.env("XDG_RUNTIME_DIR", self.xdg.path());
-        cmd.arg("run").arg("--cache-dir").arg(&f.cache);
+        cmd.arg("run").arg("--cache-dir").arg(cache);
         // A server that exits by itself on end of file must never be overtaken by the escalation on a loaded
         // machine: tests that are about the grace period set their own.
         if !extra.contains(&"--stop-timeout") {
             cmd.args(["--stop-timeout", "60"]);
         }
         cmd.args(extra);
-        cmd.arg(self.image(tag));
+        cmd.arg(image);
         if !server_args.is_empty() {
             cmd.arg("--").args(server_args);
         }
