@@ -110,7 +110,8 @@ fn run_filtered(
 
 #[test]
 fn python_and_node_servers_run_under_the_default_and_strict_profiles() {
-    let require = std::env::var_os("THV_SANDBOX_REQUIRE_INTERPRETERS").is_some();
+    let require = std::env::var_os("THV_SANDBOX_REQUIRE_INTERPRETERS").is_some()
+        || std::env::var("CI").is_ok_and(|v| v == "true");
     let cases = [
         (
             "python3",
