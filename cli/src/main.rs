@@ -505,7 +505,24 @@ fn plan_launch(args: &RunArgs, config: &Config) -> Result<launch::Launch, i32> {
         Some(registry_cmd::load(&args.registry, config)?)
     };
     let server = match loaded.as_ref().map(|l| l.catalog.find(&args.image)) {
-        None | Some(Ok(None)) => None,
+        Some(Ok(None)) => {
+            let typos = loaded
+                .as_ref()
+                .map(|l| l.catalog.typo_of(&args.image))
+                .unwrap_or_default();
+            if !typos.is_empty() {
+                eprintln!(
+                    "error: no server named `{}` in the registry (did you mean {}?)\n  hint: to run the Docker Hub \
+                     image of that name instead, write it in full: docker.io/library/{}",
+                    args.image,
+                    typos.join(", "),
+                    args.image
+                );
+                return Err(EXIT_USAGE);
+            }
+            None
+        }
+        None => None,
         Some(Ok(Some(s))) => Some(s),
         Some(Err(e)) => return Err(report_error(&e, &[], e.hint(), EXIT_USAGE)),
     };

@@ -547,6 +547,27 @@ impl Catalog {
         })
     }
 
+    /// Entries whose short name is one or two edits away from `name` (a likely typo), for a bare word that is not
+    /// in the registry: `run tiime` should not quietly become a pull of `docker.io/library/tiime`.
+    pub fn typo_of(&self, name: &str) -> Vec<String> {
+        let q = name.to_lowercase();
+        let bare = !q.is_empty()
+            && q.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !bare || q.len() < 4 {
+            return Vec::new();
+        }
+        self.servers
+            .iter()
+            .filter(|s| {
+                let short = s.short_name().to_lowercase();
+                short != q && edit_distance(&q, &short) <= 2
+            })
+            .map(|s| s.name.clone())
+            .take(5)
+            .collect()
+    }
+
     /// Names containing `name`, contained in it, or within two edits of it (case-insensitive), at most five.
     fn similar(&self, name: &str) -> Vec<String> {
         let q = name.to_lowercase();

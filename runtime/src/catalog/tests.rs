@@ -359,6 +359,12 @@ fn search_matches_every_word_in_names_descriptions_tags_and_tools() {
     assert!(c.search("no-such-word-anywhere").is_empty());
     let e = c.get("tiime").unwrap_err();
     assert!(e.to_string().ends_with("(did you mean time?)"), "{e}");
+    // A bare word two edits from an entry is a typo; an image-looking reference or a short word is not.
+    assert_eq!(c.typo_of("tiime"), vec!["time".to_owned()]);
+    assert!(c.typo_of("time").is_empty());
+    assert!(c.typo_of("alpine").is_empty(), "{:?}", c.typo_of("alpine"));
+    assert!(c.typo_of("ghcr.io/x/tiime").is_empty());
+    assert!(c.typo_of("tim").is_empty());
     assert!(c.search("github pull").iter().all(|s| {
         let t = serde_json::to_string(s).unwrap().to_lowercase();
         t.contains("github") && t.contains("pull")
