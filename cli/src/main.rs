@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use thv_sandbox_provenance as prov;
 use thv_sandbox_runtime::dirs::Dirs;
 use thv_sandbox_runtime::distribution::PullPolicy;
 use thv_sandbox_runtime::{cache, doctor, runner, EXIT_SANDBOX_ERROR, EXIT_USAGE};
@@ -38,6 +39,9 @@ enum Command {
     Prune(PruneArgs),
     /// Check whether this host can run rootless sandboxes, and how to fix what is missing.
     Doctor,
+    /// Verify provenance: `verify --bundle F (--artifact F | --digest sha256:…)` (blob mode). The exit status is
+    /// the verdict: 0 verified, 1 refused, 2 usage.
+    Verify(VerifyArgs),
     /// Internal: the runner process (started by `run`).
     #[command(name = "__runner", hide = true)]
     Runner { run_dir: PathBuf },
@@ -103,6 +107,116 @@ struct PruneArgs {
     cache_dir: Option<PathBuf>,
 }
 
+/// The identity the evidence must name (cosign's flags), and the trust material.
+#[derive(Debug, Clone, Default, clap::Args)]
+struct IdentityArgs {
+    /// The exact certificate SAN, e.g. `https://github.com/o/r/.github/workflows/release.yml@refs/tags/v1`.
+    #[arg(long, value_name = "SAN")]
+    certificate_identity: Option<String>,
+    /// The OIDC issuer, e.g. `https://token.actions.githubusercontent.com`.
+    #[arg(long, value_name = "URL")]
+    certificate_oidc_issuer: Option<String>,
+    /// The GitHub repository (`owner/repo`) the workflow ran in.
+    #[arg(long, value_name = "OWNER/REPO")]
+    certificate_github_workflow_repository: Option<String>,
+    /// The git ref the workflow ran for, e.g. `refs/tags/v1.0.0`.
+    #[arg(long, value_name = "REF")]
+    certificate_github_workflow_ref: Option<String>,
+    /// The commit the workflow ran for.
+    #[arg(long, value_name = "SHA")]
+    certificate_github_workflow_sha: Option<String>,
+    /// The event that triggered the workflow, e.g. `push`, `release`.
+    #[arg(long, value_name = "EVENT")]
+    certificate_github_workflow_trigger: Option<String>,
+    /// The workflow's display name.
+    #[arg(long, value_name = "NAME")]
+    certificate_github_workflow_name: Option<String>,
+    /// Accept any signer the instance certified (no identity check). Explicit, never a default.
+    #[arg(long)]
+    insecure_any_identity: bool,
+    /// The Sigstore instance that signed, by its TUF repository: `tuf-repo-cdn.sigstore.dev` (public-good,
+    /// default) or `tuf-repo.github.com` (GitHub's). It decides which evidence is required.
+    #[arg(long, value_name = "HOST")]
+    sigstore_url: Option<String>,
+    /// A trusted_root.json to use instead of the embedded trust roots (replaces trust material, not the evidence
+    /// the instance requires).
+    #[arg(long, value_name = "FILE")]
+    trust_root: Option<PathBuf>,
+}
+
+impl IdentityArgs {
+    fn any_identity_flag(&self) -> bool {
+        [
+            &self.certificate_identity,
+            &self.certificate_oidc_issuer,
+            &self.certificate_github_workflow_repository,
+            &self.certificate_github_workflow_ref,
+            &self.certificate_github_workflow_sha,
+            &self.certificate_github_workflow_trigger,
+            &self.certificate_github_workflow_name,
+        ]
+        .iter()
+        .any(|f| f.is_some())
+    }
+
+    /// The policy the flags give; `None` when they name none (the caller decides whether that is an error).
+    fn policy(&self) -> Result<Option<prov::Policy>, String> {
+        if self.insecure_any_identity && self.any_identity_flag() {
+            return Err(
+                "--insecure-any-identity contradicts the identity flags given with it".into(),
+            );
+        }
+        if self.insecure_any_identity {
+            return Ok(Some(prov::Policy::InsecureAnyIdentity {
+                sigstore_url: self.sigstore_url.clone(),
+            }));
+        }
+        if !self.any_identity_flag() {
+            return Ok(None);
+        }
+        Ok(Some(prov::Policy::Identity(prov::IdentityPolicy {
+            sigstore_url: self.sigstore_url.clone(),
+            certificate_identity: self.certificate_identity.clone(),
+            certificate_oidc_issuer: self.certificate_oidc_issuer.clone(),
+            github_workflow_repository: self.certificate_github_workflow_repository.clone(),
+            github_workflow_ref: self.certificate_github_workflow_ref.clone(),
+            github_workflow_sha: self.certificate_github_workflow_sha.clone(),
+            github_workflow_trigger: self.certificate_github_workflow_trigger.clone(),
+            github_workflow_name: self.certificate_github_workflow_name.clone(),
+        })))
+    }
+
+    fn verifier(&self) -> Result<prov::Verifier, prov::Refusal> {
+        Ok(match &self.trust_root {
+            Some(path) => prov::Verifier::with_trust_root(prov::TrustRoot::from_file(path)?),
+            None => prov::Verifier::embedded(),
+        })
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct VerifyArgs {
+    /// A Sigstore bundle (JSON, or JSON Lines with one bundle per line; any one that verifies is enough).
+    #[arg(long, value_name = "FILE")]
+    bundle: Option<PathBuf>,
+    /// The file the bundle is about.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "digest",
+        requires = "bundle"
+    )]
+    artifact: Option<PathBuf>,
+    /// The digest of the artifact the bundle is about, `sha256:HEX`.
+    #[arg(long, value_name = "sha256:HEX", requires = "bundle")]
+    digest: Option<String>,
+    #[command(flatten)]
+    identity: IdentityArgs,
+    /// Print the verdict as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Debug, clap::Args)]
 struct RunArgs {
     /// The image: a registry reference (`ghcr.io/org/image:tag`, `alpine`, `image@sha256:…`) or an OCI image
@@ -139,6 +253,7 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Runner { run_dir } => runner::keeper_main(&run_dir),
         Command::Doctor => doctor_cmd(),
+        Command::Verify(args) => verify_cmd(args),
         Command::Run(args) => run_cmd(args),
         Command::Pull(args) => pull_cmd(args),
         Command::Images(args) => images_cmd(args),
@@ -304,6 +419,131 @@ fn prune_cmd(args: PruneArgs) -> i32 {
         code = EXIT_SANDBOX_ERROR;
     }
     code
+}
+
+/// Exit status of a refused verification.
+const EXIT_REFUSED: i32 = 1;
+
+fn verify_cmd(args: VerifyArgs) -> i32 {
+    let Some(bundle_path) = &args.bundle else {
+        eprintln!("error: give --bundle FILE with --artifact FILE or --digest sha256:HEX");
+        return EXIT_USAGE;
+    };
+    let policy = match args.identity.policy() {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            eprintln!(
+                "error: no expected identity: give --certificate-identity and/or --certificate-oidc-issuer (or \
+                 --certificate-github-workflow-repository …)"
+            );
+            eprintln!("hint: to accept any signer the instance certified, say so: --insecure-any-identity");
+            return EXIT_USAGE;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let artifact = match (&args.artifact, &args.digest) {
+        (Some(path), None) => match std::fs::read(path) {
+            Ok(b) => Blob::Bytes(b),
+            Err(e) => {
+                eprintln!("error: cannot read --artifact {}: {e}", path.display());
+                return EXIT_USAGE;
+            }
+        },
+        (None, Some(d)) => match d.strip_prefix("sha256:") {
+            Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Blob::Sha256(hex.to_ascii_lowercase())
+            }
+            _ => {
+                eprintln!("error: --digest {d:?} is not sha256:HEX (64 hex digits)");
+                return EXIT_USAGE;
+            }
+        },
+        _ => {
+            eprintln!("error: give the artifact: --artifact FILE or --digest sha256:HEX");
+            return EXIT_USAGE;
+        }
+    };
+    let text = match std::fs::read_to_string(bundle_path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot read --bundle {}: {e}", bundle_path.display());
+            return EXIT_USAGE;
+        }
+    };
+    let subject = match &artifact {
+        Blob::Bytes(b) => prov::Subject::Blob(b),
+        Blob::Sha256(h) => prov::Subject::Sha256(h),
+    };
+    let verdict = prov::Bundle::parse_all(&text)
+        .and_then(|bundles| args.identity.verifier()?.verify(&bundles, subject, &policy));
+    report_verdict(&verdict, &bundle_path.display().to_string(), args.json)
+}
+
+enum Blob {
+    Bytes(Vec<u8>),
+    Sha256(String),
+}
+
+/// Says the verdict on stderr (and as JSON on stdout with `--json`); returns the exit status.
+fn report_verdict(verdict: &Result<prov::Verified, prov::Refusal>, what: &str, json: bool) -> i32 {
+    use std::io::Write;
+    match verdict {
+        Ok(v) => {
+            let c = &v.claims;
+            eprintln!("verified: {what}");
+            eprintln!("  signer:      {}", c.san.as_deref().unwrap_or("-"));
+            eprintln!("  issuer:      {}", c.issuer.as_deref().unwrap_or("-"));
+            if let Some(r) = &c.source_repository_uri {
+                eprintln!(
+                    "  repository:  {r} @ {}",
+                    c.source_repository_ref.as_deref().unwrap_or("-")
+                );
+            }
+            if let Some(r) = &c.runner_environment {
+                eprintln!("  runner:      {r}");
+            }
+            eprintln!(
+                "  evidence:    {} ({} log entries, SCT {}, {} RFC 3161 timestamps), signed {}",
+                v.evidence.kind,
+                v.evidence.tlog_entries,
+                if v.evidence.sct { "yes" } else { "no" },
+                v.evidence.rfc3161_timestamps,
+                v.evidence.signing_time
+            );
+            eprintln!(
+                "  trust root:  {}{} ({})",
+                v.trust_root.source,
+                v.trust_root
+                    .snapshot
+                    .as_deref()
+                    .map(|s| format!(" snapshot {s}"))
+                    .unwrap_or_default(),
+                v.instance
+            );
+            if json {
+                let doc = serde_json::json!({"verified": true, "result": v});
+                let _ = writeln!(std::io::stdout(), "{doc}");
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("refused: {what}: {e}");
+            eprintln!("hint: {}", e.hint());
+            if json {
+                let doc = serde_json::json!({
+                    "verified": false,
+                    "reason": e.kind(),
+                    "message": e.to_string(),
+                    "hint": e.hint(),
+                });
+                let _ = writeln!(std::io::stdout(), "{doc}");
+            }
+            EXIT_REFUSED
+        }
+    }
 }
 
 fn report_runtime_error(e: &thv_sandbox_runtime::Error, dirs: &Dirs) -> i32 {
