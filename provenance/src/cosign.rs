@@ -24,6 +24,9 @@ pub struct CosignSignature<'a> {
     pub rekor_bundle: Option<&'a str>,
     /// Annotation `dev.sigstore.cosign/rfc3161timestamp` (JSON: SignedRFC3161Timestamp).
     pub rfc3161_timestamp: Option<&'a str>,
+    /// An attestation layer (tag `sha256-HEX.att`): the payload is a DSSE envelope carrying its own signature,
+    /// and `signature` is ignored. Its subject binding is the in-toto statement's subject digest.
+    pub dsse: bool,
 }
 
 /// The bundle equivalent of a cosign signature layer.
@@ -79,18 +82,25 @@ pub fn bundle_from_cosign_annotations(sig: &CosignSignature<'_>) -> Result<Bundl
             rfc3161.push(serde_json::json!({"signedTimestamp": t}));
         }
     }
-    let doc = serde_json::json!({
+    let mut doc = serde_json::json!({
         "mediaType": "application/vnd.dev.sigstore.bundle+json;version=0.1",
         "verificationMaterial": {
             "x509CertificateChain": {"certificates": [{"rawBytes": b64.encode(cert_der)}]},
             "tlogEntries": tlog,
             "timestampVerificationData": {"rfc3161Timestamps": rfc3161},
         },
-        "messageSignature": {
+    });
+    if sig.dsse {
+        let envelope: serde_json::Value = serde_json::from_slice(sig.payload).map_err(|e| {
+            Refusal::Malformed(format!("cosign attestation is not a DSSE envelope: {e}"))
+        })?;
+        doc["dsseEnvelope"] = envelope;
+    } else {
+        doc["messageSignature"] = serde_json::json!({
             "messageDigest": {"algorithm": "SHA2_256", "digest": b64.encode(sha2::Sha256::digest(sig.payload))},
             "signature": sig.signature.trim(),
-        },
-    });
+        });
+    }
     Bundle::from_json(&doc.to_string())
 }
 

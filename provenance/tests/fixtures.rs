@@ -308,6 +308,7 @@ fn cosign_signature_binds_the_image_digest() {
         certificate: ann["dev.sigstore.cosign/certificate"].as_str(),
         rekor_bundle: ann["dev.sigstore.cosign/bundle"].as_str(),
         rfc3161_timestamp: None,
+        dsse: false,
     };
     let bundle = bundle_from_cosign_annotations(&sig).unwrap();
     let policy = Policy::Provenance(Provenance {

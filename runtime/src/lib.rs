@@ -21,6 +21,7 @@ pub mod digest;
 pub mod dirs;
 pub mod distribution;
 pub mod doctor;
+pub mod evidence;
 pub mod idmap;
 pub mod layout;
 pub mod reference;
