@@ -39,8 +39,9 @@ enum Command {
     Prune(PruneArgs),
     /// Check whether this host can run rootless sandboxes, and how to fix what is missing.
     Doctor,
-    /// Verify provenance: `verify --bundle F (--artifact F | --digest sha256:…)` (blob mode). The exit status is
-    /// the verdict: 0 verified, 1 refused, 2 usage.
+    /// Verify provenance of an image (`verify IMAGE`, evidence from its registry, no layer fetched) or of a file
+    /// (`verify --bundle F (--artifact F | --digest sha256:…)`). The exit status is the verdict: 0 verified,
+    /// 1 refused, 2 usage.
     Verify(VerifyArgs),
     /// Internal: the runner process (started by `run`).
     #[command(name = "__runner", hide = true)]
@@ -186,6 +187,22 @@ impl IdentityArgs {
         })))
     }
 
+    /// The verification settings for images.
+    fn verification(
+        &self,
+        mode: Option<thv_sandbox_runtime::Mode>,
+    ) -> Result<thv_sandbox_runtime::Verification, String> {
+        Ok(thv_sandbox_runtime::Verification {
+            mode,
+            policy: self.policy()?,
+            trust_root: self.trust_root.clone(),
+            github_api: std::env::var("THV_SANDBOX_GITHUB_API")
+                .ok()
+                .filter(|v| !v.is_empty()),
+            github_token: std::env::var("GITHUB_TOKEN").ok().filter(|v| !v.is_empty()),
+        })
+    }
+
     fn verifier(&self) -> Result<prov::Verifier, prov::Refusal> {
         Ok(match &self.trust_root {
             Some(path) => prov::Verifier::with_trust_root(prov::TrustRoot::from_file(path)?),
@@ -196,6 +213,11 @@ impl IdentityArgs {
 
 #[derive(Debug, clap::Args)]
 struct VerifyArgs {
+    /// An image (registry reference): its evidence is found at the registry and verified; no layer is fetched.
+    #[arg(conflicts_with_all = ["bundle", "artifact", "digest"])]
+    image: Option<String>,
+    #[command(flatten)]
+    source: SourceArgs,
     /// A Sigstore bundle (JSON, or JSON Lines with one bundle per line; any one that verifies is enough).
     #[arg(long, value_name = "FILE")]
     bundle: Option<PathBuf>,
@@ -224,6 +246,13 @@ struct RunArgs {
     image: String,
     #[command(flatten)]
     source: SourceArgs,
+    /// Provenance verification: `disabled`, `warn` (run, saying on stderr what failed), `enabled` (refuse on
+    /// failure; an image without an expected identity is refused). Default: `enabled` when an identity is given,
+    /// `warn` otherwise.
+    #[arg(long, value_name = "MODE", env = "THV_SANDBOX_IMAGE_VERIFICATION")]
+    image_verification: Option<thv_sandbox_runtime::Mode>,
+    #[command(flatten)]
+    identity: IdentityArgs,
     /// Set an environment variable in the sandbox (NAME=VALUE). Nothing from the host environment is passed
     /// otherwise.
     #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
@@ -318,6 +347,13 @@ fn run_cmd(args: RunArgs) -> i32 {
         Ok(d) => d,
         Err(e) => return report_error(&e, &[], Some(e.hint()), EXIT_SANDBOX_ERROR),
     };
+    let verification = match args.identity.verification(args.image_verification) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
     let req = thv_sandbox_runtime::RunRequest {
         image: args.image,
         pull_policy: args.source.pull.into(),
@@ -328,6 +364,7 @@ fn run_cmd(args: RunArgs) -> i32 {
         cache_dir: args.source.cache_dir,
         exe: PathBuf::from("/proc/self/exe"),
         timings: args.timings || std::env::var_os("THV_SANDBOX_TIMINGS").is_some_and(|v| v == "1"),
+        verification,
     };
     match thv_sandbox_runtime::run(&req, &dirs) {
         Ok(summary) => summary.exit_code,
@@ -425,6 +462,9 @@ fn prune_cmd(args: PruneArgs) -> i32 {
 const EXIT_REFUSED: i32 = 1;
 
 fn verify_cmd(args: VerifyArgs) -> i32 {
+    if let Some(image) = &args.image {
+        return verify_image_cmd(image, &args);
+    }
     let Some(bundle_path) = &args.bundle else {
         eprintln!("error: give --bundle FILE with --artifact FILE or --digest sha256:HEX");
         return EXIT_USAGE;
@@ -480,6 +520,77 @@ fn verify_cmd(args: VerifyArgs) -> i32 {
     let verdict = prov::Bundle::parse_all(&text)
         .and_then(|bundles| args.identity.verifier()?.verify(&bundles, subject, &policy));
     report_verdict(&verdict, &bundle_path.display().to_string(), args.json)
+}
+
+/// `thv-sandbox verify IMAGE`: evidence from the registry, verified under `enabled`; no layer is fetched.
+fn verify_image_cmd(image: &str, args: &VerifyArgs) -> i32 {
+    let verification = match args
+        .identity
+        .verification(Some(thv_sandbox_runtime::Mode::Enabled))
+    {
+        Ok(v) if v.policy.is_some() => v,
+        Ok(_) => {
+            eprintln!(
+                "error: no expected identity: give --certificate-identity and/or --certificate-oidc-issuer (or \
+                 --certificate-github-workflow-repository …)"
+            );
+            eprintln!("hint: to accept any signer the instance certified, say so: --insecure-any-identity");
+            return EXIT_USAGE;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let dirs = match Dirs::from_env(args.source.cache_dir.clone()) {
+        Ok(d) => d,
+        Err(e) => return report_error(&e, &[], Some(e.hint()), EXIT_SANDBOX_ERROR),
+    };
+    let outcome = match thv_sandbox_runtime::pull_verified(
+        image,
+        args.source.pull.into(),
+        &args.source.insecure_registry,
+        &dirs,
+        &verification,
+        true,
+    ) {
+        Err(thv_sandbox_runtime::Error::VerifiedOnly(outcome)) => outcome,
+        Ok((_, outcome)) => outcome,
+        Err(e) => return report_runtime_error(&e, &dirs),
+    };
+    use thv_sandbox_runtime::verification::Outcome;
+    match outcome {
+        Some(Outcome::Verified { record, reused }) => {
+            let what = format!(
+                "{image} ({}{})",
+                record.manifest_digest,
+                if reused {
+                    ", from the verification record"
+                } else {
+                    ""
+                }
+            );
+            eprintln!(
+                "  evidence from: {} for {}",
+                record.evidence_source, record.evidence_subject
+            );
+            report_verdict(&Ok(record.verified.clone()), &what, args.json)
+        }
+        Some(Outcome::Refused { reason, hint }) => {
+            eprintln!("refused: {image}: {reason}");
+            eprintln!("hint: {hint}");
+            if args.json {
+                use std::io::Write;
+                let doc = serde_json::json!({"verified": false, "message": reason, "hint": hint});
+                let _ = writeln!(std::io::stdout(), "{doc}");
+            }
+            EXIT_REFUSED
+        }
+        other => {
+            eprintln!("error: {image}: verification did not run ({other:?})");
+            EXIT_SANDBOX_ERROR
+        }
+    }
 }
 
 enum Blob {

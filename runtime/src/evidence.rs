@@ -103,6 +103,25 @@ pub enum ItemContent {
     },
 }
 
+/// Looks for evidence of `digests` in `reference`'s repository, connecting as a pull with `pull` would
+/// (credentials, mirrors, proxies, plain HTTP for loopback). Creates its own runtime: not for async callers.
+pub fn discover_blocking(
+    reference: &crate::reference::Reference,
+    digests: &[Digest],
+    pull: &crate::distribution::PullOptions<'_>,
+    opts: &DiscoveryOptions,
+) -> Result<Evidence, PullError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(PullError::Runtime)?;
+    runtime.block_on(async {
+        let remote = Remote::connect(reference, pull).await?;
+        let digests: Vec<&Digest> = digests.iter().collect();
+        Ok(discover(&remote, &digests, opts).await)
+    })
+}
+
 /// Looks for evidence of every digest in `digests`.
 pub(crate) async fn discover(
     remote: &Remote,

@@ -14,6 +14,7 @@ use crate::runs::{self, RunDir};
 use crate::spec::{self, ImageRuntimeConfig, SpecError, SpecOptions};
 use crate::supervise::{self, Launch, Outcome};
 use crate::sync::{RunnerFailure, StartTimings};
+use crate::verification::{self, Gate, Verification};
 
 /// What to run and how.
 #[derive(Debug, Clone)]
@@ -36,6 +37,9 @@ pub struct RunRequest {
     pub exe: PathBuf,
     /// Print per-phase timings to stderr.
     pub timings: bool,
+    /// Provenance verification: mode, policy, trust root. The default (no policy, no mode) warns that the image
+    /// runs unverified.
+    pub verification: Verification,
 }
 
 /// What happened, for the CLI.
@@ -57,6 +61,9 @@ pub enum Error {
     /// Pulling from a registry failed.
     #[error(transparent)]
     Pull(#[from] PullError),
+    /// The verification settings are unusable (trust root file, policy).
+    #[error("provenance verification: {0}")]
+    Verification(#[from] thv_sandbox_provenance::Refusal),
     /// State or cache directory problems.
     #[error(transparent)]
     Dirs(#[from] DirsError),
@@ -84,6 +91,9 @@ pub enum Error {
     /// The runner could not create or start the sandbox.
     #[error("cannot create the sandbox: {} failed", .0.stage)]
     Sandbox(RunnerFailure),
+    /// Not an error: a verify-only pull stopped at the gate, with what the gate decided.
+    #[error("verification only")]
+    VerifiedOnly(Option<verification::Outcome>),
 }
 
 impl Error {
@@ -104,6 +114,7 @@ impl Error {
                     .into(),
             ),
             Error::Pull(e) => e.hint(),
+            Error::Verification(e) => Some(e.hint()),
             Error::Dirs(e) => Some(e.hint()),
             Error::Layout(LayoutError::TagNotFound { .. }) => {
                 Some("pick one of the tags listed above".into())
@@ -221,14 +232,75 @@ fn resolve(req: &RunRequest, dirs: &Dirs) -> Result<(OciLayout, layout::Resolved
         let (path, tag) = layout::parse_oci_ref(&req.image)?;
         let oci = OciLayout::open(&path)?;
         let image = oci.resolve(tag.as_deref(), &Platform::host())?;
+        // A layout on disk has no registry to find evidence at: only stored evidence or a record can verify it.
+        let gate = Gate::new(&req.verification, &dirs.cache)?;
+        gate.decide(
+            &req.image,
+            image.index_digest.as_ref(),
+            &image.manifest_digest,
+            None,
+        )
+        .map_err(|reason| {
+            Error::Pull(PullError::Verification {
+                reference: req.image.clone(),
+                reason,
+            })
+        })?;
         return Ok((oci, image));
     }
     if req.image.contains("://") {
         return Err(Error::BadReference(req.image.clone()));
     }
-    let pulled = pull(&req.image, req.pull_policy, &req.insecure_registries, dirs)?;
+    let (pulled, _) = pull_verified(
+        &req.image,
+        req.pull_policy,
+        &req.insecure_registries,
+        dirs,
+        &req.verification,
+        false,
+    )?;
     Ok(pulled.open(&Platform::host())?)
 }
+
+/// Pulls a registry image with provenance verification before any layer is fetched; returns what the gate
+/// decided. With `verify_only`, no layer is fetched at all (`thv-sandbox verify IMAGE`): the pull stops at the
+/// gate, and the outcome says what was decided.
+pub fn pull_verified(
+    image: &str,
+    policy: PullPolicy,
+    insecure: &[String],
+    dirs: &Dirs,
+    verification: &Verification,
+    verify_only: bool,
+) -> Result<(distribution::Pulled, Option<verification::Outcome>), Error> {
+    let reference: Reference = image.parse()?;
+    crate::dirs::private_dir(&dirs.cache)?;
+    let gate = Gate::new(verification, &dirs.cache)?;
+    let mut opts = PullOptions::from_env(&dirs.cache);
+    opts.policy = policy;
+    opts.insecure = insecure.to_vec();
+    opts.discover = gate.discovery();
+    let on_hand = |d: &crate::digest::Digest| gate.on_hand(d);
+    opts.evidence_on_hand = Some(&on_hand);
+    let check = |input: &distribution::VerifyInput<'_>| {
+        gate.check(input)?;
+        if verify_only {
+            return Err(VERIFY_ONLY.to_string());
+        }
+        Ok(())
+    };
+    opts.verify = Some(&check);
+    match distribution::pull(&reference, &opts) {
+        Ok(pulled) => Ok((pulled, gate.outcome())),
+        Err(PullError::Verification { .. }) if verify_only => {
+            Err(Error::VerifiedOnly(gate.outcome()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The reason a verify-only pull stops at the gate.
+const VERIFY_ONLY: &str = "(verification only: no layer is fetched)";
 
 /// Pulls a registry image into the cache (`thv-sandbox pull`, and `run` of a registry reference).
 pub fn pull(
