@@ -435,3 +435,114 @@ fn verify_image_command_exit_status_is_the_verdict() {
         "verify fetches no layer"
     );
 }
+
+/// The salrashid123 signature as evidence found for `subject`.
+fn cosign_evidence(
+    dir: &std::path::Path,
+    subject: &str,
+) -> thv_sandbox_runtime::evidence::Evidence {
+    let d = dir.join("cosign-oci/salrashid123-server_image");
+    let payload = std::fs::read_to_string(d.join("simplesigning-payload.json")).unwrap();
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("signature-manifest.json")).unwrap())
+            .unwrap();
+    let a = &m["layers"][0]["annotations"];
+    let s = |k: &str| a[k].as_str().map(str::to_string);
+    thv_sandbox_runtime::evidence::Evidence {
+        items: vec![thv_sandbox_runtime::evidence::Item {
+            subject: subject.parse().unwrap(),
+            source: "tag sha256-….sig".into(),
+            content: ItemContent::Cosign {
+                payload,
+                signature: s("dev.cosignproject.cosign/signature").unwrap(),
+                certificate: s("dev.sigstore.cosign/certificate"),
+                rekor_bundle: s("dev.sigstore.cosign/bundle"),
+                rfc3161_timestamp: None,
+                dsse: false,
+            },
+        }],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_record_is_reused_only_under_the_same_policy_and_trust_root() {
+    let Some(dir) = fixtures() else { return };
+    let cache = tempfile::tempdir().unwrap();
+    // The signed digest, taken here as the platform manifest (no index).
+    let manifest = SIGNED_INDEX.parse().unwrap();
+    let ev = cosign_evidence(&dir, SIGNED_INDEX);
+
+    let g = gate(salrashid_policy(), cache.path());
+    g.decide("img", None, &manifest, Some(&ev))
+        .expect("verified from the evidence");
+    let Some(Outcome::Verified {
+        record,
+        reused: false,
+    }) = g.outcome()
+    else {
+        panic!("{:?}", g.outcome())
+    };
+    assert_eq!(record.manifest_digest.to_string(), SIGNED_INDEX);
+    assert_eq!(
+        record.verified.claims.source_repository_uri.as_deref(),
+        Some("https://github.com/salrashid123/go-bazel-github-workflow")
+    );
+    assert_eq!(
+        record.verified.trust_root.snapshot.as_deref(),
+        Some(thv_sandbox_runtime::provenance::PUBLIC_GOOD_SNAPSHOT)
+    );
+    assert!(record.workflow().unwrap().contains("release.yaml"));
+
+    // A warm run, same policy: the record, no evidence needed.
+    let g = gate(salrashid_policy(), cache.path());
+    assert!(g.on_hand(&manifest));
+    g.decide("img", None, &manifest, None).expect("record");
+    assert!(matches!(
+        g.outcome(),
+        Some(Outcome::Verified { reused: true, .. })
+    ));
+
+    // Another policy field (runner unset): not the record; the stored evidence is verified again, offline.
+    let Policy::Provenance(mut p) = salrashid_policy() else {
+        unreachable!()
+    };
+    p.runner_environment = None;
+    let g = gate(Policy::Provenance(p.clone()), cache.path());
+    g.decide("img", None, &manifest, None)
+        .expect("stored evidence");
+    assert!(matches!(
+        g.outcome(),
+        Some(Outcome::Verified { reused: false, .. })
+    ));
+
+    // A changed expected workflow: the cached, once-verified image is refused.
+    p.signer_identity = Some("/.github/workflows/other.yaml".into());
+    let g = gate(Policy::Provenance(p), cache.path());
+    let err = g.decide("img", None, &manifest, None).unwrap_err();
+    assert!(
+        err.contains("/.github/workflows/release.yaml") && err.contains("other.yaml"),
+        "{err}"
+    );
+
+    // Another trust root (the same material, from a file): not the record; verified again.
+    let v = Verification {
+        policy: Some(salrashid_policy()),
+        trust_root: Some(dir.join("trusted_root/public-good.trusted_root.json")),
+        ..Verification::default()
+    };
+    let g = Gate::new(&v, cache.path()).unwrap();
+    assert!(g.reusable_record(&manifest, None).is_none());
+    g.decide("img", None, &manifest, None).expect("re-verified");
+    assert!(matches!(
+        g.outcome(),
+        Some(Outcome::Verified { reused: false, .. })
+    ));
+    // An unrelated root: refused.
+    let v = Verification {
+        trust_root: Some(dir.join("trusted_root/staging.trusted_root.json")),
+        ..v
+    };
+    let g = Gate::new(&v, cache.path()).unwrap();
+    assert!(g.decide("img", None, &manifest, None).is_err());
+}
