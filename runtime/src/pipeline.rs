@@ -280,8 +280,12 @@ pub fn pull_verified(
     opts.policy = policy;
     opts.insecure = insecure.to_vec();
     opts.discover = gate.discovery();
+    // Under `enabled`, a cached image whose evidence is not on hand is resolved at the registry again to find it.
+    // Under `warn` it is not: a cached image must keep running offline, with the warning.
     let on_hand = |d: &crate::digest::Digest| gate.on_hand(d);
-    opts.evidence_on_hand = Some(&on_hand);
+    if gate.mode() == verification::Mode::Enabled {
+        opts.evidence_on_hand = Some(&on_hand);
+    }
     let check = |input: &distribution::VerifyInput<'_>| {
         gate.check(input)?;
         if verify_only {

@@ -391,6 +391,26 @@ fn an_unsigned_image_is_refused_before_any_layer_under_enabled_and_pulled_with_a
             .contains("no signature or attestation found"),
         "{err}"
     );
+
+    // Offline, `warn` still runs the cached image (unverified); `enabled` cannot check it and says so.
+    let mut registry = registry;
+    registry.stop();
+    let (_, outcome) =
+        thv_sandbox_runtime::pull_verified(&image, PullPolicy::Missing, &[], &dirs, &warn, false)
+            .expect("offline");
+    assert!(
+        matches!(outcome, Some(Outcome::Unverified { .. })),
+        "{outcome:?}"
+    );
+    assert!(thv_sandbox_runtime::pull_verified(
+        &image,
+        PullPolicy::Missing,
+        &[],
+        &dirs,
+        &enabled,
+        false
+    )
+    .is_err());
 }
 
 #[test]
