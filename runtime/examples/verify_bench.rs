@@ -20,7 +20,8 @@ fn main() {
     let d = dir.join("cosign-oci/salrashid123-server_image");
     let payload = std::fs::read_to_string(d.join("simplesigning-payload.json")).unwrap();
     let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(d.join("signature-manifest.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(d.join("signature-manifest.json")).unwrap())
+            .unwrap();
     let a = &m["layers"][0]["annotations"];
     let s = |k: &str| a[k].as_str().map(str::to_string);
     let ev = Evidence {
@@ -56,7 +57,10 @@ fn main() {
         .unwrap()
         .decide("bench", None, &manifest, Some(&ev))
         .unwrap();
-    let record = cache.path().join("verification").join(format!("{}.record.json", &SIGNED[7..]));
+    let record = cache
+        .path()
+        .join("verification")
+        .join(format!("{}.record.json", &SIGNED[7..]));
     let saved = std::fs::read(&record).unwrap();
 
     let mut from_record = Vec::new();
@@ -68,19 +72,27 @@ fn main() {
         let g = Gate::new(&cfg, cache.path()).unwrap();
         g.decide("bench", None, &manifest, None).unwrap();
         from_record.push(t.elapsed().as_secs_f64() * 1e3);
-        assert!(matches!(g.outcome(), Some(Outcome::Verified { reused: true, .. })));
+        assert!(matches!(
+            g.outcome(),
+            Some(Outcome::Verified { reused: true, .. })
+        ));
 
         std::fs::remove_file(&record).unwrap();
         let t = Instant::now();
         let g = Gate::new(&cfg, cache.path()).unwrap();
         g.decide("bench", None, &manifest, None).unwrap();
         from_bundle.push(t.elapsed().as_secs_f64() * 1e3);
-        assert!(matches!(g.outcome(), Some(Outcome::Verified { reused: false, .. })));
+        assert!(matches!(
+            g.outcome(),
+            Some(Outcome::Verified { reused: false, .. })
+        ));
     }
     for (name, mut v) in [("from record", from_record), ("from bundle", from_bundle)] {
         v.sort_by(f64::total_cmp);
         let median = v[v.len() / 2];
-        println!(
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stdout(),
             "{name}: median {median:.3} ms, min {:.3} ms, max {:.3} ms ({runs} runs)",
             v[0],
             v[v.len() - 1]
