@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use thv_sandbox_provenance as prov;
 use thv_sandbox_runtime::catalog::{env as catalog_env, launch};
 use thv_sandbox_runtime::config::{self, Config};
 use thv_sandbox_runtime::dirs::Dirs;
@@ -59,6 +60,10 @@ enum Command {
     /// each comes from (flag, environment, file, default).
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Verify provenance of an image (`verify IMAGE`, evidence from its registry, no layer fetched) or of a file
+    /// (`verify --bundle F (--artifact F | --digest sha256:…)`). The exit status is the verdict: 0 verified,
+    /// 1 refused, 2 usage.
+    Verify(VerifyArgs),
     /// Internal: the runner process (started by `run`).
     #[command(name = "__runner", hide = true)]
     Runner { run_dir: PathBuf },
@@ -163,6 +168,139 @@ enum NetworkArg {
     Host,
 }
 
+/// The identity the evidence must name (cosign's flags), and the trust material.
+#[derive(Debug, Clone, Default, clap::Args)]
+struct IdentityArgs {
+    /// The exact certificate SAN, e.g. `https://github.com/o/r/.github/workflows/release.yml@refs/tags/v1`.
+    #[arg(long, value_name = "SAN")]
+    certificate_identity: Option<String>,
+    /// The OIDC issuer, e.g. `https://token.actions.githubusercontent.com`.
+    #[arg(long, value_name = "URL")]
+    certificate_oidc_issuer: Option<String>,
+    /// The GitHub repository (`owner/repo`) the workflow ran in.
+    #[arg(long, value_name = "OWNER/REPO")]
+    certificate_github_workflow_repository: Option<String>,
+    /// The git ref the workflow ran for, e.g. `refs/tags/v1.0.0`.
+    #[arg(long, value_name = "REF")]
+    certificate_github_workflow_ref: Option<String>,
+    /// The commit the workflow ran for.
+    #[arg(long, value_name = "SHA")]
+    certificate_github_workflow_sha: Option<String>,
+    /// The event that triggered the workflow, e.g. `push`, `release`.
+    #[arg(long, value_name = "EVENT")]
+    certificate_github_workflow_trigger: Option<String>,
+    /// The workflow's display name.
+    #[arg(long, value_name = "NAME")]
+    certificate_github_workflow_name: Option<String>,
+    /// Accept any signer the instance certified (no identity check). Explicit, never a default.
+    #[arg(long)]
+    insecure_any_identity: bool,
+    /// The Sigstore instance that signed, by its TUF repository: `tuf-repo-cdn.sigstore.dev` (public-good,
+    /// default) or `tuf-repo.github.com` (GitHub's). It decides which evidence is required.
+    #[arg(long, value_name = "HOST")]
+    sigstore_url: Option<String>,
+    /// A trusted_root.json to use instead of the embedded trust roots (replaces trust material, not the evidence
+    /// the instance requires).
+    #[arg(long, value_name = "FILE")]
+    trust_root: Option<PathBuf>,
+}
+
+impl IdentityArgs {
+    fn any_identity_flag(&self) -> bool {
+        [
+            &self.certificate_identity,
+            &self.certificate_oidc_issuer,
+            &self.certificate_github_workflow_repository,
+            &self.certificate_github_workflow_ref,
+            &self.certificate_github_workflow_sha,
+            &self.certificate_github_workflow_trigger,
+            &self.certificate_github_workflow_name,
+        ]
+        .iter()
+        .any(|f| f.is_some())
+    }
+
+    /// The policy the flags give; `None` when they name none (the caller decides whether that is an error).
+    fn policy(&self) -> Result<Option<prov::Policy>, String> {
+        if self.insecure_any_identity && self.any_identity_flag() {
+            return Err(
+                "--insecure-any-identity contradicts the identity flags given with it".into(),
+            );
+        }
+        if self.insecure_any_identity {
+            return Ok(Some(prov::Policy::InsecureAnyIdentity {
+                sigstore_url: self.sigstore_url.clone(),
+            }));
+        }
+        if !self.any_identity_flag() {
+            return Ok(None);
+        }
+        Ok(Some(prov::Policy::Identity(prov::IdentityPolicy {
+            sigstore_url: self.sigstore_url.clone(),
+            certificate_identity: self.certificate_identity.clone(),
+            certificate_oidc_issuer: self.certificate_oidc_issuer.clone(),
+            github_workflow_repository: self.certificate_github_workflow_repository.clone(),
+            github_workflow_ref: self.certificate_github_workflow_ref.clone(),
+            github_workflow_sha: self.certificate_github_workflow_sha.clone(),
+            github_workflow_trigger: self.certificate_github_workflow_trigger.clone(),
+            github_workflow_name: self.certificate_github_workflow_name.clone(),
+        })))
+    }
+
+    /// The verification settings for images.
+    fn verification(
+        &self,
+        mode: Option<thv_sandbox_runtime::Mode>,
+    ) -> Result<thv_sandbox_runtime::Verification, String> {
+        Ok(thv_sandbox_runtime::Verification {
+            mode,
+            policy: self.policy()?,
+            trust_root: self.trust_root.clone(),
+            github_api: std::env::var("THV_SANDBOX_GITHUB_API")
+                .ok()
+                .filter(|v| !v.is_empty()),
+            github_token: std::env::var("GITHUB_TOKEN").ok().filter(|v| !v.is_empty()),
+        })
+    }
+
+    fn verifier(&self) -> Result<prov::Verifier, prov::Refusal> {
+        Ok(match &self.trust_root {
+            Some(path) => prov::Verifier::with_trust_root(prov::TrustRoot::from_file(path)?),
+            None => prov::Verifier::embedded(),
+        })
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct VerifyArgs {
+    /// An image (registry reference): its evidence is found at the registry and verified; no layer is fetched.
+    #[arg(conflicts_with_all = ["bundle", "artifact", "digest"])]
+    image: Option<String>,
+    #[command(flatten)]
+    source: SourceArgs,
+    #[command(flatten)]
+    registry: registry_cmd::RegistrySourceArgs,
+    /// A Sigstore bundle (JSON, or JSON Lines with one bundle per line; any one that verifies is enough).
+    #[arg(long, value_name = "FILE")]
+    bundle: Option<PathBuf>,
+    /// The file the bundle is about.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "digest",
+        requires = "bundle"
+    )]
+    artifact: Option<PathBuf>,
+    /// The digest of the artifact the bundle is about, `sha256:HEX`.
+    #[arg(long, value_name = "sha256:HEX", requires = "bundle")]
+    digest: Option<String>,
+    #[command(flatten)]
+    identity: IdentityArgs,
+    /// Print the verdict as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Debug, clap::Args)]
 struct RunArgs {
     /// A server of the registry by name (`time`, `io.github.stacklok/fetch`, or its short name `fetch`), or an
@@ -171,6 +309,13 @@ struct RunArgs {
     image: String,
     #[command(flatten)]
     source: SourceArgs,
+    /// Provenance verification: `disabled`, `warn` (run, saying on stderr what failed), `enabled` (refuse on
+    /// failure; an image without an expected identity is refused). Default: `enabled` when an identity is given,
+    /// `warn` otherwise.
+    #[arg(long, value_name = "MODE", env = "THV_SANDBOX_IMAGE_VERIFICATION")]
+    image_verification: Option<thv_sandbox_runtime::Mode>,
+    #[command(flatten)]
+    identity: IdentityArgs,
     #[command(flatten)]
     registry: registry_cmd::RegistrySourceArgs,
     /// Set an environment variable in the sandbox: NAME=VALUE, or NAME alone to pass NAME's value from
@@ -233,6 +378,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run_cmd(file, *args),
         Command::Inspect(args) => inspect_cmd(file, *args),
         Command::Registry(args) => registry_cmd::registry_cmd(file, args),
+        Command::Verify(args) => verify_cmd(file, args),
         Command::Pull(args) => pull_cmd(file, args),
         Command::Images(args) => images_cmd(file, args),
         Command::Prune(args) => prune_cmd(file, args),
@@ -445,6 +591,25 @@ fn build_request(
         Ok(m) => m,
         Err(e) => return Err(report_error(&e, &[], Some(e.hint()), EXIT_USAGE)),
     };
+    // Verification: identity flags, else the provenance the registry declares for the entry; the mode from the
+    // flag (or its environment variable), else the configuration file, else by whether a policy exists.
+    let mut verification = match args.identity.verification(args.image_verification) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Err(EXIT_USAGE);
+        }
+    };
+    if verification.policy.is_none() {
+        verification.policy = launch.provenance.as_ref().map(entry_policy_of);
+    }
+    if verification.mode.is_none() {
+        verification.mode = config.image_verification.value.map(|m| match m {
+            config::ImageVerification::Disabled => thv_sandbox_runtime::Mode::Disabled,
+            config::ImageVerification::Warn => thv_sandbox_runtime::Mode::Warn,
+            config::ImageVerification::Enabled => thv_sandbox_runtime::Mode::Enabled,
+        });
+    }
     let req = thv_sandbox_runtime::RunRequest {
         image: launch.image,
         pull_policy: args.source.pull.into(),
@@ -461,12 +626,29 @@ fn build_request(
         provenance: launch.provenance,
         seccomp_profile: launch.seccomp_profile,
         seccomp_override: args.seccomp_override.clone(),
+        verification,
         stop_timeout: Duration::from_secs_f64(args.stop_timeout),
         cache_dir: config.cache_dir.value.clone(),
         exe: PathBuf::from("/proc/self/exe"),
         timings: args.timings || std::env::var_os("THV_SANDBOX_TIMINGS").is_some_and(|v| v == "1"),
     };
     Ok((req, dirs))
+}
+
+/// The verification policy of a registry entry's declared provenance (ToolHive semantics; never "any identity").
+fn entry_policy_of(p: &thv_sandbox_runtime::catalog::Provenance) -> prov::Policy {
+    prov::Policy::Provenance(prov::Provenance {
+        sigstore_url: p.sigstore_url.clone(),
+        repository_uri: p.repository_uri.clone(),
+        repository_ref: p.repository_ref.clone(),
+        signer_identity: p.signer_identity.clone(),
+        runner_environment: p.runner_environment.clone(),
+        cert_issuer: p.cert_issuer.clone(),
+        attestation: p.attestation.as_ref().map(|a| prov::Attestation {
+            predicate_type: a.predicate_type.clone(),
+            predicate: a.predicate.clone(),
+        }),
+    })
 }
 
 /// Flags + registry entry (if the name is one) → what to run; errors are reported here (the exit code is
@@ -624,6 +806,240 @@ fn prune_cmd(file: Option<PathBuf>, args: PruneArgs) -> i32 {
         code = EXIT_SANDBOX_ERROR;
     }
     code
+}
+
+/// Exit status of a refused verification.
+const EXIT_REFUSED: i32 = 1;
+
+fn verify_cmd(file: Option<PathBuf>, args: VerifyArgs) -> i32 {
+    if let Some(image) = &args.image {
+        return verify_image_cmd(file, image, &args);
+    }
+    let Some(bundle_path) = &args.bundle else {
+        eprintln!("error: give --bundle FILE with --artifact FILE or --digest sha256:HEX");
+        return EXIT_USAGE;
+    };
+    let policy = match args.identity.policy() {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            eprintln!(
+                "error: no expected identity: give --certificate-identity and/or --certificate-oidc-issuer (or \
+                 --certificate-github-workflow-repository …)"
+            );
+            eprintln!("hint: to accept any signer the instance certified, say so: --insecure-any-identity");
+            return EXIT_USAGE;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let artifact = match (&args.artifact, &args.digest) {
+        (Some(path), None) => match std::fs::read(path) {
+            Ok(b) => Blob::Bytes(b),
+            Err(e) => {
+                eprintln!("error: cannot read --artifact {}: {e}", path.display());
+                return EXIT_USAGE;
+            }
+        },
+        (None, Some(d)) => match d.strip_prefix("sha256:") {
+            Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Blob::Sha256(hex.to_ascii_lowercase())
+            }
+            _ => {
+                eprintln!("error: --digest {d:?} is not sha256:HEX (64 hex digits)");
+                return EXIT_USAGE;
+            }
+        },
+        _ => {
+            eprintln!("error: give the artifact: --artifact FILE or --digest sha256:HEX");
+            return EXIT_USAGE;
+        }
+    };
+    let text = match std::fs::read_to_string(bundle_path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot read --bundle {}: {e}", bundle_path.display());
+            return EXIT_USAGE;
+        }
+    };
+    let subject = match &artifact {
+        Blob::Bytes(b) => prov::Subject::Blob(b),
+        Blob::Sha256(h) => prov::Subject::Sha256(h),
+    };
+    let verdict = prov::Bundle::parse_all(&text)
+        .and_then(|bundles| args.identity.verifier()?.verify(&bundles, subject, &policy));
+    report_verdict(&verdict, &bundle_path.display().to_string(), args.json)
+}
+
+/// `thv-sandbox verify IMAGE`: evidence from the registry, verified under `enabled`; no layer is fetched.
+fn verify_image_cmd(file: Option<PathBuf>, image: &str, args: &VerifyArgs) -> i32 {
+    let (config, dirs) = match setup(file, &args.source.settings) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    // A server of the registry: its image, checked against the provenance the registry declares for it (identity
+    // flags, when given, replace that policy).
+    let mut image = image.to_owned();
+    let mut entry_policy = None;
+    if !image.starts_with("oci:") {
+        let loaded = match registry_cmd::load(&args.registry, &config) {
+            Ok(l) => l,
+            Err(code) => return code,
+        };
+        match loaded.catalog.find(&image) {
+            Ok(Some(server)) => {
+                if let Some(i) = &server.image {
+                    image = i.clone();
+                }
+                entry_policy = server.provenance.as_ref().map(entry_policy_of);
+                if entry_policy.is_none() && !args.identity.any_identity_flag() {
+                    eprintln!(
+                        "error: the registry declares no provenance for `{}`: there is no identity to verify against",
+                        server.name
+                    );
+                    eprintln!("hint: give the expected identity with --certificate-identity/--certificate-oidc-issuer");
+                    return EXIT_REFUSED;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => return report_error(&e, &[], e.hint(), EXIT_USAGE),
+        }
+    }
+    let image = image.as_str();
+    let verification = match args
+        .identity
+        .verification(Some(thv_sandbox_runtime::Mode::Enabled))
+        .map(|mut v| {
+            if v.policy.is_none() {
+                v.policy = entry_policy.clone();
+            }
+            v
+        }) {
+        Ok(v) if v.policy.is_some() => v,
+        Ok(_) => {
+            eprintln!(
+                "error: no expected identity: give --certificate-identity and/or --certificate-oidc-issuer (or \
+                 --certificate-github-workflow-repository …)"
+            );
+            eprintln!("hint: to accept any signer the instance certified, say so: --insecure-any-identity");
+            return EXIT_USAGE;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let outcome = match thv_sandbox_runtime::pull_verified(
+        image,
+        args.source.pull.into(),
+        &RegistryAccess::from_config(&config),
+        ProgressMode::detect(args.source.quiet),
+        &dirs,
+        &verification,
+        true,
+    ) {
+        Err(thv_sandbox_runtime::Error::VerifiedOnly(outcome)) => outcome,
+        Ok((_, outcome)) => outcome,
+        Err(e) => return report_runtime_error(&e, &dirs),
+    };
+    use thv_sandbox_runtime::verification::Outcome;
+    match outcome {
+        Some(Outcome::Verified { record, reused }) => {
+            let what = format!(
+                "{image} ({}{})",
+                record.manifest_digest,
+                if reused {
+                    ", from the verification record"
+                } else {
+                    ""
+                }
+            );
+            eprintln!(
+                "  evidence from: {} for {}",
+                record.evidence_source, record.evidence_subject
+            );
+            report_verdict(&Ok(record.verified.clone()), &what, args.json)
+        }
+        Some(Outcome::Refused { reason, hint }) => {
+            eprintln!("refused: {image}: {reason}");
+            eprintln!("hint: {hint}");
+            if args.json {
+                use std::io::Write;
+                let doc = serde_json::json!({"verified": false, "message": reason, "hint": hint});
+                let _ = writeln!(std::io::stdout(), "{doc}");
+            }
+            EXIT_REFUSED
+        }
+        other => {
+            eprintln!("error: {image}: verification did not run ({other:?})");
+            EXIT_SANDBOX_ERROR
+        }
+    }
+}
+
+enum Blob {
+    Bytes(Vec<u8>),
+    Sha256(String),
+}
+
+/// Says the verdict on stderr (and as JSON on stdout with `--json`); returns the exit status.
+fn report_verdict(verdict: &Result<prov::Verified, prov::Refusal>, what: &str, json: bool) -> i32 {
+    use std::io::Write;
+    match verdict {
+        Ok(v) => {
+            let c = &v.claims;
+            eprintln!("verified: {what}");
+            eprintln!("  signer:      {}", c.san.as_deref().unwrap_or("-"));
+            eprintln!("  issuer:      {}", c.issuer.as_deref().unwrap_or("-"));
+            if let Some(r) = &c.source_repository_uri {
+                eprintln!(
+                    "  repository:  {r} @ {}",
+                    c.source_repository_ref.as_deref().unwrap_or("-")
+                );
+            }
+            if let Some(r) = &c.runner_environment {
+                eprintln!("  runner:      {r}");
+            }
+            eprintln!(
+                "  evidence:    {} ({} log entries, SCT {}, {} RFC 3161 timestamps), signed {}",
+                v.evidence.kind,
+                v.evidence.tlog_entries,
+                if v.evidence.sct { "yes" } else { "no" },
+                v.evidence.rfc3161_timestamps,
+                v.evidence.signing_time
+            );
+            eprintln!(
+                "  trust root:  {}{} ({})",
+                v.trust_root.source,
+                v.trust_root
+                    .snapshot
+                    .as_deref()
+                    .map(|s| format!(" snapshot {s}"))
+                    .unwrap_or_default(),
+                v.instance
+            );
+            if json {
+                let doc = serde_json::json!({"verified": true, "result": v});
+                let _ = writeln!(std::io::stdout(), "{doc}");
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("refused: {what}: {e}");
+            eprintln!("hint: {}", e.hint());
+            if json {
+                let doc = serde_json::json!({
+                    "verified": false,
+                    "reason": e.kind(),
+                    "message": e.to_string(),
+                    "hint": e.hint(),
+                });
+                let _ = writeln!(std::io::stdout(), "{doc}");
+            }
+            EXIT_REFUSED
+        }
+    }
 }
 
 fn report_runtime_error(e: &thv_sandbox_runtime::Error, dirs: &Dirs) -> i32 {

@@ -50,7 +50,7 @@
 
 mod auth;
 mod document;
-mod remote;
+pub(crate) mod remote;
 pub(crate) mod store;
 
 use std::path::{Path, PathBuf};
@@ -135,6 +135,9 @@ pub struct VerifyInput<'a> {
     pub config: &'a ImageConfiguration,
     /// Whether the image came from the cache (no registry was contacted).
     pub from_cache: bool,
+    /// The evidence found for the index and the manifest, when [`PullOptions::discover`] asked for it and the
+    /// registry was contacted.
+    pub evidence: Option<&'a crate::evidence::Evidence>,
 }
 
 /// Told about blob downloads, for progress display. Called from the pull's thread; downloads run concurrently, so
@@ -176,6 +179,12 @@ pub struct PullOptions<'a> {
     pub verify: Option<VerifyFn<'a>>,
     /// Told about downloads (progress display); `None`: nobody.
     pub observer: Option<&'a dyn PullObserver>,
+    /// Look for provenance evidence (see [`crate::evidence`]) before calling `verify`; `None` does not.
+    pub discover: Option<crate::evidence::DiscoveryOptions>,
+    /// With `discover`: whether the verifier can decide about a cached image with this manifest digest without
+    /// the registry (it has a record or stored evidence). When it cannot, and pulling is allowed, the image is
+    /// resolved at the registry again (its blobs are not downloaded again) so that its evidence can be found.
+    pub evidence_on_hand: Option<&'a dyn Fn(&Digest) -> bool>,
 }
 
 impl std::fmt::Debug for PullOptions<'_> {
@@ -192,7 +201,8 @@ impl std::fmt::Debug for PullOptions<'_> {
             .field("proxy", &self.proxy)
             .field("verify", &self.verify.map(|_| "<fn>"))
             .field("observer", &self.observer.map(|_| "<observer>"))
-            .finish()
+            .field("discover", &self.discover)
+            .finish_non_exhaustive()
     }
 }
 
@@ -212,6 +222,8 @@ impl PullOptions<'static> {
             proxy: ProxySettings::default(),
             verify: None,
             observer: None,
+            discover: None,
+            evidence_on_hand: None,
         }
     }
 
@@ -599,6 +611,15 @@ fn from_cache(
             return Ok(None);
         }
     }
+    if opts.discover.is_some()
+        && opts.policy != PullPolicy::Never
+        && opts
+            .evidence_on_hand
+            .is_some_and(|on_hand| !on_hand(&image.manifest_digest))
+    {
+        tracing::debug!("{reference}: cached, but its evidence is not; asking the registry");
+        return Ok(None);
+    }
     let pinned = reference.pinned(&top);
     if store.find(&pinned)?.is_none() {
         store.record(std::slice::from_ref(&pinned), entry)?;
@@ -613,6 +634,7 @@ fn from_cache(
             config_digest: &image.config_digest,
             config: &image.config,
             from_cache: true,
+            evidence: None,
         },
     )?;
     tracing::debug!(
@@ -798,7 +820,15 @@ async fn from_registry(
         &opts.platform,
     )?;
 
-    // 4. verify: before any layer is fetched.
+    // 4. verify: before any layer is fetched; evidence is looked for first, through the same connection.
+    let evidence = match &opts.discover {
+        Some(d) => {
+            let mut digests: Vec<&Digest> = index_digest.iter().collect();
+            digests.push(&manifest_digest);
+            Some(crate::evidence::discover(&remote, &digests, d).await)
+        }
+        None => None,
+    };
     verify(
         opts,
         &VerifyInput {
@@ -809,6 +839,7 @@ async fn from_registry(
             config_digest: &config_blob.digest,
             config: &config,
             from_cache: false,
+            evidence: evidence.as_ref(),
         },
     )?;
 

@@ -5,8 +5,8 @@
 //!    disk, `oci:PATH[:TAG]`); the tag is resolved to this platform's manifest digest. Everything after uses that
 //!    digest.
 //! 2. **fetch manifest** — manifest and config are read and checked against their digests and sizes.
-//! 3. **verify** — provenance is checked here, before any layer is decompressed (a pass-through until provenance
-//!    verification lands; it sits here so nothing can be unpacked ahead of it).
+//! 3. **verify** — provenance is checked here, before any layer is fetched or decompressed ([`verification`]:
+//!    evidence discovered at the registry, verified with Sigstore against the policy, per the mode).
 //! 4. **unpack** — layers are unpacked (or found in the cache) into an immutable root, keyed by manifest digest,
 //!    id-mapping mode and unpacker version; each layer checked against its digest and diff_id.
 //! 5. **spec** — the OCI runtime config, a pure function of image config, profile and options.
@@ -24,6 +24,7 @@ pub mod dirs;
 pub mod distribution;
 pub mod doctor;
 pub mod egress;
+pub mod evidence;
 pub mod idmap;
 pub mod inspect;
 pub mod layout;
@@ -39,10 +40,13 @@ pub mod supervise;
 pub mod sync;
 pub mod unpack;
 pub mod user;
+pub mod verification;
 
 mod pipeline;
 
-pub use pipeline::{pull, run, Error, RegistryAccess, RunRequest, RunSummary};
+pub use pipeline::{pull, pull_verified, run, Error, RegistryAccess, RunRequest, RunSummary};
+pub use thv_sandbox_provenance as provenance;
+pub use verification::{Mode, Verification};
 
 /// Exit code for failures of thv-sandbox itself (the server never ran, or the sandbox broke), as Docker uses it.
 pub const EXIT_SANDBOX_ERROR: i32 = 125;

@@ -17,6 +17,7 @@ use crate::secret::SecretEnv;
 use crate::spec::{self, ImageRuntimeConfig, SpecError, SpecOptions};
 use crate::supervise::{self, Launch, Outcome};
 use crate::sync::{RunnerFailure, StartTimings};
+use crate::verification::{self, Gate, Verification};
 
 /// What to run and how.
 #[derive(Debug, Clone)]
@@ -60,6 +61,9 @@ pub struct RunRequest {
     pub exe: PathBuf,
     /// Print per-phase timings to stderr.
     pub timings: bool,
+    /// Provenance verification: mode, policy, trust root. The default (no policy, no mode) warns that the image
+    /// runs unverified.
+    pub verification: Verification,
 }
 
 /// How registries are reached: the settings of the configuration file and the flags that override them.
@@ -103,6 +107,9 @@ pub enum Error {
     /// Pulling from a registry failed.
     #[error(transparent)]
     Pull(#[from] PullError),
+    /// The verification settings are unusable (trust root file, policy).
+    #[error("provenance verification: {0}")]
+    Verification(#[from] thv_sandbox_provenance::Refusal),
     /// State or cache directory problems.
     #[error(transparent)]
     Dirs(#[from] DirsError),
@@ -142,6 +149,9 @@ pub enum Error {
     /// The runner could not create or start the sandbox.
     #[error("cannot create the sandbox: {} failed", .0.stage)]
     Sandbox(RunnerFailure),
+    /// Not an error: a verify-only pull stopped at the gate, with what the gate decided.
+    #[error("verification only")]
+    VerifiedOnly(Option<verification::Outcome>),
 }
 
 impl Error {
@@ -162,6 +172,7 @@ impl Error {
                     .into(),
             ),
             Error::Pull(e) => e.hint(),
+            Error::Verification(e) => Some(e.hint()),
             Error::Dirs(e) => Some(e.hint()),
             Error::Profile(e) => Some(e.hint()),
             Error::Seccomp(_) => Some(format!(
@@ -312,31 +323,52 @@ fn resolve(req: &RunRequest, dirs: &Dirs) -> Result<(OciLayout, layout::Resolved
         let (path, tag) = layout::parse_oci_ref(&req.image)?;
         let oci = OciLayout::open(&path)?;
         let image = oci.resolve(tag.as_deref(), &Platform::host())?;
+        // A layout on disk has no registry to find evidence at: only stored evidence or a record can verify it.
+        let gate = Gate::new(&req.verification, &dirs.cache)?;
+        gate.decide(
+            &req.image,
+            image.index_digest.as_ref(),
+            &image.manifest_digest,
+            None,
+        )
+        .map_err(|reason| {
+            Error::Pull(PullError::Verification {
+                reference: req.image.clone(),
+                reason,
+            })
+        })?;
         return Ok((oci, image));
     }
     if req.image.contains("://") {
         return Err(Error::BadReference(req.image.clone()));
     }
-    let pulled = pull(
+    let (pulled, _) = pull_verified(
         &req.image,
         req.pull_policy,
         &req.registry_access,
         req.progress,
         dirs,
+        &req.verification,
+        false,
     )?;
     Ok(pulled.open(&Platform::host())?)
 }
 
-/// Pulls a registry image into the cache (`thv-sandbox pull`, and `run` of a registry reference).
-pub fn pull(
+/// Pulls a registry image with provenance verification before any layer is fetched; returns what the gate
+/// decided. With `verify_only`, no layer is fetched at all (`thv-sandbox verify IMAGE`): the pull stops at the
+/// gate, and the outcome says what was decided.
+pub fn pull_verified(
     image: &str,
     policy: PullPolicy,
     access: &RegistryAccess,
     progress: ProgressMode,
     dirs: &Dirs,
-) -> Result<distribution::Pulled, Error> {
+    verification: &Verification,
+    verify_only: bool,
+) -> Result<(distribution::Pulled, Option<verification::Outcome>), Error> {
     let reference: Reference = image.parse()?;
     crate::dirs::private_dir(&dirs.cache)?;
+    let gate = Gate::new(verification, &dirs.cache)?;
     let meter = Progress::new(progress);
     let mut opts = PullOptions::from_env(&dirs.cache);
     opts.policy = policy;
@@ -344,16 +376,58 @@ pub fn pull(
     opts.mirrors = access.mirrors.clone();
     opts.ca_certs = access.ca_certs.clone();
     opts.observer = meter.observer();
+    opts.discover = gate.discovery();
+    // Under `enabled`, a cached image whose evidence is not on hand is resolved at the registry again to find it.
+    // Under `warn` it is not: a cached image must keep running offline, with the warning.
+    let on_hand = |d: &crate::digest::Digest| gate.on_hand(d);
+    if gate.mode() == verification::Mode::Enabled {
+        opts.evidence_on_hand = Some(&on_hand);
+    }
+    let check = |input: &distribution::VerifyInput<'_>| {
+        gate.check(input)?;
+        if verify_only {
+            return Err(VERIFY_ONLY.to_string());
+        }
+        Ok(())
+    };
+    opts.verify = Some(&check);
     match distribution::pull(&reference, &opts) {
         Ok(pulled) => {
             meter.finish(&pulled);
-            Ok(pulled)
+            Ok((pulled, gate.outcome()))
+        }
+        Err(PullError::Verification { .. }) if verify_only => {
+            meter.abandon();
+            Err(Error::VerifiedOnly(gate.outcome()))
         }
         Err(e) => {
             meter.abandon();
             Err(e.into())
         }
     }
+}
+
+/// The reason a verify-only pull stops at the gate.
+const VERIFY_ONLY: &str = "(verification only: no layer is fetched)";
+
+/// Pulls a registry image into the cache with the default verification (none declared: `warn`).
+pub fn pull(
+    image: &str,
+    policy: PullPolicy,
+    access: &RegistryAccess,
+    progress: ProgressMode,
+    dirs: &Dirs,
+) -> Result<distribution::Pulled, Error> {
+    pull_verified(
+        image,
+        policy,
+        access,
+        progress,
+        dirs,
+        &Verification::default(),
+        false,
+    )
+    .map(|(p, _)| p)
 }
 
 /// Writes the bundle, the generated /etc files and the runner plan into the run directory.

@@ -390,6 +390,102 @@ impl Remote {
         })
     }
 
+    /// GET `/v2/<repository>/<path>` with this connection's authorization, reading at most `limit` bytes.
+    /// `Ok(None)` for 404 (and for the statuses registries without the referrers API answer with: 400, 405, 406).
+    pub(crate) async fn get_v2(
+        &self,
+        path: &str,
+        accept: &str,
+        limit: u64,
+    ) -> Result<Option<Fetched>, PullError> {
+        let url = format!("{}/v2/{}/{path}", self.origin, self.base.repository());
+        let what = format!("{}/{}/{path}", self.registry, self.base.repository());
+        self.get_url(&url, accept, self.authorization.as_deref(), limit, what)
+            .await
+    }
+
+    /// GET `url` (any host: the authorization given is sent only to it) through this connection's HTTP client and
+    /// proxies, reading at most `limit` bytes. `Ok(None)` for 404, 400, 405 and 406.
+    pub(crate) async fn get_url(
+        &self,
+        url: &str,
+        accept: &str,
+        authorization: Option<&str>,
+        limit: u64,
+        what: String,
+    ) -> Result<Option<Fetched>, PullError> {
+        let mut request = self.http.get(url).header(reqwest::header::ACCEPT, accept);
+        if let Some(authorization) = authorization {
+            request = request.header(reqwest::header::AUTHORIZATION, authorization);
+        }
+        let mut response = request.send().await.map_err(|e| self.transport(e))?;
+        let status = response.status().as_u16();
+        if matches!(status, 400 | 404 | 405 | 406) {
+            return Ok(None);
+        }
+        if status != 200 {
+            let body = read_bounded(&mut response, 4096).await.unwrap_or_default();
+            return Err(self.status_error(status, what, &body));
+        }
+        if response.content_length().is_some_and(|n| n > limit) {
+            return Err(PullError::TooLarge {
+                what: "evidence document",
+                name: what,
+                limit,
+            });
+        }
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let content_type = header("content-type");
+        let digest_header = header("docker-content-digest");
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport(e))? {
+            if (body.len() + chunk.len()) as u64 > limit {
+                return Err(PullError::TooLarge {
+                    what: "evidence document",
+                    name: what,
+                    limit,
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Some(Fetched {
+            body,
+            content_type,
+            digest_header,
+        }))
+    }
+
+    /// A small blob, in memory, checked against its digest. `Ok(None)` when the registry does not have it.
+    pub(crate) async fn fetch_small_blob(
+        &self,
+        digest: &Digest,
+        limit: u64,
+    ) -> Result<Option<Vec<u8>>, PullError> {
+        let Some(fetched) = self
+            .get_v2(&format!("blobs/{digest}"), "*/*", limit)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let actual = Digest::of_bytes(&fetched.body);
+        if &actual != digest {
+            return Err(PullError::Digest {
+                what: "evidence blob",
+                source: DigestError::Mismatch {
+                    expected: digest.clone(),
+                    actual,
+                },
+            });
+        }
+        Ok(Some(fetched.body))
+    }
+
     fn transport(&self, e: reqwest::Error) -> PullError {
         if is_certificate_error(&e) {
             PullError::UntrustedCertificate {

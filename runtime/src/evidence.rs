@@ -1,0 +1,561 @@
+//! Discovery of provenance evidence for an image digest, through the registry connection of the pull.
+//!
+//! For each digest (the index the reference resolved to, and the platform manifest) these are looked at, in this
+//! order; everything found is kept, and any one item that verifies and satisfies the policy is enough:
+//! 1. cosign signatures: tag `sha256-HEX.sig`, layers `application/vnd.dev.cosign.simplesigning.v1+json` (the
+//!    payload, with signature, certificate and Rekor SET in annotations). The payload's
+//!    `critical.image.docker-manifest-digest` binds it to an image; verification checks it equals the digest.
+//! 2. cosign attestations: tag `sha256-HEX.att`, DSSE envelope layers `application/vnd.dsse.envelope.v1+json`.
+//! 3. Sigstore bundles as OCI referrers: `GET /v2/NAME/referrers/DIGEST`; a registry without the referrers API
+//!    (404, 400, 405, 406) is asked for the tag-schema index `sha256-HEX` instead. A manifest whose artifactType
+//!    (or, for GHCR, which reports `application/vnd.oci.empty.v1+json` in the index, whose layer) is a bundle
+//!    media type contributes its bundle layer.
+//! 4. GitHub's attestations API, when configured: `GET BASE/repos/OWNER/REPO/attestations/DIGEST`, whose
+//!    attestations carry the bundle inline (`bundle`) or by URL (`bundle_url`, snappy-compressed or plain JSON).
+//!
+//! Documents are bounded (manifests by [`MAX_MANIFEST_SIZE`], evidence blobs by [`MAX_EVIDENCE_BLOB`]) and
+//! blobs are checked against their digests. Network and format problems are collected, not fatal: missing
+//! evidence is decided by verification, which says where it looked.
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::distribution::remote::Remote;
+use crate::distribution::PullError;
+use crate::layout::MAX_MANIFEST_SIZE;
+
+/// The largest evidence blob (bundle, payload, envelope) read.
+pub const MAX_EVIDENCE_BLOB: u64 = 4 << 20;
+/// At most this many items are taken from one source.
+pub const MAX_ITEMS_PER_SOURCE: usize = 16;
+
+/// Sigstore bundle media types seen as referrer artifact types and layer types.
+pub const BUNDLE_MEDIA_TYPES: [&str; 4] = [
+    "application/vnd.dev.sigstore.bundle.v0.3+json",
+    "application/vnd.dev.sigstore.bundle+json;version=0.3",
+    "application/vnd.dev.sigstore.bundle+json;version=0.2",
+    "application/vnd.dev.sigstore.bundle+json;version=0.1",
+];
+const SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+const DSSE_ENVELOPE: &str = "application/vnd.dsse.envelope.v1+json";
+const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const MANIFEST_ACCEPT: &str =
+    "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, \
+                               application/vnd.docker.distribution.manifest.v2+json";
+
+/// Where else to look.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiscoveryOptions {
+    /// GitHub's API base URL (`https://api.github.com`); `None` does not ask GitHub.
+    pub github_api: Option<String>,
+    /// The repository (`owner/repo`) whose attestations to ask for.
+    pub github_repository: Option<String>,
+    /// A token for the API (private repositories), sent only to `github_api`.
+    pub github_token: Option<String>,
+}
+
+/// Everything found for an image.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// The items.
+    pub items: Vec<Item>,
+    /// Where it was looked for (for "no evidence" messages).
+    pub searched: Vec<String>,
+    /// What went wrong while looking.
+    pub problems: Vec<String>,
+}
+
+/// One piece of evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    /// The digest it was found for (the index or the platform manifest).
+    pub subject: Digest,
+    /// Where it came from, e.g. `tag sha256-….sig`, `referrer sha256:…`, `GitHub attestations API`.
+    pub source: String,
+    /// What it is.
+    pub content: ItemContent,
+}
+
+/// The forms evidence comes in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ItemContent {
+    /// A Sigstore bundle (JSON).
+    Bundle {
+        /// The bundle document.
+        json: String,
+    },
+    /// A cosign signature or attestation layer.
+    Cosign {
+        /// The layer blob: a simple-signing payload, or a DSSE envelope when `dsse`.
+        payload: String,
+        /// `dev.cosignproject.cosign/signature`.
+        signature: String,
+        /// `dev.sigstore.cosign/certificate`.
+        certificate: Option<String>,
+        /// `dev.sigstore.cosign/bundle`.
+        rekor_bundle: Option<String>,
+        /// `dev.sigstore.cosign/rfc3161timestamp`.
+        rfc3161_timestamp: Option<String>,
+        /// An attestation (`.att`) rather than a signature (`.sig`).
+        dsse: bool,
+    },
+}
+
+/// Looks for evidence of `digests` in `reference`'s repository, connecting as a pull with `pull` would
+/// (credentials, mirrors, proxies, plain HTTP for loopback). Creates its own runtime: not for async callers.
+pub fn discover_blocking(
+    reference: &crate::reference::Reference,
+    digests: &[Digest],
+    pull: &crate::distribution::PullOptions<'_>,
+    opts: &DiscoveryOptions,
+) -> Result<Evidence, PullError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(PullError::Runtime)?;
+    runtime.block_on(async {
+        let remote = Remote::connect(reference, pull).await?;
+        let digests: Vec<&Digest> = digests.iter().collect();
+        Ok(discover(&remote, &digests, opts).await)
+    })
+}
+
+/// Looks for evidence of every digest in `digests`.
+pub(crate) async fn discover(
+    remote: &Remote,
+    digests: &[&Digest],
+    opts: &DiscoveryOptions,
+) -> Evidence {
+    let mut ev = Evidence::default();
+    for digest in digests {
+        let tag = format!("sha256-{}", digest.hex());
+        for (suffix, dsse) in [(".sig", false), (".att", true)] {
+            let t = format!("{tag}{suffix}");
+            ev.searched.push(format!("tag {t}"));
+            if let Err(e) = cosign_tag(remote, digest, &t, dsse, &mut ev).await {
+                ev.problems.push(format!("tag {t}: {e}"));
+            }
+        }
+        ev.searched.push(format!("referrers of {digest}"));
+        if let Err(e) = referrers(remote, digest, &tag, &mut ev).await {
+            ev.problems.push(format!("referrers of {digest}: {e}"));
+        }
+        if let (Some(api), Some(repo)) = (&opts.github_api, &opts.github_repository) {
+            let url = format!(
+                "{}/repos/{repo}/attestations/{digest}",
+                api.trim_end_matches('/')
+            );
+            ev.searched.push(format!("GitHub attestations API ({url})"));
+            if let Err(e) = github(remote, digest, &url, opts, &mut ev).await {
+                ev.problems.push(format!("{url}: {e}"));
+            }
+        }
+    }
+    ev
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[derive(Deserialize)]
+struct Doc {
+    #[serde(default, rename = "mediaType")]
+    media_type: Option<String>,
+    #[serde(default, rename = "artifactType")]
+    artifact_type: Option<String>,
+    #[serde(default)]
+    layers: Vec<Desc>,
+    #[serde(default)]
+    manifests: Vec<Desc>,
+}
+
+#[derive(Deserialize)]
+struct Desc {
+    #[serde(default, rename = "mediaType")]
+    media_type: String,
+    digest: String,
+    #[serde(default)]
+    size: u64,
+    #[serde(default, rename = "artifactType")]
+    artifact_type: Option<String>,
+    #[serde(default)]
+    annotations: std::collections::BTreeMap<String, String>,
+}
+
+fn bad(what: String) -> String {
+    what
+}
+
+fn pe(e: PullError) -> String {
+    error_chain(&e)
+}
+
+async fn blob_text(remote: &Remote, d: &Desc) -> Result<Option<String>, String> {
+    if d.size > MAX_EVIDENCE_BLOB {
+        return Err(bad(format!(
+            "blob {} is larger than {MAX_EVIDENCE_BLOB} bytes",
+            d.digest
+        )));
+    }
+    let digest: Digest = d
+        .digest
+        .parse()
+        .map_err(|_| bad(format!("`{}` is not a sha256 digest", d.digest)))?;
+    let Some(bytes) = remote
+        .fetch_small_blob(&digest, MAX_EVIDENCE_BLOB)
+        .await
+        .map_err(pe)?
+    else {
+        return Ok(None);
+    };
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| bad(format!("blob {digest} is not UTF-8 text")))
+}
+
+async fn cosign_tag(
+    remote: &Remote,
+    subject: &Digest,
+    tag: &str,
+    dsse: bool,
+    ev: &mut Evidence,
+) -> Result<(), String> {
+    let Some(fetched) = remote
+        .get_v2(
+            &format!("manifests/{tag}"),
+            MANIFEST_ACCEPT,
+            MAX_MANIFEST_SIZE,
+        )
+        .await
+        .map_err(pe)?
+    else {
+        return Ok(());
+    };
+    let doc: Doc =
+        serde_json::from_slice(&fetched.body).map_err(|e| bad(format!("not a manifest: {e}")))?;
+    let want = if dsse { DSSE_ENVELOPE } else { SIMPLESIGNING };
+    for layer in doc
+        .layers
+        .iter()
+        .filter(|l| l.media_type == want)
+        .take(MAX_ITEMS_PER_SOURCE)
+    {
+        let Some(payload) = blob_text(remote, layer).await? else {
+            continue;
+        };
+        let a = |k: &str| layer.annotations.get(k).cloned();
+        ev.items.push(Item {
+            subject: subject.clone(),
+            source: format!("tag {tag}"),
+            content: ItemContent::Cosign {
+                payload,
+                signature: a("dev.cosignproject.cosign/signature").unwrap_or_default(),
+                certificate: a("dev.sigstore.cosign/certificate"),
+                rekor_bundle: a("dev.sigstore.cosign/bundle"),
+                rfc3161_timestamp: a("dev.sigstore.cosign/rfc3161timestamp"),
+                dsse,
+            },
+        });
+    }
+    Ok(())
+}
+
+fn is_bundle_type(t: Option<&str>) -> bool {
+    t.is_some_and(|t| BUNDLE_MEDIA_TYPES.contains(&t))
+}
+
+async fn referrers(
+    remote: &Remote,
+    subject: &Digest,
+    tag: &str,
+    ev: &mut Evidence,
+) -> Result<(), String> {
+    let index = match remote
+        .get_v2(
+            &format!("referrers/{subject}"),
+            OCI_INDEX,
+            MAX_MANIFEST_SIZE,
+        )
+        .await
+        .map_err(pe)?
+    {
+        Some(f) => f,
+        None => {
+            // No referrers API: the tag schema.
+            ev.searched.push(format!("tag {tag}"));
+            match remote
+                .get_v2(&format!("manifests/{tag}"), OCI_INDEX, MAX_MANIFEST_SIZE)
+                .await
+                .map_err(pe)?
+            {
+                Some(f) => f,
+                None => return Ok(()),
+            }
+        }
+    };
+    let doc: Doc = serde_json::from_slice(&index.body)
+        .map_err(|e| bad(format!("the referrers index is not an index: {e}")))?;
+    let candidates = doc.manifests.iter().filter(|m| {
+        let t = m.artifact_type.as_deref();
+        // GHCR lists referrers with the empty artifact type; look inside those too.
+        is_bundle_type(t) || t == Some(OCI_EMPTY) || t.is_none()
+    });
+    let mut taken = 0;
+    for m in candidates {
+        if taken == MAX_ITEMS_PER_SOURCE {
+            break;
+        }
+        let Some(f) = remote
+            .get_v2(
+                &format!("manifests/{}", m.digest),
+                MANIFEST_ACCEPT,
+                MAX_MANIFEST_SIZE,
+            )
+            .await
+            .map_err(pe)?
+        else {
+            continue;
+        };
+        if Digest::of_bytes(&f.body).to_string() != m.digest {
+            return Err(bad(format!(
+                "referrer manifest {} does not match its digest",
+                m.digest
+            )));
+        }
+        let man: Doc = serde_json::from_slice(&f.body)
+            .map_err(|e| bad(format!("referrer {} is not a manifest: {e}", m.digest)))?;
+        if man.media_type.as_deref() == Some(OCI_INDEX) {
+            continue;
+        }
+        let typed = is_bundle_type(man.artifact_type.as_deref());
+        for layer in man
+            .layers
+            .iter()
+            .filter(|l| typed || is_bundle_type(Some(&l.media_type)))
+        {
+            if !(is_bundle_type(Some(&layer.media_type)) || layer.media_type == "application/json")
+            {
+                continue;
+            }
+            let Some(json) = blob_text(remote, layer).await? else {
+                continue;
+            };
+            ev.items.push(Item {
+                subject: subject.clone(),
+                source: format!("referrer {}", m.digest),
+                content: ItemContent::Bundle { json },
+            });
+            taken += 1;
+        }
+    }
+    Ok(())
+}
+
+async fn github(
+    remote: &Remote,
+    subject: &Digest,
+    url: &str,
+    opts: &DiscoveryOptions,
+    ev: &mut Evidence,
+) -> Result<(), String> {
+    let auth = opts.github_token.as_ref().map(|t| format!("Bearer {t}"));
+    let Some(f) = remote
+        .get_url(
+            url,
+            "application/vnd.github+json",
+            auth.as_deref(),
+            MAX_EVIDENCE_BLOB,
+            url.to_string(),
+        )
+        .await
+        .map_err(pe)?
+    else {
+        return Ok(());
+    };
+    let doc: serde_json::Value =
+        serde_json::from_slice(&f.body).map_err(|e| bad(format!("the answer is not JSON: {e}")))?;
+    let list = doc
+        .get("attestations")
+        .and_then(|a| a.as_array())
+        .cloned()
+        .unwrap_or_default();
+    for att in list.iter().take(MAX_ITEMS_PER_SOURCE) {
+        let json = if let Some(b) = att.get("bundle").filter(|b| b.is_object()) {
+            b.to_string()
+        } else if let Some(u) = att.get("bundle_url").and_then(|u| u.as_str()) {
+            // Pre-signed storage URLs: no token goes there.
+            let Some(f) = remote
+                .get_url(
+                    u,
+                    "application/json",
+                    None,
+                    MAX_EVIDENCE_BLOB,
+                    u.to_string(),
+                )
+                .await
+                .map_err(pe)?
+            else {
+                continue;
+            };
+            match bundle_url_body(&f.body) {
+                Some(j) => j,
+                None => {
+                    ev.problems
+                        .push(format!("{u}: neither JSON nor snappy-compressed JSON"));
+                    continue;
+                }
+            }
+        } else {
+            continue;
+        };
+        ev.items.push(Item {
+            subject: subject.clone(),
+            source: "GitHub attestations API".into(),
+            content: ItemContent::Bundle { json },
+        });
+    }
+    Ok(())
+}
+
+/// A `bundle_url` body: JSON, or snappy-compressed (raw snappy) JSON.
+fn bundle_url_body(body: &[u8]) -> Option<String> {
+    if serde_json::from_slice::<serde_json::Value>(body).is_ok() {
+        return String::from_utf8(body.to_vec()).ok();
+    }
+    let raw = snappy_decompress(body, MAX_EVIDENCE_BLOB as usize)?;
+    serde_json::from_slice::<serde_json::Value>(&raw).ok()?;
+    String::from_utf8(raw).ok()
+}
+
+/// Decompresses raw (unframed) snappy, refusing output larger than `limit`.
+fn snappy_decompress(input: &[u8], limit: usize) -> Option<Vec<u8>> {
+    let mut pos = 0;
+    // Preamble: the uncompressed length, a little-endian base-128 varint.
+    let mut len: u64 = 0;
+    let mut shift = 0;
+    loop {
+        let b = *input.get(pos)?;
+        pos += 1;
+        len |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+        if shift > 35 {
+            return None;
+        }
+    }
+    let len = usize::try_from(len).ok().filter(|l| *l <= limit)?;
+    let mut out = Vec::with_capacity(len);
+    while pos < input.len() {
+        let tag = input[pos];
+        pos += 1;
+        match tag & 3 {
+            0 => {
+                let mut n = usize::from(tag >> 2);
+                if n >= 60 {
+                    let extra = n - 59;
+                    let bytes = input.get(pos..pos + extra)?;
+                    n = bytes
+                        .iter()
+                        .rev()
+                        .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+                    pos += extra;
+                }
+                let lit = input.get(pos..pos + n + 1)?;
+                out.extend_from_slice(lit);
+                pos += n + 1;
+            }
+            kind => {
+                let (n, offset) = match kind {
+                    1 => {
+                        let b = usize::from(*input.get(pos)?);
+                        pos += 1;
+                        (
+                            usize::from((tag >> 2) & 7) + 4,
+                            (usize::from(tag >> 5) << 8) | b,
+                        )
+                    }
+                    2 => {
+                        let b = input.get(pos..pos + 2)?;
+                        pos += 2;
+                        (
+                            usize::from(tag >> 2) + 1,
+                            usize::from(b[0]) | (usize::from(b[1]) << 8),
+                        )
+                    }
+                    _ => {
+                        let b = input.get(pos..pos + 4)?;
+                        pos += 4;
+                        (
+                            usize::from(tag >> 2) + 1,
+                            u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize,
+                        )
+                    }
+                };
+                if offset == 0 || offset > out.len() {
+                    return None;
+                }
+                let start = out.len() - offset;
+                for i in 0..n {
+                    let byte = out[start + i];
+                    out.push(byte);
+                }
+            }
+        }
+        if out.len() > len {
+            return None;
+        }
+    }
+    (out.len() == len).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snappy_literals_and_copies() {
+        // "abcabcabcX": literal "abc", copy (offset 3, length 6), literal "X".
+        let data = [
+            10u8,
+            2 << 2,
+            b'a',
+            b'b',
+            b'c',
+            ((6 - 4) << 2) | 1,
+            3,
+            0,
+            b'X',
+        ];
+        assert_eq!(snappy_decompress(&data, 100).unwrap(), b"abcabcabcX");
+        // Copy with a 2-byte offset.
+        let data = [6u8, 2 << 2, b'x', b'y', b'z', ((3 - 1) << 2) | 2, 3, 0];
+        assert_eq!(snappy_decompress(&data, 100).unwrap(), b"xyzxyz");
+        // Lies about its length, or copies from before the start: refused.
+        assert!(snappy_decompress(&[11u8, 2 << 2, b'a', b'b', b'c'], 100).is_none());
+        assert!(snappy_decompress(&[3u8, 1, 9], 100).is_none());
+        assert!(snappy_decompress(&[200u8, 1], 100).is_none());
+    }
+
+    #[test]
+    fn bundle_url_bodies() {
+        assert_eq!(
+            bundle_url_body(br#"{"a":1}"#).as_deref(),
+            Some(r#"{"a":1}"#)
+        );
+        let compressed = [7u8, 6 << 2, b'{', b'"', b'a', b'"', b':', b'1', b'}'];
+        assert_eq!(bundle_url_body(&compressed).as_deref(), Some(r#"{"a":1}"#));
+        assert!(bundle_url_body(b"nonsense").is_none());
+    }
+}

@@ -1,0 +1,571 @@
+//! Provenance verification of images: modes, the gate the pull calls before any layer is fetched, and the
+//! verification record kept with the cached image.
+//!
+//! # Modes
+//! - `disabled`: nothing is checked.
+//! - `warn`: verified; when verification fails (or there is no policy to verify against), stderr says so plainly
+//!   and that the server runs unverified, and it runs.
+//! - `enabled`: verified; refused on failure. An image without a policy (no declared provenance, no identity
+//!   flags) is refused.
+//!
+//! Default ([`Verification::mode`] `None`): `enabled` when a policy is given (a claim that is made must hold),
+//! `warn` when none is.
+//!
+//! # Evidence and records
+//! Evidence is looked for at the registry ([`crate::evidence`]) for the index the reference resolved to and for
+//! the platform manifest. Evidence naming the index counts only because the manifest that runs was chosen from
+//! that very index (the pull descends it by digest). What was found is stored in
+//! `<cache>/verification/<manifest-hex>.evidence.json`; a positive verdict in
+//! `<cache>/verification/<manifest-hex>.record.json` (digest, evidence used, signer identity, repository, ref,
+//! workflow, time, trust root). A later run reuses the record only if the manifest digest, every policy field
+//! and the trust root (source and sha256) are the same; otherwise the stored evidence is verified again
+//! (offline), and when there is none, the registry is asked.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thv_sandbox_provenance as prov;
+
+use crate::digest::Digest;
+use crate::distribution::VerifyInput;
+use crate::evidence::{DiscoveryOptions, Evidence, ItemContent};
+
+/// The default GitHub API (asked only for policies that name GitHub's Sigstore instance, unless configured).
+pub const GITHUB_API: &str = "https://api.github.com";
+
+/// How strictly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Not checked.
+    Disabled,
+    /// Checked; a failure is warned about and the server runs.
+    Warn,
+    /// Checked; a failure refuses the image.
+    Enabled,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mode, String> {
+        match s {
+            "disabled" => Ok(Mode::Disabled),
+            "warn" => Ok(Mode::Warn),
+            "enabled" => Ok(Mode::Enabled),
+            other => Err(format!("`{other}` is not disabled, warn or enabled")),
+        }
+    }
+}
+
+/// What to verify an image against.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Verification {
+    /// `None`: `enabled` with a policy, `warn` without.
+    pub mode: Option<Mode>,
+    /// The policy: a registry entry's provenance, or identity flags.
+    pub policy: Option<prov::Policy>,
+    /// A trusted_root.json replacing the embedded trust material.
+    pub trust_root: Option<PathBuf>,
+    /// GitHub's API base URL for attestations. `None`: [`GITHUB_API`] for policies naming GitHub's instance,
+    /// not asked otherwise.
+    pub github_api: Option<String>,
+    /// A token for GitHub's API.
+    pub github_token: Option<String>,
+}
+
+impl Verification {
+    /// The mode in force.
+    pub fn effective_mode(&self) -> Mode {
+        self.mode.unwrap_or(if self.policy.is_some() {
+            Mode::Enabled
+        } else {
+            Mode::Warn
+        })
+    }
+}
+
+/// A positive verdict, kept with the cached image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The platform manifest that was verified (and runs).
+    pub manifest_digest: Digest,
+    /// The index it was chosen from, if any.
+    pub index_digest: Option<Digest>,
+    /// The digest the evidence names (the manifest, or the index).
+    pub evidence_subject: Digest,
+    /// Where the evidence came from.
+    pub evidence_source: String,
+    /// When it was verified (seconds since the epoch).
+    pub verified_at: u64,
+    /// The policy it satisfied, every field.
+    pub policy: prov::Policy,
+    /// The verdict: signer (SAN, issuer, repository, ref, workflow, runner), evidence, trust root.
+    pub verified: prov::Verified,
+}
+
+impl Record {
+    /// The workflow that signed: the build config (caller's workflow) if the certificate names one, else the SAN.
+    pub fn workflow(&self) -> Option<&str> {
+        self.verified
+            .claims
+            .build_config_uri
+            .as_deref()
+            .or(self.verified.claims.san.as_deref())
+    }
+}
+
+/// What happened at the gate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Verified now, or a matching record reused.
+    Verified {
+        /// The record.
+        record: Box<Record>,
+        /// Whether it was an earlier record.
+        reused: bool,
+    },
+    /// Not verified, and running anyway (`warn`).
+    Unverified {
+        /// Why.
+        reason: String,
+    },
+    /// Refused (`enabled`).
+    Refused {
+        /// Why.
+        reason: String,
+        /// What to do.
+        hint: String,
+    },
+    /// `disabled`.
+    Skipped,
+}
+
+/// The verification gate for one image.
+#[derive(Debug)]
+pub struct Gate {
+    cfg: Verification,
+    mode: Mode,
+    verifier: prov::Verifier,
+    dir: PathBuf,
+    outcome: RefCell<Option<Outcome>>,
+}
+
+impl Gate {
+    /// A gate for `cfg`, keeping records under `<cache_dir>/verification`. Fails on a trust root file that cannot
+    /// be read and on an invalid policy (an unknown instance, or one that constrains nothing).
+    pub fn new(cfg: &Verification, cache_dir: &Path) -> Result<Gate, prov::Refusal> {
+        if let Some(p) = &cfg.policy {
+            p.validate()?;
+        }
+        let verifier = match &cfg.trust_root {
+            Some(path) => prov::Verifier::with_trust_root(prov::TrustRoot::from_file(path)?),
+            None => prov::Verifier::embedded(),
+        };
+        Ok(Gate {
+            mode: cfg.effective_mode(),
+            cfg: cfg.clone(),
+            verifier,
+            dir: cache_dir.join("verification"),
+            outcome: RefCell::new(None),
+        })
+    }
+
+    /// The mode in force.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// What happened (after the pull called [`Gate::check`]).
+    pub fn outcome(&self) -> Option<Outcome> {
+        self.outcome.borrow().clone()
+    }
+
+    /// Where to look for evidence; `None` when nothing will be verified.
+    pub fn discovery(&self) -> Option<DiscoveryOptions> {
+        let policy = self.cfg.policy.as_ref()?;
+        if self.mode == Mode::Disabled {
+            return None;
+        }
+        let github_repository = match policy {
+            prov::Policy::Provenance(p) => p
+                .repository_uri
+                .as_deref()
+                .and_then(|u| u.strip_prefix("https://github.com/"))
+                .map(str::to_string),
+            prov::Policy::Identity(i) => i.github_workflow_repository.clone(),
+            prov::Policy::InsecureAnyIdentity { .. } => None,
+        };
+        let github_api = self.cfg.github_api.clone().or_else(|| {
+            (policy.instance().ok() == Some(prov::Instance::GitHub)).then(|| GITHUB_API.to_string())
+        });
+        Some(DiscoveryOptions {
+            github_api,
+            github_repository,
+            github_token: self.cfg.github_token.clone(),
+        })
+    }
+
+    /// Whether a cached image with this manifest digest can be decided without the registry.
+    pub fn on_hand(&self, manifest: &Digest) -> bool {
+        self.reusable_record(manifest, None).is_some() || self.stored_evidence(manifest).is_some()
+    }
+
+    /// The hook for [`crate::distribution::PullOptions::verify`].
+    pub fn check(&self, input: &VerifyInput<'_>) -> Result<(), String> {
+        self.decide(
+            &input.reference.to_string(),
+            input.index_digest,
+            input.manifest_digest,
+            input.evidence,
+        )
+    }
+
+    /// The decision for an image: `Err` refuses it (with the hint in the text).
+    pub fn decide(
+        &self,
+        name: &str,
+        index: Option<&Digest>,
+        manifest: &Digest,
+        evidence: Option<&Evidence>,
+    ) -> Result<(), String> {
+        let outcome = self.outcome_for(name, index, manifest, evidence);
+        let result = match &outcome {
+            Outcome::Verified { record, reused } => {
+                tracing::info!(
+                    "{name}: provenance verified{}: {} ({})",
+                    if *reused { " (record)" } else { "" },
+                    record.verified.claims.san.as_deref().unwrap_or("?"),
+                    record.evidence_source
+                );
+                Ok(())
+            }
+            Outcome::Skipped => Ok(()),
+            Outcome::Unverified { reason } => {
+                eprintln!("thv-sandbox: warning: {name}: {reason}");
+                eprintln!(
+                    "thv-sandbox: warning: running {name} ({manifest}) UNVERIFIED: its provenance was not checked \
+                     successfully (--image-verification=enabled refuses such images)"
+                );
+                Ok(())
+            }
+            Outcome::Refused { reason, hint } => Err(format!("{reason}\nhint: {hint}")),
+        };
+        *self.outcome.borrow_mut() = Some(outcome);
+        result
+    }
+
+    fn outcome_for(
+        &self,
+        name: &str,
+        index: Option<&Digest>,
+        manifest: &Digest,
+        evidence: Option<&Evidence>,
+    ) -> Outcome {
+        if self.mode == Mode::Disabled {
+            return Outcome::Skipped;
+        }
+        let Some(policy) = &self.cfg.policy else {
+            let reason =
+                "no provenance is declared for this image (no registry entry with provenance, no \
+                          --certificate-* flags), so there is nothing to verify it against"
+                    .to_string();
+            return match self.mode {
+                Mode::Enabled => Outcome::Refused {
+                    reason: format!("{reason}; --image-verification=enabled refuses it"),
+                    hint: "name the expected signer (--certificate-identity / --certificate-oidc-issuer / \
+                           --certificate-github-workflow-repository), or use --image-verification=warn"
+                        .into(),
+                },
+                _ => Outcome::Unverified { reason },
+            };
+        };
+        if let Some(record) = self.reusable_record(manifest, index) {
+            return Outcome::Verified {
+                record: Box::new(record),
+                reused: true,
+            };
+        }
+        let stored;
+        let evidence = match evidence {
+            Some(e) => {
+                self.store_evidence(manifest, e);
+                Some(e)
+            }
+            None => {
+                stored = self.stored_evidence(manifest);
+                stored.as_ref()
+            }
+        };
+        let verdict = match evidence {
+            Some(ev) => self.verify_evidence(ev, index, manifest, policy),
+            None => Err(prov::Refusal::NoEvidence {
+                subject: manifest.to_string(),
+                searched: vec!["the cache (no stored evidence; the registry was not asked)".into()],
+            }),
+        };
+        match verdict {
+            Ok((verified, subject, source)) => {
+                let record = Record {
+                    manifest_digest: manifest.clone(),
+                    index_digest: index.cloned(),
+                    evidence_subject: subject,
+                    evidence_source: source,
+                    verified_at: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                    policy: policy.clone(),
+                    verified,
+                };
+                self.store_record(&record);
+                Outcome::Verified {
+                    record: Box::new(record),
+                    reused: false,
+                }
+            }
+            Err(refusal) => {
+                let reason = format!("provenance verification failed: {refusal}");
+                match self.mode {
+                    Mode::Enabled => Outcome::Refused {
+                        reason,
+                        hint: refusal.hint(),
+                    },
+                    _ => {
+                        let _ = name;
+                        Outcome::Unverified {
+                            reason: format!("{reason} (hint: {})", refusal.hint()),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Verifies every item that names the manifest, or the index it was chosen from; the first that verifies
+    /// and satisfies the policy wins.
+    pub fn verify_evidence(
+        &self,
+        ev: &Evidence,
+        index: Option<&Digest>,
+        manifest: &Digest,
+        policy: &prov::Policy,
+    ) -> Result<(prov::Verified, Digest, String), prov::Refusal> {
+        let mut refusals = Vec::new();
+        for item in &ev.items {
+            if &item.subject != manifest && Some(&item.subject) != index {
+                continue;
+            }
+            let subject_digest = item.subject.to_string();
+            let verdict = match &item.content {
+                ItemContent::Bundle { json } => prov::Bundle::parse_all(json).and_then(|bundles| {
+                    self.verifier.verify(
+                        &bundles,
+                        prov::Subject::Sha256(item.subject.hex()),
+                        policy,
+                    )
+                }),
+                ItemContent::Cosign {
+                    payload,
+                    signature,
+                    certificate,
+                    rekor_bundle,
+                    rfc3161_timestamp,
+                    dsse,
+                } => {
+                    let sig = prov::CosignSignature {
+                        payload: payload.as_bytes(),
+                        signature,
+                        certificate: certificate.as_deref(),
+                        rekor_bundle: rekor_bundle.as_deref(),
+                        rfc3161_timestamp: rfc3161_timestamp.as_deref(),
+                        dsse: *dsse,
+                    };
+                    prov::bundle_from_cosign_annotations(&sig).and_then(|bundle| {
+                        let subject = if *dsse {
+                            prov::Subject::Sha256(item.subject.hex())
+                        } else {
+                            prov::Subject::CosignPayload {
+                                payload: payload.as_bytes(),
+                                image_digest: &subject_digest,
+                            }
+                        };
+                        self.verifier.verify(&[bundle], subject, policy)
+                    })
+                }
+            };
+            match verdict {
+                Ok(v) => return Ok((v, item.subject.clone(), item.source.clone())),
+                Err(r) => {
+                    tracing::debug!("{}: {r}", item.source);
+                    refusals.push(r);
+                }
+            }
+        }
+        match refusals.len() {
+            0 => {
+                let mut searched = ev.searched.clone();
+                searched.extend(ev.problems.iter().map(|p| format!("({p})")));
+                Err(prov::Refusal::NoEvidence {
+                    subject: manifest.to_string(),
+                    searched,
+                })
+            }
+            1 => Err(refusals.remove(0)),
+            _ => Err(prov::Refusal::AllRefused(refusals)),
+        }
+    }
+
+    fn record_path(&self, manifest: &Digest) -> PathBuf {
+        self.dir.join(format!("{}.record.json", manifest.hex()))
+    }
+
+    fn evidence_path(&self, manifest: &Digest) -> PathBuf {
+        self.dir.join(format!("{}.evidence.json", manifest.hex()))
+    }
+
+    /// The stored record for `manifest`, if it was made under this very policy and trust root.
+    pub fn reusable_record(&self, manifest: &Digest, index: Option<&Digest>) -> Option<Record> {
+        let policy = self.cfg.policy.as_ref()?;
+        let record = read_record(&self.dir, manifest)?;
+        let instance = policy.instance().ok()?;
+        let root = self.verifier.trust_root(instance).ok()?;
+        let same = &record.manifest_digest == manifest
+            && &record.policy == policy
+            && record.verified.policy == policy.fingerprint()
+            && &record.verified.trust_root == root.id()
+            // Evidence about an index vouches only for a manifest chosen from that index.
+            && (record.evidence_subject == record.manifest_digest
+                || index.is_none_or(|i| *i == record.evidence_subject));
+        same.then_some(record)
+    }
+
+    fn stored_evidence(&self, manifest: &Digest) -> Option<Evidence> {
+        let text = std::fs::read_to_string(self.evidence_path(manifest)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    fn store_evidence(&self, manifest: &Digest, ev: &Evidence) {
+        if ev.items.is_empty() {
+            return;
+        }
+        write_json(&self.evidence_path(manifest), ev);
+    }
+
+    fn store_record(&self, record: &Record) {
+        write_json(&self.record_path(&record.manifest_digest), record);
+    }
+}
+
+/// The record stored for `manifest` in `dir` (`<cache>/verification`), whatever policy it was made under.
+pub fn read_record(dir: &Path, manifest: &Digest) -> Option<Record> {
+    let text = std::fs::read_to_string(dir.join(format!("{}.record.json", manifest.hex()))).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Written aside and renamed; a failure to write only costs a later re-verification, so it is logged, not fatal.
+fn write_json(path: &Path, value: &impl Serialize) {
+    let write = || -> std::io::Result<()> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        serde_json::to_writer_pretty(&mut tmp, value)?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    };
+    if let Err(e) = write() {
+        tracing::warn!("cannot store {}: {e}", path.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(c: char) -> Digest {
+        format!("sha256:{}", c.to_string().repeat(64))
+            .parse()
+            .unwrap()
+    }
+
+    fn policy() -> prov::Policy {
+        prov::Policy::Provenance(prov::Provenance {
+            repository_uri: Some("https://github.com/o/r".into()),
+            ..prov::Provenance::default()
+        })
+    }
+
+    #[test]
+    fn default_mode_depends_on_a_policy() {
+        assert_eq!(Verification::default().effective_mode(), Mode::Warn);
+        let v = Verification {
+            policy: Some(policy()),
+            ..Verification::default()
+        };
+        assert_eq!(v.effective_mode(), Mode::Enabled);
+        let v = Verification {
+            policy: Some(policy()),
+            mode: Some(Mode::Warn),
+            ..Verification::default()
+        };
+        assert_eq!(v.effective_mode(), Mode::Warn);
+    }
+
+    #[test]
+    fn enabled_without_policy_refuses_warn_runs_disabled_skips() {
+        let cache = tempfile::tempdir().unwrap();
+        let gate = |mode| {
+            Gate::new(
+                &Verification {
+                    mode: Some(mode),
+                    ..Verification::default()
+                },
+                cache.path(),
+            )
+            .unwrap()
+        };
+        let g = gate(Mode::Enabled);
+        let err = g.decide("x", None, &d('a'), None).unwrap_err();
+        assert!(err.contains("no provenance is declared"), "{err}");
+        assert!(matches!(g.outcome(), Some(Outcome::Refused { .. })));
+        let g = gate(Mode::Warn);
+        g.decide("x", None, &d('a'), None).unwrap();
+        assert!(matches!(g.outcome(), Some(Outcome::Unverified { .. })));
+        let g = gate(Mode::Disabled);
+        g.decide("x", None, &d('a'), None).unwrap();
+        assert_eq!(g.outcome(), Some(Outcome::Skipped));
+    }
+
+    #[test]
+    fn no_evidence_is_refused_under_enabled_and_says_where_it_looked() {
+        let cache = tempfile::tempdir().unwrap();
+        let g = Gate::new(
+            &Verification {
+                policy: Some(policy()),
+                ..Verification::default()
+            },
+            cache.path(),
+        )
+        .unwrap();
+        let ev = Evidence {
+            searched: vec!["tag sha256-aaaa.sig".into()],
+            ..Evidence::default()
+        };
+        let err = g.decide("x", None, &d('a'), Some(&ev)).unwrap_err();
+        assert!(err.contains("no signature or attestation"), "{err}");
+        assert!(err.contains("sha256-aaaa.sig"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_policy_is_an_error_up_front() {
+        let cache = tempfile::tempdir().unwrap();
+        let err = Gate::new(
+            &Verification {
+                policy: Some(prov::Policy::Provenance(prov::Provenance::default())),
+                ..Verification::default()
+            },
+            cache.path(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, prov::Refusal::EmptyPolicy));
+    }
+}

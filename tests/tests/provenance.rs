@@ -1,0 +1,568 @@
+//! End-to-end: evidence discovery through a real docker-registry, verified with real Sigstore evidence from the
+//! fixtures, and the verification gate of the pull (nothing of a refused image is fetched).
+
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+use thv_sandbox_e2e::registry::{registry_available, TestRegistry};
+use thv_sandbox_e2e::{require, sha256_digest, thv_sandbox_bin, ImageBuilder, Layer};
+use thv_sandbox_runtime::dirs::Dirs;
+use thv_sandbox_runtime::distribution::{PullOptions, PullPolicy};
+use thv_sandbox_runtime::evidence::{discover_blocking, DiscoveryOptions, ItemContent};
+use thv_sandbox_runtime::provenance::{Policy, Provenance, Refusal};
+use thv_sandbox_runtime::reference::Reference;
+use thv_sandbox_runtime::verification::{Gate, Mode, Outcome, Verification};
+
+fn fixtures() -> Option<PathBuf> {
+    let base = std::env::var_os("THV_SANDBOX_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
+    let dir = base.join("sigstore");
+    require(
+        dir.join("cases.json").is_file(),
+        &format!("Sigstore fixtures at {}", dir.display()),
+    )
+    .then_some(dir)
+}
+
+fn have_registry() -> bool {
+    require(
+        registry_available(),
+        "docker-registry (apt install docker-registry)",
+    )
+}
+
+const SIGNED_INDEX: &str =
+    "sha256:c05263d2ff654c3a94243662440913f045075d59c436e2c69e9145ec2b87a321";
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// Pushes the real cosign signature of salrashid123/server_image (payload, cosign's config, the manifest with
+/// its annotations) under `tag`.
+fn push_cosign_signature(registry: &TestRegistry, repo: &str, tag: &str, dir: &std::path::Path) {
+    let d = dir.join("cosign-oci/salrashid123-server_image");
+    let payload = std::fs::read(d.join("simplesigning-payload.json")).unwrap();
+    registry.push_blob(repo, &payload).unwrap();
+    // cosign's config for a one-layer signature image (reconstructed; its digest is the one the manifest names).
+    let config = format!(
+        r#"{{"architecture":"","created":"0001-01-01T00:00:00Z","history":[{{"created":"0001-01-01T00:00:00Z"}}],"os":"","rootfs":{{"type":"layers","diff_ids":["{}"]}},"config":{{}}}}"#,
+        sha256_digest(&payload)
+    );
+    let config_digest = registry.push_blob(repo, config.as_bytes()).unwrap();
+    let manifest = std::fs::read(d.join("signature-manifest.json")).unwrap();
+    let m: Value = serde_json::from_slice(&manifest).unwrap();
+    assert_eq!(m["config"]["digest"], config_digest.as_str());
+    registry
+        .push_manifest(repo, tag, OCI_MANIFEST, &manifest)
+        .unwrap();
+}
+
+fn salrashid_policy() -> Policy {
+    Policy::Provenance(Provenance {
+        repository_uri: Some("https://github.com/salrashid123/go-bazel-github-workflow".into()),
+        repository_ref: Some("refs/tags/v0.0.30".into()),
+        signer_identity: Some("/.github/workflows/release.yaml".into()),
+        runner_environment: Some("github-hosted".into()),
+        cert_issuer: Some("https://token.actions.githubusercontent.com".into()),
+        ..Provenance::default()
+    })
+}
+
+fn gate(policy: Policy, cache: &std::path::Path) -> Gate {
+    Gate::new(
+        &Verification {
+            policy: Some(policy),
+            mode: Some(Mode::Enabled),
+            ..Verification::default()
+        },
+        cache,
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_cosign_signature_is_found_at_its_tag_and_binds_only_its_digest() {
+    let Some(dir) = fixtures() else { return };
+    if !have_registry() {
+        return;
+    }
+    let registry = TestRegistry::start().expect("registry");
+    let repo = "salrashid123/server_image";
+    let hex = SIGNED_INDEX.strip_prefix("sha256:").unwrap();
+    push_cosign_signature(&registry, repo, &format!("sha256-{hex}.sig"), &dir);
+    // The same signature, copied to another image's signature tag (same signer, different image).
+    let other = format!("sha256:{}", "ab".repeat(32));
+    push_cosign_signature(
+        &registry,
+        repo,
+        &format!("sha256-{}.sig", "ab".repeat(32)),
+        &dir,
+    );
+
+    let cache = tempfile::tempdir().unwrap();
+    let reference: Reference = format!("{}/{repo}:v1", registry.host()).parse().unwrap();
+    let opts = PullOptions::new(cache.path());
+    let signed = SIGNED_INDEX.parse().unwrap();
+    let ev = discover_blocking(
+        &reference,
+        std::slice::from_ref(&signed),
+        &opts,
+        &DiscoveryOptions::default(),
+    )
+    .expect("discover");
+    assert_eq!(ev.items.len(), 1, "{ev:?}");
+    assert!(matches!(
+        ev.items[0].content,
+        ItemContent::Cosign { dsse: false, .. }
+    ));
+    assert!(
+        ev.searched.iter().any(|s| s.ends_with(".att")),
+        "{:?}",
+        ev.searched
+    );
+
+    let g = gate(salrashid_policy(), cache.path());
+    // As the index the platform manifest was chosen from.
+    let manifest = format!("sha256:{}", "cd".repeat(32)).parse().unwrap();
+    let (verified, subject, source) = g
+        .verify_evidence(&ev, Some(&signed), &manifest, &salrashid_policy())
+        .expect("verified");
+    assert_eq!(subject, signed);
+    assert!(source.ends_with(".sig"), "{source}");
+    assert_eq!(
+        verified.signer_identity.as_deref(),
+        Some("/.github/workflows/release.yaml")
+    );
+    // Evidence about an index does not vouch for a manifest from nowhere.
+    let err = g
+        .verify_evidence(&ev, None, &manifest, &salrashid_policy())
+        .unwrap_err();
+    assert!(matches!(err, Refusal::NoEvidence { .. }), "{err:?}");
+
+    // A wrong expected workflow, or ref: refused, naming both.
+    let Policy::Provenance(mut p) = salrashid_policy() else {
+        unreachable!()
+    };
+    p.signer_identity = Some("/.github/workflows/ci.yaml".into());
+    let err = g
+        .verify_evidence(&ev, None, &signed, &Policy::Provenance(p.clone()))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("/.github/workflows/release.yaml"),
+        "{err}"
+    );
+    p.signer_identity = None;
+    p.repository_ref = Some("refs/heads/main".into());
+    assert!(g
+        .verify_evidence(&ev, None, &signed, &Policy::Provenance(p))
+        .is_err());
+
+    // The copied signature is found for the other digest, and refused: its payload names the signed image.
+    let other_digest = other.parse().unwrap();
+    let ev = discover_blocking(
+        &reference,
+        std::slice::from_ref(&other_digest),
+        &opts,
+        &DiscoveryOptions::default(),
+    )
+    .expect("discover");
+    assert_eq!(ev.items.len(), 1);
+    let err = g
+        .verify_evidence(&ev, None, &other_digest, &salrashid_policy())
+        .unwrap_err();
+    assert!(matches!(err, Refusal::DigestMismatch(_)), "{err:?}");
+    assert!(err.to_string().contains(SIGNED_INDEX), "{err}");
+}
+
+#[test]
+fn a_bundle_is_found_through_the_tag_schema_fallback_with_ghcr_empty_artifact_type() {
+    let Some(dir) = fixtures() else { return };
+    if !have_registry() {
+        return;
+    }
+    let registry = TestRegistry::start().expect("registry");
+    let repo = "malancas/attest-demo";
+    // The subject of this real attestation (a wheel's sha256), standing in for an image digest.
+    let subject = "sha256:49a3aa6075e0f49f82843e74b5baa614ad2a588e6675612bf108a0a008c5ac25";
+    let bundle =
+        std::fs::read(dir.join("gh-attestations/public-good/reusable-workflow.sigstore.json"))
+            .unwrap();
+    let bundle_digest = registry.push_blob(repo, &bundle).unwrap();
+    let empty_digest = registry.push_blob(repo, b"{}").unwrap();
+    let bundle_type = "application/vnd.dev.sigstore.bundle.v0.3+json";
+    let artifact = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": bundle_type,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty_digest, "size": 2},
+        "layers": [{"mediaType": bundle_type, "digest": bundle_digest, "size": bundle.len()}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": subject, "size": 1234},
+    })
+    .to_string();
+    let artifact_digest = registry
+        .push_manifest(
+            repo,
+            &sha256_digest(artifact.as_bytes()),
+            OCI_MANIFEST,
+            artifact.as_bytes(),
+        )
+        .unwrap();
+    // docker-registry 2.8 has no referrers API: the tag schema, listing the referrer as GHCR does (empty type).
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [{
+            "mediaType": OCI_MANIFEST, "digest": artifact_digest, "size": artifact.len(),
+            "artifactType": "application/vnd.oci.empty.v1+json",
+        }],
+    })
+    .to_string();
+    let hex = subject.strip_prefix("sha256:").unwrap();
+    registry
+        .push_manifest(repo, &format!("sha256-{hex}"), OCI_INDEX, index.as_bytes())
+        .unwrap();
+
+    let cache = tempfile::tempdir().unwrap();
+    let reference: Reference = format!("{}/{repo}:v1", registry.host()).parse().unwrap();
+    let d = subject.parse().unwrap();
+    let ev = discover_blocking(
+        &reference,
+        std::slice::from_ref(&d),
+        &PullOptions::new(cache.path()),
+        &DiscoveryOptions::default(),
+    )
+    .expect("discover");
+    assert_eq!(ev.items.len(), 1, "{ev:?}");
+    assert!(
+        ev.items[0].source.starts_with("referrer "),
+        "{}",
+        ev.items[0].source
+    );
+    assert!(
+        ev.searched
+            .iter()
+            .any(|s| s == &format!("tag sha256-{hex}")),
+        "{:?}",
+        ev.searched
+    );
+
+    // ToolHive semantics, the reusable-workflow case: the signer identity is the full reusable workflow URL.
+    let policy = Policy::Provenance(Provenance {
+        repository_uri: Some("https://github.com/malancas/attest-demo".into()),
+        signer_identity: Some(
+            "https://github.com/github/artifact-attestations-workflows/.github/workflows/attest.yml".into(),
+        ),
+        runner_environment: Some("github-hosted".into()),
+        attestation: Some(thv_sandbox_runtime::provenance::Attestation {
+            predicate_type: Some("https://slsa.dev/provenance/v1".into()),
+            predicate: None,
+        }),
+        ..Provenance::default()
+    });
+    let g = gate(policy.clone(), cache.path());
+    g.verify_evidence(&ev, None, &d, &policy).expect("verified");
+    // A self-hosted-runner policy or another repository: refused.
+    let Policy::Provenance(mut p) = policy else {
+        unreachable!()
+    };
+    p.runner_environment = Some("self-hosted".into());
+    assert!(g
+        .verify_evidence(&ev, None, &d, &Policy::Provenance(p.clone()))
+        .is_err());
+    p.runner_environment = None;
+    p.repository_uri = Some("https://github.com/malancas/other".into());
+    assert!(g
+        .verify_evidence(&ev, None, &d, &Policy::Provenance(p))
+        .is_err());
+}
+
+fn unsigned_image(
+    registry: &TestRegistry,
+    repo: &str,
+) -> (tempfile::TempDir, thv_sandbox_e2e::BuiltImage) {
+    let layout = tempfile::tempdir().unwrap();
+    let built = ImageBuilder::new()
+        .layer(
+            Layer::new()
+                .dir("/etc", 0o755)
+                .file("/etc/marker", "unsigned\n", 0o644),
+        )
+        .cmd(["/hello"])
+        .write(layout.path(), "v1")
+        .expect("image");
+    registry
+        .push_image(layout.path(), &built, repo, "v1")
+        .expect("push");
+    (layout, built)
+}
+
+#[test]
+fn an_unsigned_image_is_refused_before_any_layer_under_enabled_and_pulled_with_a_warning_under_warn(
+) {
+    if !have_registry() {
+        return;
+    }
+    let registry = TestRegistry::start().expect("registry");
+    let (_layout, built) = unsigned_image(&registry, "e2e/unsigned");
+    let image = format!("{}/e2e/unsigned:v1", registry.host());
+    let cache = tempfile::tempdir().unwrap();
+    let dirs = Dirs::from_env(Some(cache.path().to_owned())).unwrap();
+    let policy = Some(salrashid_policy());
+
+    let enabled = Verification {
+        policy: policy.clone(),
+        ..Verification::default()
+    };
+    let err = thv_sandbox_runtime::pull_verified(
+        &image,
+        PullPolicy::Missing,
+        &[],
+        &dirs,
+        &enabled,
+        false,
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("no signature or attestation found"), "{text}");
+    assert!(text.contains(".sig"), "says where it looked: {text}");
+    assert_eq!(
+        registry.blob_gets(&built.layers[0].digest),
+        0,
+        "{}",
+        registry.log()
+    );
+
+    // Enabled without any policy: refused too, before any layer.
+    let no_policy = Verification {
+        mode: Some(Mode::Enabled),
+        ..Verification::default()
+    };
+    let err = thv_sandbox_runtime::pull_verified(
+        &image,
+        PullPolicy::Missing,
+        &[],
+        &dirs,
+        &no_policy,
+        false,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("no provenance is declared"),
+        "{err}"
+    );
+    assert_eq!(registry.blob_gets(&built.layers[0].digest), 0);
+
+    // Warn: pulled, and the outcome says unverified.
+    let warn = Verification {
+        policy,
+        mode: Some(Mode::Warn),
+        ..Verification::default()
+    };
+    let (pulled, outcome) =
+        thv_sandbox_runtime::pull_verified(&image, PullPolicy::Missing, &[], &dirs, &warn, false)
+            .expect("pull");
+    assert_eq!(pulled.manifest_digest.to_string(), built.manifest.digest);
+    assert!(
+        matches!(outcome, Some(Outcome::Unverified { .. })),
+        "{outcome:?}"
+    );
+
+    // Now cached: `enabled` still refuses it (no record, no evidence; the registry is asked again).
+    let err = thv_sandbox_runtime::pull_verified(
+        &image,
+        PullPolicy::Missing,
+        &[],
+        &dirs,
+        &enabled,
+        false,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("no signature or attestation found"),
+        "{err}"
+    );
+    // And with --pull never it is refused without the registry.
+    let err =
+        thv_sandbox_runtime::pull_verified(&image, PullPolicy::Never, &[], &dirs, &enabled, false)
+            .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("no signature or attestation found"),
+        "{err}"
+    );
+
+    // Offline, `warn` still runs the cached image (unverified); `enabled` cannot check it and says so.
+    let mut registry = registry;
+    registry.stop();
+    let (_, outcome) =
+        thv_sandbox_runtime::pull_verified(&image, PullPolicy::Missing, &[], &dirs, &warn, false)
+            .expect("offline");
+    assert!(
+        matches!(outcome, Some(Outcome::Unverified { .. })),
+        "{outcome:?}"
+    );
+    assert!(thv_sandbox_runtime::pull_verified(
+        &image,
+        PullPolicy::Missing,
+        &[],
+        &dirs,
+        &enabled,
+        false
+    )
+    .is_err());
+}
+
+#[test]
+fn verify_image_command_exit_status_is_the_verdict() {
+    if !have_registry() {
+        return;
+    }
+    let registry = TestRegistry::start().expect("registry");
+    let (_layout, built) = unsigned_image(&registry, "e2e/unsigned");
+    let image = format!("{}/e2e/unsigned:v1", registry.host());
+    let cache = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(thv_sandbox_bin())
+            .arg("verify")
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("THV_SANDBOX_CACHE_DIR", cache.path())
+            .output()
+            .expect("run");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = run(&[
+        &image,
+        "--certificate-oidc-issuer",
+        "https://token.actions.githubusercontent.com",
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("no signature or attestation found") && stderr.contains("hint:"),
+        "{stderr}"
+    );
+    let (code, stderr) = run(&[&image]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--insecure-any-identity"), "{stderr}");
+    assert_eq!(
+        registry.blob_gets(&built.layers[0].digest),
+        0,
+        "verify fetches no layer"
+    );
+}
+
+/// The salrashid123 signature as evidence found for `subject`.
+fn cosign_evidence(
+    dir: &std::path::Path,
+    subject: &str,
+) -> thv_sandbox_runtime::evidence::Evidence {
+    let d = dir.join("cosign-oci/salrashid123-server_image");
+    let payload = std::fs::read_to_string(d.join("simplesigning-payload.json")).unwrap();
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("signature-manifest.json")).unwrap())
+            .unwrap();
+    let a = &m["layers"][0]["annotations"];
+    let s = |k: &str| a[k].as_str().map(str::to_string);
+    thv_sandbox_runtime::evidence::Evidence {
+        items: vec![thv_sandbox_runtime::evidence::Item {
+            subject: subject.parse().unwrap(),
+            source: "tag sha256-….sig".into(),
+            content: ItemContent::Cosign {
+                payload,
+                signature: s("dev.cosignproject.cosign/signature").unwrap(),
+                certificate: s("dev.sigstore.cosign/certificate"),
+                rekor_bundle: s("dev.sigstore.cosign/bundle"),
+                rfc3161_timestamp: None,
+                dsse: false,
+            },
+        }],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_record_is_reused_only_under_the_same_policy_and_trust_root() {
+    let Some(dir) = fixtures() else { return };
+    let cache = tempfile::tempdir().unwrap();
+    // The signed digest, taken here as the platform manifest (no index).
+    let manifest = SIGNED_INDEX.parse().unwrap();
+    let ev = cosign_evidence(&dir, SIGNED_INDEX);
+
+    let g = gate(salrashid_policy(), cache.path());
+    g.decide("img", None, &manifest, Some(&ev))
+        .expect("verified from the evidence");
+    let Some(Outcome::Verified {
+        record,
+        reused: false,
+    }) = g.outcome()
+    else {
+        panic!("{:?}", g.outcome())
+    };
+    assert_eq!(record.manifest_digest.to_string(), SIGNED_INDEX);
+    assert_eq!(
+        record.verified.claims.source_repository_uri.as_deref(),
+        Some("https://github.com/salrashid123/go-bazel-github-workflow")
+    );
+    assert_eq!(
+        record.verified.trust_root.snapshot.as_deref(),
+        Some(thv_sandbox_runtime::provenance::PUBLIC_GOOD_SNAPSHOT)
+    );
+    assert!(record.workflow().unwrap().contains("release.yaml"));
+
+    // A warm run, same policy: the record, no evidence needed.
+    let g = gate(salrashid_policy(), cache.path());
+    assert!(g.on_hand(&manifest));
+    g.decide("img", None, &manifest, None).expect("record");
+    assert!(matches!(
+        g.outcome(),
+        Some(Outcome::Verified { reused: true, .. })
+    ));
+
+    // Another policy field (runner unset): not the record; the stored evidence is verified again, offline.
+    let Policy::Provenance(mut p) = salrashid_policy() else {
+        unreachable!()
+    };
+    p.runner_environment = None;
+    let g = gate(Policy::Provenance(p.clone()), cache.path());
+    g.decide("img", None, &manifest, None)
+        .expect("stored evidence");
+    assert!(matches!(
+        g.outcome(),
+        Some(Outcome::Verified { reused: false, .. })
+    ));
+
+    // A changed expected workflow: the cached, once-verified image is refused.
+    p.signer_identity = Some("/.github/workflows/other.yaml".into());
+    let g = gate(Policy::Provenance(p), cache.path());
+    let err = g.decide("img", None, &manifest, None).unwrap_err();
+    assert!(
+        err.contains("/.github/workflows/release.yaml") && err.contains("other.yaml"),
+        "{err}"
+    );
+
+    // Another trust root (the same material, from a file): not the record; verified again.
+    let v = Verification {
+        policy: Some(salrashid_policy()),
+        trust_root: Some(dir.join("trusted_root/public-good.trusted_root.json")),
+        ..Verification::default()
+    };
+    let g = Gate::new(&v, cache.path()).unwrap();
+    assert!(g.reusable_record(&manifest, None).is_none());
+    g.decide("img", None, &manifest, None).expect("re-verified");
+    assert!(matches!(
+        g.outcome(),
+        Some(Outcome::Verified { reused: false, .. })
+    ));
+    // An unrelated root: refused.
+    let v = Verification {
+        trust_root: Some(dir.join("trusted_root/staging.trusted_root.json")),
+        ..v
+    };
+    let g = Gate::new(&v, cache.path()).unwrap();
+    assert!(g.decide("img", None, &manifest, None).is_err());
+}
