@@ -63,7 +63,7 @@ enum Command {
     /// Verify provenance of an image (`verify IMAGE`, evidence from its registry, no layer fetched) or of a file
     /// (`verify --bundle F (--artifact F | --digest sha256:…)`). The exit status is the verdict: 0 verified,
     /// 1 refused, 2 usage.
-    Verify(VerifyArgs),
+    Verify(Box<VerifyArgs>),
     /// Internal: the runner process (started by `run`).
     #[command(name = "__runner", hide = true)]
     Runner { run_dir: PathBuf },
@@ -378,7 +378,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run_cmd(file, *args),
         Command::Inspect(args) => inspect_cmd(file, *args),
         Command::Registry(args) => registry_cmd::registry_cmd(file, args),
-        Command::Verify(args) => verify_cmd(file, args),
+        Command::Verify(args) => verify_cmd(file, *args),
         Command::Pull(args) => pull_cmd(file, args),
         Command::Images(args) => images_cmd(file, args),
         Command::Prune(args) => prune_cmd(file, args),
