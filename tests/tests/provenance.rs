@@ -316,7 +316,8 @@ fn an_unsigned_image_is_refused_before_any_layer_under_enabled_and_pulled_with_a
     let err = thv_sandbox_runtime::pull_verified(
         &image,
         PullPolicy::Missing,
-        &[],
+        &thv_sandbox_runtime::RegistryAccess::default(),
+        thv_sandbox_runtime::progress::ProgressMode::Quiet,
         &dirs,
         &enabled,
         false,
@@ -340,7 +341,8 @@ fn an_unsigned_image_is_refused_before_any_layer_under_enabled_and_pulled_with_a
     let err = thv_sandbox_runtime::pull_verified(
         &image,
         PullPolicy::Missing,
-        &[],
+        &thv_sandbox_runtime::RegistryAccess::default(),
+        thv_sandbox_runtime::progress::ProgressMode::Quiet,
         &dirs,
         &no_policy,
         false,
@@ -358,9 +360,16 @@ fn an_unsigned_image_is_refused_before_any_layer_under_enabled_and_pulled_with_a
         mode: Some(Mode::Warn),
         ..Verification::default()
     };
-    let (pulled, outcome) =
-        thv_sandbox_runtime::pull_verified(&image, PullPolicy::Missing, &[], &dirs, &warn, false)
-            .expect("pull");
+    let (pulled, outcome) = thv_sandbox_runtime::pull_verified(
+        &image,
+        PullPolicy::Missing,
+        &thv_sandbox_runtime::RegistryAccess::default(),
+        thv_sandbox_runtime::progress::ProgressMode::Quiet,
+        &dirs,
+        &warn,
+        false,
+    )
+    .expect("pull");
     assert_eq!(pulled.manifest_digest.to_string(), built.manifest.digest);
     assert!(
         matches!(outcome, Some(Outcome::Unverified { .. })),
@@ -371,7 +380,8 @@ fn an_unsigned_image_is_refused_before_any_layer_under_enabled_and_pulled_with_a
     let err = thv_sandbox_runtime::pull_verified(
         &image,
         PullPolicy::Missing,
-        &[],
+        &thv_sandbox_runtime::RegistryAccess::default(),
+        thv_sandbox_runtime::progress::ProgressMode::Quiet,
         &dirs,
         &enabled,
         false,
@@ -383,9 +393,16 @@ fn an_unsigned_image_is_refused_before_any_layer_under_enabled_and_pulled_with_a
         "{err}"
     );
     // And with --pull never it is refused without the registry.
-    let err =
-        thv_sandbox_runtime::pull_verified(&image, PullPolicy::Never, &[], &dirs, &enabled, false)
-            .unwrap_err();
+    let err = thv_sandbox_runtime::pull_verified(
+        &image,
+        PullPolicy::Never,
+        &thv_sandbox_runtime::RegistryAccess::default(),
+        thv_sandbox_runtime::progress::ProgressMode::Quiet,
+        &dirs,
+        &enabled,
+        false,
+    )
+    .unwrap_err();
     assert!(
         err.to_string()
             .contains("no signature or attestation found"),
@@ -395,9 +412,16 @@ fn an_unsigned_image_is_refused_before_any_layer_under_enabled_and_pulled_with_a
     // Offline, `warn` still runs the cached image (unverified); `enabled` cannot check it and says so.
     let mut registry = registry;
     registry.stop();
-    let (_, outcome) =
-        thv_sandbox_runtime::pull_verified(&image, PullPolicy::Missing, &[], &dirs, &warn, false)
-            .expect("offline");
+    let (_, outcome) = thv_sandbox_runtime::pull_verified(
+        &image,
+        PullPolicy::Missing,
+        &thv_sandbox_runtime::RegistryAccess::default(),
+        thv_sandbox_runtime::progress::ProgressMode::Quiet,
+        &dirs,
+        &warn,
+        false,
+    )
+    .expect("offline");
     assert!(
         matches!(outcome, Some(Outcome::Unverified { .. })),
         "{outcome:?}"
@@ -405,7 +429,8 @@ fn an_unsigned_image_is_refused_before_any_layer_under_enabled_and_pulled_with_a
     assert!(thv_sandbox_runtime::pull_verified(
         &image,
         PullPolicy::Missing,
-        &[],
+        &thv_sandbox_runtime::RegistryAccess::default(),
+        thv_sandbox_runtime::progress::ProgressMode::Quiet,
         &dirs,
         &enabled,
         false
