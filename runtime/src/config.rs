@@ -378,7 +378,16 @@ pub fn locate(
             Source::Default,
         ));
     }
-    let home = non_empty(env, "HOME").ok_or(ConfigError::NoHome)?;
+    // MCP clients often start servers with a minimal environment: without HOME, the account's home directory.
+    let home = non_empty(env, "HOME")
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::geteuid())
+                .ok()
+                .flatten()
+                .map(|u| u.dir.to_string_lossy().into_owned())
+                .filter(|d| !d.is_empty())
+        })
+        .ok_or(ConfigError::NoHome)?;
     Ok((
         PathBuf::from(home).join(".config/thv-sandbox/config.toml"),
         Source::Default,
@@ -1041,10 +1050,13 @@ permission_profile = "network"
         let (path, source) = locate(None, &env.get()).unwrap();
         assert_eq!(path, Path::new("/home/u/.config/thv-sandbox/config.toml"));
         assert_eq!(source, Source::Default);
-        assert!(matches!(
-            locate(None, &Env(vec![]).get()),
-            Err(ConfigError::NoHome)
-        ));
+        // No HOME (a minimal environment): the account's home directory from the user database.
+        let home = nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .unwrap()
+            .unwrap()
+            .dir;
+        let (path, _) = locate(None, &Env(vec![]).get()).unwrap();
+        assert_eq!(path, home.join(".config/thv-sandbox/config.toml"));
 
         let missing = dir.path().join("nope.toml");
         let env = Env(vec![(ENV_CONFIG, missing.display().to_string())]);
