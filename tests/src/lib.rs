@@ -11,6 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod http_server;
 pub mod image;
 pub mod mcp;
 pub mod registry;
@@ -34,6 +35,19 @@ pub fn probe_bin() -> PathBuf {
         "SANDBOX_PROBE_BIN",
         "sandbox-probe",
         "cargo build -p thv-sandbox-e2e --bin sandbox-probe",
+    )
+}
+
+/// The `http-probe` binary (an MCP server over HTTP, see [`http_server`]): `$HTTP_PROBE_BIN`, else next to
+/// the running test's target directory.
+///
+/// # Panics
+/// When the binary does not exist; the message says how to build it.
+pub fn http_probe_bin() -> PathBuf {
+    locate_bin(
+        "HTTP_PROBE_BIN",
+        "http-probe",
+        "cargo build -p thv-sandbox-e2e --bin http-probe",
     )
 }
 
