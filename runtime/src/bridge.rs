@@ -17,6 +17,8 @@
 //! - [`serve_http`]: `--port`: any upstream exposed as streamable HTTP at `/mcp` on a host listener, `Host` and
 //!   `Origin` checked against DNS rebinding.
 //!
+//! Each waits first until the server accepts connections (retrying with backoff, at most [`Limits::startup`]).
+//!
 //! Guarantees: one writer of the client's stdout (messages never interleave; each is exactly one line); every
 //! message, line and body is bounded ([`Limits`]); a failure on the HTTP side becomes a JSON-RPC error response
 //! to each request it leaves unanswered (so the client does not hang) plus a line on stderr. Messages are
@@ -98,6 +100,8 @@ pub struct Limits {
     pub max_message: usize,
     /// How long answers still in flight are awaited after the client's input ended: 10 s.
     pub drain: Duration,
+    /// How long a starting server may take to accept connections before the bridge gives up: 60 s.
+    pub startup: Duration,
 }
 
 impl Default for Limits {
@@ -105,6 +109,7 @@ impl Default for Limits {
         Limits {
             max_message: 16 << 20,
             drain: Duration::from_secs(10),
+            startup: Duration::from_secs(60),
         }
     }
 }
@@ -179,6 +184,7 @@ where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    until_accepting(&connect, &limits).await?;
     streamable::run(connect, upstream, limits, input, output).await
 }
 
@@ -195,6 +201,7 @@ where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    until_accepting(&connect, &limits).await?;
     legacy::run(connect, upstream, limits, input, output).await
 }
 
@@ -246,6 +253,16 @@ pub fn parse_listen(spec: &str) -> Result<SocketAddr, String> {
     }
     spec.parse::<SocketAddr>()
         .map_err(|_| format!("bad listen address {spec:?}: {hint}"))
+}
+
+/// Waits (off the async threads) until the server accepts connections, at most `limits.startup`.
+async fn until_accepting(connect: &Arc<dyn Connect>, limits: &Limits) -> Result<(), BridgeError> {
+    let connect = Arc::clone(connect);
+    let timeout = limits.startup;
+    tokio::task::spawn_blocking(move || wait_until_accepting(&*connect, timeout))
+        .await
+        .map_err(|e| BridgeError::Server(e.to_string()))?
+        .map_err(|e| BridgeError::Server(e.to_string()))
 }
 
 fn writer_ended(w: Result<std::io::Result<()>, tokio::task::JoinError>) -> Result<(), BridgeError> {

@@ -17,9 +17,9 @@ pub mod mcp;
 pub mod registry;
 
 pub use image::{
-    check_layout, host_platform, probe_image, probe_image_builder, sha256_digest, shared_libraries,
-    tag_manifest, write_platform_index, BuiltImage, Compression, Descriptor, Entry, ImageBuilder,
-    Layer, LayoutSummary, MediaTypes,
+    binary_image_builder, check_layout, host_platform, http_probe_image_builder, probe_image,
+    probe_image_builder, sha256_digest, shared_libraries, tag_manifest, write_platform_index,
+    BuiltImage, Compression, Descriptor, Entry, ImageBuilder, Layer, LayoutSummary, MediaTypes,
 };
 pub use mcp::{
     call_tool, mcp_client_over_command, mcp_client_over_stream, spawn_mcp, tool_json, tool_text,

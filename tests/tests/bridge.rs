@@ -222,18 +222,38 @@ async fn stdio_to_legacy_sse_carries_a_whole_session() {
     server.abort();
 }
 
-/// Raw line-level checks of the bridge's own answers: garbage in, a server that is not there.
+/// A port nothing listens on (bound, then closed).
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Connects once (the bridge's readiness check), then never again: a server that died after starting.
+#[derive(Default)]
+struct OnceThenGone {
+    used: std::sync::atomic::AtomicBool,
+}
+
+impl thv_sandbox_runtime::bridge::Connect for OnceThenGone {
+    fn connect(&self) -> std::io::Result<std::net::TcpStream> {
+        if self.used.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::ErrorKind::ConnectionRefused.into());
+        }
+        // Anything accepting will do for the readiness check: a listener of our own.
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let s = std::net::TcpStream::connect(l.local_addr()?)?;
+        Ok(s)
+    }
+}
+
+/// Raw line-level checks of the bridge's own answers: garbage in, a server that went away.
 #[tokio::test]
 async fn bridge_answers_garbage_and_unreachable_servers() {
-    // Nothing listens on this port (bound, then closed).
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = closed_port();
     let (mut ours, theirs) = UnixStream::pair().unwrap();
     let bridge = tokio::spawn(async move {
         let (r, w) = theirs.into_split();
-        let connect = Arc::new(TcpConnect(([127, 0, 0, 1], port).into()));
+        let connect = Arc::new(OnceThenGone::default());
         let upstream = HttpUpstream::new(Transport::StreamableHttp, port);
         stdio_to_http(
             Transport::StreamableHttp,
@@ -274,6 +294,78 @@ async fn bridge_answers_garbage_and_unreachable_servers() {
         .unwrap()
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_server_that_never_listens_is_a_clear_error() {
+    let port = closed_port();
+    let (_ours, theirs) = UnixStream::pair().unwrap();
+    let (r, w) = theirs.into_split();
+    let limits = Limits {
+        startup: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let started = std::time::Instant::now();
+    let err = stdio_to_http(
+        Transport::StreamableHttp,
+        Arc::new(TcpConnect(([127, 0, 0, 1], port).into())),
+        &HttpUpstream::new(Transport::StreamableHttp, port),
+        limits,
+        r,
+        w,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("did not accept connections within 0.3s"),
+        "{err}"
+    );
+    assert!(started.elapsed() < WAIT);
+}
+
+/// The `http-probe` binary (what the test images run), both transports: the bridge waits for it to listen,
+/// carries the session, and what the probe prints on its own stdout stays there.
+#[tokio::test]
+async fn the_http_probe_binary_is_bridged() {
+    for transport in [Transport::StreamableHttp, Transport::Sse] {
+        let port = closed_port();
+        let name = match transport {
+            Transport::StreamableHttp => "streamable-http",
+            Transport::Sse => "sse",
+        };
+        let mut child = tokio::process::Command::new(thv_sandbox_e2e::http_probe_bin())
+            .args(["--transport", name, "--port", &port.to_string()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        // No waiting here: the bridge's own readiness check covers the probe's start.
+        let (client, recorder, bridge) = bridged(transport, port).await;
+        assert_eq!(
+            tool_text(&call_tool(&client, "whoami", Value::Null).await.unwrap()),
+            name
+        );
+        conversation(&client, &recorder, true).await;
+        client.cancel().await.unwrap();
+        tokio::time::timeout(WAIT, bridge)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        child.start_kill().unwrap();
+        let mut noise = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut noise)
+            .await
+            .unwrap();
+        assert!(noise.contains("tool count called"), "{noise}");
+        let _ = child.wait().await;
+    }
 }
 
 /// `serve_http` on an ephemeral loopback port.

@@ -16,7 +16,7 @@ pub(crate) const PARSE_ERROR: i64 = -32700;
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Line {
     /// A line without its terminator.
-    Line(Vec<u8>),
+    Complete(Vec<u8>),
     /// A line longer than the limit; it was read to its end and discarded.
     TooLong,
     /// End of input (a final unterminated line is returned as [`Line::Line`] first).
@@ -39,7 +39,7 @@ pub(crate) async fn read_line<R: AsyncBufRead + Unpin>(
             } else if line.is_empty() {
                 Line::Eof
             } else {
-                Line::Line(line)
+                Line::Complete(line)
             });
         }
         let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
@@ -63,7 +63,7 @@ pub(crate) async fn read_line<R: AsyncBufRead + Unpin>(
             return Ok(if too_long {
                 Line::TooLong
             } else {
-                Line::Line(line)
+                Line::Complete(line)
             });
         }
     }
@@ -197,10 +197,10 @@ mod tests {
         assert_eq!(
             lines(b"ab\r\nc\n0123456789\nlast", 5).await,
             vec![
-                Line::Line(b"ab".to_vec()),
-                Line::Line(b"c".to_vec()),
+                Line::Complete(b"ab".to_vec()),
+                Line::Complete(b"c".to_vec()),
                 Line::TooLong,
-                Line::Line(b"last".to_vec()),
+                Line::Complete(b"last".to_vec()),
                 Line::Eof
             ]
         );

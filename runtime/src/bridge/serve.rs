@@ -235,6 +235,7 @@ fn event_stream(
 }
 
 /// Reads a request body of at most `max` bytes; `Err` is the response to give.
+#[allow(clippy::result_large_err)] // the error is the response to give; it is returned at once
 async fn body_of(req: Request<Incoming>, max: usize) -> Result<Bytes, Response<Body>> {
     match Limited::new(req.into_body(), max).collect().await {
         Ok(c) => Ok(c.to_bytes()),
@@ -283,6 +284,7 @@ pub(crate) async fn serve(
             connect,
             upstream,
         } => {
+            super::until_accepting(&connect, &limits).await?;
             let host = HeaderValue::from_str(&upstream.authority).map_err(|_| {
                 BridgeError::Config(format!("bad authority {:?}", upstream.authority))
             })?;
@@ -299,6 +301,7 @@ pub(crate) async fn serve(
             connect,
             upstream,
         } => {
+            super::until_accepting(&connect, &limits).await?;
             // The legacy transport is bridged to stdio, and that stdio served like a stdio server's.
             let (hub_end, bridge_end) = tokio::io::duplex(1 << 16);
             let (bridge_r, bridge_w) = tokio::io::split(bridge_end);
@@ -533,7 +536,7 @@ impl Hub {
         let mut reader = BufReader::new(reader);
         let why = loop {
             let line = match jsonrpc::read_line(&mut reader, self.limits.max_message).await {
-                Ok(Line::Line(l)) => l,
+                Ok(Line::Complete(l)) => l,
                 Ok(Line::TooLong) => {
                     note(format!(
                         "dropped a server message larger than {} bytes",
@@ -622,6 +625,7 @@ impl Hub {
         st.backlog.push_back(line);
     }
 
+    #[allow(clippy::result_large_err)] // the error is the response to give; it is returned at once
     fn session_check(&self, headers: &HeaderMap) -> Result<(), Response<Body>> {
         let st = self.state();
         let given = headers.get(&SESSION).and_then(|v| v.to_str().ok());

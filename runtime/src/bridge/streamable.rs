@@ -186,7 +186,7 @@ where
                     .await;
                 continue;
             }
-            Ok(Line::Line(l)) => l,
+            Ok(Line::Complete(l)) => l,
         };
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
