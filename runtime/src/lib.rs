@@ -16,6 +16,7 @@
 
 #![deny(missing_docs)]
 
+pub mod bridge;
 pub mod cache;
 pub mod catalog;
 pub mod config;

@@ -971,7 +971,25 @@ fn parse_ldd(text: &str) -> Vec<PathBuf> {
 /// `/usr/local/bin/sandbox-probe`. Config: Entrypoint `["/usr/local/bin/sandbox-probe"]`, WorkingDir `/`,
 /// `PATH`, and `User` when given (`"app"`, `"1000:1000"`...).
 pub fn probe_image_builder(user: Option<&str>) -> io::Result<ImageBuilder> {
-    let probe = crate::probe_bin();
+    binary_image_builder(&crate::probe_bin(), "sandbox-probe", user)
+}
+
+/// The `http-probe` image (an MCP server over HTTP, see [`crate::http_server`]) as a builder: laid out like
+/// [`probe_image_builder`]'s, with `/usr/local/bin/http-probe` as the entrypoint. Give the transport and port
+/// as the image's `cmd` (e.g. `["--transport", "streamable-http", "--port", "8080"]`) or as run arguments;
+/// without them it serves streamable HTTP on 127.0.0.1:8080.
+pub fn http_probe_image_builder(user: Option<&str>) -> io::Result<ImageBuilder> {
+    binary_image_builder(&crate::http_probe_bin(), "http-probe", user)
+}
+
+/// An image holding one host binary at `/usr/local/bin/NAME` (its entrypoint) and the shared libraries it
+/// needs; see [`probe_image_builder`].
+pub fn binary_image_builder(
+    binary: &Path,
+    name: &str,
+    user: Option<&str>,
+) -> io::Result<ImageBuilder> {
+    let probe = binary.to_path_buf();
     let mut base = Layer::new()
         .dir("/etc", 0o755)
         .file(
@@ -1009,11 +1027,11 @@ pub fn probe_image_builder(user: Option<&str>) -> io::Result<ImageBuilder> {
         .dir("/usr", 0o755)
         .dir("/usr/local", 0o755)
         .dir("/usr/local/bin", 0o755)
-        .file("/usr/local/bin/sandbox-probe", data, 0o755);
+        .file(&format!("/usr/local/bin/{name}"), data, 0o755);
     let mut image = ImageBuilder::new()
         .layer(base)
         .layer(app)
-        .entrypoint(["/usr/local/bin/sandbox-probe"])
+        .entrypoint([format!("/usr/local/bin/{name}")])
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .working_dir("/");
     if let Some(user) = user {

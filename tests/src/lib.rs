@@ -11,14 +11,16 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod http_server;
 pub mod image;
 pub mod mcp;
 pub mod registry;
 
 pub use image::{
-    check_layout, host_platform, probe_image, probe_image_builder, read_image, sha256_digest,
-    shared_libraries, tag_manifest, write_platform_index, BuiltImage, Compression, Descriptor,
-    Entry, ImageBuilder, Layer, LayoutSummary, MediaTypes,
+    binary_image_builder, check_layout, host_platform, http_probe_image_builder, probe_image,
+    probe_image_builder, read_image, sha256_digest, shared_libraries, tag_manifest,
+    write_platform_index, BuiltImage, Compression, Descriptor, Entry, ImageBuilder, Layer,
+    LayoutSummary, MediaTypes,
 };
 pub use mcp::{
     call_tool, mcp_client_over_command, mcp_client_over_stream, spawn_mcp, tool_json, tool_text,
@@ -34,6 +36,19 @@ pub fn probe_bin() -> PathBuf {
         "SANDBOX_PROBE_BIN",
         "sandbox-probe",
         "cargo build -p thv-sandbox-e2e --bin sandbox-probe",
+    )
+}
+
+/// The `http-probe` binary (an MCP server over HTTP, see [`http_server`]): `$HTTP_PROBE_BIN`, else next to
+/// the running test's target directory.
+///
+/// # Panics
+/// When the binary does not exist; the message says how to build it.
+pub fn http_probe_bin() -> PathBuf {
+    locate_bin(
+        "HTTP_PROBE_BIN",
+        "http-probe",
+        "cargo build -p thv-sandbox-e2e --bin http-probe",
     )
 }
 

@@ -1,0 +1,302 @@
+//! Bridges between MCP transports, for servers that speak HTTP inside the sandbox and for `--port`.
+//!
+//! A server with `transport: streamable-http` or `sse` listens inside the sandbox's network namespace, which
+//! has only loopback; the supervisor reaches it through a [`Connect`] (a factory of fresh TCP connections to
+//! the server's port inside the namespace). No port is opened on the host.
+//!
+//! - [`stdio_to_streamable_http`]: the MCP client's stdio ↔ a streamable-HTTP server. Each client line is
+//!   POSTed (`Accept: application/json, text/event-stream`); a JSON answer or the messages of an event stream
+//!   are written back one per line. `Mcp-Session-Id` from the `initialize` answer and `MCP-Protocol-Version`
+//!   (the negotiated version) go on every later request; from protocol 2026-07-28 on, also `Mcp-Method` and
+//!   `Mcp-Name`. After `initialize` the GET stream for the server's own requests and notifications is opened
+//!   (405: the server has none). A broken answer stream with event ids is resumed with `Last-Event-ID`.
+//!   At the end of the client's input: answers still in flight are awaited (bounded), the session is DELETEd
+//!   (best effort), and the function returns.
+//! - [`stdio_to_sse`]: the MCP client's stdio ↔ a legacy HTTP+SSE server (GET the SSE path, POST to the URL of
+//!   its `endpoint` event, `message` events back).
+//! - [`serve_http`]: `--port`: any upstream exposed as streamable HTTP at `/mcp` on a host listener, `Host` and
+//!   `Origin` checked against DNS rebinding.
+//!
+//! Each waits first until the server accepts connections (retrying with backoff, at most [`Limits::startup`]).
+//!
+//! Guarantees: one writer of the client's stdout (messages never interleave; each is exactly one line); every
+//! message, line and body is bounded ([`Limits`]); a failure on the HTTP side becomes a JSON-RPC error response
+//! to each request it leaves unanswered (so the client does not hang) plus a line on stderr. Messages are
+//! POSTed in order: the next waits until the server has taken the previous one (its response head), at most
+//! half a second — a server answering only when done must not hold up cancellations.
+//!
+//! HTTP/1.1 over hyper (already in the dependency tree through reqwest); one connection per exchange, because
+//! a streamed answer occupies its connection and connections inside the sandbox cost a loopback handshake.
+
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+mod client;
+mod jsonrpc;
+mod legacy;
+mod serve;
+mod sse;
+mod streamable;
+
+pub use client::wait_until_accepting;
+
+/// A factory of fresh TCP connections to the server's port (inside the sandbox, for the supervisor).
+pub trait Connect: Send + Sync + 'static {
+    /// A new connection to the server's port. Blocking is fine: the bridge calls it off the async threads.
+    fn connect(&self) -> std::io::Result<TcpStream>;
+}
+
+/// A [`Connect`] to a plain address (tests, or a server on the host's loopback).
+#[derive(Debug, Clone, Copy)]
+pub struct TcpConnect(pub SocketAddr);
+
+impl Connect for TcpConnect {
+    fn connect(&self) -> std::io::Result<TcpStream> {
+        TcpStream::connect(self.0)
+    }
+}
+
+/// Which HTTP transport a server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Streamable HTTP (MCP 2025-03-26 and later).
+    StreamableHttp,
+    /// The legacy HTTP+SSE transport (MCP 2024-11-05).
+    Sse,
+}
+
+/// Where the server's endpoint is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUpstream {
+    /// The `Host` header to send, `host:port` (servers check it against DNS rebinding: `localhost:PORT` is what
+    /// a server expects from a local client).
+    pub authority: String,
+    /// Path (and query) of the endpoint: the streamable-HTTP endpoint (`/mcp`), or the SSE stream (`/sse`).
+    pub path: String,
+}
+
+impl HttpUpstream {
+    /// The endpoint of a server listening on `port`: `/mcp` for streamable HTTP, `/sse` for SSE (the paths
+    /// ToolHive's servers use), `Host: localhost:PORT`.
+    pub fn new(transport: Transport, port: u16) -> HttpUpstream {
+        HttpUpstream {
+            authority: format!("localhost:{port}"),
+            path: match transport {
+                Transport::StreamableHttp => "/mcp",
+                Transport::Sse => "/sse",
+            }
+            .to_owned(),
+        }
+    }
+}
+
+/// Bounds.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The largest message (a client line, a JSON body, one SSE event, a POST body): 16 MiB.
+    pub max_message: usize,
+    /// How long answers still in flight are awaited after the client's input ended: 10 s.
+    pub drain: Duration,
+    /// How long a starting server may take to accept connections before the bridge gives up: 60 s.
+    pub startup: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_message: 16 << 20,
+            drain: Duration::from_secs(10),
+            startup: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What [`serve_http`] exposes.
+pub enum Upstream {
+    /// A server speaking HTTP, reached through `connect`.
+    Http {
+        /// Its transport.
+        transport: Transport,
+        /// Connections to it.
+        connect: Arc<dyn Connect>,
+        /// Its endpoint.
+        upstream: HttpUpstream,
+    },
+    /// A stdio server: `reader` is its stdout, `writer` its stdin.
+    Stdio {
+        /// The server's stdout.
+        reader: Box<dyn AsyncRead + Send + Unpin>,
+        /// The server's stdin.
+        writer: Box<dyn AsyncWrite + Send + Unpin>,
+    },
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Upstream::Http {
+                transport,
+                upstream,
+                ..
+            } => f
+                .debug_struct("Http")
+                .field("transport", transport)
+                .field("upstream", upstream)
+                .finish_non_exhaustive(),
+            Upstream::Stdio { .. } => f.write_str("Stdio"),
+        }
+    }
+}
+
+/// Why a bridge stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    /// Reading the client's input failed.
+    #[error("reading the client's messages: {0}")]
+    Input(std::io::Error),
+    /// Writing to the client failed (it went away).
+    #[error("writing to the client: {0}")]
+    Output(std::io::Error),
+    /// The server side failed in a way that ends the bridge.
+    #[error("{0}")]
+    Server(String),
+    /// The listener failed.
+    #[error("serving HTTP: {0}")]
+    Listen(std::io::Error),
+    /// A bad setting (authority, path).
+    #[error("bridge configuration: {0}")]
+    Config(String),
+}
+
+/// Bridges the client's stdio (`input` = its stdin, `output` = its stdout) to a streamable-HTTP server, until
+/// the input ends. See the module documentation.
+pub async fn stdio_to_streamable_http<R, W>(
+    connect: Arc<dyn Connect>,
+    upstream: &HttpUpstream,
+    limits: Limits,
+    input: R,
+    output: W,
+) -> Result<(), BridgeError>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    until_accepting(&connect, &limits).await?;
+    streamable::run(connect, upstream, limits, input, output).await
+}
+
+/// Bridges the client's stdio to a legacy HTTP+SSE server, until the input ends (Ok) or the server ends the
+/// stream (an error).
+pub async fn stdio_to_sse<R, W>(
+    connect: Arc<dyn Connect>,
+    upstream: &HttpUpstream,
+    limits: Limits,
+    input: R,
+    output: W,
+) -> Result<(), BridgeError>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    until_accepting(&connect, &limits).await?;
+    legacy::run(connect, upstream, limits, input, output).await
+}
+
+/// Bridges the client's stdio to a server of either HTTP transport.
+pub async fn stdio_to_http<R, W>(
+    transport: Transport,
+    connect: Arc<dyn Connect>,
+    upstream: &HttpUpstream,
+    limits: Limits,
+    input: R,
+    output: W,
+) -> Result<(), BridgeError>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    match transport {
+        Transport::StreamableHttp => {
+            stdio_to_streamable_http(connect, upstream, limits, input, output).await
+        }
+        Transport::Sse => stdio_to_sse(connect, upstream, limits, input, output).await,
+    }
+}
+
+/// Serves `upstream` as streamable HTTP at `/mcp` on `listener` (see the module documentation). Requests
+/// whose `Host` does not name the listener get 421 (400 without one); an `Origin` that is not an http(s)
+/// origin on `localhost`, `127.0.0.1` or `[::1]` (or the explicitly bound address) gets 403. Returns when a
+/// stdio or SSE upstream is gone; with a streamable-HTTP upstream it serves until dropped.
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    upstream: Upstream,
+    limits: Limits,
+) -> Result<(), BridgeError> {
+    serve::serve(listener, upstream, limits).await
+}
+
+/// Parses `--port [HOST:]PORT`: a bare port binds `127.0.0.1`; a HOST (an IP address, `[v6]`, or `localhost`)
+/// is taken as given.
+pub fn parse_listen(spec: &str) -> Result<SocketAddr, String> {
+    let hint = "expected PORT or HOST:PORT (e.g. 8080, 127.0.0.1:8080, [::1]:8080)";
+    if let Ok(port) = spec.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    if let Some(port) = spec.strip_prefix("localhost:") {
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("bad port in {spec:?}: {hint}"))?;
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    spec.parse::<SocketAddr>()
+        .map_err(|_| format!("bad listen address {spec:?}: {hint}"))
+}
+
+/// Waits (off the async threads) until the server accepts connections, at most `limits.startup`.
+async fn until_accepting(connect: &Arc<dyn Connect>, limits: &Limits) -> Result<(), BridgeError> {
+    let connect = Arc::clone(connect);
+    let timeout = limits.startup;
+    tokio::task::spawn_blocking(move || wait_until_accepting(&*connect, timeout))
+        .await
+        .map_err(|e| BridgeError::Server(e.to_string()))?
+        .map_err(|e| BridgeError::Server(e.to_string()))
+}
+
+fn writer_ended(w: Result<std::io::Result<()>, tokio::task::JoinError>) -> Result<(), BridgeError> {
+    match w {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(BridgeError::Output(e)),
+        Err(e) => Err(BridgeError::Output(std::io::Error::other(e))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_specs() {
+        assert_eq!(
+            parse_listen("8080").unwrap(),
+            "127.0.0.1:8080".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("localhost:9").unwrap(),
+            "127.0.0.1:9".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("0.0.0.0:80").unwrap(),
+            "0.0.0.0:80".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("[::1]:80").unwrap(),
+            "[::1]:80".parse().unwrap()
+        );
+        assert!(parse_listen("example.com:80").is_err());
+        assert!(parse_listen("70000").is_err());
+        assert!(parse_listen("").is_err());
+    }
+}

@@ -1,0 +1,864 @@
+//! `--port`: a server of any transport exposed as streamable HTTP at one path on the host, with `Host` and
+//! `Origin` validated against DNS rebinding.
+//!
+//! - An HTTP upstream (streamable HTTP) is reverse-proxied: method, MCP headers and body go through, the answer
+//!   (JSON or an event stream) streams back as it comes.
+//! - A stdio upstream (and a legacy SSE upstream, bridged to stdio first) is served by a hub: a POSTed request
+//!   gets an event stream that carries the server's messages for it and ends with its response; notifications
+//!   and responses get 202; the server's own requests and notifications go to the GET stream, else to the
+//!   newest open request stream, else wait (bounded) for a GET stream. One stdio server holds one MCP session
+//!   for its life: `initialize` creates it (`Mcp-Session-Id`), DELETE is refused with 405 as the
+//!   specification allows.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Semaphore};
+
+use super::client::HttpClient;
+use super::jsonrpc::{self, classify, id_key, note, Line, INTERNAL_ERROR, PARSE_ERROR};
+use super::{sse, BridgeError, Limits, Transport, Upstream};
+
+type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+const SESSION: HeaderName = HeaderName::from_static("mcp-session-id");
+/// Concurrent connections served; more are closed at once.
+const MAX_CONNECTIONS: usize = 64;
+/// Server messages kept for a GET stream that is not open yet.
+const BACKLOG_MAX: usize = 1024;
+/// Request headers passed to an HTTP upstream (besides `Mcp-Param-*`).
+const FORWARDED_REQUEST: &[&str] = &[
+    "accept",
+    "content-type",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "last-event-id",
+    "mcp-method",
+    "mcp-name",
+    "authorization",
+];
+/// Response headers passed back from an HTTP upstream.
+const FORWARDED_RESPONSE: &[&str] = &[
+    "content-type",
+    "mcp-session-id",
+    "allow",
+    "www-authenticate",
+    "retry-after",
+    "cache-control",
+];
+
+/// Which `Host` and `Origin` values a request may carry.
+#[derive(Debug, Clone)]
+pub(crate) struct Guard {
+    port: u16,
+    /// The listener's own address when it is not loopback (an explicitly given HOST).
+    bound: Option<IpAddr>,
+}
+
+impl Guard {
+    pub fn new(local: SocketAddr) -> Guard {
+        Guard {
+            port: local.port(),
+            bound: (!local.ip().is_loopback()).then_some(local.ip()),
+        }
+    }
+
+    /// `Host` must name this listener: `localhost`, `127.0.0.1` or `[::1]` with our port — or, when bound
+    /// explicitly elsewhere, that address (any IP literal when bound to the unspecified address). A name other
+    /// than `localhost` is what a DNS-rebinding page would send.
+    pub fn check_host(&self, host: Option<&str>) -> Result<(), (StatusCode, String)> {
+        let Some(host) = host else {
+            return Err((StatusCode::BAD_REQUEST, "no Host header".into()));
+        };
+        let refuse = || {
+            Err((
+                StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "Host {host:?} is not this server (use localhost:{})",
+                    self.port
+                ),
+            ))
+        };
+        let Some((name, port)) = split_authority(host) else {
+            return refuse();
+        };
+        if port.unwrap_or(80) != self.port {
+            return refuse();
+        }
+        if is_loopback_name(&name) {
+            return Ok(());
+        }
+        match (
+            self.bound,
+            name.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>(),
+        ) {
+            (Some(bound), Ok(ip)) if bound == ip || bound.is_unspecified() => Ok(()),
+            _ => refuse(),
+        }
+    }
+
+    /// `Origin`, when present, must be an http(s) origin on a loopback name (or the explicitly bound address).
+    pub fn check_origin(&self, origin: Option<&str>) -> Result<(), (StatusCode, String)> {
+        let Some(origin) = origin else {
+            return Ok(());
+        };
+        let refuse = || {
+            Err((
+                StatusCode::FORBIDDEN,
+                format!("Origin {origin:?} is not allowed"),
+            ))
+        };
+        let Some(rest) = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+        else {
+            return refuse();
+        };
+        if rest.contains(['/', '?', '#', '@']) {
+            return refuse();
+        }
+        let Some((name, _)) = split_authority(rest) else {
+            return refuse();
+        };
+        if is_loopback_name(&name) {
+            return Ok(());
+        }
+        match (
+            self.bound,
+            name.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>(),
+        ) {
+            (Some(bound), Ok(ip)) if bound == ip && !ip.is_unspecified() => Ok(()),
+            _ => refuse(),
+        }
+    }
+}
+
+/// `host[:port]` → (lowercased host, port); `None` when malformed.
+fn split_authority(s: &str) -> Option<(String, Option<u16>)> {
+    let s = s.trim();
+    if s.is_empty() || s.contains(['/', '@', ' ']) {
+        return None;
+    }
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':')?.parse().ok()?),
+        };
+        (format!("[{inside}]"), port)
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), Some(p.parse().ok()?)),
+            None => (s.to_owned(), None),
+        }
+    };
+    Some((host.to_ascii_lowercase(), port))
+}
+
+fn is_loopback_name(host: &str) -> bool {
+    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+}
+
+fn text(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
+    let mut r = Response::new(full(Bytes::from(msg.into() + "\n")));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
+    let mut r = Response::new(full(Bytes::from(jsonrpc::line_of(v))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn rpc_error(status: StatusCode, id: &Value, code: i64, msg: &str) -> Response<Body> {
+    json_response(
+        status,
+        &json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": msg}}),
+    )
+}
+
+fn full(b: Bytes) -> Body {
+    Full::new(b).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// An event stream of the messages arriving on `rx`, ending when every sender is gone.
+fn event_stream(
+    rx: mpsc::Receiver<Vec<u8>>,
+    headers: &[(HeaderName, HeaderValue)],
+) -> Response<Body> {
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let line = rx.recv().await?;
+        let frame: Result<Frame<Bytes>, std::io::Error> =
+            Ok(Frame::data(Bytes::from(sse::encode("message", &line))));
+        Some((frame, rx))
+    });
+    let mut r = Response::new(StreamBody::new(stream).boxed_unsync());
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    for (k, v) in headers {
+        h.insert(k.clone(), v.clone());
+    }
+    r
+}
+
+/// Reads a request body of at most `max` bytes; `Err` is the response to give.
+#[allow(clippy::result_large_err)] // the error is the response to give; it is returned at once
+async fn body_of(req: Request<Incoming>, max: usize) -> Result<Bytes, Response<Body>> {
+    match Limited::new(req.into_body(), max).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a message may be at most {max} bytes"),
+            ))
+        }
+        Err(e) => Err(text(
+            StatusCode::BAD_REQUEST,
+            format!("reading the body: {e}"),
+        )),
+    }
+}
+
+enum Backend {
+    Proxy { client: HttpClient, path: String },
+    Hub(Arc<Hub>),
+}
+
+/// Resolves when the upstream is gone.
+type Done = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+struct Ctx {
+    guard: Guard,
+    path: String,
+    limits: Limits,
+    backend: Backend,
+}
+
+/// Serves `listener` until the upstream ends (a stdio server's output closes, a legacy SSE stream ends); for a
+/// streamable-HTTP upstream, until the future is dropped.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    upstream: Upstream,
+    limits: Limits,
+) -> Result<(), BridgeError> {
+    let local = listener.local_addr().map_err(BridgeError::Listen)?;
+    let (backend, mut done): (Backend, Done) = match upstream {
+        Upstream::Http {
+            transport: Transport::StreamableHttp,
+            connect,
+            upstream,
+        } => {
+            super::until_accepting(&connect, &limits).await?;
+            let host = HeaderValue::from_str(&upstream.authority).map_err(|_| {
+                BridgeError::Config(format!("bad authority {:?}", upstream.authority))
+            })?;
+            (
+                Backend::Proxy {
+                    client: HttpClient::new(connect, host),
+                    path: upstream.path,
+                },
+                Box::pin(std::future::pending()),
+            )
+        }
+        Upstream::Http {
+            transport: Transport::Sse,
+            connect,
+            upstream,
+        } => {
+            super::until_accepting(&connect, &limits).await?;
+            // The legacy transport is bridged to stdio, and that stdio served like a stdio server's.
+            let (hub_end, bridge_end) = tokio::io::duplex(1 << 16);
+            let (bridge_r, bridge_w) = tokio::io::split(bridge_end);
+            let bridge_limits = limits.clone();
+            tokio::spawn(async move {
+                if let Err(e) =
+                    super::legacy::run(connect, &upstream, bridge_limits, bridge_r, bridge_w).await
+                {
+                    note(format!("the SSE server: {e}"));
+                }
+            });
+            let (r, w) = tokio::io::split(hub_end);
+            let (hub, done) = Hub::start(Box::new(r), Box::new(w), limits.clone());
+            (
+                Backend::Hub(hub),
+                Box::pin(async move {
+                    let _ = done.await;
+                }),
+            )
+        }
+        Upstream::Stdio { reader, writer } => {
+            let (hub, done) = Hub::start(reader, writer, limits.clone());
+            (
+                Backend::Hub(hub),
+                Box::pin(async move {
+                    let _ = done.await;
+                }),
+            )
+        }
+    };
+    let ctx = Arc::new(Ctx {
+        guard: Guard::new(local),
+        path: "/mcp".into(),
+        limits,
+        backend,
+    });
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors and the like: pause rather than spin.
+                    note(format!("accepting a connection: {e}"));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut done => return Ok(()),
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            continue;
+        };
+        let ctx = Arc::clone(&ctx);
+        tokio::spawn(async move {
+            let _slot = slot;
+            let svc = service_fn(move |req| {
+                let ctx = Arc::clone(&ctx);
+                async move { Ok::<_, Infallible>(handle(&ctx, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    if let Err((status, msg)) = ctx.guard.check_host(host.as_deref()) {
+        note(format!("refused a request: {msg}"));
+        return text(status, msg);
+    }
+    let origin = match req.headers().get(http::header::ORIGIN).map(|o| o.to_str()) {
+        None => None,
+        Some(Ok(o)) => Some(o.to_owned()),
+        Some(Err(_)) => Some("(not text)".to_owned()),
+    };
+    if let Err((status, msg)) = ctx.guard.check_origin(origin.as_deref()) {
+        note(format!("refused a request: {msg}"));
+        return text(status, msg);
+    }
+    if req.uri().path() != ctx.path {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("the MCP endpoint is {}", ctx.path),
+        );
+    }
+    match &ctx.backend {
+        Backend::Proxy { client, path } => proxy(client, path, req, ctx.limits.max_message).await,
+        Backend::Hub(hub) => match *req.method() {
+            Method::POST => hub.post(req).await,
+            Method::GET => hub.get(req.headers()),
+            Method::DELETE => {
+                let mut r = text(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "this server's session lasts as long as the server",
+                );
+                r.headers_mut()
+                    .insert(http::header::ALLOW, HeaderValue::from_static("GET, POST"));
+                r
+            }
+            _ => {
+                let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "use POST, GET or DELETE");
+                r.headers_mut().insert(
+                    http::header::ALLOW,
+                    HeaderValue::from_static("GET, POST, DELETE"),
+                );
+                r
+            }
+        },
+    }
+}
+
+async fn proxy(
+    client: &HttpClient,
+    path: &str,
+    req: Request<Incoming>,
+    max: usize,
+) -> Response<Body> {
+    let method = req.method().clone();
+    if ![Method::GET, Method::POST, Method::DELETE].contains(&method) {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "use POST, GET or DELETE");
+    }
+    let uri = match req.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut b = Request::builder().method(method).uri(uri);
+    for (name, value) in req.headers() {
+        let n = name.as_str();
+        if FORWARDED_REQUEST.contains(&n) || n.starts_with("mcp-param-") {
+            b = b.header(name, value);
+        }
+    }
+    let body = match body_of(req, max).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Ok(up) = b.body(Full::new(body)) else {
+        return text(StatusCode::BAD_REQUEST, "unusable request");
+    };
+    match client.send(up).await {
+        Err(e) => {
+            note(format!("forwarding a request: {e}"));
+            text(StatusCode::BAD_GATEWAY, format!("thv-sandbox: {e}"))
+        }
+        Ok(resp) => {
+            let (parts, body) = resp.into_parts();
+            let mut r = Response::new(body.map_err(std::io::Error::other).boxed_unsync());
+            *r.status_mut() = parts.status;
+            for (name, value) in &parts.headers {
+                if FORWARDED_RESPONSE.contains(&name.as_str()) {
+                    r.headers_mut().append(name, value.clone());
+                }
+            }
+            r
+        }
+    }
+}
+
+/// Where a server message for an open request goes.
+struct Route {
+    seq: u64,
+    tx: mpsc::Sender<Vec<u8>>,
+    token: Option<String>,
+}
+
+#[derive(Default)]
+struct HubState {
+    session: Option<String>,
+    /// Open request streams, by request id.
+    pending: HashMap<String, Route>,
+    seq: u64,
+    /// The GET stream, when one is open.
+    get: Option<mpsc::Sender<Vec<u8>>>,
+    /// Server messages waiting for a GET stream.
+    backlog: VecDeque<Vec<u8>>,
+    /// Why the server is gone, once it is.
+    ended: Option<String>,
+}
+
+/// A stdio MCP server's one session, shared by the HTTP requests.
+struct Hub {
+    to_server: mpsc::Sender<Vec<u8>>,
+    state: Mutex<HubState>,
+    limits: Limits,
+}
+
+impl Hub {
+    fn start(
+        reader: Box<dyn AsyncRead + Send + Unpin>,
+        writer: Box<dyn AsyncWrite + Send + Unpin>,
+        limits: Limits,
+    ) -> (Arc<Hub>, tokio::sync::oneshot::Receiver<()>) {
+        let (to_server, mut rx) = mpsc::channel::<Vec<u8>>(64);
+        let hub = Arc::new(Hub {
+            to_server,
+            state: Mutex::new(HubState::default()),
+            limits,
+        });
+        tokio::spawn(async move {
+            let mut writer = writer;
+            while let Some(mut line) = rx.recv().await {
+                line.push(b'\n');
+                if writer.write_all(&line).await.is_err() || writer.flush().await.is_err() {
+                    return;
+                }
+            }
+        });
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let reading = Arc::clone(&hub);
+        tokio::spawn(async move {
+            reading.read_server(reader).await;
+            let _ = done_tx.send(());
+        });
+        (hub, done)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, HubState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn read_server(&self, reader: Box<dyn AsyncRead + Send + Unpin>) {
+        let mut reader = BufReader::new(reader);
+        let why = loop {
+            let line = match jsonrpc::read_line(&mut reader, self.limits.max_message).await {
+                Ok(Line::Complete(l)) => l,
+                Ok(Line::TooLong) => {
+                    note(format!(
+                        "dropped a server message larger than {} bytes",
+                        self.limits.max_message
+                    ));
+                    continue;
+                }
+                Ok(Line::Eof) => break "the server's output ended".to_owned(),
+                Err(e) => break format!("reading the server's output: {e}"),
+            };
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let Some((v, line)) = jsonrpc::normalise(&line) else {
+                note("dropped server output that is not JSON");
+                continue;
+            };
+            self.route(&v, line).await;
+        };
+        let routes: Vec<(String, Route)> = {
+            let mut st = self.state();
+            st.ended = Some(why.clone());
+            st.get = None;
+            st.pending.drain().collect()
+        };
+        for (id, route) in routes {
+            let id: Value = serde_json::from_str(&id).unwrap_or(Value::Null);
+            let _ = route
+                .tx
+                .send(jsonrpc::error_response(&id, INTERNAL_ERROR, &why))
+                .await;
+        }
+    }
+
+    /// Sends one server message where it belongs.
+    async fn route(&self, v: &Value, line: Vec<u8>) {
+        let c = classify(v);
+        if let [id] = c.responses.as_slice() {
+            let route = self.state().pending.remove(&id_key(id));
+            match route {
+                Some(r) => {
+                    if r.tx.send(line).await.is_err() {
+                        note("a response was dropped: the client had closed its request stream");
+                    }
+                }
+                None => note(format!("dropped a response to an unknown request {id}")),
+            }
+            return;
+        }
+        let token = (c.method.as_deref() == Some("notifications/progress"))
+            .then(|| v.pointer("/params/progressToken").map(id_key))
+            .flatten();
+        let mut line = line;
+        // Progress goes to its request's stream; anything else to the GET stream, else the newest request
+        // stream, else the backlog.
+        for attempt in 0..3 {
+            let target = {
+                let st = self.state();
+                match attempt {
+                    0 => token.as_ref().and_then(|t| {
+                        st.pending
+                            .values()
+                            .find(|r| r.token.as_ref() == Some(t))
+                            .map(|r| r.tx.clone())
+                    }),
+                    1 => st.get.clone(),
+                    _ => st
+                        .pending
+                        .values()
+                        .max_by_key(|r| r.seq)
+                        .map(|r| r.tx.clone()),
+                }
+            };
+            if let Some(tx) = target {
+                match tx.send(line).await {
+                    Ok(()) => return,
+                    Err(e) => line = e.0,
+                }
+            }
+        }
+        let mut st = self.state();
+        if st.backlog.len() >= BACKLOG_MAX {
+            st.backlog.pop_front();
+            note("dropped a server message: no stream to deliver it on");
+        }
+        st.backlog.push_back(line);
+    }
+
+    #[allow(clippy::result_large_err)] // the error is the response to give; it is returned at once
+    fn session_check(&self, headers: &HeaderMap) -> Result<(), Response<Body>> {
+        let st = self.state();
+        let given = headers.get(&SESSION).and_then(|v| v.to_str().ok());
+        match (&st.session, given) {
+            (None, None) => Ok(()),
+            (Some(s), Some(g)) if s == g => Ok(()),
+            (Some(_), None) => Err(text(StatusCode::BAD_REQUEST, "missing Mcp-Session-Id")),
+            _ => Err(text(StatusCode::NOT_FOUND, "unknown session")),
+        }
+    }
+
+    async fn post(&self, req: Request<Incoming>) -> Response<Body> {
+        let headers = req.headers().clone();
+        let body = match body_of(req, self.limits.max_message).await {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let Some((msg, line)) = jsonrpc::normalise(&body) else {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                &Value::Null,
+                PARSE_ERROR,
+                "parse error: not JSON",
+            );
+        };
+        let c = classify(&msg);
+        let mut extra = Vec::new();
+        if c.is_initialize() {
+            let mut st = self.state();
+            if st.session.is_some() {
+                let id = c.requests.first().cloned().unwrap_or(Value::Null);
+                return rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    &id,
+                    -32600,
+                    "this server holds one session, already initialized; restart it for a new one",
+                );
+            }
+            let id = new_session_id();
+            st.session = Some(id.clone());
+            if let Ok(v) = HeaderValue::from_str(&id) {
+                extra.push((SESSION, v));
+            }
+        } else if let Err(r) = self.session_check(&headers) {
+            return r;
+        }
+        if let Some(why) = self.state().ended.clone() {
+            let id = c.requests.first().cloned().unwrap_or(Value::Null);
+            return rpc_error(StatusCode::BAD_GATEWAY, &id, INTERNAL_ERROR, &why);
+        }
+        if c.requests.is_empty() {
+            if self.to_server.send(line).await.is_err() {
+                return text(StatusCode::BAD_GATEWAY, "the server is gone");
+            }
+            let mut r = Response::new(full(Bytes::new()));
+            *r.status_mut() = StatusCode::ACCEPTED;
+            return r;
+        }
+        let (tx, rx) = mpsc::channel(32);
+        let token = msg.pointer("/params/_meta/progressToken").map(id_key);
+        {
+            let mut st = self.state();
+            if let Some(dup) = c
+                .requests
+                .iter()
+                .find(|id| st.pending.contains_key(&id_key(id)))
+            {
+                return rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    dup,
+                    -32600,
+                    "a request with this id is still open",
+                );
+            }
+            st.seq += 1;
+            let seq = st.seq;
+            for id in &c.requests {
+                st.pending.insert(
+                    id_key(id),
+                    Route {
+                        seq,
+                        tx: tx.clone(),
+                        token: token.clone(),
+                    },
+                );
+            }
+        }
+        drop(tx);
+        if self.to_server.send(line).await.is_err() {
+            let mut st = self.state();
+            for id in &c.requests {
+                st.pending.remove(&id_key(id));
+            }
+            return text(StatusCode::BAD_GATEWAY, "the server is gone");
+        }
+        event_stream(rx, &extra)
+    }
+
+    fn get(&self, headers: &HeaderMap) -> Response<Body> {
+        let accepts = headers
+            .get_all(http::header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("text/event-stream") || v.contains("*/*"));
+        if !accepts {
+            return text(
+                StatusCode::NOT_ACCEPTABLE,
+                "GET wants Accept: text/event-stream",
+            );
+        }
+        if let Err(r) = self.session_check(headers) {
+            return r;
+        }
+        let mut st = self.state();
+        if st.session.is_none() {
+            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "no session yet");
+            r.headers_mut()
+                .insert(http::header::ALLOW, HeaderValue::from_static("POST"));
+            return r;
+        }
+        if st.get.as_ref().is_some_and(|g| !g.is_closed()) {
+            return text(StatusCode::CONFLICT, "a GET stream is already open");
+        }
+        let (tx, rx) = mpsc::channel(BACKLOG_MAX + 32);
+        for line in st.backlog.drain(..) {
+            let _ = tx.try_send(line);
+        }
+        if st.ended.is_none() {
+            st.get = Some(tx);
+        }
+        event_stream(rx, &[])
+    }
+}
+
+/// 128 random bits as hex, from the kernel.
+fn new_session_id() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .is_err()
+    {
+        // No /dev/urandom: still unique per process, if not unguessable (the listener is loopback-only).
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        bytes = (t ^ u128::from(std::process::id())).to_le_bytes();
+    }
+    hex::encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lo() -> Guard {
+        Guard::new("127.0.0.1:8123".parse().unwrap())
+    }
+
+    #[test]
+    fn host_must_name_this_listener() {
+        let g = lo();
+        for ok in [
+            "localhost:8123",
+            "127.0.0.1:8123",
+            "[::1]:8123",
+            "LOCALHOST:8123",
+        ] {
+            assert!(g.check_host(Some(ok)).is_ok(), "{ok}");
+        }
+        for bad in [
+            "evil.example:8123",
+            "localhost:8124",
+            "localhost",
+            "127.0.0.1",
+            "10.0.0.1:8123",
+            "",
+            "localhost:8123/x",
+            "user@localhost:8123",
+            "[::1",
+            "localhost:99999",
+        ] {
+            assert!(g.check_host(Some(bad)).is_err(), "{bad}");
+        }
+        assert_eq!(g.check_host(None).unwrap_err().0, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            g.check_host(Some("evil.example:8123")).unwrap_err().0,
+            StatusCode::MISDIRECTED_REQUEST
+        );
+        let any = Guard::new("0.0.0.0:80".parse().unwrap());
+        assert!(any.check_host(Some("192.168.1.5")).is_ok());
+        assert!(any.check_host(Some("evil.example")).is_err());
+    }
+
+    #[test]
+    fn origin_must_be_local_when_present() {
+        let g = lo();
+        assert!(g.check_origin(None).is_ok());
+        for ok in [
+            "http://localhost:3000",
+            "https://127.0.0.1",
+            "http://[::1]:8123",
+            "http://LocalHost",
+        ] {
+            assert!(g.check_origin(Some(ok)).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://evil.example",
+            "http://localhost.evil.example",
+            "null",
+            "file://",
+            "http://localhost@evil.example",
+            "http://localhost/path",
+            "ftp://localhost",
+            "http://127.0.0.2",
+            "(not text)",
+        ] {
+            assert_eq!(
+                g.check_origin(Some(bad)).unwrap_err().0,
+                StatusCode::FORBIDDEN,
+                "{bad}"
+            );
+        }
+        let lan = Guard::new("192.168.1.5:80".parse().unwrap());
+        assert!(lan.check_origin(Some("http://192.168.1.5")).is_ok());
+        assert!(lan.check_origin(Some("http://192.168.1.6")).is_err());
+    }
+
+    #[test]
+    fn session_ids_are_random_hex() {
+        let a = new_session_id();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, new_session_id());
+    }
+}
