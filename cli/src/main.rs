@@ -621,6 +621,7 @@ fn build_request(
         mounts,
         network: launch.network,
         egress: launch.egress.clone(),
+        http: launch.http,
         server_name: launch.server,
         permissions: launch.permissions,
         provenance: launch.provenance,

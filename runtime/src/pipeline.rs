@@ -42,6 +42,8 @@ pub struct RunRequest {
     pub network: NetworkMode,
     /// Egress through the proxy (under [`NetworkMode::None`]): the permission profile's outbound rules.
     pub egress: Option<crate::egress::Outbound>,
+    /// An HTTP-transport server (`sse`, `streamable-http`) and its port inside the sandbox: bridged to our stdio.
+    pub http: Option<(crate::catalog::Transport, u16)>,
     /// The registry entry's full name, when run by name.
     pub server_name: Option<String>,
     /// The effective permission profile (`--permission-profile`, else the entry's, else `none`); its paths are
@@ -289,6 +291,7 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
     };
     // Served from here (the host's network namespace) until the sandbox ends.
     let mut egress: Option<crate::egress::EgressHandle> = None;
+    let bridge_end = std::sync::Arc::new(std::sync::OnceLock::new());
     let outcome = supervise::supervise(Launch {
         exe: req.exe.clone(),
         run_dir: &run_dir.path,
@@ -306,14 +309,93 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
                 Err(e) => eprintln!("thv-sandbox: the egress proxy could not start: {e}"),
             }
         },
-        on_factory: &mut |_factory| {},
+        on_factory: &mut |factory| {
+            if let Some((transport, port)) = req.http {
+                start_bridge(factory, transport, port, bridge_end.clone());
+            }
+        },
+        bridged: req.http.is_some(),
     });
     // The lock goes with our process; the runner holds its own copy until it is gone.
     drop(run_dir);
     drop(egress);
     match outcome.map_err(Error::Supervise)? {
+        // The client closed the bridge and we stopped the server for it: a normal end.
+        Outcome::Exited(code) if code == 128 + libc::SIGTERM && bridge_end.get() == Some(&true) => {
+            Ok(RunSummary { exit_code: 0 })
+        }
+        Outcome::Exited(_) if bridge_end.get() == Some(&false) => Ok(RunSummary {
+            exit_code: crate::EXIT_SANDBOX_ERROR,
+        }),
         Outcome::Exited(code) => Ok(RunSummary { exit_code: code }),
         Outcome::Failed(f) => Err(Error::Sandbox(f)),
+    }
+}
+
+/// A connection to the server's port inside the sandbox, through the runner's socket factory.
+struct FactoryConnect {
+    factory: crate::sync::SocketFactory,
+    port: u16,
+}
+
+impl crate::bridge::Connect for FactoryConnect {
+    fn connect(&self) -> std::io::Result<std::net::TcpStream> {
+        self.factory.connect(self.port)
+    }
+}
+
+/// Bridges our stdio to the HTTP server inside the sandbox on a thread of its own. When the bridge ends (the
+/// client closed stdin: `true`; the bridge failed: `false`), the server is stopped through our own SIGTERM, which
+/// the supervisor handles like a client's.
+fn start_bridge(
+    factory: crate::sync::SocketFactory,
+    transport: crate::catalog::Transport,
+    port: u16,
+    end: std::sync::Arc<std::sync::OnceLock<bool>>,
+) {
+    let transport = match transport {
+        crate::catalog::Transport::Sse => crate::bridge::Transport::Sse,
+        _ => crate::bridge::Transport::StreamableHttp,
+    };
+    let spawned = std::thread::Builder::new()
+        .name("bridge".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("thv-sandbox: bridge: {e}");
+                    let _ = end.set(false);
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::getpid(),
+                        nix::sys::signal::Signal::SIGTERM,
+                    );
+                    return;
+                }
+            };
+            let connect: std::sync::Arc<dyn crate::bridge::Connect> =
+                std::sync::Arc::new(FactoryConnect { factory, port });
+            let upstream = crate::bridge::HttpUpstream::new(transport, port);
+            let result = rt.block_on(crate::bridge::stdio_to_http(
+                transport,
+                connect,
+                &upstream,
+                crate::bridge::Limits::default(),
+                tokio::io::stdin(),
+                tokio::io::stdout(),
+            ));
+            if let Err(e) = &result {
+                eprintln!("thv-sandbox: bridge: {e}");
+            }
+            let _ = end.set(result.is_ok());
+            rt.shutdown_background();
+            let _ =
+                nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGTERM);
+        });
+    if let Err(e) = spawned {
+        eprintln!("thv-sandbox: bridge: {e}");
     }
 }
 
@@ -511,7 +593,7 @@ fn prepare_run(
         network_host: req.network == NetworkMode::Host,
         overlay,
         egress_port: egress_rules(req)?.map(|_| crate::egress::PROXY_PORT),
-        socket_factory: false,
+        socket_factory: req.http.is_some(),
     };
     let plan_path = dir.join("plan.json");
     let plan_json =

@@ -58,6 +58,9 @@ pub struct Launch<'a> {
     /// Called with the socket factory into the sandbox's network namespace when the runner made one
     /// (`RunnerPlan::socket_factory`).
     pub on_factory: &'a mut dyn FnMut(crate::sync::SocketFactory),
+    /// Our stdin and stdout belong to a bridge (an HTTP-transport server): the server gets `/dev/null` as stdin
+    /// and our stderr as its stdout, and the supervisor does not watch them.
+    pub bridged: bool,
 }
 
 impl std::fmt::Debug for Launch<'_> {
@@ -72,9 +75,15 @@ impl std::fmt::Debug for Launch<'_> {
 /// Runs the sandbox to its end.
 pub fn supervise(mut launch: Launch<'_>) -> io::Result<Outcome> {
     let (ours, theirs) = Channel::pair()?;
-    let stdin = Stdio0::for_fd(0, true)?;
-    let stdout = Stdio0::for_fd(1, false)?;
     let stderr = Stdio0::for_fd(2, false)?;
+    let (stdin, stdout) = if launch.bridged {
+        (None, None)
+    } else {
+        (
+            Some(Stdio0::for_fd(0, true)?),
+            Some(Stdio0::for_fd(1, false)?),
+        )
+    };
 
     // Signals are read from a signalfd; the runner unblocks them for the server.
     let mut set = SigSet::empty();
@@ -94,9 +103,16 @@ pub fn supervise(mut launch: Launch<'_>) -> io::Result<Outcome> {
             cmd.env(keep, v);
         }
     }
-    cmd.stdin(stdin.child_stdio()?)
-        .stdout(stdout.child_stdio()?)
-        .stderr(stderr.child_stdio()?);
+    match (&stdin, &stdout) {
+        (Some(i), Some(o)) => {
+            cmd.stdin(i.child_stdio()?).stdout(o.child_stdio()?);
+        }
+        // Whatever a bridged server prints on its stdout is a log for our stderr, never protocol for the client.
+        _ => {
+            cmd.stdin(Stdio::null()).stdout(stderr.child_stdio()?);
+        }
+    }
+    cmd.stderr(stderr.child_stdio()?);
     let chan_fd = theirs.fd().as_raw_fd();
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe calls
     // (dup2, fcntl, prctl) on descriptors that exist in the child.
@@ -329,12 +345,18 @@ enum Escalation {
 }
 
 impl Watch {
-    fn new(mut stdin: Stdio0, mut stdout: Stdio0, mut stderr: Stdio0, grace: Duration) -> Watch {
-        let direct_in = matches!(stdin, Stdio0::Direct(_)).then_some(0);
-        let direct_out = matches!(stdout, Stdio0::Direct(_)).then_some(1);
+    fn new(
+        mut stdin: Option<Stdio0>,
+        mut stdout: Option<Stdio0>,
+        mut stderr: Stdio0,
+        grace: Duration,
+    ) -> Watch {
+        let direct_in = matches!(stdin, Some(Stdio0::Direct(_))).then_some(0);
+        let direct_out = matches!(stdout, Some(Stdio0::Direct(_))).then_some(1);
         let one_socket = direct_in.is_some() && direct_out.is_some() && same_socket(0, 1);
-        let pumps = [&mut stdin, &mut stdout, &mut stderr]
+        let pumps = [stdin.as_mut(), stdout.as_mut(), Some(&mut stderr)]
             .into_iter()
+            .flatten()
             .filter_map(Pump::from)
             .collect();
         Watch {

@@ -34,6 +34,8 @@ pub struct Launch {
     pub network: NetworkMode,
     /// Egress through the proxy, under `NetworkMode::None`, when the permission profile asks for network.
     pub egress: Option<crate::egress::Outbound>,
+    /// An HTTP-transport server (`sse`, `streamable-http`) and its port inside the sandbox.
+    pub http: Option<(Transport, u16)>,
 }
 
 /// What the user asked for on the command line.
@@ -64,7 +66,7 @@ pub enum LaunchError {
     },
     /// An HTTP transport.
     #[error(
-        "`{name}` speaks MCP over {transport}, which thv-sandbox does not support over stdio yet"
+        "`{name}` speaks MCP over {transport} but its registry entry names no `target_port` to reach it on"
     )]
     Transport {
         /// The entry.
@@ -117,8 +119,7 @@ impl LaunchError {
                 "configure the URL in your MCP client directly (as an HTTP server); there is nothing to sandbox".into(),
             ),
             LaunchError::Transport { transport, .. } => Some(format!(
-                "an MCP client that speaks {transport} can run this server's image with another tool; a stdio bridge \
-                 for HTTP servers is planned"
+                "add the port the server listens on for {transport} as `target_port` to the registry entry"
             )),
             LaunchError::Privileged { .. } => None,
             LaunchError::UnknownSeccomp { .. } => {
@@ -242,14 +243,17 @@ pub fn plan(
                 url: url.clone(),
             });
         }
-        if s.transport != Transport::Stdio {
-            // TODO(issue: HTTP bridge): run sse/streamable-http servers behind a stdio bridge.
+        if s.transport != Transport::Stdio && s.target_port.is_none() {
             return Err(LaunchError::Transport {
                 name,
                 transport: s.transport,
             });
         }
     }
+    // An HTTP server is bridged to the client's stdio, reached at its port inside the sandbox.
+    let http = server
+        .filter(|s| s.transport != Transport::Stdio)
+        .and_then(|s| s.target_port.map(|p| (s.transport, p)));
     let permissions = user
         .permissions
         .clone()
@@ -313,6 +317,7 @@ pub fn plan(
         seccomp_profile,
         network: user.network,
         egress,
+        http,
     })
 }
 
@@ -388,9 +393,13 @@ mod tests {
     #[test]
     fn http_transports_and_remote_servers_are_refused_before_the_environment() {
         for t in [Transport::Sse, Transport::StreamableHttp] {
-            let s = server(t);
+            let mut s = server(t);
+            s.target_port = None;
             let e = plan(Some(&s), "srv", &UserChoices::default(), &[], &no_host).unwrap_err();
             assert!(matches!(e, LaunchError::Transport { .. }), "{e}");
+            s.target_port = Some(8080);
+            let l = plan(Some(&s), "srv", &with_token(), &[], &no_host).unwrap();
+            assert_eq!(l.http, Some((t, 8080)));
             assert!(e.to_string().contains(t.as_str()), "{e}");
         }
         let mut s = server(Transport::Sse);

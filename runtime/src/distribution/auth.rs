@@ -225,19 +225,33 @@ pub(crate) fn run_helper(
         registry: registry.to_owned(),
         reason,
     };
-    let mut child = Command::new(program)
-        .arg("get")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                fail("it is not installed (not found on PATH)".to_owned())
-            } else {
-                fail(format!("cannot start it: {e}"))
+    let spawn = || {
+        Command::new(program)
+            .arg("get")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+    };
+    // ETXTBSY: a helper just written (an installer, or a test) may still be open for writing in a process that
+    // forked meanwhile; that passes in a moment.
+    let mut spawned = spawn();
+    for _ in 0..20 {
+        match &spawned {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(25));
+                spawned = spawn();
             }
-        })?;
+            _ => break,
+        }
+    }
+    let mut child = spawned.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            fail("it is not installed (not found on PATH)".to_owned())
+        } else {
+            fail(format!("cannot start it: {e}"))
+        }
+    })?;
     // The server URL is a line; a helper that does not read it just gets EPIPE, which says nothing.
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(server.as_bytes());

@@ -1,0 +1,99 @@
+//! End-to-end: registry entries with `transport: streamable-http` and `sse` run by name in a sandbox with only
+//! loopback, bridged to the client's stdio by thv-sandbox (no port opened on the host), with a real MCP client.
+//! What the server prints on its own stdout never reaches the client.
+
+mod common;
+
+use std::process::Stdio;
+
+use common::{code, Run};
+use serde_json::{json, Value};
+use thv_sandbox_e2e::{http_probe_image_builder, spawn_mcp, tool_text};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_transport_servers_are_bridged_to_stdio_by_name() {
+    use thv_sandbox_e2e::registry::{registry_available, TestRegistry};
+    if !thv_sandbox_e2e::require(
+        registry_available(),
+        "docker-registry (apt-get install docker-registry)",
+    ) {
+        return;
+    }
+    let registry = TestRegistry::start().expect("registry");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let mut servers = serde_json::Map::new();
+    for (name, transport) in [("stream", "streamable-http"), ("events", "sse")] {
+        let layout = dir.path().join(name);
+        let built = http_probe_image_builder(None)
+            .expect("builder")
+            .cmd(["--transport", transport, "--port", "8080"])
+            .write(&layout, "1")
+            .expect("image");
+        registry
+            .push_image(&layout, &built, &format!("tools/{name}"), "1")
+            .expect("push");
+        servers.insert(
+            name.into(),
+            json!({"description": format!("http-probe over {transport}"),
+                   "image": format!("{}/tools/{name}:1", registry.host()),
+                   "transport": transport, "target_port": 8080,
+                   "tier": "Community", "status": "Active", "tools": ["whoami"]}),
+        );
+    }
+    let file = dir.path().join("registry.json");
+    std::fs::write(
+        &file,
+        serde_json::to_vec(&json!({"servers": servers})).unwrap(),
+    )
+    .unwrap();
+    let file = file.to_string_lossy().into_owned();
+    let cache = dir.path().join("cache");
+
+    for (name, transport) in [("stream", "streamable-http"), ("events", "sse")] {
+        let run = Run::new();
+        let server = spawn_mcp(run.cli(&cache, &["run", "--registry", &file, name]))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let who = server.call("whoami", Value::Null).await.expect("whoami");
+        assert_eq!(tool_text(&who), transport);
+        let echo = server
+            .call("echo", json!({"text": "through the sandbox's loopback"}))
+            .await
+            .expect("echo");
+        assert_eq!(tool_text(&echo), "through the sandbox's loopback");
+        let done = server.finish().await.expect("finish");
+        // The client closing stdin ends the bridge, and we stop the server: a normal end.
+        assert_eq!(code(done.status), 0, "{name}: {}", done.stderr);
+        // The server's own stdout went to our stderr, not to the client (which would have choked on it).
+        assert!(
+            done.stderr.contains("http-probe: tool"),
+            "{name}: the server's stdout noise: {}",
+            done.stderr
+        );
+        run.assert_nothing_left(None);
+    }
+    // Exit status: the client closing stdin ends the bridge and the server, as a normal end.
+    let run = Run::new();
+    let mut cmd = run.cli(&cache, &["run", "--registry", &file, "stream"]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = cmd.output().await.expect("run");
+    assert_eq!(
+        code(out.status),
+        0,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "nothing but protocol on stdout: {:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    run.assert_nothing_left(None);
+}
