@@ -326,6 +326,10 @@ struct RunArgs {
     /// logs or any command line (it reaches the server's environment just before it starts). Repeatable.
     #[arg(long = "secret", value_name = "NAME")]
     secret: Vec<String>,
+    /// Expose the server (any transport) as streamable HTTP at http://[HOST:]PORT/mcp instead of over stdio, for
+    /// URL-based MCP clients; loopback unless HOST is given. Host and Origin headers are checked (DNS rebinding).
+    #[arg(long, value_name = "[HOST:]PORT")]
+    port: Option<String>,
     /// Your own seccomp override file: adds (`groups`) or removes (`remove`) rules on top of the profile the
     /// server gets (the default, or the variant its registry entry selects). See SECURITY.md for the format.
     #[arg(
@@ -610,6 +614,18 @@ fn build_request(
             config::ImageVerification::Enabled => thv_sandbox_runtime::Mode::Enabled,
         });
     }
+    let port = match args
+        .port
+        .as_deref()
+        .map(thv_sandbox_runtime::bridge::parse_listen)
+    {
+        None => None,
+        Some(Ok(a)) => Some(a),
+        Some(Err(e)) => {
+            eprintln!("error: --port: {e}");
+            return Err(EXIT_USAGE);
+        }
+    };
     let req = thv_sandbox_runtime::RunRequest {
         image: launch.image,
         pull_policy: args.source.pull.into(),
@@ -622,6 +638,7 @@ fn build_request(
         network: launch.network,
         egress: launch.egress.clone(),
         http: launch.http,
+        port,
         server_name: launch.server,
         permissions: launch.permissions,
         provenance: launch.provenance,

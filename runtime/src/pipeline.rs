@@ -44,6 +44,8 @@ pub struct RunRequest {
     pub egress: Option<crate::egress::Outbound>,
     /// An HTTP-transport server (`sse`, `streamable-http`) and its port inside the sandbox: bridged to our stdio.
     pub http: Option<(crate::catalog::Transport, u16)>,
+    /// `--port [HOST:]PORT`: expose the server (any transport) as streamable HTTP there instead of over our stdio.
+    pub port: Option<std::net::SocketAddr>,
     /// The registry entry's full name, when run by name.
     pub server_name: Option<String>,
     /// The effective permission profile (`--permission-profile`, else the entry's, else `none`); its paths are
@@ -130,6 +132,9 @@ pub enum Error {
     /// The seccomp variant or the user's override file cannot be used.
     #[error("seccomp profile: {0}")]
     Seccomp(String),
+    /// `--port` cannot be served.
+    #[error("--port: {0}")]
+    Port(String),
     /// The egress rules cannot be used.
     #[error("network permissions: {0}")]
     Egress(String),
@@ -289,6 +294,36 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
             );
         }
     };
+    // `--port`: the listener is bound before the sandbox starts (a taken port is an error, not a dead server). A
+    // stdio server gets pipes whose other ends the HTTP server holds; an HTTP server is reached through the
+    // socket factory.
+    let mut exposed = match req.port {
+        Some(addr) => match std::net::TcpListener::bind(addr) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                return Err(Error::Port(format!("cannot listen on {addr}: {e}")));
+            }
+        },
+        None => None,
+    };
+    let mut server_stdio = None;
+    if let (Some(listener), None) = (&exposed, req.http) {
+        let pipes = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .and_then(|a| nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map(|b| (a, b)));
+        let ((in_r, in_w), (out_r, out_w)) = pipes.map_err(|e| Error::Port(e.to_string()))?;
+        let listener = listener
+            .try_clone()
+            .map_err(|e| Error::Port(e.to_string()))?;
+        exposed = None;
+        server_stdio = Some((in_r, out_w));
+        // The pipe ends become tokio objects inside the server's runtime.
+        start_http_server_with(listener, move || {
+            Ok(crate::bridge::Upstream::Stdio {
+                reader: Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd(out_r)?),
+                writer: Box::new(tokio::net::unix::pipe::Sender::from_owned_fd(in_w)?),
+            })
+        });
+    }
     // Served from here (the host's network namespace) until the sandbox ends.
     let mut egress: Option<crate::egress::EgressHandle> = None;
     let bridge_end = std::sync::Arc::new(std::sync::OnceLock::new());
@@ -310,11 +345,28 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
             }
         },
         on_factory: &mut |factory| {
-            if let Some((transport, port)) = req.http {
-                start_bridge(factory, transport, port, bridge_end.clone());
+            let Some((transport, port)) = req.http else {
+                return;
+            };
+            match exposed.take() {
+                Some(listener) => {
+                    let connect: std::sync::Arc<dyn crate::bridge::Connect> =
+                        std::sync::Arc::new(FactoryConnect { factory, port });
+                    let transport = bridge_transport(transport);
+                    start_http_server(
+                        listener,
+                        crate::bridge::Upstream::Http {
+                            transport,
+                            connect,
+                            upstream: crate::bridge::HttpUpstream::new(transport, port),
+                        },
+                    );
+                }
+                None => start_bridge(factory, transport, port, bridge_end.clone()),
             }
         },
-        bridged: req.http.is_some(),
+        bridged: req.http.is_some() || req.port.is_some(),
+        server_stdio,
     });
     // The lock goes with our process; the runner holds its own copy until it is gone.
     drop(run_dir);
@@ -329,6 +381,62 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
         }),
         Outcome::Exited(code) => Ok(RunSummary { exit_code: code }),
         Outcome::Failed(f) => Err(Error::Sandbox(f)),
+    }
+}
+
+fn bridge_transport(t: crate::catalog::Transport) -> crate::bridge::Transport {
+    match t {
+        crate::catalog::Transport::Sse => crate::bridge::Transport::Sse,
+        _ => crate::bridge::Transport::StreamableHttp,
+    }
+}
+
+/// Serves `--port` on a thread of its own; says the URL on stderr.
+fn start_http_server(listener: std::net::TcpListener, upstream: crate::bridge::Upstream) {
+    start_http_server_with(listener, move || Ok(upstream));
+}
+
+fn start_http_server_with(
+    listener: std::net::TcpListener,
+    upstream: impl FnOnce() -> std::io::Result<crate::bridge::Upstream> + Send + 'static,
+) {
+    let spawned = std::thread::Builder::new()
+        .name("port".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("thv-sandbox: --port: {e}");
+                    return;
+                }
+            };
+            let result = rt.block_on(async move {
+                listener
+                    .set_nonblocking(true)
+                    .map_err(crate::bridge::BridgeError::Listen)?;
+                let addr = listener
+                    .local_addr()
+                    .map_err(crate::bridge::BridgeError::Listen)?;
+                let listener = tokio::net::TcpListener::from_std(listener)
+                    .map_err(crate::bridge::BridgeError::Listen)?;
+                let upstream = upstream().map_err(crate::bridge::BridgeError::Listen)?;
+                eprintln!("thv-sandbox: serving MCP (streamable HTTP) at http://{addr}/mcp");
+                crate::bridge::serve_http(listener, upstream, crate::bridge::Limits::default())
+                    .await
+            });
+            if let Err(e) = result {
+                eprintln!("thv-sandbox: --port: {e}");
+            }
+            rt.shutdown_background();
+            // The server's end: stop the sandbox (the supervisor handles our SIGTERM like a client's).
+            let _ =
+                nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGTERM);
+        });
+    if let Err(e) = spawned {
+        eprintln!("thv-sandbox: --port: {e}");
     }
 }
 
@@ -353,10 +461,7 @@ fn start_bridge(
     port: u16,
     end: std::sync::Arc<std::sync::OnceLock<bool>>,
 ) {
-    let transport = match transport {
-        crate::catalog::Transport::Sse => crate::bridge::Transport::Sse,
-        _ => crate::bridge::Transport::StreamableHttp,
-    };
+    let transport = bridge_transport(transport);
     let spawned = std::thread::Builder::new()
         .name("bridge".into())
         .spawn(move || {

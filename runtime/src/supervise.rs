@@ -61,6 +61,9 @@ pub struct Launch<'a> {
     /// Our stdin and stdout belong to a bridge (an HTTP-transport server): the server gets `/dev/null` as stdin
     /// and our stderr as its stdout, and the supervisor does not watch them.
     pub bridged: bool,
+    /// With `bridged`: the server's stdin and stdout are these (pipes a `--port` server holds the other ends of),
+    /// instead of `/dev/null` and our stderr.
+    pub server_stdio: Option<(OwnedFd, OwnedFd)>,
 }
 
 impl std::fmt::Debug for Launch<'_> {
@@ -108,9 +111,14 @@ pub fn supervise(mut launch: Launch<'_>) -> io::Result<Outcome> {
             cmd.stdin(i.child_stdio()?).stdout(o.child_stdio()?);
         }
         // Whatever a bridged server prints on its stdout is a log for our stderr, never protocol for the client.
-        _ => {
-            cmd.stdin(Stdio::null()).stdout(stderr.child_stdio()?);
-        }
+        _ => match launch.server_stdio.take() {
+            Some((i, o)) => {
+                cmd.stdin(Stdio::from(i)).stdout(Stdio::from(o));
+            }
+            None => {
+                cmd.stdin(Stdio::null()).stdout(stderr.child_stdio()?);
+            }
+        },
     }
     cmd.stderr(stderr.child_stdio()?);
     let chan_fd = theirs.fd().as_raw_fd();

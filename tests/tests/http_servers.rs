@@ -97,3 +97,100 @@ async fn http_transport_servers_are_bridged_to_stdio_by_name() {
     );
     run.assert_nothing_left(None);
 }
+
+/// `--port`: a stdio server of an image, and an HTTP entry of the registry, exposed as streamable HTTP on the
+/// host's loopback for a URL-based client; a forged Origin and a foreign Host are refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn port_exposes_stdio_and_http_servers_to_url_clients() {
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::ServiceExt;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+
+    async fn raw_status(port: u16, host: &str, origin: Option<&str>) -> u16 {
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+        let origin = origin
+            .map(|o| format!("Origin: {o}\r\n"))
+            .unwrap_or_default();
+        let req = format!(
+            "POST /mcp HTTP/1.1\r\nHost: {host}\r\n{origin}Content-Type: application/json\r\n\
+             Accept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).await.unwrap();
+        std::str::from_utf8(&head[9..12]).unwrap().parse().unwrap()
+    }
+
+    let run = Run::new();
+    let mut cmd = run.cmd("app", &["--port", "127.0.0.1:0"], &[]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines
+            .next_line()
+            .await
+            .expect("stderr")
+            .expect("the URL line before end of stderr");
+        if let Some(u) = line
+            .split("at ")
+            .nth(1)
+            .filter(|u| u.starts_with("http://"))
+        {
+            break u.trim().to_owned();
+        }
+    };
+    let port: u16 = url
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches("/mcp")
+        .parse()
+        .expect(&url);
+    let client =
+        ().serve(StreamableHttpClientTransport::from_uri(url.clone()))
+            .await
+            .expect("initialize over HTTP");
+    let echo = thv_sandbox_e2e::call_tool(&client, "echo", json!({"text": "over --port"}))
+        .await
+        .expect("echo");
+    assert_eq!(tool_text(&echo), "over --port");
+    assert_eq!(
+        raw_status(
+            port,
+            &format!("127.0.0.1:{port}"),
+            Some("https://evil.example")
+        )
+        .await,
+        403
+    );
+    assert_eq!(
+        raw_status(port, &format!("evil.example:{port}"), None).await,
+        421
+    );
+    client.cancel().await.ok();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id().expect("pid") as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill");
+    let status = child.wait().await.expect("wait");
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .await
+        .unwrap();
+    assert!(
+        stdout.is_empty(),
+        "stdout stays empty with --port: {stdout:?}"
+    );
+    assert!(matches!(code(status), 0 | 143), "{status:?}");
+    run.assert_nothing_left(None);
+}
