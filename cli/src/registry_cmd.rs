@@ -348,7 +348,7 @@ pub fn info_text(s: &Server, catalog: &Catalog) -> String {
             Some(n) => {
                 out.push_str(&format!("  network:     {n}\n"));
                 out.push_str(
-                    "               (refused under the default `--network none`: no egress filtering yet)\n",
+                    "               (through thv-sandbox's egress proxy; nothing else is reachable)\n",
                 );
             }
             None => out.push_str("  network:     none (loopback only)\n"),
@@ -415,9 +415,9 @@ fn run_line(s: &Server, catalog: &Catalog) -> String {
         return "not with thv-sandbox: a remote server is a URL to connect to, not a container"
             .into();
     }
-    if s.transport != Transport::Stdio {
+    if s.transport != Transport::Stdio && s.target_port.is_none() {
         return format!(
-            "not yet: {} servers need an HTTP bridge, which is not built yet",
+            "not possible: a {} server needs `target_port` in its registry entry",
             s.transport
         );
     }
@@ -430,9 +430,6 @@ fn run_line(s: &Server, catalog: &Catalog) -> String {
         s.name.as_str()
     };
     let mut line = format!("thv-sandbox run {name}");
-    if s.permissions.as_ref().is_some_and(|p| p.wants_network()) {
-        line.push_str(" --network host");
-    }
     for v in s.env_vars.iter().filter(|v| v.required) {
         line.push_str(&format!(" -e {}", v.name));
     }
