@@ -829,6 +829,16 @@ fn prune_cmd(file: Option<PathBuf>, args: PruneArgs) -> i32 {
 /// Exit status of a refused verification.
 const EXIT_REFUSED: i32 = 1;
 
+/// `verify` without any expected identity: a usage error that says how to name one.
+fn no_identity() -> i32 {
+    eprintln!(
+        "error: no expected identity: give --certificate-identity and/or --certificate-oidc-issuer (or \
+         --certificate-github-workflow-repository …)"
+    );
+    eprintln!("hint: to accept any signer the instance certified, say so: --insecure-any-identity");
+    EXIT_USAGE
+}
+
 fn verify_cmd(file: Option<PathBuf>, args: VerifyArgs) -> i32 {
     if let Some(image) = &args.image {
         return verify_image_cmd(file, image, &args);
@@ -840,12 +850,7 @@ fn verify_cmd(file: Option<PathBuf>, args: VerifyArgs) -> i32 {
     let policy = match args.identity.policy() {
         Ok(Some(p)) => p,
         Ok(None) => {
-            eprintln!(
-                "error: no expected identity: give --certificate-identity and/or --certificate-oidc-issuer (or \
-                 --certificate-github-workflow-repository …)"
-            );
-            eprintln!("hint: to accept any signer the instance certified, say so: --insecure-any-identity");
-            return EXIT_USAGE;
+            return no_identity();
         }
         Err(e) => {
             eprintln!("error: {e}");
@@ -936,12 +941,7 @@ fn verify_image_cmd(file: Option<PathBuf>, image: &str, args: &VerifyArgs) -> i3
         }) {
         Ok(v) if v.policy.is_some() => v,
         Ok(_) => {
-            eprintln!(
-                "error: no expected identity: give --certificate-identity and/or --certificate-oidc-issuer (or \
-                 --certificate-github-workflow-repository …)"
-            );
-            eprintln!("hint: to accept any signer the instance certified, say so: --insecure-any-identity");
-            return EXIT_USAGE;
+            return no_identity();
         }
         Err(e) => {
             eprintln!("error: {e}");

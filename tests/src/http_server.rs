@@ -354,3 +354,31 @@ async fn sse_request(
         _ => plain(StatusCode::NOT_FOUND, "not here\n"),
     }
 }
+
+/// One raw HTTP/1.1 POST of a `ping` to `/mcp` on `127.0.0.1:port` with the given `Host` (and `Origin`); the
+/// status code. For the DNS-rebinding checks of `--port`.
+///
+/// # Panics
+/// When the exchange fails (a test failure).
+pub async fn raw_mcp_status(port: u16, host: &str, origin: Option<&str>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let origin = origin
+        .map(|o| format!("Origin: {o}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {host}\r\n{origin}Content-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).await.expect("status line");
+    std::str::from_utf8(&head[9..12])
+        .expect("status")
+        .parse()
+        .expect("status code")
+}

@@ -389,29 +389,9 @@ async fn http_client(port: u16) -> (Client, Arc<Recorder>) {
     (client, recorder)
 }
 
-/// One raw HTTP/1.1 exchange; the status code.
-async fn raw_status(port: u16, host: &str, origin: Option<&str>) -> u16 {
-    let body = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
-    let origin = origin
-        .map(|o| format!("Origin: {o}\r\n"))
-        .unwrap_or_default();
-    let req = format!(
-        "POST /mcp HTTP/1.1\r\nHost: {host}\r\n{origin}Content-Type: application/json\r\n\
-         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).await.unwrap();
-    std::str::from_utf8(&head[9..12]).unwrap().parse().unwrap()
-}
-
 async fn rebinding_is_refused(port: u16) {
     assert_eq!(
-        raw_status(
+        thv_sandbox_e2e::http_server::raw_mcp_status(
             port,
             &format!("localhost:{port}"),
             Some("http://evil.example")
@@ -420,16 +400,25 @@ async fn rebinding_is_refused(port: u16) {
         403
     );
     assert_eq!(
-        raw_status(port, &format!("127.0.0.1:{port}"), Some("null")).await,
+        thv_sandbox_e2e::http_server::raw_mcp_status(
+            port,
+            &format!("127.0.0.1:{port}"),
+            Some("null")
+        )
+        .await,
         403
     );
     assert_eq!(
-        raw_status(port, &format!("evil.example:{port}"), None).await,
+        thv_sandbox_e2e::http_server::raw_mcp_status(port, &format!("evil.example:{port}"), None)
+            .await,
         421
     );
-    assert_eq!(raw_status(port, "localhost:1", None).await, 421);
+    assert_eq!(
+        thv_sandbox_e2e::http_server::raw_mcp_status(port, "localhost:1", None).await,
+        421
+    );
     // A local origin passes the checks (and then fails on the missing session: 400, not 403/421).
-    let local = raw_status(
+    let local = thv_sandbox_e2e::http_server::raw_mcp_status(
         port,
         &format!("localhost:{port}"),
         Some("http://localhost:3000"),

@@ -104,26 +104,7 @@ async fn http_transport_servers_are_bridged_to_stdio_by_name() {
 async fn port_exposes_stdio_and_http_servers_to_url_clients() {
     use rmcp::transport::StreamableHttpClientTransport;
     use rmcp::ServiceExt;
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-
-    async fn raw_status(port: u16, host: &str, origin: Option<&str>) -> u16 {
-        let body = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
-        let origin = origin
-            .map(|o| format!("Origin: {o}\r\n"))
-            .unwrap_or_default();
-        let req = format!(
-            "POST /mcp HTTP/1.1\r\nHost: {host}\r\n{origin}Content-Type: application/json\r\n\
-             Accept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .unwrap();
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut head = [0u8; 12];
-        s.read_exact(&mut head).await.unwrap();
-        std::str::from_utf8(&head[9..12]).unwrap().parse().unwrap()
-    }
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 
     let run = Run::new();
     let mut cmd = run.cmd("app", &["--port", "127.0.0.1:0"], &[]);
@@ -160,7 +141,7 @@ async fn port_exposes_stdio_and_http_servers_to_url_clients() {
         .expect("echo");
     assert_eq!(tool_text(&echo), "over --port");
     assert_eq!(
-        raw_status(
+        thv_sandbox_e2e::http_server::raw_mcp_status(
             port,
             &format!("127.0.0.1:{port}"),
             Some("https://evil.example")
@@ -169,7 +150,8 @@ async fn port_exposes_stdio_and_http_servers_to_url_clients() {
         403
     );
     assert_eq!(
-        raw_status(port, &format!("evil.example:{port}"), None).await,
+        thv_sandbox_e2e::http_server::raw_mcp_status(port, &format!("evil.example:{port}"), None)
+            .await,
         421
     );
     client.cancel().await.ok();
