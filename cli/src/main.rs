@@ -729,6 +729,20 @@ fn plan_launch(args: &RunArgs, config: &Config) -> Result<launch::Launch, i32> {
     if let Some(s) = server {
         tracing::info!("`{}` is the registry's `{}`", args.image, s.name);
     }
+    // The configuration file's `permission_profile` is the default: after the flag and the registry entry's.
+    if user.permissions.is_none() && server.is_none_or(|s| s.permissions.is_none()) {
+        if let Some(p) = &config.permission_profile.value {
+            let arg = match p {
+                config::PermissionProfile::None => "none".to_owned(),
+                config::PermissionProfile::Network => "network".to_owned(),
+                config::PermissionProfile::File(f) => f.to_string_lossy().into_owned(),
+            };
+            user.permissions = Some(
+                launch::parse_profile_arg(&arg, &|path| std::fs::read(path))
+                    .map_err(|e| report(&e))?,
+            );
+        }
+    }
     launch::plan(
         server,
         &args.image,

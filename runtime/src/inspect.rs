@@ -17,6 +17,10 @@ pub struct EffectiveProfile {
     pub network: NetworkMode,
     /// What the network mode means.
     pub network_meaning: &'static str,
+    /// Egress through the proxy: the rules (`None`: no proxy, nothing outside is reachable).
+    pub egress: Option<crate::egress::Outbound>,
+    /// An HTTP-transport server's transport and port inside the sandbox (bridged to stdio).
+    pub http: Option<(crate::catalog::Transport, u16)>,
     /// Host paths bound in.
     pub mounts: Vec<MountView>,
     /// Environment variable names (values are not shown), secret ones marked.
@@ -149,6 +153,11 @@ pub fn effective_profile(req: &RunRequest) -> Result<EffectiveProfile, Error> {
                 "the host's network namespace: everything the user can reach, host loopback services included"
             }
         },
+        egress: req
+            .egress
+            .clone()
+            .filter(|_| req.network == NetworkMode::None),
+        http: req.http,
         mounts: req
             .mounts
             .iter()
@@ -179,6 +188,31 @@ impl EffectiveProfile {
             self.network.as_str(),
             self.network_meaning
         );
+        if let Some(e) = &self.egress {
+            let mut what = Vec::new();
+            if e.insecure_allow_all {
+                what.push("any public destination (insecure_allow_all)".to_owned());
+            }
+            if !e.allow_host.is_empty() {
+                what.push(format!("hosts {}", e.allow_host.join(", ")));
+            }
+            if !e.allow_port.is_empty() {
+                let ports: Vec<String> = e.allow_port.iter().map(|p| p.to_string()).collect();
+                what.push(format!("ports {}", ports.join(", ")));
+            }
+            let _ = writeln!(
+                o,
+                "egress:   through the proxy at 127.0.0.1:{}: {}",
+                crate::egress::PROXY_PORT,
+                what.join("; ")
+            );
+        }
+        if let Some((t, port)) = &self.http {
+            let _ = writeln!(
+                o,
+                "transport: {t} on port {port} inside the sandbox, bridged to stdio"
+            );
+        }
         if self.mounts.is_empty() {
             let _ = writeln!(o, "mounts:   none (no host path is visible)");
         } else {

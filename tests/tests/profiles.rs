@@ -384,3 +384,54 @@ async fn a_registry_entry_brings_its_mounts_secret_and_seccomp_variant() {
         run.assert_nothing_left(p["namespaces"]["user"].as_str());
     }
 }
+
+/// `inspect` shows what `run` would do, from the same request: here the configuration file's default permission
+/// profile (a read path and network egress), which applies to a plain image, and the flag that overrides it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_configuration_default_permission_profile_is_what_inspect_shows() {
+    let run = Run::new();
+    let dir = shared_dir(false);
+    std::fs::create_dir(dir.path().join("docs")).unwrap();
+    let profile = dir.path().join("profile.json");
+    std::fs::write(
+        &profile,
+        serde_json::to_vec(&json!({"read": [dir.path().join("docs")], "network": {"outbound": {"allow_host": [".example.com"], "allow_port": [443]}}})).unwrap(),
+    )
+    .unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!("permission_profile = {:?}\n", profile.to_string_lossy()),
+    )
+    .unwrap();
+    let image = run.image("app");
+    let inspect = |extra: &'static [&'static str]| {
+        let mut args = vec!["inspect", "--json"];
+        args.extend_from_slice(extra);
+        args.push(&image);
+        let mut cmd = run.cli(&fixture().cache, &args);
+        cmd.env("THV_SANDBOX_CONFIG", &config);
+        cmd
+    };
+    let out = inspect(&[]).output().await.expect("inspect");
+    assert_eq!(
+        code(out.status),
+        0,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["egress"]["allow_host"], json!([".example.com"]), "{v}");
+    assert_eq!(v["mounts"][0]["mode"], "ro", "{v}");
+    assert_eq!(v["network"], "none");
+    // The flag wins over the configuration's default.
+    let out = inspect(&["--permission-profile", "none"])
+        .output()
+        .await
+        .expect("inspect");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(
+        v["egress"].is_null() && v["mounts"].as_array().unwrap().is_empty(),
+        "{v}"
+    );
+}
