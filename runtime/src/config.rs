@@ -220,11 +220,11 @@ pub struct Config {
     pub mirrors: Setting<Vec<(String, String)>>,
     /// `ca_certs`: PEM files with CA certificates trusted for registries besides the system's.
     pub ca_certs: Setting<Vec<PathBuf>>,
-    /// `registry` (reserved: the MCP server registry).
+    /// `registry`: the MCP server registry (after `--registry`).
     pub registry: Setting<Option<RegistrySource>>,
-    /// `image_verification` (reserved: the verification step decides its default).
+    /// `image_verification`: the default verification mode (after `--image-verification`).
     pub image_verification: Setting<Option<ImageVerification>>,
-    /// `permission_profile` (reserved: the run step decides its default).
+    /// `permission_profile`: the default permission profile (after the flag and the registry entry's).
     pub permission_profile: Setting<Option<PermissionProfile>>,
 }
 
