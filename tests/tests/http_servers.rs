@@ -66,6 +66,9 @@ async fn http_transport_servers_are_bridged_to_stdio_by_name() {
             .await
             .expect("echo");
         assert_eq!(tool_text(&echo), "through the sandbox's loopback");
+        // A tool whose answer streams (progress and a log message before the result) through the bridge.
+        let counted = server.call("count", json!({"n": 3})).await.expect("count");
+        assert_eq!(tool_text(&counted), "counted 3");
         let done = server.finish().await.expect("finish");
         // The client closing stdin ends the bridge, and we stop the server: a normal end.
         assert_eq!(code(done.status), 0, "{name}: {}", done.stderr);
@@ -75,6 +78,73 @@ async fn http_transport_servers_are_bridged_to_stdio_by_name() {
             "{name}: the server's stdout noise: {}",
             done.stderr
         );
+        run.assert_nothing_left(None);
+    }
+    // The HTTP entry through `--port`: a URL client reaches the server in the sandbox; a forged Origin is refused.
+    {
+        use rmcp::transport::StreamableHttpClientTransport;
+        use rmcp::ServiceExt;
+        use tokio::io::AsyncBufReadExt;
+        let run = Run::new();
+        let mut cmd = run.cli(
+            &cache,
+            &[
+                "run",
+                "--registry",
+                &file,
+                "--port",
+                "127.0.0.1:0",
+                "stream",
+            ],
+        );
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn");
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let url = loop {
+            let line = lines
+                .next_line()
+                .await
+                .expect("stderr")
+                .expect("the URL line");
+            if let Some(u) = line
+                .split("at ")
+                .nth(1)
+                .filter(|u| u.starts_with("http://"))
+            {
+                break u.trim().to_owned();
+            }
+        };
+        let port: u16 = url
+            .trim_start_matches("http://127.0.0.1:")
+            .trim_end_matches("/mcp")
+            .parse()
+            .expect(&url);
+        let client =
+            ().serve(StreamableHttpClientTransport::from_uri(url.clone()))
+                .await
+                .expect("initialize");
+        let who = thv_sandbox_e2e::call_tool(&client, "whoami", Value::Null)
+            .await
+            .expect("whoami");
+        assert_eq!(tool_text(&who), "streamable-http");
+        assert_eq!(
+            thv_sandbox_e2e::http_server::raw_mcp_status(
+                port,
+                &format!("127.0.0.1:{port}"),
+                Some("http://evil.example")
+            )
+            .await,
+            403
+        );
+        client.cancel().await.ok();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id().expect("pid") as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("kill");
+        child.wait().await.expect("wait");
         run.assert_nothing_left(None);
     }
     // Exit status: the client closing stdin ends the bridge and the server, as a normal end.
