@@ -1021,3 +1021,55 @@ fn a_second_first_run_waits_for_the_first_unpack_and_uses_its_root() {
         .collect();
     assert!(staging.is_empty(), "{staging:?}");
 }
+
+/// The image that is unpacked is the digest that was verified, even when the tag moves to another image while the
+/// verification step runs (another image is pushed to the tag from inside the step).
+#[test]
+fn the_verified_digest_is_what_is_unpacked_even_if_the_tag_moves_meanwhile() {
+    if !have_registry() {
+        return;
+    }
+    let registry = TestRegistry::start().expect("registry");
+    let (_la, a) = push(&registry, &app_image("first\n"), "e2e/racing", "v1");
+    let (lb, b_image) = {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let built = app_image("second\n")
+            .write(dir.path(), "v1")
+            .expect("write");
+        (dir, built)
+    };
+    let cache = tempdir("thv-e2e-cache-");
+    let verified = std::cell::RefCell::new(None);
+    let moved = std::cell::Cell::new(false);
+    let step = |input: &VerifyInput<'_>| -> Result<(), String> {
+        *verified.borrow_mut() = Some(input.manifest_digest.to_string());
+        if !moved.replace(true) {
+            registry
+                .push_image(lb.path(), &b_image, "e2e/racing", "v1")
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    };
+    let mut opts = PullOptions::new(cache.path());
+    opts.verify = Some(&step);
+    let pulled = pull(&format!("{}/e2e/racing:v1", registry.host()), &opts).expect("pull");
+    assert!(moved.get(), "the tag was moved during verification");
+    assert_eq!(
+        verified.borrow().as_deref(),
+        Some(a.manifest.digest.as_str())
+    );
+    assert_eq!(pulled.manifest_digest.to_string(), a.manifest.digest);
+    let root = unpack(&pulled, cache.path());
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/marker")).unwrap(),
+        "first\n",
+        "the verified image's files"
+    );
+    // The second image's layers were never needed.
+    assert_eq!(
+        registry.blob_gets(&b_image.layers[0].digest),
+        0,
+        "{}",
+        registry.log()
+    );
+}
