@@ -491,7 +491,7 @@ fn doctor_cmd(file: Option<PathBuf>) -> i32 {
 
 #[derive(Debug, clap::Args)]
 struct InspectArgs {
-    /// Only the sandbox profile (this version shows nothing else yet).
+    /// Only the sandbox profile (not the cached image and its verification record).
     #[arg(long)]
     profile: bool,
     /// Print JSON instead of text.
@@ -503,14 +503,17 @@ struct InspectArgs {
 
 fn inspect_cmd(file: Option<PathBuf>, args: InspectArgs) -> i32 {
     use std::io::Write;
-    let (req, _dirs) = match build_request(file, &args.run) {
+    let (req, dirs) = match build_request(file, &args.run) {
         Ok(x) => x,
         Err(code) => return code,
     };
-    let profile = match thv_sandbox_runtime::inspect::effective_profile(&req) {
+    let mut profile = match thv_sandbox_runtime::inspect::effective_profile(&req) {
         Ok(p) => p,
         Err(e) => return report_error(&e, &[], e.hint(None), EXIT_USAGE),
     };
+    if !args.profile {
+        profile.add_cached(&dirs.cache);
+    }
     let out = if args.json {
         let mut s = serde_json::to_string_pretty(&profile).unwrap_or_default();
         s.push('\n');

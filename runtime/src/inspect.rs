@@ -29,6 +29,18 @@ pub struct EffectiveProfile {
     pub seccomp: SeccompView,
     /// The provenance the registry declares for the image (`None`: none declared).
     pub provenance: Option<crate::catalog::Provenance>,
+    /// The cached image (its manifest digest) and its verification record, when the cache has them (filled by
+    /// [`EffectiveProfile::add_cached`]; nothing is fetched).
+    pub cached: Option<CachedView>,
+}
+
+/// What the cache holds for the image.
+#[derive(Debug, Clone, Serialize)]
+pub struct CachedView {
+    /// The platform manifest the reference resolves to in the cache.
+    pub manifest_digest: String,
+    /// The verification record kept with it, if it was verified.
+    pub verification: Option<crate::verification::Record>,
 }
 
 /// One bind mount.
@@ -170,10 +182,33 @@ pub fn effective_profile(req: &RunRequest) -> Result<EffectiveProfile, Error> {
         env,
         seccomp: view,
         provenance: req.provenance.clone(),
+        cached: None,
     })
 }
 
 impl EffectiveProfile {
+    /// Looks the image up in the cache (no network: `--pull never`, no verification step) and adds its digest and
+    /// verification record.
+    pub fn add_cached(&mut self, cache_dir: &std::path::Path) {
+        if self.image.starts_with("oci:") {
+            return;
+        }
+        let Ok(reference) = self.image.parse::<crate::reference::Reference>() else {
+            return;
+        };
+        let mut opts = crate::distribution::PullOptions::new(cache_dir);
+        opts.policy = crate::distribution::PullPolicy::Never;
+        if let Ok(pulled) = crate::distribution::pull(&reference, &opts) {
+            self.cached = Some(CachedView {
+                manifest_digest: pulled.manifest_digest.to_string(),
+                verification: crate::verification::read_record(
+                    &cache_dir.join("verification"),
+                    &pulled.manifest_digest,
+                ),
+            });
+        }
+    }
+
     /// The text `inspect` prints for people.
     pub fn render_text(&self) -> String {
         use std::fmt::Write as _;
@@ -276,6 +311,32 @@ impl EffectiveProfile {
                 },
                 r.reason
             );
+        }
+        match &self.cached {
+            None => {
+                let _ = writeln!(o, "cached:   no (the first run pulls and verifies it)");
+            }
+            Some(c) => {
+                let _ = writeln!(o, "cached:   {}", c.manifest_digest);
+                match &c.verification {
+                    None => {
+                        let _ = writeln!(
+                            o,
+                            "verified: no record (it ran unverified, or was never run)"
+                        );
+                    }
+                    Some(r) => {
+                        let _ = writeln!(
+                            o,
+                            "verified: at {} (unix time) from {} for {}; signer {}",
+                            r.verified_at,
+                            r.evidence_source,
+                            r.evidence_subject,
+                            r.workflow().unwrap_or("?")
+                        );
+                    }
+                }
+            }
         }
         match &self.provenance {
             None => {

@@ -61,6 +61,21 @@ async fn run_by_registry_reference_then_offline_from_the_cache() {
         assert_eq!(thv_sandbox_e2e::tool_text(&out), "offline");
         server.finish().await.expect("finish");
     }
+    // `inspect` finds the cached image without a registry: its digest, and no verification record (it ran
+    // unverified, under `warn`).
+    let out = cmd(&run, cache.path(), &["inspect", "--json", &image])
+        .stdout(Stdio::piped())
+        .output()
+        .await
+        .expect("inspect");
+    assert_eq!(code(out.status), 0);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        v["cached"]["manifest_digest"],
+        built.manifest.digest.as_str(),
+        "{v}"
+    );
+    assert!(v["cached"]["verification"].is_null(), "{v}");
     // `always` needs the registry, and says so.
     let out = cmd(&run, cache.path(), &["run", "--pull", "always", &image])
         .stderr(Stdio::piped())
