@@ -597,7 +597,8 @@ pub fn pull_verified(
 /// The reason a verify-only pull stops at the gate.
 const VERIFY_ONLY: &str = "(verification only: no layer is fetched)";
 
-/// Pulls a registry image into the cache with the default verification (none declared: `warn`).
+/// Pulls a registry image into the cache without verifying it (`thv-sandbox pull`: `run` verifies, also from the
+/// cache, and `verify` checks provenance on its own).
 pub fn pull(
     image: &str,
     policy: PullPolicy,
@@ -605,16 +606,11 @@ pub fn pull(
     progress: ProgressMode,
     dirs: &Dirs,
 ) -> Result<distribution::Pulled, Error> {
-    pull_verified(
-        image,
-        policy,
-        access,
-        progress,
-        dirs,
-        &Verification::default(),
-        false,
-    )
-    .map(|(p, _)| p)
+    let none = Verification {
+        mode: Some(verification::Mode::Disabled),
+        ..Verification::default()
+    };
+    pull_verified(image, policy, access, progress, dirs, &none, false).map(|(p, _)| p)
 }
 
 /// Writes the bundle, the generated /etc files and the runner plan into the run directory.
