@@ -298,7 +298,25 @@ async fn bridge_answers_garbage_and_unreachable_servers() {
 
 #[tokio::test]
 async fn a_server_that_never_listens_is_a_clear_error() {
-    let port = closed_port();
+    // A port that is bound but not listening: connections are refused, and no other test can take it meanwhile
+    // (a port merely closed again could be reused by another test's server).
+    let held = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Stream,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    nix::sys::socket::bind(
+        std::os::fd::AsRawFd::as_raw_fd(&held),
+        &nix::sys::socket::SockaddrIn::new(127, 0, 0, 1, 0),
+    )
+    .unwrap();
+    let port = nix::sys::socket::getsockname::<nix::sys::socket::SockaddrIn>(
+        std::os::fd::AsRawFd::as_raw_fd(&held),
+    )
+    .unwrap()
+    .port();
     let (_ours, theirs) = UnixStream::pair().unwrap();
     let (r, w) = theirs.into_split();
     let limits = Limits {
@@ -306,17 +324,22 @@ async fn a_server_that_never_listens_is_a_clear_error() {
         ..Limits::default()
     };
     let started = std::time::Instant::now();
-    let err = stdio_to_http(
-        Transport::StreamableHttp,
-        Arc::new(TcpConnect(([127, 0, 0, 1], port).into())),
-        &HttpUpstream::new(Transport::StreamableHttp, port),
-        limits,
-        r,
-        w,
+    let err = tokio::time::timeout(
+        WAIT,
+        stdio_to_http(
+            Transport::StreamableHttp,
+            Arc::new(TcpConnect(([127, 0, 0, 1], port).into())),
+            &HttpUpstream::new(Transport::StreamableHttp, port),
+            limits,
+            r,
+            w,
+        ),
     )
     .await
+    .expect("the bridge gives up within its startup limit")
     .unwrap_err()
     .to_string();
+    drop(held);
     assert!(
         err.contains("did not accept connections within 0.3s"),
         "{err}"
