@@ -23,6 +23,53 @@ pub(crate) enum Line {
     Eof,
 }
 
+/// One message from the client, as the bridges read them.
+pub(crate) enum ClientMessage {
+    /// A JSON value and the line it was read from (forwarded as it is).
+    Message(Vec<u8>, Value),
+    /// A line that cannot be forwarded (too long, not JSON): the error response (a serialized line) to send the
+    /// client instead. The reason was logged on stderr.
+    Refused(Vec<u8>),
+    /// End of input.
+    Eof,
+}
+
+/// Reads the client's next message: blank lines are skipped, an oversized or non-JSON line becomes the JSON-RPC
+/// parse error the client gets back.
+pub(crate) async fn read_message<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+) -> io::Result<ClientMessage> {
+    loop {
+        let line = match read_line(reader, max).await? {
+            Line::Eof => return Ok(ClientMessage::Eof),
+            Line::TooLong => {
+                note(format!("dropped a client message larger than {max} bytes"));
+                return Ok(ClientMessage::Refused(error_response(
+                    &Value::Null,
+                    PARSE_ERROR,
+                    "message too large",
+                )));
+            }
+            Line::Complete(l) => l,
+        };
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        return Ok(match serde_json::from_slice::<Value>(&line) {
+            Ok(msg) => ClientMessage::Message(line, msg),
+            Err(_) => {
+                note("dropped a client message that is not JSON");
+                ClientMessage::Refused(error_response(
+                    &Value::Null,
+                    PARSE_ERROR,
+                    "parse error: not JSON",
+                ))
+            }
+        });
+    }
+}
+
 /// Reads one `\n`-terminated line of at most `max` bytes; a longer one is consumed and reported as
 /// [`Line::TooLong`], so a peer cannot make us buffer without bound.
 pub(crate) async fn read_line<R: AsyncBufRead + Unpin>(

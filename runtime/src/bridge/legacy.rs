@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 use tokio::sync::{mpsc, Notify};
 
 use super::client::{self, EventStream, HttpClient};
-use super::jsonrpc::{self, classify, id_key, note, Line, INTERNAL_ERROR, PARSE_ERROR};
+use super::jsonrpc::{self, classify, id_key, note, ClientMessage, INTERNAL_ERROR};
 use super::{BridgeError, Connect, HttpUpstream, Limits};
 
 /// How long the server may take to name its message endpoint.
@@ -210,46 +210,22 @@ where
 
     let mut input = BufReader::new(input);
     let result = loop {
-        let line = tokio::select! {
-            line = jsonrpc::read_line(&mut input, limits.max_message) => line,
+        let next = tokio::select! {
+            next = jsonrpc::read_message(&mut input, limits.max_message) => next,
             why = &mut stream_end => {
                 let why = why.unwrap_or_else(|_| "the SSE stream ended".into());
                 break Err(BridgeError::Server(why));
             }
             w = &mut writer => break super::writer_ended(w),
         };
-        let line = match line {
+        let (line, msg) = match next {
             Err(e) => break Err(BridgeError::Input(e)),
-            Ok(Line::Eof) => break Ok(()),
-            Ok(Line::TooLong) => {
-                note(format!(
-                    "dropped a client message larger than {} bytes",
-                    limits.max_message
-                ));
-                let _ = out
-                    .send(jsonrpc::error_response(
-                        &Value::Null,
-                        PARSE_ERROR,
-                        "message too large",
-                    ))
-                    .await;
+            Ok(ClientMessage::Eof) => break Ok(()),
+            Ok(ClientMessage::Refused(error)) => {
+                let _ = out.send(error).await;
                 continue;
             }
-            Ok(Line::Complete(l)) => l,
-        };
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let Ok(msg) = serde_json::from_slice::<Value>(&line) else {
-            note("dropped a client message that is not JSON");
-            let _ = out
-                .send(jsonrpc::error_response(
-                    &Value::Null,
-                    PARSE_ERROR,
-                    "parse error: not JSON",
-                ))
-                .await;
-            continue;
+            Ok(ClientMessage::Message(line, msg)) => (line, msg),
         };
         let c = classify(&msg);
         pending.add(&c.requests);

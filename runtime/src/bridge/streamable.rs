@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::client::{self, ClientError, EventStream, HttpClient};
-use super::jsonrpc::{self, classify, note, Classified, Line, Out, INTERNAL_ERROR, PARSE_ERROR};
+use super::jsonrpc::{self, classify, note, Classified, ClientMessage, Out, INTERNAL_ERROR};
 use super::{BridgeError, Connect, HttpUpstream, Limits};
 
 const SESSION: HeaderName = HeaderName::from_static("mcp-session-id");
@@ -165,42 +165,18 @@ where
     let mut listener: Option<tokio::task::JoinHandle<()>> = None;
     let mut initialized = false;
     let result = loop {
-        let line = tokio::select! {
-            line = jsonrpc::read_line(&mut input, limits.max_message) => line,
+        let next = tokio::select! {
+            next = jsonrpc::read_message(&mut input, limits.max_message) => next,
             w = &mut writer => break super::writer_ended(w),
         };
-        let line = match line {
+        let (line, msg) = match next {
             Err(e) => break Err(BridgeError::Input(e)),
-            Ok(Line::Eof) => break Ok(()),
-            Ok(Line::TooLong) => {
-                note(format!(
-                    "dropped a client message larger than {} bytes",
-                    limits.max_message
-                ));
-                shared
-                    .emit(jsonrpc::error_response(
-                        &Value::Null,
-                        PARSE_ERROR,
-                        "message too large",
-                    ))
-                    .await;
+            Ok(ClientMessage::Eof) => break Ok(()),
+            Ok(ClientMessage::Refused(error)) => {
+                shared.emit(error).await;
                 continue;
             }
-            Ok(Line::Complete(l)) => l,
-        };
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let Ok(msg) = serde_json::from_slice::<Value>(&line) else {
-            note("dropped a client message that is not JSON");
-            shared
-                .emit(jsonrpc::error_response(
-                    &Value::Null,
-                    PARSE_ERROR,
-                    "parse error: not JSON",
-                ))
-                .await;
-            continue;
+            Ok(ClientMessage::Message(line, msg)) => (line, msg),
         };
         let c = classify(&msg);
         let req = shared.post(line, &msg, &c);
