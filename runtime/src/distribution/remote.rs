@@ -356,12 +356,26 @@ impl Remote {
             let body = read_bounded(&mut response, 4096).await.unwrap_or_default();
             return Err(self.status_error(status, what, &body));
         }
+        self.read_document(response, "image manifest or index", what, limit)
+            .await
+    }
+
+    /// The body of a 200 response (at most `limit` bytes, checked against `Content-Length` first and while
+    /// reading) with its `Content-Type` and `Docker-Content-Digest`.
+    async fn read_document(
+        &self,
+        mut response: reqwest::Response,
+        kind: &'static str,
+        what: String,
+        limit: u64,
+    ) -> Result<Fetched, PullError> {
+        let too_large = |name: String| PullError::TooLarge {
+            what: kind,
+            name,
+            limit,
+        };
         if response.content_length().is_some_and(|n| n > limit) {
-            return Err(PullError::TooLarge {
-                what: "image manifest or index",
-                name: what,
-                limit,
-            });
+            return Err(too_large(what));
         }
         let header = |name: &str| {
             response
@@ -375,11 +389,7 @@ impl Remote {
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| self.transport(e))? {
             if (body.len() + chunk.len()) as u64 > limit {
-                return Err(PullError::TooLarge {
-                    what: "image manifest or index",
-                    name: what,
-                    limit,
-                });
+                return Err(too_large(what));
             }
             body.extend_from_slice(&chunk);
         }
@@ -427,38 +437,9 @@ impl Remote {
             let body = read_bounded(&mut response, 4096).await.unwrap_or_default();
             return Err(self.status_error(status, what, &body));
         }
-        if response.content_length().is_some_and(|n| n > limit) {
-            return Err(PullError::TooLarge {
-                what: "evidence document",
-                name: what,
-                limit,
-            });
-        }
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let content_type = header("content-type");
-        let digest_header = header("docker-content-digest");
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport(e))? {
-            if (body.len() + chunk.len()) as u64 > limit {
-                return Err(PullError::TooLarge {
-                    what: "evidence document",
-                    name: what,
-                    limit,
-                });
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(Some(Fetched {
-            body,
-            content_type,
-            digest_header,
-        }))
+        self.read_document(response, "evidence document", what, limit)
+            .await
+            .map(Some)
     }
 
     /// A small blob, in memory, checked against its digest. `Ok(None)` when the registry does not have it.
