@@ -84,7 +84,6 @@ async fn http_transport_servers_are_bridged_to_stdio_by_name() {
     {
         use rmcp::transport::StreamableHttpClientTransport;
         use rmcp::ServiceExt;
-        use tokio::io::AsyncBufReadExt;
         let run = Run::new();
         let mut cmd = run.cli(
             &cache,
@@ -101,26 +100,7 @@ async fn http_transport_servers_are_bridged_to_stdio_by_name() {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn");
-        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let url = loop {
-            let line = lines
-                .next_line()
-                .await
-                .expect("stderr")
-                .expect("the URL line");
-            if let Some(u) = line
-                .split("at ")
-                .nth(1)
-                .filter(|u| u.starts_with("http://"))
-            {
-                break u.trim().to_owned();
-            }
-        };
-        let port: u16 = url
-            .trim_start_matches("http://127.0.0.1:")
-            .trim_end_matches("/mcp")
-            .parse()
-            .expect(&url);
+        let (url, port, _stderr) = port_url(&mut child).await;
         let client =
             ().serve(StreamableHttpClientTransport::from_uri(url.clone()))
                 .await
@@ -174,7 +154,7 @@ async fn http_transport_servers_are_bridged_to_stdio_by_name() {
 async fn port_exposes_stdio_and_http_servers_to_url_clients() {
     use rmcp::transport::StreamableHttpClientTransport;
     use rmcp::ServiceExt;
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    use tokio::io::AsyncReadExt;
 
     let run = Run::new();
     let mut cmd = run.cmd("app", &["--port", "127.0.0.1:0"], &[]);
@@ -182,26 +162,7 @@ async fn port_exposes_stdio_and_http_servers_to_url_clients() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn");
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = loop {
-        let line = lines
-            .next_line()
-            .await
-            .expect("stderr")
-            .expect("the URL line before end of stderr");
-        if let Some(u) = line
-            .split("at ")
-            .nth(1)
-            .filter(|u| u.starts_with("http://"))
-        {
-            break u.trim().to_owned();
-        }
-    };
-    let port: u16 = url
-        .trim_start_matches("http://127.0.0.1:")
-        .trim_end_matches("/mcp")
-        .parse()
-        .expect(&url);
+    let (url, port, _stderr) = port_url(&mut child).await;
     let client =
         ().serve(StreamableHttpClientTransport::from_uri(url.clone()))
             .await
@@ -245,4 +206,43 @@ async fn port_exposes_stdio_and_http_servers_to_url_clients() {
     );
     assert!(matches!(code(status), 0 | 143), "{status:?}");
     run.assert_nothing_left(None);
+}
+
+/// Waits for `run --port`'s line naming its URL on stderr; returns the URL, its port, and the task that keeps
+/// reading the rest of stderr (held by the caller, so the child never writes into a closed or full pipe).
+async fn port_url(
+    child: &mut tokio::process::Child,
+) -> (String, u16, tokio::task::JoinHandle<String>) {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr piped")).lines();
+    let mut seen = String::new();
+    let url = loop {
+        let line = lines
+            .next_line()
+            .await
+            .expect("stderr")
+            .unwrap_or_else(|| panic!("stderr ended before the URL line: {seen}"));
+        if let Some(u) = line
+            .split("at ")
+            .nth(1)
+            .filter(|u| u.starts_with("http://"))
+        {
+            break u.trim().to_owned();
+        }
+        seen.push_str(&line);
+        seen.push('\n');
+    };
+    let port: u16 = url
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches("/mcp")
+        .parse()
+        .expect(&url);
+    let rest = tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        seen
+    });
+    (url, port, rest)
 }
