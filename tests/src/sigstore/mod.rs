@@ -15,6 +15,7 @@
 //! [`TestSigstore::with_other_log`]) or by choosing which evidence to include ([`Evidence`]).
 
 mod log;
+pub mod oci;
 mod tsa;
 mod x509;
 
