@@ -475,6 +475,13 @@ async fn verify_matrix_under_enabled() {
         "the referrers API was not asked"
     );
     assert!(w.github.requests() > 0, "GitHub's API was not asked");
+    // The tag-schema case was found through the fallback tag (docker-registry has no referrers API).
+    let fallback = cases.iter().find(|c| c.name == "tag-schema").unwrap();
+    let tag = format!(
+        "/manifests/sha256-{} ",
+        fallback.image.digest().strip_prefix("sha256:").unwrap()
+    );
+    assert!(w.registry.log().contains(&tag), "{}", w.registry.log());
 
     // Identity flags instead of a registry entry: the exact SAN and issuer.
     let sig = &cases[0].image;
