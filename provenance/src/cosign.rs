@@ -2,8 +2,9 @@
 //!
 //! A cosign signature layer is the simple-signing payload, with the signature, Fulcio certificate and Rekor SET
 //! in annotations. It is turned into a bundle v0.1 (message signature over the payload, the leaf certificate,
-//! the Rekor entry with its inclusion promise), which is then verified like any other bundle. The chain
-//! annotation is not used: intermediates come from the trust root.
+//! the Rekor entry with its inclusion promise; v0.2 when there is no log entry, only an RFC 3161 timestamp),
+//! which is then verified like any other bundle. The chain annotation is not used: intermediates come from the
+//! trust root.
 
 use base64::Engine as _;
 use sha2::Digest as _;
@@ -82,8 +83,15 @@ pub fn bundle_from_cosign_annotations(sig: &CosignSignature<'_>) -> Result<Bundl
             rfc3161.push(serde_json::json!({"signedTimestamp": t}));
         }
     }
+    // A bundle v0.1 must carry an inclusion promise; a signature that was only timestamped (cosign with a TSA
+    // and no transparency log, as on GitHub's instance) is a v0.2 bundle, which may have no log entry.
+    let media_type = if tlog.is_empty() {
+        "application/vnd.dev.sigstore.bundle+json;version=0.2"
+    } else {
+        "application/vnd.dev.sigstore.bundle+json;version=0.1"
+    };
     let mut doc = serde_json::json!({
-        "mediaType": "application/vnd.dev.sigstore.bundle+json;version=0.1",
+        "mediaType": media_type,
         "verificationMaterial": {
             "x509CertificateChain": {"certificates": [{"rawBytes": b64.encode(cert_der)}]},
             "tlogEntries": tlog,

@@ -15,6 +15,7 @@ pub mod http_server;
 pub mod image;
 pub mod mcp;
 pub mod registry;
+pub mod sigstore;
 
 pub use image::{
     binary_image_builder, check_layout, host_platform, http_probe_image_builder, probe_image,
