@@ -398,11 +398,23 @@ fn matrix(w: &World) -> Vec<Case> {
         },
     ));
 
+    // Only the transparency log is foreign (CA and CT log trusted): its SET and checkpoint are refused.
     let img = w.small("e2e/rogue-log");
     w.sign_sig(&w.sigstore.with_other_log(), &w.id, &img);
     cases.push(direct(
         img,
         "untrusted-log",
+        Flavour::PublicGood,
+        Expect::Refused {
+            reason: "untrusted",
+        },
+    ));
+    // Only the CT log is foreign: the certificate's SCT is refused.
+    let img = w.small("e2e/rogue-ct-log");
+    w.sign_sig(&w.sigstore.with_other_ct_log(), &w.id, &img);
+    cases.push(direct(
+        img,
+        "untrusted-ct-log",
         Flavour::PublicGood,
         Expect::Refused {
             reason: "untrusted",

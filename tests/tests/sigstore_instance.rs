@@ -298,8 +298,8 @@ fn a_certificate_from_another_ca_is_untrusted() {
 fn an_entry_in_another_log_is_untrusted() {
     let sigstore = TestSigstore::new();
     let id = Identity::github(REPO);
-    // Same CA, another log (and CT log): the SCT, SET and checkpoint are all by keys the root does not name.
-    let rogue = sigstore.with_other_log();
+    // Same CA, another log and CT log: the SCT, SET and checkpoint are all by keys the root does not name.
+    let rogue = sigstore.with_other_log().with_other_ct_log();
     let signed = rogue.attest(
         Flavour::PublicGood,
         &id,
@@ -314,8 +314,7 @@ fn an_entry_in_another_log_is_untrusted() {
         &["log", "SET", "SCT", "inclusion"],
     );
     // Only the transparency log foreign (the CT log trusted): the SET is refused.
-    let mut only_log = sigstore.clone();
-    only_log.rekor = rogue.rekor.clone();
+    let only_log = sigstore.with_other_log();
     let signed = only_log.attest(
         Flavour::PublicGood,
         &id,

@@ -272,12 +272,19 @@ impl TestSigstore {
         }
     }
 
-    /// The same CA and TSA, another transparency log and CT log.
+    /// The same CA, CT log and TSA, another transparency log.
     pub fn with_other_log(&self) -> TestSigstore {
-        let fresh = TestSigstore::new();
         TestSigstore {
-            rekor: fresh.rekor,
-            ct: fresh.ct,
+            rekor: TestSigstore::new().rekor,
+            ..self.clone()
+        }
+    }
+
+    /// The same CA, transparency log and TSA, another CT log (the certificate's SCT is by a key the root does
+    /// not name).
+    pub fn with_other_ct_log(&self) -> TestSigstore {
+        TestSigstore {
+            ct: TestSigstore::new().ct,
             ..self.clone()
         }
     }
