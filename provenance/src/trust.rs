@@ -1,4 +1,5 @@
-//! Trust material: the embedded trusted roots of both instances (with their snapshot date), or a file.
+//! Trust material: the embedded trusted roots of both instances (with their snapshot date), a root refreshed
+//! through TUF ([`crate::tuf`]), or a file.
 //!
 //! A trust root replaces trust material only. Which evidence is required comes from the policy's instance and is
 //! not changed by whatever root is in use.
@@ -15,16 +16,82 @@ pub const PUBLIC_GOOD_SNAPSHOT: &str = "2026-07-24";
 /// The GitHub instance's `trusted_root.json` embedded in sigstore-trust-root 0.15.1 (updated upstream on this date).
 pub const GITHUB_SNAPSHOT: &str = "2026-06-29";
 
+/// Past this age a trust root in use is warned about (it may lack keys rotated in since).
+pub const WARN_AGE_DAYS: i64 = 30;
+
 /// Which trust root verified something, precisely enough to decide whether a record may be reused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrustRootId {
-    /// `embedded` or the file path.
+    /// `embedded:<instance host>`, `tuf:<repository URL>` (verified through TUF) or the file path.
     pub source: String,
-    /// The snapshot date of an embedded root; `None` for a file.
+    /// The snapshot date of an embedded root; `None` otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<String>,
+    /// When a TUF root was last verified online against fresh TUF metadata (RFC 3339); `None` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refreshed: Option<String>,
     /// sha256 of the trusted_root.json bytes.
     pub sha256: String,
+}
+
+impl TrustRootId {
+    /// Whether a verdict made with `other` holds for this root: the same trust material from the same source.
+    /// (The refresh date is not compared: a TUF refresh that brings the same bytes changes nothing.)
+    pub fn same_material(&self, other: &TrustRootId) -> bool {
+        self.source == other.source && self.sha256 == other.sha256
+    }
+
+    /// The time the material is known to be current as of: a TUF root's last refresh, an embedded root's snapshot
+    /// date; `None` for a file.
+    pub fn as_of(&self) -> Option<jiff::Timestamp> {
+        if let Some(r) = &self.refreshed {
+            return r.parse().ok();
+        }
+        let date: jiff::civil::Date = self.snapshot.as_deref()?.parse().ok()?;
+        date.to_zoned(jiff::tz::TimeZone::UTC)
+            .ok()
+            .map(|z| z.timestamp())
+    }
+
+    /// Whole days between [`TrustRootId::as_of`] and `now` (never negative); `None` for a file.
+    pub fn age_days(&self, now: jiff::Timestamp) -> Option<i64> {
+        let since = self.as_of()?;
+        Some(((now.as_second() - since.as_second()) / 86_400).max(0))
+    }
+
+    /// Where it comes from and how old it is, in words: `embedded snapshot of 2026-07-24, 126 days old`.
+    pub fn describe(&self, now: jiff::Timestamp) -> String {
+        let age = self
+            .age_days(now)
+            .map(|d| format!(", {d} day{} old", if d == 1 { "" } else { "s" }))
+            .unwrap_or_default();
+        match (&self.refreshed, &self.snapshot) {
+            (Some(r), _) => format!(
+                "verified through TUF from {}, last refreshed {r}{age}",
+                self.source.strip_prefix("tuf:").unwrap_or(&self.source)
+            ),
+            (None, Some(s)) => format!("embedded snapshot of {s}{age}"),
+            (None, None) => format!("file {}", self.source),
+        }
+    }
+
+    /// The one warning line for a root older than [`WARN_AGE_DAYS`] at `now` (none for a file, which the user
+    /// chose).
+    pub fn age_warning(&self, instance: Instance, now: jiff::Timestamp) -> Option<String> {
+        let days = self.age_days(now)?;
+        if days <= WARN_AGE_DAYS {
+            return None;
+        }
+        let since = match (&self.refreshed, &self.snapshot) {
+            (Some(r), _) => format!("last refreshed through TUF {}", r.get(..10).unwrap_or(r)),
+            (None, Some(s)) => format!("embedded snapshot of {s}, never refreshed through TUF"),
+            (None, None) => return None,
+        };
+        Some(format!(
+            "trust root for {instance} is {days} days old ({since}); run online or `thv-sandbox trust refresh` \
+             to refresh"
+        ))
+    }
 }
 
 /// A parsed trusted root, ready to verify with.
@@ -36,6 +103,14 @@ pub struct TrustRoot {
 impl std::fmt::Debug for TrustRoot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TrustRoot").field("id", &self.id).finish()
+    }
+}
+
+/// The `trusted_root.json` embedded for `instance`.
+pub fn embedded_json(instance: Instance) -> &'static str {
+    match instance {
+        Instance::PublicGood => sigstore_trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT,
+        Instance::GitHub => sigstore_trust_root::SIGSTORE_GITHUB_TRUSTED_ROOT,
     }
 }
 
@@ -57,6 +132,7 @@ impl TrustRoot {
             TrustRootId {
                 source: format!("embedded:{}", instance.sigstore_url()),
                 snapshot: Some(snapshot.into()),
+                refreshed: None,
                 sha256: sha256(json.as_bytes()),
             },
         )
@@ -76,12 +152,13 @@ impl TrustRoot {
             TrustRootId {
                 source: source.into(),
                 snapshot: None,
+                refreshed: None,
                 sha256: sha256(json.as_bytes()),
             },
         )
     }
 
-    fn parse(json: &str, id: TrustRootId) -> Result<TrustRoot, Refusal> {
+    pub(crate) fn parse(json: &str, id: TrustRootId) -> Result<TrustRoot, Refusal> {
         let root = sigstore_trust_root::TrustedRoot::from_json(json)
             .map_err(|e| Refusal::TrustRoot(format!("{}: {e}", id.source)))?;
         let verifier = sigstore_verify::Verifier::new(&root)
@@ -95,6 +172,6 @@ impl TrustRoot {
     }
 }
 
-fn sha256(bytes: &[u8]) -> String {
+pub(crate) fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
 }
