@@ -1046,14 +1046,22 @@ fn verify_cmd(file: Option<PathBuf>, args: VerifyArgs) -> i32 {
         Blob::Sha256(h) => prov::Subject::Sha256(h),
     };
     // Trust roots through TUF into the cache (not with --trust-root).
+    // Blob mode needs no cache otherwise: without a cache directory, the embedded roots.
     let tuf = if args.identity.trust_root.is_none() {
-        let (config, dirs) = match setup(file, &args.source.settings) {
-            Ok(x) => x,
+        let config = match load_config(file, &args.source.settings) {
+            Ok(c) => c,
             Err(code) => return code,
         };
-        match tuf_settings(&config) {
-            Ok(t) => Some(t.options(&dirs.cache)),
+        let settings = match tuf_settings(&config) {
+            Ok(t) => t,
             Err(code) => return code,
+        };
+        match Dirs::from_env(config.cache_dir.value.clone()) {
+            Ok(dirs) => Some(settings.options(&dirs.cache)),
+            Err(e) => {
+                tracing::info!("no refresh of trust roots through TUF: {e}");
+                None
+            }
         }
     } else {
         None

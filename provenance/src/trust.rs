@@ -175,3 +175,92 @@ impl TrustRoot {
 pub(crate) fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> jiff::Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn embedded(snapshot: &str) -> TrustRootId {
+        TrustRootId {
+            source: "embedded:tuf-repo-cdn.sigstore.dev".into(),
+            snapshot: Some(snapshot.into()),
+            refreshed: None,
+            sha256: "sha256:aa".into(),
+        }
+    }
+
+    fn refreshed(at: &str) -> TrustRootId {
+        TrustRootId {
+            source: "tuf:https://tuf-repo-cdn.sigstore.dev".into(),
+            snapshot: None,
+            refreshed: Some(at.into()),
+            sha256: "sha256:aa".into(),
+        }
+    }
+
+    #[test]
+    fn age_counts_whole_days_from_the_snapshot_or_the_refresh() {
+        let now = ts("2026-11-27T12:00:00Z");
+        assert_eq!(embedded("2026-11-27").age_days(now), Some(0));
+        assert_eq!(embedded("2026-10-28").age_days(now), Some(30));
+        assert_eq!(refreshed("2026-10-13T13:00:00Z").age_days(now), Some(44));
+        assert_eq!(refreshed("2026-10-13T11:00:00Z").age_days(now), Some(45));
+        // A date after now (a clock set back) is no age, not a negative one.
+        assert_eq!(refreshed("2027-01-01T00:00:00Z").age_days(now), Some(0));
+        let file = TrustRootId {
+            source: "/etc/root.json".into(),
+            snapshot: None,
+            refreshed: None,
+            sha256: "sha256:aa".into(),
+        };
+        assert_eq!(file.age_days(now), None);
+        assert_eq!(file.age_warning(Instance::PublicGood, now), None);
+    }
+
+    #[test]
+    fn warning_only_past_thirty_days_and_it_says_how_to_refresh() {
+        let now = ts("2026-11-27T12:00:00Z");
+        assert_eq!(
+            embedded("2026-10-28").age_warning(Instance::PublicGood, now),
+            None
+        );
+        let w = embedded("2026-10-27")
+            .age_warning(Instance::PublicGood, now)
+            .unwrap();
+        assert_eq!(
+            w,
+            "trust root for public-good Sigstore is 31 days old (embedded snapshot of 2026-10-27, never refreshed \
+             through TUF); run online or `thv-sandbox trust refresh` to refresh"
+        );
+        let w = refreshed("2026-10-13T11:00:00Z")
+            .age_warning(Instance::GitHub, now)
+            .unwrap();
+        assert!(
+            w.starts_with(
+                "trust root for GitHub's Sigstore is 45 days old (last refreshed through TUF 2026-10-13)"
+            ),
+            "{w}"
+        );
+    }
+
+    #[test]
+    fn records_match_on_source_and_material_not_on_the_refresh_date() {
+        let a = refreshed("2026-10-13T11:00:00Z");
+        let later = refreshed("2026-11-13T11:00:00Z");
+        assert!(a.same_material(&later));
+        let mut other = later.clone();
+        other.sha256 = "sha256:bb".into();
+        assert!(!a.same_material(&other));
+        // The same bytes embedded and through TUF are told apart.
+        assert!(!a.same_material(&embedded("2026-07-24")));
+        let old: TrustRootId = serde_json::from_str(
+            r#"{"source":"embedded:tuf-repo-cdn.sigstore.dev","snapshot":"2026-07-24","sha256":"sha256:aa"}"#,
+        )
+        .unwrap();
+        assert_eq!(old, embedded("2026-07-24"));
+    }
+}

@@ -227,3 +227,108 @@ fn half_written_or_unverified_cache_files_are_never_used() {
     std::fs::write(&state, &full_state).unwrap();
     assert_eq!(offline().root.id().sha256, sha256(&variant(1)));
 }
+
+fn fixtures() -> Option<std::path::PathBuf> {
+    let base = std::env::var_os("THV_SANDBOX_FIXTURES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures")
+        });
+    let dir = base.join("sigstore");
+    thv_sandbox_e2e::require(
+        dir.join("cases.json").is_file(),
+        &format!("Sigstore fixtures at {}", dir.display()),
+    )
+    .then_some(dir)
+}
+
+/// `thv-sandbox verify --json --bundle … --artifact …` of a real public-good bundle, with the TUF repository and
+/// its bootstrap root from the environment and its own cache.
+fn verify_json(
+    cache: &std::path::Path,
+    url: &str,
+    bootstrap: &std::path::Path,
+) -> (i32, serde_json::Value, String) {
+    let dir = fixtures().expect("fixtures");
+    let out = std::process::Command::new(thv_sandbox_e2e::thv_sandbox_bin())
+        .current_dir(&dir)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("THV_SANDBOX_CACHE_DIR", cache)
+        .env("HOME", cache)
+        .env("THV_SANDBOX_TUF_URL_PUBLIC_GOOD", url)
+        .env("THV_SANDBOX_TUF_BOOTSTRAP_PUBLIC_GOOD", bootstrap)
+        .args([
+            "verify",
+            "--json",
+            "--bundle",
+            "hashedrekord/rfc8785-0.1.2-py3-none-any.whl.v0.2.sigstore.json",
+            "--artifact",
+            "hashedrekord/rfc8785-0.1.2-py3-none-any.whl",
+            "--certificate-oidc-issuer",
+            "https://token.actions.githubusercontent.com",
+        ])
+        .output()
+        .expect("run thv-sandbox");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let doc = serde_json::from_str(stdout.trim()).unwrap_or(serde_json::Value::Null);
+    (
+        out.status.code().unwrap_or(-1),
+        doc,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn verify_uses_the_root_refreshed_through_tuf_and_keeps_it_offline() {
+    if fixtures().is_none() {
+        return;
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let mut repo = TufRepo::new();
+    let bootstrap = cache.path().join("bootstrap-root.json");
+    repo.write_root(&bootstrap);
+    let a = variant(3);
+    repo.publish(&a, "2999-01-01T00:00:00Z");
+    let mut server = StaticServer::start(repo.dir.path());
+
+    let (code, doc, stderr) = verify_json(cache.path(), &server.url, &bootstrap);
+    assert_eq!(code, 0, "{stderr}");
+    let root = &doc["result"]["trust_root"];
+    assert_eq!(root["source"], format!("tuf:{}", server.url), "{doc}");
+    assert_eq!(root["sha256"], sha256(&a), "{doc}");
+    assert!(root["refreshed"].is_string(), "{doc}");
+    assert_eq!(doc["trust_root_age_days"], 0, "{doc}");
+    assert!(!stderr.contains("warning: trust root"), "{stderr}");
+
+    // The server is gone: the cached, TUF-verified root is used (verified again from the bootstrap root).
+    server.stop();
+    let url = server.url.clone();
+    let (code, doc, stderr) = verify_json(cache.path(), &url, &bootstrap);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(doc["result"]["trust_root"]["sha256"], sha256(&a), "{doc}");
+
+    // A cached target that no longer matches the signed metadata is not used: the embedded root is, and its age
+    // is warned about when it is over 30 days old.
+    let inst = cache.path().join("trust/public-good");
+    let current = std::fs::read_dir(&inst)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("tuf-"))
+        .unwrap();
+    std::fs::write(current.join("targets/trusted_root.json"), variant(9)).unwrap();
+    let (code, doc, stderr) = verify_json(cache.path(), &url, &bootstrap);
+    assert_eq!(code, 0, "{stderr}");
+    let embedded = TrustRoot::embedded(PG).unwrap().id().clone();
+    assert_eq!(
+        doc["result"]["trust_root"]["sha256"], embedded.sha256,
+        "{doc}"
+    );
+    let age = embedded.age_days(now()).unwrap();
+    assert_eq!(doc["trust_root_age_days"], age, "{doc}");
+    assert_eq!(
+        stderr.contains("trust root for public-good Sigstore is"),
+        age > 30,
+        "{stderr}"
+    );
+}
