@@ -1016,6 +1016,42 @@ mod tests {
     }
 
     #[test]
+    fn tuf_keys_from_the_file_and_the_environment() {
+        let (_d, env) =
+            with_file("tuf_refresh = false\ntuf_url_github = \"http://127.0.0.1:8080/tuf\"\n");
+        let c = Config::load_with(&Flags::default(), &env.get()).unwrap();
+        assert!(!c.tuf_refresh.value);
+        assert!(matches!(c.tuf_refresh.source, Source::File(_)));
+        let s = c.tuf_settings();
+        assert!(!s.refresh);
+        assert_eq!(s.github.url.as_deref(), Some("http://127.0.0.1:8080/tuf"));
+        assert_eq!(s.public_good.url, None);
+        assert!(c.render(None).contains("tuf_refresh = false"));
+
+        let (_d, mut env) = with_file("tuf_refresh = false\n");
+        env.0
+            .push((crate::verification::ENV_TUF_REFRESH, "yes".to_owned()));
+        env.0.push((
+            crate::verification::ENV_TUF_URL_PUBLIC_GOOD,
+            "https://tuf.mirror.example".to_owned(),
+        ));
+        let c = Config::load_with(&Flags::default(), &env.get()).unwrap();
+        assert!(c.tuf_refresh.value);
+        assert_eq!(
+            c.tuf_url_public_good.value.as_deref(),
+            Some("https://tuf.mirror.example")
+        );
+
+        let (_d, env) = with_file("\ntuf_url_public_good = \"tuf.example\"\n");
+        let err = Config::load_with(&Flags::default(), &env.get()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(":2:") && text.contains("tuf_url_public_good"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn pick_takes_flag_then_env_then_file_then_default() {
         let file = Path::new("/c.toml");
         let s = pick(Some((1, "--x")), Some((2, "X")), Some((3, file)), 4);
