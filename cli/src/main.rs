@@ -20,6 +20,7 @@ use thv_sandbox_runtime::{
 
 mod registry_cmd;
 use thv_sandbox_runtime::progress::ProgressMode;
+use thv_sandbox_runtime::verification::TufSettings;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -64,9 +65,35 @@ enum Command {
     /// (`verify --bundle F (--artifact F | --digest sha256:…)`). The exit status is the verdict: 0 verified,
     /// 1 refused, 2 usage.
     Verify(Box<VerifyArgs>),
+    /// Trusted roots of the Sigstore instances: `trust show` (which root verification uses offline and how old it
+    /// is), `trust refresh` (refresh through TUF now).
+    #[command(subcommand)]
+    Trust(TrustCommand),
     /// Internal: the runner process (started by `run`).
     #[command(name = "__runner", hide = true)]
     Runner { run_dir: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+enum TrustCommand {
+    /// Which trust root each instance's verification uses offline: embedded or refreshed through TUF, its sha256
+    /// and age (stderr; `--json`: stdout).
+    Show {
+        /// JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        settings: SettingsArgs,
+    },
+    /// Refresh the trusted roots through TUF now (both instances, or the one named); the previous root stays in
+    /// use when a refresh fails.
+    Refresh {
+        /// `public-good` or `github`; default both.
+        #[arg(long, value_name = "INSTANCE")]
+        instance: Option<String>,
+        #[command(flatten)]
+        settings: SettingsArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -251,8 +278,10 @@ impl IdentityArgs {
     fn verification(
         &self,
         mode: Option<thv_sandbox_runtime::Mode>,
+        tuf: TufSettings,
     ) -> Result<thv_sandbox_runtime::Verification, String> {
         Ok(thv_sandbox_runtime::Verification {
+            tuf,
             mode,
             policy: self.policy()?,
             trust_root: self.trust_root.clone(),
@@ -263,10 +292,15 @@ impl IdentityArgs {
         })
     }
 
-    fn verifier(&self) -> Result<prov::Verifier, prov::Refusal> {
-        Ok(match &self.trust_root {
-            Some(path) => prov::Verifier::with_trust_root(prov::TrustRoot::from_file(path)?),
-            None => prov::Verifier::embedded(),
+    /// The verifier for blob mode: `--trust-root`, else roots refreshed through TUF into `tuf.dir`.
+    fn verifier(
+        &self,
+        tuf: Option<prov::tuf::TufOptions>,
+    ) -> Result<prov::Verifier, prov::Refusal> {
+        Ok(match (&self.trust_root, tuf) {
+            (Some(path), _) => prov::Verifier::with_trust_root(prov::TrustRoot::from_file(path)?),
+            (None, Some(opts)) => prov::Verifier::with_tuf(opts),
+            (None, None) => prov::Verifier::embedded(),
         })
     }
 }
@@ -379,6 +413,7 @@ fn main() -> ExitCode {
         Command::Runner { run_dir } => runner::keeper_main(&run_dir),
         Command::Doctor => doctor_cmd(file),
         Command::Config(cmd) => config_cmd(file, cmd),
+        Command::Trust(cmd) => trust_cmd(file, cmd),
         Command::Run(args) => run_cmd(file, *args),
         Command::Inspect(args) => inspect_cmd(file, *args),
         Command::Registry(args) => registry_cmd::registry_cmd(file, args),
@@ -473,19 +508,121 @@ fn config_cmd(file: Option<PathBuf>, cmd: ConfigCommand) -> i32 {
 }
 
 fn doctor_cmd(file: Option<PathBuf>) -> i32 {
-    let dirs = match setup(file, &SettingsArgs::default()) {
-        Ok((_, d)) => d,
+    let (config, dirs) = match setup(file, &SettingsArgs::default()) {
+        Ok(x) => x,
         Err(code) => return code,
     };
-    let report = doctor::diagnose(&doctor::DoctorInputs {
+    let tuf = match tuf_settings(&config) {
+        Ok(t) => t.options(&dirs.cache),
+        Err(code) => return code,
+    };
+    let mut report = doctor::diagnose(&doctor::DoctorInputs {
         state_dir: dirs.state,
         cache_dir: dirs.cache,
     });
+    report.checks.extend(doctor::trust_root_checks(&tuf));
     eprint!("{}", report.render());
     if report.ok() {
         0
     } else {
         1
+    }
+}
+
+/// Refreshing trusted roots through TUF: the configuration (file, environment), and the test-only bootstrap roots
+/// from the environment.
+fn tuf_settings(config: &Config) -> Result<TufSettings, i32> {
+    TufSettings::from_env(config.tuf_settings(), &|name| std::env::var(name).ok()).map_err(|e| {
+        eprintln!("error: {e}");
+        EXIT_USAGE
+    })
+}
+
+fn trust_cmd(file: Option<PathBuf>, cmd: TrustCommand) -> i32 {
+    use std::io::Write;
+    let settings = match &cmd {
+        TrustCommand::Show { settings, .. } | TrustCommand::Refresh { settings, .. } => settings,
+    };
+    let (config, dirs) = match setup(file, settings) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let opts = match tuf_settings(&config) {
+        Ok(t) => t.options(&dirs.cache),
+        Err(code) => return code,
+    };
+    let all = [prov::Instance::PublicGood, prov::Instance::GitHub];
+    match cmd {
+        TrustCommand::Show { json, .. } => {
+            let mut statuses = Vec::new();
+            for instance in all {
+                match prov::tuf::status(instance, &opts) {
+                    Ok(st) => statuses.push(st),
+                    Err(e) => {
+                        eprintln!("error: {instance}: {e}");
+                        return EXIT_SANDBOX_ERROR;
+                    }
+                }
+            }
+            let now = jiff::Timestamp::now();
+            for st in &statuses {
+                eprintln!("{}: {}", st.instance, st.trust_root.describe(now));
+                eprintln!("  sha256:     {}", st.trust_root.sha256);
+                eprintln!(
+                    "  repository: {}{}",
+                    st.repository,
+                    if st.refresh {
+                        ""
+                    } else {
+                        " (refreshing is off)"
+                    }
+                );
+                if let Some(f) = &st.last_failure {
+                    eprintln!("  last failed refresh: {f}");
+                }
+                for n in &st.notes {
+                    eprintln!("  note: {n}");
+                }
+                if let Some(w) = &st.warning {
+                    eprintln!("  warning: {w}");
+                }
+            }
+            if json {
+                let doc = serde_json::to_string_pretty(&statuses).unwrap_or_default();
+                let _ = writeln!(std::io::stdout(), "{doc}");
+            }
+            0
+        }
+        TrustCommand::Refresh { instance, .. } => {
+            let chosen: Vec<prov::Instance> = match instance.as_deref() {
+                None => all.to_vec(),
+                Some("public-good") => vec![prov::Instance::PublicGood],
+                Some("github") => vec![prov::Instance::GitHub],
+                Some(other) => {
+                    eprintln!("error: --instance {other:?}: expected `public-good` or `github`");
+                    return EXIT_USAGE;
+                }
+            };
+            let mut code = 0;
+            for instance in chosen {
+                match prov::tuf::refresh(instance, &opts) {
+                    Ok(root) => eprintln!(
+                        "{instance}: refreshed through TUF from {}: {}",
+                        opts.url(instance),
+                        root.id().sha256
+                    ),
+                    Err(e) => {
+                        eprintln!("{instance}: refresh failed: {e}");
+                        eprintln!(
+                            "hint: check the network and the repository URL (tuf_url_* in the configuration); \
+                             the previous trust root stays in use"
+                        );
+                        code = EXIT_SANDBOX_ERROR;
+                    }
+                }
+            }
+            code
+        }
     }
 }
 
@@ -600,7 +737,8 @@ fn build_request(
     };
     // Verification: identity flags, else the provenance the registry declares for the entry; the mode from the
     // flag (or its environment variable), else the configuration file, else by whether a policy exists.
-    let mut verification = match args.identity.verification(args.image_verification) {
+    let tuf = tuf_settings(&config)?;
+    let mut verification = match args.identity.verification(args.image_verification, tuf) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("error: {e}");
@@ -907,8 +1045,37 @@ fn verify_cmd(file: Option<PathBuf>, args: VerifyArgs) -> i32 {
         Blob::Bytes(b) => prov::Subject::Blob(b),
         Blob::Sha256(h) => prov::Subject::Sha256(h),
     };
-    let verdict = prov::Bundle::parse_all(&text)
-        .and_then(|bundles| args.identity.verifier()?.verify(&bundles, subject, &policy));
+    // Trust roots through TUF into the cache (not with --trust-root).
+    // Blob mode needs no cache otherwise: without a cache directory, the embedded roots.
+    let tuf = if args.identity.trust_root.is_none() {
+        let config = match load_config(file, &args.source.settings) {
+            Ok(c) => c,
+            Err(code) => return code,
+        };
+        let settings = match tuf_settings(&config) {
+            Ok(t) => t,
+            Err(code) => return code,
+        };
+        match Dirs::from_env(config.cache_dir.value.clone()) {
+            Ok(dirs) => Some(settings.options(&dirs.cache)),
+            Err(e) => {
+                tracing::info!("no refresh of trust roots through TUF: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let verdict = args.identity.verifier(tuf).and_then(|verifier| {
+        if let Ok(instance) = policy.instance() {
+            let root = verifier.trust_root(instance)?;
+            if let Some(w) = root.id().age_warning(instance, jiff::Timestamp::now()) {
+                eprintln!("thv-sandbox: warning: {w}");
+            }
+        }
+        let bundles = prov::Bundle::parse_all(&text)?;
+        verifier.verify(&bundles, subject, &policy)
+    });
     report_verdict(&verdict, &bundle_path.display().to_string(), args.json)
 }
 
@@ -947,9 +1114,13 @@ fn verify_image_cmd(file: Option<PathBuf>, image: &str, args: &VerifyArgs) -> i3
         }
     }
     let image = image.as_str();
+    let tuf = match tuf_settings(&config) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
     let verification = match args
         .identity
-        .verification(Some(thv_sandbox_runtime::Mode::Enabled))
+        .verification(Some(thv_sandbox_runtime::Mode::Enabled), tuf)
         .map(|mut v| {
             if v.policy.is_none() {
                 v.policy = entry_policy.clone();
@@ -1044,18 +1215,19 @@ fn report_verdict(verdict: &Result<prov::Verified, prov::Refusal>, what: &str, j
                 v.evidence.rfc3161_timestamps,
                 v.evidence.signing_time
             );
+            let now = jiff::Timestamp::now();
             eprintln!(
-                "  trust root:  {}{} ({})",
+                "  trust root:  {} ({}; {})",
                 v.trust_root.source,
-                v.trust_root
-                    .snapshot
-                    .as_deref()
-                    .map(|s| format!(" snapshot {s}"))
-                    .unwrap_or_default(),
+                v.trust_root.describe(now),
                 v.instance
             );
             if json {
-                let doc = serde_json::json!({"verified": true, "result": v});
+                let doc = serde_json::json!({
+                    "verified": true,
+                    "result": v,
+                    "trust_root_age_days": v.trust_root.age_days(now),
+                });
                 let _ = writeln!(std::io::stdout(), "{doc}");
             }
             0

@@ -6,8 +6,8 @@
 //! claims of the certificate it has just validated against the [`Policy`]. No function here returns "verified"
 //! without a policy, and no policy constrains nothing unless it says so ([`Policy::InsecureAnyIdentity`]).
 //!
-//! sigstore-verify, sigstore-trust-root and sigstore-types are pinned `=0.15.1` and used only in `engine.rs` and
-//! `trust.rs`, so a breaking upgrade touches those two files.
+//! sigstore-verify, sigstore-trust-root, sigstore-tuf and sigstore-types are pinned `=0.15.1` and used only in
+//! `engine.rs`, `trust.rs` and `tuf.rs`, so a breaking upgrade touches those files.
 
 #![deny(missing_docs)]
 
@@ -16,6 +16,7 @@ mod engine;
 mod error;
 mod policy;
 mod trust;
+pub mod tuf;
 
 use std::sync::OnceLock;
 
@@ -27,7 +28,9 @@ pub use policy::{
     check, signer_identity, Attestation, Claims, IdentityPolicy, Instance, Policy, Provenance,
     GITHUB_ACTIONS_ISSUER,
 };
-pub use trust::{TrustRoot, TrustRootId, GITHUB_SNAPSHOT, PUBLIC_GOOD_SNAPSHOT};
+pub use trust::{
+    embedded_json, TrustRoot, TrustRootId, GITHUB_SNAPSHOT, PUBLIC_GOOD_SNAPSHOT, WARN_AGE_DAYS,
+};
 
 /// A Sigstore bundle (any version 0.1–0.3), parsed.
 #[derive(Debug, Clone)]
@@ -100,18 +103,29 @@ pub struct Verified {
     pub policy: String,
 }
 
-/// Verifies evidence with the embedded trust roots, or with one trust root file that replaces them.
+/// Verifies evidence with the embedded trust roots, roots refreshed through TUF, or one trust root file that
+/// replaces them. An instance's root is loaded (and, through TUF, refreshed when due) the first time it is needed.
 #[derive(Debug, Default)]
 pub struct Verifier {
     public_good: OnceLock<Result<TrustRoot, String>>,
     github: OnceLock<Result<TrustRoot, String>>,
     replacement: Option<TrustRoot>,
+    tuf: Option<tuf::TufOptions>,
 }
 
 impl Verifier {
     /// Verifies with the embedded trusted roots (the instance is chosen by the policy).
     pub fn embedded() -> Verifier {
         Verifier::default()
+    }
+
+    /// Verifies with each instance's root refreshed through TUF when due, else the newest TUF-verified one in the
+    /// cache, else the embedded one ([`tuf::load`]).
+    pub fn with_tuf(opts: tuf::TufOptions) -> Verifier {
+        Verifier {
+            tuf: Some(opts),
+            ..Verifier::default()
+        }
     }
 
     /// Verifies with `root` for every instance. Only trust material is replaced: the instance named by the
@@ -132,9 +146,15 @@ impl Verifier {
             Instance::PublicGood => &self.public_good,
             Instance::GitHub => &self.github,
         };
-        cell.get_or_init(|| TrustRoot::embedded(instance).map_err(|e| e.to_string()))
-            .as_ref()
-            .map_err(|e| Refusal::TrustRoot(e.clone()))
+        cell.get_or_init(|| {
+            match &self.tuf {
+                Some(opts) => tuf::load(instance, opts).map(|l| l.root),
+                None => TrustRoot::embedded(instance),
+            }
+            .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| Refusal::TrustRoot(e.clone()))
     }
 
     /// The verdict. Any one bundle that verifies and satisfies the policy is enough; otherwise every refusal is

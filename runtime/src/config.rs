@@ -48,6 +48,9 @@ pub const KEYS: &[&str] = &[
     "registry",
     "image_verification",
     "permission_profile",
+    "tuf_refresh",
+    "tuf_url_public_good",
+    "tuf_url_github",
 ];
 
 /// Where a setting's value came from.
@@ -226,6 +229,12 @@ pub struct Config {
     pub image_verification: Setting<Option<ImageVerification>>,
     /// `permission_profile`: the default permission profile (after the flag and the registry entry's).
     pub permission_profile: Setting<Option<PermissionProfile>>,
+    /// `tuf_refresh`: whether trusted roots are refreshed through TUF when due (default `true`).
+    pub tuf_refresh: Setting<bool>,
+    /// `tuf_url_public_good`: the public-good instance's TUF repository (a mirror); `None`: its own.
+    pub tuf_url_public_good: Setting<Option<String>>,
+    /// `tuf_url_github`: GitHub's instance's TUF repository (a mirror); `None`: its own.
+    pub tuf_url_github: Setting<Option<String>>,
 }
 
 /// What is wrong with the configuration.
@@ -359,6 +368,9 @@ struct FileConfig {
     registry: Option<toml::Spanned<String>>,
     image_verification: Option<ImageVerification>,
     permission_profile: Option<toml::Spanned<String>>,
+    tuf_refresh: Option<bool>,
+    tuf_url_public_good: Option<toml::Spanned<String>>,
+    tuf_url_github: Option<toml::Spanned<String>>,
 }
 
 /// Where the configuration file is, and who said so.
@@ -646,6 +658,66 @@ impl Config {
         };
         let permission_profile = pick(None, env_profile, file_profile, None);
 
+        // tuf_refresh, tuf_url_*
+        use crate::verification::{
+            check_tuf_url, parse_switch, ENV_TUF_REFRESH, ENV_TUF_URL_GITHUB,
+            ENV_TUF_URL_PUBLIC_GOOD,
+        };
+        let env_refresh = match non_empty(env, ENV_TUF_REFRESH) {
+            Some(v) => Some((
+                parse_switch(&v).ok_or_else(|| ConfigError::Invalid {
+                    origin: Source::Env(ENV_TUF_REFRESH).to_string(),
+                    key: "tuf_refresh",
+                    value: clip(&v),
+                    reason: "expected 1/0, true/false, yes/no, on/off".to_owned(),
+                })?,
+                ENV_TUF_REFRESH,
+            )),
+            None => None,
+        };
+        let tuf_refresh = pick(
+            None,
+            env_refresh,
+            raw.tuf_refresh.map(|v| (v, file.as_path())),
+            true,
+        );
+        let tuf_url = |key: &'static str,
+                       env_name: &'static str,
+                       in_file: &Option<toml::Spanned<String>>|
+         -> Result<Setting<Option<String>>, ConfigError> {
+            let env_value = non_empty(env, env_name);
+            if let Some(v) = &env_value {
+                check_tuf_url(v).map_err(|reason| ConfigError::Invalid {
+                    origin: Source::Env(env_name).to_string(),
+                    key,
+                    value: clip(v),
+                    reason,
+                })?;
+            }
+            if let Some(s) = in_file {
+                check_tuf_url(s.get_ref()).map_err(|reason| ConfigError::Invalid {
+                    origin: at(s.span()),
+                    key,
+                    value: clip(s.get_ref()),
+                    reason,
+                })?;
+            }
+            Ok(pick(
+                None,
+                env_value.map(|v| (Some(v), env_name)),
+                in_file
+                    .as_ref()
+                    .map(|s| (Some(s.get_ref().clone()), file.as_path())),
+                None,
+            ))
+        };
+        let tuf_url_public_good = tuf_url(
+            "tuf_url_public_good",
+            ENV_TUF_URL_PUBLIC_GOOD,
+            &raw.tuf_url_public_good,
+        )?;
+        let tuf_url_github = tuf_url("tuf_url_github", ENV_TUF_URL_GITHUB, &raw.tuf_url_github)?;
+
         Ok(Config {
             file,
             file_source,
@@ -657,7 +729,22 @@ impl Config {
             registry,
             image_verification,
             permission_profile,
+            tuf_refresh,
+            tuf_url_public_good,
+            tuf_url_github,
         })
+    }
+
+    /// Refreshing trusted roots through TUF as configured (the test-only bootstrap roots come from the
+    /// environment, see [`crate::verification::TufSettings::from_env`]).
+    pub fn tuf_settings(&self) -> crate::verification::TufSettings {
+        let mut s = crate::verification::TufSettings {
+            refresh: self.tuf_refresh.value,
+            ..Default::default()
+        };
+        s.public_good.url = self.tuf_url_public_good.value.clone();
+        s.github.url = self.tuf_url_github.value.clone();
+        s
     }
 
     /// The effective settings as TOML with where each came from, for `thv-sandbox config show`. Unset reserved
@@ -734,6 +821,23 @@ impl Config {
                 .map(|v| quote(&v.to_string())),
             &self.permission_profile.source,
         );
+        line(
+            &mut out,
+            "tuf_refresh",
+            Some(self.tuf_refresh.value.to_string()),
+            &self.tuf_refresh.source,
+        );
+        for (key, setting) in [
+            ("tuf_url_public_good", &self.tuf_url_public_good),
+            ("tuf_url_github", &self.tuf_url_github),
+        ] {
+            line(
+                &mut out,
+                key,
+                setting.value.as_deref().map(quote),
+                &setting.source,
+            );
+        }
         out.push_str(&format!("[mirrors]  # {}\n", self.mirrors.source));
         for (registry, mirror) in &self.mirrors.value {
             out.push_str(&format!("{} = {}\n", quote(registry), quote(mirror)));
@@ -909,6 +1013,42 @@ mod tests {
             ("HOME", "/home/u".to_owned()),
         ]);
         (dir, env)
+    }
+
+    #[test]
+    fn tuf_keys_from_the_file_and_the_environment() {
+        let (_d, env) =
+            with_file("tuf_refresh = false\ntuf_url_github = \"http://127.0.0.1:8080/tuf\"\n");
+        let c = Config::load_with(&Flags::default(), &env.get()).unwrap();
+        assert!(!c.tuf_refresh.value);
+        assert!(matches!(c.tuf_refresh.source, Source::File(_)));
+        let s = c.tuf_settings();
+        assert!(!s.refresh);
+        assert_eq!(s.github.url.as_deref(), Some("http://127.0.0.1:8080/tuf"));
+        assert_eq!(s.public_good.url, None);
+        assert!(c.render(None).contains("tuf_refresh = false"));
+
+        let (_d, mut env) = with_file("tuf_refresh = false\n");
+        env.0
+            .push((crate::verification::ENV_TUF_REFRESH, "yes".to_owned()));
+        env.0.push((
+            crate::verification::ENV_TUF_URL_PUBLIC_GOOD,
+            "https://tuf.mirror.example".to_owned(),
+        ));
+        let c = Config::load_with(&Flags::default(), &env.get()).unwrap();
+        assert!(c.tuf_refresh.value);
+        assert_eq!(
+            c.tuf_url_public_good.value.as_deref(),
+            Some("https://tuf.mirror.example")
+        );
+
+        let (_d, env) = with_file("\ntuf_url_public_good = \"tuf.example\"\n");
+        let err = Config::load_with(&Flags::default(), &env.get()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(":2:") && text.contains("tuf_url_public_good"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -18,7 +18,8 @@
 //! `<cache>/verification/<manifest-hex>.evidence.json`; a positive verdict in
 //! `<cache>/verification/<manifest-hex>.record.json` (digest, evidence used, signer identity, repository, ref,
 //! workflow, time, trust root). A later run reuses the record only if the manifest digest, every policy field
-//! and the trust root (source and sha256) are the same; otherwise the stored evidence is verified again
+//! and the trust root (source and sha256: an embedded root, a TUF-refreshed one and a file are told apart, and a
+//! new root from TUF has another sha256) are the same; otherwise the stored evidence is verified again
 //! (offline), and when there is none, the registry is asked.
 
 use std::cell::RefCell;
@@ -72,6 +73,109 @@ pub struct Verification {
     pub github_api: Option<String>,
     /// A token for GitHub's API.
     pub github_token: Option<String>,
+    /// Refreshing the trusted roots through TUF (unused with `trust_root`).
+    pub tuf: TufSettings,
+}
+
+/// Environment: `0`/`false`/`no` turns refreshing trusted roots through TUF off.
+pub const ENV_TUF_REFRESH: &str = "THV_SANDBOX_TUF_REFRESH";
+/// Environment: the public-good instance's TUF repository (a mirror).
+pub const ENV_TUF_URL_PUBLIC_GOOD: &str = "THV_SANDBOX_TUF_URL_PUBLIC_GOOD";
+/// Environment: GitHub's instance's TUF repository (a mirror).
+pub const ENV_TUF_URL_GITHUB: &str = "THV_SANDBOX_TUF_URL_GITHUB";
+/// Environment, for tests only: a TUF `root.json` file to bootstrap the public-good repository from instead of
+/// the embedded one.
+pub const ENV_TUF_BOOTSTRAP_PUBLIC_GOOD: &str = "THV_SANDBOX_TUF_BOOTSTRAP_PUBLIC_GOOD";
+/// Environment, for tests only: the same for GitHub's repository.
+pub const ENV_TUF_BOOTSTRAP_GITHUB: &str = "THV_SANDBOX_TUF_BOOTSTRAP_GITHUB";
+
+/// Whether and from where trusted roots are refreshed through TUF.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TufSettings {
+    /// Refresh when due (default); `false`: the cached TUF-verified and embedded roots only.
+    pub refresh: bool,
+    /// public-good's repository (URL, bootstrap root).
+    pub public_good: prov::tuf::Repository,
+    /// GitHub's repository.
+    pub github: prov::tuf::Repository,
+}
+
+impl Default for TufSettings {
+    fn default() -> Self {
+        TufSettings {
+            refresh: true,
+            public_good: prov::tuf::Repository::default(),
+            github: prov::tuf::Repository::default(),
+        }
+    }
+}
+
+impl TufSettings {
+    /// The settings from the environment over `base` (the configuration file's): [`ENV_TUF_REFRESH`], the URL
+    /// variables, and the test-only bootstrap roots.
+    pub fn from_env(
+        base: TufSettings,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<TufSettings, String> {
+        let mut s = base;
+        let get = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+        if let Some(v) = get(ENV_TUF_REFRESH) {
+            s.refresh = parse_switch(&v).ok_or_else(|| {
+                format!("{ENV_TUF_REFRESH}=`{v}`: expected 1/0, true/false, yes/no, on/off")
+            })?;
+        }
+        for (name, repo) in [
+            (ENV_TUF_URL_PUBLIC_GOOD, &mut s.public_good),
+            (ENV_TUF_URL_GITHUB, &mut s.github),
+        ] {
+            if let Some(url) = get(name) {
+                check_tuf_url(&url).map_err(|e| format!("{name}=`{url}`: {e}"))?;
+                repo.url = Some(url);
+            }
+        }
+        for (name, repo) in [
+            (ENV_TUF_BOOTSTRAP_PUBLIC_GOOD, &mut s.public_good),
+            (ENV_TUF_BOOTSTRAP_GITHUB, &mut s.github),
+        ] {
+            if let Some(path) = get(name) {
+                repo.bootstrap = Some(
+                    std::fs::read(&path).map_err(|e| format!("{name}: cannot read {path}: {e}"))?,
+                );
+            }
+        }
+        Ok(s)
+    }
+
+    /// The library's options, keeping the state under `<cache_dir>/trust`.
+    pub fn options(&self, cache_dir: &Path) -> prov::tuf::TufOptions {
+        prov::tuf::TufOptions {
+            refresh: self.refresh,
+            public_good: self.public_good.clone(),
+            github: self.github.clone(),
+            ..prov::tuf::TufOptions::new(cache_dir.join("trust"))
+        }
+    }
+}
+
+/// `1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off`.
+pub fn parse_switch(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// A TUF repository URL must be http(s) and name a host.
+pub fn check_tuf_url(url: &str) -> Result<(), String> {
+    let ok = ["https://", "http://"]
+        .iter()
+        .any(|s| url.strip_prefix(s).is_some_and(|rest| !rest.is_empty()));
+    if ok && !url.chars().any(char::is_whitespace) {
+        Ok(())
+    } else {
+        Err("a TUF repository URL must be http:// or https:// and name a host".into())
+    }
 }
 
 impl Verification {
@@ -160,15 +264,32 @@ impl Gate {
         }
         let verifier = match &cfg.trust_root {
             Some(path) => prov::Verifier::with_trust_root(prov::TrustRoot::from_file(path)?),
-            None => prov::Verifier::embedded(),
+            None => prov::Verifier::with_tuf(cfg.tuf.options(cache_dir)),
         };
-        Ok(Gate {
+        let gate = Gate {
             mode: cfg.effective_mode(),
             cfg: cfg.clone(),
             verifier,
             dir: cache_dir.join("verification"),
             outcome: RefCell::new(None),
-        })
+        };
+        // The trust root is needed only when something will be verified: loaded (refreshed when due) here, before
+        // any network work of the pull, and its age said once.
+        if let (Some(policy), true) = (&gate.cfg.policy, gate.mode != Mode::Disabled) {
+            if let Ok(instance) = policy.instance() {
+                if let Ok(root) = gate.verifier.trust_root(instance) {
+                    if let Some(w) = root.id().age_warning(instance, jiff::Timestamp::now()) {
+                        eprintln!("thv-sandbox: warning: {w}");
+                    }
+                }
+            }
+        }
+        Ok(gate)
+    }
+
+    /// The verifier (its trust roots are loaded on first use).
+    pub fn verifier(&self) -> &prov::Verifier {
+        &self.verifier
     }
 
     /// The mode in force.
@@ -432,7 +553,7 @@ impl Gate {
         let same = &record.manifest_digest == manifest
             && &record.policy == policy
             && record.verified.policy == policy.fingerprint()
-            && &record.verified.trust_root == root.id()
+            && record.verified.trust_root.same_material(root.id())
             // Evidence about an index vouches only for a manifest chosen from that index.
             && (record.evidence_subject == record.manifest_digest
                 || index.is_none_or(|i| *i == record.evidence_subject));
@@ -535,12 +656,62 @@ mod tests {
         assert_eq!(g.outcome(), Some(Outcome::Skipped));
     }
 
+    /// No refresh through TUF in unit tests (no network): the embedded roots.
+    fn offline() -> TufSettings {
+        TufSettings {
+            refresh: false,
+            ..TufSettings::default()
+        }
+    }
+
+    #[test]
+    fn tuf_settings_from_the_environment() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let s = TufSettings::from_env(TufSettings::default(), &env(&[])).unwrap();
+        assert_eq!(s, TufSettings::default());
+        let s = TufSettings::from_env(
+            TufSettings::default(),
+            &env(&[
+                (ENV_TUF_REFRESH, "off"),
+                (ENV_TUF_URL_GITHUB, "http://127.0.0.1:9/"),
+            ]),
+        )
+        .unwrap();
+        assert!(!s.refresh);
+        assert_eq!(s.github.url.as_deref(), Some("http://127.0.0.1:9/"));
+        assert_eq!(s.public_good.url, None);
+        let err =
+            TufSettings::from_env(TufSettings::default(), &env(&[(ENV_TUF_REFRESH, "maybe")]))
+                .unwrap_err();
+        assert!(err.contains(ENV_TUF_REFRESH), "{err}");
+        let err = TufSettings::from_env(
+            TufSettings::default(),
+            &env(&[(ENV_TUF_URL_PUBLIC_GOOD, "tuf.example")]),
+        )
+        .unwrap_err();
+        assert!(err.contains("http"), "{err}");
+        let err = TufSettings::from_env(
+            TufSettings::default(),
+            &env(&[(ENV_TUF_BOOTSTRAP_GITHUB, "/nonexistent/root.json")]),
+        )
+        .unwrap_err();
+        assert!(err.contains("/nonexistent/root.json"), "{err}");
+    }
+
     #[test]
     fn no_evidence_is_refused_under_enabled_and_says_where_it_looked() {
         let cache = tempfile::tempdir().unwrap();
         let g = Gate::new(
             &Verification {
                 policy: Some(policy()),
+                tuf: offline(),
                 ..Verification::default()
             },
             cache.path(),

@@ -3,6 +3,7 @@
 //! - [`image`]: writes real OCI image layouts ([`ImageBuilder`], [`probe_image`]) and checks them
 //!   ([`check_layout`]).
 //! - [`registry`]: a real `docker-registry` on loopback to push test images to, and a proxy that cuts transfers.
+//! - [`tuf_repo`]: a signed TUF repository with a `trusted_root.json` target, served on loopback.
 //! - [`mcp`]: MCP clients (the real `rmcp` client) over a child process or any byte stream.
 //! - [`probe_bin`], [`thv_sandbox_bin`]: where the built binaries are; [`require`]: skip locally, fail under CI.
 //!
@@ -16,6 +17,7 @@ pub mod image;
 pub mod mcp;
 pub mod registry;
 pub mod sigstore;
+pub mod tuf_repo;
 
 pub use image::{
     binary_image_builder, check_layout, host_platform, http_probe_image_builder, probe_image,

@@ -454,6 +454,8 @@ fn verify_image_command_exit_status_is_the_verdict() {
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
             .env("THV_SANDBOX_CACHE_DIR", cache.path())
+            // Hermetic: the embedded trust roots, no refresh through TUF.
+            .env("THV_SANDBOX_TUF_REFRESH", "0")
             .output()
             .expect("run");
         (

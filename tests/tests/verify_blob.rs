@@ -32,6 +32,8 @@ fn verify(args: &[&str]) -> Out {
         .current_dir(&dir)
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
+        // Hermetic: the embedded trust roots, no refresh through TUF (tests/tests/trust_tuf.rs covers that).
+        .env("THV_SANDBOX_TUF_REFRESH", "0")
         .output()
         .expect("run thv-sandbox");
     Out {

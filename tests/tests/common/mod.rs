@@ -149,6 +149,8 @@ impl Run {
             std::env::var_os("HOME").unwrap_or_else(|| "/".into()),
         );
         cmd.env("XDG_RUNTIME_DIR", self.xdg.path());
+        // Hermetic: the embedded trust roots, no refresh through TUF (tests/tests/trust_tuf.rs covers that).
+        cmd.env("THV_SANDBOX_TUF_REFRESH", "0");
         cmd.arg("run").arg("--cache-dir").arg(cache);
         // A server that exits by itself on end of file must never be overtaken by the escalation on a loaded
         // machine: tests that are about the grace period set their own.
@@ -175,6 +177,7 @@ impl Run {
                 std::env::var_os("HOME").unwrap_or_else(|| "/".into()),
             )
             .env("XDG_RUNTIME_DIR", self.xdg.path())
+            .env("THV_SANDBOX_TUF_REFRESH", "0")
             .arg(args[0])
             .arg("--cache-dir")
             .arg(cache)
