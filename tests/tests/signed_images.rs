@@ -560,6 +560,10 @@ fn warn_runs_the_refused_unverified_and_disabled_does_not_check() {
         trust_root: Some(w.trust_root.clone()),
         github_api: Some(w.github.url()),
         github_token: None,
+        tuf: thv_sandbox_runtime::verification::TufSettings {
+            refresh: false,
+            ..Default::default()
+        },
     };
     let pull = |case: &Case, v: &Verification| {
         thv_sandbox_runtime::pull_verified(
