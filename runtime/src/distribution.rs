@@ -41,7 +41,8 @@
 //! [`PullOptions::insecure`]. [`PullOptions::mirrors`] maps a registry to a mirror host that is contacted instead
 //! (same repository path, no fallback to the original); the image keeps its original name everywhere else.
 //! Authentication: anonymous, bearer tokens (the challenge flow), basic auth with [`PullOptions::credential`] or
-//! Docker's config file (`auths`, and `credHelpers` / `credsStore` through `docker-credential-*` helpers). Foreign-layer `urls` are never
+//! Docker's config file (`auths`, and `credHelpers` / `credsStore` through `docker-credential-*` helpers); identity
+//! tokens (OAuth2 refresh tokens) from either are exchanged for an access token at the registry's token server. Foreign-layer `urls` are never
 //! followed. Layers may be uncompressed, gzip or zstd tars; other layer media types are refused before anything
 //! is downloaded.
 //!
@@ -60,7 +61,10 @@ use oci_spec::image::{
     Descriptor, DescriptorBuilder, ImageConfiguration, ImageManifest, MediaType,
 };
 
-pub use auth::{default_docker_config, from_docker_config, Credential, ENV_PASSWORD, ENV_USER};
+pub use auth::{
+    default_docker_config, from_docker_config, Credential, ENV_PASSWORD, ENV_USER,
+    IDENTITY_TOKEN_USER,
+};
 
 use crate::digest::{Digest, DigestError};
 use crate::dirs::DirsError;
@@ -372,6 +376,14 @@ pub enum PullError {
         /// What the registry said.
         detail: String,
     },
+    /// The token server did not exchange the identity token (an OAuth2 refresh token) for an access token.
+    #[error("the registry {registry} did not accept the identity token (OAuth2 refresh token): {detail}")]
+    IdentityTokenRefused {
+        /// The registry (or mirror).
+        registry: String,
+        /// What went wrong, or what the token server said.
+        detail: String,
+    },
     /// Anonymous access was refused.
     #[error("the registry {registry} wants credentials for {repository} (or the repository does not exist)")]
     AuthenticationRequired {
@@ -536,6 +548,11 @@ impl PullError {
             ),
             PullError::WrongCredentials { registry, .. } => format!(
                 "check {ENV_USER} / {ENV_PASSWORD}, or the `auths` entry for {registry} in Docker's config.json"
+            ),
+            PullError::IdentityTokenRefused { registry, .. } => format!(
+                "the token may have expired or been revoked: log in again (`docker login {registry}`), or fix the \
+                 `identitytoken` in Docker's config.json / the credential helper's answer, or give a user name and \
+                 password with {ENV_USER} / {ENV_PASSWORD}"
             ),
             PullError::AuthenticationRequired { registry, .. } => format!(
                 "check the image name; for a private image set {ENV_USER} and {ENV_PASSWORD}, or log in with \
