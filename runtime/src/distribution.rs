@@ -53,6 +53,7 @@ mod auth;
 mod document;
 pub(crate) mod remote;
 pub(crate) mod store;
+pub(crate) mod stream;
 
 use std::path::{Path, PathBuf};
 
@@ -189,6 +190,18 @@ pub struct PullOptions<'a> {
     /// the registry (it has a record or stored evidence). When it cannot, and pulling is allowed, the image is
     /// resolved at the registry again (its blobs are not downloaded again) so that its evidence can be found.
     pub evidence_on_hand: Option<&'a dyn Fn(&Digest) -> bool>,
+    /// Unpack the image while its layers download (see [`stream`]), into the cached root these settings name
+    /// (the root a run with them uses); `None`: download only.
+    pub unpack: Option<UnpackTarget>,
+}
+
+/// The root a streaming pull builds: what [`crate::rootfs::root_key`] needs besides the manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnpackTarget {
+    /// The id-mapping mode of the runs that will use it.
+    pub mode: crate::idmap::IdMapMode,
+    /// What the unpacker does with owners.
+    pub ownership: crate::unpack::Ownership,
 }
 
 impl std::fmt::Debug for PullOptions<'_> {
@@ -206,6 +219,7 @@ impl std::fmt::Debug for PullOptions<'_> {
             .field("verify", &self.verify.map(|_| "<fn>"))
             .field("observer", &self.observer.map(|_| "<observer>"))
             .field("discover", &self.discover)
+            .field("unpack", &self.unpack)
             .finish_non_exhaustive()
     }
 }
@@ -228,6 +242,7 @@ impl PullOptions<'static> {
             observer: None,
             discover: None,
             evidence_on_hand: None,
+            unpack: None,
         }
     }
 
@@ -261,6 +276,9 @@ pub struct Pulled {
     pub from_cache: bool,
     /// With [`PullPolicy::Always`]: the digest the cache had for the tag, when the tag now resolves to another.
     pub replaced: Option<Digest>,
+    /// With [`PullOptions::unpack`]: whether this pull unpacked the root (while downloading); false when the root
+    /// was there already, or nothing was unpacked.
+    pub unpacked: bool,
 }
 
 impl Pulled {
@@ -502,6 +520,12 @@ pub enum PullError {
         /// Why.
         reason: String,
     },
+    /// The image could not be unpacked while it was pulled (nothing was committed).
+    #[error(transparent)]
+    Unpack(Box<crate::rootfs::RootfsError>),
+    /// A download stopped because another part of the pull failed (never the error reported).
+    #[error("the download was stopped because another part of the pull failed")]
+    Abandoned,
     /// The async runtime could not be created.
     #[error("cannot start the network runtime")]
     Runtime(#[source] std::io::Error),
@@ -599,7 +623,168 @@ pub fn pull(reference: &Reference, opts: &PullOptions<'_>) -> Result<Pulled, Pul
         .enable_all()
         .build()
         .map_err(PullError::Runtime)?;
-    runtime.block_on(from_registry(&store, reference, opts, cached_digest))
+    let prepared = runtime.block_on(from_registry(&store, reference, opts, cached_digest))?;
+    let unpacked = match opts.unpack {
+        Some(target) => fetch_and_unpack(&runtime, &store, &prepared, target, opts)?,
+        None => {
+            runtime.block_on(fetch_layers(
+                &prepared.remote,
+                &store,
+                &prepared.layers,
+                opts.observer,
+                None,
+            ))?;
+            false
+        }
+    };
+    commit(&store, prepared, unpacked)
+}
+
+/// Everything known once verification has passed, before any layer is fetched.
+struct Prepared {
+    remote: Remote,
+    reference: Reference,
+    top: Descriptor,
+    top_digest: Digest,
+    index_digest: Option<Digest>,
+    manifest_digest: Digest,
+    manifest: ImageManifest,
+    config: ImageConfiguration,
+    layers: Vec<LayerBlob>,
+    replaced: Option<Digest>,
+}
+
+/// Step 5 streamed: the layers download (a few at once) while one thread applies them in order to a staging
+/// root, which is committed only when every blob matched its digest and every layer its diff_id. When the root
+/// is there already (or another pull builds it meanwhile: its lock is waited for), the layers are only downloaded.
+/// Returns whether this pull unpacked the root.
+fn fetch_and_unpack(
+    runtime: &tokio::runtime::Runtime,
+    store: &Store,
+    prepared: &Prepared,
+    target: UnpackTarget,
+    opts: &PullOptions<'_>,
+) -> Result<bool, PullError> {
+    let unpack_error = |e| PullError::Unpack(Box::new(e));
+    let image_runtime = crate::pipeline::runtime_config(&prepared.config);
+    let key = crate::rootfs::root_key(&prepared.manifest_digest, target.mode, target.ownership);
+    let download_only = || {
+        runtime.block_on(fetch_layers(
+            &prepared.remote,
+            store,
+            &prepared.layers,
+            opts.observer,
+            None,
+        ))
+    };
+    if crate::rootfs::load_root(&opts.cache_dir, &key, &image_runtime)
+        .map_err(unpack_error)?
+        .is_some()
+    {
+        download_only()?;
+        return Ok(false);
+    }
+    // One unpack per root: a concurrent first pull waits here, then finds the root (and the blobs) in place.
+    let _lock = crate::rootfs::lock_root(&opts.cache_dir, &key).map_err(unpack_error)?;
+    if crate::rootfs::load_root(&opts.cache_dir, &key, &image_runtime)
+        .map_err(unpack_error)?
+        .is_some()
+    {
+        download_only()?;
+        return Ok(false);
+    }
+    let layer_refs = stream::layer_refs(
+        &prepared.manifest,
+        &prepared.config,
+        &prepared.manifest_digest,
+    )?;
+    let feed = stream::Feed::new(layer_refs.len());
+    let layout = OciLayout::open(store.dir())?;
+    let cache_dir = opts.cache_dir.as_path();
+    let (downloaded, built) = std::thread::scope(|s| {
+        let unpacker = s.spawn(|| {
+            let mut source = stream::Streamed {
+                feed: &feed,
+                layout,
+            };
+            let built = crate::rootfs::build_locked(
+                cache_dir,
+                &key,
+                &prepared.manifest_digest,
+                &layer_refs,
+                &image_runtime,
+                target.ownership,
+                &mut source,
+            );
+            if let Err(e) = &built {
+                let failed_at = match e {
+                    crate::rootfs::RootfsError::Unpack { digest, .. }
+                    | crate::rootfs::RootfsError::DiffIdMismatch { digest, .. }
+                    | crate::rootfs::RootfsError::Download { digest } => {
+                        layer_refs.iter().position(|l| &l.digest == digest)
+                    }
+                    _ => None,
+                };
+                source.abandon(failed_at);
+            }
+            built
+        });
+        let downloaded = runtime.block_on(fetch_layers(
+            &prepared.remote,
+            store,
+            &prepared.layers,
+            opts.observer,
+            Some(&feed),
+        ));
+        feed.close();
+        (downloaded, unpacker.join())
+    });
+    // A download's own failure (a digest mismatch, a cut) is the cause to report; then the unpacker's.
+    downloaded?;
+    match built {
+        Ok(Ok(root)) => {
+            tracing::debug!("{key}: unpacked while pulling ({})", root.path.display());
+            Ok(true)
+        }
+        Ok(Err(e)) => Err(unpack_error(e)),
+        Err(_) => Err(PullError::Internal("the unpacking thread panicked")),
+    }
+}
+
+/// Step 6: only now does anything name the image.
+fn commit(store: &Store, prepared: Prepared, unpacked: bool) -> Result<Pulled, PullError> {
+    let Prepared {
+        reference,
+        top,
+        top_digest,
+        index_digest,
+        manifest_digest,
+        replaced,
+        ..
+    } = prepared;
+    let pinned = reference.pinned(&top_digest);
+    let mut names = vec![pinned.clone()];
+    if reference.digest().is_none() {
+        names.push(reference.cache_name());
+    }
+    let mut entry = top;
+    entry.set_annotations(Some(
+        [(ANNOTATION_PINNED.to_owned(), pinned.clone())]
+            .into_iter()
+            .collect(),
+    ));
+    store.record(&names, &entry)?;
+    tracing::info!("pulled {reference} ({manifest_digest})");
+    Ok(Pulled {
+        reference,
+        manifest_digest,
+        index_digest,
+        layout_dir: store.dir().to_owned(),
+        tag_ref: pinned,
+        from_cache: false,
+        replaced,
+        unpacked,
+    })
 }
 
 /// The image named `entry` in the cache, if every blob it needs is there; verified by `opts.verify`.
@@ -666,6 +851,7 @@ fn from_cache(
         tag_ref: pinned,
         from_cache: true,
         replaced: None,
+        unpacked: false,
     }))
 }
 
@@ -742,7 +928,7 @@ async fn from_registry(
     reference: &Reference,
     opts: &PullOptions<'_>,
     cached_digest: Option<Digest>,
-) -> Result<Pulled, PullError> {
+) -> Result<Prepared, PullError> {
     store.remove_abandoned();
     let remote = Remote::connect(reference, opts).await?;
 
@@ -860,45 +1046,57 @@ async fn from_registry(
         },
     )?;
 
-    // 5. fetch layers, a few at once; the first failure stops the others (their temporary files go with them).
-    fetch_layers(&remote, store, &layers, opts.observer).await?;
-
-    // 6. commit: only now does anything name the image.
-    let pinned = reference.pinned(&top_digest);
-    let mut names = vec![pinned.clone()];
-    if reference.digest().is_none() {
-        names.push(reference.cache_name());
-    }
-    let mut entry = top;
-    entry.set_annotations(Some(
-        [(ANNOTATION_PINNED.to_owned(), pinned.clone())]
-            .into_iter()
-            .collect(),
-    ));
-    store.record(&names, &entry)?;
-    tracing::info!("pulled {reference} ({manifest_digest})");
-    Ok(Pulled {
+    Ok(Prepared {
+        remote,
         reference: reference.clone(),
-        manifest_digest,
+        top,
+        top_digest,
         index_digest,
-        layout_dir: store.dir().to_owned(),
-        tag_ref: pinned,
-        from_cache: false,
+        manifest_digest,
+        manifest,
+        config,
+        layers,
         replaced,
     })
 }
 
+/// Step 5: the layers, a few at once, base layer first. Without `feed`, the first failure stops the others (their
+/// temporary files go with them). With it, every download tells the feed how it goes, and ends (they stop early
+/// when the feed says so); the error returned is then the first that was not [`PullError::Abandoned`].
 async fn fetch_layers(
     remote: &Remote,
     store: &Store,
     layers: &[LayerBlob],
     observer: Option<&dyn PullObserver>,
+    feed: Option<&stream::Feed>,
 ) -> Result<(), PullError> {
-    futures_util::stream::iter(layers.iter())
-        .map(|layer| remote.fetch_blob(store, layer, "layer", observer))
-        .buffer_unordered(MAX_PARALLEL_BLOBS)
-        .try_for_each(|_| async { Ok(()) })
-        .await
+    let Some(feed) = feed else {
+        return futures_util::stream::iter(layers.iter())
+            .map(|layer| remote.fetch_blob(store, layer, "layer", observer))
+            .buffer_unordered(MAX_PARALLEL_BLOBS)
+            .try_for_each(|_| async { Ok(()) })
+            .await;
+    };
+    let results: Vec<Result<bool, PullError>> =
+        futures_util::stream::iter(layers.iter().enumerate())
+            .map(|(i, layer)| {
+                remote.fetch_blob_feeding(store, layer, "layer", observer, Some((feed, i)))
+            })
+            .buffer_unordered(MAX_PARALLEL_BLOBS)
+            .collect()
+            .await;
+    let mut abandoned = false;
+    for result in results {
+        match result {
+            Ok(_) => {}
+            Err(PullError::Abandoned) => abandoned = true,
+            Err(e) => return Err(e),
+        }
+    }
+    if abandoned {
+        return Err(PullError::Abandoned);
+    }
+    Ok(())
 }
 
 /// The cache's layout directory for a cache directory (`<cache>/oci`).

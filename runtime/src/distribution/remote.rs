@@ -20,6 +20,7 @@ use sha2::{Digest as _, Sha256};
 use super::auth::{self, Credential};
 use super::document::{LayerBlob, ACCEPTED_MANIFESTS};
 use super::store::Store;
+use super::stream::Feed;
 use super::{PullError, PullObserver, PullOptions};
 use crate::digest::{Digest, DigestError};
 use crate::reference::{split_host_port, Reference};
@@ -605,7 +606,30 @@ impl Remote {
         role: &'static str,
         observer: Option<&dyn PullObserver>,
     ) -> Result<bool, PullError> {
+        self.fetch_blob_feeding(store, blob, role, observer, None)
+            .await
+    }
+
+    /// [`Remote::fetch_blob`], telling `feed` (with this blob's layer index) where the blob is as it arrives, so
+    /// that the unpacker can follow it; see [`super::stream`]. Gives up with [`PullError::Abandoned`] when the
+    /// feed says to stop.
+    pub(crate) async fn fetch_blob_feeding(
+        &self,
+        store: &Store,
+        blob: &LayerBlob,
+        role: &'static str,
+        observer: Option<&dyn PullObserver>,
+        feed: Option<(&Feed, usize)>,
+    ) -> Result<bool, PullError> {
+        // Whatever way this ends before the blob is committed (an error, or this future dropped), the layer's
+        // reader must learn that it failed.
+        let mut guard = FeedGuard { feed, done: false };
+        let stop = || feed.is_some_and(|(f, i)| f.should_stop(i));
+        if stop() {
+            return Err(PullError::Abandoned);
+        }
         if store.has_blob(&blob.digest, blob.size)? {
+            guard.finish(|f, i| f.present(i));
             return Ok(false);
         }
         let lock_store = store.clone();
@@ -614,7 +638,11 @@ impl Remote {
             .await
             .map_err(|_| PullError::Internal("the blob lock task failed"))??;
         if store.has_blob(&blob.digest, blob.size)? {
+            guard.finish(|f, i| f.present(i));
             return Ok(false);
+        }
+        if stop() {
+            return Err(PullError::Abandoned);
         }
         let mut temp = store.temp_blob()?;
         let digest_text = blob.digest.to_string();
@@ -624,6 +652,13 @@ impl Remote {
             .pull_blob_stream(&self.base, digest_text.as_str())
             .await
             .map_err(|e| self.blob_error(e, &blob.digest, role))?;
+        if let Some((f, i)) = feed {
+            let reader = temp.as_file().try_clone().map_err(|source| PullError::Io {
+                path: temp.path().to_owned(),
+                source,
+            })?;
+            f.streaming(i, reader);
+        }
         let mut hasher = Sha256::new();
         let mut received: u64 = 0;
         if let Some(o) = observer {
@@ -662,6 +697,12 @@ impl Remote {
                 path: temp.path().to_owned(),
                 source,
             })?;
+            if let Some((f, i)) = feed {
+                if f.should_stop(i) {
+                    return Err(PullError::Abandoned);
+                }
+                f.written(i, received);
+            }
             if let Some(o) = observer {
                 o.blob_progress(&blob.digest, received);
             }
@@ -681,6 +722,7 @@ impl Remote {
             }));
         }
         store.commit_blob(temp, &blob.digest)?;
+        guard.finish(|f, i| f.verified(i));
         if let Some(o) = observer {
             o.blob_finished(&blob.digest);
         }
@@ -805,6 +847,29 @@ fn form_encode(fields: &[(&str, &str)]) -> String {
         .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
         .collect::<Vec<_>>()
         .join("&")
+}
+
+/// Marks the layer failed in its feed unless [`FeedGuard::finish`]ed.
+struct FeedGuard<'a> {
+    feed: Option<(&'a Feed, usize)>,
+    done: bool,
+}
+
+impl FeedGuard<'_> {
+    fn finish(&mut self, report: impl FnOnce(&Feed, usize)) {
+        if let Some((f, i)) = self.feed {
+            report(f, i);
+        }
+        self.done = true;
+    }
+}
+
+impl Drop for FeedGuard<'_> {
+    fn drop(&mut self) {
+        if let (false, Some((f, i))) = (self.done, self.feed) {
+            f.failed(i);
+        }
+    }
 }
 
 /// A fetched manifest or index.
