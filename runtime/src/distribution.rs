@@ -15,7 +15,9 @@
 //!    fetched yet, and none is fetched if it refuses. (It is also called for images taken from the cache.)
 //! 5. **fetch layers** — up to [`MAX_PARALLEL_BLOBS`] at once, each streamed into a temporary file, counted
 //!    (never more than its descriptor's size) and hashed; renamed into `blobs/sha256/<hex>` only when size and
-//!    digest are right. Blobs already present are not fetched again.
+//!    digest are right. Blobs already present are not fetched again. With [`PullOptions::unpack`] the layers are
+//!    unpacked while they download, into the root a run uses ([`stream`]): it is committed only when every blob
+//!    and every diff_id matched.
 //! 6. **commit** — `index.json` names the image, under an exclusive lock, written aside and renamed. Until this
 //!    step nothing names the image, so a pull that dies earlier leaves nothing a later run would use.
 //!
@@ -739,15 +741,17 @@ fn fetch_and_unpack(
         feed.close();
         (downloaded, unpacker.join())
     });
-    // A download's own failure (a digest mismatch, a cut) is the cause to report; then the unpacker's.
-    downloaded?;
-    match built {
-        Ok(Ok(root)) => {
+    // A download's own failure (a digest mismatch, a cut) is the cause to report; then the unpacker's (downloads it
+    // stopped are not a cause).
+    match (downloaded, built) {
+        (Err(e), _) if !matches!(e, PullError::Abandoned) => Err(e),
+        (_, Err(_)) => Err(PullError::Internal("the unpacking thread panicked")),
+        (_, Ok(Err(e))) => Err(unpack_error(e)),
+        (Err(e), Ok(Ok(_))) => Err(e),
+        (Ok(()), Ok(Ok(root))) => {
             tracing::debug!("{key}: unpacked while pulling ({})", root.path.display());
             Ok(true)
         }
-        Ok(Err(e)) => Err(unpack_error(e)),
-        Err(_) => Err(PullError::Internal("the unpacking thread panicked")),
     }
 }
 

@@ -1388,3 +1388,38 @@ fn concurrent_streamed_pulls_share_one_download_and_one_unpack() {
     }
     assert_eq!(roots_entries(cache.path()).len(), 1);
 }
+
+#[test]
+fn a_layer_the_unpacker_refuses_fails_the_streamed_pull_with_the_unpackers_reason_and_commits_no_root(
+) {
+    if !have_registry() {
+        return;
+    }
+    let registry = TestRegistry::start().expect("registry");
+    let image = ImageBuilder::new()
+        .layer(Layer::new().file("/base", "base\n", 0o644))
+        // Right digest, right diff_id, hostile content.
+        .layer(Layer::uncompressed().raw_file(b"../escape", "out\n", 0o644))
+        .layer(Layer::uncompressed().file("/big", noise(4 * 1024 * 1024, 51), 0o644))
+        .entrypoint(["/bin/app"]);
+    let (_layout, built) = push(&registry, &image, "e2e/hostile", "v1");
+    let cache = tempdir("thv-e2e-cache-");
+    let r = format!("{}/e2e/hostile:v1", registry.host());
+    let err = pull(&r, &streaming(cache.path())).unwrap_err();
+    let PullError::Unpack(cause) = &err else {
+        panic!("expected the unpacker's refusal, got {err:?}");
+    };
+    assert!(
+        matches!(**cause, rootfs::RootfsError::Unpack { ref digest, .. } if digest.to_string() == built.layers[1].digest),
+        "{cause:?}"
+    );
+    let chain = format!("{:?}", cause);
+    assert!(chain.contains("Escape"), "{chain}");
+    assert!(
+        roots_entries(cache.path()).is_empty(),
+        "{:?}",
+        roots_entries(cache.path())
+    );
+    assert!(cache_names(cache.path()).is_empty());
+    assert!(temp_files(cache.path()).is_empty());
+}
