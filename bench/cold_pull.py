@@ -9,6 +9,7 @@ layers (usr/lib, usr/share, the rest), numeric owners, pushed with skopeo to `do
 
 Usage (as root: debootstrap, podman --root): bench/cold_pull.py [--runs N] [--work DIR] [--no-build]
     [--user NAME]   also run thv-sandbox and skopeo+umoci as that unprivileged user (setpriv, same pid)
+    [--baseline BIN] also run the thv-sandbox steps with another build (e.g. one from before streaming pulls)
 Needs: apt-get install skopeo umoci podman debootstrap docker-registry
 """
 import argparse, gzip, hashlib, json, os, pwd, re, shutil, socket, statistics, subprocess, sys, tarfile, time
@@ -208,6 +209,7 @@ def main():
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--user", help="also run thv-sandbox and skopeo+umoci as this unprivileged user")
     ap.add_argument("--no-podman", action="store_true")
+    ap.add_argument("--baseline", help="another thv-sandbox binary to measure the same way (labelled 'baseline')")
     a = ap.parse_args()
     if os.getuid() != 0:
         sys.exit("run as root (debootstrap, podman --root); use --user for the unprivileged runs")
@@ -254,24 +256,27 @@ def run_all(a, thv, ref, port):
                 os.chown(d, *ids)
                 env["XDG_RUNTIME_DIR"] = fresh(os.path.join(d, "xdg-run"), ids)
                 os.chmod(env["XDG_RUNTIME_DIR"], 0o700)
-            # thv-sandbox: pull, then run (unpacks; starts the sandbox with /bin/true)
-            cache = fresh(os.path.join(d, "thv-cache"), ids)
-            sh(["sync"])
-            tp, rp, _ = measure([thv, "pull", "--cache-dir", cache, ref], env, ids)
-            tr, rr, err = measure([thv, "run", "--cache-dir", cache, "--pull", "never", ref, "--", "/bin/true"],
-                                  dict(env, THV_SANDBOX_TIMINGS="1"), ids)
-            m = re.search(r"timings: (.*)", err)
-            if m:  # thv-sandbox's own phase clock (ms): `image` holds the unpack
-                for part in m.group(1).split(", "):
-                    name, val = part.rsplit(" ", 2)[0], float(part.rsplit(" ", 2)[1])
-                    phases.setdefault((who, name), []).append(val)
-            results.setdefault((who, "thv-sandbox"), []).append({"a": tp, "b": tr, "ra": rp, "rb": rr})
-            check[(who, "thv-sandbox")] = cache
-            # thv-sandbox, pull+unpack+run in one process
-            cache2 = fresh(os.path.join(d, "thv-cache1"), ids)
-            sh(["sync"])
-            t1, r1, _ = measure([thv, "run", "--cache-dir", cache2, ref, "--", "/bin/true"], env, ids)
-            results.setdefault((who, "thv-sandbox run (one process)"), []).append({"a": t1, "b": 0.0, "ra": r1, "rb": 0.0})
+            thvs = [("thv-sandbox", thv)] + ([("thv-sandbox baseline", a.baseline)] if a.baseline else [])
+            for label, binary in thvs:
+                # pull (this build: downloads and unpacks, overlapped; a build before streaming: downloads only), then
+                # run --pull never (starts the sandbox with /bin/true; unpacks first if the pull did not)
+                cache = fresh(os.path.join(d, "thv-cache"), ids)
+                sh(["sync"])
+                tp, rp, _ = measure([binary, "pull", "--cache-dir", cache, ref], env, ids)
+                tr, rr, err = measure([binary, "run", "--cache-dir", cache, "--pull", "never", ref, "--", "/bin/true"],
+                                      dict(env, THV_SANDBOX_TIMINGS="1"), ids)
+                m = re.search(r"timings: (.*)", err)
+                if m:  # thv-sandbox's own phase clock (ms): `image` holds the unpack, when the pull did not do it
+                    for part in m.group(1).split(", "):
+                        name, val = part.rsplit(" ", 2)[0], float(part.rsplit(" ", 2)[1])
+                        phases.setdefault((who, f"{label}: {name}"), []).append(val)
+                results.setdefault((who, f"{label} pull / run"), []).append({"a": tp, "b": tr, "ra": rp, "rb": rr})
+                check[(who, label)] = cache
+                # pull+unpack+run in one process
+                cache2 = fresh(os.path.join(d, "thv-cache1"), ids)
+                sh(["sync"])
+                t1, r1, _ = measure([binary, "run", "--cache-dir", cache2, ref, "--", "/bin/true"], env, ids)
+                results.setdefault((who, f"{label} run (one process)"), []).append({"a": t1, "b": 0.0, "ra": r1, "rb": 0.0})
             # skopeo copy + umoci unpack --rootless
             oci = os.path.join(fresh(os.path.join(d, "skopeo"), ids), "img")
             bundle = os.path.join(d, "skopeo", "bundle")

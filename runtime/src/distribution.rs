@@ -15,7 +15,9 @@
 //!    fetched yet, and none is fetched if it refuses. (It is also called for images taken from the cache.)
 //! 5. **fetch layers** — up to [`MAX_PARALLEL_BLOBS`] at once, each streamed into a temporary file, counted
 //!    (never more than its descriptor's size) and hashed; renamed into `blobs/sha256/<hex>` only when size and
-//!    digest are right. Blobs already present are not fetched again.
+//!    digest are right. Blobs already present are not fetched again. With [`PullOptions::unpack`] the layers are
+//!    unpacked while they download, into the root a run uses ([`stream`]): it is committed only when every blob
+//!    and every diff_id matched.
 //! 6. **commit** — `index.json` names the image, under an exclusive lock, written aside and renamed. Until this
 //!    step nothing names the image, so a pull that dies earlier leaves nothing a later run would use.
 //!
@@ -41,7 +43,8 @@
 //! [`PullOptions::insecure`]. [`PullOptions::mirrors`] maps a registry to a mirror host that is contacted instead
 //! (same repository path, no fallback to the original); the image keeps its original name everywhere else.
 //! Authentication: anonymous, bearer tokens (the challenge flow), basic auth with [`PullOptions::credential`] or
-//! Docker's config file (`auths`, and `credHelpers` / `credsStore` through `docker-credential-*` helpers). Foreign-layer `urls` are never
+//! Docker's config file (`auths`, and `credHelpers` / `credsStore` through `docker-credential-*` helpers); identity
+//! tokens (OAuth2 refresh tokens) from either are exchanged for an access token at the registry's token server. Foreign-layer `urls` are never
 //! followed. Layers may be uncompressed, gzip or zstd tars; other layer media types are refused before anything
 //! is downloaded.
 //!
@@ -52,6 +55,7 @@ mod auth;
 mod document;
 pub(crate) mod remote;
 pub(crate) mod store;
+pub(crate) mod stream;
 
 use std::path::{Path, PathBuf};
 
@@ -60,7 +64,10 @@ use oci_spec::image::{
     Descriptor, DescriptorBuilder, ImageConfiguration, ImageManifest, MediaType,
 };
 
-pub use auth::{default_docker_config, from_docker_config, Credential, ENV_PASSWORD, ENV_USER};
+pub use auth::{
+    default_docker_config, from_docker_config, Credential, ENV_PASSWORD, ENV_USER,
+    IDENTITY_TOKEN_USER,
+};
 
 use crate::digest::{Digest, DigestError};
 use crate::dirs::DirsError;
@@ -185,6 +192,18 @@ pub struct PullOptions<'a> {
     /// the registry (it has a record or stored evidence). When it cannot, and pulling is allowed, the image is
     /// resolved at the registry again (its blobs are not downloaded again) so that its evidence can be found.
     pub evidence_on_hand: Option<&'a dyn Fn(&Digest) -> bool>,
+    /// Unpack the image while its layers download (see [`stream`]), into the cached root these settings name
+    /// (the root a run with them uses); `None`: download only.
+    pub unpack: Option<UnpackTarget>,
+}
+
+/// The root a streaming pull builds: what [`crate::rootfs::root_key`] needs besides the manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnpackTarget {
+    /// The id-mapping mode of the runs that will use it.
+    pub mode: crate::idmap::IdMapMode,
+    /// What the unpacker does with owners.
+    pub ownership: crate::unpack::Ownership,
 }
 
 impl std::fmt::Debug for PullOptions<'_> {
@@ -202,6 +221,7 @@ impl std::fmt::Debug for PullOptions<'_> {
             .field("verify", &self.verify.map(|_| "<fn>"))
             .field("observer", &self.observer.map(|_| "<observer>"))
             .field("discover", &self.discover)
+            .field("unpack", &self.unpack)
             .finish_non_exhaustive()
     }
 }
@@ -224,6 +244,7 @@ impl PullOptions<'static> {
             observer: None,
             discover: None,
             evidence_on_hand: None,
+            unpack: None,
         }
     }
 
@@ -257,6 +278,9 @@ pub struct Pulled {
     pub from_cache: bool,
     /// With [`PullPolicy::Always`]: the digest the cache had for the tag, when the tag now resolves to another.
     pub replaced: Option<Digest>,
+    /// With [`PullOptions::unpack`]: whether this pull unpacked the root (while downloading); false when the root
+    /// was there already, or nothing was unpacked.
+    pub unpacked: bool,
 }
 
 impl Pulled {
@@ -370,6 +394,14 @@ pub enum PullError {
         /// The user name tried.
         username: String,
         /// What the registry said.
+        detail: String,
+    },
+    /// The token server did not exchange the identity token (an OAuth2 refresh token) for an access token.
+    #[error("the registry {registry} did not accept the identity token (OAuth2 refresh token): {detail}")]
+    IdentityTokenRefused {
+        /// The registry (or mirror).
+        registry: String,
+        /// What went wrong, or what the token server said.
         detail: String,
     },
     /// Anonymous access was refused.
@@ -490,6 +522,12 @@ pub enum PullError {
         /// Why.
         reason: String,
     },
+    /// The image could not be unpacked while it was pulled (nothing was committed).
+    #[error(transparent)]
+    Unpack(Box<crate::rootfs::RootfsError>),
+    /// A download stopped because another part of the pull failed (never the error reported).
+    #[error("the download was stopped because another part of the pull failed")]
+    Abandoned,
     /// The async runtime could not be created.
     #[error("cannot start the network runtime")]
     Runtime(#[source] std::io::Error),
@@ -537,6 +575,11 @@ impl PullError {
             PullError::WrongCredentials { registry, .. } => format!(
                 "check {ENV_USER} / {ENV_PASSWORD}, or the `auths` entry for {registry} in Docker's config.json"
             ),
+            PullError::IdentityTokenRefused { registry, .. } => format!(
+                "the token may have expired or been revoked: log in again (`docker login {registry}`), or fix the \
+                 `identitytoken` in Docker's config.json / the credential helper's answer, or give a user name and \
+                 password with {ENV_USER} / {ENV_PASSWORD}"
+            ),
             PullError::AuthenticationRequired { registry, .. } => format!(
                 "check the image name; for a private image set {ENV_USER} and {ENV_PASSWORD}, or log in with \
                  `docker login {registry}`"
@@ -582,7 +625,170 @@ pub fn pull(reference: &Reference, opts: &PullOptions<'_>) -> Result<Pulled, Pul
         .enable_all()
         .build()
         .map_err(PullError::Runtime)?;
-    runtime.block_on(from_registry(&store, reference, opts, cached_digest))
+    let prepared = runtime.block_on(from_registry(&store, reference, opts, cached_digest))?;
+    let unpacked = match opts.unpack {
+        Some(target) => fetch_and_unpack(&runtime, &store, &prepared, target, opts)?,
+        None => {
+            runtime.block_on(fetch_layers(
+                &prepared.remote,
+                &store,
+                &prepared.layers,
+                opts.observer,
+                None,
+            ))?;
+            false
+        }
+    };
+    commit(&store, prepared, unpacked)
+}
+
+/// Everything known once verification has passed, before any layer is fetched.
+struct Prepared {
+    remote: Remote,
+    reference: Reference,
+    top: Descriptor,
+    top_digest: Digest,
+    index_digest: Option<Digest>,
+    manifest_digest: Digest,
+    manifest: ImageManifest,
+    config: ImageConfiguration,
+    layers: Vec<LayerBlob>,
+    replaced: Option<Digest>,
+}
+
+/// Step 5 streamed: the layers download (a few at once) while one thread applies them in order to a staging
+/// root, which is committed only when every blob matched its digest and every layer its diff_id. When the root
+/// is there already (or another pull builds it meanwhile: its lock is waited for), the layers are only downloaded.
+/// Returns whether this pull unpacked the root.
+fn fetch_and_unpack(
+    runtime: &tokio::runtime::Runtime,
+    store: &Store,
+    prepared: &Prepared,
+    target: UnpackTarget,
+    opts: &PullOptions<'_>,
+) -> Result<bool, PullError> {
+    let unpack_error = |e| PullError::Unpack(Box::new(e));
+    let image_runtime = crate::pipeline::runtime_config(&prepared.config);
+    let key = crate::rootfs::root_key(&prepared.manifest_digest, target.mode, target.ownership);
+    let download_only = || {
+        runtime.block_on(fetch_layers(
+            &prepared.remote,
+            store,
+            &prepared.layers,
+            opts.observer,
+            None,
+        ))
+    };
+    if crate::rootfs::load_root(&opts.cache_dir, &key, &image_runtime)
+        .map_err(unpack_error)?
+        .is_some()
+    {
+        download_only()?;
+        return Ok(false);
+    }
+    // One unpack per root: a concurrent first pull waits here, then finds the root (and the blobs) in place.
+    let _lock = crate::rootfs::lock_root(&opts.cache_dir, &key).map_err(unpack_error)?;
+    if crate::rootfs::load_root(&opts.cache_dir, &key, &image_runtime)
+        .map_err(unpack_error)?
+        .is_some()
+    {
+        download_only()?;
+        return Ok(false);
+    }
+    let layer_refs = stream::layer_refs(
+        &prepared.manifest,
+        &prepared.config,
+        &prepared.manifest_digest,
+    )?;
+    let feed = stream::Feed::new(layer_refs.len());
+    let layout = OciLayout::open(store.dir())?;
+    let cache_dir = opts.cache_dir.as_path();
+    let (downloaded, built) = std::thread::scope(|s| {
+        let unpacker = s.spawn(|| {
+            let mut source = stream::Streamed {
+                feed: &feed,
+                layout,
+            };
+            let built = crate::rootfs::build_locked(
+                cache_dir,
+                &key,
+                &prepared.manifest_digest,
+                &layer_refs,
+                &image_runtime,
+                target.ownership,
+                &mut source,
+            );
+            if let Err(e) = &built {
+                let failed_at = match e {
+                    crate::rootfs::RootfsError::Unpack { digest, .. }
+                    | crate::rootfs::RootfsError::DiffIdMismatch { digest, .. }
+                    | crate::rootfs::RootfsError::Download { digest } => {
+                        layer_refs.iter().position(|l| &l.digest == digest)
+                    }
+                    _ => None,
+                };
+                source.abandon(failed_at);
+            }
+            built
+        });
+        let downloaded = runtime.block_on(fetch_layers(
+            &prepared.remote,
+            store,
+            &prepared.layers,
+            opts.observer,
+            Some(&feed),
+        ));
+        feed.close();
+        (downloaded, unpacker.join())
+    });
+    // A download's own failure (a digest mismatch, a cut) is the cause to report; then the unpacker's (downloads it
+    // stopped are not a cause).
+    match (downloaded, built) {
+        (Err(e), _) if !matches!(e, PullError::Abandoned) => Err(e),
+        (_, Err(_)) => Err(PullError::Internal("the unpacking thread panicked")),
+        (_, Ok(Err(e))) => Err(unpack_error(e)),
+        (Err(e), Ok(Ok(_))) => Err(e),
+        (Ok(()), Ok(Ok(root))) => {
+            tracing::debug!("{key}: unpacked while pulling ({})", root.path.display());
+            Ok(true)
+        }
+    }
+}
+
+/// Step 6: only now does anything name the image.
+fn commit(store: &Store, prepared: Prepared, unpacked: bool) -> Result<Pulled, PullError> {
+    let Prepared {
+        reference,
+        top,
+        top_digest,
+        index_digest,
+        manifest_digest,
+        replaced,
+        ..
+    } = prepared;
+    let pinned = reference.pinned(&top_digest);
+    let mut names = vec![pinned.clone()];
+    if reference.digest().is_none() {
+        names.push(reference.cache_name());
+    }
+    let mut entry = top;
+    entry.set_annotations(Some(
+        [(ANNOTATION_PINNED.to_owned(), pinned.clone())]
+            .into_iter()
+            .collect(),
+    ));
+    store.record(&names, &entry)?;
+    tracing::info!("pulled {reference} ({manifest_digest})");
+    Ok(Pulled {
+        reference,
+        manifest_digest,
+        index_digest,
+        layout_dir: store.dir().to_owned(),
+        tag_ref: pinned,
+        from_cache: false,
+        replaced,
+        unpacked,
+    })
 }
 
 /// The image named `entry` in the cache, if every blob it needs is there; verified by `opts.verify`.
@@ -649,6 +855,7 @@ fn from_cache(
         tag_ref: pinned,
         from_cache: true,
         replaced: None,
+        unpacked: false,
     }))
 }
 
@@ -725,7 +932,7 @@ async fn from_registry(
     reference: &Reference,
     opts: &PullOptions<'_>,
     cached_digest: Option<Digest>,
-) -> Result<Pulled, PullError> {
+) -> Result<Prepared, PullError> {
     store.remove_abandoned();
     let remote = Remote::connect(reference, opts).await?;
 
@@ -843,45 +1050,57 @@ async fn from_registry(
         },
     )?;
 
-    // 5. fetch layers, a few at once; the first failure stops the others (their temporary files go with them).
-    fetch_layers(&remote, store, &layers, opts.observer).await?;
-
-    // 6. commit: only now does anything name the image.
-    let pinned = reference.pinned(&top_digest);
-    let mut names = vec![pinned.clone()];
-    if reference.digest().is_none() {
-        names.push(reference.cache_name());
-    }
-    let mut entry = top;
-    entry.set_annotations(Some(
-        [(ANNOTATION_PINNED.to_owned(), pinned.clone())]
-            .into_iter()
-            .collect(),
-    ));
-    store.record(&names, &entry)?;
-    tracing::info!("pulled {reference} ({manifest_digest})");
-    Ok(Pulled {
+    Ok(Prepared {
+        remote,
         reference: reference.clone(),
-        manifest_digest,
+        top,
+        top_digest,
         index_digest,
-        layout_dir: store.dir().to_owned(),
-        tag_ref: pinned,
-        from_cache: false,
+        manifest_digest,
+        manifest,
+        config,
+        layers,
         replaced,
     })
 }
 
+/// Step 5: the layers, a few at once, base layer first. Without `feed`, the first failure stops the others (their
+/// temporary files go with them). With it, every download tells the feed how it goes, and ends (they stop early
+/// when the feed says so); the error returned is then the first that was not [`PullError::Abandoned`].
 async fn fetch_layers(
     remote: &Remote,
     store: &Store,
     layers: &[LayerBlob],
     observer: Option<&dyn PullObserver>,
+    feed: Option<&stream::Feed>,
 ) -> Result<(), PullError> {
-    futures_util::stream::iter(layers.iter())
-        .map(|layer| remote.fetch_blob(store, layer, "layer", observer))
-        .buffer_unordered(MAX_PARALLEL_BLOBS)
-        .try_for_each(|_| async { Ok(()) })
-        .await
+    let Some(feed) = feed else {
+        return futures_util::stream::iter(layers.iter())
+            .map(|layer| remote.fetch_blob(store, layer, "layer", observer))
+            .buffer_unordered(MAX_PARALLEL_BLOBS)
+            .try_for_each(|_| async { Ok(()) })
+            .await;
+    };
+    let results: Vec<Result<bool, PullError>> =
+        futures_util::stream::iter(layers.iter().enumerate())
+            .map(|(i, layer)| {
+                remote.fetch_blob_feeding(store, layer, "layer", observer, Some((feed, i)))
+            })
+            .buffer_unordered(MAX_PARALLEL_BLOBS)
+            .collect()
+            .await;
+    let mut abandoned = false;
+    for result in results {
+        match result {
+            Ok(_) => {}
+            Err(PullError::Abandoned) => abandoned = true,
+            Err(e) => return Err(e),
+        }
+    }
+    if abandoned {
+        return Err(PullError::Abandoned);
+    }
+    Ok(())
 }
 
 /// The cache's layout directory for a cache directory (`<cache>/oci`).

@@ -922,7 +922,10 @@ fn check_shape(shape: &Shape, kind: Kind) -> Result<(), String> {
     }
 }
 
-fn layer_compression(media_type: &str, digest: &Digest) -> Result<Compression, LayoutError> {
+pub(crate) fn layer_compression(
+    media_type: &str,
+    digest: &Digest,
+) -> Result<Compression, LayoutError> {
     match media_type {
         "application/vnd.oci.image.layer.v1.tar"
         | "application/vnd.oci.image.layer.nondistributable.v1.tar"

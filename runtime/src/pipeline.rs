@@ -231,12 +231,9 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
     //    pinned from here on.
 
     // 4. unpack (or reuse the cached root for this digest and id-mapping mode).
+    //    A registry image was unpacked while it downloaded, into this same root: then this only loads it.
     let runtime = runtime_config(&image.config);
-    let host = HostIds {
-        uid: nix::unistd::geteuid().as_raw(),
-        gid: nix::unistd::getegid().as_raw(),
-        subids: idmap::detect_subids(nix::unistd::geteuid().as_raw()),
-    };
+    let host = host_ids();
     let planned = idmap::plan(&host, 0, 0);
     let root = rootfs::ensure(
         &dirs.cache,
@@ -504,6 +501,24 @@ fn start_bridge(
     }
 }
 
+/// This process's ids and subordinate ranges.
+fn host_ids() -> HostIds {
+    HostIds {
+        uid: nix::unistd::geteuid().as_raw(),
+        gid: nix::unistd::getegid().as_raw(),
+        subids: idmap::detect_subids(nix::unistd::geteuid().as_raw()),
+    }
+}
+
+/// The root a run by this user uses: the one a pull unpacks into while downloading.
+fn unpack_target() -> distribution::UnpackTarget {
+    let planned = idmap::plan(&host_ids(), 0, 0);
+    distribution::UnpackTarget {
+        mode: planned.mode,
+        ownership: planned.unpack_ownership(),
+    }
+}
+
 /// Steps 1 and 2: an OCI layout on disk, or a registry image pulled into the cache (which is itself a layout).
 fn resolve(req: &RunRequest, dirs: &Dirs) -> Result<(OciLayout, layout::ResolvedImage), Error> {
     if req.image.starts_with("oci:") {
@@ -578,6 +593,10 @@ pub fn pull_verified(
         Ok(())
     };
     opts.verify = Some(&check);
+    if !verify_only {
+        // Layers are unpacked as they arrive, into the root the run (or the next one) uses.
+        opts.unpack = Some(unpack_target());
+    }
     match distribution::pull(&reference, &opts) {
         Ok(pulled) => {
             meter.finish(&pulled);
@@ -586,6 +605,10 @@ pub fn pull_verified(
         Err(PullError::Verification { .. }) if verify_only => {
             meter.abandon();
             Err(Error::VerifiedOnly(gate.outcome()))
+        }
+        Err(PullError::Unpack(e)) => {
+            meter.abandon();
+            Err(Error::Rootfs(*e))
         }
         Err(e) => {
             meter.abandon();
@@ -610,7 +633,21 @@ pub fn pull(
         mode: Some(verification::Mode::Disabled),
         ..Verification::default()
     };
-    pull_verified(image, policy, access, progress, dirs, &none, false).map(|(p, _)| p)
+    let (pulled, _) = pull_verified(image, policy, access, progress, dirs, &none, false)?;
+    if pulled.from_cache {
+        // Ready to run: a cached image whose root is missing (pruned, or pulled by another version) is unpacked.
+        let (layout, image) = pulled.open(&Platform::host())?;
+        let target = unpack_target();
+        rootfs::ensure(
+            &dirs.cache,
+            &layout,
+            &image,
+            &runtime_config(&image.config),
+            target.mode,
+            target.ownership,
+        )?;
+    }
+    Ok(pulled)
 }
 
 /// Writes the bundle, the generated /etc files and the runner plan into the run directory.

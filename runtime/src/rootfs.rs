@@ -7,7 +7,7 @@
 //! its lock ([`lock_root`]) first: a second run starting while the first is unpacking waits for it and uses the
 //! root it committed instead of unpacking the image again.
 
-use std::io;
+use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 use crate::idmap::IdMapMode;
-use crate::layout::{LayoutError, OciLayout, ResolvedImage};
+use crate::layout::{LayerRef, LayoutError, OciLayout, ResolvedImage};
 use crate::spec::{mountpoints, ImageRuntimeConfig};
 use crate::unpack::{self, UnpackError, UnpackOptions};
 use crate::user::{self, ResolvedUser, UserError};
@@ -75,6 +75,12 @@ pub enum RootfsError {
         /// Computed.
         actual: String,
     },
+    /// A streamed layer blob did not arrive whole and right (the pull says why).
+    #[error("layer {digest} could not be downloaded")]
+    Download {
+        /// The layer.
+        digest: Digest,
+    },
     /// The image user could not be resolved.
     #[error(transparent)]
     User(#[from] UserError),
@@ -115,6 +121,28 @@ pub fn root_key(manifest: &Digest, mode: IdMapMode, ownership: unpack::Ownership
     )
 }
 
+/// Where the layers of a root being built come from, in order.
+pub(crate) trait LayerSource {
+    /// The blob of layer `index` (compressed as its media type says), to be read from the start.
+    fn open(&mut self, index: usize, layer: &LayerRef) -> Result<Box<dyn Read + '_>, RootfsError>;
+    /// Called once layer `index` is applied and its diff_id matched: returns only when the blob itself is known
+    /// to match its digest (a streamed blob may still be arriving or being checked).
+    fn settle(&mut self, index: usize, layer: &LayerRef) -> Result<(), RootfsError>;
+}
+
+/// Layers read from a layout (each blob checked against its digest while read).
+struct FromLayout<'a>(&'a OciLayout);
+
+impl LayerSource for FromLayout<'_> {
+    fn open(&mut self, _: usize, layer: &LayerRef) -> Result<Box<dyn Read + '_>, RootfsError> {
+        Ok(Box::new(self.0.open_blob(&layer.digest, layer.size)?))
+    }
+
+    fn settle(&mut self, _: usize, _: &LayerRef) -> Result<(), RootfsError> {
+        Ok(())
+    }
+}
+
 /// Returns the cached root of `image`, unpacking it first if needed.
 pub fn ensure(
     cache: &Path,
@@ -124,22 +152,53 @@ pub fn ensure(
     mode: IdMapMode,
     ownership: unpack::Ownership,
 ) -> Result<Root, RootfsError> {
+    let key = root_key(&image.manifest_digest, mode, ownership);
+    if let Some(root) = load_root(cache, &key, runtime)? {
+        return Ok(root);
+    }
+    // One build per root: a concurrent first run waits here for the one building it, then uses its root.
+    let _build_lock = lock_root(cache, &key)?;
+    if let Some(root) = load_root(cache, &key, runtime)? {
+        tracing::debug!("{key}: unpacked meanwhile by another run");
+        return Ok(root);
+    }
+    build_locked(
+        cache,
+        &key,
+        &image.manifest_digest,
+        &image.layers,
+        runtime,
+        ownership,
+        &mut FromLayout(layout),
+    )
+}
+
+/// The committed root named `key` ([`root_key`]), if there is one.
+pub fn load_root(
+    cache: &Path,
+    key: &str,
+    runtime: &ImageRuntimeConfig,
+) -> Result<Option<Root>, RootfsError> {
+    load(&roots_dir(cache).join(key), runtime)
+}
+
+/// Builds the root named `key` from `layers` (base first) and commits it; the caller holds its [`lock_root`].
+/// Nothing is committed unless every layer applied, matched its diff_id and was settled by `source`.
+pub(crate) fn build_locked(
+    cache: &Path,
+    key: &str,
+    manifest_digest: &Digest,
+    layers: &[LayerRef],
+    runtime: &ImageRuntimeConfig,
+    ownership: unpack::Ownership,
+    source: &mut dyn LayerSource,
+) -> Result<Root, RootfsError> {
     let roots = roots_dir(cache);
     crate::dirs::private_dir(&roots).map_err(|e| RootfsError::Io {
         path: roots.clone(),
         source: io::Error::other(e.to_string()),
     })?;
-    let key = root_key(&image.manifest_digest, mode, ownership);
-    let entry = roots.join(&key);
-    if let Some(root) = load(&entry, runtime)? {
-        return Ok(root);
-    }
-    // One build per root: a concurrent first run waits here for the one building it, then uses its root.
-    let _build_lock = lock_root(cache, &key)?;
-    if let Some(root) = load(&entry, runtime)? {
-        tracing::debug!("{key}: unpacked meanwhile by another run");
-        return Ok(root);
-    }
+    let entry = roots.join(key);
     remove_abandoned_builds(&roots);
     let staging = Staging(Some(
         tempfile::Builder::new()
@@ -165,11 +224,11 @@ pub fn ensure(
     let mut skipped_devices = 0;
     let mut builder =
         unpack::RootBuilder::new(&tree, opts).map_err(|source| RootfsError::Unpack {
-            digest: image.manifest_digest.clone(),
+            digest: manifest_digest.clone(),
             source,
         })?;
-    for layer in &image.layers {
-        let blob = layout.open_blob(&layer.digest, layer.size)?;
+    for (index, layer) in layers.iter().enumerate() {
+        let blob = source.open(index, layer)?;
         let stats = builder
             .apply_layer(blob, unpack_compression(layer.compression))
             .map_err(|source| RootfsError::Unpack {
@@ -183,10 +242,11 @@ pub fn ensure(
                 actual: stats.diff_id,
             });
         }
+        source.settle(index, layer)?;
         skipped_devices += stats.skipped_devices;
     }
     builder.finish().map_err(|source| RootfsError::Unpack {
-        digest: image.manifest_digest.clone(),
+        digest: manifest_digest.clone(),
         source,
     })?;
 
@@ -200,7 +260,7 @@ pub fn ensure(
             .map_err(io_at(&tree.join(point.trim_start_matches('/'))))?;
     }
     let meta = RootMeta {
-        manifest_digest: image.manifest_digest.to_string(),
+        manifest_digest: manifest_digest.to_string(),
         home_in_image,
         skipped_devices,
     };

@@ -675,8 +675,8 @@ const TOKEN_ISSUER: &str = "thv-e2e-token-server";
 /// A token server for a registry's `auth.token` (the Docker token protocol): `GET /token?service=…&scope=…`
 /// answers `{"token": JWT}`, an RS256 JWT signed with a key whose self-signed certificate the registry trusts
 /// (sent in the `x5c` header). Anonymous requests get `pull` on repositories under `public/` and nothing else;
-/// requests with the right basic-auth user and password get what they ask for; a wrong password gets 401.
-/// Keys and certificate are made with the `openssl` command.
+/// requests with the right basic-auth user and password get what they ask for; a wrong password gets 401. With
+/// [`TokenServer::start_with_refresh_token`] it also answers the OAuth2 refresh-token `POST`. Keys and certificate are made with the `openssl` command.
 #[derive(Debug)]
 pub struct TokenServer {
     addr: SocketAddr,
@@ -685,6 +685,7 @@ pub struct TokenServer {
     password: String,
     stop: Arc<AtomicBool>,
     requests: Arc<AtomicUsize>,
+    refresh_grants: Arc<AtomicUsize>,
     accept: Option<JoinHandle<()>>,
 }
 
@@ -820,6 +821,26 @@ pub fn loopback_hostname() -> Option<String> {
 impl TokenServer {
     /// Start a token server on a free loopback port that knows one user.
     pub fn start(user: &str, password: &str) -> io::Result<TokenServer> {
+        Self::start_inner(user, password, None)
+    }
+
+    /// Like [`TokenServer::start`], and it also exchanges `refresh_token` (an identity token, as `docker login`
+    /// stores for OAuth2 registries) for an access token with everything `user` may do: the distribution spec's
+    /// `POST` of `grant_type=refresh_token&refresh_token=…&service=…&scope=…&client_id=…`. Another refresh token,
+    /// or a form without a `client_id`, gets 400 `invalid_grant`.
+    pub fn start_with_refresh_token(
+        user: &str,
+        password: &str,
+        refresh_token: &str,
+    ) -> io::Result<TokenServer> {
+        Self::start_inner(user, password, Some(refresh_token.to_owned()))
+    }
+
+    fn start_inner(
+        user: &str,
+        password: &str,
+        refresh_token: Option<String>,
+    ) -> io::Result<TokenServer> {
         let dir = tempfile::Builder::new()
             .prefix("thv-e2e-tokens-")
             .tempdir()
@@ -848,6 +869,7 @@ impl TokenServer {
         let addr = listener.local_addr().map_err(ctx("token server address"))?;
         let stop = Arc::new(AtomicBool::new(false));
         let requests = Arc::new(AtomicUsize::new(0));
+        let refresh_grants = Arc::new(AtomicUsize::new(0));
         let accept = {
             let (stop, requests) = (stop.clone(), requests.clone());
             let signer = Signer {
@@ -855,6 +877,8 @@ impl TokenServer {
                 x5c,
                 user: user.to_owned(),
                 password: password.to_owned(),
+                refresh_token,
+                refresh_grants: refresh_grants.clone(),
             };
             std::thread::spawn(move || {
                 for stream in listener.incoming() {
@@ -874,8 +898,14 @@ impl TokenServer {
             password: password.to_owned(),
             stop,
             requests,
+            refresh_grants,
             accept: Some(accept),
         })
+    }
+
+    /// How many refresh tokens were exchanged for access tokens.
+    pub fn refresh_grants(&self) -> usize {
+        self.refresh_grants.load(Ordering::SeqCst)
     }
 
     /// The realm URL registries send clients to.
@@ -909,6 +939,8 @@ struct Signer {
     x5c: String,
     user: String,
     password: String,
+    refresh_token: Option<String>,
+    refresh_grants: Arc<AtomicUsize>,
 }
 
 impl Signer {
@@ -923,35 +955,82 @@ impl Signer {
             }
             head.extend_from_slice(&buf[..n]);
         }
-        let head = String::from_utf8_lossy(&head).into_owned();
+        let split = head
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or(head.len());
+        let mut body = head[(split + 4).min(head.len())..].to_vec();
+        let head = String::from_utf8_lossy(&head[..split]).into_owned();
         let mut lines = head.split("\r\n");
-        let target = lines
-            .next()
-            .and_then(|l| l.split(' ').nth(1))
-            .unwrap_or("/");
-        let authorization = lines
+        let mut request_line = lines.next().unwrap_or("").split(' ');
+        let method = request_line.next().unwrap_or("GET").to_owned();
+        let target = request_line.next().unwrap_or("/");
+        let headers: Vec<(String, String)> = lines
             .filter_map(|l| l.split_once(':'))
-            .find(|(n, _)| n.trim().eq_ignore_ascii_case("authorization"))
-            .map(|(_, v)| v.trim().to_owned());
-        let query = target.split_once('?').map_or("", |(_, q)| q);
-        let params: Vec<(String, String)> = query
-            .split('&')
-            .filter_map(|p| p.split_once('='))
-            .map(|(k, v)| (percent_decode(k), percent_decode(v)))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
             .collect();
-        let authenticated = match authorization {
-            Some(header) => {
-                if header != basic(&self.user, &self.password) {
-                    return respond(
-                        &mut stream,
-                        401,
-                        br#"{"details":"incorrect username or password"}"#,
-                    );
-                }
-                true
-            }
-            None => false,
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
         };
+        let authorization = header("authorization");
+        let form = |text: &str| -> Vec<(String, String)> {
+            text.split('&')
+                .filter_map(|p| p.split_once('='))
+                .map(|(k, v)| (percent_decode(k), percent_decode(v)))
+                .collect()
+        };
+        let query = target.split_once('?').map_or("", |(_, q)| q);
+        let mut params = form(query);
+        if method == "POST" {
+            // The OAuth2 refresh-token grant: a form in the body.
+            let length: usize = header("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+                .min(64 * 1024);
+            while body.len() < length {
+                let n = stream.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&buf[..n]);
+            }
+            params = form(&String::from_utf8_lossy(&body));
+            let field = |name: &str| {
+                params
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.as_str())
+            };
+            let granted = field("grant_type") == Some("refresh_token")
+                && self.refresh_token.is_some()
+                && field("refresh_token") == self.refresh_token.as_deref()
+                && field("client_id").is_some_and(|c| !c.is_empty());
+            if !granted {
+                return respond(
+                    &mut stream,
+                    400,
+                    br#"{"error":"invalid_grant","error_description":"unknown refresh token"}"#,
+                );
+            }
+            self.refresh_grants.fetch_add(1, Ordering::SeqCst);
+        }
+        let authenticated = method == "POST"
+            || match authorization {
+                Some(header) => {
+                    if header != basic(&self.user, &self.password) {
+                        return respond(
+                            &mut stream,
+                            401,
+                            br#"{"details":"incorrect username or password"}"#,
+                        );
+                    }
+                    true
+                }
+                None => false,
+            };
         let mut access = Vec::new();
         for (_, scope) in params.iter().filter(|(k, _)| k == "scope") {
             // repository:NAME:ACTIONS
@@ -1028,7 +1107,11 @@ impl Signer {
 }
 
 fn respond(stream: &mut TcpStream, status: u16, body: &[u8]) -> io::Result<()> {
-    let reason = if status == 200 { "OK" } else { "Unauthorized" };
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        _ => "Unauthorized",
+    };
     let head = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()

@@ -1,5 +1,6 @@
 //! End-to-end: credentials from Docker credential helpers (`credsStore`, `credHelpers` in `config.json`), through
-//! real helper programs (shell scripts the test writes onto `PATH`) against a real registry with basic auth.
+//! real helper programs (shell scripts the test writes onto `PATH`) against a real registry with basic auth; and
+//! identity tokens (OAuth2 refresh tokens) exchanged at a real token-auth registry's token server.
 
 mod common;
 
@@ -8,7 +9,9 @@ use std::path::Path;
 use std::process::Stdio;
 
 use common::{code, Run};
-use thv_sandbox_e2e::registry::{htpasswd_available, registry_available, TestRegistry};
+use thv_sandbox_e2e::registry::{
+    htpasswd_available, openssl_available, registry_available, TestRegistry, TokenServer,
+};
 use thv_sandbox_e2e::{require, thv_sandbox_bin, ImageBuilder, Layer};
 
 const USER: &str = "helper-user";
@@ -160,4 +163,84 @@ async fn credential_helpers_give_the_password_and_their_failures_are_explained()
         "{}",
         out.stderr
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identity_tokens_from_the_config_file_and_from_helpers_are_exchanged_for_access_tokens() {
+    if !require(
+        registry_available(),
+        "docker-registry (apt-get install docker-registry)",
+    ) || !require(openssl_available(), "the openssl command")
+    {
+        return;
+    }
+    const REFRESH: &str = "r3fresh-t0ken/with+odd=chars";
+    let tokens =
+        TokenServer::start_with_refresh_token("bob", "bob-pw", REFRESH).expect("token server");
+    let registry = TestRegistry::start_with_token_auth(&tokens).expect("registry");
+    let layout = tempfile::tempdir().unwrap();
+    let built = ImageBuilder::new()
+        .layer(Layer::new().file("/marker", "private\n", 0o644))
+        .entrypoint(["/bin/app"])
+        .write(layout.path(), "v1")
+        .unwrap();
+    // Not under public/: anonymous tokens grant nothing here.
+    registry
+        .push_image(layout.path(), &built, "team/app", "v1")
+        .expect("push");
+    let host = registry.host();
+    let image = format!("{host}/team/app:v1");
+    let pinned = format!("{host}/team/app@{}", built.manifest.digest);
+    let run = Run::new();
+    let bin = tempfile::tempdir().unwrap();
+    script(
+        bin.path(),
+        "docker-credential-thvtoken",
+        &format!("printf '{{\"Username\":\"<token>\",\"Secret\":\"{REFRESH}\"}}'"),
+    );
+    script(
+        bin.path(),
+        "docker-credential-thvstale",
+        "printf '{\"Username\":\"<token>\",\"Secret\":\"revoked\"}'",
+    );
+
+    // `docker login` with OAuth2: a user name in `auth` ("bob:"), the refresh token in `identitytoken`.
+    let config = format!(
+        r#"{{"auths": {{"{host}": {{"auth": "Ym9iOg==", "identitytoken": "{REFRESH}"}}}}}}"#
+    );
+    let out = pull(&run, bin.path(), &config, &image).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), pinned);
+    assert_eq!(tokens.refresh_grants(), 1);
+
+    // A credential helper answering user name `<token>`.
+    let config = format!(r#"{{"credHelpers": {{"{host}": "thvtoken"}}}}"#);
+    let out = pull(&run, bin.path(), &config, &image).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), pinned);
+    assert_eq!(tokens.refresh_grants(), 2);
+
+    // A refresh token the token server does not know, from either source: an authentication failure, with the
+    // token server's words and what to do; never a missing image.
+    let stale_file =
+        format!(r#"{{"auths": {{"{host}": {{"auth": "Ym9iOg==", "identitytoken": "revoked"}}}}}}"#);
+    let stale_helper = format!(r#"{{"credHelpers": {{"{host}": "thvstale"}}}}"#);
+    for config in [stale_file, stale_helper] {
+        let out = pull(&run, bin.path(), &config, &image).await;
+        assert_eq!(out.code, 125, "{}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!(
+                "error: the registry {host} did not accept the identity token"
+            )) && out.stderr.contains("invalid_grant"),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains("hint: the token may have expired"),
+            "{}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("not found"), "{}", out.stderr);
+    }
+    assert_eq!(tokens.refresh_grants(), 2);
 }

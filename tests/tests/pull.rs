@@ -16,7 +16,7 @@ use thv_sandbox_e2e::{
 };
 use thv_sandbox_runtime::digest::{Digest, DigestError};
 use thv_sandbox_runtime::distribution::{
-    self, Credential, PullError, PullOptions, PullPolicy, Pulled, VerifyInput,
+    self, Credential, PullError, PullOptions, PullPolicy, Pulled, UnpackTarget, VerifyInput,
 };
 use thv_sandbox_runtime::idmap::IdMapMode;
 use thv_sandbox_runtime::layout::Platform;
@@ -1072,4 +1072,354 @@ fn the_verified_digest_is_what_is_unpacked_even_if_the_tag_moves_meanwhile() {
         "{}",
         registry.log()
     );
+}
+
+// ---- Streaming: layers unpacked while they download (`PullOptions::unpack`), as `run` and `pull` do.
+
+const STREAM_MODE: IdMapMode = IdMapMode::Single;
+const STREAM_OWNERS: Ownership = Ownership::Ignore;
+
+fn streaming(cache: &Path) -> PullOptions<'static> {
+    let mut opts = PullOptions::new(cache);
+    opts.unpack = Some(UnpackTarget {
+        mode: STREAM_MODE,
+        ownership: STREAM_OWNERS,
+    });
+    opts
+}
+
+/// Where the committed root of `manifest` is (or would be).
+fn root_entry(cache: &Path, manifest: &str) -> PathBuf {
+    let digest: Digest = manifest.parse().unwrap();
+    rootfs::roots_dir(cache).join(rootfs::root_key(&digest, STREAM_MODE, STREAM_OWNERS))
+}
+
+/// Everything in the roots directory: committed roots and staging directories alike.
+fn roots_entries(cache: &Path) -> Vec<String> {
+    std::fs::read_dir(rootfs::roots_dir(cache))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A tree as (relative path, kind and content) lines, sorted; hard links are shown by which paths share an inode.
+fn describe_tree(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, String, u64)>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let path = e.path();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let kind = if meta.is_dir() {
+                format!("dir {:o}", meta.mode() & 0o7777)
+            } else if meta.file_type().is_symlink() {
+                format!("link -> {}", std::fs::read_link(&path).unwrap().display())
+            } else {
+                let data = std::fs::read(&path).unwrap();
+                format!(
+                    "file {:o} {} bytes {}",
+                    meta.mode() & 0o7777,
+                    data.len(),
+                    Digest::of_bytes(&data)
+                )
+            };
+            out.push((rel, kind, meta.ino()));
+            if meta.is_dir() {
+                walk(root, &path, out);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(root, root, &mut found);
+    let mut lines: Vec<String> = found
+        .iter()
+        .map(|(rel, kind, ino)| {
+            let mut shared: Vec<&str> = found
+                .iter()
+                .filter(|(other, k, i)| i == ino && other != rel && !k.starts_with("dir"))
+                .map(|(other, _, _)| other.as_str())
+                .collect();
+            shared.sort();
+            format!("{rel}: {kind} links {shared:?}")
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+fn layered_image() -> ImageBuilder {
+    ImageBuilder::new()
+        .layer(
+            Layer::new()
+                .dir("/data", 0o755)
+                .file("/data/a", "base a\n", 0o644)
+                .file("/data/gone", "deleted later\n", 0o644)
+                .dir("/opq", 0o755)
+                .file("/opq/old", "hidden by the opaque marker\n", 0o644)
+                .dir("/lib", 0o755)
+                .file("/lib/target", noise(300 * 1024, 21), 0o755)
+                .dir("/ro", 0o555)
+                .file("/ro/inside", "in a read-only dir\n", 0o444),
+        )
+        .layer(
+            Layer::uncompressed()
+                .file("/data/a", "second a\n", 0o600)
+                .whiteout("/data/gone")
+                .opaque("/opq")
+                .file("/opq/new", "after the opaque marker\n", 0o644)
+                // A hard link into the lower layer, and one within this layer.
+                .hardlink("/data/link-to-lower", "/lib/target")
+                .file("/data/big", noise(1024 * 1024, 22), 0o644)
+                .hardlink("/data/big-again", "/data/big")
+                .symlink("/data/sym", "../lib/target"),
+        )
+        .layer(
+            Layer::new()
+                .compression(Compression::Zstd)
+                .file("/data/b", "third b\n", 0o644)
+                .file("/ro/later", "added to a 0555 dir by a later layer\n", 0o644),
+        )
+        .entrypoint(["/bin/app"])
+}
+
+#[test]
+fn a_streamed_pull_unpacks_while_downloading_into_the_root_a_run_uses() {
+    if !have_registry() {
+        return;
+    }
+    let registry = TestRegistry::start().expect("registry");
+    let (_layout, built) = push(&registry, &layered_image(), "e2e/stream", "v1");
+    let r = format!("{}/e2e/stream:v1", registry.host());
+    let cache = tempdir("thv-e2e-cache-");
+
+    let pulled = pull(&r, &streaming(cache.path())).expect("streamed pull");
+    assert!(pulled.unpacked, "the pull did not unpack");
+    assert!(!pulled.from_cache);
+    for layer in &built.layers {
+        assert!(blob_in_cache(cache.path(), &layer.digest));
+        assert_eq!(registry.blob_gets(&layer.digest), 1);
+    }
+    assert!(temp_files(cache.path()).is_empty());
+    let entry = root_entry(cache.path(), &built.manifest.digest);
+    assert_eq!(
+        roots_entries(cache.path()),
+        vec![entry.file_name().unwrap().to_string_lossy().into_owned()],
+        "exactly the committed root, no staging left"
+    );
+
+    // What a run does next: the same root, found, not unpacked again.
+    let (layout, image) = pulled.open(&Platform::host()).unwrap();
+    let root = rootfs::ensure(
+        cache.path(),
+        &layout,
+        &image,
+        &ImageRuntimeConfig::default(),
+        STREAM_MODE,
+        STREAM_OWNERS,
+    )
+    .expect("root");
+    assert!(!root.unpacked_now);
+    assert_eq!(root.path, entry.join("rootfs"));
+    let tree = &root.path;
+    let read = |p: &str| std::fs::read_to_string(tree.join(p)).unwrap();
+    assert_eq!(read("data/a"), "second a\n");
+    assert_eq!(read("data/b"), "third b\n");
+    assert_eq!(read("opq/new"), "after the opaque marker\n");
+    assert_eq!(read("ro/later"), "added to a 0555 dir by a later layer\n");
+    assert!(!tree.join("data/gone").exists());
+    assert!(!tree.join("opq/old").exists());
+    {
+        use std::os::unix::fs::MetadataExt;
+        let ino = |p: &str| std::fs::metadata(tree.join(p)).unwrap().ino();
+        assert_eq!(ino("data/link-to-lower"), ino("lib/target"));
+        assert_eq!(ino("data/big-again"), ino("data/big"));
+    }
+
+    // The same image pulled without streaming and unpacked from the cache gives the same tree.
+    let plain_cache = tempdir("thv-e2e-cache-");
+    let plain = pull(&r, &PullOptions::new(plain_cache.path())).expect("plain pull");
+    assert!(!plain.unpacked);
+    assert!(roots_entries(plain_cache.path()).is_empty());
+    let plain_root = unpack(&plain, plain_cache.path());
+    assert_eq!(describe_tree(tree), describe_tree(&plain_root));
+
+    // Pulled again (`--pull always`): the root is there, nothing is downloaded or unpacked.
+    let mut always = streaming(cache.path());
+    always.policy = PullPolicy::Always;
+    let again = pull(&r, &always).expect("pull again");
+    assert!(!again.unpacked);
+    for layer in &built.layers {
+        assert_eq!(registry.blob_gets(&layer.digest), 2, "{}", registry.log());
+    }
+}
+
+#[test]
+fn a_tampered_layer_refuses_the_streamed_pull_and_keeps_nothing_and_a_good_registry_works_after() {
+    if !have_registry() {
+        return;
+    }
+    let registry = TestRegistry::start().expect("registry");
+    let image = ImageBuilder::new()
+        .layer(Layer::new().file("/first", noise(200 * 1024, 31), 0o644))
+        .layer(Layer::new().file("/second", noise(600 * 1024, 32), 0o644))
+        .entrypoint(["/bin/app"]);
+    let (_layout, built) = push(&registry, &image, "e2e/tampered", "v1");
+    let bad = &built.layers[1].digest;
+    // Same size, other bytes, on the registry's disk: the gzip stream breaks mid-way, after the unpacker started.
+    let data = registry.blob_data_path(bad);
+    let good_bytes = std::fs::read(&data).expect("blob on registry disk");
+    let mut bytes = good_bytes.clone();
+    let middle = bytes.len() / 2;
+    for b in &mut bytes[middle..middle + 64] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&data, &bytes).expect("tamper");
+
+    let cache = tempdir("thv-e2e-cache-");
+    let r = format!("{}/e2e/tampered:v1", registry.host());
+    let err = pull(&r, &streaming(cache.path())).unwrap_err();
+    // Reported as what it is: the blob does not match its digest (not as what its bytes did to the unpacker).
+    let PullError::Digest { what, source } = &err else {
+        panic!("expected a digest error, got {err:?}");
+    };
+    assert_eq!(*what, "layer");
+    let expected: Digest = bad.parse().unwrap();
+    assert!(
+        matches!(source, DigestError::Mismatch { expected: e, .. } if *e == expected),
+        "{source}"
+    );
+    assert!(!blob_in_cache(cache.path(), bad));
+    assert!(temp_files(cache.path()).is_empty());
+    assert!(cache_names(cache.path()).is_empty());
+    assert!(
+        roots_entries(cache.path()).is_empty(),
+        "a root or staging directory was left: {:?}",
+        roots_entries(cache.path())
+    );
+
+    // The registry serves the right bytes again: the next pull works and builds the root.
+    std::fs::write(&data, &good_bytes).expect("repair");
+    let pulled = pull(&r, &streaming(cache.path())).expect("pull from a good registry");
+    assert!(pulled.unpacked);
+    let entry = root_entry(cache.path(), &built.manifest.digest);
+    assert_eq!(
+        std::fs::read(entry.join("rootfs/second")).unwrap(),
+        noise(600 * 1024, 32)
+    );
+}
+
+#[test]
+fn a_cut_mid_layer_while_unpacking_leaves_nothing_and_the_next_pull_succeeds() {
+    if !have_registry() {
+        return;
+    }
+    let registry = TestRegistry::start().expect("registry");
+    let image = ImageBuilder::new()
+        .layer(Layer::uncompressed().file("/base", "base\n", 0o644))
+        .layer(Layer::uncompressed().file("/big", noise(2 * 1024 * 1024, 41), 0o644))
+        .entrypoint(["/bin/app"]);
+    let (_layout, built) = push(&registry, &image, "e2e/streamcut", "v1");
+    let layer = &built.layers[1].digest;
+    // An uncompressed layer: the unpacker has written part of /big by the time the connection is cut.
+    let proxy =
+        CutProxy::start(registry.addr(), &format!("/blobs/{layer}"), 700_000).expect("proxy");
+    let r = format!("{}/e2e/streamcut:v1", proxy.host());
+    let cache = tempdir("thv-e2e-cache-");
+
+    let err = pull(&r, &streaming(cache.path())).unwrap_err();
+    assert_eq!(proxy.cuts(), 1, "the proxy cut nothing: {err}");
+    assert!(
+        matches!(err, PullError::Transfer { .. } | PullError::Digest { .. }),
+        "{err:?}"
+    );
+    assert!(!blob_in_cache(cache.path(), layer));
+    assert!(temp_files(cache.path()).is_empty());
+    assert!(cache_names(cache.path()).is_empty());
+    assert!(
+        roots_entries(cache.path()).is_empty(),
+        "{:?}",
+        roots_entries(cache.path())
+    );
+
+    let pulled = pull(&r, &streaming(cache.path())).expect("second pull");
+    assert!(pulled.unpacked);
+    let entry = root_entry(cache.path(), &built.manifest.digest);
+    assert_eq!(
+        std::fs::read(entry.join("rootfs/big")).unwrap(),
+        noise(2 * 1024 * 1024, 41)
+    );
+}
+
+#[test]
+fn concurrent_streamed_pulls_share_one_download_and_one_unpack() {
+    if !have_registry() {
+        return;
+    }
+    let registry = TestRegistry::start().expect("registry");
+    let (_layout, built) = push(&registry, &layered_image(), "e2e/streamrace", "v1");
+    let r = format!("{}/e2e/streamrace:v1", registry.host());
+    let cache = tempdir("thv-e2e-cache-");
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| pull(&r, &streaming(cache.path()))))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let unpacked: Vec<bool> = results
+        .iter()
+        .map(|r| r.as_ref().expect("concurrent streamed pull").unpacked)
+        .collect();
+    assert_eq!(
+        unpacked.iter().filter(|u| **u).count(),
+        1,
+        "one pull unpacks, the other uses its root: {unpacked:?}"
+    );
+    for layer in &built.layers {
+        assert_eq!(registry.blob_gets(&layer.digest), 1, "{}", registry.log());
+    }
+    assert_eq!(roots_entries(cache.path()).len(), 1);
+}
+
+#[test]
+fn a_layer_the_unpacker_refuses_fails_the_streamed_pull_with_the_unpackers_reason_and_commits_no_root(
+) {
+    if !have_registry() {
+        return;
+    }
+    let registry = TestRegistry::start().expect("registry");
+    let image = ImageBuilder::new()
+        .layer(Layer::new().file("/base", "base\n", 0o644))
+        // Right digest, right diff_id, hostile content.
+        .layer(Layer::uncompressed().raw_file(b"../escape", "out\n", 0o644))
+        .layer(Layer::uncompressed().file("/big", noise(4 * 1024 * 1024, 51), 0o644))
+        .entrypoint(["/bin/app"]);
+    let (_layout, built) = push(&registry, &image, "e2e/hostile", "v1");
+    let cache = tempdir("thv-e2e-cache-");
+    let r = format!("{}/e2e/hostile:v1", registry.host());
+    let err = pull(&r, &streaming(cache.path())).unwrap_err();
+    let PullError::Unpack(cause) = &err else {
+        panic!("expected the unpacker's refusal, got {err:?}");
+    };
+    assert!(
+        matches!(**cause, rootfs::RootfsError::Unpack { ref digest, .. } if digest.to_string() == built.layers[1].digest),
+        "{cause:?}"
+    );
+    let chain = format!("{:?}", cause);
+    assert!(chain.contains("Escape"), "{chain}");
+    assert!(
+        roots_entries(cache.path()).is_empty(),
+        "{:?}",
+        roots_entries(cache.path())
+    );
+    assert!(cache_names(cache.path()).is_empty());
+    assert!(temp_files(cache.path()).is_empty());
 }

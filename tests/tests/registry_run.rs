@@ -38,6 +38,19 @@ async fn run_by_registry_reference_then_offline_from_the_cache() {
         pinned.trim(),
         format!("{}/tools/probe@{}", registry.host(), built.manifest.digest)
     );
+    // `pull` left the image ready to run: its root is unpacked (while it downloaded), and `run` uses that root
+    // as it is, without unpacking again.
+    let committed_root = || {
+        let roots = thv_sandbox_runtime::rootfs::roots_dir(cache.path());
+        let names: Vec<_> = std::fs::read_dir(&roots)
+            .expect("roots dir after pull")
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        assert!(names[0].join("rootfs").is_dir());
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(names[0].join("meta.json")).unwrap())
+    };
+    let root_after_pull = committed_root();
 
     // `run` by reference, over MCP.
     let server = spawn_mcp(cmd(&run, cache.path(), &["run", &image]))
@@ -47,6 +60,11 @@ async fn run_by_registry_reference_then_offline_from_the_cache() {
     assert_eq!(p["credentials"]["uid"], 1000);
     let done = server.finish().await.expect("finish");
     assert_eq!(code(done.status), 0);
+    assert_eq!(
+        committed_root(),
+        root_after_pull,
+        "run unpacked the image again"
+    );
 
     // No registry at all: `--pull never` (and the default `missing`) run from the cache.
     registry.stop();

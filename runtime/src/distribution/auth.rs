@@ -6,8 +6,11 @@
 //! run as `docker-credential-NAME get` with the server URL on stdin (`https://index.docker.io/v1/` for Docker
 //! Hub, else the registry host); it answers `{"Username": …, "Secret": …}`. Its output is read up to
 //! [`MAX_HELPER_OUTPUT`] bytes and it gets [`HELPER_TIMEOUT`] to answer. "credentials not found" means none
-//! (the pull goes on anonymously); a missing helper or any other failure is an error. An identity token (user
-//! name `<token>`: an OAuth2 refresh token) cannot be used yet: the pull goes on anonymously and says so.
+//! (the pull goes on anonymously); a missing helper or any other failure is an error.
+//!
+//! Identity tokens (OAuth2 refresh tokens: an `identitytoken` in an `auths` entry, or a helper answering user
+//! name `<token>`) become a [`Credential`] whose user name is [`IDENTITY_TOKEN_USER`]; the registry connection
+//! exchanges them at the token server for an access token (see `remote.rs`).
 
 use std::fmt;
 use std::io::Read;
@@ -29,6 +32,8 @@ const MAX_DOCKER_CONFIG_SIZE: u64 = 1 << 20;
 pub const MAX_HELPER_OUTPUT: u64 = 64 << 10;
 /// How long a credential helper may take.
 pub const HELPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// The user name that marks a credential as an identity token (Docker's convention, also used by helpers).
+pub const IDENTITY_TOKEN_USER: &str = "<token>";
 /// What Docker sends credential helpers for Docker Hub.
 const DOCKER_HUB_SERVER: &str = "https://index.docker.io/v1/";
 
@@ -51,6 +56,19 @@ impl fmt::Debug for Credential {
 }
 
 impl Credential {
+    /// An identity token (an OAuth2 refresh token), exchanged for an access token at the registry's token server.
+    pub fn identity_token(token: impl Into<String>) -> Credential {
+        Credential {
+            username: IDENTITY_TOKEN_USER.to_owned(),
+            password: token.into(),
+        }
+    }
+
+    /// Whether this is an identity token rather than a user name and password.
+    pub fn is_identity_token(&self) -> bool {
+        self.username == IDENTITY_TOKEN_USER
+    }
+
     /// From `THV_SANDBOX_REGISTRY_USER` and `THV_SANDBOX_REGISTRY_PASSWORD`, when both are set and non-empty.
     pub fn from_env() -> Option<Credential> {
         Credential::from_vars(|name| std::env::var(name).ok())
@@ -88,6 +106,7 @@ struct AuthEntry {
     auth: Option<String>,
     username: Option<String>,
     password: Option<String>,
+    identitytoken: Option<String>,
 }
 
 /// The registry a Docker config key names: `https://index.docker.io/v1/` → `docker.io`, `ghcr.io` → `ghcr.io`.
@@ -150,6 +169,10 @@ pub fn from_docker_config(path: &Path, registry: &str) -> Result<Option<Credenti
         .iter()
         .find(|(key, _)| normalize_registry(key) == wanted);
     if let Some((key, entry)) = entry {
+        // `docker login` against a registry with OAuth2 stores the refresh token here (and a user name in `auth`).
+        if let Some(token) = entry.identitytoken.as_deref().filter(|t| !t.is_empty()) {
+            return Ok(Some(Credential::identity_token(token)));
+        }
         if let Some(auth) = entry.auth.as_deref().filter(|a| !a.is_empty()) {
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(auth.trim())
@@ -327,13 +350,8 @@ pub(crate) fn run_helper(
     }
     let answer: HelperAnswer = serde_json::from_slice(&out)
         .map_err(|e| fail(format!("its answer is not the JSON expected: {e}")))?;
-    if answer.username == "<token>" {
-        tracing::warn!(
-            "{} gave an identity token (an OAuth2 refresh token) for {registry}; thv-sandbox cannot use those \
-             yet, pulling without credentials (set {ENV_USER} / {ENV_PASSWORD} for a private image)",
-            program.display()
-        );
-        return Ok(None);
+    if answer.username == IDENTITY_TOKEN_USER && answer.secret.is_empty() {
+        return Err(fail("it gave an identity token that is empty".to_owned()));
     }
     if answer.username.is_empty() && answer.secret.is_empty() {
         return Ok(None);
@@ -378,6 +396,13 @@ mod tests {
             .unwrap();
         assert_eq!(local.password, "pw");
         assert!(from_docker_config(&path, "quay.io").unwrap().is_none());
+        let path = write(
+            tmp.path(),
+            r#"{"auths": {"reg.lan": {"auth": "dTE6", "identitytoken": "r3fresh"}}}"#,
+        );
+        let token = from_docker_config(&path, "reg.lan").unwrap().unwrap();
+        assert!(token.is_identity_token());
+        assert_eq!(token.password, "r3fresh");
         assert!(from_docker_config(&path, "127.0.0.1:5001")
             .unwrap()
             .is_none());
@@ -442,7 +467,9 @@ mod tests {
             "token",
             r#"echo '{"Username":"<token>","Secret":"refresh"}'"#,
         );
-        assert!(run_helper(&token, "a", t, "a").unwrap().is_none());
+        let c = run_helper(&token, "a", t, "a").unwrap().unwrap();
+        assert!(c.is_identity_token());
+        assert_eq!(c.password, "refresh");
         let broken = script(tmp.path(), "broken", "echo 'keyring locked' >&2; exit 2");
         let err = run_helper(&broken, "a", t, "a").unwrap_err().to_string();
         assert!(

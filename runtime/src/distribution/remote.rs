@@ -20,6 +20,7 @@ use sha2::{Digest as _, Sha256};
 use super::auth::{self, Credential};
 use super::document::{LayerBlob, ACCEPTED_MANIFESTS};
 use super::store::Store;
+use super::stream::Feed;
 use super::{PullError, PullObserver, PullOptions};
 use crate::digest::{Digest, DigestError};
 use crate::reference::{split_host_port, Reference};
@@ -252,6 +253,14 @@ impl Remote {
             registry: contacted,
             origin,
         };
+        // An identity token is exchanged here (oci-client only sends user names and passwords to token
+        // servers); the access token is then handed to oci-client as a bearer token for the blob requests.
+        let registry_auth = match &remote.credential {
+            Some(c) if c.is_identity_token() => {
+                RegistryAuth::Bearer(remote.exchange_identity_token(&c.password, opts).await?)
+            }
+            _ => registry_auth,
+        };
         // Authenticate first: a refused password must be reported as that, not later as "not authorized".
         let token = remote
             .client
@@ -271,6 +280,105 @@ impl Remote {
             (None, None) => None,
         };
         Ok(remote)
+    }
+
+    /// The distribution spec's OAuth2 token flow: the bearer challenge of `/v2/` names the token server (realm)
+    /// and service; POST `grant_type=refresh_token` there, with the refresh token, service, pull scope and client
+    /// id; its `access_token` is the bearer token. The refresh token is a secret: it is sent only over HTTPS, or
+    /// plain HTTP to a host that may be spoken to that way (loopback, `--insecure-registry`).
+    async fn exchange_identity_token(
+        &self,
+        refresh_token: &str,
+        opts: &PullOptions<'_>,
+    ) -> Result<String, PullError> {
+        let refused = |detail: String| PullError::IdentityTokenRefused {
+            registry: self.registry.clone(),
+            detail,
+        };
+        let url = format!("{}/v2/", self.origin);
+        let mut response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        let challenge = response
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_bearer_challenge);
+        let _ = read_bounded(&mut response, 4096).await;
+        let Some(challenge) = challenge else {
+            return Err(refused(
+                "the registry does not ask for bearer tokens (no `WWW-Authenticate: Bearer` challenge at /v2/), \
+                 so there is nowhere to exchange it"
+                    .to_owned(),
+            ));
+        };
+        let realm = reqwest::Url::parse(&challenge.realm).map_err(|e| {
+            refused(format!(
+                "its token server `{}` is not a URL: {e}",
+                challenge.realm
+            ))
+        })?;
+        let realm_host = match (realm.host_str(), realm.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            (None, _) => String::new(),
+        };
+        let secure = realm.scheme() == "https"
+            || (realm.scheme() == "http" && plain_http_allowed(&realm_host, &opts.insecure));
+        if !secure {
+            return Err(refused(format!(
+                "its token server `{realm}` is not HTTPS; the token is not sent there"
+            )));
+        }
+        let scope = format!("repository:{}:pull", self.base.repository());
+        let mut fields = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+            ("client_id", CLIENT_ID),
+            ("scope", scope.as_str()),
+        ];
+        if let Some(service) = &challenge.service {
+            fields.push(("service", service.as_str()));
+        }
+        let mut response = self
+            .http
+            .post(realm.clone())
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(form_encode(&fields))
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        let status = response.status().as_u16();
+        let body = read_bounded(&mut response, MAX_TOKEN_RESPONSE)
+            .await
+            .unwrap_or_default();
+        if status != 200 {
+            return Err(refused(format!(
+                "its token server answered HTTP {status}: {}",
+                clip(&String::from_utf8_lossy(&body))
+            )));
+        }
+        #[derive(serde::Deserialize)]
+        struct TokenAnswer {
+            access_token: Option<String>,
+            token: Option<String>,
+        }
+        let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|e| {
+            refused(format!(
+                "its token server's answer is not the JSON expected: {e}"
+            ))
+        })?;
+        answer
+            .access_token
+            .or(answer.token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| refused("its token server's answer has no `access_token`".to_owned()))
     }
 
     fn auth_error(&self, e: OciDistributionError) -> PullError {
@@ -498,7 +606,30 @@ impl Remote {
         role: &'static str,
         observer: Option<&dyn PullObserver>,
     ) -> Result<bool, PullError> {
+        self.fetch_blob_feeding(store, blob, role, observer, None)
+            .await
+    }
+
+    /// [`Remote::fetch_blob`], telling `feed` (with this blob's layer index) where the blob is as it arrives, so
+    /// that the unpacker can follow it; see [`super::stream`]. Gives up with [`PullError::Abandoned`] when the
+    /// feed says to stop.
+    pub(crate) async fn fetch_blob_feeding(
+        &self,
+        store: &Store,
+        blob: &LayerBlob,
+        role: &'static str,
+        observer: Option<&dyn PullObserver>,
+        feed: Option<(&Feed, usize)>,
+    ) -> Result<bool, PullError> {
+        // Whatever way this ends before the blob is committed (an error, or this future dropped), the layer's
+        // reader must learn that it failed.
+        let mut guard = FeedGuard { feed, done: false };
+        let stop = || feed.is_some_and(|(f, i)| f.should_stop(i));
+        if stop() {
+            return Err(PullError::Abandoned);
+        }
         if store.has_blob(&blob.digest, blob.size)? {
+            guard.finish(|f, i| f.present(i));
             return Ok(false);
         }
         let lock_store = store.clone();
@@ -507,7 +638,11 @@ impl Remote {
             .await
             .map_err(|_| PullError::Internal("the blob lock task failed"))??;
         if store.has_blob(&blob.digest, blob.size)? {
+            guard.finish(|f, i| f.present(i));
             return Ok(false);
+        }
+        if stop() {
+            return Err(PullError::Abandoned);
         }
         let mut temp = store.temp_blob()?;
         let digest_text = blob.digest.to_string();
@@ -517,6 +652,13 @@ impl Remote {
             .pull_blob_stream(&self.base, digest_text.as_str())
             .await
             .map_err(|e| self.blob_error(e, &blob.digest, role))?;
+        if let Some((f, i)) = feed {
+            let reader = temp.as_file().try_clone().map_err(|source| PullError::Io {
+                path: temp.path().to_owned(),
+                source,
+            })?;
+            f.streaming(i, reader);
+        }
         let mut hasher = Sha256::new();
         let mut received: u64 = 0;
         if let Some(o) = observer {
@@ -555,6 +697,12 @@ impl Remote {
                 path: temp.path().to_owned(),
                 source,
             })?;
+            if let Some((f, i)) = feed {
+                if f.should_stop(i) {
+                    return Err(PullError::Abandoned);
+                }
+                f.written(i, received);
+            }
             if let Some(o) = observer {
                 o.blob_progress(&blob.digest, received);
             }
@@ -574,6 +722,7 @@ impl Remote {
             }));
         }
         store.commit_blob(temp, &blob.digest)?;
+        guard.finish(|f, i| f.verified(i));
         if let Some(o) = observer {
             o.blob_finished(&blob.digest);
         }
@@ -613,6 +762,112 @@ impl Remote {
                 registry: self.registry.clone(),
                 source: boxed(other),
             },
+        }
+    }
+}
+
+/// The `client_id` sent to token servers with a refresh token.
+const CLIENT_ID: &str = "thv-sandbox";
+/// Largest token-server answer read.
+const MAX_TOKEN_RESPONSE: usize = 64 << 10;
+
+/// A `WWW-Authenticate: Bearer realm="…",service="…"` challenge.
+#[derive(Debug, PartialEq, Eq)]
+struct BearerChallenge {
+    realm: String,
+    service: Option<String>,
+}
+
+/// Parses a bearer challenge (`Bearer` then comma-separated `key="value"` or `key=token` parameters); `None` for
+/// another scheme or without a realm.
+fn parse_bearer_challenge(header: &str) -> Option<BearerChallenge> {
+    let header = header.trim();
+    let (scheme, mut rest) = header.split_once(' ').unwrap_or((header, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let (mut realm, mut service) = (None, None);
+    loop {
+        rest = rest.trim_start_matches([' ', ',']);
+        let Some((key, after)) = rest.split_once('=') else {
+            break;
+        };
+        let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
+            // A quoted string; `\x` stands for x.
+            let mut value = String::new();
+            let mut chars = quoted.char_indices();
+            let mut end = None;
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, escaped)) = chars.next() {
+                            value.push(escaped);
+                        }
+                    }
+                    '"' => {
+                        end = Some(i + 1);
+                        break;
+                    }
+                    c => value.push(c),
+                }
+            }
+            (value, &quoted[end?..])
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (after[..end].trim().to_owned(), &after[end..])
+        };
+        match key.trim().to_ascii_lowercase().as_str() {
+            "realm" => realm = Some(value),
+            "service" => service = Some(value),
+            _ => {}
+        }
+        rest = next;
+    }
+    Some(BearerChallenge {
+        realm: realm.filter(|r| !r.is_empty())?,
+        service,
+    })
+}
+
+/// `application/x-www-form-urlencoded` of `fields` (everything but unreserved characters percent-encoded).
+fn form_encode(fields: &[(&str, &str)]) -> String {
+    let encode = |s: &str| {
+        let mut out = String::with_capacity(s.len());
+        for b in s.bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                out.push(char::from(b));
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        out
+    };
+    fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Marks the layer failed in its feed unless [`FeedGuard::finish`]ed.
+struct FeedGuard<'a> {
+    feed: Option<(&'a Feed, usize)>,
+    done: bool,
+}
+
+impl FeedGuard<'_> {
+    fn finish(&mut self, report: impl FnOnce(&Feed, usize)) {
+        if let Some((f, i)) = self.feed {
+            report(f, i);
+        }
+        self.done = true;
+    }
+}
+
+impl Drop for FeedGuard<'_> {
+    fn drop(&mut self) {
+        if let (false, Some((f, i))) = (self.done, self.feed) {
+            f.failed(i);
         }
     }
 }
@@ -695,6 +950,44 @@ mod tests {
             .to_string();
         assert!(err.contains("absent.pem"), "{err}");
         assert!(read_ca_certs(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn bearer_challenges_are_parsed() {
+        assert_eq!(
+            parse_bearer_challenge(
+                r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a:pull""#
+            ),
+            Some(BearerChallenge {
+                realm: "https://auth.example/token".into(),
+                service: Some("registry.example".into()),
+            })
+        );
+        assert_eq!(
+            parse_bearer_challenge(r#"bearer service=svc, realm="http://127.0.0.1:1/t\"x""#),
+            Some(BearerChallenge {
+                realm: "http://127.0.0.1:1/t\"x".into(),
+                service: Some("svc".into()),
+            })
+        );
+        assert_eq!(parse_bearer_challenge(r#"Basic realm="x""#), None);
+        assert_eq!(parse_bearer_challenge(r#"Bearer service="x""#), None);
+        assert_eq!(
+            parse_bearer_challenge(r#"Bearer realm="unterminated"#),
+            None
+        );
+    }
+
+    #[test]
+    fn forms_are_percent_encoded() {
+        assert_eq!(
+            form_encode(&[
+                ("a", "x y&z=1"),
+                ("scope", "repository:t/x:pull"),
+                ("k", "é~")
+            ]),
+            "a=x%20y%26z%3D1&scope=repository%3At%2Fx%3Apull&k=%C3%A9~"
+        );
     }
 
     #[test]
