@@ -42,6 +42,17 @@ pub(crate) fn plain_http_allowed(host: &str, insecure: &[String]) -> bool {
         })
 }
 
+/// Whether a token server may be sent a secret (a refresh token): over HTTPS, or plain HTTP to a host that may be
+/// spoken to that way (loopback, `--insecure-registry`).
+pub(crate) fn token_realm_is_safe(realm: &reqwest::Url, insecure: &[String]) -> bool {
+    let host = match (realm.host_str(), realm.port()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        (Some(host), None) => host.to_owned(),
+        (None, _) => return false,
+    };
+    realm.scheme() == "https" || (realm.scheme() == "http" && plain_http_allowed(&host, insecure))
+}
+
 /// Largest CA certificate file read.
 const MAX_CA_FILE_SIZE: u64 = 1 << 20;
 
@@ -321,14 +332,7 @@ impl Remote {
                 challenge.realm
             ))
         })?;
-        let realm_host = match (realm.host_str(), realm.port()) {
-            (Some(host), Some(port)) => format!("{host}:{port}"),
-            (Some(host), None) => host.to_owned(),
-            (None, _) => String::new(),
-        };
-        let secure = realm.scheme() == "https"
-            || (realm.scheme() == "http" && plain_http_allowed(&realm_host, &opts.insecure));
-        if !secure {
+        if !token_realm_is_safe(&realm, &opts.insecure) {
             return Err(refused(format!(
                 "its token server `{realm}` is not HTTPS; the token is not sent there"
             )));
@@ -906,6 +910,26 @@ fn clip(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refresh_tokens_go_only_to_https_or_loopback_or_listed_token_servers() {
+        let safe = |url: &str, insecure: &[&str]| {
+            let insecure: Vec<String> = insecure.iter().map(|s| (*s).to_owned()).collect();
+            token_realm_is_safe(&reqwest::Url::parse(url).unwrap(), &insecure)
+        };
+        assert!(safe("https://auth.docker.io/token", &[]));
+        assert!(safe("https://10.0.0.1:8443/token", &[]));
+        assert!(safe("http://127.0.0.1:5001/token", &[]));
+        assert!(safe("http://[::1]:5001/token", &[]));
+        assert!(safe("http://localhost/token", &[]));
+        assert!(!safe("http://auth.docker.io/token", &[]));
+        assert!(!safe("http://10.0.0.1:5001/token", &[]));
+        assert!(!safe("http://localhost.evil.example/token", &[]));
+        assert!(safe("http://reg.lan:5001/token", &["reg.lan"]));
+        assert!(!safe("http://reg.lan:5001/token", &["reg.lan:5000"]));
+        assert!(!safe("ftp://127.0.0.1/token", &[]));
+        assert!(!safe("file:///etc/passwd", &[]));
+    }
 
     #[test]
     fn plain_http_for_loopback_and_listed_hosts_only() {
