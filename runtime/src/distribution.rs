@@ -156,6 +156,9 @@ pub trait PullObserver: Sync {
     fn blob_progress(&self, digest: &Digest, received: u64);
     /// It arrived whole and matched its digest.
     fn blob_finished(&self, digest: &Digest);
+    /// `applied` of the image's `total` layers are in the root being built (each applied, its diff_id and its
+    /// blob's digest matched). Only a pull that unpacks while it downloads reports this.
+    fn layers_applied(&self, _applied: usize, _total: usize) {}
 }
 
 /// The verification step: `Err(reason)` refuses the image.
@@ -703,11 +706,14 @@ fn fetch_and_unpack(
     let feed = stream::Feed::new(layer_refs.len());
     let layout = OciLayout::open(store.dir())?;
     let cache_dir = opts.cache_dir.as_path();
+    let observer = opts.observer;
     let (downloaded, built) = std::thread::scope(|s| {
         let unpacker = s.spawn(|| {
             let mut source = stream::Streamed {
                 feed: &feed,
                 layout,
+                observer,
+                total: layer_refs.len(),
             };
             let built = crate::rootfs::build_locked(
                 cache_dir,

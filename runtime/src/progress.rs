@@ -2,7 +2,8 @@
 //!
 //! [`Progress`] receives blob events from the pull ([`crate::distribution::PullObserver`]) and, in
 //! [`ProgressMode::Terminal`], redraws one line per layer being downloaded (short digest, bytes so far of total,
-//! rate) in place, at most every [`REDRAW_INTERVAL`]; the lines are erased when the pull ends. Every mode but
+//! rate) and, while the pull unpacks, how many layers are in the root, in place, at most every
+//! [`REDRAW_INTERVAL`]; the lines are erased when the pull ends. Every mode but
 //! `Quiet` then prints one line per image actually pulled (nothing when it came from the cache). stdout is never
 //! touched. The rendering is pure functions of the state and the time, unit-tested here.
 
@@ -116,9 +117,19 @@ pub fn summary_line(
     format!("pulled {reference} ({manifest}): {fetched}")
 }
 
+/// `unpacked 2 of 3 layers` (or `… layer` for one).
+pub fn unpack_line(applied: usize, total: usize) -> String {
+    format!(
+        "unpacked {applied} of {total} layer{}",
+        if total == 1 { "" } else { "s" }
+    )
+}
+
 #[derive(Debug)]
 struct State {
     lines: Vec<(Digest, BlobLine)>,
+    /// Layers applied of the total, once the unpack has applied one.
+    unpacked: Option<(usize, usize)>,
     drawn: usize,
     last_draw: Option<Instant>,
     blobs: u64,
@@ -141,6 +152,7 @@ impl Progress {
             started: Instant::now(),
             state: Mutex::new(State {
                 lines: Vec::new(),
+                unpacked: None,
                 drawn: 0,
                 last_draw: None,
                 blobs: 0,
@@ -165,14 +177,23 @@ impl Progress {
         {
             return;
         }
-        let lines: Vec<String> = state
+        let lines = Self::lines(state, now);
+        let _ = std::io::stderr().write_all(redraw(state.drawn, &lines).as_bytes());
+        state.drawn = lines.len();
+        state.last_draw = Some(now);
+    }
+
+    /// What a terminal shows: a line per blob being downloaded, then the unpack's count.
+    fn lines(state: &State, now: Instant) -> Vec<String> {
+        let mut lines: Vec<String> = state
             .lines
             .iter()
             .map(|(_, line)| render_line(line, now))
             .collect();
-        let _ = std::io::stderr().write_all(redraw(state.drawn, &lines).as_bytes());
-        state.drawn = lines.len();
-        state.last_draw = Some(now);
+        if let Some((applied, total)) = state.unpacked {
+            lines.push(unpack_line(applied, total));
+        }
+        lines
     }
 
     /// Erase the layer lines and, unless quiet, say what was pulled (nothing for an image from the cache).
@@ -252,6 +273,14 @@ impl PullObserver for Progress {
         state.bytes += size;
         self.draw(&mut state, Instant::now(), true);
     }
+
+    fn layers_applied(&self, applied: usize, total: usize) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        state.unpacked = Some((applied, total));
+        self.draw(&mut state, Instant::now(), true);
+    }
 }
 
 #[cfg(test)]
@@ -326,6 +355,16 @@ mod tests {
         assert_eq!((state.blobs, state.bytes), (1, 50));
         // Not a terminal: nothing was drawn.
         assert_eq!(state.drawn, 0);
+        drop(state);
+        // The unpack's count follows the blob lines once a layer is in the root.
+        let now = Instant::now();
+        assert_eq!(Progress::lines(&p.state.lock().unwrap(), now).len(), 2);
+        p.layers_applied(1, 3);
+        p.layers_applied(2, 3);
+        let lines = Progress::lines(&p.state.lock().unwrap(), now);
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[2], "unpacked 2 of 3 layers");
+        assert_eq!(unpack_line(1, 1), "unpacked 1 of 1 layer");
         assert!(Progress::new(ProgressMode::Quiet).observer().is_none());
     }
 }

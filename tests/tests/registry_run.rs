@@ -220,3 +220,53 @@ async fn pull_says_one_line_on_a_pipe_and_nothing_when_quiet() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), pinned);
 }
+
+/// On a terminal, `pull` draws per-layer download lines and, while it unpacks, how many layers are in the root;
+/// stdout still carries only the pinned reference.
+#[tokio::test(flavor = "multi_thread")]
+async fn pull_on_a_terminal_shows_downloads_and_the_unpack() {
+    use std::io::Read;
+    let Some((registry, _layout, built, image)) = common::registry_with_probe() else {
+        return;
+    };
+    let run = Run::new();
+    let cache = tempfile::tempdir().unwrap();
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let mut c = run.cli(cache.path(), &["pull", &image]);
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(pty.slave));
+    let child = c.spawn().expect("spawn");
+    // Our copy of the terminal's slave side went into the command (and is closed with it): reading the master
+    // ends (EIO) once the child has exited.
+    drop(c);
+    let mut master = std::fs::File::from(pty.master);
+    let screen = tokio::task::spawn_blocking(move || {
+        let mut bytes = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match master.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    });
+    let out = child.wait_with_output().await.expect("wait");
+    let screen = screen.await.unwrap();
+    assert_eq!(code(out.status), 0, "{screen}");
+    let pinned = format!("{}/tools/probe@{}", registry.host(), built.manifest.digest);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), pinned);
+    let n = built.layers.len();
+    let first_layer: String = built.layers[0].digest.trim_start_matches("sha256:")[..12].to_owned();
+    assert!(screen.contains('\x1b'), "drawn in place: {screen:?}");
+    assert!(screen.contains(&first_layer), "a download line: {screen:?}");
+    assert!(
+        screen.contains(&thv_sandbox_runtime::progress::unpack_line(n, n)),
+        "the unpack's count: {screen:?}"
+    );
+    assert!(
+        screen.contains(&format!("pulled {image} ({})", built.manifest.digest)),
+        "{screen:?}"
+    );
+}

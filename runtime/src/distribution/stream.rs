@@ -239,6 +239,10 @@ impl Read for Follow<'_> {
 pub(crate) struct Streamed<'a> {
     pub(crate) feed: &'a Feed,
     pub(crate) layout: OciLayout,
+    /// Told as each layer is settled in the root.
+    pub(crate) observer: Option<&'a dyn super::PullObserver>,
+    /// How many layers the image has.
+    pub(crate) total: usize,
 }
 
 impl LayerSource for Streamed<'_> {
@@ -270,6 +274,9 @@ impl LayerSource for Streamed<'_> {
 
     fn settle(&mut self, index: usize, layer: &LayerRef) -> Result<(), RootfsError> {
         if self.feed.settled(index) {
+            if let Some(observer) = self.observer {
+                observer.layers_applied(index + 1, self.total);
+            }
             Ok(())
         } else {
             Err(RootfsError::Download {
