@@ -117,25 +117,21 @@ pub fn embedded_json(instance: Instance) -> &'static str {
 impl TrustRoot {
     /// The trusted root embedded for `instance`.
     pub fn embedded(instance: Instance) -> Result<TrustRoot, Refusal> {
-        let (json, snapshot) = match instance {
-            Instance::PublicGood => (
-                sigstore_trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT,
-                PUBLIC_GOOD_SNAPSHOT,
-            ),
-            Instance::GitHub => (
-                sigstore_trust_root::SIGSTORE_GITHUB_TRUSTED_ROOT,
-                GITHUB_SNAPSHOT,
-            ),
+        Self::parse(embedded_json(instance), Self::embedded_id(instance))
+    }
+
+    /// What the embedded root for `instance` is, without parsing it.
+    pub fn embedded_id(instance: Instance) -> TrustRootId {
+        let snapshot = match instance {
+            Instance::PublicGood => PUBLIC_GOOD_SNAPSHOT,
+            Instance::GitHub => GITHUB_SNAPSHOT,
         };
-        Self::parse(
-            json,
-            TrustRootId {
-                source: format!("embedded:{}", instance.sigstore_url()),
-                snapshot: Some(snapshot.into()),
-                refreshed: None,
-                sha256: sha256(json.as_bytes()),
-            },
-        )
+        TrustRootId {
+            source: format!("embedded:{}", instance.sigstore_url()),
+            snapshot: Some(snapshot.into()),
+            refreshed: None,
+            sha256: sha256(embedded_json(instance).as_bytes()),
+        }
     }
 
     /// A `trusted_root.json` file (`--trust-root FILE`).

@@ -173,7 +173,8 @@ pub fn load(instance: Instance, opts: &TufOptions) -> Result<Loaded, crate::Refu
             }
         }
     }
-    let embedded = TrustRoot::embedded(instance)?;
+    // The embedded root is parsed only when it is the one used.
+    let embedded = TrustRoot::embedded_id(instance);
     let cached = match &state.current {
         Some(cur) => match cached_root(instance, opts, &dir, cur) {
             Ok(root) => Some(root),
@@ -185,15 +186,15 @@ pub fn load(instance: Instance, opts: &TufOptions) -> Result<Loaded, crate::Refu
         None => None,
     };
     let root = match cached {
-        Some(c) if c.id().as_of() >= embedded.id().as_of() => c,
+        Some(c) if c.id().as_of() >= embedded.as_of() => c,
         Some(c) => {
             notes.push(format!(
                 "the embedded root is newer than the cached one ({})",
                 c.id().describe(now)
             ));
-            embedded
+            TrustRoot::embedded(instance)?
         }
-        None => embedded,
+        None => TrustRoot::embedded(instance)?,
     };
     for n in &notes {
         tracing::info!("trust root for {instance}: {n}");
