@@ -387,39 +387,32 @@ fn matrix(w: &World) -> Vec<Case> {
         },
     ));
 
-    let img = w.small("e2e/rogue-ca");
-    w.sign_sig(&w.sigstore.with_other_ca(), &w.id, &img);
-    cases.push(direct(
-        img,
-        "untrusted-ca",
-        Flavour::PublicGood,
-        Expect::Refused {
-            reason: "untrusted",
-        },
-    ));
-
-    // Only the transparency log is foreign (CA and CT log trusted): its SET and checkpoint are refused.
-    let img = w.small("e2e/rogue-log");
-    w.sign_sig(&w.sigstore.with_other_log(), &w.id, &img);
-    cases.push(direct(
-        img,
-        "untrusted-log",
-        Flavour::PublicGood,
-        Expect::Refused {
-            reason: "untrusted",
-        },
-    ));
-    // Only the CT log is foreign: the certificate's SCT is refused.
-    let img = w.small("e2e/rogue-ct-log");
-    w.sign_sig(&w.sigstore.with_other_ct_log(), &w.id, &img);
-    cases.push(direct(
-        img,
-        "untrusted-ct-log",
-        Flavour::PublicGood,
-        Expect::Refused {
-            reason: "untrusted",
-        },
-    ));
+    // Another CA; only the transparency log foreign (its SET and checkpoint refused); only the CT log foreign (the
+    // certificate's SCT refused).
+    for (repo, name, rogue) in [
+        ("e2e/rogue-ca", "untrusted-ca", w.sigstore.with_other_ca()),
+        (
+            "e2e/rogue-log",
+            "untrusted-log",
+            w.sigstore.with_other_log(),
+        ),
+        (
+            "e2e/rogue-ct-log",
+            "untrusted-ct-log",
+            w.sigstore.with_other_ct_log(),
+        ),
+    ] {
+        let img = w.small(repo);
+        w.sign_sig(&rogue, &w.id, &img);
+        cases.push(direct(
+            img,
+            name,
+            Flavour::PublicGood,
+            Expect::Refused {
+                reason: "untrusted",
+            },
+        ));
+    }
     cases
 }
 
