@@ -389,6 +389,11 @@ struct RunArgs {
     /// Seconds the server gets to exit after SIGTERM (and after the client closes stdin) before SIGKILL.
     #[arg(long, default_value_t = 3.0, value_name = "SECONDS")]
     stop_timeout: f64,
+    /// Size of the sandbox's /tmp (and of a home the image lacks), in MiB. tmpfs memory is charged to no
+    /// process, so it is always bounded.
+    #[arg(long = "tmp-size", default_value_t = thv_sandbox_runtime::spec::DEFAULT_TMP_MIB, value_name = "MIB",
+          value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    tmp_size: u64,
     /// Print per-phase start timings to stderr (also THV_SANDBOX_TIMINGS=1).
     #[arg(long, hide = true)]
     timings: bool,
@@ -673,16 +678,29 @@ fn run_cmd(file: Option<PathBuf>, args: RunArgs) -> i32 {
     }
 }
 
+/// The longest `--stop-timeout`: a day (anything longer is a mistake, and must not overflow a deadline).
+const MAX_STOP_TIMEOUT_SECS: f64 = 86_400.0;
+
+/// `--stop-timeout` as a duration: finite, from 0 to [`MAX_STOP_TIMEOUT_SECS`].
+fn stop_timeout(secs: f64) -> Option<Duration> {
+    (secs.is_finite() && (0.0..=MAX_STOP_TIMEOUT_SECS).contains(&secs))
+        .then(|| Duration::try_from_secs_f64(secs).ok())
+        .flatten()
+}
+
 /// The flags, the configuration and the registry entry (if the name is one) → the request `run` carries out.
 /// Everything a refusal can come from is decided here, before anything is pulled; errors are reported here.
 fn build_request(
     file: Option<PathBuf>,
     args: &RunArgs,
 ) -> Result<(thv_sandbox_runtime::RunRequest, Dirs), i32> {
-    if !(args.stop_timeout.is_finite() && args.stop_timeout >= 0.0) {
-        eprintln!("error: --stop-timeout must be a number of seconds ≥ 0");
+    let Some(stop_timeout) = stop_timeout(args.stop_timeout) else {
+        eprintln!(
+            "error: --stop-timeout must be a number of seconds from 0 to {MAX_STOP_TIMEOUT_SECS}\n  hint: the \
+             server gets this long to exit after SIGTERM; 3 is the default"
+        );
         return Err(EXIT_USAGE);
-    }
+    };
     let (config, dirs) = setup(file, &args.source.settings)?;
     let launch = plan_launch(args, &config)?;
     let (secret_env, plain): (Vec<_>, Vec<_>) = launch.env.into_iter().partition(|v| v.secret());
@@ -786,7 +804,8 @@ fn build_request(
         seccomp_profile: launch.seccomp_profile,
         seccomp_override: args.seccomp_override.clone(),
         verification,
-        stop_timeout: Duration::from_secs_f64(args.stop_timeout),
+        stop_timeout,
+        tmp_mib: args.tmp_size,
         cache_dir: config.cache_dir.value.clone(),
         exe: PathBuf::from("/proc/self/exe"),
         timings: args.timings || std::env::var_os("THV_SANDBOX_TIMINGS").is_some_and(|v| v == "1"),

@@ -238,6 +238,137 @@ impl IdMap {
     }
 }
 
+/// An image id the sandbox must not run as: it is not mapped, or it is host root.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnsafeId {
+    /// The id has no host id in this mode's map.
+    #[error("image {kind} {id} is outside the ids this sandbox maps ({mode} mode maps {range})")]
+    Unmapped {
+        /// `user` or `group`.
+        kind: &'static str,
+        /// The id inside the sandbox.
+        id: u32,
+        /// The mode.
+        mode: IdMapMode,
+        /// The ids that are mapped, for the message.
+        range: String,
+    },
+    /// The id maps to host root (uid or gid 0).
+    #[error("image {kind} {id} would be host {kind} 0 ({mode} mode)")]
+    HostRoot {
+        /// `user` or `group`.
+        kind: &'static str,
+        /// The id inside the sandbox.
+        id: u32,
+        /// The mode.
+        mode: IdMapMode,
+    },
+}
+
+impl IdMap {
+    /// Maps a gid inside the namespace to the host, if it is mapped.
+    pub fn host_gid(&self, inside: u32) -> Option<u32> {
+        lookup(&self.gids, inside)
+    }
+
+    /// Checks that the server's ids (`uid`, `gid` and supplementary groups) are ids this sandbox may run as: each
+    /// maps to a host id, and none of them to host root. In host-root mode the runner's own id (host root, mapped
+    /// just past the range) is the one an image could otherwise name.
+    pub fn check_process(&self, uid: u32, gid: u32, groups: &[u32]) -> Result<(), UnsafeId> {
+        let ids = [("user", uid)]
+            .into_iter()
+            .chain([("group", gid)])
+            .chain(groups.iter().map(|g| ("group", *g)));
+        for (kind, id) in ids {
+            let lines = if kind == "user" { &self.uids } else { &self.gids };
+            // The runner's own line (host root) never counts as a range an image id may use.
+            let usable: Vec<IdMapping> = lines.iter().copied().filter(|m| m.outside != 0).collect();
+            match lookup(lines, id) {
+                Some(0) => {
+                    return Err(UnsafeId::HostRoot {
+                        kind,
+                        id,
+                        mode: self.mode,
+                    })
+                }
+                Some(_) => {}
+                None => {
+                    return Err(UnsafeId::Unmapped {
+                        kind,
+                        id,
+                        mode: self.mode,
+                        range: describe(&usable),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn describe(lines: &[IdMapping]) -> String {
+    let parts: Vec<String> = lines
+        .iter()
+        .map(|m| match m.count {
+            1 => m.inside.to_string(),
+            n => format!("{}–{}", m.inside, u64::from(m.inside) + u64::from(n) - 1),
+        })
+        .collect();
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// Checks the calling process's real, effective and saved ids and its supplementary groups against its own user
+/// namespace's maps (`/proc/self/uid_map`, `gid_map`, read from inside: the outside column is then the parent
+/// namespace's id): none may be host root, none may be unmapped. The runner calls this in the container's init
+/// process after libcontainer has switched to the server's user and before `execve`, so a planning mistake can
+/// never start a server as host root.
+pub fn assert_not_host_root() -> Result<(), String> {
+    let read = |name: &str| -> Result<Vec<IdMapping>, String> {
+        let text = std::fs::read_to_string(format!("/proc/self/{name}"))
+            .map_err(|e| format!("cannot read /proc/self/{name}: {e}"))?;
+        parse_map(&text).ok_or_else(|| format!("/proc/self/{name} is not a map: {text:?}"))
+    };
+    let (uids, gids) = (read("uid_map")?, read("gid_map")?);
+    let r = nix::unistd::getresuid().map_err(|e| format!("getresuid: {e}"))?;
+    let g = nix::unistd::getresgid().map_err(|e| format!("getresgid: {e}"))?;
+    let groups = nix::unistd::getgroups().map_err(|e| format!("getgroups: {e}"))?;
+    let check = |kind: &str, lines: &[IdMapping], id: u32| match lookup(lines, id) {
+        Some(0) => Err(format!("the server's {kind} {id} is host {kind} 0: refusing to start it")),
+        None => Err(format!("the server's {kind} {id} is not mapped: refusing to start it")),
+        Some(_) => Ok(()),
+    };
+    for id in [r.real, r.effective, r.saved] {
+        check("uid", &uids, id.as_raw())?;
+    }
+    for id in [g.real, g.effective, g.saved]
+        .into_iter()
+        .chain(groups)
+    {
+        check("gid", &gids, id.as_raw())?;
+    }
+    Ok(())
+}
+
+/// Parses the text of a `uid_map`/`gid_map`.
+pub fn parse_map(text: &str) -> Option<Vec<IdMapping>> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let mut f = l.split_whitespace().map(|n| n.parse::<u32>());
+            let (inside, outside, count) = (f.next()?.ok()?, f.next()?.ok()?, f.next()?.ok()?);
+            f.next().is_none().then_some(IdMapping {
+                inside,
+                outside,
+                count,
+            })
+        })
+        .collect()
+}
+
 fn lookup(lines: &[IdMapping], inside: u32) -> Option<u32> {
     lines
         .iter()
@@ -458,5 +589,106 @@ mod tests {
             assert_eq!(m.host_uid(65_536), Some(0));
             assert_eq!(render(&m.uids), "0 2147000000 65536\n65536 0 1\n");
         }
+    }
+
+    #[test]
+    fn image_ids_that_would_be_host_root_or_unmapped_are_refused() {
+        let root = HostIds {
+            uid: 0,
+            gid: 0,
+            subids: None,
+        };
+        let m = plan(&root, 1000, 1000);
+        assert_eq!(m.check_process(1000, 1000, &[]), Ok(()));
+        assert_eq!(m.check_process(0, 0, &[]), Ok(()));
+        assert_eq!(m.check_process(65_535, 65_535, &[]), Ok(()));
+        // The finding: 65536 is host root's own line.
+        assert!(matches!(
+            m.check_process(65_536, 0, &[]),
+            Err(UnsafeId::HostRoot { kind: "user", id: 65_536, .. })
+        ));
+        assert!(matches!(
+            m.check_process(1000, 65_536, &[]),
+            Err(UnsafeId::HostRoot { kind: "group", id: 65_536, .. })
+        ));
+        assert!(matches!(
+            m.check_process(1000, 1000, &[5, 65_536]),
+            Err(UnsafeId::HostRoot { kind: "group", .. })
+        ));
+        let e = m.check_process(70_000, 0, &[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "image user 70000 is outside the ids this sandbox maps (host-root mode maps 0–65535)"
+        );
+        assert!(m.check_process(4_294_967_294, 0, &[]).is_err());
+    }
+
+    #[test]
+    fn every_mode_refuses_ids_it_does_not_map() {
+        let sub = SubIds {
+            uids: (100_000, 65_536),
+            gids: (100_000, 65_536),
+            newuidmap: "/usr/bin/newuidmap".into(),
+            newgidmap: "/usr/bin/newgidmap".into(),
+        };
+        let user = HostIds {
+            uid: 1000,
+            gid: 1000,
+            subids: Some(sub),
+        };
+        let m = plan(&user, 1000, 1000);
+        assert_eq!(m.check_process(1000, 1000, &[0, 65_535]), Ok(()));
+        assert_eq!(m.check_process(65_536, 1000, &[]), Ok(()));
+        assert!(m.check_process(65_537, 1000, &[]).is_err());
+        // An image user past the range: itself mapped, the ids between it and the range not.
+        let m = plan(&user, 70_000, 70_000);
+        assert_eq!(m.check_process(70_000, 70_000, &[]), Ok(()));
+        assert!(m.check_process(69_999, 70_000, &[]).is_err());
+        let single = HostIds {
+            uid: 1000,
+            gid: 1000,
+            subids: None,
+        };
+        let m = plan(&single, 0, 0);
+        assert_eq!(m.check_process(0, 0, &[]), Ok(()));
+        assert!(m.check_process(1, 0, &[]).is_err());
+        assert!(m.check_process(0, 0, &[1]).is_err());
+        // Even a subordinate range an administrator wrongly starts at 0 never lets an image id become host root.
+        let bad = HostIds {
+            uid: 1000,
+            gid: 1000,
+            subids: Some(SubIds {
+                uids: (0, 65_536),
+                gids: (0, 65_536),
+                newuidmap: "/usr/bin/newuidmap".into(),
+                newgidmap: "/usr/bin/newgidmap".into(),
+            }),
+        };
+        let m = plan(&bad, 1000, 1000);
+        assert!(matches!(
+            m.check_process(0, 1000, &[]),
+            Err(UnsafeId::HostRoot { .. })
+        ));
+    }
+
+    #[test]
+    fn proc_maps_parse() {
+        assert_eq!(
+            parse_map("         0 2147000000      65536\n     65536          0          1\n"),
+            Some(vec![
+                IdMapping {
+                    inside: 0,
+                    outside: 2_147_000_000,
+                    count: 65_536
+                },
+                IdMapping {
+                    inside: 65_536,
+                    outside: 0,
+                    count: 1
+                }
+            ])
+        );
+        assert_eq!(parse_map("0 1 x\n"), None);
+        assert_eq!(parse_map("0 1 2 3\n"), None);
     }
 }

@@ -59,6 +59,8 @@ pub struct RunRequest {
     pub seccomp_override: Option<PathBuf>,
     /// Grace period between SIGTERM and SIGKILL when stopping the server.
     pub stop_timeout: Duration,
+    /// Size of the sandbox's `/tmp` (and of a tmpfs home), in MiB ([`spec::DEFAULT_TMP_MIB`] by default).
+    pub tmp_mib: u64,
     /// Cache directory override.
     pub cache_dir: Option<PathBuf>,
     /// The executable to start as the runner (normally `/proc/self/exe`).
@@ -153,6 +155,9 @@ pub enum Error {
     /// The supervisor itself failed.
     #[error("supervising the sandbox failed")]
     Supervise(#[source] std::io::Error),
+    /// The image names a user or group the sandbox must not run as (unmapped, or host root).
+    #[error("refusing to run this image: {0}")]
+    UnsafeUser(#[from] idmap::UnsafeId),
     /// The runner could not create or start the sandbox.
     #[error("cannot create the sandbox: {} failed", .0.stage)]
     Sandbox(RunnerFailure),
@@ -186,6 +191,11 @@ impl Error {
                 "variants are {}; an override file adds `groups` and `remove`s rules (see SECURITY.md)",
                 sandbox_profiles::variant_names().join(", ")
             )),
+            Error::UnsafeUser(_) => Some(
+                "the image's `User` (or its /etc/passwd entry) names an id outside the range thv-sandbox maps; an \
+                 image for it must use a user and group below 65536 (see SECURITY.md, id mapping)"
+                    .into(),
+            ),
             Error::SecretsTooLarge(_) => {
                 Some("secret values are meant for tokens and keys: keep them under 60 KiB together".into())
             }
@@ -274,6 +284,12 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
     if secrets_size > crate::sync::MAX_MESSAGE - 4096 {
         run_dir.remove();
         return Err(Error::SecretsTooLarge(secrets_size));
+    }
+    if let Some(bad) = req.secrets.iter().find(|s| {
+        s.name.is_empty() || s.name.contains(['=', '\0']) || s.expose().contains('\0')
+    }) {
+        run_dir.remove();
+        return Err(Error::Spec(SpecError::BadEnv(format!("`{}`", bad.name.escape_debug()))));
     }
 
     // 6. network + 7. run: the runner creates the namespaces (lo up) and the container; we supervise.
@@ -694,6 +710,10 @@ fn prepare_run(
         let _ = std::fs::write(dir.join("cgroup"), host_cg.to_string_lossy().as_bytes());
     }
     let (nofile, nproc) = limits();
+    // The id maps, planned once: the server's ids are checked against them before anything is written, and the
+    // supervisor writes these same maps.
+    let idmap = idmap::plan(host, root.user.uid, root.user.gid);
+    idmap.check_process(root.user.uid, root.user.gid, &[root.user.gid])?;
     let opts = SpecOptions {
         rootfs: overlay
             .as_ref()
@@ -711,6 +731,10 @@ fn prepare_run(
         nproc,
         binds: req.mounts.clone(),
         network: req.network,
+        // Where setgroups(2) is allowed, the server's only group is its own: the invoking user's supplementary
+        // groups (root's group 0 as root) are dropped.
+        supplementary_gids: (idmap.mode != idmap::IdMapMode::Single).then(|| vec![root.user.gid]),
+        tmp_mib: req.tmp_mib,
     };
     let spec = spec::build(runtime, &opts)?;
     spec::check_invariants(&spec, req.network).map_err(|e| Error::Spec(SpecError::Invalid(e)))?;
@@ -737,7 +761,7 @@ fn prepare_run(
     let plan_json =
         serde_json::to_vec(&plan).map_err(|e| Error::Spec(SpecError::Invalid(e.to_string())))?;
     std::fs::write(&plan_path, plan_json).map_err(io(plan_path.clone()))?;
-    Ok((plan, idmap::plan(host, root.user.uid, root.user.gid)))
+    Ok((plan, idmap))
 }
 
 /// The egress proxy's rules, when the sandbox gets one (its own network and a profile that allows something).
@@ -861,12 +885,17 @@ fn hostname_for(digest: &str) -> String {
 }
 
 /// NOFILE: up to 65536 within what we may set; NPROC: up to 8192 (it counts every process of the host user).
+/// RLIMIT_NPROC of a sandbox: processes and threads of the server together. Counted per sandbox (each has its own
+/// user namespace), so N sandboxes may hold N times this; a browser-driving server stays well below it.
+pub const MAX_PROCESSES: u64 = 2_048;
+
 fn limits() -> (u64, u64) {
     use nix::sys::resource::{getrlimit, Resource};
     let cap = |r, want: u64| getrlimit(r).map(|(_, hard)| hard.min(want)).unwrap_or(want);
     (
         cap(Resource::RLIMIT_NOFILE, 65_536),
-        cap(Resource::RLIMIT_NPROC, 8_192),
+        // Per sandbox (the count is kept per user namespace, not per host user), threads included.
+        cap(Resource::RLIMIT_NPROC, MAX_PROCESSES),
     )
 }
 

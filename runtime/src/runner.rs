@@ -467,6 +467,11 @@ impl libcontainer::workload::Executor for ServerExecutor {
         &self,
         spec: &oci_spec::runtime::Spec,
     ) -> Result<(), libcontainer::workload::ExecutorValidationError> {
+        // libcontainer calls this in the container's init after it switched to the server's user and groups and
+        // before exec: the last point at which a server about to run as host root can be stopped, whatever the
+        // planning said.
+        crate::idmap::assert_not_host_root()
+            .map_err(libcontainer::workload::ExecutorValidationError::ArgValidationError)?;
         libcontainer::workload::default::DefaultExecutor {}.validate(spec)
     }
 
@@ -474,15 +479,26 @@ impl libcontainer::workload::Executor for ServerExecutor {
         &self,
         envs: std::collections::HashMap<String, String>,
     ) -> Result<(), libcontainer::workload::ExecutorSetEnvsError> {
+        // set_var panics on these; the pipeline refuses them before the run, this keeps a panic out of the init.
+        let settable = |k: &str, v: &str| !k.is_empty() && !k.contains(['=', '\0']) && !v.contains('\0');
+        let pairs = envs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain(self.secrets.iter().map(|s| (s.name.as_str(), s.expose())));
+        for (k, v) in pairs.clone() {
+            if !settable(k, v) {
+                return Err(libcontainer::workload::ExecutorSetEnvsError::Other(format!(
+                    "environment variable `{}` cannot be set (empty name, `=` or NUL)",
+                    k.escape_debug()
+                )));
+            }
+        }
         // The container's init process is single-threaded here (libcontainer calls this before exec).
         for (key, _) in std::env::vars_os() {
             std::env::remove_var(key);
         }
-        for (key, value) in envs {
+        for (key, value) in pairs {
             std::env::set_var(key, value);
-        }
-        for s in &self.secrets {
-            std::env::set_var(&s.name, s.expose());
         }
         Ok(())
     }

@@ -19,6 +19,8 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 pub const MASKED_PATHS: &[&str] = &[
     "/proc/acpi",
     "/proc/asound",
+    // The host kernel's build configuration: tells an attacker which hardening is compiled out.
+    "/proc/config.gz",
     "/proc/interrupts",
     "/proc/kcore",
     "/proc/keys",
@@ -88,7 +90,27 @@ pub struct SpecOptions {
     pub binds: Vec<BindMount>,
     /// The network namespace: the runner's own (`netns`), or the host's.
     pub network: NetworkMode,
+    /// The server's supplementary groups, when the id-mapping mode lets the sandbox set them (not in single mode,
+    /// where setgroups(2) is denied): then the invoking user's own supplementary groups are dropped.
+    pub supplementary_gids: Option<Vec<u32>>,
+    /// Size of `/tmp` and of a tmpfs home, in MiB. `/run` gets [`RUN_TMPFS_MIB`]; the image's volumes share
+    /// [`VOLUMES_TMPFS_MIB`].
+    pub tmp_mib: u64,
 }
+
+/// Default size of `/tmp` (and of a home the image lacks), in MiB. tmpfs pages are charged to no process's RSS,
+/// so an unsized tmpfs lets a server take half of the host's memory where the OOM killer cannot see it.
+pub const DEFAULT_TMP_MIB: u64 = 512;
+/// Size of `/run`, in MiB.
+pub const RUN_TMPFS_MIB: u64 = 64;
+/// What the image's `Volumes` share between them, in MiB (each gets an equal part, at least [`MIN_VOLUME_MIB`]).
+pub const VOLUMES_TMPFS_MIB: u64 = 512;
+/// The least a volume's tmpfs gets, in MiB.
+pub const MIN_VOLUME_MIB: u64 = 8;
+/// The most `Volumes` an image may declare (each is a tmpfs).
+pub const MAX_VOLUMES: usize = 64;
+/// Inodes per MiB of tmpfs (enough for small files; bounds the kernel memory inodes take).
+const INODES_PER_MIB: u64 = 256;
 
 /// Why no spec could be made.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -107,6 +129,20 @@ pub enum SpecError {
     /// A cgroups path that is empty or relative would share or take over a cgroup (libcontainer pitfall 1).
     #[error("cgroups path `{0}` must be absolute and unique to the sandbox")]
     BadCgroupsPath(String),
+    /// A volume path the sandbox cannot mount a tmpfs on.
+    #[error("Volume `{path}` in the image config {problem}")]
+    BadVolume {
+        /// The value.
+        path: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// More volumes than the sandbox mounts.
+    #[error("the image config declares {0} Volumes; at most {MAX_VOLUMES} are mounted")]
+    TooManyVolumes(usize),
+    /// An environment entry the kernel cannot pass (NUL) or that has no name.
+    #[error("environment entry {0} in the image config or the run's variables is not NAME=VALUE without NUL bytes")]
+    BadEnv(String),
     /// The result did not parse as an OCI runtime spec (a bug).
     #[error("generated spec is invalid: {0}")]
     Invalid(String),
@@ -179,22 +215,26 @@ pub fn build(image: &ImageRuntimeConfig, opts: &SpecOptions) -> Result<Spec, Spe
         });
     }
     for v in &image.volumes {
-        if !v.starts_with('/') {
-            return Err(SpecError::RelativePath {
-                what: "Volume",
-                path: v.clone(),
-            });
-        }
+        check_volume(v)?;
+    }
+    if image.volumes.len() > MAX_VOLUMES {
+        return Err(SpecError::TooManyVolumes(image.volumes.len()));
     }
     let user = &opts.user;
     let home = user.home.clone().unwrap_or_else(|| "/".into());
     let env = environment(image, opts, &home);
+    for e in &env {
+        check_env_entry(e)?;
+    }
+    let volume_mib = (VOLUMES_TMPFS_MIB / image.volumes.len().max(1) as u64).max(MIN_VOLUME_MIB);
 
-    let tmpfs = |dest: &str, mode: &str, owned: bool, noexec: bool| {
+    let tmpfs = |dest: &str, mode: &str, owned: bool, noexec: bool, mib: u64| {
         let mut o = vec![
             "nosuid".to_owned(),
             "nodev".to_owned(),
             format!("mode={mode}"),
+            format!("size={mib}m"),
+            format!("nr_inodes={}", mib * INODES_PER_MIB),
         ];
         if noexec {
             o.push("noexec".into());
@@ -230,17 +270,17 @@ pub fn build(image: &ImageRuntimeConfig, opts: &SpecOptions) -> Result<Spec, Spe
         },
         json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
                "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
-        tmpfs("/tmp", "1777", false, false),
-        tmpfs("/run", "755", true, false),
+        tmpfs("/tmp", "1777", false, false, opts.tmp_mib),
+        tmpfs("/run", "755", true, false, RUN_TMPFS_MIB),
     ];
     for (name, _) in etc_files(&opts.hostname) {
         mounts.push(bind_ro(&format!("/etc/{name}"), &opts.etc_dir.join(name)));
     }
     if !opts.home_in_image && home != "/" {
-        mounts.push(tmpfs(&home, "700", true, false));
+        mounts.push(tmpfs(&home, "700", true, false, opts.tmp_mib));
     }
     for v in &image.volumes {
-        mounts.push(tmpfs(v, "755", true, false));
+        mounts.push(tmpfs(v, "755", true, false, volume_mib));
     }
     for b in &opts.binds {
         let mut o = vec!["rbind", "nosuid", "nodev"];
@@ -270,7 +310,10 @@ pub fn build(image: &ImageRuntimeConfig, opts: &SpecOptions) -> Result<Spec, Spe
         "mounts": mounts,
         "process": {
             "terminal": false,
-            "user": {"uid": user.uid, "gid": user.gid},
+            "user": match &opts.supplementary_gids {
+                Some(groups) => json!({"uid": user.uid, "gid": user.gid, "additionalGids": groups}),
+                None => json!({"uid": user.uid, "gid": user.gid}),
+            },
             "args": args,
             "env": env,
             "cwd": cwd,
@@ -293,6 +336,49 @@ pub fn build(image: &ImageRuntimeConfig, opts: &SpecOptions) -> Result<Spec, Spe
         },
     });
     serde_json::from_value::<Spec>(spec).map_err(|e| SpecError::Invalid(e.to_string()))
+}
+
+/// A `Volumes` entry the sandbox can put a tmpfs on: absolute, normal (no `.`, `..` or empty components), not `/`
+/// and not in the kernel's filesystems (`/proc`, `/sys`, `/dev`), whose masks and read-only binds a tmpfs would
+/// shadow.
+fn check_volume(v: &str) -> Result<(), SpecError> {
+    let bad = |problem| {
+        Err(SpecError::BadVolume {
+            path: v.to_owned(),
+            problem,
+        })
+    };
+    if !v.starts_with('/') {
+        return Err(SpecError::RelativePath {
+            what: "Volume",
+            path: v.to_owned(),
+        });
+    }
+    if v.contains('\0') {
+        return bad("contains a NUL byte");
+    }
+    let parts: Vec<&str> = v.trim_end_matches('/').split('/').skip(1).collect();
+    if parts.is_empty() || parts == [""] {
+        return bad("is the root itself");
+    }
+    if parts.iter().any(|p| p.is_empty() || *p == "." || *p == "..") {
+        return bad("is not a normal path (empty, `.` or `..` components)");
+    }
+    if ["proc", "sys", "dev"].contains(&parts[0]) {
+        return bad("is inside /proc, /sys or /dev");
+    }
+    Ok(())
+}
+
+/// One `NAME=VALUE` entry the container's init can set: a non-empty name without `=` and no NUL anywhere.
+fn check_env_entry(e: &str) -> Result<(), SpecError> {
+    match e.split_once('=') {
+        Some((name, _)) if !name.is_empty() && !e.contains('\0') => Ok(()),
+        _ => Err(SpecError::BadEnv(format!(
+            "`{}`",
+            e.split('=').next().unwrap_or_default().escape_debug()
+        ))),
+    }
 }
 
 /// The image's environment, then defaults it lacks, then the caller's overrides.
@@ -388,6 +474,8 @@ mod tests {
             nproc: 4096,
             binds: vec![],
             network: NetworkMode::None,
+            supplementary_gids: Some(vec![1000]),
+            tmp_mib: DEFAULT_TMP_MIB,
         }
     }
 
@@ -411,7 +499,10 @@ mod tests {
         let s = value(&build(&image(), &opts()).unwrap());
         assert_eq!(s["process"]["args"], json!(["/bin/server", "--stdio"]));
         assert_eq!(s["process"]["cwd"], "/app");
-        assert_eq!(s["process"]["user"], json!({"uid": 1000, "gid": 1000}));
+        assert_eq!(
+            s["process"]["user"],
+            json!({"uid": 1000, "gid": 1000, "additionalGids": [1000]})
+        );
         assert_eq!(
             s["process"]["env"],
             json!([
@@ -637,5 +728,139 @@ mod tests {
             build(&img, &opts()),
             Err(SpecError::RelativePath { .. })
         ));
+    }
+
+    #[test]
+    fn every_tmpfs_is_sized() {
+        let mut img = image();
+        img.volumes = vec!["/data".into(), "/cache".into()];
+        let s = serde_json::to_value(build(&img, &opts()).unwrap()).unwrap();
+        let mut seen = Vec::new();
+        for m in s["mounts"].as_array().unwrap() {
+            if m["type"] != "tmpfs" {
+                continue;
+            }
+            let o: Vec<&str> = m["options"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            let size = o.iter().find_map(|x| x.strip_prefix("size="));
+            assert!(size.is_some(), "{} has no size: {o:?}", m["destination"]);
+            seen.push((m["destination"].as_str().unwrap().to_owned(), size.unwrap().to_owned()));
+            if !["/dev", "/dev/shm"].contains(&m["destination"].as_str().unwrap()) {
+                assert!(o.iter().any(|x| x.starts_with("nr_inodes=")), "{o:?}");
+            }
+        }
+        let size_of = |d: &str| seen.iter().find(|(x, _)| x == d).map(|(_, s)| s.as_str());
+        assert_eq!(size_of("/tmp"), Some("512m"));
+        assert_eq!(size_of("/run"), Some("64m"));
+        assert_eq!(size_of("/home/app"), Some("512m"));
+        assert_eq!(size_of("/data"), Some("256m"));
+        assert_eq!(size_of("/cache"), Some("256m"));
+        let mut o = opts();
+        o.tmp_mib = 2048;
+        let s = serde_json::to_value(build(&img, &o).unwrap()).unwrap();
+        let tmp = s["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/tmp")
+            .unwrap();
+        assert!(tmp["options"].as_array().unwrap().contains(&json!("size=2048m")));
+    }
+
+    #[test]
+    fn supplementary_groups_are_set_only_where_the_mode_allows() {
+        let s = serde_json::to_value(build(&image(), &opts()).unwrap()).unwrap();
+        assert_eq!(
+            s["process"]["user"],
+            json!({"uid": 1000, "gid": 1000, "additionalGids": [1000]})
+        );
+        let mut o = opts();
+        o.supplementary_gids = None;
+        let s = serde_json::to_value(build(&image(), &o).unwrap()).unwrap();
+        assert_eq!(s["process"]["user"], json!({"uid": 1000, "gid": 1000}));
+    }
+
+    #[test]
+    fn volumes_are_checked_before_anything_runs() {
+        for (v, ok) in [
+            ("/data", true),
+            ("/var/lib/x/", true),
+            ("/", false),
+            ("//", false),
+            ("/proc/x", false),
+            ("/sys", false),
+            ("/dev/shm/x", false),
+            ("/data/../../etc", false),
+            ("/data/./x", false),
+            ("/a//b", false),
+            ("data", false),
+            ("/da\0ta", false),
+        ] {
+            let mut img = image();
+            img.volumes = vec![v.into()];
+            assert_eq!(build(&img, &opts()).is_ok(), ok, "{v:?}");
+        }
+        let mut img = image();
+        img.volumes = (0..=MAX_VOLUMES).map(|i| format!("/v{i}")).collect();
+        assert_eq!(
+            build(&img, &opts()).unwrap_err(),
+            SpecError::TooManyVolumes(MAX_VOLUMES + 1)
+        );
+    }
+
+    #[test]
+    fn environment_with_nul_or_no_name_is_refused_not_a_panic_later() {
+        for bad in ["A=\n\u{0}B", "=x", "A\u{0}B=1"] {
+            let mut img = image();
+            img.env = vec![bad.into()];
+            assert!(
+                matches!(build(&img, &opts()), Err(SpecError::BadEnv(_))),
+                "{bad:?}"
+            );
+        }
+        let mut o = opts();
+        o.env = vec![("X".into(), "a\u{0}b".into())];
+        assert!(matches!(build(&image(), &o), Err(SpecError::BadEnv(_))));
+    }
+
+    #[test]
+    fn proc_config_gz_is_masked() {
+        assert!(MASKED_PATHS.contains(&"/proc/config.gz"));
+    }
+
+    /// The whole config.json for each network mode, as reviewed files: a change to what every sandbox gets shows
+    /// in the diff. `UPDATE_GOLDEN=1 cargo test -p thv-sandbox-runtime golden` rewrites them.
+    #[test]
+    fn golden_config_per_network_mode() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/spec/golden");
+        for (name, network) in [
+            ("network-none.json", NetworkMode::None),
+            ("network-host.json", NetworkMode::Host),
+        ] {
+            let mut o = opts();
+            o.network = network;
+            // The seccomp filter has its own reviewed data (sandbox-profiles); here it would be noise.
+            o.seccomp = serde_json::from_value(json!({"defaultAction": "SCMP_ACT_ERRNO"})).unwrap();
+            o.binds = vec![BindMount {
+                host: "/home/u/project".into(),
+                container: "/work".into(),
+                read_only: false,
+            }];
+            let spec = build(&image(), &o).unwrap();
+            check_invariants(&spec, network).unwrap();
+            let got = serde_json::to_string_pretty(&spec).unwrap() + "\n";
+            let path = dir.join(name);
+            if std::env::var_os("UPDATE_GOLDEN").is_some() {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &got).unwrap();
+            }
+            let want = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
+            assert_eq!(got, want, "{name} changed: review the diff, then UPDATE_GOLDEN=1");
+        }
     }
 }

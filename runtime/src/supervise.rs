@@ -230,6 +230,47 @@ struct Pump {
     input: bool,
     /// Writing to the destination failed for good.
     broken: bool,
+    /// The destination is our stderr and a terminal: the server's control characters are shown, not obeyed.
+    escape: Option<Escaper>,
+}
+
+/// Makes a byte stream safe to show on a terminal: C0 controls (but `\n` and `\t`), DEL and the C1 controls
+/// (U+0080–U+009F, as UTF-8) become visible caret notation (`ESC` → `^[`, CSI → `^[[`), so a server cannot set the
+/// window title, clear the screen, move the cursor over thv-sandbox's own lines or write the clipboard (OSC 52).
+/// Everything else, UTF-8 text included, passes unchanged.
+#[derive(Debug, Default)]
+pub struct Escaper {
+    /// The previous chunk ended with 0xC2, which starts a C1 control when the next byte is 0x80–0x9F.
+    pending_c2: bool,
+}
+
+impl Escaper {
+    /// Appends `input`, escaped, to `out` (at most twice as long as `input`, plus one byte held back).
+    pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        for &b in input {
+            if std::mem::take(&mut self.pending_c2) {
+                if (0x80..=0x9f).contains(&b) {
+                    out.extend_from_slice(&[b'^', b'[', b - 0x40]);
+                    continue;
+                }
+                out.push(0xc2);
+            }
+            match b {
+                b'\n' | b'\t' => out.push(b),
+                0x00..=0x1f => out.extend_from_slice(&[b'^', b + 0x40]),
+                0x7f => out.extend_from_slice(b"^?"),
+                0xc2 => self.pending_c2 = true,
+                _ => out.push(b),
+            }
+        }
+    }
+
+    /// What is held back at the end of the stream.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if std::mem::take(&mut self.pending_c2) {
+            out.push(0xc2);
+        }
+    }
 }
 
 impl Pump {
@@ -249,6 +290,7 @@ impl Pump {
                 } else {
                     (pipe.as_raw_fd(), *fd)
                 };
+                let tty = *fd == 2 && nix::unistd::isatty(2).unwrap_or(false);
                 Some(Pump {
                     src,
                     dst,
@@ -259,6 +301,7 @@ impl Pump {
                     pipe: Some(pipe),
                     input: *input,
                     broken: false,
+                    escape: tty.then(Escaper::default),
                 })
             }
         }
@@ -274,13 +317,34 @@ impl Pump {
             return;
         }
         if self.start == self.end && !self.eof {
-            // SAFETY: buf is a valid writable buffer of the given length.
-            let n = unsafe { libc::read(self.src, self.buf.as_mut_ptr().cast(), self.buf.len()) };
+            // Escaped output may be twice the input (plus a held-back byte): read at most a third of the buffer.
+            let room = if self.escape.is_some() {
+                self.buf.len() / 3
+            } else {
+                self.buf.len()
+            };
+            // SAFETY: buf is a valid writable buffer of at least `room` bytes.
+            let n = unsafe { libc::read(self.src, self.buf.as_mut_ptr().cast(), room) };
             match n {
-                0 => self.eof = true,
+                0 => {
+                    self.eof = true;
+                    if let Some(esc) = &mut self.escape {
+                        let mut out = Vec::new();
+                        esc.finish(&mut out);
+                        self.buf[..out.len()].copy_from_slice(&out);
+                        self.start = 0;
+                        self.end = out.len();
+                    }
+                }
                 n if n > 0 => {
                     self.start = 0;
                     self.end = n as usize;
+                    if let Some(esc) = &mut self.escape {
+                        let mut out = Vec::with_capacity(2 * self.end + 1);
+                        esc.push(&self.buf[..self.end], &mut out);
+                        self.end = out.len();
+                        self.buf[..self.end].copy_from_slice(&out);
+                    }
                 }
                 _ => {
                     let e = Errno::last();
@@ -607,4 +671,41 @@ fn error_chain(err: &dyn std::error::Error) -> Vec<String> {
 /// Sends SIGKILL to a pid, ignoring a process that is already gone.
 pub fn kill_quietly(pid: i32) {
     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Escaper;
+
+    fn escaped(chunks: &[&[u8]]) -> Vec<u8> {
+        let mut e = Escaper::default();
+        let mut out = Vec::new();
+        for c in chunks {
+            e.push(c, &mut out);
+        }
+        e.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn terminal_controls_from_the_server_are_shown_not_obeyed() {
+        // Window title (OSC 0), clear screen, clipboard write (OSC 52), a carriage return over our own line.
+        let attack = b"\x1b]0;PWNED\x07\x1b[2J\x1b]52;c;cHduZWQ=\x07x\rthv-sandbox: fine\n";
+        let out = escaped(&[attack]);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "^[]0;PWNED^G^[[2J^[]52;c;cHduZWQ=^Gx^Mthv-sandbox: fine\n"
+        );
+        assert_eq!(escaped(&[b"tab\tnew\nline\x7f\x00"]), b"tab\tnew\nline^?^@");
+    }
+
+    #[test]
+    fn c1_controls_are_escaped_even_split_across_reads_and_utf8_text_passes() {
+        // U+009B (CSI) is C2 9B in UTF-8; U+00E9 (é) is C3 A9; U+00A0 is C2 A0 (not a control).
+        assert_eq!(escaped(&[b"a\xc2\x9b2Jb"]), b"a^[[2Jb");
+        assert_eq!(escaped(&[b"a\xc2", b"\x9d0;t"]), b"a^[]0;t");
+        assert_eq!(escaped(&["é\u{a0}ü→".as_bytes()]), "é\u{a0}ü→".as_bytes());
+        assert_eq!(escaped(&[b"end\xc2"]), b"end\xc2");
+        assert_eq!(escaped(&[b"\xc2", b"\xa0"]), "\u{a0}".as_bytes());
+    }
 }

@@ -251,15 +251,30 @@ pub fn parse_file(file: &str, text: &str) -> Result<Vec<(String, String)>, EnvEr
     Ok(out)
 }
 
-/// Reads and parses env files, in order.
+/// The largest env file read (as the configuration file).
+pub const MAX_ENV_FILE: u64 = 1024 * 1024;
+
+/// Reads and parses env files, in order. Each is read up to [`MAX_ENV_FILE`] bytes (`/dev/zero` ends there).
 pub fn read_files(paths: &[std::path::PathBuf]) -> Result<Vec<(String, String)>, EnvError> {
+    use std::io::Read;
     let mut out = Vec::new();
     for p in paths {
         let file = p.display().to_string();
-        let text = std::fs::read_to_string(p).map_err(|e| EnvError::FileRead {
+        let err = |reason: String| EnvError::FileRead {
             file: file.clone(),
-            reason: e.to_string(),
-        })?;
+            reason,
+        };
+        let mut bytes = Vec::new();
+        std::fs::File::open(p)
+            .and_then(|f| f.take(MAX_ENV_FILE + 1).read_to_end(&mut bytes))
+            .map_err(|e| err(e.to_string()))?;
+        if bytes.len() as u64 > MAX_ENV_FILE {
+            return Err(err(format!("larger than {MAX_ENV_FILE} bytes")));
+        }
+        let text = String::from_utf8(bytes).map_err(|_| err("not UTF-8 text".into()))?;
+        if text.contains('\0') {
+            return Err(err("contains a NUL byte".into()));
+        }
         out.extend(parse_file(&file, &text)?);
     }
     Ok(out)
@@ -295,24 +310,26 @@ pub fn resolve(
     inputs: &EnvInputs<'_>,
     host: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<ResolvedVar>, EnvError> {
-    // name → value as given, in first-given order.
-    let mut given: Vec<(String, String)> = Vec::new();
+    // name → (value as given, whether it came from somewhere private), in first-given order. Values from env
+    // files and from thv-sandbox's own environment (`-e NAME`) are how users pass tokens: like declared secrets,
+    // they are handed over in memory and never written to disk. A `-e NAME=VALUE` value is on the command line
+    // already.
+    let mut given: Vec<(String, (String, bool))> = Vec::new();
     let mut unset: Vec<String> = Vec::new();
-    let set = |name: &str, value: String, given: &mut Vec<(String, String)>| match given
-        .iter_mut()
-        .find(|(n, _)| n == name)
-    {
-        Some(slot) => slot.1 = value,
-        None => given.push((name.to_owned(), value)),
+    let set = |name: &str, value: String, private: bool, given: &mut Vec<(String, (String, bool))>| {
+        match given.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => slot.1 = (value, private),
+            None => given.push((name.to_owned(), (value, private))),
+        }
     };
     for (n, v) in inputs.files {
-        set(n, v.clone(), &mut given);
+        set(n, v.clone(), true, &mut given);
     }
     for a in inputs.args {
         match a {
-            EnvArg::Set { name, value } => set(name, value.clone(), &mut given),
+            EnvArg::Set { name, value } => set(name, value.clone(), false, &mut given),
             EnvArg::FromHost { name } => match host(name) {
-                Some(v) => set(name, v, &mut given),
+                Some(v) => set(name, v, true, &mut given),
                 None => {
                     if !given.iter().any(|(n, _)| n == name) && !unset.contains(name) {
                         unset.push(name.clone());
@@ -326,8 +343,8 @@ pub fn resolve(
     let mut out = Vec::new();
     let mut missing = Vec::new();
     for spec in inputs.specs {
-        if let Some((_, v)) = given.iter().find(|(n, _)| *n == spec.name) {
-            out.push(var(&spec.name, v.clone(), spec.secret));
+        if let Some((_, (v, private))) = given.iter().find(|(n, _)| *n == spec.name) {
+            out.push(var(&spec.name, v.clone(), spec.secret || *private));
         } else if let (false, Some(d)) = (spec.required, &spec.default) {
             out.push(var(&spec.name, d.clone(), spec.secret));
         } else if spec.required {
@@ -339,9 +356,9 @@ pub fn resolve(
             });
         }
     }
-    for (n, v) in &given {
+    for (n, (v, private)) in &given {
         if !inputs.specs.iter().any(|s| s.name == *n) {
-            out.push(var(n, v.clone(), secret_of(n)));
+            out.push(var(n, v.clone(), secret_of(n) || *private));
         }
     }
     // `-e NAME` of an undeclared (or optional) variable the host lacks: the user asked for it explicitly.
@@ -430,8 +447,9 @@ mod tests {
             vec![
                 ("TOKEN", "from-flag", true),
                 ("HOST", "example.com", false),
-                ("MODE", "rw", false),
-                ("EXTRA", "1", false),
+                // From the env file: kept off disk like a secret.
+                ("MODE", "rw", true),
+                ("EXTRA", "1", true),
                 ("OTHER", "x", false),
             ]
         );
@@ -618,5 +636,51 @@ mod tests {
         )
         .unwrap();
         assert_eq!(pairs(&got), vec![("T", "", false)]);
+    }
+
+    #[test]
+    fn values_from_files_and_the_host_environment_are_kept_off_disk() {
+        let files = parse_file("f.env", "FROM_FILE=f\nLATER=file\n").unwrap();
+        let args = [
+            parse_arg("FROM_HOST").unwrap(),
+            parse_arg("ON_ARGV=a").unwrap(),
+            parse_arg("LATER=argv").unwrap(),
+        ];
+        let host = |n: &str| (n == "FROM_HOST").then(|| "h".to_owned());
+        let got = resolve(
+            &EnvInputs {
+                server: "s",
+                specs: &[],
+                files: &files,
+                args: &args,
+            },
+            &host,
+        )
+        .unwrap();
+        assert_eq!(
+            pairs(&got),
+            vec![
+                ("FROM_FILE", "f", true),
+                // `-e NAME=VALUE` wins over the file and is on the command line anyway.
+                ("LATER", "argv", false),
+                ("FROM_HOST", "h", true),
+                ("ON_ARGV", "a", false),
+            ]
+        );
+    }
+
+    #[test]
+    fn env_files_are_bounded_and_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.env");
+        std::fs::write(&big, "A=".repeat(MAX_ENV_FILE as usize)).unwrap();
+        let e = read_files(&[big]).unwrap_err().to_string();
+        assert!(e.contains("larger than"), "{e}");
+        let e = read_files(&["/dev/zero".into()]).unwrap_err().to_string();
+        assert!(e.contains("larger than"), "{e}");
+        let nul = dir.path().join("nul.env");
+        std::fs::write(&nul, "A=x\0y\n").unwrap();
+        let e = read_files(&[nul]).unwrap_err().to_string();
+        assert!(e.contains("NUL"), "{e}");
     }
 }
