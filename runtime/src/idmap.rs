@@ -280,7 +280,11 @@ impl IdMap {
             .chain([("group", gid)])
             .chain(groups.iter().map(|g| ("group", *g)));
         for (kind, id) in ids {
-            let lines = if kind == "user" { &self.uids } else { &self.gids };
+            let lines = if kind == "user" {
+                &self.uids
+            } else {
+                &self.gids
+            };
             // The runner's own line (host root) never counts as a range an image id may use.
             let usable: Vec<IdMapping> = lines.iter().copied().filter(|m| m.outside != 0).collect();
             match lookup(lines, id) {
@@ -337,17 +341,18 @@ pub fn assert_not_host_root() -> Result<(), String> {
     let g = nix::unistd::getresgid().map_err(|e| format!("getresgid: {e}"))?;
     let groups = nix::unistd::getgroups().map_err(|e| format!("getgroups: {e}"))?;
     let check = |kind: &str, lines: &[IdMapping], id: u32| match lookup(lines, id) {
-        Some(0) => Err(format!("the server's {kind} {id} is host {kind} 0: refusing to start it")),
-        None => Err(format!("the server's {kind} {id} is not mapped: refusing to start it")),
+        Some(0) => Err(format!(
+            "the server's {kind} {id} is host {kind} 0: refusing to start it"
+        )),
+        None => Err(format!(
+            "the server's {kind} {id} is not mapped: refusing to start it"
+        )),
         Some(_) => Ok(()),
     };
     for id in [r.real, r.effective, r.saved] {
         check("uid", &uids, id.as_raw())?;
     }
-    for id in [g.real, g.effective, g.saved]
-        .into_iter()
-        .chain(groups)
-    {
+    for id in [g.real, g.effective, g.saved].into_iter().chain(groups) {
         check("gid", &gids, id.as_raw())?;
     }
     Ok(())
@@ -605,11 +610,19 @@ mod tests {
         // The finding: 65536 is host root's own line.
         assert!(matches!(
             m.check_process(65_536, 0, &[]),
-            Err(UnsafeId::HostRoot { kind: "user", id: 65_536, .. })
+            Err(UnsafeId::HostRoot {
+                kind: "user",
+                id: 65_536,
+                ..
+            })
         ));
         assert!(matches!(
             m.check_process(1000, 65_536, &[]),
-            Err(UnsafeId::HostRoot { kind: "group", id: 65_536, .. })
+            Err(UnsafeId::HostRoot {
+                kind: "group",
+                id: 65_536,
+                ..
+            })
         ));
         assert!(matches!(
             m.check_process(1000, 1000, &[5, 65_536]),

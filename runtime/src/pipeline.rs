@@ -243,6 +243,7 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
     // 4. unpack (or reuse the cached root for this digest and id-mapping mode).
     //    A registry image was unpacked while it downloaded, into this same root: then this only loads it.
     let runtime = runtime_config(&image.config);
+    spec::check_image_config(&runtime)?;
     let host = host_ids();
     let planned = idmap::plan(&host, 0, 0);
     let root = rootfs::ensure(
@@ -285,11 +286,16 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
         run_dir.remove();
         return Err(Error::SecretsTooLarge(secrets_size));
     }
-    if let Some(bad) = req.secrets.iter().find(|s| {
-        s.name.is_empty() || s.name.contains(['=', '\0']) || s.expose().contains('\0')
-    }) {
+    if let Some(bad) = req
+        .secrets
+        .iter()
+        .find(|s| s.name.is_empty() || s.name.contains(['=', '\0']) || s.expose().contains('\0'))
+    {
         run_dir.remove();
-        return Err(Error::Spec(SpecError::BadEnv(format!("`{}`", bad.name.escape_debug()))));
+        return Err(Error::Spec(SpecError::BadEnv(format!(
+            "`{}`",
+            bad.name.escape_debug()
+        ))));
     }
 
     // 6. network + 7. run: the runner creates the namespaces (lo up) and the container; we supervise.

@@ -480,17 +480,20 @@ impl libcontainer::workload::Executor for ServerExecutor {
         envs: std::collections::HashMap<String, String>,
     ) -> Result<(), libcontainer::workload::ExecutorSetEnvsError> {
         // set_var panics on these; the pipeline refuses them before the run, this keeps a panic out of the init.
-        let settable = |k: &str, v: &str| !k.is_empty() && !k.contains(['=', '\0']) && !v.contains('\0');
+        let settable =
+            |k: &str, v: &str| !k.is_empty() && !k.contains(['=', '\0']) && !v.contains('\0');
         let pairs = envs
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .chain(self.secrets.iter().map(|s| (s.name.as_str(), s.expose())));
         for (k, v) in pairs.clone() {
             if !settable(k, v) {
-                return Err(libcontainer::workload::ExecutorSetEnvsError::Other(format!(
-                    "environment variable `{}` cannot be set (empty name, `=` or NUL)",
-                    k.escape_debug()
-                )));
+                return Err(libcontainer::workload::ExecutorSetEnvsError::Other(
+                    format!(
+                        "environment variable `{}` cannot be set (empty name, `=` or NUL)",
+                        k.escape_debug()
+                    ),
+                ));
             }
         }
         // The container's init process is single-threaded here (libcontainer calls this before exec).

@@ -338,6 +338,26 @@ pub fn build(image: &ImageRuntimeConfig, opts: &SpecOptions) -> Result<Spec, Spe
     serde_json::from_value::<Spec>(spec).map_err(|e| SpecError::Invalid(e.to_string()))
 }
 
+/// Checks what of the image config the sandbox relies on before anything of the image is unpacked: every
+/// `Volumes` entry (see [`build`]) and every `Env` entry (`NAME=VALUE`, no NUL).
+pub fn check_image_config(image: &ImageRuntimeConfig) -> Result<(), SpecError> {
+    for v in &image.volumes {
+        check_volume(v)?;
+    }
+    if image.volumes.len() > MAX_VOLUMES {
+        return Err(SpecError::TooManyVolumes(image.volumes.len()));
+    }
+    for e in &image.env {
+        // An entry without `=` is a variable with an empty value (as `environment` reads it).
+        if e.contains('=') {
+            check_env_entry(e)?;
+        } else {
+            check_env_entry(&format!("{e}="))?;
+        }
+    }
+    Ok(())
+}
+
 /// A `Volumes` entry the sandbox can put a tmpfs on: absolute, normal (no `.`, `..` or empty components), not `/`
 /// and not in the kernel's filesystems (`/proc`, `/sys`, `/dev`), whose masks and read-only binds a tmpfs would
 /// shadow.
@@ -361,7 +381,10 @@ fn check_volume(v: &str) -> Result<(), SpecError> {
     if parts.is_empty() || parts == [""] {
         return bad("is the root itself");
     }
-    if parts.iter().any(|p| p.is_empty() || *p == "." || *p == "..") {
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || *p == "." || *p == "..")
+    {
         return bad("is not a normal path (empty, `.` or `..` components)");
     }
     if ["proc", "sys", "dev"].contains(&parts[0]) {
@@ -748,7 +771,10 @@ mod tests {
                 .collect();
             let size = o.iter().find_map(|x| x.strip_prefix("size="));
             assert!(size.is_some(), "{} has no size: {o:?}", m["destination"]);
-            seen.push((m["destination"].as_str().unwrap().to_owned(), size.unwrap().to_owned()));
+            seen.push((
+                m["destination"].as_str().unwrap().to_owned(),
+                size.unwrap().to_owned(),
+            ));
             if !["/dev", "/dev/shm"].contains(&m["destination"].as_str().unwrap()) {
                 assert!(o.iter().any(|x| x.starts_with("nr_inodes=")), "{o:?}");
             }
@@ -768,7 +794,10 @@ mod tests {
             .iter()
             .find(|m| m["destination"] == "/tmp")
             .unwrap();
-        assert!(tmp["options"].as_array().unwrap().contains(&json!("size=2048m")));
+        assert!(tmp["options"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("size=2048m")));
     }
 
     #[test]
@@ -860,7 +889,10 @@ mod tests {
             }
             let want = std::fs::read_to_string(&path)
                 .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
-            assert_eq!(got, want, "{name} changed: review the diff, then UPDATE_GOLDEN=1");
+            assert_eq!(
+                got, want,
+                "{name} changed: review the diff, then UPDATE_GOLDEN=1"
+            );
         }
     }
 }

@@ -316,12 +316,13 @@ pub fn resolve(
     // already.
     let mut given: Vec<(String, (String, bool))> = Vec::new();
     let mut unset: Vec<String> = Vec::new();
-    let set = |name: &str, value: String, private: bool, given: &mut Vec<(String, (String, bool))>| {
-        match given.iter_mut().find(|(n, _)| n == name) {
-            Some(slot) => slot.1 = (value, private),
-            None => given.push((name.to_owned(), (value, private))),
-        }
-    };
+    let set =
+        |name: &str, value: String, private: bool, given: &mut Vec<(String, (String, bool))>| {
+            match given.iter_mut().find(|(n, _)| n == name) {
+                Some(slot) => slot.1 = (value, private),
+                None => given.push((name.to_owned(), (value, private))),
+            }
+        };
     for (n, v) in inputs.files {
         set(n, v.clone(), true, &mut given);
     }
