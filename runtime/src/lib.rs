@@ -44,6 +44,8 @@ pub mod user;
 pub mod verification;
 
 mod pipeline;
+#[cfg(test)]
+mod testing;
 
 pub use pipeline::{pull, pull_verified, run, Error, RegistryAccess, RunRequest, RunSummary};
 pub use thv_sandbox_provenance as provenance;

@@ -675,3 +675,180 @@ pub fn cpath(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_encoded_bytes())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{in_userns, is_child, run_child};
+
+    #[test]
+    fn the_sealed_root_cannot_be_written_from_the_namespace() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rootfs");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(root.join("bin"), "original").unwrap();
+        run_child(
+            "runner::tests::child_seal",
+            &[("THV_TEST_ROOT", root.display().to_string())],
+        )
+        .unwrap();
+        // Outside the namespace nothing changed, and the root is still the user's to manage.
+        assert_eq!(
+            std::fs::read_to_string(root.join("bin")).unwrap(),
+            "original"
+        );
+        std::fs::write(root.join("after"), "ok").unwrap();
+    }
+
+    #[test]
+    #[ignore = "run by its parent test in a fresh process"]
+    fn child_seal() {
+        if !is_child() {
+            return;
+        }
+        let root = PathBuf::from(std::env::var("THV_TEST_ROOT").unwrap());
+        in_userns(None, true, || {
+            seal_rootfs(&root).expect("seal");
+            for f in ["bin", "new"] {
+                let e = std::fs::write(root.join(f), "changed")
+                    .expect_err("the sealed root was written");
+                assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{f}: {e}");
+            }
+        });
+    }
+
+    #[test]
+    fn the_overlay_makes_mount_points_without_writing_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rootfs");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::create_dir(dir.path().join("scratch")).unwrap();
+        std::fs::create_dir(dir.path().join("merged")).unwrap();
+        run_child(
+            "runner::tests::child_overlay",
+            &[("THV_TEST_DIR", dir.path().display().to_string())],
+        )
+        .unwrap();
+        assert!(!root.join("data").exists());
+        assert!(!root.join("etc/extra.conf").exists());
+    }
+
+    #[test]
+    #[ignore = "run by its parent test in a fresh process"]
+    fn child_overlay() {
+        if !is_child() {
+            return;
+        }
+        let dir = PathBuf::from(std::env::var("THV_TEST_DIR").unwrap());
+        let root = dir.join("rootfs");
+        let plan = OverlayPlan {
+            scratch: dir.join("scratch"),
+            merged: dir.join("merged"),
+            points: vec![
+                ("/data/deep".into(), true),
+                ("/etc/extra.conf".into(), false),
+            ],
+        };
+        in_userns(None, true, || {
+            seal_rootfs(&root).expect("seal");
+            mount_overlay(&root, &plan).expect("overlay");
+            assert!(plan.merged.join("data/deep").is_dir());
+            assert!(plan.merged.join("etc/extra.conf").is_file());
+        });
+    }
+
+    #[test]
+    fn overlay_options_cannot_be_smuggled_through_paths() {
+        assert!(overlay_escape(Path::new("/a/b")).is_ok());
+        for bad in ["/a,upperdir=/x", "/a:b", "/a\\b"] {
+            assert!(overlay_escape(Path::new(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_init_refuses_to_exec_as_host_root() {
+        let root = nix::unistd::geteuid().is_root();
+        // Mapped to a non-root host id: allowed (as any user).
+        let outside = if root { "2147000000,2147000000" } else { "" };
+        run_child(
+            "runner::tests::child_host_root_check",
+            &[
+                ("THV_TEST_OUTSIDE", outside.into()),
+                ("THV_TEST_EXPECT", "ok".into()),
+            ],
+        )
+        .unwrap();
+        if !root {
+            // Only root can map host root into a namespace; CI runs the unit tests as root.
+            return;
+        }
+        for (outside, expect) in [("0,0", "is host uid 0"), ("2147000000,0", "is host gid 0")] {
+            run_child(
+                "runner::tests::child_host_root_check",
+                &[
+                    ("THV_TEST_OUTSIDE", outside.into()),
+                    ("THV_TEST_EXPECT", expect.into()),
+                ],
+            )
+            .unwrap();
+        }
+    }
+
+    #[test]
+    #[ignore = "run by its parent test in a fresh process"]
+    fn child_host_root_check() {
+        if !is_child() {
+            return;
+        }
+        let outside = std::env::var("THV_TEST_OUTSIDE").unwrap();
+        let outside = outside
+            .split_once(',')
+            .map(|(u, g)| (u.parse().unwrap(), g.parse().unwrap()));
+        in_userns(outside, false, || {
+            let got = crate::idmap::assert_not_host_root();
+            match std::env::var("THV_TEST_EXPECT").unwrap().as_str() {
+                "ok" => got.unwrap(),
+                want => assert!(got.unwrap_err().contains(want), "{want}"),
+            }
+        });
+    }
+
+    #[test]
+    fn the_executor_sets_exactly_the_environment_and_refuses_what_it_cannot_set() {
+        run_child("runner::tests::child_executor_env", &[]).unwrap();
+    }
+
+    #[test]
+    #[ignore = "run by its parent test in a fresh process"]
+    fn child_executor_env() {
+        use libcontainer::workload::Executor;
+        if !is_child() {
+            return;
+        }
+        for (name, value) in [("BAD", "a\0b"), ("", "x"), ("A=B", "x"), ("N\0", "x")] {
+            let exec = ServerExecutor {
+                secrets: vec![SecretEnv::new(name, value)],
+            };
+            let err = exec.setup_envs(Default::default()).unwrap_err().to_string();
+            assert!(err.contains("cannot be set"), "{name:?}: {err}");
+            // Refused before anything of the environment was touched.
+            assert!(std::env::var_os(crate::testing::CHILD_VAR).is_some());
+        }
+        let exec = ServerExecutor {
+            secrets: vec![SecretEnv::new("TOKEN", "s3cret")],
+        };
+        let envs = [("PATH".to_owned(), "/bin".to_owned())]
+            .into_iter()
+            .collect();
+        exec.setup_envs(envs).unwrap();
+        let mut got: Vec<(String, String)> = std::env::vars().collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("PATH".to_owned(), "/bin".to_owned()),
+                ("TOKEN".to_owned(), "s3cret".to_owned())
+            ]
+        );
+    }
+}
