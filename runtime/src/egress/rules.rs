@@ -114,15 +114,22 @@ fn valid_name(name: &str) -> bool {
 pub enum AddrClass {
     /// A public address: allowed when host and port are.
     Public,
-    /// The host's own or a local network (loopback, private, link-local, CGNAT, unique-local, unspecified):
+    /// The host's own or a local network, or a special-purpose range that is not globally reachable (loopback,
+    /// private, link-local, CGNAT, unique-local, unspecified, documentation, benchmarking, local-use NAT64...):
     /// allowed only when an exact `allow_host` entry names it, or a name that resolved to it.
     Local(&'static str),
-    /// Never a TCP destination (multicast, broadcast, reserved).
+    /// Never a TCP destination (multicast, broadcast, reserved, discard-only).
     Never(&'static str),
 }
 
-/// Classifies an address; IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`), NAT64 (`64:ff9b::/96`)
-/// and 6to4 (`2002::/16`) forms are judged by the IPv4 address they carry.
+/// Classifies an address. IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`), NAT64 (`64:ff9b::/96`)
+/// and 6to4 (`2002::/16`) forms are judged by the IPv4 address they carry; IPv4-translated (SIIT,
+/// `::ffff:0:a.b.c.d`) forms are local at least, and never when the IPv4 address they carry is.
+///
+/// The ranges are those of IANA's IPv4 and IPv6 Special-Purpose Address Registries that are not globally
+/// reachable, plus multicast and the deprecated site-local and 6to4-relay ranges. Where the registry lists a few
+/// globally reachable exceptions inside a larger block (`192.0.0.9`, `192.0.0.10`, parts of `2001::/23`), the
+/// whole block is local: nothing a sandbox needs lives there.
 pub fn classify(ip: IpAddr) -> AddrClass {
     match ip {
         IpAddr::V4(a) => classify_v4(a),
@@ -131,19 +138,30 @@ pub fn classify(ip: IpAddr) -> AddrClass {
 }
 
 fn classify_v4(a: Ipv4Addr) -> AddrClass {
-    let [o0, o1, ..] = a.octets();
-    match (o0, o1) {
-        (0, _) => AddrClass::Local("\"this host\" (0.0.0.0/8)"),
-        (127, _) => AddrClass::Local("loopback"),
-        (10, _) => AddrClass::Local("private network"),
-        (172, 16..=31) => AddrClass::Local("private network"),
-        (192, 168) => AddrClass::Local("private network"),
-        (169, 254) => AddrClass::Local("link-local"),
-        (100, 64..=127) => AddrClass::Local("carrier-grade NAT (100.64.0.0/10)"),
-        (224..=239, _) => AddrClass::Never("multicast"),
-        (240..=255, _) => AddrClass::Never("reserved or broadcast (240.0.0.0/4)"),
+    let [o0, o1, o2, _] = a.octets();
+    match (o0, o1, o2) {
+        (0, _, _) => AddrClass::Local("\"this host\" (0.0.0.0/8)"),
+        (127, _, _) => AddrClass::Local("loopback"),
+        (10, _, _) => AddrClass::Local("private network"),
+        (172, 16..=31, _) => AddrClass::Local("private network"),
+        (192, 168, _) => AddrClass::Local("private network"),
+        (169, 254, _) => AddrClass::Local("link-local"),
+        (100, 64..=127, _) => AddrClass::Local("carrier-grade NAT (100.64.0.0/10)"),
+        (192, 0, 0) => AddrClass::Local("IETF protocol assignments (192.0.0.0/24)"),
+        (192, 0, 2) => AddrClass::Local("documentation (192.0.2.0/24)"),
+        (198, 51, 100) => AddrClass::Local("documentation (198.51.100.0/24)"),
+        (203, 0, 113) => AddrClass::Local("documentation (203.0.113.0/24)"),
+        (198, 18..=19, _) => AddrClass::Local("benchmarking (198.18.0.0/15)"),
+        (192, 88, 99) => AddrClass::Local("deprecated 6to4 relay anycast (192.88.99.0/24)"),
+        (224..=239, _, _) => AddrClass::Never("multicast"),
+        (240..=255, _, _) => AddrClass::Never("reserved or broadcast (240.0.0.0/4)"),
         _ => AddrClass::Public,
     }
+}
+
+/// The IPv4 address an IPv6 address carries in its last 32 bits.
+fn low_v4(s: &[u16; 8]) -> Ipv4Addr {
+    Ipv4Addr::from(((s[6] as u32) << 16) | s[7] as u32)
 }
 
 fn classify_v6(a: Ipv6Addr) -> AddrClass {
@@ -159,10 +177,31 @@ fn classify_v6(a: Ipv6Addr) -> AddrClass {
     }
     // IPv4-compatible (deprecated) and NAT64 well-known prefix: the last 32 bits are an IPv4 address.
     if s[..6] == [0; 6] || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        return classify_v4(Ipv4Addr::from(((s[6] as u32) << 16) | s[7] as u32));
+        return classify_v4(low_v4(&s));
+    }
+    // IPv4-translated (SIIT, RFC 2765): a translator may deliver it to the IPv4 address it carries.
+    if s[..6] == [0, 0, 0, 0, 0xffff, 0] {
+        return match classify_v4(low_v4(&s)) {
+            AddrClass::Public => AddrClass::Local("IPv4-translated (::ffff:0:0/96)"),
+            embedded => embedded,
+        };
     }
     if s[0] == 0x2002 {
         return classify_v4(Ipv4Addr::from(((s[1] as u32) << 16) | s[2] as u32));
+    }
+    match s {
+        // RFC 8215: a network's own NAT64 prefix (any length up to /96), so the embedded IPv4 address could sit
+        // anywhere; the whole block is local.
+        [0x64, 0xff9b, 1, ..] => return AddrClass::Local("local-use NAT64 (64:ff9b:1::/48)"),
+        [0x100, 0, 0, 0, ..] => return AddrClass::Never("discard-only (100::/64)"),
+        [0x100, 0, 0, 1, ..] => return AddrClass::Never("dummy prefix (100:0:0:1::/64)"),
+        [0x2001, 0..=0x1ff, ..] => {
+            return AddrClass::Local("IETF protocol assignments (2001::/23)")
+        }
+        [0x2001, 0xdb8, ..] => return AddrClass::Local("documentation (2001:db8::/32)"),
+        [0x3fff, 0..=0xfff, ..] => return AddrClass::Local("documentation (3fff::/20)"),
+        [0x5f00, ..] => return AddrClass::Local("segment routing (5f00::/16)"),
+        _ => {}
     }
     match s[0] {
         0xfc00..=0xfdff => AddrClass::Local("unique-local (fc00::/7)"),
@@ -586,5 +625,126 @@ mod tests {
             mixed,
             Decision::Allow(vec![SocketAddr::new(ip(PUBLIC), 443)])
         );
+    }
+
+    /// F15: IANA's special-purpose ranges that are not globally reachable, and the embedded-IPv4 forms, are never
+    /// public (so `allow_port` alone and `insecure_allow_all` never open them).
+    #[test]
+    fn special_purpose_ranges_are_not_public() {
+        let local = [
+            // IPv4 special-purpose registry.
+            "192.0.0.0",
+            "192.0.0.8",
+            "192.0.0.170",
+            "192.0.0.255",
+            "192.0.2.2",
+            "192.0.2.255",
+            "198.18.0.1",
+            "198.19.255.255",
+            "198.51.100.7",
+            "203.0.113.9",
+            "192.88.99.1",
+            // IPv6 special-purpose registry.
+            "64:ff9b:1::a00:1",
+            "64:ff9b:1:ffff::1.1.1.1",
+            "64:ff9b:1::1.1.1.1",
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "2001:1::1",
+            "2001:2::1",
+            "2001:1ff:ffff::1",
+            "2001:db8::2",
+            "2001:db8:ffff::1",
+            "3fff::1",
+            "3fff:fff:ffff::1",
+            "5f00::1",
+            // SIIT (IPv4-translated), carrying a public or a local address.
+            "::ffff:0:1.1.1.1",
+            "::ffff:0:a00:1",
+            "::ffff:0:127.0.0.1",
+            // The new IPv4 ranges in every embedded form.
+            "::ffff:192.0.2.2",
+            "::192.0.2.2",
+            "64:ff9b::192.0.2.2",
+            "64:ff9b::c612:1",
+            "2002:c000:202::1",
+            "2002:c633:6407::",
+            "::ffff:0:198.18.0.1",
+        ];
+        for a in local {
+            assert!(
+                matches!(classify(ip(a)), AddrClass::Local(_)),
+                "{a} should be local: {:?}",
+                classify(ip(a))
+            );
+        }
+        let never = [
+            "100::",
+            "100::ffff:ffff:ffff:ffff",
+            "100:0:0:1::1",
+            // An embedded multicast or reserved address stays never, also in SIIT form.
+            "::ffff:0:224.0.0.1",
+            "::ffff:0:255.255.255.255",
+            "64:ff9b::239.1.1.1",
+            "2002:e000:1::",
+        ];
+        for a in never {
+            assert!(
+                matches!(classify(ip(a)), AddrClass::Never(_)),
+                "{a} should never be reached: {:?}",
+                classify(ip(a))
+            );
+        }
+        // The edges of each range are public.
+        let public = [
+            "192.0.1.255",
+            "192.0.3.0",
+            "198.17.255.255",
+            "198.20.0.0",
+            "198.51.99.255",
+            "198.51.101.0",
+            "203.0.112.255",
+            "203.0.114.0",
+            "192.88.98.255",
+            "192.88.100.0",
+            "64:ff9b:2::1",
+            "64:ff9b:0:1::1",
+            "101::1",
+            "100:0:0:2::1",
+            "2001:200::1",
+            "2001:db7:ffff::1",
+            "2001:db9::1",
+            "3fff:1000::1",
+            "5eff::1",
+            "5f01::1",
+            "2001:4860:4860::8888",
+            "::fffe:0:1.1.1.1",
+            "64:ff9b::203.0.114.1",
+        ];
+        for a in public {
+            assert_eq!(classify(ip(a)), AddrClass::Public, "{a} should be public");
+        }
+        // And so a port-only rule or insecure_allow_all refuses every local one, naming the range.
+        let any = rules(false, &[], &[80]);
+        let all = rules(true, &[], &[]);
+        for a in local.iter().chain(never.iter()) {
+            let h = Host::Ip(ip(a));
+            for r in [&any, &all] {
+                match r.decide(&h, 80, &[ip(a)]) {
+                    Decision::Refuse(why) => {
+                        assert!(why.starts_with(&format!("{} is", ip(a))), "{why}")
+                    }
+                    d => panic!("{a}: {d:?}"),
+                }
+            }
+        }
+        let h = Host::Ip(ip("64:ff9b:1::a00:1"));
+        match any.decide(&h, 80, &[ip("64:ff9b:1::a00:1")]) {
+            Decision::Refuse(why) => assert!(
+                why.starts_with("64:ff9b:1::a00:1 is local-use NAT64 (64:ff9b:1::/48), which only"),
+                "{why}"
+            ),
+            d => panic!("{d:?}"),
+        }
     }
 }
