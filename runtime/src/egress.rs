@@ -26,12 +26,13 @@
 //! - Nothing listed: nothing allowed.
 //!
 //! Then names are resolved here, on the host side, and every address is classified ([`classify`]): public
-//! addresses are allowed; loopback, private, link-local, CGNAT, unique-local, site-local and unspecified addresses
-//! (also in IPv4-mapped, IPv4-compatible, NAT64 and 6to4 form) only when an **exact** `allow_host` entry named
-//! the host (the address itself, or a name that resolved to it) — `.domain` entries never open them, so a wildcard
-//! cannot be turned into a way to the host's loopback or LAN by whoever controls a subdomain's DNS. Multicast,
-//! broadcast and reserved addresses are never reached. The connection goes to one of the exact addresses that
-//! were checked; nothing is resolved twice.
+//! addresses are allowed; loopback, private, link-local, CGNAT, unique-local, site-local, unspecified and the other
+//! special-purpose ranges that are not globally reachable (documentation, benchmarking, local-use NAT64...; also in
+//! IPv4-mapped, IPv4-compatible, IPv4-translated, NAT64 and 6to4 form) only when the request is an IP literal and
+//! an `allow_host` entry names that address, and loopback also when the request and an entry are both
+//! `localhost` ([`LocalAccess`]). A host **name** never opens them, exact or `.domain`: whoever controls its DNS
+//! could otherwise point it at the host's loopback or LAN. Multicast, broadcast and reserved addresses are never
+//! reached. The connection goes to one of the exact addresses that were checked; nothing is resolved twice.
 //!
 //! An allowed loopback destination means the **host's** loopback, reached through the proxy.
 //!
@@ -67,7 +68,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Semaphore};
 
-pub use rules::{classify, AddrClass, Decision, Host, Outbound, Rules, RulesError};
+pub use rules::{classify, AddrClass, Decision, Host, LocalAccess, Outbound, Rules, RulesError};
 
 /// The port the proxy listens on inside a sandbox (`127.0.0.1:PROXY_PORT` in the sandbox's own network namespace,
 /// so it can never collide with anything on the host). Fixed, so the environment can be written into the spec

@@ -116,10 +116,25 @@ pub enum AddrClass {
     Public,
     /// The host's own or a local network, or a special-purpose range that is not globally reachable (loopback,
     /// private, link-local, CGNAT, unique-local, unspecified, documentation, benchmarking, local-use NAT64...):
-    /// allowed only when an exact `allow_host` entry names it, or a name that resolved to it.
+    /// allowed only when an `allow_host` entry names the IP address itself, or, for loopback, when the request
+    /// and an entry are both `localhost`. A host name never opens them.
     Local(&'static str),
     /// Never a TCP destination (multicast, broadcast, reserved, discard-only).
     Never(&'static str),
+}
+
+/// Which local addresses the `allow_host` entry that matched a request opens, besides public ones
+/// ([`Rules::check`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalAccess {
+    /// None: public addresses only (no entry, a `.domain` entry, or an exact name other than `localhost`).
+    None,
+    /// Loopback addresses (`127.0.0.0/8`, `::1`): the request named `localhost` and an exact entry `localhost`
+    /// allows it.
+    Loopback,
+    /// The requested IP address itself, whatever its class (except [`AddrClass::Never`]): the request is an IP
+    /// literal and an entry names that address.
+    Literal,
 }
 
 /// Classifies an address. IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`), NAT64 (`64:ff9b::/96`)
@@ -212,6 +227,12 @@ fn classify_v6(a: Ipv6Addr) -> AddrClass {
     }
 }
 
+/// Whether `ip` is a loopback address (`127.0.0.0/8`, `::1`, or `::ffff:127.x.y.z`), the only local addresses
+/// an exact `localhost` entry opens.
+pub fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
 /// The outcome of [`Rules::decide`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -247,9 +268,12 @@ impl Rules {
         self.allow_all || !self.hosts.is_empty() || !self.ports.is_empty()
     }
 
-    /// The first check, before resolution: host and port against the lists. `Ok(exact)` tells whether an exact
-    /// entry (name or IP) named the host, which opens loopback and local-network addresses.
-    pub fn check(&self, host: &Host, port: u16) -> Result<bool, String> {
+    /// The first check, before resolution: host and port against the lists. `Ok` tells which local addresses
+    /// the request may reach ([`LocalAccess`]): the requested address itself when it is an IP literal an entry
+    /// names; loopback when the request and an exact entry are `localhost`; otherwise none. A host name other than
+    /// `localhost` never opens local addresses, exact or not: whoever controls its DNS could point it at the
+    /// host's loopback or LAN.
+    pub fn check(&self, host: &Host, port: u16) -> Result<LocalAccess, String> {
         if !self.allows_anything() {
             return Err("no outbound network access is allowed for this server".into());
         }
@@ -270,8 +294,14 @@ impl Rules {
             }
             _ => false,
         });
+        let access = match host {
+            _ if !exact => LocalAccess::None,
+            Host::Ip(_) => LocalAccess::Literal,
+            Host::Name(n) if n == "localhost" => LocalAccess::Loopback,
+            Host::Name(_) => LocalAccess::None,
+        };
         if self.allow_all {
-            return Ok(exact);
+            return Ok(access);
         }
         if !self.ports.is_empty() && !self.ports.contains(&port) {
             return Err(format!("port {port} is not in allow_port"));
@@ -279,14 +309,14 @@ impl Rules {
         if !self.hosts.is_empty() && !exact && !in_domain {
             return Err("host is not in allow_host".into());
         }
-        Ok(exact)
+        Ok(access)
     }
 
     /// The whole decision, given the addresses the host resolved to (for an IP literal: itself). Addresses that
     /// are not allowed are dropped; if none is left, the destination is refused with the first reason.
     pub fn decide(&self, host: &Host, port: u16, resolved: &[IpAddr]) -> Decision {
-        let exact = match self.check(host, port) {
-            Ok(exact) => exact,
+        let access = match self.check(host, port) {
+            Ok(access) => access,
             Err(why) => return Decision::Refuse(why),
         };
         let mut allowed = Vec::new();
@@ -294,10 +324,18 @@ impl Rules {
         for &ip in resolved {
             let why = match classify(ip) {
                 AddrClass::Public => None,
-                AddrClass::Local(_) if exact => None,
-                AddrClass::Local(kind) => Some(format!(
-                    "{ip} is {kind}, which only an exact allow_host entry for it opens"
-                )),
+                AddrClass::Local(_) if access == LocalAccess::Literal => None,
+                AddrClass::Local(_) if access == LocalAccess::Loopback && is_loopback(ip) => None,
+                AddrClass::Local(kind) => Some(match host {
+                    Host::Ip(_) => format!(
+                        "{ip} is {kind}, which only an allow_host entry for that IP address opens"
+                    ),
+                    Host::Name(_) => format!(
+                        "{ip}: {ip} is {kind}, which a host name never opens (whoever controls its DNS \
+                         could point it at this host); only an allow_host entry for the IP address does \
+                         (or `localhost`, for loopback)"
+                    ),
+                }),
                 AddrClass::Never(kind) => Some(format!("{ip} is {kind}")),
             };
             match why {
@@ -590,10 +628,12 @@ mod tests {
                     for sa in list {
                         assert_eq!(sa.port(), port);
                         assert!(addrs.contains(&sa.ip()), "{h}: {sa} was not resolved");
+                        let access = r.check(&name(h), port);
                         assert!(
                             classify(sa.ip()) == AddrClass::Public
-                                || r.check(&name(h), port) == Ok(true),
-                            "{h}: local {sa} allowed without an exact entry"
+                                || access == Ok(LocalAccess::Literal)
+                                || (access == Ok(LocalAccess::Loopback) && is_loopback(sa.ip())),
+                            "{h}: local {sa} allowed without an IP-literal or localhost entry"
                         );
                     }
                 }
@@ -746,5 +786,92 @@ mod tests {
             ),
             d => panic!("{d:?}"),
         }
+    }
+
+    /// F6: a host name never opens local addresses, exact or not, except `localhost` (loopback only); an IP
+    /// literal entry opens that address.
+    #[test]
+    fn only_ip_literals_and_localhost_open_local_addresses() {
+        let named = rules(false, &["runsc", "db.internal", "localhost"], &[]);
+        let name = |s: &str| Host::parse(s).unwrap();
+        assert_eq!(named.check(&name("runsc"), 5055), Ok(LocalAccess::None));
+        assert_eq!(
+            named.check(&name("localhost"), 80),
+            Ok(LocalAccess::Loopback)
+        );
+        for (h, addr) in [
+            ("runsc", "127.0.0.1"),
+            ("runsc", "::1"),
+            ("runsc", "::ffff:127.0.0.1"),
+            ("db.internal", "10.0.0.5"),
+            ("db.internal", "169.254.169.254"),
+            ("db.internal", "fd00::5"),
+            ("db.internal", "192.0.2.2"),
+            // `localhost` opens loopback only, whatever else it may resolve to.
+            ("localhost", "10.0.0.5"),
+            ("localhost", "192.168.1.1"),
+        ] {
+            match named.decide(&name(h), 5055, &[ip(addr)]) {
+                Decision::Refuse(why) => {
+                    assert!(
+                        why.starts_with(&format!("resolves to {addr}: {addr} is")),
+                        "{why}"
+                    );
+                    assert!(why.contains("a host name never opens"), "{why}");
+                }
+                d => panic!("{h} -> {addr}: {d:?}"),
+            }
+        }
+        // A public address for the same name is fine, and only it is used.
+        assert_eq!(
+            named.decide(&name("runsc"), 5055, &[ip("127.0.0.1"), ip(PUBLIC)]),
+            Decision::Allow(vec![SocketAddr::new(ip(PUBLIC), 5055)])
+        );
+        // `localhost` (any case, trailing dot) opens loopback.
+        for h in ["localhost", "LOCALHOST.", "LocalHost"] {
+            assert_eq!(
+                named.decide(&name(h), 8080, &[ip("127.0.0.1"), ip("::1")]),
+                Decision::Allow(vec![
+                    SocketAddr::new(ip("127.0.0.1"), 8080),
+                    SocketAddr::new(ip("::1"), 8080)
+                ])
+            );
+        }
+        // IP literals named by an entry: that address (also IPv4-mapped), whatever its class.
+        let literals = rules(
+            false,
+            &["127.0.0.1", "10.0.0.5", "192.0.2.7", "fd00::5"],
+            &[],
+        );
+        for a in [
+            "127.0.0.1",
+            "::ffff:127.0.0.1",
+            "10.0.0.5",
+            "192.0.2.7",
+            "fd00::5",
+        ] {
+            assert_eq!(
+                literals.check(&Host::Ip(ip(a)), 1),
+                Ok(LocalAccess::Literal)
+            );
+            assert_eq!(
+                literals.decide(&Host::Ip(ip(a)), 9, &[ip(a)]),
+                Decision::Allow(vec![SocketAddr::new(ip(a), 9)]),
+                "{a}"
+            );
+        }
+        // Never-addresses stay closed even to a literal entry.
+        let mc = rules(false, &["224.0.0.1"], &[]);
+        assert!(matches!(
+            mc.decide(&Host::Ip(ip("224.0.0.1")), 9, &[ip("224.0.0.1")]),
+            Decision::Refuse(_)
+        ));
+        // A `.domain` entry opens nothing local either, and insecure_allow_all with a name neither.
+        let dom = rules(true, &[".internal"], &[]);
+        assert_eq!(dom.check(&name("db.internal"), 5432), Ok(LocalAccess::None));
+        assert!(matches!(
+            dom.decide(&name("db.internal"), 5432, &[ip("10.0.0.5")]),
+            Decision::Refuse(_)
+        ));
     }
 }
