@@ -233,6 +233,22 @@ pub fn is_loopback(ip: IpAddr) -> bool {
     ip.to_canonical().is_loopback()
 }
 
+/// The IPv4 address an IPv6 address leads to or carries, for the "is it this host" check: IPv4-mapped,
+/// IPv4-compatible, NAT64 (`64:ff9b::/96`), IPv4-translated (`::ffff:0:0/96`) and 6to4 forms.
+pub fn embedded_v4(a: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = a.segments();
+    if let Some(v4) = a.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    if s[..6] == [0; 6] && !a.is_unspecified() && !a.is_loopback()
+        || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+        || s[..6] == [0, 0, 0, 0, 0xffff, 0]
+    {
+        return Some(low_v4(&s));
+    }
+    (s[0] == 0x2002).then(|| Ipv4Addr::from(((s[1] as u32) << 16) | s[2] as u32))
+}
+
 /// The outcome of [`Rules::decide`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -314,6 +330,8 @@ impl Rules {
 
     /// The whole decision, given the addresses the host resolved to (for an IP literal: itself). Addresses that
     /// are not allowed are dropped; if none is left, the destination is refused with the first reason.
+    ///
+    /// This is the rules alone: the caller also refuses the host's own interface addresses (see `egress::open`).
     pub fn decide(&self, host: &Host, port: u16, resolved: &[IpAddr]) -> Decision {
         let access = match self.check(host, port) {
             Ok(access) => access,
@@ -785,6 +803,24 @@ mod tests {
                 "{why}"
             ),
             d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn embedded_ipv4_addresses() {
+        for (v6, v4) in [
+            ("::ffff:192.0.2.2", Some("192.0.2.2")),
+            ("::192.0.2.2", Some("192.0.2.2")),
+            ("64:ff9b::192.0.2.2", Some("192.0.2.2")),
+            ("::ffff:0:192.0.2.2", Some("192.0.2.2")),
+            ("2002:c000:202::1", Some("192.0.2.2")),
+            ("::", None),
+            ("::1", None),
+            ("2001:db8::2", None),
+            ("64:ff9b:1::c000:202", None),
+        ] {
+            let v6: Ipv6Addr = v6.parse().unwrap();
+            assert_eq!(embedded_v4(v6), v4.map(|s| s.parse().unwrap()), "{v6}");
         }
     }
 
