@@ -513,6 +513,24 @@ fn hosts_own_addresses() {
             );
         }
     }
+    // Not even an entry for the address itself opens one of the host's own.
+    let literals: Vec<&str> = targets
+        .iter()
+        .map(|(h, _)| *h)
+        .filter(|h| !h.ends_with(".test"))
+        .collect();
+    let proxy = Proxy::start(json!({"allow_host": literals, "allow_port": [p4, p6]}));
+    for &(host, port) in targets.iter().filter(|(h, _)| literals.contains(h)) {
+        let authority = format!("{host}:{port}");
+        let r = proxy.http_connect(&authority);
+        assert!(
+            r.starts_with("HTTP/1.1 403")
+                && (r.contains("is an address of this host")
+                    || r.contains("is routed to this host")),
+            "entry {host}: CONNECT {authority}: {r:?}"
+        );
+        assert_eq!(proxy.socks(host, port), Some(2), "entry {host}: SOCKS5");
+    }
     std::thread::sleep(std::time::Duration::from_millis(100));
     assert_eq!(
         drain(&l4),
