@@ -442,7 +442,7 @@ impl HostAddrs {
 /// Whether the kernel routes `ip` to this host: the route it would use to reach `ip` is of type `local` (what
 /// `ip route get` shows), as for every interface address and for a `local` route such as
 /// `ip route add local 198.51.100.0/24 dev lo`. One `RTM_GETROUTE` request over rtnetlink; nothing is sent to `ip`.
-/// `Ok(false)` when there is no route at all.
+/// `Ok(false)` when there is no route at all; an error otherwise (the caller refuses).
 fn routed_here(ip: IpAddr) -> io::Result<bool> {
     use nix::sys::socket::{
         recv, sendto, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol,
@@ -498,8 +498,11 @@ fn routed_here(ip: IpAddr) -> io::Result<bool> {
     match u16::from_ne_bytes([reply[4], reply[5]]) {
         // rtmsg.rtm_type.
         RTM_NEWROUTE => Ok(reply[16 + 7] == RTN_LOCAL),
-        // No route (ENETUNREACH and the like): nothing to reach.
-        NLMSG_ERROR => Ok(false),
+        // nlmsgerr: a negative errno. No route (unreachable, prohibit, blackhole): nothing to reach.
+        NLMSG_ERROR => match -i32::from_ne_bytes([reply[16], reply[17], reply[18], reply[19]]) {
+            libc::ENETUNREACH | libc::EHOSTUNREACH | libc::EACCES | libc::EINVAL => Ok(false),
+            errno => Err(io::Error::from_raw_os_error(errno)),
+        },
         t => Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("unexpected rtnetlink reply type {t}"),
