@@ -185,7 +185,12 @@ fn in_own_netns(name: &str, body: fn()) {
         eprintln!("{NETNS_DONE}");
         return;
     }
-    if !thv_sandbox_e2e::require(ip_command().is_some(), "iproute2's `ip`") {
+    if !thv_sandbox_e2e::require(ip_command().is_some(), "iproute2's `ip`")
+        || !thv_sandbox_e2e::require(
+            std::path::Path::new("/proc/sys/net/ipv6").exists(),
+            "IPv6 in the kernel",
+        )
+    {
         return;
     }
     let exe = std::env::current_exe().expect("the test executable");
