@@ -26,14 +26,22 @@
 //! - Nothing listed: nothing allowed.
 //!
 //! Then names are resolved here, on the host side, and every address is classified ([`classify`]): public
-//! addresses are allowed; loopback, private, link-local, CGNAT, unique-local, site-local and unspecified addresses
-//! (also in IPv4-mapped, IPv4-compatible, NAT64 and 6to4 form) only when an **exact** `allow_host` entry named
-//! the host (the address itself, or a name that resolved to it) — `.domain` entries never open them, so a wildcard
-//! cannot be turned into a way to the host's loopback or LAN by whoever controls a subdomain's DNS. Multicast,
-//! broadcast and reserved addresses are never reached. The connection goes to one of the exact addresses that
-//! were checked; nothing is resolved twice.
+//! addresses are allowed; loopback, private, link-local, CGNAT, unique-local, site-local, unspecified and the other
+//! special-purpose ranges that are not globally reachable (documentation, benchmarking, local-use NAT64...; also in
+//! IPv4-mapped, IPv4-compatible, IPv4-translated, NAT64 and 6to4 form) only when the request is an IP literal and
+//! an `allow_host` entry names that address, and loopback also when the request and an entry are both
+//! `localhost` ([`LocalAccess`]). A host **name** never opens them, exact or `.domain`: whoever controls its DNS
+//! could otherwise point it at the host's loopback or LAN. Multicast, broadcast and reserved addresses are never
+//! reached. The connection goes to one of the exact addresses that were checked; nothing is resolved twice.
 //!
 //! An allowed loopback destination means the **host's** loopback, reached through the proxy.
+//!
+//! No rule reaches the host itself other than through loopback: the proxy connects from the host's network
+//! namespace, where an address of any of the host's interfaces leads to the services listening there (on
+//! `0.0.0.0`/`::` too). So, whatever its class, an address of an interface (listed when the connection is opened),
+//! an unspecified address, or one the kernel routes to this host (a `local` route) is refused before connecting,
+//! also when carried in an IPv4-mapped, NAT64, 6to4 or similar form; and a connection whose peer turns out to be
+//! the host itself (its own local address, loopback, or an interface address) is closed and refused.
 //!
 //! # Refusals
 //! HTTP: `403 Forbidden` with a one-line text body naming `host:port` and the reason (`502`/`504` when the
@@ -67,7 +75,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Semaphore};
 
-pub use rules::{classify, AddrClass, Decision, Host, Outbound, Rules, RulesError};
+pub use rules::{classify, AddrClass, Decision, Host, LocalAccess, Outbound, Rules, RulesError};
 
 /// The port the proxy listens on inside a sandbox (`127.0.0.1:PROXY_PORT` in the sandbox's own network namespace,
 /// so it can never collide with anything on the host). Fixed, so the environment can be written into the spec
@@ -323,10 +331,40 @@ async fn open(ctx: &Ctx, host: &str, port: u16) -> Result<TcpStream, OpenError> 
         Decision::Allow(t) => t,
         Decision::Refuse(why) => return Err(refuse(why)),
     };
-    let mut last = None;
+    // No rule opens the host's own addresses (other than loopback, which `decide` allowed only for an IP-literal
+    // or `localhost` entry): the proxy connects from the host's network namespace, where they lead to services
+    // listening on the host.
+    let own = match HostAddrs::now() {
+        Ok(own) => own,
+        Err(e) => return Err(refuse(format!("cannot list this host's addresses: {e}"))),
+    };
+    let mut checked = Vec::new();
+    let mut first_refusal = None;
     for sa in targets {
+        match own.refuses(sa.ip()) {
+            None => checked.push(sa),
+            Some(why) => {
+                first_refusal.get_or_insert((sa.ip(), why));
+            }
+        }
+    }
+    if checked.is_empty() {
+        return Err(refuse(match (&parsed, first_refusal) {
+            (Host::Name(_), Some((ip, why))) => format!("resolves to {ip}: {why}"),
+            (Host::Ip(_), Some((_, why))) => why,
+            (_, None) => "no address".into(),
+        }));
+    }
+    let mut last = None;
+    for sa in checked {
         match tokio::time::timeout(ctx.opts.connect_timeout, TcpStream::connect(sa)).await {
             Ok(Ok(s)) => {
+                // Whatever happened since the check (an address added to an interface, a local route), a
+                // connection that the host itself answered is closed.
+                if let Some(why) = answered_by_this_host(&s, sa.ip()) {
+                    drop(s);
+                    return Err(refuse(why));
+                }
                 let _ = s.set_nodelay(true);
                 return Ok(s);
             }
@@ -344,6 +382,155 @@ async fn open(ctx: &Ctx, host: &str, port: u16) -> Result<TcpStream, OpenError> 
         (ctx.log)(&format!("egress: {}: {why}", shown()));
     }
     Err(err)
+}
+
+/// The host's own addresses, as its interfaces list them ([`nix::ifaddrs::getifaddrs`]) when a connection is
+/// opened. Listing them takes a netlink round trip of some tens of microseconds, small beside resolving and
+/// connecting, so it is done for every connection rather than cached (a cache would miss addresses added since).
+struct HostAddrs(Vec<IpAddr>);
+
+impl HostAddrs {
+    fn now() -> io::Result<HostAddrs> {
+        let mut v = Vec::new();
+        for ifa in nix::ifaddrs::getifaddrs()? {
+            let Some(a) = ifa.address else { continue };
+            if let Some(a) = a.as_sockaddr_in() {
+                v.push(IpAddr::V4(a.ip()));
+            } else if let Some(a) = a.as_sockaddr_in6() {
+                v.push(IpAddr::V6(a.ip()));
+            }
+        }
+        Ok(HostAddrs(v))
+    }
+
+    /// Why connecting to `ip` would reach this host, if it would. Loopback addresses are not judged here: the
+    /// rules open them only for an IP-literal or `localhost` entry. Any other address is refused when it (or the
+    /// IPv4 address it carries: mapped, NAT64, 6to4...) is an address of an interface, is unspecified (`0.0.0.0`,
+    /// `::`, which the kernel takes as this host), or is routed to this host (a `local` route, such as
+    /// `ip route add local 198.51.100.0/24 dev lo`).
+    fn refuses(&self, ip: IpAddr) -> Option<String> {
+        if rules::is_loopback(ip) {
+            return None;
+        }
+        let mut candidates = vec![ip.to_canonical()];
+        if let IpAddr::V6(v6) = ip {
+            if let Some(v4) = rules::embedded_v4(v6) {
+                candidates.push(IpAddr::V4(v4));
+            }
+        }
+        for c in candidates {
+            let unspecified = match c {
+                IpAddr::V4(a) => a.octets()[0] == 0,
+                IpAddr::V6(a) => a.is_unspecified(),
+            };
+            if unspecified || rules::is_loopback(c) {
+                return Some(format!("{ip} means this host"));
+            }
+            if self.0.iter().any(|own| own.to_canonical() == c) {
+                return Some(format!("{ip} is an address of this host"));
+            }
+            match routed_here(c) {
+                Ok(false) => {}
+                Ok(true) => return Some(format!("{ip} is routed to this host")),
+                Err(e) => return Some(format!("cannot look up the route to {ip}: {e}")),
+            }
+        }
+        None
+    }
+}
+
+/// Whether the kernel routes `ip` to this host: the route it would use to reach `ip` is of type `local` (what
+/// `ip route get` shows), as for every interface address and for a `local` route such as
+/// `ip route add local 198.51.100.0/24 dev lo`. One `RTM_GETROUTE` request over rtnetlink; nothing is sent to `ip`.
+/// `Ok(false)` when there is no route at all; an error otherwise (the caller refuses).
+fn routed_here(ip: IpAddr) -> io::Result<bool> {
+    use nix::sys::socket::{
+        recv, sendto, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol,
+        SockType,
+    };
+    const RTM_NEWROUTE: u16 = 24;
+    const RTM_GETROUTE: u16 = 26;
+    const NLMSG_ERROR: u16 = 2;
+    const NLM_F_REQUEST: u16 = 1;
+    const RTA_DST: u16 = 1;
+    const RTN_LOCAL: u8 = 2;
+    let (family, addr): (u8, Vec<u8>) = match ip {
+        IpAddr::V4(a) => (libc::AF_INET as u8, a.octets().to_vec()),
+        IpAddr::V6(a) => (libc::AF_INET6 as u8, a.octets().to_vec()),
+    };
+    let len = 16 + 12 + 4 + addr.len();
+    let mut req = Vec::with_capacity(len);
+    // nlmsghdr: length, type, flags, sequence, port id.
+    req.extend_from_slice(&(len as u32).to_ne_bytes());
+    req.extend_from_slice(&RTM_GETROUTE.to_ne_bytes());
+    req.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes());
+    req.extend_from_slice(&0u32.to_ne_bytes());
+    // rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags.
+    req.extend_from_slice(&[family, (addr.len() * 8) as u8, 0, 0, 0, 0, 0, 0]);
+    req.extend_from_slice(&0u32.to_ne_bytes());
+    // rtattr RTA_DST.
+    req.extend_from_slice(&((4 + addr.len()) as u16).to_ne_bytes());
+    req.extend_from_slice(&RTA_DST.to_ne_bytes());
+    req.extend_from_slice(&addr);
+    let fd = socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkRoute,
+    )?;
+    use std::os::fd::AsRawFd;
+    sendto(
+        fd.as_raw_fd(),
+        &req,
+        &NetlinkAddr::new(0, 0),
+        MsgFlags::empty(),
+    )?;
+    let mut buf = [0u8; 4096];
+    let n = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty())?;
+    let reply = &buf[..n];
+    if reply.len() < 16 + 12 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "short rtnetlink reply",
+        ));
+    }
+    match u16::from_ne_bytes([reply[4], reply[5]]) {
+        // rtmsg.rtm_type.
+        RTM_NEWROUTE => Ok(reply[16 + 7] == RTN_LOCAL),
+        // nlmsgerr: a negative errno. No route (unreachable, prohibit, blackhole): nothing to reach.
+        NLMSG_ERROR => match -i32::from_ne_bytes([reply[16], reply[17], reply[18], reply[19]]) {
+            libc::ENETUNREACH | libc::EHOSTUNREACH | libc::EACCES | libc::EINVAL => Ok(false),
+            errno => Err(io::Error::from_raw_os_error(errno)),
+        },
+        t => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("unexpected rtnetlink reply type {t}"),
+        )),
+    }
+}
+
+/// After connecting to `target`: why the connection must not be used, if the host itself answered it — the peer
+/// is the connection's own local address, a loopback address, or an address of an interface. Not for loopback
+/// targets, which the rules opened on purpose.
+fn answered_by_this_host(s: &TcpStream, target: IpAddr) -> Option<String> {
+    if rules::is_loopback(target) {
+        return None;
+    }
+    let (peer, local) = match (s.peer_addr(), s.local_addr()) {
+        (Ok(p), Ok(l)) => (p.ip().to_canonical(), l.ip().to_canonical()),
+        (Err(e), _) | (_, Err(e)) => return Some(format!("cannot check where {target} led: {e}")),
+    };
+    if peer == local || rules::is_loopback(peer) {
+        return Some(format!("{target} was answered by this host ({peer})"));
+    }
+    match HostAddrs::now() {
+        Ok(own) if own.0.iter().any(|a| a.to_canonical() == peer) => {
+            Some(format!("{target} is an address of this host"))
+        }
+        Ok(_) => None,
+        Err(e) => Some(format!("cannot list this host's addresses: {e}")),
+    }
 }
 
 /// The environment that points a sandbox's clients at the proxy listening on `addr` (inside the sandbox).

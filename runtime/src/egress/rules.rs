@@ -114,15 +114,37 @@ fn valid_name(name: &str) -> bool {
 pub enum AddrClass {
     /// A public address: allowed when host and port are.
     Public,
-    /// The host's own or a local network (loopback, private, link-local, CGNAT, unique-local, unspecified):
-    /// allowed only when an exact `allow_host` entry names it, or a name that resolved to it.
+    /// The host's own or a local network, or a special-purpose range that is not globally reachable (loopback,
+    /// private, link-local, CGNAT, unique-local, unspecified, documentation, benchmarking, local-use NAT64...):
+    /// allowed only when an `allow_host` entry names the IP address itself, or, for loopback, when the request
+    /// and an entry are both `localhost`. A host name never opens them.
     Local(&'static str),
-    /// Never a TCP destination (multicast, broadcast, reserved).
+    /// Never a TCP destination (multicast, broadcast, reserved, discard-only).
     Never(&'static str),
 }
 
-/// Classifies an address; IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`), NAT64 (`64:ff9b::/96`)
-/// and 6to4 (`2002::/16`) forms are judged by the IPv4 address they carry.
+/// Which local addresses the `allow_host` entry that matched a request opens, besides public ones
+/// ([`Rules::check`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalAccess {
+    /// None: public addresses only (no entry, a `.domain` entry, or an exact name other than `localhost`).
+    None,
+    /// Loopback addresses (`127.0.0.0/8`, `::1`): the request named `localhost` and an exact entry `localhost`
+    /// allows it.
+    Loopback,
+    /// The requested IP address itself, whatever its class (except [`AddrClass::Never`]): the request is an IP
+    /// literal and an entry names that address.
+    Literal,
+}
+
+/// Classifies an address. IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`), NAT64 (`64:ff9b::/96`)
+/// and 6to4 (`2002::/16`) forms are judged by the IPv4 address they carry; IPv4-translated (SIIT,
+/// `::ffff:0:a.b.c.d`) forms are local at least, and never when the IPv4 address they carry is.
+///
+/// The ranges are those of IANA's IPv4 and IPv6 Special-Purpose Address Registries that are not globally
+/// reachable, plus multicast and the deprecated site-local and 6to4-relay ranges. Where the registry lists a few
+/// globally reachable exceptions inside a larger block (`192.0.0.9`, `192.0.0.10`, parts of `2001::/23`), the
+/// whole block is local: nothing a sandbox needs lives there.
 pub fn classify(ip: IpAddr) -> AddrClass {
     match ip {
         IpAddr::V4(a) => classify_v4(a),
@@ -131,19 +153,30 @@ pub fn classify(ip: IpAddr) -> AddrClass {
 }
 
 fn classify_v4(a: Ipv4Addr) -> AddrClass {
-    let [o0, o1, ..] = a.octets();
-    match (o0, o1) {
-        (0, _) => AddrClass::Local("\"this host\" (0.0.0.0/8)"),
-        (127, _) => AddrClass::Local("loopback"),
-        (10, _) => AddrClass::Local("private network"),
-        (172, 16..=31) => AddrClass::Local("private network"),
-        (192, 168) => AddrClass::Local("private network"),
-        (169, 254) => AddrClass::Local("link-local"),
-        (100, 64..=127) => AddrClass::Local("carrier-grade NAT (100.64.0.0/10)"),
-        (224..=239, _) => AddrClass::Never("multicast"),
-        (240..=255, _) => AddrClass::Never("reserved or broadcast (240.0.0.0/4)"),
+    let [o0, o1, o2, _] = a.octets();
+    match (o0, o1, o2) {
+        (0, _, _) => AddrClass::Local("\"this host\" (0.0.0.0/8)"),
+        (127, _, _) => AddrClass::Local("loopback"),
+        (10, _, _) => AddrClass::Local("private network"),
+        (172, 16..=31, _) => AddrClass::Local("private network"),
+        (192, 168, _) => AddrClass::Local("private network"),
+        (169, 254, _) => AddrClass::Local("link-local"),
+        (100, 64..=127, _) => AddrClass::Local("carrier-grade NAT (100.64.0.0/10)"),
+        (192, 0, 0) => AddrClass::Local("IETF protocol assignments (192.0.0.0/24)"),
+        (192, 0, 2) => AddrClass::Local("documentation (192.0.2.0/24)"),
+        (198, 51, 100) => AddrClass::Local("documentation (198.51.100.0/24)"),
+        (203, 0, 113) => AddrClass::Local("documentation (203.0.113.0/24)"),
+        (198, 18..=19, _) => AddrClass::Local("benchmarking (198.18.0.0/15)"),
+        (192, 88, 99) => AddrClass::Local("deprecated 6to4 relay anycast (192.88.99.0/24)"),
+        (224..=239, _, _) => AddrClass::Never("multicast"),
+        (240..=255, _, _) => AddrClass::Never("reserved or broadcast (240.0.0.0/4)"),
         _ => AddrClass::Public,
     }
+}
+
+/// The IPv4 address an IPv6 address carries in its last 32 bits.
+fn low_v4(s: &[u16; 8]) -> Ipv4Addr {
+    Ipv4Addr::from(((s[6] as u32) << 16) | s[7] as u32)
 }
 
 fn classify_v6(a: Ipv6Addr) -> AddrClass {
@@ -159,10 +192,31 @@ fn classify_v6(a: Ipv6Addr) -> AddrClass {
     }
     // IPv4-compatible (deprecated) and NAT64 well-known prefix: the last 32 bits are an IPv4 address.
     if s[..6] == [0; 6] || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        return classify_v4(Ipv4Addr::from(((s[6] as u32) << 16) | s[7] as u32));
+        return classify_v4(low_v4(&s));
+    }
+    // IPv4-translated (SIIT, RFC 2765): a translator may deliver it to the IPv4 address it carries.
+    if s[..6] == [0, 0, 0, 0, 0xffff, 0] {
+        return match classify_v4(low_v4(&s)) {
+            AddrClass::Public => AddrClass::Local("IPv4-translated (::ffff:0:0/96)"),
+            embedded => embedded,
+        };
     }
     if s[0] == 0x2002 {
         return classify_v4(Ipv4Addr::from(((s[1] as u32) << 16) | s[2] as u32));
+    }
+    match s {
+        // RFC 8215: a network's own NAT64 prefix (any length up to /96), so the embedded IPv4 address could sit
+        // anywhere; the whole block is local.
+        [0x64, 0xff9b, 1, ..] => return AddrClass::Local("local-use NAT64 (64:ff9b:1::/48)"),
+        [0x100, 0, 0, 0, ..] => return AddrClass::Never("discard-only (100::/64)"),
+        [0x100, 0, 0, 1, ..] => return AddrClass::Never("dummy prefix (100:0:0:1::/64)"),
+        [0x2001, 0..=0x1ff, ..] => {
+            return AddrClass::Local("IETF protocol assignments (2001::/23)")
+        }
+        [0x2001, 0xdb8, ..] => return AddrClass::Local("documentation (2001:db8::/32)"),
+        [0x3fff, 0..=0xfff, ..] => return AddrClass::Local("documentation (3fff::/20)"),
+        [0x5f00, ..] => return AddrClass::Local("segment routing (5f00::/16)"),
+        _ => {}
     }
     match s[0] {
         0xfc00..=0xfdff => AddrClass::Local("unique-local (fc00::/7)"),
@@ -171,6 +225,28 @@ fn classify_v6(a: Ipv6Addr) -> AddrClass {
         0xff00..=0xffff => AddrClass::Never("multicast"),
         _ => AddrClass::Public,
     }
+}
+
+/// Whether `ip` is a loopback address (`127.0.0.0/8`, `::1`, or `::ffff:127.x.y.z`), the only local addresses
+/// an exact `localhost` entry opens.
+pub fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
+/// The IPv4 address an IPv6 address leads to or carries, for the "is it this host" check: IPv4-mapped,
+/// IPv4-compatible, NAT64 (`64:ff9b::/96`), IPv4-translated (`::ffff:0:0/96`) and 6to4 forms.
+pub fn embedded_v4(a: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = a.segments();
+    if let Some(v4) = a.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    if s[..6] == [0; 6] && !a.is_unspecified() && !a.is_loopback()
+        || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+        || s[..6] == [0, 0, 0, 0, 0xffff, 0]
+    {
+        return Some(low_v4(&s));
+    }
+    (s[0] == 0x2002).then(|| Ipv4Addr::from(((s[1] as u32) << 16) | s[2] as u32))
 }
 
 /// The outcome of [`Rules::decide`].
@@ -208,9 +284,12 @@ impl Rules {
         self.allow_all || !self.hosts.is_empty() || !self.ports.is_empty()
     }
 
-    /// The first check, before resolution: host and port against the lists. `Ok(exact)` tells whether an exact
-    /// entry (name or IP) named the host, which opens loopback and local-network addresses.
-    pub fn check(&self, host: &Host, port: u16) -> Result<bool, String> {
+    /// The first check, before resolution: host and port against the lists. `Ok` tells which local addresses
+    /// the request may reach ([`LocalAccess`]): the requested address itself when it is an IP literal an entry
+    /// names; loopback when the request and an exact entry are `localhost`; otherwise none. A host name other than
+    /// `localhost` never opens local addresses, exact or not: whoever controls its DNS could point it at the
+    /// host's loopback or LAN.
+    pub fn check(&self, host: &Host, port: u16) -> Result<LocalAccess, String> {
         if !self.allows_anything() {
             return Err("no outbound network access is allowed for this server".into());
         }
@@ -231,8 +310,14 @@ impl Rules {
             }
             _ => false,
         });
+        let access = match host {
+            _ if !exact => LocalAccess::None,
+            Host::Ip(_) => LocalAccess::Literal,
+            Host::Name(n) if n == "localhost" => LocalAccess::Loopback,
+            Host::Name(_) => LocalAccess::None,
+        };
         if self.allow_all {
-            return Ok(exact);
+            return Ok(access);
         }
         if !self.ports.is_empty() && !self.ports.contains(&port) {
             return Err(format!("port {port} is not in allow_port"));
@@ -240,14 +325,16 @@ impl Rules {
         if !self.hosts.is_empty() && !exact && !in_domain {
             return Err("host is not in allow_host".into());
         }
-        Ok(exact)
+        Ok(access)
     }
 
     /// The whole decision, given the addresses the host resolved to (for an IP literal: itself). Addresses that
     /// are not allowed are dropped; if none is left, the destination is refused with the first reason.
+    ///
+    /// This is the rules alone: the caller also refuses the host's own interface addresses (see `egress::open`).
     pub fn decide(&self, host: &Host, port: u16, resolved: &[IpAddr]) -> Decision {
-        let exact = match self.check(host, port) {
-            Ok(exact) => exact,
+        let access = match self.check(host, port) {
+            Ok(access) => access,
             Err(why) => return Decision::Refuse(why),
         };
         let mut allowed = Vec::new();
@@ -255,10 +342,18 @@ impl Rules {
         for &ip in resolved {
             let why = match classify(ip) {
                 AddrClass::Public => None,
-                AddrClass::Local(_) if exact => None,
-                AddrClass::Local(kind) => Some(format!(
-                    "{ip} is {kind}, which only an exact allow_host entry for it opens"
-                )),
+                AddrClass::Local(_) if access == LocalAccess::Literal => None,
+                AddrClass::Local(_) if access == LocalAccess::Loopback && is_loopback(ip) => None,
+                AddrClass::Local(kind) => Some(match host {
+                    Host::Ip(_) => format!(
+                        "{ip} is {kind}, which only an allow_host entry for that IP address opens"
+                    ),
+                    Host::Name(_) => format!(
+                        "{ip}: {ip} is {kind}, which a host name never opens (whoever controls its DNS \
+                         could point it at this host); only an allow_host entry for the IP address does \
+                         (or `localhost`, for loopback)"
+                    ),
+                }),
                 AddrClass::Never(kind) => Some(format!("{ip} is {kind}")),
             };
             match why {
@@ -551,10 +646,12 @@ mod tests {
                     for sa in list {
                         assert_eq!(sa.port(), port);
                         assert!(addrs.contains(&sa.ip()), "{h}: {sa} was not resolved");
+                        let access = r.check(&name(h), port);
                         assert!(
                             classify(sa.ip()) == AddrClass::Public
-                                || r.check(&name(h), port) == Ok(true),
-                            "{h}: local {sa} allowed without an exact entry"
+                                || access == Ok(LocalAccess::Literal)
+                                || (access == Ok(LocalAccess::Loopback) && is_loopback(sa.ip())),
+                            "{h}: local {sa} allowed without an IP-literal or localhost entry"
                         );
                     }
                 }
@@ -586,5 +683,231 @@ mod tests {
             mixed,
             Decision::Allow(vec![SocketAddr::new(ip(PUBLIC), 443)])
         );
+    }
+
+    /// F15: IANA's special-purpose ranges that are not globally reachable, and the embedded-IPv4 forms, are never
+    /// public (so `allow_port` alone and `insecure_allow_all` never open them).
+    #[test]
+    fn special_purpose_ranges_are_not_public() {
+        let local = [
+            // IPv4 special-purpose registry.
+            "192.0.0.0",
+            "192.0.0.8",
+            "192.0.0.170",
+            "192.0.0.255",
+            "192.0.2.2",
+            "192.0.2.255",
+            "198.18.0.1",
+            "198.19.255.255",
+            "198.51.100.7",
+            "203.0.113.9",
+            "192.88.99.1",
+            // IPv6 special-purpose registry.
+            "64:ff9b:1::a00:1",
+            "64:ff9b:1:ffff::1.1.1.1",
+            "64:ff9b:1::1.1.1.1",
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "2001:1::1",
+            "2001:2::1",
+            "2001:1ff:ffff::1",
+            "2001:db8::2",
+            "2001:db8:ffff::1",
+            "3fff::1",
+            "3fff:fff:ffff::1",
+            "5f00::1",
+            // SIIT (IPv4-translated), carrying a public or a local address.
+            "::ffff:0:1.1.1.1",
+            "::ffff:0:a00:1",
+            "::ffff:0:127.0.0.1",
+            // The new IPv4 ranges in every embedded form.
+            "::ffff:192.0.2.2",
+            "::192.0.2.2",
+            "64:ff9b::192.0.2.2",
+            "64:ff9b::c612:1",
+            "2002:c000:202::1",
+            "2002:c633:6407::",
+            "::ffff:0:198.18.0.1",
+        ];
+        for a in local {
+            assert!(
+                matches!(classify(ip(a)), AddrClass::Local(_)),
+                "{a} should be local: {:?}",
+                classify(ip(a))
+            );
+        }
+        let never = [
+            "100::",
+            "100::ffff:ffff:ffff:ffff",
+            "100:0:0:1::1",
+            // An embedded multicast or reserved address stays never, also in SIIT form.
+            "::ffff:0:224.0.0.1",
+            "::ffff:0:255.255.255.255",
+            "64:ff9b::239.1.1.1",
+            "2002:e000:1::",
+        ];
+        for a in never {
+            assert!(
+                matches!(classify(ip(a)), AddrClass::Never(_)),
+                "{a} should never be reached: {:?}",
+                classify(ip(a))
+            );
+        }
+        // The edges of each range are public.
+        let public = [
+            "192.0.1.255",
+            "192.0.3.0",
+            "198.17.255.255",
+            "198.20.0.0",
+            "198.51.99.255",
+            "198.51.101.0",
+            "203.0.112.255",
+            "203.0.114.0",
+            "192.88.98.255",
+            "192.88.100.0",
+            "64:ff9b:2::1",
+            "64:ff9b:0:1::1",
+            "101::1",
+            "100:0:0:2::1",
+            "2001:200::1",
+            "2001:db7:ffff::1",
+            "2001:db9::1",
+            "3fff:1000::1",
+            "5eff::1",
+            "5f01::1",
+            "2001:4860:4860::8888",
+            "::fffe:0:1.1.1.1",
+            "64:ff9b::203.0.114.1",
+        ];
+        for a in public {
+            assert_eq!(classify(ip(a)), AddrClass::Public, "{a} should be public");
+        }
+        // And so a port-only rule or insecure_allow_all refuses every local one, naming the range.
+        let any = rules(false, &[], &[80]);
+        let all = rules(true, &[], &[]);
+        for a in local.iter().chain(never.iter()) {
+            let h = Host::Ip(ip(a));
+            for r in [&any, &all] {
+                match r.decide(&h, 80, &[ip(a)]) {
+                    Decision::Refuse(why) => {
+                        assert!(why.starts_with(&format!("{} is", ip(a))), "{why}")
+                    }
+                    d => panic!("{a}: {d:?}"),
+                }
+            }
+        }
+        let h = Host::Ip(ip("64:ff9b:1::a00:1"));
+        match any.decide(&h, 80, &[ip("64:ff9b:1::a00:1")]) {
+            Decision::Refuse(why) => assert!(
+                why.starts_with("64:ff9b:1::a00:1 is local-use NAT64 (64:ff9b:1::/48), which only"),
+                "{why}"
+            ),
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn embedded_ipv4_addresses() {
+        for (v6, v4) in [
+            ("::ffff:192.0.2.2", Some("192.0.2.2")),
+            ("::192.0.2.2", Some("192.0.2.2")),
+            ("64:ff9b::192.0.2.2", Some("192.0.2.2")),
+            ("::ffff:0:192.0.2.2", Some("192.0.2.2")),
+            ("2002:c000:202::1", Some("192.0.2.2")),
+            ("::", None),
+            ("::1", None),
+            ("2001:db8::2", None),
+            ("64:ff9b:1::c000:202", None),
+        ] {
+            let v6: Ipv6Addr = v6.parse().unwrap();
+            assert_eq!(embedded_v4(v6), v4.map(|s| s.parse().unwrap()), "{v6}");
+        }
+    }
+
+    /// F6: a host name never opens local addresses, exact or not, except `localhost` (loopback only); an IP
+    /// literal entry opens that address.
+    #[test]
+    fn only_ip_literals_and_localhost_open_local_addresses() {
+        let named = rules(false, &["runsc", "db.internal", "localhost"], &[]);
+        let name = |s: &str| Host::parse(s).unwrap();
+        assert_eq!(named.check(&name("runsc"), 5055), Ok(LocalAccess::None));
+        assert_eq!(
+            named.check(&name("localhost"), 80),
+            Ok(LocalAccess::Loopback)
+        );
+        for (h, addr) in [
+            ("runsc", "127.0.0.1"),
+            ("runsc", "::1"),
+            ("runsc", "::ffff:127.0.0.1"),
+            ("db.internal", "10.0.0.5"),
+            ("db.internal", "169.254.169.254"),
+            ("db.internal", "fd00::5"),
+            ("db.internal", "192.0.2.2"),
+            // `localhost` opens loopback only, whatever else it may resolve to.
+            ("localhost", "10.0.0.5"),
+            ("localhost", "192.168.1.1"),
+        ] {
+            match named.decide(&name(h), 5055, &[ip(addr)]) {
+                Decision::Refuse(why) => {
+                    assert!(
+                        why.starts_with(&format!("resolves to {addr}: {addr} is")),
+                        "{why}"
+                    );
+                    assert!(why.contains("a host name never opens"), "{why}");
+                }
+                d => panic!("{h} -> {addr}: {d:?}"),
+            }
+        }
+        // A public address for the same name is fine, and only it is used.
+        assert_eq!(
+            named.decide(&name("runsc"), 5055, &[ip("127.0.0.1"), ip(PUBLIC)]),
+            Decision::Allow(vec![SocketAddr::new(ip(PUBLIC), 5055)])
+        );
+        // `localhost` (any case, trailing dot) opens loopback.
+        for h in ["localhost", "LOCALHOST.", "LocalHost"] {
+            assert_eq!(
+                named.decide(&name(h), 8080, &[ip("127.0.0.1"), ip("::1")]),
+                Decision::Allow(vec![
+                    SocketAddr::new(ip("127.0.0.1"), 8080),
+                    SocketAddr::new(ip("::1"), 8080)
+                ])
+            );
+        }
+        // IP literals named by an entry: that address (also IPv4-mapped), whatever its class.
+        let literals = rules(
+            false,
+            &["127.0.0.1", "10.0.0.5", "192.0.2.7", "fd00::5"],
+            &[],
+        );
+        for a in [
+            "127.0.0.1",
+            "::ffff:127.0.0.1",
+            "10.0.0.5",
+            "192.0.2.7",
+            "fd00::5",
+        ] {
+            assert_eq!(
+                literals.check(&Host::Ip(ip(a)), 1),
+                Ok(LocalAccess::Literal)
+            );
+            assert_eq!(
+                literals.decide(&Host::Ip(ip(a)), 9, &[ip(a)]),
+                Decision::Allow(vec![SocketAddr::new(ip(a), 9)]),
+                "{a}"
+            );
+        }
+        // Never-addresses stay closed even to a literal entry.
+        let mc = rules(false, &["224.0.0.1"], &[]);
+        assert!(matches!(
+            mc.decide(&Host::Ip(ip("224.0.0.1")), 9, &[ip("224.0.0.1")]),
+            Decision::Refuse(_)
+        ));
+        // A `.domain` entry opens nothing local either, and insecure_allow_all with a name neither.
+        let dom = rules(true, &[".internal"], &[]);
+        assert_eq!(dom.check(&name("db.internal"), 5432), Ok(LocalAccess::None));
+        assert!(matches!(
+            dom.decide(&name("db.internal"), 5432, &[ip("10.0.0.5")]),
+            Decision::Refuse(_)
+        ));
     }
 }

@@ -765,3 +765,69 @@ fn environment_points_everything_at_the_proxy() {
     assert_eq!(get("NODE_USE_ENV_PROXY"), Some("1"));
     assert_eq!(proxy_env("[::1]:8".parse().unwrap())[0].1, "http://[::1]:8");
 }
+
+/// F3, the pieces: the host's own addresses, in any form, are refused before connecting (the end-to-end test with
+/// real interfaces is `the_hosts_own_addresses_are_refused_by_every_rule` in tests/tests/egress.rs, which runs in
+/// a network namespace of its own).
+#[test]
+fn the_hosts_own_addresses_are_refused() {
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    let own = HostAddrs(vec![ip("127.0.0.1"), ip("11.0.0.2"), ip("2600::2")]);
+    for (a, why) in [
+        ("11.0.0.2", "11.0.0.2 is an address of this host"),
+        (
+            "::ffff:11.0.0.2",
+            "::ffff:11.0.0.2 is an address of this host",
+        ),
+        (
+            "64:ff9b::b00:2",
+            "64:ff9b::b00:2 is an address of this host",
+        ),
+        (
+            "::ffff:0:b00:2",
+            "::ffff:0:b00:2 is an address of this host",
+        ),
+        ("2002:b00:2::1", "2002:b00:2::1 is an address of this host"),
+        ("2600::2", "2600::2 is an address of this host"),
+        ("0.0.0.0", "0.0.0.0 means this host"),
+        ("0.1.2.3", "0.1.2.3 means this host"),
+        ("::", ":: means this host"),
+        ("::ffff:0.0.0.0", "::ffff:0.0.0.0 means this host"),
+        ("64:ff9b::7f00:1", "64:ff9b::7f00:1 means this host"),
+    ] {
+        assert_eq!(own.refuses(ip(a)).as_deref(), Some(why), "{a}");
+    }
+    // Loopback is the rules' business (open only for an IP-literal or `localhost` entry), not refused here.
+    for a in ["127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1"] {
+        assert_eq!(own.refuses(ip(a)), None, "{a}");
+    }
+    // The kernel's routes: an address of this host's loopback is local, a documentation address is not (only
+    // looked up; nothing is sent).
+    assert!(routed_here(ip("127.0.0.1")).unwrap());
+    assert!(routed_here(ip("127.9.9.9")).unwrap());
+    assert!(!routed_here(ip("192.0.2.200")).unwrap());
+    assert!(!routed_here(ip("2001:db8::200")).unwrap());
+    // Every address the host lists is refused (loopback aside), through the listing or the route.
+    let now = HostAddrs::now().unwrap();
+    assert!(now.0.contains(&ip("127.0.0.1")), "{:?}", now.0);
+    for a in &now.0 {
+        if !rules::is_loopback(*a) {
+            assert!(now.refuses(*a).is_some(), "{a}");
+        }
+    }
+}
+
+/// F3, after connecting: a connection the host itself answered (peer = own local address) is refused, unless the
+/// target was loopback, which the rules opened on purpose.
+#[test]
+fn a_connection_answered_by_this_host_is_refused() {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let addr = l.local_addr().unwrap();
+    block_on(async {
+        let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert_eq!(answered_by_this_host(&s, addr.ip()), None);
+        // Had the target been a public address (a rebinding or a race), the same connection is refused.
+        let why = answered_by_this_host(&s, "11.0.0.2".parse().unwrap()).unwrap();
+        assert_eq!(why, "11.0.0.2 was answered by this host (127.0.0.1)");
+    });
+}
