@@ -197,11 +197,27 @@ async fn port_exposes_stdio_and_http_servers_to_url_clients() {
     )
     .await;
     assert_eq!(status, 400, "{out}");
-    // The owner, with the printed URL, gets the session.
-    let client =
-        ().serve(StreamableHttpClientTransport::from_uri(url.clone()))
+    // F14: 200 idle connections without the token (half of them stuck mid-head) do not keep the owner out.
+    let mut idle = Vec::new();
+    for i in 0..200 {
+        use tokio::io::AsyncWriteExt;
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
-            .expect("initialize over HTTP");
+            .expect("connect");
+        if i % 2 == 0 {
+            let _ = s.write_all(b"POST /mcp HTTP/1.1\r\n").await;
+        }
+        idle.push(s);
+    }
+    // The owner, with the printed URL, gets the session, promptly.
+    let client = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        ().serve(StreamableHttpClientTransport::from_uri(url.clone())),
+    )
+    .await
+    .expect("the owner is served within 5 s despite the idle connections")
+    .expect("initialize over HTTP");
+    drop(idle);
     let echo = thv_sandbox_e2e::call_tool(&client, "echo", json!({"text": "over --port"}))
         .await
         .expect("echo");
