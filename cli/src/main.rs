@@ -360,10 +360,21 @@ struct RunArgs {
     /// logs or any command line (it reaches the server's environment just before it starts). Repeatable.
     #[arg(long = "secret", value_name = "NAME")]
     secret: Vec<String>,
-    /// Expose the server (any transport) as streamable HTTP at http://[HOST:]PORT/mcp instead of over stdio, for
-    /// URL-based MCP clients; loopback unless HOST is given. Host and Origin headers are checked (DNS rebinding).
+    /// Expose the server (any transport) as streamable HTTP at http://[HOST:]PORT/mcp/TOKEN instead of over
+    /// stdio, for URL-based MCP clients; loopback unless HOST is given. The URL, with a token made for this run, is
+    /// printed on stderr; requests without it (or `Authorization: Bearer TOKEN`) get 401. Host and Origin headers
+    /// are checked (DNS rebinding).
     #[arg(long, value_name = "[HOST:]PORT")]
     port: Option<String>,
+    /// The `--port` token is kept in FILE (created with a random token, mode 0600, when missing), so a client's
+    /// URL stays the same across runs.
+    #[arg(long, value_name = "FILE", env = "THV_SANDBOX_PORT_TOKEN_FILE")]
+    port_token_file: Option<PathBuf>,
+    /// Also (or instead of --port) serve streamable HTTP at /mcp on a unix socket at PATH (mode 0600, in a
+    /// directory of yours that nobody else may enter; removed on exit). Only your uid (or root) may connect; no
+    /// token is needed there.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
     /// Your own seccomp override file: adds (`groups`) or removes (`remove`) rules on top of the profile the
     /// server gets (the default, or the variant its registry entry selects). See SECURITY.md for the format.
     #[arg(
@@ -773,15 +784,14 @@ fn build_request(
             config::ImageVerification::Enabled => thv_sandbox_runtime::Mode::Enabled,
         });
     }
-    let port = match args
-        .port
-        .as_deref()
-        .map(thv_sandbox_runtime::bridge::parse_listen)
-    {
-        None => None,
-        Some(Ok(a)) => Some(a),
-        Some(Err(e)) => {
-            eprintln!("error: --port: {e}");
+    let port = match thv_sandbox_runtime::bridge::Expose::from_flags(
+        args.port.as_deref(),
+        args.socket.as_deref(),
+        args.port_token_file.as_deref(),
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
             return Err(EXIT_USAGE);
         }
     };

@@ -14,8 +14,10 @@
 //!   (best effort), and the function returns.
 //! - [`stdio_to_sse`]: the MCP client's stdio ↔ a legacy HTTP+SSE server (GET the SSE path, POST to the URL of
 //!   its `endpoint` event, `message` events back).
-//! - [`serve_http`]: `--port`: any upstream exposed as streamable HTTP at `/mcp` on a host listener, `Host` and
-//!   `Origin` checked against DNS rebinding.
+//! - [`serve_http`]: `--port`/`--socket`: any upstream exposed as streamable HTTP at `/mcp` on a host listener
+//!   (loopback TCP, a unix socket, or both), `Host` and `Origin` checked against DNS rebinding, and every request
+//!   authenticated: on TCP by the per-run [`Token`] (`/mcp/TOKEN` or `Authorization: Bearer TOKEN`), on the
+//!   unix socket by the peer's uid (the owner's or root). See [`access`].
 //!
 //! Each waits first until the server accepts connections (retrying with backoff, at most [`Limits::startup`]).
 //!
@@ -34,6 +36,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+pub mod access;
 mod client;
 mod jsonrpc;
 mod legacy;
@@ -41,6 +44,7 @@ mod serve;
 mod sse;
 mod streamable;
 
+pub use access::{Expose, Listening, SocketFile, Token};
 pub use client::wait_until_accepting;
 
 /// A factory of fresh TCP connections to the server's port (inside the sandbox, for the supervisor).
@@ -226,16 +230,18 @@ where
     }
 }
 
-/// Serves `upstream` as streamable HTTP at `/mcp` on `listener` (see the module documentation). Requests
+/// Serves `upstream` as streamable HTTP at `/mcp` on the listeners of `listening` (see the module
+/// documentation). Requests with more than one `Host`, `Origin` or `Authorization` get 400; on TCP, requests
 /// whose `Host` does not name the listener get 421 (400 without one); an `Origin` that is not an http(s)
-/// origin on `localhost`, `127.0.0.1` or `[::1]` (or the explicitly bound address) gets 403. Returns when a
-/// stdio or SSE upstream is gone; with a streamable-HTTP upstream it serves until dropped.
+/// origin on `localhost`, `127.0.0.1` or `[::1]` (or the explicitly bound address) gets 403; a TCP request
+/// without the token gets 401. Returns when a stdio or SSE upstream is gone; with a streamable-HTTP upstream
+/// it serves until dropped. Must run inside a tokio runtime (the listeners become tokio's).
 pub async fn serve_http(
-    listener: tokio::net::TcpListener,
+    listening: Listening,
     upstream: Upstream,
     limits: Limits,
 ) -> Result<(), BridgeError> {
-    serve::serve(listener, upstream, limits).await
+    serve::serve(listening, upstream, limits).await
 }
 
 /// Parses `--port [HOST:]PORT`: a bare port binds `127.0.0.1`; a HOST (an IP address, `[v6]`, or `localhost`)

@@ -44,8 +44,9 @@ pub struct RunRequest {
     pub egress: Option<crate::egress::Outbound>,
     /// An HTTP-transport server (`sse`, `streamable-http`) and its port inside the sandbox: bridged to our stdio.
     pub http: Option<(crate::catalog::Transport, u16)>,
-    /// `--port [HOST:]PORT`: expose the server (any transport) as streamable HTTP there instead of over our stdio.
-    pub port: Option<std::net::SocketAddr>,
+    /// `--port [HOST:]PORT` and/or `--socket PATH`: expose the server (any transport) as streamable HTTP there
+    /// instead of over our stdio, with the token TCP clients must present.
+    pub port: Option<crate::bridge::Expose>,
     /// The registry entry's full name, when run by name.
     pub server_name: Option<String>,
     /// The effective permission profile (`--permission-profile`, else the entry's, else `none`); its paths are
@@ -134,8 +135,8 @@ pub enum Error {
     /// The seccomp variant or the user's override file cannot be used.
     #[error("seccomp profile: {0}")]
     Seccomp(String),
-    /// `--port` cannot be served.
-    #[error("--port: {0}")]
+    /// `--port` or `--socket` cannot be served (the message names which).
+    #[error("{0}")]
     Port(String),
     /// The egress rules cannot be used.
     #[error("network permissions: {0}")]
@@ -313,27 +314,22 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
             );
         }
     };
-    // `--port`: the listener is bound before the sandbox starts (a taken port is an error, not a dead server). A
-    // stdio server gets pipes whose other ends the HTTP server holds; an HTTP server is reached through the
-    // socket factory.
-    let mut exposed = match req.port {
-        Some(addr) => match std::net::TcpListener::bind(addr) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                return Err(Error::Port(format!("cannot listen on {addr}: {e}")));
-            }
-        },
-        None => None,
+    // `--port`/`--socket`: the listeners are bound before the sandbox starts (a taken port is an error, not a
+    // dead server); the socket file goes when this function returns. A stdio server gets pipes whose other ends
+    // the HTTP server holds; an HTTP server is reached through the socket factory.
+    let (mut exposed, _socket_file) = match &req.port {
+        Some(expose) => {
+            let (listening, file) = crate::bridge::access::listen(expose).map_err(Error::Port)?;
+            (Some(listening), file)
+        }
+        None => (None, None),
     };
     let mut server_stdio = None;
-    if let (Some(listener), None) = (&exposed, req.http) {
+    if let Some(listener) = exposed.take_if(|_| req.http.is_none()) {
         let pipes = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .and_then(|a| nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map(|b| (a, b)));
-        let ((in_r, in_w), (out_r, out_w)) = pipes.map_err(|e| Error::Port(e.to_string()))?;
-        let listener = listener
-            .try_clone()
-            .map_err(|e| Error::Port(e.to_string()))?;
-        exposed = None;
+        let ((in_r, in_w), (out_r, out_w)) =
+            pipes.map_err(|e| Error::Port(format!("--port: {e}")))?;
         server_stdio = Some((in_r, out_w));
         // The pipe ends become tokio objects inside the server's runtime.
         start_http_server_with(listener, move || {
@@ -410,15 +406,21 @@ fn bridge_transport(t: crate::catalog::Transport) -> crate::bridge::Transport {
     }
 }
 
-/// Serves `--port` on a thread of its own; says the URL on stderr.
-fn start_http_server(listener: std::net::TcpListener, upstream: crate::bridge::Upstream) {
+/// Serves `--port`/`--socket` on a thread of its own; says the URL (with the token) on stderr.
+fn start_http_server(listener: crate::bridge::Listening, upstream: crate::bridge::Upstream) {
     start_http_server_with(listener, move || Ok(upstream));
 }
 
 fn start_http_server_with(
-    listener: std::net::TcpListener,
+    listener: crate::bridge::Listening,
     upstream: impl FnOnce() -> std::io::Result<crate::bridge::Upstream> + Send + 'static,
 ) {
+    // The thread is born with every signal blocked: the supervisor reads them from a signalfd (and cleans up,
+    // the socket file too); a signal taken by this thread would end the process at once. (For a stdio server
+    // this thread starts before the supervisor blocks them in its own thread.)
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
+    let mut old = SigSet::empty();
+    let blocked = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), Some(&mut old));
     let spawned = std::thread::Builder::new()
         .name("port".into())
         .spawn(move || {
@@ -433,16 +435,10 @@ fn start_http_server_with(
                 }
             };
             let result = rt.block_on(async move {
-                listener
-                    .set_nonblocking(true)
-                    .map_err(crate::bridge::BridgeError::Listen)?;
-                let addr = listener
-                    .local_addr()
-                    .map_err(crate::bridge::BridgeError::Listen)?;
-                let listener = tokio::net::TcpListener::from_std(listener)
-                    .map_err(crate::bridge::BridgeError::Listen)?;
                 let upstream = upstream().map_err(crate::bridge::BridgeError::Listen)?;
-                eprintln!("thv-sandbox: serving MCP (streamable HTTP) at http://{addr}/mcp");
+                for line in listener.describe() {
+                    eprintln!("thv-sandbox: {line}");
+                }
                 crate::bridge::serve_http(listener, upstream, crate::bridge::Limits::default())
                     .await
             });
@@ -454,6 +450,9 @@ fn start_http_server_with(
             let _ =
                 nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGTERM);
         });
+    if blocked.is_ok() {
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+    }
     if let Err(e) = spawned {
         eprintln!("thv-sandbox: --port: {e}");
     }

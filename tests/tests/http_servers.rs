@@ -163,10 +163,61 @@ async fn port_exposes_stdio_and_http_servers_to_url_clients() {
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn");
     let (url, port, _stderr) = port_url(&mut child).await;
-    let client =
-        ().serve(StreamableHttpClientTransport::from_uri(url.clone()))
+    let token = url
+        .rsplit_once("/mcp/")
+        .map(|(_, t)| t.to_owned())
+        .expect("the URL carries the token");
+    assert!(token.len() >= 32, "{url}");
+    // F2: clients without the token (none, a wrong one, the right one in the query) are refused and take no
+    // session: a real MCP client fails to initialize, raw requests get 401.
+    for stranger in [
+        format!("http://127.0.0.1:{port}/mcp"),
+        format!("http://127.0.0.1:{port}/mcp/{}", "0".repeat(token.len())),
+        format!("http://127.0.0.1:{port}/mcp?token={token}"),
+    ] {
+        let refused = ().serve(StreamableHttpClientTransport::from_uri(stranger.clone())).await;
+        assert!(refused.is_err(), "{stranger} must not initialize");
+    }
+    for (target, header) in [
+        ("/mcp".to_owned(), String::new()),
+        (
+            "/mcp".to_owned(),
+            format!("Authorization: Bearer {}\r\n", "0".repeat(token.len())),
+        ),
+        (format!("/mcp?token={token}"), String::new()),
+    ] {
+        let (status, out) = raw_initialize(port, &target, &header).await;
+        assert_eq!(status, 401, "{target} {header}: {out}");
+    }
+    // Duplicate Origin headers (a local one, then a foreign one), with the token: refused.
+    let (status, out) = raw_initialize(
+        port,
+        &format!("/mcp/{token}"),
+        "Origin: http://localhost:1\r\nOrigin: http://evil.example\r\n",
+    )
+    .await;
+    assert_eq!(status, 400, "{out}");
+    // F14: 200 idle connections without the token (half of them stuck mid-head) do not keep the owner out.
+    let mut idle = Vec::new();
+    for i in 0..200 {
+        use tokio::io::AsyncWriteExt;
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
-            .expect("initialize over HTTP");
+            .expect("connect");
+        if i % 2 == 0 {
+            let _ = s.write_all(b"POST /mcp HTTP/1.1\r\n").await;
+        }
+        idle.push(s);
+    }
+    // The owner, with the printed URL, gets the session, promptly.
+    let client = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        ().serve(StreamableHttpClientTransport::from_uri(url.clone())),
+    )
+    .await
+    .expect("the owner is served within 5 s despite the idle connections")
+    .expect("initialize over HTTP");
+    drop(idle);
     let echo = thv_sandbox_e2e::call_tool(&client, "echo", json!({"text": "over --port"}))
         .await
         .expect("echo");
@@ -208,8 +259,9 @@ async fn port_exposes_stdio_and_http_servers_to_url_clients() {
     run.assert_nothing_left(None);
 }
 
-/// Waits for `run --port`'s line naming its URL on stderr; returns the URL, its port, and the task that keeps
-/// reading the rest of stderr (held by the caller, so the child never writes into a closed or full pipe).
+/// Waits for `run --port`'s line naming its URL on stderr (`http://127.0.0.1:PORT/mcp/TOKEN`, or with the
+/// word TOKEN when the token is in a file); returns the URL, its port, and the task that keeps reading the rest
+/// of stderr (held by the caller, so the child never writes into a closed or full pipe).
 async fn port_url(
     child: &mut tokio::process::Child,
 ) -> (String, u16, tokio::task::JoinHandle<String>) {
@@ -223,18 +275,25 @@ async fn port_url(
             .expect("stderr")
             .unwrap_or_else(|| panic!("stderr ended before the URL line: {seen}"));
         if let Some(u) = line
-            .split("at ")
+            .split(" at ")
             .nth(1)
             .filter(|u| u.starts_with("http://"))
         {
-            break u.trim().to_owned();
+            break u
+                .split([',', ' '])
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
         }
         seen.push_str(&line);
         seen.push('\n');
     };
     let port: u16 = url
         .trim_start_matches("http://127.0.0.1:")
-        .trim_end_matches("/mcp")
+        .split('/')
+        .next()
+        .unwrap_or_default()
         .parse()
         .expect(&url);
     let rest = tokio::spawn(async move {
@@ -245,4 +304,130 @@ async fn port_url(
         seen
     });
     (url, port, rest)
+}
+
+/// POSTs `initialize` to `target` on `127.0.0.1:port` with extra `headers` (CRLF-terminated lines); the status
+/// and the response text.
+async fn raw_initialize(port: u16, target: &str, headers: &str) -> (u16, String) {
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    raw_initialize_on(stream, &format!("127.0.0.1:{port}"), target, headers).await
+}
+
+async fn raw_initialize_on<S>(
+    mut stream: S,
+    host: &str,
+    target: &str,
+    headers: &str,
+) -> (u16, String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#;
+    let req = format!(
+        "POST {target} HTTP/1.1\r\nHost: {host}\r\n{headers}Content-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        stream.read_to_end(&mut out),
+    )
+    .await
+    .expect("an answer in time")
+    .expect("read");
+    let out = String::from_utf8_lossy(&out).into_owned();
+    let status = out
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {out:?}"));
+    (status, out)
+}
+
+/// `--port-token-file` and `--socket`: the token comes from the user's file (created 0600 when missing, the
+/// same on the next run, and not printed), and the unix socket (0600) serves the owner without a token and is
+/// gone when the run ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn port_token_file_and_socket() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("port-token");
+    let socket = dir.path().join("sock/mcp.sock");
+    for round in 0..2 {
+        let run = Run::new();
+        let mut cmd = run.cmd(
+            "app",
+            &[
+                "--port",
+                "127.0.0.1:0",
+                "--port-token-file",
+                &token_file.to_string_lossy(),
+                "--socket",
+                &socket.to_string_lossy(),
+            ],
+            &[],
+        );
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn");
+        let (url, port, stderr) = port_url(&mut child).await;
+        let token = std::fs::read_to_string(&token_file)
+            .expect("the token file")
+            .trim()
+            .to_owned();
+        assert_eq!(
+            std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(
+            url.ends_with("/mcp/TOKEN"),
+            "the token is not printed: {url}"
+        );
+        let (status, out) = raw_initialize(port, "/mcp", "").await;
+        assert_eq!(status, 401, "round {round}: {out}");
+        if round == 0 {
+            // Over the socket, no token: the owner takes the one session.
+            assert_eq!(
+                std::fs::symlink_metadata(&socket)
+                    .expect("the socket")
+                    .permissions()
+                    .mode()
+                    & 0o777,
+                0o600
+            );
+            let stream = tokio::net::UnixStream::connect(&socket)
+                .await
+                .expect("connect to the socket");
+            let (status, out) = raw_initialize_on(stream, "localhost", "/mcp", "").await;
+            assert_eq!(status, 200, "{out}");
+            assert!(out.contains("serverInfo"), "{out}");
+        } else {
+            // The next run takes the same token from the file: the client's URL still works.
+            let (status, out) = raw_initialize(port, &format!("/mcp/{token}"), "").await;
+            assert_eq!(status, 200, "{out}");
+            assert!(out.contains("serverInfo"), "{out}");
+        }
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id().expect("pid") as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("kill");
+        let status = child.wait().await.expect("wait");
+        let stderr = stderr.await.unwrap_or_default();
+        assert!(matches!(code(status), 0 | 143), "{status:?}: {stderr}");
+        assert!(
+            !stderr.contains(&token),
+            "the token is not printed: {stderr}"
+        );
+        assert!(
+            std::fs::symlink_metadata(&socket).is_err(),
+            "the socket is removed on exit ({status:?}): {stderr}"
+        );
+        run.assert_nothing_left(None);
+    }
 }

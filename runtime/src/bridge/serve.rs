@@ -1,5 +1,12 @@
-//! `--port`: a server of any transport exposed as streamable HTTP at one path on the host, with `Host` and
-//! `Origin` validated against DNS rebinding.
+//! `--port`/`--socket`: a server of any transport exposed as streamable HTTP at one path on the host, with
+//! `Host` and `Origin` validated against DNS rebinding and every request authenticated (see [`super::access`]):
+//! on TCP by the token (`/mcp/TOKEN` or `Authorization: Bearer TOKEN`), on the unix socket by the peer's uid.
+//! A request without the right token gets 401 and reaches nothing (no session, no upstream). A request with
+//! more than one `Host`, `Origin` or `Authorization` header gets 400.
+//!
+//! Connections are unauthenticated until a request on them carries the token; those are bounded in number (a
+//! new one evicts the oldest) and in time ([`UNAUTHENTICATED_TIMEOUT`]), and authenticated ones have their own
+//! slots, so clients without the token cannot starve the owner by holding connections open.
 //!
 //! - An HTTP upstream (streamable HTTP) is reverse-proxied: method, MCP headers and body go through, the answer
 //!   (JSON or an event stream) streams back as it comes.
@@ -10,9 +17,10 @@
 //!   for its life: `initialize` creates it (`Mcp-Session-Id`), DELETE is refused with 405 as the
 //!   specification allows.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,10 +32,11 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{json, Value};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 
+use super::access::{self, Listening, Token};
 use super::client::HttpClient;
 use super::jsonrpc::{self, classify, id_key, note, Line, INTERNAL_ERROR, PARSE_ERROR};
 use super::{sse, BridgeError, Limits, Transport, Upstream};
@@ -35,8 +44,14 @@ use super::{sse, BridgeError, Limits, Transport, Upstream};
 type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
 const SESSION: HeaderName = HeaderName::from_static("mcp-session-id");
-/// Concurrent connections served; more are closed at once.
-const MAX_CONNECTIONS: usize = 64;
+/// Connections with the token (or on the unix socket) served at once; more get 503.
+const MAX_AUTHENTICATED: usize = 64;
+/// Connections not yet authenticated kept at once; a new one evicts the oldest.
+const MAX_UNAUTHENTICATED: usize = 128;
+/// How long a connection may stay without a request that carries the token.
+const UNAUTHENTICATED_TIMEOUT: Duration = Duration::from_secs(5);
+/// The JSON-RPC error code of a refused client (in the implementation-defined server-error range).
+const UNAUTHORIZED: i64 = -32001;
 /// Server messages kept for a GET stream that is not open yet.
 const BACKLOG_MAX: usize = 1024;
 /// Request headers passed to an HTTP upstream (besides `Mcp-Param-*`).
@@ -73,6 +88,14 @@ impl Guard {
         Guard {
             port: local.port(),
             bound: (!local.ip().is_loopback()).then_some(local.ip()),
+        }
+    }
+
+    /// For the unix socket: no `Host` rule; `Origin`, when present, must be on a loopback name.
+    pub fn unix() -> Guard {
+        Guard {
+            port: 0,
+            bound: None,
         }
     }
 
@@ -264,20 +287,43 @@ enum Backend {
 type Done = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 struct Ctx {
-    guard: Guard,
+    /// `Host`/`Origin` rules of the TCP listener, if there is one.
+    guard: Option<Guard>,
+    token: Token,
     path: String,
     limits: Limits,
     backend: Backend,
+    pool: Pool,
+    refusals: Quiet,
 }
 
-/// Serves `listener` until the upstream ends (a stdio server's output closes, a legacy SSE stream ends); for a
-/// streamable-HTTP upstream, until the future is dropped.
+/// Serves the listeners until the upstream ends (a stdio server's output closes, a legacy SSE stream ends); for
+/// a streamable-HTTP upstream, until the future is dropped.
 pub(crate) async fn serve(
-    listener: TcpListener,
+    listening: Listening,
     upstream: Upstream,
     limits: Limits,
 ) -> Result<(), BridgeError> {
-    let local = listener.local_addr().map_err(BridgeError::Listen)?;
+    // Removed when this function returns (the server is gone).
+    let _socket_file = listening.socket_file;
+    let tcp = match listening.tcp {
+        Some(l) => {
+            l.set_nonblocking(true).map_err(BridgeError::Listen)?;
+            Some(TcpListener::from_std(l).map_err(BridgeError::Listen)?)
+        }
+        None => None,
+    };
+    let unix = match listening.unix {
+        Some(l) => {
+            l.set_nonblocking(true).map_err(BridgeError::Listen)?;
+            Some(UnixListener::from_std(l).map_err(BridgeError::Listen)?)
+        }
+        None => None,
+    };
+    let guard = match &tcp {
+        Some(l) => Some(Guard::new(l.local_addr().map_err(BridgeError::Listen)?)),
+        None => None,
+    };
     let (backend, mut done): (Backend, Done) = match upstream {
         Upstream::Http {
             transport: Transport::StreamableHttp,
@@ -333,69 +379,398 @@ pub(crate) async fn serve(
         }
     };
     let ctx = Arc::new(Ctx {
-        guard: Guard::new(local),
+        guard,
+        token: listening.token,
         path: "/mcp".into(),
         limits,
         backend,
+        pool: Pool::default(),
+        refusals: Quiet::default(),
     });
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
+        tokio::select! {
+            accepted = accept_tcp(tcp.as_ref()) => match accepted {
+                Ok((stream, _)) => {
+                    let conn = ctx.pool.admit();
+                    start_connection(&ctx, stream, conn);
+                }
                 Err(e) => {
                     // Out of descriptors and the like: pause rather than spin.
                     note(format!("accepting a connection: {e}"));
                     tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
+                }
+            },
+            accepted = accept_unix(unix.as_ref()) => match accepted {
+                Ok(stream) => start_unix_connection(&ctx, stream),
+                Err(e) => {
+                    note(format!("accepting a connection: {e}"));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
             _ = &mut done => return Ok(()),
-        };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            continue;
-        };
-        let ctx = Arc::clone(&ctx);
-        tokio::spawn(async move {
-            let _slot = slot;
-            let svc = service_fn(move |req| {
-                let ctx = Arc::clone(&ctx);
-                async move { Ok::<_, Infallible>(handle(&ctx, req).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30))
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
+        }
+        // Let the new connection read the head its client has most likely sent already: an authenticated
+        // connection leaves the pool of unauthenticated ones before a flood of new connections can evict it.
+        tokio::task::yield_now().await;
     }
 }
 
-async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
-    let host = req
+async fn accept_tcp(
+    l: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match l {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn accept_unix(l: Option<&UnixListener>) -> std::io::Result<tokio::net::UnixStream> {
+    match l {
+        Some(l) => l.accept().await.map(|(s, _)| s),
+        None => std::future::pending().await,
+    }
+}
+
+/// A unix-socket peer: the owner's uid (or root) gets an authenticated connection; anyone else is told no.
+fn start_unix_connection(ctx: &Arc<Ctx>, stream: tokio::net::UnixStream) {
+    let uid = stream.peer_cred().map(|c| c.uid());
+    let refusal = match uid {
+        Ok(uid) if access::peer_allowed(uid) => match ctx.pool.admit_authenticated() {
+            Some(conn) => {
+                start_connection(ctx, stream, conn);
+                return;
+            }
+            None => ("503 Service Unavailable", "too many connections".to_owned()),
+        },
+        Ok(uid) => (
+            "403 Forbidden",
+            format!(
+                "uid {uid} may not use this socket (only uid {})",
+                nix::unistd::geteuid()
+            ),
+        ),
+        Err(e) => ("403 Forbidden", format!("the peer's credentials: {e}")),
+    };
+    if ctx.refusals.allow() {
+        note(format!("refused a connection on the socket: {}", refusal.1));
+    }
+    tokio::spawn(async move {
+        let mut stream = stream;
+        let body = jsonrpc::line_of(
+            &json!({"jsonrpc": "2.0", "id": null, "error": {"code": UNAUTHORIZED, "message": refusal.1}}),
+        );
+        let resp = format!(
+            "HTTP/1.1 {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            refusal.0,
+            body.len()
+        );
+        // Answered at once, then what the client sends is read and dropped for a moment, so that its write of
+        // the request does not fail before it can read the answer.
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            stream.write_all(resp.as_bytes()).await?;
+            stream.write_all(&body).await?;
+            stream.shutdown().await?;
+            let mut sink = [0u8; 4096];
+            for _ in 0..16 {
+                if stream.read(&mut sink).await? == 0 {
+                    break;
+                }
+            }
+            Ok::<(), std::io::Error>(())
+        })
+        .await;
+    });
+}
+
+/// Serves one connection until it ends, is evicted (unauthenticated, when newer ones need the room), or stays
+/// unauthenticated past [`UNAUTHENTICATED_TIMEOUT`].
+fn start_connection<IO>(ctx: &Arc<Ctx>, io: IO, conn: Arc<Conn>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let ctx = Arc::clone(ctx);
+    tokio::spawn(async move {
+        let svc = {
+            let ctx = Arc::clone(&ctx);
+            let conn = Arc::clone(&conn);
+            service_fn(move |req| {
+                let ctx = Arc::clone(&ctx);
+                let conn = Arc::clone(&conn);
+                async move { Ok::<_, Infallible>(handle(&ctx, &conn, req).await) }
+            })
+        };
+        let serving = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30))
+            .serve_connection(TokioIo::new(io), svc);
+        let unauthenticated_too_long = async {
+            tokio::time::sleep(UNAUTHENTICATED_TIMEOUT).await;
+            if conn.authenticated() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            _ = serving => {}
+            _ = conn.evict.notified() => {}
+            _ = unauthenticated_too_long => {}
+        }
+        ctx.pool.forget(&conn);
+    });
+}
+
+/// A connection, for the accounting of [`Pool`].
+struct Conn {
+    id: u64,
+    /// A unix-socket connection (its peer's uid was checked; no `Host` check, no token needed).
+    unix: bool,
+    /// The slot among authenticated connections, once it has one.
+    slot: Mutex<Option<OwnedSemaphorePermit>>,
+    /// Closes the connection (an unauthenticated one, to make room).
+    evict: Notify,
+}
+
+impl Conn {
+    fn authenticated(&self) -> bool {
+        self.slot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+}
+
+/// Connections are unauthenticated until a request on them carries the token. At most
+/// [`MAX_UNAUTHENTICATED`] of those are kept (a new one evicts the oldest) and none for longer than
+/// [`UNAUTHENTICATED_TIMEOUT`], so idle or slow clients without the token cannot take the room of those with it,
+/// which have [`MAX_AUTHENTICATED`] slots of their own.
+struct Pool {
+    unauthenticated: Mutex<BTreeMap<u64, Arc<Conn>>>,
+    next: AtomicU64,
+    authenticated: Arc<Semaphore>,
+}
+
+impl Default for Pool {
+    fn default() -> Pool {
+        Pool {
+            unauthenticated: Mutex::new(BTreeMap::new()),
+            next: AtomicU64::new(0),
+            authenticated: Arc::new(Semaphore::new(MAX_AUTHENTICATED)),
+        }
+    }
+}
+
+impl Pool {
+    fn new_conn(&self, unix: bool, slot: Option<OwnedSemaphorePermit>) -> Arc<Conn> {
+        Arc::new(Conn {
+            id: self.next.fetch_add(1, Ordering::Relaxed),
+            unix,
+            slot: Mutex::new(slot),
+            evict: Notify::new(),
+        })
+    }
+
+    /// A new TCP connection, unauthenticated; the oldest unauthenticated one goes when there are too many.
+    fn admit(&self) -> Arc<Conn> {
+        let conn = self.new_conn(false, None);
+        let mut waiting = self
+            .unauthenticated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if waiting.len() >= MAX_UNAUTHENTICATED {
+            if let Some((_, oldest)) = waiting.pop_first() {
+                oldest.evict.notify_one();
+            }
+        }
+        waiting.insert(conn.id, Arc::clone(&conn));
+        conn
+    }
+
+    /// A new connection already authenticated (a unix-socket peer of the right uid), if there is room.
+    fn admit_authenticated(&self) -> Option<Arc<Conn>> {
+        let slot = Arc::clone(&self.authenticated).try_acquire_owned().ok()?;
+        Some(self.new_conn(true, Some(slot)))
+    }
+
+    /// Moves `conn` among the authenticated connections (a request on it carried the token). False when it
+    /// was evicted meanwhile, or when the authenticated connections are all taken.
+    fn promote(&self, conn: &Conn) -> bool {
+        let mut slot = conn.slot.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_some() {
+            return true;
+        }
+        let was_waiting = self
+            .unauthenticated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&conn.id)
+            .is_some();
+        if !was_waiting {
+            return false;
+        }
+        match Arc::clone(&self.authenticated).try_acquire_owned() {
+            Ok(s) => {
+                *slot = Some(s);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The connection ended: its place (and slot, with the last reference) goes.
+    fn forget(&self, conn: &Conn) {
+        self.unauthenticated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&conn.id);
+        conn.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+/// Says "refused …" on stderr at most once a second (a flood must not flood the terminal).
+#[derive(Default)]
+struct Quiet {
+    last: AtomicU64,
+}
+
+impl Quiet {
+    fn allow(&self) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        self.last.swap(now, Ordering::Relaxed) != now
+    }
+}
+
+/// The response to a request without (the right) token: 401, nothing else happens.
+fn unauthorized(msg: &str) -> Response<Body> {
+    let mut r = rpc_error(StatusCode::UNAUTHORIZED, &Value::Null, UNAUTHORIZED, msg);
+    r.headers_mut().insert(
+        http::header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"thv-sandbox\""),
+    );
+    r
+}
+
+/// Closes the connection after this response (a refused client gets no keep-alive).
+fn closing(mut r: Response<Body>) -> Response<Body> {
+    r.headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// How a request proved it may be served.
+struct Authenticated {
+    /// The token was the endpoint's last path segment (`/mcp/TOKEN`).
+    by_path: bool,
+    /// Its `Authorization` is our bearer token (not passed to an HTTP upstream).
+    bearer_is_ours: bool,
+}
+
+/// The token check: `/mcp/TOKEN`, or `Authorization: Bearer TOKEN` (not needed on the unix socket). A wrong
+/// token in the path is refused even when the header is right.
+#[allow(clippy::result_large_err)] // the error is the response to give; it is returned at once
+fn authenticate(
+    ctx: &Ctx,
+    conn: &Conn,
+    req: &Request<Incoming>,
+) -> Result<Authenticated, Response<Body>> {
+    let bearer_is_ours = req
         .headers()
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()));
-    if let Err((status, msg)) = ctx.guard.check_host(host.as_deref()) {
-        note(format!("refused a request: {msg}"));
-        return text(status, msg);
+        .get(http::header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes)
+        .and_then(|v| {
+            let (scheme, rest) = v.split_at_checked(7)?;
+            scheme
+                .eq_ignore_ascii_case(b"bearer ")
+                .then_some(rest.trim_ascii())
+        })
+        .is_some_and(|t| ctx.token.matches(t));
+    let in_path = req
+        .uri()
+        .path()
+        .strip_prefix(ctx.path.as_str())
+        .and_then(|rest| rest.strip_prefix('/'));
+    match in_path {
+        Some(t) if ctx.token.matches(t.as_bytes()) => Ok(Authenticated {
+            by_path: true,
+            bearer_is_ours,
+        }),
+        Some(_) => Err(unauthorized("wrong token")),
+        None if bearer_is_ours || conn.unix => Ok(Authenticated {
+            by_path: false,
+            bearer_is_ours,
+        }),
+        None => Err(unauthorized(
+            "this endpoint needs the token thv-sandbox printed: use the URL it printed \
+             (http://HOST:PORT/mcp/TOKEN) or send `Authorization: Bearer TOKEN`",
+        )),
+    }
+}
+
+async fn handle(ctx: &Ctx, conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
+    for (name, label) in [
+        (http::header::HOST, "Host"),
+        (http::header::ORIGIN, "Origin"),
+        (http::header::AUTHORIZATION, "Authorization"),
+    ] {
+        if req.headers().get_all(&name).iter().nth(1).is_some() {
+            let msg = format!("more than one {label} header");
+            if ctx.refusals.allow() {
+                note(format!("refused a request: {msg}"));
+            }
+            return closing(text(StatusCode::BAD_REQUEST, msg));
+        }
+    }
+    if let (Some(guard), false) = (&ctx.guard, conn.unix) {
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| req.uri().authority().map(|a| a.to_string()));
+        if let Err((status, msg)) = guard.check_host(host.as_deref()) {
+            if ctx.refusals.allow() {
+                note(format!("refused a request: {msg}"));
+            }
+            return closing(text(status, msg));
+        }
     }
     let origin = match req.headers().get(http::header::ORIGIN).map(|o| o.to_str()) {
         None => None,
         Some(Ok(o)) => Some(o.to_owned()),
         Some(Err(_)) => Some("(not text)".to_owned()),
     };
-    if let Err((status, msg)) = ctx.guard.check_origin(origin.as_deref()) {
-        note(format!("refused a request: {msg}"));
-        return text(status, msg);
+    let origin_guard = ctx.guard.clone().unwrap_or_else(Guard::unix);
+    if let Err((status, msg)) = origin_guard.check_origin(origin.as_deref()) {
+        if ctx.refusals.allow() {
+            note(format!("refused a request: {msg}"));
+        }
+        return closing(text(status, msg));
     }
-    if req.uri().path() != ctx.path {
+    let auth = match authenticate(ctx, conn, &req) {
+        Ok(a) => a,
+        Err(r) => {
+            if ctx.refusals.allow() {
+                note("refused a request without the right token (401)");
+            }
+            return closing(r);
+        }
+    };
+    if !auth.by_path && req.uri().path() != ctx.path {
         return text(
             StatusCode::NOT_FOUND,
             format!("the MCP endpoint is {}", ctx.path),
         );
+    }
+    if !ctx.pool.promote(conn) {
+        return closing(text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many connections",
+        ));
+    }
+    if auth.bearer_is_ours {
+        // Our secret is not the server's business.
+        req.headers_mut().remove(http::header::AUTHORIZATION);
     }
     match &ctx.backend {
         Backend::Proxy { client, path } => proxy(client, path, req, ctx.limits.max_message).await,
