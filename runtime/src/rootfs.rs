@@ -200,21 +200,20 @@ pub(crate) fn build_locked(
     })?;
     let entry = roots.join(key);
     remove_abandoned_builds(&roots);
-    let staging = Staging(Some(
-        tempfile::Builder::new()
-            .prefix(".tmp-")
-            .tempdir_in(&roots)
-            .map_err(io_at(&roots))?
-            .keep(),
-    ));
-    // Held until the build is committed or dropped, so a concurrent start does not take it for abandoned.
+    // Locked before it appears under its `.tmp-` name, and held until the build is committed or dropped, so a
+    // concurrent build of another root never takes it for abandoned.
+    let name = format!(
+        ".tmp-{}",
+        crate::runs::random_hex(8).map_err(io_at(&roots))?
+    );
+    let (staged, lock) = crate::runs::create_locked(&roots, &name).map_err(io_at(&roots))?;
+    let staging = Staging(Some(staged));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(staging.path(), std::fs::Permissions::from_mode(0o700))
+            .map_err(io_at(staging.path()))?;
+    }
     let lock_path = staging.path().join("lock");
-    let lock = std::fs::File::options()
-        .write(true)
-        .create_new(true)
-        .open(&lock_path)
-        .map_err(io_at(&lock_path))?;
-    crate::runs::try_lock(&lock).map_err(io_at(&lock_path))?;
     let tree = staging.path().join("rootfs");
     std::fs::create_dir(&tree).map_err(io_at(&tree))?;
     let opts = UnpackOptions {
@@ -366,8 +365,8 @@ fn remove_abandoned_builds(roots: &Path) {
         let is_staging = e
             .file_name()
             .to_str()
-            .is_some_and(|n| n.starts_with(".tmp-"));
-        if is_staging && crate::runs::is_abandoned(&e.path()) {
+            .is_some_and(|n| n.starts_with(".tmp-") || n.starts_with(crate::runs::CREATING));
+        if is_staging && crate::runs::is_collectable(&e.path()) {
             let _ = remove_tree(&e.path());
         }
     }
