@@ -375,6 +375,10 @@ struct RunArgs {
     /// Bind a host path into the sandbox: HOST:CONTAINER[:ro] (or PATH for the same path inside). Repeatable.
     #[arg(short = 'v', long = "volume", value_name = "HOST:CONTAINER[:ro]")]
     volume: Vec<String>,
+    /// Let the permission profile (registry entry or --permission-profile) mount `/`, your home directory or a
+    /// directory holding thv-sandbox's cache or state (refused without this; thv-sandbox's own dirs stay masked).
+    #[arg(long)]
+    allow_profile_mounts: bool,
     /// Read environment variables from a file of NAME=VALUE lines (# comments, blank lines). Repeatable; `-e` wins.
     #[arg(long = "env-file", value_name = "FILE")]
     env_file: Vec<PathBuf>,
@@ -731,10 +735,25 @@ fn build_request(
             Err(e) => return Err(report_error(&e, &[], Some(e.hint()), EXIT_USAGE)),
         }
     }
+    // Profile mounts are shown, and the broad ones need the user's consent; no mount reaches our own dirs (F4, F7).
+    let private = profile::private_paths(&dirs, home.as_deref());
+    let checked = profile::check_private(&profile_mounts, &private)
+        .and_then(|()| profile::check_private(&user_mounts, &private))
+        .and_then(|()| match args.allow_profile_mounts {
+            true => Ok(()),
+            false => profile::check_profile_mounts(&profile_mounts, home.as_deref(), &private),
+        });
+    if let Err(e) = checked {
+        return Err(report_error(&e, &[], Some(e.hint()), EXIT_USAGE));
+    }
+    let from_profile = profile_mounts.clone();
     let mounts = match profile::merge(profile_mounts, user_mounts) {
         Ok(m) => m,
         Err(e) => return Err(report_error(&e, &[], Some(e.hint()), EXIT_USAGE)),
     };
+    for m in mounts.iter().filter(|m| from_profile.contains(m)) {
+        eprintln!("thv-sandbox: the permission profile mounts {}", profile::describe(m));
+    }
     // Verification: identity flags, else the provenance the registry declares for the entry; the mode from the
     // flag (or its environment variable), else the configuration file, else by whether a policy exists.
     let tuf = tuf_settings(&config)?;
