@@ -752,7 +752,10 @@ fn build_request(
         Err(e) => return Err(report_error(&e, &[], Some(e.hint()), EXIT_USAGE)),
     };
     for m in mounts.iter().filter(|m| from_profile.contains(m)) {
-        eprintln!("thv-sandbox: the permission profile mounts {}", profile::describe(m));
+        eprintln!(
+            "thv-sandbox: the permission profile mounts {}",
+            profile::describe(m)
+        );
     }
     // Verification: identity flags, else the provenance the registry declares for the entry; the mode from the
     // flag (or its environment variable), else the configuration file, else by whether a policy exists.

@@ -270,9 +270,12 @@ mod tests {
     #[test]
     fn the_state_dir_is_not_predictable_when_there_is_a_home() {
         let state = |vars: &[(&str, &str)]| {
-            let vars: Vec<(String, PathBuf)> =
-                vars.iter().map(|(k, v)| (k.to_string(), PathBuf::from(v))).collect();
-            let get = move |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+            let vars: Vec<(String, PathBuf)> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), PathBuf::from(v)))
+                .collect();
+            let get =
+                move |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
             Dirs::from_lookup(Some("/c".into()), &get).unwrap().state
         };
         assert_eq!(

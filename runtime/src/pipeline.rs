@@ -813,7 +813,12 @@ fn overlay_plan(
     let mut tmpfs_tops: Vec<String> = vec!["/tmp".into(), "/run".into()];
     tmpfs_tops.extend(runtime.volumes.iter().cloned());
     // A target inside a mounted host directory is made there, not in the image (the cache masks are).
-    tmpfs_tops.extend(req.mounts.iter().filter(|m| m.host.is_dir()).map(|m| m.container.clone()));
+    tmpfs_tops.extend(
+        req.mounts
+            .iter()
+            .filter(|m| m.host.is_dir())
+            .map(|m| m.container.clone()),
+    );
     if let Some(home) = root
         .user
         .home

@@ -101,7 +101,9 @@ pub enum ProfileError {
     #[error("`{0}` is not a network mode (none, host)")]
     Network(String),
     /// The host side is (under) `/proc`, `/sys` or `/dev`.
-    #[error("host path `{0}` is the kernel's view of the host and is never mounted into a sandbox")]
+    #[error(
+        "host path `{0}` is the kernel's view of the host and is never mounted into a sandbox"
+    )]
     HostReserved(String),
     /// The host side is (inside) thv-sandbox's own cache or state directory.
     #[error("host path `{path}` is inside thv-sandbox's own directory {private}, which no sandbox may see")]
@@ -386,7 +388,11 @@ pub fn describe(m: &BindMount) -> String {
         "{} -> {} ({})",
         m.host.display(),
         m.container,
-        if m.read_only { "read-only" } else { "READ-WRITE" }
+        if m.read_only {
+            "read-only"
+        } else {
+            "READ-WRITE"
+        }
     )
 }
 
@@ -590,10 +596,21 @@ mod tests {
 
     #[test]
     fn the_kernels_view_of_the_host_is_never_mounted() {
-        for host in ["/proc", "/proc/1", "/sys", "/sys/kernel", "/dev", "/dev/null", "/dev/shm"] {
+        for host in [
+            "/proc",
+            "/proc/1",
+            "/sys",
+            "/sys/kernel",
+            "/dev",
+            "/dev/null",
+            "/dev/shm",
+        ] {
             for spec in [format!("{host}:/x:ro"), format!("{host}:/x")] {
                 assert!(
-                    matches!(parse_volume(&spec, None), Err(ProfileError::HostReserved(_))),
+                    matches!(
+                        parse_volume(&spec, None),
+                        Err(ProfileError::HostReserved(_))
+                    ),
                     "{spec}: {:?}",
                     parse_volume(&spec, None)
                 );
@@ -603,7 +620,9 @@ mod tests {
                 Err(ProfileError::HostReserved(_))
             ));
         }
-        assert!(ProfileError::HostReserved("/proc".into()).hint().contains("every host process"));
+        assert!(ProfileError::HostReserved("/proc".into())
+            .hint()
+            .contains("every host process"));
     }
 
     #[test]
@@ -643,7 +662,12 @@ mod tests {
         );
         // A private dir that does not exist yet is created, so that it can be masked.
         let later = home.join(".local/state/thv-sandbox");
-        let out = shield(&[bm(&home, "/w", true)], &[later.clone()], &empty).unwrap();
+        let out = shield(
+            &[bm(&home, "/w", true)],
+            std::slice::from_ref(&later),
+            &empty,
+        )
+        .unwrap();
         assert!(later.is_dir());
         assert!(out.contains(&bm(&empty, "/w/.local/state/thv-sandbox", true)));
         assert!(out.contains(&bm(&home.join(".local"), "/w/.local", true)));
@@ -671,7 +695,10 @@ mod tests {
         let private = vec![cache.clone()];
         for broad in [Path::new("/"), home.as_path(), &home.join("c")] {
             let err = check_profile_mounts(&[bm(broad)], Some(&home), &private).unwrap_err();
-            assert!(matches!(err, ProfileError::BroadProfileMount { .. }), "{broad:?}");
+            assert!(
+                matches!(err, ProfileError::BroadProfileMount { .. }),
+                "{broad:?}"
+            );
             assert!(err.hint().contains("--allow-profile-mounts"));
         }
         check_profile_mounts(&[bm(&home.join("notes"))], Some(&home), &private).unwrap();

@@ -710,10 +710,17 @@ mod tests {
         std::fs::create_dir_all(t.join("usr/bin")).unwrap();
         std::fs::write(t.join("usr/bin/server"), b"#!/bin/sh\necho ok\n").unwrap();
         let before = tree_record(t).unwrap();
-        assert_eq!(tree_record(t).unwrap(), before, "stable while nothing changes");
+        assert_eq!(
+            tree_record(t).unwrap(),
+            before,
+            "stable while nothing changes"
+        );
         // Rewritten with the same length and mtime: the change time still moves.
         std::thread::sleep(std::time::Duration::from_millis(20));
-        let mtime = std::fs::metadata(t.join("usr/bin/server")).unwrap().modified().unwrap();
+        let mtime = std::fs::metadata(t.join("usr/bin/server"))
+            .unwrap()
+            .modified()
+            .unwrap();
         std::fs::write(t.join("usr/bin/server"), b"#!/bin/sh\necho no\n").unwrap();
         std::fs::File::options()
             .write(true)
