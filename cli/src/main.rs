@@ -170,6 +170,10 @@ struct ImagesArgs {
     /// Print a JSON array instead of the table.
     #[arg(long)]
     json: bool,
+    /// Check every unpacked root against the record made when it was unpacked (one lstat per file); exit 1 if
+    /// one changed.
+    #[arg(long)]
+    check: bool,
     /// Cache directory (also THV_SANDBOX_CACHE_DIR, config `cache_dir`; default: $XDG_CACHE_HOME/thv-sandbox or
     /// ~/.cache/thv-sandbox).
     #[arg(long, value_name = "DIR")]
@@ -955,6 +959,36 @@ fn images_cmd(file: Option<PathBuf>, args: ImagesArgs) -> i32 {
     };
     use std::io::Write;
     let _ = std::io::stdout().write_all(out.as_bytes());
+    if args.check {
+        return check_roots_cmd(&dirs);
+    }
+    0
+}
+
+/// `images --check`: one line per root on stderr; 1 if any root changed or cannot be read.
+fn check_roots_cmd(dirs: &Dirs) -> i32 {
+    use thv_sandbox_runtime::rootfs::RootCheck;
+    let mut bad = false;
+    for (root, check) in thv_sandbox_runtime::rootfs::check_roots(&dirs.cache) {
+        let what = match &check {
+            RootCheck::Unchanged => "unchanged".to_owned(),
+            RootCheck::Changed => "CHANGED since it was unpacked: it will not be run".to_owned(),
+            RootCheck::NoRecord => {
+                "no record (unpacked by an older thv-sandbox; the next run unpacks it again)"
+                    .to_owned()
+            }
+            RootCheck::Unreadable(e) => format!("cannot be checked: {e}"),
+        };
+        bad |= matches!(check, RootCheck::Changed | RootCheck::Unreadable(_));
+        eprintln!("{}: {what}", root.display());
+    }
+    if bad {
+        eprintln!(
+            "hint: find out what wrote into the cache, then remove the changed roots (`chmod -R u+w ROOT && rm -rf \
+             ROOT`); the next run unpacks the image afresh"
+        );
+        return 1;
+    }
     0
 }
 

@@ -454,6 +454,51 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
     std::fs::remove_dir_all(path)
 }
 
+/// What [`check_roots`] found for one committed root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootCheck {
+    /// The tree is what was committed.
+    Unchanged,
+    /// The tree changed after it was committed: it is refused.
+    Changed,
+    /// Committed before roots had a record: the next run unpacks it again.
+    NoRecord,
+    /// It could not be read.
+    Unreadable(String),
+}
+
+/// Checks every committed root in `cache` against its record (`thv-sandbox images --check`), whether or not the
+/// cache was exposed.
+pub fn check_roots(cache: &Path) -> Vec<(PathBuf, RootCheck)> {
+    let Ok(entries) = std::fs::read_dir(roots_dir(cache)) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(PathBuf, RootCheck)> = entries
+        .flatten()
+        .filter(|e| {
+            e.file_type().is_ok_and(|t| t.is_dir())
+                && !e.file_name().to_string_lossy().starts_with('.')
+        })
+        .map(|e| {
+            let entry = e.path();
+            let check = match read_meta(&entry) {
+                None => RootCheck::Unreadable("no readable meta.json".into()),
+                Some(RootMeta { tree: None, .. }) => RootCheck::NoRecord,
+                Some(RootMeta {
+                    tree: Some(record), ..
+                }) => match tree_record(&entry.join("rootfs")) {
+                    Ok(now) if now == record => RootCheck::Unchanged,
+                    Ok(_) => RootCheck::Changed,
+                    Err(e) => RootCheck::Unreadable(e.to_string()),
+                },
+            };
+            (entry, check)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
 fn read_meta(entry: &Path) -> Option<RootMeta> {
     serde_json::from_slice(&std::fs::read(entry.join("meta.json")).ok()?).ok()
 }
@@ -733,6 +778,37 @@ mod tests {
         // A file added (e.g. a sitecustomize.py) is seen too.
         std::fs::write(t.join("usr/new"), b"").unwrap();
         assert_ne!(tree_record(t).unwrap(), before);
+    }
+
+    #[test]
+    fn check_roots_tells_changed_roots_apart() {
+        let tmp = tempfile::tempdir().unwrap();
+        let roots = roots_dir(tmp.path());
+        let make = |name: &str, record: bool| {
+            let entry = roots.join(name);
+            std::fs::create_dir_all(entry.join("rootfs/etc")).unwrap();
+            std::fs::write(entry.join("rootfs/etc/passwd"), b"root:x:0:0::/:/bin/sh\n").unwrap();
+            let meta = RootMeta {
+                manifest_digest: format!("sha256:{name}"),
+                home_in_image: true,
+                skipped_devices: 0,
+                tree: record.then(|| tree_record(&entry.join("rootfs")).unwrap()),
+            };
+            std::fs::write(entry.join("meta.json"), serde_json::to_vec(&meta).unwrap()).unwrap();
+            entry
+        };
+        let a = make("a", true);
+        let b = make("b", true);
+        let c = make("c", false);
+        std::fs::write(b.join("rootfs/etc/planted"), b"").unwrap();
+        assert_eq!(
+            check_roots(tmp.path()),
+            vec![
+                (a, RootCheck::Unchanged),
+                (b, RootCheck::Changed),
+                (c, RootCheck::NoRecord)
+            ]
+        );
     }
 
     /// What checking a real root costs (run by hand: THV_TREE_RECORD_ROOT=<cache>/roots-v1/<key>/rootfs).

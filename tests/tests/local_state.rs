@@ -178,6 +178,14 @@ async fn a_root_changed_after_a_sandbox_could_write_around_the_cache_is_refused(
         "{}",
         out.stderr
     );
+    // `images --check` says so too, whether or not the cache was exposed.
+    let out = output(bare(home.path(), Some(xdg), &["images", "--check"])).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("CHANGED since it was unpacked"),
+        "{}",
+        out.stderr
+    );
     run.assert_nothing_left(None);
 }
 
