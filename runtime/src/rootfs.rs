@@ -216,9 +216,9 @@ fn exposed_mark(cache: &Path) -> PathBuf {
 
 /// Marks the cache as exposed: a sandbox is given write access to a directory holding it. The cache itself is
 /// masked inside such a sandbox, so this is the second line: from now on every root is checked against its
-/// record before it is used (an `lstat` of every file: ~60 ms for a Debian + Python root of 8,700 entries on a
-/// loaded 2-core machine, about three times what starting the sandbox costs, which is why it is not done on
-/// every run of every cache). thv-sandbox never removes the mark (deleting it by hand turns the checks off).
+/// record before it is used (an `lstat` of every entry: 40–45 ms for the Debian + Python/Node test roots of
+/// 8,700–10,500 entries on a 2-core machine, up to ~85 ms when it is busy; two to four times what starting the
+/// sandbox costs, which is why it is not done on every run of every cache). thv-sandbox never removes the mark (deleting it by hand turns the checks off).
 pub fn mark_exposed(cache: &Path) -> Result<(), RootfsError> {
     let roots = roots_dir(cache);
     crate::dirs::private_dir(&roots).map_err(|e| RootfsError::Io {
