@@ -170,6 +170,10 @@ struct ImagesArgs {
     /// Print a JSON array instead of the table.
     #[arg(long)]
     json: bool,
+    /// Check every unpacked root against the record made when it was unpacked (one lstat per file); exit 1 if
+    /// one changed.
+    #[arg(long)]
+    check: bool,
     /// Cache directory (also THV_SANDBOX_CACHE_DIR, config `cache_dir`; default: $XDG_CACHE_HOME/thv-sandbox or
     /// ~/.cache/thv-sandbox).
     #[arg(long, value_name = "DIR")]
@@ -386,6 +390,10 @@ struct RunArgs {
     /// Bind a host path into the sandbox: HOST:CONTAINER[:ro] (or PATH for the same path inside). Repeatable.
     #[arg(short = 'v', long = "volume", value_name = "HOST:CONTAINER[:ro]")]
     volume: Vec<String>,
+    /// Let the permission profile (registry entry or --permission-profile) mount `/`, your home directory or a
+    /// directory holding thv-sandbox's cache or state (refused without this; thv-sandbox's own dirs stay masked).
+    #[arg(long)]
+    allow_profile_mounts: bool,
     /// Read environment variables from a file of NAME=VALUE lines (# comments, blank lines). Repeatable; `-e` wins.
     #[arg(long = "env-file", value_name = "FILE")]
     env_file: Vec<PathBuf>,
@@ -760,10 +768,28 @@ fn build_request(
             Err(e) => return Err(report_error(&e, &[], Some(e.hint()), EXIT_USAGE)),
         }
     }
+    // Profile mounts are shown, and the broad ones need the user's consent; no mount reaches our own dirs (F4, F7).
+    let private = profile::private_paths(&dirs, home.as_deref());
+    let checked = profile::check_private(&profile_mounts, &private)
+        .and_then(|()| profile::check_private(&user_mounts, &private))
+        .and_then(|()| match args.allow_profile_mounts {
+            true => Ok(()),
+            false => profile::check_profile_mounts(&profile_mounts, home.as_deref(), &private),
+        });
+    if let Err(e) = checked {
+        return Err(report_error(&e, &[], Some(e.hint()), EXIT_USAGE));
+    }
+    let from_profile = profile_mounts.clone();
     let mounts = match profile::merge(profile_mounts, user_mounts) {
         Ok(m) => m,
         Err(e) => return Err(report_error(&e, &[], Some(e.hint()), EXIT_USAGE)),
     };
+    for m in mounts.iter().filter(|m| from_profile.contains(m)) {
+        eprintln!(
+            "thv-sandbox: the permission profile mounts {}",
+            profile::describe(m)
+        );
+    }
     // Verification: identity flags, else the provenance the registry declares for the entry; the mode from the
     // flag (or its environment variable), else the configuration file, else by whether a policy exists.
     let tuf = tuf_settings(&config)?;
@@ -962,6 +988,36 @@ fn images_cmd(file: Option<PathBuf>, args: ImagesArgs) -> i32 {
     };
     use std::io::Write;
     let _ = std::io::stdout().write_all(out.as_bytes());
+    if args.check {
+        return check_roots_cmd(&dirs);
+    }
+    0
+}
+
+/// `images --check`: one line per root on stderr; 1 if any root changed or cannot be read.
+fn check_roots_cmd(dirs: &Dirs) -> i32 {
+    use thv_sandbox_runtime::rootfs::RootCheck;
+    let mut bad = false;
+    for (root, check) in thv_sandbox_runtime::rootfs::check_roots(&dirs.cache) {
+        let what = match &check {
+            RootCheck::Unchanged => "unchanged".to_owned(),
+            RootCheck::Changed => "CHANGED since it was unpacked: it will not be run".to_owned(),
+            RootCheck::NoRecord => {
+                "no record (unpacked by an older thv-sandbox; the next run unpacks it again)"
+                    .to_owned()
+            }
+            RootCheck::Unreadable(e) => format!("cannot be checked: {e}"),
+        };
+        bad |= matches!(check, RootCheck::Changed | RootCheck::Unreadable(_));
+        eprintln!("{}: {what}", root.display());
+    }
+    if bad {
+        eprintln!(
+            "hint: find out what wrote into the cache, then remove the changed roots (`chmod -R u+w ROOT && rm -rf \
+             ROOT`); the next run unpacks the image afresh"
+        );
+        return 1;
+    }
     0
 }
 

@@ -670,6 +670,7 @@ mod tests {
             manifest_digest: manifest.to_string(),
             home_in_image: true,
             skipped_devices: 0,
+            tree: None,
         };
         fs::write(dir.join("meta.json"), serde_json::to_vec(&meta).unwrap()).unwrap();
         age(&dir);

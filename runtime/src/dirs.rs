@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub struct Dirs {
     /// Per-run state (bundles, libcontainer state, locks): `$XDG_RUNTIME_DIR/thv-sandbox`, else
-    /// `/tmp/thv-sandbox-UID`.
+    /// `$XDG_STATE_HOME/thv-sandbox/run`, else `~/.local/state/thv-sandbox/run`; `/tmp/thv-sandbox-UID` only when
+    /// there is no home either. Never a predictable name in a shared directory when a private place exists: any
+    /// local user could create `/tmp/thv-sandbox-UID` first and so stop every run (F8).
     pub state: PathBuf,
     /// Cache of blobs and unpacked roots: `$XDG_CACHE_HOME/thv-sandbox`, else `~/.cache/thv-sandbox`.
     pub cache: PathBuf,
@@ -48,6 +50,16 @@ pub enum DirsError {
         /// Its permission bits.
         mode: u32,
     },
+    /// A parent of the directory can be changed by another user (who could swap the directory itself).
+    #[error("directory {path} is inside {parent}, which {why}")]
+    OpenParent {
+        /// The directory.
+        path: PathBuf,
+        /// The parent at fault.
+        parent: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
     /// Neither HOME nor XDG_CACHE_HOME is set.
     #[error("no cache directory: neither XDG_CACHE_HOME nor HOME is set")]
     NoHome,
@@ -62,6 +74,10 @@ impl DirsError {
                 path.display()
             ),
             DirsError::TooOpen { path, .. } => format!("run `chmod 700 {}`", path.display()),
+            DirsError::OpenParent { parent, .. } => format!(
+                "use a directory whose parents only you (or root) can change, or run `chmod go-w {}` if it is yours",
+                parent.display()
+            ),
             DirsError::NoHome => "set HOME or XDG_CACHE_HOME in the MCP client's environment for this server".into(),
             DirsError::Io { .. } => "set XDG_RUNTIME_DIR / XDG_CACHE_HOME to a writable directory of yours".into(),
         }
@@ -71,10 +87,24 @@ impl DirsError {
 impl Dirs {
     /// Resolves the directories from the environment (`cache_override` wins for the cache).
     pub fn from_env(cache_override: Option<PathBuf>) -> Result<Dirs, DirsError> {
+        Dirs::from_lookup(cache_override, &non_empty_env)
+    }
+
+    /// [`Dirs::from_env`] with the environment given as a lookup of non-empty variables.
+    fn from_lookup(
+        cache_override: Option<PathBuf>,
+        non_empty_env: &dyn Fn(&str) -> Option<PathBuf>,
+    ) -> Result<Dirs, DirsError> {
         let uid = nix::unistd::geteuid().as_raw();
         let state = match non_empty_env("XDG_RUNTIME_DIR") {
             Some(dir) => dir.join("thv-sandbox"),
-            None => PathBuf::from(format!("/tmp/thv-sandbox-{uid}")),
+            None => match non_empty_env("XDG_STATE_HOME") {
+                Some(dir) => dir.join("thv-sandbox/run"),
+                None => match non_empty_env("HOME") {
+                    Some(home) => home.join(".local/state/thv-sandbox/run"),
+                    None => PathBuf::from(format!("/tmp/thv-sandbox-{uid}")),
+                },
+            },
         };
         let cache = match cache_override {
             Some(dir) => dir,
@@ -90,7 +120,7 @@ impl Dirs {
 
     /// Creates (0700) or checks the state directory and returns its `runs/` subdirectory.
     pub fn runs(&self) -> Result<PathBuf, DirsError> {
-        private_dir(&self.state)?;
+        private_root(&self.state)?;
         let runs = self.state.join("runs");
         private_dir(&runs)?;
         Ok(runs)
@@ -140,6 +170,55 @@ pub fn private_dir(path: &Path) -> Result<(), DirsError> {
     Ok(())
 }
 
+/// [`private_dir`] for a directory we keep things in (the cache, the state dir): also no parent of it, as
+/// written or as resolved, may be changed by another user. A parent must belong to us or to root and be writable
+/// by nobody else, except a sticky directory owned by root (such as `/tmp`) whose entry on the way is ours.
+pub fn private_root(path: &Path) -> Result<(), DirsError> {
+    private_dir(path)?;
+    let io_err = |source| DirsError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let absolute = std::path::absolute(path).map_err(io_err)?;
+    let canonical = std::fs::canonicalize(path).map_err(io_err)?;
+    let me = nix::unistd::geteuid().as_raw();
+    for chain in [&absolute, &canonical] {
+        let mut child: &Path = chain;
+        while let Some(parent) = child.parent() {
+            if let Some(why) = open_parent(parent, child, me) {
+                return Err(DirsError::OpenParent {
+                    path: path.to_owned(),
+                    parent: parent.to_owned(),
+                    why,
+                });
+            }
+            child = parent;
+        }
+    }
+    Ok(())
+}
+
+/// Why another user could change `parent` (the directory holding `child` on our way), if they could.
+fn open_parent(parent: &Path, child: &Path, me: u32) -> Option<String> {
+    let Ok(meta) = std::fs::metadata(parent) else {
+        return Some("cannot be inspected".into());
+    };
+    let owner = meta.uid();
+    if owner != me && owner != 0 {
+        return Some(format!("belongs to uid {owner}"));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o022 == 0 {
+        return None;
+    }
+    // In a sticky directory only an entry's owner (or the directory's) may rename or remove it.
+    let child_ours = std::fs::symlink_metadata(child).is_ok_and(|m| m.uid() == me);
+    if mode & 0o1000 != 0 && owner == 0 && child_ours {
+        return None;
+    }
+    Some(format!("others may write to (mode {mode:o})"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +236,62 @@ mod tests {
         let err = private_dir(&d).unwrap_err();
         assert!(matches!(err, DirsError::TooOpen { .. }), "{err}");
         assert!(err.hint().contains("chmod 700"));
+    }
+
+    #[test]
+    fn a_root_in_a_directory_others_may_change_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        // tempdir is under /tmp: root-owned, sticky, and the entry on the way is ours.
+        let good = tmp.path().join("cache");
+        private_root(&good).unwrap();
+        let open = tmp.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = private_root(&open.join("cache")).unwrap_err();
+        assert!(matches!(err, DirsError::OpenParent { .. }), "{err}");
+        assert!(err.hint().contains("chmod go-w"), "{}", err.hint());
+        // Reached through a symlink in a private directory: the directory the link resolves into counts too.
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&open, &link).unwrap();
+        assert!(matches!(
+            private_root(&link.join("cache2")),
+            Err(DirsError::OpenParent { .. })
+        ));
+        // Sticky, but not root's: its owner could still move our entry.
+        if nix::unistd::geteuid().is_root() {
+            let sticky = tmp.path().join("sticky");
+            std::fs::create_dir(&sticky).unwrap();
+            std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).unwrap();
+            nix::unistd::chown(&sticky, Some(nix::unistd::Uid::from_raw(4242)), None).unwrap();
+            assert!(private_root(&sticky.join("cache")).is_err());
+        }
+    }
+
+    #[test]
+    fn the_state_dir_is_not_predictable_when_there_is_a_home() {
+        let state = |vars: &[(&str, &str)]| {
+            let vars: Vec<(String, PathBuf)> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), PathBuf::from(v)))
+                .collect();
+            let get =
+                move |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+            Dirs::from_lookup(Some("/c".into()), &get).unwrap().state
+        };
+        assert_eq!(
+            state(&[("XDG_RUNTIME_DIR", "/run/user/7"), ("HOME", "/h")]),
+            Path::new("/run/user/7/thv-sandbox")
+        );
+        assert_eq!(
+            state(&[("HOME", "/h")]),
+            Path::new("/h/.local/state/thv-sandbox/run")
+        );
+        assert_eq!(
+            state(&[("XDG_STATE_HOME", "/s"), ("HOME", "/h")]),
+            Path::new("/s/thv-sandbox/run")
+        );
+        let uid = nix::unistd::geteuid().as_raw();
+        assert_eq!(state(&[]), PathBuf::from(format!("/tmp/thv-sandbox-{uid}")));
     }
 
     #[test]

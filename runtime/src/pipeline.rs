@@ -188,6 +188,7 @@ impl Error {
             Error::Verification(e) => Some(e.hint()),
             Error::Dirs(e) => Some(e.hint()),
             Error::Profile(e) => Some(e.hint()),
+            Error::Rootfs(e @ RootfsError::Tampered { .. }) => e.hint(),
             Error::Seccomp(_) => Some(format!(
                 "variants are {}; an override file adds `groups` and `remove`s rules (see SECURITY.md)",
                 sandbox_profiles::variant_names().join(", ")
@@ -233,6 +234,25 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
     // process environment from there). TODO(lead, issue 4 enforcement): fd delivery replaces this refusal.
     let runs_dir = dirs.runs()?;
     runs::collect_stale(&runs_dir);
+    // No sandbox sees the cache or the state dir, even through a mount of a directory holding them (F4).
+    let shielded;
+    let req = if req.mounts.is_empty() {
+        req
+    } else {
+        let empty = dirs.state.join("empty");
+        crate::dirs::private_dir(&empty)?;
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let private = crate::profile::private_paths(dirs, home.as_deref());
+        if crate::profile::writes_around(&req.mounts, &private) {
+            // From now on every cached root is checked before use (see `rootfs::mark_exposed`).
+            rootfs::mark_exposed(&dirs.cache)?;
+        }
+        shielded = RunRequest {
+            mounts: crate::profile::shield(&req.mounts, &private, &empty)?,
+            ..req.clone()
+        };
+        &shielded
+    };
 
     // 1. resolve + 2. fetch manifest: the reference becomes a digest; manifest and config are checked on the way.
     let (oci, image) = resolve(req, dirs)?;
@@ -544,6 +564,7 @@ fn unpack_target() -> distribution::UnpackTarget {
 fn resolve(req: &RunRequest, dirs: &Dirs) -> Result<(OciLayout, layout::ResolvedImage), Error> {
     if req.image.starts_with("oci:") {
         let (path, tag) = layout::parse_oci_ref(&req.image)?;
+        crate::dirs::private_root(&dirs.cache)?;
         let oci = OciLayout::open(&path)?;
         let image = oci.resolve(tag.as_deref(), &Platform::host())?;
         // A layout on disk has no registry to find evidence at: only stored evidence or a record can verify it.
@@ -590,7 +611,7 @@ pub fn pull_verified(
     verify_only: bool,
 ) -> Result<(distribution::Pulled, Option<verification::Outcome>), Error> {
     let reference: Reference = image.parse()?;
-    crate::dirs::private_dir(&dirs.cache)?;
+    crate::dirs::private_root(&dirs.cache)?;
     let gate = Gate::new(verification, &dirs.cache)?;
     let meter = Progress::new(progress);
     let mut opts = PullOptions::from_env(&dirs.cache);
@@ -820,6 +841,13 @@ fn overlay_plan(
 ) -> Result<Option<OverlayPlan>, Error> {
     let mut tmpfs_tops: Vec<String> = vec!["/tmp".into(), "/run".into()];
     tmpfs_tops.extend(runtime.volumes.iter().cloned());
+    // A target inside a mounted host directory is made there, not in the image (the cache masks are).
+    tmpfs_tops.extend(
+        req.mounts
+            .iter()
+            .filter(|m| m.host.is_dir())
+            .map(|m| m.container.clone()),
+    );
     if let Some(home) = root
         .user
         .home

@@ -4,6 +4,15 @@
 //! profile (each entry `PATH`, meaning the same path inside, or `HOST:CONTAINER`). Everything is checked before a
 //! sandbox is made: host paths must exist (they are resolved once, here, so a symlink swapped later cannot redirect
 //! the mount), container paths must be absolute, plain and outside the places the sandbox itself provides.
+//!
+//! Some host paths are never mounted: `/proc`, `/sys` and `/dev` (every host process and its command line, the
+//! host's devices) and anything inside thv-sandbox's own cache or state directory (a sandbox that could write a
+//! cached root would change what every later run executes). A mount of a directory that *holds* the cache or
+//! state directory (`-v ~:/w` is common) gets those directories masked inside it with an empty read-only
+//! directory, and every directory between the mount and them pinned as a mount point of its own, so the sandbox
+//! can neither see them nor rename a parent away to plant a cache where the next run would look ([`shield`]).
+//! A permission profile (registry entry or `--permission-profile`) may not mount `/`, the home directory or a
+//! directory holding the cache or state directory unless the user opts in ([`check_profile_mounts`]).
 
 use std::path::{Component, Path, PathBuf};
 
@@ -91,6 +100,27 @@ pub enum ProfileError {
     /// Unknown network mode.
     #[error("`{0}` is not a network mode (none, host)")]
     Network(String),
+    /// The host side is (under) `/proc`, `/sys` or `/dev`.
+    #[error(
+        "host path `{0}` is the kernel's view of the host and is never mounted into a sandbox"
+    )]
+    HostReserved(String),
+    /// The host side is (inside) thv-sandbox's own cache or state directory.
+    #[error("host path `{path}` is inside thv-sandbox's own directory {private}, which no sandbox may see")]
+    Private {
+        /// The host path.
+        path: String,
+        /// The cache or state directory it is in.
+        private: String,
+    },
+    /// A permission profile asks for a mount that needs the user's explicit consent.
+    #[error("the permission profile asks to mount `{path}`, which is {why}")]
+    BroadProfileMount {
+        /// The host path.
+        path: String,
+        /// What it is.
+        why: String,
+    },
 }
 
 impl ProfileError {
@@ -118,6 +148,21 @@ impl ProfileError {
             }
             ProfileError::Network(_) => {
                 "`--network none` (the default: loopback only) or `--network host` (the host's network)".into()
+            }
+            ProfileError::HostReserved(_) => {
+                "/proc, /sys and /dev show every host process (with its command line) and the host's devices; mount \
+                 the file or directory the server needs from elsewhere"
+                    .into()
+            }
+            ProfileError::Private { .. } => {
+                "the image cache and the run state are thv-sandbox's own: a server that could change them could \
+                 change what other servers run. Mount another directory"
+                    .into()
+            }
+            ProfileError::BroadProfileMount { .. } => {
+                "check the registry entry or permission profile; if you do want this mount, pass \
+                 --allow-profile-mounts (the cache and state directories stay masked)"
+                    .into()
             }
         }
     }
@@ -216,6 +261,12 @@ fn mount_entry(
         path: canonical.display().to_string(),
         reason: e.to_string(),
     })?;
+    if ["/proc", "/sys", "/dev"]
+        .iter()
+        .any(|top| canonical.starts_with(top))
+    {
+        return Err(ProfileError::HostReserved(canonical.display().to_string()));
+    }
     if !meta.is_dir() && !meta.is_file() {
         return Err(ProfileError::HostKind(canonical.display().to_string()));
     }
@@ -231,6 +282,186 @@ fn mount_entry(
         container,
         read_only,
     })
+}
+
+/// thv-sandbox's own directories, which no sandbox may see: the state and cache directories in use, and the
+/// ones a run with the default environment would use (an MCP client may start us with another environment than
+/// the user's shell, so a sandbox must not plant a cache where such a run looks).
+pub fn private_paths(dirs: &crate::dirs::Dirs, home: Option<&Path>) -> Vec<PathBuf> {
+    // The state directory's `thv-sandbox/run` fallback: all of `thv-sandbox` is ours.
+    let state_top = |p: &Path| {
+        if p.ends_with("thv-sandbox/run") {
+            p.parent().unwrap_or(p).to_owned()
+        } else {
+            p.to_owned()
+        }
+    };
+    let mut out = vec![state_top(&dirs.state), dirs.cache.clone()];
+    if let Ok(default) = crate::dirs::Dirs::from_env(None) {
+        out.push(state_top(&default.state));
+        out.push(default.cache);
+    }
+    if let Some(h) = home {
+        out.push(h.join(".cache/thv-sandbox"));
+        out.push(h.join(".local/state/thv-sandbox"));
+    }
+    let mut seen = Vec::new();
+    out.retain(|p| {
+        let key = resolve_lexically(p);
+        let new = !seen.contains(&key);
+        seen.push(key);
+        new
+    });
+    out
+}
+
+/// `path` with its longest existing prefix resolved (symlinks followed) and the rest appended as written.
+fn resolve_lexically(path: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut cur = path;
+    loop {
+        if let Ok(c) = std::fs::canonicalize(cur) {
+            let mut out = c;
+            for part in rest.iter().rev() {
+                out.push(part);
+            }
+            return out;
+        }
+        match (cur.parent(), cur.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                cur = parent;
+            }
+            _ => return path.to_owned(),
+        }
+    }
+}
+
+/// Refuses mounts whose host path is inside (or is) one of `private` ([`private_paths`]).
+pub fn check_private(mounts: &[BindMount], private: &[PathBuf]) -> Result<(), ProfileError> {
+    for m in mounts {
+        for p in private {
+            let resolved = resolve_lexically(p);
+            if m.host.starts_with(&resolved) {
+                return Err(ProfileError::Private {
+                    path: m.host.display().to_string(),
+                    private: p.display().to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a permission profile may not mount without the user's consent (`--allow-profile-mounts`): `/`, the home
+/// directory itself, and any directory that holds one of `private`.
+pub fn check_profile_mounts(
+    mounts: &[BindMount],
+    home: Option<&Path>,
+    private: &[PathBuf],
+) -> Result<(), ProfileError> {
+    let home = home.and_then(|h| std::fs::canonicalize(h).ok());
+    for m in mounts {
+        let why = if m.host == Path::new("/") {
+            Some("the host's whole file system".to_owned())
+        } else if home.as_deref() == Some(m.host.as_path()) {
+            Some("your whole home directory".to_owned())
+        } else {
+            private
+                .iter()
+                .find(|p| resolve_lexically(p).starts_with(&m.host))
+                .map(|p| format!("a directory holding thv-sandbox's own {}", p.display()))
+        };
+        if let Some(why) = why {
+            return Err(ProfileError::BroadProfileMount {
+                path: m.host.display().to_string(),
+                why,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A mount as one line for the user: `HOST -> CONTAINER (read-only|READ-WRITE)`.
+pub fn describe(m: &BindMount) -> String {
+    format!(
+        "{} -> {} ({})",
+        m.host.display(),
+        m.container,
+        if m.read_only {
+            "read-only"
+        } else {
+            "READ-WRITE"
+        }
+    )
+}
+
+/// Whether a read-write mount holds one of `private` (masked by [`shield`], but the sandbox writes around it).
+pub fn writes_around(mounts: &[BindMount], private: &[PathBuf]) -> bool {
+    mounts.iter().any(|m| {
+        !m.read_only
+            && m.host.is_dir()
+            && private
+                .iter()
+                .any(|p| resolve_lexically(p).starts_with(&m.host))
+    })
+}
+
+/// `mounts` plus what keeps `private` ([`private_paths`]) out of the sandbox's reach: for each directory mount
+/// that holds one of them, `empty` (an empty directory of ours) bound read-only over it, and every directory
+/// between the mount and it bound onto itself. A mount point cannot be renamed or removed (`EBUSY`) by the
+/// sandbox, so it can neither uncover the directory nor move a parent aside and plant a cache of its own where a
+/// later run looks. A private directory that does not exist yet is created first, so that it can be masked.
+/// Mounts inside a private directory are refused ([`check_private`]).
+pub fn shield(
+    mounts: &[BindMount],
+    private: &[PathBuf],
+    empty: &Path,
+) -> Result<Vec<BindMount>, ProfileError> {
+    check_private(mounts, private)?;
+    let mut added: Vec<BindMount> = Vec::new();
+    for m in mounts.iter().filter(|m| m.host.is_dir()) {
+        for p in private {
+            let resolved = resolve_lexically(p);
+            if !resolved.starts_with(&m.host) {
+                continue;
+            }
+            let not_usable = |reason: String| ProfileError::HostPath {
+                mount: m.host.display().to_string(),
+                path: p.display().to_string(),
+                reason,
+            };
+            crate::dirs::private_dir(p).map_err(|e| not_usable(e.to_string()))?;
+            let real = std::fs::canonicalize(p).map_err(|e| not_usable(e.to_string()))?;
+            let Ok(rel) = real.strip_prefix(&m.host) else {
+                continue;
+            };
+            let mut host = m.host.clone();
+            let mut container = m.container.trim_end_matches('/').to_owned();
+            let parts: Vec<_> = rel.components().collect();
+            for (i, part) in parts.iter().enumerate() {
+                host.push(part);
+                container = format!("{container}/{}", part.as_os_str().to_string_lossy());
+                let last = i + 1 == parts.len();
+                let b = BindMount {
+                    host: if last { empty.to_owned() } else { host.clone() },
+                    container: container.clone(),
+                    read_only: last || m.read_only,
+                };
+                match added.iter_mut().find(|a| a.container == b.container) {
+                    // A mask wins over a pin of the same place.
+                    Some(a) if last => *a = b,
+                    Some(_) => {}
+                    None => added.push(b),
+                }
+            }
+        }
+    }
+    // Parents before what is inside them.
+    added.sort_by_key(|b| b.container.matches('/').count());
+    let mut out = mounts.to_vec();
+    out.extend(added);
+    Ok(out)
 }
 
 fn expand_home(path: &str, home: Option<&Path>) -> Option<PathBuf> {
@@ -355,10 +586,126 @@ mod tests {
             parse_volume(&format!("{hs}:/x:/y"), None),
             Err(ProfileError::Syntax(format!("{hs}:/x:/y")))
         );
+        let fifo = d.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         assert!(matches!(
-            parse_volume("/dev/null:/null", None),
+            parse_volume(&format!("{}:/f", fifo.display()), None),
             Err(ProfileError::HostKind(_))
         ));
+    }
+
+    #[test]
+    fn the_kernels_view_of_the_host_is_never_mounted() {
+        for host in [
+            "/proc",
+            "/proc/1",
+            "/sys",
+            "/sys/kernel",
+            "/dev",
+            "/dev/null",
+            "/dev/shm",
+        ] {
+            for spec in [format!("{host}:/x:ro"), format!("{host}:/x")] {
+                assert!(
+                    matches!(
+                        parse_volume(&spec, None),
+                        Err(ProfileError::HostReserved(_))
+                    ),
+                    "{spec}: {:?}",
+                    parse_volume(&spec, None)
+                );
+            }
+            assert!(matches!(
+                permission_mounts(&[format!("{host}:/x")], &[], None),
+                Err(ProfileError::HostReserved(_))
+            ));
+        }
+        assert!(ProfileError::HostReserved("/proc".into())
+            .hint()
+            .contains("every host process"));
+    }
+
+    #[test]
+    fn our_own_dirs_are_refused_inside_and_masked_and_pinned_below_a_mount() {
+        let d = tmp();
+        let home = d.path().canonicalize().unwrap();
+        let cache = home.join(".cache/thv-sandbox");
+        let state = home.join("run/thv-sandbox");
+        std::fs::create_dir_all(cache.join("roots-v1")).unwrap();
+        std::fs::create_dir_all(&state).unwrap();
+        let empty = home.join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        let private = vec![cache.clone(), state.clone()];
+        let bm = |host: &Path, c: &str, ro| BindMount {
+            host: host.to_owned(),
+            container: c.into(),
+            read_only: ro,
+        };
+        // Inside: refused, whatever the mode.
+        for inside in [cache.clone(), cache.join("roots-v1"), state.clone()] {
+            assert!(matches!(
+                shield(&[bm(&inside, "/x", true)], &private, &empty),
+                Err(ProfileError::Private { .. })
+            ));
+        }
+        // Around: masked, and the directories on the way pinned.
+        let out = shield(&[bm(&home, "/w", false)], &private, &empty).unwrap();
+        assert_eq!(
+            out,
+            vec![
+                bm(&home, "/w", false),
+                bm(&home.join(".cache"), "/w/.cache", false),
+                bm(&home.join("run"), "/w/run", false),
+                bm(&empty, "/w/.cache/thv-sandbox", true),
+                bm(&empty, "/w/run/thv-sandbox", true),
+            ]
+        );
+        // A private dir that does not exist yet is created, so that it can be masked.
+        let later = home.join(".local/state/thv-sandbox");
+        let out = shield(
+            &[bm(&home, "/w", true)],
+            std::slice::from_ref(&later),
+            &empty,
+        )
+        .unwrap();
+        assert!(later.is_dir());
+        assert!(out.contains(&bm(&empty, "/w/.local/state/thv-sandbox", true)));
+        assert!(out.contains(&bm(&home.join(".local"), "/w/.local", true)));
+        // Elsewhere: unchanged.
+        let other = home.join("notes");
+        std::fs::create_dir(&other).unwrap();
+        assert_eq!(
+            shield(&[bm(&other, "/n", false)], &private, &empty).unwrap(),
+            vec![bm(&other, "/n", false)]
+        );
+    }
+
+    #[test]
+    fn broad_profile_mounts_need_consent() {
+        let d = tmp();
+        let home = d.path().canonicalize().unwrap();
+        let cache = home.join("c/thv-sandbox");
+        std::fs::create_dir_all(&cache).unwrap();
+        std::fs::create_dir_all(home.join("notes")).unwrap();
+        let bm = |host: &Path| BindMount {
+            host: host.to_owned(),
+            container: "/x".into(),
+            read_only: true,
+        };
+        let private = vec![cache.clone()];
+        for broad in [Path::new("/"), home.as_path(), &home.join("c")] {
+            let err = check_profile_mounts(&[bm(broad)], Some(&home), &private).unwrap_err();
+            assert!(
+                matches!(err, ProfileError::BroadProfileMount { .. }),
+                "{broad:?}"
+            );
+            assert!(err.hint().contains("--allow-profile-mounts"));
+        }
+        check_profile_mounts(&[bm(&home.join("notes"))], Some(&home), &private).unwrap();
+        assert_eq!(
+            describe(&bm(&home.join("notes"))),
+            format!("{} -> /x (read-only)", home.join("notes").display())
+        );
     }
 
     #[test]

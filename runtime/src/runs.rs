@@ -3,6 +3,12 @@
 //! The supervisor creates `runs/<id>/` and takes an exclusive `flock` on `runs/<id>/lock`; the runner processes
 //! inherit that lock (same open file description), so it is held until the last of them is gone — whichever of
 //! them dies last, and however. A later start that can take the lock knows the run is dead and removes it.
+//!
+//! A directory becomes visible under its name only once its lock is held ([`create_locked`]): it is made as
+//! `.creating-<name>`, its lock taken, then renamed into place. Collection never judges a directory whose owner
+//! has not locked it yet (nor, by probing its lock, makes that owner's `flock` fail), so starts running at the
+//! same time cannot remove each other's directories. A `.creating-` directory is collected only when unlocked and
+//! more than a minute old (its creator was killed between `mkdir` and `rename`).
 
 use std::fs::File;
 use std::io;
@@ -24,13 +30,7 @@ impl RunDir {
     /// Creates a fresh run directory with a random id.
     pub fn create(runs: &Path) -> io::Result<RunDir> {
         let id = format!("thv-{}", random_hex(12)?);
-        let path = runs.join(&id);
-        std::fs::create_dir(&path)?;
-        let lock = File::options()
-            .write(true)
-            .create_new(true)
-            .open(path.join("lock"))?;
-        try_lock(&lock)?;
+        let (path, lock) = create_locked(runs, &id)?;
         Ok(RunDir {
             id,
             path,
@@ -44,6 +44,52 @@ impl RunDir {
     }
 }
 
+/// The prefix of directories being created by [`create_locked`].
+pub(crate) const CREATING: &str = ".creating-";
+
+/// Creates `parent/name` holding a `lock` file, locked (exclusive `flock`) before the directory appears under
+/// `name`: it is built as `parent/.creating-<name>` and renamed into place. Returns the path and the locked file.
+pub(crate) fn create_locked(parent: &Path, name: &str) -> io::Result<(PathBuf, File)> {
+    let staging = parent.join(format!("{CREATING}{name}"));
+    std::fs::create_dir(&staging)?;
+    let made = (|| {
+        let lock = File::options()
+            .write(true)
+            .create_new(true)
+            .open(staging.join("lock"))?;
+        #[cfg(test)]
+        tests::scheduling_delay();
+        try_lock(&lock)?;
+        let path = parent.join(name);
+        std::fs::rename(&staging, &path)?;
+        Ok((path, lock))
+    })();
+    if made.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    made
+}
+
+/// Whether `dir` (an entry of a directory whose entries [`create_locked`] makes) may be removed: abandoned, and
+/// if still being created, abandoned for more than a minute.
+pub(crate) fn is_collectable(dir: &Path) -> bool {
+    let creating = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(CREATING));
+    if creating && !older_than(dir, 60) {
+        return false;
+    }
+    is_abandoned(dir)
+}
+
+fn older_than(dir: &Path, secs: u64) -> bool {
+    std::fs::symlink_metadata(dir)
+        .and_then(|m| m.modified())
+        .map(|t| t.elapsed().map(|d| d.as_secs() > secs).unwrap_or(false))
+        .unwrap_or(false)
+}
+
 /// Removes run directories whose lock nobody holds any more (their processes are gone). Returns how many.
 pub fn collect_stale(runs: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(runs) else {
@@ -52,7 +98,7 @@ pub fn collect_stale(runs: &Path) -> usize {
     let mut removed = 0;
     for entry in entries.flatten() {
         let dir = entry.path();
-        if is_abandoned(&dir) {
+        if is_collectable(&dir) {
             if let Ok(cg) = std::fs::read_to_string(dir.join("cgroup")) {
                 let _ = std::fs::remove_dir(cg.trim());
             }
@@ -69,10 +115,7 @@ pub fn collect_stale(runs: &Path) -> usize {
 pub(crate) fn is_abandoned(dir: &Path) -> bool {
     match File::options().write(true).open(dir.join("lock")) {
         Ok(f) => try_lock(&f).is_ok(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::symlink_metadata(dir)
-            .and_then(|m| m.modified())
-            .map(|t| t.elapsed().map(|d| d.as_secs() > 60).unwrap_or(false))
-            .unwrap_or(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => older_than(dir, 60),
         Err(_) => false,
     }
 }
@@ -119,5 +162,91 @@ mod tests {
         assert_eq!(collect_stale(tmp.path()), 1);
         assert!(live.path.exists());
         assert!(!dead_path.exists());
+    }
+
+    /// A delay between creating a lock file and locking it, as a busy machine's scheduler may make (set by the
+    /// test that needs it, so that the window is hit on every run rather than once in a while).
+    static DELAY_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+    pub(super) fn scheduling_delay() {
+        let us = DELAY_US.load(std::sync::atomic::Ordering::Relaxed);
+        if us > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(us));
+        }
+    }
+
+    /// Many starts at once while others collect stale runs (as every `run` does right before creating its own): no
+    /// start may lose its directory, or fail to lock it, because of another's collection.
+    #[test]
+    fn concurrent_creation_and_collection_do_not_race() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let tmp = tempfile::tempdir().unwrap();
+        let runs = tmp.path().to_owned();
+        DELAY_US.store(200, Ordering::Relaxed);
+        let stop = Arc::new(AtomicBool::new(false));
+        let collectors: Vec<_> = (0..3)
+            .map(|_| {
+                let (runs, stop) = (runs.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        collect_stale(&runs);
+                    }
+                })
+            })
+            .collect();
+        let creators: Vec<_> = (0..4)
+            .map(|_| {
+                let runs = runs.clone();
+                std::thread::spawn(move || {
+                    let mut failures = Vec::new();
+                    for _ in 0..300 {
+                        match RunDir::create(&runs) {
+                            Ok(run) => {
+                                if let Err(e) = std::fs::create_dir(run.path.join("etc")) {
+                                    failures.push(format!("{}/etc: {e}", run.path.display()));
+                                }
+                                // Dead from here on: a collector removes it.
+                                drop(run.lock);
+                            }
+                            Err(e) => failures.push(format!("create: {e}")),
+                        }
+                    }
+                    failures
+                })
+            })
+            .collect();
+        let failures: Vec<String> = creators
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        stop.store(true, Ordering::Relaxed);
+        DELAY_US.store(0, Ordering::Relaxed);
+        for c in collectors {
+            c.join().unwrap();
+        }
+        assert!(
+            failures.is_empty(),
+            "{} of 1200 starts failed, e.g. {:?}",
+            failures.len(),
+            &failures[..failures.len().min(3)]
+        );
+    }
+
+    #[test]
+    fn a_directory_being_created_is_left_alone_until_it_is_old() {
+        let tmp = tempfile::tempdir().unwrap();
+        let young = tmp.path().join(format!("{CREATING}thv-young"));
+        std::fs::create_dir(&young).unwrap();
+        std::fs::write(young.join("lock"), b"").unwrap();
+        // Unlocked, but its creator may be between creating the lock and taking it.
+        assert_eq!(collect_stale(tmp.path()), 0);
+        assert!(young.exists());
+        let old = tmp.path().join(format!("{CREATING}thv-old"));
+        std::fs::create_dir(&old).unwrap();
+        let past = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+        File::open(&old).unwrap().set_modified(past).unwrap();
+        assert_eq!(collect_stale(tmp.path()), 1);
+        assert!(!old.exists());
     }
 }

@@ -587,7 +587,7 @@ pub fn read_record(dir: &Path, manifest: &Digest) -> Option<Record> {
 fn write_json(path: &Path, value: &impl Serialize) {
     let write = || -> std::io::Result<()> {
         let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
+        crate::dirs::private_dir(dir).map_err(std::io::Error::other)?;
         let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
         serde_json::to_writer_pretty(&mut tmp, value)?;
         tmp.persist(path).map_err(|e| e.error)?;
