@@ -26,8 +26,9 @@ pub use image::{
     LayoutSummary, MediaTypes,
 };
 pub use mcp::{
-    call_tool, mcp_client_over_command, mcp_client_over_stream, spawn_mcp, tool_json, tool_text,
-    Finished, McpClient, McpProcess, McpSetupError,
+    call_tool, list_tools, mcp_client_over_command, mcp_client_over_stream, spawn_mcp, tool_json,
+    tool_text, within, Finished, McpClient, McpProcess, McpSetupError, CALL_TIMEOUT,
+    FINISH_TIMEOUT, HANDSHAKE_TIMEOUT,
 };
 
 /// The `sandbox-probe` binary: `$SANDBOX_PROBE_BIN`, else next to the running test's target directory.

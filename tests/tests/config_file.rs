@@ -10,7 +10,8 @@ use std::process::Stdio;
 use common::{code, Run};
 use thv_sandbox_e2e::thv_sandbox_bin;
 
-/// `thv-sandbox ARGS…` with only PATH, HOME, this test's state dir and `XDG_CONFIG_HOME=config_home`.
+/// `thv-sandbox ARGS…` with only PATH, HOME, this test's state dir, `XDG_CONFIG_HOME=config_home` and no TUF
+/// refresh (hermetic, as everywhere else in the suite).
 fn cli(run: &Run, config_home: &Path, args: &[&str]) -> tokio::process::Command {
     let mut c = tokio::process::Command::new(thv_sandbox_bin());
     c.env_clear()
@@ -21,6 +22,7 @@ fn cli(run: &Run, config_home: &Path, args: &[&str]) -> tokio::process::Command 
         )
         .env("XDG_RUNTIME_DIR", run.xdg.path())
         .env("XDG_CONFIG_HOME", config_home)
+        .env("THV_SANDBOX_TUF_REFRESH", "0")
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
