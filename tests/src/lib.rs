@@ -157,6 +157,68 @@ fn bin_candidates(exe: &Path, name: &str) -> Vec<PathBuf> {
     out
 }
 
+/// A loopback port that refuses connections for as long as the returned socket lives: the socket is bound to it
+/// but never listens, so a connection gets RST (ECONNREFUSED), and no other test can take the port meanwhile (a
+/// port merely bound and released again could be reused by another test's server at once).
+///
+/// # Panics
+/// When no socket can be bound on 127.0.0.1.
+pub fn refusing_port() -> (std::os::fd::OwnedFd, u16) {
+    use nix::sys::socket::{
+        bind, getsockname, socket, AddressFamily, SockFlag, SockType, SockaddrIn,
+    };
+    use std::os::fd::AsRawFd;
+    let held = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .expect("socket");
+    bind(held.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).expect("bind 127.0.0.1:0");
+    let port = getsockname::<SockaddrIn>(held.as_raw_fd())
+        .expect("getsockname")
+        .port();
+    (held, port)
+}
+
+/// A loopback port for a server that the test starts and that must bind the port by number (so the test cannot
+/// hold it, see [`refusing_port`]). The port is free when chosen, never handed out twice in this process, and
+/// below the kernel's ephemeral range (`net.ipv4.ip_local_port_range`): a concurrent `bind(…:0)` (every other
+/// listener of the suite) or outgoing connection never gets it, so it stays free until the server binds it.
+///
+/// # Panics
+/// When no free port is found below the ephemeral range.
+pub fn port_for_a_server() -> u16 {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16.min(ephemeral_low / 2), ephemeral_low);
+    let span = u32::from(high - low);
+    // A different start per process and call: the pid and the clock.
+    let seed = std::process::id()
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let given = given.get_or_insert_with(HashSet::new);
+    for i in 0..span {
+        let port = low + ((seed.wrapping_add(i.wrapping_mul(7919))) % span) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port in {low}..{high}");
+}
+
 /// A prerequisite check for tests that need something of the machine (user namespaces, a registry binary...).
 ///
 /// Returns `cond`. When it is false: under CI (`CI=true`) this panics, so a missing prerequisite fails the
@@ -191,6 +253,32 @@ mod tests {
             "thv-sandbox",
         );
         assert_eq!(found, vec![PathBuf::from("/t/target/debug/thv-sandbox")]);
+    }
+
+    #[test]
+    fn a_refusing_port_refuses_while_held() {
+        let (held, port) = refusing_port();
+        let err = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+        // Still ours: nobody else can bind it.
+        assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_err());
+        drop(held);
+    }
+
+    #[test]
+    fn ports_for_servers_are_below_the_ephemeral_range_and_distinct() {
+        let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let a = port_for_a_server();
+        let b = port_for_a_server();
+        assert!(a < low && b < low, "{a} {b} (ephemeral from {low})");
+        assert_ne!(a, b);
+        std::net::TcpListener::bind(("127.0.0.1", a)).expect("free");
     }
 
     #[test]
