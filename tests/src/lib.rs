@@ -219,6 +219,81 @@ pub fn port_for_a_server() -> u16 {
     panic!("no free loopback port in {low}..{high}");
 }
 
+/// The TCP ports that process `root` or any of its descendants listens on **in this process's network
+/// namespace** (the host's, as far as a sandbox is concerned): the listening sockets of `/proc/self/net/tcp` and
+/// `tcp6` whose inode is one of their open descriptors. A sandboxed server listening in its own network namespace
+/// is not in these tables; a port thv-sandbox (or anything it started outside the sandbox) opened on the host is.
+///
+/// Descendants whose descriptors cannot be read (another uid: the sandbox's own processes under subordinate ids)
+/// are skipped; they are inside the sandbox's network namespace.
+///
+/// # Panics
+/// When `root`'s own descriptors cannot be read, or the tables are missing.
+pub fn host_listening_ports_of(root: u32) -> Vec<u16> {
+    use std::collections::{HashMap, HashSet};
+    // LISTEN sockets of our network namespace: inode -> port.
+    let mut listening: HashMap<u64, u16> = HashMap::new();
+    for table in ["/proc/self/net/tcp", "/proc/self/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_else(|e| panic!("{table}: {e}"));
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+            if f.len() > 9 && f[3] == "0A" {
+                let port = f[1]
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok());
+                if let (Some(port), Ok(inode)) = (port, f[9].parse()) {
+                    listening.insert(inode, port);
+                }
+            }
+        }
+    }
+    // The process tree under root, from each process's parent.
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The command may contain spaces and parentheses: the fields after the last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            children.entry(ppid).or_default().push(pid);
+        }
+    }
+    let mut ports = HashSet::new();
+    let mut todo = vec![root];
+    while let Some(pid) = todo.pop() {
+        todo.extend(children.get(&pid).into_iter().flatten().copied());
+        let fds = match std::fs::read_dir(format!("/proc/{pid}/fd")) {
+            Ok(fds) => fds,
+            Err(e) if pid == root => panic!("the descriptors of {root}: {e}"),
+            Err(_) => continue,
+        };
+        for fd in fds.flatten() {
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let target = target.to_string_lossy();
+            let inode = target
+                .strip_prefix("socket:[")
+                .and_then(|t| t.strip_suffix(']'))
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some(port) = inode.and_then(|i| listening.get(&i)) {
+                ports.insert(*port);
+            }
+        }
+    }
+    let mut ports: Vec<u16> = ports.into_iter().collect();
+    ports.sort_unstable();
+    ports
+}
+
 /// A prerequisite check for tests that need something of the machine (user namespaces, a registry binary...).
 ///
 /// Returns `cond`. When it is false: under CI (`CI=true`) this panics, so a missing prerequisite fails the
@@ -279,6 +354,18 @@ mod tests {
         assert!(a < low && b < low, "{a} {b} (ephemeral from {low})");
         assert_ne!(a, b);
         std::net::TcpListener::bind(("127.0.0.1", a)).expect("free");
+    }
+
+    #[test]
+    fn a_listener_of_our_own_is_found_and_a_bound_socket_is_not() {
+        let (_held, bound) = refusing_port();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let found = host_listening_ports_of(std::process::id());
+        assert!(found.contains(&port), "{found:?}");
+        assert!(!found.contains(&bound), "{found:?}");
+        drop(l);
+        assert!(!host_listening_ports_of(std::process::id()).contains(&port));
     }
 
     #[test]
