@@ -219,6 +219,36 @@ pub fn port_for_a_server() -> u16 {
     panic!("no free loopback port in {low}..{high}");
 }
 
+/// `root` and all its descendants (from each process's parent in `/proc/<pid>/stat`), `root` first. Only these
+/// belong to a test: other tests, and other users' test runs on the same machine, run processes with the same
+/// command lines.
+pub fn process_tree(root: u32) -> Vec<u32> {
+    use std::collections::HashMap;
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The command may contain spaces and parentheses: the fields after the last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            children.entry(ppid).or_default().push(pid);
+        }
+    }
+    let mut out = Vec::new();
+    let mut todo = vec![root];
+    while let Some(pid) = todo.pop() {
+        out.push(pid);
+        todo.extend(children.get(&pid).into_iter().flatten().copied());
+    }
+    out
+}
+
 /// The TCP ports that process `root` or any of its descendants listens on **in this process's network
 /// namespace** (the host's, as far as a sandbox is concerned): the listening sockets of `/proc/self/net/tcp` and
 /// `tcp6` whose inode is one of their open descriptors. A sandboxed server listening in its own network namespace
@@ -249,27 +279,8 @@ pub fn host_listening_ports_of(root: u32) -> Vec<u16> {
             }
         }
     }
-    // The process tree under root, from each process's parent.
-    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // The command may contain spaces and parentheses: the fields after the last ')'.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
-        if let Some(ppid) = ppid {
-            children.entry(ppid).or_default().push(pid);
-        }
-    }
     let mut ports = HashSet::new();
-    let mut todo = vec![root];
-    while let Some(pid) = todo.pop() {
-        todo.extend(children.get(&pid).into_iter().flatten().copied());
+    for pid in process_tree(root) {
         let fds = match std::fs::read_dir(format!("/proc/{pid}/fd")) {
             Ok(fds) => fds,
             Err(e) if pid == root => panic!("the descriptors of {root}: {e}"),

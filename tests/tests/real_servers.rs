@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use common::{code, processes_where, Run};
+use common::{code, Run};
 use serde_json::{json, Value};
 use thv_sandbox_e2e::{tool_text, McpProcess};
 
@@ -57,14 +57,24 @@ fn random_u64() -> u64 {
         .finish()
 }
 
+/// The processes of this test's sandbox (descendants of its thv-sandbox) whose command line has `cmdline_part`:
+/// not those of another test or another user's run of the same server on this machine.
+fn server_processes(server: &McpProcess, cmdline_part: &str) -> Vec<u32> {
+    let root = server.child.id().expect("thv-sandbox's pid");
+    thv_sandbox_e2e::process_tree(root)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(cmdline_part))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
 /// The sandboxed server's network namespace, seen from outside through `/proc/<pid>/net/dev`, has no interface
 /// but `lo`.
 fn assert_only_loopback(server: &McpProcess, cmdline_part: &str) {
-    let pids = processes_where(|pid| {
-        std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|c| String::from_utf8_lossy(&c).contains(cmdline_part))
-            .unwrap_or(false)
-    });
+    let pids = server_processes(server, cmdline_part);
     assert!(
         !pids.is_empty(),
         "no process running {cmdline_part}; stderr: {}",
@@ -84,11 +94,7 @@ fn assert_only_loopback(server: &McpProcess, cmdline_part: &str) {
 /// The sandboxed server's own process (found by a part of its command line) is under a seccomp filter with
 /// no_new_privs and no capabilities: the defaults it was started with, checked from outside.
 fn assert_confined(server: &McpProcess, cmdline_part: &str) {
-    let pids = processes_where(|pid| {
-        std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|c| String::from_utf8_lossy(&c).contains(cmdline_part))
-            .unwrap_or(false)
-    });
+    let pids = server_processes(server, cmdline_part);
     assert!(
         !pids.is_empty(),
         "no process running {cmdline_part}; stderr: {}",
