@@ -10,9 +10,20 @@ layers (usr/lib, usr/share, the rest), numeric owners, pushed with skopeo to `do
 Usage (as root: debootstrap, podman --root): bench/cold_pull.py [--runs N] [--work DIR] [--no-build]
     [--user NAME]   also run thv-sandbox and skopeo+umoci as that unprivileged user (setpriv, same pid)
     [--baseline BIN] also run the thv-sandbox steps with another build (e.g. one from before streaming pulls)
+    [--thv BIN]     the thv-sandbox to measure (default: target/release/thv-sandbox, built unless --no-build)
+    [--rootfs DIR]  use DIR as the image's root instead of debootstrapping Debian (a quick check of the script)
+    [--no-podman]
 Needs: apt-get install skopeo umoci podman debootstrap docker-registry
+
+Every run's destination is checked right after the run (outside the clock), before the next run replaces it: the
+unpacked root (thv-sandbox: the one `roots-v*/*/rootfs` of the fresh cache, for `pull`+`run` and for the
+one-process `run`; skopeo+umoci: the bundle's rootfs; podman: its overlay layer directories) is counted (paths) and
+summed (bytes of regular files and symlinks, lstat sizes). The first run of each tool and user is the reference: a
+later run that differs, a missing or empty root, or a thv-sandbox root that differs from umoci's (an independent
+unpacker of the same image) stops the benchmark with both numbers.
 """
-import argparse, gzip, hashlib, json, os, pwd, re, shutil, socket, statistics, subprocess, sys, tarfile, time
+import argparse, glob, gzip, hashlib, json, os, pwd, re, shutil, socket, stat, statistics, subprocess, sys, tarfile
+import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -194,12 +205,80 @@ def fresh(path, owner=None):
     return path
 
 
-def count_files(d):
-    return sum(len(f) + len(ds) for _, ds, f in os.walk(d))
+def tree_stats(d, listing=None):
+    """(paths, bytes) of the tree under d: every entry below d, and the lstat size of its regular files and
+    symlinks (directory sizes depend on the file system's history, not on the content). With `listing` (a dict),
+    also records each relative path and whether it is empty (an empty directory or a 0-byte file)."""
+    paths = size = 0
+    for dirpath, dirnames, filenames in os.walk(d):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            st = os.lstat(full)
+            paths += 1
+            if not stat.S_ISDIR(st.st_mode):
+                size += st.st_size
+            if listing is not None:
+                empty = (stat.S_ISDIR(st.st_mode) and not os.listdir(full)) or \
+                        (stat.S_ISREG(st.st_mode) and st.st_size == 0)
+                listing[os.path.relpath(full, d)] = empty
+    return paths, size
 
 
-def du_mb(d):
-    return int(subprocess.run(["du", "-sm", d], capture_output=True, text=True).stdout.split()[0])
+def thv_root(cache):
+    """The one unpacked root in a fresh thv-sandbox cache."""
+    roots = glob.glob(os.path.join(cache, "roots-v*", "*", "rootfs"))
+    if len(roots) != 1:
+        sys.exit(f"check: expected exactly one unpacked root in {cache}, found {roots}")
+    return roots[0]
+
+
+def podman_layers(proot):
+    """podman's overlay storage: its layer directories (the image is stored as layers, not as one root)."""
+    diffs = sorted(glob.glob(os.path.join(proot, "root", "overlay", "*", "diff")))
+    if not diffs:
+        sys.exit(f"check: no overlay layer under {proot}/root/overlay")
+    return diffs
+
+
+class Checks:
+    """Per-run checks of what each run left in its destination, against the first run of the same (user, tool)."""
+
+    def __init__(self):
+        self.reference = {}  # (who, tool) -> (paths, bytes)
+        self.listing = {}  # (who, tool) -> {relative path: empty?}, of run 1 (one root only)
+        self.lines = []
+
+    def run(self, who, tool, i, paths):
+        listing = {} if i == 0 and len(paths) == 1 else None
+        stats = [tree_stats(p, listing) for p in paths]
+        if listing is not None:
+            self.listing[(who, tool)] = listing
+        got = (sum(s[0] for s in stats), sum(s[1] for s in stats))
+        where = ", ".join(paths)
+        if got[0] == 0 or got[1] == 0:
+            sys.exit(f"check: run {i + 1} of {tool} ({who}) left an empty root: {got} in {where}")
+        ref = self.reference.setdefault((who, tool), got)
+        if got != ref:
+            sys.exit(f"check: run {i + 1} of {tool} ({who}) left {got[0]} paths / {got[1]} bytes in {where}; "
+                     f"run 1 left {ref[0]} / {ref[1]}")
+        self.lines.append(f"check {who} {tool} run {i + 1}: {got[0]} paths, {got[1] / 1e6:.1f} MB (as run 1)")
+        return got
+
+    def same_tree(self, who, a, b):
+        """Run 1 of tool `a` (thv-sandbox) unpacked the same tree as run 1 of `b` (umoci): every path of b's, the
+        same bytes, and beyond b's only empty entries (thv-sandbox adds empty mount targets: /proc, /sys, /dev,
+        /tmp, /etc/hosts...)."""
+        la, lb = self.listing.get((who, a)), self.listing.get((who, b))
+        if la is None or lb is None:
+            return
+        ra, rb = self.reference[(who, a)], self.reference[(who, b)]
+        missing = sorted(set(lb) - set(la))
+        extra = sorted(p for p in set(la) - set(lb) if not la[p])
+        if missing or extra or ra[1] != rb[1]:
+            sys.exit(f"check: {a} ({who}) unpacked {ra[0]} paths / {ra[1]} bytes, {b} {rb[0]} / {rb[1]}; "
+                     f"missing from {a}: {missing[:20]}; non-empty extras in {a}: {extra[:20]}")
+        added = sorted(set(la) - set(lb))
+        self.lines.append(f"check {who} {a} = {b} (run 1), plus {len(added)} empty mount targets: {added}")
 
 
 def main():
@@ -210,19 +289,21 @@ def main():
     ap.add_argument("--user", help="also run thv-sandbox and skopeo+umoci as this unprivileged user")
     ap.add_argument("--no-podman", action="store_true")
     ap.add_argument("--baseline", help="another thv-sandbox binary to measure the same way (labelled 'baseline')")
+    ap.add_argument("--thv", help="the thv-sandbox binary (default: target/release/thv-sandbox)")
+    ap.add_argument("--rootfs", help="the image's root: this directory instead of a debootstrapped Debian")
     a = ap.parse_args()
     if os.getuid() != 0:
         sys.exit("run as root (debootstrap, podman --root); use --user for the unprivileged runs")
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    if not a.no_build:
+    if not a.no_build and not a.thv:
         sh(["cargo", "build", "--release", "--locked", "-p", "thv-sandbox"], cwd=ROOT)
-    thv = os.path.join(target, "release", "thv-sandbox")
+    thv = os.path.abspath(a.thv) if a.thv else os.path.join(target, "release", "thv-sandbox")
     os.makedirs(a.work, exist_ok=True)
     os.chmod(a.work, 0o755)
     global RSS_DIR
     RSS_DIR = a.work
     print(f"load average at the start: {os.getloadavg()}")
-    rootfs = build_rootfs(a.work)
+    rootfs = os.path.abspath(a.rootfs) if a.rootfs else build_rootfs(a.work)
     layout, stats = build_layout(a.work, rootfs)
     reg, port = start_registry(a.work)
     try:
@@ -244,7 +325,7 @@ def run_all(a, thv, ref, port):
         users.append((a.user, (pw.pw_uid, pw.pw_gid)))
     results = {}  # (who, tool) -> list of dicts
     base_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    check = {}
+    checks = Checks()
     phases = {}  # (who, phase) -> ms, from THV_SANDBOX_TIMINGS of the `run --pull never` step
     for i in range(a.runs):
         for who, ids in users:
@@ -271,12 +352,13 @@ def run_all(a, thv, ref, port):
                         name, val = part.rsplit(" ", 2)[0], float(part.rsplit(" ", 2)[1])
                         phases.setdefault((who, f"{label}: {name}"), []).append(val)
                 results.setdefault((who, f"{label} pull / run"), []).append({"a": tp, "b": tr, "ra": rp, "rb": rr})
-                check[(who, label)] = cache
+                checks.run(who, f"{label} pull / run", i, [thv_root(cache)])
                 # pull+unpack+run in one process
                 cache2 = fresh(os.path.join(d, "thv-cache1"), ids)
                 sh(["sync"])
                 t1, r1, _ = measure([binary, "run", "--cache-dir", cache2, ref, "--", "/bin/true"], env, ids)
                 results.setdefault((who, f"{label} run (one process)"), []).append({"a": t1, "b": 0.0, "ra": r1, "rb": 0.0})
+                checks.run(who, f"{label} run (one process)", i, [thv_root(cache2)])
             # skopeo copy + umoci unpack --rootless
             oci = os.path.join(fresh(os.path.join(d, "skopeo"), ids), "img")
             bundle = os.path.join(d, "skopeo", "bundle")
@@ -284,7 +366,11 @@ def run_all(a, thv, ref, port):
             ts, rs, _ = measure(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{ref}", f"oci:{oci}:{TAG}"], env, ids)
             tu, ru, _ = measure(["umoci", "unpack", "--rootless", "--image", f"{oci}:{TAG}", bundle], env, ids)
             results.setdefault((who, "skopeo copy + umoci unpack --rootless"), []).append({"a": ts, "b": tu, "ra": rs, "rb": ru})
-            check[(who, "skopeo+umoci")] = os.path.join(bundle, "rootfs")
+            checks.run(who, "skopeo+umoci", i, [os.path.join(bundle, "rootfs")])
+            if i == 0:
+                for label, _ in thvs:
+                    checks.same_tree(who, f"{label} pull / run", "skopeo+umoci")
+                    checks.same_tree(who, f"{label} run (one process)", "skopeo+umoci")
             # podman pull (root only: the user has no subuid range here)
             if not ids and not a.no_podman:
                 proot = fresh(os.path.join(d, "podman"))
@@ -293,13 +379,12 @@ def run_all(a, thv, ref, port):
                                          os.path.join(proot, "runroot"), "--storage-driver", "overlay",
                                          "pull", "-q", "--tls-verify=false", ref], env)
                 results.setdefault((who, "podman pull (overlay)"), []).append({"a": tpod, "b": 0.0, "ra": rpod, "rb": 0.0})
-                check[(who, "podman")] = os.path.join(proot, "root")
                 # containers/storage may leave its overlay home mounted
                 mounts = [l.split()[4] for l in open("/proc/self/mountinfo") if l.split()[4].startswith(proot)]
                 for m in sorted(mounts, key=len, reverse=True):
                     subprocess.run(["umount", m])
-    for (who, tool), path in check.items():
-        print(f"check {who} {tool}: {du_mb(path)} MB, {count_files(path)} paths under {path}")
+                checks.run(who, "podman", i, podman_layers(proot))
+    print("\n".join(checks.lines))
     med = statistics.median
     print(f"\nload average at the end: {os.getloadavg()}")
     print(f"runs: {a.runs} each, interleaved; {os.cpu_count()} cpus; wall s (median, min-max); peak RSS MiB (median)")

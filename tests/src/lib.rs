@@ -26,8 +26,9 @@ pub use image::{
     LayoutSummary, MediaTypes,
 };
 pub use mcp::{
-    call_tool, mcp_client_over_command, mcp_client_over_stream, spawn_mcp, tool_json, tool_text,
-    Finished, McpClient, McpProcess, McpSetupError,
+    call_tool, list_tools, mcp_client_over_command, mcp_client_over_stream, spawn_mcp, tool_json,
+    tool_text, within, Finished, McpClient, McpProcess, McpSetupError, CALL_TIMEOUT,
+    FINISH_TIMEOUT, HANDSHAKE_TIMEOUT,
 };
 
 /// The `sandbox-probe` binary: `$SANDBOX_PROBE_BIN`, else next to the running test's target directory.
@@ -156,6 +157,154 @@ fn bin_candidates(exe: &Path, name: &str) -> Vec<PathBuf> {
     out
 }
 
+/// A loopback port that refuses connections for as long as the returned socket lives: the socket is bound to it
+/// but never listens, so a connection gets RST (ECONNREFUSED), and no other test can take the port meanwhile (a
+/// port merely bound and released again could be reused by another test's server at once).
+///
+/// # Panics
+/// When no socket can be bound on 127.0.0.1.
+pub fn refusing_port() -> (std::os::fd::OwnedFd, u16) {
+    use nix::sys::socket::{
+        bind, getsockname, socket, AddressFamily, SockFlag, SockType, SockaddrIn,
+    };
+    use std::os::fd::AsRawFd;
+    let held = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .expect("socket");
+    bind(held.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).expect("bind 127.0.0.1:0");
+    let port = getsockname::<SockaddrIn>(held.as_raw_fd())
+        .expect("getsockname")
+        .port();
+    (held, port)
+}
+
+/// A loopback port for a server that the test starts and that must bind the port by number (so the test cannot
+/// hold it, see [`refusing_port`]). The port is free when chosen, never handed out twice in this process, and
+/// below the kernel's ephemeral range (`net.ipv4.ip_local_port_range`): a concurrent `bind(…:0)` (every other
+/// listener of the suite) or outgoing connection never gets it, so it stays free until the server binds it.
+///
+/// # Panics
+/// When no free port is found below the ephemeral range.
+pub fn port_for_a_server() -> u16 {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16.min(ephemeral_low / 2), ephemeral_low);
+    let span = u32::from(high - low);
+    // A different start per process and call: the pid and the clock.
+    let seed = std::process::id()
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let given = given.get_or_insert_with(HashSet::new);
+    for i in 0..span {
+        let port = low + ((seed.wrapping_add(i.wrapping_mul(7919))) % span) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port in {low}..{high}");
+}
+
+/// `root` and all its descendants (from each process's parent in `/proc/<pid>/stat`), `root` first. Only these
+/// belong to a test: other tests, and other users' test runs on the same machine, run processes with the same
+/// command lines.
+pub fn process_tree(root: u32) -> Vec<u32> {
+    use std::collections::HashMap;
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The command may contain spaces and parentheses: the fields after the last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            children.entry(ppid).or_default().push(pid);
+        }
+    }
+    let mut out = Vec::new();
+    let mut todo = vec![root];
+    while let Some(pid) = todo.pop() {
+        out.push(pid);
+        todo.extend(children.get(&pid).into_iter().flatten().copied());
+    }
+    out
+}
+
+/// The TCP ports that process `root` or any of its descendants listens on **in this process's network
+/// namespace** (the host's, as far as a sandbox is concerned): the listening sockets of `/proc/self/net/tcp` and
+/// `tcp6` whose inode is one of their open descriptors. A sandboxed server listening in its own network namespace
+/// is not in these tables; a port thv-sandbox (or anything it started outside the sandbox) opened on the host is.
+///
+/// Descendants whose descriptors cannot be read (another uid: the sandbox's own processes under subordinate ids)
+/// are skipped; they are inside the sandbox's network namespace.
+///
+/// # Panics
+/// When `root`'s own descriptors cannot be read, or the tables are missing.
+pub fn host_listening_ports_of(root: u32) -> Vec<u16> {
+    use std::collections::{HashMap, HashSet};
+    // LISTEN sockets of our network namespace: inode -> port.
+    let mut listening: HashMap<u64, u16> = HashMap::new();
+    for table in ["/proc/self/net/tcp", "/proc/self/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_else(|e| panic!("{table}: {e}"));
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+            if f.len() > 9 && f[3] == "0A" {
+                let port = f[1]
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok());
+                if let (Some(port), Ok(inode)) = (port, f[9].parse()) {
+                    listening.insert(inode, port);
+                }
+            }
+        }
+    }
+    let mut ports = HashSet::new();
+    for pid in process_tree(root) {
+        let fds = match std::fs::read_dir(format!("/proc/{pid}/fd")) {
+            Ok(fds) => fds,
+            Err(e) if pid == root => panic!("the descriptors of {root}: {e}"),
+            Err(_) => continue,
+        };
+        for fd in fds.flatten() {
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let target = target.to_string_lossy();
+            let inode = target
+                .strip_prefix("socket:[")
+                .and_then(|t| t.strip_suffix(']'))
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some(port) = inode.and_then(|i| listening.get(&i)) {
+                ports.insert(*port);
+            }
+        }
+    }
+    let mut ports: Vec<u16> = ports.into_iter().collect();
+    ports.sort_unstable();
+    ports
+}
+
 /// A prerequisite check for tests that need something of the machine (user namespaces, a registry binary...).
 ///
 /// Returns `cond`. When it is false: under CI (`CI=true`) this panics, so a missing prerequisite fails the
@@ -190,6 +339,44 @@ mod tests {
             "thv-sandbox",
         );
         assert_eq!(found, vec![PathBuf::from("/t/target/debug/thv-sandbox")]);
+    }
+
+    #[test]
+    fn a_refusing_port_refuses_while_held() {
+        let (held, port) = refusing_port();
+        let err = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+        // Still ours: nobody else can bind it.
+        assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_err());
+        drop(held);
+    }
+
+    #[test]
+    fn ports_for_servers_are_below_the_ephemeral_range_and_distinct() {
+        let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let a = port_for_a_server();
+        let b = port_for_a_server();
+        assert!(a < low && b < low, "{a} {b} (ephemeral from {low})");
+        assert_ne!(a, b);
+        std::net::TcpListener::bind(("127.0.0.1", a)).expect("free");
+    }
+
+    #[test]
+    fn a_listener_of_our_own_is_found_and_a_bound_socket_is_not() {
+        let (_held, bound) = refusing_port();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let found = host_listening_ports_of(std::process::id());
+        assert!(found.contains(&port), "{found:?}");
+        assert!(!found.contains(&bound), "{found:?}");
+        drop(l);
+        assert!(!host_listening_ports_of(std::process::id()).contains(&port));
     }
 
     #[test]

@@ -44,12 +44,29 @@ fn probe_speaks_newline_delimited_json_rpc_on_stdio() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn the probe");
+    // Blocking reads: a watchdog kills a probe that hangs (the read then sees end of file), unless the test is
+    // over first (the sender is dropped, before the probe is reaped).
+    let (test_over, watchdog_wait) = std::sync::mpsc::channel::<()>();
+    let probe_pid = child.id() as i32;
+    let watchdog = std::thread::spawn(move || {
+        let hung = watchdog_wait.recv_timeout(thv_sandbox_e2e::CALL_TIMEOUT)
+            == Err(std::sync::mpsc::RecvTimeoutError::Timeout);
+        if hung {
+            kill(probe_pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        hung
+    });
     let mut stdin = child.stdin.take().expect("stdin");
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
     let mut send = |message: Value| writeln!(stdin, "{message}").expect("write a message");
     let mut receive = || -> Value {
         let mut line = String::new();
         stdout.read_line(&mut line).expect("read a reply");
+        assert!(
+            !line.is_empty(),
+            "the probe closed stdout without a reply (killed after {:?} without one?)",
+            thv_sandbox_e2e::CALL_TIMEOUT
+        );
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {line:?}"))
     };
 
@@ -127,6 +144,11 @@ fn probe_speaks_newline_delimited_json_rpc_on_stdio() {
 
     drop(stdin);
     let status = child.wait().expect("wait for the probe");
+    drop(test_over);
+    assert!(
+        !watchdog.join().expect("watchdog"),
+        "the probe hung and was killed"
+    );
     assert!(
         status.success(),
         "end of file on stdin must end the probe with 0, got {status}"
@@ -160,7 +182,9 @@ async fn rmcp_client_talks_to_the_probe_and_sees_its_exit_status() {
         Some("sandbox-probe")
     );
 
-    let tools = process.client.list_all_tools().await.expect("tools/list");
+    let tools = thv_sandbox_e2e::list_tools(&process.client)
+        .await
+        .expect("tools/list");
     assert!(tools.iter().any(|t| t.name == "probe"), "{tools:?}");
 
     let echo = process
@@ -278,7 +302,13 @@ async fn rmcp_client_works_over_a_socketpair() {
         .expect("echo");
     assert_eq!(tool_text(&echo), "socketpair");
     client.cancel().await.expect("cancel");
-    let status = child.wait().await.expect("wait");
+    let status = thv_sandbox_e2e::within(
+        thv_sandbox_e2e::FINISH_TIMEOUT,
+        "the probe's exit",
+        child.wait(),
+    )
+    .await
+    .expect("wait");
     assert!(status.success(), "{status}");
 }
 

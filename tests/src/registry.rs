@@ -398,9 +398,9 @@ fn wait_ready(child: &mut Child, addr: SocketAddr, log: &Path, tls: bool) -> io:
     }
 }
 
+/// docker-registry binds its port by number: one that no concurrent `bind(…:0)` can take first.
 fn free_port() -> io::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(ctx("bind 127.0.0.1:0"))?;
-    Ok(listener.local_addr().map_err(ctx("local_addr"))?.port())
+    Ok(crate::port_for_a_server())
 }
 
 /// A parsed HTTP response.

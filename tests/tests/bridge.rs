@@ -224,12 +224,6 @@ async fn stdio_to_legacy_sse_carries_a_whole_session() {
     server.abort();
 }
 
-/// A port nothing listens on (bound, then closed).
-fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 /// Connects once (the bridge's readiness check), then never again: a server that died after starting.
 #[derive(Default)]
 struct OnceThenGone {
@@ -251,7 +245,8 @@ impl thv_sandbox_runtime::bridge::Connect for OnceThenGone {
 /// Raw line-level checks of the bridge's own answers: garbage in, a server that went away.
 #[tokio::test]
 async fn bridge_answers_garbage_and_unreachable_servers() {
-    let port = closed_port();
+    // Refuses connections for the whole test; no other test can take it meanwhile.
+    let (_held, port) = thv_sandbox_e2e::refusing_port();
     let (mut ours, theirs) = UnixStream::pair().unwrap();
     let bridge = tokio::spawn(async move {
         let (r, w) = theirs.into_split();
@@ -354,7 +349,8 @@ async fn a_server_that_never_listens_is_a_clear_error() {
 #[tokio::test]
 async fn the_http_probe_binary_is_bridged() {
     for transport in [Transport::StreamableHttp, Transport::Sse] {
-        let port = closed_port();
+        // The probe binds it by number: a free port that no concurrent bind(…:0) can take first.
+        let port = thv_sandbox_e2e::port_for_a_server();
         let name = match transport {
             Transport::StreamableHttp => "streamable-http",
             Transport::Sse => "sse",

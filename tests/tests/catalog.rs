@@ -185,15 +185,6 @@ async fn registry_info_text_matches_the_snapshot() {
     }
 }
 
-/// A loopback port with nothing listening (bound, then released).
-fn dead_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A legacy-format registry file with the given servers.
 fn write_registry(dir: &Path, file: &str, servers: Value) -> PathBuf {
     let path = dir.join(file);
@@ -208,7 +199,9 @@ async fn missing_environment_is_one_error_before_anything_is_pulled() {
     let run = Run::new();
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
-    let image = format!("127.0.0.1:{}/tools/probe:1.0", dead_port());
+    // A registry that refuses connections for the whole test (bound, never listening).
+    let (_dead_registry, dead_port) = thv_sandbox_e2e::refusing_port();
+    let image = format!("127.0.0.1:{dead_port}/tools/probe:1.0");
     let file = write_registry(
         dir.path(),
         "needs-env.json",
@@ -314,11 +307,13 @@ async fn missing_environment_is_one_error_before_anything_is_pulled() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn http_transports_and_remote_servers_are_refused_by_name() {
+async fn sse_and_egress_entries_reach_the_registry_and_remote_servers_are_refused() {
     let run = Run::new();
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
-    let image = format!("127.0.0.1:{}/tools/probe:1.0", dead_port());
+    // A registry that refuses connections for the whole test (bound, never listening).
+    let (_dead_registry, dead_port) = thv_sandbox_e2e::refusing_port();
+    let image = format!("127.0.0.1:{dead_port}/tools/probe:1.0");
     let file = write_registry(
         dir.path(),
         "refused.json",

@@ -10,7 +10,8 @@ use std::process::Stdio;
 use common::{code, Run};
 use thv_sandbox_e2e::thv_sandbox_bin;
 
-/// `thv-sandbox ARGS…` with only PATH, HOME, this test's state dir and `XDG_CONFIG_HOME=config_home`.
+/// `thv-sandbox ARGS…` with only PATH, HOME, this test's state dir, `XDG_CONFIG_HOME=config_home` and no TUF
+/// refresh (hermetic, as everywhere else in the suite).
 fn cli(run: &Run, config_home: &Path, args: &[&str]) -> tokio::process::Command {
     let mut c = tokio::process::Command::new(thv_sandbox_bin());
     c.env_clear()
@@ -21,6 +22,7 @@ fn cli(run: &Run, config_home: &Path, args: &[&str]) -> tokio::process::Command 
         )
         .env("XDG_RUNTIME_DIR", run.xdg.path())
         .env("XDG_CONFIG_HOME", config_home)
+        .env("THV_SANDBOX_TUF_REFRESH", "0")
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -116,6 +118,46 @@ async fn a_mirror_and_cache_dir_set_only_in_the_config_file_are_used() {
     assert!(
         shown.contains("cache_dir = \"/elsewhere\"  # flag --cache-dir"),
         "{shown}"
+    );
+
+    // `run` with another file naming a fresh cache: the image comes through the file's mirror into the file's
+    // cache, and the server answers over MCP.
+    let home2 = tempfile::tempdir().unwrap();
+    // The sandbox's ids (root runs it under unprivileged ones) must reach the cache below it.
+    std::fs::set_permissions(
+        home2.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let cache2 = home2.path().join("cache-for-run");
+    write_config(
+        home2.path(),
+        &format!(
+            "cache_dir = \"../cache-for-run\"\n\n[mirrors]\n\"ghcr.io\" = \"{}\"\n",
+            registry.host()
+        ),
+    );
+    let server = thv_sandbox_e2e::spawn_mcp(cli(&run, home2.path(), &["run", name]))
+        .await
+        .expect("run through the file's mirror");
+    let out = server
+        .call("echo", serde_json::json!({"text": "configured"}))
+        .await
+        .expect("echo");
+    assert_eq!(thv_sandbox_e2e::tool_text(&out), "configured");
+    let done = server.finish().await.expect("finish");
+    assert_eq!(code(done.status), 0, "{}", done.stderr);
+    for layer in &built.layers {
+        assert_eq!(
+            registry.blob_gets(&layer.digest),
+            2,
+            "run fetched the layers again, from the mirror: {}",
+            registry.log()
+        );
+    }
+    assert!(
+        cache2.join("oci/index.json").is_file(),
+        "run's cache is where the file says"
     );
 }
 

@@ -61,6 +61,14 @@ async fn http_transport_servers_are_bridged_to_stdio_by_name() {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let who = server.call("whoami", Value::Null).await.expect("whoami");
         assert_eq!(tool_text(&who), transport);
+        // The server listens on 8080 in the sandbox's own network namespace: nothing of the run listens on the
+        // host (the `--port` case below shows this check finds a host listener when there is one).
+        let pid = server.child.id().expect("pid");
+        let host_ports = thv_sandbox_e2e::host_listening_ports_of(pid);
+        assert!(
+            host_ports.is_empty(),
+            "{name}: a port opened on the host: {host_ports:?}"
+        );
         let echo = server
             .call("echo", json!({"text": "through the sandbox's loopback"}))
             .await
@@ -109,6 +117,11 @@ async fn http_transport_servers_are_bridged_to_stdio_by_name() {
             .await
             .expect("whoami");
         assert_eq!(tool_text(&who), "streamable-http");
+        // The one host port is the one asked for (and the check above would see it).
+        assert_eq!(
+            thv_sandbox_e2e::host_listening_ports_of(child.id().expect("pid")),
+            [port]
+        );
         assert_eq!(
             thv_sandbox_e2e::http_server::raw_mcp_status(
                 port,

@@ -152,7 +152,13 @@ async fn a_client_that_stops_reading_ends_the_sandbox() {
         .expect("exits")
         .expect("wait");
     drop(stdin);
-    assert_ne!(code(status), 125, "a client hang-up is not our error");
+    // The supervisor sees nobody reads its stdout and sends SIGTERM at once; the probe exits 128+15 on SIGTERM,
+    // and that is passed through (not 125, our own error; not 137, the escalation to SIGKILL).
+    assert_eq!(
+        code(status),
+        128 + libc::SIGTERM,
+        "a client hang-up ends the server with SIGTERM"
+    );
     run.assert_nothing_left(None);
 }
 
@@ -265,11 +271,27 @@ async fn with_a_delegated_cgroup_the_sandbox_gets_its_own_and_it_goes_away() {
         let procs =
             std::fs::read_to_string(cg.join("cgroup.procs")).expect("the sandbox's own cgroup");
         assert!(!procs.trim().is_empty(), "no process in {}", cg.display());
-        // The probe sees itself at the root of its cgroup namespace.
+        // The probe sees itself at the root of its cgroup namespace (exactly `0::/`: from outside it, its
+        // cgroup would show as `0::/<path>`), and that namespace is not ours.
+        let unified: Vec<&str> = p["cgroup"]
+            .as_str()
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("0::"))
+            .collect();
+        assert_eq!(unified, ["0::/"], "{}", p["cgroup"]);
+        let ours = std::fs::read_link("/proc/self/ns/cgroup").expect("our cgroup namespace");
+        assert_ne!(
+            p["namespaces"]["cgroup"].as_str(),
+            Some(ours.to_string_lossy().as_ref()),
+            "the sandbox shares our cgroup namespace"
+        );
         assert!(
-            p["cgroup"].as_str().unwrap().contains("0::/"),
+            p["namespaces"]["cgroup"]
+                .as_str()
+                .is_some_and(|ns| ns.starts_with("cgroup:[")),
             "{}",
-            p["cgroup"]
+            p["namespaces"]
         );
         if how == "exit" {
             let done = server.finish().await.expect("finish");

@@ -169,7 +169,12 @@ async fn secrets_reach_the_server_and_no_file_argv_or_log() {
         ],
         &[],
     );
-    cmd.env("PROBE_TOKEN", &value).env("RUST_LOG", "debug");
+    // A HOME and TMPDIR of the test's own, scanned below with the state and the cache.
+    let (home, tmp) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    cmd.env("PROBE_TOKEN", &value)
+        .env("RUST_LOG", "debug")
+        .env("HOME", home.path())
+        .env("TMPDIR", tmp.path());
     let server = spawn_mcp(cmd)
         .await
         .expect("initialize through the sandbox");
@@ -199,7 +204,12 @@ async fn secrets_reach_the_server_and_no_file_argv_or_log() {
         "secret on the command line of {argv_hits:?}"
     );
     let mut files = 0;
-    for dir in [run.xdg.path(), fixture().cache.as_path()] {
+    for dir in [
+        run.xdg.path(),
+        fixture().cache.as_path(),
+        home.path(),
+        tmp.path(),
+    ] {
         files += assert_not_in_files(dir, &value);
     }
     assert!(
@@ -210,6 +220,10 @@ async fn secrets_reach_the_server_and_no_file_argv_or_log() {
     let done = server.finish().await.expect("finish");
     assert_eq!(code(done.status), 0, "stderr: {}", done.stderr);
     assert!(!done.stderr.contains(&value), "secret in our stderr");
+    // Nor anything written on the way out.
+    for dir in [fixture().cache.as_path(), home.path(), tmp.path()] {
+        assert_not_in_files(dir, &value);
+    }
     run.assert_nothing_left(report["namespaces"]["user"].as_str());
 }
 
@@ -335,7 +349,10 @@ async fn a_registry_entry_brings_its_mounts_secret_and_seccomp_variant() {
         args.extend(extra.iter().copied());
         args.push("probe-browser");
         let mut cmd = run.cli(&cache, &args);
+        let (home, tmp) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         cmd.env("API_TOKEN", &token)
+            .env("HOME", home.path())
+            .env("TMPDIR", tmp.path())
             .stderr(std::process::Stdio::piped());
         let server = spawn_mcp(cmd).await.expect("initialize");
         let got = tool_json(
@@ -349,6 +366,13 @@ async fn a_registry_entry_brings_its_mounts_secret_and_seccomp_variant() {
             assert_not_in_files(run.xdg.path(), &token) > 3,
             "the scan saw the run's files"
         );
+        // The entry's own cache (the pulled image and its root), and the run's HOME and TMPDIR.
+        assert!(
+            assert_not_in_files(&cache, &token) > 3,
+            "the scan saw the cache's files"
+        );
+        assert_not_in_files(home.path(), &token);
+        assert_not_in_files(tmp.path(), &token);
         let path = ro.path().join("notes.txt").to_string_lossy().into_owned();
         let r = tool_json(
             &server

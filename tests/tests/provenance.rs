@@ -11,7 +11,7 @@ use thv_sandbox_runtime::distribution::{PullOptions, PullPolicy};
 use thv_sandbox_runtime::evidence::{discover_blocking, DiscoveryOptions, ItemContent};
 use thv_sandbox_runtime::provenance::{Policy, Provenance, Refusal};
 use thv_sandbox_runtime::reference::Reference;
-use thv_sandbox_runtime::verification::{Gate, Mode, Outcome, Verification};
+use thv_sandbox_runtime::verification::{Gate, Mode, Outcome, TufSettings, Verification};
 
 fn fixtures() -> Option<PathBuf> {
     let base = std::env::var_os("THV_SANDBOX_FIXTURES")
@@ -68,12 +68,53 @@ fn salrashid_policy() -> Policy {
     })
 }
 
+/// The defaults, hermetic: the embedded trust roots, never a TUF refresh from the network (the library does not
+/// read `THV_SANDBOX_TUF_REFRESH`; `TufSettings::default()` refreshes from the real Sigstore CDN).
+fn hermetic() -> Verification {
+    Verification {
+        tuf: TufSettings {
+            refresh: false,
+            ..TufSettings::default()
+        },
+        ..Verification::default()
+    }
+}
+
+/// No TUF refresh was attempted under `cache` (a refresh, failed or not, writes `trust/<instance>/state.json`).
+fn assert_no_tuf_refresh(cache: &std::path::Path) {
+    let states: Vec<_> = walk(cache)
+        .into_iter()
+        .filter(|p| {
+            p.file_name().is_some_and(|n| n == "state.json")
+                && p.ancestors()
+                    .nth(2)
+                    .and_then(|d| d.file_name())
+                    .is_some_and(|n| n == "trust")
+        })
+        .collect();
+    assert!(states.is_empty(), "a TUF refresh was attempted: {states:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            }
+            out.push(p);
+        }
+    }
+    out
+}
+
 fn gate(policy: Policy, cache: &std::path::Path) -> Gate {
     Gate::new(
         &Verification {
             policy: Some(policy),
             mode: Some(Mode::Enabled),
-            ..Verification::default()
+            ..hermetic()
         },
         cache,
     )
@@ -153,9 +194,18 @@ fn a_cosign_signature_is_found_at_its_tag_and_binds_only_its_digest() {
     );
     p.signer_identity = None;
     p.repository_ref = Some("refs/heads/main".into());
-    assert!(g
+    let err = g
         .verify_evidence(&ev, None, &signed, &Policy::Provenance(p))
-        .is_err());
+        .unwrap_err();
+    assert!(
+        matches!(&err, Refusal::Mismatch { field, .. } if *field == "repository_ref"),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("refs/heads/main")
+            && err.to_string().contains("refs/tags/v0.0.30"),
+        "{err}"
+    );
 
     // The copied signature is found for the other digest, and refused: its payload names the signed image.
     let other_digest = other.parse().unwrap();
@@ -172,6 +222,7 @@ fn a_cosign_signature_is_found_at_its_tag_and_binds_only_its_digest() {
         .unwrap_err();
     assert!(matches!(err, Refusal::DigestMismatch(_)), "{err:?}");
     assert!(err.to_string().contains(SIGNED_INDEX), "{err}");
+    assert_no_tuf_refresh(cache.path());
 }
 
 #[test]
@@ -266,14 +317,29 @@ fn a_bundle_is_found_through_the_tag_schema_fallback_with_ghcr_empty_artifact_ty
         unreachable!()
     };
     p.runner_environment = Some("self-hosted".into());
-    assert!(g
+    let err = g
         .verify_evidence(&ev, None, &d, &Policy::Provenance(p.clone()))
-        .is_err());
+        .unwrap_err();
+    assert!(
+        matches!(&err, Refusal::Mismatch { field, .. } if *field == "runner_environment"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("github-hosted"), "{err}");
     p.runner_environment = None;
     p.repository_uri = Some("https://github.com/malancas/other".into());
-    assert!(g
+    let err = g
         .verify_evidence(&ev, None, &d, &Policy::Provenance(p))
-        .is_err());
+        .unwrap_err();
+    assert!(
+        matches!(&err, Refusal::Mismatch { field, .. } if *field == "repository_uri"),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("https://github.com/malancas/attest-demo"),
+        "{err}"
+    );
+    assert_no_tuf_refresh(cache.path());
 }
 
 fn unsigned_image(
@@ -311,7 +377,7 @@ fn an_unsigned_image_is_refused_before_any_layer_under_enabled_and_pulled_with_a
 
     let enabled = Verification {
         policy: policy.clone(),
-        ..Verification::default()
+        ..hermetic()
     };
     let err = thv_sandbox_runtime::pull_verified(
         &image,
@@ -336,7 +402,7 @@ fn an_unsigned_image_is_refused_before_any_layer_under_enabled_and_pulled_with_a
     // Enabled without any policy: refused too, before any layer.
     let no_policy = Verification {
         mode: Some(Mode::Enabled),
-        ..Verification::default()
+        ..hermetic()
     };
     let err = thv_sandbox_runtime::pull_verified(
         &image,
@@ -358,7 +424,7 @@ fn an_unsigned_image_is_refused_before_any_layer_under_enabled_and_pulled_with_a
     let warn = Verification {
         policy,
         mode: Some(Mode::Warn),
-        ..Verification::default()
+        ..hermetic()
     };
     let (pulled, outcome) = thv_sandbox_runtime::pull_verified(
         &image,
@@ -426,16 +492,22 @@ fn an_unsigned_image_is_refused_before_any_layer_under_enabled_and_pulled_with_a
         matches!(outcome, Some(Outcome::Unverified { .. })),
         "{outcome:?}"
     );
-    assert!(thv_sandbox_runtime::pull_verified(
+    let err = thv_sandbox_runtime::pull_verified(
         &image,
         PullPolicy::Missing,
         &thv_sandbox_runtime::RegistryAccess::default(),
         thv_sandbox_runtime::progress::ProgressMode::Quiet,
         &dirs,
         &enabled,
-        false
+        false,
     )
-    .is_err());
+    .unwrap_err();
+    // Not the verdict on the image: the registry is gone, so the evidence cannot be looked up.
+    assert!(
+        err.to_string().contains("cannot reach the registry"),
+        "{err}"
+    );
+    assert_no_tuf_refresh(cache.path());
 }
 
 #[test]
@@ -576,7 +648,7 @@ fn a_record_is_reused_only_under_the_same_policy_and_trust_root() {
     let v = Verification {
         policy: Some(salrashid_policy()),
         trust_root: Some(dir.join("trusted_root/public-good.trusted_root.json")),
-        ..Verification::default()
+        ..hermetic()
     };
     let g = Gate::new(&v, cache.path()).unwrap();
     assert!(g.reusable_record(&manifest, None).is_none());
@@ -591,5 +663,10 @@ fn a_record_is_reused_only_under_the_same_policy_and_trust_root() {
         ..v
     };
     let g = Gate::new(&v, cache.path()).unwrap();
-    assert!(g.decide("img", None, &manifest, None).is_err());
+    let err = g.decide("img", None, &manifest, None).unwrap_err();
+    assert!(
+        err.contains("untrusted:") && err.contains("No log key valid"),
+        "{err}"
+    );
+    assert_no_tuf_refresh(cache.path());
 }

@@ -9,7 +9,8 @@ use std::process::Stdio;
 use common::{code, fixture, Run};
 use serde_json::{json, Value};
 use thv_sandbox_e2e::{
-    call_tool, mcp_client_over_command, mcp_client_over_stream, spawn_mcp, tool_json, tool_text,
+    call_tool, list_tools, mcp_client_over_command, mcp_client_over_stream, spawn_mcp, tool_json,
+    tool_text, within, FINISH_TIMEOUT,
 };
 
 async fn probe_report(run: &Run, tag: &str, extra: &[&str]) -> Value {
@@ -34,7 +35,7 @@ async fn mcp_over_pipes_initializes_lists_and_calls() {
         info.server_info.as_ref().map(|s| s.name.as_str()),
         Some("sandbox-probe")
     );
-    let tools = client.list_all_tools().await.expect("tools/list");
+    let tools = list_tools(&client).await.expect("tools/list");
     assert!(tools.iter().any(|t| t.name == "echo"), "{tools:?}");
     let out = call_tool(
         &client,
@@ -64,14 +65,16 @@ async fn mcp_over_a_socketpair_like_desktop_clients() {
     let client = mcp_client_over_stream(read, write)
         .await
         .expect("initialize over the socketpair");
-    let tools = client.list_all_tools().await.expect("tools/list");
+    let tools = list_tools(&client).await.expect("tools/list");
     assert!(tools.iter().any(|t| t.name == "probe"));
     let out = call_tool(&client, "echo", json!({"text": "over a socket"}))
         .await
         .expect("echo");
     assert_eq!(tool_text(&out), "over a socket");
     client.cancel().await.ok();
-    let status = child.wait().await.expect("wait");
+    let status = within(FINISH_TIMEOUT, "the sandbox's exit", child.wait())
+        .await
+        .expect("wait");
     assert_eq!(code(status), 0);
     run.assert_nothing_left(None);
 }
@@ -191,8 +194,15 @@ async fn the_sandbox_holds() {
             .await
             .expect("list_dir"),
     );
-    let root: Vec<String> =
-        serde_json::from_value(r.get("entries").cloned().unwrap_or(r.clone())).unwrap_or_default();
+    // The listing must succeed: an error (or another shape) would leave nothing to check.
+    let root: Vec<String> = serde_json::from_value(r["entries"].clone())
+        .unwrap_or_else(|e| panic!("list_dir / gave no entries ({e}): {r}"));
+    for image_dir in ["etc", "tmp", "usr"] {
+        assert!(
+            root.contains(&image_dir.to_string()),
+            "the image's /{image_dir} missing from the listing: {root:?}"
+        );
+    }
     for host_only in ["work", "boot", "srv"] {
         assert!(
             !root.contains(&host_only.to_string()),
@@ -219,6 +229,27 @@ async fn the_sandbox_holds() {
     let done = server.finish().await.expect("finish");
     assert_eq!(code(done.status), 0, "{}", done.stderr);
     run.assert_nothing_left(p["namespaces"]["user"].as_str());
+}
+
+/// README: each server gets its "own user, mount, pid, ipc, uts, cgroup and network namespaces". Each of the
+/// probe's namespaces differs from this test process's (the host's, as far as the sandbox is concerned).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_namespace_is_the_sandboxs_own() {
+    let run = Run::new();
+    let p = probe_report(&run, "app", &[]).await;
+    for ns in ["user", "mnt", "pid", "ipc", "uts", "cgroup", "net"] {
+        let ours = std::fs::read_link(format!("/proc/self/ns/{ns}"))
+            .unwrap_or_else(|e| panic!("our {ns} namespace: {e}"));
+        let ours = ours.to_string_lossy();
+        let theirs = p["namespaces"][ns].as_str().unwrap_or_else(|| {
+            panic!(
+                "the probe could not read its {ns} namespace: {}",
+                p["namespaces"]
+            )
+        });
+        assert!(theirs.starts_with(&format!("{ns}:[")), "{ns}: {theirs}");
+        assert_ne!(theirs, ours, "the sandbox shares the host's {ns} namespace");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -276,7 +307,9 @@ async fn args_after_double_dash_replace_cmd_and_stdout_is_the_servers_alone() {
     let mut cmd = run.cmd("app", &[], &["--probe"]);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(out.reopen().expect("reopen")));
-    let status = cmd.status().await.expect("run");
+    let status = within(FINISH_TIMEOUT, "thv-sandbox run --probe", cmd.status())
+        .await
+        .expect("run");
     assert_eq!(code(status), 0);
     let text = std::fs::read_to_string(out.path()).expect("read");
     let report: Value = serde_json::from_str(&text)

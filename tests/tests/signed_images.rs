@@ -387,19 +387,26 @@ fn matrix(w: &World) -> Vec<Case> {
         },
     ));
 
-    // Another CA; only the transparency log foreign (its SET and checkpoint refused); only the CT log foreign (the
-    // certificate's SCT refused).
-    for (repo, name, rogue) in [
-        ("e2e/rogue-ca", "untrusted-ca", w.sigstore.with_other_ca()),
+    // Another CA; only the transparency log foreign (its SET refused); only the CT log foreign (the certificate's
+    // SCT refused). Each names the check that refused it, so a refusal by another check does not pass.
+    for (repo, name, rogue, reason) in [
+        (
+            "e2e/rogue-ca",
+            "untrusted-ca",
+            w.sigstore.with_other_ca(),
+            "untrusted: certificate chain is invalid: certificate chain validation failed",
+        ),
         (
             "e2e/rogue-log",
             "untrusted-log",
             w.sigstore.with_other_log(),
+            "untrusted: invalid inclusion promise: No log key valid at integrated time",
         ),
         (
             "e2e/rogue-ct-log",
             "untrusted-ct-log",
             w.sigstore.with_other_ct_log(),
+            "untrusted: invalid signed certificate timestamp: SCT signature verification failed",
         ),
     ] {
         let img = w.small(repo);
@@ -408,9 +415,7 @@ fn matrix(w: &World) -> Vec<Case> {
             img,
             name,
             Flavour::PublicGood,
-            Expect::Refused {
-                reason: "untrusted",
-            },
+            Expect::Refused { reason },
         ));
     }
     cases
@@ -534,7 +539,13 @@ async fn verify_matrix_under_enabled() {
     cmd.env("THV_SANDBOX_GITHUB_API", w.github.url());
     let out = output(cmd).await;
     assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(out.stderr.contains("untrusted"), "{}", out.stderr);
+    // The real public-good root does not name the test log's key.
+    assert!(
+        out.stderr
+            .contains("untrusted: invalid inclusion promise: No log key valid"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// `warn` pulls the refused images with the reason in the outcome; `disabled` does not look for evidence.

@@ -132,7 +132,13 @@ fn wrong_identity_wrong_artifact_and_tampering_are_refused() {
         GH_ISSUER,
     ]);
     assert_eq!(o.code, 1, "{}", o.stderr);
-    assert!(o.stderr.contains("digest mismatch"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains(
+            "digest mismatch: artifact mismatch: message digest in bundle does not match artifact hash"
+        ),
+        "{}",
+        o.stderr
+    );
 
     let o = verify(&[
         "--bundle",
@@ -141,8 +147,17 @@ fn wrong_identity_wrong_artifact_and_tampering_are_refused() {
         "conformance/a.txt",
         "--certificate-oidc-issuer",
         GH_ISSUER,
+        "--json",
     ]);
     assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("inclusion proof root hash does not match checkpoint root hash"),
+        "{}",
+        o.stderr
+    );
+    let doc: serde_json::Value = serde_json::from_str(o.stdout.trim()).unwrap();
+    assert_eq!(doc["reason"], "untrusted", "{doc}");
 }
 
 #[test]
@@ -161,7 +176,12 @@ fn instance_and_trust_root_flags() {
     // Public-good requirements (the default) refuse GitHub's evidence.
     let o = verify(&private);
     assert_eq!(o.code, 1, "{}", o.stderr);
-    assert!(o.stderr.contains("missing evidence"), "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("missing evidence: public-good Sigstore requires a transparency-log entry"),
+        "{}",
+        o.stderr
+    );
     let mut gh = private.to_vec();
     gh.extend(["--sigstore-url", "tuf-repo.github.com"]);
     let o = verify(&gh);
@@ -175,7 +195,14 @@ fn instance_and_trust_root_flags() {
         "--certificate-oidc-issuer",
         GH_ISSUER,
     ];
-    assert_eq!(verify(&staging).code, 1);
+    let o = verify(&staging);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("untrusted: invalid inclusion promise: No log key valid at integrated time"),
+        "{}",
+        o.stderr
+    );
     let mut with_root = staging.to_vec();
     with_root.extend(["--trust-root", "trusted_root/staging.trusted_root.json"]);
     let o = verify(&with_root);
