@@ -329,8 +329,9 @@ fn describe(lines: &[IdMapping]) -> String {
 /// namespace's maps (`/proc/self/uid_map`, `gid_map`, read from inside: the outside column is then the parent
 /// namespace's id): none may be host root, none may be unmapped. The runner calls this in the container's init
 /// process after libcontainer has switched to the server's user and before `execve`, so a planning mistake can
-/// never start a server as host root.
-pub fn assert_not_host_root() -> Result<(), String> {
+/// never start a server as host root. `unmapped_groups_ok`: supplementary groups may be unmapped (single mode,
+/// where the spec sets none because setgroups(2) is denied).
+pub fn assert_not_host_root(unmapped_groups_ok: bool) -> Result<(), String> {
     let read = |name: &str| -> Result<Vec<IdMapping>, String> {
         let text = std::fs::read_to_string(format!("/proc/self/{name}"))
             .map_err(|e| format!("cannot read /proc/self/{name}: {e}"))?;
@@ -352,8 +353,17 @@ pub fn assert_not_host_root() -> Result<(), String> {
     for id in [r.real, r.effective, r.saved] {
         check("uid", &uids, id.as_raw())?;
     }
-    for id in [g.real, g.effective, g.saved].into_iter().chain(groups) {
+    for id in [g.real, g.effective, g.saved] {
         check("gid", &gids, id.as_raw())?;
+    }
+    // Where setgroups(2) is denied (single mode) the invoking user's own supplementary groups cannot be dropped:
+    // they show as the overflow gid, unmapped, and are the user's own (`unmapped_groups_ok`). Elsewhere the
+    // sandbox set the groups, and every one must be mapped.
+    for id in groups {
+        match check("gid", &gids, id.as_raw()) {
+            Err(_) if unmapped_groups_ok && lookup(&gids, id.as_raw()).is_none() => {}
+            other => other?,
+        }
     }
     Ok(())
 }

@@ -470,7 +470,13 @@ impl libcontainer::workload::Executor for ServerExecutor {
         // libcontainer calls this in the container's init after it switched to the server's user and groups and
         // before exec: the last point at which a server about to run as host root can be stopped, whatever the
         // planning said.
-        crate::idmap::assert_not_host_root()
+        // The spec sets the groups wherever the mode allows it; where it does not (single mode), the invoking
+        // user's own groups stay, unmapped.
+        let groups_set = spec
+            .process()
+            .as_ref()
+            .is_some_and(|p| p.user().additional_gids().is_some());
+        crate::idmap::assert_not_host_root(!groups_set)
             .map_err(libcontainer::workload::ExecutorValidationError::ArgValidationError)?;
         libcontainer::workload::default::DefaultExecutor {}.validate(spec)
     }
@@ -805,7 +811,7 @@ mod tests {
             .split_once(',')
             .map(|(u, g)| (u.parse().unwrap(), g.parse().unwrap()));
         in_userns(outside, false, || {
-            let got = crate::idmap::assert_not_host_root();
+            let got = crate::idmap::assert_not_host_root(false);
             match std::env::var("THV_TEST_EXPECT").unwrap().as_str() {
                 "ok" => got.unwrap(),
                 want => assert!(got.unwrap_err().contains(want), "{want}"),
