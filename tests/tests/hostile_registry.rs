@@ -337,7 +337,8 @@ fn discover(server: &HostileServer, subject: &str, opts: &PullOptions<'_>) -> Ev
 }
 
 /// HR4: one referrer with 300 bundle layers naming the same blob, another with 40 different 3 MiB bundles: each
-/// blob is fetched once, at most 16 items come from a source, and at most 32 MiB of evidence is read in all.
+/// blob is fetched once and at most 32 MiB of evidence is read in all; for a second subject, one referrer with
+/// 40 small bundles gives exactly 16 items (the cap of a source, checked for each layer).
 #[test]
 fn hr4_a_referrer_with_many_bundle_layers_is_taken_only_to_the_caps() {
     let (_layout, built, mut routes) = image(1000);
@@ -372,15 +373,56 @@ fn hr4_a_referrer_with_many_bundle_layers_is_taken_only_to_the_caps() {
         )
         .unwrap(),
     );
+    let other_subject = sha256_digest(b"another subject");
+    let mut small = Vec::new();
+    for n in 100..140 {
+        let text = bundle_text(n, 1000);
+        let d = sha256_digest(&text);
+        small.push((d.clone(), text.len()));
+        routes.insert(format!("/v2/r/blobs/{d}"), "application/octet-stream", text);
+    }
+    let small = referrer_manifest(&small);
+    let small_digest = sha256_digest(&small);
+    routes.insert(
+        format!("/v2/r/manifests/{small_digest}"),
+        OCI_MANIFEST,
+        small.clone(),
+    );
+    routes.insert(
+        format!("/v2/r/referrers/{other_subject}"),
+        OCI_INDEX,
+        serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": small_digest, "size": small.len(), "artifactType": BUNDLE}
+        ]}))
+        .unwrap(),
+    );
     let server = HostileServer::start(move |req| routes.reply_or_404(req)).unwrap();
     let cache = tempdir();
-    let ev = discover(&server, &subject, &PullOptions::new(cache.path()));
+    let reference: Reference = format!("{}/r:t", server.host()).parse().unwrap();
+    let ev = discover_blocking(
+        &reference,
+        &[subject.parse().unwrap(), other_subject.parse().unwrap()],
+        &PullOptions::new(cache.path()),
+        &DiscoveryOptions::default(),
+    )
+    .unwrap();
+    let other_items = ev
+        .items
+        .iter()
+        .filter(|i| i.subject.to_string() == other_subject)
+        .count();
+    assert_eq!(other_items, 16, "items from one referrer with 40 bundles");
+    let ev_first: Vec<_> = ev
+        .items
+        .iter()
+        .filter(|i| i.subject.to_string() == subject)
+        .collect();
 
     let same_gets = server
         .requests_to(&format!("/v2/r/blobs/{same_digest}"))
         .len();
     assert_eq!(same_gets, 1, "the same blob was fetched {same_gets} times");
-    assert!(ev.items.len() <= 16, "{} items", ev.items.len());
+    assert!(ev_first.len() <= 16, "{} items", ev_first.len());
     let served: u64 = server
         .requests_under("/v2/r/blobs/")
         .iter()
