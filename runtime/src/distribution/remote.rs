@@ -216,7 +216,7 @@ pub(crate) fn mirror_for<'a>(registry: &'a str, mirrors: &'a [(String, String)])
 /// A connection to one repository of one registry, authenticated.
 pub(crate) struct Remote {
     http: reqwest::Client,
-    /// registry (or mirror) + repository, for oci-client's calls.
+    /// registry (or mirror) + repository; `resolve_registry` names the API host (Docker Hub's).
     base: oci_client::Reference,
     /// The `Authorization` header for requests made here.
     authorization: Option<String>,
