@@ -78,6 +78,7 @@ use crate::layout::{
 use crate::reference::Reference;
 use document::{Kind, LayerBlob};
 use remote::Remote;
+pub use remote::TransferLimits;
 use store::Store;
 
 /// Annotation on cache `index.json` entries: the pinned reference (`registry/repository@sha256:…`).
@@ -198,6 +199,8 @@ pub struct PullOptions<'a> {
     /// Unpack the image while its layers download (see [`stream`]), into the cached root these settings name
     /// (the root a run with them uses); `None`: download only.
     pub unpack: Option<UnpackTarget>,
+    /// Deadlines and the minimum download rate (see [`TransferLimits`]); tests lower them.
+    pub limits: TransferLimits,
 }
 
 /// The root a streaming pull builds: what [`crate::rootfs::root_key`] needs besides the manifest.
@@ -225,6 +228,7 @@ impl std::fmt::Debug for PullOptions<'_> {
             .field("observer", &self.observer.map(|_| "<observer>"))
             .field("discover", &self.discover)
             .field("unpack", &self.unpack)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -248,6 +252,7 @@ impl PullOptions<'static> {
             discover: None,
             evidence_on_hand: None,
             unpack: None,
+            limits: TransferLimits::default(),
         }
     }
 
@@ -406,6 +411,34 @@ pub enum PullError {
         registry: String,
         /// What went wrong, or what the token server said.
         detail: String,
+    },
+    /// The registry's challenge sends clients to a token server that credentials must not go to.
+    #[error("the registry {registry} names the token server {realm}, which is not reached over HTTPS: the credentials were not sent there")]
+    InsecureTokenServer {
+        /// The registry (or mirror).
+        registry: String,
+        /// The token server (the challenge's realm).
+        realm: String,
+    },
+    /// The token server gave no usable token.
+    #[error("the token server {realm} of the registry {registry} gave no token: {detail}")]
+    TokenServer {
+        /// The registry (or mirror).
+        registry: String,
+        /// The token server.
+        realm: String,
+        /// What was wrong with its answer.
+        detail: String,
+    },
+    /// A document that did not arrive within its deadline, or a blob slower than the minimum rate.
+    #[error("{what} from {registry} {reason}; gave up")]
+    TooSlow {
+        /// The registry (or mirror).
+        registry: String,
+        /// What was being fetched.
+        what: String,
+        /// Which limit it broke.
+        reason: String,
     },
     /// Anonymous access was refused.
     #[error("the registry {registry} wants credentials for {repository} (or the repository does not exist)")]
@@ -583,6 +616,14 @@ impl PullError {
                  `identitytoken` in Docker's config.json / the credential helper's answer, or give a user name and \
                  password with {ENV_USER} / {ENV_PASSWORD}"
             ),
+            PullError::InsecureTokenServer { .. } => "registry credentials go only to token servers reached over \
+                HTTPS, or over plain HTTP when both the registry and the token server are loopback hosts or allowed \
+                with `--insecure-registry HOST[:PORT]` (see SECURITY.md, \"Registry credentials\"); ask the registry's \
+                operator to serve the token server over HTTPS, or pull anonymously"
+                .to_owned(),
+            PullError::TooSlow { .. } => "the registry, a proxy or the network is stalled or very slow; try again \
+                                          later"
+                .to_owned(),
             PullError::AuthenticationRequired { registry, .. } => format!(
                 "check the image name; for a private image set {ENV_USER} and {ENV_PASSWORD}, or log in with \
                  `docker login {registry}`"

@@ -13,9 +13,13 @@
 //! 4. GitHub's attestations API, when configured: `GET BASE/repos/OWNER/REPO/attestations/DIGEST`, whose
 //!    attestations carry the bundle inline (`bundle`) or by URL (`bundle_url`, snappy-compressed or plain JSON).
 //!
-//! Documents are bounded (manifests by [`MAX_MANIFEST_SIZE`], evidence blobs by [`MAX_EVIDENCE_BLOB`]) and
-//! blobs are checked against their digests. Network and format problems are collected, not fatal: missing
-//! evidence is decided by verification, which says where it looked.
+//! Documents are bounded (manifests by [`MAX_MANIFEST_SIZE`], evidence blobs by [`MAX_EVIDENCE_BLOB`] and by their
+//! descriptor's size) and blobs are checked against their digests. One discovery (all digests, all sources) is
+//! bounded as a whole too: at most [`MAX_ITEMS_PER_SOURCE`] items from a source and [`MAX_ITEMS`] in all, each blob
+//! fetched once, at most [`MAX_EVIDENCE_BYTES`] of evidence blobs read, at most [`MAX_CANDIDATES`] referrers
+//! examined per index, [`MAX_PROBLEMS`] problems kept, and it stops after
+//! [`crate::distribution::TransferLimits::discovery_deadline`]. Network and format problems are collected, not
+//! fatal: missing evidence is decided by verification, which says where it looked.
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +32,14 @@ use crate::layout::MAX_MANIFEST_SIZE;
 pub const MAX_EVIDENCE_BLOB: u64 = 4 << 20;
 /// At most this many items are taken from one source.
 pub const MAX_ITEMS_PER_SOURCE: usize = 16;
+/// At most this many items in one discovery.
+pub const MAX_ITEMS: usize = 32;
+/// At most this many bytes of evidence blobs are read in one discovery.
+pub const MAX_EVIDENCE_BYTES: u64 = 32 << 20;
+/// At most this many referrers of one index are examined (their manifests fetched).
+pub const MAX_CANDIDATES: usize = 64;
+/// At most this many problems are kept (the rest are counted).
+pub const MAX_PROBLEMS: usize = 16;
 
 /// Sigstore bundle media types seen as referrer artifact types and layer types.
 pub const BUNDLE_MEDIA_TYPES: [&str; 4] = [
@@ -122,38 +134,89 @@ pub fn discover_blocking(
     })
 }
 
-/// Looks for evidence of every digest in `digests`.
+/// Looks for evidence of every digest in `digests`, within the bounds of the module documentation.
 pub(crate) async fn discover(
     remote: &Remote,
     digests: &[&Digest],
     opts: &DiscoveryOptions,
 ) -> Evidence {
-    let mut ev = Evidence::default();
+    let mut st = State::default();
+    let budget = remote.limits().discovery_deadline;
+    if tokio::time::timeout(budget, discover_all(remote, digests, opts, &mut st))
+        .await
+        .is_err()
+    {
+        st.problem(format!(
+            "evidence discovery stopped after {}: the registry is too slow",
+            crate::distribution::remote::show(budget)
+        ));
+    }
+    if st.dropped > 0 {
+        st.ev
+            .problems
+            .push(format!("… and {} more problems", st.dropped));
+    }
+    st.ev
+}
+
+/// What one discovery found, and what it has spent.
+#[derive(Default)]
+struct State {
+    ev: Evidence,
+    /// Blob digests already taken.
+    seen: std::collections::HashSet<String>,
+    /// Bytes of evidence blobs read.
+    bytes: u64,
+    /// Problems not kept.
+    dropped: usize,
+}
+
+impl State {
+    fn problem(&mut self, p: String) {
+        if self.ev.problems.len() < MAX_PROBLEMS {
+            self.ev.problems.push(p);
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.ev.items.len() >= MAX_ITEMS
+    }
+}
+
+async fn discover_all(
+    remote: &Remote,
+    digests: &[&Digest],
+    opts: &DiscoveryOptions,
+    st: &mut State,
+) {
     for digest in digests {
         let tag = format!("sha256-{}", digest.hex());
         for (suffix, dsse) in [(".sig", false), (".att", true)] {
             let t = format!("{tag}{suffix}");
-            ev.searched.push(format!("tag {t}"));
-            if let Err(e) = cosign_tag(remote, digest, &t, dsse, &mut ev).await {
-                ev.problems.push(format!("tag {t}: {e}"));
+            st.ev.searched.push(format!("tag {t}"));
+            if let Err(e) = cosign_tag(remote, digest, &t, dsse, st).await {
+                st.problem(format!("tag {t}: {e}"));
             }
         }
-        ev.searched.push(format!("referrers of {digest}"));
-        if let Err(e) = referrers(remote, digest, &tag, &mut ev).await {
-            ev.problems.push(format!("referrers of {digest}: {e}"));
+        st.ev.searched.push(format!("referrers of {digest}"));
+        if let Err(e) = referrers(remote, digest, &tag, st).await {
+            st.problem(format!("referrers of {digest}: {e}"));
         }
         if let (Some(api), Some(repo)) = (&opts.github_api, &opts.github_repository) {
             let url = format!(
                 "{}/repos/{repo}/attestations/{digest}",
                 api.trim_end_matches('/')
             );
-            ev.searched.push(format!("GitHub attestations API ({url})"));
-            if let Err(e) = github(remote, digest, &url, opts, &mut ev).await {
-                ev.problems.push(format!("{url}: {e}"));
+            st.ev
+                .searched
+                .push(format!("GitHub attestations API ({url})"));
+            if let Err(e) = github(remote, digest, &url, opts, st).await {
+                st.problem(format!("{url}: {e}"));
             }
         }
     }
-    ev
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -200,7 +263,8 @@ fn pe(e: PullError) -> String {
     error_chain(&e)
 }
 
-async fn blob_text(remote: &Remote, d: &Desc) -> Result<Option<String>, String> {
+/// A blob as text: `Ok(None)` when the registry does not have it, or it was taken already (each blob once).
+async fn blob_text(remote: &Remote, d: &Desc, st: &mut State) -> Result<Option<String>, String> {
     if d.size > MAX_EVIDENCE_BLOB {
         return Err(bad(format!(
             "blob {} is larger than {MAX_EVIDENCE_BLOB} bytes",
@@ -211,13 +275,25 @@ async fn blob_text(remote: &Remote, d: &Desc) -> Result<Option<String>, String> 
         .digest
         .parse()
         .map_err(|_| bad(format!("`{}` is not a sha256 digest", d.digest)))?;
-    let Some(bytes) = remote
-        .fetch_small_blob(&digest, MAX_EVIDENCE_BLOB)
-        .await
-        .map_err(pe)?
-    else {
+    if !st.seen.insert(digest.to_string()) {
+        return Ok(None);
+    }
+    // The descriptor's size bounds the read (a blob is exactly that long); without one, the cap.
+    let limit = if d.size == 0 {
+        MAX_EVIDENCE_BLOB
+    } else {
+        d.size
+    };
+    if st.bytes + limit > MAX_EVIDENCE_BYTES {
+        return Err(bad(format!(
+            "evidence read reached its bound of {} MiB for this image; blob {digest} was not read",
+            MAX_EVIDENCE_BYTES >> 20
+        )));
+    }
+    let Some(bytes) = remote.fetch_small_blob(&digest, limit).await.map_err(pe)? else {
         return Ok(None);
     };
+    st.bytes += bytes.len() as u64;
     String::from_utf8(bytes)
         .map(Some)
         .map_err(|_| bad(format!("blob {digest} is not UTF-8 text")))
@@ -228,8 +304,11 @@ async fn cosign_tag(
     subject: &Digest,
     tag: &str,
     dsse: bool,
-    ev: &mut Evidence,
+    st: &mut State,
 ) -> Result<(), String> {
+    if st.full() {
+        return Ok(());
+    }
     let Some(fetched) = remote
         .get_v2(
             &format!("manifests/{tag}"),
@@ -250,11 +329,14 @@ async fn cosign_tag(
         .filter(|l| l.media_type == want)
         .take(MAX_ITEMS_PER_SOURCE)
     {
-        let Some(payload) = blob_text(remote, layer).await? else {
+        if st.full() {
+            break;
+        }
+        let Some(payload) = blob_text(remote, layer, st).await? else {
             continue;
         };
         let a = |k: &str| layer.annotations.get(k).cloned();
-        ev.items.push(Item {
+        st.ev.items.push(Item {
             subject: subject.clone(),
             source: format!("tag {tag}"),
             content: ItemContent::Cosign {
@@ -278,8 +360,11 @@ async fn referrers(
     remote: &Remote,
     subject: &Digest,
     tag: &str,
-    ev: &mut Evidence,
+    st: &mut State,
 ) -> Result<(), String> {
+    if st.full() {
+        return Ok(());
+    }
     let index = match remote
         .get_v2(
             &format!("referrers/{subject}"),
@@ -292,7 +377,7 @@ async fn referrers(
         Some(f) => f,
         None => {
             // No referrers API: the tag schema.
-            ev.searched.push(format!("tag {tag}"));
+            st.ev.searched.push(format!("tag {tag}"));
             match remote
                 .get_v2(&format!("manifests/{tag}"), OCI_INDEX, MAX_MANIFEST_SIZE)
                 .await
@@ -305,14 +390,24 @@ async fn referrers(
     };
     let doc: Doc = serde_json::from_slice(&index.body)
         .map_err(|e| bad(format!("the referrers index is not an index: {e}")))?;
-    let candidates = doc.manifests.iter().filter(|m| {
-        let t = m.artifact_type.as_deref();
-        // GHCR lists referrers with the empty artifact type; look inside those too.
-        is_bundle_type(t) || t == Some(OCI_EMPTY) || t.is_none()
-    });
+    let candidates: Vec<&Desc> = doc
+        .manifests
+        .iter()
+        .filter(|m| {
+            let t = m.artifact_type.as_deref();
+            // GHCR lists referrers with the empty artifact type; look inside those too.
+            is_bundle_type(t) || t == Some(OCI_EMPTY) || t.is_none()
+        })
+        .collect();
+    if candidates.len() > MAX_CANDIDATES {
+        st.problem(format!(
+            "the referrers index lists {} candidates; only the first {MAX_CANDIDATES} were examined",
+            candidates.len()
+        ));
+    }
     let mut taken = 0;
-    for m in candidates {
-        if taken == MAX_ITEMS_PER_SOURCE {
+    'candidates: for m in candidates.into_iter().take(MAX_CANDIDATES) {
+        if taken == MAX_ITEMS_PER_SOURCE || st.full() {
             break;
         }
         let Some(f) = remote
@@ -347,10 +442,13 @@ async fn referrers(
             {
                 continue;
             }
-            let Some(json) = blob_text(remote, layer).await? else {
+            if taken == MAX_ITEMS_PER_SOURCE || st.full() {
+                break 'candidates;
+            }
+            let Some(json) = blob_text(remote, layer, st).await? else {
                 continue;
             };
-            ev.items.push(Item {
+            st.ev.items.push(Item {
                 subject: subject.clone(),
                 source: format!("referrer {}", m.digest),
                 content: ItemContent::Bundle { json },
@@ -366,8 +464,11 @@ async fn github(
     subject: &Digest,
     url: &str,
     opts: &DiscoveryOptions,
-    ev: &mut Evidence,
+    st: &mut State,
 ) -> Result<(), String> {
+    if st.full() {
+        return Ok(());
+    }
     let auth = opts.github_token.as_ref().map(|t| format!("Bearer {t}"));
     let Some(f) = remote
         .get_url(
@@ -389,7 +490,17 @@ async fn github(
         .and_then(|a| a.as_array())
         .cloned()
         .unwrap_or_default();
+    st.bytes += f.body.len() as u64;
     for att in list.iter().take(MAX_ITEMS_PER_SOURCE) {
+        if st.full() {
+            break;
+        }
+        if st.bytes > MAX_EVIDENCE_BYTES {
+            return Err(bad(format!(
+                "evidence read reached its bound of {} MiB for this image",
+                MAX_EVIDENCE_BYTES >> 20
+            )));
+        }
         let json = if let Some(b) = att.get("bundle").filter(|b| b.is_object()) {
             b.to_string()
         } else if let Some(u) = att.get("bundle_url").and_then(|u| u.as_str()) {
@@ -407,18 +518,18 @@ async fn github(
             else {
                 continue;
             };
+            st.bytes += f.body.len() as u64;
             match bundle_url_body(&f.body) {
                 Some(j) => j,
                 None => {
-                    ev.problems
-                        .push(format!("{u}: neither JSON nor snappy-compressed JSON"));
+                    st.problem(format!("{u}: neither JSON nor snappy-compressed JSON"));
                     continue;
                 }
             }
         } else {
             continue;
         };
-        ev.items.push(Item {
+        st.ev.items.push(Item {
             subject: subject.clone(),
             source: "GitHub attestations API".into(),
             content: ItemContent::Bundle { json },

@@ -2,6 +2,7 @@
 //!
 //! - [`image`]: writes real OCI image layouts ([`ImageBuilder`], [`probe_image`]) and checks them
 //!   ([`check_layout`]).
+//! - [`hostile`]: a scripted hostile registry on loopback that records what it was asked and what it sent.
 //! - [`registry`]: a real `docker-registry` on loopback to push test images to, and a proxy that cuts transfers.
 //! - [`tuf_repo`]: a signed TUF repository with a `trusted_root.json` target, served on loopback.
 //! - [`mcp`]: MCP clients (the real `rmcp` client) over a child process or any byte stream.
@@ -12,6 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod hostile;
 pub mod http_server;
 pub mod image;
 pub mod mcp;

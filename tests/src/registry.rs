@@ -118,6 +118,27 @@ impl TestRegistry {
         )
     }
 
+    /// An empty registry over HTTPS (`cert`, `key`) that wants bearer tokens from the token server `realm`
+    /// (any URL: the test decides where the challenge points); tokens are checked against `root_cert`.
+    pub fn start_tls_with_token_realm(
+        cert: &Path,
+        key: &Path,
+        realm: &str,
+        root_cert: &Path,
+    ) -> io::Result<TestRegistry> {
+        let tls = format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            cert.display(),
+            key.display()
+        );
+        let auth = format!(
+            "auth:\n  token:\n    realm: \"{realm}\"\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    \
+             rootcertbundle: {}\n",
+            root_cert.display()
+        );
+        TestRegistry::start_in(Auth::None, auth, None, tls)
+    }
+
     fn start_with(auth_kind: Auth, auth: String) -> io::Result<TestRegistry> {
         TestRegistry::start_in(auth_kind, auth, None, String::new())
     }

@@ -1,20 +1,22 @@
 //! Talking to one registry: authentication, manifests (bounded), blobs (streamed, counted, hashed, committed
 //! atomically).
 //!
-//! oci-client does the authentication (`auth()` first, so that a refused password surfaces as such; it runs the
-//! bearer-token challenge flow and caches tokens per repository) and the blob downloads. Manifests and indexes
-//! are fetched here with the same token, because oci-client reads a manifest response whole, however large: here
-//! the body is read at most [`crate::layout::MAX_MANIFEST_SIZE`] bytes far.
+//! Every request is made here with one reqwest client (oci-client is used only to name the registry host): the
+//! `/v2/` probe, the token exchange, manifests, blobs and evidence. Every body is read with a bound (documents by
+//! their caps, token answers [`MAX_TOKEN_RESPONSE`], error answers [`MAX_ERROR_BODY`]); documents (the probe,
+//! token answers, manifests, configs, evidence) must arrive whole within [`TransferLimits::document_deadline`],
+//! and blobs at [`TransferLimits::min_blob_rate`] or faster, averaged over [`TransferLimits::rate_window`].
+//!
+//! Credentials (a password, or an identity token) are sent only to the registry contacted and to the token server
+//! its bearer challenge names, and to that one only under [`token_realm_is_safe`]: over HTTPS, or over plain HTTP
+//! when both the registry and the token server may be spoken to that way (loopback, `--insecure-registry`).
+//! Redirects are followed (at most [`MAX_REDIRECTS`]) only to HTTPS, or to plain HTTP on such hosts; reqwest
+//! drops the `Authorization` header on a redirect to another host or port.
 
 use std::io::Write;
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
-use oci_client::errors::OciDistributionError;
-use oci_client::secrets::RegistryAuth;
-use oci_client::RegistryOperation;
 use sha2::{Digest as _, Sha256};
 
 use super::auth::{self, Credential};
@@ -29,9 +31,49 @@ const USER_AGENT: &str = concat!("thv-sandbox/", env!("CARGO_PKG_VERSION"));
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A registry that sends nothing for this long is given up on.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Redirects followed for one request.
+pub(crate) const MAX_REDIRECTS: usize = 10;
+/// Largest error answer read (for the message).
+pub(crate) const MAX_ERROR_BODY: usize = 4096;
+
+/// Time limits of registry transfers. The defaults are what thv-sandbox uses; tests lower them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferLimits {
+    /// A document (the `/v2/` probe, a token-server answer, a manifest or index, a config, an evidence document)
+    /// must arrive whole within this, from the request on.
+    pub document_deadline: Duration,
+    /// A blob download fails when fewer than this many bytes per second arrived over a [`Self::rate_window`].
+    pub min_blob_rate: u64,
+    /// The window the blob rate is averaged over.
+    pub rate_window: Duration,
+    /// Evidence discovery, all sources and digests together, stops after this.
+    pub discovery_deadline: Duration,
+}
+
+impl Default for TransferLimits {
+    fn default() -> Self {
+        TransferLimits {
+            document_deadline: Duration::from_secs(60),
+            min_blob_rate: 1024,
+            rate_window: Duration::from_secs(30),
+            discovery_deadline: Duration::from_secs(120),
+        }
+    }
+}
+
+/// A duration for messages: `60 s`, `1.5 s`.
+pub(crate) fn show(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs.fract() == 0.0 {
+        format!("{secs:.0} s")
+    } else {
+        format!("{secs:.1} s")
+    }
+}
 
 /// Whether `host` (`host[:port]`) may be spoken to over plain HTTP: loopback always, others when listed in
-/// `insecure` (an entry without port allows every port of that host).
+/// `insecure` (an entry without port allows every port of that host). Loopback is decided by the name as
+/// written (`localhost`, an IP literal), never by resolving it.
 pub(crate) fn plain_http_allowed(host: &str, insecure: &[String]) -> bool {
     let (name, port) = split_host_port(host);
     let loopback = name == "localhost" || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
@@ -42,15 +84,54 @@ pub(crate) fn plain_http_allowed(host: &str, insecure: &[String]) -> bool {
         })
 }
 
-/// Whether a token server may be sent a secret (a refresh token): over HTTPS, or plain HTTP to a host that may be
-/// spoken to that way (loopback, `--insecure-registry`).
-pub(crate) fn token_realm_is_safe(realm: &reqwest::Url, insecure: &[String]) -> bool {
-    let host = match (realm.host_str(), realm.port()) {
-        (Some(host), Some(port)) => format!("{host}:{port}"),
-        (Some(host), None) => host.to_owned(),
-        (None, _) => return false,
+/// `host[:port]` of a URL, as [`plain_http_allowed`] takes it.
+fn url_host(url: &reqwest::Url) -> Option<String> {
+    match (url.host_str(), url.port()) {
+        (Some(host), Some(port)) => Some(format!("{host}:{port}")),
+        (Some(host), None) => Some(host.to_owned()),
+        (None, _) => None,
+    }
+}
+
+/// The one rule for where credentials (a password, an identity token) may go besides the registry: to the token
+/// server its challenge names over HTTPS; over plain HTTP only when the registry itself is spoken to over plain
+/// HTTP (`registry_plain`: loopback, `--insecure-registry`) and the token server's host may be too. An HTTPS
+/// registry never sends credentials to a plain-HTTP token server, whatever its name or address.
+pub(crate) fn token_realm_is_safe(
+    realm: &reqwest::Url,
+    registry_plain: bool,
+    insecure: &[String],
+) -> bool {
+    let Some(host) = url_host(realm) else {
+        return false;
     };
-    realm.scheme() == "https" || (realm.scheme() == "http" && plain_http_allowed(&host, insecure))
+    realm.scheme() == "https"
+        || (realm.scheme() == "http" && registry_plain && plain_http_allowed(&host, insecure))
+}
+
+/// The redirect rule: at most [`MAX_REDIRECTS`], to HTTPS, or to plain HTTP on a host that may be spoken to that
+/// way; never another scheme.
+fn redirect_policy(insecure: Vec<String>) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() > MAX_REDIRECTS {
+            return attempt.error(format!("too many redirects (more than {MAX_REDIRECTS})"));
+        }
+        let url = attempt.url();
+        let allowed = match url.scheme() {
+            "https" => true,
+            "http" => url_host(url).is_some_and(|h| plain_http_allowed(&h, &insecure)),
+            _ => false,
+        };
+        if allowed {
+            attempt.follow()
+        } else {
+            let refused = format!(
+                "redirect to {} refused: only to HTTPS, or to plain HTTP on loopback or --insecure-registry hosts",
+                clip(url.as_str())
+            );
+            attempt.error(refused)
+        }
+    })
 }
 
 /// Largest CA certificate file read.
@@ -134,9 +215,8 @@ pub(crate) fn mirror_for<'a>(registry: &'a str, mirrors: &'a [(String, String)])
 
 /// A connection to one repository of one registry, authenticated.
 pub(crate) struct Remote {
-    client: oci_client::Client,
     http: reqwest::Client,
-    /// registry (or mirror) + repository, for oci-client's calls.
+    /// registry (or mirror) + repository; `resolve_registry` names the API host (Docker Hub's).
     base: oci_client::Reference,
     /// The `Authorization` header for requests made here.
     authorization: Option<String>,
@@ -145,6 +225,11 @@ pub(crate) struct Remote {
     registry: String,
     /// The `scheme://host` contacted.
     origin: String,
+    /// Whether `origin` is plain HTTP.
+    plain: bool,
+    /// Hosts that may be spoken to over plain HTTP.
+    insecure: Vec<String>,
+    limits: TransferLimits,
 }
 
 impl std::fmt::Debug for Remote {
@@ -191,36 +276,11 @@ impl Remote {
         };
 
         let ca_blocks = read_ca_certs(&opts.ca_certs)?;
-        let config = ClientConfig {
-            extra_root_certificates: ca_blocks
-                .iter()
-                .map(|pem| Certificate {
-                    encoding: CertificateEncoding::Pem,
-                    data: pem.clone(),
-                })
-                .collect(),
-            protocol: if plain {
-                ClientProtocol::HttpsExcept(vec![host.clone()])
-            } else {
-                ClientProtocol::Https
-            },
-            platform_resolver: None,
-            connect_timeout: Some(CONNECT_TIMEOUT),
-            read_timeout: Some(READ_TIMEOUT),
-            user_agent: USER_AGENT,
-            https_proxy: opts.proxy.https.clone(),
-            http_proxy: opts.proxy.http.clone(),
-            no_proxy: opts.proxy.no_proxy.clone(),
-            ..ClientConfig::default()
-        };
-        let client = oci_client::Client::try_from(config).map_err(|e| PullError::Client {
-            registry: contacted.clone(),
-            source: boxed(e),
-        })?;
         let mut http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT);
+            .read_timeout(READ_TIMEOUT)
+            .redirect(redirect_policy(opts.insecure.clone()));
         for pem in &ca_blocks {
             let cert = reqwest::Certificate::from_pem(pem).map_err(|e| PullError::Client {
                 registry: contacted.clone(),
@@ -251,159 +311,214 @@ impl Remote {
             source: boxed(e),
         })?;
 
-        let registry_auth = match &credential {
-            Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
-            None => RegistryAuth::Anonymous,
-        };
         let mut remote = Remote {
-            client,
             http,
             base,
             authorization: None,
             credential,
             registry: contacted,
             origin,
-        };
-        // An identity token is exchanged here (oci-client only sends user names and passwords to token
-        // servers); the access token is then handed to oci-client as a bearer token for the blob requests.
-        let registry_auth = match &remote.credential {
-            Some(c) if c.is_identity_token() => {
-                RegistryAuth::Bearer(remote.exchange_identity_token(&c.password, opts).await?)
-            }
-            _ => registry_auth,
+            plain,
+            insecure: opts.insecure.clone(),
+            limits: opts.limits,
         };
         // Authenticate first: a refused password must be reported as that, not later as "not authorized".
-        let token = remote
-            .client
-            .auth(&remote.base, &registry_auth, RegistryOperation::Pull)
-            .await
-            .map_err(|e| remote.auth_error(e))?;
-        remote.authorization = match (token, &remote.credential) {
-            (Some(token), _) => Some(format!("Bearer {token}")),
-            (None, Some(c)) => {
-                use base64::Engine as _;
-                let pair = format!("{}:{}", c.username, c.password);
-                Some(format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(pair)
-                ))
-            }
-            (None, None) => None,
-        };
+        remote.authorization = remote.authenticate().await?;
         Ok(remote)
     }
 
-    /// The distribution spec's OAuth2 token flow: the bearer challenge of `/v2/` names the token server (realm)
-    /// and service; POST `grant_type=refresh_token` there, with the refresh token, service, pull scope and client
-    /// id; its `access_token` is the bearer token. The refresh token is a secret: it is sent only over HTTPS, or
-    /// plain HTTP to a host that may be spoken to that way (loopback, `--insecure-registry`).
-    async fn exchange_identity_token(
+    /// The time limits of this connection.
+    pub(crate) fn limits(&self) -> &TransferLimits {
+        &self.limits
+    }
+
+    /// `fut` (a request and the read of its answer), given up on after the document deadline.
+    async fn within<T>(
         &self,
-        refresh_token: &str,
-        opts: &PullOptions<'_>,
-    ) -> Result<String, PullError> {
-        let refused = |detail: String| PullError::IdentityTokenRefused {
-            registry: self.registry.clone(),
-            detail,
-        };
+        what: impl FnOnce() -> String,
+        fut: impl std::future::Future<Output = Result<T, PullError>>,
+    ) -> Result<T, PullError> {
+        match tokio::time::timeout(self.limits.document_deadline, fut).await {
+            Ok(result) => result,
+            Err(_) => Err(PullError::TooSlow {
+                registry: self.registry.clone(),
+                what: what(),
+                reason: format!(
+                    "did not arrive whole within {}",
+                    show(self.limits.document_deadline)
+                ),
+            }),
+        }
+    }
+
+    /// The `Authorization` header for this registry: the `/v2/` probe tells how it authenticates. No challenge,
+    /// or a basic one: the password itself (to the registry only). A bearer challenge: a token from its token
+    /// server (the realm), asked for with the password, exchanged for an identity token, or anonymously.
+    async fn authenticate(&self) -> Result<Option<String>, PullError> {
         let url = format!("{}/v2/", self.origin);
-        let mut response = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| self.transport(e))?;
-        let challenge = response
-            .headers()
-            .get(reqwest::header::WWW_AUTHENTICATE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_bearer_challenge);
-        let _ = read_bounded(&mut response, 4096).await;
+        let header = self
+            .within(|| format!("the API root {url}"), async {
+                let mut response = self
+                    .http
+                    .get(&url)
+                    .send()
+                    .await
+                    .map_err(|e| self.transport(e))?;
+                let header: Vec<String> = response
+                    .headers()
+                    .get_all(reqwest::header::WWW_AUTHENTICATE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok().map(str::to_owned))
+                    .collect();
+                let _ = read_prefix(&mut response, MAX_ERROR_BODY).await;
+                Ok(header)
+            })
+            .await?;
+        let challenge = header.iter().find_map(|h| parse_bearer_challenge(h));
         let Some(challenge) = challenge else {
-            return Err(refused(
-                "the registry does not ask for bearer tokens (no `WWW-Authenticate: Bearer` challenge at /v2/), \
-                 so there is nowhere to exchange it"
-                    .to_owned(),
-            ));
+            return match &self.credential {
+                Some(c) if c.is_identity_token() => Err(PullError::IdentityTokenRefused {
+                    registry: self.registry.clone(),
+                    detail: "the registry does not ask for bearer tokens (no `WWW-Authenticate: Bearer` \
+                             challenge at /v2/), so there is nowhere to exchange it"
+                        .to_owned(),
+                }),
+                Some(c) => Ok(Some(basic_authorization(c))),
+                None => Ok(None),
+            };
         };
-        let realm = reqwest::Url::parse(&challenge.realm).map_err(|e| {
-            refused(format!(
-                "its token server `{}` is not a URL: {e}",
-                challenge.realm
-            ))
+        let realm = reqwest::Url::parse(&challenge.realm).map_err(|e| PullError::TokenServer {
+            registry: self.registry.clone(),
+            realm: clip(&challenge.realm),
+            detail: format!("it is not a URL: {e}"),
         })?;
-        if !token_realm_is_safe(&realm, &opts.insecure) {
-            return Err(refused(format!(
-                "its token server `{realm}` is not HTTPS; the token is not sent there"
-            )));
+        if !matches!(realm.scheme(), "http" | "https") || realm.host_str().is_none() {
+            return Err(PullError::TokenServer {
+                registry: self.registry.clone(),
+                realm: clip(realm.as_str()),
+                detail: "only http and https token servers are used".to_owned(),
+            });
+        }
+        if self.credential.is_some() && !token_realm_is_safe(&realm, self.plain, &self.insecure) {
+            return Err(PullError::InsecureTokenServer {
+                registry: self.registry.clone(),
+                realm: clip(realm.as_str()),
+            });
+        }
+        if realm.host_str()
+            != reqwest::Url::parse(&self.origin)
+                .ok()
+                .as_ref()
+                .and_then(|u| u.host_str())
+        {
+            tracing::debug!(
+                "{}: the token server is {realm}, another host than the registry",
+                self.registry
+            );
         }
         let scope = format!("repository:{}:pull", self.base.repository());
-        let mut fields = vec![
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token),
-            ("client_id", CLIENT_ID),
-            ("scope", scope.as_str()),
-        ];
-        if let Some(service) = &challenge.service {
-            fields.push(("service", service.as_str()));
-        }
-        let mut response = self
-            .http
-            .post(realm.clone())
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
+        let request = match &self.credential {
+            Some(c) if c.is_identity_token() => {
+                // The distribution spec's OAuth2 flow: POST the refresh token for an access token.
+                let mut fields = vec![
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", c.password.as_str()),
+                    ("client_id", CLIENT_ID),
+                    ("scope", scope.as_str()),
+                ];
+                if let Some(service) = &challenge.service {
+                    fields.push(("service", service.as_str()));
+                }
+                self.http
+                    .post(realm.clone())
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        "application/x-www-form-urlencoded",
+                    )
+                    .body(form_encode(&fields))
+            }
+            credential => {
+                // The Docker token protocol: GET with the scope and service, with the password if there is one.
+                let mut query = vec![("scope", scope.as_str())];
+                if let Some(service) = &challenge.service {
+                    query.push(("service", service.as_str()));
+                }
+                let mut request = self.http.get(realm.clone()).query(&query);
+                if let Some(c) = credential {
+                    request =
+                        request.header(reqwest::header::AUTHORIZATION, basic_authorization(c));
+                }
+                request
+            }
+        };
+        let token_server = |detail: String| PullError::TokenServer {
+            registry: self.registry.clone(),
+            realm: clip(realm.as_str()),
+            detail,
+        };
+        let (status, body) = self
+            .within(
+                || format!("the answer of the token server {}", clip(realm.as_str())),
+                async {
+                    let mut response = request.send().await.map_err(|e| self.transport(e))?;
+                    let status = response.status().as_u16();
+                    let body = if status == 200 {
+                        read_limited(&mut response, MAX_TOKEN_RESPONSE)
+                            .await
+                            .map_err(|e| self.transport(e))?
+                    } else {
+                        Some(read_prefix(&mut response, MAX_ERROR_BODY).await)
+                    };
+                    Ok((status, body))
+                },
             )
-            .body(form_encode(&fields))
-            .send()
-            .await
-            .map_err(|e| self.transport(e))?;
-        let status = response.status().as_u16();
-        let body = read_bounded(&mut response, MAX_TOKEN_RESPONSE)
-            .await
-            .unwrap_or_default();
+            .await?;
+        let text = || {
+            clip(&String::from_utf8_lossy(
+                body.as_deref().unwrap_or_default(),
+            ))
+        };
         if status != 200 {
-            return Err(refused(format!(
-                "its token server answered HTTP {status}: {}",
-                clip(&String::from_utf8_lossy(&body))
-            )));
+            return Err(match &self.credential {
+                Some(c) if c.is_identity_token() => PullError::IdentityTokenRefused {
+                    registry: self.registry.clone(),
+                    detail: format!("its token server answered HTTP {status}: {}", text()),
+                },
+                Some(c) if matches!(status, 401 | 403) => PullError::WrongCredentials {
+                    registry: self.registry.clone(),
+                    username: c.username.clone(),
+                    detail: text(),
+                },
+                None if matches!(status, 401 | 403) => PullError::AuthenticationRequired {
+                    registry: self.registry.clone(),
+                    repository: self.base.repository().to_owned(),
+                },
+                _ => token_server(format!("it answered HTTP {status}: {}", text())),
+            });
         }
+        let Some(body) = body else {
+            return Err(token_server(format!(
+                "its answer is larger than {MAX_TOKEN_RESPONSE} bytes"
+            )));
+        };
         #[derive(serde::Deserialize)]
         struct TokenAnswer {
             access_token: Option<String>,
             token: Option<String>,
         }
-        let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|e| {
-            refused(format!(
-                "its token server's answer is not the JSON expected: {e}"
-            ))
-        })?;
-        answer
-            .access_token
-            .or(answer.token)
+        let answer: TokenAnswer = serde_json::from_slice(&body)
+            .map_err(|e| token_server(format!("its answer is not the JSON expected: {e}")))?;
+        let token = answer
+            .token
+            .or(answer.access_token)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| refused("its token server's answer has no `access_token`".to_owned()))
-    }
-
-    fn auth_error(&self, e: OciDistributionError) -> PullError {
-        match e {
-            OciDistributionError::AuthenticationFailure(detail) => match &self.credential {
-                Some(c) => PullError::WrongCredentials {
-                    registry: self.registry.clone(),
-                    username: c.username.clone(),
-                    detail: clip(&detail),
-                },
-                None => PullError::AuthenticationRequired {
-                    registry: self.registry.clone(),
-                    repository: self.base.repository().to_owned(),
-                },
-            },
-            OciDistributionError::RequestError(e) => self.transport(e),
-            other => PullError::Client {
-                registry: self.registry.clone(),
-                source: boxed(other),
-            },
+            .ok_or_else(|| {
+                token_server("its answer has no `token` or `access_token`".to_owned())
+            })?;
+        if token.bytes().any(|b| b.is_ascii_control()) {
+            return Err(token_server("its token has control characters".to_owned()));
         }
+        Ok(Some(format!("Bearer {token}")))
     }
 
     fn status_error(&self, status: u16, what: String, body: &[u8]) -> PullError {
@@ -462,14 +577,18 @@ impl Remote {
         if let Some(authorization) = &self.authorization {
             request = request.header(reqwest::header::AUTHORIZATION, authorization);
         }
-        let mut response = request.send().await.map_err(|e| self.transport(e))?;
-        let status = response.status().as_u16();
-        if status != 200 {
-            let body = read_bounded(&mut response, 4096).await.unwrap_or_default();
-            return Err(self.status_error(status, what, &body));
-        }
-        self.read_document(response, "image manifest or index", what, limit)
-            .await
+        let label = format!("image manifest or index {what}");
+        self.within(|| label, async {
+            let mut response = request.send().await.map_err(|e| self.transport(e))?;
+            let status = response.status().as_u16();
+            if status != 200 {
+                let body = error_body(&mut response).await;
+                return Err(self.status_error(status, what, &body));
+            }
+            self.read_document(response, "image manifest or index", what, limit)
+                .await
+        })
+        .await
     }
 
     /// The body of a 200 response (at most `limit` bytes, checked against `Content-Length` first and while
@@ -540,18 +659,22 @@ impl Remote {
         if let Some(authorization) = authorization {
             request = request.header(reqwest::header::AUTHORIZATION, authorization);
         }
-        let mut response = request.send().await.map_err(|e| self.transport(e))?;
-        let status = response.status().as_u16();
-        if matches!(status, 400 | 404 | 405 | 406) {
-            return Ok(None);
-        }
-        if status != 200 {
-            let body = read_bounded(&mut response, 4096).await.unwrap_or_default();
-            return Err(self.status_error(status, what, &body));
-        }
-        self.read_document(response, "evidence document", what, limit)
-            .await
-            .map(Some)
+        let label = format!("evidence document {what}");
+        self.within(|| label, async {
+            let mut response = request.send().await.map_err(|e| self.transport(e))?;
+            let status = response.status().as_u16();
+            if matches!(status, 400 | 404 | 405 | 406) {
+                return Ok(None);
+            }
+            if status != 200 {
+                let body = error_body(&mut response).await;
+                return Err(self.status_error(status, what, &body));
+            }
+            self.read_document(response, "evidence document", what, limit)
+                .await
+                .map(Some)
+        })
+        .await
     }
 
     /// A small blob, in memory, checked against its digest. `Ok(None)` when the registry does not have it.
@@ -648,14 +771,37 @@ impl Remote {
         if stop() {
             return Err(PullError::Abandoned);
         }
+        let url = format!(
+            "{}/v2/{}/blobs/{}",
+            self.origin,
+            self.base.repository(),
+            blob.digest
+        );
+        let what = format!("{role} {}", blob.digest);
+        let mut request = self.http.get(&url);
+        if let Some(authorization) = &self.authorization {
+            request = request.header(reqwest::header::AUTHORIZATION, authorization);
+        }
+        // The answer's head, and an error answer whole (its first 4 KiB), within the document deadline.
+        let mut response = self
+            .within(|| what.clone(), async {
+                let mut response = request.send().await.map_err(|e| self.transport(e))?;
+                let status = response.status().as_u16();
+                if status != 200 {
+                    let body = error_body(&mut response).await;
+                    return Err(self.status_error(status, what.clone(), &body));
+                }
+                Ok(response)
+            })
+            .await?;
+        let digest_error = |source| PullError::Digest { what: role, source };
+        if response.content_length().is_some_and(|n| n > blob.size) {
+            return Err(digest_error(DigestError::TooLong {
+                digest: blob.digest.clone(),
+                expected: blob.size,
+            }));
+        }
         let mut temp = store.temp_blob()?;
-        let digest_text = blob.digest.to_string();
-        // A digest string, not the descriptor: its `urls` (foreign layers) are never followed.
-        let mut stream = self
-            .client
-            .pull_blob_stream(&self.base, digest_text.as_str())
-            .await
-            .map_err(|e| self.blob_error(e, &blob.digest, role))?;
         if let Some((f, i)) = feed {
             let reader = temp.as_file().try_clone().map_err(|source| PullError::Io {
                 path: temp.path().to_owned(),
@@ -668,26 +814,24 @@ impl Remote {
         if let Some(o) = observer {
             o.blob_started(&blob.digest, blob.size);
         }
-        let digest_error = |source| PullError::Digest { what: role, source };
-        while let Some(chunk) = stream.next().await {
-            let chunk = match chunk {
-                Ok(chunk) => chunk,
-                Err(e) => {
-                    // oci-client fails the last read when the digest is wrong; say so in our words.
-                    if received == blob.size {
-                        let actual = digest_of(hasher.clone());
-                        if actual != blob.digest {
-                            return Err(digest_error(DigestError::Mismatch {
-                                expected: blob.digest.clone(),
-                                actual,
-                            }));
-                        }
-                    }
-                    return Err(PullError::Transfer {
-                        registry: self.registry.clone(),
-                        source: boxed(e),
-                    });
+        // Layers: the minimum rate; the config (a document): also the document deadline.
+        let deadline = (role != "layer").then(|| Instant::now() + self.limits.document_deadline);
+        let mut pace = Pace::new(self.limits, deadline);
+        let too_slow = |reason: String| PullError::TooSlow {
+            registry: self.registry.clone(),
+            what: what.clone(),
+            reason,
+        };
+        loop {
+            let next = tokio::time::timeout_at(pace.wake_at().into(), response.chunk()).await;
+            let chunk = match next {
+                Err(_) => {
+                    pace.check(0, Instant::now()).map_err(too_slow)?;
+                    continue;
                 }
+                Ok(Ok(Some(chunk))) => chunk,
+                Ok(Ok(None)) => break,
+                Ok(Err(e)) => return Err(self.transport(e)),
             };
             received += chunk.len() as u64;
             if received > blob.size {
@@ -710,6 +854,8 @@ impl Remote {
             if let Some(o) = observer {
                 o.blob_progress(&blob.digest, received);
             }
+            pace.check(chunk.len() as u64, Instant::now())
+                .map_err(too_slow)?;
         }
         if received != blob.size {
             return Err(digest_error(DigestError::SizeMismatch {
@@ -731,42 +877,6 @@ impl Remote {
             o.blob_finished(&blob.digest);
         }
         Ok(true)
-    }
-
-    fn blob_error(
-        &self,
-        e: OciDistributionError,
-        digest: &Digest,
-        role: &'static str,
-    ) -> PullError {
-        let what = format!("{role} {digest}");
-        match e {
-            OciDistributionError::UnauthorizedError { .. } => self.status_error(401, what, b""),
-            OciDistributionError::ServerError { code, message, .. } => {
-                self.status_error(code, what, message.as_bytes())
-            }
-            OciDistributionError::RegistryError { envelope, .. } => {
-                let codes: Vec<String> = envelope
-                    .errors
-                    .iter()
-                    .map(|e| format!("{:?}", e.code))
-                    .collect();
-                let message = codes.join(", ");
-                let status = if codes.iter().any(|c| c.contains("Unknown")) {
-                    404
-                } else if codes.iter().any(|c| c.contains("Denied")) {
-                    403
-                } else {
-                    400
-                };
-                self.status_error(status, what, message.as_bytes())
-            }
-            OciDistributionError::RequestError(e) => self.transport(e),
-            other => PullError::Client {
-                registry: self.registry.clone(),
-                source: boxed(other),
-            },
-        }
     }
 }
 
@@ -876,6 +986,60 @@ impl Drop for FeedGuard<'_> {
     }
 }
 
+/// The minimum-rate rule of a blob download (and its deadline, for a config): in every window of
+/// [`TransferLimits::rate_window`], at least [`TransferLimits::min_blob_rate`] bytes per second on average.
+struct Pace {
+    limits: TransferLimits,
+    deadline: Option<Instant>,
+    window_start: Instant,
+    window_bytes: u64,
+}
+
+impl Pace {
+    fn new(limits: TransferLimits, deadline: Option<Instant>) -> Pace {
+        Pace {
+            limits,
+            deadline,
+            window_start: Instant::now(),
+            window_bytes: 0,
+        }
+    }
+
+    /// When to look again if nothing arrives.
+    fn wake_at(&self) -> Instant {
+        let window_end = self.window_start + self.limits.rate_window;
+        self.deadline.map_or(window_end, |d| d.min(window_end))
+    }
+
+    /// `n` more bytes arrived (or none, when woken): `Err(why)` when the download is too slow.
+    fn check(&mut self, n: u64, now: Instant) -> Result<(), String> {
+        self.window_bytes += n;
+        if self.deadline.is_some_and(|d| now >= d) {
+            return Err(format!(
+                "did not arrive whole within {}",
+                show(self.limits.document_deadline)
+            ));
+        }
+        let elapsed = now.saturating_duration_since(self.window_start);
+        // Timers fire at or just after their instant; a millisecond early still counts as the window's end.
+        if elapsed + Duration::from_millis(2) < self.limits.rate_window {
+            return Ok(());
+        }
+        let secs = elapsed.as_secs_f64().max(0.001);
+        let rate = self.window_bytes as f64 / secs;
+        if rate < self.limits.min_blob_rate as f64 {
+            return Err(format!(
+                "arrived at {rate:.0} bytes/s over {}, below the minimum of {} bytes/s",
+                show(elapsed),
+                self.limits.min_blob_rate
+            ));
+        }
+        self.window_start = now;
+        self.window_bytes = 0;
+        Ok(())
+    }
+}
+
 /// A fetched manifest or index.
 #[derive(Debug)]
 pub(crate) struct Fetched {
@@ -890,7 +1054,46 @@ fn digest_of(hasher: Sha256) -> Digest {
         .expect("sha256 output is a valid digest")
 }
 
-async fn read_bounded(response: &mut reqwest::Response, limit: usize) -> Option<Vec<u8>> {
+/// The body, read to at most `limit` bytes: `None` when it is longer (said by `Content-Length` or found while
+/// reading; the rest is never read).
+async fn read_limited(
+    response: &mut reqwest::Response,
+    limit: usize,
+) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
+/// What to say about an error answer: for a redirect that was not followed, where it went; else the first
+/// [`MAX_ERROR_BODY`] bytes of the body.
+async fn error_body(response: &mut reqwest::Response) -> Vec<u8> {
+    if response.status().is_redirection() {
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        return format!(
+            "a redirect to `{}`, not followed: only to HTTPS, or to plain HTTP on loopback or \
+             --insecure-registry hosts",
+            clip(&location)
+        )
+        .into_bytes();
+    }
+    read_prefix(response, MAX_ERROR_BODY).await
+}
+
+/// The first `limit` bytes of the body, at most (an error answer, for the message); the rest is never read.
+async fn read_prefix(response: &mut reqwest::Response, limit: usize) -> Vec<u8> {
     let mut body = Vec::new();
     while let Ok(Some(chunk)) = response.chunk().await {
         body.extend_from_slice(&chunk);
@@ -899,7 +1102,16 @@ async fn read_bounded(response: &mut reqwest::Response, limit: usize) -> Option<
             break;
         }
     }
-    Some(body)
+    body
+}
+
+fn basic_authorization(c: &Credential) -> String {
+    use base64::Engine as _;
+    let pair = format!("{}:{}", c.username, c.password);
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
 }
 
 fn clip(s: &str) -> String {
@@ -912,10 +1124,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn refresh_tokens_go_only_to_https_or_loopback_or_listed_token_servers() {
+    fn credentials_go_only_to_https_or_loopback_or_listed_token_servers() {
+        // A plain-HTTP (loopback or listed) registry.
         let safe = |url: &str, insecure: &[&str]| {
             let insecure: Vec<String> = insecure.iter().map(|s| (*s).to_owned()).collect();
-            token_realm_is_safe(&reqwest::Url::parse(url).unwrap(), &insecure)
+            token_realm_is_safe(&reqwest::Url::parse(url).unwrap(), true, &insecure)
         };
         assert!(safe("https://auth.docker.io/token", &[]));
         assert!(safe("https://10.0.0.1:8443/token", &[]));
@@ -929,6 +1142,46 @@ mod tests {
         assert!(!safe("http://reg.lan:5001/token", &["reg.lan:5000"]));
         assert!(!safe("ftp://127.0.0.1/token", &[]));
         assert!(!safe("file:///etc/passwd", &[]));
+        // An HTTPS registry: HTTPS token servers only, loopback or listed or not.
+        let from_https = |url: &str, insecure: &[&str]| {
+            let insecure: Vec<String> = insecure.iter().map(|s| (*s).to_owned()).collect();
+            token_realm_is_safe(&reqwest::Url::parse(url).unwrap(), false, &insecure)
+        };
+        assert!(from_https("https://auth.docker.io/token", &[]));
+        assert!(!from_https("http://127.0.0.1:5001/token", &[]));
+        assert!(!from_https("http://localhost/token", &[]));
+        assert!(!from_https("http://reg.lan:5001/token", &["reg.lan"]));
+    }
+
+    #[test]
+    fn blobs_slower_than_the_minimum_rate_over_a_window_fail() {
+        let limits = TransferLimits {
+            min_blob_rate: 100,
+            rate_window: Duration::from_secs(10),
+            ..TransferLimits::default()
+        };
+        let t0 = Instant::now();
+        let mut pace = Pace::new(limits, None);
+        pace.window_start = t0;
+        // 500 bytes in the first 5 s: the window is not over.
+        assert!(pace.check(500, t0 + Duration::from_secs(5)).is_ok());
+        // 1,000 bytes in 10 s: exactly the minimum; a new window starts.
+        assert!(pace.check(500, t0 + Duration::from_secs(10)).is_ok());
+        assert_eq!(pace.wake_at(), t0 + Duration::from_secs(20));
+        // 999 bytes in the next 10 s: too slow.
+        let err = pace.check(999, t0 + Duration::from_secs(20)).unwrap_err();
+        assert!(err.contains("below the minimum of 100 bytes/s"), "{err}");
+        // Nothing at all: the wake-up at the window's end fails it.
+        let mut pace = Pace::new(limits, None);
+        let woken = pace.wake_at();
+        assert!(pace.check(0, woken).is_err());
+        // A deadline (a config) ends it whatever the rate.
+        let mut pace = Pace::new(limits, Some(t0 + Duration::from_secs(3)));
+        assert_eq!(pace.wake_at(), t0 + Duration::from_secs(3));
+        let err = pace
+            .check(1 << 20, t0 + Duration::from_secs(3))
+            .unwrap_err();
+        assert!(err.contains("did not arrive whole within 60 s"), "{err}");
     }
 
     #[test]
