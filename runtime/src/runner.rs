@@ -556,7 +556,21 @@ fn init_main(
     if let Err(e) = set_parent_death_signal(Signal::SIGKILL) {
         return fail("parent-death signal", &e);
     }
-    // The server inherits our signal mask and dispositions: hand it clean ones.
+    // The server inherits our signal mask and dispositions: hand it clean ones. While libcontainer creates the
+    // container, signals are not blocked; but we are pid 1 of our pid namespace, and the kernel drops a signal
+    // sent from outside to such an init when its disposition is the default: a SIGTERM from the keeper (a client
+    // that hung up) would be lost and the server would run until the grace period's SIGKILL. So each forwarded
+    // signal has a handler that only notes it (handlers become SIG_DFL again at the server's execve); what was
+    // noted is passed on once the server runs.
+    for sig in FORWARDED {
+        let action = nix::sys::signal::SigAction::new(
+            nix::sys::signal::SigHandler::Handler(note_early_signal),
+            nix::sys::signal::SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
+        // SAFETY: the handler only does an atomic fetch_or, which is async-signal-safe.
+        let _ = unsafe { nix::sys::signal::sigaction(*sig, &action) };
+    }
     let set = handled_set();
     let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None);
     // SAFETY: restoring the default disposition of SIGPIPE (the Rust runtime ignores it) installs no handler code.
@@ -605,6 +619,13 @@ fn init_main(
             &io::Error::other("libcontainer reported no pid"),
         );
     };
+    // Signals that came while the container was being created: the server gets them now.
+    let early = EARLY_SIGNALS.swap(0, std::sync::atomic::Ordering::SeqCst);
+    for sig in FORWARDED {
+        if early & (1u64 << (*sig as i32)) != 0 {
+            let _ = kill(server, *sig);
+        }
+    }
     let _ = chan.send(&Message::Started(StartTimings {
         namespaces_us,
         create_us,
@@ -637,6 +658,15 @@ fn init_main(
         tracing::debug!("deleting container state: {e}");
     }
     code
+}
+
+/// Forwarded signals that reached the runner init before the server ran (bit N: signal N).
+static EARLY_SIGNALS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+extern "C" fn note_early_signal(sig: libc::c_int) {
+    if (0..64).contains(&sig) {
+        EARLY_SIGNALS.fetch_or(1u64 << sig, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Reaps every exited child (orphans of the sandbox become ours); returns the server's code once it is among them.
