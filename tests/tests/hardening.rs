@@ -64,7 +64,7 @@ async fn image_ids_outside_the_map_never_become_host_ids_0() {
         if is_root() {
             let out = cmd.output().await.expect("run");
             let err = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(code(out.status), 125, "{tag}: {err}");
+            assert_eq!(status, 125, "{tag}: {err}");
             assert!(err.contains("refusing to run this image"), "{tag}: {err}");
             let why = if tag == "u70000" {
                 "outside the ids"
@@ -310,6 +310,21 @@ async fn server_stderr_on_a_terminal_cannot_drive_it() {
     );
 }
 
+/// Runs `cmd` with no stdin; its exit code and stderr.
+async fn refused(mut cmd: tokio::process::Command) -> (i32, String) {
+    let out = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .expect("run");
+    (
+        code(out.status),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// F12: inputs that panicked or were read without bound now end with a clear error, before anything runs.
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_inputs_are_refused_with_a_reason() {
@@ -319,16 +334,8 @@ async fn bad_inputs_are_refused_with_a_reason() {
         vec!["--stop-timeout", "-1"],
         vec!["--env-file", "/dev/zero"],
     ] {
-        let out = run
-            .cmd("app", &extra, &[])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output()
-            .await
-            .expect("run");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(code(out.status), 2, "{extra:?}: {err}");
+        let (status, err) = refused(run.cmd("app", &extra, &[])).await;
+        assert_eq!(status, 2, "{extra:?}: {err}");
         assert!(err.starts_with("error:"), "{extra:?}: {err}");
         assert!(!err.contains("panicked"), "{extra:?}: {err}");
     }
@@ -347,16 +354,9 @@ async fn bad_inputs_are_refused_with_a_reason() {
     }
     let cache = tempfile::tempdir().unwrap();
     for tag in variants {
-        let out = run
-            .cmd_in(cache.path(), &image(layout.path(), tag), &["-q"], &[])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output()
-            .await
-            .expect("run");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(code(out.status), 125, "{tag}: {err}");
+        let (status, err) =
+            refused(run.cmd_in(cache.path(), &image(layout.path(), tag), &["-q"], &[])).await;
+        assert_eq!(status, 125, "{tag}: {err}");
         let why = if tag == "nul" { "NUL" } else { "Volume" };
         assert!(err.contains(why), "{tag}: {err}");
         assert!(!err.contains("panicked"), "{tag}: {err}");

@@ -485,6 +485,18 @@ fn within_secs<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'sta
         .unwrap_or_else(|_| panic!("still transferring after {secs} s: no deadline"))
 }
 
+/// Pulls `image_ref` under [`fast_limits`] (40 s at most): the refusal and its report.
+fn slow_pull_refused(image_ref: String) -> (PullError, String) {
+    let err = within_secs(40, move || {
+        let cache = tempdir();
+        let mut opts = PullOptions::new(cache.path());
+        opts.limits = fast_limits();
+        pull(&image_ref, &opts).unwrap_err()
+    });
+    let text = report(&err);
+    (err, text)
+}
+
 fn fast_limits() -> TransferLimits {
     TransferLimits {
         document_deadline: Duration::from_secs(2),
@@ -530,13 +542,7 @@ fn hr7_slow_documents_blobs_and_discovery_are_given_up_on() {
     .unwrap();
     let image_ref = format!("{}/r:t", server.host());
     let started = Instant::now();
-    let err = within_secs(40, move || {
-        let cache = tempdir();
-        let mut opts = PullOptions::new(cache.path());
-        opts.limits = fast_limits();
-        pull(&image_ref, &opts).unwrap_err()
-    });
-    let text = report(&err);
+    let (err, text) = slow_pull_refused(image_ref);
     assert!(
         matches!(err, PullError::TooSlow { .. })
             && text.contains("did not arrive whole within 2 s"),
@@ -571,13 +577,7 @@ fn hr7_slow_documents_blobs_and_discovery_are_given_up_on() {
     })
     .unwrap();
     let image_ref = format!("{}/r:t", server.host());
-    let err = within_secs(40, move || {
-        let cache = tempdir();
-        let mut opts = PullOptions::new(cache.path());
-        opts.limits = fast_limits();
-        pull(&image_ref, &opts).unwrap_err()
-    });
-    let text = report(&err);
+    let (err, text) = slow_pull_refused(image_ref);
     assert!(
         matches!(err, PullError::TooSlow { .. })
             && text.contains("below the minimum of 1024 bytes/s"),
