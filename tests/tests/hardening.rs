@@ -64,7 +64,7 @@ async fn image_ids_outside_the_map_never_become_host_ids_0() {
         if is_root() {
             let out = cmd.output().await.expect("run");
             let err = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(status, 125, "{tag}: {err}");
+            assert_eq!(code(out.status), 125, "{tag}: {err}");
             assert!(err.contains("refusing to run this image"), "{tag}: {err}");
             let why = if tag == "u70000" {
                 "outside the ids"
