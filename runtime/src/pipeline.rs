@@ -230,8 +230,7 @@ impl Error {
 /// Runs the pipeline for `req`; returns the server's exit code.
 pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
     let t_start = Instant::now();
-    // Fail closed before anything is pulled: secret values must not land in config.json (libcontainer reads the
-    // process environment from there). TODO(lead, issue 4 enforcement): fd delivery replaces this refusal.
+    // Stale run directories of crashed runs are collected first (never one still being created: see `runs`).
     let runs_dir = dirs.runs()?;
     runs::collect_stale(&runs_dir);
     // No sandbox sees the cache or the state dir, even through a mount of a directory holding them (F4).
@@ -257,9 +256,9 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
     // 1. resolve + 2. fetch manifest: the reference becomes a digest; manifest and config are checked on the way.
     let (oci, image) = resolve(req, dirs)?;
 
-    // 3. verify: provenance verification plugs in here, before any layer is read (for registry images, `pull`
-    //    calls its hook before fetching layers). Until it lands, images run unverified; their manifest digest is
-    //    pinned from here on.
+    // 3. verify: for registry images `resolve` pulls, and the pull runs the verification gate after the manifest
+    //    and before any layer is fetched; `oci:` layouts are verified from stored evidence in `resolve` too. The
+    //    manifest digest is pinned from here on.
 
     // 4. unpack (or reuse the cached root for this digest and id-mapping mode).
     //    A registry image was unpacked while it downloaded, into this same root: then this only loads it.
