@@ -151,7 +151,15 @@ async fn conversation(client: &Client, recorder: &Recorder, server_requests: boo
     assert_eq!(tool_text(&echo), "héllo\nworld");
 
     assert_eq!(counted(client, 5).await, "counted 5");
-    // Progress arrived before the result, in order; the log message too.
+    // Progress and the log message reach the client, progress in order. rmcp hands each notification to the
+    // client's handler on a task of its own, so the recorder may see the last of them just after the result (seen
+    // once in CI's unprivileged run): wait for them, bounded.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while (recorder.progress.lock().unwrap().len() < 5 || recorder.logs.lock().unwrap().is_empty())
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(
         *recorder.progress.lock().unwrap(),
         vec![1.0, 2.0, 3.0, 4.0, 5.0]
