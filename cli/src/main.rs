@@ -1221,22 +1221,20 @@ fn verify_image_cmd(file: Option<PathBuf>, image: &str, args: &VerifyArgs) -> i3
             return EXIT_USAGE;
         }
     };
-    let outcome = match thv_sandbox_runtime::pull_verified(
+    let outcome = match thv_sandbox_runtime::verify(
         image,
         args.source.pull.into(),
         &RegistryAccess::from_config(&config),
         ProgressMode::detect(args.source.quiet),
         &dirs,
         &verification,
-        true,
     ) {
-        Err(thv_sandbox_runtime::Error::VerifiedOnly(outcome)) => outcome,
-        Ok((_, outcome)) => outcome,
+        Ok(outcome) => outcome,
         Err(e) => return report_runtime_error(&e, &dirs),
     };
     use thv_sandbox_runtime::verification::Outcome;
     match outcome {
-        Some(Outcome::Verified { record, reused }) => {
+        Outcome::Verified { record, reused } => {
             let what = format!(
                 "{image} ({}{})",
                 record.manifest_digest,
@@ -1252,7 +1250,7 @@ fn verify_image_cmd(file: Option<PathBuf>, image: &str, args: &VerifyArgs) -> i3
             );
             report_verdict(&Ok(record.verified.clone()), &what, args.json)
         }
-        Some(Outcome::Refused { reason, hint }) => {
+        Outcome::Refused { reason, hint } => {
             eprintln!("refused: {image}: {reason}");
             eprintln!("hint: {hint}");
             if args.json {
@@ -1263,7 +1261,10 @@ fn verify_image_cmd(file: Option<PathBuf>, image: &str, args: &VerifyArgs) -> i3
             EXIT_REFUSED
         }
         other => {
-            eprintln!("error: {image}: verification did not run ({other:?})");
+            eprintln!(
+                "error: {image}: verification did not run ({:?})",
+                Some(other)
+            );
             EXIT_SANDBOX_ERROR
         }
     }

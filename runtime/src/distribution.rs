@@ -1,25 +1,31 @@
 //! Pulling images from OCI registries (the distribution API) into the blob cache.
 //!
-//! [`pull`] runs these steps in this order; the order is what verification needs:
-//! 1. **cache** — with [`PullPolicy::Missing`] (the default) or [`PullPolicy::Never`], an image the cache holds
-//!    completely under the reference's name is used without any network. `Never` fails when it is not there.
-//! 2. **resolve** — the manifest or index is fetched by tag (or by digest), at most 4 MiB of it, and its sha256
+//! The steps are separate functions; the caller orders them (as rust-oci-client's `pull_manifest_and_config` and
+//! `pull_blob` are). [`crate::run`] puts the verification gate between [`resolve`] and
+//! [`Resolved::fetch_and_unpack`]; [`pull`] runs them back to back, without verification. The order is what
+//! verification needs:
+//! 1. **resolve** ([`resolve`]) — with [`PullPolicy::Missing`] (the default) or [`PullPolicy::Never`], an image the
+//!    cache holds completely under the reference's name is used without any network. `Never` fails when it is not
+//!    there. Otherwise the manifest or index is fetched by tag (or by digest), at most 4 MiB of it, and its sha256
 //!    becomes the pinned digest. A digest reference must match it. From here on only digests are used: the
-//!    platform manifest, the config and the layers are all requested by digest.
-//! 3. **fetch manifest** — for an index (or Docker manifest list), the entry for the platform wanted is chosen
-//!    by os/architecture/variant exactly as the layout reader chooses, and fetched by digest, its size bounded
-//!    by its descriptor and by 4 MiB; then the config (≤ 8 MiB). Each document is checked (index or manifest,
-//!    consistent media type, schemaVersion 2, valid digests, config platform, layer count, layer media types)
-//!    before anything is fetched on its strength.
-//! 4. **verify** — [`PullOptions::verify`] is called with both digests, manifest and config. No layer has been
-//!    fetched yet, and none is fetched if it refuses. (It is also called for images taken from the cache.)
-//! 5. **fetch layers** — up to [`MAX_PARALLEL_BLOBS`] at once, each streamed into a temporary file, counted
-//!    (never more than its descriptor's size) and hashed; renamed into `blobs/sha256/<hex>` only when size and
-//!    digest are right. Blobs already present are not fetched again. With [`PullOptions::unpack`] the layers are
-//!    unpacked while they download, into the root a run uses ([`stream`]): it is committed only when every blob
-//!    and every diff_id matched.
-//! 6. **commit** — `index.json` names the image, under an exclusive lock, written aside and renamed. Until this
-//!    step nothing names the image, so a pull that dies earlier leaves nothing a later run would use.
+//!    platform manifest, the config and the layers are all requested by digest. For an index (or Docker manifest
+//!    list), the entry for the platform wanted is chosen by os/architecture/variant exactly as the layout reader
+//!    chooses, and fetched by digest, its size bounded by its descriptor and by 4 MiB; then the config (≤ 8 MiB).
+//!    Each document is checked (index or manifest, consistent media type, schemaVersion 2, valid digests, config
+//!    platform, layer count, layer media types) before anything is fetched on its strength. No layer is fetched.
+//!    [`resolve_at_registry`] does the same without looking in the cache.
+//! 2. **discover evidence** ([`Resolved::discover_evidence`]) — through the same registry connection.
+//! 3. **decide** — the caller's: distribution calls no verification. A refused [`Resolved`] is dropped, and no
+//!    layer of it is ever requested.
+//! 4. **fetch layers** ([`Resolved::fetch_and_unpack`]) — up to [`MAX_PARALLEL_BLOBS`] at once, each streamed into
+//!    a temporary file, counted (never more than its descriptor's size) and hashed; renamed into
+//!    `blobs/sha256/<hex>` only when size and digest are right. Blobs already present are not fetched again. With
+//!    [`PullOptions::unpack`] the layers are unpacked while they download, into the root a run uses ([`stream`]):
+//!    it is committed only when every blob and every diff_id matched. The root's lock is taken before any layer is
+//!    requested, so concurrent first pulls share one download and one unpack.
+//! 5. **commit** ([`Fetched::commit`]) — `index.json` names the image, under an exclusive lock, written aside and
+//!    renamed. Until this step nothing names the image, so a pull that dies earlier leaves nothing a later run
+//!    would use.
 //!
 //! # The cache is an OCI image layout
 //! `<cache>/oci/` has `oci-layout`, `blobs/sha256/<hex>` and `index.json`, so [`crate::layout::OciLayout`]
@@ -48,8 +54,9 @@
 //! followed. Layers may be uncompressed, gzip or zstd tars; other layer media types are refused before anything
 //! is downloaded.
 //!
-//! [`pull`] creates its own single-threaded tokio runtime, so callers stay synchronous; it must not be called
-//! from inside a tokio runtime (use `spawn_blocking` there).
+//! [`resolve`] creates its own single-threaded tokio runtime (kept in [`Resolved`] for the later steps, which use
+//! the same connection), so callers stay synchronous; it must not be called from inside a tokio runtime (use
+//! `spawn_blocking` there).
 
 mod auth;
 mod document;
@@ -126,28 +133,6 @@ impl ProxySettings {
     }
 }
 
-/// What the verification step sees: everything that identifies the image, before any layer is fetched.
-#[derive(Debug)]
-pub struct VerifyInput<'a> {
-    /// The reference as asked for (normalized).
-    pub reference: &'a Reference,
-    /// The index the reference resolved to, if it resolved to one.
-    pub index_digest: Option<&'a Digest>,
-    /// The platform manifest.
-    pub manifest_digest: &'a Digest,
-    /// The manifest, parsed.
-    pub manifest: &'a ImageManifest,
-    /// The config blob.
-    pub config_digest: &'a Digest,
-    /// The config, parsed.
-    pub config: &'a ImageConfiguration,
-    /// Whether the image came from the cache (no registry was contacted).
-    pub from_cache: bool,
-    /// The evidence found for the index and the manifest, when [`PullOptions::discover`] asked for it and the
-    /// registry was contacted.
-    pub evidence: Option<&'a crate::evidence::Evidence>,
-}
-
 /// Told about blob downloads, for progress display. Called from the pull's thread; downloads run concurrently, so
 /// calls for different blobs interleave.
 pub trait PullObserver: Sync {
@@ -161,9 +146,6 @@ pub trait PullObserver: Sync {
     /// blob's digest matched). Only a pull that unpacks while it downloads reports this.
     fn layers_applied(&self, _applied: usize, _total: usize) {}
 }
-
-/// The verification step: `Err(reason)` refuses the image.
-pub type VerifyFn<'a> = &'a dyn Fn(&VerifyInput<'_>) -> Result<(), String>;
 
 /// How to pull.
 #[derive(Clone)]
@@ -186,16 +168,8 @@ pub struct PullOptions<'a> {
     pub docker_config: Option<PathBuf>,
     /// Proxies.
     pub proxy: ProxySettings,
-    /// The verification step (see [`VerifyInput`]); `None` accepts every image.
-    pub verify: Option<VerifyFn<'a>>,
     /// Told about downloads (progress display); `None`: nobody.
     pub observer: Option<&'a dyn PullObserver>,
-    /// Look for provenance evidence (see [`crate::evidence`]) before calling `verify`; `None` does not.
-    pub discover: Option<crate::evidence::DiscoveryOptions>,
-    /// With `discover`: whether the verifier can decide about a cached image with this manifest digest without
-    /// the registry (it has a record or stored evidence). When it cannot, and pulling is allowed, the image is
-    /// resolved at the registry again (its blobs are not downloaded again) so that its evidence can be found.
-    pub evidence_on_hand: Option<&'a dyn Fn(&Digest) -> bool>,
     /// Unpack the image while its layers download (see [`stream`]), into the cached root these settings name
     /// (the root a run with them uses); `None`: download only.
     pub unpack: Option<UnpackTarget>,
@@ -224,9 +198,7 @@ impl std::fmt::Debug for PullOptions<'_> {
             .field("credential", &self.credential)
             .field("docker_config", &self.docker_config)
             .field("proxy", &self.proxy)
-            .field("verify", &self.verify.map(|_| "<fn>"))
             .field("observer", &self.observer.map(|_| "<observer>"))
-            .field("discover", &self.discover)
             .field("unpack", &self.unpack)
             .field("limits", &self.limits)
             .finish_non_exhaustive()
@@ -235,7 +207,7 @@ impl std::fmt::Debug for PullOptions<'_> {
 
 impl PullOptions<'static> {
     /// Defaults: policy `Missing`, this machine's platform, no insecure registries, no mirrors, no credentials,
-    /// no proxies, no verification.
+    /// no proxies.
     pub fn new(cache_dir: impl Into<PathBuf>) -> PullOptions<'static> {
         PullOptions {
             cache_dir: cache_dir.into(),
@@ -247,10 +219,7 @@ impl PullOptions<'static> {
             credential: None,
             docker_config: None,
             proxy: ProxySettings::default(),
-            verify: None,
             observer: None,
-            discover: None,
-            evidence_on_hand: None,
             unpack: None,
             limits: TransferLimits::default(),
         }
@@ -550,14 +519,6 @@ pub enum PullError {
         /// The index too deep.
         digest: Digest,
     },
-    /// The verification step refused the image.
-    #[error("{reference} was refused by verification: {reason}")]
-    Verification {
-        /// The reference.
-        reference: String,
-        /// Why.
-        reason: String,
-    },
     /// The image could not be unpacked while it was pulled (nothing was committed).
     #[error(transparent)]
     Unpack(Box<crate::rootfs::RootfsError>),
@@ -643,17 +604,23 @@ impl PullError {
     }
 }
 
-/// Pull `reference` into the cache (or find it there), following `opts.policy`; see the module documentation
+/// Pull `reference` into the cache (or find it there), following `opts.policy`, without verification:
+/// [`resolve`], [`Resolved::fetch_and_unpack`] and [`Fetched::commit`] back to back. See the module documentation
 /// for the steps and their order.
 pub fn pull(reference: &Reference, opts: &PullOptions<'_>) -> Result<Pulled, PullError> {
+    resolve(reference, opts)?.fetch_and_unpack(opts)?.commit()
+}
+
+/// Step 1: the image `reference` names, from the cache when `opts.policy` allows and it is there completely, else
+/// from the registry. Manifest and config are fetched and checked; no layer is fetched.
+pub fn resolve(reference: &Reference, opts: &PullOptions<'_>) -> Result<Resolved, PullError> {
     let store = Store::open(&opts.cache_dir)?;
-    let name = reference.cache_name();
-    let cached = store.find(&name)?;
+    let cached = store.find(&reference.cache_name())?;
     let cache_first = opts.policy != PullPolicy::Always || reference.digest().is_some();
     if cache_first {
         if let Some(entry) = &cached {
-            if let Some(pulled) = from_cache(&store, reference, entry, opts)? {
-                return Ok(pulled);
+            if let Some(resolved) = from_cache(store.clone(), reference, entry, opts)? {
+                return Ok(resolved);
             }
         }
         if opts.policy == PullPolicy::Never {
@@ -662,6 +629,29 @@ pub fn pull(reference: &Reference, opts: &PullOptions<'_>) -> Result<Pulled, Pul
             });
         }
     }
+    at_registry(store, reference, opts, cached)
+}
+
+/// Step 1 at the registry, whatever the cache holds (its blobs are not downloaded again): for a cached image whose
+/// provenance evidence is not on hand, so that it can be found. With [`PullPolicy::Never`] it is [`resolve`].
+pub fn resolve_at_registry(
+    reference: &Reference,
+    opts: &PullOptions<'_>,
+) -> Result<Resolved, PullError> {
+    if opts.policy == PullPolicy::Never {
+        return resolve(reference, opts);
+    }
+    let store = Store::open(&opts.cache_dir)?;
+    let cached = store.find(&reference.cache_name())?;
+    at_registry(store, reference, opts, cached)
+}
+
+fn at_registry(
+    store: Store,
+    reference: &Reference,
+    opts: &PullOptions<'_>,
+    cached: Option<Descriptor>,
+) -> Result<Resolved, PullError> {
     let cached_digest = cached
         .as_ref()
         .and_then(|entry| Digest::try_from(entry.digest()).ok());
@@ -670,41 +660,203 @@ pub fn pull(reference: &Reference, opts: &PullOptions<'_>) -> Result<Pulled, Pul
         .build()
         .map_err(PullError::Runtime)?;
     let prepared = runtime.block_on(from_registry(&store, reference, opts, cached_digest))?;
-    let unpacked = match opts.unpack {
-        Some(target) => fetch_and_unpack(&runtime, &store, &prepared, target, opts)?,
-        None => {
-            runtime.block_on(fetch_layers(
-                &prepared.remote,
-                &store,
-                &prepared.layers,
-                opts.observer,
-                None,
-            ))?;
-            false
-        }
-    };
-    commit(&store, prepared, unpacked)
+    Ok(Resolved {
+        reference: reference.clone(),
+        index_digest: prepared.index_digest.clone(),
+        manifest_digest: prepared.manifest_digest.clone(),
+        manifest: prepared.manifest.clone(),
+        config_digest: prepared.config_digest.clone(),
+        config: prepared.config.clone(),
+        from_cache: false,
+        replaced: prepared.replaced.clone(),
+        store,
+        origin: Origin::Registry {
+            runtime: Box::new(runtime),
+            prepared: Box::new(prepared),
+        },
+    })
 }
 
-/// Everything known once verification has passed, before any layer is fetched.
+/// An image resolved to its platform manifest (step 1): what identifies it, checked, before any layer is fetched.
+/// The later steps use these digests only: the tag is not resolved again.
+pub struct Resolved {
+    /// The reference asked for (normalized).
+    pub reference: Reference,
+    /// The index the reference resolved to, if it resolved to one.
+    pub index_digest: Option<Digest>,
+    /// The platform manifest.
+    pub manifest_digest: Digest,
+    /// The manifest, parsed and checked.
+    pub manifest: ImageManifest,
+    /// The config blob.
+    pub config_digest: Digest,
+    /// The config, parsed and checked.
+    pub config: ImageConfiguration,
+    /// True when no registry was contacted.
+    pub from_cache: bool,
+    /// With [`PullPolicy::Always`]: the digest the cache had for the tag, when the tag now resolves to another.
+    pub replaced: Option<Digest>,
+    store: Store,
+    origin: Origin,
+}
+
+/// Where a resolved image comes from, and what the later steps need of it.
+#[allow(clippy::large_enum_variant)] // one per pull, moved a few times
+enum Origin {
+    /// Complete in the cache under `entry`.
+    Cache { entry: Descriptor },
+    /// At the registry: the connection (on its runtime) and the documents.
+    Registry {
+        runtime: Box<tokio::runtime::Runtime>,
+        prepared: Box<Prepared>,
+    },
+}
+
+impl std::fmt::Debug for Resolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolved")
+            .field("reference", &self.reference)
+            .field("index_digest", &self.index_digest)
+            .field("manifest_digest", &self.manifest_digest)
+            .field("config_digest", &self.config_digest)
+            .field("from_cache", &self.from_cache)
+            .field("replaced", &self.replaced)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Resolved {
+    /// Step 2: the provenance evidence for the index and the manifest, found through the registry connection of
+    /// step 1. `None` for an image taken from the cache (no registry was contacted).
+    pub fn discover_evidence(
+        &self,
+        opts: &crate::evidence::DiscoveryOptions,
+    ) -> Option<crate::evidence::Evidence> {
+        let Origin::Registry { runtime, prepared } = &self.origin else {
+            return None;
+        };
+        let mut digests: Vec<&Digest> = self.index_digest.iter().collect();
+        digests.push(&self.manifest_digest);
+        Some(runtime.block_on(crate::evidence::discover(&prepared.remote, &digests, opts)))
+    }
+
+    /// Step 4: the layers, fetched by digest (a few at once), and with [`PullOptions::unpack`] unpacked while they
+    /// stream. Nothing names the image yet: [`Fetched::commit`] does. An image taken from the cache has its layers
+    /// already (and its root is made by [`crate::rootfs::ensure`]).
+    pub fn fetch_and_unpack(self, opts: &PullOptions<'_>) -> Result<Fetched, PullError> {
+        let unpacked = match &self.origin {
+            Origin::Cache { .. } => false,
+            Origin::Registry { runtime, prepared } => match opts.unpack {
+                Some(target) => fetch_streaming(runtime, &self.store, prepared, target, opts)?,
+                None => {
+                    runtime.block_on(fetch_layers(
+                        &prepared.remote,
+                        &self.store,
+                        &prepared.layers,
+                        opts.observer,
+                        None,
+                    ))?;
+                    false
+                }
+            },
+        };
+        Ok(Fetched {
+            resolved: self,
+            unpacked,
+        })
+    }
+}
+
+/// An image whose layers are all in the cache (step 4), not yet named there.
+#[derive(Debug)]
+pub struct Fetched {
+    resolved: Resolved,
+    /// Whether step 4 unpacked the root (while downloading); false when the root was there already, or nothing
+    /// was unpacked.
+    pub unpacked: bool,
+}
+
+impl Fetched {
+    /// Step 5: only now does anything name the image.
+    pub fn commit(self) -> Result<Pulled, PullError> {
+        let Fetched { resolved, unpacked } = self;
+        let Resolved {
+            reference,
+            index_digest,
+            manifest_digest,
+            from_cache,
+            replaced,
+            store,
+            origin,
+            ..
+        } = resolved;
+        let (entry, top_digest) = match origin {
+            Origin::Cache { entry } => {
+                let top = Digest::try_from(entry.digest())
+                    .map_err(|_| PullError::Internal("a cached entry without a sha256 digest"))?;
+                let pinned = reference.pinned(&top);
+                if store.find(&pinned)?.is_none() {
+                    store.record(std::slice::from_ref(&pinned), &entry)?;
+                }
+                tracing::debug!("{reference}: using {manifest_digest} from the cache");
+                return Ok(Pulled {
+                    reference,
+                    manifest_digest,
+                    index_digest,
+                    layout_dir: store.dir().to_owned(),
+                    tag_ref: pinned,
+                    from_cache,
+                    replaced,
+                    unpacked,
+                });
+            }
+            Origin::Registry { prepared, .. } => (prepared.top, prepared.top_digest),
+        };
+        let pinned = reference.pinned(&top_digest);
+        let mut names = vec![pinned.clone()];
+        if reference.digest().is_none() {
+            names.push(reference.cache_name());
+        }
+        let mut entry = entry;
+        entry.set_annotations(Some(
+            [(ANNOTATION_PINNED.to_owned(), pinned.clone())]
+                .into_iter()
+                .collect(),
+        ));
+        store.record(&names, &entry)?;
+        tracing::info!("pulled {reference} ({manifest_digest})");
+        Ok(Pulled {
+            reference,
+            manifest_digest,
+            index_digest,
+            layout_dir: store.dir().to_owned(),
+            tag_ref: pinned,
+            from_cache: false,
+            replaced,
+            unpacked,
+        })
+    }
+}
+
+/// Everything known once the documents are checked, before any layer is fetched.
 struct Prepared {
     remote: Remote,
-    reference: Reference,
     top: Descriptor,
     top_digest: Digest,
     index_digest: Option<Digest>,
     manifest_digest: Digest,
     manifest: ImageManifest,
+    config_digest: Digest,
     config: ImageConfiguration,
     layers: Vec<LayerBlob>,
     replaced: Option<Digest>,
 }
 
-/// Step 5 streamed: the layers download (a few at once) while one thread applies them in order to a staging
+/// Step 4 streamed: the layers download (a few at once) while one thread applies them in order to a staging
 /// root, which is committed only when every blob matched its digest and every layer its diff_id. When the root
 /// is there already (or another pull builds it meanwhile: its lock is waited for), the layers are only downloaded.
 /// Returns whether this pull unpacked the root.
-fn fetch_and_unpack(
+fn fetch_streaming(
     runtime: &tokio::runtime::Runtime,
     store: &Store,
     prepared: &Prepared,
@@ -802,52 +954,16 @@ fn fetch_and_unpack(
     }
 }
 
-/// Step 6: only now does anything name the image.
-fn commit(store: &Store, prepared: Prepared, unpacked: bool) -> Result<Pulled, PullError> {
-    let Prepared {
-        reference,
-        top,
-        top_digest,
-        index_digest,
-        manifest_digest,
-        replaced,
-        ..
-    } = prepared;
-    let pinned = reference.pinned(&top_digest);
-    let mut names = vec![pinned.clone()];
-    if reference.digest().is_none() {
-        names.push(reference.cache_name());
-    }
-    let mut entry = top;
-    entry.set_annotations(Some(
-        [(ANNOTATION_PINNED.to_owned(), pinned.clone())]
-            .into_iter()
-            .collect(),
-    ));
-    store.record(&names, &entry)?;
-    tracing::info!("pulled {reference} ({manifest_digest})");
-    Ok(Pulled {
-        reference,
-        manifest_digest,
-        index_digest,
-        layout_dir: store.dir().to_owned(),
-        tag_ref: pinned,
-        from_cache: false,
-        replaced,
-        unpacked,
-    })
-}
-
-/// The image named `entry` in the cache, if every blob it needs is there; verified by `opts.verify`.
+/// The image named `entry` in the cache, if every blob it needs is there.
 fn from_cache(
-    store: &Store,
+    store: Store,
     reference: &Reference,
     entry: &Descriptor,
     opts: &PullOptions<'_>,
-) -> Result<Option<Pulled>, PullError> {
-    let Ok(top) = Digest::try_from(entry.digest()) else {
+) -> Result<Option<Resolved>, PullError> {
+    if Digest::try_from(entry.digest()).is_err() {
         return Ok(None);
-    };
+    }
     let layout = OciLayout::open(store.dir())?;
     let image = match layout.resolve(Some(&reference.cache_name()), &opts.platform) {
         Ok(image) => image,
@@ -864,56 +980,20 @@ fn from_cache(
             return Ok(None);
         }
     }
-    if opts.discover.is_some()
-        && opts.policy != PullPolicy::Never
-        && opts
-            .evidence_on_hand
-            .is_some_and(|on_hand| !on_hand(&image.manifest_digest))
-    {
-        tracing::debug!("{reference}: cached, but its evidence is not; asking the registry");
-        return Ok(None);
-    }
-    let pinned = reference.pinned(&top);
-    if store.find(&pinned)?.is_none() {
-        store.record(std::slice::from_ref(&pinned), entry)?;
-    }
-    verify(
-        opts,
-        &VerifyInput {
-            reference,
-            index_digest: image.index_digest.as_ref(),
-            manifest_digest: &image.manifest_digest,
-            manifest: &image.manifest,
-            config_digest: &image.config_digest,
-            config: &image.config,
-            from_cache: true,
-            evidence: None,
-        },
-    )?;
-    tracing::debug!(
-        "{reference}: using {} from the cache",
-        image.manifest_digest
-    );
-    Ok(Some(Pulled {
+    Ok(Some(Resolved {
         reference: reference.clone(),
-        manifest_digest: image.manifest_digest,
         index_digest: image.index_digest,
-        layout_dir: store.dir().to_owned(),
-        tag_ref: pinned,
+        manifest_digest: image.manifest_digest,
+        manifest: image.manifest,
+        config_digest: image.config_digest,
+        config: image.config,
         from_cache: true,
         replaced: None,
-        unpacked: false,
+        store,
+        origin: Origin::Cache {
+            entry: entry.clone(),
+        },
     }))
-}
-
-fn verify(opts: &PullOptions<'_>, input: &VerifyInput<'_>) -> Result<(), PullError> {
-    match opts.verify {
-        Some(verify) => verify(input).map_err(|reason| PullError::Verification {
-            reference: input.reference.to_string(),
-            reason,
-        }),
-        None => Ok(()),
-    }
 }
 
 /// Check fetched bytes against the digest they were asked by (or, for a tag, take their digest), and against
@@ -983,7 +1063,7 @@ async fn from_registry(
     store.remove_abandoned();
     let remote = Remote::connect(reference, opts).await?;
 
-    // 2. resolve: the top document, by digest if pinned, else by tag; its sha256 is the pinned digest.
+    // Resolve: the top document, by digest if pinned, else by tag; its sha256 is the pinned digest.
     let asked = match (reference.digest(), reference.tag()) {
         (Some(digest), _) => digest.to_string(),
         (None, Some(tag)) => tag.to_owned(),
@@ -1008,7 +1088,7 @@ async fn from_registry(
     }
     store.put_blob(&top_digest, &fetched.body)?;
 
-    // 3. fetch manifest: descend indexes by platform, by digest only.
+    // Then the manifest: descend indexes by platform, by digest only.
     let index_digest = (kind == Kind::Index).then(|| top_digest.clone());
     let mut digest = top_digest.clone();
     let mut body = fetched.body;
@@ -1074,44 +1154,21 @@ async fn from_registry(
         &opts.platform,
     )?;
 
-    // 4. verify: before any layer is fetched; evidence is looked for first, through the same connection.
-    let evidence = match &opts.discover {
-        Some(d) => {
-            let mut digests: Vec<&Digest> = index_digest.iter().collect();
-            digests.push(&manifest_digest);
-            Some(crate::evidence::discover(&remote, &digests, d).await)
-        }
-        None => None,
-    };
-    verify(
-        opts,
-        &VerifyInput {
-            reference,
-            index_digest: index_digest.as_ref(),
-            manifest_digest: &manifest_digest,
-            manifest: &manifest,
-            config_digest: &config_blob.digest,
-            config: &config,
-            from_cache: false,
-            evidence: evidence.as_ref(),
-        },
-    )?;
-
     Ok(Prepared {
         remote,
-        reference: reference.clone(),
         top,
         top_digest,
         index_digest,
         manifest_digest,
         manifest,
+        config_digest: config_blob.digest.clone(),
         config,
         layers,
         replaced,
     })
 }
 
-/// Step 5: the layers, a few at once, base layer first. Without `feed`, the first failure stops the others (their
+/// Step 4: the layers, a few at once, base layer first. Without `feed`, the first failure stops the others (their
 /// temporary files go with them). With it, every download tells the feed how it goes, and ends (they stop early
 /// when the feed says so); the error returned is then the first that was not [`PullError::Abandoned`].
 async fn fetch_layers(

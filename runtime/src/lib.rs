@@ -1,18 +1,27 @@
 //! thv-sandbox runtime: runs an MCP server from an OCI image in a rootless sandbox.
 //!
-//! [`run`] is the pipeline, step by step, in the order the steps must happen:
-//! 1. **resolve** — the reference names an image (a registry reference, pulled into the cache, or an OCI layout on
-//!    disk, `oci:PATH[:TAG]`); the tag is resolved to this platform's manifest digest. Everything after uses that
-//!    digest.
-//! 2. **fetch manifest** — manifest and config are read and checked against their digests and sizes.
-//! 3. **verify** — provenance is checked here, before any layer is fetched or decompressed ([`verification`]:
-//!    evidence discovered at the registry, verified with Sigstore against the policy, per the mode).
-//! 4. **unpack** — layers are unpacked (or found in the cache) into an immutable root, keyed by manifest digest,
-//!    id-mapping mode and unpacker version; each layer checked against its digest and diff_id.
-//! 5. **spec** — the OCI runtime config, a pure function of image config, profile and options.
-//! 6. **network** — the runner gives the sandbox a network namespace with only `lo`, up.
-//! 7. **run** — the supervisor starts the runner, which creates the container with libcontainer; stdio is the
-//!    server's; the exit code is the server's.
+//! [`run`] is the pipeline: it calls these steps itself, in this order, each result computed once and passed on
+//! (the steps of a registry pull are separate functions of [`distribution`], which the pipeline orders):
+//! 1. **resolve** — the reference names an image (a registry reference, or an OCI layout on disk,
+//!    `oci:PATH[:TAG]`); the tag is resolved to this platform's manifest digest, and manifest and config are
+//!    fetched (or read from the cache or the layout) and checked against their digests and sizes. No layer is
+//!    fetched. Everything after uses that digest: no tag is resolved again.
+//! 2. **discover evidence** — provenance evidence for the index and the manifest is looked for at the registry,
+//!    through the connection of step 1 ([`evidence`]).
+//! 3. **decide** — the verification gate ([`verification`]: verified with Sigstore against the policy, per the
+//!    mode), before any layer is fetched or decompressed. A refusal ends the run here
+//!    ([`verification::Refused`]); `thv-sandbox verify` is steps 1 to 3 and reports the verdict
+//!    ([`verification::Outcome`]).
+//! 4. **fetch layers and unpack** — the layers are downloaded by digest and unpacked while they stream into an
+//!    immutable root, keyed by manifest digest, id-mapping mode and unpacker version; each layer checked against
+//!    its digest and diff_id. The root's lock is taken before any download: concurrent first pulls share one
+//!    download and one unpack.
+//! 5. **commit** — only now does the cache name the image (by its pinned digest); the root is loaded (or, for an
+//!    image that was in the cache already, unpacked from it).
+//! 6. **spec** — the OCI runtime config, a pure function of image config, profile and options.
+//! 7. **network** — the runner gives the sandbox a network namespace with only `lo`, up.
+//! 8. **supervise** — the supervisor starts the runner, which creates the container with libcontainer; stdio is
+//!    the server's; the exit code is the server's.
 
 #![deny(missing_docs)]
 
@@ -47,7 +56,9 @@ mod pipeline;
 #[cfg(test)]
 mod testing;
 
-pub use pipeline::{pull, pull_verified, run, Error, RegistryAccess, RunRequest, RunSummary};
+pub use pipeline::{
+    pull, pull_verified, run, verify, Error, RegistryAccess, RunRequest, RunSummary,
+};
 pub use thv_sandbox_provenance as provenance;
 pub use verification::{Mode, Verification};
 

@@ -114,6 +114,9 @@ pub enum Error {
     /// Pulling from a registry failed.
     #[error(transparent)]
     Pull(#[from] PullError),
+    /// The verification gate refused the image (nothing of it was fetched).
+    #[error(transparent)]
+    Refused(#[from] verification::Refused),
     /// The verification settings are unusable (trust root file, policy).
     #[error("provenance verification: {0}")]
     Verification(#[from] thv_sandbox_provenance::Refusal),
@@ -162,9 +165,6 @@ pub enum Error {
     /// The runner could not create or start the sandbox.
     #[error("cannot create the sandbox: {} failed", .0.stage)]
     Sandbox(RunnerFailure),
-    /// Not an error: a verify-only pull stopped at the gate, with what the gate decided.
-    #[error("verification only")]
-    VerifiedOnly(Option<verification::Outcome>),
 }
 
 impl Error {
@@ -185,6 +185,7 @@ impl Error {
                     .into(),
             ),
             Error::Pull(e) => e.hint(),
+            Error::Refused(e) => Some(e.hint.clone()),
             Error::Verification(e) => Some(e.hint()),
             Error::Dirs(e) => Some(e.hint()),
             Error::Profile(e) => Some(e.hint()),
@@ -253,30 +254,58 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
         &shielded
     };
 
-    // 1. resolve + 2. fetch manifest: the reference becomes a digest; manifest and config are checked on the way.
-    let (oci, image) = resolve(req, dirs)?;
-
-    // 3. verify: for registry images `resolve` pulls, and the pull runs the verification gate after the manifest
-    //    and before any layer is fetched; `oci:` layouts are verified from stored evidence in `resolve` too. The
-    //    manifest digest is pinned from here on.
-
-    // 4. unpack (or reuse the cached root for this digest and id-mapping mode).
-    //    A registry image was unpacked while it downloaded, into this same root: then this only loads it.
-    let runtime = runtime_config(&image.config);
-    spec::check_image_config(&runtime)?;
+    let name = ImageName::parse(&req.image)?;
+    crate::dirs::private_root(&dirs.cache)?;
+    // The trust root is loaded (refreshed when due) before any network work.
+    let gate = Gate::new(&req.verification, &dirs.cache)?;
+    let meter = Progress::new(req.progress);
     let host = host_ids();
     let planned = idmap::plan(&host, 0, 0);
+    let target = distribution::UnpackTarget {
+        mode: planned.mode,
+        ownership: planned.unpack_ownership(),
+    };
+    let opts = pull_options(
+        req.pull_policy,
+        &req.registry_access,
+        dirs,
+        &meter,
+        Some(target),
+    );
+    let abandon = |e| {
+        meter.abandon();
+        e
+    };
+
+    // 1. resolve: the reference becomes this platform's manifest digest; manifest and config are fetched (or read
+    //    from the cache or the layout) and checked. No layer is fetched. Everything after uses these digests.
+    let resolved = resolve(&name, &opts, &gate).map_err(abandon)?;
+    // 2. discover evidence: at the registry, through the connection of step 1 (nothing for an image from the cache
+    //    or a layout on disk: stored evidence or a record decides those).
+    let evidence = discover(&resolved, &gate);
+    // 3. decide: the verification gate, before anything of a layer is fetched or unpacked; a refusal ends here.
+    decide(&resolved, evidence.as_ref(), &gate)
+        .admit(&resolved.name())
+        .map_err(|e| abandon(e.into()))?;
+    // 4. fetch layers and unpack them while they stream, into the root a run by this user uses (the root's lock
+    //    is taken before any download, so concurrent first pulls share one download and one unpack).
+    let fetched = fetch_and_unpack(resolved, &opts).map_err(abandon)?;
+    // 5. commit: only now does the cache name the image (by its pinned digest: no tag is resolved again). The
+    //    root is then loaded, or unpacked from the cache for an image that was there already.
+    let (oci, image) = commit(fetched, &meter).map_err(abandon)?;
+    let runtime = runtime_config(&image.config);
+    spec::check_image_config(&runtime)?;
     let root = rootfs::ensure(
         &dirs.cache,
         &oci,
         &image,
         &runtime,
-        planned.mode,
-        planned.unpack_ownership(),
+        target.mode,
+        target.ownership,
     )?;
     let t_image = t_start.elapsed();
 
-    // 5. spec: a pure function of image config, profile and options.
+    // 6. spec: a pure function of image config, profile and options.
     let run_dir = RunDir::create(&runs_dir).map_err(|source| Error::RunDir {
         path: runs_dir.clone(),
         source,
@@ -318,7 +347,7 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
         ))));
     }
 
-    // 6. network + 7. run: the runner creates the namespaces (lo up) and the container; we supervise.
+    // 7. network + 8. supervise: the runner creates the namespaces (lo up) and the container; we supervise.
     let timings = req.timings;
     let mut on_started = |t: &StartTimings| {
         if timings {
@@ -550,6 +579,261 @@ fn host_ids() -> HostIds {
     }
 }
 
+/// What the user named.
+enum ImageName {
+    /// An OCI image layout on disk, `oci:PATH[:TAG]`.
+    Layout {
+        /// As written.
+        image: String,
+        /// The layout directory.
+        path: PathBuf,
+        /// The tag, if one was named.
+        tag: Option<String>,
+    },
+    /// A registry reference.
+    Registry(Reference),
+}
+
+impl ImageName {
+    fn parse(image: &str) -> Result<ImageName, Error> {
+        if image.starts_with("oci:") {
+            let (path, tag) = layout::parse_oci_ref(image)?;
+            return Ok(ImageName::Layout {
+                image: image.to_owned(),
+                path,
+                tag,
+            });
+        }
+        if image.contains("://") {
+            return Err(Error::BadReference(image.to_owned()));
+        }
+        Ok(ImageName::Registry(image.parse()?))
+    }
+}
+
+/// An image after step 1: its digests pinned, its documents checked, none of its layers fetched.
+#[allow(clippy::large_enum_variant)] // one per run, moved a few times
+enum Resolved {
+    /// From a layout on disk (its layers are there already).
+    Layout {
+        /// As written.
+        image: String,
+        /// The layout.
+        oci: OciLayout,
+        /// The image in it.
+        resolved: layout::ResolvedImage,
+    },
+    /// From a registry, or the cache of pulled images.
+    Registry(Box<distribution::Resolved>),
+}
+
+impl Resolved {
+    /// The name the gate's verdict and a refusal use.
+    fn name(&self) -> String {
+        match self {
+            Resolved::Layout { image, .. } => image.clone(),
+            Resolved::Registry(r) => r.reference.to_string(),
+        }
+    }
+}
+
+/// An image after step 4: its layers on hand, unpacked when they were streamed.
+#[allow(clippy::large_enum_variant)] // one per run, moved a few times
+enum Fetched {
+    Layout {
+        oci: OciLayout,
+        resolved: layout::ResolvedImage,
+    },
+    Registry(Box<distribution::Fetched>),
+}
+
+/// How the cache is pulled into, for `policy` and `access`.
+fn pull_options<'a>(
+    policy: PullPolicy,
+    access: &RegistryAccess,
+    dirs: &Dirs,
+    meter: &'a Progress,
+    unpack: Option<distribution::UnpackTarget>,
+) -> PullOptions<'a> {
+    let mut opts = PullOptions::from_env(&dirs.cache);
+    opts.policy = policy;
+    opts.insecure = access.insecure.clone();
+    opts.mirrors = access.mirrors.clone();
+    opts.ca_certs = access.ca_certs.clone();
+    opts.observer = meter.observer();
+    opts.unpack = unpack;
+    opts
+}
+
+/// Step 1.
+fn resolve(name: &ImageName, opts: &PullOptions<'_>, gate: &Gate) -> Result<Resolved, Error> {
+    match name {
+        ImageName::Layout { image, path, tag } => {
+            let oci = OciLayout::open(path)?;
+            let resolved = oci.resolve(tag.as_deref(), &opts.platform)?;
+            Ok(Resolved::Layout {
+                image: image.clone(),
+                oci,
+                resolved,
+            })
+        }
+        ImageName::Registry(reference) => Ok(Resolved::Registry(Box::new(resolve_registry(
+            reference, opts, gate,
+        )?))),
+    }
+}
+
+/// Step 1 for a registry image. Under `enabled`, a cached image whose evidence is not on hand is resolved at the
+/// registry again so that its evidence can be found (its blobs are not downloaded again). Under `warn` it is not:
+/// a cached image must keep running offline, with the warning.
+fn resolve_registry(
+    reference: &Reference,
+    opts: &PullOptions<'_>,
+    gate: &Gate,
+) -> Result<distribution::Resolved, Error> {
+    let resolved = distribution::resolve(reference, opts)?;
+    if resolved.from_cache && gate.needs_registry(&resolved.manifest_digest) {
+        tracing::debug!("{reference}: cached, but its evidence is not; asking the registry");
+        return Ok(distribution::resolve_at_registry(reference, opts)?);
+    }
+    Ok(resolved)
+}
+
+/// Step 2: evidence found at the registry, when something is to be verified and a registry was contacted.
+fn discover(resolved: &Resolved, gate: &Gate) -> Option<crate::evidence::Evidence> {
+    match resolved {
+        // A layout on disk has no registry to find evidence at: only stored evidence or a record can verify it.
+        Resolved::Layout { .. } => None,
+        Resolved::Registry(r) => r.discover_evidence(&gate.discovery()?),
+    }
+}
+
+/// Step 3: the gate's verdict on the resolved digests.
+fn decide(
+    resolved: &Resolved,
+    evidence: Option<&crate::evidence::Evidence>,
+    gate: &Gate,
+) -> verification::Outcome {
+    let (index, manifest) = match resolved {
+        Resolved::Layout { resolved, .. } => {
+            (resolved.index_digest.as_ref(), &resolved.manifest_digest)
+        }
+        Resolved::Registry(r) => (r.index_digest.as_ref(), &r.manifest_digest),
+    };
+    gate.decide(&resolved.name(), index, manifest, evidence)
+}
+
+/// Step 4.
+fn fetch_and_unpack(resolved: Resolved, opts: &PullOptions<'_>) -> Result<Fetched, Error> {
+    match resolved {
+        Resolved::Layout { oci, resolved, .. } => Ok(Fetched::Layout { oci, resolved }),
+        Resolved::Registry(r) => Ok(Fetched::Registry(Box::new(
+            r.fetch_and_unpack(opts).map_err(pull_error)?,
+        ))),
+    }
+}
+
+/// Step 5: the image named in the cache; returns the layout holding it and the image in it (by its pinned name:
+/// the manifest digest is checked to be the one resolved).
+fn commit(fetched: Fetched, meter: &Progress) -> Result<(OciLayout, layout::ResolvedImage), Error> {
+    match fetched {
+        Fetched::Layout { oci, resolved } => Ok((oci, resolved)),
+        Fetched::Registry(f) => {
+            let pulled = f.commit()?;
+            meter.finish(&pulled);
+            Ok(pulled.open(&Platform::host())?)
+        }
+    }
+}
+
+/// A pull's error in the pipeline's terms (a failed unpack is the root's error).
+fn pull_error(e: PullError) -> Error {
+    match e {
+        PullError::Unpack(e) => Error::Rootfs(*e),
+        e => Error::Pull(e),
+    }
+}
+
+/// Steps 1 to 3 for a registry image (`thv-sandbox verify IMAGE`): resolved, evidence discovered, decided. No layer
+/// is fetched, nothing is unpacked, the cache names nothing new. Returns the verdict, a refusal included; the
+/// manifest digest decided about is in it (and in the record).
+pub fn verify(
+    image: &str,
+    policy: PullPolicy,
+    access: &RegistryAccess,
+    progress: ProgressMode,
+    dirs: &Dirs,
+    verification: &Verification,
+) -> Result<verification::Outcome, Error> {
+    let reference: Reference = image.parse()?;
+    crate::dirs::private_root(&dirs.cache)?;
+    let gate = Gate::new(verification, &dirs.cache)?;
+    let meter = Progress::new(progress);
+    let opts = pull_options(policy, access, dirs, &meter, None);
+    // 1. resolve
+    let resolved = resolve_registry(&reference, &opts, &gate);
+    meter.abandon();
+    let resolved = resolved?;
+    // 2. discover evidence
+    let evidence = gate
+        .discovery()
+        .and_then(|d| resolved.discover_evidence(&d));
+    // 3. decide
+    Ok(gate.decide(
+        &resolved.reference.to_string(),
+        resolved.index_digest.as_ref(),
+        &resolved.manifest_digest,
+        evidence.as_ref(),
+    ))
+}
+
+/// Steps 1 to 5 for a registry image: resolved, evidence discovered, decided, and (unless refused) its layers
+/// fetched and unpacked while they stream into the root a run by this user uses, then committed. Returns what was
+/// pulled and the gate's verdict.
+pub fn pull_verified(
+    image: &str,
+    policy: PullPolicy,
+    access: &RegistryAccess,
+    progress: ProgressMode,
+    dirs: &Dirs,
+    verification: &Verification,
+) -> Result<(distribution::Pulled, verification::Outcome), Error> {
+    let reference: Reference = image.parse()?;
+    crate::dirs::private_root(&dirs.cache)?;
+    let gate = Gate::new(verification, &dirs.cache)?;
+    let meter = Progress::new(progress);
+    let opts = pull_options(policy, access, dirs, &meter, Some(unpack_target()));
+    let abandon = |e| {
+        meter.abandon();
+        e
+    };
+    // 1. resolve
+    let resolved = resolve_registry(&reference, &opts, &gate).map_err(abandon)?;
+    // 2. discover evidence
+    let evidence = gate
+        .discovery()
+        .and_then(|d| resolved.discover_evidence(&d));
+    // 3. decide
+    let name = resolved.reference.to_string();
+    let verdict = gate
+        .decide(
+            &name,
+            resolved.index_digest.as_ref(),
+            &resolved.manifest_digest,
+            evidence.as_ref(),
+        )
+        .admit(&name)
+        .map_err(|e| abandon(e.into()))?;
+    // 4. fetch layers, unpacked while they stream; 5. commit
+    let pulled = resolved
+        .fetch_and_unpack(&opts)
+        .map_err(pull_error)
+        .and_then(|f| Ok(f.commit()?))
+        .map_err(abandon)?;
+    meter.finish(&pulled);
+    Ok((pulled, verdict))
+}
+
 /// The root a run by this user uses: the one a pull unpacks into while downloading.
 fn unpack_target() -> distribution::UnpackTarget {
     let planned = idmap::plan(&host_ids(), 0, 0);
@@ -558,108 +842,6 @@ fn unpack_target() -> distribution::UnpackTarget {
         ownership: planned.unpack_ownership(),
     }
 }
-
-/// Steps 1 and 2: an OCI layout on disk, or a registry image pulled into the cache (which is itself a layout).
-fn resolve(req: &RunRequest, dirs: &Dirs) -> Result<(OciLayout, layout::ResolvedImage), Error> {
-    if req.image.starts_with("oci:") {
-        let (path, tag) = layout::parse_oci_ref(&req.image)?;
-        crate::dirs::private_root(&dirs.cache)?;
-        let oci = OciLayout::open(&path)?;
-        let image = oci.resolve(tag.as_deref(), &Platform::host())?;
-        // A layout on disk has no registry to find evidence at: only stored evidence or a record can verify it.
-        let gate = Gate::new(&req.verification, &dirs.cache)?;
-        gate.decide(
-            &req.image,
-            image.index_digest.as_ref(),
-            &image.manifest_digest,
-            None,
-        )
-        .map_err(|reason| {
-            Error::Pull(PullError::Verification {
-                reference: req.image.clone(),
-                reason,
-            })
-        })?;
-        return Ok((oci, image));
-    }
-    if req.image.contains("://") {
-        return Err(Error::BadReference(req.image.clone()));
-    }
-    let (pulled, _) = pull_verified(
-        &req.image,
-        req.pull_policy,
-        &req.registry_access,
-        req.progress,
-        dirs,
-        &req.verification,
-        false,
-    )?;
-    Ok(pulled.open(&Platform::host())?)
-}
-
-/// Pulls a registry image with provenance verification before any layer is fetched; returns what the gate
-/// decided. With `verify_only`, no layer is fetched at all (`thv-sandbox verify IMAGE`): the pull stops at the
-/// gate, and the outcome says what was decided.
-pub fn pull_verified(
-    image: &str,
-    policy: PullPolicy,
-    access: &RegistryAccess,
-    progress: ProgressMode,
-    dirs: &Dirs,
-    verification: &Verification,
-    verify_only: bool,
-) -> Result<(distribution::Pulled, Option<verification::Outcome>), Error> {
-    let reference: Reference = image.parse()?;
-    crate::dirs::private_root(&dirs.cache)?;
-    let gate = Gate::new(verification, &dirs.cache)?;
-    let meter = Progress::new(progress);
-    let mut opts = PullOptions::from_env(&dirs.cache);
-    opts.policy = policy;
-    opts.insecure = access.insecure.clone();
-    opts.mirrors = access.mirrors.clone();
-    opts.ca_certs = access.ca_certs.clone();
-    opts.observer = meter.observer();
-    opts.discover = gate.discovery();
-    // Under `enabled`, a cached image whose evidence is not on hand is resolved at the registry again to find it.
-    // Under `warn` it is not: a cached image must keep running offline, with the warning.
-    let on_hand = |d: &crate::digest::Digest| gate.on_hand(d);
-    if gate.mode() == verification::Mode::Enabled {
-        opts.evidence_on_hand = Some(&on_hand);
-    }
-    let check = |input: &distribution::VerifyInput<'_>| {
-        gate.check(input)?;
-        if verify_only {
-            return Err(VERIFY_ONLY.to_string());
-        }
-        Ok(())
-    };
-    opts.verify = Some(&check);
-    if !verify_only {
-        // Layers are unpacked as they arrive, into the root the run (or the next one) uses.
-        opts.unpack = Some(unpack_target());
-    }
-    match distribution::pull(&reference, &opts) {
-        Ok(pulled) => {
-            meter.finish(&pulled);
-            Ok((pulled, gate.outcome()))
-        }
-        Err(PullError::Verification { .. }) if verify_only => {
-            meter.abandon();
-            Err(Error::VerifiedOnly(gate.outcome()))
-        }
-        Err(PullError::Unpack(e)) => {
-            meter.abandon();
-            Err(Error::Rootfs(*e))
-        }
-        Err(e) => {
-            meter.abandon();
-            Err(e.into())
-        }
-    }
-}
-
-/// The reason a verify-only pull stops at the gate.
-const VERIFY_ONLY: &str = "(verification only: no layer is fetched)";
 
 /// Pulls a registry image into the cache without verifying it (`thv-sandbox pull`: `run` verifies, also from the
 /// cache, and `verify` checks provenance on its own).
@@ -674,7 +856,7 @@ pub fn pull(
         mode: Some(verification::Mode::Disabled),
         ..Verification::default()
     };
-    let (pulled, _) = pull_verified(image, policy, access, progress, dirs, &none, false)?;
+    let (pulled, _) = pull_verified(image, policy, access, progress, dirs, &none)?;
     if pulled.from_cache {
         // Ready to run: a cached image whose root is missing (pruned, or pulled by another version) is unpacked.
         let (layout, image) = pulled.open(&Platform::host())?;

@@ -1,5 +1,5 @@
-//! Provenance verification of images: modes, the gate the pull calls before any layer is fetched, and the
-//! verification record kept with the cached image.
+//! Provenance verification of images: modes, the gate the pipeline consults between resolving an image and
+//! fetching any of its layers, and the verification record kept with the cached image.
 //!
 //! # Modes
 //! - `disabled`: nothing is checked.
@@ -22,14 +22,12 @@
 //! new root from TUF has another sha256) are the same; otherwise the stored evidence is verified again
 //! (offline), and when there is none, the registry is asked.
 
-use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use thv_sandbox_provenance as prov;
 
 use crate::digest::Digest;
-use crate::distribution::VerifyInput;
 use crate::evidence::{DiscoveryOptions, Evidence, ItemContent};
 
 /// The default GitHub API (asked only for policies that name GitHub's Sigstore instance, unless configured).
@@ -219,7 +217,8 @@ impl Record {
     }
 }
 
-/// What happened at the gate.
+/// What the gate decided: the verdict, a value (`thv-sandbox verify` reports it; the pipeline turns
+/// [`Outcome::Refused`] into [`Refused`] before any layer is fetched).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Verified now, or a matching record reused.
@@ -245,6 +244,32 @@ pub enum Outcome {
     Skipped,
 }
 
+impl Outcome {
+    /// The gate's answer for a run: `Err` when the image must not be fetched or run.
+    pub fn admit(self, reference: &str) -> Result<Outcome, Refused> {
+        match self {
+            Outcome::Refused { reason, hint } => Err(Refused {
+                reference: reference.to_owned(),
+                reason,
+                hint,
+            }),
+            other => Ok(other),
+        }
+    }
+}
+
+/// An image the gate refused (`enabled`): nothing of it is fetched, unpacked or run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reference} was refused by verification: {reason}")]
+pub struct Refused {
+    /// The reference as named.
+    pub reference: String,
+    /// Why.
+    pub reason: String,
+    /// What to do.
+    pub hint: String,
+}
+
 /// The verification gate for one image.
 #[derive(Debug)]
 pub struct Gate {
@@ -252,7 +277,6 @@ pub struct Gate {
     mode: Mode,
     verifier: prov::Verifier,
     dir: PathBuf,
-    outcome: RefCell<Option<Outcome>>,
 }
 
 impl Gate {
@@ -271,7 +295,6 @@ impl Gate {
             cfg: cfg.clone(),
             verifier,
             dir: cache_dir.join("verification"),
-            outcome: RefCell::new(None),
         };
         // The trust root is needed only when something will be verified: loaded (refreshed when due) here, before
         // any network work of the pull, and its age said once.
@@ -295,11 +318,6 @@ impl Gate {
     /// The mode in force.
     pub fn mode(&self) -> Mode {
         self.mode
-    }
-
-    /// What happened (after the pull called [`Gate::check`]).
-    pub fn outcome(&self) -> Option<Outcome> {
-        self.outcome.borrow().clone()
     }
 
     /// Where to look for evidence; `None` when nothing will be verified.
@@ -332,26 +350,23 @@ impl Gate {
         self.reusable_record(manifest, None).is_some() || self.stored_evidence(manifest).is_some()
     }
 
-    /// The hook for [`crate::distribution::PullOptions::verify`].
-    pub fn check(&self, input: &VerifyInput<'_>) -> Result<(), String> {
-        self.decide(
-            &input.reference.to_string(),
-            input.index_digest,
-            input.manifest_digest,
-            input.evidence,
-        )
+    /// Whether deciding about a cached image needs the registry: the mode is `enabled`, something is to be
+    /// verified, and neither a record nor stored evidence is on hand for `manifest`. (Under `warn` a cached image
+    /// keeps running offline, with the warning.)
+    pub fn needs_registry(&self, manifest: &Digest) -> bool {
+        self.mode == Mode::Enabled && self.discovery().is_some() && !self.on_hand(manifest)
     }
 
-    /// The decision for an image: `Err` refuses it (with the hint in the text).
+    /// The decision for an image (a `warn` verdict is said on stderr here).
     pub fn decide(
         &self,
         name: &str,
         index: Option<&Digest>,
         manifest: &Digest,
         evidence: Option<&Evidence>,
-    ) -> Result<(), String> {
+    ) -> Outcome {
         let outcome = self.outcome_for(name, index, manifest, evidence);
-        let result = match &outcome {
+        match &outcome {
             Outcome::Verified { record, reused } => {
                 tracing::info!(
                     "{name}: provenance verified{}: {} ({})",
@@ -359,21 +374,17 @@ impl Gate {
                     record.verified.claims.san.as_deref().unwrap_or("?"),
                     record.evidence_source
                 );
-                Ok(())
             }
-            Outcome::Skipped => Ok(()),
+            Outcome::Skipped | Outcome::Refused { .. } => {}
             Outcome::Unverified { reason } => {
                 eprintln!("thv-sandbox: warning: {name}: {reason}");
                 eprintln!(
                     "thv-sandbox: warning: running {name} ({manifest}) UNVERIFIED: its provenance was not checked \
                      successfully (--image-verification=enabled refuses such images)"
                 );
-                Ok(())
             }
-            Outcome::Refused { reason, hint } => Err(format!("{reason}\nhint: {hint}")),
-        };
-        *self.outcome.borrow_mut() = Some(outcome);
-        result
+        }
+        outcome
     }
 
     fn outcome_for(
@@ -645,15 +656,20 @@ mod tests {
             .unwrap()
         };
         let g = gate(Mode::Enabled);
-        let err = g.decide("x", None, &d('a'), None).unwrap_err();
-        assert!(err.contains("no provenance is declared"), "{err}");
-        assert!(matches!(g.outcome(), Some(Outcome::Refused { .. })));
+        let err = g.decide("x", None, &d('a'), None).admit("x").unwrap_err();
+        assert!(err.reason.contains("no provenance is declared"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("x was refused by verification: "),
+            "{err}"
+        );
         let g = gate(Mode::Warn);
-        g.decide("x", None, &d('a'), None).unwrap();
-        assert!(matches!(g.outcome(), Some(Outcome::Unverified { .. })));
+        assert!(matches!(
+            g.decide("x", None, &d('a'), None),
+            Outcome::Unverified { .. }
+        ));
         let g = gate(Mode::Disabled);
-        g.decide("x", None, &d('a'), None).unwrap();
-        assert_eq!(g.outcome(), Some(Outcome::Skipped));
+        assert_eq!(g.decide("x", None, &d('a'), None), Outcome::Skipped);
     }
 
     /// No refresh through TUF in unit tests (no network): the embedded roots.
@@ -721,9 +737,13 @@ mod tests {
             searched: vec!["tag sha256-aaaa.sig".into()],
             ..Evidence::default()
         };
-        let err = g.decide("x", None, &d('a'), Some(&ev)).unwrap_err();
-        assert!(err.contains("no signature or attestation"), "{err}");
-        assert!(err.contains("sha256-aaaa.sig"), "{err}");
+        let err = g
+            .decide("x", None, &d('a'), Some(&ev))
+            .admit("x")
+            .unwrap_err();
+        assert!(err.reason.contains("no signature or attestation"), "{err}");
+        // Where it looked is in the hint, printed under the error.
+        assert!(err.hint.contains("sha256-aaaa.sig"), "{}", err.hint);
     }
 
     #[test]

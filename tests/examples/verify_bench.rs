@@ -144,6 +144,7 @@ fn main() {
         Gate::new(cfg, cache)
             .unwrap()
             .decide("bench", None, &manifest, Some(&ev))
+            .admit("bench")
             .unwrap();
         records.push(std::fs::read(record_path(cache)).unwrap());
     }
@@ -197,11 +198,11 @@ fn main() {
             }
             let t = Instant::now();
             let g = Gate::new(&c.cfg, &c.cache).unwrap();
-            g.decide("bench", None, &manifest, None).unwrap();
+            let outcome = g.decide("bench", None, &manifest, None);
             c.times.push(t.elapsed().as_secs_f64() * 1e3);
             // Outside the clock: the decision took the intended path, with the intended root.
-            let Some(Outcome::Verified { record, reused }) = g.outcome() else {
-                panic!("{}: not verified: {:?}", c.name, g.outcome());
+            let Outcome::Verified { record, reused } = outcome else {
+                panic!("{}: not verified: {outcome:?}", c.name);
             };
             assert_eq!(reused, c.record.is_some(), "{}", c.name);
             let source = &record.verified.trust_root.source;

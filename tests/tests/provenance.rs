@@ -386,10 +386,14 @@ fn an_unsigned_image_is_refused_before_any_layer_under_enabled_and_pulled_with_a
         thv_sandbox_runtime::progress::ProgressMode::Quiet,
         &dirs,
         &enabled,
-        false,
     )
     .unwrap_err();
-    let text = err.to_string();
+    assert!(
+        matches!(err, thv_sandbox_runtime::Error::Refused(_)),
+        "a typed refusal: {err:?}"
+    );
+    // As the user reads it: the error, then its hint (which says where it looked).
+    let text = format!("{err}\nhint: {}", err.hint(None).unwrap_or_default());
     assert!(text.contains("no signature or attestation found"), "{text}");
     assert!(text.contains(".sig"), "says where it looked: {text}");
     assert_eq!(
@@ -411,7 +415,6 @@ fn an_unsigned_image_is_refused_before_any_layer_under_enabled_and_pulled_with_a
         thv_sandbox_runtime::progress::ProgressMode::Quiet,
         &dirs,
         &no_policy,
-        false,
     )
     .unwrap_err();
     assert!(
@@ -433,14 +436,10 @@ fn an_unsigned_image_is_refused_before_any_layer_under_enabled_and_pulled_with_a
         thv_sandbox_runtime::progress::ProgressMode::Quiet,
         &dirs,
         &warn,
-        false,
     )
     .expect("pull");
     assert_eq!(pulled.manifest_digest.to_string(), built.manifest.digest);
-    assert!(
-        matches!(outcome, Some(Outcome::Unverified { .. })),
-        "{outcome:?}"
-    );
+    assert!(matches!(outcome, Outcome::Unverified { .. }), "{outcome:?}");
 
     // Now cached: `enabled` still refuses it (no record, no evidence; the registry is asked again).
     let err = thv_sandbox_runtime::pull_verified(
@@ -450,7 +449,6 @@ fn an_unsigned_image_is_refused_before_any_layer_under_enabled_and_pulled_with_a
         thv_sandbox_runtime::progress::ProgressMode::Quiet,
         &dirs,
         &enabled,
-        false,
     )
     .unwrap_err();
     assert!(
@@ -466,7 +464,6 @@ fn an_unsigned_image_is_refused_before_any_layer_under_enabled_and_pulled_with_a
         thv_sandbox_runtime::progress::ProgressMode::Quiet,
         &dirs,
         &enabled,
-        false,
     )
     .unwrap_err();
     assert!(
@@ -485,13 +482,9 @@ fn an_unsigned_image_is_refused_before_any_layer_under_enabled_and_pulled_with_a
         thv_sandbox_runtime::progress::ProgressMode::Quiet,
         &dirs,
         &warn,
-        false,
     )
     .expect("offline");
-    assert!(
-        matches!(outcome, Some(Outcome::Unverified { .. })),
-        "{outcome:?}"
-    );
+    assert!(matches!(outcome, Outcome::Unverified { .. }), "{outcome:?}");
     let err = thv_sandbox_runtime::pull_verified(
         &image,
         PullPolicy::Missing,
@@ -499,7 +492,6 @@ fn an_unsigned_image_is_refused_before_any_layer_under_enabled_and_pulled_with_a
         thv_sandbox_runtime::progress::ProgressMode::Quiet,
         &dirs,
         &enabled,
-        false,
     )
     .unwrap_err();
     // Not the verdict on the image: the registry is gone, so the evidence cannot be looked up.
@@ -584,6 +576,14 @@ fn cosign_evidence(
     }
 }
 
+/// The text of a refusal (reason and hint), panicking on any other verdict.
+fn refusal(outcome: Outcome) -> String {
+    match outcome {
+        Outcome::Refused { reason, hint } => format!("{reason}\nhint: {hint}"),
+        other => panic!("not refused: {other:?}"),
+    }
+}
+
 #[test]
 fn a_record_is_reused_only_under_the_same_policy_and_trust_root() {
     let Some(dir) = fixtures() else { return };
@@ -593,14 +593,12 @@ fn a_record_is_reused_only_under_the_same_policy_and_trust_root() {
     let ev = cosign_evidence(&dir, SIGNED_INDEX);
 
     let g = gate(salrashid_policy(), cache.path());
-    g.decide("img", None, &manifest, Some(&ev))
-        .expect("verified from the evidence");
-    let Some(Outcome::Verified {
+    let Outcome::Verified {
         record,
         reused: false,
-    }) = g.outcome()
+    } = g.decide("img", None, &manifest, Some(&ev))
     else {
-        panic!("{:?}", g.outcome())
+        panic!("not verified from the evidence")
     };
     assert_eq!(record.manifest_digest.to_string(), SIGNED_INDEX);
     assert_eq!(
@@ -616,10 +614,9 @@ fn a_record_is_reused_only_under_the_same_policy_and_trust_root() {
     // A warm run, same policy: the record, no evidence needed.
     let g = gate(salrashid_policy(), cache.path());
     assert!(g.on_hand(&manifest));
-    g.decide("img", None, &manifest, None).expect("record");
     assert!(matches!(
-        g.outcome(),
-        Some(Outcome::Verified { reused: true, .. })
+        g.decide("img", None, &manifest, None),
+        Outcome::Verified { reused: true, .. }
     ));
 
     // Another policy field (runner unset): not the record; the stored evidence is verified again, offline.
@@ -628,17 +625,15 @@ fn a_record_is_reused_only_under_the_same_policy_and_trust_root() {
     };
     p.runner_environment = None;
     let g = gate(Policy::Provenance(p.clone()), cache.path());
-    g.decide("img", None, &manifest, None)
-        .expect("stored evidence");
     assert!(matches!(
-        g.outcome(),
-        Some(Outcome::Verified { reused: false, .. })
+        g.decide("img", None, &manifest, None),
+        Outcome::Verified { reused: false, .. }
     ));
 
     // A changed expected workflow: the cached, once-verified image is refused.
     p.signer_identity = Some("/.github/workflows/other.yaml".into());
     let g = gate(Policy::Provenance(p), cache.path());
-    let err = g.decide("img", None, &manifest, None).unwrap_err();
+    let err = refusal(g.decide("img", None, &manifest, None));
     assert!(
         err.contains("/.github/workflows/release.yaml") && err.contains("other.yaml"),
         "{err}"
@@ -652,10 +647,9 @@ fn a_record_is_reused_only_under_the_same_policy_and_trust_root() {
     };
     let g = Gate::new(&v, cache.path()).unwrap();
     assert!(g.reusable_record(&manifest, None).is_none());
-    g.decide("img", None, &manifest, None).expect("re-verified");
     assert!(matches!(
-        g.outcome(),
-        Some(Outcome::Verified { reused: false, .. })
+        g.decide("img", None, &manifest, None),
+        Outcome::Verified { reused: false, .. }
     ));
     // An unrelated root: refused.
     let v = Verification {
@@ -663,7 +657,7 @@ fn a_record_is_reused_only_under_the_same_policy_and_trust_root() {
         ..v
     };
     let g = Gate::new(&v, cache.path()).unwrap();
-    let err = g.decide("img", None, &manifest, None).unwrap_err();
+    let err = refusal(g.decide("img", None, &manifest, None));
     assert!(
         err.contains("untrusted:") && err.contains("No log key valid"),
         "{err}"

@@ -16,7 +16,7 @@ use thv_sandbox_e2e::{
 };
 use thv_sandbox_runtime::digest::{Digest, DigestError};
 use thv_sandbox_runtime::distribution::{
-    self, Credential, PullError, PullOptions, PullPolicy, Pulled, UnpackTarget, VerifyInput,
+    self, Credential, PullError, PullOptions, PullPolicy, Pulled, UnpackTarget,
 };
 use thv_sandbox_runtime::idmap::IdMapMode;
 use thv_sandbox_runtime::layout::Platform;
@@ -271,25 +271,25 @@ fn a_multi_arch_index_gives_the_host_platform_and_remembers_both_digests() {
         .expect("push index");
 
     let cache = tempdir("thv-e2e-cache-");
-    let seen = std::cell::RefCell::new(None);
-    let record = |input: &VerifyInput<'_>| {
-        *seen.borrow_mut() = Some((
-            input.index_digest.map(ToString::to_string),
-            input.manifest_digest.to_string(),
-        ));
-        Ok(())
-    };
-    let mut opts = PullOptions::new(cache.path());
-    opts.verify = Some(&record);
+    let opts = PullOptions::new(cache.path());
     let r = format!("{}/e2e/multi:v1", registry.host());
-    let pulled = pull(&r, &opts).expect("pull");
+    // What the verification gate is given: the digests step 1 resolved.
+    let resolved = distribution::resolve(&reference(&r), &opts).expect("resolve");
+    let seen = Some((
+        resolved.index_digest.as_ref().map(ToString::to_string),
+        resolved.manifest_digest.to_string(),
+    ));
+    let pulled = resolved
+        .fetch_and_unpack(&opts)
+        .and_then(distribution::Fetched::commit)
+        .expect("pull");
     assert_eq!(pulled.manifest_digest.to_string(), host.manifest.digest);
     assert_eq!(
         pulled.index_digest.as_ref().map(ToString::to_string),
         Some(index_digest.clone())
     );
     assert_eq!(
-        seen.borrow().clone(),
+        seen,
         Some((Some(index_digest.clone()), host.manifest.digest.clone()))
     );
     assert_eq!(
@@ -622,27 +622,64 @@ fn a_moved_tag_is_noticed_only_when_resolving_again() {
     assert!(cache_names(cache.path()).contains(&old));
 }
 
+/// Step 1 fetches no layer: what the gate decides on (both digests, manifest and config) is known before any layer
+/// is asked for, and an image the gate refuses (not passed on to `fetch_and_unpack`) leaves no layer fetched and
+/// nothing named in the cache.
 #[test]
-fn verification_runs_before_any_layer_is_fetched() {
+fn resolve_fetches_no_layer_and_a_refusal_leaves_nothing() {
     if !have_registry() {
         return;
     }
     let registry = TestRegistry::start().expect("registry");
     let (_layout, built) = push(&registry, &app_image("unverified\n"), "e2e/verify", "v1");
     let cache = tempdir("thv-e2e-cache-");
-    let refuse = |input: &VerifyInput<'_>| -> Result<(), String> {
-        Err(format!("no signature for {}", input.manifest_digest))
-    };
-    let mut opts = PullOptions::new(cache.path());
-    opts.verify = Some(&refuse);
+    let opts = PullOptions::new(cache.path());
     let r = format!("{}/e2e/verify:v1", registry.host());
-    let err = pull(&r, &opts).unwrap_err();
+    let resolved = distribution::resolve(&reference(&r), &opts).expect("resolve");
+    assert_eq!(resolved.manifest_digest.to_string(), built.manifest.digest);
+    assert_eq!(resolved.config_digest.to_string(), built.config.digest);
+    assert!(!resolved.from_cache);
     assert_eq!(
-        err.to_string(),
-        format!(
-            "{r} was refused by verification: no signature for {}",
-            built.manifest.digest
-        )
+        registry.blob_gets(&built.layers[0].digest),
+        0,
+        "{}",
+        registry.log()
+    );
+    // Refused: dropped without fetching.
+    drop(resolved);
+    assert_eq!(registry.blob_gets(&built.layers[0].digest), 0);
+    assert!(!blob_in_cache(cache.path(), &built.layers[0].digest));
+    assert!(cache_names(cache.path()).is_empty());
+
+    // The pipeline's gate (`enabled` without a policy refuses every image): a typed refusal, the same text as
+    // before, and still no layer requested, nothing named.
+    let dirs = thv_sandbox_runtime::dirs::Dirs::from_env(Some(cache.path().to_owned())).unwrap();
+    let err = thv_sandbox_runtime::pull_verified(
+        &r,
+        PullPolicy::Missing,
+        &thv_sandbox_runtime::RegistryAccess::default(),
+        thv_sandbox_runtime::progress::ProgressMode::Quiet,
+        &dirs,
+        &thv_sandbox_runtime::Verification {
+            mode: Some(thv_sandbox_runtime::Mode::Enabled),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    let thv_sandbox_runtime::Error::Refused(refused) = &err else {
+        panic!("not a refusal: {err:?}");
+    };
+    assert_eq!(refused.reference, r);
+    assert!(
+        err.to_string().starts_with(&format!(
+            "{r} was refused by verification: no provenance is declared"
+        )),
+        "{err}"
+    );
+    assert!(
+        refused.hint.contains("--image-verification=warn"),
+        "{}",
+        refused.hint
     );
     assert_eq!(
         registry.blob_gets(&built.layers[0].digest),
@@ -1022,8 +1059,8 @@ fn a_second_first_run_waits_for_the_first_unpack_and_uses_its_root() {
     assert!(staging.is_empty(), "{staging:?}");
 }
 
-/// The image that is unpacked is the digest that was verified, even when the tag moves to another image while the
-/// verification step runs (another image is pushed to the tag from inside the step).
+/// The image that is unpacked is the digest that was verified, even when the tag moves to another image between
+/// resolving and fetching (while the gate decides: another image is pushed to the tag then).
 #[test]
 fn the_verified_digest_is_what_is_unpacked_even_if_the_tag_moves_meanwhile() {
     if !have_registry() {
@@ -1039,25 +1076,21 @@ fn the_verified_digest_is_what_is_unpacked_even_if_the_tag_moves_meanwhile() {
         (dir, built)
     };
     let cache = tempdir("thv-e2e-cache-");
-    let verified = std::cell::RefCell::new(None);
-    let moved = std::cell::Cell::new(false);
-    let step = |input: &VerifyInput<'_>| -> Result<(), String> {
-        *verified.borrow_mut() = Some(input.manifest_digest.to_string());
-        if !moved.replace(true) {
-            registry
-                .push_image(lb.path(), &b_image, "e2e/racing", "v1")
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    };
-    let mut opts = PullOptions::new(cache.path());
-    opts.verify = Some(&step);
-    let pulled = pull(&format!("{}/e2e/racing:v1", registry.host()), &opts).expect("pull");
-    assert!(moved.get(), "the tag was moved during verification");
-    assert_eq!(
-        verified.borrow().as_deref(),
-        Some(a.manifest.digest.as_str())
-    );
+    let opts = PullOptions::new(cache.path());
+    let resolved = distribution::resolve(
+        &reference(&format!("{}/e2e/racing:v1", registry.host())),
+        &opts,
+    )
+    .expect("resolve");
+    let verified = resolved.manifest_digest.to_string();
+    registry
+        .push_image(lb.path(), &b_image, "e2e/racing", "v1")
+        .expect("move the tag");
+    let pulled = resolved
+        .fetch_and_unpack(&opts)
+        .and_then(distribution::Fetched::commit)
+        .expect("pull");
+    assert_eq!(verified, a.manifest.digest);
     assert_eq!(pulled.manifest_digest.to_string(), a.manifest.digest);
     let root = unpack(&pulled, cache.path());
     assert_eq!(

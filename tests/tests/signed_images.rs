@@ -577,7 +577,6 @@ fn warn_runs_the_refused_unverified_and_disabled_does_not_check() {
             thv_sandbox_runtime::progress::ProgressMode::Quiet,
             &dirs,
             v,
-            false,
         )
     };
     for case in cases
@@ -591,7 +590,9 @@ fn warn_runs_the_refused_unverified_and_disabled_does_not_check() {
         let err = pull(case, &verification(Mode::Enabled, case.flavour))
             .err()
             .unwrap_or_else(|| panic!("{}: not refused", case.name));
-        assert!(err.to_string().contains(reason), "{}: {err}", case.name);
+        // As the user reads it: the error, then its hint.
+        let text = format!("{err}\nhint: {}", err.hint(None).unwrap_or_default());
+        assert!(text.contains(reason), "{}: {text}", case.name);
         assert_eq!(
             w.registry.blob_gets(&case.image.built.layers[0].digest),
             0,
@@ -603,7 +604,7 @@ fn warn_runs_the_refused_unverified_and_disabled_does_not_check() {
             .unwrap_or_else(|e| panic!("{}: {e}", case.name));
         assert_eq!(pulled.manifest_digest.to_string(), case.image.digest());
         match outcome {
-            Some(Outcome::Unverified { reason: why }) => {
+            Outcome::Unverified { reason: why } => {
                 assert!(why.contains(reason), "{}: {why}", case.name)
             }
             other => panic!("{}: {other:?}", case.name),
@@ -625,10 +626,9 @@ fn warn_runs_the_refused_unverified_and_disabled_does_not_check() {
         thv_sandbox_runtime::progress::ProgressMode::Quiet,
         &dirs,
         &verification(Mode::Disabled, case.flavour),
-        false,
     )
     .expect("disabled");
-    assert_eq!(outcome, Some(Outcome::Skipped));
+    assert_eq!(outcome, Outcome::Skipped);
     assert_eq!(
         w.registry.log().matches(&sig_tag).count(),
         before,
