@@ -287,6 +287,8 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
     decide(&resolved, evidence.as_ref(), &gate)
         .admit(&resolved.name())
         .map_err(|e| abandon(e.into()))?;
+    // What the sandbox relies on in the image config (volumes, environment) is checked before any layer.
+    spec::check_image_config(&runtime_config(resolved.config())).map_err(|e| abandon(e.into()))?;
     // 4. fetch layers and unpack them while they stream, into the root a run by this user uses (the root's lock
     //    is taken before any download, so concurrent first pulls share one download and one unpack).
     let fetched = fetch_and_unpack(resolved, &opts).map_err(abandon)?;
@@ -294,7 +296,6 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
     //    root is then loaded, or unpacked from the cache for an image that was there already.
     let (oci, image) = commit(fetched, &meter).map_err(abandon)?;
     let runtime = runtime_config(&image.config);
-    spec::check_image_config(&runtime)?;
     let root = rootfs::ensure(
         &dirs.cache,
         &oci,
@@ -633,6 +634,14 @@ impl Resolved {
         match self {
             Resolved::Layout { image, .. } => image.clone(),
             Resolved::Registry(r) => r.reference.to_string(),
+        }
+    }
+
+    /// The image config, checked against its digest in step 1.
+    fn config(&self) -> &oci_spec::image::ImageConfiguration {
+        match self {
+            Resolved::Layout { resolved, .. } => &resolved.config,
+            Resolved::Registry(r) => &r.config,
         }
     }
 }
@@ -1098,11 +1107,11 @@ fn hostname_for(digest: &str) -> String {
     format!("thv-{}", &hex[..hex.len().min(12)])
 }
 
-/// NOFILE: up to 65536 within what we may set; NPROC: up to 8192 (it counts every process of the host user).
 /// RLIMIT_NPROC of a sandbox: processes and threads of the server together. Counted per sandbox (each has its own
 /// user namespace), so N sandboxes may hold N times this; a browser-driving server stays well below it.
 pub const MAX_PROCESSES: u64 = 2_048;
 
+/// NOFILE: up to 65536 within what we may set; NPROC: up to [`MAX_PROCESSES`].
 fn limits() -> (u64, u64) {
     use nix::sys::resource::{getrlimit, Resource};
     let cap = |r, want: u64| getrlimit(r).map(|(_, hard)| hard.min(want)).unwrap_or(want);
