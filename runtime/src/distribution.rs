@@ -14,7 +14,8 @@
 //!    Each document is checked (index or manifest, consistent media type, schemaVersion 2, valid digests, config
 //!    platform, layer count, layer media types) before anything is fetched on its strength. No layer is fetched.
 //!    [`resolve_at_registry`] does the same without looking in the cache.
-//! 2. **discover evidence** ([`Resolved::discover_evidence`]) — through the same registry connection.
+//! 2. **discover evidence** ([`crate::evidence::discover_for`]) — through the same registry connection
+//!    ([`Resolved::connection`]); distribution knows nothing of evidence.
 //! 3. **decide** — the caller's: distribution calls no verification. A refused [`Resolved`] is dropped, and no
 //!    layer of it is ever requested.
 //! 4. **fetch layers** ([`Resolved::fetch_and_unpack`]) — up to [`MAX_PARALLEL_BLOBS`] at once, each streamed into
@@ -726,18 +727,21 @@ impl std::fmt::Debug for Resolved {
 }
 
 impl Resolved {
-    /// Step 2: the provenance evidence for the index and the manifest, found through the registry connection of
-    /// step 1. `None` for an image taken from the cache (no registry was contacted).
-    pub fn discover_evidence(
-        &self,
-        opts: &crate::evidence::DiscoveryOptions,
-    ) -> Option<crate::evidence::Evidence> {
-        let Origin::Registry { runtime, prepared } = &self.origin else {
-            return None;
-        };
+    /// The registry connection of step 1 and the runtime it runs on; `None` for an image taken from the cache (no
+    /// registry was contacted). Step 2 discovers evidence through it ([`crate::evidence::discover_for`]).
+    pub(crate) fn connection(&self) -> Option<(&tokio::runtime::Runtime, &remote::Remote)> {
+        match &self.origin {
+            Origin::Registry { runtime, prepared } => Some((runtime, &prepared.remote)),
+            Origin::Cache { .. } => None,
+        }
+    }
+
+    /// The digests provenance evidence may be attached to: the index's (if the reference named one), then the
+    /// platform manifest's.
+    pub fn subject_digests(&self) -> Vec<&Digest> {
         let mut digests: Vec<&Digest> = self.index_digest.iter().collect();
         digests.push(&self.manifest_digest);
-        Some(runtime.block_on(crate::evidence::discover(&prepared.remote, &digests, opts)))
+        digests
     }
 
     /// Step 4: the layers, fetched by digest (a few at once), and with [`PullOptions::unpack`] unpacked while they
@@ -864,7 +868,7 @@ fn fetch_streaming(
     opts: &PullOptions<'_>,
 ) -> Result<bool, PullError> {
     let unpack_error = |e| PullError::Unpack(Box::new(e));
-    let image_runtime = crate::pipeline::runtime_config(&prepared.config);
+    let image_runtime = crate::spec::ImageRuntimeConfig::from_image(&prepared.config);
     let key = crate::rootfs::root_key(&prepared.manifest_digest, target.mode, target.ownership);
     let download_only = || {
         runtime.block_on(fetch_layers(

@@ -134,6 +134,16 @@ pub fn discover_blocking(
     })
 }
 
+/// Step 2 of the pipeline: the provenance evidence for the index and the manifest of `resolved`, found through
+/// the registry connection of step 1. `None` for an image taken from the cache (no registry was contacted).
+pub fn discover_for(
+    resolved: &crate::distribution::Resolved,
+    opts: &DiscoveryOptions,
+) -> Option<Evidence> {
+    let (runtime, remote) = resolved.connection()?;
+    Some(runtime.block_on(discover(remote, &resolved.subject_digests(), opts)))
+}
+
 /// Looks for evidence of every digest in `digests`, within the bounds of the module documentation.
 pub(crate) async fn discover(
     remote: &Remote,

@@ -288,14 +288,15 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
         .admit(&resolved.name())
         .map_err(|e| abandon(e.into()))?;
     // What the sandbox relies on in the image config (volumes, environment) is checked before any layer.
-    spec::check_image_config(&runtime_config(resolved.config())).map_err(|e| abandon(e.into()))?;
+    spec::check_image_config(&ImageRuntimeConfig::from_image(resolved.config()))
+        .map_err(|e| abandon(e.into()))?;
     // 4. fetch layers and unpack them while they stream, into the root a run by this user uses (the root's lock
     //    is taken before any download, so concurrent first pulls share one download and one unpack).
     let fetched = fetch_and_unpack(resolved, &opts).map_err(abandon)?;
     // 5. commit: only now does the cache name the image (by its pinned digest: no tag is resolved again). The
     //    root is then loaded, or unpacked from the cache for an image that was there already.
     let (oci, image) = commit(fetched, &meter).map_err(abandon)?;
-    let runtime = runtime_config(&image.config);
+    let runtime = ImageRuntimeConfig::from_image(&image.config);
     let root = rootfs::ensure(
         &dirs.cache,
         &oci,
@@ -713,7 +714,7 @@ fn discover(resolved: &Resolved, gate: &Gate) -> Option<crate::evidence::Evidenc
     match resolved {
         // A layout on disk has no registry to find evidence at: only stored evidence or a record can verify it.
         Resolved::Layout { .. } => None,
-        Resolved::Registry(r) => r.discover_evidence(&gate.discovery()?),
+        Resolved::Registry(r) => crate::evidence::discover_for(r, &gate.discovery()?),
     }
 }
 
@@ -786,7 +787,7 @@ pub fn verify(
     // 2. discover evidence
     let evidence = gate
         .discovery()
-        .and_then(|d| resolved.discover_evidence(&d));
+        .and_then(|d| crate::evidence::discover_for(&resolved, &d));
     // 3. decide
     Ok(gate.decide(
         &resolved.reference.to_string(),
@@ -821,7 +822,7 @@ pub fn pull_verified(
     // 2. discover evidence
     let evidence = gate
         .discovery()
-        .and_then(|d| resolved.discover_evidence(&d));
+        .and_then(|d| crate::evidence::discover_for(&resolved, &d));
     // 3. decide
     let name = resolved.reference.to_string();
     let verdict = gate
@@ -874,7 +875,7 @@ pub fn pull(
             &dirs.cache,
             &layout,
             &image,
-            &runtime_config(&image.config),
+            &ImageRuntimeConfig::from_image(&image.config),
             target.mode,
             target.ownership,
         )?;
@@ -1082,24 +1083,6 @@ fn overlay_plan(
         merged: dir.join("rootfs"),
         points,
     }))
-}
-
-/// The parts of the image config the spec uses.
-pub fn runtime_config(config: &oci_spec::image::ImageConfiguration) -> ImageRuntimeConfig {
-    let c = config.config().clone().unwrap_or_default();
-    ImageRuntimeConfig {
-        entrypoint: c.entrypoint().clone().unwrap_or_default(),
-        cmd: c.cmd().clone().unwrap_or_default(),
-        env: c.env().clone().unwrap_or_default(),
-        working_dir: c.working_dir().clone(),
-        volumes: c
-            .volumes()
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect(),
-        user: c.user().clone().unwrap_or_default(),
-    }
 }
 
 fn hostname_for(digest: &str) -> String {

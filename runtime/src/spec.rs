@@ -59,6 +59,26 @@ pub struct ImageRuntimeConfig {
     pub user: String,
 }
 
+impl ImageRuntimeConfig {
+    /// The parts of the image config the spec uses.
+    pub fn from_image(config: &oci_spec::image::ImageConfiguration) -> ImageRuntimeConfig {
+        let c = config.config().clone().unwrap_or_default();
+        ImageRuntimeConfig {
+            entrypoint: c.entrypoint().clone().unwrap_or_default(),
+            cmd: c.cmd().clone().unwrap_or_default(),
+            env: c.env().clone().unwrap_or_default(),
+            working_dir: c.working_dir().clone(),
+            volumes: c
+                .volumes()
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+            user: c.user().clone().unwrap_or_default(),
+        }
+    }
+}
+
 /// Everything else the spec depends on.
 #[derive(Debug, Clone)]
 pub struct SpecOptions {
