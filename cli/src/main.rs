@@ -1352,16 +1352,10 @@ pub(crate) fn report_error(
     hint: Option<String>,
     code: i32,
 ) -> i32 {
-    eprintln!("error: {err}");
-    let mut seen = vec![err.to_string()];
-    let mut cur = err.source();
-    while let Some(c) = cur {
-        let s = c.to_string();
-        if !seen.contains(&s) {
-            eprintln!("  caused by: {s}");
-            seen.push(s);
-        }
-        cur = c.source();
+    let mut seen = thv_sandbox_runtime::chain::messages(err);
+    eprintln!("error: {}", seen[0]);
+    for s in &seen[1..] {
+        eprintln!("  caused by: {s}");
     }
     for s in remote {
         if !seen.contains(s) {

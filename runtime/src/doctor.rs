@@ -232,18 +232,6 @@ pub enum DoctorError {
     },
 }
 
-/// An error and its causes, joined by `: `.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 fn read_file(path: &Path) -> Result<String, DoctorError> {
     fs::read_to_string(path).map_err(|source| DoctorError::Read {
         path: path.to_path_buf(),
@@ -262,7 +250,7 @@ pub fn diagnose(inputs: &DoctorInputs) -> Report {
         proc_cgroup.as_deref().unwrap_or(""),
     );
     let knobs = UsernsKnobs::read();
-    let probe = run_probe().map_err(|e| error_chain(&e));
+    let probe = run_probe().map_err(|e| crate::chain::one_line(&e));
     let seccomp_mode = read_file(Path::new("/proc/self/status"))
         .ok()
         .and_then(|s| parse_seccomp_mode(&s));
@@ -1369,7 +1357,7 @@ impl SubIdLookup {
                 usable: None,
                 too_small: None,
             }),
-            Err(source) => Err(error_chain(&DoctorError::Read {
+            Err(source) => Err(crate::chain::one_line(&DoctorError::Read {
                 path: kind.path().to_path_buf(),
                 source,
             })),

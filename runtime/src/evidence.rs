@@ -229,17 +229,6 @@ async fn discover_all(
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 #[derive(Deserialize)]
 struct Doc {
     #[serde(default, rename = "mediaType")]
@@ -270,7 +259,7 @@ fn bad(what: String) -> String {
 }
 
 fn pe(e: PullError) -> String {
-    error_chain(&e)
+    crate::chain::one_line(&e)
 }
 
 /// A blob as text: `Ok(None)` when the registry does not have it, or it was taken already (each blob once).

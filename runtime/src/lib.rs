@@ -28,6 +28,7 @@
 pub mod bridge;
 pub mod cache;
 pub mod catalog;
+pub mod chain;
 pub mod config;
 pub mod digest;
 pub mod dirs;

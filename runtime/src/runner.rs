@@ -691,18 +691,9 @@ fn set_parent_death_signal(sig: Signal) -> io::Result<()> {
 }
 
 fn failure(stage: &str, err: &dyn std::error::Error) -> RunnerFailure {
-    let mut chain = vec![err.to_string()];
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        let s = e.to_string();
-        if chain.last() != Some(&s) {
-            chain.push(s);
-        }
-        cur = e.source();
-    }
     RunnerFailure {
         stage: stage.to_owned(),
-        chain,
+        chain: crate::chain::messages(err),
     }
 }
 

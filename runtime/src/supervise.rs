@@ -539,7 +539,7 @@ impl Watch {
                                 Err(e) => {
                                     self.failure = Some(RunnerFailure {
                                         stage: "write user namespace id maps".into(),
-                                        chain: error_chain(&e),
+                                        chain: crate::chain::messages(&e),
                                     });
                                     Message::MapFailed(e.to_string())
                                 }
@@ -656,16 +656,6 @@ fn same_socket(a: RawFd, b: RawFd) -> bool {
         }
         _ => false,
     }
-}
-
-fn error_chain(err: &dyn std::error::Error) -> Vec<String> {
-    let mut chain = vec![err.to_string()];
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        chain.push(e.to_string());
-        cur = e.source();
-    }
-    chain
 }
 
 /// Sends SIGKILL to a pid, ignoring a process that is already gone.

@@ -252,30 +252,23 @@ async fn fetch_async(url: &str) -> Result<Vec<u8>, String> {
         builder = builder.proxy(proxy.no_proxy(no_proxy.clone()));
     }
     let client = builder.build().map_err(|e| e.to_string())?;
-    let mut resp = client.get(url).send().await.map_err(|e| error_chain(&e))?;
+    let mut resp = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| crate::chain::one_line(&e))?;
     let status = resp.status();
     if !status.is_success() {
         return Err(format!("HTTP {status}"));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| error_chain(&e))? {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| crate::chain::one_line(&e))? {
         if body.len() + chunk.len() > MAX_REGISTRY_SIZE {
             return Err(format!("larger than {} MiB", MAX_REGISTRY_SIZE >> 20));
         }
         body.extend_from_slice(&chunk);
     }
     Ok(body)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]
