@@ -365,14 +365,7 @@ fn hr4_a_referrer_with_many_bundle_layers_is_taken_only_to_the_caps() {
         routes.insert(format!("/v2/r/manifests/{d}"), OCI_MANIFEST, m.clone());
         listed.push(json!({"mediaType": OCI_MANIFEST, "digest": d, "size": m.len(), "artifactType": BUNDLE}));
     }
-    routes.insert(
-        format!("/v2/r/referrers/{subject}"),
-        OCI_INDEX,
-        serde_json::to_vec(
-            &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": listed}),
-        )
-        .unwrap(),
-    );
+    referrers_index(&mut routes, &subject, listed);
     let other_subject = sha256_digest(b"another subject");
     let mut small = Vec::new();
     for n in 100..140 {
@@ -445,19 +438,8 @@ fn hr4_a_referrer_with_many_bundle_layers_is_taken_only_to_the_caps() {
 fn hr6_a_referrers_index_with_many_candidates_is_examined_only_to_its_cap() {
     let (_layout, built, mut routes) = image(1000);
     let subject = built.manifest.digest.clone();
-    let listed: Vec<_> = (0..3000)
-        .map(|i: u32| {
-            json!({"mediaType": OCI_MANIFEST, "digest": sha256_digest(&i.to_le_bytes()), "size": 500})
-        })
-        .collect();
-    routes.insert(
-        format!("/v2/r/referrers/{subject}"),
-        OCI_INDEX,
-        serde_json::to_vec(
-            &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": listed}),
-        )
-        .unwrap(),
-    );
+    let listed = unknown_manifests(3000);
+    referrers_index(&mut routes, &subject, listed);
     let server = HostileServer::start(move |req| routes.reply_or_404(req)).unwrap();
     let cache = tempdir();
     let ev = discover(&server, &subject, &PullOptions::new(cache.path()));
@@ -483,6 +465,25 @@ fn within_secs<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'sta
     });
     rx.recv_timeout(Duration::from_secs(secs))
         .unwrap_or_else(|_| panic!("still transferring after {secs} s: no deadline"))
+}
+
+/// Serves `listed` as the referrers index of `subject`.
+fn referrers_index(routes: &mut ImageRoutes, subject: &str, listed: Vec<serde_json::Value>) {
+    routes.insert(
+        format!("/v2/r/referrers/{subject}"),
+        OCI_INDEX,
+        serde_json::to_vec(
+            &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": listed}),
+        )
+        .unwrap(),
+    );
+}
+
+/// `n` referrer candidates that name manifests the registry does not have.
+fn unknown_manifests(n: u32) -> Vec<serde_json::Value> {
+    (0..n)
+        .map(|i| json!({"mediaType": OCI_MANIFEST, "digest": sha256_digest(&i.to_le_bytes()), "size": 500}))
+        .collect()
 }
 
 /// Pulls `image_ref` under [`fast_limits`] (40 s at most): the refusal and its report.
@@ -590,17 +591,8 @@ fn hr7_slow_documents_blobs_and_discovery_are_given_up_on() {
     // Discovery: 50 candidates, each answered after 400 ms.
     let (_layout, built, mut routes) = image(1000);
     let subject = built.manifest.digest.clone();
-    let listed: Vec<_> = (0..50)
-        .map(|i: u32| json!({"mediaType": OCI_MANIFEST, "digest": sha256_digest(&i.to_le_bytes()), "size": 500}))
-        .collect();
-    routes.insert(
-        format!("/v2/r/referrers/{subject}"),
-        OCI_INDEX,
-        serde_json::to_vec(
-            &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": listed}),
-        )
-        .unwrap(),
-    );
+    let listed = unknown_manifests(50);
+    referrers_index(&mut routes, &subject, listed);
     let server = Arc::new(
         HostileServer::start(move |req| {
             if req.path().starts_with("/v2/r/manifests/sha256:") {
