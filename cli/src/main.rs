@@ -10,17 +10,18 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use thv_sandbox_provenance as prov;
 use thv_sandbox_runtime::catalog::{env as catalog_env, launch};
-use thv_sandbox_runtime::config::{self, Config};
 use thv_sandbox_runtime::dirs::Dirs;
 use thv_sandbox_runtime::distribution::PullPolicy;
-use thv_sandbox_runtime::secret::SecretEnv;
+use thv_sandbox_runtime::sandbox::secret::SecretEnv;
+use thv_sandbox_runtime::settings::{self, Config};
 use thv_sandbox_runtime::{
-    cache, doctor, profile, runner, RegistryAccess, EXIT_SANDBOX_ERROR, EXIT_USAGE,
+    cache, doctor, sandbox::profile, sandbox::runner, RegistryAccess, EXIT_SANDBOX_ERROR,
+    EXIT_USAGE,
 };
 
 mod registry_cmd;
 use thv_sandbox_runtime::progress::ProgressMode;
-use thv_sandbox_runtime::verification::TufSettings;
+use thv_sandbox_runtime::trust::verification::TufSettings;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -410,7 +411,7 @@ struct RunArgs {
     stop_timeout: f64,
     /// Size of the sandbox's /tmp (and of a home the image lacks), in MiB. tmpfs memory is charged to no
     /// process, so it is always bounded.
-    #[arg(long = "tmp-size", default_value_t = thv_sandbox_runtime::spec::DEFAULT_TMP_MIB, value_name = "MIB",
+    #[arg(long = "tmp-size", default_value_t = thv_sandbox_runtime::sandbox::spec::DEFAULT_TMP_MIB, value_name = "MIB",
           value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     tmp_size: u64,
     /// Print per-phase start timings to stderr (also THV_SANDBOX_TIMINGS=1).
@@ -473,9 +474,9 @@ fn init_logging(verbose: u8) {
 }
 
 /// The effective configuration: the file (`--config`, `THV_SANDBOX_CONFIG` or the default location), the
-/// environment and the flags, combined by `config::pick`.
+/// environment and the flags, combined by `settings::pick`.
 fn load_config(file: Option<PathBuf>, settings: &SettingsArgs) -> Result<Config, i32> {
-    let flags = config::Flags {
+    let flags = settings::Flags {
         config: file,
         cache_dir: settings.cache_dir.clone(),
         insecure_registries: settings.insecure_registry.clone(),
@@ -508,7 +509,7 @@ fn config_cmd(file: Option<PathBuf>, cmd: ConfigCommand) -> i32 {
     };
     if let ConfigCommand::Path = cmd {
         // Only where the file is: a malformed file must not stop anyone from finding it.
-        let located = config::locate(file.as_deref(), &|name| std::env::var(name).ok());
+        let located = settings::locate(file.as_deref(), &|name| std::env::var(name).ok());
         return match located {
             Ok((path, _)) => {
                 let _ = writeln!(std::io::stdout(), "{}", path.display());
@@ -805,12 +806,12 @@ fn build_request(
     }
     if verification.mode.is_none() {
         verification.mode = config.image_verification.value.map(|m| match m {
-            config::ImageVerification::Disabled => thv_sandbox_runtime::Mode::Disabled,
-            config::ImageVerification::Warn => thv_sandbox_runtime::Mode::Warn,
-            config::ImageVerification::Enabled => thv_sandbox_runtime::Mode::Enabled,
+            settings::ImageVerification::Disabled => thv_sandbox_runtime::Mode::Disabled,
+            settings::ImageVerification::Warn => thv_sandbox_runtime::Mode::Warn,
+            settings::ImageVerification::Enabled => thv_sandbox_runtime::Mode::Enabled,
         });
     }
-    let port = match thv_sandbox_runtime::bridge::Expose::from_flags(
+    let port = match thv_sandbox_runtime::sandbox::bridge::Expose::from_flags(
         args.port.as_deref(),
         args.socket.as_deref(),
         args.port_token_file.as_deref(),
@@ -929,9 +930,9 @@ fn plan_launch(args: &RunArgs, config: &Config) -> Result<launch::Launch, i32> {
     if user.permissions.is_none() && server.is_none_or(|s| s.permissions.is_none()) {
         if let Some(p) = &config.permission_profile.value {
             let arg = match p {
-                config::PermissionProfile::None => "none".to_owned(),
-                config::PermissionProfile::Network => "network".to_owned(),
-                config::PermissionProfile::File(f) => f.to_string_lossy().into_owned(),
+                settings::PermissionProfile::None => "none".to_owned(),
+                settings::PermissionProfile::Network => "network".to_owned(),
+                settings::PermissionProfile::File(f) => f.to_string_lossy().into_owned(),
             };
             user.permissions = Some(
                 launch::parse_profile_arg(&arg, &|path| std::fs::read(path))
@@ -1232,7 +1233,7 @@ fn verify_image_cmd(file: Option<PathBuf>, image: &str, args: &VerifyArgs) -> i3
         Ok(outcome) => outcome,
         Err(e) => return report_runtime_error(&e, &dirs),
     };
-    use thv_sandbox_runtime::verification::Outcome;
+    use thv_sandbox_runtime::trust::verification::Outcome;
     match outcome {
         Outcome::Verified { record, reused } => {
             let what = format!(

@@ -7,8 +7,8 @@ use clap::Subcommand;
 use thv_sandbox_runtime::catalog::{
     self, Catalog, CatalogError, Loaded, RegistrySource, Server, Transport, Verifiability,
 };
-use thv_sandbox_runtime::config::{self, Config};
 use thv_sandbox_runtime::dirs::Dirs;
+use thv_sandbox_runtime::settings::{self, Config};
 use thv_sandbox_runtime::{EXIT_SANDBOX_ERROR, EXIT_USAGE};
 
 /// Which registry to use (shared by `registry …` and `run`).
@@ -33,8 +33,8 @@ impl RegistrySourceArgs {
         match self.registry.as_deref().filter(|s| !s.is_empty()) {
             Some(s) => RegistrySource::parse(s),
             None => Ok(match &config.registry.value {
-                Some(config::RegistrySource::File(p)) => RegistrySource::File(p.clone()),
-                Some(config::RegistrySource::Url(u)) => RegistrySource::Url(u.clone()),
+                Some(settings::RegistrySource::File(p)) => RegistrySource::File(p.clone()),
+                Some(settings::RegistrySource::Url(u)) => RegistrySource::Url(u.clone()),
                 None => RegistrySource::Embedded,
             }),
         }

@@ -39,10 +39,10 @@ use std::time::Duration;
 use rustix::fs::FlockOperation;
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
 use crate::distribution::store::{ref_name, Store, ABANDONED_AFTER, TEMP_PREFIX};
 use crate::distribution::PullError;
-use crate::layout::{OciLayout, Platform, MAX_INDEX_DEPTH, MAX_MANIFEST_SIZE};
+use crate::image::digest::Digest;
+use crate::image::layout::{OciLayout, Platform, MAX_INDEX_DEPTH, MAX_MANIFEST_SIZE};
 use crate::rootfs::{remove_tree, roots_dir, RootMeta};
 
 /// Unreachable blobs, temporary files and roots modified more recently than this are kept.
@@ -313,7 +313,7 @@ fn prune_roots(
             continue;
         }
         if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-            if crate::runs::is_abandoned(&path) {
+            if crate::dirs::is_abandoned(&path) {
                 let bytes = tree_bytes(&path);
                 remove(report, path, RemovedKind::Staging, bytes);
             }
@@ -494,13 +494,13 @@ fn roots_in_use(runs: &Path) -> HashSet<OsString> {
     };
     for entry in entries.flatten() {
         let dir = entry.path();
-        if crate::runs::is_abandoned(&dir) {
+        if crate::dirs::is_abandoned(&dir) {
             continue;
         }
         let Ok(bytes) = fs::read(dir.join("plan.json")) else {
             continue;
         };
-        let Ok(plan) = serde_json::from_slice::<crate::runner::RunnerPlan>(&bytes) else {
+        let Ok(plan) = serde_json::from_slice::<crate::sandbox::runner::RunnerPlan>(&bytes) else {
             continue;
         };
         // The plan names `<roots>/<key>/rootfs`.
@@ -875,11 +875,11 @@ mod tests {
         let live = roots_dir(f.tmp.path()).join(".tmp-live");
         fs::create_dir(&live).unwrap();
         let live_lock = File::create(live.join("lock")).unwrap();
-        crate::runs::try_lock(&live_lock).unwrap();
+        crate::dirs::try_lock(&live_lock).unwrap();
         // A live run uses the orphan root (an `oci:` layout image, say).
         let runs = f.tmp.path().join("runs");
         fs::create_dir(&runs).unwrap();
-        let run = crate::runs::RunDir::create(&runs).unwrap();
+        let run = crate::sandbox::runs::RunDir::create(&runs).unwrap();
         let plan = serde_json::json!({
             "id": run.id, "bundle": "/b", "state_root": "/s", "netns": "/n", "cgroups_path": "/c",
             "rootfs": f.orphan_root.join("rootfs"), "run_dir": run.path, "supervisor_pid": 1,

@@ -707,7 +707,7 @@ fn validate(server: &Server, origin: &str, env_field: &str) -> Result<(), Catalo
         ));
     }
     if let Some(image) = &server.image {
-        if let Err(e) = image.parse::<crate::reference::Reference>() {
+        if let Err(e) = image.parse::<crate::image::reference::Reference>() {
             return Err(err("image".into(), e.to_string()));
         }
     }

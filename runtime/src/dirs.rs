@@ -4,7 +4,9 @@
 //! present, the XDG variables. A directory we did not create is checked, not trusted: it must be owned by us and
 //! not writable by anyone else.
 
+use std::fs::File;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -217,6 +219,107 @@ fn open_parent(parent: &Path, child: &Path, me: u32) -> Option<String> {
         return None;
     }
     Some(format!("others may write to (mode {mode:o})"))
+}
+
+// Locked directories: run directories and staged roots are made visible only once locked (see sandbox::runs).
+
+/// The prefix of directories being created by [`create_locked`].
+pub(crate) const CREATING: &str = ".creating-";
+
+/// Creates `parent/name` holding a `lock` file, locked (exclusive `flock`) before the directory appears under
+/// `name`: it is built as `parent/.creating-<name>` and renamed into place. Returns the path and the locked file.
+pub(crate) fn create_locked(parent: &Path, name: &str) -> io::Result<(PathBuf, File)> {
+    let staging = parent.join(format!("{CREATING}{name}"));
+    std::fs::create_dir(&staging)?;
+    let made = (|| {
+        let lock = File::options()
+            .write(true)
+            .create_new(true)
+            .open(staging.join("lock"))?;
+        #[cfg(test)]
+        test_hooks::scheduling_delay();
+        try_lock(&lock)?;
+        let path = parent.join(name);
+        std::fs::rename(&staging, &path)?;
+        Ok((path, lock))
+    })();
+    if made.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    made
+}
+
+/// Whether `dir` (an entry of a directory whose entries [`create_locked`] makes) may be removed: abandoned, and
+/// if still being created, abandoned for more than a minute.
+pub(crate) fn is_collectable(dir: &Path) -> bool {
+    let creating = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(CREATING));
+    if creating && !older_than(dir, 60) {
+        return false;
+    }
+    is_abandoned(dir)
+}
+
+fn older_than(dir: &Path, secs: u64) -> bool {
+    std::fs::symlink_metadata(dir)
+        .and_then(|m| m.modified())
+        .map(|t| t.elapsed().map(|d| d.as_secs() > secs).unwrap_or(false))
+        .unwrap_or(false)
+}
+
+/// Whether `dir` (holding a `lock` file its owners keep locked) has been abandoned: nobody holds the lock, or the
+/// directory never got one and is not brand new (its creation was interrupted).
+pub(crate) fn is_abandoned(dir: &Path) -> bool {
+    match File::options().write(true).open(dir.join("lock")) {
+        Ok(f) => try_lock(&f).is_ok(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => older_than(dir, 60),
+        Err(_) => false,
+    }
+}
+
+/// Takes an exclusive `flock` without waiting.
+pub(crate) fn try_lock(f: &File) -> io::Result<()> {
+    // SAFETY: flock(2) on a descriptor we own; no memory is passed.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `n` random bytes as hex, from the kernel.
+pub fn random_hex(n: usize) -> io::Result<String> {
+    let mut buf = vec![0u8; n];
+    let mut filled = 0;
+    while filled < n {
+        // SAFETY: the pointer and length describe the unfilled tail of `buf`.
+        let r = unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), n - filled, 0) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        filled += r as usize;
+    }
+    Ok(hex::encode(buf))
+}
+
+/// Test hooks of the locked directories.
+#[cfg(test)]
+pub(crate) mod test_hooks {
+    /// A delay between creating a lock file and locking it, as a busy machine's scheduler may make (set by the
+    /// test that needs it, so that the window is hit on every run rather than once in a while).
+    pub(crate) static DELAY_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+    pub(crate) fn scheduling_delay() {
+        let us = DELAY_US.load(std::sync::atomic::Ordering::Relaxed);
+        if us > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(us));
+        }
+    }
 }
 
 #[cfg(test)]

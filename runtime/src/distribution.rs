@@ -14,7 +14,7 @@
 //!    Each document is checked (index or manifest, consistent media type, schemaVersion 2, valid digests, config
 //!    platform, layer count, layer media types) before anything is fetched on its strength. No layer is fetched.
 //!    [`resolve_at_registry`] does the same without looking in the cache.
-//! 2. **discover evidence** ([`crate::evidence::discover_for`]) — through the same registry connection
+//! 2. **discover evidence** ([`crate::trust::evidence::discover_for`]) — through the same registry connection
 //!    ([`Resolved::connection`]); distribution knows nothing of evidence.
 //! 3. **decide** — the caller's: distribution calls no verification. A refused [`Resolved`] is dropped, and no
 //!    layer of it is ever requested.
@@ -29,7 +29,7 @@
 //!    would use.
 //!
 //! # The cache is an OCI image layout
-//! `<cache>/oci/` has `oci-layout`, `blobs/sha256/<hex>` and `index.json`, so [`crate::layout::OciLayout`]
+//! `<cache>/oci/` has `oci-layout`, `blobs/sha256/<hex>` and `index.json`, so [`crate::image::layout::OciLayout`]
 //! reads pulled images like any layout, and `rootfs::ensure` unpacks them. `index.json` names each pulled image
 //! twice with `org.opencontainers.image.ref.name`: by the normalized reference (`docker.io/library/alpine:3.20`)
 //! and by its pinned form (`docker.io/library/alpine@sha256:…`, also in the [`ANNOTATION_PINNED`] annotation of
@@ -77,13 +77,13 @@ pub use auth::{
     IDENTITY_TOKEN_USER,
 };
 
-use crate::digest::{Digest, DigestError};
 use crate::dirs::DirsError;
-use crate::layout::{
+use crate::image::digest::{Digest, DigestError};
+use crate::image::layout::{
     LayoutError, OciLayout, Platform, ResolvedImage, MAX_CONFIG_SIZE, MAX_INDEX_DEPTH,
     MAX_MANIFEST_SIZE,
 };
-use crate::reference::Reference;
+use crate::image::reference::Reference;
 use document::{Kind, LayerBlob};
 use remote::Remote;
 pub use remote::TransferLimits;
@@ -182,9 +182,9 @@ pub struct PullOptions<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnpackTarget {
     /// The id-mapping mode of the runs that will use it.
-    pub mode: crate::idmap::IdMapMode,
+    pub mode: crate::rootfs::idmap::IdMapMode,
     /// What the unpacker does with owners.
-    pub ownership: crate::unpack::Ownership,
+    pub ownership: crate::rootfs::unpack::Ownership,
 }
 
 impl std::fmt::Debug for PullOptions<'_> {
@@ -728,7 +728,7 @@ impl std::fmt::Debug for Resolved {
 
 impl Resolved {
     /// The registry connection of step 1 and the runtime it runs on; `None` for an image taken from the cache (no
-    /// registry was contacted). Step 2 discovers evidence through it ([`crate::evidence::discover_for`]).
+    /// registry was contacted). Step 2 discovers evidence through it ([`crate::trust::evidence::discover_for`]).
     pub(crate) fn connection(&self) -> Option<(&tokio::runtime::Runtime, &remote::Remote)> {
         match &self.origin {
             Origin::Registry { runtime, prepared } => Some((runtime, &prepared.remote)),
@@ -868,7 +868,7 @@ fn fetch_streaming(
     opts: &PullOptions<'_>,
 ) -> Result<bool, PullError> {
     let unpack_error = |e| PullError::Unpack(Box::new(e));
-    let image_runtime = crate::spec::ImageRuntimeConfig::from_image(&prepared.config);
+    let image_runtime = crate::image::config::ImageRuntimeConfig::from_image(&prepared.config);
     let key = crate::rootfs::root_key(&prepared.manifest_digest, target.mode, target.ownership);
     let download_only = || {
         runtime.block_on(fetch_layers(

@@ -46,8 +46,8 @@ use nix::unistd::{access, fork, pipe2, AccessFlags, ForkResult, Uid, User};
 /// does not exist and the spec's seccomp section would be silently ignored at run time.
 const _: fn(&LinuxSeccomp) -> bool = libcontainer::seccomp::is_notify;
 
-/// The least number of subordinate ids an /etc/subuid or /etc/subgid entry needs to be used.
-pub const MIN_SUBID_COUNT: u32 = 65536;
+use crate::rootfs::idmap::subid_entries;
+use crate::rootfs::idmap::{parse_subid_file, SubIdKind, MIN_SUBID_COUNT};
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1271,61 +1271,6 @@ fn cgroup_check(facts: &CgroupFacts) -> Check {
 
 // ---------------------------------------------------------------------------------------------------
 // 9.–10. subordinate ids and the setuid map helpers
-
-/// Which subordinate-id file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SubIdKind {
-    /// /etc/subuid
-    Uid,
-    /// /etc/subgid
-    Gid,
-}
-
-impl SubIdKind {
-    /// The file the ranges live in.
-    pub fn path(self) -> &'static Path {
-        match self {
-            SubIdKind::Uid => Path::new("/etc/subuid"),
-            SubIdKind::Gid => Path::new("/etc/subgid"),
-        }
-    }
-}
-
-/// The user's subordinate id range from /etc/subuid or /etc/subgid, as `(start, count)`: the first
-/// entry for `user` (by name) or `uid` (by number) with at least [`MIN_SUBID_COUNT`] ids. `None` when
-/// the file is missing or unreadable or has no such entry.
-pub fn subid_range(kind: SubIdKind, user: &str, uid: u32) -> Option<(u32, u32)> {
-    let content = fs::read_to_string(kind.path()).ok()?;
-    parse_subid_file(&content, user, uid)
-}
-
-/// [`subid_range`] on the text of a subordinate-id file (`name-or-uid:start:count` lines; blank lines
-/// and `#` comments ignored; malformed lines and ranges that overflow 32 bits skipped).
-pub fn parse_subid_file(content: &str, user: &str, uid: u32) -> Option<(u32, u32)> {
-    subid_entries(content, user, uid).find(|&(_, count)| count >= MIN_SUBID_COUNT)
-}
-
-/// All well-formed entries for the user, in file order.
-fn subid_entries<'a>(
-    content: &'a str,
-    user: &'a str,
-    uid: u32,
-) -> impl Iterator<Item = (u32, u32)> + 'a {
-    content.lines().filter_map(move |line| {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            return None;
-        }
-        let mut fields = line.split(':');
-        let (owner, start, count) = (fields.next()?, fields.next()?, fields.next()?);
-        if fields.next().is_some() {
-            return None;
-        }
-        let owner_matches = owner == user || owner.parse::<u32>() == Ok(uid);
-        let (start, count) = (start.parse::<u32>().ok()?, count.parse::<u32>().ok()?);
-        (owner_matches && count > 0 && start.checked_add(count).is_some()).then_some((start, count))
-    })
-}
 
 /// What a subordinate-id file says about the user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

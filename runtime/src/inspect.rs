@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::pipeline::{seccomp_for, Error, RunRequest};
-use crate::profile::NetworkMode;
+use crate::sandbox::profile::NetworkMode;
 
 /// The effective sandbox profile of a request.
 #[derive(Debug, Clone, Serialize)]
@@ -18,7 +18,7 @@ pub struct EffectiveProfile {
     /// What the network mode means.
     pub network_meaning: &'static str,
     /// Egress through the proxy: the rules (`None`: no proxy, nothing outside is reachable).
-    pub egress: Option<crate::egress::Outbound>,
+    pub egress: Option<crate::sandbox::egress::Outbound>,
     /// An HTTP-transport server's transport and port inside the sandbox (bridged to stdio).
     pub http: Option<(crate::catalog::Transport, u16)>,
     /// Host paths bound in.
@@ -40,7 +40,7 @@ pub struct CachedView {
     /// The platform manifest the reference resolves to in the cache.
     pub manifest_digest: String,
     /// The verification record kept with it, if it was verified.
-    pub verification: Option<crate::verification::Record>,
+    pub verification: Option<crate::trust::verification::Record>,
 }
 
 /// One bind mount.
@@ -193,7 +193,7 @@ impl EffectiveProfile {
         if self.image.starts_with("oci:") {
             return;
         }
-        let Ok(reference) = self.image.parse::<crate::reference::Reference>() else {
+        let Ok(reference) = self.image.parse::<crate::image::reference::Reference>() else {
             return;
         };
         let mut opts = crate::distribution::PullOptions::new(cache_dir);
@@ -201,7 +201,7 @@ impl EffectiveProfile {
         if let Ok(pulled) = crate::distribution::pull(&reference, &opts) {
             self.cached = Some(CachedView {
                 manifest_digest: pulled.manifest_digest.to_string(),
-                verification: crate::verification::read_record(
+                verification: crate::trust::verification::read_record(
                     &cache_dir.join("verification"),
                     &pulled.manifest_digest,
                 ),
@@ -238,7 +238,7 @@ impl EffectiveProfile {
             let _ = writeln!(
                 o,
                 "egress:   through the proxy at 127.0.0.1:{}: {}",
-                crate::egress::PROXY_PORT,
+                crate::sandbox::egress::PROXY_PORT,
                 what.join("; ")
             );
         }

@@ -7,11 +7,11 @@
 //!    fetched (or read from the cache or the layout) and checked against their digests and sizes. No layer is
 //!    fetched. Everything after uses that digest: no tag is resolved again.
 //! 2. **discover evidence** — provenance evidence for the index and the manifest is looked for at the registry,
-//!    through the connection of step 1 ([`evidence`]).
-//! 3. **decide** — the verification gate ([`verification`]: verified with Sigstore against the policy, per the
-//!    mode), before any layer is fetched or decompressed. A refusal ends the run here
-//!    ([`verification::Refused`]); `thv-sandbox verify` is steps 1 to 3 and reports the verdict
-//!    ([`verification::Outcome`]).
+//!    through the connection of step 1 ([`trust::evidence`]).
+//! 3. **decide** — the verification gate ([`trust::verification`]: verified with Sigstore against the policy,
+//!    per the mode), before any layer is fetched or decompressed. A refusal ends the run here
+//!    ([`trust::verification::Refused`]); `thv-sandbox verify` is steps 1 to 3 and reports the verdict
+//!    ([`trust::verification::Outcome`]).
 //! 4. **fetch layers and unpack** — the layers are downloaded by digest and unpacked while they stream into an
 //!    immutable root, keyed by manifest digest, id-mapping mode and unpacker version; each layer checked against
 //!    its digest and diff_id. The root's lock is taken before any download: concurrent first pulls share one
@@ -23,35 +23,39 @@
 //! 8. **supervise** — the supervisor starts the runner, which creates the container with libcontainer; stdio is
 //!    the server's; the exit code is the server's.
 
+//! ## Layout: one way down
+//!
+//! The modules are grouped by subsystem, and each group imports only groups below it (runtime/tests/module_graph.rs
+//! fails on an import that goes up, or on any cycle):
+//!
+//! | group | what it is |
+//! |---|---|
+//! | [`chain`], [`dirs`] | error chains; where state lives and locked directories |
+//! | [`image`] | digests, references, OCI layouts, the image's runtime config |
+//! | [`rootfs`] | unpacking ([`rootfs::unpack`]), id mapping ([`rootfs::idmap`]), the image's user, cached roots |
+//! | [`distribution`] | the registry client: resolve, fetch layers (streamed into [`rootfs`]), the blob store |
+//! | [`trust`] | provenance evidence and the verification gate |
+//! | [`sandbox`] | spec, permission profile, supervisor, runner, secrets, egress proxy, HTTP bridge |
+//! | [`catalog`] | the registry of servers (ToolHive's formats) and launch plans |
+//! | [`settings`] | the config file and the combined settings |
+//! | [`doctor`] | the host checks |
+//! | [`cache`], [`progress`], [`inspect`], `pipeline` | the commands' library side: the cache's images, pull progress, `inspect`, the pipeline |
+
 #![deny(missing_docs)]
 
-pub mod bridge;
 pub mod cache;
 pub mod catalog;
 pub mod chain;
-pub mod config;
-pub mod digest;
 pub mod dirs;
 pub mod distribution;
 pub mod doctor;
-pub mod egress;
-pub mod evidence;
-pub mod idmap;
+pub mod image;
 pub mod inspect;
-pub mod layout;
-pub mod profile;
 pub mod progress;
-pub mod reference;
 pub mod rootfs;
-pub mod runner;
-pub mod runs;
-pub mod secret;
-pub mod spec;
-pub mod supervise;
-pub mod sync;
-pub mod unpack;
-pub mod user;
-pub mod verification;
+pub mod sandbox;
+pub mod settings;
+pub mod trust;
 
 mod pipeline;
 #[cfg(test)]
@@ -61,7 +65,7 @@ pub use pipeline::{
     pull, pull_verified, run, verify, Error, RegistryAccess, RunRequest, RunSummary,
 };
 pub use thv_sandbox_provenance as provenance;
-pub use verification::{Mode, Verification};
+pub use trust::verification::{Mode, Verification};
 
 /// Exit code for failures of thv-sandbox itself (the server never ran, or the sandbox broke), as Docker uses it.
 pub const EXIT_SANDBOX_ERROR: i32 = 125;

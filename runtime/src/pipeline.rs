@@ -5,19 +5,20 @@ use std::time::{Duration, Instant};
 
 use crate::dirs::{Dirs, DirsError};
 use crate::distribution::{self, PullError, PullOptions, PullPolicy};
-use crate::idmap::{self, HostIds};
-use crate::layout::{self, LayoutError, OciLayout, Platform};
-use crate::profile::{BindMount, NetworkMode, ProfileError};
+use crate::image::config::ImageRuntimeConfig;
+use crate::image::layout::{self, LayoutError, OciLayout, Platform};
+use crate::image::reference::{Reference, ReferenceError};
 use crate::progress::{Progress, ProgressMode};
-use crate::reference::{Reference, ReferenceError};
+use crate::rootfs::idmap::{self, HostIds};
 use crate::rootfs::{self, RootfsError};
-use crate::runner::{OverlayPlan, RunnerPlan};
-use crate::runs::{self, RunDir};
-use crate::secret::SecretEnv;
-use crate::spec::{self, ImageRuntimeConfig, SpecError, SpecOptions};
-use crate::supervise::{self, Launch, Outcome};
-use crate::sync::{RunnerFailure, StartTimings};
-use crate::verification::{self, Gate, Verification};
+use crate::sandbox::profile::{BindMount, NetworkMode, ProfileError};
+use crate::sandbox::runner::{OverlayPlan, RunnerPlan};
+use crate::sandbox::runs::{self, RunDir};
+use crate::sandbox::secret::SecretEnv;
+use crate::sandbox::spec::{self, SpecError, SpecOptions};
+use crate::sandbox::supervise::{self, Launch, Outcome};
+use crate::sandbox::sync::{RunnerFailure, StartTimings};
+use crate::trust::verification::{self, Gate, Verification};
 
 /// What to run and how.
 #[derive(Debug, Clone)]
@@ -36,17 +37,17 @@ pub struct RunRequest {
     pub env: Vec<(String, String)>,
     /// Secret environment for the server: handed over in memory, never written to the bundle or state.
     pub secrets: Vec<SecretEnv>,
-    /// Host paths bound into the sandbox (checked: see [`crate::profile`]).
+    /// Host paths bound into the sandbox (checked: see [`crate::sandbox::profile`]).
     pub mounts: Vec<BindMount>,
     /// The network the sandbox gets.
     pub network: NetworkMode,
     /// Egress through the proxy (under [`NetworkMode::None`]): the permission profile's outbound rules.
-    pub egress: Option<crate::egress::Outbound>,
+    pub egress: Option<crate::sandbox::egress::Outbound>,
     /// An HTTP-transport server (`sse`, `streamable-http`) and its port inside the sandbox: bridged to our stdio.
     pub http: Option<(crate::catalog::Transport, u16)>,
     /// `--port [HOST:]PORT` and/or `--socket PATH`: expose the server (any transport) as streamable HTTP there
     /// instead of over our stdio, with the token TCP clients must present.
-    pub port: Option<crate::bridge::Expose>,
+    pub port: Option<crate::sandbox::bridge::Expose>,
     /// The registry entry's full name, when run by name.
     pub server_name: Option<String>,
     /// The effective permission profile (`--permission-profile`, else the entry's, else `none`); its paths are
@@ -86,7 +87,7 @@ pub struct RegistryAccess {
 
 impl RegistryAccess {
     /// From the effective configuration.
-    pub fn from_config(config: &crate::config::Config) -> RegistryAccess {
+    pub fn from_config(config: &crate::settings::Config) -> RegistryAccess {
         RegistryAccess {
             insecure: config.insecure_registries.value.clone(),
             mirrors: config.mirrors.value.clone(),
@@ -242,13 +243,13 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
         let empty = dirs.state.join("empty");
         crate::dirs::private_dir(&empty)?;
         let home = std::env::var_os("HOME").map(PathBuf::from);
-        let private = crate::profile::private_paths(dirs, home.as_deref());
-        if crate::profile::writes_around(&req.mounts, &private) {
+        let private = crate::sandbox::profile::private_paths(dirs, home.as_deref());
+        if crate::sandbox::profile::writes_around(&req.mounts, &private) {
             // From now on every cached root is checked before use (see `rootfs::mark_exposed`).
             rootfs::mark_exposed(&dirs.cache)?;
         }
         shielded = RunRequest {
-            mounts: crate::profile::shield(&req.mounts, &private, &empty)?,
+            mounts: crate::sandbox::profile::shield(&req.mounts, &private, &empty)?,
             ..req.clone()
         };
         &shielded
@@ -333,7 +334,7 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
         .iter()
         .map(|s| s.name.len() + s.expose().len() + 16)
         .sum();
-    if secrets_size > crate::sync::MAX_MESSAGE - 4096 {
+    if secrets_size > crate::sandbox::sync::MAX_MESSAGE - 4096 {
         run_dir.remove();
         return Err(Error::SecretsTooLarge(secrets_size));
     }
@@ -369,7 +370,8 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
     // the HTTP server holds; an HTTP server is reached through the socket factory.
     let (mut exposed, _socket_file) = match &req.port {
         Some(expose) => {
-            let (listening, file) = crate::bridge::access::listen(expose).map_err(Error::Port)?;
+            let (listening, file) =
+                crate::sandbox::bridge::access::listen(expose).map_err(Error::Port)?;
             (Some(listening), file)
         }
         None => (None, None),
@@ -383,14 +385,14 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
         server_stdio = Some((in_r, out_w));
         // The pipe ends become tokio objects inside the server's runtime.
         start_http_server_with(listener, move || {
-            Ok(crate::bridge::Upstream::Stdio {
+            Ok(crate::sandbox::bridge::Upstream::Stdio {
                 reader: Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd(out_r)?),
                 writer: Box::new(tokio::net::unix::pipe::Sender::from_owned_fd(in_w)?),
             })
         });
     }
     // Served from here (the host's network namespace) until the sandbox ends.
-    let mut egress: Option<crate::egress::EgressHandle> = None;
+    let mut egress: Option<crate::sandbox::egress::EgressHandle> = None;
     let bridge_end = std::sync::Arc::new(std::sync::OnceLock::new());
     let outcome = supervise::supervise(Launch {
         exe: req.exe.clone(),
@@ -404,7 +406,9 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
             let Ok(Some(rules)) = egress_rules(req) else {
                 return;
             };
-            match crate::egress::spawn(listener, rules, |line| eprintln!("thv-sandbox: {line}")) {
+            match crate::sandbox::egress::spawn(listener, rules, |line| {
+                eprintln!("thv-sandbox: {line}")
+            }) {
                 Ok(handle) => egress = Some(handle),
                 Err(e) => eprintln!("thv-sandbox: the egress proxy could not start: {e}"),
             }
@@ -415,15 +419,15 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
             };
             match exposed.take() {
                 Some(listener) => {
-                    let connect: std::sync::Arc<dyn crate::bridge::Connect> =
+                    let connect: std::sync::Arc<dyn crate::sandbox::bridge::Connect> =
                         std::sync::Arc::new(FactoryConnect { factory, port });
                     let transport = bridge_transport(transport);
                     start_http_server(
                         listener,
-                        crate::bridge::Upstream::Http {
+                        crate::sandbox::bridge::Upstream::Http {
                             transport,
                             connect,
-                            upstream: crate::bridge::HttpUpstream::new(transport, port),
+                            upstream: crate::sandbox::bridge::HttpUpstream::new(transport, port),
                         },
                     );
                 }
@@ -449,21 +453,24 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
     }
 }
 
-fn bridge_transport(t: crate::catalog::Transport) -> crate::bridge::Transport {
+fn bridge_transport(t: crate::catalog::Transport) -> crate::sandbox::bridge::Transport {
     match t {
-        crate::catalog::Transport::Sse => crate::bridge::Transport::Sse,
-        _ => crate::bridge::Transport::StreamableHttp,
+        crate::catalog::Transport::Sse => crate::sandbox::bridge::Transport::Sse,
+        _ => crate::sandbox::bridge::Transport::StreamableHttp,
     }
 }
 
 /// Serves `--port`/`--socket` on a thread of its own; says the URL (with the token) on stderr.
-fn start_http_server(listener: crate::bridge::Listening, upstream: crate::bridge::Upstream) {
+fn start_http_server(
+    listener: crate::sandbox::bridge::Listening,
+    upstream: crate::sandbox::bridge::Upstream,
+) {
     start_http_server_with(listener, move || Ok(upstream));
 }
 
 fn start_http_server_with(
-    listener: crate::bridge::Listening,
-    upstream: impl FnOnce() -> std::io::Result<crate::bridge::Upstream> + Send + 'static,
+    listener: crate::sandbox::bridge::Listening,
+    upstream: impl FnOnce() -> std::io::Result<crate::sandbox::bridge::Upstream> + Send + 'static,
 ) {
     // The thread is born with every signal blocked: the supervisor reads them from a signalfd (and cleans up,
     // the socket file too); a signal taken by this thread would end the process at once. (For a stdio server
@@ -485,12 +492,16 @@ fn start_http_server_with(
                 }
             };
             let result = rt.block_on(async move {
-                let upstream = upstream().map_err(crate::bridge::BridgeError::Listen)?;
+                let upstream = upstream().map_err(crate::sandbox::bridge::BridgeError::Listen)?;
                 for line in listener.describe() {
                     eprintln!("thv-sandbox: {line}");
                 }
-                crate::bridge::serve_http(listener, upstream, crate::bridge::Limits::default())
-                    .await
+                crate::sandbox::bridge::serve_http(
+                    listener,
+                    upstream,
+                    crate::sandbox::bridge::Limits::default(),
+                )
+                .await
             });
             if let Err(e) = result {
                 eprintln!("thv-sandbox: --port: {e}");
@@ -510,11 +521,11 @@ fn start_http_server_with(
 
 /// A connection to the server's port inside the sandbox, through the runner's socket factory.
 struct FactoryConnect {
-    factory: crate::sync::SocketFactory,
+    factory: crate::sandbox::sync::SocketFactory,
     port: u16,
 }
 
-impl crate::bridge::Connect for FactoryConnect {
+impl crate::sandbox::bridge::Connect for FactoryConnect {
     fn connect(&self) -> std::io::Result<std::net::TcpStream> {
         self.factory.connect(self.port)
     }
@@ -524,7 +535,7 @@ impl crate::bridge::Connect for FactoryConnect {
 /// client closed stdin: `true`; the bridge failed: `false`), the server is stopped through our own SIGTERM, which
 /// the supervisor handles like a client's.
 fn start_bridge(
-    factory: crate::sync::SocketFactory,
+    factory: crate::sandbox::sync::SocketFactory,
     transport: crate::catalog::Transport,
     port: u16,
     end: std::sync::Arc<std::sync::OnceLock<bool>>,
@@ -548,14 +559,14 @@ fn start_bridge(
                     return;
                 }
             };
-            let connect: std::sync::Arc<dyn crate::bridge::Connect> =
+            let connect: std::sync::Arc<dyn crate::sandbox::bridge::Connect> =
                 std::sync::Arc::new(FactoryConnect { factory, port });
-            let upstream = crate::bridge::HttpUpstream::new(transport, port);
-            let result = rt.block_on(crate::bridge::stdio_to_http(
+            let upstream = crate::sandbox::bridge::HttpUpstream::new(transport, port);
+            let result = rt.block_on(crate::sandbox::bridge::stdio_to_http(
                 transport,
                 connect,
                 &upstream,
-                crate::bridge::Limits::default(),
+                crate::sandbox::bridge::Limits::default(),
                 tokio::io::stdin(),
                 tokio::io::stdout(),
             ));
@@ -710,18 +721,18 @@ fn resolve_registry(
 }
 
 /// Step 2: evidence found at the registry, when something is to be verified and a registry was contacted.
-fn discover(resolved: &Resolved, gate: &Gate) -> Option<crate::evidence::Evidence> {
+fn discover(resolved: &Resolved, gate: &Gate) -> Option<crate::trust::evidence::Evidence> {
     match resolved {
         // A layout on disk has no registry to find evidence at: only stored evidence or a record can verify it.
         Resolved::Layout { .. } => None,
-        Resolved::Registry(r) => crate::evidence::discover_for(r, &gate.discovery()?),
+        Resolved::Registry(r) => crate::trust::evidence::discover_for(r, &gate.discovery()?),
     }
 }
 
 /// Step 3: the gate's verdict on the resolved digests.
 fn decide(
     resolved: &Resolved,
-    evidence: Option<&crate::evidence::Evidence>,
+    evidence: Option<&crate::trust::evidence::Evidence>,
     gate: &Gate,
 ) -> verification::Outcome {
     let (index, manifest) = match resolved {
@@ -787,7 +798,7 @@ pub fn verify(
     // 2. discover evidence
     let evidence = gate
         .discovery()
-        .and_then(|d| crate::evidence::discover_for(&resolved, &d));
+        .and_then(|d| crate::trust::evidence::discover_for(&resolved, &d));
     // 3. decide
     Ok(gate.decide(
         &resolved.reference.to_string(),
@@ -822,7 +833,7 @@ pub fn pull_verified(
     // 2. discover evidence
     let evidence = gate
         .discovery()
-        .and_then(|d| crate::evidence::discover_for(&resolved, &d));
+        .and_then(|d| crate::trust::evidence::discover_for(&resolved, &d));
     // 3. decide
     let name = resolved.reference.to_string();
     let verdict = gate
@@ -971,7 +982,7 @@ fn prepare_run(
         stop_timeout_ms: req.stop_timeout.as_millis() as u64,
         network_host: req.network == NetworkMode::Host,
         overlay,
-        egress_port: egress_rules(req)?.map(|_| crate::egress::PROXY_PORT),
+        egress_port: egress_rules(req)?.map(|_| crate::sandbox::egress::PROXY_PORT),
         socket_factory: req.http.is_some(),
     };
     let plan_path = dir.join("plan.json");
@@ -982,11 +993,11 @@ fn prepare_run(
 }
 
 /// The egress proxy's rules, when the sandbox gets one (its own network and a profile that allows something).
-fn egress_rules(req: &RunRequest) -> Result<Option<crate::egress::Rules>, Error> {
+fn egress_rules(req: &RunRequest) -> Result<Option<crate::sandbox::egress::Rules>, Error> {
     match &req.egress {
         Some(o) if req.network == NetworkMode::None => {
-            let rules =
-                crate::egress::Rules::from_outbound(o).map_err(|e| Error::Egress(e.to_string()))?;
+            let rules = crate::sandbox::egress::Rules::from_outbound(o)
+                .map_err(|e| Error::Egress(e.to_string()))?;
             Ok(rules.allows_anything().then_some(rules))
         }
         _ => Ok(None),
@@ -997,8 +1008,8 @@ fn egress_rules(req: &RunRequest) -> Result<Option<crate::egress::Rules>, Error>
 fn spec_env(req: &RunRequest) -> Vec<(String, String)> {
     let mut env = req.env.clone();
     if matches!(egress_rules(req), Ok(Some(_))) {
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], crate::egress::PROXY_PORT));
-        for (k, v) in crate::egress::proxy_env(addr) {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], crate::sandbox::egress::PROXY_PORT));
+        for (k, v) in crate::sandbox::egress::proxy_env(addr) {
             env.retain(|(n, _)| *n != k);
             env.push((k, v));
         }

@@ -12,8 +12,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::cache::human_size;
-use crate::digest::Digest;
 use crate::distribution::PullObserver;
+use crate::image::digest::Digest;
 
 /// Least time between two redraws.
 pub const REDRAW_INTERVAL: Duration = Duration::from_millis(100);

@@ -7,6 +7,10 @@
 //! its lock ([`lock_root`]) first: a second run starting while the first is unpacking waits for it and uses the
 //! root it committed instead of unpacking the image again.
 
+pub mod idmap;
+pub mod unpack;
+pub mod user;
+
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -16,12 +20,12 @@ use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
-use crate::idmap::IdMapMode;
-use crate::layout::{LayerRef, LayoutError, OciLayout, ResolvedImage};
-use crate::spec::{mountpoints, ImageRuntimeConfig};
-use crate::unpack::{self, UnpackError, UnpackOptions};
-use crate::user::{self, ResolvedUser, UserError};
+use crate::image::config::ImageRuntimeConfig;
+use crate::image::digest::Digest;
+use crate::image::layout::{LayerRef, LayoutError, OciLayout, ResolvedImage};
+use crate::rootfs::idmap::IdMapMode;
+use unpack::{UnpackError, UnpackOptions};
+use user::{ResolvedUser, UserError};
 
 /// Bumped whenever the unpacker would produce different trees from the same layers.
 pub const UNPACKER_VERSION: u32 = 1;
@@ -255,9 +259,9 @@ pub(crate) fn build_locked(
     // concurrent build of another root never takes it for abandoned.
     let name = format!(
         ".tmp-{}",
-        crate::runs::random_hex(8).map_err(io_at(&roots))?
+        crate::dirs::random_hex(8).map_err(io_at(&roots))?
     );
-    let (staged, lock) = crate::runs::create_locked(&roots, &name).map_err(io_at(&roots))?;
+    let (staged, lock) = crate::dirs::create_locked(&roots, &name).map_err(io_at(&roots))?;
     let staging = Staging(Some(staged));
     {
         use std::os::unix::fs::PermissionsExt;
@@ -330,7 +334,7 @@ pub(crate) fn build_locked(
     if read_meta(&entry).is_some_and(|m| m.tree.is_none()) {
         let aside = roots.join(format!(
             ".tmp-old-{}",
-            crate::runs::random_hex(8).map_err(io_at(&roots))?
+            crate::dirs::random_hex(8).map_err(io_at(&roots))?
         ));
         if std::fs::rename(&entry, &aside).is_ok() {
             let _ = remove_tree(&aside);
@@ -427,8 +431,8 @@ fn remove_abandoned_builds(roots: &Path) {
         let is_staging = e
             .file_name()
             .to_str()
-            .is_some_and(|n| n.starts_with(".tmp-") || n.starts_with(crate::runs::CREATING));
-        if is_staging && crate::runs::is_collectable(&e.path()) {
+            .is_some_and(|n| n.starts_with(".tmp-") || n.starts_with(crate::dirs::CREATING));
+        if is_staging && crate::dirs::is_collectable(&e.path()) {
             let _ = remove_tree(&e.path());
         }
     }
@@ -595,11 +599,11 @@ fn load(
     }))
 }
 
-fn unpack_compression(c: crate::layout::Compression) -> unpack::Compression {
+fn unpack_compression(c: crate::image::layout::Compression) -> unpack::Compression {
     match c {
-        crate::layout::Compression::None => unpack::Compression::None,
-        crate::layout::Compression::Gzip => unpack::Compression::Gzip,
-        crate::layout::Compression::Zstd => unpack::Compression::Zstd,
+        crate::image::layout::Compression::None => unpack::Compression::None,
+        crate::image::layout::Compression::Gzip => unpack::Compression::Gzip,
+        crate::image::layout::Compression::Zstd => unpack::Compression::Zstd,
     }
 }
 
@@ -722,6 +726,35 @@ fn open_path(dirfd: i32, path: &Path, flags: OFlag, in_root: Option<()>) -> io::
     let fd = openat2(dirfd, path, how)?;
     // SAFETY: openat2 returned a fresh descriptor owned by nothing else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The mount points the read-only root must already contain (the spec mounts there; the unpacker creates them before the root is
+/// committed to the cache, so a run never writes into the cached root). `(path, is_dir)`.
+pub fn mountpoints(
+    image: &ImageRuntimeConfig,
+    user: &ResolvedUser,
+    home_in_image: bool,
+) -> Vec<(String, bool)> {
+    let mut points: Vec<(String, bool)> = ["/proc", "/sys", "/dev", "/tmp", "/run"]
+        .iter()
+        .map(|p| (p.to_string(), true))
+        .collect();
+    points.extend(
+        ["/etc/hosts", "/etc/hostname", "/etc/resolv.conf"]
+            .iter()
+            .map(|p| (p.to_string(), false)),
+    );
+    if let Some(home) = user
+        .home
+        .as_ref()
+        .filter(|h| !home_in_image && h.as_str() != "/")
+    {
+        points.push((home.clone(), true));
+    }
+    for v in &image.volumes {
+        points.push((v.clone(), true));
+    }
+    points
 }
 
 #[cfg(test)]

@@ -1,14 +1,53 @@
-//! The library's modules depend on each other one way: no module imports, through any chain, a module that
-//! imports it back. A new cycle fails this test, naming the modules and the edges between them.
+//! The library's modules depend on each other one way, at two levels:
+//! - **groups** (a folder of `runtime/src`, or a top-level file) import only groups below them in [`LAYERS`], the
+//!   stack `runtime/src/lib.rs` documents: a new edge that goes up, or a group missing from the list, fails;
+//! - **modules** (a group's direct submodules, e.g. `sandbox::runner`) form no cycle, inside a group or across.
 //!
-//! The graph is read from the source: every `crate::NAME` in a top-level module's files (code only: comments and
-//! the `#[cfg(test)]` part at the end of a file do not count). See it with
+//! The graph is read from the source: every `crate::NAME[::SUB]` in a file's code (comments and the
+//! `#[cfg(test)]` part at the end of a file do not count). See it with
 //! `cargo test -p thv-sandbox-runtime --test module_graph -- --nocapture` (on stderr).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-/// Top-level module → the top-level modules its code names.
+/// The groups, bottom first: a group may import only groups before it.
+const LAYERS: &[&str] = &[
+    "chain",
+    "dirs",
+    "image",
+    "rootfs",
+    "distribution",
+    "trust",
+    "sandbox",
+    "catalog",
+    "settings",
+    "doctor",
+    "cache",
+    "progress",
+    "pipeline",
+    "inspect",
+];
+
+/// The module a file belongs to: `GROUP` for a top-level file, `GROUP::SUB` for a file in a group's folder.
+fn module_of(rel: &Path) -> (String, String) {
+    let parts: Vec<String> = rel
+        .components()
+        .map(|c| {
+            c.as_os_str()
+                .to_string_lossy()
+                .trim_end_matches(".rs")
+                .to_owned()
+        })
+        .collect();
+    let group = parts[0].clone();
+    let module = match parts.get(1) {
+        Some(sub) => format!("{group}::{sub}"),
+        None => group.clone(),
+    };
+    (group, module)
+}
+
+/// Module → the modules its code names (`group` or `group::sub`), over the whole tree.
 fn graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
     let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut stack = vec![src.to_path_buf()];
@@ -23,15 +62,8 @@ fn graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
                 continue;
             }
             let rel = p.strip_prefix(src).unwrap();
-            let top = rel
-                .components()
-                .next()
-                .unwrap()
-                .as_os_str()
-                .to_string_lossy()
-                .trim_end_matches(".rs")
-                .to_owned();
-            if top == "lib" || top == "testing" {
+            let (group, top) = module_of(rel);
+            if group == "lib" || group == "testing" {
                 continue;
             }
             let text = std::fs::read_to_string(&p).unwrap();
@@ -55,12 +87,23 @@ fn graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
                     None => vec![rest],
                 };
                 for item in items {
-                    let name: String = item
+                    let path: String = item
                         .trim_start()
                         .chars()
-                        .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                        .take_while(|c| {
+                            c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == ':'
+                        })
                         .collect();
-                    if !name.is_empty() && name != top {
+                    let mut segs = path.split("::").filter(|s| !s.is_empty());
+                    let Some(first) = segs.next() else { continue };
+                    // `group::sub` when `group` has a folder of submodules, else `group`.
+                    let name = match segs.next() {
+                        Some(sub) if src.join(first).join(format!("{sub}.rs")).is_file() => {
+                            format!("{first}::{sub}")
+                        }
+                        _ => first.to_owned(),
+                    };
+                    if name != top {
                         deps.insert(name);
                     }
                 }
@@ -73,6 +116,43 @@ fn graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
         deps.retain(|d| names.contains(d));
     }
     g
+}
+
+fn group_of(module: &str) -> &str {
+    module.split("::").next().unwrap_or(module)
+}
+
+/// The group-level graph of a module graph.
+fn groups(g: &BTreeMap<String, BTreeSet<String>>) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (m, deps) in g {
+        let from = group_of(m).to_owned();
+        let entry = out.entry(from.clone()).or_default();
+        for d in deps {
+            if group_of(d) != from {
+                entry.insert(group_of(d).to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// Edges that go up the stack, and groups the stack does not name.
+fn against_layers(groups: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
+    let rank = |g: &str| LAYERS.iter().position(|l| *l == g);
+    let mut wrong = Vec::new();
+    for (g, deps) in groups {
+        let Some(rg) = rank(g) else {
+            wrong.push(format!("{g} is not in LAYERS: add it where it belongs"));
+            continue;
+        };
+        for d in deps {
+            if rank(d).is_some_and(|rd| rd > rg) {
+                wrong.push(format!("{g} -> {d} goes up the stack"));
+            }
+        }
+    }
+    wrong
 }
 
 /// Strongly connected components with more than one module (Tarjan).
@@ -133,6 +213,39 @@ fn cycles(g: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
         }
     }
     s.out
+}
+
+#[test]
+fn the_groups_import_only_groups_below_them() {
+    let g = groups(&graph(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src")));
+    for l in LAYERS.iter().rev() {
+        if let Some(deps) = g.get(*l) {
+            eprintln!(
+                "{l} -> {}",
+                deps.iter().cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    let wrong = against_layers(&g);
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn the_check_finds_an_edge_that_goes_up() {
+    let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    g.entry("sandbox".into())
+        .or_default()
+        .insert("rootfs".into());
+    assert!(against_layers(&g).is_empty());
+    g.entry("rootfs".into())
+        .or_default()
+        .insert("sandbox".into());
+    assert_eq!(
+        against_layers(&g),
+        vec!["rootfs -> sandbox goes up the stack"]
+    );
+    g.entry("newthing".into()).or_default();
+    assert_eq!(against_layers(&g).len(), 2);
 }
 
 #[test]

@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use thv_sandbox_e2e::tuf_repo::{StaticServer, TufRepo};
-use thv_sandbox_runtime::evidence::{Evidence, Item, ItemContent};
 use thv_sandbox_runtime::provenance::{self as prov, Instance, Policy, Provenance};
-use thv_sandbox_runtime::verification::{Gate, Mode, Outcome, TufSettings, Verification};
+use thv_sandbox_runtime::trust::evidence::{Evidence, Item, ItemContent};
+use thv_sandbox_runtime::trust::verification::{Gate, Mode, Outcome, TufSettings, Verification};
 
 const SIGNED: &str = "sha256:c05263d2ff654c3a94243662440913f045075d59c436e2c69e9145ec2b87a321";
 

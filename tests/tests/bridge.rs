@@ -19,7 +19,7 @@ use rmcp::{ClientHandler, ErrorData, RoleClient, ServiceExt};
 use serde_json::{json, Value};
 use thv_sandbox_e2e::http_server::{serve_sse, serve_streamable};
 use thv_sandbox_e2e::{probe_bin, tool_text};
-use thv_sandbox_runtime::bridge::{
+use thv_sandbox_runtime::sandbox::bridge::{
     serve_http, stdio_to_http, HttpUpstream, Limits, Listening, TcpConnect, Token, Transport,
     Upstream,
 };
@@ -101,7 +101,7 @@ async fn bridged(
 ) -> (
     Client,
     Arc<Recorder>,
-    JoinHandle<Result<(), thv_sandbox_runtime::bridge::BridgeError>>,
+    JoinHandle<Result<(), thv_sandbox_runtime::sandbox::bridge::BridgeError>>,
 ) {
     let (ours, theirs) = UnixStream::pair().unwrap();
     let upstream = HttpUpstream::new(transport, port);
@@ -238,7 +238,7 @@ struct OnceThenGone {
     used: std::sync::atomic::AtomicBool,
 }
 
-impl thv_sandbox_runtime::bridge::Connect for OnceThenGone {
+impl thv_sandbox_runtime::sandbox::bridge::Connect for OnceThenGone {
     fn connect(&self) -> std::io::Result<std::net::TcpStream> {
         if self.used.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return Err(std::io::ErrorKind::ConnectionRefused.into());
@@ -714,7 +714,8 @@ async fn serve_http_on_a_unix_socket_serves_only_its_owner() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run/mcp.sock");
-    let (listener, file) = thv_sandbox_runtime::bridge::access::bind_socket(&path).unwrap();
+    let (listener, file) =
+        thv_sandbox_runtime::sandbox::bridge::access::bind_socket(&path).unwrap();
     assert_eq!(
         std::fs::symlink_metadata(&path)
             .unwrap()

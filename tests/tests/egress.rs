@@ -306,14 +306,14 @@ fn drain(l: &TcpListener) -> usize {
 
 /// The proxy, in process, with `outbound`; its log lines are collected.
 struct Proxy {
-    _handle: thv_sandbox_runtime::egress::EgressHandle,
+    _handle: thv_sandbox_runtime::sandbox::egress::EgressHandle,
     addr: std::net::SocketAddr,
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Proxy {
     fn start(outbound: Value) -> Proxy {
-        use thv_sandbox_runtime::egress::{spawn, Outbound, Rules};
+        use thv_sandbox_runtime::sandbox::egress::{spawn, Outbound, Rules};
         let o: Outbound = serde_json::from_value(outbound).expect("outbound");
         let l = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let addr = l.local_addr().expect("addr");

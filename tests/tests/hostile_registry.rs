@@ -15,12 +15,12 @@ use thv_sandbox_e2e::registry::{
     loopback_hostname, openssl_available, registry_available, TestCa, TestRegistry,
 };
 use thv_sandbox_e2e::{require, sha256_digest, thv_sandbox_bin, BuiltImage, ImageBuilder, Layer};
-use thv_sandbox_runtime::digest::Digest;
 use thv_sandbox_runtime::distribution::{
     self, Credential, PullError, PullOptions, Pulled, TransferLimits,
 };
-use thv_sandbox_runtime::evidence::{discover_blocking, DiscoveryOptions, Evidence};
-use thv_sandbox_runtime::reference::Reference;
+use thv_sandbox_runtime::image::digest::Digest;
+use thv_sandbox_runtime::image::reference::Reference;
+use thv_sandbox_runtime::trust::evidence::{discover_blocking, DiscoveryOptions, Evidence};
 
 const USER: &str = "reguser";
 const PASSWORD: &str = "REG-PASSWORD-SECRET";

@@ -8,10 +8,10 @@ use thv_sandbox_e2e::registry::{registry_available, TestRegistry};
 use thv_sandbox_e2e::{require, sha256_digest, thv_sandbox_bin, ImageBuilder, Layer};
 use thv_sandbox_runtime::dirs::Dirs;
 use thv_sandbox_runtime::distribution::{PullOptions, PullPolicy};
-use thv_sandbox_runtime::evidence::{discover_blocking, DiscoveryOptions, ItemContent};
+use thv_sandbox_runtime::image::reference::Reference;
 use thv_sandbox_runtime::provenance::{Policy, Provenance, Refusal};
-use thv_sandbox_runtime::reference::Reference;
-use thv_sandbox_runtime::verification::{Gate, Mode, Outcome, TufSettings, Verification};
+use thv_sandbox_runtime::trust::evidence::{discover_blocking, DiscoveryOptions, ItemContent};
+use thv_sandbox_runtime::trust::verification::{Gate, Mode, Outcome, TufSettings, Verification};
 
 fn fixtures() -> Option<PathBuf> {
     let base = std::env::var_os("THV_SANDBOX_FIXTURES")
@@ -551,7 +551,7 @@ fn verify_image_command_exit_status_is_the_verdict() {
 fn cosign_evidence(
     dir: &std::path::Path,
     subject: &str,
-) -> thv_sandbox_runtime::evidence::Evidence {
+) -> thv_sandbox_runtime::trust::evidence::Evidence {
     let d = dir.join("cosign-oci/salrashid123-server_image");
     let payload = std::fs::read_to_string(d.join("simplesigning-payload.json")).unwrap();
     let m: Value =
@@ -559,8 +559,8 @@ fn cosign_evidence(
             .unwrap();
     let a = &m["layers"][0]["annotations"];
     let s = |k: &str| a[k].as_str().map(str::to_string);
-    thv_sandbox_runtime::evidence::Evidence {
-        items: vec![thv_sandbox_runtime::evidence::Item {
+    thv_sandbox_runtime::trust::evidence::Evidence {
+        items: vec![thv_sandbox_runtime::trust::evidence::Item {
             subject: subject.parse().unwrap(),
             source: "tag sha256-….sig".into(),
             content: ItemContent::Cosign {

@@ -14,16 +14,16 @@ use thv_sandbox_e2e::registry::{
 use thv_sandbox_e2e::{
     host_platform, require, BuiltImage, Compression, ImageBuilder, Layer, MediaTypes,
 };
-use thv_sandbox_runtime::digest::{Digest, DigestError};
 use thv_sandbox_runtime::distribution::{
     self, Credential, PullError, PullOptions, PullPolicy, Pulled, UnpackTarget,
 };
-use thv_sandbox_runtime::idmap::IdMapMode;
-use thv_sandbox_runtime::layout::Platform;
-use thv_sandbox_runtime::reference::Reference;
+use thv_sandbox_runtime::image::config::ImageRuntimeConfig;
+use thv_sandbox_runtime::image::digest::{Digest, DigestError};
+use thv_sandbox_runtime::image::layout::Platform;
+use thv_sandbox_runtime::image::reference::Reference;
 use thv_sandbox_runtime::rootfs;
-use thv_sandbox_runtime::spec::ImageRuntimeConfig;
-use thv_sandbox_runtime::unpack::Ownership;
+use thv_sandbox_runtime::rootfs::idmap::IdMapMode;
+use thv_sandbox_runtime::rootfs::unpack::Ownership;
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
@@ -989,7 +989,7 @@ fn a_second_first_run_waits_for_the_first_unpack_and_uses_its_root() {
     app_image("shared\n")
         .write(layout.path(), "v1")
         .expect("write image");
-    let oci = thv_sandbox_runtime::layout::OciLayout::open(layout.path()).unwrap();
+    let oci = thv_sandbox_runtime::image::layout::OciLayout::open(layout.path()).unwrap();
     let image = oci.resolve(Some("v1"), &Platform::host()).unwrap();
     let cache = tempdir("thv-e2e-cache-");
     let key = rootfs::root_key(&image.manifest_digest, IdMapMode::Single, Ownership::Ignore);
@@ -1007,7 +1007,7 @@ fn a_second_first_run_waits_for_the_first_unpack_and_uses_its_root() {
             image.clone(),
         );
         std::thread::spawn(move || {
-            let oci = thv_sandbox_runtime::layout::OciLayout::open(&layout).unwrap();
+            let oci = thv_sandbox_runtime::image::layout::OciLayout::open(&layout).unwrap();
             rootfs::ensure(
                 &cache,
                 &oci,

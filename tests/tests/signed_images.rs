@@ -24,7 +24,7 @@ use thv_sandbox_e2e::sigstore::{
 };
 use thv_sandbox_e2e::{require, spawn_mcp, tool_text, BuiltImage, ImageBuilder, Layer};
 use thv_sandbox_runtime::provenance as prov;
-use thv_sandbox_runtime::verification::{Mode, Outcome, Verification};
+use thv_sandbox_runtime::trust::verification::{Mode, Outcome, Verification};
 
 const REPO: &str = "stacklok/signed-server";
 
@@ -564,7 +564,7 @@ fn warn_runs_the_refused_unverified_and_disabled_does_not_check() {
         trust_root: Some(w.trust_root.clone()),
         github_api: Some(w.github.url()),
         github_token: None,
-        tuf: thv_sandbox_runtime::verification::TufSettings {
+        tuf: thv_sandbox_runtime::trust::verification::TufSettings {
             refresh: false,
             ..Default::default()
         },

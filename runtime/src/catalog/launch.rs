@@ -3,7 +3,7 @@
 //!
 //! Order of the checks: remote server, transport, privileged, seccomp variant, network, environment. Network is
 //! `none` (loopback only) unless the user passes `--network host`; a profile that asks for egress gets the egress
-//! proxy with its rules (`crate::egress`), checked here so a bad rule is refused before anything is pulled.
+//! proxy with its rules (`crate::sandbox::egress`), checked here so a bad rule is refused before anything is pulled.
 //! under `none` until egress filtering lands.
 
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use super::env::{self, EnvArg, EnvError, EnvInputs, ResolvedVar};
 use super::{PermissionProfile, Provenance, Server, Transport};
 
-pub use crate::profile::NetworkMode;
+pub use crate::sandbox::profile::NetworkMode;
 
 /// Everything `run` needs that comes from the registry entry and the user's flags.
 #[derive(Debug, Clone)]
@@ -33,7 +33,7 @@ pub struct Launch {
     /// The network.
     pub network: NetworkMode,
     /// Egress through the proxy, under `NetworkMode::None`, when the permission profile asks for network.
-    pub egress: Option<crate::egress::Outbound>,
+    pub egress: Option<crate::sandbox::egress::Outbound>,
     /// An HTTP-transport server (`sse`, `streamable-http`) and its port inside the sandbox.
     pub http: Option<(Transport, u16)>,
 }
@@ -278,12 +278,12 @@ pub fn plan(
             .as_ref()
             .and_then(|n| n.outbound.clone())
             .unwrap_or_default();
-        let outbound = crate::egress::Outbound {
+        let outbound = crate::sandbox::egress::Outbound {
             insecure_allow_all: o.insecure_allow_all,
             allow_host: o.allow_host,
             allow_port: o.allow_port.iter().map(|p| i64::from(*p)).collect(),
         };
-        if let Err(e) = crate::egress::Rules::from_outbound(&outbound) {
+        if let Err(e) = crate::sandbox::egress::Rules::from_outbound(&outbound) {
             return Err(LaunchError::Network {
                 name,
                 what: e.to_string(),

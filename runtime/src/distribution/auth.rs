@@ -20,7 +20,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use super::PullError;
-use crate::reference::DOCKER_HUB;
+use crate::image::reference::DOCKER_HUB;
 
 /// Environment variable with the registry user name.
 pub const ENV_USER: &str = "THV_SANDBOX_REGISTRY_USER";

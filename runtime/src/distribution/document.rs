@@ -10,8 +10,8 @@ use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest}
 use serde::Deserialize;
 
 use super::PullError;
-use crate::digest::Digest;
-use crate::layout::Platform;
+use crate::image::digest::Digest;
+use crate::image::layout::Platform;
 
 pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub(crate) const DOCKER_MANIFEST_LIST: &str =
@@ -29,7 +29,7 @@ pub(crate) const ACCEPTED_MANIFESTS: [&str; 4] = [
     DOCKER_MANIFEST,
 ];
 
-pub(crate) use crate::layout::{kind_of, Kind};
+pub(crate) use crate::image::layout::{kind_of, Kind};
 
 /// Enough of a document to tell an index from a manifest.
 #[derive(Deserialize)]
@@ -179,7 +179,7 @@ pub(crate) fn choose_platform<'a>(
     wanted: &Platform,
     index_digest: &Digest,
 ) -> Result<&'a Descriptor, PullError> {
-    crate::layout::best_platform(index.manifests().iter(), wanted).map_err(|available| {
+    crate::image::layout::best_platform(index.manifests().iter(), wanted).map_err(|available| {
         PullError::NoMatchingPlatform {
             wanted: wanted.to_string(),
             index: index_digest.clone(),

@@ -24,8 +24,8 @@ use super::document::{LayerBlob, ACCEPTED_MANIFESTS};
 use super::store::Store;
 use super::stream::Feed;
 use super::{PullError, PullObserver, PullOptions};
-use crate::digest::{Digest, DigestError};
-use crate::reference::{split_host_port, Reference};
+use crate::image::digest::{Digest, DigestError};
+use crate::image::reference::{split_host_port, Reference};
 
 const USER_AGENT: &str = concat!("thv-sandbox/", env!("CARGO_PKG_VERSION"));
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);

@@ -15,8 +15,8 @@ use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType};
 use rustix::fs::FlockOperation;
 
 use super::PullError;
-use crate::digest::{Digest, VerifyingReader};
-use crate::layout::MAX_INDEX_JSON_SIZE;
+use crate::image::digest::{Digest, VerifyingReader};
+use crate::image::layout::MAX_INDEX_JSON_SIZE;
 
 /// The layout's `oci-layout` file.
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -403,7 +403,7 @@ mod tests {
     fn a_new_store_is_a_layout_the_reader_accepts() {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(&tmp.path().join("cache")).unwrap();
-        let layout = crate::layout::OciLayout::open(store.dir()).unwrap();
+        let layout = crate::image::layout::OciLayout::open(store.dir()).unwrap();
         assert!(layout.tags().unwrap().is_empty());
         // Opening again keeps what is there.
         store.record(&["a".into()], &descriptor(b"x")).unwrap();

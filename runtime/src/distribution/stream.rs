@@ -23,8 +23,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use oci_spec::image::{ImageConfiguration, ImageManifest};
 
 use super::PullError;
-use crate::digest::Digest;
-use crate::layout::{LayerRef, OciLayout};
+use crate::image::digest::Digest;
+use crate::image::layout::{LayerRef, OciLayout};
 use crate::rootfs::{LayerSource, RootfsError};
 
 /// Where one layer's blob is.
@@ -325,7 +325,7 @@ pub(crate) fn layer_refs(
             let digest =
                 Digest::try_from(layer.digest()).map_err(|e| bad(format!("layer digest: {e}")))?;
             let media_type = layer.media_type().to_string();
-            let compression = crate::layout::layer_compression(&media_type, &digest)?;
+            let compression = crate::image::layout::layer_compression(&media_type, &digest)?;
             Ok(LayerRef {
                 size: layer.size(),
                 media_type,

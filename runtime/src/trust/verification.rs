@@ -12,7 +12,7 @@
 //! `warn` when none is.
 //!
 //! # Evidence and records
-//! Evidence is looked for at the registry ([`crate::evidence`]) for the index the reference resolved to and for
+//! Evidence is looked for at the registry ([`crate::trust::evidence`]) for the index the reference resolved to and for
 //! the platform manifest. Evidence naming the index counts only because the manifest that runs was chosen from
 //! that very index (the pull descends it by digest). What was found is stored in
 //! `<cache>/verification/<manifest-hex>.evidence.json`; a positive verdict in
@@ -27,8 +27,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use thv_sandbox_provenance as prov;
 
-use crate::digest::Digest;
-use crate::evidence::{DiscoveryOptions, Evidence, ItemContent};
+use crate::image::digest::Digest;
+use crate::trust::evidence::{DiscoveryOptions, Evidence, ItemContent};
 
 /// The default GitHub API (asked only for policies that name GitHub's Sigstore instance, unless configured).
 pub const GITHUB_API: &str = "https://api.github.com";

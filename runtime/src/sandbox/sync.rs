@@ -23,7 +23,7 @@ pub enum Message {
     /// Runner → supervisor: the runner has created its user namespace; write its id maps now.
     UsernsReady,
     /// Supervisor → runner: the id maps are written; here are the secret environment variables (never on disk).
-    Mapped(Vec<crate::secret::SecretEnv>),
+    Mapped(Vec<crate::sandbox::secret::SecretEnv>),
     /// Supervisor → runner: the id maps could not be written (the runner exits).
     MapFailed(String),
     /// Runner → supervisor: the server process runs; phase durations in microseconds.

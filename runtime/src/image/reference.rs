@@ -16,7 +16,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::digest::{Digest, DigestError};
+use crate::image::digest::{Digest, DigestError};
 
 /// The registry of Docker Hub, as references name it after normalization.
 pub const DOCKER_HUB: &str = "docker.io";
@@ -369,7 +369,7 @@ fn is_path_component(component: &str) -> bool {
 }
 
 /// The tag grammar is the layout reader's: one definition for `oci:PATH:TAG` and registry references.
-use crate::layout::is_valid_tag;
+use crate::image::layout::is_valid_tag;
 
 #[cfg(test)]
 mod tests {

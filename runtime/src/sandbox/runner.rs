@@ -35,8 +35,8 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 use serde::{Deserialize, Serialize};
 
-use crate::secret::SecretEnv;
-use crate::sync::{Channel, Message, RunnerFailure, StartTimings};
+use crate::sandbox::secret::SecretEnv;
+use crate::sandbox::sync::{Channel, Message, RunnerFailure, StartTimings};
 
 /// The descriptor number the supervisor hands the channel over on.
 pub const SYNC_FD: i32 = 3;
@@ -74,7 +74,7 @@ pub struct RunnerPlan {
     #[serde(default)]
     pub egress_port: Option<u16>,
     /// Hand the supervisor a socket factory (TCP sockets of the sandbox's network namespace, for bridging HTTP
-    /// servers): see [`crate::sync::SocketFactory`].
+    /// servers): see [`crate::sandbox::sync::SocketFactory`].
     #[serde(default)]
     pub socket_factory: bool,
 }
@@ -268,9 +268,9 @@ fn keep(
                 .is_some_and(|r| !r.is_empty());
         drop(fds);
         if factory_ready {
-            let gone = factory
-                .as_ref()
-                .is_some_and(|f| !matches!(crate::sync::SocketFactory::serve_one(f), Ok(true)));
+            let gone = factory.as_ref().is_some_and(|f| {
+                !matches!(crate::sandbox::sync::SocketFactory::serve_one(f), Ok(true))
+            });
             if gone {
                 factory = None;
             }
@@ -476,7 +476,7 @@ impl libcontainer::workload::Executor for ServerExecutor {
             .process()
             .as_ref()
             .is_some_and(|p| p.user().additional_gids().is_some());
-        crate::idmap::assert_not_host_root(!groups_set)
+        crate::rootfs::idmap::assert_not_host_root(!groups_set)
             .map_err(libcontainer::workload::ExecutorValidationError::ArgValidationError)?;
         libcontainer::workload::default::DefaultExecutor {}.validate(spec)
     }
@@ -715,7 +715,7 @@ mod tests {
         std::fs::create_dir(&root).unwrap();
         std::fs::write(root.join("bin"), "original").unwrap();
         run_child(
-            "runner::tests::child_seal",
+            "sandbox::runner::tests::child_seal",
             &[("THV_TEST_ROOT", root.display().to_string())],
         )
         .unwrap();
@@ -752,7 +752,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("scratch")).unwrap();
         std::fs::create_dir(dir.path().join("merged")).unwrap();
         run_child(
-            "runner::tests::child_overlay",
+            "sandbox::runner::tests::child_overlay",
             &[("THV_TEST_DIR", dir.path().display().to_string())],
         )
         .unwrap();
@@ -798,7 +798,7 @@ mod tests {
         // Mapped to a non-root host id: allowed (as any user).
         let outside = if root { "2147000000,2147000000" } else { "" };
         run_child(
-            "runner::tests::child_host_root_check",
+            "sandbox::runner::tests::child_host_root_check",
             &[
                 ("THV_TEST_OUTSIDE", outside.into()),
                 ("THV_TEST_EXPECT", "ok".into()),
@@ -811,7 +811,7 @@ mod tests {
         }
         for (outside, expect) in [("0,0", "is host uid 0"), ("2147000000,0", "is host gid 0")] {
             run_child(
-                "runner::tests::child_host_root_check",
+                "sandbox::runner::tests::child_host_root_check",
                 &[
                     ("THV_TEST_OUTSIDE", outside.into()),
                     ("THV_TEST_EXPECT", expect.into()),
@@ -832,7 +832,7 @@ mod tests {
             .split_once(',')
             .map(|(u, g)| (u.parse().unwrap(), g.parse().unwrap()));
         in_userns(outside, false, || {
-            let got = crate::idmap::assert_not_host_root(false);
+            let got = crate::rootfs::idmap::assert_not_host_root(false);
             match std::env::var("THV_TEST_EXPECT").unwrap().as_str() {
                 "ok" => got.unwrap(),
                 want => assert!(got.unwrap_err().contains(want), "{want}"),
@@ -842,7 +842,7 @@ mod tests {
 
     #[test]
     fn the_executor_sets_exactly_the_environment_and_refuses_what_it_cannot_set() {
-        run_child("runner::tests::child_executor_env", &[]).unwrap();
+        run_child("sandbox::runner::tests::child_executor_env", &[]).unwrap();
     }
 
     #[test]

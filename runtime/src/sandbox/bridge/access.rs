@@ -37,7 +37,7 @@ impl Token {
     /// A fresh token for this run: 256 bits from the kernel's random source, as hex.
     pub fn generate() -> std::io::Result<Token> {
         Ok(Token {
-            value: crate::runs::random_hex(32)?,
+            value: crate::dirs::random_hex(32)?,
             file: None,
         })
     }

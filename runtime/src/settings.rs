@@ -659,7 +659,7 @@ impl Config {
         let permission_profile = pick(None, env_profile, file_profile, None);
 
         // tuf_refresh, tuf_url_*
-        use crate::verification::{
+        use crate::trust::verification::{
             check_tuf_url, parse_switch, ENV_TUF_REFRESH, ENV_TUF_URL_GITHUB,
             ENV_TUF_URL_PUBLIC_GOOD,
         };
@@ -736,9 +736,9 @@ impl Config {
     }
 
     /// Refreshing trusted roots through TUF as configured (the test-only bootstrap roots come from the
-    /// environment, see [`crate::verification::TufSettings::from_env`]).
-    pub fn tuf_settings(&self) -> crate::verification::TufSettings {
-        let mut s = crate::verification::TufSettings {
+    /// environment, see [`crate::trust::verification::TufSettings::from_env`]).
+    pub fn tuf_settings(&self) -> crate::trust::verification::TufSettings {
+        let mut s = crate::trust::verification::TufSettings {
             refresh: self.tuf_refresh.value,
             ..Default::default()
         };
@@ -938,7 +938,7 @@ pub fn check_host(host: &str) -> Result<(), String> {
     if host.is_empty() || host.contains('/') || host.chars().any(|c| c.is_whitespace()) {
         return Err("expected HOST[:PORT], e.g. reg.example:5000".to_owned());
     }
-    let (name, port) = crate::reference::split_host_port(host);
+    let (name, port) = crate::image::reference::split_host_port(host);
     let name_ok = if host.starts_with('[') {
         name.parse::<std::net::Ipv6Addr>().is_ok()
     } else {
@@ -962,7 +962,7 @@ pub fn check_host(host: &str) -> Result<(), String> {
 fn normalize_registry(host: &str) -> String {
     match host.to_ascii_lowercase().as_str() {
         "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
-            crate::reference::DOCKER_HUB.to_owned()
+            crate::image::reference::DOCKER_HUB.to_owned()
         }
         other => other.to_owned(),
     }
@@ -1029,10 +1029,12 @@ mod tests {
         assert!(c.render(None).contains("tuf_refresh = false"));
 
         let (_d, mut env) = with_file("tuf_refresh = false\n");
-        env.0
-            .push((crate::verification::ENV_TUF_REFRESH, "yes".to_owned()));
         env.0.push((
-            crate::verification::ENV_TUF_URL_PUBLIC_GOOD,
+            crate::trust::verification::ENV_TUF_REFRESH,
+            "yes".to_owned(),
+        ));
+        env.0.push((
+            crate::trust::verification::ENV_TUF_URL_PUBLIC_GOOD,
             "https://tuf.mirror.example".to_owned(),
         ));
         let c = Config::load_with(&Flags::default(), &env.get()).unwrap();

@@ -201,14 +201,14 @@ impl IdMap {
     /// How the unpacker should own files for this mode. Root moves the image's owners into the range (so the
     /// image user owns its files inside); without root, files belong to the unpacking user, who is the image
     /// user inside (restoring owners in subids mode would need the unpack to run inside the user namespace).
-    pub fn unpack_ownership(&self) -> crate::unpack::Ownership {
+    pub fn unpack_ownership(&self) -> crate::rootfs::unpack::Ownership {
         match (self.mode, self.uids.first(), self.gids.first()) {
-            (IdMapMode::HostRoot, Some(u), Some(g)) => crate::unpack::Ownership::Shift {
+            (IdMapMode::HostRoot, Some(u), Some(g)) => crate::rootfs::unpack::Ownership::Shift {
                 uid: u.outside,
                 gid: g.outside,
                 count: u.count.min(g.count),
             },
-            _ => crate::unpack::Ownership::Ignore,
+            _ => crate::rootfs::unpack::Ownership::Ignore,
         }
     }
 
@@ -466,8 +466,8 @@ pub fn detect_subids(uid: u32) -> Option<SubIds> {
         .flatten()
         .map(|u| u.name)
         .unwrap_or_default();
-    let uids = crate::doctor::subid_range(crate::doctor::SubIdKind::Uid, &name, uid)?;
-    let gids = crate::doctor::subid_range(crate::doctor::SubIdKind::Gid, &name, uid)?;
+    let uids = subid_range(SubIdKind::Uid, &name, uid)?;
+    let gids = subid_range(SubIdKind::Gid, &name, uid)?;
     let find = |bin: &str| {
         let dirs = std::env::var_os("PATH")
             .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
@@ -490,6 +490,66 @@ pub fn detect_subids(uid: u32) -> Option<SubIds> {
         gids,
         newuidmap: find("newuidmap")?,
         newgidmap: find("newgidmap")?,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Subordinate ids: /etc/subuid and /etc/subgid
+
+/// The least number of subordinate ids an /etc/subuid or /etc/subgid entry needs to be used.
+pub const MIN_SUBID_COUNT: u32 = 65536;
+/// Which subordinate-id file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubIdKind {
+    /// /etc/subuid
+    Uid,
+    /// /etc/subgid
+    Gid,
+}
+
+impl SubIdKind {
+    /// The file the ranges live in.
+    pub fn path(self) -> &'static Path {
+        match self {
+            SubIdKind::Uid => Path::new("/etc/subuid"),
+            SubIdKind::Gid => Path::new("/etc/subgid"),
+        }
+    }
+}
+
+/// The user's subordinate id range from /etc/subuid or /etc/subgid, as `(start, count)`: the first
+/// entry for `user` (by name) or `uid` (by number) with at least [`MIN_SUBID_COUNT`] ids. `None` when
+/// the file is missing or unreadable or has no such entry.
+pub fn subid_range(kind: SubIdKind, user: &str, uid: u32) -> Option<(u32, u32)> {
+    let content = std::fs::read_to_string(kind.path()).ok()?;
+    parse_subid_file(&content, user, uid)
+}
+
+/// [`subid_range`] on the text of a subordinate-id file (`name-or-uid:start:count` lines; blank lines
+/// and `#` comments ignored; malformed lines and ranges that overflow 32 bits skipped).
+pub fn parse_subid_file(content: &str, user: &str, uid: u32) -> Option<(u32, u32)> {
+    subid_entries(content, user, uid).find(|&(_, count)| count >= MIN_SUBID_COUNT)
+}
+
+/// All well-formed entries for the user, in file order.
+pub(crate) fn subid_entries<'a>(
+    content: &'a str,
+    user: &'a str,
+    uid: u32,
+) -> impl Iterator<Item = (u32, u32)> + 'a {
+    content.lines().filter_map(move |line| {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            return None;
+        }
+        let mut fields = line.split(':');
+        let (owner, start, count) = (fields.next()?, fields.next()?, fields.next()?);
+        if fields.next().is_some() {
+            return None;
+        }
+        let owner_matches = owner == user || owner.parse::<u32>() == Ok(uid);
+        let (start, count) = (start.parse::<u32>().ok()?, count.parse::<u32>().ok()?);
+        (owner_matches && count > 0 && start.checked_add(count).is_some()).then_some((start, count))
     })
 }
 

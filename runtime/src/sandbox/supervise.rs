@@ -22,10 +22,10 @@ use nix::sys::stat::{fstat, SFlag};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::idmap::IdMap;
-use crate::runner::{RunnerPlan, FORWARDED, SYNC_FD};
-use crate::secret::SecretEnv;
-use crate::sync::{Channel, Message, RunnerFailure, StartTimings};
+use crate::rootfs::idmap::IdMap;
+use crate::sandbox::runner::{RunnerPlan, FORWARDED, SYNC_FD};
+use crate::sandbox::secret::SecretEnv;
+use crate::sandbox::sync::{Channel, Message, RunnerFailure, StartTimings};
 
 /// How a run ended.
 #[derive(Debug)]
@@ -57,7 +57,7 @@ pub struct Launch<'a> {
     pub on_egress: &'a mut dyn FnMut(std::net::TcpListener),
     /// Called with the socket factory into the sandbox's network namespace when the runner made one
     /// (`RunnerPlan::socket_factory`).
-    pub on_factory: &'a mut dyn FnMut(crate::sync::SocketFactory),
+    pub on_factory: &'a mut dyn FnMut(crate::sandbox::sync::SocketFactory),
     /// Our stdin and stdout belong to a bridge (an HTTP-transport server): the server gets `/dev/null` as stdin
     /// and our stderr as its stdout, and the supervisor does not watch them.
     pub bridged: bool,
@@ -531,7 +531,7 @@ impl Watch {
                             (launch.on_egress)(std::net::TcpListener::from(fd));
                         }
                         Ok(Some((Message::SocketFactory, Some(fd)))) => {
-                            (launch.on_factory)(crate::sync::SocketFactory::from_fd(fd));
+                            (launch.on_factory)(crate::sandbox::sync::SocketFactory::from_fd(fd));
                         }
                         Ok(Some((Message::UsernsReady, _))) => {
                             let reply = match idmap.write(runner.as_raw() as u32) {

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use libcontainer::oci_spec::runtime::{LinuxSeccomp, Spec};
 use serde_json::{json, Value};
 
-use crate::profile::{BindMount, NetworkMode};
-use crate::user::ResolvedUser;
+use crate::image::config::ImageRuntimeConfig;
+use crate::rootfs::user::ResolvedUser;
+use crate::sandbox::profile::{BindMount, NetworkMode};
 
 /// `PATH` when the image sets none (Docker's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -41,43 +42,6 @@ pub const READONLY_PATHS: &[&str] = &[
     "/proc/sys",
     "/proc/sysrq-trigger",
 ];
-
-/// The parts of the image configuration that decide how the server runs.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ImageRuntimeConfig {
-    /// `Entrypoint`.
-    pub entrypoint: Vec<String>,
-    /// `Cmd`.
-    pub cmd: Vec<String>,
-    /// `Env` as `NAME=VALUE`.
-    pub env: Vec<String>,
-    /// `WorkingDir`.
-    pub working_dir: Option<String>,
-    /// `Volumes` (container paths).
-    pub volumes: Vec<String>,
-    /// `User`.
-    pub user: String,
-}
-
-impl ImageRuntimeConfig {
-    /// The parts of the image config the spec uses.
-    pub fn from_image(config: &oci_spec::image::ImageConfiguration) -> ImageRuntimeConfig {
-        let c = config.config().clone().unwrap_or_default();
-        ImageRuntimeConfig {
-            entrypoint: c.entrypoint().clone().unwrap_or_default(),
-            cmd: c.cmd().clone().unwrap_or_default(),
-            env: c.env().clone().unwrap_or_default(),
-            working_dir: c.working_dir().clone(),
-            volumes: c
-                .volumes()
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .collect(),
-            user: c.user().clone().unwrap_or_default(),
-        }
-    }
-}
 
 /// Everything else the spec depends on.
 #[derive(Debug, Clone)]
@@ -182,35 +146,6 @@ pub fn etc_files(hostname: &str) -> [(&'static str, String); 3] {
             "# thv-sandbox: no DNS inside the sandbox\n".to_owned(),
         ),
     ]
-}
-
-/// The mount points the read-only root must already contain (the unpacker creates them before the root is
-/// committed to the cache, so a run never writes into the cached root). `(path, is_dir)`.
-pub fn mountpoints(
-    image: &ImageRuntimeConfig,
-    user: &ResolvedUser,
-    home_in_image: bool,
-) -> Vec<(String, bool)> {
-    let mut points: Vec<(String, bool)> = ["/proc", "/sys", "/dev", "/tmp", "/run"]
-        .iter()
-        .map(|p| (p.to_string(), true))
-        .collect();
-    points.extend(
-        ["/etc/hosts", "/etc/hostname", "/etc/resolv.conf"]
-            .iter()
-            .map(|p| (p.to_string(), false)),
-    );
-    if let Some(home) = user
-        .home
-        .as_ref()
-        .filter(|h| !home_in_image && h.as_str() != "/")
-    {
-        points.push((home.clone(), true));
-    }
-    for v in &image.volumes {
-        points.push((v.clone(), true));
-    }
-    points
 }
 
 /// Builds the runtime spec.
@@ -496,6 +431,7 @@ pub fn check_invariants(spec: &Spec, network: NetworkMode) -> Result<(), String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rootfs::mountpoints;
 
     fn opts() -> SpecOptions {
         SpecOptions {
@@ -885,7 +821,7 @@ mod tests {
     /// in the diff. `UPDATE_GOLDEN=1 cargo test -p thv-sandbox-runtime golden` rewrites them.
     #[test]
     fn golden_config_per_network_mode() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/spec/golden");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/sandbox/spec/golden");
         for (name, network) in [
             ("network-none.json", NetworkMode::None),
             ("network-host.json", NetworkMode::Host),

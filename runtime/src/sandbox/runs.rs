@@ -4,15 +4,14 @@
 //! inherit that lock (same open file description), so it is held until the last of them is gone — whichever of
 //! them dies last, and however. A later start that can take the lock knows the run is dead and removes it.
 //!
-//! A directory becomes visible under its name only once its lock is held ([`create_locked`]): it is made as
+//! A directory becomes visible under its name only once its lock is held ([`crate::dirs::create_locked`]): it is made as
 //! `.creating-<name>`, its lock taken, then renamed into place. Collection never judges a directory whose owner
 //! has not locked it yet (nor, by probing its lock, makes that owner's `flock` fail), so starts running at the
 //! same time cannot remove each other's directories. A `.creating-` directory is collected only when unlocked and
 //! more than a minute old (its creator was killed between `mkdir` and `rename`).
 
-use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 /// A run directory we created and hold locked.
@@ -29,8 +28,8 @@ pub struct RunDir {
 impl RunDir {
     /// Creates a fresh run directory with a random id.
     pub fn create(runs: &Path) -> io::Result<RunDir> {
-        let id = format!("thv-{}", random_hex(12)?);
-        let (path, lock) = create_locked(runs, &id)?;
+        let id = format!("thv-{}", crate::dirs::random_hex(12)?);
+        let (path, lock) = crate::dirs::create_locked(runs, &id)?;
         Ok(RunDir {
             id,
             path,
@@ -44,52 +43,6 @@ impl RunDir {
     }
 }
 
-/// The prefix of directories being created by [`create_locked`].
-pub(crate) const CREATING: &str = ".creating-";
-
-/// Creates `parent/name` holding a `lock` file, locked (exclusive `flock`) before the directory appears under
-/// `name`: it is built as `parent/.creating-<name>` and renamed into place. Returns the path and the locked file.
-pub(crate) fn create_locked(parent: &Path, name: &str) -> io::Result<(PathBuf, File)> {
-    let staging = parent.join(format!("{CREATING}{name}"));
-    std::fs::create_dir(&staging)?;
-    let made = (|| {
-        let lock = File::options()
-            .write(true)
-            .create_new(true)
-            .open(staging.join("lock"))?;
-        #[cfg(test)]
-        tests::scheduling_delay();
-        try_lock(&lock)?;
-        let path = parent.join(name);
-        std::fs::rename(&staging, &path)?;
-        Ok((path, lock))
-    })();
-    if made.is_err() {
-        let _ = std::fs::remove_dir_all(&staging);
-    }
-    made
-}
-
-/// Whether `dir` (an entry of a directory whose entries [`create_locked`] makes) may be removed: abandoned, and
-/// if still being created, abandoned for more than a minute.
-pub(crate) fn is_collectable(dir: &Path) -> bool {
-    let creating = dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with(CREATING));
-    if creating && !older_than(dir, 60) {
-        return false;
-    }
-    is_abandoned(dir)
-}
-
-fn older_than(dir: &Path, secs: u64) -> bool {
-    std::fs::symlink_metadata(dir)
-        .and_then(|m| m.modified())
-        .map(|t| t.elapsed().map(|d| d.as_secs() > secs).unwrap_or(false))
-        .unwrap_or(false)
-}
-
 /// Removes run directories whose lock nobody holds any more (their processes are gone). Returns how many.
 pub fn collect_stale(runs: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(runs) else {
@@ -98,7 +51,7 @@ pub fn collect_stale(runs: &Path) -> usize {
     let mut removed = 0;
     for entry in entries.flatten() {
         let dir = entry.path();
-        if is_collectable(&dir) {
+        if crate::dirs::is_collectable(&dir) {
             if let Ok(cg) = std::fs::read_to_string(dir.join("cgroup")) {
                 let _ = std::fs::remove_dir(cg.trim());
             }
@@ -110,47 +63,10 @@ pub fn collect_stale(runs: &Path) -> usize {
     removed
 }
 
-/// Whether `dir` (holding a `lock` file its owners keep locked) has been abandoned: nobody holds the lock, or the
-/// directory never got one and is not brand new (its creation was interrupted).
-pub(crate) fn is_abandoned(dir: &Path) -> bool {
-    match File::options().write(true).open(dir.join("lock")) {
-        Ok(f) => try_lock(&f).is_ok(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => older_than(dir, 60),
-        Err(_) => false,
-    }
-}
-
-/// Takes an exclusive `flock` without waiting.
-pub(crate) fn try_lock(f: &File) -> io::Result<()> {
-    // SAFETY: flock(2) on a descriptor we own; no memory is passed.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// `n` random bytes as hex, from the kernel.
-pub fn random_hex(n: usize) -> io::Result<String> {
-    let mut buf = vec![0u8; n];
-    let mut filled = 0;
-    while filled < n {
-        // SAFETY: the pointer and length describe the unfilled tail of `buf`.
-        let r = unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), n - filled, 0) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        filled += r as usize;
-    }
-    Ok(hex::encode(buf))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dirs::CREATING;
 
     #[test]
     fn a_held_run_survives_collection_and_a_dead_one_does_not() {
@@ -164,16 +80,7 @@ mod tests {
         assert!(!dead_path.exists());
     }
 
-    /// A delay between creating a lock file and locking it, as a busy machine's scheduler may make (set by the
-    /// test that needs it, so that the window is hit on every run rather than once in a while).
-    static DELAY_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-    pub(super) fn scheduling_delay() {
-        let us = DELAY_US.load(std::sync::atomic::Ordering::Relaxed);
-        if us > 0 {
-            std::thread::sleep(std::time::Duration::from_micros(us));
-        }
-    }
+    use crate::dirs::test_hooks::DELAY_US;
 
     /// Many starts at once while others collect stale runs (as every `run` does right before creating its own): no
     /// start may lose its directory, or fail to lock it, because of another's collection.
@@ -245,7 +152,10 @@ mod tests {
         let old = tmp.path().join(format!("{CREATING}thv-old"));
         std::fs::create_dir(&old).unwrap();
         let past = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
-        File::open(&old).unwrap().set_modified(past).unwrap();
+        std::fs::File::open(&old)
+            .unwrap()
+            .set_modified(past)
+            .unwrap();
         assert_eq!(collect_stale(tmp.path()), 1);
         assert!(!old.exists());
     }

@@ -8,7 +8,7 @@ use std::io::Read;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::digest::DigestError;
+use crate::image::digest::DigestError;
 
 const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";

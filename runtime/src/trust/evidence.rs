@@ -23,10 +23,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
 use crate::distribution::remote::Remote;
 use crate::distribution::PullError;
-use crate::layout::MAX_MANIFEST_SIZE;
+use crate::image::digest::Digest;
+use crate::image::layout::MAX_MANIFEST_SIZE;
 
 /// The largest evidence blob (bundle, payload, envelope) read.
 pub const MAX_EVIDENCE_BLOB: u64 = 4 << 20;
@@ -118,7 +118,7 @@ pub enum ItemContent {
 /// Looks for evidence of `digests` in `reference`'s repository, connecting as a pull with `pull` would
 /// (credentials, mirrors, proxies, plain HTTP for loopback). Creates its own runtime: not for async callers.
 pub fn discover_blocking(
-    reference: &crate::reference::Reference,
+    reference: &crate::image::reference::Reference,
     digests: &[Digest],
     pull: &crate::distribution::PullOptions<'_>,
     opts: &DiscoveryOptions,

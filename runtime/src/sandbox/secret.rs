@@ -2,7 +2,7 @@
 //!
 //! libcontainer builds the server's environment from `config.json` in the bundle, a file on disk. Secret values
 //! therefore never go there: the supervisor sends them to the runner over the in-memory channel
-//! ([`crate::sync`]), and the runner's executor adds them to the environment in the container's init process,
+//! ([`crate::sandbox::sync`]), and the runner's executor adds them to the environment in the container's init process,
 //! after the spec's environment is set and just before `execve`. They are never logged: `Debug` prints the name
 //! only, and nothing serializes them except that channel.
 

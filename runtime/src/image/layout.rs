@@ -41,7 +41,7 @@ use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 use serde::Deserialize;
 
-use crate::digest::{Digest, DigestError, VerifyingReader};
+use crate::image::digest::{Digest, DigestError, VerifyingReader};
 
 pub use platform::Platform;
 pub(crate) use reference::is_valid_tag;
