@@ -929,9 +929,11 @@ fn a_killed_pull_leaves_only_an_unused_temporary_file() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start the pull to kill");
-    // Wait (bounded) until the transfer of the layer hangs mid-way, then kill the pulling process.
+    // Wait (bounded) until the transfer of the layer hangs mid-way and the pull has its temporary file (on a
+    // loaded machine the proxy can have sent its bytes before the pulling process created the file), then kill the
+    // pulling process.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while proxy.cuts() == 0 {
+    while proxy.cuts() == 0 || temp_files(cache.path()).is_empty() {
         assert!(
             child.try_wait().unwrap().is_none(),
             "the pull ended before it was killed"
