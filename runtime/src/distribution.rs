@@ -277,6 +277,27 @@ impl Pulled {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Which time limit of [`TransferLimits`] a transfer broke.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+pub enum SlowReason {
+    /// A document (or a config blob) was not whole by its deadline.
+    #[error("did not arrive whole within {}", remote::show(*.limit))]
+    Deadline {
+        /// [`TransferLimits::document_deadline`].
+        limit: std::time::Duration,
+    },
+    /// A blob averaged less than the minimum rate over a window.
+    #[error("arrived at {rate:.0} bytes/s over {}, below the minimum of {min} bytes/s", remote::show(*.over))]
+    BelowRate {
+        /// Bytes per second over the window.
+        rate: f64,
+        /// How long the window was.
+        over: std::time::Duration,
+        /// [`TransferLimits::min_blob_rate`].
+        min: u64,
+    },
+}
+
 /// Everything a pull can fail with. I/O errors carry their path; registry errors the registry (or mirror) host.
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
@@ -408,7 +429,7 @@ pub enum PullError {
         /// What was being fetched.
         what: String,
         /// Which limit it broke.
-        reason: String,
+        reason: SlowReason,
     },
     /// Anonymous access was refused.
     #[error("the registry {registry} wants credentials for {repository} (or the repository does not exist)")]
