@@ -1024,7 +1024,7 @@ fn from_cache(
 /// Check fetched bytes against the digest they were asked by (or, for a tag, take their digest), and against
 /// the digest the registry claims in `Docker-Content-Digest`.
 fn check_fetched(
-    fetched: &remote::Fetched,
+    fetched: &remote::FetchedDocument,
     expected: Option<&Digest>,
     expected_size: Option<u64>,
     what: &'static str,

@@ -553,7 +553,7 @@ impl Remote {
         &self,
         tag_or_digest: &str,
         limit: u64,
-    ) -> Result<Fetched, PullError> {
+    ) -> Result<FetchedDocument, PullError> {
         let url = format!(
             "{}/v2/{}/manifests/{tag_or_digest}",
             self.origin,
@@ -598,7 +598,7 @@ impl Remote {
         kind: &'static str,
         what: String,
         limit: u64,
-    ) -> Result<Fetched, PullError> {
+    ) -> Result<FetchedDocument, PullError> {
         let too_large = |name: String| PullError::TooLarge {
             what: kind,
             name,
@@ -623,7 +623,7 @@ impl Remote {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(Fetched {
+        Ok(FetchedDocument {
             body,
             content_type,
             digest_header,
@@ -637,7 +637,7 @@ impl Remote {
         path: &str,
         accept: &str,
         limit: u64,
-    ) -> Result<Option<Fetched>, PullError> {
+    ) -> Result<Option<FetchedDocument>, PullError> {
         let url = format!("{}/v2/{}/{path}", self.origin, self.base.repository());
         let what = format!("{}/{}/{path}", self.registry, self.base.repository());
         self.get_url(&url, accept, self.authorization.as_deref(), limit, what)
@@ -653,7 +653,7 @@ impl Remote {
         authorization: Option<&str>,
         limit: u64,
         what: String,
-    ) -> Result<Option<Fetched>, PullError> {
+    ) -> Result<Option<FetchedDocument>, PullError> {
         let mut request = self.http.get(url).header(reqwest::header::ACCEPT, accept);
         if let Some(authorization) = authorization {
             request = request.header(reqwest::header::AUTHORIZATION, authorization);
@@ -1040,7 +1040,7 @@ impl Pace {
 
 /// A fetched manifest or index.
 #[derive(Debug)]
-pub(crate) struct Fetched {
+pub(crate) struct FetchedDocument {
     pub(crate) body: Vec<u8>,
     pub(crate) content_type: Option<String>,
     pub(crate) digest_header: Option<String>,

@@ -304,14 +304,16 @@ fn list(items: &[String]) -> String {
     }
 }
 
-/// How a layer blob is compressed.
+/// How a layer blob is compressed: read from its media type (`layer_compression`), undone by the unpacker
+/// (`rootfs::unpack`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
-    /// A plain tar.
+    /// A plain tar (`application/vnd.oci.image.layer.v1.tar`).
     None,
-    /// gzip-compressed tar.
+    /// gzip-compressed tar (`…tar+gzip`; multi-member streams accepted).
     Gzip,
-    /// zstd-compressed tar.
+    /// zstd-compressed tar (`…tar+zstd`; several frames accepted; windows over 128 MiB refused, so the decoder's
+    /// memory stays bounded).
     Zstd,
 }
 
