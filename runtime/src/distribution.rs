@@ -515,26 +515,9 @@ pub enum PullError {
         /// Why it is refused.
         reason: &'static str,
     },
-    /// The index has nothing for this platform.
-    #[error("no image for platform {wanted} in image index {index}; platforms available: {}", list(.available))]
-    NoMatchingPlatform {
-        /// The platform wanted.
-        wanted: String,
-        /// The index.
-        index: Digest,
-        /// Its platforms.
-        available: Vec<String>,
-    },
-    /// The image's config names another platform.
-    #[error("image {manifest} is built for {found}, which does not run on {wanted}")]
-    PlatformMismatch {
-        /// The platform wanted.
-        wanted: String,
-        /// The config's platform.
-        found: String,
-        /// The manifest.
-        manifest: Digest,
-    },
+    /// The index has nothing for this platform, or the image's config names another platform.
+    #[error(transparent)]
+    Platform(#[from] crate::image::layout::PlatformError),
     /// Indexes nested deeper than the layout reader follows.
     #[error("image index {digest} is nested more than {MAX_INDEX_DEPTH} levels deep")]
     NestingTooDeep {
@@ -553,14 +536,6 @@ pub enum PullError {
     /// A bug: an internal invariant did not hold.
     #[error("internal error: {0}")]
     Internal(&'static str),
-}
-
-fn list(items: &[String]) -> String {
-    if items.is_empty() {
-        "(none)".to_owned()
-    } else {
-        items.join(", ")
-    }
 }
 
 impl PullError {
@@ -615,7 +590,7 @@ impl PullError {
             PullError::Digest { .. } => "nothing was stored; the registry, a mirror or a proxy on the way served \
                                          wrong content. Try again; if it persists, tell the registry's operator"
                 .to_owned(),
-            PullError::NoMatchingPlatform { .. } | PullError::PlatformMismatch { .. } => {
+            PullError::Platform(_) => {
                 "this image is not built for this machine; use an image built for it".to_owned()
             }
             PullError::UnsupportedMediaType { role: "layer", .. } => {
@@ -993,11 +968,7 @@ fn from_cache(
     let image = match layout.resolve(Some(&reference.cache_name()), &opts.platform) {
         Ok(image) => image,
         // Pulled for another platform, or a blob went missing: pull again.
-        Err(
-            LayoutError::BlobMissing { .. }
-            | LayoutError::NoMatchingPlatform { .. }
-            | LayoutError::PlatformMismatch { .. },
-        ) => return Ok(None),
+        Err(LayoutError::BlobMissing { .. } | LayoutError::Platform(_)) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
     for layer in &image.layers {

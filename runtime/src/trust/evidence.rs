@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::distribution::remote::Remote;
 use crate::distribution::PullError;
 use crate::image::digest::Digest;
+use crate::image::document::{OCI_EMPTY, OCI_INDEX};
 use crate::image::layout::MAX_MANIFEST_SIZE;
 
 /// The largest evidence blob (bundle, payload, envelope) read.
@@ -50,8 +51,8 @@ pub const BUNDLE_MEDIA_TYPES: [&str; 4] = [
 ];
 const SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 const DSSE_ENVELOPE: &str = "application/vnd.dsse.envelope.v1+json";
-const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// What a manifest request here accepts: the types of [`crate::image::document`], spelled out (a `const` cannot
+/// join them).
 const MANIFEST_ACCEPT: &str =
     "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, \
                                application/vnd.docker.distribution.manifest.v2+json";
@@ -708,6 +709,13 @@ mod tests {
         assert!(snappy_decompress(&[11u8, 2 << 2, b'a', b'b', b'c'], 100).is_none());
         assert!(snappy_decompress(&[3u8, 1, 9], 100).is_none());
         assert!(snappy_decompress(&[200u8, 1], 100).is_none());
+    }
+
+    #[test]
+    fn the_accept_header_names_the_document_types() {
+        use crate::image::document::{DOCKER_MANIFEST, OCI_MANIFEST};
+        let listed: Vec<&str> = MANIFEST_ACCEPT.split(',').map(str::trim).collect();
+        assert_eq!(listed, [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST]);
     }
 
     #[test]
