@@ -107,8 +107,8 @@ pub struct Verified {
 /// replaces them. An instance's root is loaded (and, through TUF, refreshed when due) the first time it is needed.
 #[derive(Debug, Default)]
 pub struct Verifier {
-    public_good: OnceLock<Result<TrustRoot, String>>,
-    github: OnceLock<Result<TrustRoot, String>>,
+    public_good: OnceLock<Result<TrustRoot, Refusal>>,
+    github: OnceLock<Result<TrustRoot, Refusal>>,
     replacement: Option<TrustRoot>,
     tuf: Option<tuf::TufOptions>,
 }
@@ -146,15 +146,12 @@ impl Verifier {
             Instance::PublicGood => &self.public_good,
             Instance::GitHub => &self.github,
         };
-        cell.get_or_init(|| {
-            match &self.tuf {
-                Some(opts) => tuf::load(instance, opts).map(|l| l.root),
-                None => TrustRoot::embedded(instance),
-            }
-            .map_err(|e| e.to_string())
+        cell.get_or_init(|| match &self.tuf {
+            Some(opts) => tuf::load(instance, opts).map(|l| l.root),
+            None => TrustRoot::embedded(instance),
         })
         .as_ref()
-        .map_err(|e| Refusal::TrustRoot(e.clone()))
+        .map_err(|e| Refusal::TrustRoot(e.to_string()))
     }
 
     /// The verdict. Any one bundle that verifies and satisfies the policy is enough; otherwise every refusal is

@@ -45,6 +45,85 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// The whole refresh.
 pub const TOTAL_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Why a TUF refresh, or the offline check of the cached one, failed. A failed refresh is not fatal: the cached or
+/// embedded root stays in use, and the text of this error is one of [`LoadedRoot::notes`].
+#[derive(Debug, thiserror::Error)]
+pub enum TufError {
+    /// The instance's cache directory cannot be created.
+    #[error("cannot create {}: {error}", dir.display())]
+    CreateDir {
+        /// `<cache>/trust/<instance>`.
+        dir: PathBuf,
+        /// The cause.
+        error: std::io::Error,
+    },
+    /// The staging directory cannot be created.
+    #[error("cannot create a directory in {}: {error}", dir.display())]
+    Staging {
+        /// Where it was to be made.
+        dir: PathBuf,
+        /// The cause.
+        error: std::io::Error,
+    },
+    /// The target is not text.
+    #[error("{TARGET} is not UTF-8")]
+    NotUtf8,
+    /// The target verified through TUF but is not a trusted root.
+    #[error("{0}")]
+    Root(crate::Refusal),
+    /// The verified refresh cannot be renamed into place.
+    #[error("cannot store the refresh in {}: {error}", target.display())]
+    Store {
+        /// The directory it was to become.
+        target: PathBuf,
+        /// The cause.
+        error: std::io::Error,
+    },
+    /// `state.json` cannot be written.
+    #[error("cannot write {}: {error}", path.display())]
+    WriteState {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        error: std::io::Error,
+    },
+    /// The HTTP client for the repository cannot be built.
+    #[error("HTTP client: {0}")]
+    HttpClient(sigstore_tuf::reqwest::Error),
+    /// The embedded (or configured) TUF root does not start a chain.
+    #[error("bootstrap root: {}", chain(.0))]
+    Bootstrap(sigstore_tuf::Error),
+    /// The TUF workflow refused the metadata or the target, or could not fetch them.
+    #[error("{}", chain(.0))]
+    Tuf(sigstore_tuf::Error),
+    /// No async runtime for the refresh.
+    #[error("async runtime: {0}")]
+    Runtime(std::io::Error),
+    /// The refresh took longer than [`TOTAL_TIMEOUT`].
+    #[error("no answer within {TOTAL_TIMEOUT:?}")]
+    Timeout,
+    /// The refresh thread panicked.
+    #[error("the refresh thread panicked")]
+    Panicked,
+    /// A refresh over the network failed; which repository.
+    #[error("{url}: {error}")]
+    Online {
+        /// The repository.
+        url: String,
+        /// What failed.
+        error: Box<TufError>,
+    },
+    /// `state.json` names a directory that is not one of ours.
+    #[error("bad directory name {name:?}")]
+    BadDirName {
+        /// The name.
+        name: String,
+    },
+    /// Reading the cache did not complete at once (it would have waited for I/O).
+    #[error("the cache read did not complete")]
+    CacheReadIncomplete,
+}
+
 /// The TUF repository of one instance.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Repository {
@@ -147,7 +226,7 @@ struct State {
 
 /// Why this root and not another: for `doctor`, `trust show` and debug logs.
 #[derive(Debug)]
-pub struct Loaded {
+pub struct LoadedRoot {
     /// The root to verify with.
     pub root: TrustRoot,
     /// What happened on the way (a refresh that failed, a cache that did not verify), in words.
@@ -156,14 +235,14 @@ pub struct Loaded {
 
 /// The trust root for `instance`: refreshed when due (and allowed), else the newest TUF-verified one in the cache,
 /// else the embedded one. Never fails for lack of network; fails only if the embedded root cannot be parsed.
-pub fn load(instance: Instance, opts: &TufOptions) -> Result<Loaded, crate::Refusal> {
+pub fn load(instance: Instance, opts: &TufOptions) -> Result<LoadedRoot, crate::Refusal> {
     let now = opts.now();
     let dir = opts.instance_dir(instance);
     let mut state = read_state(&dir);
     let mut notes = Vec::new();
     if opts.refresh && refresh_due(&state, now) {
         match refresh_with_state(instance, opts, &dir, &mut state, now) {
-            Ok(root) => return Ok(Loaded { root, notes }),
+            Ok(root) => return Ok(LoadedRoot { root, notes }),
             Err(e) => {
                 notes.push(format!("refreshing through TUF failed: {e}"));
                 state.failed = Some(now);
@@ -199,12 +278,12 @@ pub fn load(instance: Instance, opts: &TufOptions) -> Result<Loaded, crate::Refu
     for n in &notes {
         tracing::info!("trust root for {instance}: {n}");
     }
-    Ok(Loaded { root, notes })
+    Ok(LoadedRoot { root, notes })
 }
 
 /// Refreshes now (whatever the interval; `thv-sandbox trust refresh`). The previous root stays in use when this
 /// fails.
-pub fn refresh(instance: Instance, opts: &TufOptions) -> Result<TrustRoot, String> {
+pub fn refresh(instance: Instance, opts: &TufOptions) -> Result<TrustRoot, TufError> {
     let now = opts.now();
     let dir = opts.instance_dir(instance);
     let mut state = read_state(&dir);
@@ -238,20 +317,26 @@ fn refresh_with_state(
     dir: &Path,
     state: &mut State,
     now: jiff::Timestamp,
-) -> Result<TrustRoot, String> {
+) -> Result<TrustRoot, TufError> {
     let url = opts.url(instance);
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(|error| TufError::CreateDir {
+        dir: dir.to_owned(),
+        error,
+    })?;
     let staging = tempfile::Builder::new()
         .prefix(".staging-")
         .tempdir_in(dir)
-        .map_err(|e| format!("cannot create a directory in {}: {e}", dir.display()))?;
+        .map_err(|error| TufError::Staging {
+            dir: dir.to_owned(),
+            error,
+        })?;
     // The previous refresh's metadata: version floors (no rollback) and fewer downloads.
     if let Some(cur) = &state.current {
         let _ = copy_tree(&dir.join(&cur.dir), staging.path());
     }
     let bootstrap = opts.bootstrap(instance);
     let bytes = online(&url, &bootstrap, staging.path(), now)?;
-    let json = String::from_utf8(bytes).map_err(|_| format!("{TARGET} is not UTF-8"))?;
+    let json = String::from_utf8(bytes).map_err(|_| TufError::NotUtf8)?;
     let sha = sha256(json.as_bytes());
     let root = TrustRoot::parse(
         &json,
@@ -262,7 +347,7 @@ fn refresh_with_state(
             sha256: sha.clone(),
         },
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(TufError::Root)?;
     let name = format!(
         "tuf-{}-{}",
         now.as_second(),
@@ -273,9 +358,12 @@ fn refresh_with_state(
     if target.exists() {
         let _ = std::fs::remove_dir_all(&target);
     }
-    std::fs::rename(&kept, &target).map_err(|e| {
+    std::fs::rename(&kept, &target).map_err(|error| {
         let _ = std::fs::remove_dir_all(&kept);
-        format!("cannot store the refresh in {}: {e}", target.display())
+        TufError::Store {
+            target: target.clone(),
+            error,
+        }
     })?;
     let previous = state.current.replace(Current {
         dir: name.clone(),
@@ -284,8 +372,10 @@ fn refresh_with_state(
         sha256: sha,
     });
     state.failed = None;
-    write_state(dir, state)
-        .map_err(|e| format!("cannot write {}: {e}", dir.join("state.json").display()))?;
+    write_state(dir, state).map_err(|error| TufError::WriteState {
+        path: dir.join("state.json"),
+        error,
+    })?;
     if let Some(prev) = previous.filter(|p| p.dir != name) {
         let _ = std::fs::remove_dir_all(dir.join(prev.dir));
     }
@@ -299,7 +389,7 @@ fn online(
     bootstrap: &[u8],
     store: &Path,
     now: jiff::Timestamp,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, TufError> {
     let work = async {
         let client = sigstore_tuf::reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
@@ -307,35 +397,38 @@ fn online(
             .timeout(TOTAL_TIMEOUT)
             .user_agent(concat!("thv-sandbox/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("HTTP client: {e}"))?;
+            .map_err(TufError::HttpClient)?;
         let repo = sigstore_tuf::HttpRepository::new(url)
-            .map_err(|e| chain(&e))?
+            .map_err(TufError::Tuf)?
             .with_http_client(client);
         let mut updater = Updater::new(repo, bootstrap)
-            .map_err(|e| format!("bootstrap root: {}", chain(&e)))?
+            .map_err(TufError::Bootstrap)?
             .with_store(FileStore::new(store));
-        updater.refresh(now).await.map_err(|e| chain(&e))?;
-        updater.get_target(TARGET, now).await.map_err(|e| chain(&e))
+        updater.refresh(now).await.map_err(TufError::Tuf)?;
+        updater.get_target(TARGET, now).await.map_err(TufError::Tuf)
     };
     std::thread::scope(|s| {
         s.spawn(|| {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| format!("async runtime: {e}"))?;
+                .map_err(TufError::Runtime)?;
             let result = rt.block_on(async {
                 tokio::time::timeout(TOTAL_TIMEOUT, work)
                     .await
-                    .unwrap_or_else(|_| Err(format!("no answer within {TOTAL_TIMEOUT:?}")))
+                    .unwrap_or(Err(TufError::Timeout))
             });
             // A name lookup still running on a blocking thread must not hold us up.
             rt.shutdown_background();
             result
         })
         .join()
-        .unwrap_or_else(|_| Err("the refresh thread panicked".into()))
+        .unwrap_or(Err(TufError::Panicked))
     })
-    .map_err(|e| format!("{url}: {e}"))
+    .map_err(|error| TufError::Online {
+        url: url.to_owned(),
+        error: Box::new(error),
+    })
 }
 
 /// The cached refresh `cur`, verified again from the bootstrap root without the network, at the time it was
@@ -345,16 +438,18 @@ fn cached_root(
     opts: &TufOptions,
     dir: &Path,
     cur: &Current,
-) -> Result<TrustRoot, String> {
+) -> Result<TrustRoot, TufError> {
     if cur.dir.contains('/') || cur.dir.starts_with('.') {
-        return Err(format!("bad directory name {:?}", cur.dir));
+        return Err(TufError::BadDirName {
+            name: cur.dir.clone(),
+        });
     }
     let bytes = offline(
         &opts.bootstrap(instance),
         &dir.join(&cur.dir),
         cur.refreshed,
     )?;
-    let json = String::from_utf8(bytes).map_err(|_| format!("{TARGET} is not UTF-8"))?;
+    let json = String::from_utf8(bytes).map_err(|_| TufError::NotUtf8)?;
     let sha = sha256(json.as_bytes());
     TrustRoot::parse(
         &json,
@@ -365,7 +460,7 @@ fn cached_root(
             sha256: sha,
         },
     )
-    .map_err(|e| e.to_string())
+    .map_err(TufError::Root)
 }
 
 /// A store that is only read (verifying the cache must not rewrite it).
@@ -382,17 +477,17 @@ impl MetadataStore for ReadOnly {
 }
 
 /// The full TUF workflow over the files in `dir`, expiry evaluated at `at`; the target's bytes.
-fn offline(bootstrap: &[u8], dir: &Path, at: jiff::Timestamp) -> Result<Vec<u8>, String> {
+fn offline(bootstrap: &[u8], dir: &Path, at: jiff::Timestamp) -> Result<Vec<u8>, TufError> {
     let store = ReadOnly(FileStore::new(dir));
     let mut updater = Updater::new(StoreRepository::new(store.clone()), bootstrap)
-        .map_err(|e| format!("bootstrap root: {}", chain(&e)))?
+        .map_err(TufError::Bootstrap)?
         .with_store(store);
     // Every read from the store is ready at once: the future completes on its first poll.
     ready(async {
-        updater.refresh(at).await.map_err(|e| chain(&e))?;
-        updater.get_target(TARGET, at).await.map_err(|e| chain(&e))
+        updater.refresh(at).await.map_err(TufError::Tuf)?;
+        updater.get_target(TARGET, at).await.map_err(TufError::Tuf)
     })
-    .unwrap_or_else(|| Err("the cache read did not complete".into()))
+    .unwrap_or(Err(TufError::CacheReadIncomplete))
 }
 
 /// Polls `f` once; `None` if it is not ready (it would wait for I/O).
@@ -450,9 +545,9 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// What `doctor` and `trust show` say about an instance without touching the network.
+/// What `doctor` and `trust show` say about an instance's trust root without touching the network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Status {
+pub struct RootStatus {
     /// The instance.
     pub instance: Instance,
     /// The root that would be used offline.
@@ -475,7 +570,7 @@ pub struct Status {
 }
 
 /// The offline status of `instance`: which root would be used without refreshing, and how old it is.
-pub fn status(instance: Instance, opts: &TufOptions) -> Result<Status, crate::Refusal> {
+pub fn status(instance: Instance, opts: &TufOptions) -> Result<RootStatus, crate::Refusal> {
     let offline = TufOptions {
         refresh: false,
         ..opts.clone()
@@ -484,7 +579,7 @@ pub fn status(instance: Instance, opts: &TufOptions) -> Result<Status, crate::Re
     let loaded = load(instance, &offline)?;
     let state = read_state(&opts.instance_dir(instance));
     let id = loaded.root.id().clone();
-    Ok(Status {
+    Ok(RootStatus {
         instance,
         age_days: id.age_days(now),
         warning: id.age_warning(instance, now),
@@ -499,6 +594,44 @@ pub fn status(instance: Instance, opts: &TufOptions) -> Result<Status, crate::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refresh_errors_say_what_failed_where() {
+        let io = || std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let cases = [
+            (
+                TufError::CreateDir {
+                    dir: "/c/trust/github".into(),
+                    error: io(),
+                },
+                "cannot create /c/trust/github: permission denied",
+            ),
+            (TufError::NotUtf8, "trusted_root.json is not UTF-8"),
+            (
+                TufError::Online {
+                    url: "https://tuf.example".into(),
+                    error: Box::new(TufError::Timeout),
+                },
+                "https://tuf.example: no answer within 15s",
+            ),
+            (
+                TufError::BadDirName {
+                    name: "../x".into(),
+                },
+                "bad directory name \"../x\"",
+            ),
+            (
+                TufError::WriteState {
+                    path: "/c/state.json".into(),
+                    error: io(),
+                },
+                "cannot write /c/state.json: permission denied",
+            ),
+        ];
+        for (err, text) in cases {
+            assert_eq!(err.to_string(), text);
+        }
+    }
 
     fn ts(s: &str) -> jiff::Timestamp {
         s.parse().unwrap()

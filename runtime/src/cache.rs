@@ -486,29 +486,14 @@ fn read_meta(root: &Path) -> Option<RootMeta> {
     serde_json::from_slice(&bytes).ok()
 }
 
-/// The names (under the roots directory) of the roots the live runs in `runs` use, from their `plan.json`.
+/// The names (under the roots directory) of the roots the live runs in `runs` use.
 fn roots_in_use(runs: &Path) -> HashSet<OsString> {
-    let mut names = HashSet::new();
-    let Ok(entries) = fs::read_dir(runs) else {
-        return names;
-    };
-    for entry in entries.flatten() {
-        let dir = entry.path();
-        if crate::dirs::is_abandoned(&dir) {
-            continue;
-        }
-        let Ok(bytes) = fs::read(dir.join("plan.json")) else {
-            continue;
-        };
-        let Ok(plan) = serde_json::from_slice::<crate::sandbox::runner::RunnerPlan>(&bytes) else {
-            continue;
-        };
-        // The plan names `<roots>/<key>/rootfs`.
-        if let Some(name) = plan.rootfs.parent().and_then(Path::file_name) {
-            names.insert(name.to_owned());
-        }
-    }
-    names
+    crate::sandbox::runs::live_roots(runs)
+        .iter()
+        // A run's root is `<roots>/<key>/rootfs`.
+        .filter_map(|rootfs| rootfs.parent().and_then(Path::file_name))
+        .map(ToOwned::to_owned)
+        .collect()
 }
 
 /// Bytes of the regular files under `path` (symlinks not followed, each hard-linked file counted once;

@@ -427,7 +427,7 @@ pub enum CatalogError {
         /// The URL.
         url: String,
         /// What went wrong.
-        detail: String,
+        detail: source::FetchError,
     },
     /// No entry has this name.
     #[error("no server named `{name}` in the registry{}", suggest(.suggestions))]

@@ -277,6 +277,27 @@ impl Pulled {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Which time limit of [`TransferLimits`] a transfer broke.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+pub enum SlowReason {
+    /// A document (or a config blob) was not whole by its deadline.
+    #[error("did not arrive whole within {}", remote::show(*.limit))]
+    Deadline {
+        /// [`TransferLimits::document_deadline`].
+        limit: std::time::Duration,
+    },
+    /// A blob averaged less than the minimum rate over a window.
+    #[error("arrived at {rate:.0} bytes/s over {}, below the minimum of {min} bytes/s", remote::show(*.over))]
+    BelowRate {
+        /// Bytes per second over the window.
+        rate: f64,
+        /// How long the window was.
+        over: std::time::Duration,
+        /// [`TransferLimits::min_blob_rate`].
+        min: u64,
+    },
+}
+
 /// Everything a pull can fail with. I/O errors carry their path; registry errors the registry (or mirror) host.
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
@@ -408,7 +429,7 @@ pub enum PullError {
         /// What was being fetched.
         what: String,
         /// Which limit it broke.
-        reason: String,
+        reason: SlowReason,
     },
     /// Anonymous access was refused.
     #[error("the registry {registry} wants credentials for {repository} (or the repository does not exist)")]
@@ -494,26 +515,9 @@ pub enum PullError {
         /// Why it is refused.
         reason: &'static str,
     },
-    /// The index has nothing for this platform.
-    #[error("no image for platform {wanted} in image index {index}; platforms available: {}", list(.available))]
-    NoMatchingPlatform {
-        /// The platform wanted.
-        wanted: String,
-        /// The index.
-        index: Digest,
-        /// Its platforms.
-        available: Vec<String>,
-    },
-    /// The image's config names another platform.
-    #[error("image {manifest} is built for {found}, which does not run on {wanted}")]
-    PlatformMismatch {
-        /// The platform wanted.
-        wanted: String,
-        /// The config's platform.
-        found: String,
-        /// The manifest.
-        manifest: Digest,
-    },
+    /// The index has nothing for this platform, or the image's config names another platform.
+    #[error(transparent)]
+    Platform(#[from] crate::image::layout::PlatformError),
     /// Indexes nested deeper than the layout reader follows.
     #[error("image index {digest} is nested more than {MAX_INDEX_DEPTH} levels deep")]
     NestingTooDeep {
@@ -532,14 +536,6 @@ pub enum PullError {
     /// A bug: an internal invariant did not hold.
     #[error("internal error: {0}")]
     Internal(&'static str),
-}
-
-fn list(items: &[String]) -> String {
-    if items.is_empty() {
-        "(none)".to_owned()
-    } else {
-        items.join(", ")
-    }
 }
 
 impl PullError {
@@ -594,7 +590,7 @@ impl PullError {
             PullError::Digest { .. } => "nothing was stored; the registry, a mirror or a proxy on the way served \
                                          wrong content. Try again; if it persists, tell the registry's operator"
                 .to_owned(),
-            PullError::NoMatchingPlatform { .. } | PullError::PlatformMismatch { .. } => {
+            PullError::Platform(_) => {
                 "this image is not built for this machine; use an image built for it".to_owned()
             }
             PullError::UnsupportedMediaType { role: "layer", .. } => {
@@ -972,11 +968,7 @@ fn from_cache(
     let image = match layout.resolve(Some(&reference.cache_name()), &opts.platform) {
         Ok(image) => image,
         // Pulled for another platform, or a blob went missing: pull again.
-        Err(
-            LayoutError::BlobMissing { .. }
-            | LayoutError::NoMatchingPlatform { .. }
-            | LayoutError::PlatformMismatch { .. },
-        ) => return Ok(None),
+        Err(LayoutError::BlobMissing { .. } | LayoutError::Platform(_)) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
     for layer in &image.layers {
@@ -1003,7 +995,7 @@ fn from_cache(
 /// Check fetched bytes against the digest they were asked by (or, for a tag, take their digest), and against
 /// the digest the registry claims in `Docker-Content-Digest`.
 fn check_fetched(
-    fetched: &remote::Fetched,
+    fetched: &remote::FetchedDocument,
     expected: Option<&Digest>,
     expected_size: Option<u64>,
     what: &'static str,

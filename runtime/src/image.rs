@@ -3,5 +3,6 @@
 
 pub mod config;
 pub mod digest;
+pub mod document;
 pub mod layout;
 pub mod reference;

@@ -329,7 +329,13 @@ fn a_multi_arch_index_gives_the_host_platform_and_remembers_both_digests() {
         &PullOptions::new(cache.path()),
     )
     .unwrap_err();
-    assert!(matches!(err, PullError::NoMatchingPlatform { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            PullError::Platform(thv_sandbox_runtime::image::layout::PlatformError::NoMatch { .. })
+        ),
+        "{err}"
+    );
     assert!(
         err.to_string()
             .contains(&format!("platforms available: linux/{}", foreign_arch())),

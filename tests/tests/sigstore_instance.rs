@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 use thv_sandbox_e2e::sigstore::{
-    simple_signing_payload, slsa_statement, Evidence, Flavour, Identity, Signed, TestSigstore,
+    simple_signing_payload, slsa_statement, EvidenceKinds, Flavour, Identity, Signed, TestSigstore,
     SLSA_PROVENANCE_V1,
 };
 use thv_sandbox_runtime::provenance::{
@@ -479,7 +479,7 @@ fn each_instance_requires_its_own_evidence() {
     assert!(err.to_string().contains("RFC 3161"), "{err}");
 
     // A logged signature whose certificate has no SCT, under public-good: refused for the SCT.
-    let no_sct = Evidence {
+    let no_sct = EvidenceKinds {
         sct: false,
         ..Flavour::PublicGood.evidence()
     };
@@ -490,7 +490,7 @@ fn each_instance_requires_its_own_evidence() {
     );
 
     // A certificate that had expired when the signature was logged.
-    let expired = Evidence {
+    let expired = EvidenceKinds {
         expired_certificate: true,
         ..Flavour::PublicGood.evidence()
     };

@@ -141,7 +141,7 @@ fn tampered_target_and_bad_signature_are_refused_and_the_previous_root_stays() {
     repo.publish(&variant(2), "2999-01-01T00:00:00Z");
     repo.tamper_target(&variant(3));
     let o = opts(cache.path(), &repo, &server.url, plus(t0, 25));
-    let err = tuf::refresh(PG, &o).unwrap_err();
+    let err = tuf::refresh(PG, &o).unwrap_err().to_string();
     assert!(err.contains("trusted_root.json"), "{err}");
     let loaded = tuf::load(PG, &o).unwrap();
     assert_eq!(loaded.root.id().sha256, sha256(&variant(1)));
@@ -150,7 +150,7 @@ fn tampered_target_and_bad_signature_are_refused_and_the_previous_root_stays() {
     repo.publish(&variant(4), "2999-01-01T00:00:00Z");
     repo.break_timestamp_signature();
     let o = opts(cache.path(), &repo, &server.url, plus(t0, 50));
-    let err = tuf::refresh(PG, &o).unwrap_err();
+    let err = tuf::refresh(PG, &o).unwrap_err().to_string();
     assert!(
         err.contains("signature threshold not met for role timestamp: 0/1 valid signatures"),
         "{err}"
@@ -164,7 +164,7 @@ fn tampered_target_and_bad_signature_are_refused_and_the_previous_root_stays() {
     let other_server = StaticServer::start(other.dir.path());
     let mut o = opts(cache.path(), &repo, &other_server.url, plus(t0, 75));
     o.public_good.url = Some(other_server.url.clone());
-    let err = tuf::refresh(PG, &o).unwrap_err();
+    let err = tuf::refresh(PG, &o).unwrap_err().to_string();
     // Its timestamp is signed by a key the trusted root does not name.
     assert!(
         err.contains("signature threshold not met for role timestamp: 0/1 valid signatures"),

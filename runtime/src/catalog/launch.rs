@@ -4,7 +4,6 @@
 //! Order of the checks: remote server, transport, privileged, seccomp variant, network, environment. Network is
 //! `none` (loopback only) unless the user passes `--network host`; a profile that asks for egress gets the egress
 //! proxy with its rules (`crate::sandbox::egress`), checked here so a bad rule is refused before anything is pulled.
-//! under `none` until egress filtering lands.
 
 use std::path::{Path, PathBuf};
 
@@ -180,7 +179,7 @@ pub fn parse_profile_arg(
     let value: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| err(format!("not valid JSON: {e}")))?;
     // A typo in a security profile must not pass silently.
-    check_known_keys(&value, "", &PROFILE_KEYS).map_err(&err)?;
+    check_known_keys(&value, "", &PROFILE_KEYS).map_err(|e| err(e.to_string()))?;
     let mut profile: PermissionProfile = serde_path_to_error::deserialize(&value).map_err(|e| {
         let (path, problem) = super::path_and_problem(e);
         err(format!("field `{path}`: {problem}"))
@@ -201,11 +200,21 @@ const PROFILE_KEYS: [(&str, &[&str]); 3] = [
     ),
 ];
 
+/// A key a permission profile file does not have: a typo must not pass silently.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown field `{field}` (known here: {})", known.join(", "))]
+struct UnknownField {
+    /// Its path, e.g. `network.outbound.allow_hosts`.
+    field: String,
+    /// The keys that object may have.
+    known: &'static [&'static str],
+}
+
 fn check_known_keys(
     value: &serde_json::Value,
     path: &str,
-    known: &[(&str, &[&str])],
-) -> Result<(), String> {
+    known: &[(&str, &'static [&'static str])],
+) -> Result<(), UnknownField> {
     let Some(obj) = value.as_object() else {
         return Ok(());
     };
@@ -214,12 +223,14 @@ fn check_known_keys(
     };
     for (k, v) in obj {
         if !keys.contains(&k.as_str()) {
-            return Err(format!(
-                "unknown field `{}{}{k}` (known here: {})",
-                path.trim_start_matches('.'),
-                if path.is_empty() { "" } else { "." },
-                keys.join(", ")
-            ));
+            return Err(UnknownField {
+                field: format!(
+                    "{}{}{k}",
+                    path.trim_start_matches('.'),
+                    if path.is_empty() { "" } else { "." }
+                ),
+                known: keys,
+            });
         }
         check_known_keys(v, &format!("{path}.{k}"), known)?;
     }
@@ -367,6 +378,22 @@ mod tests {
             args: vec!["--user".into()],
             ..UserChoices::default()
         }
+    }
+
+    #[test]
+    fn an_unknown_profile_key_is_named_with_its_path_and_the_keys_allowed_there() {
+        let value = serde_json::json!({"network": {"outbound": {"allow_hosts": []}}});
+        let err = check_known_keys(&value, "", &PROFILE_KEYS).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown field `network.outbound.allow_hosts` (known here: insecure_allow_all, allow_host, allow_port)"
+        );
+        let err =
+            check_known_keys(&serde_json::json!({"wirte": []}), "", &PROFILE_KEYS).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown field `wirte` (known here: name, read, write, network, privileged)"
+        );
     }
 
     #[test]

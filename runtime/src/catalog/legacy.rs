@@ -45,8 +45,9 @@ struct RawServer {
     repository_url: Option<String>,
 }
 
+/// An environment variable in the legacy field names (also used by the upstream format's extension object).
 #[derive(Deserialize)]
-struct RawEnvVar {
+pub(super) struct RawEnvVar {
     name: String,
     #[serde(default, deserialize_with = "null_default")]
     description: String,

@@ -22,6 +22,50 @@ pub const MAX_REGISTRY_SIZE: usize = 32 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const TOTAL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Why a registry URL could not be fetched (or what it served could not be used); the cached copy, if there is
+/// one, is used instead.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// No async runtime for the request.
+    #[error("{0}")]
+    Runtime(std::io::Error),
+    /// A proxy from the environment is not a usable URL.
+    #[error("{0}")]
+    Proxy(reqwest::Error),
+    /// The HTTP client cannot be built.
+    #[error("{0}")]
+    Client(reqwest::Error),
+    /// The request or the read of the answer failed (connection, TLS, redirect, timeout).
+    #[error("{}", crate::chain::one_line(.0))]
+    Request(reqwest::Error),
+    /// The server answered with an error status.
+    #[error("HTTP {0}")]
+    Status(reqwest::StatusCode),
+    /// The answer is larger than [`MAX_REGISTRY_SIZE`].
+    #[error("larger than {} MiB", MAX_REGISTRY_SIZE >> 20)]
+    TooLarge,
+    /// The answer is not a registry.
+    #[error("{0}")]
+    Invalid(Box<CatalogError>),
+}
+
+/// Why a fetched registry could not be cached (it is used all the same, but not available offline).
+#[derive(Debug, thiserror::Error)]
+enum StoreError {
+    /// The cache path has no directory.
+    #[error("no parent directory")]
+    NoParent,
+    /// The cache directory cannot be made private.
+    #[error("{0}")]
+    Dir(crate::dirs::DirsError),
+    /// Writing the temporary file failed.
+    #[error("{0}")]
+    Write(std::io::Error),
+    /// Renaming it into place failed.
+    #[error("{}", .0.error)]
+    Persist(tempfile::PersistError),
+}
+
 /// Where the registry comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegistrySource {
@@ -147,7 +191,7 @@ fn load_url(url: &str, cache_dir: &Path) -> Result<Loaded, CatalogError> {
     let fetched = fetch(url).and_then(|bytes| {
         Catalog::parse(&bytes, url)
             .map(|c| (c, bytes))
-            .map_err(|e| e.to_string())
+            .map_err(|e| FetchError::Invalid(Box::new(e)))
     });
     match fetched {
         Ok((catalog, bytes)) => {
@@ -198,29 +242,29 @@ fn human_age(d: Duration) -> String {
 }
 
 /// Writes `bytes` to `path` atomically (a temp file in the same directory, then rename).
-fn store(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let dir = path.parent().ok_or("no parent directory")?;
-    crate::dirs::private_dir(dir).map_err(|e| e.to_string())?;
+fn store(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().ok_or(StoreError::NoParent)?;
+    crate::dirs::private_dir(dir).map_err(StoreError::Dir)?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".registry-")
         .tempfile_in(dir)
-        .map_err(|e| e.to_string())?;
-    tmp.write_all(bytes).map_err(|e| e.to_string())?;
-    tmp.as_file().sync_all().map_err(|e| e.to_string())?;
-    tmp.persist(path).map_err(|e| e.error.to_string())?;
+        .map_err(StoreError::Write)?;
+    tmp.write_all(bytes).map_err(StoreError::Write)?;
+    tmp.as_file().sync_all().map_err(StoreError::Write)?;
+    tmp.persist(path).map_err(StoreError::Persist)?;
     Ok(())
 }
 
-/// GETs `url`, bounded; errors as text for the notice.
-fn fetch(url: &str) -> Result<Vec<u8>, String> {
+/// GETs `url`, bounded.
+fn fetch(url: &str) -> Result<Vec<u8>, FetchError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(FetchError::Runtime)?;
     runtime.block_on(fetch_async(url))
 }
 
-async fn fetch_async(url: &str) -> Result<Vec<u8>, String> {
+async fn fetch_async(url: &str) -> Result<Vec<u8>, FetchError> {
     let proxies = crate::distribution::ProxySettings::from_env();
     // Redirects are followed only where a URL given directly would be allowed.
     let policy = reqwest::redirect::Policy::custom(|attempt| {
@@ -248,23 +292,19 @@ async fn fetch_async(url: &str) -> Result<Vec<u8>, String> {
         } else {
             reqwest::Proxy::http(proxy_url.as_str())
         }
-        .map_err(|e| e.to_string())?;
+        .map_err(FetchError::Proxy)?;
         builder = builder.proxy(proxy.no_proxy(no_proxy.clone()));
     }
-    let client = builder.build().map_err(|e| e.to_string())?;
-    let mut resp = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| crate::chain::one_line(&e))?;
+    let client = builder.build().map_err(FetchError::Client)?;
+    let mut resp = client.get(url).send().await.map_err(FetchError::Request)?;
     let status = resp.status();
     if !status.is_success() {
-        return Err(format!("HTTP {status}"));
+        return Err(FetchError::Status(status));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| crate::chain::one_line(&e))? {
+    while let Some(chunk) = resp.chunk().await.map_err(FetchError::Request)? {
         if body.len() + chunk.len() > MAX_REGISTRY_SIZE {
-            return Err(format!("larger than {} MiB", MAX_REGISTRY_SIZE >> 20));
+            return Err(FetchError::TooLarge);
         }
         body.extend_from_slice(&chunk);
     }
@@ -274,6 +314,32 @@ async fn fetch_async(url: &str) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fetch_and_store_errors_read_as_before() {
+        assert_eq!(
+            FetchError::Status(reqwest::StatusCode::NOT_FOUND).to_string(),
+            "HTTP 404 Not Found"
+        );
+        assert_eq!(FetchError::TooLarge.to_string(), "larger than 32 MiB");
+        let invalid = FetchError::Invalid(Box::new(CatalogError::Duplicate {
+            origin: "u".into(),
+            name: "n".into(),
+        }));
+        assert_eq!(
+            invalid.to_string(),
+            "registry u: `n` is listed more than once"
+        );
+        let fetch = CatalogError::Fetch {
+            url: "https://r.example/r.json".into(),
+            detail: FetchError::TooLarge,
+        };
+        assert_eq!(
+            fetch.to_string(),
+            "cannot fetch registry https://r.example/r.json (larger than 32 MiB), and no copy of it is cached"
+        );
+        assert_eq!(StoreError::NoParent.to_string(), "no parent directory");
+    }
 
     #[test]
     fn sources_and_url_rules() {

@@ -97,24 +97,11 @@ struct RawExtensions {
     permissions: Option<PermissionProfile>,
     #[serde(default, deserialize_with = "null_default")]
     provenance: Option<Provenance>,
+    /// Env vars in the extension object (remote servers) use the legacy field names.
     #[serde(default, deserialize_with = "null_default")]
-    env_vars: Vec<RawLegacyEnvVar>,
+    env_vars: Vec<super::legacy::RawEnvVar>,
     #[serde(default, deserialize_with = "null_default")]
     seccomp_profile: Option<String>,
-}
-
-/// Env vars in the extension object (remote servers) use the legacy field names.
-#[derive(Deserialize)]
-struct RawLegacyEnvVar {
-    name: String,
-    #[serde(default, deserialize_with = "null_default")]
-    description: String,
-    #[serde(default, deserialize_with = "null_default")]
-    required: bool,
-    #[serde(default, deserialize_with = "null_default")]
-    secret: bool,
-    #[serde(default, deserialize_with = "null_default")]
-    default: Option<String>,
 }
 
 pub(super) fn parse(doc: &Map<String, Value>, origin: &str) -> Result<Catalog, CatalogError> {
@@ -204,13 +191,7 @@ fn server(index: usize, value: &Value, origin: &str) -> Result<Option<Server>, C
     };
     let mut env_vars = env_vars;
     if image.is_none() {
-        env_vars.extend(ext.env_vars.into_iter().map(|v| EnvVarSpec {
-            name: v.name,
-            description: v.description,
-            required: v.required,
-            secret: v.secret,
-            default: v.default,
-        }));
+        env_vars.extend(ext.env_vars.into_iter().map(EnvVarSpec::from));
     }
     let s = Server {
         name,

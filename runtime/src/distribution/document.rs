@@ -1,25 +1,20 @@
 //! Checking and reading what a registry returned: image indexes, manifests and configs.
 //!
-//! These are the same checks the layout reader makes when it later reads the cache, made here before anything
-//! is fetched on the strength of a document: a document is an index or a manifest and says so consistently
-//! (CVE-2021-41190), every digest in it is a valid sha256 digest, `schemaVersion` is 2, the platform entry is
-//! chosen exactly as the layout reader will choose it, the config describes the platform wanted and as many
-//! layers as the manifest lists, and every layer's media type is one the unpacker handles.
+//! The checks of [`crate::image::document`] (the layout reader makes them too when it later reads the cache), made
+//! here before anything is fetched on the strength of a document: a document is an index or a manifest and says so
+//! consistently (CVE-2021-41190), every digest in it is a valid sha256 digest, `schemaVersion` is 2, the platform
+//! entry is chosen exactly as the layout reader will choose it, the config describes the platform wanted and as
+//! many layers as the manifest lists, and every layer's media type is one the unpacker handles.
 
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
-use serde::Deserialize;
 
 use super::PullError;
 use crate::image::digest::Digest;
+use crate::image::document::{
+    compression_of, PlatformError, Shape, ShapeConflict, DOCKER_CONFIG, DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST,
+};
 use crate::image::layout::Platform;
-
-pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub(crate) const DOCKER_MANIFEST_LIST: &str =
-    "application/vnd.docker.distribution.manifest.list.v2+json";
-pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub(crate) const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 
 /// The media types a manifest request accepts, best first.
 pub(crate) const ACCEPTED_MANIFESTS: [&str; 4] = [
@@ -29,24 +24,7 @@ pub(crate) const ACCEPTED_MANIFESTS: [&str; 4] = [
     DOCKER_MANIFEST,
 ];
 
-pub(crate) use crate::image::layout::{kind_of, Kind};
-
-/// Enough of a document to tell an index from a manifest.
-#[derive(Deserialize)]
-struct Shape {
-    #[serde(rename = "schemaVersion")]
-    schema_version: Option<u64>,
-    #[serde(rename = "mediaType")]
-    media_type: Option<String>,
-    manifests: Option<Vec<RawDescriptor>>,
-    layers: Option<Vec<RawDescriptor>>,
-    config: Option<RawDescriptor>,
-}
-
-#[derive(Deserialize)]
-struct RawDescriptor {
-    digest: Option<String>,
-}
+pub(crate) use crate::image::document::{kind_of, Kind};
 
 fn bad(what: &'static str, digest: &Digest, reason: impl Into<String>) -> PullError {
     PullError::BadDocument {
@@ -67,8 +45,8 @@ pub(crate) fn classify(
     content_type: Option<&str>,
     digest: &Digest,
 ) -> Result<(Kind, String), PullError> {
-    let shape: Shape = serde_json::from_slice(bytes)
-        .map_err(|e| bad("image manifest or index", digest, e.to_string()))?;
+    let shape =
+        Shape::parse(bytes).map_err(|e| bad("image manifest or index", digest, e.to_string()))?;
     let content_type = content_type.map(|c| c.split(';').next().unwrap_or(c).trim().to_owned());
     let generic = |c: &String| {
         matches!(
@@ -113,43 +91,26 @@ pub(crate) fn classify(
 }
 
 fn check_shape(shape: &Shape, kind: Kind, digest: &Digest) -> Result<(), PullError> {
-    let what = match kind {
-        Kind::Index => "image index",
-        Kind::Manifest => "image manifest",
-    };
-    if let Some(media_type) = &shape.media_type {
-        if kind_of(media_type) != Some(kind) {
+    let what = kind.what();
+    match shape.check(kind) {
+        Ok(()) => {}
+        Err(ShapeConflict::MediaType { media_type }) => {
             return Err(bad(
                 what,
                 digest,
                 format!(
                     "served as {what}, but the document declares mediaType `{}`",
-                    clip(media_type)
+                    clip(&media_type)
                 ),
             ));
         }
-    }
-    match kind {
-        Kind::Index if shape.layers.is_some() || shape.config.is_some() => {
-            return Err(bad(
-                what,
-                digest,
-                "has `layers`/`config` like an image manifest",
-            ));
-        }
-        Kind::Manifest if shape.manifests.is_some() => {
-            return Err(bad(what, digest, "has `manifests` like an image index"));
-        }
-        _ => {}
+        Err(conflict) => return Err(bad(what, digest, conflict.to_string())),
     }
     if shape.schema_version != Some(2) {
         return Err(bad(what, digest, "schemaVersion is not 2"));
     }
-    let descriptors = shape.manifests.iter().flatten();
-    let descriptors = descriptors.chain(shape.config.iter());
-    let descriptors = descriptors.chain(shape.layers.iter().flatten());
-    for raw in descriptors {
-        let Some(text) = raw.digest.as_deref() else {
+    for text in shape.digests() {
+        let Some(text) = text else {
             return Err(bad(what, digest, "a descriptor has no digest"));
         };
         text.parse::<Digest>()
@@ -180,11 +141,11 @@ pub(crate) fn choose_platform<'a>(
     index_digest: &Digest,
 ) -> Result<&'a Descriptor, PullError> {
     crate::image::layout::best_platform(index.manifests().iter(), wanted).map_err(|available| {
-        PullError::NoMatchingPlatform {
+        PullError::Platform(PlatformError::NoMatch {
             wanted: wanted.to_string(),
-            index: index_digest.clone(),
+            index: format!("image index {index_digest}"),
             available,
-        }
+        })
     })
 }
 
@@ -227,18 +188,7 @@ pub(crate) fn check_image(
 ) -> Result<(ImageConfiguration, Vec<LayerBlob>), PullError> {
     let config: ImageConfiguration = serde_json::from_slice(config_bytes)
         .map_err(|e| bad("image config", config_digest, e.to_string()))?;
-    let found = Platform::from_parts(
-        &config.os().to_string(),
-        &config.architecture().to_string(),
-        config.variant().as_deref(),
-    );
-    if platform.match_rank(&found).is_none() {
-        return Err(PullError::PlatformMismatch {
-            wanted: platform.to_string(),
-            found: found.to_string(),
-            manifest: manifest_digest.clone(),
-        });
-    }
+    crate::image::layout::check_config_platform(&config, platform, manifest_digest)?;
     if config.rootfs().typ() != "layers" {
         return Err(bad(
             "image config",
@@ -283,19 +233,11 @@ pub(crate) fn check_image(
 /// Layers the unpacker can apply: plain, gzip and zstd tars, OCI and Docker spellings (the same list as the layout
 /// reader's); anything else is refused here, before anything is downloaded.
 fn check_layer_media_type(media_type: &str, digest: &Digest) -> Result<(), PullError> {
-    match media_type {
-        "application/vnd.oci.image.layer.v1.tar"
-        | "application/vnd.oci.image.layer.nondistributable.v1.tar"
-        | "application/vnd.docker.image.rootfs.diff.tar"
-        | "application/vnd.oci.image.layer.v1.tar+gzip"
-        | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
-        | "application/vnd.docker.image.rootfs.diff.tar.gzip"
-        | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
-        | "application/vnd.oci.image.layer.v1.tar+zstd"
-        | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => Ok(()),
-        other => Err(PullError::UnsupportedMediaType {
+    match compression_of(media_type) {
+        Some(_) => Ok(()),
+        None => Err(PullError::UnsupportedMediaType {
             role: "layer",
-            media_type: clip(other),
+            media_type: clip(media_type),
             digest: digest.clone(),
             reason: "not a layer media type thv-sandbox can unpack",
         }),
@@ -449,7 +391,10 @@ mod tests {
 
         let other = config("linux", "arm64", 1);
         let err = check_image(&m, &md, &other, &d(&other), &amd64).unwrap_err();
-        assert!(matches!(err, PullError::PlatformMismatch { .. }), "{err}");
+        assert!(
+            matches!(err, PullError::Platform(PlatformError::Mismatch { .. })),
+            "{err}"
+        );
         let two = config("linux", "amd64", 2);
         let err = check_image(&m, &md, &two, &d(&two), &amd64).unwrap_err();
         assert!(err.to_string().contains("lists 1 layers"), "{err}");

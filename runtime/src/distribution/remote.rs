@@ -23,7 +23,7 @@ use super::auth::{self, Credential};
 use super::document::{LayerBlob, ACCEPTED_MANIFESTS};
 use super::store::Store;
 use super::stream::Feed;
-use super::{PullError, PullObserver, PullOptions};
+use super::{PullError, PullObserver, PullOptions, SlowReason};
 use crate::image::digest::{Digest, DigestError};
 use crate::image::reference::{split_host_port, Reference};
 
@@ -343,10 +343,9 @@ impl Remote {
             Err(_) => Err(PullError::TooSlow {
                 registry: self.registry.clone(),
                 what: what(),
-                reason: format!(
-                    "did not arrive whole within {}",
-                    show(self.limits.document_deadline)
-                ),
+                reason: SlowReason::Deadline {
+                    limit: self.limits.document_deadline,
+                },
             }),
         }
     }
@@ -554,7 +553,7 @@ impl Remote {
         &self,
         tag_or_digest: &str,
         limit: u64,
-    ) -> Result<Fetched, PullError> {
+    ) -> Result<FetchedDocument, PullError> {
         let url = format!(
             "{}/v2/{}/manifests/{tag_or_digest}",
             self.origin,
@@ -599,7 +598,7 @@ impl Remote {
         kind: &'static str,
         what: String,
         limit: u64,
-    ) -> Result<Fetched, PullError> {
+    ) -> Result<FetchedDocument, PullError> {
         let too_large = |name: String| PullError::TooLarge {
             what: kind,
             name,
@@ -624,7 +623,7 @@ impl Remote {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(Fetched {
+        Ok(FetchedDocument {
             body,
             content_type,
             digest_header,
@@ -638,7 +637,7 @@ impl Remote {
         path: &str,
         accept: &str,
         limit: u64,
-    ) -> Result<Option<Fetched>, PullError> {
+    ) -> Result<Option<FetchedDocument>, PullError> {
         let url = format!("{}/v2/{}/{path}", self.origin, self.base.repository());
         let what = format!("{}/{}/{path}", self.registry, self.base.repository());
         self.get_url(&url, accept, self.authorization.as_deref(), limit, what)
@@ -654,7 +653,7 @@ impl Remote {
         authorization: Option<&str>,
         limit: u64,
         what: String,
-    ) -> Result<Option<Fetched>, PullError> {
+    ) -> Result<Option<FetchedDocument>, PullError> {
         let mut request = self.http.get(url).header(reqwest::header::ACCEPT, accept);
         if let Some(authorization) = authorization {
             request = request.header(reqwest::header::AUTHORIZATION, authorization);
@@ -817,7 +816,7 @@ impl Remote {
         // Layers: the minimum rate; the config (a document): also the document deadline.
         let deadline = (role != "layer").then(|| Instant::now() + self.limits.document_deadline);
         let mut pace = Pace::new(self.limits, deadline);
-        let too_slow = |reason: String| PullError::TooSlow {
+        let too_slow = |reason: SlowReason| PullError::TooSlow {
             registry: self.registry.clone(),
             what: what.clone(),
             reason,
@@ -1012,13 +1011,12 @@ impl Pace {
     }
 
     /// `n` more bytes arrived (or none, when woken): `Err(why)` when the download is too slow.
-    fn check(&mut self, n: u64, now: Instant) -> Result<(), String> {
+    fn check(&mut self, n: u64, now: Instant) -> Result<(), SlowReason> {
         self.window_bytes += n;
         if self.deadline.is_some_and(|d| now >= d) {
-            return Err(format!(
-                "did not arrive whole within {}",
-                show(self.limits.document_deadline)
-            ));
+            return Err(SlowReason::Deadline {
+                limit: self.limits.document_deadline,
+            });
         }
         let elapsed = now.saturating_duration_since(self.window_start);
         // Timers fire at or just after their instant; a millisecond early still counts as the window's end.
@@ -1028,11 +1026,11 @@ impl Pace {
         let secs = elapsed.as_secs_f64().max(0.001);
         let rate = self.window_bytes as f64 / secs;
         if rate < self.limits.min_blob_rate as f64 {
-            return Err(format!(
-                "arrived at {rate:.0} bytes/s over {}, below the minimum of {} bytes/s",
-                show(elapsed),
-                self.limits.min_blob_rate
-            ));
+            return Err(SlowReason::BelowRate {
+                rate,
+                over: elapsed,
+                min: self.limits.min_blob_rate,
+            });
         }
         self.window_start = now;
         self.window_bytes = 0;
@@ -1042,7 +1040,7 @@ impl Pace {
 
 /// A fetched manifest or index.
 #[derive(Debug)]
-pub(crate) struct Fetched {
+pub(crate) struct FetchedDocument {
     pub(crate) body: Vec<u8>,
     pub(crate) content_type: Option<String>,
     pub(crate) digest_header: Option<String>,
@@ -1170,7 +1168,15 @@ mod tests {
         assert_eq!(pace.wake_at(), t0 + Duration::from_secs(20));
         // 999 bytes in the next 10 s: too slow.
         let err = pace.check(999, t0 + Duration::from_secs(20)).unwrap_err();
-        assert!(err.contains("below the minimum of 100 bytes/s"), "{err}");
+        assert!(matches!(err, SlowReason::BelowRate { min: 100, .. }));
+        // 900 bytes in a window of 10 s: too slow, and the message says by how much.
+        let mut pace = Pace::new(limits, None);
+        pace.window_start = t0;
+        let err = pace.check(900, t0 + Duration::from_secs(10)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "arrived at 90 bytes/s over 10 s, below the minimum of 100 bytes/s"
+        );
         // Nothing at all: the wake-up at the window's end fails it.
         let mut pace = Pace::new(limits, None);
         let woken = pace.wake_at();
@@ -1181,7 +1187,7 @@ mod tests {
         let err = pace
             .check(1 << 20, t0 + Duration::from_secs(3))
             .unwrap_err();
-        assert!(err.contains("did not arrive whole within 60 s"), "{err}");
+        assert_eq!(err.to_string(), "did not arrive whole within 60 s");
     }
 
     #[test]

@@ -42,6 +42,9 @@ use rustix::io::Errno;
 use serde::Deserialize;
 
 use crate::image::digest::{Digest, DigestError, VerifyingReader};
+use crate::image::document::{compression_of, list, Shape, DOCKER_CONFIG, OCI_CONFIG};
+pub(crate) use crate::image::document::{kind_of, Kind};
+pub use crate::image::document::{Compression, PlatformError};
 
 pub use platform::Platform;
 pub(crate) use reference::is_valid_tag;
@@ -60,13 +63,6 @@ pub const MAX_INDEX_DEPTH: usize = 4;
 
 /// The annotation on `index.json` entries that names them (the tag).
 const REF_NAME: &str = oci_spec::image::ANNOTATION_REF_NAME;
-
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 
 /// Everything that can go wrong reading an image layout. Each variant names the path, digest,
 /// or tag concerned; the cause, where there is one, is the error's `source()`.
@@ -200,26 +196,9 @@ pub enum LayoutError {
         /// The tags that are there.
         available: Vec<String>,
     },
-    /// An image index has no entry for the platform wanted.
-    #[error("no image for platform {wanted} in {index}; platforms available: {}", list(.available))]
-    NoMatchingPlatform {
-        /// The platform wanted (`os/arch[/variant]`).
-        wanted: String,
-        /// Which index: "image index sha256:…" or the path of `index.json`.
-        index: String,
-        /// The platforms it lists.
-        available: Vec<String>,
-    },
-    /// The image's config says it is for another platform.
-    #[error("image {manifest} is built for {found}, which does not run on {wanted}")]
-    PlatformMismatch {
-        /// The platform wanted (`os/arch[/variant]`).
-        wanted: String,
-        /// The platform in the image config.
-        found: String,
-        /// The image manifest.
-        manifest: Digest,
-    },
+    /// No entry for the platform wanted, or a config for another platform.
+    #[error(transparent)]
+    Platform(#[from] PlatformError),
     /// A descriptor's media type is not one this reader handles in that place.
     #[error("{digest} has media type `{media_type}`, which is not a supported {role}")]
     UnsupportedMediaType {
@@ -296,25 +275,6 @@ pub enum LayoutError {
     },
 }
 
-fn list(items: &[String]) -> String {
-    if items.is_empty() {
-        "(none)".to_owned()
-    } else {
-        items.join(", ")
-    }
-}
-
-/// How a layer blob is compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    /// A plain tar.
-    None,
-    /// gzip-compressed tar.
-    Gzip,
-    /// zstd-compressed tar.
-    Zstd,
-}
-
 /// One layer of a resolved image, base layer first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerRef {
@@ -357,56 +317,18 @@ pub struct OciLayout {
     root: OwnedFd,
 }
 
-/// Whether a document is an image index (OCI index, Docker manifest list) or an image manifest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    /// OCI image index or Docker manifest list.
-    Index,
-    /// OCI image manifest or Docker schema-2 manifest.
-    Manifest,
-}
-
-/// What a media type is, if it is an index or a manifest.
-pub(crate) fn kind_of(media_type: &str) -> Option<Kind> {
-    match media_type {
-        OCI_INDEX | DOCKER_MANIFEST_LIST => Some(Kind::Index),
-        OCI_MANIFEST | DOCKER_MANIFEST => Some(Kind::Manifest),
-        _ => None,
+/// Every descriptor digest in the document must be a valid sha256 digest (a missing one is left to oci-spec's
+/// parser).
+fn check_digests(shape: &Shape, path: &Path) -> Result<(), LayoutError> {
+    for digest in shape.digests().flatten() {
+        digest
+            .parse::<Digest>()
+            .map_err(|source| LayoutError::InvalidDigest {
+                path: path.to_owned(),
+                source,
+            })?;
     }
-}
-
-/// Just enough of a manifest-or-index document to see which one it is, and to check its
-/// digests with [`Digest`] (for a clearer error than the one oci-spec's parser gives).
-#[derive(Deserialize)]
-struct Shape {
-    #[serde(rename = "mediaType")]
-    media_type: Option<String>,
-    manifests: Option<Vec<RawDescriptor>>,
-    layers: Option<Vec<RawDescriptor>>,
-    config: Option<RawDescriptor>,
-}
-
-#[derive(Deserialize)]
-struct RawDescriptor {
-    digest: Option<String>,
-}
-
-impl Shape {
-    /// Every descriptor digest in the document must be a valid sha256 digest.
-    fn check_digests(&self, path: &Path) -> Result<(), LayoutError> {
-        let descriptors = self.manifests.iter().flatten();
-        let descriptors = descriptors.chain(self.config.iter());
-        let descriptors = descriptors.chain(self.layers.iter().flatten());
-        for digest in descriptors.filter_map(|d| d.digest.as_deref()) {
-            digest
-                .parse::<Digest>()
-                .map_err(|source| LayoutError::InvalidDigest {
-                    path: path.to_owned(),
-                    source,
-                })?;
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -671,18 +593,7 @@ impl OciLayout {
                 source,
             })?;
 
-        let found = Platform::from_parts(
-            &config.os().to_string(),
-            &config.architecture().to_string(),
-            config.variant().as_deref(),
-        );
-        if platform.match_rank(&found).is_none() {
-            return Err(LayoutError::PlatformMismatch {
-                wanted: platform.to_string(),
-                found: found.to_string(),
-                manifest: manifest_digest,
-            });
-        }
+        check_config_platform(&config, platform, &manifest_digest)?;
 
         let rootfs = config.rootfs();
         if rootfs.typ() != "layers" {
@@ -746,10 +657,7 @@ impl OciLayout {
         declared: &str,
         kind: Kind,
     ) -> Result<T, LayoutError> {
-        let what = match kind {
-            Kind::Index => "image index",
-            Kind::Manifest => "image manifest",
-        };
+        let what = kind.what();
         let path = self.blob_path(digest);
         let bytes =
             self.read_metadata_blob(digest, size, MAX_MANIFEST_SIZE, "image manifest or index")?;
@@ -758,13 +666,15 @@ impl OciLayout {
             path: path.clone(),
             source,
         };
-        let shape: Shape = serde_json::from_slice(&bytes).map_err(parse_error)?;
-        check_shape(&shape, kind).map_err(|found| LayoutError::MediaTypeConflict {
-            digest: digest.clone(),
-            declared: declared.to_owned(),
-            found,
-        })?;
-        shape.check_digests(&path)?;
+        let shape = Shape::parse(&bytes).map_err(parse_error)?;
+        shape
+            .check(kind)
+            .map_err(|found| LayoutError::MediaTypeConflict {
+                digest: digest.clone(),
+                declared: declared.to_owned(),
+                found: found.to_string(),
+            })?;
+        check_digests(&shape, &path)?;
         let document: T = serde_json::from_slice(&bytes).map_err(parse_error)?;
         if document.schema_version() != 2 {
             return Err(LayoutError::UnsupportedSchemaVersion {
@@ -813,15 +723,15 @@ impl OciLayout {
             path: path.clone(),
             source,
         };
-        let shape: Shape = serde_json::from_slice(&bytes).map_err(parse_error)?;
-        if let Err(found) = check_shape(&shape, Kind::Index) {
+        let shape = Shape::parse(&bytes).map_err(parse_error)?;
+        if let Err(found) = shape.check(Kind::Index) {
             return Err(LayoutError::Parse {
                 what: "image index",
                 path,
                 source: serde::de::Error::custom(format!("index.json {found}")),
             });
         }
-        shape.check_digests(&path)?;
+        check_digests(&shape, &path)?;
         serde_json::from_slice(&bytes).map_err(parse_error)
     }
 
@@ -900,48 +810,15 @@ impl SchemaVersion for ImageManifest {
     }
 }
 
-/// A document is an index or a manifest, never both, and its own `mediaType` (when present)
-/// says the same. `Err` describes what the document is instead.
-fn check_shape(shape: &Shape, kind: Kind) -> Result<(), String> {
-    if let Some(media_type) = &shape.media_type {
-        if kind_of(media_type) != Some(kind) {
-            return Err(format!(
-                "declares mediaType `{}`",
-                media_type.chars().take(100).collect::<String>()
-            ));
-        }
-    }
-    match kind {
-        Kind::Index if shape.layers.is_some() || shape.config.is_some() => {
-            Err("has `layers`/`config` like an image manifest".to_owned())
-        }
-        Kind::Manifest if shape.manifests.is_some() => {
-            Err("has `manifests` like an image index".to_owned())
-        }
-        _ => Ok(()),
-    }
-}
-
 pub(crate) fn layer_compression(
     media_type: &str,
     digest: &Digest,
 ) -> Result<Compression, LayoutError> {
-    match media_type {
-        "application/vnd.oci.image.layer.v1.tar"
-        | "application/vnd.oci.image.layer.nondistributable.v1.tar"
-        | "application/vnd.docker.image.rootfs.diff.tar" => Ok(Compression::None),
-        "application/vnd.oci.image.layer.v1.tar+gzip"
-        | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
-        | "application/vnd.docker.image.rootfs.diff.tar.gzip"
-        | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Ok(Compression::Gzip),
-        "application/vnd.oci.image.layer.v1.tar+zstd"
-        | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => Ok(Compression::Zstd),
-        _ => Err(LayoutError::UnsupportedMediaType {
-            role: "layer",
-            media_type: media_type.chars().take(200).collect(),
-            digest: digest.clone(),
-        }),
-    }
+    compression_of(media_type).ok_or_else(|| LayoutError::UnsupportedMediaType {
+        role: "layer",
+        media_type: media_type.chars().take(200).collect(),
+        digest: digest.clone(),
+    })
 }
 
 fn tags_of(index: &ImageIndex) -> Vec<String> {
@@ -1003,11 +880,35 @@ fn choose_platform<'a>(
     wanted: &Platform,
     origin: String,
 ) -> Result<&'a Descriptor, LayoutError> {
-    best_platform(entries, wanted).map_err(|available| LayoutError::NoMatchingPlatform {
-        wanted: wanted.to_string(),
-        index: origin,
-        available,
+    best_platform(entries, wanted).map_err(|available| {
+        LayoutError::Platform(PlatformError::NoMatch {
+            wanted: wanted.to_string(),
+            index: origin,
+            available,
+        })
     })
+}
+
+/// The image config must describe a platform that runs where `wanted` does (shared by the layout reader and the
+/// registry client).
+pub(crate) fn check_config_platform(
+    config: &ImageConfiguration,
+    wanted: &Platform,
+    manifest: &Digest,
+) -> Result<(), PlatformError> {
+    let found = Platform::from_parts(
+        &config.os().to_string(),
+        &config.architecture().to_string(),
+        config.variant().as_deref(),
+    );
+    match wanted.match_rank(&found) {
+        Some(_) => Ok(()),
+        None => Err(PlatformError::Mismatch {
+            wanted: wanted.to_string(),
+            found: found.to_string(),
+            manifest: manifest.clone(),
+        }),
+    }
 }
 
 /// The platform choice shared by the layout reader and the registry client, so both pick the same manifest:

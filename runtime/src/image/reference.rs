@@ -220,7 +220,7 @@ fn parse(input: &str) -> Result<Reference, ReferenceError> {
     let (registry, path) = split_registry(name);
     let registry = match registry {
         Some(registry) => {
-            check_registry(registry).map_err(|reason| invalid(&reason))?;
+            check_registry(registry).map_err(|reason| invalid(&reason.to_string()))?;
             if registry == "index.docker.io" {
                 DOCKER_HUB.to_owned()
             } else {
@@ -283,20 +283,49 @@ fn split_registry(name: &str) -> (Option<&str>, &str) {
     }
 }
 
+/// Why the registry part of a reference is not `host[:port]`; the input echoed is clipped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum RegistryAddressError {
+    /// `[` without `]`.
+    #[error("an IPv6 registry address needs its closing `]`")]
+    UnclosedBracket,
+    /// Between the brackets is not an IPv6 address.
+    #[error("{address:?} is not an IPv6 address")]
+    NotIpv6 {
+        /// What was between the brackets.
+        address: String,
+    },
+    /// Something other than `:PORT` after `]`.
+    #[error("after `]` only `:PORT` may follow")]
+    AfterBracket,
+    /// The host is not a DNS name or IPv4 address.
+    #[error("{host:?} is not a valid registry host name")]
+    Host {
+        /// The host.
+        host: String,
+    },
+    /// The port is not a number in 0..=65535.
+    #[error("{port:?} is not a valid port in the registry address")]
+    Port {
+        /// The port.
+        port: String,
+    },
+}
+
 /// `host[:port]` where host is a DNS name, an IPv4 address, or `[IPv6]`.
-fn check_registry(registry: &str) -> Result<(), String> {
+fn check_registry(registry: &str) -> Result<(), RegistryAddressError> {
     let (host, port) = if let Some(bracketed) = registry.strip_prefix('[') {
         let Some((v6, after)) = bracketed.split_once(']') else {
-            return Err("an IPv6 registry address needs its closing `]`".to_owned());
+            return Err(RegistryAddressError::UnclosedBracket);
         };
         if v6.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(format!("{:?} is not an IPv6 address", echo(v6)));
+            return Err(RegistryAddressError::NotIpv6 { address: echo(v6) });
         }
         match after {
             "" => (None, None),
             _ => match after.strip_prefix(':') {
                 Some(port) => (None, Some(port)),
-                None => return Err("after `]` only `:PORT` may follow".to_owned()),
+                None => return Err(RegistryAddressError::AfterBracket),
             },
         }
     } else {
@@ -317,10 +346,7 @@ fn check_registry(registry: &str) -> Result<(), String> {
                     && bytes[bytes.len() - 1] != b'-'
             });
         if !ok {
-            return Err(format!(
-                "{:?} is not a valid registry host name",
-                echo(host)
-            ));
+            return Err(RegistryAddressError::Host { host: echo(host) });
         }
     }
     if let Some(port) = port {
@@ -328,10 +354,7 @@ fn check_registry(registry: &str) -> Result<(), String> {
             || !port.bytes().all(|b| b.is_ascii_digit())
             || port.parse::<u16>().is_err()
         {
-            return Err(format!(
-                "{:?} is not a valid port in the registry address",
-                echo(port)
-            ));
+            return Err(RegistryAddressError::Port { port: echo(port) });
         }
     }
     Ok(())
@@ -390,6 +413,24 @@ mod tests {
             r.tag().map(str::to_owned),
             r.digest().map(ToString::to_string),
         )
+    }
+
+    #[test]
+    fn registry_address_errors_name_the_part_at_fault() {
+        let cases = [
+            ("[::1", "an IPv6 registry address needs its closing `]`"),
+            ("[zz]:1", "\"zz\" is not an IPv6 address"),
+            ("[::1]x", "after `]` only `:PORT` may follow"),
+            ("-bad.io", "\"-bad.io\" is not a valid registry host name"),
+            (
+                "r.io:99999",
+                "\"99999\" is not a valid port in the registry address",
+            ),
+        ];
+        for (registry, text) in cases {
+            assert_eq!(check_registry(registry).unwrap_err().to_string(), text);
+        }
+        assert!(check_registry("[::1]:5000").is_ok());
     }
 
     fn err(s: &str) -> String {

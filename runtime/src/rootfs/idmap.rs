@@ -325,29 +325,77 @@ fn describe(lines: &[IdMapping]) -> String {
     }
 }
 
+/// Why [`check_not_host_root`] refuses to let the server start.
+#[derive(Debug, thiserror::Error)]
+pub enum HostRootError {
+    /// `/proc/self/{uid,gid}_map` cannot be read.
+    #[error("cannot read /proc/self/{map}: {error}")]
+    ReadMap {
+        /// `uid_map` or `gid_map`.
+        map: &'static str,
+        /// The cause (in the message: the runner passes this on as text).
+        error: std::io::Error,
+    },
+    /// The map file does not parse.
+    #[error("/proc/self/{map} is not a map: {text:?}")]
+    BadMap {
+        /// `uid_map` or `gid_map`.
+        map: &'static str,
+        /// What it holds.
+        text: String,
+    },
+    /// getresuid, getresgid or getgroups failed.
+    #[error("{call}: {errno}")]
+    Ids {
+        /// The system call.
+        call: &'static str,
+        /// Its error.
+        errno: nix::errno::Errno,
+    },
+    /// An id of the process is host root.
+    #[error("the server's {kind} {id} is host {kind} 0: refusing to start it")]
+    HostRoot {
+        /// `uid` or `gid`.
+        kind: &'static str,
+        /// The id inside the namespace.
+        id: u32,
+    },
+    /// An id of the process has no mapping.
+    #[error("the server's {kind} {id} is not mapped: refusing to start it")]
+    Unmapped {
+        /// `uid` or `gid`.
+        kind: &'static str,
+        /// The id inside the namespace.
+        id: u32,
+    },
+}
+
+/// [`check_not_host_root`], its refusal in words: the form libcontainer's executor validation takes
+/// (`ExecutorValidationError::ArgValidationError(String)`).
+pub fn assert_not_host_root(unmapped_groups_ok: bool) -> Result<(), String> {
+    check_not_host_root(unmapped_groups_ok).map_err(|e| e.to_string())
+}
+
 /// Checks the calling process's real, effective and saved ids and its supplementary groups against its own user
 /// namespace's maps (`/proc/self/uid_map`, `gid_map`, read from inside: the outside column is then the parent
 /// namespace's id): none may be host root, none may be unmapped. The runner calls this in the container's init
 /// process after libcontainer has switched to the server's user and before `execve`, so a planning mistake can
 /// never start a server as host root. `unmapped_groups_ok`: supplementary groups may be unmapped (single mode,
 /// where the spec sets none because setgroups(2) is denied).
-pub fn assert_not_host_root(unmapped_groups_ok: bool) -> Result<(), String> {
-    let read = |name: &str| -> Result<Vec<IdMapping>, String> {
-        let text = std::fs::read_to_string(format!("/proc/self/{name}"))
-            .map_err(|e| format!("cannot read /proc/self/{name}: {e}"))?;
-        parse_map(&text).ok_or_else(|| format!("/proc/self/{name} is not a map: {text:?}"))
+pub fn check_not_host_root(unmapped_groups_ok: bool) -> Result<(), HostRootError> {
+    let read = |map: &'static str| -> Result<Vec<IdMapping>, HostRootError> {
+        let text = std::fs::read_to_string(format!("/proc/self/{map}"))
+            .map_err(|error| HostRootError::ReadMap { map, error })?;
+        parse_map(&text).ok_or(HostRootError::BadMap { map, text })
     };
     let (uids, gids) = (read("uid_map")?, read("gid_map")?);
-    let r = nix::unistd::getresuid().map_err(|e| format!("getresuid: {e}"))?;
-    let g = nix::unistd::getresgid().map_err(|e| format!("getresgid: {e}"))?;
-    let groups = nix::unistd::getgroups().map_err(|e| format!("getgroups: {e}"))?;
-    let check = |kind: &str, lines: &[IdMapping], id: u32| match lookup(lines, id) {
-        Some(0) => Err(format!(
-            "the server's {kind} {id} is host {kind} 0: refusing to start it"
-        )),
-        None => Err(format!(
-            "the server's {kind} {id} is not mapped: refusing to start it"
-        )),
+    let ids = |call: &'static str| move |errno| HostRootError::Ids { call, errno };
+    let r = nix::unistd::getresuid().map_err(ids("getresuid"))?;
+    let g = nix::unistd::getresgid().map_err(ids("getresgid"))?;
+    let groups = nix::unistd::getgroups().map_err(ids("getgroups"))?;
+    let check = |kind: &'static str, lines: &[IdMapping], id: u32| match lookup(lines, id) {
+        Some(0) => Err(HostRootError::HostRoot { kind, id }),
+        None => Err(HostRootError::Unmapped { kind, id }),
         Some(_) => Ok(()),
     };
     for id in [r.real, r.effective, r.saved] {
@@ -752,6 +800,40 @@ mod tests {
             m.check_process(0, 1000, &[]),
             Err(UnsafeId::HostRoot { .. })
         ));
+    }
+
+    #[test]
+    fn host_root_refusals_name_the_id() {
+        let cases = [
+            (
+                HostRootError::HostRoot { kind: "uid", id: 0 },
+                "the server's uid 0 is host uid 0: refusing to start it",
+            ),
+            (
+                HostRootError::Unmapped {
+                    kind: "gid",
+                    id: 65534,
+                },
+                "the server's gid 65534 is not mapped: refusing to start it",
+            ),
+            (
+                HostRootError::BadMap {
+                    map: "uid_map",
+                    text: "x".into(),
+                },
+                "/proc/self/uid_map is not a map: \"x\"",
+            ),
+            (
+                HostRootError::Ids {
+                    call: "getgroups",
+                    errno: nix::errno::Errno::EPERM,
+                },
+                "getgroups: EPERM: Operation not permitted",
+            ),
+        ];
+        for (err, text) in cases {
+            assert_eq!(err.to_string(), text);
+        }
     }
 
     #[test]

@@ -56,17 +56,7 @@ use sha2::{Digest, Sha256};
 use self::resolve::Resolver;
 use self::tar::{Entry, EntryKind, Mtime, TarError, TarLimits, TarReader};
 
-/// How a layer blob is compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    /// `application/vnd.oci.image.layer.v1.tar`
-    None,
-    /// `application/vnd.oci.image.layer.v1.tar+gzip` (multi-member streams accepted).
-    Gzip,
-    /// `application/vnd.oci.image.layer.v1.tar+zstd` (several frames accepted; windows over 128 MiB refused, so
-    /// the decoder's memory stays bounded).
-    Zstd,
-}
+pub use crate::image::layout::Compression;
 
 /// Bounds against hostile layers. Byte and entry budgets are shared by all the layers
 /// applied through one [`RootBuilder`].

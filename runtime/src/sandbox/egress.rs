@@ -298,7 +298,7 @@ async fn open(ctx: &Ctx, host: &str, port: u16) -> Result<TcpStream, OpenError> 
         return Err(refuse("not a host name or IP address".into()));
     };
     if let Err(why) = ctx.rules.check(&parsed, port) {
-        return Err(refuse(why));
+        return Err(refuse(why.to_string()));
     }
     let addrs: Vec<IpAddr> = match &parsed {
         Host::Ip(ip) => vec![*ip],

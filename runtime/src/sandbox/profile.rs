@@ -49,19 +49,20 @@ impl NetworkMode {
 }
 
 impl std::str::FromStr for NetworkMode {
-    type Err = ProfileError;
-    fn from_str(s: &str) -> Result<NetworkMode, ProfileError> {
+    type Err = MountError;
+    fn from_str(s: &str) -> Result<NetworkMode, MountError> {
         match s {
             "none" => Ok(NetworkMode::None),
             "host" => Ok(NetworkMode::Host),
-            other => Err(ProfileError::Network(other.to_owned())),
+            other => Err(MountError::Network(other.to_owned())),
         }
     }
 }
 
-/// Why a mount or network setting cannot be used.
+/// Why a mount (a `-v` flag or a permission profile's `read`/`write` entry), or the network mode, cannot be used.
+/// (sandbox-profiles' `ProfileError` is another thing: a seccomp profile that does not validate.)
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ProfileError {
+pub enum MountError {
     /// `-v` or a permission entry is not `PATH`, `HOST:CONTAINER` or `HOST:CONTAINER:ro|rw`.
     #[error("`{0}` is not a mount (write HOST:CONTAINER, HOST:CONTAINER:ro or PATH)")]
     Syntax(String),
@@ -123,43 +124,46 @@ pub enum ProfileError {
     },
 }
 
-impl ProfileError {
+/// The former name, for the pipeline's `Error::Profile` until it names [`MountError`]; not public.
+pub(crate) use MountError as ProfileError;
+
+impl MountError {
     /// What the user can do about it.
     pub fn hint(&self) -> String {
         match self {
-            ProfileError::Syntax(_) => {
+            MountError::Syntax(_) => {
                 "for example `-v ~/notes:/notes:ro`; the host path comes first".into()
             }
-            ProfileError::HostPath { .. } => {
+            MountError::HostPath { .. } => {
                 "create the host path first, or fix the path in the flag or permission profile".into()
             }
-            ProfileError::HostKind(_) => "only directories and regular files can be mounted".into(),
-            ProfileError::ContainerPath(_) => {
+            MountError::HostKind(_) => "only directories and regular files can be mounted".into(),
+            MountError::ContainerPath(_) => {
                 "write the container path in full, e.g. `/data`".into()
             }
-            ProfileError::Reserved(_) => {
+            MountError::Reserved(_) => {
                 "pick another container path; /, /proc, /sys, /dev and /etc/{hosts,hostname,resolv.conf} are the \
                  sandbox's own"
                     .into()
             }
-            ProfileError::Duplicate(_) => "keep one mount per container path".into(),
-            ProfileError::TargetKind { .. } => {
+            MountError::Duplicate(_) => "keep one mount per container path".into(),
+            MountError::TargetKind { .. } => {
                 "mount a directory on a directory and a file on a file, or pick another container path".into()
             }
-            ProfileError::Network(_) => {
+            MountError::Network(_) => {
                 "`--network none` (the default: loopback only) or `--network host` (the host's network)".into()
             }
-            ProfileError::HostReserved(_) => {
+            MountError::HostReserved(_) => {
                 "/proc, /sys and /dev show every host process (with its command line) and the host's devices; mount \
                  the file or directory the server needs from elsewhere"
                     .into()
             }
-            ProfileError::Private { .. } => {
+            MountError::Private { .. } => {
                 "the image cache and the run state are thv-sandbox's own: a server that could change them could \
                  change what other servers run. Mount another directory"
                     .into()
             }
-            ProfileError::BroadProfileMount { .. } => {
+            MountError::BroadProfileMount { .. } => {
                 "check the registry entry or permission profile; if you do want this mount, pass \
                  --allow-profile-mounts (the cache and state directories stay masked)"
                     .into()
@@ -169,7 +173,7 @@ impl ProfileError {
 }
 
 /// Parses `-v HOST:CONTAINER[:ro|:rw]` (a bare absolute `PATH` mounts it at the same place, read-write).
-pub fn parse_volume(spec: &str, home: Option<&Path>) -> Result<BindMount, ProfileError> {
+pub fn parse_volume(spec: &str, home: Option<&Path>) -> Result<BindMount, MountError> {
     let (body, read_only) = match spec.rsplit_once(':') {
         Some((body, "ro"))
             if body.contains(':') || body.starts_with('/') || body.starts_with('~') =>
@@ -191,7 +195,7 @@ pub fn permission_mounts(
     read: &[String],
     write: &[String],
     home: Option<&Path>,
-) -> Result<Vec<BindMount>, ProfileError> {
+) -> Result<Vec<BindMount>, MountError> {
     let mut out = Vec::new();
     for (list, ro) in [(read, true), (write, false)] {
         for entry in list {
@@ -203,21 +207,18 @@ pub fn permission_mounts(
 
 /// The permission profile's mounts, then the user's: a user mount replaces a profile mount with the same target;
 /// two mounts with one target from the same source are an error.
-pub fn merge(
-    profile: Vec<BindMount>,
-    user: Vec<BindMount>,
-) -> Result<Vec<BindMount>, ProfileError> {
+pub fn merge(profile: Vec<BindMount>, user: Vec<BindMount>) -> Result<Vec<BindMount>, MountError> {
     let mut out: Vec<BindMount> = Vec::new();
     for m in profile {
         if out.iter().any(|o| o.container == m.container) {
-            return Err(ProfileError::Duplicate(m.container));
+            return Err(MountError::Duplicate(m.container));
         }
         out.push(m);
     }
     let mut seen_user: Vec<String> = Vec::new();
     for m in user {
         if seen_user.contains(&m.container) {
-            return Err(ProfileError::Duplicate(m.container));
+            return Err(MountError::Duplicate(m.container));
         }
         seen_user.push(m.container.clone());
         out.retain(|o| o.container != m.container);
@@ -231,32 +232,32 @@ fn mount_entry(
     body: &str,
     read_only: bool,
     home: Option<&Path>,
-) -> Result<BindMount, ProfileError> {
+) -> Result<BindMount, MountError> {
     let (host, container) = match body.split_once(':') {
         Some((h, c)) => (h, c),
         None => (body, body),
     };
     if host.is_empty() || container.is_empty() || container.contains(':') {
-        return Err(ProfileError::Syntax(original.to_owned()));
+        return Err(MountError::Syntax(original.to_owned()));
     }
-    let host_path = expand_home(host, home).ok_or_else(|| ProfileError::HostPath {
+    let host_path = expand_home(host, home).ok_or_else(|| MountError::HostPath {
         mount: original.to_owned(),
         path: host.to_owned(),
         reason: "`~` needs HOME to be set".into(),
     })?;
     if !host_path.is_absolute() {
-        return Err(ProfileError::HostPath {
+        return Err(MountError::HostPath {
             mount: original.to_owned(),
             path: host.to_owned(),
             reason: "it is relative; write an absolute path".into(),
         });
     }
-    let canonical = std::fs::canonicalize(&host_path).map_err(|e| ProfileError::HostPath {
+    let canonical = std::fs::canonicalize(&host_path).map_err(|e| MountError::HostPath {
         mount: original.to_owned(),
         path: host_path.display().to_string(),
         reason: e.to_string(),
     })?;
-    let meta = std::fs::metadata(&canonical).map_err(|e| ProfileError::HostPath {
+    let meta = std::fs::metadata(&canonical).map_err(|e| MountError::HostPath {
         mount: original.to_owned(),
         path: canonical.display().to_string(),
         reason: e.to_string(),
@@ -265,10 +266,10 @@ fn mount_entry(
         .iter()
         .any(|top| canonical.starts_with(top))
     {
-        return Err(ProfileError::HostReserved(canonical.display().to_string()));
+        return Err(MountError::HostReserved(canonical.display().to_string()));
     }
     if !meta.is_dir() && !meta.is_file() {
-        return Err(ProfileError::HostKind(canonical.display().to_string()));
+        return Err(MountError::HostKind(canonical.display().to_string()));
     }
     // `PATH` alone means the same path inside; `~/x` inside means the host's expansion too.
     let container = if container == host {
@@ -338,12 +339,12 @@ fn resolve_lexically(path: &Path) -> PathBuf {
 }
 
 /// Refuses mounts whose host path is inside (or is) one of `private` ([`private_paths`]).
-pub fn check_private(mounts: &[BindMount], private: &[PathBuf]) -> Result<(), ProfileError> {
+pub fn check_private(mounts: &[BindMount], private: &[PathBuf]) -> Result<(), MountError> {
     for m in mounts {
         for p in private {
             let resolved = resolve_lexically(p);
             if m.host.starts_with(&resolved) {
-                return Err(ProfileError::Private {
+                return Err(MountError::Private {
                     path: m.host.display().to_string(),
                     private: p.display().to_string(),
                 });
@@ -359,7 +360,7 @@ pub fn check_profile_mounts(
     mounts: &[BindMount],
     home: Option<&Path>,
     private: &[PathBuf],
-) -> Result<(), ProfileError> {
+) -> Result<(), MountError> {
     let home = home.and_then(|h| std::fs::canonicalize(h).ok());
     for m in mounts {
         let why = if m.host == Path::new("/") {
@@ -373,7 +374,7 @@ pub fn check_profile_mounts(
                 .map(|p| format!("a directory holding thv-sandbox's own {}", p.display()))
         };
         if let Some(why) = why {
-            return Err(ProfileError::BroadProfileMount {
+            return Err(MountError::BroadProfileMount {
                 path: m.host.display().to_string(),
                 why,
             });
@@ -417,7 +418,7 @@ pub fn shield(
     mounts: &[BindMount],
     private: &[PathBuf],
     empty: &Path,
-) -> Result<Vec<BindMount>, ProfileError> {
+) -> Result<Vec<BindMount>, MountError> {
     check_private(mounts, private)?;
     let mut added: Vec<BindMount> = Vec::new();
     for m in mounts.iter().filter(|m| m.host.is_dir()) {
@@ -426,7 +427,7 @@ pub fn shield(
             if !resolved.starts_with(&m.host) {
                 continue;
             }
-            let not_usable = |reason: String| ProfileError::HostPath {
+            let not_usable = |reason: String| MountError::HostPath {
                 mount: m.host.display().to_string(),
                 path: p.display().to_string(),
                 reason,
@@ -475,17 +476,17 @@ fn expand_home(path: &str, home: Option<&Path>) -> Option<PathBuf> {
 }
 
 /// An absolute container path without `.`/`..`, trailing slashes removed; reserved places refused.
-fn normalize_container(path: &str) -> Result<String, ProfileError> {
+fn normalize_container(path: &str) -> Result<String, MountError> {
     let p = Path::new(path);
     if !p.is_absolute() {
-        return Err(ProfileError::ContainerPath(path.to_owned()));
+        return Err(MountError::ContainerPath(path.to_owned()));
     }
     let mut parts = Vec::new();
     for c in p.components() {
         match c {
             Component::RootDir => {}
             Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
-            _ => return Err(ProfileError::ContainerPath(path.to_owned())),
+            _ => return Err(MountError::ContainerPath(path.to_owned())),
         }
     }
     let norm = format!("/{}", parts.join("/"));
@@ -494,7 +495,7 @@ fn normalize_container(path: &str) -> Result<String, ProfileError> {
         || ["/proc", "/sys", "/dev"].iter().any(|t| under(t))
         || ["/etc/hosts", "/etc/hostname", "/etc/resolv.conf"].contains(&norm.as_str())
     {
-        return Err(ProfileError::Reserved(norm));
+        return Err(MountError::Reserved(norm));
     }
     Ok(norm)
 }
@@ -539,7 +540,7 @@ mod tests {
         assert!(m[0].read_only);
         assert!(matches!(
             parse_volume("~/notes:/n", None),
-            Err(ProfileError::HostPath { .. })
+            Err(MountError::HostPath { .. })
         ));
     }
 
@@ -549,19 +550,19 @@ mod tests {
         let hs = d.path().to_str().unwrap().to_owned();
         assert!(matches!(
             parse_volume(&format!("{hs}/missing:/x"), None),
-            Err(ProfileError::HostPath { .. })
+            Err(MountError::HostPath { .. })
         ));
         assert!(matches!(
             parse_volume("relative:/x", None),
-            Err(ProfileError::HostPath { .. })
+            Err(MountError::HostPath { .. })
         ));
         assert_eq!(
             parse_volume(&format!("{hs}:data"), None),
-            Err(ProfileError::ContainerPath("data".into()))
+            Err(MountError::ContainerPath("data".into()))
         );
         assert_eq!(
             parse_volume(&format!("{hs}:/a/../etc"), None),
-            Err(ProfileError::ContainerPath("/a/../etc".into()))
+            Err(MountError::ContainerPath("/a/../etc".into()))
         );
         for reserved in [
             "/",
@@ -574,23 +575,23 @@ mod tests {
         ] {
             assert_eq!(
                 parse_volume(&format!("{hs}:{reserved}"), None),
-                Err(ProfileError::Reserved(reserved.into())),
+                Err(MountError::Reserved(reserved.into())),
                 "{reserved}"
             );
         }
         assert_eq!(
             parse_volume(":/x", None),
-            Err(ProfileError::Syntax(":/x".into()))
+            Err(MountError::Syntax(":/x".into()))
         );
         assert_eq!(
             parse_volume(&format!("{hs}:/x:/y"), None),
-            Err(ProfileError::Syntax(format!("{hs}:/x:/y")))
+            Err(MountError::Syntax(format!("{hs}:/x:/y")))
         );
         let fifo = d.path().join("fifo");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         assert!(matches!(
             parse_volume(&format!("{}:/f", fifo.display()), None),
-            Err(ProfileError::HostKind(_))
+            Err(MountError::HostKind(_))
         ));
     }
 
@@ -607,20 +608,17 @@ mod tests {
         ] {
             for spec in [format!("{host}:/x:ro"), format!("{host}:/x")] {
                 assert!(
-                    matches!(
-                        parse_volume(&spec, None),
-                        Err(ProfileError::HostReserved(_))
-                    ),
+                    matches!(parse_volume(&spec, None), Err(MountError::HostReserved(_))),
                     "{spec}: {:?}",
                     parse_volume(&spec, None)
                 );
             }
             assert!(matches!(
                 permission_mounts(&[format!("{host}:/x")], &[], None),
-                Err(ProfileError::HostReserved(_))
+                Err(MountError::HostReserved(_))
             ));
         }
-        assert!(ProfileError::HostReserved("/proc".into())
+        assert!(MountError::HostReserved("/proc".into())
             .hint()
             .contains("every host process"));
     }
@@ -645,7 +643,7 @@ mod tests {
         for inside in [cache.clone(), cache.join("roots-v1"), state.clone()] {
             assert!(matches!(
                 shield(&[bm(&inside, "/x", true)], &private, &empty),
-                Err(ProfileError::Private { .. })
+                Err(MountError::Private { .. })
             ));
         }
         // Around: masked, and the directories on the way pinned.
@@ -696,7 +694,7 @@ mod tests {
         for broad in [Path::new("/"), home.as_path(), &home.join("c")] {
             let err = check_profile_mounts(&[bm(broad)], Some(&home), &private).unwrap_err();
             assert!(
-                matches!(err, ProfileError::BroadProfileMount { .. }),
+                matches!(err, MountError::BroadProfileMount { .. }),
                 "{broad:?}"
             );
             assert!(err.hint().contains("--allow-profile-mounts"));
@@ -721,11 +719,11 @@ mod tests {
         assert_eq!(merged, vec![bm("/b", false), bm("/a", false)]);
         assert_eq!(
             merge(vec![bm("/a", true), bm("/a", false)], vec![]),
-            Err(ProfileError::Duplicate("/a".into()))
+            Err(MountError::Duplicate("/a".into()))
         );
         assert_eq!(
             merge(vec![], vec![bm("/a", true), bm("/a", false)]),
-            Err(ProfileError::Duplicate("/a".into()))
+            Err(MountError::Duplicate("/a".into()))
         );
     }
 

@@ -43,6 +43,24 @@ impl RunDir {
     }
 }
 
+/// The cached roots (`<roots>/<key>/rootfs`) the live runs in `runs` use, as their `plan.json` names them. A run
+/// whose lock nobody holds, or without a readable plan (it has not written one yet), is passed over.
+pub fn live_roots(runs: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(runs) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|dir| !crate::dirs::is_abandoned(dir))
+        .filter_map(|dir| {
+            let bytes = std::fs::read(dir.join("plan.json")).ok()?;
+            let plan: crate::sandbox::runner::RunnerPlan = serde_json::from_slice(&bytes).ok()?;
+            Some(plan.rootfs)
+        })
+        .collect()
+}
+
 /// Removes run directories whose lock nobody holds any more (their processes are gone). Returns how many.
 pub fn collect_stale(runs: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(runs) else {
@@ -67,6 +85,30 @@ pub fn collect_stale(runs: &Path) -> usize {
 mod tests {
     use super::*;
     use crate::dirs::CREATING;
+
+    fn write_plan(run: &RunDir, rootfs: &Path) {
+        let plan = serde_json::json!({
+            "id": run.id, "bundle": "/b", "state_root": "/s", "netns": "/n", "cgroups_path": "/c",
+            "rootfs": rootfs, "run_dir": run.path, "supervisor_pid": 1, "stop_timeout_ms": 1,
+        });
+        std::fs::write(run.path.join("plan.json"), plan.to_string()).unwrap();
+    }
+
+    #[test]
+    fn live_roots_are_those_of_held_runs_with_a_plan() {
+        let tmp = tempfile::tempdir().unwrap();
+        let live = RunDir::create(tmp.path()).unwrap();
+        write_plan(&live, Path::new("/cache/roots/k1/rootfs"));
+        let dead = RunDir::create(tmp.path()).unwrap();
+        write_plan(&dead, Path::new("/cache/roots/k2/rootfs"));
+        drop(dead.lock);
+        let _starting = RunDir::create(tmp.path()).unwrap();
+        assert_eq!(
+            live_roots(tmp.path()),
+            [PathBuf::from("/cache/roots/k1/rootfs")]
+        );
+        assert!(live_roots(&tmp.path().join("missing")).is_empty());
+    }
 
     #[test]
     fn a_held_run_survives_collection_and_a_dead_one_does_not() {

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::distribution::remote::Remote;
 use crate::distribution::PullError;
 use crate::image::digest::Digest;
+use crate::image::document::{OCI_EMPTY, OCI_INDEX};
 use crate::image::layout::MAX_MANIFEST_SIZE;
 
 /// The largest evidence blob (bundle, payload, envelope) read.
@@ -50,8 +51,8 @@ pub const BUNDLE_MEDIA_TYPES: [&str; 4] = [
 ];
 const SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 const DSSE_ENVELOPE: &str = "application/vnd.dsse.envelope.v1+json";
-const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// What a manifest request here accepts: the types of [`crate::image::document`], spelled out (a `const` cannot
+/// join them).
 const MANIFEST_ACCEPT: &str =
     "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, \
                                application/vnd.docker.distribution.manifest.v2+json";
@@ -254,26 +255,81 @@ struct Desc {
     annotations: std::collections::BTreeMap<String, String>,
 }
 
-fn bad(what: String) -> String {
-    what
-}
-
-fn pe(e: PullError) -> String {
-    crate::chain::one_line(&e)
+/// Why one source could not be read to its end: kept among [`Evidence::problems`], and discovery goes on.
+#[derive(Debug, thiserror::Error)]
+enum SourceError {
+    /// The registry (or GitHub) request failed.
+    #[error("{}", crate::chain::one_line(.0))]
+    Fetch(PullError),
+    /// A descriptor claims a blob larger than [`MAX_EVIDENCE_BLOB`].
+    #[error("blob {digest} is larger than {MAX_EVIDENCE_BLOB} bytes")]
+    BlobTooLarge {
+        /// The blob, as the descriptor names it.
+        digest: String,
+    },
+    /// A descriptor's digest is not a sha256 digest.
+    #[error("`{digest}` is not a sha256 digest")]
+    NotADigest {
+        /// What the descriptor says.
+        digest: String,
+    },
+    /// Reading the blob would pass [`MAX_EVIDENCE_BYTES`].
+    #[error(
+        "evidence read reached its bound of {} MiB for this image; blob {digest} was not read",
+        MAX_EVIDENCE_BYTES >> 20
+    )]
+    BlobOverBudget {
+        /// The blob left unread.
+        digest: Digest,
+    },
+    /// GitHub's answers passed [`MAX_EVIDENCE_BYTES`].
+    #[error("evidence read reached its bound of {} MiB for this image", MAX_EVIDENCE_BYTES >> 20)]
+    OverBudget,
+    /// A blob that should be a document is not UTF-8.
+    #[error("blob {digest} is not UTF-8 text")]
+    NotText {
+        /// The blob.
+        digest: Digest,
+    },
+    /// The `.sig`/`.att` tag names something that is not a manifest.
+    #[error("not a manifest: {0}")]
+    NotManifest(serde_json::Error),
+    /// The referrers answer (or tag-schema index) is not an image index.
+    #[error("the referrers index is not an index: {0}")]
+    NotIndex(serde_json::Error),
+    /// A referrer manifest's bytes do not hash to the digest the index gives.
+    #[error("referrer manifest {digest} does not match its digest")]
+    ReferrerDigest {
+        /// The digest in the index.
+        digest: String,
+    },
+    /// A referrer is not a manifest.
+    #[error("referrer {digest} is not a manifest: {error}")]
+    ReferrerNotManifest {
+        /// The referrer.
+        digest: String,
+        /// The parse error.
+        error: serde_json::Error,
+    },
+    /// GitHub's attestations API answered with something other than JSON.
+    #[error("the answer is not JSON: {0}")]
+    NotJson(serde_json::Error),
 }
 
 /// A blob as text: `Ok(None)` when the registry does not have it, or it was taken already (each blob once).
-async fn blob_text(remote: &Remote, d: &Desc, st: &mut State) -> Result<Option<String>, String> {
+async fn blob_text(
+    remote: &Remote,
+    d: &Desc,
+    st: &mut State,
+) -> Result<Option<String>, SourceError> {
     if d.size > MAX_EVIDENCE_BLOB {
-        return Err(bad(format!(
-            "blob {} is larger than {MAX_EVIDENCE_BLOB} bytes",
-            d.digest
-        )));
+        return Err(SourceError::BlobTooLarge {
+            digest: d.digest.clone(),
+        });
     }
-    let digest: Digest = d
-        .digest
-        .parse()
-        .map_err(|_| bad(format!("`{}` is not a sha256 digest", d.digest)))?;
+    let digest: Digest = d.digest.parse().map_err(|_| SourceError::NotADigest {
+        digest: d.digest.clone(),
+    })?;
     if !st.seen.insert(digest.to_string()) {
         return Ok(None);
     }
@@ -284,18 +340,19 @@ async fn blob_text(remote: &Remote, d: &Desc, st: &mut State) -> Result<Option<S
         d.size
     };
     if st.bytes + limit > MAX_EVIDENCE_BYTES {
-        return Err(bad(format!(
-            "evidence read reached its bound of {} MiB for this image; blob {digest} was not read",
-            MAX_EVIDENCE_BYTES >> 20
-        )));
+        return Err(SourceError::BlobOverBudget { digest });
     }
-    let Some(bytes) = remote.fetch_small_blob(&digest, limit).await.map_err(pe)? else {
+    let Some(bytes) = remote
+        .fetch_small_blob(&digest, limit)
+        .await
+        .map_err(SourceError::Fetch)?
+    else {
         return Ok(None);
     };
     st.bytes += bytes.len() as u64;
     String::from_utf8(bytes)
         .map(Some)
-        .map_err(|_| bad(format!("blob {digest} is not UTF-8 text")))
+        .map_err(|_| SourceError::NotText { digest })
 }
 
 async fn cosign_tag(
@@ -304,7 +361,7 @@ async fn cosign_tag(
     tag: &str,
     dsse: bool,
     st: &mut State,
-) -> Result<(), String> {
+) -> Result<(), SourceError> {
     if st.full() {
         return Ok(());
     }
@@ -315,12 +372,11 @@ async fn cosign_tag(
             MAX_MANIFEST_SIZE,
         )
         .await
-        .map_err(pe)?
+        .map_err(SourceError::Fetch)?
     else {
         return Ok(());
     };
-    let doc: Doc =
-        serde_json::from_slice(&fetched.body).map_err(|e| bad(format!("not a manifest: {e}")))?;
+    let doc: Doc = serde_json::from_slice(&fetched.body).map_err(SourceError::NotManifest)?;
     let want = if dsse { DSSE_ENVELOPE } else { SIMPLESIGNING };
     for layer in doc
         .layers
@@ -360,7 +416,7 @@ async fn referrers(
     subject: &Digest,
     tag: &str,
     st: &mut State,
-) -> Result<(), String> {
+) -> Result<(), SourceError> {
     if st.full() {
         return Ok(());
     }
@@ -371,7 +427,7 @@ async fn referrers(
             MAX_MANIFEST_SIZE,
         )
         .await
-        .map_err(pe)?
+        .map_err(SourceError::Fetch)?
     {
         Some(f) => f,
         None => {
@@ -380,15 +436,14 @@ async fn referrers(
             match remote
                 .get_v2(&format!("manifests/{tag}"), OCI_INDEX, MAX_MANIFEST_SIZE)
                 .await
-                .map_err(pe)?
+                .map_err(SourceError::Fetch)?
             {
                 Some(f) => f,
                 None => return Ok(()),
             }
         }
     };
-    let doc: Doc = serde_json::from_slice(&index.body)
-        .map_err(|e| bad(format!("the referrers index is not an index: {e}")))?;
+    let doc: Doc = serde_json::from_slice(&index.body).map_err(SourceError::NotIndex)?;
     let candidates: Vec<&Desc> = doc
         .manifests
         .iter()
@@ -416,18 +471,20 @@ async fn referrers(
                 MAX_MANIFEST_SIZE,
             )
             .await
-            .map_err(pe)?
+            .map_err(SourceError::Fetch)?
         else {
             continue;
         };
         if Digest::of_bytes(&f.body).to_string() != m.digest {
-            return Err(bad(format!(
-                "referrer manifest {} does not match its digest",
-                m.digest
-            )));
+            return Err(SourceError::ReferrerDigest {
+                digest: m.digest.clone(),
+            });
         }
-        let man: Doc = serde_json::from_slice(&f.body)
-            .map_err(|e| bad(format!("referrer {} is not a manifest: {e}", m.digest)))?;
+        let man: Doc =
+            serde_json::from_slice(&f.body).map_err(|error| SourceError::ReferrerNotManifest {
+                digest: m.digest.clone(),
+                error,
+            })?;
         if man.media_type.as_deref() == Some(OCI_INDEX) {
             continue;
         }
@@ -464,7 +521,7 @@ async fn github(
     url: &str,
     opts: &DiscoveryOptions,
     st: &mut State,
-) -> Result<(), String> {
+) -> Result<(), SourceError> {
     if st.full() {
         return Ok(());
     }
@@ -478,12 +535,11 @@ async fn github(
             url.to_string(),
         )
         .await
-        .map_err(pe)?
+        .map_err(SourceError::Fetch)?
     else {
         return Ok(());
     };
-    let doc: serde_json::Value =
-        serde_json::from_slice(&f.body).map_err(|e| bad(format!("the answer is not JSON: {e}")))?;
+    let doc: serde_json::Value = serde_json::from_slice(&f.body).map_err(SourceError::NotJson)?;
     let list = doc
         .get("attestations")
         .and_then(|a| a.as_array())
@@ -495,10 +551,7 @@ async fn github(
             break;
         }
         if st.bytes > MAX_EVIDENCE_BYTES {
-            return Err(bad(format!(
-                "evidence read reached its bound of {} MiB for this image",
-                MAX_EVIDENCE_BYTES >> 20
-            )));
+            return Err(SourceError::OverBudget);
         }
         let json = if let Some(b) = att.get("bundle").filter(|b| b.is_object()) {
             b.to_string()
@@ -513,7 +566,7 @@ async fn github(
                     u.to_string(),
                 )
                 .await
-                .map_err(pe)?
+                .map_err(SourceError::Fetch)?
             else {
                 continue;
             };
@@ -656,6 +709,59 @@ mod tests {
         assert!(snappy_decompress(&[11u8, 2 << 2, b'a', b'b', b'c'], 100).is_none());
         assert!(snappy_decompress(&[3u8, 1, 9], 100).is_none());
         assert!(snappy_decompress(&[200u8, 1], 100).is_none());
+    }
+
+    #[test]
+    fn the_accept_header_names_the_document_types() {
+        use crate::image::document::{DOCKER_MANIFEST, OCI_MANIFEST};
+        let listed: Vec<&str> = MANIFEST_ACCEPT.split(',').map(str::trim).collect();
+        assert_eq!(listed, [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST]);
+    }
+
+    #[test]
+    fn source_errors_read_as_problems() {
+        let digest: Digest = format!("sha256:{}", "a".repeat(64)).parse().unwrap();
+        assert_eq!(
+            SourceError::BlobTooLarge {
+                digest: digest.to_string()
+            }
+            .to_string(),
+            format!("blob {digest} is larger than 4194304 bytes")
+        );
+        assert_eq!(
+            SourceError::NotADigest {
+                digest: "md5:x".into()
+            }
+            .to_string(),
+            "`md5:x` is not a sha256 digest"
+        );
+        assert_eq!(
+            SourceError::BlobOverBudget {
+                digest: digest.clone()
+            }
+            .to_string(),
+            format!("evidence read reached its bound of 32 MiB for this image; blob {digest} was not read")
+        );
+        assert_eq!(
+            SourceError::OverBudget.to_string(),
+            "evidence read reached its bound of 32 MiB for this image"
+        );
+        let json = serde_json::from_slice::<serde_json::Value>(b"{").unwrap_err();
+        assert_eq!(
+            SourceError::ReferrerNotManifest {
+                digest: digest.to_string(),
+                error: json,
+            }
+            .to_string(),
+            format!("referrer {digest} is not a manifest: EOF while parsing an object at line 1 column 1")
+        );
+        assert_eq!(
+            SourceError::ReferrerDigest {
+                digest: digest.to_string()
+            }
+            .to_string(),
+            format!("referrer manifest {digest} does not match its digest")
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! [`Flavour::PublicGood`] evidence has an SCT and a log entry; [`Flavour::GitHub`] evidence (GitHub's instance)
 //! has an RFC 3161 timestamp and neither. [`Signed`] gives the evidence as a Sigstore bundle v0.3 or as cosign's
 //! signature-layer annotations. Defects are made by signing with another instance ([`TestSigstore::with_other_ca`],
-//! [`TestSigstore::with_other_log`]) or by choosing which evidence to include ([`Evidence`]).
+//! [`TestSigstore::with_other_log`]) or by choosing which evidence to include ([`EvidenceKinds`]).
 
 mod log;
 pub mod oci;
@@ -48,15 +48,15 @@ pub enum Flavour {
 
 impl Flavour {
     /// The evidence this flavour carries.
-    pub fn evidence(self) -> Evidence {
+    pub fn evidence(self) -> EvidenceKinds {
         match self {
-            Flavour::PublicGood => Evidence {
+            Flavour::PublicGood => EvidenceKinds {
                 sct: true,
                 tlog: true,
                 rfc3161: false,
                 expired_certificate: false,
             },
-            Flavour::GitHub => Evidence {
+            Flavour::GitHub => EvidenceKinds {
                 sct: false,
                 tlog: false,
                 rfc3161: true,
@@ -76,7 +76,7 @@ impl Flavour {
 
 /// Which pieces of evidence a signature gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Evidence {
+pub struct EvidenceKinds {
     /// An SCT embedded in the certificate.
     pub sct: bool,
     /// A log entry (SET and inclusion proof).
@@ -357,7 +357,7 @@ impl TestSigstore {
         vec![self.intermediate.cert.clone(), self.root.cert.clone()]
     }
 
-    fn leaf(&self, identity: &Identity, ev: Evidence) -> Leaf {
+    fn leaf(&self, identity: &Identity, ev: EvidenceKinds) -> Leaf {
         // Signed a minute ago with a certificate issued two minutes ago (valid ten); an expired one was issued an
         // hour ago.
         self.issue(
@@ -373,7 +373,12 @@ impl TestSigstore {
     }
 
     /// A message signature with exactly the evidence asked for.
-    pub fn sign_message_with(&self, ev: Evidence, identity: &Identity, payload: &[u8]) -> Signed {
+    pub fn sign_message_with(
+        &self,
+        ev: EvidenceKinds,
+        identity: &Identity,
+        payload: &[u8],
+    ) -> Signed {
         let leaf = self.leaf(identity, ev);
         let signature = leaf.key.sign(payload);
         let signed_at = now() - 60;
@@ -412,7 +417,7 @@ impl TestSigstore {
     }
 
     /// A DSSE attestation with exactly the evidence asked for.
-    pub fn attest_with(&self, ev: Evidence, identity: &Identity, statement: &[u8]) -> Signed {
+    pub fn attest_with(&self, ev: EvidenceKinds, identity: &Identity, statement: &[u8]) -> Signed {
         let leaf = self.leaf(identity, ev);
         let signature = leaf.key.sign(&pae(IN_TOTO, statement));
         let signed_at = now() - 60;

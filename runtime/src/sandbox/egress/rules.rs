@@ -43,6 +43,26 @@ impl RulesError {
     }
 }
 
+/// Why the rules refuse a destination before its addresses are looked at ([`Rules::check`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The profile allows no outbound access at all.
+    #[error("no outbound network access is allowed for this server")]
+    NothingAllowed,
+    /// Port 0 was asked for.
+    #[error("port 0 is not a destination")]
+    PortZero,
+    /// The port is not in `allow_port`.
+    #[error("port {port} is not in allow_port")]
+    PortNotAllowed {
+        /// The port asked for.
+        port: u16,
+    },
+    /// The host is not in `allow_host`.
+    #[error("host is not in allow_host")]
+    HostNotAllowed,
+}
+
 /// One `allow_host` entry, normalized.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum HostRule {
@@ -289,12 +309,12 @@ impl Rules {
     /// names; loopback when the request and an exact entry are `localhost`; otherwise none. A host name other than
     /// `localhost` never opens local addresses, exact or not: whoever controls its DNS could point it at the
     /// host's loopback or LAN.
-    pub fn check(&self, host: &Host, port: u16) -> Result<LocalAccess, String> {
+    pub fn check(&self, host: &Host, port: u16) -> Result<LocalAccess, Refused> {
         if !self.allows_anything() {
-            return Err("no outbound network access is allowed for this server".into());
+            return Err(Refused::NothingAllowed);
         }
         if port == 0 {
-            return Err("port 0 is not a destination".into());
+            return Err(Refused::PortZero);
         }
         let exact = self.hosts.iter().any(|r| match (r, host) {
             (HostRule::Exact(e), Host::Name(n)) => e == n,
@@ -320,10 +340,10 @@ impl Rules {
             return Ok(access);
         }
         if !self.ports.is_empty() && !self.ports.contains(&port) {
-            return Err(format!("port {port} is not in allow_port"));
+            return Err(Refused::PortNotAllowed { port });
         }
         if !self.hosts.is_empty() && !exact && !in_domain {
-            return Err("host is not in allow_host".into());
+            return Err(Refused::HostNotAllowed);
         }
         Ok(access)
     }
@@ -335,7 +355,7 @@ impl Rules {
     pub fn decide(&self, host: &Host, port: u16, resolved: &[IpAddr]) -> Decision {
         let access = match self.check(host, port) {
             Ok(access) => access,
-            Err(why) => return Decision::Refuse(why),
+            Err(why) => return Decision::Refuse(why.to_string()),
         };
         let mut allowed = Vec::new();
         let mut first_refusal = None;
@@ -409,6 +429,26 @@ mod tests {
     }
 
     const PUBLIC: &str = "93.184.215.14";
+
+    #[test]
+    fn each_refusal_before_resolution_says_which_list_refused() {
+        let name = |s: &str| Host::parse(s).unwrap();
+        let nothing = rules(false, &[], &[]);
+        let err = nothing.check(&name("example.com"), 443).unwrap_err();
+        assert_eq!(err, Refused::NothingAllowed);
+        assert_eq!(
+            err.to_string(),
+            "no outbound network access is allowed for this server"
+        );
+        let listed = rules(false, &["example.com"], &[443]);
+        let err = listed.check(&name("example.com"), 0).unwrap_err();
+        assert_eq!(err.to_string(), "port 0 is not a destination");
+        let err = listed.check(&name("example.com"), 80).unwrap_err();
+        assert_eq!(err, Refused::PortNotAllowed { port: 80 });
+        assert_eq!(err.to_string(), "port 80 is not in allow_port");
+        let err = listed.check(&name("example.org"), 443).unwrap_err();
+        assert_eq!(err.to_string(), "host is not in allow_host");
+    }
 
     #[test]
     fn address_classes() {
