@@ -136,7 +136,7 @@ fn routing_headers(msg: &Value, c: &Classified) -> Vec<(HeaderName, HeaderValue)
     out
 }
 
-/// Runs the bridge until the client's input ends (see [`super::stdio_to_streamable_http`]).
+/// Runs the bridge until the client's input ends (see [`super::stdio_to_http`]).
 pub(crate) async fn run<R, W>(
     connect: Arc<dyn Connect>,
     upstream: &HttpUpstream,
