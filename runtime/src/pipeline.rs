@@ -371,7 +371,8 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
     // the HTTP server holds; an HTTP server is reached through the socket factory.
     let (mut exposed, _socket_file) = match &req.port {
         Some(expose) => {
-            let (listening, file) = bridge::access::listen(expose).map_err(Error::Port)?;
+            let (listening, file) =
+                bridge::access::listen(expose).map_err(|e| Error::Port(e.to_string()))?;
             (Some(listening), file)
         }
         None => (None, None),

@@ -420,19 +420,40 @@ where
 
 /// Parses `--port [HOST:]PORT`: a bare port binds `127.0.0.1`; a HOST (an IP address, `[v6]`, or `localhost`)
 /// is taken as given.
-pub fn parse_listen(spec: &str) -> Result<SocketAddr, String> {
-    let hint = "expected PORT or HOST:PORT (e.g. 8080, 127.0.0.1:8080, [::1]:8080)";
+pub fn parse_listen(spec: &str) -> Result<SocketAddr, ListenSpecError> {
     if let Ok(port) = spec.parse::<u16>() {
         return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
     }
     if let Some(port) = spec.strip_prefix("localhost:") {
-        let port = port
-            .parse::<u16>()
-            .map_err(|_| format!("bad port in {spec:?}: {hint}"))?;
+        let port = port.parse::<u16>().map_err(|_| ListenSpecError::BadPort {
+            spec: spec.to_owned(),
+        })?;
         return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
     }
     spec.parse::<SocketAddr>()
-        .map_err(|_| format!("bad listen address {spec:?}: {hint}"))
+        .map_err(|_| ListenSpecError::BadAddress {
+            spec: spec.to_owned(),
+        })
+}
+
+/// What `--port` takes.
+const LISTEN_HINT: &str = "expected PORT or HOST:PORT (e.g. 8080, 127.0.0.1:8080, [::1]:8080)";
+
+/// Why a `--port` value is not an address to listen on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ListenSpecError {
+    /// `localhost:` with something that is not a port.
+    #[error("bad port in {spec:?}: {}", LISTEN_HINT)]
+    BadPort {
+        /// The value given.
+        spec: String,
+    },
+    /// Neither a port nor an address with a port.
+    #[error("bad listen address {spec:?}: {}", LISTEN_HINT)]
+    BadAddress {
+        /// The value given.
+        spec: String,
+    },
 }
 
 /// Waits (off the async threads) until the server accepts connections, at most `limits.startup`.
@@ -478,5 +499,22 @@ mod tests {
         assert!(parse_listen("example.com:80").is_err());
         assert!(parse_listen("70000").is_err());
         assert!(parse_listen("").is_err());
+    }
+
+    #[test]
+    fn listen_errors_say_what_was_given_and_what_is_expected() {
+        assert_eq!(
+            parse_listen("localhost:http").unwrap_err().to_string(),
+            "bad port in \"localhost:http\": expected PORT or HOST:PORT (e.g. 8080, 127.0.0.1:8080, [::1]:8080)"
+        );
+        assert_eq!(
+            parse_listen("example.com:80").unwrap_err().to_string(),
+            "bad listen address \"example.com:80\": expected PORT or HOST:PORT (e.g. 8080, 127.0.0.1:8080, \
+             [::1]:8080)"
+        );
+        assert_eq!(
+            BridgeError::Runtime(std::io::Error::other("no epoll")).to_string(),
+            "starting the bridge's runtime: no epoll"
+        );
     }
 }
