@@ -58,6 +58,26 @@ impl Transport {
             Transport::StreamableHttp => "streamable-http",
         }
     }
+
+    /// The HTTP transport the sandbox's bridge speaks to such a server; `None` for a stdio server.
+    pub fn over_http(self) -> Option<crate::sandbox::bridge::HttpTransport> {
+        match self {
+            Transport::Stdio => None,
+            Transport::Sse => Some(crate::sandbox::bridge::HttpTransport::Sse),
+            Transport::StreamableHttp => {
+                Some(crate::sandbox::bridge::HttpTransport::StreamableHttp)
+            }
+        }
+    }
+}
+
+impl From<crate::sandbox::bridge::HttpTransport> for Transport {
+    fn from(t: crate::sandbox::bridge::HttpTransport) -> Transport {
+        match t {
+            crate::sandbox::bridge::HttpTransport::Sse => Transport::Sse,
+            crate::sandbox::bridge::HttpTransport::StreamableHttp => Transport::StreamableHttp,
+        }
+    }
 }
 
 impl std::fmt::Display for Transport {

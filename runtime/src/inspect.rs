@@ -169,7 +169,7 @@ pub fn effective_profile(req: &RunRequest) -> Result<EffectiveProfile, Error> {
             .egress
             .clone()
             .filter(|_| req.network == NetworkMode::None),
-        http: req.http,
+        http: req.http.map(|(t, port)| (t.into(), port)),
         mounts: req
             .mounts
             .iter()

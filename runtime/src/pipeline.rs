@@ -11,12 +11,13 @@ use crate::image::reference::{Reference, ReferenceError};
 use crate::progress::{Progress, ProgressMode};
 use crate::rootfs::idmap::{self, HostIds};
 use crate::rootfs::{self, RootfsError};
+use crate::sandbox::bridge::{self, BridgeEnd, PortUpstream, SandboxConnect, StdioBridgeEnd};
 use crate::sandbox::profile::{BindMount, NetworkMode, ProfileError};
 use crate::sandbox::runner::{OverlayPlan, RunnerPlan};
 use crate::sandbox::runs::{self, RunDir};
 use crate::sandbox::secret::SecretEnv;
 use crate::sandbox::spec::{self, SpecError, SpecOptions};
-use crate::sandbox::supervise::{self, Launch, Outcome};
+use crate::sandbox::supervise::{self, RunEnd, ServerStdio, SupervisorArgs};
 use crate::sandbox::sync::{RunnerFailure, StartTimings};
 use crate::trust::verification::{self, Gate, Verification};
 
@@ -44,7 +45,7 @@ pub struct RunRequest {
     /// Egress through the proxy (under [`NetworkMode::None`]): the permission profile's outbound rules.
     pub egress: Option<crate::sandbox::egress::Outbound>,
     /// An HTTP-transport server (`sse`, `streamable-http`) and its port inside the sandbox: bridged to our stdio.
-    pub http: Option<(crate::catalog::Transport, u16)>,
+    pub http: Option<(crate::sandbox::bridge::HttpTransport, u16)>,
     /// `--port [HOST:]PORT` and/or `--socket PATH`: expose the server (any transport) as streamable HTTP there
     /// instead of over our stdio, with the token TCP clients must present.
     pub port: Option<crate::sandbox::bridge::Expose>,
@@ -371,30 +372,46 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
     let (mut exposed, _socket_file) = match &req.port {
         Some(expose) => {
             let (listening, file) =
-                crate::sandbox::bridge::access::listen(expose).map_err(Error::Port)?;
+                bridge::access::listen(expose).map_err(|e| Error::Port(e.to_string()))?;
             (Some(listening), file)
         }
         None => (None, None),
     };
-    let mut server_stdio = None;
-    if let Some(listener) = exposed.take_if(|_| req.http.is_none()) {
-        let pipes = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .and_then(|a| nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map(|b| (a, b)));
-        let ((in_r, in_w), (out_r, out_w)) =
-            pipes.map_err(|e| Error::Port(format!("--port: {e}")))?;
-        server_stdio = Some((in_r, out_w));
-        // The pipe ends become tokio objects inside the server's runtime.
-        start_http_server_with(listener, move || {
-            Ok(crate::sandbox::bridge::Upstream::Stdio {
-                reader: Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd(out_r)?),
-                writer: Box::new(tokio::net::unix::pipe::Sender::from_owned_fd(in_w)?),
-            })
-        });
+    let say: bridge::Say = std::sync::Arc::new(|line: &str| eprintln!("thv-sandbox: {line}"));
+    let mut port_pipes = None;
+    if let Some(listening) = exposed.take_if(|_| req.http.is_none()) {
+        let (server_ends, ours) =
+            bridge::stdio_pipes().map_err(|e| Error::Port(format!("--port: {e}")))?;
+        port_pipes = Some(server_ends);
+        bridge::spawn_port_server(listening, ours, say.clone());
     }
+    // An HTTP server: exposed on `--port`, or bridged to our stdio (whose end says how the run went).
+    let bridge_end = StdioBridgeEnd::default();
+    let mut on_factory = req.http.map(|(transport, port)| {
+        let (say, bridge_end) = (say.clone(), bridge_end.clone());
+        let exposed = &mut exposed;
+        move |factory| {
+            let connect = SandboxConnect { factory, port };
+            match exposed.take() {
+                Some(listening) => bridge::spawn_port_server(
+                    listening,
+                    PortUpstream::Http { transport, connect },
+                    say.clone(),
+                ),
+                None => {
+                    bridge::spawn_stdio_bridge(transport, connect, bridge_end.clone(), say.clone())
+                }
+            }
+        }
+    });
+    let server_stdio = match (port_pipes, on_factory.as_mut()) {
+        (Some((stdin, stdout)), _) => ServerStdio::Port { stdin, stdout },
+        (None, Some(on_factory)) => ServerStdio::Http { on_factory },
+        (None, None) => ServerStdio::Inherit,
+    };
     // Served from here (the host's network namespace) until the sandbox ends.
     let mut egress: Option<crate::sandbox::egress::EgressHandle> = None;
-    let bridge_end = std::sync::Arc::new(std::sync::OnceLock::new());
-    let outcome = supervise::supervise(Launch {
+    let outcome = supervise::supervise(SupervisorArgs {
         exe: req.exe.clone(),
         run_dir: &run_dir.path,
         plan: &plan,
@@ -413,28 +430,6 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
                 Err(e) => eprintln!("thv-sandbox: the egress proxy could not start: {e}"),
             }
         },
-        on_factory: &mut |factory| {
-            let Some((transport, port)) = req.http else {
-                return;
-            };
-            match exposed.take() {
-                Some(listener) => {
-                    let connect: std::sync::Arc<dyn crate::sandbox::bridge::Connect> =
-                        std::sync::Arc::new(FactoryConnect { factory, port });
-                    let transport = bridge_transport(transport);
-                    start_http_server(
-                        listener,
-                        crate::sandbox::bridge::Upstream::Http {
-                            transport,
-                            connect,
-                            upstream: crate::sandbox::bridge::HttpUpstream::new(transport, port),
-                        },
-                    );
-                }
-                None => start_bridge(factory, transport, port, bridge_end.clone()),
-            }
-        },
-        bridged: req.http.is_some() || req.port.is_some(),
         server_stdio,
     });
     // The lock goes with our process; the runner holds its own copy until it is gone.
@@ -442,144 +437,16 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
     drop(egress);
     match outcome.map_err(Error::Supervise)? {
         // The client closed the bridge and we stopped the server for it: a normal end.
-        Outcome::Exited(code) if code == 128 + libc::SIGTERM && bridge_end.get() == Some(&true) => {
+        RunEnd::Exited(code)
+            if code == 128 + libc::SIGTERM && bridge_end.get() == Some(BridgeEnd::ClientClosed) =>
+        {
             Ok(RunSummary { exit_code: 0 })
         }
-        Outcome::Exited(_) if bridge_end.get() == Some(&false) => Ok(RunSummary {
+        RunEnd::Exited(_) if bridge_end.get() == Some(BridgeEnd::Failed) => Ok(RunSummary {
             exit_code: crate::EXIT_SANDBOX_ERROR,
         }),
-        Outcome::Exited(code) => Ok(RunSummary { exit_code: code }),
-        Outcome::Failed(f) => Err(Error::Sandbox(f)),
-    }
-}
-
-fn bridge_transport(t: crate::catalog::Transport) -> crate::sandbox::bridge::Transport {
-    match t {
-        crate::catalog::Transport::Sse => crate::sandbox::bridge::Transport::Sse,
-        _ => crate::sandbox::bridge::Transport::StreamableHttp,
-    }
-}
-
-/// Serves `--port`/`--socket` on a thread of its own; says the URL (with the token) on stderr.
-fn start_http_server(
-    listener: crate::sandbox::bridge::Listening,
-    upstream: crate::sandbox::bridge::Upstream,
-) {
-    start_http_server_with(listener, move || Ok(upstream));
-}
-
-fn start_http_server_with(
-    listener: crate::sandbox::bridge::Listening,
-    upstream: impl FnOnce() -> std::io::Result<crate::sandbox::bridge::Upstream> + Send + 'static,
-) {
-    // The thread is born with every signal blocked: the supervisor reads them from a signalfd (and cleans up,
-    // the socket file too); a signal taken by this thread would end the process at once. (For a stdio server
-    // this thread starts before the supervisor blocks them in its own thread.)
-    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
-    let mut old = SigSet::empty();
-    let blocked = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), Some(&mut old));
-    let spawned = std::thread::Builder::new()
-        .name("port".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("thv-sandbox: --port: {e}");
-                    return;
-                }
-            };
-            let result = rt.block_on(async move {
-                let upstream = upstream().map_err(crate::sandbox::bridge::BridgeError::Listen)?;
-                for line in listener.describe() {
-                    eprintln!("thv-sandbox: {line}");
-                }
-                crate::sandbox::bridge::serve_http(
-                    listener,
-                    upstream,
-                    crate::sandbox::bridge::Limits::default(),
-                )
-                .await
-            });
-            if let Err(e) = result {
-                eprintln!("thv-sandbox: --port: {e}");
-            }
-            rt.shutdown_background();
-            // The server's end: stop the sandbox (the supervisor handles our SIGTERM like a client's).
-            let _ =
-                nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGTERM);
-        });
-    if blocked.is_ok() {
-        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
-    }
-    if let Err(e) = spawned {
-        eprintln!("thv-sandbox: --port: {e}");
-    }
-}
-
-/// A connection to the server's port inside the sandbox, through the runner's socket factory.
-struct FactoryConnect {
-    factory: crate::sandbox::sync::SocketFactory,
-    port: u16,
-}
-
-impl crate::sandbox::bridge::Connect for FactoryConnect {
-    fn connect(&self) -> std::io::Result<std::net::TcpStream> {
-        self.factory.connect(self.port)
-    }
-}
-
-/// Bridges our stdio to the HTTP server inside the sandbox on a thread of its own. When the bridge ends (the
-/// client closed stdin: `true`; the bridge failed: `false`), the server is stopped through our own SIGTERM, which
-/// the supervisor handles like a client's.
-fn start_bridge(
-    factory: crate::sandbox::sync::SocketFactory,
-    transport: crate::catalog::Transport,
-    port: u16,
-    end: std::sync::Arc<std::sync::OnceLock<bool>>,
-) {
-    let transport = bridge_transport(transport);
-    let spawned = std::thread::Builder::new()
-        .name("bridge".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("thv-sandbox: bridge: {e}");
-                    let _ = end.set(false);
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::getpid(),
-                        nix::sys::signal::Signal::SIGTERM,
-                    );
-                    return;
-                }
-            };
-            let connect: std::sync::Arc<dyn crate::sandbox::bridge::Connect> =
-                std::sync::Arc::new(FactoryConnect { factory, port });
-            let upstream = crate::sandbox::bridge::HttpUpstream::new(transport, port);
-            let result = rt.block_on(crate::sandbox::bridge::stdio_to_http(
-                transport,
-                connect,
-                &upstream,
-                crate::sandbox::bridge::Limits::default(),
-                tokio::io::stdin(),
-                tokio::io::stdout(),
-            ));
-            if let Err(e) = &result {
-                eprintln!("thv-sandbox: bridge: {e}");
-            }
-            let _ = end.set(result.is_ok());
-            rt.shutdown_background();
-            let _ =
-                nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGTERM);
-        });
-    if let Err(e) = spawned {
-        eprintln!("thv-sandbox: bridge: {e}");
+        RunEnd::Exited(code) => Ok(RunSummary { exit_code: code }),
+        RunEnd::Failed(f) => Err(Error::Sandbox(f)),
     }
 }
 

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use thv_sandbox_e2e::http_server::{serve_sse, serve_streamable};
 use thv_sandbox_e2e::{probe_bin, tool_text};
 use thv_sandbox_runtime::sandbox::bridge::{
-    serve_http, stdio_to_http, HttpUpstream, Limits, Listening, TcpConnect, Token, Transport,
+    serve_http, stdio_to_http, HttpTransport, HttpUpstream, Limits, Listening, TcpConnect, Token,
     Upstream,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -82,13 +82,13 @@ async fn call_tool(
 }
 
 /// An HTTP MCP server on an ephemeral loopback port.
-async fn start_server(transport: Transport, json: bool) -> (u16, JoinHandle<()>) {
+async fn start_server(transport: HttpTransport, json: bool) -> (u16, JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let task = tokio::spawn(async move {
         match transport {
-            Transport::StreamableHttp => serve_streamable(listener, false, json).await,
-            Transport::Sse => serve_sse(listener, false).await,
+            HttpTransport::StreamableHttp => serve_streamable(listener, false, json).await,
+            HttpTransport::Sse => serve_sse(listener, false).await,
         }
     });
     (port, task)
@@ -96,7 +96,7 @@ async fn start_server(transport: Transport, json: bool) -> (u16, JoinHandle<()>)
 
 /// The bridge between a socketpair (the client's stdio) and the server; the rmcp client on the other end.
 async fn bridged(
-    transport: Transport,
+    transport: HttpTransport,
     port: u16,
 ) -> (
     Client,
@@ -182,8 +182,8 @@ async fn conversation(client: &Client, recorder: &Recorder, server_requests: boo
 
 #[tokio::test]
 async fn stdio_to_streamable_http_carries_a_whole_session() {
-    let (port, server) = start_server(Transport::StreamableHttp, false).await;
-    let (client, recorder, bridge) = bridged(Transport::StreamableHttp, port).await;
+    let (port, server) = start_server(HttpTransport::StreamableHttp, false).await;
+    let (client, recorder, bridge) = bridged(HttpTransport::StreamableHttp, port).await;
     assert_eq!(
         tool_text(&call_tool(&client, "whoami", Value::Null).await.unwrap()),
         "streamable-http"
@@ -202,8 +202,8 @@ async fn stdio_to_streamable_http_carries_a_whole_session() {
 #[tokio::test]
 async fn stdio_to_streamable_http_json_answers() {
     // rmcp's stateless mode: JSON bodies, no session id, no GET stream.
-    let (port, server) = start_server(Transport::StreamableHttp, true).await;
-    let (client, recorder, bridge) = bridged(Transport::StreamableHttp, port).await;
+    let (port, server) = start_server(HttpTransport::StreamableHttp, true).await;
+    let (client, recorder, bridge) = bridged(HttpTransport::StreamableHttp, port).await;
     conversation(&client, &recorder, false).await;
     client.cancel().await.unwrap();
     tokio::time::timeout(WAIT, bridge)
@@ -216,8 +216,8 @@ async fn stdio_to_streamable_http_json_answers() {
 
 #[tokio::test]
 async fn stdio_to_legacy_sse_carries_a_whole_session() {
-    let (port, server) = start_server(Transport::Sse, false).await;
-    let (client, recorder, bridge) = bridged(Transport::Sse, port).await;
+    let (port, server) = start_server(HttpTransport::Sse, false).await;
+    let (client, recorder, bridge) = bridged(HttpTransport::Sse, port).await;
     assert_eq!(
         tool_text(&call_tool(&client, "whoami", Value::Null).await.unwrap()),
         "sse"
@@ -259,9 +259,9 @@ async fn bridge_answers_garbage_and_unreachable_servers() {
     let bridge = tokio::spawn(async move {
         let (r, w) = theirs.into_split();
         let connect = Arc::new(OnceThenGone::default());
-        let upstream = HttpUpstream::new(Transport::StreamableHttp, port);
+        let upstream = HttpUpstream::new(HttpTransport::StreamableHttp, port);
         stdio_to_http(
-            Transport::StreamableHttp,
+            HttpTransport::StreamableHttp,
             connect,
             &upstream,
             Limits::default(),
@@ -332,9 +332,9 @@ async fn a_server_that_never_listens_is_a_clear_error() {
     let err = tokio::time::timeout(
         WAIT,
         stdio_to_http(
-            Transport::StreamableHttp,
+            HttpTransport::StreamableHttp,
             Arc::new(TcpConnect(([127, 0, 0, 1], port).into())),
-            &HttpUpstream::new(Transport::StreamableHttp, port),
+            &HttpUpstream::new(HttpTransport::StreamableHttp, port),
             limits,
             r,
             w,
@@ -356,12 +356,12 @@ async fn a_server_that_never_listens_is_a_clear_error() {
 /// carries the session, and what the probe prints on its own stdout stays there.
 #[tokio::test]
 async fn the_http_probe_binary_is_bridged() {
-    for transport in [Transport::StreamableHttp, Transport::Sse] {
+    for transport in [HttpTransport::StreamableHttp, HttpTransport::Sse] {
         // The probe binds it by number: a free port that no concurrent bind(…:0) can take first.
         let port = thv_sandbox_e2e::port_for_a_server();
         let name = match transport {
-            Transport::StreamableHttp => "streamable-http",
-            Transport::Sse => "sse",
+            HttpTransport::StreamableHttp => "streamable-http",
+            HttpTransport::Sse => "sse",
         };
         let mut child = tokio::process::Command::new(thv_sandbox_e2e::http_probe_bin())
             .args(["--transport", name, "--port", &port.to_string()])
@@ -604,9 +604,9 @@ async fn serve_http_does_not_forward_its_token() {
         }
     });
     let (port, token, task) = exposed(Upstream::Http {
-        transport: Transport::StreamableHttp,
+        transport: HttpTransport::StreamableHttp,
         connect: Arc::new(TcpConnect(([127, 0, 0, 1], upstream_port).into())),
-        upstream: HttpUpstream::new(Transport::StreamableHttp, upstream_port),
+        upstream: HttpUpstream::new(HttpTransport::StreamableHttp, upstream_port),
     })
     .await;
     let bearer = format!("Authorization: Bearer {token}");
@@ -926,11 +926,11 @@ async fn serve_http_exposes_a_stdio_server() {
 
 #[tokio::test]
 async fn serve_http_exposes_a_streamable_http_server() {
-    let (server_port, server) = start_server(Transport::StreamableHttp, false).await;
+    let (server_port, server) = start_server(HttpTransport::StreamableHttp, false).await;
     let (port, token, task) = exposed(Upstream::Http {
-        transport: Transport::StreamableHttp,
+        transport: HttpTransport::StreamableHttp,
         connect: Arc::new(TcpConnect(([127, 0, 0, 1], server_port).into())),
-        upstream: HttpUpstream::new(Transport::StreamableHttp, server_port),
+        upstream: HttpUpstream::new(HttpTransport::StreamableHttp, server_port),
     })
     .await;
     rebinding_is_refused(port).await;
@@ -943,11 +943,11 @@ async fn serve_http_exposes_a_streamable_http_server() {
 
 #[tokio::test]
 async fn serve_http_exposes_a_legacy_sse_server() {
-    let (server_port, server) = start_server(Transport::Sse, false).await;
+    let (server_port, server) = start_server(HttpTransport::Sse, false).await;
     let (port, token, task) = exposed(Upstream::Http {
-        transport: Transport::Sse,
+        transport: HttpTransport::Sse,
         connect: Arc::new(TcpConnect(([127, 0, 0, 1], server_port).into())),
-        upstream: HttpUpstream::new(Transport::Sse, server_port),
+        upstream: HttpUpstream::new(HttpTransport::Sse, server_port),
     })
     .await;
     let (client, recorder) = http_client(url_of(port, &token)).await;

@@ -34,7 +34,7 @@ pub struct Launch {
     /// Egress through the proxy, under `NetworkMode::None`, when the permission profile asks for network.
     pub egress: Option<crate::sandbox::egress::Outbound>,
     /// An HTTP-transport server (`sse`, `streamable-http`) and its port inside the sandbox.
-    pub http: Option<(Transport, u16)>,
+    pub http: Option<(crate::sandbox::bridge::HttpTransport, u16)>,
 }
 
 /// What the user asked for on the command line.
@@ -262,9 +262,7 @@ pub fn plan(
         }
     }
     // An HTTP server is bridged to the client's stdio, reached at its port inside the sandbox.
-    let http = server
-        .filter(|s| s.transport != Transport::Stdio)
-        .and_then(|s| s.target_port.map(|p| (s.transport, p)));
+    let http = server.and_then(|s| Some((s.transport.over_http()?, s.target_port?)));
     let permissions = user
         .permissions
         .clone()
@@ -426,7 +424,7 @@ mod tests {
             assert!(matches!(e, LaunchError::Transport { .. }), "{e}");
             s.target_port = Some(8080);
             let l = plan(Some(&s), "srv", &with_token(), &[], &no_host).unwrap();
-            assert_eq!(l.http, Some((t, 8080)));
+            assert_eq!(l.http, Some((t.over_http().unwrap(), 8080)));
             assert!(e.to_string().contains(t.as_str()), "{e}");
         }
         let mut s = server(Transport::Sse);

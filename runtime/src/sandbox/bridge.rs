@@ -4,7 +4,7 @@
 //! has only loopback; the supervisor reaches it through a [`Connect`] (a factory of fresh TCP connections to
 //! the server's port inside the namespace). No port is opened on the host.
 //!
-//! - [`stdio_to_streamable_http`]: the MCP client's stdio ↔ a streamable-HTTP server. Each client line is
+//! - [`stdio_to_http`] with [`HttpTransport::StreamableHttp`]: the MCP client's stdio ↔ a streamable-HTTP server. Each client line is
 //!   POSTed (`Accept: application/json, text/event-stream`); a JSON answer or the messages of an event stream
 //!   are written back one per line. `Mcp-Session-Id` from the `initialize` answer and `MCP-Protocol-Version`
 //!   (the negotiated version) go on every later request; from protocol 2026-07-28 on, also `Mcp-Method` and
@@ -12,7 +12,7 @@
 //!   (405: the server has none). A broken answer stream with event ids is resumed with `Last-Event-ID`.
 //!   At the end of the client's input: answers still in flight are awaited (bounded), the session is DELETEd
 //!   (best effort), and the function returns.
-//! - [`stdio_to_sse`]: the MCP client's stdio ↔ a legacy HTTP+SSE server (GET the SSE path, POST to the URL of
+//! - [`stdio_to_http`] with [`HttpTransport::Sse`]: the MCP client's stdio ↔ a legacy HTTP+SSE server (GET the SSE path, POST to the URL of
 //!   its `endpoint` event, `message` events back).
 //! - [`serve_http`]: `--port`/`--socket`: any upstream exposed as streamable HTTP at `/mcp` on a host listener
 //!   (loopback TCP, a unix socket, or both), `Host` and `Origin` checked against DNS rebinding, and every request
@@ -27,11 +27,16 @@
 //! POSTed in order: the next waits until the server has taken the previous one (its response head), at most
 //! half a second — a server answering only when done must not hold up cancellations.
 //!
+//! In `thv-sandbox run` each runs on a thread of its own ([`spawn_stdio_bridge`], [`spawn_port_server`]), reaching
+//! the server through the runner's socket factory ([`SandboxConnect`]).
+//!
 //! HTTP/1.1 over hyper (already in the dependency tree through reqwest); one connection per exchange, because
 //! a streamed answer occupies its connection and connections inside the sandbox cost a loopback handshake.
 
+use std::future::Future;
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -63,9 +68,24 @@ impl Connect for TcpConnect {
     }
 }
 
-/// Which HTTP transport a server speaks.
+/// A [`Connect`] to the server's port inside the sandbox, through the runner's socket factory.
+#[derive(Debug)]
+pub struct SandboxConnect {
+    /// The factory of sockets in the sandbox's network namespace.
+    pub factory: crate::sandbox::sync::SocketFactory,
+    /// The server's port inside the sandbox.
+    pub port: u16,
+}
+
+impl Connect for SandboxConnect {
+    fn connect(&self) -> std::io::Result<TcpStream> {
+        self.factory.connect(self.port)
+    }
+}
+
+/// Which HTTP transport a server speaks (the catalog's transports other than stdio).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
+pub enum HttpTransport {
     /// Streamable HTTP (MCP 2025-03-26 and later).
     StreamableHttp,
     /// The legacy HTTP+SSE transport (MCP 2024-11-05).
@@ -85,12 +105,12 @@ pub struct HttpUpstream {
 impl HttpUpstream {
     /// The endpoint of a server listening on `port`: `/mcp` for streamable HTTP, `/sse` for SSE (the paths
     /// ToolHive's servers use), `Host: localhost:PORT`.
-    pub fn new(transport: Transport, port: u16) -> HttpUpstream {
+    pub fn new(transport: HttpTransport, port: u16) -> HttpUpstream {
         HttpUpstream {
             authority: format!("localhost:{port}"),
             path: match transport {
-                Transport::StreamableHttp => "/mcp",
-                Transport::Sse => "/sse",
+                HttpTransport::StreamableHttp => "/mcp",
+                HttpTransport::Sse => "/sse",
             }
             .to_owned(),
         }
@@ -123,7 +143,7 @@ pub enum Upstream {
     /// A server speaking HTTP, reached through `connect`.
     Http {
         /// Its transport.
-        transport: Transport,
+        transport: HttpTransport,
         /// Connections to it.
         connect: Arc<dyn Connect>,
         /// Its endpoint.
@@ -173,45 +193,16 @@ pub enum BridgeError {
     /// A bad setting (authority, path).
     #[error("bridge configuration: {0}")]
     Config(String),
+    /// The bridge's async runtime could not start.
+    #[error("starting the bridge's runtime: {0}")]
+    Runtime(std::io::Error),
 }
 
-/// Bridges the client's stdio (`input` = its stdin, `output` = its stdout) to a streamable-HTTP server, until
-/// the input ends. See the module documentation.
-pub async fn stdio_to_streamable_http<R, W>(
-    connect: Arc<dyn Connect>,
-    upstream: &HttpUpstream,
-    limits: Limits,
-    input: R,
-    output: W,
-) -> Result<(), BridgeError>
-where
-    R: AsyncRead + Unpin + Send,
-    W: AsyncWrite + Unpin + Send + 'static,
-{
-    until_accepting(&connect, &limits).await?;
-    streamable::run(connect, upstream, limits, input, output).await
-}
-
-/// Bridges the client's stdio to a legacy HTTP+SSE server, until the input ends (Ok) or the server ends the
-/// stream (an error).
-pub async fn stdio_to_sse<R, W>(
-    connect: Arc<dyn Connect>,
-    upstream: &HttpUpstream,
-    limits: Limits,
-    input: R,
-    output: W,
-) -> Result<(), BridgeError>
-where
-    R: AsyncRead + Unpin + Send,
-    W: AsyncWrite + Unpin + Send + 'static,
-{
-    until_accepting(&connect, &limits).await?;
-    legacy::run(connect, upstream, limits, input, output).await
-}
-
-/// Bridges the client's stdio to a server of either HTTP transport.
+/// Bridges the client's stdio (`input` = its stdin, `output` = its stdout) to a server of either HTTP
+/// transport (see the module documentation), until the input ends (Ok) or, for SSE, the server ends the stream
+/// (an error).
 pub async fn stdio_to_http<R, W>(
-    transport: Transport,
+    transport: HttpTransport,
     connect: Arc<dyn Connect>,
     upstream: &HttpUpstream,
     limits: Limits,
@@ -222,11 +213,12 @@ where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    until_accepting(&connect, &limits).await?;
     match transport {
-        Transport::StreamableHttp => {
-            stdio_to_streamable_http(connect, upstream, limits, input, output).await
+        HttpTransport::StreamableHttp => {
+            streamable::run(connect, upstream, limits, input, output).await
         }
-        Transport::Sse => stdio_to_sse(connect, upstream, limits, input, output).await,
+        HttpTransport::Sse => legacy::run(connect, upstream, limits, input, output).await,
     }
 }
 
@@ -244,21 +236,224 @@ pub async fn serve_http(
     serve::serve(listening, upstream, limits).await
 }
 
+/// Where a bridge thread says what the user should see (the serving URL, why it stopped): one line at a time.
+pub type Say = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// How the stdio bridge of [`spawn_stdio_bridge`] ended; unset while it runs.
+#[derive(Debug, Clone, Default)]
+pub struct StdioBridgeEnd(Arc<OnceLock<BridgeEnd>>);
+
+/// How a stdio bridge ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BridgeEnd {
+    /// The client closed its input: the server was stopped for it, a normal end.
+    ClientClosed,
+    /// The bridge failed (said on stderr): the run is a failure whatever the server's code.
+    Failed,
+}
+
+impl StdioBridgeEnd {
+    /// How the bridge ended, if it has.
+    pub fn get(&self) -> Option<BridgeEnd> {
+        self.0.get().copied()
+    }
+
+    fn set(&self, end: BridgeEnd) {
+        let _ = self.0.set(end);
+    }
+}
+
+/// What [`spawn_port_server`] serves.
+#[derive(Debug)]
+pub enum PortUpstream {
+    /// A stdio server: our ends of its pipes (from [`stdio_pipes`]).
+    Stdio {
+        /// The write end of the server's stdin.
+        to_server: OwnedFd,
+        /// The read end of the server's stdout.
+        from_server: OwnedFd,
+    },
+    /// A server speaking HTTP inside the sandbox.
+    Http {
+        /// Its transport.
+        transport: HttpTransport,
+        /// Its port inside the sandbox, and the way there.
+        connect: SandboxConnect,
+    },
+}
+
+/// Pipes for a stdio server behind `--port`: the server's ends (its stdin, its stdout) and ours, to serve. All
+/// close-on-exec (the supervisor hands the server's ends to the runner as its stdio).
+pub fn stdio_pipes() -> std::io::Result<((OwnedFd, OwnedFd), PortUpstream)> {
+    let (in_r, in_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    Ok((
+        (in_r, out_w),
+        PortUpstream::Stdio {
+            to_server: in_w,
+            from_server: out_r,
+        },
+    ))
+}
+
+/// Serves `--port`/`--socket` on a thread of its own (see [`serve_http`]); says the URL (with the token) through
+/// `say`. When it stops serving, the sandbox is stopped (see [`spawn_on_runtime`]).
+pub fn spawn_port_server(listening: Listening, upstream: PortUpstream, say: Say) {
+    let (said, told) = (Arc::clone(&say), Arc::clone(&say));
+    let spawned = spawn_on_runtime(
+        "port",
+        move || async move {
+            // The pipe ends become tokio objects inside this runtime.
+            let upstream = match upstream {
+                PortUpstream::Stdio {
+                    to_server,
+                    from_server,
+                } => Upstream::Stdio {
+                    reader: Box::new(
+                        tokio::net::unix::pipe::Receiver::from_owned_fd(from_server)
+                            .map_err(BridgeError::Listen)?,
+                    ),
+                    writer: Box::new(
+                        tokio::net::unix::pipe::Sender::from_owned_fd(to_server)
+                            .map_err(BridgeError::Listen)?,
+                    ),
+                },
+                PortUpstream::Http { transport, connect } => Upstream::Http {
+                    transport,
+                    upstream: HttpUpstream::new(transport, connect.port),
+                    connect: Arc::new(connect),
+                },
+            };
+            for line in listening.describe() {
+                said(&line);
+            }
+            serve_http(listening, upstream, Limits::default()).await
+        },
+        move |result| {
+            if let Err(e) = result {
+                told(&format!("--port: {e}"));
+            }
+        },
+    );
+    if let Err(e) = spawned {
+        say(&format!("--port: {e}"));
+    }
+}
+
+/// Bridges our stdio to the HTTP server inside the sandbox (see [`stdio_to_http`]) on a thread of its own. When
+/// the bridge ends, `end` says how, and the sandbox is stopped (see [`spawn_on_runtime`]).
+pub fn spawn_stdio_bridge(
+    transport: HttpTransport,
+    connect: SandboxConnect,
+    end: StdioBridgeEnd,
+    say: Say,
+) {
+    let upstream = HttpUpstream::new(transport, connect.port);
+    let told = Arc::clone(&say);
+    let spawned = spawn_on_runtime(
+        "bridge",
+        move || async move {
+            stdio_to_http(
+                transport,
+                Arc::new(connect),
+                &upstream,
+                Limits::default(),
+                tokio::io::stdin(),
+                tokio::io::stdout(),
+            )
+            .await
+        },
+        move |result| {
+            if let Err(e) = &result {
+                told(&format!("bridge: {e}"));
+            }
+            end.set(match result {
+                Ok(()) => BridgeEnd::ClientClosed,
+                Err(_) => BridgeEnd::Failed,
+            });
+        },
+    );
+    if let Err(e) = spawned {
+        say(&format!("bridge: {e}"));
+    }
+}
+
+/// Runs `task` to its end on a thread of its own (named `name`) in a current-thread tokio runtime, hands its
+/// result (or the runtime's failure to start) to `done`, then stops the sandbox: the process sends itself
+/// SIGTERM, which the supervisor handles like a client's. The thread is born with every signal blocked: the
+/// supervisor reads them from a signalfd (and cleans up, the socket file too); a signal taken by this thread would
+/// end the process at once. (A `--port` server for a stdio server starts before the supervisor blocks them.)
+fn spawn_on_runtime<F, T>(
+    name: &'static str,
+    task: F,
+    done: impl FnOnce(Result<(), BridgeError>) + Send + 'static,
+) -> std::io::Result<()>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Future<Output = Result<(), BridgeError>>,
+{
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
+    let mut old = SigSet::empty();
+    let blocked = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), Some(&mut old));
+    let spawned = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => {
+                    let result = rt.block_on(task());
+                    rt.shutdown_background();
+                    done(result);
+                }
+                Err(e) => done(Err(BridgeError::Runtime(e))),
+            }
+            let _ =
+                nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGTERM);
+        });
+    if blocked.is_ok() {
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+    }
+    spawned.map(drop)
+}
+
 /// Parses `--port [HOST:]PORT`: a bare port binds `127.0.0.1`; a HOST (an IP address, `[v6]`, or `localhost`)
 /// is taken as given.
-pub fn parse_listen(spec: &str) -> Result<SocketAddr, String> {
-    let hint = "expected PORT or HOST:PORT (e.g. 8080, 127.0.0.1:8080, [::1]:8080)";
+pub fn parse_listen(spec: &str) -> Result<SocketAddr, ListenSpecError> {
     if let Ok(port) = spec.parse::<u16>() {
         return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
     }
     if let Some(port) = spec.strip_prefix("localhost:") {
-        let port = port
-            .parse::<u16>()
-            .map_err(|_| format!("bad port in {spec:?}: {hint}"))?;
+        let port = port.parse::<u16>().map_err(|_| ListenSpecError::BadPort {
+            spec: spec.to_owned(),
+        })?;
         return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
     }
     spec.parse::<SocketAddr>()
-        .map_err(|_| format!("bad listen address {spec:?}: {hint}"))
+        .map_err(|_| ListenSpecError::BadAddress {
+            spec: spec.to_owned(),
+        })
+}
+
+/// What `--port` takes.
+const LISTEN_HINT: &str = "expected PORT or HOST:PORT (e.g. 8080, 127.0.0.1:8080, [::1]:8080)";
+
+/// Why a `--port` value is not an address to listen on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ListenSpecError {
+    /// `localhost:` with something that is not a port.
+    #[error("bad port in {spec:?}: {}", LISTEN_HINT)]
+    BadPort {
+        /// The value given.
+        spec: String,
+    },
+    /// Neither a port nor an address with a port.
+    #[error("bad listen address {spec:?}: {}", LISTEN_HINT)]
+    BadAddress {
+        /// The value given.
+        spec: String,
+    },
 }
 
 /// Waits (off the async threads) until the server accepts connections, at most `limits.startup`.
@@ -304,5 +499,22 @@ mod tests {
         assert!(parse_listen("example.com:80").is_err());
         assert!(parse_listen("70000").is_err());
         assert!(parse_listen("").is_err());
+    }
+
+    #[test]
+    fn listen_errors_say_what_was_given_and_what_is_expected() {
+        assert_eq!(
+            parse_listen("localhost:http").unwrap_err().to_string(),
+            "bad port in \"localhost:http\": expected PORT or HOST:PORT (e.g. 8080, 127.0.0.1:8080, [::1]:8080)"
+        );
+        assert_eq!(
+            parse_listen("example.com:80").unwrap_err().to_string(),
+            "bad listen address \"example.com:80\": expected PORT or HOST:PORT (e.g. 8080, 127.0.0.1:8080, \
+             [::1]:8080)"
+        );
+        assert_eq!(
+            BridgeError::Runtime(std::io::Error::other("no epoll")).to_string(),
+            "starting the bridge's runtime: no epoll"
+        );
     }
 }

@@ -36,7 +36,9 @@ use nix::unistd::{fork, ForkResult, Pid};
 use serde::{Deserialize, Serialize};
 
 use crate::sandbox::secret::SecretEnv;
-use crate::sandbox::sync::{Channel, Message, RunnerFailure, StartTimings};
+use crate::sandbox::sync::{
+    ChannelError, Mapping, Order, RunnerChannel, RunnerFailure, SocketFactory, StartTimings,
+};
 
 /// The descriptor number the supervisor hands the channel over on.
 pub const SYNC_FD: i32 = 3;
@@ -103,7 +105,9 @@ pub const FORWARDED: &[Signal] = &[
     Signal::SIGWINCH,
 ];
 
-fn handled_set() -> SigSet {
+/// The signals the keeper, the runner init and the supervisor take through a signalfd: the forwarded ones and
+/// `SIGCHLD`.
+pub fn handled_signals() -> SigSet {
     let mut set = SigSet::empty();
     for s in FORWARDED {
         set.add(*s);
@@ -115,9 +119,9 @@ fn handled_set() -> SigSet {
 /// Entry point of `thv-sandbox __runner RUN_DIR` (the keeper). Returns the process exit code.
 pub fn keeper_main(run_dir: &Path) -> i32 {
     // SAFETY: descriptor 3 is handed over by the supervisor for exactly this purpose and owned by nothing else here.
-    let chan = Channel::from_fd(unsafe { OwnedFd::from_raw_fd(SYNC_FD) });
+    let keeper = RunnerChannel::from_fd(unsafe { OwnedFd::from_raw_fd(SYNC_FD) });
     let fail = |stage: &str, err: &dyn std::error::Error| {
-        let _ = chan.send(&Message::Failed(failure(stage, err)));
+        let _ = keeper.failed(failure(stage, err));
         crate::EXIT_SANDBOX_ERROR
     };
     let plan: RunnerPlan = match std::fs::read(run_dir.join("plan.json"))
@@ -138,26 +142,17 @@ pub fn keeper_main(run_dir: &Path) -> i32 {
     if let Err(e) = unshare(CloneFlags::CLONE_NEWUSER) {
         return fail("create user namespace", &e);
     }
-    if let Err(e) = chan.send(&Message::UsernsReady) {
+    if let Err(e) = keeper.userns_ready() {
         return fail("runner channel", &e);
     }
-    let secrets = match chan.recv() {
-        Ok(Some(Message::Mapped(secrets))) => secrets,
-        Ok(Some(Message::MapFailed(_))) | Ok(None) => return crate::EXIT_SANDBOX_ERROR,
+    let secrets = match keeper.wait_for_mapping() {
+        Ok(Mapping::Mapped(secrets)) => secrets,
+        // The supervisor reports why; or it is gone.
+        Ok(Mapping::Refused) | Err(ChannelError::Closed) => return crate::EXIT_SANDBOX_ERROR,
         // Stopped before anything ran (the client went away or sent a signal): nothing to clean but the run dir.
-        Ok(Some(Message::Signal(n))) => {
+        Ok(Mapping::Stopped(signal)) => {
             let _ = std::fs::remove_dir_all(&plan.run_dir);
-            return 128 + n;
-        }
-        Ok(Some(Message::Kill)) => {
-            let _ = std::fs::remove_dir_all(&plan.run_dir);
-            return 128 + libc::SIGKILL;
-        }
-        Ok(Some(other)) => {
-            return fail(
-                "runner channel",
-                &io::Error::other(format!("unexpected {other:?}")),
-            )
+            return 128 + signal;
         }
         Err(e) => return fail("runner channel", &e),
     };
@@ -169,16 +164,19 @@ pub fn keeper_main(run_dir: &Path) -> i32 {
         // Bound here, in the sandbox's network namespace; served by the supervisor from the host's. Our copy is
         // closed before anything of the sandbox is started, so no process inside can accept on it.
         let sent = std::net::TcpListener::bind(("127.0.0.1", port))
-            .and_then(|l| chan.send_with_fd(&Message::EgressListener { port }, &l));
+            .map_err(ChannelError::from)
+            .and_then(|l| keeper.egress_listener(port, &l));
         if let Err(e) = sent {
             return fail("egress proxy socket", &e);
         }
     }
     let factory = if plan.socket_factory {
-        let made = Channel::pair().and_then(|(ours, theirs)| {
-            chan.send_with_fd(&Message::SocketFactory, theirs.fd())?;
-            Ok(ours)
-        });
+        let made = crate::sandbox::sync::pair()
+            .map_err(ChannelError::from)
+            .and_then(|(theirs, ours)| {
+                keeper.socket_factory(theirs)?;
+                Ok(ours)
+            });
         match made {
             Ok(f) => Some(f),
             Err(e) => return fail("socket factory", &e),
@@ -189,7 +187,7 @@ pub fn keeper_main(run_dir: &Path) -> i32 {
     let namespaces_us = t0.elapsed().as_micros() as u64;
 
     // Signals are taken through a signalfd; the runner init unblocks them again before libcontainer runs.
-    let set = handled_set();
+    let set = handled_signals();
     if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None) {
         return fail("block signals", &e);
     }
@@ -203,12 +201,12 @@ pub fn keeper_main(run_dir: &Path) -> i32 {
         Ok(ForkResult::Child) => {
             drop(sfd);
             drop(factory);
-            std::process::exit(init_main(&plan, &chan, namespaces_us, secrets));
+            std::process::exit(init_main(&plan, &keeper, namespaces_us, secrets));
         }
         Ok(ForkResult::Parent { child }) => child,
         Err(e) => return fail("fork runner init", &e),
     };
-    let code = keep(&plan, &chan, &sfd, child, factory);
+    let code = keep(&plan, &keeper, &sfd, child, factory);
     cleanup(&plan);
     code
 }
@@ -217,10 +215,10 @@ pub fn keeper_main(run_dir: &Path) -> i32 {
 /// dies, and returns the runner init's exit code.
 fn keep(
     plan: &RunnerPlan,
-    chan: &Channel,
+    keeper: &RunnerChannel,
     sfd: &SignalFd,
     child: Pid,
-    mut factory: Option<Channel>,
+    mut factory: Option<RunnerChannel>,
 ) -> i32 {
     let mut deadline: Option<Instant> = None;
     let mut chan_open = true;
@@ -236,7 +234,7 @@ fn keep(
         };
         let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
         if chan_open {
-            fds.push(PollFd::new(chan.as_fd(), PollFlags::POLLIN));
+            fds.push(PollFd::new(keeper.as_fd(), PollFlags::POLLIN));
         }
         let factory_at = fds.len();
         if let Some(f) = &factory {
@@ -268,9 +266,9 @@ fn keep(
                 .is_some_and(|r| !r.is_empty());
         drop(fds);
         if factory_ready {
-            let gone = factory.as_ref().is_some_and(|f| {
-                !matches!(crate::sandbox::sync::SocketFactory::serve_one(f), Ok(true))
-            });
+            let gone = factory
+                .as_ref()
+                .is_some_and(|f| !matches!(SocketFactory::serve_one(f), Ok(true)));
             if gone {
                 factory = None;
             }
@@ -288,17 +286,20 @@ fn keep(
             }
         }
         if chan_ready {
-            match chan.recv() {
-                Ok(Some(Message::Signal(n))) => {
-                    if let Ok(sig) = Signal::try_from(n) {
-                        let _ = kill(child, sig);
-                    }
+            match keeper.next_order() {
+                Ok(Order::Signal(sig)) => {
+                    let _ = kill(child, sig);
                 }
-                Ok(Some(Message::Kill)) => {
+                Ok(Order::Kill) => {
                     let _ = kill(child, Signal::SIGKILL);
                 }
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => {
+                // An order out of place is not obeyed; the supervisor is still there.
+                Err(
+                    e @ (ChannelError::UnexpectedMessage { .. } | ChannelError::UnknownSignal(_)),
+                ) => {
+                    tracing::debug!("{e}");
+                }
+                Err(_) => {
                     // The supervisor is gone: stop the server, kill everything after the grace period.
                     chan_open = false;
                     let _ = kill(child, Signal::SIGTERM);
@@ -544,12 +545,12 @@ fn loopback_up() -> io::Result<()> {
 /// the server and returns its exit code (128+N for a signal).
 fn init_main(
     plan: &RunnerPlan,
-    chan: &Channel,
+    init: &RunnerChannel,
     namespaces_us: u64,
     secrets: Vec<SecretEnv>,
 ) -> i32 {
     let fail = |stage: &str, err: &dyn std::error::Error| {
-        let _ = chan.send(&Message::Failed(failure(stage, err)));
+        let _ = init.failed(failure(stage, err));
         crate::EXIT_SANDBOX_ERROR
     };
     // The keeper dying (even by SIGKILL) ends us, and with us the pid namespace: nothing outlives the keeper.
@@ -571,7 +572,7 @@ fn init_main(
         // SAFETY: the handler only does an atomic fetch_or, which is async-signal-safe.
         let _ = unsafe { nix::sys::signal::sigaction(*sig, &action) };
     }
-    let set = handled_set();
+    let set = handled_signals();
     let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None);
     // SAFETY: restoring the default disposition of SIGPIPE (the Rust runtime ignores it) installs no handler code.
     unsafe {
@@ -626,11 +627,11 @@ fn init_main(
             let _ = kill(server, *sig);
         }
     }
-    let _ = chan.send(&Message::Started(StartTimings {
+    let _ = init.started(StartTimings {
         namespaces_us,
         create_us,
         start_us,
-    }));
+    });
 
     let code = loop {
         let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];

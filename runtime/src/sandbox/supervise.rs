@@ -23,21 +23,56 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::rootfs::idmap::IdMap;
-use crate::sandbox::runner::{RunnerPlan, FORWARDED, SYNC_FD};
+use crate::sandbox::runner::{handled_signals, RunnerPlan, SYNC_FD};
 use crate::sandbox::secret::SecretEnv;
-use crate::sandbox::sync::{Channel, Message, RunnerFailure, StartTimings};
+use crate::sandbox::sync::{
+    ChannelError, RunnerEvent, RunnerFailure, SocketFactory, StartTimings, SupervisorChannel,
+};
 
 /// How a run ended.
 #[derive(Debug)]
-pub enum Outcome {
+pub enum RunEnd {
     /// The server ran; its exit code (128+N if a signal ended it).
     Exited(i32),
     /// The sandbox could not be created or started.
     Failed(RunnerFailure),
 }
 
+/// What the server's stdin and stdout are, and who talks to it.
+pub enum ServerStdio<'a> {
+    /// A stdio server speaking to the MCP client: it gets our stdin and stdout (passed through, or through a
+    /// pipe we copy: see the module documentation), and the client hanging up stops it.
+    Inherit,
+    /// A stdio server exposed on `--port`/`--socket`: its stdin and stdout are these pipes, whose other ends the
+    /// HTTP server holds. Our stdin and stdout are not watched.
+    Port {
+        /// The read end of the server's stdin pipe.
+        stdin: OwnedFd,
+        /// The write end of the server's stdout pipe.
+        stdout: OwnedFd,
+    },
+    /// A server speaking HTTP inside the sandbox (bridged to our stdio, or exposed on `--port`): it gets
+    /// `/dev/null` as stdin and our stderr as stdout (whatever it prints there is a log, never protocol for the
+    /// client). Our stdin and stdout are not watched. The runner makes a socket factory
+    /// (`RunnerPlan::socket_factory`), handed to `on_factory`.
+    Http {
+        /// Called with the socket factory into the sandbox's network namespace.
+        on_factory: &'a mut dyn FnMut(SocketFactory),
+    },
+}
+
+impl std::fmt::Debug for ServerStdio<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ServerStdio::Inherit => "Inherit",
+            ServerStdio::Port { .. } => "Port",
+            ServerStdio::Http { .. } => "Http",
+        })
+    }
+}
+
 /// Everything the supervisor needs.
-pub struct Launch<'a> {
+pub struct SupervisorArgs<'a> {
     /// The `thv-sandbox` executable to run as the runner.
     pub exe: PathBuf,
     /// The run directory (holds plan.json).
@@ -55,73 +90,87 @@ pub struct Launch<'a> {
     /// Called with the egress proxy's listening socket (inside the sandbox's network namespace) when the runner
     /// made one (`RunnerPlan::egress_port`); serving it is the caller's.
     pub on_egress: &'a mut dyn FnMut(std::net::TcpListener),
-    /// Called with the socket factory into the sandbox's network namespace when the runner made one
-    /// (`RunnerPlan::socket_factory`).
-    pub on_factory: &'a mut dyn FnMut(crate::sandbox::sync::SocketFactory),
-    /// Our stdin and stdout belong to a bridge (an HTTP-transport server): the server gets `/dev/null` as stdin
-    /// and our stderr as its stdout, and the supervisor does not watch them.
-    pub bridged: bool,
-    /// With `bridged`: the server's stdin and stdout are these (pipes a `--port` server holds the other ends of),
-    /// instead of `/dev/null` and our stderr.
-    pub server_stdio: Option<(OwnedFd, OwnedFd)>,
+    /// The server's stdin and stdout.
+    pub server_stdio: ServerStdio<'a>,
 }
 
-impl std::fmt::Debug for Launch<'_> {
+impl std::fmt::Debug for SupervisorArgs<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Launch")
+        f.debug_struct("SupervisorArgs")
             .field("run_dir", &self.run_dir)
             .field("plan", &self.plan)
+            .field("server_stdio", &self.server_stdio)
             .finish_non_exhaustive()
     }
 }
 
+/// What the event loop calls out to.
+struct Hooks<'a> {
+    idmap: &'a IdMap,
+    secrets: &'a [SecretEnv],
+    on_started: &'a mut dyn FnMut(&StartTimings),
+    on_egress: &'a mut dyn FnMut(std::net::TcpListener),
+    on_factory: Option<&'a mut dyn FnMut(SocketFactory)>,
+}
+
 /// Runs the sandbox to its end.
-pub fn supervise(mut launch: Launch<'_>) -> io::Result<Outcome> {
-    let (ours, theirs) = Channel::pair()?;
+pub fn supervise(args: SupervisorArgs<'_>) -> io::Result<RunEnd> {
+    let SupervisorArgs {
+        exe,
+        run_dir,
+        plan: _,
+        idmap,
+        secrets,
+        stop_timeout,
+        on_started,
+        on_egress,
+        server_stdio,
+    } = args;
+    let (supervisor, runner) = crate::sandbox::sync::pair()?;
     let stderr = Stdio0::for_fd(2, false)?;
-    let (stdin, stdout) = if launch.bridged {
-        (None, None)
-    } else {
-        (
+    let (stdin, stdout) = match server_stdio {
+        ServerStdio::Inherit => (
             Some(Stdio0::for_fd(0, true)?),
             Some(Stdio0::for_fd(1, false)?),
-        )
+        ),
+        ServerStdio::Port { .. } | ServerStdio::Http { .. } => (None, None),
     };
 
     // Signals are read from a signalfd; the runner unblocks them for the server.
-    let mut set = SigSet::empty();
-    for s in FORWARDED {
-        set.add(*s);
-    }
-    set.add(Signal::SIGCHLD);
+    let set = handled_signals();
     let mut old = SigSet::empty();
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old))?;
     let sfd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
 
-    let mut cmd = Command::new(&launch.exe);
-    cmd.arg("__runner").arg(launch.run_dir);
+    let mut cmd = Command::new(&exe);
+    cmd.arg("__runner").arg(run_dir);
     cmd.env_clear();
     for keep in ["RUST_LOG", "PATH"] {
         if let Some(v) = std::env::var_os(keep) {
             cmd.env(keep, v);
         }
     }
-    match (&stdin, &stdout) {
-        (Some(i), Some(o)) => {
-            cmd.stdin(i.child_stdio()?).stdout(o.child_stdio()?);
+    let on_factory = match server_stdio {
+        ServerStdio::Inherit => {
+            if let (Some(i), Some(o)) = (&stdin, &stdout) {
+                cmd.stdin(i.child_stdio()?).stdout(o.child_stdio()?);
+            }
+            None
         }
-        // Whatever a bridged server prints on its stdout is a log for our stderr, never protocol for the client.
-        _ => match launch.server_stdio.take() {
-            Some((i, o)) => {
-                cmd.stdin(Stdio::from(i)).stdout(Stdio::from(o));
-            }
-            None => {
-                cmd.stdin(Stdio::null()).stdout(stderr.child_stdio()?);
-            }
-        },
-    }
+        ServerStdio::Port {
+            stdin: i,
+            stdout: o,
+        } => {
+            cmd.stdin(Stdio::from(i)).stdout(Stdio::from(o));
+            None
+        }
+        ServerStdio::Http { on_factory } => {
+            cmd.stdin(Stdio::null()).stdout(stderr.child_stdio()?);
+            Some(on_factory)
+        }
+    };
     cmd.stderr(stderr.child_stdio()?);
-    let chan_fd = theirs.fd().as_raw_fd();
+    let chan_fd = runner.fd().as_raw_fd();
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe calls
     // (dup2, fcntl, prctl) on descriptors that exist in the child.
     unsafe {
@@ -155,13 +204,20 @@ pub fn supervise(mut launch: Launch<'_>) -> io::Result<Outcome> {
             return Err(e);
         }
     };
-    drop(theirs);
+    drop(runner);
     let pid = Pid::from_raw(child.id() as i32);
-    let mut watch = Watch::new(stdin, stdout, stderr, launch.stop_timeout);
-    let result = watch.run(&ours, &sfd, pid, &mut launch);
+    let mut watch = Watch::new(stdin, stdout, stderr, stop_timeout);
+    let mut hooks = Hooks {
+        idmap,
+        secrets,
+        on_started,
+        on_egress,
+        on_factory,
+    };
+    let result = watch.run(&supervisor, &sfd, pid, &mut hooks);
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
     // The keeper normally removes the run directory; if it was killed, we do.
-    let _ = std::fs::remove_dir_all(launch.run_dir);
+    let _ = std::fs::remove_dir_all(run_dir);
     result
 }
 
@@ -444,26 +500,25 @@ impl Watch {
 
     /// The client is gone or asked us to stop: SIGTERM now (or after the grace period, when the server should
     /// exit by itself on EOF), then SIGKILL.
-    fn begin_stop(&mut self, chan: &Channel, after_grace: bool) {
+    fn begin_stop(&mut self, supervisor: &SupervisorChannel, after_grace: bool) {
         if self.next.is_some() {
             return;
         }
         if after_grace {
             self.next = Some((Instant::now() + self.grace, Escalation::Term));
         } else {
-            let _ = chan.send(&Message::Signal(Signal::SIGTERM as i32));
+            let _ = supervisor.signal(Signal::SIGTERM);
             self.next = Some((Instant::now() + self.grace, Escalation::Kill));
         }
     }
 
     fn run(
         &mut self,
-        chan: &Channel,
+        supervisor: &SupervisorChannel,
         sfd: &SignalFd,
         runner: Pid,
-        launch: &mut Launch<'_>,
-    ) -> io::Result<Outcome> {
-        let (idmap, secrets) = (launch.idmap, launch.secrets);
+        hooks: &mut Hooks<'_>,
+    ) -> io::Result<RunEnd> {
         let mut chan_open = true;
         loop {
             let timeout = match self.next {
@@ -474,43 +529,33 @@ impl Watch {
                 None => PollTimeout::NONE,
             };
             // Poll set: signalfd, channel, pumps, and the pass-through descriptors for hang-up.
-            let mut raw: Vec<(RawFd, PollFlags, u8)> =
-                vec![(sfd.as_fd().as_raw_fd(), PollFlags::POLLIN, 0)];
+            let mut set = PollSet::default();
+            set.add(sfd.as_fd().as_raw_fd(), PollFlags::POLLIN, Tag::Signals);
             if chan_open {
-                raw.push((chan.as_fd().as_raw_fd(), PollFlags::POLLIN, 1));
+                set.add(
+                    supervisor.as_fd().as_raw_fd(),
+                    PollFlags::POLLIN,
+                    Tag::Runner,
+                );
             }
             for (i, p) in self.pumps.iter().enumerate() {
                 if let Some((fd, ev)) = p.poll_fd() {
-                    raw.push((fd, ev, 10 + i as u8));
+                    set.add(fd, ev, Tag::Pump(i));
                 }
             }
             if let Some(fd) = self.direct_in {
-                raw.push((fd, PollFlags::from_bits_retain(libc::POLLRDHUP), 2));
+                set.add(
+                    fd,
+                    PollFlags::from_bits_retain(libc::POLLRDHUP),
+                    Tag::ClientStdin,
+                );
             }
             if let Some(fd) = self.direct_out {
-                raw.push((fd, PollFlags::empty(), 3));
+                set.add(fd, PollFlags::empty(), Tag::ClientStdout);
             }
-            // SAFETY: every descriptor in `raw` stays open for this iteration (owned by us or by the pumps).
-            let mut fds: Vec<PollFd> = raw
-                .iter()
-                .map(|(fd, ev, _)| PollFd::new(unsafe { BorrowedFd::borrow_raw(*fd) }, *ev))
-                .collect();
-            match poll(&mut fds, timeout) {
-                Ok(_) | Err(Errno::EINTR) => {}
-                Err(e) => return Err(e.into()),
-            }
-            let ready: Vec<(u8, PollFlags)> = raw
-                .iter()
-                .zip(&fds)
-                .map(|((_, _, tag), f)| (*tag, f.revents().unwrap_or(PollFlags::empty())))
-                .collect();
-            drop(fds);
-            for (tag, rev) in ready {
-                if rev.is_empty() {
-                    continue;
-                }
+            for (tag, _) in set.wait(timeout)? {
                 match tag {
-                    0 => {
+                    Tag::Signals => {
                         while let Ok(Some(info)) = sfd.read_signal() {
                             let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
                                 continue;
@@ -518,7 +563,7 @@ impl Watch {
                             if sig == Signal::SIGCHLD {
                                 continue;
                             }
-                            let _ = chan.send(&Message::Signal(sig as i32));
+                            let _ = supervisor.signal(sig);
                             if matches!(sig, Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP)
                                 && self.next.is_none()
                             {
@@ -526,52 +571,36 @@ impl Watch {
                             }
                         }
                     }
-                    1 => match chan.recv_with_fd() {
-                        Ok(Some((Message::EgressListener { .. }, Some(fd)))) => {
-                            (launch.on_egress)(std::net::TcpListener::from(fd));
+                    Tag::Runner => match supervisor.next_event() {
+                        Ok(event) => self.on_event(event, supervisor, runner, hooks),
+                        Err(ChannelError::Closed | ChannelError::Io(_)) => chan_open = false,
+                        Err(e) => {
+                            // A runner out of protocol is a broken sandbox: say so, and stop it.
+                            self.failure.get_or_insert(RunnerFailure {
+                                stage: "runner protocol".into(),
+                                chain: crate::chain::messages(&e),
+                            });
+                            self.begin_stop(supervisor, false);
                         }
-                        Ok(Some((Message::SocketFactory, Some(fd)))) => {
-                            (launch.on_factory)(crate::sandbox::sync::SocketFactory::from_fd(fd));
-                        }
-                        Ok(Some((Message::UsernsReady, _))) => {
-                            let reply = match idmap.write(runner.as_raw() as u32) {
-                                Ok(()) => Message::Mapped(secrets.to_vec()),
-                                Err(e) => {
-                                    self.failure = Some(RunnerFailure {
-                                        stage: "write user namespace id maps".into(),
-                                        chain: crate::chain::messages(&e),
-                                    });
-                                    Message::MapFailed(e.to_string())
-                                }
-                            };
-                            let _ = chan.send(&reply);
-                        }
-                        Ok(Some((Message::Started(t), _))) => (launch.on_started)(&t),
-                        Ok(Some((Message::Failed(f), _))) => {
-                            self.failure.get_or_insert(f);
-                        }
-                        Ok(Some(_)) => {}
-                        Ok(None) | Err(_) => chan_open = false,
                     },
-                    2 => {
+                    Tag::ClientStdin => {
                         // The client closed its end of our stdin: a well-behaved server exits on EOF by itself.
                         self.direct_in = None;
-                        self.begin_stop(chan, true);
+                        self.begin_stop(supervisor, true);
                     }
-                    3 => {
+                    Tag::ClientStdout => {
                         // Nobody reads our stdout any more: the client is gone. On one socket that is also end
                         // of file for the server, which gets the grace period to exit by itself, as for stdin.
                         self.direct_out = None;
-                        self.begin_stop(chan, self.one_socket);
+                        self.begin_stop(supervisor, self.one_socket);
                     }
-                    t => {
-                        let i = (t - 10) as usize;
+                    Tag::Pump(i) => {
                         self.pumps[i].step();
                         if self.pumps[i].done() && self.pumps[i].input {
-                            self.begin_stop(chan, true);
+                            self.begin_stop(supervisor, true);
                         } else if self.pumps[i].broken && self.pumps[i].dst == 1 {
                             // Writing to our stdout failed (terminal hung up, disk full): the client is gone.
-                            self.begin_stop(chan, false);
+                            self.begin_stop(supervisor, false);
                         }
                     }
                 }
@@ -580,11 +609,11 @@ impl Watch {
                 if Instant::now() >= at {
                     match what {
                         Escalation::Term => {
-                            let _ = chan.send(&Message::Signal(Signal::SIGTERM as i32));
+                            let _ = supervisor.signal(Signal::SIGTERM);
                             self.next = Some((Instant::now() + self.grace, Escalation::Kill));
                         }
                         Escalation::Kill => {
-                            let _ = chan.send(&Message::Kill);
+                            let _ = supervisor.kill();
                             self.next = Some((
                                 Instant::now() + Duration::from_secs(2),
                                 Escalation::KillRunner,
@@ -613,19 +642,20 @@ impl Watch {
                             }
                         }
                     }
-                    while let Ok(Some(msg)) = recv_nonblocking(chan) {
-                        match msg {
-                            Message::Failed(f) => {
+                    // What the runner said last: a failure, or the start (the server ran and exited quickly).
+                    while let Ok(Some(event)) = supervisor.try_next_event() {
+                        match event {
+                            RunnerEvent::Failed(f) => {
                                 self.failure.get_or_insert(f);
                             }
-                            Message::Started(t) => (launch.on_started)(&t),
+                            RunnerEvent::Started(t) => (hooks.on_started)(&t),
                             _ => {}
                         }
                     }
                     if let Some(f) = self.failure.take() {
-                        return Ok(Outcome::Failed(f));
+                        return Ok(RunEnd::Failed(f));
                     }
-                    return Ok(Outcome::Exited(match status {
+                    return Ok(RunEnd::Exited(match status {
                         WaitStatus::Exited(_, c) => c,
                         WaitStatus::Signaled(_, s, _) => 128 + s as i32,
                         _ => crate::EXIT_SANDBOX_ERROR,
@@ -636,14 +666,94 @@ impl Watch {
             }
         }
     }
+
+    /// One report of the runner, in the protocol's order (checked by the channel).
+    fn on_event(
+        &mut self,
+        event: RunnerEvent,
+        supervisor: &SupervisorChannel,
+        runner: Pid,
+        hooks: &mut Hooks<'_>,
+    ) {
+        match event {
+            RunnerEvent::UsernsReady => {
+                let answered = match hooks.idmap.write(runner.as_raw() as u32) {
+                    Ok(()) => supervisor.mapped(hooks.secrets.to_vec()),
+                    Err(e) => {
+                        self.failure = Some(RunnerFailure {
+                            stage: "write user namespace id maps".into(),
+                            chain: crate::chain::messages(&e),
+                        });
+                        supervisor.map_failed(e.to_string())
+                    }
+                };
+                if let Err(e) = answered {
+                    tracing::debug!("answering the runner: {e}");
+                }
+            }
+            RunnerEvent::EgressListener(listener) => (hooks.on_egress)(listener),
+            RunnerEvent::SocketFactory(factory) => match &mut hooks.on_factory {
+                Some(on_factory) => on_factory(factory),
+                // Made only for an HTTP server (`RunnerPlan::socket_factory`); nobody to give it to.
+                None => drop(factory),
+            },
+            RunnerEvent::Started(t) => (hooks.on_started)(&t),
+            RunnerEvent::Failed(f) => {
+                self.failure.get_or_insert(f);
+            }
+        }
+    }
 }
 
-fn recv_nonblocking(chan: &Channel) -> io::Result<Option<Message>> {
-    let mut fds = [PollFd::new(chan.as_fd(), PollFlags::POLLIN)];
-    if poll(&mut fds, PollTimeout::ZERO)? == 0 {
-        return Ok(None);
+/// What a descriptor in the supervisor's poll set is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tag {
+    /// The signalfd.
+    Signals,
+    /// The runner channel.
+    Runner,
+    /// Our stdin, passed through: watched for the client hanging up.
+    ClientStdin,
+    /// Our stdout, passed through: watched for the reader going away.
+    ClientStdout,
+    /// The pump at this index of `Watch::pumps`.
+    Pump(usize),
+}
+
+/// The descriptors of one `poll`, each with its tag.
+#[derive(Debug, Default)]
+struct PollSet {
+    entries: Vec<(RawFd, PollFlags, Tag)>,
+}
+
+impl PollSet {
+    fn add(&mut self, fd: RawFd, events: PollFlags, tag: Tag) {
+        self.entries.push((fd, events, tag));
     }
-    chan.recv()
+
+    /// Waits up to `timeout`; the tags of the descriptors with events, in the order they were added (none when a
+    /// signal interrupted the wait).
+    fn wait(&self, timeout: PollTimeout) -> io::Result<Vec<(Tag, PollFlags)>> {
+        // SAFETY: every descriptor in the set stays open while it is polled (owned by the caller or by its pumps,
+        // which outlive this call).
+        let mut fds: Vec<PollFd> = self
+            .entries
+            .iter()
+            .map(|(fd, ev, _)| PollFd::new(unsafe { BorrowedFd::borrow_raw(*fd) }, *ev))
+            .collect();
+        match poll(&mut fds, timeout) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        }
+        Ok(self
+            .entries
+            .iter()
+            .zip(&fds)
+            .map(|((_, _, tag), f)| (*tag, f.revents().unwrap_or(PollFlags::empty())))
+            .filter(|(_, rev)| !rev.is_empty())
+            .collect())
+    }
 }
 
 /// Whether two descriptors are the same socket (same device and inode).
@@ -665,7 +775,39 @@ pub fn kill_quietly(pid: i32) {
 
 #[cfg(test)]
 mod tests {
-    use super::Escaper;
+    use super::{Escaper, PollSet, Tag};
+    use nix::poll::{PollFlags, PollTimeout};
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn each_ready_descriptor_comes_back_with_its_tag() {
+        // Four pipes: the ones written to (and only they) come back, under the tag they were added with.
+        let pipes: Vec<_> = (0..4).map(|_| std::io::pipe().unwrap()).collect();
+        let tags = [Tag::Signals, Tag::Runner, Tag::Pump(0), Tag::Pump(7)];
+        let mut set = PollSet::default();
+        for ((r, _), tag) in pipes.iter().zip(tags) {
+            set.add(r.as_raw_fd(), PollFlags::POLLIN, tag);
+        }
+        assert!(set.wait(PollTimeout::ZERO).unwrap().is_empty());
+        for i in [1, 3] {
+            (&pipes[i].1).write_all(b"x").unwrap();
+        }
+        let ready = set.wait(PollTimeout::ZERO).unwrap();
+        assert_eq!(
+            ready,
+            vec![
+                (Tag::Runner, PollFlags::POLLIN),
+                (Tag::Pump(7), PollFlags::POLLIN)
+            ]
+        );
+        // A pump index is not squeezed into a byte: the 300th pump is still the 300th.
+        let (r, w) = std::io::pipe().unwrap();
+        let mut set = PollSet::default();
+        set.add(r.as_raw_fd(), PollFlags::POLLIN, Tag::Pump(300));
+        (&w).write_all(b"x").unwrap();
+        assert_eq!(set.wait(PollTimeout::ZERO).unwrap()[0].0, Tag::Pump(300));
+    }
 
     fn escaped(chunks: &[&[u8]]) -> Vec<u8> {
         let mut e = Escaper::default();

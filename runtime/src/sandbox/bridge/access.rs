@@ -17,6 +17,185 @@ const TOKEN_MIN: usize = 32;
 /// Longest token accepted from a file.
 const TOKEN_MAX: usize = 256;
 
+/// What a token given by the user must be.
+const TOKEN_RULE: &str =
+    "a token must be 32 to 256 characters of A-Z, a-z, 0-9, '.', '_', '~', '-' \
+                          (e.g. the output of `openssl rand -hex 32`)";
+
+/// Why a token cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The text is not a token.
+    #[error("{}", TOKEN_RULE)]
+    Malformed,
+    /// The token file holds something that is not a token.
+    #[error("{}: {}", .path.display(), TOKEN_RULE)]
+    MalformedIn {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The token file cannot be read.
+    #[error("{}: {error}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The token file is not a regular file.
+    #[error("{} is not a regular file", .path.display())]
+    NotAFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The token file is a symlink.
+    #[error("{} is a symlink; give the file itself", .path.display())]
+    Symlink {
+        /// The link.
+        path: PathBuf,
+    },
+    /// The token file is someone else's.
+    #[error("{} belongs to uid {owner}, not to you (uid {me})", .path.display())]
+    NotYours {
+        /// The file.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// Our effective uid.
+        me: u32,
+    },
+    /// Others may read or write the token file.
+    #[error("{} may be read or written by others (mode {mode:o}): chmod 600 it", .path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// No random token could be made.
+    #[error("a random token: {0}")]
+    Random(std::io::Error),
+    /// The new token file could not be created.
+    #[error("creating {}: {error}", .path.display())]
+    Create {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The new token could not be written.
+    #[error("writing {}: {error}", .path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The file came and went while we looked.
+    #[error("{}: created and removed again meanwhile", .path.display())]
+    Raced {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// Why `--port`/`--socket` cannot be served (each message names its flag).
+#[derive(Debug, thiserror::Error)]
+pub enum ExposeError {
+    /// `--port` is not an address.
+    #[error("--port: {0}")]
+    Listen(#[from] super::ListenSpecError),
+    /// A token file without anything to serve.
+    #[error("--port-token-file goes with --port")]
+    TokenFileAlone,
+    /// The token file cannot be used.
+    #[error("--port-token-file: {0}")]
+    TokenFile(TokenError),
+    /// No random token could be made.
+    #[error("--port: a random token: {0}")]
+    RandomToken(std::io::Error),
+    /// The TCP port cannot be bound.
+    #[error("--port: cannot listen on {addr}: {error}")]
+    BindTcp {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The socket path cannot be used.
+    #[error("--socket {}: {error}", .path.display())]
+    SocketPath {
+        /// The path as given.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The socket path names no file.
+    #[error("--socket {}: not a file path", .path.display())]
+    NotAFilePath {
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// The socket's directory cannot be created.
+    #[error("--socket: creating {}: {error}", .dir.display())]
+    CreateDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The socket's directory is not private to us.
+    #[error(
+        "--socket: the socket's directory {} must be a directory of yours (uid {me}) that nobody else may \
+         enter; it is {}, uid {uid}, mode {mode:o} (hint: mkdir -m 700 a directory of your own, e.g. under \
+         $XDG_RUNTIME_DIR)",
+        .dir.display(),
+        .what
+    )]
+    DirNotPrivate {
+        /// The directory.
+        dir: PathBuf,
+        /// Our effective uid.
+        me: u32,
+        /// "a directory", or "not a directory".
+        what: &'static str,
+        /// Its owner.
+        uid: u32,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Something other than a stale socket of ours is at the path.
+    #[error("--socket: {} exists (and is not a stale socket of yours)", .path.display())]
+    InTheWay {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The socket cannot be bound.
+    #[error("--socket: cannot listen on {}: {error}", .path.display())]
+    BindSocket {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The socket's permissions cannot be set.
+    #[error("--socket: chmod {}: {error}", .path.display())]
+    Chmod {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// Another filesystem operation on the socket or its directory failed.
+    #[error("--socket: {}: {error}", .path.display())]
+    Socket {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+}
+
 /// The secret a TCP client must present. `Debug` does not show it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Token {
@@ -44,13 +223,10 @@ impl Token {
 
     /// A token given by the user: 32 to 256 characters of `A-Z a-z 0-9 . _ ~ -` (what a URL path segment carries
     /// unescaped).
-    pub fn parse(s: &str) -> Result<Token, String> {
+    pub fn parse(s: &str) -> Result<Token, TokenError> {
         let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '~' | '-');
         if !(TOKEN_MIN..=TOKEN_MAX).contains(&s.len()) || !s.chars().all(ok_char) {
-            return Err(format!(
-                "a token must be {TOKEN_MIN} to {TOKEN_MAX} characters of A-Z, a-z, 0-9, '.', '_', '~', '-' \
-                 (e.g. the output of `openssl rand -hex 32`)"
-            ));
+            return Err(TokenError::Malformed);
         }
         Ok(Token {
             value: s.to_owned(),
@@ -60,8 +236,11 @@ impl Token {
 
     /// The token in `path`; when there is no such file, a fresh token written there (mode 0600). An existing
     /// file must be a regular file (not a symlink) of ours that nobody else may read.
-    pub fn from_file(path: &Path) -> Result<Token, String> {
-        let show = path.display();
+    pub fn from_file(path: &Path) -> Result<Token, TokenError> {
+        let read = |error| TokenError::Read {
+            path: path.to_owned(),
+            error,
+        };
         for _ in 0..2 {
             let opened = std::fs::OpenOptions::new()
                 .read(true)
@@ -69,35 +248,40 @@ impl Token {
                 .open(path);
             match opened {
                 Ok(f) => {
-                    let meta = f.metadata().map_err(|e| format!("{show}: {e}"))?;
+                    let meta = f.metadata().map_err(read)?;
                     if !meta.is_file() {
-                        return Err(format!("{show} is not a regular file"));
+                        return Err(TokenError::NotAFile {
+                            path: path.to_owned(),
+                        });
                     }
                     let me = nix::unistd::geteuid().as_raw();
                     if meta.uid() != me {
-                        return Err(format!(
-                            "{show} belongs to uid {}, not to you (uid {me})",
-                            meta.uid()
-                        ));
+                        return Err(TokenError::NotYours {
+                            path: path.to_owned(),
+                            owner: meta.uid(),
+                            me,
+                        });
                     }
                     if meta.mode() & 0o077 != 0 {
-                        return Err(format!(
-                            "{show} may be read or written by others (mode {:o}): chmod 600 it",
-                            meta.mode() & 0o7777
-                        ));
+                        return Err(TokenError::Open {
+                            path: path.to_owned(),
+                            mode: meta.mode() & 0o7777,
+                        });
                     }
                     let mut s = String::new();
                     f.take(TOKEN_MAX as u64 + 2)
                         .read_to_string(&mut s)
-                        .map_err(|e| format!("{show}: {e}"))?;
-                    let token = Token::parse(s.trim()).map_err(|e| format!("{show}: {e}"))?;
+                        .map_err(read)?;
+                    let token = Token::parse(s.trim()).map_err(|_| TokenError::MalformedIn {
+                        path: path.to_owned(),
+                    })?;
                     return Ok(Token {
                         file: Some(path.to_owned()),
                         ..token
                     });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    let token = Token::generate().map_err(|e| format!("a random token: {e}"))?;
+                    let token = Token::generate().map_err(TokenError::Random)?;
                     let created = std::fs::OpenOptions::new()
                         .write(true)
                         .create_new(true)
@@ -108,7 +292,10 @@ impl Token {
                         Ok(mut f) => {
                             f.write_all(format!("{}\n", token.value).as_bytes())
                                 .and_then(|()| f.sync_all())
-                                .map_err(|e| format!("writing {show}: {e}"))?;
+                                .map_err(|error| TokenError::Write {
+                                    path: path.to_owned(),
+                                    error,
+                                })?;
                             return Ok(Token {
                                 file: Some(path.to_owned()),
                                 ..token
@@ -116,16 +303,25 @@ impl Token {
                         }
                         // Another run made it meanwhile: read theirs.
                         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                        Err(e) => return Err(format!("creating {show}: {e}")),
+                        Err(error) => {
+                            return Err(TokenError::Create {
+                                path: path.to_owned(),
+                                error,
+                            })
+                        }
                     }
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                    return Err(format!("{show} is a symlink; give the file itself"))
+                    return Err(TokenError::Symlink {
+                        path: path.to_owned(),
+                    })
                 }
-                Err(e) => return Err(format!("{show}: {e}")),
+                Err(e) => return Err(read(e)),
             }
         }
-        Err(format!("{show}: created and removed again meanwhile"))
+        Err(TokenError::Raced {
+            path: path.to_owned(),
+        })
     }
 
     /// The token's text.
@@ -169,20 +365,17 @@ impl Expose {
         port: Option<&str>,
         socket: Option<&Path>,
         token_file: Option<&Path>,
-    ) -> Result<Option<Expose>, String> {
-        let tcp = port
-            .map(super::parse_listen)
-            .transpose()
-            .map_err(|e| format!("--port: {e}"))?;
+    ) -> Result<Option<Expose>, ExposeError> {
+        let tcp = port.map(super::parse_listen).transpose()?;
         if tcp.is_none() && socket.is_none() {
             return match token_file {
-                Some(_) => Err("--port-token-file goes with --port".into()),
+                Some(_) => Err(ExposeError::TokenFileAlone),
                 None => Ok(None),
             };
         }
         let token = match token_file {
-            Some(f) => Token::from_file(f).map_err(|e| format!("--port-token-file: {e}"))?,
-            None => Token::generate().map_err(|e| format!("--port: a random token: {e}"))?,
+            Some(f) => Token::from_file(f).map_err(ExposeError::TokenFile)?,
+            None => Token::generate().map_err(ExposeError::RandomToken)?,
         };
         Ok(Some(Expose {
             tcp,
@@ -243,11 +436,11 @@ impl Listening {
 
 /// Binds what `expose` names. The socket file, if any, is removed when the serving ends, or when the returned
 /// [`SocketFile`] is dropped, whichever comes first.
-pub fn listen(expose: &Expose) -> Result<(Listening, Option<SocketFile>), String> {
+pub fn listen(expose: &Expose) -> Result<(Listening, Option<SocketFile>), ExposeError> {
     let tcp = match expose.tcp {
         Some(addr) => Some(
             std::net::TcpListener::bind(addr)
-                .map_err(|e| format!("--port: cannot listen on {addr}: {e}"))?,
+                .map_err(|error| ExposeError::BindTcp { addr, error })?,
         ),
         None => None,
     };
@@ -289,30 +482,47 @@ impl Drop for SocketFile {
 
 /// Binds a unix socket at `path`, mode 0600. Its directory must be the owner's and closed to everyone else
 /// (0700; created so when missing). A stale socket of ours that nobody listens on is replaced.
-pub fn bind_socket(path: &Path) -> Result<(std::os::unix::net::UnixListener, SocketFile), String> {
-    let show = path.display();
-    let path = std::path::absolute(path).map_err(|e| format!("--socket {show}: {e}"))?;
+pub fn bind_socket(
+    path: &Path,
+) -> Result<(std::os::unix::net::UnixListener, SocketFile), ExposeError> {
+    let given = path;
+    let path = std::path::absolute(given).map_err(|error| ExposeError::SocketPath {
+        path: given.to_owned(),
+        error,
+    })?;
     let (Some(dir), Some(_)) = (path.parent(), path.file_name()) else {
-        return Err(format!("--socket {show}: not a file path"));
+        return Err(ExposeError::NotAFilePath {
+            path: given.to_owned(),
+        });
+    };
+    let fs_error = |path: &Path| {
+        let path = path.to_owned();
+        move |error| ExposeError::Socket { path, error }
     };
     match std::fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(format!("--socket: creating {}: {e}", dir.display())),
+        Err(error) => {
+            return Err(ExposeError::CreateDir {
+                dir: dir.to_owned(),
+                error,
+            })
+        }
     }
     let me = nix::unistd::geteuid().as_raw();
-    let meta =
-        std::fs::symlink_metadata(dir).map_err(|e| format!("--socket: {}: {e}", dir.display()))?;
+    let meta = std::fs::symlink_metadata(dir).map_err(fs_error(dir))?;
     if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o077 != 0 {
-        return Err(format!(
-            "--socket: the socket's directory {} must be a directory of yours (uid {me}) that nobody else may \
-             enter; it is {}, uid {}, mode {:o} (hint: mkdir -m 700 a directory of your own, e.g. under \
-             $XDG_RUNTIME_DIR)",
-            dir.display(),
-            if meta.is_dir() { "a directory" } else { "not a directory" },
-            meta.uid(),
-            meta.mode() & 0o7777
-        ));
+        return Err(ExposeError::DirNotPrivate {
+            dir: dir.to_owned(),
+            me,
+            what: if meta.is_dir() {
+                "a directory"
+            } else {
+                "not a directory"
+            },
+            uid: meta.uid(),
+            mode: meta.mode() & 0o7777,
+        });
     }
     if let Ok(m) = std::fs::symlink_metadata(&path) {
         use std::os::unix::fs::FileTypeExt;
@@ -321,24 +531,28 @@ pub fn bind_socket(path: &Path) -> Result<(std::os::unix::net::UnixListener, Soc
             && std::os::unix::net::UnixStream::connect(&path)
                 .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused);
         if !stale {
-            return Err(format!(
-                "--socket: {} exists (and is not a stale socket of yours)",
-                path.display()
-            ));
+            return Err(ExposeError::InTheWay { path });
         }
-        std::fs::remove_file(&path).map_err(|e| format!("--socket: {}: {e}", path.display()))?;
+        std::fs::remove_file(&path).map_err(fs_error(&path))?;
     }
-    let listener = std::os::unix::net::UnixListener::bind(&path)
-        .map_err(|e| format!("--socket: cannot listen on {}: {e}", path.display()))?;
+    let listener =
+        std::os::unix::net::UnixListener::bind(&path).map_err(|error| ExposeError::BindSocket {
+            path: path.clone(),
+            error,
+        })?;
     let file = std::fs::symlink_metadata(&path)
         .map(|m| SocketFile {
             path: path.clone(),
             dev: m.dev(),
             ino: m.ino(),
         })
-        .map_err(|e| format!("--socket: {}: {e}", path.display()))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| format!("--socket: chmod {}: {e}", path.display()))?;
+        .map_err(fs_error(&path))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|error| {
+        ExposeError::Chmod {
+            path: path.clone(),
+            error,
+        }
+    })?;
     Ok((listener, file))
 }
 
@@ -394,7 +608,10 @@ mod tests {
         assert_eq!(t.file(), Some(&*f));
         // Readable by others: refused.
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(Token::from_file(&f).unwrap_err().contains("chmod 600"));
+        assert!(Token::from_file(&f)
+            .unwrap_err()
+            .to_string()
+            .contains("chmod 600"));
         // A symlink: refused.
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
         let link = dir.path().join("link");
@@ -444,12 +661,77 @@ mod tests {
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert!(bind_socket(&open.join("s"))
             .unwrap_err()
+            .to_string()
             .contains("nobody else"));
         // A file in the way: refused, left alone.
         let plain = dir.path().join("plain");
         std::fs::write(&plain, "x").unwrap();
         assert!(bind_socket(&plain).is_err());
         assert!(plain.exists());
+    }
+
+    #[test]
+    fn access_errors_name_the_flag_the_file_and_the_fix() {
+        let p = PathBuf::from("/run/t");
+        let io = || std::io::Error::from_raw_os_error(libc::EACCES);
+        for (e, want) in [
+            (
+                ExposeError::TokenFile(TokenError::Open {
+                    path: p.clone(),
+                    mode: 0o644,
+                }),
+                "--port-token-file: /run/t may be read or written by others (mode 644): chmod 600 it",
+            ),
+            (
+                ExposeError::TokenFile(TokenError::MalformedIn { path: p.clone() }),
+                "--port-token-file: /run/t: a token must be 32 to 256 characters of A-Z, a-z, 0-9, '.', '_', \
+                 '~', '-' (e.g. the output of `openssl rand -hex 32`)",
+            ),
+            (
+                ExposeError::TokenFile(TokenError::NotYours {
+                    path: p.clone(),
+                    owner: 0,
+                    me: 1000,
+                }),
+                "--port-token-file: /run/t belongs to uid 0, not to you (uid 1000)",
+            ),
+            (
+                ExposeError::TokenFileAlone,
+                "--port-token-file goes with --port",
+            ),
+            (
+                ExposeError::BindTcp {
+                    addr: "127.0.0.1:80".parse().unwrap(),
+                    error: io(),
+                },
+                "--port: cannot listen on 127.0.0.1:80: Permission denied (os error 13)",
+            ),
+            (
+                ExposeError::DirNotPrivate {
+                    dir: p.clone(),
+                    me: 1000,
+                    what: "a directory",
+                    uid: 1000,
+                    mode: 0o755,
+                },
+                "--socket: the socket's directory /run/t must be a directory of yours (uid 1000) that nobody \
+                 else may enter; it is a directory, uid 1000, mode 755 (hint: mkdir -m 700 a directory of \
+                 your own, e.g. under $XDG_RUNTIME_DIR)",
+            ),
+            (
+                ExposeError::InTheWay { path: p.clone() },
+                "--socket: /run/t exists (and is not a stale socket of yours)",
+            ),
+        ] {
+            assert_eq!(e.to_string(), want);
+        }
+        assert_eq!(
+            Expose::from_flags(Some("x"), None, None)
+                .unwrap_err()
+                .to_string(),
+            "--port: bad listen address \"x\": expected PORT or HOST:PORT (e.g. 8080, 127.0.0.1:8080, \
+             [::1]:8080)"
+        );
     }
 
     #[test]

@@ -34,6 +34,8 @@ impl fmt::Display for ClientError {
     }
 }
 
+impl std::error::Error for ClientError {}
+
 /// An HTTP client for one server: every request gets `Host` set to `host`.
 #[derive(Clone)]
 pub(crate) struct HttpClient {

@@ -39,7 +39,7 @@ use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use super::access::{self, Listening, Token};
 use super::client::HttpClient;
 use super::jsonrpc::{self, classify, id_key, note, Line, INTERNAL_ERROR, PARSE_ERROR};
-use super::{sse, BridgeError, Limits, Transport, Upstream};
+use super::{sse, BridgeError, HttpTransport, Limits, Upstream};
 
 type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
@@ -326,7 +326,7 @@ pub(crate) async fn serve(
     };
     let (backend, mut done): (Backend, Done) = match upstream {
         Upstream::Http {
-            transport: Transport::StreamableHttp,
+            transport: HttpTransport::StreamableHttp,
             connect,
             upstream,
         } => {
@@ -343,7 +343,7 @@ pub(crate) async fn serve(
             )
         }
         Upstream::Http {
-            transport: Transport::Sse,
+            transport: HttpTransport::Sse,
             connect,
             upstream,
         } => {

@@ -136,7 +136,7 @@ fn routing_headers(msg: &Value, c: &Classified) -> Vec<(HeaderName, HeaderValue)
     out
 }
 
-/// Runs the bridge until the client's input ends (see [`super::stdio_to_streamable_http`]).
+/// Runs the bridge until the client's input ends (see [`super::stdio_to_http`]).
 pub(crate) async fn run<R, W>(
     connect: Arc<dyn Connect>,
     upstream: &HttpUpstream,
@@ -419,19 +419,32 @@ fn note_protocol(shared: &Shared, v: &Value, c: &Classified) {
     }
 }
 
-async fn resume(shared: &Shared, last: &str) -> Result<EventStream, String> {
+/// Why a broken answer stream could not be resumed.
+#[derive(Debug, thiserror::Error)]
+enum ResumeError {
+    /// The last event id cannot be a header value.
+    #[error("{0}")]
+    EventId(#[from] http::header::InvalidHeaderValue),
+    /// The request could not be built.
+    #[error("{0}")]
+    Request(#[from] http::Error),
+    /// The exchange failed.
+    #[error("{0}")]
+    Client(#[from] ClientError),
+    /// The server did not answer with an event stream.
+    #[error("the server answered {0}")]
+    Answer(StatusCode),
+}
+
+async fn resume(shared: &Shared, last: &str) -> Result<EventStream, ResumeError> {
     let req = shared
         .request(Method::GET)
         .header(http::header::ACCEPT, "text/event-stream")
-        .header(
-            LAST_EVENT_ID,
-            HeaderValue::from_str(last).map_err(|e| e.to_string())?,
-        )
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| e.to_string())?;
-    let resp = shared.client.send(req).await.map_err(|e| e.to_string())?;
+        .header(LAST_EVENT_ID, HeaderValue::from_str(last)?)
+        .body(Full::new(Bytes::new()))?;
+    let resp = shared.client.send(req).await?;
     if !resp.status().is_success() || !client::is_event_stream(&resp) {
-        return Err(format!("the server answered {}", resp.status()));
+        return Err(ResumeError::Answer(resp.status()));
     }
     Ok(EventStream::new(
         resp.into_body(),
