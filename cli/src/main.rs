@@ -5,18 +5,15 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use thv_sandbox_provenance as prov;
-use thv_sandbox_runtime::catalog::{env as catalog_env, launch};
 use thv_sandbox_runtime::dirs::Dirs;
 use thv_sandbox_runtime::distribution::PullPolicy;
-use thv_sandbox_runtime::sandbox::secret::SecretEnv;
+use thv_sandbox_runtime::settings::request::{self, IdentityFlags, RunFlags};
 use thv_sandbox_runtime::settings::{self, Config};
 use thv_sandbox_runtime::{
-    cache, doctor, sandbox::profile, sandbox::runner, RegistryAccess, EXIT_SANDBOX_ERROR,
-    EXIT_USAGE,
+    cache, doctor, sandbox::profile, sandbox::runner, EXIT_SANDBOX_ERROR, EXIT_USAGE,
 };
 
 mod registry_cmd;
@@ -238,37 +235,8 @@ struct IdentityArgs {
 }
 
 impl IdentityArgs {
-    fn any_identity_flag(&self) -> bool {
-        [
-            &self.certificate_identity,
-            &self.certificate_oidc_issuer,
-            &self.certificate_github_workflow_repository,
-            &self.certificate_github_workflow_ref,
-            &self.certificate_github_workflow_sha,
-            &self.certificate_github_workflow_trigger,
-            &self.certificate_github_workflow_name,
-        ]
-        .iter()
-        .any(|f| f.is_some())
-    }
-
-    /// The policy the flags give; `None` when they name none (the caller decides whether that is an error).
-    fn policy(&self) -> Result<Option<prov::Policy>, String> {
-        if self.insecure_any_identity && self.any_identity_flag() {
-            return Err(
-                "--insecure-any-identity contradicts the identity flags given with it".into(),
-            );
-        }
-        if self.insecure_any_identity {
-            return Ok(Some(prov::Policy::InsecureAnyIdentity {
-                sigstore_url: self.sigstore_url.clone(),
-            }));
-        }
-        if !self.any_identity_flag() {
-            return Ok(None);
-        }
-        Ok(Some(prov::Policy::Identity(prov::IdentityPolicy {
-            sigstore_url: self.sigstore_url.clone(),
+    fn flags(&self) -> IdentityFlags {
+        IdentityFlags {
             certificate_identity: self.certificate_identity.clone(),
             certificate_oidc_issuer: self.certificate_oidc_issuer.clone(),
             github_workflow_repository: self.certificate_github_workflow_repository.clone(),
@@ -276,25 +244,10 @@ impl IdentityArgs {
             github_workflow_sha: self.certificate_github_workflow_sha.clone(),
             github_workflow_trigger: self.certificate_github_workflow_trigger.clone(),
             github_workflow_name: self.certificate_github_workflow_name.clone(),
-        })))
-    }
-
-    /// The verification settings for images.
-    fn verification(
-        &self,
-        mode: Option<thv_sandbox_runtime::Mode>,
-        tuf: TufSettings,
-    ) -> Result<thv_sandbox_runtime::Verification, String> {
-        Ok(thv_sandbox_runtime::Verification {
-            tuf,
-            mode,
-            policy: self.policy()?,
+            insecure_any_identity: self.insecure_any_identity,
+            sigstore_url: self.sigstore_url.clone(),
             trust_root: self.trust_root.clone(),
-            github_api: std::env::var("THV_SANDBOX_GITHUB_API")
-                .ok()
-                .filter(|v| !v.is_empty()),
-            github_token: std::env::var("GITHUB_TOKEN").ok().filter(|v| !v.is_empty()),
-        })
+        }
     }
 
     /// The verifier for blob mode: `--trust-root`, else roots refreshed through TUF into `tuf.dir`.
@@ -554,13 +507,11 @@ fn doctor_cmd(file: Option<PathBuf>) -> i32 {
     }
 }
 
-/// Refreshing trusted roots through TUF: the configuration (file, environment), and the test-only bootstrap roots
-/// from the environment.
+/// Refreshing trusted roots through TUF, as configured.
 fn tuf_settings(config: &Config) -> Result<TufSettings, i32> {
-    TufSettings::from_env(config.tuf_settings(), &|name| std::env::var(name).ok()).map_err(|e| {
-        eprintln!("error: {e}");
-        EXIT_USAGE
-    })
+    config
+        .tuf_settings()
+        .map_err(|e| report_error(&e, &[], e.hint(), EXIT_USAGE))
 }
 
 fn trust_cmd(file: Option<PathBuf>, cmd: TrustCommand) -> i32 {
@@ -698,256 +649,72 @@ fn run_cmd(file: Option<PathBuf>, args: RunArgs) -> i32 {
     }
 }
 
-/// The longest `--stop-timeout`: a day (anything longer is a mistake, and must not overflow a deadline).
-const MAX_STOP_TIMEOUT_SECS: f64 = 86_400.0;
-
-/// `--stop-timeout` as a duration: finite, from 0 to [`MAX_STOP_TIMEOUT_SECS`].
-fn stop_timeout(secs: f64) -> Option<Duration> {
-    (secs.is_finite() && (0.0..=MAX_STOP_TIMEOUT_SECS).contains(&secs))
-        .then(|| Duration::try_from_secs_f64(secs).ok())
-        .flatten()
+impl RunArgs {
+    /// The flags as the settings layer takes them.
+    fn flags(&self) -> RunFlags {
+        RunFlags {
+            image: self.image.clone(),
+            args: self.args.clone(),
+            pull: self.source.pull.into(),
+            progress: ProgressMode::detect(self.source.quiet),
+            image_verification: self.image_verification,
+            identity: self.identity.flags(),
+            registry: self.registry.registry.clone(),
+            env: self.env.clone(),
+            env_files: self.env_file.clone(),
+            secrets: self.secret.clone(),
+            port: self.port.clone(),
+            port_token_file: self.port_token_file.clone(),
+            socket: self.socket.clone(),
+            seccomp_override: self.seccomp_override.clone(),
+            volumes: self.volume.clone(),
+            allow_profile_mounts: self.allow_profile_mounts,
+            network: match self.network {
+                NetworkArg::None => profile::NetworkMode::None,
+                NetworkArg::Host => profile::NetworkMode::Host,
+            },
+            permission_profile: self.permission_profile.clone(),
+            stop_timeout: self.stop_timeout,
+            tmp_mib: self.tmp_size,
+            timings: self.timings,
+        }
+    }
 }
 
-/// The flags, the configuration and the registry entry (if the name is one) → the request `run` carries out.
-/// Everything a refusal can come from is decided here, before anything is pulled; errors are reported here.
+/// Says a notice of the settings layer on stderr.
+pub(crate) fn say(n: request::Notice) {
+    eprintln!("{n}");
+}
+
+/// The process environment, for the settings layer.
+pub(crate) fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Reports a settings error; returns its exit code.
+pub(crate) fn report_request_error(e: &request::RequestError) -> i32 {
+    let code = match e.kind() {
+        request::Kind::Usage => EXIT_USAGE,
+        request::Kind::Refused => EXIT_REFUSED,
+        request::Kind::Failed => EXIT_SANDBOX_ERROR,
+    };
+    report_error(e, &[], e.hint(), code)
+}
+
+/// The flags, the configuration and the registry entry (if the name is one) → the request `run` carries out;
+/// errors are reported here.
 fn build_request(
     file: Option<PathBuf>,
     args: &RunArgs,
 ) -> Result<(thv_sandbox_runtime::RunRequest, Dirs), i32> {
-    let Some(stop_timeout) = stop_timeout(args.stop_timeout) else {
-        eprintln!(
-            "error: --stop-timeout must be a number of seconds from 0 to {MAX_STOP_TIMEOUT_SECS}\n  hint: the \
-             server gets this long to exit after SIGTERM; 3 is the default"
-        );
-        return Err(EXIT_USAGE);
-    };
+    let flags = args.flags();
+    if request::stop_timeout(flags.stop_timeout).is_none() {
+        return Err(report_request_error(&request::RequestError::StopTimeout));
+    }
     let (config, dirs) = setup(file, &args.source.settings)?;
-    let launch = plan_launch(args, &config)?;
-    let (secret_env, plain): (Vec<_>, Vec<_>) = launch.env.into_iter().partition(|v| v.secret());
-    let env: Vec<(String, String)> = plain
-        .into_iter()
-        .map(|v| (v.name, v.value.expose().to_owned()))
-        .collect();
-    let mut secrets: Vec<SecretEnv> = secret_env
-        .iter()
-        .map(|v| SecretEnv::new(v.name.clone(), v.value.expose()))
-        .collect();
-    for name in &args.secret {
-        match std::env::var(name) {
-            Ok(value) if !name.is_empty() && !name.contains('=') => {
-                secrets.retain(|s| s.name != *name);
-                secrets.push(SecretEnv::new(name, value));
-            }
-            _ => {
-                eprintln!(
-                    "error: `--secret {name}` names no variable of this environment\n  hint: export {name} first; \
-                     `--secret` takes a variable's name, never its value"
-                );
-                return Err(EXIT_USAGE);
-            }
-        }
-    }
-    // A secret is never also written as a plain variable.
-    let env: Vec<(String, String)> = env
-        .into_iter()
-        .filter(|(k, _)| !secrets.iter().any(|s| s.name == *k))
-        .collect();
-    // The permission profile's paths, then `-v` (which wins for the same container path).
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    let profile_mounts = match profile::permission_mounts(
-        &launch.permissions.read,
-        &launch.permissions.write,
-        home.as_deref(),
-    ) {
-        Ok(m) => m,
-        Err(e) => return Err(report_error(&e, &[], Some(e.hint()), EXIT_USAGE)),
-    };
-    let mut user_mounts = Vec::new();
-    for v in &args.volume {
-        match profile::parse_volume(v, home.as_deref()) {
-            Ok(m) => user_mounts.push(m),
-            Err(e) => return Err(report_error(&e, &[], Some(e.hint()), EXIT_USAGE)),
-        }
-    }
-    // Profile mounts are shown, and the broad ones need the user's consent; no mount reaches our own dirs (F4, F7).
-    let private = profile::private_paths(&dirs, home.as_deref());
-    let checked = profile::check_private(&profile_mounts, &private)
-        .and_then(|()| profile::check_private(&user_mounts, &private))
-        .and_then(|()| match args.allow_profile_mounts {
-            true => Ok(()),
-            false => profile::check_profile_mounts(&profile_mounts, home.as_deref(), &private),
-        });
-    if let Err(e) = checked {
-        return Err(report_error(&e, &[], Some(e.hint()), EXIT_USAGE));
-    }
-    let from_profile = profile_mounts.clone();
-    let mounts = match profile::merge(profile_mounts, user_mounts) {
-        Ok(m) => m,
-        Err(e) => return Err(report_error(&e, &[], Some(e.hint()), EXIT_USAGE)),
-    };
-    for m in mounts.iter().filter(|m| from_profile.contains(m)) {
-        eprintln!(
-            "thv-sandbox: the permission profile mounts {}",
-            profile::describe(m)
-        );
-    }
-    // Verification: identity flags, else the provenance the registry declares for the entry; the mode from the
-    // flag (or its environment variable), else the configuration file, else by whether a policy exists.
-    let tuf = tuf_settings(&config)?;
-    let mut verification = match args.identity.verification(args.image_verification, tuf) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Err(EXIT_USAGE);
-        }
-    };
-    if verification.policy.is_none() {
-        verification.policy = launch.provenance.as_ref().map(entry_policy_of);
-    }
-    if verification.mode.is_none() {
-        verification.mode = config.image_verification.value.map(|m| match m {
-            settings::ImageVerification::Disabled => thv_sandbox_runtime::Mode::Disabled,
-            settings::ImageVerification::Warn => thv_sandbox_runtime::Mode::Warn,
-            settings::ImageVerification::Enabled => thv_sandbox_runtime::Mode::Enabled,
-        });
-    }
-    let port = match thv_sandbox_runtime::sandbox::bridge::Expose::from_flags(
-        args.port.as_deref(),
-        args.socket.as_deref(),
-        args.port_token_file.as_deref(),
-    ) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Err(EXIT_USAGE);
-        }
-    };
-    let req = thv_sandbox_runtime::RunRequest {
-        image: launch.image,
-        pull_policy: args.source.pull.into(),
-        registry_access: RegistryAccess::from_config(&config),
-        progress: ProgressMode::detect(args.source.quiet),
-        args: launch.args.clone(),
-        env,
-        secrets,
-        mounts,
-        network: launch.network,
-        egress: launch.egress.clone(),
-        http: launch.http,
-        port,
-        server_name: launch.server,
-        permissions: launch.permissions,
-        provenance: launch.provenance,
-        seccomp_profile: launch.seccomp_profile,
-        seccomp_override: args.seccomp_override.clone(),
-        verification,
-        stop_timeout,
-        tmp_mib: args.tmp_size,
-        cache_dir: config.cache_dir.value.clone(),
-        exe: PathBuf::from("/proc/self/exe"),
-        timings: args.timings || std::env::var_os("THV_SANDBOX_TIMINGS").is_some_and(|v| v == "1"),
-    };
+    let req = request::build(&flags, &config, &dirs, &process_env, &mut say)
+        .map_err(|e| report_request_error(&e))?;
     Ok((req, dirs))
-}
-
-/// The verification policy of a registry entry's declared provenance (ToolHive semantics; never "any identity").
-fn entry_policy_of(p: &thv_sandbox_runtime::catalog::Provenance) -> prov::Policy {
-    prov::Policy::Provenance(prov::Provenance {
-        sigstore_url: p.sigstore_url.clone(),
-        repository_uri: p.repository_uri.clone(),
-        repository_ref: p.repository_ref.clone(),
-        signer_identity: p.signer_identity.clone(),
-        runner_environment: p.runner_environment.clone(),
-        cert_issuer: p.cert_issuer.clone(),
-        attestation: p.attestation.as_ref().map(|a| prov::Attestation {
-            predicate_type: a.predicate_type.clone(),
-            predicate: a.predicate.clone(),
-        }),
-    })
-}
-
-/// Flags + registry entry (if the name is one) → what to run; errors are reported here (the exit code is
-/// returned).
-fn plan_launch(args: &RunArgs, config: &Config) -> Result<launch::Launch, i32> {
-    let report = |e: &launch::LaunchError| {
-        let code = if e.is_usage() {
-            EXIT_USAGE
-        } else {
-            EXIT_SANDBOX_ERROR
-        };
-        report_error(e, &[], e.hint(), code)
-    };
-    let mut user = launch::UserChoices {
-        args: args.args.clone(),
-        network: match args.network {
-            NetworkArg::None => profile::NetworkMode::None,
-            NetworkArg::Host => profile::NetworkMode::Host,
-        },
-        ..launch::UserChoices::default()
-    };
-    for e in &args.env {
-        user.env_args
-            .push(catalog_env::parse_arg(e).map_err(|e| report(&e.into()))?);
-    }
-    user.env_files = catalog_env::read_files(&args.env_file).map_err(|e| report(&e.into()))?;
-    if let Some(p) = &args.permission_profile {
-        user.permissions = Some(
-            launch::parse_profile_arg(p, &|path| std::fs::read(path)).map_err(|e| report(&e))?,
-        );
-    }
-    // `oci:` names a layout on disk, never a registry entry.
-    let loaded = if args.image.starts_with("oci:") {
-        None
-    } else {
-        Some(registry_cmd::load(&args.registry, config)?)
-    };
-    let server = match loaded.as_ref().map(|l| l.catalog.find(&args.image)) {
-        Some(Ok(None)) => {
-            let typos = loaded
-                .as_ref()
-                .map(|l| l.catalog.typo_of(&args.image))
-                .unwrap_or_default();
-            if !typos.is_empty() {
-                eprintln!(
-                    "error: no server named `{}` in the registry (did you mean {}?)\n  hint: to run the Docker Hub \
-                     image of that name instead, write it in full: docker.io/library/{}",
-                    args.image,
-                    typos.join(", "),
-                    args.image
-                );
-                return Err(EXIT_USAGE);
-            }
-            None
-        }
-        None => None,
-        Some(Ok(Some(s))) => Some(s),
-        Some(Err(e)) => return Err(report_error(&e, &[], e.hint(), EXIT_USAGE)),
-    };
-    if let Some(s) = server {
-        tracing::info!("`{}` is the registry's `{}`", args.image, s.name);
-    }
-    // The configuration file's `permission_profile` is the default: after the flag and the registry entry's.
-    if user.permissions.is_none() && server.is_none_or(|s| s.permissions.is_none()) {
-        if let Some(p) = &config.permission_profile.value {
-            let arg = match p {
-                settings::PermissionProfile::None => "none".to_owned(),
-                settings::PermissionProfile::Network => "network".to_owned(),
-                settings::PermissionProfile::File(f) => f.to_string_lossy().into_owned(),
-            };
-            user.permissions = Some(
-                launch::parse_profile_arg(&arg, &|path| std::fs::read(path))
-                    .map_err(|e| report(&e))?,
-            );
-        }
-    }
-    launch::plan(
-        server,
-        &args.image,
-        &user,
-        &launch::seccomp_variants(),
-        &|name| std::env::var(name).ok(),
-    )
-    .map_err(|e| report(&e))
 }
 
 fn pull_cmd(file: Option<PathBuf>, args: PullArgs) -> i32 {
@@ -958,7 +725,7 @@ fn pull_cmd(file: Option<PathBuf>, args: PullArgs) -> i32 {
     match thv_sandbox_runtime::pull(
         &args.image,
         args.source.pull.into(),
-        &RegistryAccess::from_config(&config),
+        &config.registry_access(),
         ProgressMode::detect(args.source.quiet),
         &dirs,
     ) {
@@ -1070,16 +837,6 @@ fn prune_cmd(file: Option<PathBuf>, args: PruneArgs) -> i32 {
 /// Exit status of a refused verification.
 const EXIT_REFUSED: i32 = 1;
 
-/// `verify` without any expected identity: a usage error that says how to name one.
-fn no_identity() -> i32 {
-    eprintln!(
-        "error: no expected identity: give --certificate-identity and/or --certificate-oidc-issuer (or \
-         --certificate-github-workflow-repository …)"
-    );
-    eprintln!("hint: to accept any signer the instance certified, say so: --insecure-any-identity");
-    EXIT_USAGE
-}
-
 fn verify_cmd(file: Option<PathBuf>, args: VerifyArgs) -> i32 {
     if let Some(image) = &args.image {
         return verify_image_cmd(file, image, &args);
@@ -1088,15 +845,10 @@ fn verify_cmd(file: Option<PathBuf>, args: VerifyArgs) -> i32 {
         eprintln!("error: give --bundle FILE with --artifact FILE or --digest sha256:HEX");
         return EXIT_USAGE;
     };
-    let policy = match args.identity.policy() {
+    let policy = match args.identity.flags().policy() {
         Ok(Some(p)) => p,
-        Ok(None) => {
-            return no_identity();
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
-        }
+        Ok(None) => return report_request_error(&request::RequestError::NoIdentity),
+        Err(e) => return report_request_error(&e),
     };
     let artifact = match (&args.artifact, &args.digest) {
         (Some(path), None) => match std::fs::read(path) {
@@ -1173,59 +925,22 @@ fn verify_image_cmd(file: Option<PathBuf>, image: &str, args: &VerifyArgs) -> i3
     };
     // A server of the registry: its image, checked against the provenance the registry declares for it (identity
     // flags, when given, replace that policy).
-    let mut image = image.to_owned();
-    let mut entry_policy = None;
-    if !image.starts_with("oci:") {
-        let loaded = match registry_cmd::load(&args.registry, &config) {
-            Ok(l) => l,
-            Err(code) => return code,
-        };
-        match loaded.catalog.find(&image) {
-            Ok(Some(server)) => {
-                if let Some(i) = &server.image {
-                    image = i.clone();
-                }
-                entry_policy = server.provenance.as_ref().map(entry_policy_of);
-                if entry_policy.is_none() && !args.identity.any_identity_flag() {
-                    eprintln!(
-                        "error: the registry declares no provenance for `{}`: there is no identity to verify against",
-                        server.name
-                    );
-                    eprintln!("hint: give the expected identity with --certificate-identity/--certificate-oidc-issuer");
-                    return EXIT_REFUSED;
-                }
-            }
-            Ok(None) => {}
-            Err(e) => return report_error(&e, &[], e.hint(), EXIT_USAGE),
-        }
-    }
+    let (image, verification) = match request::verify_target(
+        image,
+        args.registry.registry.as_deref(),
+        &args.identity.flags(),
+        &config,
+        &process_env,
+        &mut say,
+    ) {
+        Ok(x) => x,
+        Err(e) => return report_request_error(&e),
+    };
     let image = image.as_str();
-    let tuf = match tuf_settings(&config) {
-        Ok(t) => t,
-        Err(code) => return code,
-    };
-    let verification = match args
-        .identity
-        .verification(Some(thv_sandbox_runtime::Mode::Enabled), tuf)
-        .map(|mut v| {
-            if v.policy.is_none() {
-                v.policy = entry_policy.clone();
-            }
-            v
-        }) {
-        Ok(v) if v.policy.is_some() => v,
-        Ok(_) => {
-            return no_identity();
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
-        }
-    };
     let outcome = match thv_sandbox_runtime::verify(
         image,
         args.source.pull.into(),
-        &RegistryAccess::from_config(&config),
+        &config.registry_access(),
         ProgressMode::detect(args.source.quiet),
         &dirs,
         &verification,

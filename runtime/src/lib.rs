@@ -37,9 +37,10 @@
 //! | [`trust`] | provenance evidence and the verification gate |
 //! | [`sandbox`] | spec, permission profile, supervisor, runner, secrets, egress proxy, HTTP bridge |
 //! | [`catalog`] | the registry of servers (ToolHive's formats) and launch plans |
-//! | [`settings`] | the config file and the combined settings |
 //! | [`doctor`] | the host checks |
-//! | [`cache`], [`progress`], [`inspect`], `pipeline` | the commands' library side: the cache's images, pull progress, `inspect`, the pipeline |
+//! | [`cache`], [`progress`] | the cache's images, pull progress |
+//! | [`settings`] | the config file, and flags + environment + file + defaults → the request ([`RunRequest`]) |
+//! | `pipeline`, [`inspect`] | the pipeline, and `inspect` (what the request would give the server) |
 
 #![deny(missing_docs)]
 
@@ -61,9 +62,9 @@ mod pipeline;
 #[cfg(test)]
 mod testing;
 
-pub use pipeline::{
-    pull, pull_verified, run, verify, Error, RegistryAccess, RunRequest, RunSummary,
-};
+pub use distribution::RegistryAccess;
+pub use pipeline::{pull, pull_verified, run, verify, Error, RunSummary};
+pub use settings::RunRequest;
 pub use thv_sandbox_provenance as provenance;
 pub use trust::verification::{Mode, Verification};
 
