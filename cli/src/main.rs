@@ -13,7 +13,7 @@ use thv_sandbox_runtime::distribution::PullPolicy;
 use thv_sandbox_runtime::settings::request::{self, IdentityFlags, RunFlags};
 use thv_sandbox_runtime::settings::{self, Config};
 use thv_sandbox_runtime::{
-    cache, doctor, sandbox::profile, sandbox::runner, EXIT_SANDBOX_ERROR, EXIT_USAGE,
+    cache, doctor, sandbox::profile, sandbox::runner, EXIT_REFUSED, EXIT_SANDBOX_ERROR, EXIT_USAGE,
 };
 
 mod registry_cmd;
@@ -61,7 +61,7 @@ enum Command {
     Config(ConfigCommand),
     /// Verify provenance of an image (`verify IMAGE`, evidence from its registry, no layer fetched) or of a file
     /// (`verify --bundle F (--artifact F | --digest sha256:…)`). The exit status is the verdict: 0 verified,
-    /// 1 refused, 2 usage.
+    /// 124 refused, 2 usage.
     Verify(Box<VerifyArgs>),
     /// Trusted roots of the Sigstore instances: `trust show` (which root verification uses offline and how old it
     /// is), `trust refresh` (refresh through TUF now).
@@ -622,7 +622,7 @@ fn inspect_cmd(file: Option<PathBuf>, args: InspectArgs) -> i32 {
     };
     let mut profile = match thv_sandbox_runtime::inspect::effective_profile(&req) {
         Ok(p) => p,
-        Err(e) => return report_error(&e, &[], e.hint(None), EXIT_USAGE),
+        Err(e) => return report_error(&e, &[], e.hint(), EXIT_USAGE),
     };
     if !args.profile {
         profile.add_cached(&dirs.cache);
@@ -833,9 +833,6 @@ fn prune_cmd(file: Option<PathBuf>, args: PruneArgs) -> i32 {
     }
     code
 }
-
-/// Exit status of a refused verification.
-const EXIT_REFUSED: i32 = 1;
 
 fn verify_cmd(file: Option<PathBuf>, args: VerifyArgs) -> i32 {
     if let Some(image) = &args.image {
@@ -1051,14 +1048,20 @@ fn report_verdict(verdict: &Result<prov::Verified, prov::Refusal>, what: &str, j
     }
 }
 
+/// Reports an error of the pipeline; returns its exit code. When the sandbox could not be created, the doctor's
+/// checks run here and their finding is the hint.
 fn report_runtime_error(e: &thv_sandbox_runtime::Error, dirs: &Dirs) -> i32 {
-    let code = match e {
-        thv_sandbox_runtime::Error::BadReference(_) | thv_sandbox_runtime::Error::Reference(_) => {
-            EXIT_USAGE
+    let hint = match e.wants_doctor() {
+        true => {
+            let report = doctor::diagnose(&doctor::DoctorInputs {
+                state_dir: dirs.state.clone(),
+                cache_dir: dirs.cache.clone(),
+            });
+            Some(doctor::hint_for_sandbox_failure(&report))
         }
-        _ => EXIT_SANDBOX_ERROR,
+        false => e.hint(),
     };
-    report_error(e, e.remote_causes(), e.hint(Some(dirs)), code)
+    report_error(e, e.remote_causes(), hint, e.exit_code())
 }
 
 /// `error: …`, indented `caused by: …` lines, and a `hint: …`.

@@ -70,5 +70,9 @@ pub use trust::verification::{Mode, Verification};
 
 /// Exit code for failures of thv-sandbox itself (the server never ran, or the sandbox broke), as Docker uses it.
 pub const EXIT_SANDBOX_ERROR: i32 = 125;
+/// Exit code for an image refused by provenance verification (`run` under `enabled`, and `verify`): nothing of it
+/// was fetched or run. Servers exit 0, 1, 2 or 128+N (signal N) in practice and Docker's own codes are 125–127, so
+/// 124 is neither a server's nor a broken sandbox's.
+pub const EXIT_REFUSED: i32 = 124;
 /// Exit code for bad usage (unknown flags, malformed references).
 pub const EXIT_USAGE: i32 = 2;

@@ -101,8 +101,9 @@ impl Error {
         }
     }
 
-    /// What the user can do about it.
-    pub fn hint(&self, dirs: Option<&Dirs>) -> Option<String> {
+    /// What the user can do about it. Pure: for [`Error::Sandbox`] and [`Error::Supervise`] (`None` here) the
+    /// CLI runs the doctor's checks, whose findings are the hint ([`Error::wants_doctor`]).
+    pub fn hint(&self) -> Option<String> {
         match self {
             Error::BadReference(_) | Error::Reference(_) => Some(
                 "write a registry reference (`ghcr.io/org/image:tag`, `alpine`, `image@sha256:…`) or an OCI image \
@@ -140,15 +141,23 @@ impl Error {
                  not executable"
                     .into(),
             ),
-            Error::Sandbox(_) | Error::Supervise(_) => {
-                let dirs = dirs.cloned().or_else(|| Dirs::from_env(None).ok())?;
-                let report = crate::doctor::diagnose(&crate::doctor::DoctorInputs {
-                    state_dir: dirs.state,
-                    cache_dir: dirs.cache,
-                });
-                Some(crate::doctor::hint_for_sandbox_failure(&report))
-            }
             _ => None,
+        }
+    }
+
+    /// Whether the sandbox could not be created or supervised, and [`Error::hint`] gave no hint: the host's
+    /// checks (`thv-sandbox doctor`) say what to fix.
+    pub fn wants_doctor(&self) -> bool {
+        matches!(self, Error::Sandbox(_) | Error::Supervise(_)) && self.hint().is_none()
+    }
+
+    /// The exit code: [`crate::EXIT_REFUSED`] for an image verification refused, [`crate::EXIT_USAGE`] for a
+    /// reference that is not one, else [`crate::EXIT_SANDBOX_ERROR`].
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Refused(_) => crate::EXIT_REFUSED,
+            Error::BadReference(_) | Error::Reference(_) => crate::EXIT_USAGE,
+            _ => crate::EXIT_SANDBOX_ERROR,
         }
     }
 }

@@ -532,7 +532,7 @@ fn verify_image_command_exit_status_is_the_verdict() {
         "--certificate-oidc-issuer",
         "https://token.actions.githubusercontent.com",
     ]);
-    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(code, thv_sandbox_runtime::EXIT_REFUSED, "{stderr}");
     assert!(
         stderr.contains("no signature or attestation found") && stderr.contains("hint:"),
         "{stderr}"

@@ -590,3 +590,57 @@ impl ProfileChoice {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_errors_say_what_is_wrong_and_what_kind_it_is() {
+        let e = RequestError::StopTimeout;
+        assert_eq!(
+            e.to_string(),
+            "--stop-timeout must be a number of seconds from 0 to 86400"
+        );
+        assert_eq!(e.kind(), Kind::Usage);
+        let e = RequestError::UnknownServer {
+            name: "tiime".into(),
+            typos: vec!["time".into()],
+        };
+        assert_eq!(
+            e.to_string(),
+            "no server named `tiime` in the registry (did you mean time?)"
+        );
+        assert!(e.hint().unwrap().contains("docker.io/library/tiime"));
+        let e = RequestError::Secret("TOKEN".into());
+        assert_eq!(
+            e.to_string(),
+            "`--secret TOKEN` names no variable of this environment"
+        );
+        let e = RequestError::NoDeclaredProvenance("fetch".into());
+        assert_eq!(e.kind(), Kind::Refused);
+        assert!(e.to_string().contains("`fetch`"));
+    }
+
+    #[test]
+    fn identity_flags_and_any_identity_contradict() {
+        let flags = IdentityFlags {
+            insecure_any_identity: true,
+            certificate_identity: Some("x".into()),
+            ..IdentityFlags::default()
+        };
+        assert!(matches!(
+            flags.policy(),
+            Err(RequestError::ContradictoryIdentity)
+        ));
+        assert_eq!(IdentityFlags::default().policy().unwrap(), None);
+    }
+
+    #[test]
+    fn the_stop_timeout_is_bounded() {
+        assert_eq!(stop_timeout(3.0), Some(Duration::from_secs(3)));
+        assert_eq!(stop_timeout(-1.0), None);
+        assert_eq!(stop_timeout(f64::NAN), None);
+        assert_eq!(stop_timeout(MAX_STOP_TIMEOUT_SECS + 1.0), None);
+    }
+}
