@@ -60,13 +60,20 @@ enum RegistryCommand {
 /// Loads the registry for `source`, printing a notice (a cached copy used) on stderr; errors are reported here
 /// and their exit code returned.
 pub fn load(source: &RegistrySourceArgs, config: &Config) -> Result<Loaded, i32> {
-    request::load_registry(source.registry.as_deref(), config, &mut crate::say)
-        .map_err(|e| crate::report_request_error(&e))
+    request::load_registry(
+        source.registry.as_deref(),
+        config,
+        &mut crate::commands::say,
+    )
+    .map_err(|e| crate::report::report_request_error(&e))
 }
 
 /// `thv-sandbox registry …`.
 pub fn registry_cmd(file: Option<PathBuf>, args: RegistryArgs) -> i32 {
-    let config = match crate::load_config(file, &crate::only_cache_dir(args.cache_dir.clone())) {
+    let config = match crate::commands::load_config(
+        file,
+        &crate::args::only_cache_dir(args.cache_dir.clone()),
+    ) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -98,7 +105,7 @@ pub fn registry_cmd(file: Option<PathBuf>, args: RegistryArgs) -> i32 {
                 } else {
                     1
                 };
-                return crate::report_error(&e, &[], e.hint(), code);
+                return crate::report::report_error(&e, &[], e.hint(), code);
             }
         },
     };
