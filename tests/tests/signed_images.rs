@@ -603,7 +603,7 @@ fn warn_runs_the_refused_unverified_and_disabled_does_not_check() {
             .err()
             .unwrap_or_else(|| panic!("{}: not refused", case.name));
         // As the user reads it: the error, then its hint.
-        let text = format!("{err}\nhint: {}", err.hint(None).unwrap_or_default());
+        let text = format!("{err}\nhint: {}", err.hint().unwrap_or_default());
         assert!(text.contains(reason), "{}: {text}", case.name);
         assert_eq!(
             w.registry.blob_gets(&case.image.built.layers[0].digest),
