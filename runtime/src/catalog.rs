@@ -291,6 +291,25 @@ impl Provenance {
     }
 }
 
+/// The verification policy of a registry entry's declared provenance (ToolHive semantics; never "any identity").
+impl From<&Provenance> for thv_sandbox_provenance::Policy {
+    fn from(p: &Provenance) -> Self {
+        use thv_sandbox_provenance as prov;
+        prov::Policy::Provenance(prov::Provenance {
+            sigstore_url: p.sigstore_url.clone(),
+            repository_uri: p.repository_uri.clone(),
+            repository_ref: p.repository_ref.clone(),
+            signer_identity: p.signer_identity.clone(),
+            runner_environment: p.runner_environment.clone(),
+            cert_issuer: p.cert_issuer.clone(),
+            attestation: p.attestation.as_ref().map(|a| prov::Attestation {
+                predicate_type: a.predicate_type.clone(),
+                predicate: a.predicate.clone(),
+            }),
+        })
+    }
+}
+
 /// One server of the registry, in either format.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Server {

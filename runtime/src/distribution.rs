@@ -94,6 +94,17 @@ pub const ANNOTATION_PINNED: &str = "dev.thv-sandbox.pinned";
 /// How many blobs are downloaded at once.
 pub const MAX_PARALLEL_BLOBS: usize = 3;
 
+/// How registries are reached: the settings of the configuration file and the flags that override them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegistryAccess {
+    /// Registries (`HOST[:PORT]`) that may be reached over plain HTTP besides loopback ones.
+    pub insecure: Vec<String>,
+    /// `(registry, mirror)`: pull what is named as being on `registry` from `mirror`.
+    pub mirrors: Vec<(String, String)>,
+    /// PEM files with CA certificates trusted besides the system's.
+    pub ca_certs: Vec<PathBuf>,
+}
+
 /// When to contact the registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PullPolicy {

@@ -3,8 +3,9 @@
 
 use serde::Serialize;
 
-use crate::pipeline::{seccomp_for, Error, RunRequest};
+use crate::pipeline::{seccomp_for, Error};
 use crate::sandbox::profile::NetworkMode;
+use crate::settings::RunRequest;
 
 /// The effective sandbox profile of a request.
 #[derive(Debug, Clone, Serialize)]

@@ -37,9 +37,10 @@
 //! | [`trust`] | provenance evidence and the verification gate |
 //! | [`sandbox`] | spec, permission profile, supervisor, runner, secrets, egress proxy, HTTP bridge |
 //! | [`catalog`] | the registry of servers (ToolHive's formats) and launch plans |
-//! | [`settings`] | the config file and the combined settings |
 //! | [`doctor`] | the host checks |
-//! | [`cache`], [`progress`], [`inspect`], `pipeline` | the commands' library side: the cache's images, pull progress, `inspect`, the pipeline |
+//! | [`cache`], [`progress`] | the cache's images, pull progress |
+//! | [`settings`] | the config file, and flags + environment + file + defaults → the request ([`RunRequest`]) |
+//! | `pipeline`, [`inspect`] | the pipeline, and `inspect` (what the request would give the server) |
 
 #![deny(missing_docs)]
 
@@ -61,13 +62,17 @@ mod pipeline;
 #[cfg(test)]
 mod testing;
 
-pub use pipeline::{
-    pull, pull_verified, run, verify, Error, RegistryAccess, RunRequest, RunSummary,
-};
+pub use distribution::RegistryAccess;
+pub use pipeline::{pull, pull_verified, run, verify, Error, RunSummary};
+pub use settings::RunRequest;
 pub use thv_sandbox_provenance as provenance;
 pub use trust::verification::{Mode, Verification};
 
 /// Exit code for failures of thv-sandbox itself (the server never ran, or the sandbox broke), as Docker uses it.
 pub const EXIT_SANDBOX_ERROR: i32 = 125;
+/// Exit code for an image refused by provenance verification (`run` under `enabled`, and `verify`): nothing of it
+/// was fetched or run. Servers exit 0, 1, 2 or 128+N (signal N) in practice and Docker's own codes are 125–127, so
+/// 124 is neither a server's nor a broken sandbox's.
+pub const EXIT_REFUSED: i32 = 124;
 /// Exit code for bad usage (unknown flags, malformed references).
 pub const EXIT_USAGE: i32 = 2;

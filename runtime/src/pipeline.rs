@@ -1,10 +1,10 @@
 //! The pipeline behind `thv-sandbox run` (the order and its reasons are in the crate documentation).
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::dirs::{Dirs, DirsError};
-use crate::distribution::{self, PullError, PullOptions, PullPolicy};
+use crate::distribution::{self, PullError, PullOptions, PullPolicy, RegistryAccess};
 use crate::image::config::ImageRuntimeConfig;
 use crate::image::layout::{self, LayoutError, OciLayout, Platform};
 use crate::image::reference::{Reference, ReferenceError};
@@ -12,90 +12,14 @@ use crate::progress::{Progress, ProgressMode};
 use crate::rootfs::idmap::{self, HostIds};
 use crate::rootfs::{self, RootfsError};
 use crate::sandbox::bridge::{self, BridgeEnd, PortUpstream, SandboxConnect, StdioBridgeEnd};
-use crate::sandbox::profile::{BindMount, NetworkMode, ProfileError};
+use crate::sandbox::profile::{NetworkMode, ProfileError};
 use crate::sandbox::runner::{OverlayPlan, RunnerPlan};
 use crate::sandbox::runs::{self, RunDir};
-use crate::sandbox::secret::SecretEnv;
 use crate::sandbox::spec::{self, SpecError, SpecOptions};
 use crate::sandbox::supervise::{self, RunEnd, ServerStdio, SupervisorArgs};
 use crate::sandbox::sync::{RunnerFailure, StartTimings};
+use crate::settings::RunRequest;
 use crate::trust::verification::{self, Gate, Verification};
-
-/// What to run and how.
-#[derive(Debug, Clone)]
-pub struct RunRequest {
-    /// The image reference as the user wrote it: `oci:PATH[:TAG]` or a registry reference.
-    pub image: String,
-    /// When to contact the registry.
-    pub pull_policy: PullPolicy,
-    /// How registries are reached (plain-HTTP registries, mirrors, CA certificates).
-    pub registry_access: RegistryAccess,
-    /// What to say on stderr while pulling.
-    pub progress: ProgressMode,
-    /// Arguments after `--` (replace the image's Cmd).
-    pub args: Option<Vec<String>>,
-    /// Extra environment for the server (not secret: it is written to the bundle's config.json).
-    pub env: Vec<(String, String)>,
-    /// Secret environment for the server: handed over in memory, never written to the bundle or state.
-    pub secrets: Vec<SecretEnv>,
-    /// Host paths bound into the sandbox (checked: see [`crate::sandbox::profile`]).
-    pub mounts: Vec<BindMount>,
-    /// The network the sandbox gets.
-    pub network: NetworkMode,
-    /// Egress through the proxy (under [`NetworkMode::None`]): the permission profile's outbound rules.
-    pub egress: Option<crate::sandbox::egress::Outbound>,
-    /// An HTTP-transport server (`sse`, `streamable-http`) and its port inside the sandbox: bridged to our stdio.
-    pub http: Option<(crate::sandbox::bridge::HttpTransport, u16)>,
-    /// `--port [HOST:]PORT` and/or `--socket PATH`: expose the server (any transport) as streamable HTTP there
-    /// instead of over our stdio, with the token TCP clients must present.
-    pub port: Option<crate::sandbox::bridge::Expose>,
-    /// The registry entry's full name, when run by name.
-    pub server_name: Option<String>,
-    /// The effective permission profile (`--permission-profile`, else the entry's, else `none`); its paths are
-    /// already in `mounts`, its network rules are checked by [`crate::catalog::launch`].
-    pub permissions: crate::catalog::PermissionProfile,
-    /// What the verification step checks the image against (from the registry entry).
-    pub provenance: Option<crate::catalog::Provenance>,
-    /// A reviewed seccomp variant selected by the registry entry (`None`: the default profile).
-    pub seccomp_profile: Option<String>,
-    /// The user's own seccomp override file (adds or removes rules on top of the variant).
-    pub seccomp_override: Option<PathBuf>,
-    /// Grace period between SIGTERM and SIGKILL when stopping the server.
-    pub stop_timeout: Duration,
-    /// Size of the sandbox's `/tmp` (and of a tmpfs home), in MiB ([`spec::DEFAULT_TMP_MIB`] by default).
-    pub tmp_mib: u64,
-    /// Cache directory override.
-    pub cache_dir: Option<PathBuf>,
-    /// The executable to start as the runner (normally `/proc/self/exe`).
-    pub exe: PathBuf,
-    /// Print per-phase timings to stderr.
-    pub timings: bool,
-    /// Provenance verification: mode, policy, trust root. The default (no policy, no mode) warns that the image
-    /// runs unverified.
-    pub verification: Verification,
-}
-
-/// How registries are reached: the settings of the configuration file and the flags that override them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RegistryAccess {
-    /// Registries (`HOST[:PORT]`) that may be reached over plain HTTP besides loopback ones.
-    pub insecure: Vec<String>,
-    /// `(registry, mirror)`: pull what is named as being on `registry` from `mirror`.
-    pub mirrors: Vec<(String, String)>,
-    /// PEM files with CA certificates trusted besides the system's.
-    pub ca_certs: Vec<PathBuf>,
-}
-
-impl RegistryAccess {
-    /// From the effective configuration.
-    pub fn from_config(config: &crate::settings::Config) -> RegistryAccess {
-        RegistryAccess {
-            insecure: config.insecure_registries.value.clone(),
-            mirrors: config.mirrors.value.clone(),
-            ca_certs: config.ca_certs.value.clone(),
-        }
-    }
-}
 
 /// What happened, for the CLI.
 #[derive(Debug)]
@@ -178,8 +102,9 @@ impl Error {
         }
     }
 
-    /// What the user can do about it.
-    pub fn hint(&self, dirs: Option<&Dirs>) -> Option<String> {
+    /// What the user can do about it. Pure: for [`Error::Sandbox`] and [`Error::Supervise`] (`None` here) the
+    /// CLI runs the doctor's checks, whose findings are the hint ([`Error::wants_doctor`]).
+    pub fn hint(&self) -> Option<String> {
         match self {
             Error::BadReference(_) | Error::Reference(_) => Some(
                 "write a registry reference (`ghcr.io/org/image:tag`, `alpine`, `image@sha256:…`) or an OCI image \
@@ -217,15 +142,23 @@ impl Error {
                  not executable"
                     .into(),
             ),
-            Error::Sandbox(_) | Error::Supervise(_) => {
-                let dirs = dirs.cloned().or_else(|| Dirs::from_env(None).ok())?;
-                let report = crate::doctor::diagnose(&crate::doctor::DoctorInputs {
-                    state_dir: dirs.state,
-                    cache_dir: dirs.cache,
-                });
-                Some(crate::doctor::hint_for_sandbox_failure(&report))
-            }
             _ => None,
+        }
+    }
+
+    /// Whether the sandbox could not be created or supervised, and [`Error::hint`] gave no hint: the host's
+    /// checks (`thv-sandbox doctor`) say what to fix.
+    pub fn wants_doctor(&self) -> bool {
+        matches!(self, Error::Sandbox(_) | Error::Supervise(_)) && self.hint().is_none()
+    }
+
+    /// The exit code: [`crate::EXIT_REFUSED`] for an image verification refused, [`crate::EXIT_USAGE`] for a
+    /// reference that is not one, else [`crate::EXIT_SANDBOX_ERROR`].
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Refused(_) => crate::EXIT_REFUSED,
+            Error::BadReference(_) | Error::Reference(_) => crate::EXIT_USAGE,
+            _ => crate::EXIT_SANDBOX_ERROR,
         }
     }
 }

@@ -20,10 +20,10 @@ const LAYERS: &[&str] = &[
     "trust",
     "sandbox",
     "catalog",
-    "settings",
     "doctor",
     "cache",
     "progress",
+    "settings",
     "pipeline",
     "inspect",
 ];

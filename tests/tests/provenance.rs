@@ -393,7 +393,7 @@ fn an_unsigned_image_is_refused_before_any_layer_under_enabled_and_pulled_with_a
         "a typed refusal: {err:?}"
     );
     // As the user reads it: the error, then its hint (which says where it looked).
-    let text = format!("{err}\nhint: {}", err.hint(None).unwrap_or_default());
+    let text = format!("{err}\nhint: {}", err.hint().unwrap_or_default());
     assert!(text.contains("no signature or attestation found"), "{text}");
     assert!(text.contains(".sig"), "says where it looked: {text}");
     assert_eq!(
@@ -532,7 +532,7 @@ fn verify_image_command_exit_status_is_the_verdict() {
         "--certificate-oidc-issuer",
         "https://token.actions.githubusercontent.com",
     ]);
-    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(code, thv_sandbox_runtime::EXIT_REFUSED, "{stderr}");
     assert!(
         stderr.contains("no signature or attestation found") && stderr.contains("hint:"),
         "{stderr}"

@@ -467,7 +467,9 @@ async fn verify_matrix_under_enabled() {
                     && out.stderr.contains(&case.image.built.manifest.digest)
             }
             Expect::Refused { reason } => {
-                out.code == 1 && out.stderr.contains(reason) && out.stderr.contains("hint:")
+                out.code == thv_sandbox_runtime::EXIT_REFUSED
+                    && out.stderr.contains(reason)
+                    && out.stderr.contains("hint:")
             }
         };
         if !ok {
@@ -524,7 +526,12 @@ async fn verify_matrix_under_enabled() {
     );
     cmd.env("THV_SANDBOX_GITHUB_API", w.github.url());
     let out = output(cmd).await;
-    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(
+        out.code,
+        thv_sandbox_runtime::EXIT_REFUSED,
+        "{}",
+        out.stderr
+    );
     assert!(
         out.stderr.contains("someone/fork") && out.stderr.contains(REPO),
         "{}",
@@ -538,7 +545,12 @@ async fn verify_matrix_under_enabled() {
     );
     cmd.env("THV_SANDBOX_GITHUB_API", w.github.url());
     let out = output(cmd).await;
-    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(
+        out.code,
+        thv_sandbox_runtime::EXIT_REFUSED,
+        "{}",
+        out.stderr
+    );
     // The real public-good root does not name the test log's key.
     assert!(
         out.stderr
@@ -591,7 +603,7 @@ fn warn_runs_the_refused_unverified_and_disabled_does_not_check() {
             .err()
             .unwrap_or_else(|| panic!("{}: not refused", case.name));
         // As the user reads it: the error, then its hint.
-        let text = format!("{err}\nhint: {}", err.hint(None).unwrap_or_default());
+        let text = format!("{err}\nhint: {}", err.hint().unwrap_or_default());
         assert!(text.contains(reason), "{}: {text}", case.name);
         assert_eq!(
             w.registry.blob_gets(&case.image.built.layers[0].digest),
@@ -683,9 +695,22 @@ async fn signed_probe_runs_and_refusals_fetch_nothing() {
         c
     };
 
-    // Refused under the default (enabled, the entry declares provenance): no layer fetched, nothing unpacked.
+    // Refused under the default (enabled, the entry declares provenance): no layer fetched, nothing unpacked; the
+    // exit code is the refusal's (not a broken sandbox's, not a server's), and stderr says why and what to do.
     let out = output(cmd(&[], "probe-ci")).await;
-    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.code,
+        thv_sandbox_runtime::EXIT_REFUSED,
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.starts_with("error: ")
+            && out.stderr.contains("was refused by verification")
+            && out.stderr.contains("\nhint: "),
+        "{}",
+        out.stderr
+    );
     assert!(
         out.stderr.contains("signer_identity") && out.stderr.contains("ci.yml"),
         "{}",
@@ -784,7 +809,12 @@ async fn signed_probe_runs_and_refusals_fetch_nothing() {
     );
     c.kill_on_drop(true);
     let out = output(c).await;
-    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.code,
+        thv_sandbox_runtime::EXIT_REFUSED,
+        "{}",
+        out.stderr
+    );
     assert!(
         out.stderr.contains("publish.yml") && out.stderr.contains("/.github/workflows/release.yml"),
         "{}",

@@ -109,7 +109,7 @@ fn wrong_identity_wrong_artifact_and_tampering_are_refused() {
         "https://github.com/trailofbits/rfc8785.py/.github/workflows/ci.yml@refs/heads/main",
         "--json",
     ]);
-    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert_eq!(o.code, thv_sandbox_runtime::EXIT_REFUSED, "{}", o.stderr);
     assert!(
         o.stderr.contains("refused:") && o.stderr.contains("hint:"),
         "{}",
@@ -131,7 +131,7 @@ fn wrong_identity_wrong_artifact_and_tampering_are_refused() {
         "--certificate-oidc-issuer",
         GH_ISSUER,
     ]);
-    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert_eq!(o.code, thv_sandbox_runtime::EXIT_REFUSED, "{}", o.stderr);
     assert!(
         o.stderr.contains(
             "digest mismatch: artifact mismatch: message digest in bundle does not match artifact hash"
@@ -149,7 +149,7 @@ fn wrong_identity_wrong_artifact_and_tampering_are_refused() {
         GH_ISSUER,
         "--json",
     ]);
-    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert_eq!(o.code, thv_sandbox_runtime::EXIT_REFUSED, "{}", o.stderr);
     assert!(
         o.stderr
             .contains("inclusion proof root hash does not match checkpoint root hash"),
@@ -175,7 +175,7 @@ fn instance_and_trust_root_flags() {
     ];
     // Public-good requirements (the default) refuse GitHub's evidence.
     let o = verify(&private);
-    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert_eq!(o.code, thv_sandbox_runtime::EXIT_REFUSED, "{}", o.stderr);
     assert!(
         o.stderr
             .contains("missing evidence: public-good Sigstore requires a transparency-log entry"),
@@ -196,7 +196,7 @@ fn instance_and_trust_root_flags() {
         GH_ISSUER,
     ];
     let o = verify(&staging);
-    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert_eq!(o.code, thv_sandbox_runtime::EXIT_REFUSED, "{}", o.stderr);
     assert!(
         o.stderr
             .contains("untrusted: invalid inclusion promise: No log key valid at integrated time"),

@@ -45,15 +45,30 @@ pub enum Mode {
     Enabled,
 }
 
+/// A mode that is not `disabled`, `warn` or `enabled`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not disabled, warn or enabled")]
+pub struct UnknownMode(pub String);
+
 impl std::str::FromStr for Mode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Mode, String> {
+    type Err = UnknownMode;
+    fn from_str(s: &str) -> Result<Mode, UnknownMode> {
         match s {
             "disabled" => Ok(Mode::Disabled),
             "warn" => Ok(Mode::Warn),
             "enabled" => Ok(Mode::Enabled),
-            other => Err(format!("`{other}` is not disabled, warn or enabled")),
+            other => Err(UnknownMode(other.to_owned())),
         }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Disabled => "disabled",
+            Mode::Warn => "warn",
+            Mode::Enabled => "enabled",
+        })
     }
 }
 
@@ -74,18 +89,6 @@ pub struct Verification {
     /// Refreshing the trusted roots through TUF (unused with `trust_root`).
     pub tuf: TufSettings,
 }
-
-/// Environment: `0`/`false`/`no` turns refreshing trusted roots through TUF off.
-pub const ENV_TUF_REFRESH: &str = "THV_SANDBOX_TUF_REFRESH";
-/// Environment: the public-good instance's TUF repository (a mirror).
-pub const ENV_TUF_URL_PUBLIC_GOOD: &str = "THV_SANDBOX_TUF_URL_PUBLIC_GOOD";
-/// Environment: GitHub's instance's TUF repository (a mirror).
-pub const ENV_TUF_URL_GITHUB: &str = "THV_SANDBOX_TUF_URL_GITHUB";
-/// Environment, for tests only: a TUF `root.json` file to bootstrap the public-good repository from instead of
-/// the embedded one.
-pub const ENV_TUF_BOOTSTRAP_PUBLIC_GOOD: &str = "THV_SANDBOX_TUF_BOOTSTRAP_PUBLIC_GOOD";
-/// Environment, for tests only: the same for GitHub's repository.
-pub const ENV_TUF_BOOTSTRAP_GITHUB: &str = "THV_SANDBOX_TUF_BOOTSTRAP_GITHUB";
 
 /// Whether and from where trusted roots are refreshed through TUF.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,41 +112,6 @@ impl Default for TufSettings {
 }
 
 impl TufSettings {
-    /// The settings from the environment over `base` (the configuration file's): [`ENV_TUF_REFRESH`], the URL
-    /// variables, and the test-only bootstrap roots.
-    pub fn from_env(
-        base: TufSettings,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<TufSettings, String> {
-        let mut s = base;
-        let get = |name: &str| env(name).filter(|v| !v.trim().is_empty());
-        if let Some(v) = get(ENV_TUF_REFRESH) {
-            s.refresh = parse_switch(&v).ok_or_else(|| {
-                format!("{ENV_TUF_REFRESH}=`{v}`: expected 1/0, true/false, yes/no, on/off")
-            })?;
-        }
-        for (name, repo) in [
-            (ENV_TUF_URL_PUBLIC_GOOD, &mut s.public_good),
-            (ENV_TUF_URL_GITHUB, &mut s.github),
-        ] {
-            if let Some(url) = get(name) {
-                check_tuf_url(&url).map_err(|e| format!("{name}=`{url}`: {e}"))?;
-                repo.url = Some(url);
-            }
-        }
-        for (name, repo) in [
-            (ENV_TUF_BOOTSTRAP_PUBLIC_GOOD, &mut s.public_good),
-            (ENV_TUF_BOOTSTRAP_GITHUB, &mut s.github),
-        ] {
-            if let Some(path) = get(name) {
-                repo.bootstrap = Some(
-                    std::fs::read(&path).map_err(|e| format!("{name}: cannot read {path}: {e}"))?,
-                );
-            }
-        }
-        Ok(s)
-    }
-
     /// The library's options, keeping the state under `<cache_dir>/trust`.
     pub fn options(&self, cache_dir: &Path) -> prov::tuf::TufOptions {
         prov::tuf::TufOptions {
@@ -152,27 +120,6 @@ impl TufSettings {
             github: self.github.clone(),
             ..prov::tuf::TufOptions::new(cache_dir.join("trust"))
         }
-    }
-}
-
-/// `1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off`.
-pub fn parse_switch(v: &str) -> Option<bool> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Some(true),
-        "0" | "false" | "no" | "off" => Some(false),
-        _ => None,
-    }
-}
-
-/// A TUF repository URL must be http(s) and name a host.
-pub fn check_tuf_url(url: &str) -> Result<(), String> {
-    let ok = ["https://", "http://"]
-        .iter()
-        .any(|s| url.strip_prefix(s).is_some_and(|rest| !rest.is_empty()));
-    if ok && !url.chars().any(char::is_whitespace) {
-        Ok(())
-    } else {
-        Err("a TUF repository URL must be http:// or https:// and name a host".into())
     }
 }
 
@@ -627,6 +574,17 @@ mod tests {
     }
 
     #[test]
+    fn modes_parse_and_display_as_written() {
+        for m in [Mode::Disabled, Mode::Warn, Mode::Enabled] {
+            assert_eq!(m.to_string().parse::<Mode>(), Ok(m));
+        }
+        assert_eq!(
+            "strict".parse::<Mode>().unwrap_err().to_string(),
+            "`strict` is not disabled, warn or enabled"
+        );
+    }
+
+    #[test]
     fn default_mode_depends_on_a_policy() {
         assert_eq!(Verification::default().effective_mode(), Mode::Warn);
         let v = Verification {
@@ -678,47 +636,6 @@ mod tests {
             refresh: false,
             ..TufSettings::default()
         }
-    }
-
-    #[test]
-    fn tuf_settings_from_the_environment() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                pairs
-                    .iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
-        let s = TufSettings::from_env(TufSettings::default(), &env(&[])).unwrap();
-        assert_eq!(s, TufSettings::default());
-        let s = TufSettings::from_env(
-            TufSettings::default(),
-            &env(&[
-                (ENV_TUF_REFRESH, "off"),
-                (ENV_TUF_URL_GITHUB, "http://127.0.0.1:9/"),
-            ]),
-        )
-        .unwrap();
-        assert!(!s.refresh);
-        assert_eq!(s.github.url.as_deref(), Some("http://127.0.0.1:9/"));
-        assert_eq!(s.public_good.url, None);
-        let err =
-            TufSettings::from_env(TufSettings::default(), &env(&[(ENV_TUF_REFRESH, "maybe")]))
-                .unwrap_err();
-        assert!(err.contains(ENV_TUF_REFRESH), "{err}");
-        let err = TufSettings::from_env(
-            TufSettings::default(),
-            &env(&[(ENV_TUF_URL_PUBLIC_GOOD, "tuf.example")]),
-        )
-        .unwrap_err();
-        assert!(err.contains("http"), "{err}");
-        let err = TufSettings::from_env(
-            TufSettings::default(),
-            &env(&[(ENV_TUF_BOOTSTRAP_GITHUB, "/nonexistent/root.json")]),
-        )
-        .unwrap_err();
-        assert!(err.contains("/nonexistent/root.json"), "{err}");
     }
 
     #[test]

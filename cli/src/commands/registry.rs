@@ -5,11 +5,10 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use thv_sandbox_runtime::catalog::{
-    self, Catalog, CatalogError, Loaded, RegistrySource, Server, Transport, Verifiability,
+    self, Catalog, CatalogError, Loaded, Server, Transport, Verifiability,
 };
-use thv_sandbox_runtime::dirs::Dirs;
-use thv_sandbox_runtime::settings::{self, Config};
-use thv_sandbox_runtime::{EXIT_SANDBOX_ERROR, EXIT_USAGE};
+use thv_sandbox_runtime::settings::{request, Config};
+use thv_sandbox_runtime::EXIT_USAGE;
 
 /// Which registry to use (shared by `registry …` and `run`).
 #[derive(Debug, Clone, clap::Args)]
@@ -24,21 +23,6 @@ pub struct RegistrySourceArgs {
         global = true
     )]
     pub registry: Option<String>,
-}
-
-impl RegistrySourceArgs {
-    /// The source asked for: the flag (or `THV_SANDBOX_REGISTRY`), else the configuration file's `registry`, else
-    /// the embedded registry.
-    pub fn source(&self, config: &Config) -> Result<RegistrySource, CatalogError> {
-        match self.registry.as_deref().filter(|s| !s.is_empty()) {
-            Some(s) => RegistrySource::parse(s),
-            None => Ok(match &config.registry.value {
-                Some(settings::RegistrySource::File(p)) => RegistrySource::File(p.clone()),
-                Some(settings::RegistrySource::Url(u)) => RegistrySource::Url(u.clone()),
-                None => RegistrySource::Embedded,
-            }),
-        }
-    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -76,33 +60,20 @@ enum RegistryCommand {
 /// Loads the registry for `source`, printing a notice (a cached copy used) on stderr; errors are reported here
 /// and their exit code returned.
 pub fn load(source: &RegistrySourceArgs, config: &Config) -> Result<Loaded, i32> {
-    let report = |e: &CatalogError, code| crate::report_error(e, &[], e.hint(), code);
-    let source = source.source(config).map_err(|e| report(&e, EXIT_USAGE))?;
-    let cache = match &source {
-        RegistrySource::Url(_) => match Dirs::from_env(config.cache_dir.value.clone()) {
-            Ok(d) => d.cache,
-            Err(e) => {
-                return Err(crate::report_error(
-                    &e,
-                    &[],
-                    Some(e.hint()),
-                    EXIT_SANDBOX_ERROR,
-                ))
-            }
-        },
-        _ => PathBuf::new(),
-    };
-    let loaded =
-        catalog::source::load(&source, &cache).map_err(|e| report(&e, EXIT_SANDBOX_ERROR))?;
-    if let Some(n) = &loaded.notice {
-        eprintln!("warning: {n}");
-    }
-    Ok(loaded)
+    request::load_registry(
+        source.registry.as_deref(),
+        config,
+        &mut crate::commands::say,
+    )
+    .map_err(|e| crate::report::report_request_error(&e))
 }
 
 /// `thv-sandbox registry …`.
 pub fn registry_cmd(file: Option<PathBuf>, args: RegistryArgs) -> i32 {
-    let config = match crate::load_config(file, &crate::only_cache_dir(args.cache_dir.clone())) {
+    let config = match crate::commands::load_config(
+        file,
+        &crate::args::only_cache_dir(args.cache_dir.clone()),
+    ) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -134,7 +105,7 @@ pub fn registry_cmd(file: Option<PathBuf>, args: RegistryArgs) -> i32 {
                 } else {
                     1
                 };
-                return crate::report_error(&e, &[], e.hint(), code);
+                return crate::report::report_error(&e, &[], e.hint(), code);
             }
         },
     };

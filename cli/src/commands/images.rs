@@ -1,0 +1,60 @@
+//! `thv-sandbox images [--check]`.
+
+use std::path::PathBuf;
+
+use thv_sandbox_runtime::dirs::Dirs;
+use thv_sandbox_runtime::{cache, EXIT_SANDBOX_ERROR};
+
+use crate::args::*;
+use crate::commands::setup;
+use crate::report::*;
+
+pub(crate) fn images_cmd(file: Option<PathBuf>, args: ImagesArgs) -> i32 {
+    let dirs = match setup(file, &only_cache_dir(args.cache_dir)) {
+        Ok((_, d)) => d,
+        Err(code) => return code,
+    };
+    let images = match cache::list(&dirs.cache) {
+        Ok(i) => i,
+        Err(e) => return report_error(&e, &[], None, EXIT_SANDBOX_ERROR),
+    };
+    // stdout is data: the table, or JSON for scripts.
+    let out = if args.json {
+        cache::render_json(&images)
+    } else {
+        cache::render_table(&images)
+    };
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(out.as_bytes());
+    if args.check {
+        return check_roots_cmd(&dirs);
+    }
+    0
+}
+
+/// `images --check`: one line per root on stderr; 1 if any root changed or cannot be read.
+pub(crate) fn check_roots_cmd(dirs: &Dirs) -> i32 {
+    use thv_sandbox_runtime::rootfs::RootCheck;
+    let mut bad = false;
+    for (root, check) in thv_sandbox_runtime::rootfs::check_roots(&dirs.cache) {
+        let what = match &check {
+            RootCheck::Unchanged => "unchanged".to_owned(),
+            RootCheck::Changed => "CHANGED since it was unpacked: it will not be run".to_owned(),
+            RootCheck::NoRecord => {
+                "no record (unpacked by an older thv-sandbox; the next run unpacks it again)"
+                    .to_owned()
+            }
+            RootCheck::Unreadable(e) => format!("cannot be checked: {e}"),
+        };
+        bad |= matches!(check, RootCheck::Changed | RootCheck::Unreadable(_));
+        eprintln!("{}: {what}", root.display());
+    }
+    if bad {
+        eprintln!(
+            "hint: find out what wrote into the cache, then remove the changed roots (`chmod -R u+w ROOT && rm -rf \
+             ROOT`); the next run unpacks the image afresh"
+        );
+        return 1;
+    }
+    0
+}

@@ -1,0 +1,1408 @@
+//! The user configuration file: where it is, what it says, and each of its settings combined with the flag and
+//! the environment variable that override it ([`Config`]). [`super::request`] turns a `Config` and the flags of
+//! `run` into the complete request.
+//!
+//! The file is TOML: `--config FILE`, else `$THV_SANDBOX_CONFIG`, else `$XDG_CONFIG_HOME/thv-sandbox/config.toml`,
+//! else `~/.config/thv-sandbox/config.toml`. A missing default file means "no settings"; a file named explicitly
+//! (flag or environment) must exist. Unknown keys are errors (a typo must not silently do nothing), and so are
+//! malformed values; both name the file, line and column.
+//!
+//! Every setting is resolved by [`pick`]: **flag > environment > file > default**, the first level that sets it
+//! wins as a whole (a list given on the command line replaces the file's list, it is not merged). [`Config`]
+//! remembers where each value came from, for `thv-sandbox config show`.
+//!
+//! Relative paths in the file are taken relative to the file's directory; `~/` means `$HOME` in the file and in
+//! the environment.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::catalog::source::RegistrySource;
+use crate::trust::verification::{Mode, TufSettings};
+
+/// Environment variable naming the configuration file.
+pub const ENV_CONFIG: &str = "THV_SANDBOX_CONFIG";
+/// Cache directory.
+pub const ENV_CACHE_DIR: &str = "THV_SANDBOX_CACHE_DIR";
+/// Comma-separated `HOST[:PORT]` list of plain-HTTP registries.
+pub const ENV_INSECURE_REGISTRIES: &str = "THV_SANDBOX_INSECURE_REGISTRIES";
+/// Comma-separated `REGISTRY=MIRROR` list.
+pub const ENV_REGISTRY_MIRRORS: &str = "THV_SANDBOX_REGISTRY_MIRRORS";
+/// Colon-separated list of PEM files with extra CA certificates.
+pub const ENV_CA_CERTS: &str = "THV_SANDBOX_CA_CERTS";
+/// The MCP server registry (file or URL).
+pub const ENV_REGISTRY: &str = "THV_SANDBOX_REGISTRY";
+/// `disabled`, `warn` or `enabled`.
+pub const ENV_IMAGE_VERIFICATION: &str = "THV_SANDBOX_IMAGE_VERIFICATION";
+/// `none`, `network` or a profile file.
+pub const ENV_PERMISSION_PROFILE: &str = "THV_SANDBOX_PERMISSION_PROFILE";
+/// `0`/`false`/`no` turns refreshing trusted roots through TUF off.
+pub const ENV_TUF_REFRESH: &str = "THV_SANDBOX_TUF_REFRESH";
+/// The public-good instance's TUF repository (a mirror).
+pub const ENV_TUF_URL_PUBLIC_GOOD: &str = "THV_SANDBOX_TUF_URL_PUBLIC_GOOD";
+/// GitHub's instance's TUF repository (a mirror).
+pub const ENV_TUF_URL_GITHUB: &str = "THV_SANDBOX_TUF_URL_GITHUB";
+/// For tests only: a TUF `root.json` file to bootstrap the public-good repository from instead of the embedded
+/// one.
+pub const ENV_TUF_BOOTSTRAP_PUBLIC_GOOD: &str = "THV_SANDBOX_TUF_BOOTSTRAP_PUBLIC_GOOD";
+/// For tests only: the same for GitHub's repository.
+pub const ENV_TUF_BOOTSTRAP_GITHUB: &str = "THV_SANDBOX_TUF_BOOTSTRAP_GITHUB";
+
+/// Largest configuration file read.
+const MAX_FILE_SIZE: u64 = 1 << 20;
+
+/// The keys the file accepts, for the hint on an unknown one.
+pub const KEYS: &[&str] = &[
+    "cache_dir",
+    "insecure_registries",
+    "mirrors",
+    "ca_certs",
+    "registry",
+    "image_verification",
+    "permission_profile",
+    "tuf_refresh",
+    "tuf_url_public_good",
+    "tuf_url_github",
+];
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A command-line flag (its spelling).
+    Flag(&'static str),
+    /// An environment variable.
+    Env(&'static str),
+    /// The configuration file.
+    File(PathBuf),
+    /// Nothing set it.
+    Default,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Flag(flag) => write!(f, "flag {flag}"),
+            Source::Env(name) => write!(f, "environment {name}"),
+            Source::File(path) => write!(f, "file {}", path.display()),
+            Source::Default => f.write_str("default"),
+        }
+    }
+}
+
+/// A resolved value and its origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting<T> {
+    /// The value in effect.
+    pub value: T,
+    /// Where it came from.
+    pub source: Source,
+}
+
+/// The precedence rule, the only implementation of it: the first of flag, environment, file that is `Some` wins;
+/// else the default.
+pub fn pick<T>(
+    flag: Option<(T, &'static str)>,
+    env: Option<(T, &'static str)>,
+    file: Option<(T, &Path)>,
+    default: T,
+) -> Setting<T> {
+    if let Some((value, name)) = flag {
+        return Setting {
+            value,
+            source: Source::Flag(name),
+        };
+    }
+    if let Some((value, name)) = env {
+        return Setting {
+            value,
+            source: Source::Env(name),
+        };
+    }
+    if let Some((value, path)) = file {
+        return Setting {
+            value,
+            source: Source::File(path.to_owned()),
+        };
+    }
+    Setting {
+        value: default,
+        source: Source::Default,
+    }
+}
+
+/// `permission_profile`: the built-in `none` or `network`, or a profile file (the choice; the profile itself is a
+/// [`crate::catalog::PermissionProfile`], see [`ProfileChoice::load`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProfileChoice {
+    /// No network, no host paths.
+    None,
+    /// Outbound network.
+    Network,
+    /// A profile in a JSON file.
+    File(PathBuf),
+}
+
+impl fmt::Display for ProfileChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProfileChoice::None => f.write_str("none"),
+            ProfileChoice::Network => f.write_str("network"),
+            ProfileChoice::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// What the command line says (`None` / empty: not given).
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    /// `--config FILE`.
+    pub config: Option<PathBuf>,
+    /// `--cache-dir DIR`.
+    pub cache_dir: Option<PathBuf>,
+    /// `--insecure-registry HOST[:PORT]`, repeated.
+    pub insecure_registries: Vec<String>,
+    /// `--registry-mirror REGISTRY=MIRROR`, repeated.
+    pub mirrors: Vec<String>,
+    /// `--ca-cert FILE`, repeated.
+    pub ca_certs: Vec<PathBuf>,
+}
+
+/// The effective settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The configuration file looked at.
+    pub file: PathBuf,
+    /// Where its location came from.
+    pub file_source: Source,
+    /// Whether it exists (a default location may not).
+    pub file_exists: bool,
+    /// `cache_dir`; `None`: `$XDG_CACHE_HOME/thv-sandbox`, else `~/.cache/thv-sandbox`.
+    pub cache_dir: Setting<Option<PathBuf>>,
+    /// `insecure_registries`: `HOST[:PORT]` that may be reached over plain HTTP (loopback always may).
+    pub insecure_registries: Setting<Vec<String>>,
+    /// `[mirrors]`: registry → mirror host, sorted by registry.
+    pub mirrors: Setting<Vec<(String, String)>>,
+    /// `ca_certs`: PEM files with CA certificates trusted for registries besides the system's.
+    pub ca_certs: Setting<Vec<PathBuf>>,
+    /// `registry`: the MCP server registry (after `--registry`).
+    pub registry: Setting<Option<RegistrySource>>,
+    /// `image_verification`: the default verification mode (after `--image-verification`).
+    pub image_verification: Setting<Option<Mode>>,
+    /// `permission_profile`: the default permission profile (after the flag and the registry entry's).
+    pub permission_profile: Setting<Option<ProfileChoice>>,
+    /// `tuf_refresh`: whether trusted roots are refreshed through TUF when due (default `true`).
+    pub tuf_refresh: Setting<bool>,
+    /// `tuf_url_public_good`: the public-good instance's TUF repository (a mirror); `None`: its own.
+    pub tuf_url_public_good: Setting<Option<String>>,
+    /// `tuf_url_github`: GitHub's instance's TUF repository (a mirror); `None`: its own.
+    pub tuf_url_github: Setting<Option<String>>,
+    /// Test-only: TUF `root.json` files to bootstrap public-good's and GitHub's repositories from
+    /// ([`ENV_TUF_BOOTSTRAP_PUBLIC_GOOD`], [`ENV_TUF_BOOTSTRAP_GITHUB`]); not a key of the file.
+    pub tuf_bootstrap: [Option<PathBuf>; 2],
+}
+
+/// What is wrong with the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Neither `--config`, `THV_SANDBOX_CONFIG`, `XDG_CONFIG_HOME` nor `HOME` says where the file is.
+    #[error("no configuration directory: neither XDG_CONFIG_HOME nor HOME is set")]
+    NoHome,
+    /// The file cannot be read (or an explicitly named one does not exist).
+    #[error("cannot read the configuration file {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// How its location was given.
+        named_by: Source,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has a bad value.
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based.
+        line: usize,
+        /// 1-based, in characters.
+        column: usize,
+        /// What the parser said.
+        message: String,
+    },
+    /// A key the file does not know.
+    #[error("{}:{line}:{column}: unknown key `{key}`", path.display())]
+    UnknownKey {
+        /// The file.
+        path: PathBuf,
+        /// 1-based.
+        line: usize,
+        /// 1-based.
+        column: usize,
+        /// The key.
+        key: String,
+    },
+    /// A value that parses but makes no sense (in the file, a flag or the environment).
+    #[error("{origin}: {key} = `{value}`: {reason}")]
+    Invalid {
+        /// Where it was set (with line and column for the file).
+        origin: String,
+        /// The key (or flag).
+        key: &'static str,
+        /// The value, clipped.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// A test-only TUF bootstrap root cannot be read.
+    #[error("{variable}: cannot read {}", path.display())]
+    TufBootstrap {
+        /// The environment variable naming it.
+        variable: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ConfigError {
+    /// What the user can do about it.
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            ConfigError::NoHome => {
+                format!(
+                    "set HOME or XDG_CONFIG_HOME, or name the file with --config or {ENV_CONFIG}"
+                )
+            }
+            ConfigError::Read {
+                named_by: Source::Default,
+                ..
+            } => "make the file readable, or remove it".to_owned(),
+            ConfigError::Read { named_by, .. } => {
+                format!("check the path given by {named_by}")
+            }
+            ConfigError::Parse { .. } => {
+                "fix the file (TOML; see the Configuration section of the README)".to_owned()
+            }
+            ConfigError::UnknownKey { key, .. } => {
+                let close = KEYS.iter().find(|k| similar(k, key));
+                let suggestion = close
+                    .map(|k| format!("did you mean `{k}`? "))
+                    .unwrap_or_default();
+                format!("{suggestion}the keys are: {}", KEYS.join(", "))
+            }
+            ConfigError::Invalid { .. } | ConfigError::TufBootstrap { .. } => return None,
+        })
+    }
+}
+
+/// Close enough to be a typo: after dropping `_`/`-` and case, at most two edits apart (plurals, a wrong or
+/// swapped letter).
+fn similar(a: &str, b: &str) -> bool {
+    let norm = |s: &str| -> Vec<char> {
+        s.chars()
+            .filter(|c| *c != '_' && *c != '-')
+            .map(|c| c.to_ascii_lowercase())
+            .collect()
+    };
+    // Plurals: `insecure_registry` for `insecure_registries`.
+    let singular = |mut v: Vec<char>| {
+        if v.ends_with(&['i', 'e', 's']) {
+            v.truncate(v.len() - 3);
+            v.push('y');
+        } else if v.ends_with(&['s']) {
+            v.pop();
+        }
+        v
+    };
+    let (a, b) = (singular(norm(a)), singular(norm(b)));
+    // Levenshtein distance, one row at a time.
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            let next = (prev + cost).min(row[j] + 1).min(row[j + 1] + 1);
+            prev = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()] <= 2
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    cache_dir: Option<toml::Spanned<String>>,
+    insecure_registries: Option<toml::Spanned<Vec<String>>>,
+    mirrors: Option<toml::Spanned<BTreeMap<String, String>>>,
+    ca_certs: Option<toml::Spanned<Vec<String>>>,
+    registry: Option<toml::Spanned<String>>,
+    image_verification: Option<Mode>,
+    permission_profile: Option<toml::Spanned<String>>,
+    tuf_refresh: Option<bool>,
+    tuf_url_public_good: Option<toml::Spanned<String>>,
+    tuf_url_github: Option<toml::Spanned<String>>,
+}
+
+/// Where the configuration file is, and who said so.
+pub fn locate(
+    flag: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(PathBuf, Source), ConfigError> {
+    if let Some(path) = flag {
+        return Ok((path.to_owned(), Source::Flag("--config")));
+    }
+    if let Some(path) = non_empty(env, ENV_CONFIG) {
+        return Ok((PathBuf::from(path), Source::Env(ENV_CONFIG)));
+    }
+    if let Some(dir) = non_empty(env, "XDG_CONFIG_HOME") {
+        return Ok((
+            PathBuf::from(dir).join("thv-sandbox/config.toml"),
+            Source::Default,
+        ));
+    }
+    // MCP clients often start servers with a minimal environment: without HOME, the account's home directory.
+    let home = non_empty(env, "HOME")
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::geteuid())
+                .ok()
+                .flatten()
+                .map(|u| u.dir.to_string_lossy().into_owned())
+                .filter(|d| !d.is_empty())
+        })
+        .ok_or(ConfigError::NoHome)?;
+    Ok((
+        PathBuf::from(home).join(".config/thv-sandbox/config.toml"),
+        Source::Default,
+    ))
+}
+
+fn non_empty(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+    env(name).filter(|v| !v.is_empty())
+}
+
+impl Config {
+    /// Read the configuration file and combine it with `flags` and the process environment.
+    pub fn load(flags: &Flags) -> Result<Config, ConfigError> {
+        Config::load_with(flags, &|name| std::env::var(name).ok())
+    }
+
+    /// [`Config::load`] with any environment lookup.
+    pub fn load_with(
+        flags: &Flags,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let (file, file_source) = locate(flags.config.as_deref(), env)?;
+        let (text, file_exists) = read_file(&file, &file_source)?;
+        let raw: FileConfig = match &text {
+            Some(text) => parse(&file, text)?,
+            None => FileConfig::default(),
+        };
+        let text = text.unwrap_or_default();
+        let home = non_empty(env, "HOME");
+        let base = file.parent().unwrap_or(Path::new("."));
+        let at = |span: std::ops::Range<usize>| {
+            let (line, column) = line_col(&text, span.start);
+            format!("{}:{line}:{column}", file.display())
+        };
+        let file_path = |s: &str| expand(s, Some(base), home.as_deref());
+
+        // cache_dir
+        let cache_dir = pick(
+            flags.cache_dir.clone().map(|p| (Some(p), "--cache-dir")),
+            non_empty(env, ENV_CACHE_DIR)
+                .map(|v| (Some(expand(&v, None, home.as_deref())), ENV_CACHE_DIR)),
+            raw.cache_dir
+                .as_ref()
+                .map(|s| (Some(file_path(s.get_ref())), file.as_path())),
+            None,
+        );
+
+        // insecure_registries
+        let flag_insecure = (!flags.insecure_registries.is_empty())
+            .then(|| (flags.insecure_registries.clone(), "--insecure-registry"));
+        let env_insecure = non_empty(env, ENV_INSECURE_REGISTRIES)
+            .map(|v| (split_list(&v, ','), ENV_INSECURE_REGISTRIES));
+        let file_insecure = raw.insecure_registries.as_ref();
+        let insecure_registries = pick(
+            flag_insecure,
+            env_insecure,
+            file_insecure.map(|s| (s.get_ref().clone(), file.as_path())),
+            Vec::new(),
+        );
+        let origin_of = |source: &Source, span: Option<std::ops::Range<usize>>| match source {
+            Source::File(_) => span.map_or_else(|| file.display().to_string(), at),
+            other => other.to_string(),
+        };
+        for host in &insecure_registries.value {
+            check_host(host).map_err(|reason| ConfigError::Invalid {
+                origin: origin_of(&insecure_registries.source, file_insecure.map(|s| s.span())),
+                key: "insecure_registries",
+                value: clip(host),
+                reason: reason.to_string(),
+            })?;
+        }
+
+        // mirrors
+        let parse_pairs = |v: &str,
+                           origin: &Source|
+         -> Result<Vec<(String, String)>, ConfigError> {
+            split_list(v, ',')
+                .into_iter()
+                .map(|pair| {
+                    pair.split_once('=')
+                        .map(|(a, b)| (a.trim().to_owned(), b.trim().to_owned()))
+                        .ok_or_else(|| ConfigError::Invalid {
+                            origin: origin.to_string(),
+                            key: "mirrors",
+                            value: clip(&pair),
+                            reason: "write REGISTRY=MIRROR, e.g. ghcr.io=127.0.0.1:5000".to_owned(),
+                        })
+                })
+                .collect()
+        };
+        let flag_mirrors = if flags.mirrors.is_empty() {
+            None
+        } else {
+            Some((
+                parse_pairs(&flags.mirrors.join(","), &Source::Flag("--registry-mirror"))?,
+                "--registry-mirror",
+            ))
+        };
+        let env_mirrors = match non_empty(env, ENV_REGISTRY_MIRRORS) {
+            Some(v) => Some((
+                parse_pairs(&v, &Source::Env(ENV_REGISTRY_MIRRORS))?,
+                ENV_REGISTRY_MIRRORS,
+            )),
+            None => None,
+        };
+        let file_mirrors = raw.mirrors.as_ref();
+        let mut mirrors = pick(
+            flag_mirrors,
+            env_mirrors,
+            file_mirrors.map(|m| {
+                (
+                    m.get_ref()
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    file.as_path(),
+                )
+            }),
+            Vec::new(),
+        );
+        for (registry, mirror) in &mut mirrors.value {
+            for (what, host) in [("registry", &mut *registry), ("mirror", &mut *mirror)] {
+                check_host(host).map_err(|reason| ConfigError::Invalid {
+                    origin: origin_of(&mirrors.source, file_mirrors.map(|s| s.span())),
+                    key: "mirrors",
+                    value: clip(host),
+                    reason: format!("the {what}: {reason}"),
+                })?;
+            }
+            *registry = normalize_registry(registry);
+        }
+        mirrors.value.sort();
+        if let Some(w) = mirrors.value.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(ConfigError::Invalid {
+                origin: origin_of(&mirrors.source, file_mirrors.map(|s| s.span())),
+                key: "mirrors",
+                value: w[0].0.clone(),
+                reason: "the registry has two mirrors".to_owned(),
+            });
+        }
+
+        // ca_certs
+        let ca_certs = pick(
+            (!flags.ca_certs.is_empty()).then(|| (flags.ca_certs.clone(), "--ca-cert")),
+            non_empty(env, ENV_CA_CERTS).map(|v| {
+                (
+                    split_list(&v, ':')
+                        .iter()
+                        .map(|p| expand(p, None, home.as_deref()))
+                        .collect(),
+                    ENV_CA_CERTS,
+                )
+            }),
+            raw.ca_certs.as_ref().map(|s| {
+                (
+                    s.get_ref().iter().map(|p| file_path(p)).collect(),
+                    file.as_path(),
+                )
+            }),
+            Vec::new(),
+        );
+
+        // registry
+        let registry_of = |v: &str, origin: String| -> Result<RegistrySource, ConfigError> {
+            if v.contains("://") {
+                let ok = ["https://", "http://"]
+                    .iter()
+                    .any(|s| v.strip_prefix(s).is_some_and(|rest| !rest.is_empty()));
+                if !ok || v.chars().any(char::is_whitespace) {
+                    return Err(ConfigError::Invalid {
+                        origin,
+                        key: "registry",
+                        value: clip(v),
+                        reason: "a URL must be http:// or https:// and name a host".to_owned(),
+                    });
+                }
+                Ok(RegistrySource::Url(v.to_owned()))
+            } else {
+                Ok(RegistrySource::File(PathBuf::from(v)))
+            }
+        };
+        let env_registry = match non_empty(env, ENV_REGISTRY) {
+            Some(v) => Some((
+                Some(match registry_of(&v, ENV_REGISTRY.to_owned())? {
+                    RegistrySource::File(p) => {
+                        RegistrySource::File(expand(&p.to_string_lossy(), None, home.as_deref()))
+                    }
+                    url => url,
+                }),
+                ENV_REGISTRY,
+            )),
+            None => None,
+        };
+        let file_registry = match &raw.registry {
+            Some(s) => Some((
+                Some(match registry_of(s.get_ref(), at(s.span()))? {
+                    RegistrySource::File(p) => {
+                        RegistrySource::File(file_path(&p.to_string_lossy()))
+                    }
+                    url => url,
+                }),
+                file.as_path(),
+            )),
+            None => None,
+        };
+        let registry = pick(None, env_registry, file_registry, None);
+
+        // image_verification
+        let env_verification = match non_empty(env, ENV_IMAGE_VERIFICATION) {
+            Some(v) => Some((
+                Some(v.parse::<Mode>().map_err(|_| ConfigError::Invalid {
+                    origin: Source::Env(ENV_IMAGE_VERIFICATION).to_string(),
+                    key: "image_verification",
+                    value: clip(&v),
+                    reason: "expected `disabled`, `warn` or `enabled`".to_owned(),
+                })?),
+                ENV_IMAGE_VERIFICATION,
+            )),
+            None => None,
+        };
+        let image_verification = pick(
+            None,
+            env_verification,
+            raw.image_verification.map(|v| (Some(v), file.as_path())),
+            None,
+        );
+
+        // permission_profile
+        let profile_of = |v: &str, relative_to: Option<&Path>| match v {
+            "none" => ProfileChoice::None,
+            "network" => ProfileChoice::Network,
+            path => ProfileChoice::File(expand(path, relative_to, home.as_deref())),
+        };
+        let check_profile = |v: &str, origin: String| {
+            if v.is_empty() {
+                return Err(ConfigError::Invalid {
+                    origin,
+                    key: "permission_profile",
+                    value: String::new(),
+                    reason: "expected `none`, `network` or the path of a profile file".to_owned(),
+                });
+            }
+            Ok(())
+        };
+        let env_profile = non_empty(env, ENV_PERMISSION_PROFILE)
+            .map(|v| (Some(profile_of(&v, None)), ENV_PERMISSION_PROFILE));
+        let file_profile = match &raw.permission_profile {
+            Some(s) => {
+                check_profile(s.get_ref(), at(s.span()))?;
+                Some((Some(profile_of(s.get_ref(), Some(base))), file.as_path()))
+            }
+            None => None,
+        };
+        let permission_profile = pick(None, env_profile, file_profile, None);
+
+        // tuf_refresh, tuf_url_*
+        let env_refresh = match non_empty(env, ENV_TUF_REFRESH) {
+            Some(v) => Some((
+                parse_switch(&v).ok_or_else(|| ConfigError::Invalid {
+                    origin: Source::Env(ENV_TUF_REFRESH).to_string(),
+                    key: "tuf_refresh",
+                    value: clip(&v),
+                    reason: "expected 1/0, true/false, yes/no, on/off".to_owned(),
+                })?,
+                ENV_TUF_REFRESH,
+            )),
+            None => None,
+        };
+        let tuf_refresh = pick(
+            None,
+            env_refresh,
+            raw.tuf_refresh.map(|v| (v, file.as_path())),
+            true,
+        );
+        let tuf_url = |key: &'static str,
+                       env_name: &'static str,
+                       in_file: &Option<toml::Spanned<String>>|
+         -> Result<Setting<Option<String>>, ConfigError> {
+            let env_value = non_empty(env, env_name);
+            if let Some(v) = &env_value {
+                check_tuf_url(v).map_err(|e| ConfigError::Invalid {
+                    origin: Source::Env(env_name).to_string(),
+                    key,
+                    value: clip(v),
+                    reason: e.to_string(),
+                })?;
+            }
+            if let Some(s) = in_file {
+                check_tuf_url(s.get_ref()).map_err(|e| ConfigError::Invalid {
+                    origin: at(s.span()),
+                    key,
+                    value: clip(s.get_ref()),
+                    reason: e.to_string(),
+                })?;
+            }
+            Ok(pick(
+                None,
+                env_value.map(|v| (Some(v), env_name)),
+                in_file
+                    .as_ref()
+                    .map(|s| (Some(s.get_ref().clone()), file.as_path())),
+                None,
+            ))
+        };
+        let tuf_url_public_good = tuf_url(
+            "tuf_url_public_good",
+            ENV_TUF_URL_PUBLIC_GOOD,
+            &raw.tuf_url_public_good,
+        )?;
+        let tuf_url_github = tuf_url("tuf_url_github", ENV_TUF_URL_GITHUB, &raw.tuf_url_github)?;
+        // Test-only: the TUF roots to bootstrap from (read when the trust settings are asked for).
+        let tuf_bootstrap = [ENV_TUF_BOOTSTRAP_PUBLIC_GOOD, ENV_TUF_BOOTSTRAP_GITHUB]
+            .map(|name| non_empty(env, name).map(PathBuf::from));
+
+        Ok(Config {
+            file,
+            file_source,
+            file_exists,
+            cache_dir,
+            insecure_registries,
+            mirrors,
+            ca_certs,
+            registry,
+            image_verification,
+            permission_profile,
+            tuf_refresh,
+            tuf_url_public_good,
+            tuf_url_github,
+            tuf_bootstrap,
+        })
+    }
+
+    /// Refreshing trusted roots through TUF as configured; reads the test-only bootstrap roots, if named.
+    pub fn tuf_settings(&self) -> Result<TufSettings, ConfigError> {
+        let mut s = TufSettings {
+            refresh: self.tuf_refresh.value,
+            ..Default::default()
+        };
+        s.public_good.url = self.tuf_url_public_good.value.clone();
+        s.github.url = self.tuf_url_github.value.clone();
+        let names = [ENV_TUF_BOOTSTRAP_PUBLIC_GOOD, ENV_TUF_BOOTSTRAP_GITHUB];
+        for ((path, name), repo) in self
+            .tuf_bootstrap
+            .iter()
+            .zip(names)
+            .zip([&mut s.public_good, &mut s.github])
+        {
+            if let Some(path) = path {
+                repo.bootstrap =
+                    Some(
+                        std::fs::read(path).map_err(|source| ConfigError::TufBootstrap {
+                            variable: name,
+                            path: path.clone(),
+                            source,
+                        })?,
+                    );
+            }
+        }
+        Ok(s)
+    }
+
+    /// How registries are reached: plain-HTTP registries, mirrors, CA certificates.
+    pub fn registry_access(&self) -> crate::distribution::RegistryAccess {
+        crate::distribution::RegistryAccess {
+            insecure: self.insecure_registries.value.clone(),
+            mirrors: self.mirrors.value.clone(),
+            ca_certs: self.ca_certs.value.clone(),
+        }
+    }
+
+    /// The effective settings as TOML with where each came from, for `thv-sandbox config show`. Unset reserved
+    /// keys are shown as comments.
+    pub fn render(&self, effective_cache_dir: Option<&Path>) -> String {
+        let mut out = String::new();
+        let exists = if self.file_exists {
+            ""
+        } else {
+            " (not present)"
+        };
+        out.push_str(&format!(
+            "# configuration file: {}{exists} ({})\n",
+            self.file.display(),
+            match &self.file_source {
+                Source::Default => "the default location".to_owned(),
+                other => format!("from {other}"),
+            }
+        ));
+        let line = |out: &mut String, key: &str, value: Option<String>, source: &Source| match value
+        {
+            Some(v) => out.push_str(&format!("{key} = {v}  # {source}\n")),
+            None => out.push_str(&format!("# {key} is not set  # {source}\n")),
+        };
+        let cache = self
+            .cache_dir
+            .value
+            .as_deref()
+            .or(effective_cache_dir)
+            .map(|p| quote(&p.to_string_lossy()));
+        line(&mut out, "cache_dir", cache, &self.cache_dir.source);
+        let list = |items: &mut dyn Iterator<Item = String>| {
+            format!(
+                "[{}]",
+                items.map(|s| quote(&s)).collect::<Vec<_>>().join(", ")
+            )
+        };
+        line(
+            &mut out,
+            "insecure_registries",
+            Some(list(&mut self.insecure_registries.value.iter().cloned())),
+            &self.insecure_registries.source,
+        );
+        line(
+            &mut out,
+            "ca_certs",
+            Some(list(
+                &mut self
+                    .ca_certs
+                    .value
+                    .iter()
+                    .map(|p| p.to_string_lossy().into_owned()),
+            )),
+            &self.ca_certs.source,
+        );
+        line(
+            &mut out,
+            "registry",
+            self.registry.value.as_ref().map(|r| quote(&r.describe())),
+            &self.registry.source,
+        );
+        line(
+            &mut out,
+            "image_verification",
+            self.image_verification.value.map(|v| quote(&v.to_string())),
+            &self.image_verification.source,
+        );
+        line(
+            &mut out,
+            "permission_profile",
+            self.permission_profile
+                .value
+                .as_ref()
+                .map(|v| quote(&v.to_string())),
+            &self.permission_profile.source,
+        );
+        line(
+            &mut out,
+            "tuf_refresh",
+            Some(self.tuf_refresh.value.to_string()),
+            &self.tuf_refresh.source,
+        );
+        for (key, setting) in [
+            ("tuf_url_public_good", &self.tuf_url_public_good),
+            ("tuf_url_github", &self.tuf_url_github),
+        ] {
+            line(
+                &mut out,
+                key,
+                setting.value.as_deref().map(quote),
+                &setting.source,
+            );
+        }
+        out.push_str(&format!("[mirrors]  # {}\n", self.mirrors.source));
+        for (registry, mirror) in &self.mirrors.value {
+            out.push_str(&format!("{} = {}\n", quote(registry), quote(mirror)));
+        }
+        out
+    }
+}
+
+fn read_file(path: &Path, source: &Source) -> Result<(Option<String>, bool), ConfigError> {
+    let err = |e: std::io::Error| ConfigError::Read {
+        path: path.to_owned(),
+        named_by: source.clone(),
+        source: e,
+    };
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && *source == Source::Default => {
+            return Ok((None, false))
+        }
+        Err(e) => return Err(err(e)),
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(err)?;
+    if bytes.len() as u64 > MAX_FILE_SIZE {
+        return Err(err(std::io::Error::other(format!(
+            "larger than {MAX_FILE_SIZE} bytes"
+        ))));
+    }
+    let text =
+        String::from_utf8(bytes).map_err(|_| err(std::io::Error::other("not UTF-8 text")))?;
+    Ok((Some(text), true))
+}
+
+fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let (line, column) = e.span().map_or((1, 1), |span| line_col(text, span.start));
+        let message = e.message().trim().to_owned();
+        if let Some(rest) = message.strip_prefix("unknown field `") {
+            if let Some((key, _)) = rest.split_once('`') {
+                return ConfigError::UnknownKey {
+                    path: path.to_owned(),
+                    line,
+                    column,
+                    key: key.to_owned(),
+                };
+            }
+        }
+        ConfigError::Parse {
+            path: path.to_owned(),
+            line,
+            column,
+            message: message.lines().next().unwrap_or_default().to_owned(),
+        }
+    })
+}
+
+/// 1-based line and character column of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit_once('\n')
+        .map_or(before, |(_, last)| last)
+        .chars()
+        .count()
+        + 1;
+    (line, column)
+}
+
+fn split_list(v: &str, sep: char) -> Vec<String> {
+    v.split(sep)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `~/x` → `$HOME/x`; a relative path → under `base` (the config file's directory), if given.
+fn expand(value: &str, base: Option<&Path>, home: Option<&str>) -> PathBuf {
+    if let (Some(rest), Some(home)) = (value.strip_prefix("~/"), home) {
+        return Path::new(home).join(rest);
+    }
+    let path = PathBuf::from(value);
+    match base {
+        Some(base) if path.is_relative() => base.join(path),
+        _ => path,
+    }
+}
+
+/// `1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off`.
+pub fn parse_switch(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// A value that is not a usable URL or host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    /// A TUF repository URL that is not http(s) or names no host.
+    #[error("a TUF repository URL must be http:// or https:// and name a host")]
+    TufUrl,
+    /// A registry host written with a scheme.
+    #[error("write the host without a scheme, e.g. reg.example:5000")]
+    Scheme,
+    /// Not `HOST[:PORT]`.
+    #[error("expected HOST[:PORT], e.g. reg.example:5000")]
+    NotHostPort,
+    /// A port that is not 1 to 65535.
+    #[error("the port must be a number from 1 to 65535")]
+    Port,
+}
+
+/// A TUF repository URL must be http(s) and name a host.
+pub fn check_tuf_url(url: &str) -> Result<(), HostError> {
+    let ok = ["https://", "http://"]
+        .iter()
+        .any(|s| url.strip_prefix(s).is_some_and(|rest| !rest.is_empty()));
+    if ok && !url.chars().any(char::is_whitespace) {
+        Ok(())
+    } else {
+        Err(HostError::TufUrl)
+    }
+}
+
+/// `HOST[:PORT]` as references spell registries: no scheme, no path, a port of digits.
+pub fn check_host(host: &str) -> Result<(), HostError> {
+    if host.contains("://") {
+        return Err(HostError::Scheme);
+    }
+    if host.is_empty() || host.contains('/') || host.chars().any(|c| c.is_whitespace()) {
+        return Err(HostError::NotHostPort);
+    }
+    let (name, port) = crate::image::reference::split_host_port(host);
+    let name_ok = if host.starts_with('[') {
+        name.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+    };
+    if !name_ok {
+        return Err(HostError::NotHostPort);
+    }
+    if let Some(port) = port {
+        if port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(HostError::Port);
+        }
+    }
+    Ok(())
+}
+
+/// Docker Hub's other names mean `docker.io`, the name references use.
+fn normalize_registry(host: &str) -> String {
+    match host.to_ascii_lowercase().as_str() {
+        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
+            crate::image::reference::DOCKER_HUB.to_owned()
+        }
+        other => other.to_owned(),
+    }
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(200).collect()
+}
+
+/// A TOML basic string.
+fn quote(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Env(Vec<(&'static str, String)>);
+    impl Env {
+        fn get(&self) -> impl Fn(&str) -> Option<String> + '_ {
+            move |name| {
+                self.0
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.clone())
+            }
+        }
+    }
+
+    fn with_file(text: &str) -> (tempfile::TempDir, Env) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("thv-sandbox");
+        std::fs::create_dir(&cfg).unwrap();
+        std::fs::write(cfg.join("config.toml"), text).unwrap();
+        let env = Env(vec![
+            ("XDG_CONFIG_HOME", dir.path().display().to_string()),
+            ("HOME", "/home/u".to_owned()),
+        ]);
+        (dir, env)
+    }
+
+    #[test]
+    fn tuf_bootstrap_roots_are_read_when_the_trust_settings_are_asked_for() {
+        let (dir, mut env) = with_file("");
+        let root = dir.path().join("root.json");
+        std::fs::write(&root, b"{}").unwrap();
+        env.0
+            .push((ENV_TUF_BOOTSTRAP_GITHUB, root.display().to_string()));
+        let c = Config::load_with(&Flags::default(), &env.get()).unwrap();
+        let s = c.tuf_settings().unwrap();
+        assert_eq!(s.github.bootstrap.as_deref(), Some(&b"{}"[..]));
+        assert_eq!(s.public_good.bootstrap, None);
+
+        env.0.push((
+            ENV_TUF_BOOTSTRAP_PUBLIC_GOOD,
+            "/nonexistent/root.json".to_owned(),
+        ));
+        let c = Config::load_with(&Flags::default(), &env.get()).unwrap();
+        let err = c.tuf_settings().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "THV_SANDBOX_TUF_BOOTSTRAP_PUBLIC_GOOD: cannot read /nonexistent/root.json"
+        );
+    }
+
+    #[test]
+    fn host_errors_say_what_to_write() {
+        assert_eq!(
+            check_host("https://reg.example").unwrap_err().to_string(),
+            "write the host without a scheme, e.g. reg.example:5000"
+        );
+        assert_eq!(
+            check_host("reg.example:0").unwrap_err().to_string(),
+            "the port must be a number from 1 to 65535"
+        );
+        assert_eq!(
+            check_tuf_url("tuf.example").unwrap_err().to_string(),
+            "a TUF repository URL must be http:// or https:// and name a host"
+        );
+        assert_eq!(parse_switch(" Off "), Some(false));
+        assert_eq!(parse_switch("maybe"), None);
+    }
+
+    #[test]
+    fn tuf_keys_from_the_file_and_the_environment() {
+        let (_d, env) =
+            with_file("tuf_refresh = false\ntuf_url_github = \"http://127.0.0.1:8080/tuf\"\n");
+        let c = Config::load_with(&Flags::default(), &env.get()).unwrap();
+        assert!(!c.tuf_refresh.value);
+        assert!(matches!(c.tuf_refresh.source, Source::File(_)));
+        let s = c.tuf_settings().unwrap();
+        assert!(!s.refresh);
+        assert_eq!(s.github.url.as_deref(), Some("http://127.0.0.1:8080/tuf"));
+        assert_eq!(s.public_good.url, None);
+        assert!(c.render(None).contains("tuf_refresh = false"));
+
+        let (_d, mut env) = with_file("tuf_refresh = false\n");
+        env.0.push((ENV_TUF_REFRESH, "yes".to_owned()));
+        env.0.push((
+            ENV_TUF_URL_PUBLIC_GOOD,
+            "https://tuf.mirror.example".to_owned(),
+        ));
+        let c = Config::load_with(&Flags::default(), &env.get()).unwrap();
+        assert!(c.tuf_refresh.value);
+        assert_eq!(
+            c.tuf_url_public_good.value.as_deref(),
+            Some("https://tuf.mirror.example")
+        );
+
+        let (_d, env) = with_file("\ntuf_url_public_good = \"tuf.example\"\n");
+        let err = Config::load_with(&Flags::default(), &env.get()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(":2:") && text.contains("tuf_url_public_good"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn pick_takes_flag_then_env_then_file_then_default() {
+        let file = Path::new("/c.toml");
+        let s = pick(Some((1, "--x")), Some((2, "X")), Some((3, file)), 4);
+        assert_eq!((s.value, s.source), (1, Source::Flag("--x")));
+        let s = pick(None, Some((2, "X")), Some((3, file)), 4);
+        assert_eq!((s.value, s.source), (2, Source::Env("X")));
+        let s = pick(None, None, Some((3, file)), 4);
+        assert_eq!((s.value, s.source), (3, Source::File(file.to_owned())));
+        let s = pick::<i32>(None, None, None, 4);
+        assert_eq!((s.value, s.source), (4, Source::Default));
+    }
+
+    #[test]
+    fn a_full_file_is_read_with_paths_relative_to_it() {
+        let (dir, env) = with_file(
+            r#"
+cache_dir = "cache"
+insecure_registries = ["reg.lan:5000", "other.lan"]
+ca_certs = ["certs/ca.pem", "~/ca2.pem", "/abs/ca3.pem"]
+registry = "https://example.com/registry.json"
+image_verification = "warn"
+permission_profile = "network"
+
+[mirrors]
+"ghcr.io" = "127.0.0.1:5000"
+"index.docker.io" = "mirror.lan"
+"#,
+        );
+        let c = Config::load_with(&Flags::default(), &env.get()).unwrap();
+        let base = dir.path().join("thv-sandbox");
+        assert!(c.file_exists);
+        assert_eq!(c.cache_dir.value, Some(base.join("cache")));
+        assert_eq!(c.cache_dir.source, Source::File(base.join("config.toml")));
+        assert_eq!(
+            c.insecure_registries.value,
+            vec!["reg.lan:5000", "other.lan"]
+        );
+        assert_eq!(
+            c.ca_certs.value,
+            vec![
+                base.join("certs/ca.pem"),
+                PathBuf::from("/home/u/ca2.pem"),
+                PathBuf::from("/abs/ca3.pem")
+            ]
+        );
+        assert_eq!(
+            c.mirrors.value,
+            vec![
+                ("docker.io".to_owned(), "mirror.lan".to_owned()),
+                ("ghcr.io".to_owned(), "127.0.0.1:5000".to_owned())
+            ]
+        );
+        assert_eq!(
+            c.registry.value,
+            Some(RegistrySource::Url(
+                "https://example.com/registry.json".into()
+            ))
+        );
+        assert_eq!(c.image_verification.value, Some(Mode::Warn));
+        assert_eq!(c.permission_profile.value, Some(ProfileChoice::Network));
+        let shown = c.render(None);
+        assert!(
+            shown.contains("\"ghcr.io\" = \"127.0.0.1:5000\""),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("image_verification = \"warn\"  # file "),
+            "{shown}"
+        );
+        // What `show` prints is TOML again.
+        let _: toml::Table = toml::from_str(&shown).unwrap();
+    }
+
+    #[test]
+    fn flags_beat_environment_beats_file_and_lists_are_replaced_not_merged() {
+        let (_dir, mut env) = with_file(
+            "cache_dir = \"/from/file\"\ninsecure_registries = [\"file.lan\"]\n[mirrors]\n\"ghcr.io\" = \"file.lan\"\n",
+        );
+        env.0.push((ENV_CACHE_DIR, "/from/env".into()));
+        env.0.push((
+            ENV_REGISTRY_MIRRORS,
+            "ghcr.io=env.lan, quay.io=q.lan".into(),
+        ));
+        env.0.push((ENV_IMAGE_VERIFICATION, "enabled".into()));
+        env.0.push((ENV_PERMISSION_PROFILE, "~/p.json".into()));
+        let flags = Flags {
+            insecure_registries: vec!["flag.lan:1".into()],
+            ..Flags::default()
+        };
+        let c = Config::load_with(&flags, &env.get()).unwrap();
+        assert_eq!(c.cache_dir.value, Some(PathBuf::from("/from/env")));
+        assert_eq!(c.cache_dir.source, Source::Env(ENV_CACHE_DIR));
+        assert_eq!(c.insecure_registries.value, vec!["flag.lan:1"]);
+        assert_eq!(
+            c.insecure_registries.source,
+            Source::Flag("--insecure-registry")
+        );
+        assert_eq!(
+            c.mirrors.value,
+            vec![
+                ("ghcr.io".to_owned(), "env.lan".to_owned()),
+                ("quay.io".to_owned(), "q.lan".to_owned())
+            ]
+        );
+        assert_eq!(c.image_verification.value, Some(Mode::Enabled));
+        assert_eq!(
+            c.permission_profile.value,
+            Some(ProfileChoice::File("/home/u/p.json".into()))
+        );
+        let flags = Flags {
+            cache_dir: Some("/from/flag".into()),
+            mirrors: vec!["ghcr.io=flag.lan".into()],
+            ..Flags::default()
+        };
+        let c = Config::load_with(&flags, &env.get()).unwrap();
+        assert_eq!(c.cache_dir.value, Some(PathBuf::from("/from/flag")));
+        assert_eq!(
+            c.mirrors.value,
+            vec![("ghcr.io".to_owned(), "flag.lan".to_owned())]
+        );
+        assert_eq!(c.mirrors.source, Source::Flag("--registry-mirror"));
+    }
+
+    #[test]
+    fn a_missing_default_file_is_fine_a_missing_named_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = Env(vec![("XDG_CONFIG_HOME", dir.path().display().to_string())]);
+        let c = Config::load_with(&Flags::default(), &env.get()).unwrap();
+        assert!(!c.file_exists);
+        assert_eq!(c.file, dir.path().join("thv-sandbox/config.toml"));
+        assert_eq!(c.cache_dir.source, Source::Default);
+        assert!(c.mirrors.value.is_empty());
+        assert_eq!(c.image_verification.value, None);
+
+        let env = Env(vec![("HOME", "/home/u".into())]);
+        let (path, source) = locate(None, &env.get()).unwrap();
+        assert_eq!(path, Path::new("/home/u/.config/thv-sandbox/config.toml"));
+        assert_eq!(source, Source::Default);
+        // No HOME (a minimal environment): the account's home directory from the user database.
+        let home = nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .unwrap()
+            .unwrap()
+            .dir;
+        let (path, _) = locate(None, &Env(vec![]).get()).unwrap();
+        assert_eq!(path, home.join(".config/thv-sandbox/config.toml"));
+
+        let missing = dir.path().join("nope.toml");
+        let env = Env(vec![(ENV_CONFIG, missing.display().to_string())]);
+        let err = Config::load_with(&Flags::default(), &env.get()).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }), "{err}");
+        assert!(err.hint().unwrap().contains(ENV_CONFIG));
+        let flags = Flags {
+            config: Some(missing.clone()),
+            ..Flags::default()
+        };
+        let err = Config::load_with(&flags, &env.get()).unwrap_err();
+        assert!(err.hint().unwrap().contains("--config"), "{:?}", err.hint());
+    }
+
+    #[test]
+    fn unknown_keys_and_malformed_files_say_where() {
+        let (_dir, env) = with_file("cache_dir = \"/c\"\n  mirors = {}\n");
+        let err = Config::load_with(&Flags::default(), &env.get()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.ends_with("config.toml:2:3: unknown key `mirors`"),
+            "{text}"
+        );
+        let hint = err.hint().unwrap();
+        assert!(hint.contains("did you mean `mirrors`?"), "{hint}");
+        assert!(hint.contains("insecure_registries"), "{hint}");
+
+        let (_dir, env) = with_file("cache_dir = \"/c\"\ninsecure_registries = [\"a\",\n");
+        let err = Config::load_with(&Flags::default(), &env.get()).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Parse { line: 2 | 3, .. }),
+            "{err}"
+        );
+
+        let (_dir, env) = with_file("\n\nimage_verification = \"sometimes\"\n");
+        let err = Config::load_with(&Flags::default(), &env.get()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("config.toml:3:22:"), "{text}");
+        assert!(text.contains("disabled"), "{text}");
+
+        let (_dir, env) = with_file("cache_dir = 5\n");
+        let err = Config::load_with(&Flags::default(), &env.get()).unwrap_err();
+        assert!(err.to_string().contains(":1:13:"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_origin() {
+        let (_dir, env) = with_file("\ninsecure_registries = [\"http://reg.lan\"]\n");
+        let err = Config::load_with(&Flags::default(), &env.get()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("config.toml:2:23: insecure_registries"),
+            "{text}"
+        );
+        assert!(text.contains("without a scheme"), "{text}");
+
+        let (_dir, env) = with_file("[mirrors]\n\"ghcr.io\" = \"m.lan:99999\"\n");
+        let err = Config::load_with(&Flags::default(), &env.get()).unwrap_err();
+        assert!(err.to_string().contains("port"), "{err}");
+
+        let (_dir, env) = with_file("registry = \"ftp://x\"\n");
+        let err = Config::load_with(&Flags::default(), &env.get()).unwrap_err();
+        assert!(err.to_string().contains("http:// or https://"), "{err}");
+
+        let (_dir, env) = with_file("registry = \"servers.json\"\npermission_profile = \"\"\n");
+        let err = Config::load_with(&Flags::default(), &env.get()).unwrap_err();
+        assert!(err.to_string().contains("permission_profile"), "{err}");
+
+        let env = Env(vec![
+            ("HOME", "/home/u".into()),
+            (ENV_IMAGE_VERIFICATION, "yes".into()),
+        ]);
+        let err = Config::load_with(&Flags::default(), &env.get()).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("environment THV_SANDBOX_IMAGE_VERIFICATION"),
+            "{err}"
+        );
+        let flags = Flags {
+            mirrors: vec!["ghcr.io".into()],
+            ..Flags::default()
+        };
+        let env = Env(vec![("HOME", "/home/u".into())]);
+        let err = Config::load_with(&flags, &env.get()).unwrap_err();
+        assert!(err.to_string().contains("REGISTRY=MIRROR"), "{err}");
+        let flags = Flags {
+            mirrors: vec!["ghcr.io=a.lan".into(), "ghcr.io=b.lan".into()],
+            ..Flags::default()
+        };
+        let err = Config::load_with(&flags, &env.get()).unwrap_err();
+        assert!(err.to_string().contains("two mirrors"), "{err}");
+    }
+
+    #[test]
+    fn hosts() {
+        for ok in [
+            "reg.lan",
+            "reg.lan:5000",
+            "127.0.0.1:5000",
+            "[::1]:5000",
+            "localhost",
+        ] {
+            assert!(check_host(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "https://reg",
+            "reg/path",
+            "reg:0",
+            "reg:x",
+            "[zz]:1",
+            "re g",
+        ] {
+            assert!(check_host(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn typos_are_recognised() {
+        assert!(similar("mirrors", "mirror"));
+        assert!(similar("ca_certs", "ca-certs"));
+        assert!(similar("cache_dir", "cache_dor"));
+        assert!(similar("insecure_registries", "insecure_registry"));
+        assert!(similar("cache_dir", "cahce_dir"));
+        assert!(!similar("registry", "mirrors"));
+        assert!(!similar("ca_certs", "cache_dir"));
+    }
+}

@@ -1,0 +1,646 @@
+//! The request `run` (and `inspect`) carries out, built once by [`build`] from the flags ([`RunFlags`]), the
+//! configuration ([`Config`]: file, environment, defaults) and the registry entry the name denotes; and the
+//! target of `verify IMAGE` ([`verify_target`]).
+//!
+//! The order of precedence everywhere: the flag (or its environment variable), then the registry entry, then the
+//! configuration file, then the default. Everything a refusal can come from is decided here, before anything is
+//! pulled.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use thv_sandbox_provenance as prov;
+
+use crate::catalog::source::{self as catalog_source, Loaded, RegistrySource};
+use crate::catalog::{env as catalog_env, launch, CatalogError, Server};
+use crate::dirs::{Dirs, DirsError};
+use crate::distribution::PullPolicy;
+use crate::progress::ProgressMode;
+use crate::sandbox::profile::{self, NetworkMode, ProfileError};
+use crate::sandbox::secret::SecretEnv;
+use crate::trust::verification::{Mode, Verification};
+
+use super::file::{Config, ConfigError, ProfileChoice};
+
+/// What to run and how.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// The image reference as the user wrote it: `oci:PATH[:TAG]` or a registry reference.
+    pub image: String,
+    /// When to contact the registry.
+    pub pull_policy: PullPolicy,
+    /// How registries are reached (plain-HTTP registries, mirrors, CA certificates).
+    pub registry_access: crate::distribution::RegistryAccess,
+    /// What to say on stderr while pulling.
+    pub progress: ProgressMode,
+    /// Arguments after `--` (replace the image's Cmd).
+    pub args: Option<Vec<String>>,
+    /// Extra environment for the server (not secret: it is written to the bundle's config.json).
+    pub env: Vec<(String, String)>,
+    /// Secret environment for the server: handed over in memory, never written to the bundle or state.
+    pub secrets: Vec<SecretEnv>,
+    /// Host paths bound into the sandbox (checked: see [`crate::sandbox::profile`]).
+    pub mounts: Vec<profile::BindMount>,
+    /// The network the sandbox gets.
+    pub network: NetworkMode,
+    /// Egress through the proxy (under [`NetworkMode::None`]): the permission profile's outbound rules.
+    pub egress: Option<crate::sandbox::egress::Outbound>,
+    /// An HTTP-transport server (`sse`, `streamable-http`) and its port inside the sandbox: bridged to our stdio.
+    pub http: Option<(crate::sandbox::bridge::HttpTransport, u16)>,
+    /// `--port [HOST:]PORT` and/or `--socket PATH`: expose the server (any transport) as streamable HTTP there
+    /// instead of over our stdio, with the token TCP clients must present.
+    pub port: Option<crate::sandbox::bridge::Expose>,
+    /// The registry entry's full name, when run by name.
+    pub server_name: Option<String>,
+    /// The effective permission profile (`--permission-profile`, else the entry's, else `none`); its paths are
+    /// already in `mounts`, its network rules are checked by [`crate::catalog::launch`].
+    pub permissions: crate::catalog::PermissionProfile,
+    /// What the verification step checks the image against (from the registry entry).
+    pub provenance: Option<crate::catalog::Provenance>,
+    /// A reviewed seccomp variant selected by the registry entry (`None`: the default profile).
+    pub seccomp_profile: Option<String>,
+    /// The user's own seccomp override file (adds or removes rules on top of the variant).
+    pub seccomp_override: Option<PathBuf>,
+    /// Grace period between SIGTERM and SIGKILL when stopping the server.
+    pub stop_timeout: Duration,
+    /// Size of the sandbox's `/tmp` (and of a tmpfs home), in MiB ([`crate::sandbox::spec::DEFAULT_TMP_MIB`] by default).
+    pub tmp_mib: u64,
+    /// Cache directory override.
+    pub cache_dir: Option<PathBuf>,
+    /// The executable to start as the runner (normally `/proc/self/exe`).
+    pub exe: PathBuf,
+    /// Print per-phase timings to stderr.
+    pub timings: bool,
+    /// Provenance verification: mode, policy, trust root. The default (no policy, no mode) warns that the image
+    /// runs unverified.
+    pub verification: Verification,
+}
+
+/// The longest `--stop-timeout`: a day (anything longer is a mistake, and must not overflow a deadline).
+pub const MAX_STOP_TIMEOUT_SECS: f64 = 86_400.0;
+
+/// The flags of `run` and `inspect`, as given (`None` / empty: not given). Plain data: the CLI's parser fills it.
+#[derive(Debug, Clone, Default)]
+pub struct RunFlags {
+    /// `NAME|IMAGE`: a server of the registry, a registry reference or `oci:PATH[:TAG]`.
+    pub image: String,
+    /// Arguments after `--`.
+    pub args: Vec<String>,
+    /// `--pull`.
+    pub pull: PullPolicy,
+    /// What to say while pulling (`--quiet`, and whether stderr is a terminal).
+    pub progress: ProgressMode,
+    /// `--image-verification` (or `THV_SANDBOX_IMAGE_VERIFICATION`).
+    pub image_verification: Option<Mode>,
+    /// The identity flags.
+    pub identity: IdentityFlags,
+    /// `--registry` (or `THV_SANDBOX_REGISTRY`).
+    pub registry: Option<String>,
+    /// `-e NAME[=VALUE]`.
+    pub env: Vec<String>,
+    /// `--env-file FILE`.
+    pub env_files: Vec<PathBuf>,
+    /// `--secret NAME`.
+    pub secrets: Vec<String>,
+    /// `--port [HOST:]PORT`.
+    pub port: Option<String>,
+    /// `--port-token-file FILE`.
+    pub port_token_file: Option<PathBuf>,
+    /// `--socket PATH`.
+    pub socket: Option<PathBuf>,
+    /// `--seccomp-override FILE`.
+    pub seccomp_override: Option<PathBuf>,
+    /// `-v HOST:CONTAINER[:ro]`.
+    pub volumes: Vec<String>,
+    /// `--allow-profile-mounts`.
+    pub allow_profile_mounts: bool,
+    /// `--network`.
+    pub network: NetworkMode,
+    /// `--permission-profile none|network|FILE`.
+    pub permission_profile: Option<String>,
+    /// `--stop-timeout SECONDS`.
+    pub stop_timeout: f64,
+    /// `--tmp-size MIB`.
+    pub tmp_mib: u64,
+    /// `--timings`.
+    pub timings: bool,
+}
+
+/// The identity the evidence must name (cosign's flags), and the trust material.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdentityFlags {
+    /// `--certificate-identity`.
+    pub certificate_identity: Option<String>,
+    /// `--certificate-oidc-issuer`.
+    pub certificate_oidc_issuer: Option<String>,
+    /// `--certificate-github-workflow-repository`.
+    pub github_workflow_repository: Option<String>,
+    /// `--certificate-github-workflow-ref`.
+    pub github_workflow_ref: Option<String>,
+    /// `--certificate-github-workflow-sha`.
+    pub github_workflow_sha: Option<String>,
+    /// `--certificate-github-workflow-trigger`.
+    pub github_workflow_trigger: Option<String>,
+    /// `--certificate-github-workflow-name`.
+    pub github_workflow_name: Option<String>,
+    /// `--insecure-any-identity`.
+    pub insecure_any_identity: bool,
+    /// `--sigstore-url`.
+    pub sigstore_url: Option<String>,
+    /// `--trust-root FILE`.
+    pub trust_root: Option<PathBuf>,
+}
+
+impl IdentityFlags {
+    /// Whether any flag names an expected identity.
+    pub fn names_identity(&self) -> bool {
+        [
+            &self.certificate_identity,
+            &self.certificate_oidc_issuer,
+            &self.github_workflow_repository,
+            &self.github_workflow_ref,
+            &self.github_workflow_sha,
+            &self.github_workflow_trigger,
+            &self.github_workflow_name,
+        ]
+        .iter()
+        .any(|f| f.is_some())
+    }
+
+    /// The policy the flags give; `None` when they name none (the caller decides whether that is an error).
+    pub fn policy(&self) -> Result<Option<prov::Policy>, RequestError> {
+        if self.insecure_any_identity && self.names_identity() {
+            return Err(RequestError::ContradictoryIdentity);
+        }
+        if self.insecure_any_identity {
+            return Ok(Some(prov::Policy::InsecureAnyIdentity {
+                sigstore_url: self.sigstore_url.clone(),
+            }));
+        }
+        if !self.names_identity() {
+            return Ok(None);
+        }
+        Ok(Some(prov::Policy::Identity(prov::IdentityPolicy {
+            sigstore_url: self.sigstore_url.clone(),
+            certificate_identity: self.certificate_identity.clone(),
+            certificate_oidc_issuer: self.certificate_oidc_issuer.clone(),
+            github_workflow_repository: self.github_workflow_repository.clone(),
+            github_workflow_ref: self.github_workflow_ref.clone(),
+            github_workflow_sha: self.github_workflow_sha.clone(),
+            github_workflow_trigger: self.github_workflow_trigger.clone(),
+            github_workflow_name: self.github_workflow_name.clone(),
+        })))
+    }
+}
+
+/// Something the user should know while the request is built (said on stderr by the CLI).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// The registry came from a cached copy (its fetch failed), or something alike.
+    Registry(String),
+    /// The permission profile mounts a host path (described).
+    ProfileMount(String),
+}
+
+impl std::fmt::Display for Notice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Notice::Registry(n) => write!(f, "warning: {n}"),
+            Notice::ProfileMount(m) => write!(f, "thv-sandbox: the permission profile mounts {m}"),
+        }
+    }
+}
+
+/// Why no request can be built.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// `--stop-timeout` out of range.
+    #[error("--stop-timeout must be a number of seconds from 0 to {MAX_STOP_TIMEOUT_SECS}")]
+    StopTimeout,
+    /// The configuration (trust settings) cannot be used.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// `--registry` is not a usable source.
+    #[error(transparent)]
+    RegistrySource(CatalogError),
+    /// The registry cannot be loaded.
+    #[error(transparent)]
+    Registry(CatalogError),
+    /// The name is not one server of the registry (ambiguous, …).
+    #[error(transparent)]
+    Lookup(CatalogError),
+    /// The cache directory (for a URL registry).
+    #[error(transparent)]
+    Dirs(#[from] DirsError),
+    /// A name that is not in the registry but close to names that are.
+    #[error("no server named `{name}` in the registry (did you mean {}?)", typos.join(", "))]
+    UnknownServer {
+        /// As written.
+        name: String,
+        /// The servers it is close to.
+        typos: Vec<String>,
+    },
+    /// The registry entry or the user's choices cannot be run.
+    #[error(transparent)]
+    Launch(#[from] launch::LaunchError),
+    /// `--secret NAME` names no variable.
+    #[error("`--secret {0}` names no variable of this environment")]
+    Secret(String),
+    /// A mount (`-v`, the permission profile's paths) is refused.
+    #[error(transparent)]
+    Mount(#[from] ProfileError),
+    /// `--insecure-any-identity` with identity flags.
+    #[error("--insecure-any-identity contradicts the identity flags given with it")]
+    ContradictoryIdentity,
+    /// `--port`, `--socket` or `--port-token-file` (the message names which).
+    #[error(transparent)]
+    Port(#[from] crate::sandbox::bridge::access::ExposeError),
+    /// `verify` with nothing to verify against.
+    #[error(
+        "no expected identity: give --certificate-identity and/or --certificate-oidc-issuer (or \
+         --certificate-github-workflow-repository …)"
+    )]
+    NoIdentity,
+    /// `verify NAME` of a registry entry that declares no provenance, and no identity flags.
+    #[error(
+        "the registry declares no provenance for `{0}`: there is no identity to verify against"
+    )]
+    NoDeclaredProvenance(String),
+}
+
+/// What kind of failure a [`RequestError`] is, for the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The user's input is wrong.
+    Usage,
+    /// There is nothing to verify against: a refusal.
+    Refused,
+    /// thv-sandbox could not do its part (a registry that cannot be loaded, a cache directory).
+    Failed,
+}
+
+impl RequestError {
+    /// What kind of failure it is.
+    pub fn kind(&self) -> Kind {
+        match self {
+            RequestError::Registry(_) | RequestError::Dirs(_) => Kind::Failed,
+            RequestError::Launch(e) if !e.is_usage() => Kind::Failed,
+            RequestError::NoDeclaredProvenance(_) => Kind::Refused,
+            _ => Kind::Usage,
+        }
+    }
+
+    /// What the user can do about it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            RequestError::StopTimeout => Some(
+                "the server gets this long to exit after SIGTERM; 3 is the default".into(),
+            ),
+            RequestError::Config(e) => e.hint(),
+            RequestError::RegistrySource(e) | RequestError::Registry(e) | RequestError::Lookup(e) => {
+                e.hint()
+            }
+            RequestError::Dirs(e) => Some(e.hint()),
+            RequestError::UnknownServer { name, .. } => Some(format!(
+                "to run the Docker Hub image of that name instead, write it in full: docker.io/library/{name}"
+            )),
+            RequestError::Launch(e) => e.hint(),
+            RequestError::Secret(name) => Some(format!(
+                "export {name} first; `--secret` takes a variable's name, never its value"
+            )),
+            RequestError::Mount(e) => Some(e.hint()),
+            RequestError::ContradictoryIdentity | RequestError::Port(_) => None,
+            RequestError::NoIdentity => Some(
+                "to accept any signer the instance certified, say so: --insecure-any-identity".into(),
+            ),
+            RequestError::NoDeclaredProvenance(_) => Some(
+                "give the expected identity with --certificate-identity/--certificate-oidc-issuer".into(),
+            ),
+        }
+    }
+}
+
+/// `--stop-timeout` as a duration: finite, from 0 to [`MAX_STOP_TIMEOUT_SECS`].
+pub fn stop_timeout(secs: f64) -> Option<Duration> {
+    (secs.is_finite() && (0.0..=MAX_STOP_TIMEOUT_SECS).contains(&secs))
+        .then(|| Duration::try_from_secs_f64(secs).ok())
+        .flatten()
+}
+
+/// The server registry asked for: `flag` (`--registry` or `THV_SANDBOX_REGISTRY`), else the configuration
+/// file's `registry`, else the embedded registry.
+pub fn registry_source(
+    flag: Option<&str>,
+    config: &Config,
+) -> Result<RegistrySource, RequestError> {
+    match flag.filter(|s| !s.is_empty()) {
+        Some(s) => RegistrySource::parse(s).map_err(RequestError::RegistrySource),
+        None => Ok(config
+            .registry
+            .value
+            .clone()
+            .unwrap_or(RegistrySource::Embedded)),
+    }
+}
+
+/// Loads the server registry `flag` and `config` name (a URL one is cached under the cache directory).
+pub fn load_registry(
+    flag: Option<&str>,
+    config: &Config,
+    notices: &mut dyn FnMut(Notice),
+) -> Result<Loaded, RequestError> {
+    let source = registry_source(flag, config)?;
+    let cache = match &source {
+        RegistrySource::Url(_) => Dirs::from_env(config.cache_dir.value.clone())?.cache,
+        _ => PathBuf::new(),
+    };
+    let loaded = catalog_source::load(&source, &cache).map_err(RequestError::Registry)?;
+    if let Some(n) = &loaded.notice {
+        notices(Notice::Registry(n.clone()));
+    }
+    Ok(loaded)
+}
+
+/// The verification settings: the identity flags' policy (else `fallback`, a registry entry's), the mode, the
+/// TUF settings of `config`, and GitHub's API from the environment.
+pub fn verification(
+    identity: &IdentityFlags,
+    mode: Option<Mode>,
+    fallback: Option<prov::Policy>,
+    config: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Verification, RequestError> {
+    let tuf = config.tuf_settings()?;
+    let policy = identity.policy()?.or(fallback);
+    Ok(Verification {
+        tuf,
+        mode,
+        policy,
+        trust_root: identity.trust_root.clone(),
+        github_api: env("THV_SANDBOX_GITHUB_API").filter(|v| !v.is_empty()),
+        github_token: env("GITHUB_TOKEN").filter(|v| !v.is_empty()),
+    })
+}
+
+/// `verify IMAGE`: the image to verify (a registry entry's, when `name` is one) and the verification settings
+/// (mode `enabled`; the identity flags, else the provenance the registry declares for the entry).
+pub fn verify_target(
+    name: &str,
+    registry: Option<&str>,
+    identity: &IdentityFlags,
+    config: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+    notices: &mut dyn FnMut(Notice),
+) -> Result<(String, Verification), RequestError> {
+    let mut image = name.to_owned();
+    let mut entry_policy = None;
+    if !name.starts_with("oci:") {
+        let loaded = load_registry(registry, config, notices)?;
+        if let Some(server) = loaded.catalog.find(name).map_err(RequestError::Lookup)? {
+            if let Some(i) = &server.image {
+                image = i.clone();
+            }
+            entry_policy = server.provenance.as_ref().map(prov::Policy::from);
+            if entry_policy.is_none() && !identity.names_identity() {
+                return Err(RequestError::NoDeclaredProvenance(server.name.clone()));
+            }
+        }
+    }
+    let v = verification(identity, Some(Mode::Enabled), entry_policy, config, env)?;
+    if v.policy.is_none() {
+        return Err(RequestError::NoIdentity);
+    }
+    Ok((image, v))
+}
+
+/// The flags, the configuration and the registry entry (if the name is one) → the request `run` carries out.
+/// `dirs` are the directories of this run (no mount may reach them); `env` is the process environment.
+pub fn build(
+    flags: &RunFlags,
+    config: &Config,
+    dirs: &Dirs,
+    env: &dyn Fn(&str) -> Option<String>,
+    notices: &mut dyn FnMut(Notice),
+) -> Result<RunRequest, RequestError> {
+    let stop_timeout = stop_timeout(flags.stop_timeout).ok_or(RequestError::StopTimeout)?;
+    let launch = plan_launch(flags, config, env, notices)?;
+
+    // Secrets: the registry entry's secret variables, then `--secret NAME` (which wins).
+    let (secret_env, plain): (Vec<_>, Vec<_>) = launch.env.into_iter().partition(|v| v.secret());
+    let mut secrets: Vec<SecretEnv> = secret_env
+        .iter()
+        .map(|v| SecretEnv::new(v.name.clone(), v.value.expose()))
+        .collect();
+    for name in &flags.secrets {
+        match env(name) {
+            Some(value) if !name.is_empty() && !name.contains('=') => {
+                secrets.retain(|s| s.name != *name);
+                secrets.push(SecretEnv::new(name, value));
+            }
+            _ => return Err(RequestError::Secret(name.clone())),
+        }
+    }
+    // A secret is never also written as a plain variable.
+    let env_vars: Vec<(String, String)> = plain
+        .into_iter()
+        .map(|v| (v.name, v.value.expose().to_owned()))
+        .filter(|(k, _)| !secrets.iter().any(|s| s.name == *k))
+        .collect();
+
+    // The permission profile's paths, then `-v` (which wins for the same container path). Profile mounts are
+    // shown, and the broad ones need the user's consent; no mount reaches our own dirs (F4, F7).
+    let home = env("HOME").map(PathBuf::from);
+    let profile_mounts = profile::permission_mounts(
+        &launch.permissions.read,
+        &launch.permissions.write,
+        home.as_deref(),
+    )?;
+    let user_mounts = flags
+        .volumes
+        .iter()
+        .map(|v| profile::parse_volume(v, home.as_deref()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let private = profile::private_paths(dirs, home.as_deref());
+    profile::check_private(&profile_mounts, &private)?;
+    profile::check_private(&user_mounts, &private)?;
+    if !flags.allow_profile_mounts {
+        profile::check_profile_mounts(&profile_mounts, home.as_deref(), &private)?;
+    }
+    let from_profile = profile_mounts.clone();
+    let mounts = profile::merge(profile_mounts, user_mounts)?;
+    for m in mounts.iter().filter(|m| from_profile.contains(m)) {
+        notices(Notice::ProfileMount(profile::describe(m)));
+    }
+
+    // Verification: identity flags, else the provenance the registry declares for the entry; the mode from the
+    // flag (or its environment variable), else the configuration file, else by whether a policy exists.
+    let entry_policy = launch.provenance.as_ref().map(prov::Policy::from);
+    let mode = flags.image_verification.or(config.image_verification.value);
+    let verification = verification(&flags.identity, mode, entry_policy, config, env)?;
+
+    let port = crate::sandbox::bridge::Expose::from_flags(
+        flags.port.as_deref(),
+        flags.socket.as_deref(),
+        flags.port_token_file.as_deref(),
+    )
+    .map_err(RequestError::Port)?;
+    Ok(RunRequest {
+        image: launch.image,
+        pull_policy: flags.pull,
+        registry_access: config.registry_access(),
+        progress: flags.progress,
+        args: launch.args,
+        env: env_vars,
+        secrets,
+        mounts,
+        network: launch.network,
+        egress: launch.egress,
+        http: launch.http,
+        port,
+        server_name: launch.server,
+        permissions: launch.permissions,
+        provenance: launch.provenance,
+        seccomp_profile: launch.seccomp_profile,
+        seccomp_override: flags.seccomp_override.clone(),
+        verification,
+        stop_timeout,
+        tmp_mib: flags.tmp_mib,
+        cache_dir: config.cache_dir.value.clone(),
+        exe: PathBuf::from("/proc/self/exe"),
+        timings: flags.timings || env("THV_SANDBOX_TIMINGS").is_some_and(|v| v == "1"),
+    })
+}
+
+/// Flags + registry entry (if the name is one) + the configuration's default permission profile → what to run.
+fn plan_launch(
+    flags: &RunFlags,
+    config: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+    notices: &mut dyn FnMut(Notice),
+) -> Result<launch::Launch, RequestError> {
+    let mut user = launch::UserChoices {
+        args: flags.args.clone(),
+        network: flags.network,
+        ..launch::UserChoices::default()
+    };
+    for e in &flags.env {
+        user.env_args
+            .push(catalog_env::parse_arg(e).map_err(launch::LaunchError::from)?);
+    }
+    user.env_files =
+        catalog_env::read_files(&flags.env_files).map_err(launch::LaunchError::from)?;
+    if let Some(p) = &flags.permission_profile {
+        user.permissions = Some(launch::parse_profile_arg(p, &|path| std::fs::read(path))?);
+    }
+    // `oci:` names a layout on disk, never a registry entry.
+    let loaded = match flags.image.starts_with("oci:") {
+        true => None,
+        false => Some(load_registry(flags.registry.as_deref(), config, notices)?),
+    };
+    let server = entry(loaded.as_ref(), &flags.image)?;
+    if let Some(s) = server {
+        tracing::info!("`{}` is the registry's `{}`", flags.image, s.name);
+    }
+    // The configuration file's `permission_profile` is the default: after the flag and the registry entry's.
+    if user.permissions.is_none() && server.is_none_or(|s| s.permissions.is_none()) {
+        if let Some(choice) = &config.permission_profile.value {
+            user.permissions = Some(choice.load()?);
+        }
+    }
+    Ok(launch::plan(
+        server,
+        &flags.image,
+        &user,
+        &launch::seccomp_variants(),
+        env,
+    )?)
+}
+
+/// The registry's server `name` denotes; `None` for an image reference. A name close to servers' names (but
+/// none of them) is an error: the user most likely meant one.
+fn entry<'a>(loaded: Option<&'a Loaded>, name: &str) -> Result<Option<&'a Server>, RequestError> {
+    let Some(loaded) = loaded else {
+        return Ok(None);
+    };
+    match loaded.catalog.find(name).map_err(RequestError::Lookup)? {
+        Some(s) => Ok(Some(s)),
+        None => {
+            let typos = loaded.catalog.typo_of(name);
+            if typos.is_empty() {
+                Ok(None)
+            } else {
+                Err(RequestError::UnknownServer {
+                    name: name.to_owned(),
+                    typos,
+                })
+            }
+        }
+    }
+}
+
+impl ProfileChoice {
+    /// The permission profile chosen: a built-in one, or the file read and checked.
+    pub fn load(&self) -> Result<crate::catalog::PermissionProfile, launch::LaunchError> {
+        match self {
+            ProfileChoice::None => Ok(crate::catalog::PermissionProfile::none()),
+            ProfileChoice::Network => Ok(crate::catalog::PermissionProfile::network()),
+            ProfileChoice::File(path) => {
+                launch::parse_profile_arg(&path.to_string_lossy(), &|p| std::fs::read(p))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_errors_say_what_is_wrong_and_what_kind_it_is() {
+        let e = RequestError::StopTimeout;
+        assert_eq!(
+            e.to_string(),
+            "--stop-timeout must be a number of seconds from 0 to 86400"
+        );
+        assert_eq!(e.kind(), Kind::Usage);
+        let e = RequestError::UnknownServer {
+            name: "tiime".into(),
+            typos: vec!["time".into()],
+        };
+        assert_eq!(
+            e.to_string(),
+            "no server named `tiime` in the registry (did you mean time?)"
+        );
+        assert!(e.hint().unwrap().contains("docker.io/library/tiime"));
+        let e = RequestError::Secret("TOKEN".into());
+        assert_eq!(
+            e.to_string(),
+            "`--secret TOKEN` names no variable of this environment"
+        );
+        let e = RequestError::NoDeclaredProvenance("fetch".into());
+        assert_eq!(e.kind(), Kind::Refused);
+        assert!(e.to_string().contains("`fetch`"));
+    }
+
+    #[test]
+    fn identity_flags_and_any_identity_contradict() {
+        let flags = IdentityFlags {
+            insecure_any_identity: true,
+            certificate_identity: Some("x".into()),
+            ..IdentityFlags::default()
+        };
+        assert!(matches!(
+            flags.policy(),
+            Err(RequestError::ContradictoryIdentity)
+        ));
+        assert_eq!(IdentityFlags::default().policy().unwrap(), None);
+    }
+
+    #[test]
+    fn the_stop_timeout_is_bounded() {
+        assert_eq!(stop_timeout(3.0), Some(Duration::from_secs(3)));
+        assert_eq!(stop_timeout(-1.0), None);
+        assert_eq!(stop_timeout(f64::NAN), None);
+        assert_eq!(stop_timeout(MAX_STOP_TIMEOUT_SECS + 1.0), None);
+    }
+}
