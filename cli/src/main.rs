@@ -19,6 +19,8 @@ use thv_sandbox_runtime::{
     EXIT_USAGE,
 };
 
+mod client_cmd;
+mod clients;
 mod registry_cmd;
 use thv_sandbox_runtime::progress::ProgressMode;
 use thv_sandbox_runtime::trust::verification::TufSettings;
@@ -70,6 +72,10 @@ enum Command {
     /// is), `trust refresh` (refresh through TUF now).
     #[command(subcommand)]
     Trust(TrustCommand),
+    /// MCP clients' configuration files: `client list` (the clients found and their files), `client add NAME
+    /// --client CLIENT` (pull and verify, then write the entry in that client's own format), `client remove`.
+    #[command(subcommand)]
+    Client(client_cmd::ClientCommand),
     /// Internal: the runner process (started by `run`).
     #[command(name = "__runner", hide = true)]
     Runner { run_dir: PathBuf },
@@ -437,6 +443,7 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Runner { run_dir } => runner::keeper_main(&run_dir),
         Command::Doctor => doctor_cmd(file),
+        Command::Client(cmd) => client_cmd::client_cmd(file, cmd),
         Command::Config(cmd) => config_cmd(file, cmd),
         Command::Trust(cmd) => trust_cmd(file, cmd),
         Command::Run(args) => run_cmd(file, *args),
@@ -665,7 +672,7 @@ struct InspectArgs {
 
 fn inspect_cmd(file: Option<PathBuf>, args: InspectArgs) -> i32 {
     use std::io::Write;
-    let (req, dirs) = match build_request(file, &args.run) {
+    let (req, dirs) = match build_request(file, &args.run, false) {
         Ok(x) => x,
         Err(code) => return code,
     };
@@ -688,7 +695,7 @@ fn inspect_cmd(file: Option<PathBuf>, args: InspectArgs) -> i32 {
 }
 
 fn run_cmd(file: Option<PathBuf>, args: RunArgs) -> i32 {
-    let (req, dirs) = match build_request(file, &args) {
+    let (req, dirs) = match build_request(file, &args, false) {
         Ok(x) => x,
         Err(code) => return code,
     };
@@ -710,9 +717,12 @@ fn stop_timeout(secs: f64) -> Option<Duration> {
 
 /// The flags, the configuration and the registry entry (if the name is one) → the request `run` carries out.
 /// Everything a refusal can come from is decided here, before anything is pulled; errors are reported here.
+/// `for_client`: the request a client's later start would make, built to pull and verify its image now — declared
+/// variables that are not set here are taken as empty (the client gives them at start; nothing is started here).
 fn build_request(
     file: Option<PathBuf>,
     args: &RunArgs,
+    for_client: bool,
 ) -> Result<(thv_sandbox_runtime::RunRequest, Dirs), i32> {
     let Some(stop_timeout) = stop_timeout(args.stop_timeout) else {
         eprintln!(
@@ -722,7 +732,7 @@ fn build_request(
         return Err(EXIT_USAGE);
     };
     let (config, dirs) = setup(file, &args.source.settings)?;
-    let launch = plan_launch(args, &config)?;
+    let launch = plan_launch(args, &config, for_client)?;
     let (secret_env, plain): (Vec<_>, Vec<_>) = launch.env.into_iter().partition(|v| v.secret());
     let env: Vec<(String, String)> = plain
         .into_iter()
@@ -868,7 +878,7 @@ fn entry_policy_of(p: &thv_sandbox_runtime::catalog::Provenance) -> prov::Policy
 
 /// Flags + registry entry (if the name is one) → what to run; errors are reported here (the exit code is
 /// returned).
-fn plan_launch(args: &RunArgs, config: &Config) -> Result<launch::Launch, i32> {
+fn plan_launch(args: &RunArgs, config: &Config, for_client: bool) -> Result<launch::Launch, i32> {
     let report = |e: &launch::LaunchError| {
         let code = if e.is_usage() {
             EXIT_USAGE
@@ -945,9 +955,79 @@ fn plan_launch(args: &RunArgs, config: &Config) -> Result<launch::Launch, i32> {
         &args.image,
         &user,
         &launch::seccomp_variants(),
-        &|name| std::env::var(name).ok(),
+        &|name| {
+            std::env::var(name)
+                .ok()
+                .or_else(|| for_client.then(String::new))
+        },
     )
     .map_err(|e| report(&e))
+}
+
+/// What `client add` needs of a server: checked as `run` would check it (a server `run` refuses is refused
+/// here), and, unless `no_pull`, its image pulled and verified now.
+pub(crate) fn prepare_for_client(
+    file: Option<PathBuf>,
+    name: &str,
+    registry: &registry_cmd::RegistrySourceArgs,
+    run_flags: &[String],
+    no_pull: bool,
+) -> Result<clients::PreparedServer, i32> {
+    let mut argv = vec!["thv-sandbox".to_owned(), "run".to_owned()];
+    argv.extend(run_flags.iter().cloned());
+    if let Some(r) = &registry.registry {
+        argv.push(format!("--registry={r}"));
+    }
+    argv.push(name.to_owned());
+    let args = match Cli::try_parse_from(&argv) {
+        Ok(Cli {
+            command: Command::Run(args),
+            ..
+        }) => *args,
+        Ok(_) => return Err(EXIT_USAGE),
+        Err(e) => {
+            eprintln!("error: the run flags do not parse: {}", e.kind());
+            let _ = e.print();
+            return Err(EXIT_USAGE);
+        }
+    };
+    let (config, _) = setup(file.clone(), &args.source.settings)?;
+    let server = if name.starts_with("oci:") {
+        None
+    } else {
+        let loaded = registry_cmd::load(&args.registry, &config)?;
+        loaded.catalog.find(name).ok().flatten().cloned()
+    };
+    let (req, dirs) = build_request(file, &args, true)?;
+    if !no_pull && !req.image.starts_with("oci:") {
+        match thv_sandbox_runtime::pull_verified(
+            &req.image,
+            req.pull_policy,
+            &req.registry_access,
+            req.progress,
+            &dirs,
+            &req.verification,
+        ) {
+            Ok((pulled, outcome)) => {
+                use thv_sandbox_runtime::trust::verification::Outcome;
+                let verdict = match outcome {
+                    Outcome::Verified { .. } => "verified".to_owned(),
+                    Outcome::Unverified { reason } => format!("UNVERIFIED: {reason}"),
+                    Outcome::Skipped => "verification disabled".to_owned(),
+                    Outcome::Refused { reason, .. } => format!("refused: {reason}"),
+                };
+                eprintln!("thv-sandbox: {} is ready ({verdict})", pulled.tag_ref);
+            }
+            Err(e) => return Err(report_runtime_error(&e, &dirs)),
+        }
+    }
+    Ok(clients::PreparedServer {
+        short_name: server
+            .as_ref()
+            .map(|s| s.short_name().to_owned())
+            .unwrap_or_else(|| clients::entry_name_for_image(name)),
+        declared: server.map(|s| s.env_vars).unwrap_or_default(),
+    })
 }
 
 fn pull_cmd(file: Option<PathBuf>, args: PullArgs) -> i32 {
