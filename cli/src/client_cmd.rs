@@ -236,6 +236,10 @@ fn add(file: Option<PathBuf>, args: AddArgs, places: &Places) -> Result<i32, i32
             .unwrap_or_else(|_| "thv-sandbox".to_owned()),
     };
     let mut run_args = vec!["run".to_owned()];
+    // The registry the server was found in: the client's start must resolve the name the same way.
+    if let Some(r) = &args.registry.registry {
+        run_args.push(format!("--registry={r}"));
+    }
     run_args.extend(args.run_flags.iter().cloned());
     run_args.push(args.name.clone());
     if !args.server_args.is_empty() {
@@ -290,7 +294,9 @@ fn list(places: &Places, json: bool) -> i32 {
             let ours: Vec<&str> = entries
                 .iter()
                 .filter(|e| {
-                    Path::new(&e.command).file_name().is_some_and(|n| n == "thv-sandbox")
+                    Path::new(&e.command)
+                        .file_name()
+                        .is_some_and(|n| n == "thv-sandbox")
                         || me.as_deref().is_some_and(|m| Path::new(&e.command) == m)
                 })
                 .map(|e| e.key.as_str())
@@ -310,7 +316,10 @@ fn list(places: &Places, json: bool) -> i32 {
     let out = if json {
         serde_json::to_string_pretty(&rows).unwrap_or_default() + "\n"
     } else {
-        let mut s = format!("{:<16} {:<6} {:<12} {}\n", "CLIENT", "FOUND", "THV-SANDBOX", "FILE");
+        let mut s = format!(
+            "{:<16} {:<6} {:<12} {}\n",
+            "CLIENT", "FOUND", "THV-SANDBOX", "FILE"
+        );
         for r in &rows {
             let ours: Vec<&str> = r["thv_sandbox_servers"]
                 .as_array()

@@ -236,9 +236,7 @@ impl Client {
 
     /// Whether the client looks installed for this user.
     pub fn found(&self, places: &Places) -> bool {
-        self.markers
-            .iter()
-            .any(|m| places.under_home(m).exists())
+        self.markers.iter().any(|m| places.under_home(m).exists())
             || self.user_file(places).exists()
     }
 
@@ -460,6 +458,9 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert!(!names.iter().any(|n| n.starts_with(".thv-sandbox-")), "{names:?}");
+        assert!(
+            !names.iter().any(|n| n.starts_with(".thv-sandbox-")),
+            "{names:?}"
+        );
     }
 }

@@ -244,9 +244,10 @@ pub fn read(text: &str, format: Format) -> Result<Vec<ReadEntry>, EditError> {
         let v: toml_edit::DocumentMut = text
             .parse()
             .map_err(|e: toml_edit::TomlError| EditError::Parse(e.to_string()))?;
-        let json = serde_json::to_value(toml_edit::de::from_document::<Value>(v).map_err(|e| {
-            EditError::Parse(e.to_string())
-        })?)
+        let json = serde_json::to_value(
+            toml_edit::de::from_document::<Value>(v)
+                .map_err(|e| EditError::Parse(e.to_string()))?,
+        )
         .map_err(|e| EditError::Parse(e.to_string()))?;
         json.get(servers_key(format))
             .and_then(Value::as_object)
@@ -382,7 +383,9 @@ mod tests {
         assert_eq!(read.len(), 2);
         assert_eq!(read[1].args.len(), 4);
         // Removed: back to the other entry, comments still there.
-        let removed = remove(&replaced, Format::McpServers, "time").unwrap().unwrap();
+        let removed = remove(&replaced, Format::McpServers, "time")
+            .unwrap()
+            .unwrap();
         assert!(removed.contains("// keep"), "{removed}");
         assert_eq!(super::read(&removed, Format::McpServers).unwrap().len(), 1);
         assert_eq!(remove(&removed, Format::McpServers, "time").unwrap(), None);
@@ -458,7 +461,11 @@ mod tests {
             Err(EditError::NotAnObject(_))
         ));
         assert!(matches!(
-            add("{\"mcpServers\": 3}", &entry(Format::McpServers, vec![]), false),
+            add(
+                "{\"mcpServers\": 3}",
+                &entry(Format::McpServers, vec![]),
+                false
+            ),
             Err(EditError::NotAnObject(_))
         ));
         assert!(matches!(

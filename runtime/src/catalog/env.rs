@@ -496,7 +496,10 @@ mod tests {
             ]
         );
         // `-e` still wins over the host's value; an undeclared name passes only when named.
-        let args = [parse_arg("TOKEN=flag").unwrap(), parse_arg("EXTRA").unwrap()];
+        let args = [
+            parse_arg("TOKEN=flag").unwrap(),
+            parse_arg("EXTRA").unwrap(),
+        ];
         let got = resolve(
             &EnvInputs {
                 server: "s",
