@@ -57,6 +57,10 @@ pub(crate) enum Command {
     /// is), `trust refresh` (refresh through TUF now).
     #[command(subcommand)]
     Trust(TrustCommand),
+    /// MCP clients' configuration files: `client list` (the clients found and their files), `client add NAME
+    /// --client CLIENT` (pull and verify, then write the entry in that client's own format), `client remove`.
+    #[command(subcommand)]
+    Client(crate::client_cmd::ClientCommand),
     /// Internal: the runner process (started by `run`).
     #[command(name = "__runner", hide = true)]
     Runner { run_dir: PathBuf },

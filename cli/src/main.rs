@@ -9,6 +9,8 @@ use clap::Parser;
 use thv_sandbox_runtime::{sandbox::runner, EXIT_USAGE};
 
 mod args;
+mod client_cmd;
+mod clients;
 mod commands;
 mod report;
 
@@ -29,6 +31,7 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Runner { run_dir } => runner::keeper_main(&run_dir),
         Command::Doctor => commands::doctor::doctor_cmd(file),
+        Command::Client(cmd) => client_cmd::client_cmd(file, cmd),
         Command::Config(cmd) => commands::config::config_cmd(file, cmd),
         Command::Trust(cmd) => commands::trust::trust_cmd(file, cmd),
         Command::Run(args) => commands::run::run_cmd(file, *args),

@@ -559,23 +559,33 @@ impl Catalog {
 
     /// The entry `name` answers to: its full name, or a short name (the part after the last `/`) that only one
     /// entry has. `Ok(None)` when no entry matches; [`CatalogError::Ambiguous`] when several do.
+    ///
+    /// Names are matched exactly first, then regardless of case (`run Time` is `time`; an image reference is
+    /// never uppercase, so no image is shadowed).
     pub fn find(&self, name: &str) -> Result<Option<&Server>, CatalogError> {
-        if let Some(s) = self.servers.iter().find(|s| s.name == name) {
-            return Ok(Some(s));
+        let exact = |a: &str, b: &str| a == b;
+        let folded = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+        for same in [&exact as &dyn Fn(&str, &str) -> bool, &folded] {
+            if let Some(s) = self.servers.iter().find(|s| same(&s.name, name)) {
+                return Ok(Some(s));
+            }
+            let matches: Vec<&Server> = self
+                .servers
+                .iter()
+                .filter(|s| same(s.short_name(), name))
+                .collect();
+            match matches.as_slice() {
+                [] => continue,
+                [one] => return Ok(Some(one)),
+                many => {
+                    return Err(CatalogError::Ambiguous {
+                        name: name.to_owned(),
+                        candidates: many.iter().map(|s| s.name.clone()).collect(),
+                    })
+                }
+            }
         }
-        let matches: Vec<&Server> = self
-            .servers
-            .iter()
-            .filter(|s| s.short_name() == name)
-            .collect();
-        match matches.as_slice() {
-            [] => Ok(None),
-            [one] => Ok(Some(one)),
-            many => Err(CatalogError::Ambiguous {
-                name: name.to_owned(),
-                candidates: many.iter().map(|s| s.name.clone()).collect(),
-            }),
-        }
+        Ok(None)
     }
 
     /// [`Catalog::find`], with [`CatalogError::NotFound`] (and suggestions) when nothing matches.

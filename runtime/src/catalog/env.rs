@@ -302,9 +302,10 @@ pub struct EnvInputs<'a> {
     pub args: &'a [EnvArg],
 }
 
-/// Resolves the server's environment: `-e` over env files over defaults. Declared variables come first in the
-/// registry's order, then the others in the order given. `host` looks a name up in thv-sandbox's own environment
-/// (only names given as `-e NAME` are looked up). Required variables not given, and `-e NAME` of a name the host
+/// Resolves the server's environment: `-e` over env files over thv-sandbox's own environment over defaults.
+/// Declared variables come first in the registry's order, then the others in the order given. `host` looks a name
+/// up in thv-sandbox's own environment: only names the entry declares and names given as `-e NAME` are looked up,
+/// so an MCP client's `env` block for the server works as it is, and nothing undeclared leaks from the host. Required variables not given, and `-e NAME` of a name the host
 /// environment lacks, are reported all together as [`EnvError::Missing`].
 pub fn resolve(
     inputs: &EnvInputs<'_>,
@@ -346,6 +347,10 @@ pub fn resolve(
     for spec in inputs.specs {
         if let Some((_, (v, private))) = given.iter().find(|(n, _)| *n == spec.name) {
             out.push(var(&spec.name, v.clone(), spec.secret || *private));
+        } else if let Some(v) = host(&spec.name) {
+            // A variable the entry declares, set in thv-sandbox's own environment (as an MCP client's `env`
+            // block sets it): taken as if given with `-e NAME`. Undeclared names never are.
+            out.push(var(&spec.name, v, true));
         } else if let (false, Some(d)) = (spec.required, &spec.default) {
             out.push(var(&spec.name, d.clone(), spec.secret));
         } else if spec.required {
@@ -457,15 +462,22 @@ mod tests {
     }
 
     #[test]
-    fn only_named_host_variables_pass() {
+    fn only_declared_or_named_host_variables_pass() {
         let host = |n: &str| match n {
             "TOKEN" => Some("host-token".to_owned()),
+            "LEVEL" => Some("debug".to_owned()),
             "HOME" => Some("/root".to_owned()),
+            "EXTRA" => Some("named".to_owned()),
             _ => None,
         };
-        let specs = [spec("TOKEN", true, true, None)];
-        // Declared and present on the host, but not named: missing.
-        let err = resolve(
+        let specs = [
+            spec("TOKEN", true, true, None),
+            spec("LEVEL", false, false, Some("info")),
+            spec("ABSENT", false, false, Some("dflt")),
+        ];
+        // Declared and set in thv-sandbox's environment (an MCP client's `env` block): taken, kept off disk like
+        // a secret, over the entry's default; undeclared host variables (HOME) never pass.
+        let got = resolve(
             &EnvInputs {
                 server: "s",
                 specs: &specs,
@@ -474,10 +486,20 @@ mod tests {
             },
             &host,
         )
-        .unwrap_err();
-        assert!(matches!(err, EnvError::Missing { .. }), "{err}");
-        // Named: passes, and nothing else does.
-        let args = [parse_arg("TOKEN").unwrap()];
+        .unwrap();
+        assert_eq!(
+            pairs(&got),
+            vec![
+                ("TOKEN", "host-token", true),
+                ("LEVEL", "debug", true),
+                ("ABSENT", "dflt", false),
+            ]
+        );
+        // `-e` still wins over the host's value; an undeclared name passes only when named.
+        let args = [
+            parse_arg("TOKEN=flag").unwrap(),
+            parse_arg("EXTRA").unwrap(),
+        ];
         let got = resolve(
             &EnvInputs {
                 server: "s",
@@ -488,7 +510,15 @@ mod tests {
             &host,
         )
         .unwrap();
-        assert_eq!(pairs(&got), vec![("TOKEN", "host-token", true)]);
+        assert_eq!(
+            pairs(&got),
+            vec![
+                ("TOKEN", "flag", true),
+                ("LEVEL", "debug", true),
+                ("ABSENT", "dflt", false),
+                ("EXTRA", "named", true),
+            ]
+        );
     }
 
     #[test]

@@ -224,6 +224,13 @@ fn a_colliding_short_name_is_an_error_listing_the_full_names() {
         Some("b/fetch:1")
     );
     assert_eq!(c.get("other").unwrap().name, "io.github.b/other");
+    // Regardless of case, after an exact match is looked for.
+    assert_eq!(c.get("Other").unwrap().name, "io.github.b/other");
+    assert_eq!(
+        c.get("IO.github.B/Fetch").unwrap().name,
+        "io.github.b/fetch"
+    );
+    assert!(c.get("FETCH").is_err());
     assert!(c.find("nothing").unwrap().is_none());
     let e = c.get("fetc").unwrap_err();
     assert!(

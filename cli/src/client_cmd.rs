@@ -1,0 +1,438 @@
+//! `thv-sandbox client list|add|remove`: MCP clients' configuration files, written in each client's own format
+//! (see `clients`).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+use serde_json::json;
+use thv_sandbox_runtime::{EXIT_SANDBOX_ERROR, EXIT_USAGE};
+
+use crate::clients::{self, edit, Client, EntryVar, Places, ServerEntry};
+use crate::commands::registry::RegistrySourceArgs;
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// The MCP clients thv-sandbox knows, whether each is found on this machine, its configuration file and the
+    /// servers in it that run through thv-sandbox.
+    List {
+        /// JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a server to a client's configuration: the image is pulled and verified first (so the client's
+    /// start-up timeout never covers a download), and a server that `run` would refuse is refused here.
+    Add(Box<AddArgs>),
+    /// Remove a server's entry from a client's configuration (and the inputs `add` made for it).
+    Remove {
+        /// The entry's name (the server's name unless `add --entry-name` chose another).
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Which client's file.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Target {
+    /// The client: vscode, vscode-insiders, cursor, claude-code, claude-desktop, windsurf, cline, roo-code,
+    /// gemini-cli, amazon-q, lm-studio, zed, codex.
+    #[arg(long, value_name = "CLIENT")]
+    client: String,
+    /// The project's file instead of the user's (`.vscode/mcp.json`, `.mcp.json`, `.cursor/mcp.json`…), in DIR
+    /// (default: the current directory).
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = ".")]
+    project: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AddArgs {
+    /// The server: a registry name or an image reference, as `run` takes it.
+    name: String,
+    #[command(flatten)]
+    target: Target,
+    /// Print the entry (JSON, or TOML for codex) on stdout and write nothing.
+    #[arg(long)]
+    print: bool,
+    /// Replace an entry of the same name.
+    #[arg(long)]
+    force: bool,
+    /// The entry's name in the client's file (default: the server's short name).
+    #[arg(long, value_name = "KEY")]
+    entry_name: Option<String>,
+    /// A value for the entry's `env` (NAME=VALUE; written into the client's file, so prefer the client's own
+    /// secret handling where it has one: VS Code prompts for declared secrets).
+    #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
+    env: Vec<String>,
+    /// A flag for `run` in the entry (repeatable), e.g. `--run-flag=--network=host`.
+    #[arg(long = "run-flag", value_name = "FLAG", allow_hyphen_values = true)]
+    run_flags: Vec<String>,
+    /// The program the client starts (default: this thv-sandbox's own path, so a client with a short PATH finds
+    /// it).
+    #[arg(long, value_name = "PATH")]
+    command: Option<String>,
+    /// Do not pull and verify the image now (the first start in the client does it).
+    #[arg(long)]
+    no_pull: bool,
+    #[command(flatten)]
+    registry: RegistrySourceArgs,
+    /// Arguments for the server, as with `run NAME -- ARGS`.
+    #[arg(last = true)]
+    server_args: Vec<String>,
+}
+
+fn places() -> Result<Places, i32> {
+    Places::from_env(&|n| std::env::var(n).ok()).ok_or_else(|| {
+        eprintln!(
+            "error: HOME is not set to an absolute path\n  hint: the clients' files are found under the home \
+             directory"
+        );
+        EXIT_USAGE
+    })
+}
+
+fn client(id: &str) -> Result<&'static Client, i32> {
+    clients::find(id).ok_or_else(|| {
+        eprintln!(
+            "error: no MCP client named `{id}`\n  hint: one of: {}",
+            clients::ids()
+        );
+        EXIT_USAGE
+    })
+}
+
+fn file_of(c: &Client, target: &Target, places: &Places) -> Result<PathBuf, i32> {
+    match &target.project {
+        None => Ok(c.user_file(places)),
+        Some(dir) => c.project_file(dir).ok_or_else(|| {
+            eprintln!(
+                "error: {} has no project-level configuration file\n  hint: leave out --project to write the \
+                 user's file",
+                c.name
+            );
+            EXIT_USAGE
+        }),
+    }
+}
+
+fn read_text(path: &Path) -> Result<String, i32> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", path.display());
+            Err(EXIT_SANDBOX_ERROR)
+        }
+    }
+}
+
+fn edit_error(path: &Path, e: &edit::EditError) -> i32 {
+    eprintln!(
+        "error: cannot add to {}: {e}\n  hint: {}",
+        path.display(),
+        e.hint()
+    );
+    match e {
+        edit::EditError::Exists(_) => EXIT_USAGE,
+        _ => EXIT_SANDBOX_ERROR,
+    }
+}
+
+/// Entrypoint of `client`.
+pub fn client_cmd(file: Option<PathBuf>, cmd: ClientCommand) -> i32 {
+    match run(file, cmd) {
+        Ok(code) | Err(code) => code,
+    }
+}
+
+fn run(file: Option<PathBuf>, cmd: ClientCommand) -> Result<i32, i32> {
+    let places = places()?;
+    match cmd {
+        ClientCommand::List { json } => Ok(list(&places, json)),
+        ClientCommand::Remove { name, target } => {
+            let c = client(&target.client)?;
+            let path = file_of(c, &target, &places)?;
+            let text = read_text(&path)?;
+            match edit::remove(&text, c.format, &name) {
+                Ok(Some(new)) => {
+                    write(&path, &new)?;
+                    eprintln!("removed `{name}` from {}", path.display());
+                    Ok(0)
+                }
+                Ok(None) => {
+                    eprintln!(
+                        "error: {} has no entry `{name}`\n  hint: `thv-sandbox client list` shows the entries",
+                        path.display()
+                    );
+                    Ok(EXIT_USAGE)
+                }
+                Err(e) => Err(edit_error(&path, &e)),
+            }
+        }
+        ClientCommand::Add(args) => add(file, *args, &places),
+    }
+}
+
+fn write(path: &Path, text: &str) -> Result<(), i32> {
+    match clients::write_atomic(path, text) {
+        Ok(Some(bak)) => {
+            eprintln!("the previous file is kept as {}", bak.display());
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(e) => {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            Err(EXIT_SANDBOX_ERROR)
+        }
+    }
+}
+
+fn add(file: Option<PathBuf>, args: AddArgs, places: &Places) -> Result<i32, i32> {
+    let c = client(&args.target.client)?;
+    let path = file_of(c, &args.target, places)?;
+    let server = prepare_for_client(
+        file,
+        &args.name,
+        &args.registry,
+        &args.run_flags,
+        args.no_pull || args.print,
+    )?;
+    let mut given: Vec<(String, String)> = Vec::new();
+    for e in &args.env {
+        let Some((k, v)) = e.split_once('=') else {
+            eprintln!("error: -e {e}: expected NAME=VALUE\n  hint: the value is written into the client's file");
+            return Err(EXIT_USAGE);
+        };
+        given.push((k.to_owned(), v.to_owned()));
+    }
+    let mut env: Vec<EntryVar> = server
+        .declared
+        .iter()
+        .filter(|v| v.required || given.iter().any(|(k, _)| *k == v.name))
+        .map(|v| EntryVar {
+            name: v.name.clone(),
+            description: v.description.clone(),
+            secret: v.secret,
+            value: given
+                .iter()
+                .find(|(k, _)| *k == v.name)
+                .map(|(_, x)| x.clone()),
+        })
+        .collect();
+    for (k, v) in &given {
+        if !env.iter().any(|e| e.name == *k) {
+            env.push(EntryVar {
+                name: k.clone(),
+                description: String::new(),
+                secret: false,
+                value: Some(v.clone()),
+            });
+        }
+    }
+    let command = match &args.command {
+        Some(c) => c.clone(),
+        None => std::env::current_exe()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "thv-sandbox".to_owned()),
+    };
+    let mut run_args = vec!["run".to_owned()];
+    // The registry the server was found in: the client's start must resolve the name the same way.
+    if let Some(r) = &args.registry.registry {
+        run_args.push(format!("--registry={r}"));
+    }
+    run_args.extend(args.run_flags.iter().cloned());
+    run_args.push(args.name.clone());
+    if !args.server_args.is_empty() {
+        run_args.push("--".to_owned());
+        run_args.extend(args.server_args.iter().cloned());
+    }
+    let entry = c.entry(&ServerEntry {
+        key: args
+            .entry_name
+            .clone()
+            .unwrap_or_else(|| server.short_name.clone()),
+        command,
+        args: run_args,
+        env: env.clone(),
+    });
+    if args.print {
+        let text = edit::add("", &entry, false).map_err(|e| edit_error(&path, &e))?;
+        let _ = std::io::stdout().write_all(text.as_bytes());
+        return Ok(0);
+    }
+    let text = read_text(&path)?;
+    let new = edit::add(&text, &entry, args.force).map_err(|e| edit_error(&path, &e))?;
+    write(&path, &new)?;
+    eprintln!("added `{}` to {} ({})", entry.key, path.display(), c.name);
+    let unset: Vec<&EntryVar> = env
+        .iter()
+        .filter(|v| v.value.is_none() && c.format != clients::Format::VsCode)
+        .collect();
+    if !unset.is_empty() {
+        let names: Vec<&str> = unset.iter().map(|v| v.name.as_str()).collect();
+        eprintln!(
+            "note: the server needs {}: set {} in the entry's \"env\" in {}, or in the environment {} starts in",
+            names.join(", "),
+            if names.len() == 1 { "it" } else { "them" },
+            path.display(),
+            c.name
+        );
+    }
+    Ok(0)
+}
+
+fn list(places: &Places, json: bool) -> i32 {
+    let me = std::env::current_exe().ok();
+    let rows: Vec<serde_json::Value> = clients::CLIENTS
+        .iter()
+        .map(|c| {
+            let path = c.user_file(places);
+            let entries = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| edit::read(&t, c.format).ok())
+                .unwrap_or_default();
+            let ours: Vec<&str> = entries
+                .iter()
+                .filter(|e| {
+                    Path::new(&e.command)
+                        .file_name()
+                        .is_some_and(|n| n == "thv-sandbox")
+                        || me.as_deref().is_some_and(|m| Path::new(&e.command) == m)
+                })
+                .map(|e| e.key.as_str())
+                .collect();
+            json!({
+                "client": c.id,
+                "name": c.name,
+                "found": c.found(places),
+                "file": path,
+                "file_exists": path.exists(),
+                "servers": entries.len(),
+                "thv_sandbox_servers": ours,
+                "note": c.note,
+            })
+        })
+        .collect();
+    let out = if json {
+        serde_json::to_string_pretty(&rows).unwrap_or_default() + "\n"
+    } else {
+        let mut s = format!(
+            "{:<16} {:<6} {:<12} {}\n",
+            "CLIENT", "FOUND", "THV-SANDBOX", "FILE"
+        );
+        for r in &rows {
+            let ours: Vec<&str> = r["thv_sandbox_servers"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+                .unwrap_or_default();
+            s.push_str(&format!(
+                "{:<16} {:<6} {:<12} {}{}\n",
+                r["client"].as_str().unwrap_or_default(),
+                if r["found"] == true { "yes" } else { "no" },
+                if ours.is_empty() {
+                    "-".to_owned()
+                } else {
+                    ours.join(",")
+                },
+                r["file"].as_str().unwrap_or_default(),
+                if r["file_exists"] == true {
+                    ""
+                } else {
+                    " (not created yet)"
+                },
+            ));
+        }
+        s
+    };
+    let _ = std::io::stdout().write_all(out.as_bytes());
+    0
+}
+
+/// What `client add` needs of a server: checked as `run` would check it (a server `run` refuses is refused
+/// here), and, unless `no_pull`, its image pulled and verified now. Variables the entry declares that are not set
+/// here are taken as empty for the check: the client gives them when it starts the server, and nothing is started
+/// here.
+fn prepare_for_client(
+    file: Option<PathBuf>,
+    name: &str,
+    registry: &RegistrySourceArgs,
+    run_flags: &[String],
+    no_pull: bool,
+) -> Result<clients::PreparedServer, i32> {
+    use clap::Parser;
+    use thv_sandbox_runtime::settings::request;
+    let mut argv = vec!["thv-sandbox".to_owned(), "run".to_owned()];
+    argv.extend(run_flags.iter().cloned());
+    if let Some(r) = &registry.registry {
+        argv.push(format!("--registry={r}"));
+    }
+    argv.push(name.to_owned());
+    let args = match crate::args::Cli::try_parse_from(&argv) {
+        Ok(crate::args::Cli {
+            command: crate::args::Command::Run(args),
+            ..
+        }) => *args,
+        Ok(_) => return Err(EXIT_USAGE),
+        Err(e) => {
+            eprintln!("error: the run flags do not parse");
+            let _ = e.print();
+            return Err(EXIT_USAGE);
+        }
+    };
+    let flags = args.flags();
+    let (config, dirs) = crate::commands::setup(file, &args.source.settings)?;
+    let server = if name.starts_with("oci:") {
+        None
+    } else {
+        request::load_registry(
+            flags.registry.as_deref(),
+            &config,
+            &mut crate::commands::say,
+        )
+        .map_err(|e| crate::report::report_request_error(&e))?
+        .catalog
+        .find(name)
+        .ok()
+        .flatten()
+        .cloned()
+    };
+    let declared: Vec<String> = server
+        .as_ref()
+        .map(|s| s.env_vars.iter().map(|v| v.name.clone()).collect())
+        .unwrap_or_default();
+    let env = |n: &str| {
+        crate::commands::process_env(n)
+            .or_else(|| declared.iter().any(|d| d == n).then(String::new))
+    };
+    let req = request::build(&flags, &config, &dirs, &env, &mut crate::commands::say)
+        .map_err(|e| crate::report::report_request_error(&e))?;
+    if !no_pull && !req.image.starts_with("oci:") {
+        match thv_sandbox_runtime::pull_verified(
+            &req.image,
+            req.pull_policy,
+            &req.registry_access,
+            req.progress,
+            &dirs,
+            &req.verification,
+        ) {
+            Ok((pulled, outcome)) => {
+                use thv_sandbox_runtime::trust::verification::Outcome;
+                let verdict = match outcome {
+                    Outcome::Verified { .. } => "verified".to_owned(),
+                    Outcome::Unverified { reason } => format!("UNVERIFIED: {reason}"),
+                    Outcome::Skipped => "verification disabled".to_owned(),
+                    Outcome::Refused { reason, .. } => format!("refused: {reason}"),
+                };
+                eprintln!("thv-sandbox: {} is ready ({verdict})", pulled.tag_ref);
+            }
+            Err(e) => return Err(crate::report::report_runtime_error(&e, &dirs)),
+        }
+    }
+    Ok(clients::PreparedServer {
+        short_name: server
+            .as_ref()
+            .map(|s| s.short_name().to_owned())
+            .unwrap_or_else(|| clients::entry_name_for_image(name)),
+        declared: server.map(|s| s.env_vars).unwrap_or_default(),
+    })
+}

@@ -1,0 +1,340 @@
+//! End-to-end: `thv-sandbox client add` writes a server's entry into each MCP client's own file in a temporary
+//! HOME; the entry is read back and started exactly as that client would start it (command, args, env from the
+//! file; the client's own environment), and a real MCP client (rmcp) talks to the server through the sandbox. A
+//! declared secret given only in the client's environment reaches the server and no file. `client remove` takes
+//! the entry out and leaves everything else of the file as it was.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use common::{code, Run};
+use serde_json::{json, Value};
+use thv_sandbox_e2e::{spawn_mcp, thv_sandbox_bin, tool_json};
+
+/// A registry file (upstream format) naming the probe image, with a required secret and an optional variable.
+fn registry_file(dir: &Path, image: &str) -> PathBuf {
+    let mut ext = serde_json::Map::new();
+    ext.insert(
+        image.to_owned(),
+        json!({"status": "active", "tools": ["probe"], "permissions": {"network": {"outbound": {}}}}),
+    );
+    let doc = json!({
+        "version": "1.0.0",
+        "meta": {"last_updated": "2026-01-01T00:00:00Z"},
+        "data": {"servers": [{
+            "name": "io.github.thv-sandbox-tests/probe",
+            "description": "The sandbox probe",
+            "packages": [{
+                "registryType": "oci",
+                "identifier": image,
+                "transport": {"type": "stdio"},
+                "environmentVariables": [
+                    {"name": "PROBE_TOKEN", "description": "A token", "isRequired": true, "isSecret": true},
+                    {"name": "LEVEL", "description": "Log level", "default": "info"}
+                ]
+            }],
+            "_meta": {"io.modelcontextprotocol.registry/publisher-provided": {"io.github.stacklok": ext}},
+        }]}
+    });
+    let file = dir.join("registry.json");
+    std::fs::write(&file, serde_json::to_vec(&doc).unwrap()).unwrap();
+    file
+}
+
+/// The environment a user's client starts in: a home of its own, the test's state and cache dirs.
+fn user_env(cmd: &mut tokio::process::Command, home: &Path, run: &Run, cache: &Path) {
+    cmd.env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", home)
+        .env("XDG_RUNTIME_DIR", run.xdg.path())
+        .env("THV_SANDBOX_CACHE_DIR", cache)
+        .env("THV_SANDBOX_TUF_REFRESH", "0");
+}
+
+async fn client_cli(home: &Path, run: &Run, cache: &Path, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = tokio::process::Command::new(thv_sandbox_bin());
+    user_env(&mut cmd, home, run, cache);
+    cmd.arg("client")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = cmd.output().await.expect("thv-sandbox client");
+    (
+        code(out.status),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The entry `key` as the client reads its file: (command, args, env).
+fn read_entry(
+    file: &Path,
+    servers_key: &str,
+    key: &str,
+) -> (String, Vec<String>, Vec<(String, String)>) {
+    let text = std::fs::read_to_string(file).unwrap();
+    let doc: Value = if file.extension().is_some_and(|e| e == "toml") {
+        toml::from_str(&text).unwrap()
+    } else {
+        // JSONC, as the clients read it (comments, trailing commas).
+        jsonc_parser::cst::CstRootNode::parse(&text, &Default::default())
+            .ok()
+            .and_then(|r| r.to_serde_value())
+            .unwrap_or_else(|| panic!("{} does not parse:\n{text}", file.display()))
+    };
+    let e = &doc[servers_key][key];
+    assert!(
+        e.is_object(),
+        "no entry {key} under {servers_key} in {text}"
+    );
+    let args = e["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    let env = e["env"]
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    (e["command"].as_str().unwrap().to_owned(), args, env)
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(p);
+            } else if ft.is_file()
+                && std::fs::read(&p)
+                    .map(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+                    .unwrap_or(false)
+            {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_clients_entry_starts_the_server_as_that_client_would() {
+    let Some((_registry, _layout, _built, image)) = common::registry_with_probe() else {
+        return;
+    };
+    let run = Run::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let cache = dir.path().join("cache");
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let reg = registry_file(dir.path(), &image);
+    let reg_flag = format!("--registry={}", reg.display());
+    // A user's existing Cursor file: its comment and other server stay.
+    std::fs::create_dir_all(home.join(".cursor")).unwrap();
+    let cursor_before =
+        "{\n  // mine\n  \"mcpServers\": {\n    \"other\": {\"command\": \"true\"},\n  }\n}\n";
+    std::fs::write(home.join(".cursor/mcp.json"), cursor_before).unwrap();
+
+    // (client, its file under HOME, the key its servers live under)
+    let clients = [
+        ("vscode", ".config/Code/User/mcp.json", "servers"),
+        ("cursor", ".cursor/mcp.json", "mcpServers"),
+        ("claude-code", ".claude.json", "mcpServers"),
+        (
+            "windsurf",
+            ".codeium/windsurf/mcp_config.json",
+            "mcpServers",
+        ),
+        ("zed", ".config/zed/settings.json", "context_servers"),
+        ("codex", ".codex/config.toml", "mcp_servers"),
+    ];
+    let secret = "tok-5b1d0c-from-the-client";
+    for (i, (client, rel, servers_key)) in clients.iter().enumerate() {
+        // The first add pulls and verifies; the others find the image in the cache.
+        let (rc, _, err) = client_cli(
+            &home,
+            &run,
+            &cache,
+            &["add", "probe", "--client", client, &reg_flag],
+        )
+        .await;
+        assert_eq!(rc, 0, "{client}: {err}");
+        if i == 0 {
+            assert!(err.contains("is ready"), "{err}");
+        }
+        let file = home.join(rel);
+        let (command, args, env) = read_entry(&file, servers_key, "probe");
+        assert_eq!(
+            command,
+            thv_sandbox_bin().canonicalize().unwrap().to_string_lossy(),
+            "{client}"
+        );
+        assert_eq!(args, ["run", &reg_flag, "probe"], "{client}");
+
+        // Started as the client starts it: the entry's command, args and env; the client's own environment
+        // (where the user exported the token, except for VS Code, which prompts for it).
+        let mut cmd = tokio::process::Command::new(&command);
+        user_env(&mut cmd, &home, &run, &cache);
+        cmd.args(&args);
+        if *client == "vscode" {
+            assert_eq!(
+                env,
+                [(
+                    "PROBE_TOKEN".to_owned(),
+                    "${input:thv-sandbox-probe-PROBE_TOKEN}".to_owned()
+                )]
+            );
+            let doc: Value =
+                serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+            assert_eq!(doc["servers"]["probe"]["type"], "stdio");
+            assert_eq!(doc["inputs"][0]["password"], true);
+            // What VS Code does with an `${input:…}`: the user's answer becomes the value.
+            cmd.env("PROBE_TOKEN", secret);
+        } else {
+            assert!(env.is_empty(), "{client}: {env:?}");
+            for (k, v) in &env {
+                cmd.env(k, v);
+            }
+            cmd.env("PROBE_TOKEN", secret);
+        }
+        cmd.env("UNDECLARED_HOST_VAR", "must-not-pass")
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let server = spawn_mcp(cmd)
+            .await
+            .unwrap_or_else(|e| panic!("{client}: {e:?}"));
+        let environ = tool_json(
+            &server
+                .call("read_file", json!({"path": "/proc/self/environ"}))
+                .await
+                .expect("read_file"),
+        );
+        let environ = environ["content"].as_str().unwrap().to_owned();
+        let vars: Vec<&str> = environ.split('\0').collect();
+        assert!(
+            vars.contains(&format!("PROBE_TOKEN={secret}").as_str()),
+            "{client}: {vars:?}"
+        );
+        assert!(vars.contains(&"LEVEL=info"), "{client}: {vars:?}");
+        assert!(
+            !environ.contains("UNDECLARED_HOST_VAR"),
+            "{client}: {vars:?}"
+        );
+        let done = server.finish().await.expect("finish");
+        assert_eq!(code(done.status), 0, "{client}");
+        // The secret came from the client's environment: no file anywhere holds it.
+        for place in [&home, &cache, &run.xdg.path().to_owned()] {
+            let leaked = files_containing(place, secret);
+            assert!(leaked.is_empty(), "{client}: the secret is in {leaked:?}");
+        }
+    }
+
+    // The user's own Cursor entry and comment are still there; a second add is refused without --force.
+    let cursor = std::fs::read_to_string(home.join(".cursor/mcp.json")).unwrap();
+    assert!(
+        cursor.contains("// mine") && cursor.contains("\"other\""),
+        "{cursor}"
+    );
+    assert!(home.join(".cursor/mcp.json.bak").exists());
+    let (rc, _, err) = client_cli(
+        &home,
+        &run,
+        &cache,
+        &["add", "probe", "--client", "cursor", &reg_flag, "--no-pull"],
+    )
+    .await;
+    assert_eq!(rc, 2, "{err}");
+    assert!(err.contains("already") && err.contains("--force"), "{err}");
+
+    // `client list` shows the entries that run through thv-sandbox.
+    let (rc, out, err) = client_cli(&home, &run, &cache, &["list", "--json"]).await;
+    assert_eq!(rc, 0, "{err}");
+    let rows: Vec<Value> = serde_json::from_str(&out).unwrap();
+    for (client, _, _) in &clients {
+        let row = rows.iter().find(|r| r["client"] == *client).unwrap();
+        assert_eq!(row["found"], true, "{row}");
+        assert_eq!(row["thv_sandbox_servers"], json!(["probe"]), "{row}");
+    }
+
+    // Removed: the file is the user's again, comment and all.
+    let (rc, _, err) = client_cli(
+        &home,
+        &run,
+        &cache,
+        &["remove", "probe", "--client", "cursor"],
+    )
+    .await;
+    assert_eq!(rc, 0, "{err}");
+    let cursor = std::fs::read_to_string(home.join(".cursor/mcp.json")).unwrap();
+    assert!(!cursor.contains("probe"), "{cursor}");
+    assert!(
+        cursor.contains("// mine") && cursor.contains("\"other\""),
+        "{cursor}"
+    );
+    let (rc, _, err) = client_cli(
+        &home,
+        &run,
+        &cache,
+        &["remove", "probe", "--client", "cursor"],
+    )
+    .await;
+    assert_eq!(rc, 2, "{err}");
+    run.assert_nothing_left(None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_run_would_refuse_is_refused_and_print_writes_nothing() {
+    let run = Run::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    // A remote server of the embedded registry: `run` refuses it, so does `client add`, before writing.
+    let (rc, _, err) = client_cli(
+        &home,
+        &run,
+        &cache,
+        &["add", "atlassian-remote", "--client", "cursor"],
+    )
+    .await;
+    assert_ne!(rc, 0, "{err}");
+    assert!(!home.join(".cursor/mcp.json").exists());
+    // An unknown client names the ones there are.
+    let (rc, _, err) = client_cli(&home, &run, &cache, &["add", "time", "--client", "emacs"]).await;
+    assert_eq!(rc, 2, "{err}");
+    assert!(
+        err.contains("vscode") && err.contains("claude-code"),
+        "{err}"
+    );
+    // --print: the entry on stdout, no file, no pull.
+    let (rc, out, err) = client_cli(
+        &home,
+        &run,
+        &cache,
+        &["add", "time", "--client", "vscode", "--print"],
+    )
+    .await;
+    assert_eq!(rc, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["servers"]["time"]["type"], "stdio");
+    assert_eq!(v["servers"]["time"]["args"], json!(["run", "time"]));
+    assert!(!home.join(".config").exists());
+    assert!(!cache.exists(), "--print pulled nothing");
+}
