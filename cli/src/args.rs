@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use thv_sandbox_provenance as prov;
 use thv_sandbox_runtime::distribution::PullPolicy;
-use thv_sandbox_runtime::progress::ProgressMode;
+use thv_sandbox_runtime::report::ProgressMode;
 use thv_sandbox_runtime::sandbox::profile;
 use thv_sandbox_runtime::settings::request::{IdentityFlags, RunFlags};
 
@@ -43,8 +43,13 @@ pub(crate) enum Command {
     Images(ImagesArgs),
     /// Remove from the cache what no cached image needs: blobs, unpacked roots, leftovers of interrupted pulls.
     Prune(PruneArgs),
-    /// Check whether this host can run rootless sandboxes, and how to fix what is missing.
-    Doctor,
+    /// Check whether this host can run rootless sandboxes, and how to fix what is missing (`--json`: every check
+    /// as JSON on stdout).
+    Doctor {
+        /// Print the report as a JSON object on stdout (`ok`, and `checks`: name, status, detail, hint).
+        #[arg(long)]
+        json: bool,
+    },
     /// The configuration file: `config path` prints where it is, `config show` the effective settings and where
     /// each comes from (flag, environment, file, default).
     #[command(subcommand)]

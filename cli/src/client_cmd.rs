@@ -411,7 +411,7 @@ fn prepare_for_client(
             &req.image,
             req.pull_policy,
             &req.registry_access,
-            req.progress,
+            &crate::progress::Terminal::stderr(req.progress),
             &dirs,
             &req.verification,
         ) {

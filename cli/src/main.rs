@@ -1,6 +1,7 @@
 //! `thv-sandbox`: run MCP servers from OCI images in rootless sandboxes.
 //!
-//! Parse (clap) → resolve settings → call the runtime → render errors. stdout belongs to the MCP server alone:
+//! Parse (clap) → resolve settings → call the runtime → render errors, and what the runtime reports while it
+//! works (`progress.rs`: the library never writes to the terminal). stdout belongs to the MCP server alone:
 //! everything this binary says goes to stderr.
 
 use std::process::ExitCode;
@@ -12,6 +13,7 @@ mod args;
 mod client_cmd;
 mod clients;
 mod commands;
+mod progress;
 mod report;
 
 use args::*;
@@ -30,7 +32,7 @@ fn main() -> ExitCode {
     let file = cli.config;
     let code = match cli.command {
         Command::Runner { run_dir } => runner::keeper_main(&run_dir),
-        Command::Doctor => commands::doctor::doctor_cmd(file),
+        Command::Doctor { json } => commands::doctor::doctor_cmd(file, json),
         Command::Client(cmd) => client_cmd::client_cmd(file, cmd),
         Command::Config(cmd) => commands::config::config_cmd(file, cmd),
         Command::Trust(cmd) => commands::trust::trust_cmd(file, cmd),

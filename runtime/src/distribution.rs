@@ -84,6 +84,7 @@ use crate::image::layout::{
     MAX_MANIFEST_SIZE,
 };
 use crate::image::reference::Reference;
+use crate::report::Reporter;
 use document::{Kind, LayerBlob};
 use remote::Remote;
 pub use remote::TransferLimits;
@@ -145,20 +146,6 @@ impl ProxySettings {
     }
 }
 
-/// Told about blob downloads, for progress display. Called from the pull's thread; downloads run concurrently, so
-/// calls for different blobs interleave.
-pub trait PullObserver: Sync {
-    /// A blob download starts (blobs already in the cache are not downloaded and not reported).
-    fn blob_started(&self, digest: &Digest, size: u64);
-    /// `received` bytes of it have arrived so far.
-    fn blob_progress(&self, digest: &Digest, received: u64);
-    /// It arrived whole and matched its digest.
-    fn blob_finished(&self, digest: &Digest);
-    /// `applied` of the image's `total` layers are in the root being built (each applied, its diff_id and its
-    /// blob's digest matched). Only a pull that unpacks while it downloads reports this.
-    fn layers_applied(&self, _applied: usize, _total: usize) {}
-}
-
 /// How to pull.
 #[derive(Clone)]
 pub struct PullOptions<'a> {
@@ -180,8 +167,8 @@ pub struct PullOptions<'a> {
     pub docker_config: Option<PathBuf>,
     /// Proxies.
     pub proxy: ProxySettings,
-    /// Told about downloads (progress display); `None`: nobody.
-    pub observer: Option<&'a dyn PullObserver>,
+    /// Told about downloads ([`Event`]s of blobs and layers, for a progress display); `None`: nobody.
+    pub reporter: Option<&'a dyn Reporter>,
     /// Unpack the image while its layers download (see [`stream`]), into the cached root these settings name
     /// (the root a run with them uses); `None`: download only.
     pub unpack: Option<UnpackTarget>,
@@ -210,7 +197,7 @@ impl std::fmt::Debug for PullOptions<'_> {
             .field("credential", &self.credential)
             .field("docker_config", &self.docker_config)
             .field("proxy", &self.proxy)
-            .field("observer", &self.observer.map(|_| "<observer>"))
+            .field("reporter", &self.reporter.map(|_| "<reporter>"))
             .field("unpack", &self.unpack)
             .field("limits", &self.limits)
             .finish_non_exhaustive()
@@ -231,7 +218,7 @@ impl PullOptions<'static> {
             credential: None,
             docker_config: None,
             proxy: ProxySettings::default(),
-            observer: None,
+            reporter: None,
             unpack: None,
             limits: TransferLimits::default(),
         }
@@ -764,7 +751,7 @@ impl Resolved {
                         &prepared.remote,
                         &self.store,
                         &prepared.layers,
-                        opts.observer,
+                        opts.reporter,
                         None,
                     ))?;
                     false
@@ -882,7 +869,7 @@ fn fetch_streaming(
             &prepared.remote,
             store,
             &prepared.layers,
-            opts.observer,
+            opts.reporter,
             None,
         ))
     };
@@ -910,13 +897,13 @@ fn fetch_streaming(
     let feed = stream::Feed::new(layer_refs.len());
     let layout = OciLayout::open(store.dir())?;
     let cache_dir = opts.cache_dir.as_path();
-    let observer = opts.observer;
+    let reporter = opts.reporter;
     let (downloaded, built) = std::thread::scope(|s| {
         let unpacker = s.spawn(|| {
             let mut source = stream::Streamed {
                 feed: &feed,
                 layout,
-                observer,
+                reporter,
                 total: layer_refs.len(),
             };
             let built = crate::rootfs::build_locked(
@@ -945,7 +932,7 @@ fn fetch_streaming(
             &prepared.remote,
             store,
             &prepared.layers,
-            opts.observer,
+            opts.reporter,
             Some(&feed),
         ));
         feed.close();
@@ -1150,7 +1137,7 @@ async fn from_registry(
         });
     }
     remote
-        .fetch_blob(store, &config_blob, "image config", opts.observer)
+        .fetch_blob(store, &config_blob, "image config", opts.reporter)
         .await?;
     let config_bytes = store.read_blob(&config_blob.digest, config_blob.size)?;
     let (config, layers) = document::check_image(
@@ -1182,12 +1169,12 @@ async fn fetch_layers(
     remote: &Remote,
     store: &Store,
     layers: &[LayerBlob],
-    observer: Option<&dyn PullObserver>,
+    reporter: Option<&dyn Reporter>,
     feed: Option<&stream::Feed>,
 ) -> Result<(), PullError> {
     let Some(feed) = feed else {
         return futures_util::stream::iter(layers.iter())
-            .map(|layer| remote.fetch_blob(store, layer, "layer", observer))
+            .map(|layer| remote.fetch_blob(store, layer, "layer", reporter))
             .buffer_unordered(MAX_PARALLEL_BLOBS)
             .try_for_each(|_| async { Ok(()) })
             .await;
@@ -1195,7 +1182,7 @@ async fn fetch_layers(
     let results: Vec<Result<bool, PullError>> =
         futures_util::stream::iter(layers.iter().enumerate())
             .map(|(i, layer)| {
-                remote.fetch_blob_feeding(store, layer, "layer", observer, Some((feed, i)))
+                remote.fetch_blob_feeding(store, layer, "layer", reporter, Some((feed, i)))
             })
             .buffer_unordered(MAX_PARALLEL_BLOBS)
             .collect()

@@ -32,13 +32,14 @@
 //! |---|---|
 //! | [`chain`], [`dirs`] | error chains; where state lives and locked directories |
 //! | [`image`] | digests, references, OCI layouts, the image's runtime config |
+//! | [`report`] | what the library tells the user (warnings, pull progress, timings): [`report::Reporter`], which the caller implements; the library never writes to the terminal |
 //! | [`rootfs`] | unpacking ([`rootfs::unpack`]), id mapping ([`rootfs::idmap`]), the image's user, cached roots |
 //! | [`distribution`] | the registry client: resolve, fetch layers (streamed into [`rootfs`]), the blob store |
 //! | [`trust`] | provenance evidence and the verification gate |
 //! | [`sandbox`] | spec, permission profile, supervisor, runner, secrets, egress proxy, HTTP bridge |
 //! | [`catalog`] | the registry of servers (ToolHive's formats) and launch plans |
 //! | [`doctor`] | the host checks |
-//! | [`cache`], [`progress`] | the cache's images, pull progress |
+//! | [`cache`] | the cache's images |
 //! | [`settings`] | the config file, and flags + environment + file + defaults → the request ([`RunRequest`]) |
 //! | `pipeline`, [`inspect`] | the pipeline, and `inspect` (what the request would give the server) |
 
@@ -52,7 +53,7 @@ pub mod distribution;
 pub mod doctor;
 pub mod image;
 pub mod inspect;
-pub mod progress;
+pub mod report;
 pub mod rootfs;
 pub mod sandbox;
 pub mod settings;

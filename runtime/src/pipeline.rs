@@ -1,6 +1,7 @@
 //! The pipeline behind `thv-sandbox run` (the order and its reasons are in the crate documentation).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::dirs::{Dirs, DirsError};
@@ -8,11 +9,11 @@ use crate::distribution::{self, PullError, PullOptions, PullPolicy, RegistryAcce
 use crate::image::config::ImageRuntimeConfig;
 use crate::image::layout::{self, LayoutError, OciLayout, Platform};
 use crate::image::reference::{Reference, ReferenceError};
-use crate::progress::{Progress, ProgressMode};
+use crate::report::{Event, Reporter, RunTimings};
 use crate::rootfs::idmap::{self, HostIds};
 use crate::rootfs::{self, RootfsError};
 use crate::sandbox::bridge::{self, BridgeEnd, PortUpstream, SandboxConnect, StdioBridgeEnd};
-use crate::sandbox::profile::{NetworkMode, ProfileError};
+use crate::sandbox::profile::{MountError, NetworkMode};
 use crate::sandbox::runner::{OverlayPlan, RunnerPlan};
 use crate::sandbox::runs::{self, RunDir};
 use crate::sandbox::spec::{self, SpecError, SpecOptions};
@@ -60,7 +61,7 @@ pub enum Error {
     Spec(#[from] SpecError),
     /// Mounts or network settings.
     #[error(transparent)]
-    Profile(#[from] ProfileError),
+    Mount(#[from] MountError),
     /// The seccomp variant or the user's override file cannot be used.
     #[error("seccomp profile: {0}")]
     Seccomp(String),
@@ -115,7 +116,7 @@ impl Error {
             Error::Refused(e) => Some(e.hint.clone()),
             Error::Verification(e) => Some(e.hint()),
             Error::Dirs(e) => Some(e.hint()),
-            Error::Profile(e) => Some(e.hint()),
+            Error::Mount(e) => Some(e.hint()),
             Error::Rootfs(e @ RootfsError::Tampered { .. }) => e.hint(),
             Error::Seccomp(_) => Some(format!(
                 "variants are {}; an override file adds `groups` and `remove`s rules (see SECURITY.md)",
@@ -163,8 +164,13 @@ impl Error {
     }
 }
 
-/// Runs the pipeline for `req`; returns the server's exit code.
-pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
+/// Runs the pipeline for `req`; returns the server's exit code. What there is to say on the way (warnings, pull
+/// progress, the bridge's lines, `--timings`) goes to `reporter`.
+pub fn run(
+    req: &RunRequest,
+    dirs: &Dirs,
+    reporter: Arc<dyn Reporter>,
+) -> Result<RunSummary, Error> {
     let t_start = Instant::now();
     // Stale run directories of crashed runs are collected first (never one still being created: see `runs`).
     let runs_dir = dirs.runs()?;
@@ -192,8 +198,8 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
     let name = ImageName::parse(&req.image)?;
     crate::dirs::private_root(&dirs.cache)?;
     // The trust root is loaded (refreshed when due) before any network work.
-    let gate = Gate::new(&req.verification, &dirs.cache)?;
-    let meter = Progress::new(req.progress);
+    let gate = new_gate(&req.verification, dirs, &*reporter)?;
+    reporter.report(Event::PullStarted);
     let host = host_ids();
     let planned = idmap::plan(&host, 0, 0);
     let target = distribution::UnpackTarget {
@@ -204,11 +210,11 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
         req.pull_policy,
         &req.registry_access,
         dirs,
-        &meter,
+        &*reporter,
         Some(target),
     );
     let abandon = |e| {
-        meter.abandon();
+        reporter.report(Event::PullAbandoned);
         e
     };
 
@@ -219,7 +225,7 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
     //    or a layout on disk: stored evidence or a record decides those).
     let evidence = discover(&resolved, &gate);
     // 3. decide: the verification gate, before anything of a layer is fetched or unpacked; a refusal ends here.
-    decide(&resolved, evidence.as_ref(), &gate)
+    decide(&resolved, evidence.as_ref(), &gate, &*reporter)
         .admit(&resolved.name())
         .map_err(|e| abandon(e.into()))?;
     // What the sandbox relies on in the image config (volumes, environment) is checked before any layer.
@@ -230,7 +236,7 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
     let fetched = fetch_and_unpack(resolved, &opts).map_err(abandon)?;
     // 5. commit: only now does the cache name the image (by its pinned digest: no tag is resolved again). The
     //    root is then loaded, or unpacked from the cache for an image that was there already.
-    let (oci, image) = commit(fetched, &meter).map_err(abandon)?;
+    let (oci, image) = commit(fetched, &*reporter).map_err(abandon)?;
     let runtime = ImageRuntimeConfig::from_image(&image.config);
     let root = rootfs::ensure(
         &dirs.cache,
@@ -288,15 +294,14 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
     let timings = req.timings;
     let mut on_started = |t: &StartTimings| {
         if timings {
-            eprintln!(
-                "thv-sandbox: timings: image {:.1} ms, spec {:.1} ms, runner namespaces {:.1} ms, create {:.1} ms, start {:.1} ms, to exec {:.1} ms",
-                t_image.as_secs_f64() * 1e3,
-                (t_spec - t_image).as_secs_f64() * 1e3,
-                t.namespaces_us as f64 / 1e3,
-                t.create_us as f64 / 1e3,
-                t.start_us as f64 / 1e3,
-                t_start.elapsed().as_secs_f64() * 1e3,
-            );
+            reporter.report(Event::Timings(&RunTimings {
+                image: t_image,
+                spec: t_spec - t_image,
+                namespaces: std::time::Duration::from_micros(t.namespaces_us),
+                create: std::time::Duration::from_micros(t.create_us),
+                start: std::time::Duration::from_micros(t.start_us),
+                to_exec: t_start.elapsed(),
+            }));
         }
     };
     // `--port`/`--socket`: the listeners are bound before the sandbox starts (a taken port is an error, not a
@@ -310,7 +315,10 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
         }
         None => (None, None),
     };
-    let say: bridge::Say = std::sync::Arc::new(|line: &str| eprintln!("thv-sandbox: {line}"));
+    let say: bridge::Say = {
+        let reporter = Arc::clone(&reporter);
+        Arc::new(move |line: &str| reporter.report(Event::Note(line)))
+    };
     let mut port_pipes = None;
     if let Some(listening) = exposed.take_if(|_| req.http.is_none()) {
         let (server_ends, ours) =
@@ -356,11 +364,10 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
             let Ok(Some(rules)) = egress_rules(req) else {
                 return;
             };
-            match crate::sandbox::egress::spawn(listener, rules, |line| {
-                eprintln!("thv-sandbox: {line}")
-            }) {
+            let log = say.clone();
+            match crate::sandbox::egress::spawn(listener, rules, move |line| log(line)) {
                 Ok(handle) => egress = Some(handle),
-                Err(e) => eprintln!("thv-sandbox: the egress proxy could not start: {e}"),
+                Err(e) => say(&format!("the egress proxy could not start: {e}")),
             }
         },
         server_stdio,
@@ -473,7 +480,7 @@ fn pull_options<'a>(
     policy: PullPolicy,
     access: &RegistryAccess,
     dirs: &Dirs,
-    meter: &'a Progress,
+    reporter: &'a dyn Reporter,
     unpack: Option<distribution::UnpackTarget>,
 ) -> PullOptions<'a> {
     let mut opts = PullOptions::from_env(&dirs.cache);
@@ -481,7 +488,7 @@ fn pull_options<'a>(
     opts.insecure = access.insecure.clone();
     opts.mirrors = access.mirrors.clone();
     opts.ca_certs = access.ca_certs.clone();
-    opts.observer = meter.observer();
+    opts.reporter = Some(reporter);
     opts.unpack = unpack;
     opts
 }
@@ -534,6 +541,7 @@ fn decide(
     resolved: &Resolved,
     evidence: Option<&crate::trust::evidence::Evidence>,
     gate: &Gate,
+    reporter: &dyn Reporter,
 ) -> verification::Outcome {
     let (index, manifest) = match resolved {
         Resolved::Layout { resolved, .. } => {
@@ -541,7 +549,32 @@ fn decide(
         }
         Resolved::Registry(r) => (r.index_digest.as_ref(), &r.manifest_digest),
     };
-    gate.decide(&resolved.name(), index, manifest, evidence)
+    decided(gate, &resolved.name(), index, manifest, evidence, reporter)
+}
+
+/// The gate's verdict on `name`, its warnings (a `warn` verdict) said through `reporter`.
+fn decided(
+    gate: &Gate,
+    name: &str,
+    index: Option<&crate::image::digest::Digest>,
+    manifest: &crate::image::digest::Digest,
+    evidence: Option<&crate::trust::evidence::Evidence>,
+    reporter: &dyn Reporter,
+) -> verification::Outcome {
+    let outcome = gate.decide(name, index, manifest, evidence);
+    for w in outcome.warnings(name, manifest) {
+        reporter.report(Event::Warning(&w));
+    }
+    outcome
+}
+
+/// The verification gate for `cfg`; the trust root's age, when it is old, said through `reporter`.
+fn new_gate(cfg: &Verification, dirs: &Dirs, reporter: &dyn Reporter) -> Result<Gate, Error> {
+    let gate = Gate::new(cfg, &dirs.cache)?;
+    if let Some(w) = gate.trust_root_warning() {
+        reporter.report(Event::Warning(w));
+    }
+    Ok(gate)
 }
 
 /// Step 4.
@@ -556,15 +589,27 @@ fn fetch_and_unpack(resolved: Resolved, opts: &PullOptions<'_>) -> Result<Fetche
 
 /// Step 5: the image named in the cache; returns the layout holding it and the image in it (by its pinned name:
 /// the manifest digest is checked to be the one resolved).
-fn commit(fetched: Fetched, meter: &Progress) -> Result<(OciLayout, layout::ResolvedImage), Error> {
+fn commit(
+    fetched: Fetched,
+    reporter: &dyn Reporter,
+) -> Result<(OciLayout, layout::ResolvedImage), Error> {
     match fetched {
         Fetched::Layout { oci, resolved } => Ok((oci, resolved)),
         Fetched::Registry(f) => {
             let pulled = f.commit()?;
-            meter.finish(&pulled);
+            report_pulled(&pulled, reporter);
             Ok(pulled.open(&Platform::host())?)
         }
     }
+}
+
+/// Says that `pulled` is in the cache.
+fn report_pulled(pulled: &distribution::Pulled, reporter: &dyn Reporter) {
+    reporter.report(Event::Pulled {
+        reference: &pulled.reference.to_string(),
+        manifest: &pulled.manifest_digest,
+        from_cache: pulled.from_cache,
+    });
 }
 
 /// A pull's error in the pipeline's terms (a failed unpack is the root's error).
@@ -582,30 +627,56 @@ pub fn verify(
     image: &str,
     policy: PullPolicy,
     access: &RegistryAccess,
-    progress: ProgressMode,
+    reporter: &dyn Reporter,
     dirs: &Dirs,
     verification: &Verification,
 ) -> Result<verification::Outcome, Error> {
+    let decided = resolve_and_decide(image, policy, access, reporter, dirs, verification, None);
+    // No layer follows: the progress display goes.
+    reporter.report(Event::PullAbandoned);
+    Ok(decided?.2)
+}
+
+/// Steps 1 to 3 for a registry image, for [`verify`] and [`pull_verified`]: the reference resolved (with `unpack`
+/// in the options for the steps that follow), its evidence discovered, the gate's verdict (its warnings said).
+#[allow(clippy::type_complexity)] // the three results of the three steps
+fn resolve_and_decide<'a>(
+    image: &str,
+    policy: PullPolicy,
+    access: &RegistryAccess,
+    reporter: &'a dyn Reporter,
+    dirs: &Dirs,
+    verification: &Verification,
+    unpack: Option<distribution::UnpackTarget>,
+) -> Result<
+    (
+        distribution::Resolved,
+        PullOptions<'a>,
+        verification::Outcome,
+    ),
+    Error,
+> {
     let reference: Reference = image.parse()?;
     crate::dirs::private_root(&dirs.cache)?;
-    let gate = Gate::new(verification, &dirs.cache)?;
-    let meter = Progress::new(progress);
-    let opts = pull_options(policy, access, dirs, &meter, None);
+    let gate = new_gate(verification, dirs, reporter)?;
+    reporter.report(Event::PullStarted);
+    let opts = pull_options(policy, access, dirs, reporter, unpack);
     // 1. resolve
-    let resolved = resolve_registry(&reference, &opts, &gate);
-    meter.abandon();
-    let resolved = resolved?;
+    let resolved = resolve_registry(&reference, &opts, &gate)?;
     // 2. discover evidence
     let evidence = gate
         .discovery()
         .and_then(|d| crate::trust::evidence::discover_for(&resolved, &d));
     // 3. decide
-    Ok(gate.decide(
+    let outcome = decided(
+        &gate,
         &resolved.reference.to_string(),
         resolved.index_digest.as_ref(),
         &resolved.manifest_digest,
         evidence.as_ref(),
-    ))
+        reporter,
+    );
+    Ok((resolved, opts, outcome))
 }
 
 /// Steps 1 to 5 for a registry image: resolved, evidence discovered, decided, and (unless refused) its layers
@@ -615,35 +686,21 @@ pub fn pull_verified(
     image: &str,
     policy: PullPolicy,
     access: &RegistryAccess,
-    progress: ProgressMode,
+    reporter: &dyn Reporter,
     dirs: &Dirs,
     verification: &Verification,
 ) -> Result<(distribution::Pulled, verification::Outcome), Error> {
-    let reference: Reference = image.parse()?;
-    crate::dirs::private_root(&dirs.cache)?;
-    let gate = Gate::new(verification, &dirs.cache)?;
-    let meter = Progress::new(progress);
-    let opts = pull_options(policy, access, dirs, &meter, Some(unpack_target()));
     let abandon = |e| {
-        meter.abandon();
+        reporter.report(Event::PullAbandoned);
         e
     };
-    // 1. resolve
-    let resolved = resolve_registry(&reference, &opts, &gate).map_err(abandon)?;
-    // 2. discover evidence
-    let evidence = gate
-        .discovery()
-        .and_then(|d| crate::trust::evidence::discover_for(&resolved, &d));
-    // 3. decide
-    let name = resolved.reference.to_string();
-    let verdict = gate
-        .decide(
-            &name,
-            resolved.index_digest.as_ref(),
-            &resolved.manifest_digest,
-            evidence.as_ref(),
-        )
-        .admit(&name)
+    // 1. resolve, 2. discover evidence, 3. decide
+    let target = Some(unpack_target());
+    let (resolved, opts, outcome) =
+        resolve_and_decide(image, policy, access, reporter, dirs, verification, target)
+            .map_err(abandon)?;
+    let verdict = outcome
+        .admit(&resolved.reference.to_string())
         .map_err(|e| abandon(e.into()))?;
     // 4. fetch layers, unpacked while they stream; 5. commit
     let pulled = resolved
@@ -651,7 +708,7 @@ pub fn pull_verified(
         .map_err(pull_error)
         .and_then(|f| Ok(f.commit()?))
         .map_err(abandon)?;
-    meter.finish(&pulled);
+    report_pulled(&pulled, reporter);
     Ok((pulled, verdict))
 }
 
@@ -670,14 +727,14 @@ pub fn pull(
     image: &str,
     policy: PullPolicy,
     access: &RegistryAccess,
-    progress: ProgressMode,
+    reporter: &dyn Reporter,
     dirs: &Dirs,
 ) -> Result<distribution::Pulled, Error> {
     let none = Verification {
         mode: Some(verification::Mode::Disabled),
         ..Verification::default()
     };
-    let (pulled, _) = pull_verified(image, policy, access, progress, dirs, &none)?;
+    let (pulled, _) = pull_verified(image, policy, access, reporter, dirs, &none)?;
     if pulled.from_cache {
         // Ready to run: a cached image whose root is missing (pruned, or pulled by another version) is unpacked.
         let (layout, image) = pulled.open(&Platform::host())?;
@@ -765,10 +822,9 @@ fn prepare_run(
         tmp_mib: req.tmp_mib,
     };
     let spec = spec::build(runtime, &opts)?;
-    spec::check_invariants(&spec, req.network).map_err(|e| Error::Spec(SpecError::Invalid(e)))?;
+    spec::check_invariants(&spec, req.network)?;
     let config = bundle.join("config.json");
-    let json =
-        serde_json::to_vec(&spec).map_err(|e| Error::Spec(SpecError::Invalid(e.to_string())))?;
+    let json = serde_json::to_vec(&spec).map_err(|e| Error::Spec(SpecError::Json(e)))?;
     std::fs::write(&config, json).map_err(io(config.clone()))?;
     let plan = RunnerPlan {
         id: run_dir.id.clone(),
@@ -786,8 +842,7 @@ fn prepare_run(
         socket_factory: req.http.is_some(),
     };
     let plan_path = dir.join("plan.json");
-    let plan_json =
-        serde_json::to_vec(&plan).map_err(|e| Error::Spec(SpecError::Invalid(e.to_string())))?;
+    let plan_json = serde_json::to_vec(&plan).map_err(|e| Error::Spec(SpecError::Json(e)))?;
     std::fs::write(&plan_path, plan_json).map_err(io(plan_path.clone()))?;
     Ok((plan, idmap))
 }
@@ -879,7 +934,7 @@ fn overlay_plan(
         match kind {
             Some(is_dir) if is_dir == host_dir => {}
             Some(is_dir) => {
-                return Err(ProfileError::TargetKind {
+                return Err(MountError::TargetKind {
                     path: m.container.clone(),
                     in_image: name(is_dir),
                     host: name(host_dir),

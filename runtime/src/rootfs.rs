@@ -284,7 +284,7 @@ pub(crate) fn build_locked(
     for (index, layer) in layers.iter().enumerate() {
         let blob = source.open(index, layer)?;
         let stats = builder
-            .apply_layer(blob, unpack_compression(layer.compression))
+            .apply_layer(blob, layer.compression)
             .map_err(|source| RootfsError::Unpack {
                 digest: layer.digest.clone(),
                 source,
@@ -597,14 +597,6 @@ fn load(
         user,
         unpacked_now: false,
     }))
-}
-
-fn unpack_compression(c: crate::image::layout::Compression) -> unpack::Compression {
-    match c {
-        crate::image::layout::Compression::None => unpack::Compression::None,
-        crate::image::layout::Compression::Gzip => unpack::Compression::Gzip,
-        crate::image::layout::Compression::Zstd => unpack::Compression::Zstd,
-    }
 }
 
 /// Creates `path` (absolute, inside the root) as an empty directory or file unless something exists there. Every

@@ -203,6 +203,61 @@ async fn doctor_reports_every_check() {
     assert!(out.stdout.is_empty());
 }
 
+/// `doctor --json`: one JSON object on stdout with every check (name, status, detail, hint), the same checks
+/// as the text report, and nothing on stderr.
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_json_lists_every_check_on_stdout() {
+    let run = Run::new();
+    let text = run_cli(bare(&["doctor"], &run)).await;
+    let out = run_cli(bare(&["doctor", "--json"], &run)).await;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.is_empty(), "{}", out.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("one JSON object");
+    assert_eq!(doc["ok"], serde_json::Value::Bool(true), "{doc}");
+    let checks = doc["checks"].as_array().expect("checks");
+    let names: Vec<&str> = checks.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    for name in [
+        "user",
+        "user namespaces",
+        "mount namespace",
+        "cgroup namespace",
+        "pid namespace",
+        "overlayfs",
+        "seccomp",
+        "cgroups",
+        "subordinate ids",
+        "state dir",
+        "cache dir",
+        "trust root (public-good)",
+        "trust root (GitHub)",
+    ] {
+        assert!(names.contains(&name), "{name} missing: {names:?}");
+    }
+    for c in checks {
+        let status = c["status"].as_str().expect("status");
+        assert!(["ok", "warn", "fail"].contains(&status), "{c}");
+        assert!(!c["detail"].as_str().expect("detail").is_empty(), "{c}");
+        assert!(c["hint"].is_null() || c["hint"].is_string(), "{c}");
+        // The text report says the same: the check's line carries its detail.
+        let line = format!(
+            "{}: {}",
+            c["name"].as_str().unwrap(),
+            c["detail"].as_str().unwrap()
+        );
+        assert!(
+            text.stderr.contains(&line),
+            "{line} not in:\n{}",
+            text.stderr
+        );
+        if status != "ok" {
+            assert!(text.stderr.contains(&format!(
+                "[{}]",
+                if status == "fail" { "FAIL" } else { status }
+            )));
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_program_is_said_plainly() {
     let run = Run::new();

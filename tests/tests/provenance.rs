@@ -383,7 +383,7 @@ fn an_unsigned_image_is_refused_before_any_layer_under_enabled_and_pulled_with_a
         &image,
         PullPolicy::Missing,
         &thv_sandbox_runtime::RegistryAccess::default(),
-        thv_sandbox_runtime::progress::ProgressMode::Quiet,
+        &thv_sandbox_runtime::report::Silent,
         &dirs,
         &enabled,
     )
@@ -412,7 +412,7 @@ fn an_unsigned_image_is_refused_before_any_layer_under_enabled_and_pulled_with_a
         &image,
         PullPolicy::Missing,
         &thv_sandbox_runtime::RegistryAccess::default(),
-        thv_sandbox_runtime::progress::ProgressMode::Quiet,
+        &thv_sandbox_runtime::report::Silent,
         &dirs,
         &no_policy,
     )
@@ -433,7 +433,7 @@ fn an_unsigned_image_is_refused_before_any_layer_under_enabled_and_pulled_with_a
         &image,
         PullPolicy::Missing,
         &thv_sandbox_runtime::RegistryAccess::default(),
-        thv_sandbox_runtime::progress::ProgressMode::Quiet,
+        &thv_sandbox_runtime::report::Silent,
         &dirs,
         &warn,
     )
@@ -446,7 +446,7 @@ fn an_unsigned_image_is_refused_before_any_layer_under_enabled_and_pulled_with_a
         &image,
         PullPolicy::Missing,
         &thv_sandbox_runtime::RegistryAccess::default(),
-        thv_sandbox_runtime::progress::ProgressMode::Quiet,
+        &thv_sandbox_runtime::report::Silent,
         &dirs,
         &enabled,
     )
@@ -461,7 +461,7 @@ fn an_unsigned_image_is_refused_before_any_layer_under_enabled_and_pulled_with_a
         &image,
         PullPolicy::Never,
         &thv_sandbox_runtime::RegistryAccess::default(),
-        thv_sandbox_runtime::progress::ProgressMode::Quiet,
+        &thv_sandbox_runtime::report::Silent,
         &dirs,
         &enabled,
     )
@@ -479,7 +479,7 @@ fn an_unsigned_image_is_refused_before_any_layer_under_enabled_and_pulled_with_a
         &image,
         PullPolicy::Missing,
         &thv_sandbox_runtime::RegistryAccess::default(),
-        thv_sandbox_runtime::progress::ProgressMode::Quiet,
+        &thv_sandbox_runtime::report::Silent,
         &dirs,
         &warn,
     )
@@ -489,7 +489,7 @@ fn an_unsigned_image_is_refused_before_any_layer_under_enabled_and_pulled_with_a
         &image,
         PullPolicy::Missing,
         &thv_sandbox_runtime::RegistryAccess::default(),
-        thv_sandbox_runtime::progress::ProgressMode::Quiet,
+        &thv_sandbox_runtime::report::Silent,
         &dirs,
         &enabled,
     )

@@ -664,7 +664,7 @@ fn resolve_fetches_no_layer_and_a_refusal_leaves_nothing() {
         &r,
         PullPolicy::Missing,
         &thv_sandbox_runtime::RegistryAccess::default(),
-        thv_sandbox_runtime::progress::ProgressMode::Quiet,
+        &thv_sandbox_runtime::report::Silent,
         &dirs,
         &thv_sandbox_runtime::Verification {
             mode: Some(thv_sandbox_runtime::Mode::Enabled),

@@ -586,7 +586,7 @@ fn warn_runs_the_refused_unverified_and_disabled_does_not_check() {
             &case.reference,
             thv_sandbox_runtime::distribution::PullPolicy::Always,
             &thv_sandbox_runtime::RegistryAccess::default(),
-            thv_sandbox_runtime::progress::ProgressMode::Quiet,
+            &thv_sandbox_runtime::report::Silent,
             &dirs,
             v,
         )
@@ -635,7 +635,7 @@ fn warn_runs_the_refused_unverified_and_disabled_does_not_check() {
         &case.reference,
         thv_sandbox_runtime::distribution::PullPolicy::Always,
         &thv_sandbox_runtime::RegistryAccess::default(),
-        thv_sandbox_runtime::progress::ProgressMode::Quiet,
+        &thv_sandbox_runtime::report::Silent,
         &dirs,
         &verification(Mode::Disabled, case.flavour),
     )

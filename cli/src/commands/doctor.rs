@@ -7,7 +7,8 @@ use thv_sandbox_runtime::doctor;
 use crate::args::*;
 use crate::commands::{setup, tuf_settings};
 
-pub(crate) fn doctor_cmd(file: Option<PathBuf>) -> i32 {
+/// The report on stderr, or (`json`) as a JSON object on stdout; exits 1 when a check failed.
+pub(crate) fn doctor_cmd(file: Option<PathBuf>, json: bool) -> i32 {
     let (config, dirs) = match setup(file, &SettingsArgs::default()) {
         Ok(x) => x,
         Err(code) => return code,
@@ -21,7 +22,12 @@ pub(crate) fn doctor_cmd(file: Option<PathBuf>) -> i32 {
         cache_dir: dirs.cache,
     });
     report.checks.extend(doctor::trust_root_checks(&tuf));
-    eprint!("{}", report.render());
+    if json {
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), "{}", report.to_json());
+    } else {
+        eprint!("{}", report.render());
+    }
     if report.ok() {
         0
     } else {

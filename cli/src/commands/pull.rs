@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use thv_sandbox_runtime::progress::ProgressMode;
+use thv_sandbox_runtime::report::ProgressMode;
 
 use crate::args::*;
 use crate::commands::setup;
@@ -17,7 +17,7 @@ pub(crate) fn pull_cmd(file: Option<PathBuf>, args: PullArgs) -> i32 {
         &args.image,
         args.source.pull.into(),
         &config.registry_access(),
-        ProgressMode::detect(args.source.quiet),
+        &crate::progress::Terminal::stderr(ProgressMode::detect(args.source.quiet)),
         &dirs,
     ) {
         Ok(pulled) => {

@@ -14,7 +14,8 @@ pub(crate) fn run_cmd(file: Option<PathBuf>, args: RunArgs) -> i32 {
         Ok(x) => x,
         Err(code) => return code,
     };
-    match thv_sandbox_runtime::run(&req, &dirs) {
+    let reporter = std::sync::Arc::new(crate::progress::Terminal::stderr(req.progress));
+    match thv_sandbox_runtime::run(&req, &dirs, reporter) {
         Ok(summary) => summary.exit_code,
         Err(e) => report_runtime_error(&e, &dirs),
     }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use thv_sandbox_provenance as prov;
 use thv_sandbox_runtime::dirs::Dirs;
-use thv_sandbox_runtime::progress::ProgressMode;
+use thv_sandbox_runtime::report::ProgressMode;
 use thv_sandbox_runtime::settings::request::{self};
 use thv_sandbox_runtime::{EXIT_REFUSED, EXIT_SANDBOX_ERROR, EXIT_USAGE};
 
@@ -116,7 +116,7 @@ pub(crate) fn verify_image_cmd(file: Option<PathBuf>, image: &str, args: &Verify
         image,
         args.source.pull.into(),
         &config.registry_access(),
-        ProgressMode::detect(args.source.quiet),
+        &crate::progress::Terminal::stderr(ProgressMode::detect(args.source.quiet)),
         &dirs,
         &verification,
     ) {

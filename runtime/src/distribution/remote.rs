@@ -23,9 +23,10 @@ use super::auth::{self, Credential};
 use super::document::{LayerBlob, ACCEPTED_MANIFESTS};
 use super::store::Store;
 use super::stream::Feed;
-use super::{PullError, PullObserver, PullOptions, SlowReason};
+use super::{PullError, PullOptions, SlowReason};
 use crate::image::digest::{Digest, DigestError};
 use crate::image::reference::{split_host_port, Reference};
+use crate::report::{Event, Reporter};
 
 const USER_AGENT: &str = concat!("thv-sandbox/", env!("CARGO_PKG_VERSION"));
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -730,9 +731,9 @@ impl Remote {
         store: &Store,
         blob: &LayerBlob,
         role: &'static str,
-        observer: Option<&dyn PullObserver>,
+        reporter: Option<&dyn Reporter>,
     ) -> Result<bool, PullError> {
-        self.fetch_blob_feeding(store, blob, role, observer, None)
+        self.fetch_blob_feeding(store, blob, role, reporter, None)
             .await
     }
 
@@ -744,7 +745,7 @@ impl Remote {
         store: &Store,
         blob: &LayerBlob,
         role: &'static str,
-        observer: Option<&dyn PullObserver>,
+        reporter: Option<&dyn Reporter>,
         feed: Option<(&Feed, usize)>,
     ) -> Result<bool, PullError> {
         // Whatever way this ends before the blob is committed (an error, or this future dropped), the layer's
@@ -810,8 +811,11 @@ impl Remote {
         }
         let mut hasher = Sha256::new();
         let mut received: u64 = 0;
-        if let Some(o) = observer {
-            o.blob_started(&blob.digest, blob.size);
+        if let Some(o) = reporter {
+            o.report(Event::BlobStarted {
+                digest: &blob.digest,
+                size: blob.size,
+            });
         }
         // Layers: the minimum rate; the config (a document): also the document deadline.
         let deadline = (role != "layer").then(|| Instant::now() + self.limits.document_deadline);
@@ -850,8 +854,11 @@ impl Remote {
                 }
                 f.written(i, received);
             }
-            if let Some(o) = observer {
-                o.blob_progress(&blob.digest, received);
+            if let Some(o) = reporter {
+                o.report(Event::BlobProgress {
+                    digest: &blob.digest,
+                    received,
+                });
             }
             pace.check(chunk.len() as u64, Instant::now())
                 .map_err(too_slow)?;
@@ -872,8 +879,10 @@ impl Remote {
         }
         store.commit_blob(temp, &blob.digest)?;
         guard.finish(|f, i| f.verified(i));
-        if let Some(o) = observer {
-            o.blob_finished(&blob.digest);
+        if let Some(o) = reporter {
+            o.report(Event::BlobFinished {
+                digest: &blob.digest,
+            });
         }
         Ok(true)
     }

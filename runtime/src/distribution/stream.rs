@@ -240,7 +240,7 @@ pub(crate) struct Streamed<'a> {
     pub(crate) feed: &'a Feed,
     pub(crate) layout: OciLayout,
     /// Told as each layer is settled in the root.
-    pub(crate) observer: Option<&'a dyn super::PullObserver>,
+    pub(crate) reporter: Option<&'a dyn crate::report::Reporter>,
     /// How many layers the image has.
     pub(crate) total: usize,
 }
@@ -274,8 +274,11 @@ impl LayerSource for Streamed<'_> {
 
     fn settle(&mut self, index: usize, layer: &LayerRef) -> Result<(), RootfsError> {
         if self.feed.settled(index) {
-            if let Some(observer) = self.observer {
-                observer.layers_applied(index + 1, self.total);
+            if let Some(reporter) = self.reporter {
+                reporter.report(crate::report::Event::LayersApplied {
+                    applied: index + 1,
+                    total: self.total,
+                });
             }
             Ok(())
         } else {

@@ -370,12 +370,6 @@ pub enum HostRootError {
     },
 }
 
-/// [`check_not_host_root`], its refusal in words: the form libcontainer's executor validation takes
-/// (`ExecutorValidationError::ArgValidationError(String)`).
-pub fn assert_not_host_root(unmapped_groups_ok: bool) -> Result<(), String> {
-    check_not_host_root(unmapped_groups_ok).map_err(|e| e.to_string())
-}
-
 /// Checks the calling process's real, effective and saved ids and its supplementary groups against its own user
 /// namespace's maps (`/proc/self/uid_map`, `gid_map`, read from inside: the outside column is then the parent
 /// namespace's id): none may be host root, none may be unmapped. The runner calls this in the container's init

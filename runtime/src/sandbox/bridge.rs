@@ -115,6 +115,17 @@ impl HttpUpstream {
             .to_owned(),
         }
     }
+
+    /// A client of this endpoint through `connect`, sending its `Host` (the one way every bridge reaches an HTTP
+    /// server in the sandbox).
+    pub(crate) fn client(
+        &self,
+        connect: Arc<dyn Connect>,
+    ) -> Result<client::HttpClient, BridgeError> {
+        let host = http::HeaderValue::from_str(&self.authority)
+            .map_err(|_| BridgeError::Config(format!("bad authority {:?}", self.authority)))?;
+        Ok(client::HttpClient::new(connect, host))
+    }
 }
 
 /// Bounds.
@@ -239,6 +250,23 @@ pub async fn serve_http(
 /// Where a bridge thread says what the user should see (the serving URL, why it stopped): one line at a time.
 pub type Say = Arc<dyn Fn(&str) + Send + Sync>;
 
+thread_local! {
+    /// Where the notes of the bridge running on this thread go ([`note`]): set by [`spawn_on_runtime`] for the
+    /// thread it starts (its current-thread runtime runs every task of the bridge there). Elsewhere (a bridge
+    /// driven by a caller's own runtime) notes go to the log.
+    static NOTES: std::cell::RefCell<Option<Say>> = const { std::cell::RefCell::new(None) };
+}
+
+/// One line about the bridge's traffic (a dropped message, a refused request) for the user: through the thread's
+/// [`Say`], prefixed `bridge: ` so a user can tell the bridge's words from the server's.
+pub(crate) fn note(msg: impl std::fmt::Display) {
+    let line = format!("bridge: {msg}");
+    NOTES.with_borrow(|say| match say {
+        Some(say) => say(&line),
+        None => tracing::info!("{line}"),
+    });
+}
+
 /// How the stdio bridge of [`spawn_stdio_bridge`] ended; unset while it runs.
 #[derive(Debug, Clone, Default)]
 pub struct StdioBridgeEnd(Arc<OnceLock<BridgeEnd>>);
@@ -302,6 +330,7 @@ pub fn spawn_port_server(listening: Listening, upstream: PortUpstream, say: Say)
     let (said, told) = (Arc::clone(&say), Arc::clone(&say));
     let spawned = spawn_on_runtime(
         "port",
+        Arc::clone(&say),
         move || async move {
             // The pipe ends become tokio objects inside this runtime.
             let upstream = match upstream {
@@ -352,6 +381,7 @@ pub fn spawn_stdio_bridge(
     let told = Arc::clone(&say);
     let spawned = spawn_on_runtime(
         "bridge",
+        Arc::clone(&say),
         move || async move {
             stdio_to_http(
                 transport,
@@ -383,8 +413,10 @@ pub fn spawn_stdio_bridge(
 /// SIGTERM, which the supervisor handles like a client's. The thread is born with every signal blocked: the
 /// supervisor reads them from a signalfd (and cleans up, the socket file too); a signal taken by this thread would
 /// end the process at once. (A `--port` server for a stdio server starts before the supervisor blocks them.)
+/// The bridge's notes on that thread go to `notes`.
 fn spawn_on_runtime<F, T>(
     name: &'static str,
+    notes: Say,
     task: F,
     done: impl FnOnce(Result<(), BridgeError>) + Send + 'static,
 ) -> std::io::Result<()>
@@ -398,6 +430,7 @@ where
     let spawned = std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
+            NOTES.set(Some(notes));
             match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

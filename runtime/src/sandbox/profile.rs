@@ -124,9 +124,6 @@ pub enum MountError {
     },
 }
 
-/// The former name, for the pipeline's `Error::Profile` until it names [`MountError`]; not public.
-pub(crate) use MountError as ProfileError;
-
 impl MountError {
     /// What the user can do about it.
     pub fn hint(&self) -> String {

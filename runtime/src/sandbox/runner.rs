@@ -477,8 +477,10 @@ impl libcontainer::workload::Executor for ServerExecutor {
             .process()
             .as_ref()
             .is_some_and(|p| p.user().additional_gids().is_some());
-        crate::rootfs::idmap::assert_not_host_root(!groups_set)
-            .map_err(libcontainer::workload::ExecutorValidationError::ArgValidationError)?;
+        // libcontainer's validation error carries words only.
+        crate::rootfs::idmap::check_not_host_root(!groups_set).map_err(|e| {
+            libcontainer::workload::ExecutorValidationError::ArgValidationError(e.to_string())
+        })?;
         libcontainer::workload::default::DefaultExecutor {}.validate(spec)
     }
 
@@ -833,10 +835,10 @@ mod tests {
             .split_once(',')
             .map(|(u, g)| (u.parse().unwrap(), g.parse().unwrap()));
         in_userns(outside, false, || {
-            let got = crate::rootfs::idmap::assert_not_host_root(false);
+            let got = crate::rootfs::idmap::check_not_host_root(false);
             match std::env::var("THV_TEST_EXPECT").unwrap().as_str() {
                 "ok" => got.unwrap(),
-                want => assert!(got.unwrap_err().contains(want), "{want}"),
+                want => assert!(got.unwrap_err().to_string().contains(want), "{want}"),
             }
         });
     }

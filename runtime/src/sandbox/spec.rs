@@ -97,7 +97,7 @@ pub const MAX_VOLUMES: usize = 64;
 const INODES_PER_MIB: u64 = 256;
 
 /// Why no spec could be made.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     /// Neither Entrypoint, Cmd nor user arguments name a program.
     #[error("the image has no Entrypoint or Cmd and no command was given after `--`")]
@@ -127,9 +127,35 @@ pub enum SpecError {
     /// An environment entry the kernel cannot pass (NUL) or that has no name.
     #[error("environment entry {0} in the image config or the run's variables is not NAME=VALUE without NUL bytes")]
     BadEnv(String),
-    /// The result did not parse as an OCI runtime spec (a bug).
+    /// The result did not parse as an OCI runtime spec, or cannot be written as JSON (a bug).
+    #[error("generated spec is invalid")]
+    Json(#[source] serde_json::Error),
+    /// The spec breaks what must hold for every sandbox (a bug: refused before anything runs).
     #[error("generated spec is invalid: {0}")]
-    Invalid(String),
+    Invalid(#[from] Invariant),
+}
+
+/// What must hold for every sandbox's spec ([`check_invariants`]), one variant per rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Invariant {
+    /// The root is writable.
+    #[error("root must be read-only")]
+    ReadOnlyRoot,
+    /// no_new_privs is not set.
+    #[error("no_new_privs must be set")]
+    NoNewPrivileges,
+    /// A capability set is not empty.
+    #[error("capability sets must be empty")]
+    Capabilities,
+    /// No seccomp profile.
+    #[error("a seccomp profile must be set")]
+    Seccomp,
+    /// One of the always-on namespaces is missing.
+    #[error("the pid, ipc, uts, mount and cgroup namespaces must be present")]
+    Namespaces,
+    /// A network namespace without `--network none`, or none with it.
+    #[error("a network namespace exactly when the network is `none`")]
+    NetworkNamespace,
 }
 
 /// The files the runner writes into `etc_dir` and the spec binds over the image's.
@@ -290,7 +316,7 @@ pub fn build(image: &ImageRuntimeConfig, opts: &SpecOptions) -> Result<Spec, Spe
             "rootfsPropagation": "private",
         },
     });
-    serde_json::from_value::<Spec>(spec).map_err(|e| SpecError::Invalid(e.to_string()))
+    serde_json::from_value::<Spec>(spec).map_err(SpecError::Json)
 }
 
 /// Checks what of the image config the sandbox relies on before anything of the image is unpacked: every
@@ -383,16 +409,16 @@ fn environment(image: &ImageRuntimeConfig, opts: &SpecOptions, home: &str) -> Ve
 /// Checks the spec against what must hold for every sandbox, whatever the inputs (used by tests and, cheaply,
 /// before every run): no capabilities, no_new_privs, seccomp present, read-only root, the six namespaces (the
 /// network one only when `network` is [`NetworkMode::None`]; with the host's network it must be absent).
-pub fn check_invariants(spec: &Spec, network: NetworkMode) -> Result<(), String> {
-    let v = serde_json::to_value(spec).map_err(|e| e.to_string())?;
-    let ensure = |ok: bool, what: &str| if ok { Ok(()) } else { Err(what.to_owned()) };
+pub fn check_invariants(spec: &Spec, network: NetworkMode) -> Result<(), SpecError> {
+    let v = serde_json::to_value(spec).map_err(SpecError::Json)?;
+    let ensure = |ok: bool, broken: Invariant| if ok { Ok(()) } else { Err(broken) };
     ensure(
         v["root"]["readonly"] == Value::Bool(true),
-        "root must be read-only",
+        Invariant::ReadOnlyRoot,
     )?;
     ensure(
         v["process"]["noNewPrivileges"] == Value::Bool(true),
-        "no_new_privs must be set",
+        Invariant::NoNewPrivileges,
     )?;
     for set in [
         "bounding",
@@ -404,26 +430,20 @@ pub fn check_invariants(spec: &Spec, network: NetworkMode) -> Result<(), String>
         let caps = &v["process"]["capabilities"][set];
         ensure(
             caps.as_array().is_some_and(|a| a.is_empty()),
-            "capability sets must be empty",
+            Invariant::Capabilities,
         )?;
     }
-    ensure(
-        v["linux"]["seccomp"].is_object(),
-        "a seccomp profile must be set",
-    )?;
+    ensure(v["linux"]["seccomp"].is_object(), Invariant::Seccomp)?;
     let kinds: Vec<&str> = v["linux"]["namespaces"]
         .as_array()
         .map(|a| a.iter().filter_map(|n| n["type"].as_str()).collect())
         .unwrap_or_default();
     for ns in ["pid", "ipc", "uts", "mount", "cgroup"] {
-        ensure(
-            kinds.contains(&ns),
-            "the pid, ipc, uts, mount and cgroup namespaces must be present",
-        )?;
+        ensure(kinds.contains(&ns), Invariant::Namespaces)?;
     }
     ensure(
         kinds.contains(&"network") == (network == NetworkMode::None),
-        "a network namespace exactly when the network is `none`",
+        Invariant::NetworkNamespace,
     )?;
     Ok(())
 }
@@ -516,7 +536,10 @@ mod tests {
         let mut img = image();
         img.entrypoint.clear();
         img.cmd.clear();
-        assert_eq!(build(&img, &opts()).unwrap_err(), SpecError::NoCommand);
+        assert!(matches!(
+            build(&img, &opts()).unwrap_err(),
+            SpecError::NoCommand
+        ));
     }
 
     #[test]
@@ -632,8 +655,16 @@ mod tests {
         assert!(sys["options"].as_array().unwrap().contains(&json!("ro")));
         check_invariants(&spec, NetworkMode::Host).unwrap();
         // The invariant check ties the namespace to the mode both ways.
-        assert!(check_invariants(&spec, NetworkMode::None).is_err());
-        assert!(check_invariants(&build(&image(), &opts()).unwrap(), NetworkMode::Host).is_err());
+        assert!(matches!(
+            check_invariants(&spec, NetworkMode::None),
+            Err(SpecError::Invalid(Invariant::NetworkNamespace))
+        ));
+        let err =
+            check_invariants(&build(&image(), &opts()).unwrap(), NetworkMode::Host).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "generated spec is invalid: a network namespace exactly when the network is `none`"
+        );
     }
 
     #[test]
@@ -791,10 +822,10 @@ mod tests {
         }
         let mut img = image();
         img.volumes = (0..=MAX_VOLUMES).map(|i| format!("/v{i}")).collect();
-        assert_eq!(
+        assert!(matches!(
             build(&img, &opts()).unwrap_err(),
-            SpecError::TooManyVolumes(MAX_VOLUMES + 1)
-        );
+            SpecError::TooManyVolumes(n) if n == MAX_VOLUMES + 1
+        ));
     }
 
     #[test]

@@ -15,8 +15,8 @@ use crate::catalog::source::{self as catalog_source, Loaded, RegistrySource};
 use crate::catalog::{env as catalog_env, launch, CatalogError, Server};
 use crate::dirs::{Dirs, DirsError};
 use crate::distribution::PullPolicy;
-use crate::progress::ProgressMode;
-use crate::sandbox::profile::{self, NetworkMode, ProfileError};
+use crate::report::ProgressMode;
+use crate::sandbox::profile::{self, MountError, NetworkMode};
 use crate::sandbox::secret::SecretEnv;
 use crate::trust::verification::{Mode, Verification};
 
@@ -248,7 +248,7 @@ pub enum RequestError {
     Secret(String),
     /// A mount (`-v`, the permission profile's paths) is refused.
     #[error(transparent)]
-    Mount(#[from] ProfileError),
+    Mount(#[from] MountError),
     /// `--insecure-any-identity` with identity flags.
     #[error("--insecure-any-identity contradicts the identity flags given with it")]
     ContradictoryIdentity,

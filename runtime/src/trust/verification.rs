@@ -192,6 +192,21 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// What to warn about a `warn` verdict on `name` (`manifest` its digest): why it is not verified, and that it
+    /// runs anyway. Nothing for any other verdict.
+    pub fn warnings(&self, name: &str, manifest: &Digest) -> Vec<String> {
+        match self {
+            Outcome::Unverified { reason } => vec![
+                format!("{name}: {reason}"),
+                format!(
+                    "running {name} ({manifest}) UNVERIFIED: its provenance was not checked successfully \
+                     (--image-verification=enabled refuses such images)"
+                ),
+            ],
+            _ => Vec::new(),
+        }
+    }
+
     /// The gate's answer for a run: `Err` when the image must not be fetched or run.
     pub fn admit(self, reference: &str) -> Result<Outcome, Refused> {
         match self {
@@ -224,6 +239,7 @@ pub struct Gate {
     mode: Mode,
     verifier: prov::Verifier,
     dir: PathBuf,
+    trust_root_warning: Option<String>,
 }
 
 impl Gate {
@@ -237,24 +253,29 @@ impl Gate {
             Some(path) => prov::Verifier::with_trust_root(prov::TrustRoot::from_file(path)?),
             None => prov::Verifier::with_tuf(cfg.tuf.options(cache_dir)),
         };
-        let gate = Gate {
+        let mut gate = Gate {
             mode: cfg.effective_mode(),
             cfg: cfg.clone(),
             verifier,
             dir: cache_dir.join("verification"),
+            trust_root_warning: None,
         };
         // The trust root is needed only when something will be verified: loaded (refreshed when due) here, before
-        // any network work of the pull, and its age said once.
+        // any network work of the pull; its age is for the caller to say ([`Gate::trust_root_warning`]).
         if let (Some(policy), true) = (&gate.cfg.policy, gate.mode != Mode::Disabled) {
             if let Ok(instance) = policy.instance() {
                 if let Ok(root) = gate.verifier.trust_root(instance) {
-                    if let Some(w) = root.id().age_warning(instance, jiff::Timestamp::now()) {
-                        eprintln!("thv-sandbox: warning: {w}");
-                    }
+                    gate.trust_root_warning =
+                        root.id().age_warning(instance, jiff::Timestamp::now());
                 }
             }
         }
         Ok(gate)
+    }
+
+    /// The warning about the age of the trust root in use, when it is old (said once per gate by the caller).
+    pub fn trust_root_warning(&self) -> Option<&str> {
+        self.trust_root_warning.as_deref()
     }
 
     /// The verifier (its trust roots are loaded on first use).
@@ -304,7 +325,7 @@ impl Gate {
         self.mode == Mode::Enabled && self.discovery().is_some() && !self.on_hand(manifest)
     }
 
-    /// The decision for an image (a `warn` verdict is said on stderr here).
+    /// The decision for an image (a `warn` verdict's warnings are [`Outcome::warnings`], for the caller to say).
     pub fn decide(
         &self,
         name: &str,
@@ -312,7 +333,7 @@ impl Gate {
         manifest: &Digest,
         evidence: Option<&Evidence>,
     ) -> Outcome {
-        let outcome = self.outcome_for(name, index, manifest, evidence);
+        let outcome = self.outcome_for(index, manifest, evidence);
         match &outcome {
             Outcome::Verified { record, reused } => {
                 tracing::info!(
@@ -322,21 +343,13 @@ impl Gate {
                     record.evidence_source
                 );
             }
-            Outcome::Skipped | Outcome::Refused { .. } => {}
-            Outcome::Unverified { reason } => {
-                eprintln!("thv-sandbox: warning: {name}: {reason}");
-                eprintln!(
-                    "thv-sandbox: warning: running {name} ({manifest}) UNVERIFIED: its provenance was not checked \
-                     successfully (--image-verification=enabled refuses such images)"
-                );
-            }
+            Outcome::Skipped | Outcome::Refused { .. } | Outcome::Unverified { .. } => {}
         }
         outcome
     }
 
     fn outcome_for(
         &self,
-        name: &str,
         index: Option<&Digest>,
         manifest: &Digest,
         evidence: Option<&Evidence>,
@@ -409,12 +422,9 @@ impl Gate {
                         reason,
                         hint: refusal.hint(),
                     },
-                    _ => {
-                        let _ = name;
-                        Outcome::Unverified {
-                            reason: format!("{reason} (hint: {})", refusal.hint()),
-                        }
-                    }
+                    _ => Outcome::Unverified {
+                        reason: format!("{reason} (hint: {})", refusal.hint()),
+                    },
                 }
             }
         }

@@ -217,10 +217,7 @@ pub(crate) async fn write_lines<W: AsyncWrite + Unpin>(
     writer.flush().await
 }
 
-/// One line on stderr, prefixed so a user can tell the bridge's words from the server's.
-pub(crate) fn note(msg: impl std::fmt::Display) {
-    eprintln!("thv-sandbox: bridge: {msg}");
-}
+pub(crate) use super::note;
 
 #[cfg(test)]
 mod tests {

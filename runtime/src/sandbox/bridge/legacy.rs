@@ -6,13 +6,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request};
+use http::{Method, Request};
 use http_body_util::Full;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 use tokio::sync::{mpsc, Notify};
 
-use super::client::{self, EventStream, HttpClient};
+use super::client::{self, EventStream};
 use super::jsonrpc::{self, classify, id_key, note, ClientMessage, INTERNAL_ERROR};
 use super::{BridgeError, Connect, HttpUpstream, Limits};
 
@@ -110,9 +110,7 @@ where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let host = HeaderValue::from_str(&upstream.authority)
-        .map_err(|_| BridgeError::Config(format!("bad authority {:?}", upstream.authority)))?;
-    let client = HttpClient::new(connect, host);
+    let client = upstream.client(connect)?;
     let req = Request::builder()
         .method(Method::GET)
         .uri(&upstream.path)

@@ -331,12 +331,9 @@ pub(crate) async fn serve(
             upstream,
         } => {
             super::until_accepting(&connect, &limits).await?;
-            let host = HeaderValue::from_str(&upstream.authority).map_err(|_| {
-                BridgeError::Config(format!("bad authority {:?}", upstream.authority))
-            })?;
             (
                 Backend::Proxy {
-                    client: HttpClient::new(connect, host),
+                    client: upstream.client(connect)?,
                     path: upstream.path,
                 },
                 Box::pin(std::future::pending()),

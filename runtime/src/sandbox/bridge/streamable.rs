@@ -148,12 +148,10 @@ where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let host = HeaderValue::from_str(&upstream.authority)
-        .map_err(|_| BridgeError::Config(format!("bad authority {:?}", upstream.authority)))?;
     let (out, rx) = mpsc::channel(256);
     let mut writer = tokio::spawn(jsonrpc::write_lines(rx, output));
     let shared = Arc::new(Shared {
-        client: HttpClient::new(connect, host),
+        client: upstream.client(connect)?,
         path: upstream.path.clone(),
         limits: limits.clone(),
         out,
