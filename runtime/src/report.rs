@@ -6,8 +6,9 @@
 //! every byte written to the terminal: it decides the wording prefix, draws the progress display, and keeps
 //! warnings out of its live region. Errors are not events: they are returned.
 //!
-//! The one exception is the runner (`__runner`), a child process with no reporter above it: what it has to say
-//! goes back to the supervisor over the sync channel (`sandbox::sync`), not to the terminal.
+//! The runner (`__runner`) is a child process with no reporter above it: its failures go back to the supervisor
+//! over the sync channel (`sandbox::sync`), which returns them as errors. Diagnostics (`tracing`, `-v`) are logs,
+//! not reports: the binary's subscriber decides where they go.
 
 use std::time::Duration;
 

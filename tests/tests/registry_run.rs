@@ -273,3 +273,76 @@ async fn pull_on_a_terminal_shows_downloads_and_the_unpack() {
         "{screen:?}"
     );
 }
+
+/// ux-review item 7: on a first `run` in a terminal, the UNVERIFIED warning is said while the config blob's
+/// progress line is on the screen. It must stay whole (the progress display used to go back over its last
+/// wrapped row), and no progress line may be left over once the pull is done. The terminal is a real pty of
+/// the given width; what reaches it is read back as a screen (vt100).
+#[tokio::test(flavor = "multi_thread")]
+async fn warnings_are_never_overwritten_by_the_progress_display() {
+    use std::io::Read;
+    let Some((_registry, _layout, built, image)) = common::registry_with_probe() else {
+        return;
+    };
+    let run = Run::new();
+    for width in [80u16, 100, 160] {
+        let cache = tempfile::tempdir().unwrap();
+        let size = nix::pty::Winsize {
+            ws_row: 100,
+            ws_col: width,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = nix::pty::openpty(Some(&size), None).expect("openpty");
+        let mut c = run.cli(cache.path(), &["run", &image]);
+        // The server's stdin ends at once: it exits when the pull and the warnings are behind us.
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(pty.slave));
+        let child = c.spawn().expect("spawn");
+        drop(c);
+        let mut master = std::fs::File::from(pty.master);
+        let bytes = tokio::task::spawn_blocking(move || {
+            let mut bytes = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                match master.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => bytes.extend_from_slice(&buf[..n]),
+                }
+            }
+            bytes
+        });
+        let out = child.wait_with_output().await.expect("wait");
+        let bytes = bytes.await.unwrap();
+        // The pty turns "\n" into "\r\n", as a terminal sees it.
+        let mut parser = vt100::Parser::new(100, width, 0);
+        parser.process(&bytes);
+        let screen = parser.screen().contents();
+        assert_eq!(code(out.status), 0, "{screen}");
+        // Rows joined back (wrapped ones are joined already): each line said reads whole, in one piece.
+        let joined: String = screen.replace('\n', "");
+        let warning = format!(
+            "({}) UNVERIFIED: its provenance was not checked successfully (--image-verification=enabled refuses \
+             such images)",
+            built.manifest.digest
+        );
+        let start = joined
+            .find("thv-sandbox: warning: running ")
+            .unwrap_or_else(|| panic!("width {width}: no UNVERIFIED warning:\n{screen}"));
+        assert!(
+            joined[start..].contains(&warning),
+            "width {width}: the warning is not whole:\n{screen}"
+        );
+        // No progress line is left: the config blob's line (`<12 hex>  1.2 KiB done`) is gone.
+        let config_short = &built.config.digest.trim_start_matches("sha256:")[..12];
+        assert!(
+            !screen.contains(&format!("{config_short}  ")),
+            "width {width}: a stale progress line:\n{screen}"
+        );
+        assert!(
+            joined.contains(&format!("pulled {image} ({})", built.manifest.digest)),
+            "width {width}:\n{screen}"
+        );
+    }
+}
