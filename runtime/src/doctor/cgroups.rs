@@ -1,4 +1,4 @@
-//! 8. `cgroups` — v2, hybrid or v1, and whether our own cgroup is delegated to us (resource limits).
+//! Check 8: `cgroups` — v2, hybrid or v1, and whether our own cgroup is delegated to us (resource limits).
 
 use std::fs;
 use std::path::{Path, PathBuf};

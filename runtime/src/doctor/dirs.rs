@@ -1,4 +1,4 @@
-//! 11. `state dir`, `cache dir` — exist or can be created, owned by us, not writable by others.
+//! Check 11: `state dir`, `cache dir` — exist or can be created, owned by us, not writable by others.
 
 use std::fs;
 use std::io;

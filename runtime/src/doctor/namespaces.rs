@@ -1,4 +1,4 @@
-//! 2.–6. user, mount, cgroup and pid namespaces, and overlayfs: the knobs that explain a failure, and the
+//! Checks 2–6: user, mount, cgroup and pid namespaces, and overlayfs: the knobs that explain a failure, and the
 //! probe's outcomes, which decide.
 
 use std::fs;

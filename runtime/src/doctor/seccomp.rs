@@ -1,4 +1,4 @@
-//! 7. `seccomp` — kernel support, whether we already run under a filter, and installing one for real.
+//! Check 7: `seccomp` — kernel support, whether we already run under a filter, and installing one for real.
 
 use libcontainer::oci_spec::runtime::LinuxSeccomp;
 

@@ -1,4 +1,4 @@
-//! 9. `subordinate ids` — /etc/subuid and /etc/subgid ranges for the user; 10. `newuidmap/newgidmap` — the
+//! Checks 9 and 10: `subordinate ids` — /etc/subuid and /etc/subgid ranges for the user; `newuidmap/newgidmap` — the
 //! setuid helpers that write such ranges for unprivileged users.
 
 use std::ffi::CString;

@@ -1,4 +1,4 @@
-//! 1. `user` — who we run as. Root is fine: the sandbox always uses a user namespace.
+//! Check 1: `user` — who we run as. Root is fine: the sandbox always uses a user namespace.
 
 use nix::unistd::{Uid, User};
 
