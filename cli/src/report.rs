@@ -1,5 +1,7 @@
 //! Everything the CLI says about errors and verdicts: `error: …`, indented `caused by: …`, `hint: …` (the chain
 //! rendered by `thv_sandbox_runtime::chain`), and the exit code that goes with it.
+//! What the library reports while it works (warnings, notes, progress, timings) is rendered by the
+//! `Reporter` in `progress.rs`.
 
 use thv_sandbox_provenance as prov;
 use thv_sandbox_runtime::dirs::Dirs;
