@@ -496,7 +496,7 @@ fn an_unsigned_image_is_refused_before_any_layer_under_enabled_and_pulled_with_a
     .unwrap_err();
     // Not the verdict on the image: the registry is gone, so the evidence cannot be looked up.
     assert!(
-        err.to_string().contains("cannot reach the registry"),
+        err.to_string().contains("cannot reach the OCI registry"),
         "{err}"
     );
     assert_no_tuf_refresh(cache.path());
