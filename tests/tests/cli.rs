@@ -247,7 +247,9 @@ async fn machine_readable_output_is_on_stdout_and_complete() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.is_empty(), "{}", out.stderr);
     assert!(
-        out.stdout.starts_with("public-good: ") && out.stdout.contains("\ngithub: "),
+        out.stdout
+            .starts_with("public-good Sigstore: embedded snapshot of ")
+            && out.stdout.contains("\nGitHub's Sigstore: "),
         "{}",
         out.stdout
     );

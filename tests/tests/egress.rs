@@ -599,6 +599,12 @@ fn name_resolving_to_loopback() {
     assert_eq!(drain(&l), 2);
 }
 
+/// `via_proxy` over HTTP to the host's `127.0.0.1:port`.
+async fn reach(server: &thv_sandbox_e2e::McpProcess, port: u16) -> Value {
+    let args = json!({"protocol": "http", "host": "127.0.0.1", "port": port, "send": "hi"});
+    call(server, "via_proxy", args).await
+}
+
 /// ux review (a) 9: `--allow-host HOST[:PORT]` and `--allow-port PORT` (and the configuration file's `allow_hosts`)
 /// open egress without a profile file, through the same proxy, on top of what the entry allows and never wider
 /// than they say; `inspect` shows them.
@@ -626,10 +632,6 @@ async fn allow_host_flags_open_exactly_their_destination_through_the_proxy() {
     let file = file.to_string_lossy().into_owned();
     let cache = dir.path().join("cache");
     let flag = format!("127.0.0.1:{allowed}");
-    let reach = |server: &thv_sandbox_e2e::McpProcess, port: u16| {
-        let args = json!({"protocol": "http", "host": "127.0.0.1", "port": port, "send": "hi"});
-        async move { call(server, "via_proxy", args).await }
-    };
 
     // `inspect` shows what the flag adds.
     let run = Run::new();
