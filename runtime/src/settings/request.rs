@@ -360,7 +360,9 @@ impl RequestError {
                 "to accept any signer the instance certified, say so: --insecure-any-identity".into(),
             ),
             RequestError::NoDeclaredProvenance(_) | RequestError::NoImageIdentity(_) => Some(
-                "give the expected identity with --certificate-identity/--certificate-oidc-issuer".into(),
+                "give the expected identity with --certificate-identity/--certificate-oidc-issuer (or, to accept \
+                 any signer the instance certified, --insecure-any-identity)"
+                    .into(),
             ),
         }
     }
