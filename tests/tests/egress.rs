@@ -665,6 +665,42 @@ async fn allow_host_flags_open_exactly_their_destination_through_the_proxy() {
         "{text}"
     );
 
+    // `insecure_allow_all` overrides a profile's `allow_port`: the ports are not shown as if they narrowed it.
+    let all = dir.path().join("all.json");
+    std::fs::write(
+        &all,
+        r#"{"network": {"outbound": {"insecure_allow_all": true, "allow_port": [443]}}}"#,
+    )
+    .unwrap();
+    let out = run
+        .cli(
+            &cache,
+            &[
+                "inspect",
+                "--profile",
+                "--permission-profile",
+                all.to_str().unwrap(),
+                "--registry",
+                &file,
+                "no-network",
+            ],
+        )
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        code(out.status),
+        0,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("any public destination on any port (insecure_allow_all)")
+            && !text.contains("ports 443"),
+        "{text}"
+    );
+
     // A server with no network at all reaches exactly the flag's host and port.
     let mut cmd = run.cli(
         &cache,
