@@ -513,7 +513,7 @@ impl CatalogError {
                 "registries are fetched over https (plain http only from loopback)".into()
             }
             CatalogError::Fetch { .. } => {
-                "check the URL and the network; once fetched, a registry is cached for offline use".into()
+                "check the URL and the network; once fetched, an MCP server registry is cached for offline use".into()
             }
             CatalogError::NotFound { .. } => {
                 "`thv-sandbox registry search WORD` finds servers; `registry list` lists them all".into()

@@ -122,7 +122,7 @@ pub fn registry_cmd(file: Option<PathBuf>, args: RegistryArgs) -> i32 {
             hits.retain(|s| ServerKind::keeps(*kind, s));
             if hits.is_empty() {
                 eprintln!(
-                    "no server of the registry ({}) matches `{}`",
+                    "no server of the MCP server registry ({}) matches `{}`",
                     loaded.origin,
                     query.join(" ")
                 );
@@ -405,7 +405,7 @@ pub fn info_text(s: &Server, catalog: &Catalog) -> String {
             missing.join(", ")
         ),
         Verifiability::NoProvenance => {
-            "cannot be verified: the registry gives no provenance for this server".to_owned()
+            "cannot be verified: the MCP server registry gives no provenance for this server".to_owned()
         }
     };
     if !s.is_remote() {
@@ -422,7 +422,7 @@ fn run_line(s: &Server, catalog: &Catalog) -> String {
     }
     if s.transport != Transport::Stdio && s.target_port.is_none() {
         return format!(
-            "not possible: a {} server needs `target_port` in its registry entry",
+            "not possible: a {} server needs `target_port` in its entry in the MCP server registry",
             s.transport
         );
     }

@@ -197,7 +197,7 @@ fn load_url(url: &str, cache_dir: &Path) -> Result<Loaded, CatalogError> {
         Ok((catalog, bytes)) => {
             let notice = store(&cached, &bytes).err().map(|e| {
                 format!(
-                    "could not cache registry {url} at {}: {e} (it will not be available offline)",
+                    "could not cache the MCP server registry {url} at {}: {e} (it will not be available offline)",
                     cached.display()
                 )
             });
