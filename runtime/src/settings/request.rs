@@ -617,13 +617,19 @@ fn allow_rules(
     config: &Config,
 ) -> Result<Vec<crate::sandbox::egress::AllowRule>, RequestError> {
     use crate::sandbox::egress::AllowRule;
-    let hosts = match flags.allow_hosts.is_empty() {
-        true => &config.allow_hosts.value,
-        false => &flags.allow_hosts,
+    // The configuration's lists are defaults for runs with the egress proxy: `--network host` has none, and only
+    // the flags themselves are refused with it.
+    let (no_hosts, no_ports) = (Vec::new(), Vec::new());
+    let host_network = flags.network == NetworkMode::Host;
+    let hosts = match (flags.allow_hosts.is_empty(), host_network) {
+        (false, _) => &flags.allow_hosts,
+        (true, false) => &config.allow_hosts.value,
+        (true, true) => &no_hosts,
     };
-    let ports = match flags.allow_ports.is_empty() {
-        true => &config.allow_ports.value,
-        false => &flags.allow_ports,
+    let ports = match (flags.allow_ports.is_empty(), host_network) {
+        (false, _) => &flags.allow_ports,
+        (true, false) => &config.allow_ports.value,
+        (true, true) => &no_ports,
     };
     let mut rules = Vec::new();
     for h in hosts {
@@ -761,6 +767,51 @@ mod tests {
         assert_eq!(
             none.home_expanded(Some("/h")).permission_profile.as_deref(),
             Some("network")
+        );
+    }
+
+    #[test]
+    fn allow_flags_replace_the_configuration_lists_which_host_network_ignores() {
+        let mut config = test_config();
+        config.allow_hosts.value = vec!["a.example:443".into()];
+        config.allow_ports.value = vec![8443];
+        let rules = |flags: &RunFlags| {
+            allow_rules(flags, &config)
+                .unwrap()
+                .iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            rules(&RunFlags::default()),
+            ["a.example:443", "any public host on port 8443"]
+        );
+        let flags = RunFlags {
+            allow_hosts: vec!["b.example".into()],
+            ..RunFlags::default()
+        };
+        assert_eq!(
+            rules(&flags),
+            ["b.example (any port)", "any public host on port 8443"]
+        );
+        let host = RunFlags {
+            network: NetworkMode::Host,
+            ..RunFlags::default()
+        };
+        assert!(
+            rules(&host).is_empty(),
+            "the file's lists do not refuse --network host"
+        );
+        let bad = RunFlags {
+            allow_hosts: vec!["http://x".into()],
+            ..RunFlags::default()
+        };
+        let err = allow_rules(&bad, &config).unwrap_err();
+        assert_eq!(err.kind(), Kind::Usage);
+        assert!(
+            err.to_string()
+                .starts_with("--allow-host/--allow-port: `http://x`"),
+            "{err}"
         );
     }
 
