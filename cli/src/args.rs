@@ -74,7 +74,7 @@ pub(crate) enum Command {
 #[derive(Debug, Subcommand)]
 pub(crate) enum TrustCommand {
     /// Which trust root each instance's verification uses offline: embedded or refreshed through TUF, its sha256
-    /// and age (stderr; `--json`: stdout).
+    /// and age (text on stdout; `--json`: JSON on stdout instead).
     Show {
         /// JSON on stdout.
         #[arg(long)]
@@ -97,8 +97,17 @@ pub(crate) enum TrustCommand {
 pub(crate) enum ConfigCommand {
     /// Print the path of the configuration file in effect (stdout); say on stderr whether it exists.
     Path,
-    /// Print the effective settings as TOML (stdout), each with where it comes from.
-    Show(SettingsArgs),
+    /// Print the effective settings as TOML (stdout), each with where it comes from; `--json` for JSON.
+    Show(ConfigShowArgs),
+}
+
+#[derive(Debug, Clone, Default, clap::Args)]
+pub(crate) struct ConfigShowArgs {
+    #[command(flatten)]
+    pub(crate) settings: SettingsArgs,
+    /// Print JSON instead of TOML: each setting's value and where it comes from.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// Settings that the configuration file can also give (flags win over the environment, which wins over the file).
@@ -350,8 +359,9 @@ pub(crate) struct RunArgs {
     /// Read environment variables from a file of NAME=VALUE lines (# comments, blank lines). Repeatable; `-e` wins.
     #[arg(long = "env-file", value_name = "FILE")]
     pub(crate) env_file: Vec<PathBuf>,
-    /// The sandbox's network: `none` (only loopback) or `host` (the host's network, loopback services included).
-    /// Servers whose permissions ask for network are refused under `none`.
+    /// The sandbox's network: `none` (its own network namespace, only loopback; a server whose permission
+    /// profile allows egress, or given --allow-host/--allow-port, reaches exactly that through thv-sandbox's egress
+    /// proxy) or `host` (the host's network, loopback services included, unfiltered).
     #[arg(long, value_enum, default_value_t = NetworkArg::None)]
     pub(crate) network: NetworkArg,
     /// Permission profile: `none`, `network`, or a JSON file in ToolHive's format; overrides the registry
@@ -372,6 +382,16 @@ pub(crate) struct RunArgs {
     /// Arguments for the server, replacing the image's Cmd.
     #[arg(last = true)]
     pub(crate) args: Vec<String>,
+    /// Let the server reach HOST (on PORT only, when given) through the egress proxy, on top of what its
+    /// permission profile allows: `api.example.com:443`, `.example.com` (the domain and its subdomains),
+    /// `127.0.0.1:8080`, `[::1]:3000` (a local address must be named by its IP, or as `localhost`). Repeatable
+    /// (also THV_SANDBOX_ALLOW_HOSTS, config `allow_hosts`). Not with `--network host`.
+    #[arg(long = "allow-host", value_name = "HOST[:PORT]")]
+    pub(crate) allow_host: Vec<String>,
+    /// Let the server reach any public host on PORT through the egress proxy, on top of its permission
+    /// profile. Repeatable (also THV_SANDBOX_ALLOW_PORTS, config `allow_ports`). Not with `--network host`.
+    #[arg(long = "allow-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) allow_port: Vec<u16>,
 }
 
 impl RunArgs {
@@ -402,6 +422,8 @@ impl RunArgs {
             stop_timeout: self.stop_timeout,
             tmp_mib: self.tmp_size,
             timings: self.timings,
+            allow_hosts: self.allow_host.clone(),
+            allow_ports: self.allow_port.clone(),
         }
     }
 }

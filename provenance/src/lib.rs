@@ -29,7 +29,8 @@ pub use policy::{
     GITHUB_ACTIONS_ISSUER,
 };
 pub use trust::{
-    embedded_json, TrustRoot, TrustRootId, GITHUB_SNAPSHOT, PUBLIC_GOOD_SNAPSHOT, WARN_AGE_DAYS,
+    embedded_json, TrustRoot, TrustRootId, EMBEDDED_WARN_AGE_DAYS, GITHUB_SNAPSHOT,
+    PUBLIC_GOOD_SNAPSHOT, WARN_AGE_DAYS,
 };
 
 /// A Sigstore bundle (any version 0.1–0.3), parsed.

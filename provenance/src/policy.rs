@@ -108,6 +108,9 @@ pub enum Instance {
     /// (an inclusion promise, or an RFC 3161 timestamp for Rekor v2 entries).
     PublicGood,
     /// GitHub's instance (private repositories, release attestations): an RFC 3161 timestamp, no log.
+    /// Serialized as `github`, the name `trust refresh --instance` takes (`git-hub`, what kebab-case made of it
+    /// before, is still read from older records).
+    #[serde(rename = "github", alias = "git-hub")]
     GitHub,
 }
 
@@ -390,6 +393,22 @@ fn truncate(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_github_instance_is_serialized_as_github() {
+        assert_eq!(
+            serde_json::to_string(&Instance::GitHub).unwrap(),
+            "\"github\""
+        );
+        assert_eq!(
+            serde_json::to_string(&Instance::PublicGood).unwrap(),
+            "\"public-good\""
+        );
+        for old_or_new in ["\"git-hub\"", "\"github\""] {
+            let i: Instance = serde_json::from_str(old_or_new).unwrap();
+            assert_eq!(i, Instance::GitHub);
+        }
+    }
 
     fn gh(san: &str, repo: &str) -> Claims {
         Claims {

@@ -16,8 +16,14 @@ pub const PUBLIC_GOOD_SNAPSHOT: &str = "2026-07-24";
 /// The GitHub instance's `trusted_root.json` embedded in sigstore-trust-root 0.15.1 (updated upstream on this date).
 pub const GITHUB_SNAPSHOT: &str = "2026-06-29";
 
-/// Past this age a trust root in use is warned about (it may lack keys rotated in since).
+/// Past this age a root refreshed through TUF is warned about: refreshing (done when due, online) has failed
+/// for a month, and the root may lack keys rotated in since.
 pub const WARN_AGE_DAYS: i64 = 30;
+
+/// Past this age an embedded root is warned about. It is as new as the sigstore-trust-root release this build
+/// uses, so its age on a freshly built binary is not the user's to fix: only when it is half a year old (Sigstore
+/// has likely added keys or log shards since) is it worth a warning.
+pub const EMBEDDED_WARN_AGE_DAYS: i64 = 180;
 
 /// Which trust root verified something, precisely enough to decide whether a record may be reused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,11 +81,15 @@ impl TrustRootId {
         }
     }
 
-    /// The one warning line for a root older than [`WARN_AGE_DAYS`] at `now` (none for a file, which the user
-    /// chose).
+    /// The one warning line for a root older than [`WARN_AGE_DAYS`] (refreshed through TUF) or
+    /// [`EMBEDDED_WARN_AGE_DAYS`] (embedded) at `now`; none for a file, which the user chose.
     pub fn age_warning(&self, instance: Instance, now: jiff::Timestamp) -> Option<String> {
         let days = self.age_days(now)?;
-        if days <= WARN_AGE_DAYS {
+        let limit = match self.refreshed {
+            Some(_) => WARN_AGE_DAYS,
+            None => EMBEDDED_WARN_AGE_DAYS,
+        };
+        if days <= limit {
             return None;
         }
         let since = match (&self.refreshed, &self.snapshot) {
@@ -218,19 +228,28 @@ mod tests {
     }
 
     #[test]
-    fn warning_only_past_thirty_days_and_it_says_how_to_refresh() {
+    fn warning_only_past_thirty_days_refreshed_or_half_a_year_embedded_and_it_says_how_to_refresh()
+    {
         let now = ts("2026-11-27T12:00:00Z");
-        assert_eq!(
-            embedded("2026-10-28").age_warning(Instance::PublicGood, now),
-            None
-        );
-        let w = embedded("2026-10-27")
+        // The embedded roots of a binary built today (ux review: 133 and 158 days old) are no warning.
+        for snapshot in ["2026-10-27", "2026-06-30", "2026-05-31"] {
+            assert_eq!(
+                embedded(snapshot).age_warning(Instance::PublicGood, now),
+                None,
+                "{snapshot}"
+            );
+        }
+        let w = embedded("2026-05-30")
             .age_warning(Instance::PublicGood, now)
             .unwrap();
         assert_eq!(
             w,
-            "trust root for public-good Sigstore is 31 days old (embedded snapshot of 2026-10-27, never refreshed \
-             through TUF); run online or `thv-sandbox trust refresh` to refresh"
+            "trust root for public-good Sigstore is 181 days old (embedded snapshot of 2026-05-30, never \
+             refreshed through TUF); run online or `thv-sandbox trust refresh` to refresh"
+        );
+        assert_eq!(
+            refreshed("2026-10-28T12:00:00Z").age_warning(Instance::GitHub, now),
+            None
         );
         let w = refreshed("2026-10-13T11:00:00Z")
             .age_warning(Instance::GitHub, now)

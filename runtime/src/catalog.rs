@@ -407,7 +407,7 @@ pub struct Catalog {
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     /// Not JSON.
-    #[error("registry {origin} is not valid JSON")]
+    #[error("MCP server registry {origin} is not valid JSON")]
     Json {
         /// Where it came from.
         origin: String,
@@ -416,7 +416,7 @@ pub enum CatalogError {
         source: serde_json::Error,
     },
     /// JSON, but in neither format.
-    #[error("registry {origin} is in no format thv-sandbox knows: {detail}")]
+    #[error("MCP server registry {origin} is in no format thv-sandbox knows: {detail}")]
     Format {
         /// Where it came from.
         origin: String,
@@ -424,7 +424,7 @@ pub enum CatalogError {
         detail: String,
     },
     /// One entry is invalid.
-    #[error("registry {origin}: entry `{entry}`: field `{field}`: {problem}")]
+    #[error("MCP server registry {origin}: entry `{entry}`: field `{field}`: {problem}")]
     Entry {
         /// Where it came from.
         origin: String,
@@ -436,7 +436,7 @@ pub enum CatalogError {
         problem: String,
     },
     /// Two entries have the same full name.
-    #[error("registry {origin}: `{name}` is listed more than once")]
+    #[error("MCP server registry {origin}: `{name}` is listed more than once")]
     Duplicate {
         /// Where it came from.
         origin: String,
@@ -444,7 +444,7 @@ pub enum CatalogError {
         name: String,
     },
     /// A registry file cannot be read.
-    #[error("cannot read registry file {path}")]
+    #[error("cannot read the MCP server registry file {path}")]
     Read {
         /// The file.
         path: PathBuf,
@@ -453,7 +453,7 @@ pub enum CatalogError {
         source: std::io::Error,
     },
     /// A registry URL is not acceptable.
-    #[error("registry URL `{url}` is not allowed: {reason}")]
+    #[error("MCP server registry URL `{url}` is not allowed: {reason}")]
     BadUrl {
         /// The URL.
         url: String,
@@ -461,7 +461,7 @@ pub enum CatalogError {
         reason: String,
     },
     /// A remote registry could not be fetched and no copy is cached.
-    #[error("cannot fetch registry {url} ({detail}), and no copy of it is cached")]
+    #[error("cannot fetch the MCP server registry {url} ({detail}), and no copy of it is cached")]
     Fetch {
         /// The URL.
         url: String,
@@ -469,7 +469,7 @@ pub enum CatalogError {
         detail: source::FetchError,
     },
     /// No entry has this name.
-    #[error("no server named `{name}` in the registry{}", suggest(.suggestions))]
+    #[error("no MCP server named `{name}` in the MCP server registry{}", suggest(.suggestions))]
     NotFound {
         /// The name asked for.
         name: String,
@@ -477,7 +477,7 @@ pub enum CatalogError {
         suggestions: Vec<String>,
     },
     /// A short name matches several entries.
-    #[error("`{name}` matches several servers of the registry: {}; use the full name", .candidates.join(", "))]
+    #[error("`{name}` matches several servers of the MCP server registry: {}; use the full name", .candidates.join(", "))]
     Ambiguous {
         /// The short name asked for.
         name: String,
@@ -504,7 +504,7 @@ impl CatalogError {
                     .into()
             }
             CatalogError::Entry { .. } | CatalogError::Duplicate { .. } => {
-                "fix the entry in the registry file, or use another registry with --registry".into()
+                "fix the entry in the MCP server registry file, or use another MCP server registry with --registry".into()
             }
             CatalogError::Read { .. } => {
                 "check the path given with --registry or THV_SANDBOX_REGISTRY".into()
@@ -513,7 +513,7 @@ impl CatalogError {
                 "registries are fetched over https (plain http only from loopback)".into()
             }
             CatalogError::Fetch { .. } => {
-                "check the URL and the network; once fetched, a registry is cached for offline use".into()
+                "check the URL and the network; once fetched, an MCP server registry is cached for offline use".into()
             }
             CatalogError::NotFound { .. } => {
                 "`thv-sandbox registry search WORD` finds servers; `registry list` lists them all".into()

@@ -345,7 +345,7 @@ pub enum PullError {
         reason: String,
     },
     /// The registry could not be reached at all.
-    #[error("cannot reach the registry {registry} at {origin}")]
+    #[error("cannot reach the OCI registry {registry} at {origin}")]
     Unreachable {
         /// The registry (or mirror).
         registry: String,
@@ -356,7 +356,7 @@ pub enum PullError {
         source: BoxError,
     },
     /// The registry's TLS certificate is not trusted (or not valid for its name).
-    #[error("the TLS certificate of the registry {registry} ({origin}) is not trusted")]
+    #[error("the TLS certificate of the OCI registry {registry} ({origin}) is not trusted")]
     UntrustedCertificate {
         /// The registry (or mirror).
         registry: String,
@@ -384,7 +384,7 @@ pub enum PullError {
         source: BoxError,
     },
     /// The registry (or its token server) refused the credentials.
-    #[error("the registry {registry} refused the credentials of user `{username}` (wrong user name or password?)")]
+    #[error("the OCI registry {registry} refused the credentials of user `{username}` (wrong user name or password?)")]
     WrongCredentials {
         /// The registry (or mirror).
         registry: String,
@@ -394,7 +394,7 @@ pub enum PullError {
         detail: String,
     },
     /// The token server did not exchange the identity token (an OAuth2 refresh token) for an access token.
-    #[error("the registry {registry} did not accept the identity token (OAuth2 refresh token): {detail}")]
+    #[error("the OCI registry {registry} did not accept the identity token (OAuth2 refresh token): {detail}")]
     IdentityTokenRefused {
         /// The registry (or mirror).
         registry: String,
@@ -402,7 +402,7 @@ pub enum PullError {
         detail: String,
     },
     /// The registry's challenge sends clients to a token server that credentials must not go to.
-    #[error("the registry {registry} names the token server {realm}, which is not reached over HTTPS: the credentials were not sent there")]
+    #[error("the OCI registry {registry} names the token server {realm}, which is not reached over HTTPS: the credentials were not sent there")]
     InsecureTokenServer {
         /// The registry (or mirror).
         registry: String,
@@ -410,7 +410,7 @@ pub enum PullError {
         realm: String,
     },
     /// The token server gave no usable token.
-    #[error("the token server {realm} of the registry {registry} gave no token: {detail}")]
+    #[error("the token server {realm} of the OCI registry {registry} gave no token: {detail}")]
     TokenServer {
         /// The registry (or mirror).
         registry: String,
@@ -430,7 +430,7 @@ pub enum PullError {
         reason: SlowReason,
     },
     /// Anonymous access was refused.
-    #[error("the registry {registry} wants credentials for {repository} (or the repository does not exist)")]
+    #[error("the OCI registry {registry} wants credentials for {repository} (or the repository does not exist)")]
     AuthenticationRequired {
         /// The registry (or mirror).
         registry: String,
@@ -438,7 +438,7 @@ pub enum PullError {
         repository: String,
     },
     /// The credentials are valid but do not allow pulling.
-    #[error("the registry {registry} denies pulling {repository}")]
+    #[error("the OCI registry {registry} denies pulling {repository}")]
     Denied {
         /// The registry (or mirror).
         registry: String,
@@ -446,13 +446,13 @@ pub enum PullError {
         repository: String,
     },
     /// The registry has no such tag, digest or blob.
-    #[error("not found in the registry: {what}")]
+    #[error("not found in the OCI registry: {what}")]
     NotFound {
         /// The manifest (`registry/repository:tag`) or blob asked for.
         what: String,
     },
     /// Any other error status.
-    #[error("the registry {registry} answered HTTP {status} for {what}: {message}")]
+    #[error("the OCI registry {registry} answered HTTP {status} for {what}: {message}")]
     RegistryStatus {
         /// The registry (or mirror).
         registry: String,
@@ -464,7 +464,7 @@ pub enum PullError {
         message: String,
     },
     /// The HTTP client failed in some other way.
-    #[error("talking to the registry {registry} failed")]
+    #[error("talking to the OCI registry {registry} failed")]
     Client {
         /// The registry (or mirror).
         registry: String,
@@ -483,7 +483,7 @@ pub enum PullError {
         limit: u64,
     },
     /// Content that does not match its digest or size; nothing of it was stored.
-    #[error("the {what} the registry sent does not match its digest")]
+    #[error("the {what} the OCI registry sent does not match its digest")]
     Digest {
         /// "layer", "image config", "image manifest", "image index".
         what: &'static str,
@@ -545,15 +545,15 @@ impl PullError {
             ),
             PullError::CacheDir { source, .. } => source.hint(),
             PullError::Unreachable { origin, .. } if origin.starts_with("https://") => {
-                "check the registry address and the network (HTTPS_PROXY / NO_PROXY); if the registry serves \
+                "check the OCI registry address and the network (HTTPS_PROXY / NO_PROXY); if the OCI registry serves \
                  plain HTTP, allow it with `--insecure-registry HOST[:PORT]`; images already in the cache run \
                  with `--pull never`"
                     .to_owned()
             }
-            PullError::Unreachable { .. } => "check that the registry is running and the address is right; \
+            PullError::Unreachable { .. } => "check that the OCI registry is running and the address is right; \
                                               images already in the cache run with `--pull never`"
                 .to_owned(),
-            PullError::UntrustedCertificate { .. } => "if the registry's certificate comes from a private CA, \
+            PullError::UntrustedCertificate { .. } => "if the OCI registry's certificate comes from a private CA, \
                 trust that CA with `--ca-cert FILE` (PEM) or `ca_certs` in the configuration file; check that the \
                 certificate names the host you use"
                 .to_owned(),
@@ -573,11 +573,11 @@ impl PullError {
                  password with {ENV_USER} / {ENV_PASSWORD}"
             ),
             PullError::InsecureTokenServer { .. } => "registry credentials go only to token servers reached over \
-                HTTPS, or over plain HTTP when both the registry and the token server are loopback hosts or allowed \
-                with `--insecure-registry HOST[:PORT]` (see SECURITY.md, \"Registry credentials\"); ask the registry's \
+                HTTPS, or over plain HTTP when both the OCI registry and the token server are loopback hosts or allowed \
+                with `--insecure-registry HOST[:PORT]` (see SECURITY.md, \"Registry credentials\"); ask the OCI registry's \
                 operator to serve the token server over HTTPS, or pull anonymously"
                 .to_owned(),
-            PullError::TooSlow { .. } => "the registry, a proxy or the network is stalled or very slow; try again \
+            PullError::TooSlow { .. } => "the OCI registry, a proxy or the network is stalled or very slow; try again \
                                           later"
                 .to_owned(),
             PullError::AuthenticationRequired { registry, .. } => format!(
@@ -585,8 +585,8 @@ impl PullError {
                  `docker login {registry}`"
             ),
             PullError::NotFound { .. } => "check the image name and tag".to_owned(),
-            PullError::Digest { .. } => "nothing was stored; the registry, a mirror or a proxy on the way served \
-                                         wrong content. Try again; if it persists, tell the registry's operator"
+            PullError::Digest { .. } => "nothing was stored; the OCI registry, a mirror or a proxy on the way served \
+                                         wrong content. Try again; if it persists, tell the OCI registry's operator"
                 .to_owned(),
             PullError::Platform(_) => {
                 "this image is not built for this machine; use an image built for it".to_owned()

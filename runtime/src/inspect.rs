@@ -227,14 +227,23 @@ impl EffectiveProfile {
         if let Some(e) = &self.egress {
             let mut what = Vec::new();
             if e.insecure_allow_all {
-                what.push("any public destination (insecure_allow_all)".to_owned());
+                // It overrides the lists (as in ToolHive): they are not shown as if they narrowed it.
+                what.push("any public destination on any port (insecure_allow_all)".to_owned());
+            } else {
+                if !e.allow_host.is_empty() {
+                    what.push(format!("hosts {}", e.allow_host.join(", ")));
+                }
+                if !e.allow_port.is_empty() {
+                    let ports: Vec<String> = e.allow_port.iter().map(|p| p.to_string()).collect();
+                    what.push(format!("ports {}", ports.join(", ")));
+                }
             }
-            if !e.allow_host.is_empty() {
-                what.push(format!("hosts {}", e.allow_host.join(", ")));
-            }
-            if !e.allow_port.is_empty() {
-                let ports: Vec<String> = e.allow_port.iter().map(|p| p.to_string()).collect();
-                what.push(format!("ports {}", ports.join(", ")));
+            if !e.allow.is_empty() {
+                let added: Vec<String> = e.allow.iter().map(|a| a.to_string()).collect();
+                what.push(format!(
+                    "added by --allow-host/--allow-port: {}",
+                    added.join(", ")
+                ));
             }
             let _ = writeln!(
                 o,

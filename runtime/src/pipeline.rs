@@ -108,7 +108,7 @@ impl Error {
     pub fn hint(&self) -> Option<String> {
         match self {
             Error::BadReference(_) | Error::Reference(_) => Some(
-                "write a registry reference (`ghcr.io/org/image:tag`, `alpine`, `image@sha256:…`) or an OCI image \
+                "write an OCI image reference (`ghcr.io/org/image:tag`, `alpine`, `image@sha256:…`) or an OCI image \
                  layout as `oci:PATH[:TAG]`"
                     .into(),
             ),

@@ -114,8 +114,9 @@ async fn registry_list_search_and_info_as_json() {
     let out = output(registry(&run, cache.path(), &["info", "tiime"])).await;
     assert_eq!(out.code, 1);
     assert!(
-        out.stderr
-            .starts_with("error: no server named `tiime` in the registry (did you mean time?)"),
+        out.stderr.starts_with(
+            "error: no MCP server named `tiime` in the MCP server registry (did you mean time?)"
+        ),
         "{}",
         out.stderr
     );
@@ -270,7 +271,7 @@ async fn missing_environment_is_one_error_before_anything_is_pulled() {
     assert_eq!(out.code, 125, "{}", out.stderr);
     assert!(
         out.stderr.starts_with(&format!(
-            "error: cannot reach the registry 127.0.0.1:{port}"
+            "error: cannot reach the OCI registry 127.0.0.1:{port}"
         )),
         "{}",
         out.stderr
@@ -297,7 +298,7 @@ async fn missing_environment_is_one_error_before_anything_is_pulled() {
     assert!(out.stderr.starts_with("error:"), "{}", out.stderr);
     assert!(
         out.stderr.starts_with(&format!(
-            "error: cannot reach the registry 127.0.0.1:{port}"
+            "error: cannot reach the OCI registry 127.0.0.1:{port}"
         )),
         "{}",
         out.stderr
@@ -328,7 +329,8 @@ async fn sse_and_egress_entries_reach_the_registry_and_remote_servers_are_refuse
     let out = output(run.cli(&cache, &["run", "--registry", &file, "events"])).await;
     assert_eq!(out.code, 125, "{}", out.stderr);
     assert!(
-        out.stderr.starts_with("error: cannot reach the registry"),
+        out.stderr
+            .starts_with("error: cannot reach the OCI registry"),
         "{}",
         out.stderr
     );
@@ -336,7 +338,8 @@ async fn sse_and_egress_entries_reach_the_registry_and_remote_servers_are_refuse
     let out = output(run.cli(&cache, &["run", "--registry", &file, "egress"])).await;
     assert_eq!(out.code, 125, "{}", out.stderr);
     assert!(
-        out.stderr.starts_with("error: cannot reach the registry"),
+        out.stderr
+            .starts_with("error: cannot reach the OCI registry"),
         "{}",
         out.stderr
     );
@@ -421,4 +424,219 @@ async fn run_by_name_from_a_registry_file() {
     let done = server.finish().await.expect("finish");
     assert_eq!(code(done.status), 0);
     run.assert_nothing_left(None);
+}
+
+/// ux review (a) 8: MCP clients start servers through no shell, so `~` reaches thv-sandbox as written. Every path
+/// flag takes it as the home directory, the same rule as `-v` and the configuration file.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_path_flag_expands_the_home_directory() {
+    let run = Run::new();
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let (_dead_registry, dead_port) = thv_sandbox_e2e::refusing_port();
+    write_registry(
+        h,
+        "r.json",
+        json!({"tilde": {
+            "description": "A server found through ~/r.json",
+            "image": format!("127.0.0.1:{dead_port}/tools/probe:1.0"),
+            "transport": "stdio",
+            "env_vars": [{"name": "API_URL", "description": "Where", "required": true}]
+        }}),
+    );
+    std::fs::write(
+        h.join("p.json"),
+        r#"{"network": {"outbound": {"allow_host": ["tilde.example"], "allow_port": [443]}}}"#,
+    )
+    .unwrap();
+    std::fs::write(h.join("e.env"), "API_URL=https://tilde.example/\n").unwrap();
+    std::fs::write(h.join("c.toml"), "cache_dir = \"~/from-config\"\n").unwrap();
+    let cli = |args: &[&str]| {
+        let mut c = tokio::process::Command::new(thv_sandbox_e2e::thv_sandbox_bin());
+        c.env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", h)
+            .env("XDG_RUNTIME_DIR", run.xdg.path())
+            .env("THV_SANDBOX_TUF_REFRESH", "0")
+            .args(args)
+            .kill_on_drop(true);
+        c
+    };
+
+    let out = output(cli(&[
+        "inspect",
+        "--profile",
+        "--json",
+        "--config",
+        "~/c.toml",
+        "--registry",
+        "~/r.json",
+        "--permission-profile",
+        "~/p.json",
+        "--env-file",
+        "~/e.env",
+        "tilde",
+    ]))
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let profile: Value = serde_json::from_str(&out.stdout).expect("JSON");
+    assert_eq!(profile["server"], "tilde", "{profile}");
+    assert_eq!(
+        profile["egress"]["allow_host"],
+        json!(["tilde.example"]),
+        "{profile}"
+    );
+    let env = profile["env"].as_array().unwrap();
+    assert!(
+        env.iter().any(|e| e["name"] == "API_URL"),
+        "the variable came from ~/e.env: {profile}"
+    );
+
+    // The configuration file named with `~`, and `~` in it and in `--cache-dir`.
+    let out = output(cli(&["config", "show", "--config", "~/c.toml"])).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains(&format!(
+            "cache_dir = \"{}\"",
+            h.join("from-config").display()
+        )),
+        "{}",
+        out.stdout
+    );
+    let out = output(cli(&[
+        "config",
+        "show",
+        "--cache-dir",
+        "~/flagged",
+        "--ca-cert",
+        "~/ca.pem",
+    ]))
+    .await;
+    assert!(
+        out.stdout
+            .contains(&format!("cache_dir = \"{}\"", h.join("flagged").display()))
+            && out
+                .stdout
+                .contains(&format!("\"{}\"", h.join("ca.pem").display())),
+        "{}",
+        out.stdout
+    );
+    let out = output(cli(&[
+        "registry",
+        "list",
+        "--registry",
+        "~/r.json",
+        "--json",
+    ]))
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("\"tilde\""), "{}", out.stdout);
+
+    // A missing file is named as expanded, so the user sees where it was looked for.
+    let out = output(cli(&[
+        "inspect",
+        "--profile",
+        "--permission-profile",
+        "~/nope.json",
+        "alpine",
+    ]))
+    .await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&h.join("nope.json").display().to_string()),
+        "{}",
+        out.stderr
+    );
+}
+
+/// ux review (a) 13: errors name the MCP server registry or the OCI registry, never "the registry"; a name that is
+/// no MCP server, tried as an image the OCI registry does not have, says both.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_that_is_no_server_and_no_image_says_both() {
+    let Some((registry, _layout, _built, _image)) = common::registry_with_probe() else {
+        return;
+    };
+    let run = Run::new();
+    let cache = tempfile::tempdir().unwrap();
+    let mirror = format!("docker.io={}", registry.host());
+    let out = output(run.cli(
+        cache.path(),
+        &["run", "--registry-mirror", &mirror, "time-server"],
+    ))
+    .await;
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.is_empty());
+    assert!(
+        out.stderr
+            .starts_with("error: not found in the OCI registry: "),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(
+            "hint: no MCP server named `time-server` is in the MCP server registry, so it was tried as an image \
+             reference, docker.io/library/time-server:latest, which its OCI registry does not have"
+        ),
+        "{}",
+        out.stderr
+    );
+    // A reference that names its OCI registry was never meant as a server's name: no such hint.
+    let name = format!("{}/library/time-server:1", registry.host());
+    let out = output(run.cli(cache.path(), &["run", &name])).await;
+    assert!(
+        out.stderr
+            .starts_with("error: not found in the OCI registry: "),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("MCP server"), "{}", out.stderr);
+}
+
+/// ux review (a) 17: `registry list` (and `search`) can leave out the remote servers, which cannot be run.
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_list_filters_by_kind() {
+    let run = Run::new();
+    let cache = tempfile::tempdir().unwrap();
+    let rows = |out: &Out| -> Vec<Value> { serde_json::from_str(&out.stdout).expect("JSON array") };
+    let out = output(registry(
+        &run,
+        cache.path(),
+        &["list", "--json", "--kind", "container"],
+    ))
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let containers = rows(&out);
+    assert_eq!(containers.len(), 79);
+    assert!(containers.iter().all(|r| r["remote"] == false));
+    let out = output(registry(
+        &run,
+        cache.path(),
+        &["list", "--json", "--kind", "remote"],
+    ))
+    .await;
+    let remotes = rows(&out);
+    assert_eq!(remotes.len(), 23);
+    assert!(remotes.iter().all(|r| r["remote"] == true));
+    // The text table too.
+    let out = output(registry(
+        &run,
+        cache.path(),
+        &["list", "--kind", "container"],
+    ))
+    .await;
+    assert!(!out.stdout.contains("remote ("), "{}", out.stdout);
+    assert_eq!(
+        out.stdout.lines().count(),
+        80,
+        "a header and one row per server"
+    );
+    let out = output(registry(
+        &run,
+        cache.path(),
+        &["search", "github", "--kind", "remote", "--json"],
+    ))
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(rows(&out).iter().all(|r| r["remote"] == true));
 }

@@ -284,3 +284,97 @@ async fn a_missing_program_is_said_plainly() {
     assert!(out.stdout.is_empty());
     run.assert_nothing_left(None);
 }
+
+/// ux review (a) 15: data on stdout for `trust show` (text, or JSON alone with `--json`), `config show --json`;
+/// `verify --json` always prints an object, also when it cannot check; the same missing identity gives the same
+/// exit code whether the server is named or its image.
+#[tokio::test(flavor = "multi_thread")]
+async fn machine_readable_output_is_on_stdout_and_complete() {
+    let run = Run::new();
+    let cache = tempfile::tempdir().unwrap();
+    let with_cache = |args: &[&str]| {
+        let mut c = bare(args, &run);
+        c.env("THV_SANDBOX_CACHE_DIR", cache.path())
+            .env("THV_SANDBOX_TUF_REFRESH", "0");
+        c
+    };
+    let out = run_cli(with_cache(&["trust", "show"])).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.is_empty(), "{}", out.stderr);
+    assert!(
+        out.stdout
+            .starts_with("public-good Sigstore: embedded snapshot of ")
+            && out.stdout.contains("\nGitHub's Sigstore: "),
+        "{}",
+        out.stdout
+    );
+    let out = run_cli(with_cache(&["trust", "show", "--json"])).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.is_empty(), "{}", out.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON alone");
+    let instances: Vec<&str> = doc
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["instance"].as_str().unwrap())
+        .collect();
+    assert_eq!(instances, ["public-good", "github"]);
+
+    let out = run_cli(with_cache(&["config", "show", "--json"])).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+    assert_eq!(
+        doc["settings"]["cache_dir"]["source"],
+        "environment THV_SANDBOX_CACHE_DIR"
+    );
+    assert_eq!(doc["settings"]["tuf_refresh"]["value"], false);
+
+    // `time` declares no provenance; `mcp/time` is its image: the same refusal, the same code.
+    for name in ["time", "mcp/time"] {
+        let out = run_cli(with_cache(&["verify", "--json", name])).await;
+        assert_eq!(
+            out.code,
+            thv_sandbox_runtime::EXIT_REFUSED,
+            "{name}: {}",
+            out.stderr
+        );
+        let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+        assert_eq!(doc["verified"], false, "{doc}");
+        assert!(
+            doc["hint"]
+                .as_str()
+                .unwrap()
+                .contains("--certificate-identity"),
+            "{doc}"
+        );
+    }
+    // An OCI registry that cannot be reached: no verdict, but an object on stdout, and the error's own code.
+    let (_dead, port) = thv_sandbox_e2e::refusing_port();
+    let image = format!("127.0.0.1:{port}/tools/x:1");
+    let out = run_cli(with_cache(&[
+        "verify",
+        "--json",
+        &image,
+        "--certificate-identity",
+        "https://github.com/o/r/.github/workflows/r.yml@refs/tags/v1",
+        "--certificate-oidc-issuer",
+        "https://token.actions.githubusercontent.com",
+    ]))
+    .await;
+    assert_eq!(
+        out.code,
+        thv_sandbox_runtime::EXIT_SANDBOX_ERROR,
+        "{}",
+        out.stderr
+    );
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+    assert_eq!(doc["checked"], false, "{doc}");
+    assert_eq!(doc["exit_code"], thv_sandbox_runtime::EXIT_SANDBOX_ERROR);
+    assert!(
+        doc["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach the OCI registry"),
+        "{doc}"
+    );
+}

@@ -203,3 +203,37 @@ async fn a_malformed_config_file_stops_every_command_with_file_line_and_column()
         file.display().to_string()
     );
 }
+
+/// ux review (a) 1: a line appended to the README's offline recipe lands inside `[mirrors]`; it used to be taken
+/// as a mirror (and the run stayed unverified). Now every command refuses the file, says where the line is and
+/// that it belongs above the table, before anything is contacted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_top_level_key_appended_after_mirrors_is_refused() {
+    let run = Run::new();
+    let home = tempfile::tempdir().unwrap();
+    let file = home.path().join("thv-sandbox/config.toml");
+    for (text, says) in [
+        (
+            "[mirrors]\n\"docker.io\" = \"127.0.0.1:5055\"\nimage_verification = \"enabled\"\n",
+            "`image_verification` is a top-level key: move it above the `[mirrors]` line",
+        ),
+        (
+            "[mirrors]\n\"docker.io\" = \"127.0.0.1:5055\"\nimage_verifcation = \"enabled\"\n",
+            "did you mean the top-level key `image_verification`? move it above the `[mirrors]` line",
+        ),
+    ] {
+        write_config(home.path(), text);
+        for args in [&["run", "time"][..], &["config", "show"], &["pull", "alpine"]] {
+            let out = cli(&run, home.path(), args).output().await.unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(code(out.status), 2, "{args:?}: {stderr}");
+            assert!(out.stdout.is_empty(), "{args:?}");
+            assert!(
+                stderr.starts_with(&format!("error: {}:3:1: `", file.display())),
+                "{args:?}: {stderr}"
+            );
+            assert!(stderr.contains(says), "{args:?}: {stderr}");
+            assert!(stderr.contains("hint: "), "{stderr}");
+        }
+    }
+}

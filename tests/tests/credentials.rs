@@ -230,7 +230,7 @@ async fn identity_tokens_from_the_config_file_and_from_helpers_are_exchanged_for
         assert_eq!(out.code, 125, "{}", out.stderr);
         assert!(
             out.stderr.contains(&format!(
-                "error: the registry {host} did not accept the identity token"
+                "error: the OCI registry {host} did not accept the identity token"
             )) && out.stderr.contains("invalid_grant"),
             "{}",
             out.stderr

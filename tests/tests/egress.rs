@@ -598,3 +598,198 @@ fn name_resolving_to_loopback() {
     std::thread::sleep(std::time::Duration::from_millis(100));
     assert_eq!(drain(&l), 2);
 }
+
+/// `via_proxy` over HTTP to the host's `127.0.0.1:port`.
+async fn reach(server: &thv_sandbox_e2e::McpProcess, port: u16) -> Value {
+    let args = json!({"protocol": "http", "host": "127.0.0.1", "port": port, "send": "hi"});
+    call(server, "via_proxy", args).await
+}
+
+/// ux review (a) 9: `--allow-host HOST[:PORT]` and `--allow-port PORT` (and the configuration file's `allow_hosts`)
+/// open egress without a profile file, through the same proxy, on top of what the entry allows and never wider
+/// than they say; `inspect` shows them.
+#[tokio::test(flavor = "multi_thread")]
+async fn allow_host_flags_open_exactly_their_destination_through_the_proxy() {
+    let Some((_registry, _layout, _built, image)) = common::registry_with_probe() else {
+        return;
+    };
+    let allowed = echo_server();
+    let other = echo_server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let doc = json!({"servers": {
+        "no-network": {
+            "description": "The probe, no permissions", "image": image, "transport": "stdio",
+            "tier": "Community", "status": "Active", "tools": ["probe"]
+        },
+        "one-port": {
+            "description": "The probe with one local port", "image": image, "transport": "stdio",
+            "tier": "Community", "status": "Active", "tools": ["probe"],
+            "permissions": {"network": {"outbound": {"allow_host": ["127.0.0.1"], "allow_port": [allowed]}}}
+        }
+    }});
+    let file = dir.path().join("registry.json");
+    std::fs::write(&file, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let file = file.to_string_lossy().into_owned();
+    let cache = dir.path().join("cache");
+    let flag = format!("127.0.0.1:{allowed}");
+
+    // `inspect` shows what the flag adds.
+    let run = Run::new();
+    let out = run
+        .cli(
+            &cache,
+            &[
+                "inspect",
+                "--profile",
+                "--registry",
+                &file,
+                "no-network",
+                "--allow-host",
+                &flag,
+            ],
+        )
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        code(out.status),
+        0,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!(
+            "added by --allow-host/--allow-port: 127.0.0.1:{allowed}"
+        )),
+        "{text}"
+    );
+
+    // `insecure_allow_all` overrides a profile's `allow_port`: the ports are not shown as if they narrowed it.
+    let all = dir.path().join("all.json");
+    std::fs::write(
+        &all,
+        r#"{"network": {"outbound": {"insecure_allow_all": true, "allow_port": [443]}}}"#,
+    )
+    .unwrap();
+    let out = run
+        .cli(
+            &cache,
+            &[
+                "inspect",
+                "--profile",
+                "--permission-profile",
+                all.to_str().unwrap(),
+                "--registry",
+                &file,
+                "no-network",
+            ],
+        )
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        code(out.status),
+        0,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("any public destination on any port (insecure_allow_all)")
+            && !text.contains("ports 443"),
+        "{text}"
+    );
+
+    // A server with no network at all reaches exactly the flag's host and port.
+    let mut cmd = run.cli(
+        &cache,
+        &[
+            "run",
+            "--registry",
+            &file,
+            "no-network",
+            "--allow-host",
+            &flag,
+        ],
+    );
+    cmd.stderr(Stdio::piped());
+    let server = spawn_mcp(cmd).await.expect("initialize");
+    assert_eq!(reach(&server, allowed).await["reply"], "echo:hi");
+    assert_eq!(reach(&server, other).await["http_status"], 403);
+    let done = server.finish().await.expect("finish");
+    assert_eq!(code(done.status), 0, "{}", done.stderr);
+    run.assert_nothing_left(None);
+
+    // On top of an entry's list: the entry's port stays, the flag's is added (the entry's `allow_port` does
+    // not narrow it). `--allow-port` alone opens public hosts only, never the host's loopback.
+    let run = Run::new();
+    let second = format!("127.0.0.1:{other}");
+    let mut cmd = run.cli(
+        &cache,
+        &[
+            "run",
+            "--registry",
+            &file,
+            "one-port",
+            "--allow-host",
+            &second,
+        ],
+    );
+    cmd.stderr(Stdio::piped());
+    let server = spawn_mcp(cmd).await.expect("initialize");
+    assert_eq!(reach(&server, allowed).await["reply"], "echo:hi");
+    assert_eq!(reach(&server, other).await["reply"], "echo:hi");
+    let done = server.finish().await.expect("finish");
+    assert_eq!(code(done.status), 0, "{}", done.stderr);
+    let run = Run::new();
+    let port = allowed.to_string();
+    let mut cmd = run.cli(
+        &cache,
+        &[
+            "run",
+            "--registry",
+            &file,
+            "no-network",
+            "--allow-port",
+            &port,
+        ],
+    );
+    cmd.stderr(Stdio::piped());
+    let server = spawn_mcp(cmd).await.expect("initialize");
+    assert_eq!(reach(&server, allowed).await["http_status"], 403);
+    let done = server.finish().await.expect("finish");
+    assert_eq!(code(done.status), 0, "{}", done.stderr);
+
+    // The configuration file's `allow_hosts`, for every run.
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, format!("allow_hosts = [\"{flag}\"]\n")).unwrap();
+    let run = Run::new();
+    let mut cmd = run.cli(&cache, &["run", "--registry", &file, "no-network"]);
+    cmd.env("THV_SANDBOX_CONFIG", &config)
+        .stderr(Stdio::piped());
+    let server = spawn_mcp(cmd).await.expect("initialize");
+    assert_eq!(reach(&server, allowed).await["reply"], "echo:hi");
+    assert_eq!(reach(&server, other).await["http_status"], 403);
+    let done = server.finish().await.expect("finish");
+    assert_eq!(code(done.status), 0, "{}", done.stderr);
+
+    // Mistakes are usage errors, before anything starts.
+    for (args, says) in [
+        (
+            vec!["--allow-host", "http://127.0.0.1"],
+            "is not HOST[:PORT]",
+        ),
+        (
+            vec!["--allow-host", &flag, "--network", "host"],
+            "--network host",
+        ),
+    ] {
+        let mut all = vec!["run", "--registry", &file, "no-network"];
+        all.extend(args.iter().copied());
+        let out = run.cli(&cache, &all).output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(code(out.status), 2, "{all:?}: {stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+    }
+}

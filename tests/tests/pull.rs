@@ -380,7 +380,7 @@ fn pulling_by_digest_and_by_tag_with_digest() {
     let err = pull(&missing, &PullOptions::new(cache2.path())).unwrap_err();
     assert!(matches!(err, PullError::NotFound { .. }), "{err}");
     assert!(
-        err.to_string().starts_with("not found in the registry"),
+        err.to_string().starts_with("not found in the OCI registry"),
         "{err}"
     );
 }
@@ -416,7 +416,7 @@ fn a_blob_that_does_not_match_its_digest_is_refused_and_not_stored() {
     );
     assert_eq!(
         err.to_string(),
-        "the layer the registry sent does not match its digest"
+        "the layer the OCI registry sent does not match its digest"
     );
     assert!(err.hint().unwrap().contains("nothing was stored"));
     assert!(!blob_in_cache(cache.path(), &built.layers[0].digest));
@@ -456,7 +456,7 @@ fn basic_auth_credentials_are_used_and_a_wrong_password_is_reported_as_such() {
     assert_eq!(
         err.to_string(),
         format!(
-            "the registry {} refused the credentials of user `alice` (wrong user name or password?)",
+            "the OCI registry {} refused the credentials of user `alice` (wrong user name or password?)",
             registry.host()
         )
     );

@@ -120,7 +120,7 @@ async fn a_malformed_registry_reference_is_a_usage_error() {
     assert_eq!(code(out.status), 2);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.starts_with("error:") && stderr.contains("hint: write a registry reference"),
+        stderr.starts_with("error:") && stderr.contains("hint: write an OCI image reference"),
         "{stderr}"
     );
 }

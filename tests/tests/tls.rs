@@ -88,13 +88,13 @@ async fn a_private_ca_is_refused_with_a_hint_until_it_is_trusted() {
     assert!(out.stdout.is_empty());
     assert!(
         out.stderr.starts_with(&format!(
-            "error: the TLS certificate of the registry {host}:{} (https://",
+            "error: the TLS certificate of the OCI registry {host}:{} (https://",
             tls.addr().port()
         )) && out.stderr.contains("is not trusted"),
         "{}",
         out.stderr
     );
-    assert!(out.stderr.contains("hint: if the registry's certificate comes from a private CA, trust that CA with `--ca-cert FILE`"), "{}", out.stderr);
+    assert!(out.stderr.contains("hint: if the OCI registry's certificate comes from a private CA, trust that CA with `--ca-cert FILE`"), "{}", out.stderr);
     assert_eq!(
         tls.blob_gets(&built.layers[0].digest),
         0,

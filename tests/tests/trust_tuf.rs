@@ -314,7 +314,7 @@ fn verify_uses_the_root_refreshed_through_tuf_and_keeps_it_offline() {
     assert_eq!(doc["result"]["trust_root"]["sha256"], sha256(&a), "{doc}");
 
     // A cached target that no longer matches the signed metadata is not used: the embedded root is, and its age
-    // is warned about when it is over 30 days old.
+    // is warned about when it is over 180 days old (an embedded root's limit).
     let inst = cache.path().join("trust/public-good");
     let current = std::fs::read_dir(&inst)
         .unwrap()
@@ -333,7 +333,7 @@ fn verify_uses_the_root_refreshed_through_tuf_and_keeps_it_offline() {
     assert_eq!(doc["trust_root_age_days"], age, "{doc}");
     assert_eq!(
         stderr.contains("trust root for public-good Sigstore is"),
-        age > 30,
+        age > thv_sandbox_provenance::EMBEDDED_WARN_AGE_DAYS,
         "{stderr}"
     );
 }

@@ -259,3 +259,26 @@ fn usage_errors() {
     ]);
     assert_eq!(o.code, 2, "{}", o.stderr);
 }
+
+/// ux review (a) 8: `--bundle` and `--artifact` take `~` as the home directory, like every path flag.
+#[test]
+fn bundle_and_artifact_paths_expand_the_home_directory() {
+    let Some(dir) = fixtures() else {
+        return;
+    };
+    let out = Command::new(thv_sandbox_bin())
+        .args(["verify", "--bundle"])
+        .arg(format!("~/{WHL_BUNDLE}"))
+        .arg("--artifact")
+        .arg(format!("~/{WHL}"))
+        .args(["--certificate-identity", WHL_SAN])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", &dir)
+        .env("THV_SANDBOX_TUF_REFRESH", "0")
+        .output()
+        .expect("run thv-sandbox");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("verified:"), "{stderr}");
+}

@@ -12,9 +12,9 @@ use crate::report::*;
 
 pub(crate) fn config_cmd(file: Option<PathBuf>, cmd: ConfigCommand) -> i32 {
     use std::io::Write;
-    let settings = match &cmd {
-        ConfigCommand::Path => SettingsArgs::default(),
-        ConfigCommand::Show(s) => s.clone(),
+    let (settings, json) = match &cmd {
+        ConfigCommand::Path => (SettingsArgs::default(), false),
+        ConfigCommand::Show(s) => (s.settings.clone(), s.json),
     };
     if let ConfigCommand::Path = cmd {
         // Only where the file is: a malformed file must not stop anyone from finding it.
@@ -37,6 +37,15 @@ pub(crate) fn config_cmd(file: Option<PathBuf>, cmd: ConfigCommand) -> i32 {
     let effective_cache = Dirs::from_env(config.cache_dir.value.clone())
         .ok()
         .map(|d| d.cache);
-    let _ = std::io::stdout().write_all(config.render(effective_cache.as_deref()).as_bytes());
+    let out = match json {
+        true => {
+            let mut s = serde_json::to_string_pretty(&config.to_json(effective_cache.as_deref()))
+                .unwrap_or_default();
+            s.push('\n');
+            s
+        }
+        false => config.render(effective_cache.as_deref()),
+    };
+    let _ = std::io::stdout().write_all(out.as_bytes());
     0
 }

@@ -39,15 +39,42 @@ pub struct RegistryArgs {
     command: RegistryCommand,
 }
 
+/// What kind of server: one thv-sandbox runs, or a remote one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ServerKind {
+    /// An image thv-sandbox runs in a sandbox.
+    Container,
+    /// A URL an MCP client connects to directly (nothing to sandbox).
+    Remote,
+}
+
+impl ServerKind {
+    fn keeps(kind: Option<ServerKind>, s: &Server) -> bool {
+        match kind {
+            None => true,
+            Some(ServerKind::Remote) => s.is_remote(),
+            Some(ServerKind::Container) => !s.is_remote(),
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum RegistryCommand {
-    /// List every server of the registry.
-    List,
+    /// List the servers of the registry (every one, or one kind with `--kind`).
+    List {
+        /// Only `container` servers (the ones thv-sandbox runs) or only `remote` ones (URLs a client connects to
+        /// directly).
+        #[arg(long, value_enum)]
+        kind: Option<ServerKind>,
+    },
     /// Servers whose name, description, tags or tools contain every word of QUERY.
     Search {
         /// Words to look for (case-insensitive).
         #[arg(required = true, num_args = 1..)]
         query: Vec<String>,
+        /// Only `container` or only `remote` servers.
+        #[arg(long, value_enum)]
+        kind: Option<ServerKind>,
     },
     /// Everything the registry says about one server: image, transport, tools, environment, permissions,
     /// provenance.
@@ -83,12 +110,19 @@ pub fn registry_cmd(file: Option<PathBuf>, args: RegistryArgs) -> i32 {
     };
     let c = &loaded.catalog;
     let out = match &args.command {
-        RegistryCommand::List => list_output(&c.servers.iter().collect::<Vec<_>>(), args.json),
-        RegistryCommand::Search { query } => {
-            let hits = c.search(&query.join(" "));
+        RegistryCommand::List { kind } => list_output(
+            &c.servers
+                .iter()
+                .filter(|s| ServerKind::keeps(*kind, s))
+                .collect::<Vec<_>>(),
+            args.json,
+        ),
+        RegistryCommand::Search { query, kind } => {
+            let mut hits = c.search(&query.join(" "));
+            hits.retain(|s| ServerKind::keeps(*kind, s));
             if hits.is_empty() {
                 eprintln!(
-                    "no server of the registry ({}) matches `{}`",
+                    "no server of the MCP server registry ({}) matches `{}`",
                     loaded.origin,
                     query.join(" ")
                 );
@@ -371,7 +405,7 @@ pub fn info_text(s: &Server, catalog: &Catalog) -> String {
             missing.join(", ")
         ),
         Verifiability::NoProvenance => {
-            "cannot be verified: the registry gives no provenance for this server".to_owned()
+            "cannot be verified: the MCP server registry gives no provenance for this server".to_owned()
         }
     };
     if !s.is_remote() {
@@ -388,7 +422,7 @@ fn run_line(s: &Server, catalog: &Catalog) -> String {
     }
     if s.transport != Transport::Stdio && s.target_port.is_none() {
         return format!(
-            "not possible: a {} server needs `target_port` in its registry entry",
+            "not possible: a {} server needs `target_port` in its entry in the MCP server registry",
             s.transport
         );
     }

@@ -17,8 +17,41 @@ pub(crate) fn run_cmd(file: Option<PathBuf>, args: RunArgs) -> i32 {
     let reporter = std::sync::Arc::new(crate::progress::Terminal::stderr(req.progress));
     match thv_sandbox_runtime::run(&req, &dirs, reporter) {
         Ok(summary) => summary.exit_code,
-        Err(e) => report_runtime_error(&e, &dirs),
+        Err(e) => match not_a_server_hint(&req, &e) {
+            Some(hint) => report_error(&e, e.remote_causes(), Some(hint), e.exit_code()),
+            None => report_runtime_error(&e, &dirs),
+        },
     }
+}
+
+/// A name that is no MCP server of the registry was tried as an image reference, and the OCI registry has no
+/// such image: say both, since the user most likely meant a server (`run time-server`).
+pub(crate) fn not_a_server_hint(
+    req: &thv_sandbox_runtime::RunRequest,
+    e: &thv_sandbox_runtime::Error,
+) -> Option<String> {
+    use thv_sandbox_runtime::distribution::PullError;
+    use thv_sandbox_runtime::image::reference::Reference;
+    let not_found = matches!(
+        e,
+        thv_sandbox_runtime::Error::Pull(PullError::NotFound { .. })
+    );
+    // Only a name without a registry host could have been meant as a server's name.
+    let first = req.image.split('/').next().unwrap_or_default();
+    let names_registry =
+        req.image.contains('/') && (first.contains(['.', ':']) || first == "localhost");
+    if !not_found || req.server_name.is_some() || req.image.starts_with("oci:") || names_registry {
+        return None;
+    }
+    let full = req
+        .image
+        .parse::<Reference>()
+        .map_or_else(|_| req.image.clone(), |r| r.to_string());
+    Some(format!(
+        "no MCP server named `{}` is in the MCP server registry, so it was tried as an image reference, {full}, \
+         which its OCI registry does not have; `thv-sandbox registry search WORD` finds MCP servers",
+        req.image
+    ))
 }
 
 /// The flags, the configuration and the registry entry (if the name is one) → the request `run` carries out;

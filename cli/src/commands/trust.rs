@@ -34,33 +34,13 @@ pub(crate) fn trust_cmd(file: Option<PathBuf>, cmd: TrustCommand) -> i32 {
                     }
                 }
             }
-            let now = jiff::Timestamp::now();
-            for st in &statuses {
-                eprintln!("{}: {}", st.instance, st.trust_root.describe(now));
-                eprintln!("  sha256:     {}", st.trust_root.sha256);
-                eprintln!(
-                    "  repository: {}{}",
-                    st.repository,
-                    if st.refresh {
-                        ""
-                    } else {
-                        " (refreshing is off)"
-                    }
-                );
-                if let Some(f) = &st.last_failure {
-                    eprintln!("  last failed refresh: {f}");
-                }
-                for n in &st.notes {
-                    eprintln!("  note: {n}");
-                }
-                if let Some(w) = &st.warning {
-                    eprintln!("  warning: {w}");
-                }
-            }
+            // Data on stdout: the text, or (`--json`) the JSON alone.
             if json {
                 let doc = serde_json::to_string_pretty(&statuses).unwrap_or_default();
                 let _ = writeln!(std::io::stdout(), "{doc}");
+                return 0;
             }
+            let _ = std::io::stdout().write_all(render_statuses(&statuses).as_bytes());
             0
         }
         TrustCommand::Refresh { instance, .. } => {
@@ -94,4 +74,35 @@ pub(crate) fn trust_cmd(file: Option<PathBuf>, cmd: TrustCommand) -> i32 {
             code
         }
     }
+}
+
+/// `trust show`'s text.
+fn render_statuses(statuses: &[prov::tuf::RootStatus]) -> String {
+    use std::fmt::Write as _;
+    let now = jiff::Timestamp::now();
+    let mut o = String::new();
+    for st in statuses {
+        let _ = writeln!(o, "{}: {}", st.instance, st.trust_root.describe(now));
+        let _ = writeln!(o, "  sha256:     {}", st.trust_root.sha256);
+        let _ = writeln!(
+            o,
+            "  repository: {}{}",
+            st.repository,
+            if st.refresh {
+                ""
+            } else {
+                " (refreshing is off)"
+            }
+        );
+        if let Some(f) = &st.last_failure {
+            let _ = writeln!(o, "  last failed refresh: {f}");
+        }
+        for n in &st.notes {
+            let _ = writeln!(o, "  note: {n}");
+        }
+        if let Some(w) = &st.warning {
+            let _ = writeln!(o, "  warning: {w}");
+        }
+    }
+    o
 }

@@ -12,7 +12,7 @@ use crate::args::*;
 use crate::commands::{load_config, process_env, say, setup, tuf_settings};
 use crate::report::*;
 
-pub(crate) fn verify_cmd(file: Option<PathBuf>, args: VerifyArgs) -> i32 {
+pub(crate) fn verify_cmd(file: Option<PathBuf>, mut args: VerifyArgs) -> i32 {
     if let Some(image) = &args.image {
         return verify_image_cmd(file, image, &args);
     }
@@ -20,6 +20,13 @@ pub(crate) fn verify_cmd(file: Option<PathBuf>, args: VerifyArgs) -> i32 {
         eprintln!("error: give --bundle FILE with --artifact FILE or --digest sha256:HEX");
         return EXIT_USAGE;
     };
+    // The settings layer's `~` rule, for the path flags of blob mode too.
+    let home = thv_sandbox_runtime::settings::home_dir(&process_env);
+    let expand =
+        |p: &std::path::Path| thv_sandbox_runtime::settings::expand_home_path(p, home.as_deref());
+    let bundle_path = &expand(bundle_path);
+    args.artifact = args.artifact.as_deref().map(expand);
+    args.identity.trust_root = args.identity.trust_root.as_deref().map(expand);
     let policy = match args.identity.flags().policy() {
         Ok(Some(p)) => p,
         Ok(None) => return report_request_error(&request::RequestError::NoIdentity),
@@ -94,10 +101,17 @@ pub(crate) fn verify_cmd(file: Option<PathBuf>, args: VerifyArgs) -> i32 {
 
 /// `thv-sandbox verify IMAGE`: evidence from the registry, verified under `enabled`; no layer is fetched.
 pub(crate) fn verify_image_cmd(file: Option<PathBuf>, image: &str, args: &VerifyArgs) -> i32 {
-    let (config, dirs) = match setup(file, &args.source.settings) {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
+    let json = args.json;
+    let (config, dirs) =
+        match setup(file, &args.source.settings) {
+            Ok(x) => x,
+            Err(code) => return json_failure(
+                json,
+                code,
+                "the configuration or the cache directory cannot be used (the error is on stderr)",
+                None,
+            ),
+        };
     // A server of the registry: its image, checked against the provenance the registry declares for it (identity
     // flags, when given, replace that policy).
     let (image, verification) = match request::verify_target(
@@ -109,7 +123,10 @@ pub(crate) fn verify_image_cmd(file: Option<PathBuf>, image: &str, args: &Verify
         &mut say,
     ) {
         Ok(x) => x,
-        Err(e) => return report_request_error(&e),
+        Err(e) => {
+            let code = report_request_error(&e);
+            return json_failure(json, code, &e.to_string(), e.hint());
+        }
     };
     let image = image.as_str();
     let outcome = match thv_sandbox_runtime::verify(
@@ -121,7 +138,11 @@ pub(crate) fn verify_image_cmd(file: Option<PathBuf>, image: &str, args: &Verify
         &verification,
     ) {
         Ok(outcome) => outcome,
-        Err(e) => return report_runtime_error(&e, &dirs),
+        Err(e) => {
+            let code = report_runtime_error(&e, &dirs);
+            let message = thv_sandbox_runtime::chain::messages(&e).join(": ");
+            return json_failure(json, code, &message, e.hint());
+        }
     };
     use thv_sandbox_runtime::trust::verification::Outcome;
     match outcome {
@@ -152,13 +173,28 @@ pub(crate) fn verify_image_cmd(file: Option<PathBuf>, image: &str, args: &Verify
             EXIT_REFUSED
         }
         other => {
-            eprintln!(
-                "error: {image}: verification did not run ({:?})",
-                Some(other)
-            );
-            EXIT_SANDBOX_ERROR
+            let message = format!("{image}: verification did not run ({:?})", Some(other));
+            eprintln!("error: {message}");
+            json_failure(json, EXIT_SANDBOX_ERROR, &message, None)
         }
     }
+}
+
+/// `verify --json` when there is no verdict (the image or its evidence could not be checked): an object saying
+/// so on stdout, so a script reading stdout always gets one; the exit code stays the error's.
+fn json_failure(json: bool, code: i32, message: &str, hint: Option<String>) -> i32 {
+    use std::io::Write;
+    if json {
+        let doc = serde_json::json!({
+            "verified": false,
+            "checked": false,
+            "error": message,
+            "hint": hint,
+            "exit_code": code,
+        });
+        let _ = writeln!(std::io::stdout(), "{doc}");
+    }
+    code
 }
 
 pub(crate) enum Blob {

@@ -376,7 +376,7 @@ pub fn resolve(
             missing.push(MissingVar {
                 name: n.clone(),
                 description: declared.map_or_else(
-                    || "(not declared by the registry)".to_owned(),
+                    || "(not declared by the MCP server registry)".to_owned(),
                     |s| s.description.clone(),
                 ),
                 secret: declared.is_some_and(|s| s.secret),
@@ -563,7 +563,7 @@ mod tests {
             "{msg}"
         );
         assert!(
-            line("NOT_DECLARED").contains("(not declared by the registry)"),
+            line("NOT_DECLARED").contains("(not declared by the MCP server registry)"),
             "{msg}"
         );
         assert!(!msg.contains("C_OPT"), "{msg}");

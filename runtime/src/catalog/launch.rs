@@ -50,6 +50,9 @@ pub struct UserChoices {
     pub network: NetworkMode,
     /// `--permission-profile`, loaded.
     pub permissions: Option<PermissionProfile>,
+    /// `--allow-host`, `--allow-port` (or the configuration file's `allow_hosts`, `allow_ports`): egress added
+    /// to the permission profile's.
+    pub allow: Vec<crate::sandbox::egress::AllowRule>,
 }
 
 /// Why a server will not be run.
@@ -65,7 +68,7 @@ pub enum LaunchError {
     },
     /// An HTTP transport.
     #[error(
-        "`{name}` speaks MCP over {transport} but its registry entry names no `target_port` to reach it on"
+        "`{name}` speaks MCP over {transport} but its entry in the MCP server registry names no `target_port` to reach it on"
     )]
     Transport {
         /// The entry.
@@ -97,6 +100,9 @@ pub enum LaunchError {
         /// What it asks for.
         what: String,
     },
+    /// `--allow-host`/`--allow-port` with `--network host`, which has no egress proxy to apply them.
+    #[error("--allow-host and --allow-port filter through the egress proxy, which `--network host` does not use")]
+    AllowWithHostNetwork,
     /// Environment problems.
     #[error(transparent)]
     Env(#[from] EnvError),
@@ -118,7 +124,7 @@ impl LaunchError {
                 "configure the URL in your MCP client directly (as an HTTP server); there is nothing to sandbox".into(),
             ),
             LaunchError::Transport { transport, .. } => Some(format!(
-                "add the port the server listens on for {transport} as `target_port` to the registry entry"
+                "add the port the server listens on for {transport} as `target_port` to its entry in the MCP server registry"
             )),
             LaunchError::Privileged { .. } => None,
             LaunchError::UnknownSeccomp { .. } => {
@@ -128,6 +134,9 @@ impl LaunchError {
                 "fix `permissions.network.outbound` (allow_host: `name`, `.domain` or an IP address; allow_port: \
                  1-65535), or pass `--permission-profile none`"
                     .into(),
+            ),
+            LaunchError::AllowWithHostNetwork => Some(
+                "drop --network host (the default `none` gets the proxy), or drop the --allow-* flags".into(),
             ),
             LaunchError::Env(e) => e.hint(),
             LaunchError::Profile { .. } => Some(
@@ -142,7 +151,10 @@ impl LaunchError {
     /// Missing environment and bad profiles are the user's to fix on the command line (exit code 2); the rest
     /// are thv-sandbox refusing (125).
     pub fn is_usage(&self) -> bool {
-        matches!(self, LaunchError::Env(_) | LaunchError::Profile { .. })
+        matches!(
+            self,
+            LaunchError::Env(_) | LaunchError::Profile { .. } | LaunchError::AllowWithHostNetwork
+        )
     }
 }
 
@@ -281,7 +293,12 @@ pub fn plan(
             });
         }
     }
-    let egress = if user.network == NetworkMode::None && permissions.wants_network() {
+    if user.network == NetworkMode::Host && !user.allow.is_empty() {
+        return Err(LaunchError::AllowWithHostNetwork);
+    }
+    let egress = if user.network == NetworkMode::None
+        && (permissions.wants_network() || !user.allow.is_empty())
+    {
         let o = permissions
             .network
             .as_ref()
@@ -291,6 +308,7 @@ pub fn plan(
             insecure_allow_all: o.insecure_allow_all,
             allow_host: o.allow_host,
             allow_port: o.allow_port.iter().map(|p| i64::from(*p)).collect(),
+            allow: user.allow.clone(),
         };
         if let Err(e) = crate::sandbox::egress::Rules::from_outbound(&outbound) {
             return Err(LaunchError::Network {

@@ -197,7 +197,7 @@ fn load_url(url: &str, cache_dir: &Path) -> Result<Loaded, CatalogError> {
         Ok((catalog, bytes)) => {
             let notice = store(&cached, &bytes).err().map(|e| {
                 format!(
-                    "could not cache registry {url} at {}: {e} (it will not be available offline)",
+                    "could not cache the MCP server registry {url} at {}: {e} (it will not be available offline)",
                     cached.display()
                 )
             });
@@ -224,7 +224,7 @@ fn load_url(url: &str, cache_dir: &Path) -> Result<Loaded, CatalogError> {
                 catalog,
                 origin: format!("{url} (cached copy)"),
                 notice: Some(format!(
-                    "cannot fetch registry {url} ({detail}); using the cached copy{age}"
+                    "cannot fetch the MCP server registry {url} ({detail}); using the cached copy{age}"
                 )),
             })
         }
@@ -328,7 +328,7 @@ mod tests {
         }));
         assert_eq!(
             invalid.to_string(),
-            "registry u: `n` is listed more than once"
+            "MCP server registry u: `n` is listed more than once"
         );
         let fetch = CatalogError::Fetch {
             url: "https://r.example/r.json".into(),
@@ -336,7 +336,7 @@ mod tests {
         };
         assert_eq!(
             fetch.to_string(),
-            "cannot fetch registry https://r.example/r.json (larger than 32 MiB), and no copy of it is cached"
+            "cannot fetch the MCP server registry https://r.example/r.json (larger than 32 MiB), and no copy of it is cached"
         );
         assert_eq!(StoreError::NoParent.to_string(), "no parent directory");
     }
@@ -415,7 +415,7 @@ mod tests {
         h.join().unwrap();
         let notice = loaded.notice.expect("a notice");
         assert!(
-            notice.starts_with(&format!("cannot fetch registry {url2}"))
+            notice.starts_with(&format!("cannot fetch the MCP server registry {url2}"))
                 && notice.contains("cached copy"),
             "{notice}"
         );

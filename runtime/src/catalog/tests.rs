@@ -217,7 +217,7 @@ fn a_colliding_short_name_is_an_error_listing_the_full_names() {
     let e = c.get("fetch").unwrap_err();
     assert_eq!(
         e.to_string(),
-        "`fetch` matches several servers of the registry: io.github.a/fetch, io.github.b/fetch; use the full name"
+        "`fetch` matches several servers of the MCP server registry: io.github.a/fetch, io.github.b/fetch; use the full name"
     );
     assert_eq!(
         c.get("io.github.b/fetch").unwrap().image.as_deref(),
@@ -255,27 +255,27 @@ fn an_invalid_entry_names_the_entry_and_the_field() {
     };
     assert_eq!(
         legacy(serde_json::json!({"image": "a/b:1", "env_vars": [{"name": "X", "required": "yes"}]})),
-        "registry r.json: entry `bad`: field `env_vars[0].required`: invalid type: string \"yes\", expected a boolean"
+        "MCP server registry r.json: entry `bad`: field `env_vars[0].required`: invalid type: string \"yes\", expected a boolean"
     );
     assert_eq!(
         legacy(serde_json::json!({"image": "a/b:1", "transport": "websocket"})),
-        "registry r.json: entry `bad`: field `transport`: unknown variant `websocket`, expected one of `stdio`, `sse`, `streamable-http`"
+        "MCP server registry r.json: entry `bad`: field `transport`: unknown variant `websocket`, expected one of `stdio`, `sse`, `streamable-http`"
     );
     assert_eq!(
         legacy(serde_json::json!({"description": "no image"})),
-        "registry r.json: entry `bad`: field `image`: missing"
+        "MCP server registry r.json: entry `bad`: field `image`: missing"
     );
     let msg = legacy(serde_json::json!({"image": "a/b:1",
         "permissions": {"network": {"outbound": {"allow_port": [70000]}}}}));
     assert!(
         msg.starts_with(
-            "registry r.json: entry `bad`: field `permissions.network.outbound.allow_port[0]`:"
+            "MCP server registry r.json: entry `bad`: field `permissions.network.outbound.allow_port[0]`:"
         ),
         "{msg}"
     );
     let msg = legacy(serde_json::json!({"image": "a/b:no spaces allowed"}));
     assert!(
-        msg.starts_with("registry r.json: entry `bad`: field `image`:"),
+        msg.starts_with("MCP server registry r.json: entry `bad`: field `image`:"),
         "{msg}"
     );
     let msg = legacy(serde_json::json!({"image": "a/b:1", "env_vars": [{"name": "NOT-VALID"}]}));
@@ -288,7 +288,7 @@ fn an_invalid_entry_names_the_entry_and_the_field() {
     let e = Catalog::parse(&upstream_doc(serde_json::json!([bad])), "u.json").unwrap_err();
     assert_eq!(
         e.to_string(),
-        "registry u.json: entry `io.github.x/y`: field `packages[0].environmentVariables[0].isSecret`: invalid type: integer `1`, expected a boolean"
+        "MCP server registry u.json: entry `io.github.x/y`: field `packages[0].environmentVariables[0].isSecret`: invalid type: integer `1`, expected a boolean"
     );
     let mut bad = oci("io.github.x/y", "x/y:1");
     bad["_meta"]["io.modelcontextprotocol.registry/publisher-provided"]["io.github.stacklok"]
@@ -307,7 +307,7 @@ fn an_invalid_entry_names_the_entry_and_the_field() {
     .unwrap_err();
     assert_eq!(
         e.to_string(),
-        "registry u.json: entry `data.servers[0]`: field `name`: missing"
+        "MCP server registry u.json: entry `data.servers[0]`: field `name`: missing"
     );
 }
 
@@ -348,7 +348,7 @@ fn neither_format_and_duplicates_are_errors() {
     let e = Catalog::parse(&doc, "u").unwrap_err();
     assert_eq!(
         e.to_string(),
-        "registry u: `io.a/x` is listed more than once"
+        "MCP server registry u: `io.a/x` is listed more than once"
     );
 }
 

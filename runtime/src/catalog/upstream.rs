@@ -165,7 +165,7 @@ fn server(index: usize, value: &Value, origin: &str) -> Result<Option<Server>, C
         (None, Some(r.url.clone()), r.kind, None, Vec::new(), r.url)
     } else {
         tracing::warn!(
-            "registry {origin}: `{name}` has no OCI package and no remote endpoint; skipped"
+            "MCP server registry {origin}: `{name}` has no OCI package and no remote endpoint; skipped"
         );
         return Ok(None);
     };

@@ -287,7 +287,7 @@ fn split_registry(name: &str) -> (Option<&str>, &str) {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 enum RegistryAddressError {
     /// `[` without `]`.
-    #[error("an IPv6 registry address needs its closing `]`")]
+    #[error("an IPv6 OCI registry address needs its closing `]`")]
     UnclosedBracket,
     /// Between the brackets is not an IPv6 address.
     #[error("{address:?} is not an IPv6 address")]
@@ -299,13 +299,13 @@ enum RegistryAddressError {
     #[error("after `]` only `:PORT` may follow")]
     AfterBracket,
     /// The host is not a DNS name or IPv4 address.
-    #[error("{host:?} is not a valid registry host name")]
+    #[error("{host:?} is not a valid OCI registry host name")]
     Host {
         /// The host.
         host: String,
     },
     /// The port is not a number in 0..=65535.
-    #[error("{port:?} is not a valid port in the registry address")]
+    #[error("{port:?} is not a valid port in the OCI registry address")]
     Port {
         /// The port.
         port: String,
@@ -418,13 +418,16 @@ mod tests {
     #[test]
     fn registry_address_errors_name_the_part_at_fault() {
         let cases = [
-            ("[::1", "an IPv6 registry address needs its closing `]`"),
+            ("[::1", "an IPv6 OCI registry address needs its closing `]`"),
             ("[zz]:1", "\"zz\" is not an IPv6 address"),
             ("[::1]x", "after `]` only `:PORT` may follow"),
-            ("-bad.io", "\"-bad.io\" is not a valid registry host name"),
+            (
+                "-bad.io",
+                "\"-bad.io\" is not a valid OCI registry host name",
+            ),
             (
                 "r.io:99999",
-                "\"99999\" is not a valid port in the registry address",
+                "\"99999\" is not a valid port in the OCI registry address",
             ),
         ];
         for (registry, text) in cases {
@@ -561,7 +564,7 @@ mod tests {
         assert!(err("a/b___c").contains("not a valid repository path component"));
         assert!(err("localhost:99999/x").contains("not a valid port"));
         assert!(err("localhost:/x").contains("not a valid port"));
-        assert!(err("-bad.io/x").contains("not a valid registry host"));
+        assert!(err("-bad.io/x").contains("not a valid OCI registry host"));
         assert!(err("[::1/x").contains("closing `]`"));
         assert!(err("[zz]:1/x").contains("not an IPv6 address"));
         assert!(err("has space").contains("white space"));

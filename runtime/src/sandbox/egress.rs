@@ -75,7 +75,9 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Semaphore};
 
-pub use rules::{classify, AddrClass, Decision, Host, LocalAccess, Outbound, Rules, RulesError};
+pub use rules::{
+    classify, AddrClass, AllowRule, Decision, Host, LocalAccess, Outbound, Rules, RulesError,
+};
 
 /// The port the proxy listens on inside a sandbox (`127.0.0.1:PROXY_PORT` in the sandbox's own network namespace,
 /// so it can never collide with anything on the host). Fixed, so the environment can be written into the spec

@@ -161,7 +161,7 @@ impl MountError {
                     .into()
             }
             MountError::BroadProfileMount { .. } => {
-                "check the registry entry or permission profile; if you do want this mount, pass \
+                "check the MCP server registry entry or the permission profile; if you do want this mount, pass \
                  --allow-profile-mounts (the cache and state directories stay masked)"
                     .into()
             }

@@ -46,6 +46,10 @@ pub const ENV_TUF_REFRESH: &str = "THV_SANDBOX_TUF_REFRESH";
 pub const ENV_TUF_URL_PUBLIC_GOOD: &str = "THV_SANDBOX_TUF_URL_PUBLIC_GOOD";
 /// GitHub's instance's TUF repository (a mirror).
 pub const ENV_TUF_URL_GITHUB: &str = "THV_SANDBOX_TUF_URL_GITHUB";
+/// Comma-separated `HOST[:PORT]` list: egress every server may have, besides its permission profile's.
+pub const ENV_ALLOW_HOSTS: &str = "THV_SANDBOX_ALLOW_HOSTS";
+/// Comma-separated ports: egress to any public host on them, for every server.
+pub const ENV_ALLOW_PORTS: &str = "THV_SANDBOX_ALLOW_PORTS";
 /// For tests only: a TUF `root.json` file to bootstrap the public-good repository from instead of the embedded
 /// one.
 pub const ENV_TUF_BOOTSTRAP_PUBLIC_GOOD: &str = "THV_SANDBOX_TUF_BOOTSTRAP_PUBLIC_GOOD";
@@ -67,6 +71,8 @@ pub const KEYS: &[&str] = &[
     "tuf_refresh",
     "tuf_url_public_good",
     "tuf_url_github",
+    "allow_hosts",
+    "allow_ports",
 ];
 
 /// Where a setting's value came from.
@@ -200,6 +206,12 @@ pub struct Config {
     pub tuf_url_public_good: Setting<Option<String>>,
     /// `tuf_url_github`: GitHub's instance's TUF repository (a mirror); `None`: its own.
     pub tuf_url_github: Setting<Option<String>>,
+    /// `allow_hosts`: `HOST[:PORT]` every server may reach through the egress proxy (after `--allow-host`).
+    pub allow_hosts: Setting<Vec<String>>,
+    /// `allow_ports`: ports on which every server may reach any public host (after `--allow-port`).
+    pub allow_ports: Setting<Vec<u16>>,
+    /// The home directory `~` means in paths ([`home_dir`]), for the path flags the request is built from.
+    pub home: Option<String>,
     /// Test-only: TUF `root.json` files to bootstrap public-good's and GitHub's repositories from
     /// ([`ENV_TUF_BOOTSTRAP_PUBLIC_GOOD`], [`ENV_TUF_BOOTSTRAP_GITHUB`]); not a key of the file.
     pub tuf_bootstrap: [Option<PathBuf>; 2],
@@ -245,6 +257,27 @@ pub enum ConfigError {
         column: usize,
         /// The key.
         key: String,
+    },
+    /// A key under `[mirrors]` that is not a registry host but (close to) one of the file's top-level keys:
+    /// TOML puts every key after a `[table]` line into that table, so a line appended to the file lands there.
+    #[error(
+        "{}:{line}:{column}: `{key}` under [mirrors] is not a registry host{}",
+        path.display(),
+        match top_level { Some(k) if k == key => format!("; `{k}` is a top-level key: move it above the `[mirrors]` line"),
+                          Some(k) => format!("; did you mean the top-level key `{k}`? move it above the `[mirrors]` line"),
+                          None => String::new() }
+    )]
+    MisplacedKey {
+        /// The file.
+        path: PathBuf,
+        /// 1-based.
+        line: usize,
+        /// 1-based.
+        column: usize,
+        /// The key as written.
+        key: String,
+        /// The top-level key it is (or is close to).
+        top_level: Option<&'static str>,
     },
     /// A value that parses but makes no sense (in the file, a flag or the environment).
     #[error("{origin}: {key} = `{value}`: {reason}")]
@@ -297,6 +330,11 @@ impl ConfigError {
                     .unwrap_or_default();
                 format!("{suggestion}the keys are: {}", KEYS.join(", "))
             }
+            ConfigError::MisplacedKey { .. } => {
+                "every key after a `[mirrors]` line belongs to that table \
+                 (\"REGISTRY\" = \"MIRROR\", each a HOST[:PORT]); top-level keys go above it"
+                    .to_owned()
+            }
             ConfigError::Invalid { .. } | ConfigError::TufBootstrap { .. } => return None,
         })
     }
@@ -342,7 +380,7 @@ fn similar(a: &str, b: &str) -> bool {
 struct FileConfig {
     cache_dir: Option<toml::Spanned<String>>,
     insecure_registries: Option<toml::Spanned<Vec<String>>>,
-    mirrors: Option<toml::Spanned<BTreeMap<String, String>>>,
+    mirrors: Option<toml::Spanned<BTreeMap<toml::Spanned<String>, toml::Spanned<toml::Value>>>>,
     ca_certs: Option<toml::Spanned<Vec<String>>>,
     registry: Option<toml::Spanned<String>>,
     image_verification: Option<Mode>,
@@ -350,6 +388,8 @@ struct FileConfig {
     tuf_refresh: Option<bool>,
     tuf_url_public_good: Option<toml::Spanned<String>>,
     tuf_url_github: Option<toml::Spanned<String>>,
+    allow_hosts: Option<toml::Spanned<Vec<String>>>,
+    allow_ports: Option<toml::Spanned<Vec<toml::Spanned<i64>>>>,
 }
 
 /// Where the configuration file is, and who said so.
@@ -361,6 +401,7 @@ pub fn locate(
         return Ok((path.to_owned(), Source::Flag("--config")));
     }
     if let Some(path) = non_empty(env, ENV_CONFIG) {
+        let path = expand_home(&path, home_dir(env).as_deref());
         return Ok((PathBuf::from(path), Source::Env(ENV_CONFIG)));
     }
     if let Some(dir) = non_empty(env, "XDG_CONFIG_HOME") {
@@ -370,15 +411,7 @@ pub fn locate(
         ));
     }
     // MCP clients often start servers with a minimal environment: without HOME, the account's home directory.
-    let home = non_empty(env, "HOME")
-        .or_else(|| {
-            nix::unistd::User::from_uid(nix::unistd::geteuid())
-                .ok()
-                .flatten()
-                .map(|u| u.dir.to_string_lossy().into_owned())
-                .filter(|d| !d.is_empty())
-        })
-        .ok_or(ConfigError::NoHome)?;
+    let home = home_dir(env).ok_or(ConfigError::NoHome)?;
     Ok((
         PathBuf::from(home).join(".config/thv-sandbox/config.toml"),
         Source::Default,
@@ -400,6 +433,8 @@ impl Config {
         flags: &Flags,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
+        let home = home_dir(env);
+        let flags = &flags.home_expanded(home.as_deref());
         let (file, file_source) = locate(flags.config.as_deref(), env)?;
         let (text, file_exists) = read_file(&file, &file_source)?;
         let raw: FileConfig = match &text {
@@ -407,7 +442,6 @@ impl Config {
             None => FileConfig::default(),
         };
         let text = text.unwrap_or_default();
-        let home = non_empty(env, "HOME");
         let base = file.parent().unwrap_or(Path::new("."));
         let at = |span: std::ops::Range<usize>| {
             let (line, column) = line_col(&text, span.start);
@@ -485,23 +519,24 @@ impl Config {
             None => None,
         };
         let file_mirrors = raw.mirrors.as_ref();
-        let mut mirrors = pick(
-            flag_mirrors,
-            env_mirrors,
-            file_mirrors.map(|m| {
-                (
-                    m.get_ref()
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                    file.as_path(),
-                )
-            }),
-            Vec::new(),
-        );
+        let file_pairs = match file_mirrors {
+            Some(m) => Some((
+                file_mirror_pairs(&file, &text, m.get_ref())?,
+                file.as_path(),
+            )),
+            None => None,
+        };
+        let mut mirrors = pick(flag_mirrors, env_mirrors, file_pairs, Vec::new());
         for (registry, mirror) in &mut mirrors.value {
             for (what, host) in [("registry", &mut *registry), ("mirror", &mut *mirror)] {
-                check_host(host).map_err(|reason| ConfigError::Invalid {
+                let checked = check_host(host).map_err(|e| e.to_string()).and_then(|()| {
+                    if what == "registry" && !names_a_registry(host) {
+                        Err(NOT_A_REGISTRY.to_owned())
+                    } else {
+                        Ok(())
+                    }
+                });
+                checked.map_err(|reason| ConfigError::Invalid {
                     origin: origin_of(&mirrors.source, file_mirrors.map(|s| s.span())),
                     key: "mirrors",
                     value: clip(host),
@@ -689,6 +724,62 @@ impl Config {
             &raw.tuf_url_public_good,
         )?;
         let tuf_url_github = tuf_url("tuf_url_github", ENV_TUF_URL_GITHUB, &raw.tuf_url_github)?;
+        // allow_hosts, allow_ports (the flags are `run`'s: applied by the request)
+        let env_hosts =
+            non_empty(env, ENV_ALLOW_HOSTS).map(|v| (split_list(&v, ','), ENV_ALLOW_HOSTS));
+        let file_hosts = raw.allow_hosts.as_ref();
+        let allow_hosts = pick(
+            None,
+            env_hosts,
+            file_hosts.map(|s| (s.get_ref().clone(), file.as_path())),
+            Vec::new(),
+        );
+        for h in &allow_hosts.value {
+            crate::sandbox::egress::AllowRule::parse_host(h).map_err(|e| ConfigError::Invalid {
+                origin: origin_of(&allow_hosts.source, file_hosts.map(|s| s.span())),
+                key: "allow_hosts",
+                value: clip(h),
+                reason: e.to_string(),
+            })?;
+        }
+        let env_ports = match non_empty(env, ENV_ALLOW_PORTS) {
+            Some(v) => {
+                let mut ports = Vec::new();
+                for p in split_list(&v, ',') {
+                    ports.push(p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
+                        ConfigError::Invalid {
+                            origin: Source::Env(ENV_ALLOW_PORTS).to_string(),
+                            key: "allow_ports",
+                            value: clip(&p),
+                            reason: "a port is a number from 1 to 65535".to_owned(),
+                        }
+                    })?);
+                }
+                Some((ports, ENV_ALLOW_PORTS))
+            }
+            None => None,
+        };
+        let file_ports = match &raw.allow_ports {
+            Some(list) => {
+                let mut ports = Vec::new();
+                for p in list.get_ref() {
+                    ports.push(
+                        u16::try_from(*p.get_ref())
+                            .ok()
+                            .filter(|p| *p != 0)
+                            .ok_or_else(|| ConfigError::Invalid {
+                                origin: at(p.span()),
+                                key: "allow_ports",
+                                value: p.get_ref().to_string(),
+                                reason: "a port is a number from 1 to 65535".to_owned(),
+                            })?,
+                    );
+                }
+                Some((ports, file.as_path()))
+            }
+            None => None,
+        };
+        let allow_ports = pick(None, env_ports, file_ports, Vec::new());
         // Test-only: the TUF roots to bootstrap from (read when the trust settings are asked for).
         let tuf_bootstrap = [ENV_TUF_BOOTSTRAP_PUBLIC_GOOD, ENV_TUF_BOOTSTRAP_GITHUB]
             .map(|name| non_empty(env, name).map(PathBuf::from));
@@ -707,6 +798,9 @@ impl Config {
             tuf_refresh,
             tuf_url_public_good,
             tuf_url_github,
+            allow_hosts,
+            allow_ports,
+            home,
             tuf_bootstrap,
         })
     }
@@ -747,6 +841,60 @@ impl Config {
             mirrors: self.mirrors.value.clone(),
             ca_certs: self.ca_certs.value.clone(),
         }
+    }
+
+    /// The effective settings as JSON, for `thv-sandbox config show --json`: the file (`path`, `exists`,
+    /// `source`) and, per key of the file, `{"value": …, "source": …}` (`value` is `null` when unset).
+    pub fn to_json(&self, effective_cache_dir: Option<&Path>) -> serde_json::Value {
+        use serde_json::{json, Value};
+        fn entry<T: serde::Serialize>(s: &Setting<T>) -> Value {
+            json!({"value": s.value, "source": s.source.to_string()})
+        }
+        let paths = |v: &[PathBuf]| -> Vec<String> {
+            v.iter().map(|p| p.to_string_lossy().into_owned()).collect()
+        };
+        let cache = self
+            .cache_dir
+            .value
+            .as_deref()
+            .or(effective_cache_dir)
+            .map(|p| p.to_string_lossy().into_owned());
+        let mirrors: serde_json::Map<String, Value> = self
+            .mirrors
+            .value
+            .iter()
+            .map(|(r, m)| (r.clone(), Value::String(m.clone())))
+            .collect();
+        json!({
+            "file": {
+                "path": self.file.to_string_lossy(),
+                "exists": self.file_exists,
+                "source": self.file_source.to_string(),
+            },
+            "settings": {
+                "cache_dir": {"value": cache, "source": self.cache_dir.source.to_string()},
+                "insecure_registries": entry(&self.insecure_registries),
+                "ca_certs": {"value": paths(&self.ca_certs.value), "source": self.ca_certs.source.to_string()},
+                "registry": {
+                    "value": self.registry.value.as_ref().map(|r| r.describe()),
+                    "source": self.registry.source.to_string(),
+                },
+                "image_verification": {
+                    "value": self.image_verification.value.map(|v| v.to_string()),
+                    "source": self.image_verification.source.to_string(),
+                },
+                "permission_profile": {
+                    "value": self.permission_profile.value.as_ref().map(|v| v.to_string()),
+                    "source": self.permission_profile.source.to_string(),
+                },
+                "tuf_refresh": entry(&self.tuf_refresh),
+                "tuf_url_public_good": entry(&self.tuf_url_public_good),
+                "tuf_url_github": entry(&self.tuf_url_github),
+                "allow_hosts": entry(&self.allow_hosts),
+                "allow_ports": entry(&self.allow_ports),
+                "mirrors": {"value": mirrors, "source": self.mirrors.source.to_string()},
+            }
+        })
     }
 
     /// The effective settings as TOML with where each came from, for `thv-sandbox config show`. Unset reserved
@@ -840,6 +988,26 @@ impl Config {
                 &setting.source,
             );
         }
+        line(
+            &mut out,
+            "allow_hosts",
+            Some(list(&mut self.allow_hosts.value.iter().cloned())),
+            &self.allow_hosts.source,
+        );
+        line(
+            &mut out,
+            "allow_ports",
+            Some(format!(
+                "[{}]",
+                self.allow_ports
+                    .value
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            &self.allow_ports.source,
+        );
         out.push_str(&format!("[mirrors]  # {}\n", self.mirrors.source));
         for (registry, mirror) in &self.mirrors.value {
             out.push_str(&format!("{} = {}\n", quote(registry), quote(mirror)));
@@ -898,6 +1066,77 @@ fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
     })
 }
 
+/// Why a `[mirrors]` key that is a valid host is still not a registry.
+const NOT_A_REGISTRY: &str =
+    "a registry, as image references name it, has a `.` or a port (`:`), or is \
+     `localhost`; this name would never match an image's registry";
+
+/// Whether `host` is what an image reference takes for a registry: its first component is one when it has a `.`
+/// or a `:` (a port, or an IPv6 address), or is `localhost` (the rule of Docker's reference grammar).
+fn names_a_registry(host: &str) -> bool {
+    host.contains('.') || host.contains(':') || host.eq_ignore_ascii_case("localhost")
+}
+
+/// The file's `[mirrors]` table, each entry checked where it is written: a key that is not a registry host but
+/// (close to) a top-level key was appended after the table by mistake; values must be host strings.
+fn file_mirror_pairs(
+    path: &Path,
+    text: &str,
+    table: &BTreeMap<toml::Spanned<String>, toml::Spanned<toml::Value>>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let at = |offset: usize| {
+        let (line, column) = line_col(text, offset);
+        (line, column, format!("{}:{line}:{column}", path.display()))
+    };
+    let mut pairs = Vec::new();
+    // In the order they are written, so the first mistake in the file is the one reported.
+    let mut entries: Vec<_> = table.iter().collect();
+    entries.sort_by_key(|(k, _)| k.span().start);
+    for (key, value) in entries {
+        let (line, column, origin) = at(key.span().start);
+        let name = key.get_ref();
+        if !names_a_registry(name) {
+            let top_level = KEYS
+                .iter()
+                .find(|k| **k == name.as_str())
+                .or_else(|| KEYS.iter().find(|k| similar(k, name)))
+                .copied();
+            return Err(ConfigError::MisplacedKey {
+                path: path.to_owned(),
+                line,
+                column,
+                key: name.clone(),
+                top_level,
+            });
+        }
+        check_host(name).map_err(|reason| ConfigError::Invalid {
+            origin: origin.clone(),
+            key: "mirrors",
+            value: clip(name),
+            reason: format!("the registry: {reason}"),
+        })?;
+        let Some(mirror) = value.get_ref().as_str() else {
+            return Err(ConfigError::Invalid {
+                origin: at(value.span().start).2,
+                key: "mirrors",
+                value: clip(name),
+                reason:
+                    "a mirror is a host in quotes: \"REGISTRY\" = \"MIRROR\", e.g. \"docker.io\" = \
+                         \"127.0.0.1:5000\""
+                        .to_owned(),
+            });
+        };
+        check_host(mirror).map_err(|reason| ConfigError::Invalid {
+            origin: at(value.span().start).2,
+            key: "mirrors",
+            value: clip(mirror),
+            reason: format!("the mirror: {reason}"),
+        })?;
+        pairs.push((name.clone(), mirror.to_owned()));
+    }
+    Ok(pairs)
+}
+
 /// 1-based line and character column of byte `offset` in `text`.
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
@@ -920,10 +1159,62 @@ fn split_list(v: &str, sep: char) -> Vec<String> {
         .collect()
 }
 
+/// The one `~` rule, for every path: in the configuration file, the environment and every path flag
+/// (`--config`, `--cache-dir`, `--ca-cert`, `--registry`, `--permission-profile`, `--env-file`, `--trust-root`,
+/// `--seccomp-override`, `--port-token-file`, `--socket`, `--bundle`, `--artifact`; `-v` has the same rule).
+/// `~` alone or `~/…` at the start means the home directory (`home`); anything else (`~user/…` included) is
+/// left as it is. MCP clients start servers through no shell, so `~` in their `args` reaches us unexpanded.
+pub fn expand_home(value: &str, home: Option<&str>) -> String {
+    match (value, home) {
+        ("~", Some(home)) => home.to_owned(),
+        (v, Some(home)) if v.starts_with("~/") => {
+            Path::new(home).join(&v[2..]).to_string_lossy().into_owned()
+        }
+        _ => value.to_owned(),
+    }
+}
+
+/// [`expand_home`] for a path.
+pub fn expand_home_path(path: &Path, home: Option<&str>) -> PathBuf {
+    match path.to_str() {
+        Some(s) if s.starts_with('~') => PathBuf::from(expand_home(s, home)),
+        _ => path.to_owned(),
+    }
+}
+
+/// The home directory `~` means: `$HOME`, else (MCP clients often start servers with a minimal environment)
+/// the account's home directory from the user database.
+pub fn home_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    non_empty(env, "HOME").or_else(|| {
+        nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .ok()
+            .flatten()
+            .map(|u| u.dir.to_string_lossy().into_owned())
+            .filter(|d| !d.is_empty())
+    })
+}
+
+impl Flags {
+    /// The flags with `~` expanded ([`expand_home`]).
+    pub fn home_expanded(&self, home: Option<&str>) -> Flags {
+        Flags {
+            config: self.config.as_deref().map(|p| expand_home_path(p, home)),
+            cache_dir: self.cache_dir.as_deref().map(|p| expand_home_path(p, home)),
+            insecure_registries: self.insecure_registries.clone(),
+            mirrors: self.mirrors.clone(),
+            ca_certs: self
+                .ca_certs
+                .iter()
+                .map(|p| expand_home_path(p, home))
+                .collect(),
+        }
+    }
+}
+
 /// `~/x` → `$HOME/x`; a relative path → under `base` (the config file's directory), if given.
 fn expand(value: &str, base: Option<&Path>, home: Option<&str>) -> PathBuf {
-    if let (Some(rest), Some(home)) = (value.strip_prefix("~/"), home) {
-        return Path::new(home).join(rest);
+    if value == "~" || value.starts_with("~/") {
+        return PathBuf::from(expand_home(value, home));
     }
     let path = PathBuf::from(value);
     match base {
@@ -983,9 +1274,10 @@ pub fn check_host(host: &str) -> Result<(), HostError> {
         name.parse::<std::net::Ipv6Addr>().is_ok()
     } else {
         !name.is_empty()
+            // No `_`: it is never part of a host name (and `image_verification` under `[mirrors]` is a mistake).
             && name
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
     };
     if !name_ok {
         return Err(HostError::NotHostPort);
@@ -1204,6 +1496,30 @@ permission_profile = "network"
         );
         // What `show` prints is TOML again.
         let _: toml::Table = toml::from_str(&shown).unwrap();
+        // And `show --json`: every key, its value and where it came from.
+        let j = c.to_json(None);
+        assert_eq!(j["file"]["exists"], true);
+        assert_eq!(
+            j["settings"]["mirrors"]["value"]["ghcr.io"],
+            "127.0.0.1:5000"
+        );
+        assert_eq!(j["settings"]["image_verification"]["value"], "warn");
+        assert!(j["settings"]["image_verification"]["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("file "));
+        assert_eq!(j["settings"]["tuf_refresh"]["value"], true);
+        assert_eq!(j["settings"]["tuf_refresh"]["source"], "default");
+        assert_eq!(
+            j["settings"]["insecure_registries"]["value"][1],
+            "other.lan"
+        );
+        for key in KEYS {
+            assert!(
+                j["settings"].get(key).is_some(),
+                "{key} missing from --json"
+            );
+        }
     }
 
     #[test]
@@ -1290,6 +1606,129 @@ permission_profile = "network"
         };
         let err = Config::load_with(&flags, &env.get()).unwrap_err();
         assert!(err.hint().unwrap().contains("--config"), "{:?}", err.hint());
+    }
+
+    #[test]
+    fn a_top_level_key_appended_after_mirrors_is_refused_with_where_to_move_it() {
+        // The README's offline recipe with a line appended: TOML puts it into the table.
+        let (_dir, env) = with_file(
+            "[mirrors]\n\"docker.io\" = \"127.0.0.1:5055\"\nimage_verification = \"enabled\"\n",
+        );
+        let err = Config::load_with(&Flags::default(), &env.get()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.ends_with(
+                "config.toml:3:1: `image_verification` under [mirrors] is not a registry host; \
+                 `image_verification` is a top-level key: move it above the `[mirrors]` line"
+            ),
+            "{text}"
+        );
+        assert!(err.hint().unwrap().contains("top-level keys go above it"));
+
+        // Misspelled, in the same place: named, with the key it is close to.
+        let (_dir, env) =
+            with_file("[mirrors]\n\"docker.io\" = \"m.lan\"\nimage_verifcation = \"enabled\"\n");
+        let text = Config::load_with(&Flags::default(), &env.get())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains(
+                ":3:1: `image_verifcation` under [mirrors] is not a registry host; did you mean \
+                 the top-level key `image_verification`?"
+            ),
+            "{text}"
+        );
+
+        // Not close to any key: still not a registry.
+        let (_dir, env) = with_file("[mirrors]\nfoo = \"m.lan\"\n");
+        let err = Config::load_with(&Flags::default(), &env.get()).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::MisplacedKey { key, top_level: None, line: 2, .. } if key == "foo"),
+            "{err}"
+        );
+
+        // A top-level key whose value is not a string (TOML would report a type error).
+        let (_dir, env) = with_file("[mirrors]\n\n  tuf_refresh = false\n");
+        let text = Config::load_with(&Flags::default(), &env.get())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains(":3:3: `tuf_refresh` under [mirrors]") && text.contains("move it above"),
+            "{text}"
+        );
+
+        // A registry with a mirror that is not a string.
+        let (_dir, env) = with_file("[mirrors]\n\"ghcr.io\" = 5000\n");
+        let text = Config::load_with(&Flags::default(), &env.get())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains(":2:13: mirrors = `ghcr.io`: a mirror is a host in quotes"),
+            "{text}"
+        );
+
+        // Underscores are never part of a host: neither side.
+        let (_dir, env) = with_file("[mirrors]\n\"ghcr.io\" = \"my_mirror.lan\"\n");
+        let text = Config::load_with(&Flags::default(), &env.get())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains(":2:13: mirrors = `my_mirror.lan`: the mirror:"),
+            "{text}"
+        );
+
+        // The same rule for the environment and the flag.
+        let env = Env(vec![
+            ("HOME", "/home/u".into()),
+            (ENV_REGISTRY_MIRRORS, "ghcr=m.lan".into()),
+        ]);
+        let text = Config::load_with(&Flags::default(), &env.get())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("the registry: a registry, as image references name it"),
+            "{text}"
+        );
+
+        // What is right stays right.
+        let (_dir, env) = with_file(
+            "image_verification = \"enabled\"\n[mirrors]\n\"docker.io\" = \"127.0.0.1:5055\"\n\"localhost\" = \"[::1]:5000\"\n",
+        );
+        let c = Config::load_with(&Flags::default(), &env.get()).unwrap();
+        assert_eq!(c.image_verification.value, Some(Mode::Enabled));
+        assert_eq!(c.mirrors.value.len(), 2);
+    }
+
+    #[test]
+    fn tilde_is_the_home_directory_in_every_path_flag() {
+        assert_eq!(expand_home("~", Some("/h")), "/h");
+        assert_eq!(expand_home("~/a/b", Some("/h")), "/h/a/b");
+        assert_eq!(expand_home("~user/a", Some("/h")), "~user/a");
+        assert_eq!(expand_home("a/~/b", Some("/h")), "a/~/b");
+        assert_eq!(expand_home("~/a", None), "~/a");
+        let (dir, mut env) = with_file("");
+        let home = dir.path().display().to_string();
+        env.0.retain(|(k, _)| *k != "HOME");
+        env.0.push(("HOME", home.clone()));
+        std::fs::write(dir.path().join("c.toml"), "cache_dir = \"~/c\"\n").unwrap();
+        let flags = Flags {
+            config: Some("~/c.toml".into()),
+            ca_certs: vec!["~/ca.pem".into()],
+            ..Flags::default()
+        };
+        let c = Config::load_with(&flags, &env.get()).unwrap();
+        assert_eq!(c.file, dir.path().join("c.toml"));
+        assert_eq!(c.cache_dir.value, Some(dir.path().join("c")));
+        assert_eq!(c.ca_certs.value, vec![dir.path().join("ca.pem")]);
+        assert_eq!(c.home.as_deref(), Some(home.as_str()));
+        let flags = Flags {
+            cache_dir: Some("~/flag".into()),
+            ..Flags::default()
+        };
+        env.0.push((ENV_CONFIG, "~/c.toml".into()));
+        let c = Config::load_with(&flags, &env.get()).unwrap();
+        assert_eq!(c.file, dir.path().join("c.toml"));
+        assert_eq!(c.cache_dir.value, Some(dir.path().join("flag")));
     }
 
     #[test]
@@ -1390,6 +1829,8 @@ permission_profile = "network"
             "reg:x",
             "[zz]:1",
             "re g",
+            "image_verification",
+            "my_reg.lan:5000",
         ] {
             assert!(check_host(bad).is_err(), "{bad}");
         }

@@ -124,6 +124,28 @@ pub struct RunFlags {
     pub tmp_mib: u64,
     /// `--timings`.
     pub timings: bool,
+    /// `--allow-host HOST[:PORT]`, repeated.
+    pub allow_hosts: Vec<String>,
+    /// `--allow-port PORT`, repeated.
+    pub allow_ports: Vec<u16>,
+}
+
+impl RunFlags {
+    /// The flags with `~` expanded in every path ([`super::file::expand_home`]; `-v` follows the same rule in
+    /// [`profile::parse_volume`]).
+    pub fn home_expanded(&self, home: Option<&str>) -> RunFlags {
+        let path = |p: &PathBuf| super::file::expand_home_path(p, home);
+        let text = |s: &String| super::file::expand_home(s, home);
+        RunFlags {
+            identity: self.identity.home_expanded(home),
+            env_files: self.env_files.iter().map(path).collect(),
+            port_token_file: self.port_token_file.as_ref().map(path),
+            socket: self.socket.as_ref().map(path),
+            seccomp_override: self.seccomp_override.as_ref().map(path),
+            permission_profile: self.permission_profile.as_ref().map(text),
+            ..self.clone()
+        }
+    }
 }
 
 /// The identity the evidence must name (cosign's flags), and the trust material.
@@ -152,6 +174,17 @@ pub struct IdentityFlags {
 }
 
 impl IdentityFlags {
+    /// The flags with `~` expanded in `--trust-root`.
+    pub fn home_expanded(&self, home: Option<&str>) -> IdentityFlags {
+        IdentityFlags {
+            trust_root: self
+                .trust_root
+                .as_deref()
+                .map(|p| super::file::expand_home_path(p, home)),
+            ..self.clone()
+        }
+    }
+
     /// Whether any flag names an expected identity.
     pub fn names_identity(&self) -> bool {
         [
@@ -233,7 +266,7 @@ pub enum RequestError {
     #[error(transparent)]
     Dirs(#[from] DirsError),
     /// A name that is not in the registry but close to names that are.
-    #[error("no server named `{name}` in the registry (did you mean {}?)", typos.join(", "))]
+    #[error("no MCP server named `{name}` in the MCP server registry (did you mean {}?)", typos.join(", "))]
     UnknownServer {
         /// As written.
         name: String,
@@ -255,15 +288,25 @@ pub enum RequestError {
     /// `--port`, `--socket` or `--port-token-file` (the message names which).
     #[error(transparent)]
     Port(#[from] crate::sandbox::bridge::access::ExposeError),
+    /// `--allow-host` or `--allow-port` that is not `HOST[:PORT]` or a port.
+    #[error("--allow-host/--allow-port: {0}")]
+    Allow(crate::sandbox::egress::RulesError),
     /// `verify` with nothing to verify against.
     #[error(
         "no expected identity: give --certificate-identity and/or --certificate-oidc-issuer (or \
          --certificate-github-workflow-repository …)"
     )]
     NoIdentity,
+    /// `verify IMAGE` (not a registry entry) and no identity flags: nothing to verify the image against, the
+    /// same refusal as [`RequestError::NoDeclaredProvenance`].
+    #[error(
+        "no expected identity for `{0}`: it is no server of the MCP server registry that declares provenance, \
+         and no identity flag was given"
+    )]
+    NoImageIdentity(String),
     /// `verify NAME` of a registry entry that declares no provenance, and no identity flags.
     #[error(
-        "the registry declares no provenance for `{0}`: there is no identity to verify against"
+        "the MCP server registry declares no provenance for `{0}`: there is no identity to verify against"
     )]
     NoDeclaredProvenance(String),
 }
@@ -285,7 +328,9 @@ impl RequestError {
         match self {
             RequestError::Registry(_) | RequestError::Dirs(_) => Kind::Failed,
             RequestError::Launch(e) if !e.is_usage() => Kind::Failed,
-            RequestError::NoDeclaredProvenance(_) => Kind::Refused,
+            RequestError::NoDeclaredProvenance(_) | RequestError::NoImageIdentity(_) => {
+                Kind::Refused
+            }
             _ => Kind::Usage,
         }
     }
@@ -310,11 +355,14 @@ impl RequestError {
             )),
             RequestError::Mount(e) => Some(e.hint()),
             RequestError::ContradictoryIdentity | RequestError::Port(_) => None,
+            RequestError::Allow(e) => Some(e.hint()),
             RequestError::NoIdentity => Some(
                 "to accept any signer the instance certified, say so: --insecure-any-identity".into(),
             ),
-            RequestError::NoDeclaredProvenance(_) => Some(
-                "give the expected identity with --certificate-identity/--certificate-oidc-issuer".into(),
+            RequestError::NoDeclaredProvenance(_) | RequestError::NoImageIdentity(_) => Some(
+                "give the expected identity with --certificate-identity/--certificate-oidc-issuer (or, to accept \
+                 any signer the instance certified, --insecure-any-identity)"
+                    .into(),
             ),
         }
     }
@@ -334,7 +382,8 @@ pub fn registry_source(
     config: &Config,
 ) -> Result<RegistrySource, RequestError> {
     match flag.filter(|s| !s.is_empty()) {
-        Some(s) => RegistrySource::parse(s).map_err(RequestError::RegistrySource),
+        Some(s) => RegistrySource::parse(&super::file::expand_home(s, config.home.as_deref()))
+            .map_err(RequestError::RegistrySource),
         None => Ok(config
             .registry
             .value
@@ -392,6 +441,7 @@ pub fn verify_target(
     env: &dyn Fn(&str) -> Option<String>,
     notices: &mut dyn FnMut(Notice),
 ) -> Result<(String, Verification), RequestError> {
+    let identity = &identity.home_expanded(config.home.as_deref());
     let mut image = name.to_owned();
     let mut entry_policy = None;
     if !name.starts_with("oci:") {
@@ -408,7 +458,9 @@ pub fn verify_target(
     }
     let v = verification(identity, Some(Mode::Enabled), entry_policy, config, env)?;
     if v.policy.is_none() {
-        return Err(RequestError::NoIdentity);
+        // Refused, like a registry entry without provenance: `verify time` and `verify mcp/time` (its image)
+        // give the same verdict.
+        return Err(RequestError::NoImageIdentity(image));
     }
     Ok((image, v))
 }
@@ -422,6 +474,7 @@ pub fn build(
     env: &dyn Fn(&str) -> Option<String>,
     notices: &mut dyn FnMut(Notice),
 ) -> Result<RunRequest, RequestError> {
+    let flags = &flags.home_expanded(config.home.as_deref());
     let stop_timeout = stop_timeout(flags.stop_timeout).ok_or(RequestError::StopTimeout)?;
     let launch = plan_launch(flags, config, env, notices)?;
 
@@ -449,7 +502,7 @@ pub fn build(
 
     // The permission profile's paths, then `-v` (which wins for the same container path). Profile mounts are
     // shown, and the broad ones need the user's consent; no mount reaches our own dirs (F4, F7).
-    let home = env("HOME").map(PathBuf::from);
+    let home = config.home.as_ref().map(PathBuf::from);
     let profile_mounts = profile::permission_mounts(
         &launch.permissions.read,
         &launch.permissions.write,
@@ -532,6 +585,7 @@ fn plan_launch(
     if let Some(p) = &flags.permission_profile {
         user.permissions = Some(launch::parse_profile_arg(p, &|path| std::fs::read(path))?);
     }
+    user.allow = allow_rules(flags, config)?;
     // `oci:` names a layout on disk, never a registry entry.
     let loaded = match flags.image.starts_with("oci:") {
         true => None,
@@ -554,6 +608,37 @@ fn plan_launch(
         &launch::seccomp_variants(),
         env,
     )?)
+}
+
+/// `--allow-host` (else the configuration's `allow_hosts`) and `--allow-port` (else `allow_ports`) as egress
+/// rules; each flag given replaces the configuration's list, as every list flag does.
+fn allow_rules(
+    flags: &RunFlags,
+    config: &Config,
+) -> Result<Vec<crate::sandbox::egress::AllowRule>, RequestError> {
+    use crate::sandbox::egress::AllowRule;
+    // The configuration's lists are defaults for runs with the egress proxy: `--network host` has none, and only
+    // the flags themselves are refused with it.
+    let (no_hosts, no_ports) = (Vec::new(), Vec::new());
+    let host_network = flags.network == NetworkMode::Host;
+    let hosts = match (flags.allow_hosts.is_empty(), host_network) {
+        (false, _) => &flags.allow_hosts,
+        (true, false) => &config.allow_hosts.value,
+        (true, true) => &no_hosts,
+    };
+    let ports = match (flags.allow_ports.is_empty(), host_network) {
+        (false, _) => &flags.allow_ports,
+        (true, false) => &config.allow_ports.value,
+        (true, true) => &no_ports,
+    };
+    let mut rules = Vec::new();
+    for h in hosts {
+        rules.push(AllowRule::parse_host(h).map_err(RequestError::Allow)?);
+    }
+    for p in ports {
+        rules.push(AllowRule::port(*p).map_err(RequestError::Allow)?);
+    }
+    Ok(rules)
 }
 
 /// The registry's server `name` denotes; `None` for an image reference. A name close to servers' names (but
@@ -609,7 +694,7 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "no server named `tiime` in the registry (did you mean time?)"
+            "no MCP server named `tiime` in the MCP server registry (did you mean time?)"
         );
         assert!(e.hint().unwrap().contains("docker.io/library/tiime"));
         let e = RequestError::Secret("TOKEN".into());
@@ -619,6 +704,11 @@ mod tests {
         );
         let e = RequestError::NoDeclaredProvenance("fetch".into());
         assert_eq!(e.kind(), Kind::Refused);
+        // The same missing identity, for an image named by its reference: the same verdict.
+        assert_eq!(
+            RequestError::NoImageIdentity("mcp/time".into()).kind(),
+            Kind::Refused
+        );
         assert!(e.to_string().contains("`fetch`"));
     }
 
@@ -634,6 +724,103 @@ mod tests {
             Err(RequestError::ContradictoryIdentity)
         ));
         assert_eq!(IdentityFlags::default().policy().unwrap(), None);
+    }
+
+    #[test]
+    fn every_path_of_run_and_verify_expands_tilde() {
+        let flags = RunFlags {
+            registry: Some("~/r.json".into()),
+            env_files: vec!["~/e.env".into(), "rel.env".into()],
+            port_token_file: Some("~/t".into()),
+            socket: Some("~/s.sock".into()),
+            seccomp_override: Some("~/o.json".into()),
+            permission_profile: Some("~/p.json".into()),
+            identity: IdentityFlags {
+                trust_root: Some("~/root.json".into()),
+                ..IdentityFlags::default()
+            },
+            ..RunFlags::default()
+        };
+        let f = flags.home_expanded(Some("/h"));
+        assert_eq!(
+            f.env_files,
+            vec![PathBuf::from("/h/e.env"), "rel.env".into()]
+        );
+        assert_eq!(f.port_token_file, Some("/h/t".into()));
+        assert_eq!(f.socket, Some("/h/s.sock".into()));
+        assert_eq!(f.seccomp_override, Some("/h/o.json".into()));
+        assert_eq!(f.permission_profile.as_deref(), Some("/h/p.json"));
+        assert_eq!(f.identity.trust_root, Some("/h/root.json".into()));
+        // `--registry` is expanded where it is parsed (for every command that takes it).
+        let config = Config {
+            home: Some("/h".into()),
+            ..test_config()
+        };
+        assert_eq!(
+            registry_source(Some("~/r.json"), &config).unwrap(),
+            RegistrySource::File("/h/r.json".into())
+        );
+        let none = RunFlags {
+            permission_profile: Some("network".into()),
+            ..RunFlags::default()
+        };
+        assert_eq!(
+            none.home_expanded(Some("/h")).permission_profile.as_deref(),
+            Some("network")
+        );
+    }
+
+    #[test]
+    fn allow_flags_replace_the_configuration_lists_which_host_network_ignores() {
+        let mut config = test_config();
+        config.allow_hosts.value = vec!["a.example:443".into()];
+        config.allow_ports.value = vec![8443];
+        let rules = |flags: &RunFlags| {
+            allow_rules(flags, &config)
+                .unwrap()
+                .iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            rules(&RunFlags::default()),
+            ["a.example:443", "any public host on port 8443"]
+        );
+        let flags = RunFlags {
+            allow_hosts: vec!["b.example".into()],
+            ..RunFlags::default()
+        };
+        assert_eq!(
+            rules(&flags),
+            ["b.example (any port)", "any public host on port 8443"]
+        );
+        let host = RunFlags {
+            network: NetworkMode::Host,
+            ..RunFlags::default()
+        };
+        assert!(
+            rules(&host).is_empty(),
+            "the file's lists do not refuse --network host"
+        );
+        let bad = RunFlags {
+            allow_hosts: vec!["http://x".into()],
+            ..RunFlags::default()
+        };
+        let err = allow_rules(&bad, &config).unwrap_err();
+        assert_eq!(err.kind(), Kind::Usage);
+        assert!(
+            err.to_string()
+                .starts_with("--allow-host/--allow-port: `http://x`"),
+            "{err}"
+        );
+    }
+
+    fn test_config() -> Config {
+        let dir = std::env::temp_dir().join("thv-sandbox-no-such-dir");
+        Config::load_with(&super::super::file::Flags::default(), &|name| {
+            (name == "XDG_CONFIG_HOME").then(|| dir.display().to_string())
+        })
+        .unwrap()
     }
 
     #[test]

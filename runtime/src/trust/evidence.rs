@@ -158,7 +158,7 @@ pub(crate) async fn discover(
         .is_err()
     {
         st.problem(format!(
-            "evidence discovery stopped after {}: the registry is too slow",
+            "evidence discovery stopped after {}: the OCI registry is too slow",
             crate::distribution::remote::show(budget)
         ));
     }

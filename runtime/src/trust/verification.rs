@@ -393,7 +393,9 @@ impl Gate {
             Some(ev) => self.verify_evidence(ev, index, manifest, policy),
             None => Err(prov::Refusal::NoEvidence {
                 subject: manifest.to_string(),
-                searched: vec!["the cache (no stored evidence; the registry was not asked)".into()],
+                searched: vec![
+                    "the cache (no stored evidence; the OCI registry was not asked)".into(),
+                ],
             }),
         };
         match verdict {

@@ -122,7 +122,7 @@ where
     })?;
     if !resp.status().is_success() || !client::is_event_stream(&resp) {
         return Err(BridgeError::Server(format!(
-            "opening the SSE stream at {}: the server answered {} ({}); is the registry entry's transport right?",
+            "opening the SSE stream at {}: the server answered {} ({}); is the transport of its entry in the MCP server registry right?",
             upstream.path,
             resp.status(),
             resp.headers()

@@ -16,6 +16,67 @@ pub struct Outbound {
     /// Ports. Alone (no `allow_host`): any public host on these ports.
     #[serde(default)]
     pub allow_port: Vec<i64>,
+    /// Rules added by the user (`--allow-host HOST[:PORT]`, `--allow-port PORT`, the configuration file's
+    /// `allow_hosts`/`allow_ports`), not part of ToolHive's format: each one allows its host (any port, or its
+    /// port) or its port (any public host) by itself, on top of the lists above, never narrowing them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<AllowRule>,
+}
+
+/// One user-given egress rule: a host (`name`, `.domain` or an IP address) and/or a port; `None` is "any".
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AllowRule {
+    /// The host, as written (checked like an `allow_host` entry); `None`: any public host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The port; `None`: any port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+impl AllowRule {
+    /// `HOST[:PORT]` as `--allow-host` takes it: `api.example.com`, `api.example.com:443`, `.example.com:443`,
+    /// `10.0.0.5:8080`, `[::1]:3000`, `localhost:3000`.
+    pub fn parse_host(s: &str) -> Result<AllowRule, RulesError> {
+        let bad = || RulesError::AllowHost(s.to_owned());
+        let (host, port) = match s.rsplit_once(':') {
+            // `::1` or `fe80::1` without brackets: an address, no port.
+            Some((h, _)) if h.contains(':') && !h.starts_with('[') => (s, None),
+            Some((h, p)) if !h.starts_with('[') || h.ends_with(']') => (h, Some(p)),
+            _ => (s, None),
+        };
+        let port = match port {
+            None => None,
+            Some(p) => Some(p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad)?),
+        };
+        parse_host_rule(host).ok_or_else(bad)?;
+        Ok(AllowRule {
+            host: Some(host.to_owned()),
+            port,
+        })
+    }
+
+    /// `PORT` as `--allow-port` takes it: any public host on that port.
+    pub fn port(port: u16) -> Result<AllowRule, RulesError> {
+        if port == 0 {
+            return Err(RulesError::Port(0));
+        }
+        Ok(AllowRule {
+            host: None,
+            port: Some(port),
+        })
+    }
+}
+
+impl fmt::Display for AllowRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.host, self.port) {
+            (Some(h), Some(p)) => write!(f, "{h}:{p}"),
+            (Some(h), None) => write!(f, "{h} (any port)"),
+            (None, Some(p)) => write!(f, "any public host on port {p}"),
+            (None, None) => f.write_str("nothing"),
+        }
+    }
 }
 
 /// Why an `outbound` section cannot be used.
@@ -27,6 +88,9 @@ pub enum RulesError {
     /// An `allow_port` entry is not in 1..=65535.
     #[error("allow_port entry `{0}` is not a port (1-65535)")]
     Port(i64),
+    /// An `--allow-host` value is not `HOST[:PORT]`.
+    #[error("`{0}` is not HOST[:PORT] (a host name, `.domain` or IP address, and a port 1-65535)")]
+    AllowHost(String),
 }
 
 impl RulesError {
@@ -39,6 +103,11 @@ impl RulesError {
                     .into()
             }
             RulesError::Port(_) => "list ports as numbers, e.g. `allow_port: [443]`".into(),
+            RulesError::AllowHost(_) => {
+                "write `api.example.com:443`, `.example.com` (the domain and its subdomains, any port), \
+                 `127.0.0.1:8080` or `[::1]:3000`; no scheme, path or `*`"
+                    .into()
+            }
         }
     }
 }
@@ -61,6 +130,9 @@ pub enum Refused {
     /// The host is not in `allow_host`.
     #[error("host is not in allow_host")]
     HostNotAllowed,
+    /// Only user rules (`--allow-host`, `--allow-port`) allow anything, and none of them this destination.
+    #[error("not allowed by --allow-host/--allow-port")]
+    NotInAllowRules,
 }
 
 /// One `allow_host` entry, normalized.
@@ -80,6 +152,8 @@ pub struct Rules {
     allow_all: bool,
     hosts: Vec<HostRule>,
     ports: Vec<u16>,
+    /// [`Outbound::allow`]: (host, port), `None` meaning any.
+    extra: Vec<(Option<HostRule>, Option<u16>)>,
 }
 
 /// A destination as the client named it: a (normalized) name or an IP literal.
@@ -292,15 +366,32 @@ impl Rules {
                 _ => return Err(RulesError::Port(p)),
             }
         }
+        let mut extra = Vec::new();
+        for a in &o.allow {
+            let host = match &a.host {
+                Some(h) => Some(parse_host_rule(h).ok_or_else(|| RulesError::Host(h.clone()))?),
+                None => None,
+            };
+            if a.port == Some(0) {
+                return Err(RulesError::Port(0));
+            }
+            extra.push((host, a.port));
+        }
         Ok(Rules {
             allow_all: o.insecure_allow_all,
             hosts,
             ports,
+            extra,
         })
     }
 
     /// Whether the rules allow anything at all (if not, no proxy is needed).
     pub fn allows_anything(&self) -> bool {
+        self.allows_by_lists() || !self.extra.is_empty()
+    }
+
+    /// Whether ToolHive's lists (not the user's extra rules) allow anything.
+    fn allows_by_lists(&self) -> bool {
         self.allow_all || !self.hosts.is_empty() || !self.ports.is_empty()
     }
 
@@ -316,36 +407,47 @@ impl Rules {
         if port == 0 {
             return Err(Refused::PortZero);
         }
-        let exact = self.hosts.iter().any(|r| match (r, host) {
-            (HostRule::Exact(e), Host::Name(n)) => e == n,
-            (HostRule::Ip(e), Host::Ip(ip)) => same_ip(*e, *ip),
-            _ => false,
-        });
-        let in_domain = self.hosts.iter().any(|r| match (r, host) {
-            (HostRule::Domain(d), Host::Name(n)) => {
-                n == d
-                    || (n.len() > d.len()
-                        && n.ends_with(d.as_str())
-                        && n.as_bytes()[n.len() - d.len() - 1] == b'.')
-            }
-            _ => false,
-        });
-        let access = match host {
+        let exact = self
+            .hosts
+            .iter()
+            .any(|r| host_matches(r, host) == Some(true));
+        let in_domain = self
+            .hosts
+            .iter()
+            .any(|r| host_matches(r, host) == Some(false));
+        let by_lists = if self.allow_all {
+            Ok(exact)
+        } else if !self.allows_by_lists() {
+            Err(Refused::NotInAllowRules)
+        } else if !self.ports.is_empty() && !self.ports.contains(&port) {
+            Err(Refused::PortNotAllowed { port })
+        } else if !self.hosts.is_empty() && !exact && !in_domain {
+            Err(Refused::HostNotAllowed)
+        } else {
+            Ok(exact)
+        };
+        // The user's rules add to the lists: the best match among those whose port fits (an exact one opens
+        // what an exact `allow_host` entry opens).
+        let by_user = self
+            .extra
+            .iter()
+            .filter(|(_, p)| p.is_none_or(|p| p == port))
+            .filter_map(|(h, _)| match h {
+                None => Some(false),
+                Some(rule) => host_matches(rule, host),
+            })
+            .max();
+        let exact = match (by_lists, by_user) {
+            (Ok(e), user) => e || user == Some(true),
+            (Err(_), Some(user)) => user,
+            (Err(why), None) => return Err(why),
+        };
+        Ok(match host {
             _ if !exact => LocalAccess::None,
             Host::Ip(_) => LocalAccess::Literal,
             Host::Name(n) if n == "localhost" => LocalAccess::Loopback,
             Host::Name(_) => LocalAccess::None,
-        };
-        if self.allow_all {
-            return Ok(access);
-        }
-        if !self.ports.is_empty() && !self.ports.contains(&port) {
-            return Err(Refused::PortNotAllowed { port });
-        }
-        if !self.hosts.is_empty() && !exact && !in_domain {
-            return Err(Refused::HostNotAllowed);
-        }
-        Ok(access)
+        })
     }
 
     /// The whole decision, given the addresses the host resolved to (for an IP literal: itself). Addresses that
@@ -394,6 +496,24 @@ impl Rules {
     }
 }
 
+/// Whether `rule` matches `host`: `Some(true)` exactly (a name or an IP address), `Some(false)` as a
+/// `.domain`, `None` not at all.
+fn host_matches(rule: &HostRule, host: &Host) -> Option<bool> {
+    match (rule, host) {
+        (HostRule::Exact(e), Host::Name(n)) if e == n => Some(true),
+        (HostRule::Ip(e), Host::Ip(ip)) if same_ip(*e, *ip) => Some(true),
+        (HostRule::Domain(d), Host::Name(n))
+            if n == d
+                || (n.len() > d.len()
+                    && n.ends_with(d.as_str())
+                    && n.as_bytes()[n.len() - d.len() - 1] == b'.') =>
+        {
+            Some(false)
+        }
+        _ => None,
+    }
+}
+
 /// Two IPs are the same destination (an IPv4 address and its IPv4-mapped IPv6 form are).
 fn same_ip(a: IpAddr, b: IpAddr) -> bool {
     a.to_canonical() == b.to_canonical()
@@ -420,6 +540,7 @@ mod tests {
             insecure_allow_all: all,
             allow_host: hosts.iter().map(|s| s.to_string()).collect(),
             allow_port: ports.to_vec(),
+            ..Outbound::default()
         })
         .unwrap()
     }
@@ -429,6 +550,100 @@ mod tests {
     }
 
     const PUBLIC: &str = "93.184.215.14";
+
+    #[test]
+    fn user_rules_add_a_host_a_host_and_port_or_a_port_and_never_narrow_the_lists() {
+        let name = |s: &str| Host::parse(s).unwrap();
+        let with = |base: Outbound, flags: &[&str], ports: &[u16]| {
+            let mut o = base;
+            o.allow
+                .extend(flags.iter().map(|f| AllowRule::parse_host(f).unwrap()));
+            o.allow
+                .extend(ports.iter().map(|p| AllowRule::port(*p).unwrap()));
+            Rules::from_outbound(&o).unwrap()
+        };
+        // Alone: only what they name.
+        let r = with(
+            Outbound::default(),
+            &["api.example.com:443", ".docs.example"],
+            &[],
+        );
+        assert!(r.allows_anything());
+        assert_eq!(
+            r.check(&name("api.example.com"), 443),
+            Ok(LocalAccess::None)
+        );
+        assert_eq!(
+            r.check(&name("api.example.com"), 80),
+            Err(Refused::NotInAllowRules)
+        );
+        assert_eq!(
+            r.check(&name("other.example.com"), 443),
+            Err(Refused::NotInAllowRules)
+        );
+        assert!(r.check(&name("a.docs.example"), 8080).is_ok());
+        // A port alone: any host on it, public addresses only.
+        let r = with(Outbound::default(), &[], &[8443]);
+        assert_eq!(
+            r.check(&name("anything.example"), 8443),
+            Ok(LocalAccess::None)
+        );
+        assert!(r.check(&name("anything.example"), 443).is_err());
+        // On top of a profile's lists: the profile's `allow_port` does not narrow the user's host, and the
+        // user's port does not narrow the profile's hosts.
+        let profile = Outbound {
+            allow_host: vec!["api.github.com".into()],
+            allow_port: vec![443],
+            ..Outbound::default()
+        };
+        let r = with(profile, &["127.0.0.1:8080"], &[]);
+        assert!(r.check(&name("api.github.com"), 443).is_ok());
+        assert_eq!(
+            r.check(&name("api.github.com"), 8080),
+            Err(Refused::PortNotAllowed { port: 8080 })
+        );
+        // An exact IP opens that local address, as an `allow_host` entry does.
+        assert_eq!(r.check(&name("127.0.0.1"), 8080), Ok(LocalAccess::Literal));
+        assert!(matches!(
+            r.decide(&name("127.0.0.1"), 8080, &[ip("127.0.0.1")]),
+            Decision::Allow(_)
+        ));
+        let r = with(
+            Outbound::default(),
+            &["localhost:3000", "[::1]:3001", "::1"],
+            &[],
+        );
+        assert_eq!(r.check(&name("localhost"), 3000), Ok(LocalAccess::Loopback));
+        assert_eq!(r.check(&name("[::1]"), 3001), Ok(LocalAccess::Literal));
+        assert_eq!(r.check(&name("[::1]"), 9), Ok(LocalAccess::Literal));
+    }
+
+    #[test]
+    fn allow_host_values_are_host_and_port() {
+        let ok = |s: &str| AllowRule::parse_host(s).unwrap();
+        assert_eq!(ok("a.example:443").port, Some(443));
+        assert_eq!(ok("a.example").port, None);
+        assert_eq!(ok("[::1]:3000").host.as_deref(), Some("[::1]"));
+        assert_eq!(ok("::1").port, None);
+        assert_eq!(ok(".example.com:80").host.as_deref(), Some(".example.com"));
+        for bad in [
+            "",
+            "a.example:0",
+            "a.example:x",
+            "https://a.example",
+            "a/b",
+            "*.a",
+            ":443",
+            "[::1",
+        ] {
+            assert!(AllowRule::parse_host(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            AllowRule::parse_host("a.example:99999").unwrap_err().to_string(),
+            "`a.example:99999` is not HOST[:PORT] (a host name, `.domain` or IP address, and a port 1-65535)"
+        );
+        assert!(AllowRule::port(0).is_err());
+    }
 
     #[test]
     fn each_refusal_before_resolution_says_which_list_refused() {

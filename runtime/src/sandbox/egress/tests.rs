@@ -58,6 +58,7 @@ fn outbound(hosts: &[&str], ports: &[u16]) -> Outbound {
         insecure_allow_all: false,
         allow_host: hosts.iter().map(|s| s.to_string()).collect(),
         allow_port: ports.iter().map(|&p| p as i64).collect(),
+        ..Outbound::default()
     }
 }
 
