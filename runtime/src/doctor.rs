@@ -8,6 +8,8 @@
 //! 2. `user namespaces` — the kernel knobs (`user.max_user_namespaces`, Debian's
 //!    `kernel.unprivileged_userns_clone`, Ubuntu's `kernel.apparmor_restrict_unprivileged_userns`),
 //!    then a real attempt in the probe child. The knobs only explain a failure; the probe decides.
+//!    Then `apparmor userns` (doctor/apparmor_profile.rs): under Ubuntu's restriction, whether an AppArmor profile
+//!    lets this binary use user namespaces; the fix prints the profile for this binary's path, and the sysctl.
 //! 3. `mount namespace` — a private mount namespace inside the user namespace, and a tmpfs in it.
 //! 4. `cgroup namespace` — a cgroup namespace and a `cgroup2` mount on /sys/fs/cgroup, which makes
 //!    libcontainer use its v2 cgroup manager even on v1-hybrid hosts.
@@ -47,6 +49,8 @@ use nix::unistd::{access, fork, pipe2, AccessFlags, ForkResult, Uid, User};
 const _: fn(&LinuxSeccomp) -> bool = libcontainer::seccomp::is_notify;
 
 use crate::rootfs::idmap::subid_entries;
+
+mod apparmor_profile;
 use crate::rootfs::idmap::{parse_subid_file, SubIdKind, MIN_SUBID_COUNT};
 
 /// How a check came out.
@@ -266,6 +270,7 @@ pub fn diagnose(inputs: &DoctorInputs) -> Report {
     let checks = vec![
         user_check(euid, &user),
         userns_check(&knobs, &probe, container, euid),
+        apparmor_profile::check(&apparmor_profile::Facts::read(euid)),
         mount_check(&probe, container),
         cgroupns_check(&probe, container),
         pidns_check(&probe, container),
