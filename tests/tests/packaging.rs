@@ -24,7 +24,10 @@ fn version_names_the_commit_it_was_built_from() {
     let version = text(&out.stdout);
     let commit = version
         .trim()
-        .strip_prefix(&format!("thv-sandbox {} (commit ", env!("CARGO_PKG_VERSION")))
+        .strip_prefix(&format!(
+            "thv-sandbox {} (commit ",
+            env!("CARGO_PKG_VERSION")
+        ))
         .and_then(|s| s.strip_suffix(')'))
         .unwrap_or_else(|| panic!("unexpected --version: {version:?}"));
     assert!(
@@ -34,7 +37,13 @@ fn version_names_the_commit_it_was_built_from() {
     // Where this checkout is readable (not for CI's unprivileged users), it is HEAD's commit, unless the binary
     // under test was built elsewhere (an installed package).
     let head = Command::new("git")
-        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short=12", "HEAD"])
+        .args([
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "rev-parse",
+            "--short=12",
+            "HEAD",
+        ])
         .output();
     if let Ok(head) = head {
         if head.status.success() && std::env::var_os("THV_SANDBOX_BIN").is_none() {
@@ -78,15 +87,25 @@ fn zsh_and_fish_completions_name_every_command() {
         let out = thv(&["completions", shell]);
         assert!(out.status.success(), "{shell}: {}", text(&out.stderr));
         let script = text(&out.stdout);
-        assert!(script.starts_with(marker) || script.contains(marker), "{shell}: {script}");
+        assert!(
+            script.starts_with(marker) || script.contains(marker),
+            "{shell}: {script}"
+        );
         for cmd in ["run", "registry", "doctor", "verify", "completions", "man"] {
             assert!(script.contains(cmd), "{shell} lacks {cmd}");
         }
-        assert!(!script.contains("__runner"), "{shell} offers the hidden runner");
+        assert!(
+            !script.contains("__runner"),
+            "{shell} offers the hidden runner"
+        );
     }
     let out = thv(&["completions", "tcsh"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("invalid value 'tcsh'"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("invalid value 'tcsh'"),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(out.stdout.is_empty());
 }
 
@@ -97,7 +116,10 @@ fn man_page_describes_the_commands_and_dir_writes_one_page_each() {
     let page = text(&out.stdout);
     assert!(page.contains(".TH thv-sandbox 1"), "{page}");
     for cmd in ["run", "registry", "doctor", "verify", "completions"] {
-        assert!(page.contains(&format!("thv\\-sandbox\\-{cmd}(1)")), "no {cmd} in:\n{page}");
+        assert!(
+            page.contains(&format!("thv\\-sandbox\\-{cmd}(1)")),
+            "no {cmd} in:\n{page}"
+        );
     }
     assert!(!page.contains("__runner"));
 
@@ -106,7 +128,11 @@ fn man_page_describes_the_commands_and_dir_writes_one_page_each() {
     let out = thv(&["man", "--dir", pages.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(out.stdout.is_empty());
-    for name in ["thv-sandbox.1", "thv-sandbox-run.1", "thv-sandbox-registry-info.1"] {
+    for name in [
+        "thv-sandbox.1",
+        "thv-sandbox-run.1",
+        "thv-sandbox-registry-info.1",
+    ] {
         let p = std::fs::read_to_string(pages.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(p.starts_with(".ie"), "{name}: {p}");
     }
@@ -142,7 +168,10 @@ fn doctor_checks_the_apparmor_userns_restriction() {
         .unwrap_or_else(|| panic!("no apparmor check:\n{report}"));
     // What the line says follows from the host's knob.
     match std::fs::read_to_string("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") {
-        Err(_) => assert!(line.contains("no kernel.apparmor_restrict_unprivileged_userns"), "{line}"),
+        Err(_) => assert!(
+            line.contains("no kernel.apparmor_restrict_unprivileged_userns"),
+            "{line}"
+        ),
         Ok(v) if v.trim() == "0" => assert!(line.ends_with("= 0"), "{line}"),
         Ok(_) => assert!(line.contains("= 1"), "{line}"),
     }

@@ -76,9 +76,16 @@ impl Facts {
             .and_then(|s| s.trim().parse::<u64>().ok());
         let apparmor_enabled = fs::read_to_string("/sys/module/apparmor/parameters/enabled")
             .is_ok_and(|s| s.trim() == "Y");
-        let confinement = ["/proc/self/attr/apparmor/current", "/proc/self/attr/current"]
-            .iter()
-            .find_map(|p| fs::read_to_string(p).ok().and_then(|t| parse_confinement(&t)));
+        let confinement = [
+            "/proc/self/attr/apparmor/current",
+            "/proc/self/attr/current",
+        ]
+        .iter()
+        .find_map(|p| {
+            fs::read_to_string(p)
+                .ok()
+                .and_then(|t| parse_confinement(&t))
+        });
         let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("thv-sandbox"));
         Facts {
             restrict,
@@ -126,7 +133,9 @@ pub(crate) fn check(f: &Facts) -> Check {
         detail.push_str(": root is not affected, unprivileged users cannot create sandboxes");
         Status::Warn
     } else {
-        detail.push_str(": the kernel gives this unprivileged program no capabilities in its user namespaces");
+        detail.push_str(
+            ": the kernel gives this unprivileged program no capabilities in its user namespaces",
+        );
         Status::Fail
     };
     Check::new(NAME, status, detail).with_fix(fix(&f.exe))
@@ -218,17 +227,23 @@ mod tests {
         let c = check(&ubuntu(Some(Confinement::Unconfined), 1000));
         assert_eq!(c.status, Status::Fail);
         assert!(
-            c.detail.contains("no AppArmor profile applies to /home/u/.local/bin/thv-sandbox"),
+            c.detail
+                .contains("no AppArmor profile applies to /home/u/.local/bin/thv-sandbox"),
             "{}",
             c.detail
         );
         let fix = c.fix.unwrap();
         assert!(
-            fix.contains("'profile thv-sandbox /home/u/.local/bin/thv-sandbox flags=(unconfined) {'"),
+            fix.contains(
+                "'profile thv-sandbox /home/u/.local/bin/thv-sandbox flags=(unconfined) {'"
+            ),
             "{fix}"
         );
         assert!(fix.contains("'  userns,'"), "{fix}");
-        assert!(fix.contains("sudo apparmor_parser -r /etc/apparmor.d/thv-sandbox"), "{fix}");
+        assert!(
+            fix.contains("sudo apparmor_parser -r /etc/apparmor.d/thv-sandbox"),
+            "{fix}"
+        );
         assert!(
             fix.contains("sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0"),
             "{fix}"
@@ -248,7 +263,9 @@ mod tests {
             .unwrap();
         assert!(out.status.success());
         assert_eq!(String::from_utf8(out.stdout).unwrap(), profile_text(&exe));
-        assert!(profile_text(&exe).contains("profile thv-sandbox \"/opt/it's here/thv-sandbox\" flags"));
+        assert!(
+            profile_text(&exe).contains("profile thv-sandbox \"/opt/it's here/thv-sandbox\" flags")
+        );
     }
 
     #[test]
@@ -278,7 +295,12 @@ mod tests {
         f.profile_installed = true;
         let c = check(&f);
         assert_eq!(c.status, Status::Warn);
-        assert!(c.detail.contains("/etc/apparmor.d/thv-sandbox exists but is not loaded"), "{}", c.detail);
+        assert!(
+            c.detail
+                .contains("/etc/apparmor.d/thv-sandbox exists but is not loaded"),
+            "{}",
+            c.detail
+        );
         assert!(c.fix.is_some());
     }
 
