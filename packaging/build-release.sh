@@ -49,14 +49,16 @@ docs_bin=${docs_bin:-$bin}
 docs=$out/thv-sandbox-docs
 rm -rf "$docs"; mkdir -p "$docs/completions"
 "$docs_bin" man --dir "$docs/man1"
+gzip -9n "$docs"/man1/*.1   # Debian policy: compressed, reproducibly (no name or time stamp)
 "$docs_bin" completions bash > "$docs/completions/thv-sandbox.bash"
 "$docs_bin" completions zsh > "$docs/completions/_thv-sandbox"
 "$docs_bin" completions fish > "$docs/completions/thv-sandbox.fish"
 
 mkdir -p dist
 version=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"]=="thv-sandbox"))')
-cp "$bin" "dist/thv-sandbox-$version-$target"
+[ "$profile" = dev ] || cp "$bin" "dist/thv-sandbox-$version-$target"
 deb_profile=()
-[ "$profile" = release ] || deb_profile=(--profile "$profile")
+# The debug build (CI) is packaged with faster compression: the package is tested, not shipped.
+[ "$profile" = release ] || deb_profile=(--profile "$profile" --fast)
 cargo deb --no-build -p thv-sandbox "${target_args[@]}" "${deb_profile[@]}" -o dist/ >/dev/null
-ls -1 "dist/thv-sandbox-$version-$target" dist/thv-sandbox_"$version"*_"$deb_arch".deb
+ls -1 dist/thv-sandbox-"$version-$target" dist/thv-sandbox_"$version"*_"$deb_arch".deb 2>/dev/null || true

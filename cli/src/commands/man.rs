@@ -24,7 +24,9 @@ enum ManError {
 }
 
 pub(crate) fn man_cmd(args: ManArgs) -> i32 {
-    let cmd = Cli::command();
+    // Without the `help` subcommand, as clap_mangen::generate_to renders the pages the .deb ships: `help` is
+    // clap's, not a command of ours, and both forms give the same thv-sandbox.1.
+    let cmd = Cli::command().disable_help_subcommand(true);
     let result = match args.dir {
         Some(dir) => std::fs::create_dir_all(&dir)
             .and_then(|()| clap_mangen::generate_to(cmd, &dir))

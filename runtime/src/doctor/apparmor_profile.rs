@@ -141,11 +141,16 @@ pub(crate) fn check(f: &Facts) -> Check {
     Check::new(NAME, status, detail).with_fix(fix(&f.exe))
 }
 
-/// Both fixes: a profile for this binary, or the sysctl.
+/// Both fixes: a profile for this binary, or the sysctl. For the packaged binary, the package's own profile first.
 fn fix(exe: &Path) -> String {
     let lines: Vec<String> = profile_text(exe).lines().map(shell_quote).collect();
+    let package = if exe == Path::new("/usr/bin/thv-sandbox") {
+        "install and load the package's profile again: `sudo dpkg-reconfigure thv-sandbox`; or "
+    } else {
+        ""
+    };
     format!(
-        "either allow user namespaces for this binary with an AppArmor profile (the .deb installs it for \
+        "{package}allow user namespaces for this binary with an AppArmor profile (the .deb installs it for \
          /usr/bin/thv-sandbox): `printf '%s\\n' {} | sudo tee {PROFILE_PATH} >/dev/null && sudo apparmor_parser -r \
          {PROFILE_PATH}`; or lift the restriction for every program: `sudo sysctl -w \
          kernel.apparmor_restrict_unprivileged_userns=0` (persist it in /etc/sysctl.d/)",
@@ -248,6 +253,23 @@ mod tests {
             fix.contains("sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0"),
             "{fix}"
         );
+    }
+
+    #[test]
+    fn the_packaged_binary_is_told_to_reconfigure_the_package_first() {
+        let mut f = ubuntu(Some(Confinement::Unconfined), 1000);
+        f.exe = PathBuf::from("/usr/bin/thv-sandbox");
+        let fix = check(&f).fix.unwrap();
+        assert!(
+            fix.starts_with(
+                "install and load the package's profile again: `sudo dpkg-reconfigure thv-sandbox`"
+            ),
+            "{fix}"
+        );
+        let elsewhere = check(&ubuntu(Some(Confinement::Unconfined), 1000))
+            .fix
+            .unwrap();
+        assert!(!elsewhere.contains("dpkg-reconfigure"), "{elsewhere}");
     }
 
     #[test]
