@@ -75,7 +75,21 @@ printf '%s\n' "${COMPREPLY[@]}""#;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let replies = text(&out.stdout);
     assert!(replies.lines().any(|l| l == "registry"), "{replies}");
-    assert!(replies.contains("complete -F"), "{replies}");
+    assert!(replies.contains(" -F "), "{replies}");
+    // The internal runner is not offered.
+    let probe = r#"source "$1" || exit 1
+COMP_WORDS=(thv-sandbox ""); COMP_CWORD=1; COMP_LINE="thv-sandbox "; COMP_POINT=${#COMP_LINE}
+fn=$(complete -p thv-sandbox | sed -n 's/.*-F \([^ ]*\) .*/\1/p')
+"$fn" thv-sandbox "" thv-sandbox
+printf '%s\n' "${COMPREPLY[@]}""#;
+    let out = Command::new("bash")
+        .args(["--norc", "-c", probe, "_"])
+        .arg(&file)
+        .output()
+        .expect("bash");
+    let all = text(&out.stdout);
+    assert!(all.lines().any(|l| l == "completions"), "{all}");
+    assert!(!all.contains("__runner"), "{all}");
 }
 
 #[test]
