@@ -19,6 +19,8 @@ fn git(args: &[&str]) -> Option<String> {
 
 fn main() {
     println!("cargo:rerun-if-env-changed=THV_SANDBOX_COMMIT");
+    // Where git looks (a build outside any checkout behaves as GIT_DIR=/nonexistent does).
+    println!("cargo:rerun-if-env-changed=GIT_DIR");
     let from_env = std::env::var("THV_SANDBOX_COMMIT")
         .ok()
         .filter(|s| !s.is_empty());
