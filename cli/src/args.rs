@@ -13,7 +13,7 @@ use thv_sandbox_runtime::settings::request::{IdentityFlags, RunFlags};
 #[derive(Debug, Parser)]
 #[command(
     name = "thv-sandbox",
-    version,
+    version = crate::VERSION,
     about = "Run MCP servers from OCI images in rootless sandboxes"
 )]
 pub(crate) struct Cli {
@@ -69,6 +69,15 @@ pub(crate) enum Command {
     /// Internal: the runner process (started by `run`).
     #[command(name = "__runner", hide = true)]
     Runner { run_dir: PathBuf },
+    /// Print a shell completion script on stdout: `thv-sandbox completions bash|zsh|fish|elvish|powershell`
+    /// (e.g. `thv-sandbox completions bash > ~/.local/share/bash-completion/completions/thv-sandbox`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page thv-sandbox(1) (roff) on stdout, or write one page per command into a directory.
+    Man(ManArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -445,4 +454,11 @@ pub(crate) fn only_cache_dir(cache_dir: Option<PathBuf>) -> SettingsArgs {
         cache_dir,
         ..SettingsArgs::default()
     }
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ManArgs {
+    /// Write thv-sandbox.1 and one page per subcommand (thv-sandbox-run.1, …) into DIR instead of printing.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) dir: Option<PathBuf>,
 }

@@ -18,6 +18,14 @@ mod report;
 
 use args::*;
 
+/// `--version`: the crate version and the commit it was built from (cli/build.rs).
+pub(crate) const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("THV_SANDBOX_COMMIT"),
+    ")"
+);
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -43,6 +51,8 @@ fn main() -> ExitCode {
         Command::Pull(args) => commands::pull::pull_cmd(file, args),
         Command::Images(args) => commands::images::images_cmd(file, args),
         Command::Prune(args) => commands::prune::prune_cmd(file, args),
+        Command::Completions { shell } => commands::completions::completions_cmd(shell),
+        Command::Man(args) => commands::man::man_cmd(args),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
 }

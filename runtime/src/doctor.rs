@@ -26,12 +26,15 @@
 //! them, and the seccomp filter comes last so it cannot get in the way of the others. Nothing the child
 //! does outlives it except the empty temporary directory it mounts on, which the parent removes.
 //!
-//! One file per group of checks: `user.rs` (1), `namespaces.rs` (2–6), `seccomp.rs` (7), `cgroups.rs` (8),
+//! One file per group of checks: `user.rs` (1), `namespaces.rs` (2–6), `apparmor_profile.rs` (Ubuntu's
+//! userns restriction: whether an AppArmor profile lets this binary use user namespaces; the fix prints the
+//! profile and the sysctl), `seccomp.rs` (7), `cgroups.rs` (8),
 //! `subids.rs` (9–10), `dirs.rs` (11), and `trust.rs` (the trust roots, which `thv-sandbox doctor` adds); each
 //! check is a function of facts gathered in [`diagnose`] returning a [`Check`]. The report and its text and
 //! JSON forms are in `report.rs`. A new check is a function in one of these files (or a new one) and one line
 //! in [`diagnose`]'s list.
 
+mod apparmor_profile;
 mod cgroups;
 mod container;
 mod dirs;
@@ -154,6 +157,7 @@ pub fn diagnose(inputs: &DoctorInputs) -> Report {
     let checks = vec![
         user_check(euid, &user),
         userns_check(&knobs, &probe, container, euid),
+        apparmor_profile::check(&apparmor_profile::Facts::read(euid)),
         mount_check(&probe, container),
         cgroupns_check(&probe, container),
         pidns_check(&probe, container),

@@ -11,6 +11,9 @@ pub(crate) mod registry;
 pub(crate) mod run;
 pub(crate) mod trust;
 pub(crate) mod verify;
+// Packaging: shell completions and the manual page, generated from the clap definition.
+pub(crate) mod completions;
+pub(crate) mod man;
 
 use std::path::PathBuf;
 
