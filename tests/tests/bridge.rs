@@ -991,7 +991,8 @@ impl ProbeLauncher {
         let mut children = self.children.lock().unwrap();
         let running = children
             .iter_mut()
-            .filter(|c| c.try_wait().unwrap().is_none())
+            .map(|c| c.try_wait().unwrap().is_none())
+            .filter(|&running| running)
             .count();
         (children.len(), running)
     }
