@@ -391,27 +391,22 @@ async fn port_serves_a_fresh_session_to_each_client() {
         .expect("initialize in time")
         .expect("initialize")
     };
-    let mut sandboxes = Vec::new();
     let first = connect().await;
     let echo = call_tool(&first, "echo", json!({"text": "first"}))
         .await
         .expect("echo");
     assert_eq!(tool_text(&echo), "first");
-    sandboxes.push(sandbox_of(&first, "first").await);
+    fresh_sandbox(&first, "first").await;
     first.cancel().await.expect("close");
     let second = connect().await;
-    sandboxes.push(sandbox_of(&second, "second").await);
+    fresh_sandbox(&second, "second").await;
     // Left open: the third client takes over.
     let third = connect().await;
-    sandboxes.push(sandbox_of(&third, "third").await);
+    fresh_sandbox(&third, "third").await;
     third.cancel().await.expect("close");
-    // The second client's session is gone: it is told so and gets a fresh one.
-    sandboxes.push(sandbox_of(&second, "second, again").await);
+    // The second client's session is gone: it is told so and gets a fresh one (its mark is not there).
+    fresh_sandbox(&second, "second, again").await;
     second.cancel().await.expect("close");
-    let mut distinct = sandboxes.clone();
-    distinct.sort();
-    distinct.dedup();
-    assert_eq!(distinct.len(), 4, "a sandbox per session: {sandboxes:?}");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id().expect("pid") as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -429,15 +424,25 @@ async fn port_serves_a_fresh_session_to_each_client() {
     run.assert_nothing_left(None);
 }
 
-/// The user namespace of the sandbox serving `client`'s session (each sandbox has its own).
-async fn sandbox_of(client: &thv_sandbox_e2e::McpClient, what: &str) -> String {
-    let p = thv_sandbox_e2e::call_tool(client, "probe", json!({}))
+/// Checks that `client`'s session is served by a fresh sandbox (its private `/tmp` holds no mark of an earlier
+/// session), then marks it. Namespace ids cannot tell: a namespace's inode is reused once the previous one is gone.
+async fn fresh_sandbox(client: &thv_sandbox_e2e::McpClient, what: &str) {
+    use thv_sandbox_e2e::call_tool;
+    let seen = call_tool(client, "read_file", json!({"path": "/tmp/session"}))
         .await
         .unwrap_or_else(|e| panic!("{what}: {e}"));
-    thv_sandbox_e2e::tool_json(&p)["namespaces"]["user"]
-        .as_str()
-        .expect("user ns")
-        .to_owned()
+    assert!(
+        seen.is_error.unwrap_or(false),
+        "{what}: the sandbox was used before: {seen:?}"
+    );
+    let marked = call_tool(
+        client,
+        "write_file",
+        json!({"path": "/tmp/session", "text": what}),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(!marked.is_error.unwrap_or(false), "{what}: {marked:?}");
 }
 
 /// Waits for `run --port`'s line naming its URL on stderr (`http://127.0.0.1:PORT/mcp/TOKEN`, or with the
