@@ -247,6 +247,17 @@ pub fn run(
         target.ownership,
     )?;
     let t_image = t_start.elapsed();
+    check_secrets(req)?;
+    if let (Some(expose), None) = (&req.port, req.http) {
+        // `--port` with a stdio server: steps 6 to 8 for each MCP session, in a fresh sandbox.
+        let image = Unpacked {
+            digest: image.manifest_digest.to_string(),
+            runtime,
+            root,
+            host,
+        };
+        return serve_sessions(req, expose, &runs_dir, &image, &say(&reporter));
+    }
 
     // 6. spec: a pure function of image config, profile and options.
     let run_dir = RunDir::create(&runs_dir).map_err(|source| Error::RunDir {
@@ -269,26 +280,6 @@ pub fn run(
         }
     };
     let t_spec = t_start.elapsed();
-    let secrets_size: usize = req
-        .secrets
-        .iter()
-        .map(|s| s.name.len() + s.expose().len() + 16)
-        .sum();
-    if secrets_size > crate::sandbox::sync::MAX_MESSAGE - 4096 {
-        run_dir.remove();
-        return Err(Error::SecretsTooLarge(secrets_size));
-    }
-    if let Some(bad) = req
-        .secrets
-        .iter()
-        .find(|s| s.name.is_empty() || s.name.contains(['=', '\0']) || s.expose().contains('\0'))
-    {
-        run_dir.remove();
-        return Err(Error::Spec(SpecError::BadEnv(format!(
-            "`{}`",
-            bad.name.escape_debug()
-        ))));
-    }
 
     // 7. network + 8. supervise: the runner creates the namespaces (lo up) and the container; we supervise.
     let timings = req.timings;
@@ -304,9 +295,9 @@ pub fn run(
             }));
         }
     };
-    // `--port`/`--socket`: the listeners are bound before the sandbox starts (a taken port is an error, not a
-    // dead server); the socket file goes when this function returns. A stdio server gets pipes whose other ends
-    // the HTTP server holds; an HTTP server is reached through the socket factory.
+    // `--port`/`--socket` (an HTTP server here; a stdio server is served by `serve_sessions`): the listeners are
+    // bound before the sandbox starts (a taken port is an error, not a dead server); the socket file goes when
+    // this function returns. The server is reached through the socket factory.
     let (mut exposed, _socket_file) = match &req.port {
         Some(expose) => {
             let (listening, file) =
@@ -315,17 +306,7 @@ pub fn run(
         }
         None => (None, None),
     };
-    let say: bridge::Say = {
-        let reporter = Arc::clone(&reporter);
-        Arc::new(move |line: &str| reporter.report(Event::Note(line)))
-    };
-    let mut port_pipes = None;
-    if let Some(listening) = exposed.take_if(|_| req.http.is_none()) {
-        let (server_ends, ours) =
-            bridge::stdio_pipes().map_err(|e| Error::Port(format!("--port: {e}")))?;
-        port_pipes = Some(server_ends);
-        bridge::spawn_port_server(listening, ours, say.clone());
-    }
+    let say = say(&reporter);
     // An HTTP server: exposed on `--port`, or bridged to our stdio (whose end says how the run went).
     let bridge_end = StdioBridgeEnd::default();
     let mut on_factory = req.http.map(|(transport, port)| {
@@ -345,13 +326,13 @@ pub fn run(
             }
         }
     });
-    let server_stdio = match (port_pipes, on_factory.as_mut()) {
-        (Some((stdin, stdout)), _) => ServerStdio::Port { stdin, stdout },
-        (None, Some(on_factory)) => ServerStdio::Http { on_factory },
-        (None, None) => ServerStdio::Inherit,
+    let server_stdio = match on_factory.as_mut() {
+        Some(on_factory) => ServerStdio::Http { on_factory },
+        None => ServerStdio::Inherit,
     };
     // Served from here (the host's network namespace) until the sandbox ends.
     let mut egress: Option<crate::sandbox::egress::EgressHandle> = None;
+    let mut nameserver = None;
     let outcome = supervise::supervise(SupervisorArgs {
         exe: req.exe.clone(),
         run_dir: &run_dir.path,
@@ -360,33 +341,291 @@ pub fn run(
         secrets: &req.secrets,
         stop_timeout: req.stop_timeout,
         on_started: &mut on_started,
-        on_egress: &mut |listener| {
-            let Ok(Some(rules)) = egress_rules(req) else {
-                return;
-            };
-            let log = say.clone();
-            match crate::sandbox::egress::spawn(listener, rules, move |line| log(line)) {
-                Ok(handle) => egress = Some(handle),
-                Err(e) => say(&format!("the egress proxy could not start: {e}")),
-            }
-        },
+        on_egress: &mut |listener| serve_egress(req, &say, listener, &mut egress),
+        on_dns: &mut |socket| serve_dns(req, &say, socket, &mut nameserver),
         server_stdio,
     });
     // The lock goes with our process; the runner holds its own copy until it is gone.
     drop(run_dir);
     drop(egress);
+    // Says its summary of refused lookups, if any.
+    drop(nameserver);
     match outcome.map_err(Error::Supervise)? {
         // The client closed the bridge and we stopped the server for it: a normal end.
-        RunEnd::Exited(code)
+        RunEnd::Exited(code) | RunEnd::Stopped(code)
             if code == 128 + libc::SIGTERM && bridge_end.get() == Some(BridgeEnd::ClientClosed) =>
         {
             Ok(RunSummary { exit_code: 0 })
         }
-        RunEnd::Exited(_) if bridge_end.get() == Some(BridgeEnd::Failed) => Ok(RunSummary {
-            exit_code: crate::EXIT_SANDBOX_ERROR,
-        }),
-        RunEnd::Exited(code) => Ok(RunSummary { exit_code: code }),
+        RunEnd::Exited(_) | RunEnd::Stopped(_) if bridge_end.get() == Some(BridgeEnd::Failed) => {
+            Ok(RunSummary {
+                exit_code: crate::EXIT_SANDBOX_ERROR,
+            })
+        }
+        RunEnd::Exited(code) | RunEnd::Stopped(code) => Ok(RunSummary { exit_code: code }),
         RunEnd::Failed(f) => Err(Error::Sandbox(f)),
+    }
+}
+
+/// Where the bridge threads' (and the egress proxy's, the name server's, the sessions') lines go: `reporter`.
+fn say(reporter: &Arc<dyn Reporter>) -> bridge::Say {
+    let reporter = Arc::clone(reporter);
+    Arc::new(move |line: &str| reporter.report(Event::Note(line)))
+}
+
+/// Serves the egress proxy on `listener` (made by the runner in the sandbox's network namespace), when the request
+/// has rules for it; `egress` keeps it until the sandbox is gone.
+fn serve_egress(
+    req: &RunRequest,
+    say: &bridge::Say,
+    listener: std::net::TcpListener,
+    egress: &mut Option<crate::sandbox::egress::EgressHandle>,
+) {
+    let Ok(Some(rules)) = egress_rules(req) else {
+        return;
+    };
+    let log = say.clone();
+    match crate::sandbox::egress::spawn(listener, rules, move |line| log(line)) {
+        Ok(handle) => *egress = Some(handle),
+        Err(e) => say(&format!("the egress proxy could not start: {e}")),
+    }
+}
+
+/// Answers the sandbox's name server socket (made by the runner in its network namespace): every lookup refused
+/// and reported (see [`crate::sandbox::nameserver`]); `nameserver` keeps it until the sandbox is gone.
+fn serve_dns(
+    req: &RunRequest,
+    say: &bridge::Say,
+    socket: std::net::UdpSocket,
+    nameserver: &mut Option<crate::sandbox::nameserver::NameServer>,
+) {
+    use crate::sandbox::nameserver::{self, Why};
+    let why = match egress_rules(req) {
+        Ok(Some(_)) => Why::ProxyOnly,
+        _ => Why::NoNetwork,
+    };
+    let log = say.clone();
+    match nameserver::spawn(socket, why, move |line| log(line)) {
+        Ok(ns) => *nameserver = Some(ns),
+        Err(e) => say(&format!("the sandbox's name server could not start: {e}")),
+    }
+}
+
+/// The secret variables must fit the runner channel and be passable to `execve`.
+fn check_secrets(req: &RunRequest) -> Result<(), Error> {
+    let secrets_size: usize = req
+        .secrets
+        .iter()
+        .map(|s| s.name.len() + s.expose().len() + 16)
+        .sum();
+    if secrets_size > crate::sandbox::sync::MAX_MESSAGE - 4096 {
+        return Err(Error::SecretsTooLarge(secrets_size));
+    }
+    if let Some(bad) = req
+        .secrets
+        .iter()
+        .find(|s| s.name.is_empty() || s.name.contains(['=', '\0']) || s.expose().contains('\0'))
+    {
+        return Err(Error::Spec(SpecError::BadEnv(format!(
+            "`{}`",
+            bad.name.escape_debug()
+        ))));
+    }
+    Ok(())
+}
+
+/// An image ready to run (after step 5).
+struct Unpacked {
+    digest: String,
+    runtime: ImageRuntimeConfig,
+    root: rootfs::Root,
+    host: HostIds,
+}
+
+/// `--port`/`--socket` with a stdio server. One stdio server holds one MCP session, so each session gets a fresh
+/// server in a fresh sandbox: steps 6 to 8 per session, the image resolved, verified and unpacked once before. The
+/// HTTP server (its own thread) asks for a server through a [`SessionLauncher`] when a client initializes, and
+/// ends the session (closing the server's stdin and the session's end pipe) on `DELETE` or when a newer
+/// `initialize` replaces it. Sessions run one at a time, supervised here, on the calling thread, which takes the
+/// signals between sessions (the supervisor takes them during one). SIGTERM, SIGINT or SIGHUP ends the run (and
+/// the live session's server) with exit code 0: a server that serves sessions ends normally when asked to.
+fn serve_sessions(
+    req: &RunRequest,
+    expose: &bridge::Expose,
+    runs_dir: &std::path::Path,
+    image: &Unpacked,
+    say: &bridge::Say,
+) -> Result<RunSummary, Error> {
+    use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    // Bound before anything runs (a taken port is an error at once); the socket file goes when we return.
+    let (listening, _socket_file) =
+        bridge::access::listen(expose).map_err(|e| Error::Port(e.to_string()))?;
+    let set = crate::sandbox::runner::handled_signals();
+    let mut old = SigSet::empty();
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old))
+        .map_err(|e| Error::Supervise(e.into()))?;
+    let served = (|| -> Result<RunSummary, Error> {
+        let sfd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+            .map_err(|e| Error::Supervise(e.into()))?;
+        let (launcher, requests, wake) =
+            SessionLauncher::new().map_err(|e| Error::Port(format!("--port: {e}")))?;
+        bridge::spawn_port_server(
+            listening,
+            bridge::PortUpstream::PerSession(std::sync::Arc::new(launcher)),
+            say.clone(),
+        );
+        let mut sessions = 0u64;
+        loop {
+            use std::os::fd::{AsFd, AsRawFd};
+            let mut fds = [
+                nix::poll::PollFd::new(sfd.as_fd(), nix::poll::PollFlags::POLLIN),
+                nix::poll::PollFd::new(wake.as_fd(), nix::poll::PollFlags::POLLIN),
+            ];
+            match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(Error::Supervise(e.into())),
+            }
+            while let Ok(Some(info)) = sfd.read_signal() {
+                if matches!(
+                    Signal::try_from(info.ssi_signo as i32),
+                    Ok(Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP)
+                ) {
+                    return Ok(RunSummary { exit_code: 0 });
+                }
+            }
+            let mut drained = [0u8; 64];
+            while matches!(nix::unistd::read(wake.as_raw_fd(), &mut drained), Ok(n) if n > 0) {}
+            while let Ok(reply) = requests.try_recv() {
+                let (server_ends, ours) = match bridge::session_pipes() {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = reply.send(Err(format!("pipes for the server: {e}")));
+                        continue;
+                    }
+                };
+                if reply.send(Ok(ours)).is_err() {
+                    // The client is gone already.
+                    continue;
+                }
+                sessions += 1;
+                match run_session(req, runs_dir, image, server_ends, say) {
+                    Ok(RunEnd::Stopped(code)) => {
+                        say(&format!(
+                            "session {sessions} ended with the run (the server exited with code {code})"
+                        ));
+                        return Ok(RunSummary { exit_code: 0 });
+                    }
+                    Ok(RunEnd::Exited(code)) => say(&format!(
+                        "session {sessions} ended (the server exited with code {code})"
+                    )),
+                    Ok(RunEnd::Failed(f)) => say(&format!(
+                        "session {sessions}: {}: {}",
+                        Error::Sandbox(f.clone()),
+                        f.chain.join(": ")
+                    )),
+                    Err(e) => {
+                        say(&format!("session {sessions}: {e}"));
+                        if matches!(e, Error::Supervise(_)) {
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+        }
+    })();
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+    served
+}
+
+/// Steps 6 to 8 for one `--port` session: a run directory and spec of its own, the sandbox supervised until its
+/// server exits. `server_ends` are the server's stdin, its stdout and the session's end pipe.
+fn run_session(
+    req: &RunRequest,
+    runs_dir: &std::path::Path,
+    image: &Unpacked,
+    server_ends: (
+        std::os::fd::OwnedFd,
+        std::os::fd::OwnedFd,
+        std::os::fd::OwnedFd,
+    ),
+    say: &bridge::Say,
+) -> Result<RunEnd, Error> {
+    let run_dir = RunDir::create(runs_dir).map_err(|source| Error::RunDir {
+        path: runs_dir.to_path_buf(),
+        source,
+    })?;
+    let (plan, idmap) = match prepare_run(
+        req,
+        &run_dir,
+        &image.digest,
+        &image.runtime,
+        &image.root,
+        &image.host,
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            run_dir.remove();
+            return Err(e);
+        }
+    };
+    let (stdin, stdout, end) = server_ends;
+    let mut egress = None;
+    let mut nameserver = None;
+    let outcome = supervise::supervise(SupervisorArgs {
+        exe: req.exe.clone(),
+        run_dir: &run_dir.path,
+        plan: &plan,
+        idmap: &idmap,
+        secrets: &req.secrets,
+        stop_timeout: req.stop_timeout,
+        on_started: &mut |_| {},
+        on_egress: &mut |listener| serve_egress(req, say, listener, &mut egress),
+        on_dns: &mut |socket| serve_dns(req, say, socket, &mut nameserver),
+        server_stdio: ServerStdio::Port { stdin, stdout, end },
+    });
+    drop(run_dir);
+    drop(egress);
+    drop(nameserver);
+    outcome.map_err(Error::Supervise)
+}
+
+/// Asks the thread running [`serve_sessions`] for a session's server: each request carries where to answer,
+/// and a byte on the wake pipe makes that thread look.
+struct SessionLauncher {
+    requests:
+        std::sync::mpsc::Sender<std::sync::mpsc::SyncSender<Result<bridge::SessionPipes, String>>>,
+    wake: std::os::fd::OwnedFd,
+}
+
+/// The requests a [`SessionLauncher`] sends.
+type SessionRequests =
+    std::sync::mpsc::Receiver<std::sync::mpsc::SyncSender<Result<bridge::SessionPipes, String>>>;
+
+impl SessionLauncher {
+    /// The launcher, its requests, and the read end of its wake pipe (non-blocking).
+    fn new() -> std::io::Result<(SessionLauncher, SessionRequests, std::os::fd::OwnedFd)> {
+        use nix::fcntl::OFlag;
+        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        Ok((
+            SessionLauncher {
+                requests: tx,
+                wake: w,
+            },
+            rx,
+            r,
+        ))
+    }
+}
+
+impl bridge::Launch for SessionLauncher {
+    fn launch(&self) -> Result<bridge::SessionPipes, String> {
+        let stopping = || "the run is stopping".to_owned();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.requests.send(tx).map_err(|_| stopping())?;
+        let _ = nix::unistd::write(&self.wake, b"s");
+        rx.recv().map_err(|_| stopping())?
     }
 }
 
@@ -840,6 +1079,7 @@ fn prepare_run(
         overlay,
         egress_port: egress_rules(req)?.map(|_| crate::sandbox::egress::PROXY_PORT),
         socket_factory: req.http.is_some(),
+        dns_stub: req.network != NetworkMode::Host,
     };
     let plan_path = dir.join("plan.json");
     let plan_json = serde_json::to_vec(&plan).map_err(|e| Error::Spec(SpecError::Json(e)))?;

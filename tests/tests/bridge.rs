@@ -20,8 +20,8 @@ use serde_json::{json, Value};
 use thv_sandbox_e2e::http_server::{serve_sse, serve_streamable};
 use thv_sandbox_e2e::{probe_bin, tool_text};
 use thv_sandbox_runtime::sandbox::bridge::{
-    serve_http, stdio_to_http, HttpTransport, HttpUpstream, Limits, Listening, TcpConnect, Token,
-    Upstream,
+    serve_http, stdio_to_http, HttpTransport, HttpUpstream, Launch, Limits, Listening,
+    SessionPipes, TcpConnect, Token, Upstream,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixStream};
@@ -959,4 +959,103 @@ async fn serve_http_exposes_a_legacy_sse_server() {
     client.cancel().await.unwrap();
     task.abort();
     server.abort();
+}
+
+/// Starts a `sandbox-probe` per session and keeps them, to see which ones are still running.
+#[derive(Default)]
+struct ProbeLauncher {
+    children: Mutex<Vec<std::process::Child>>,
+}
+
+impl Launch for ProbeLauncher {
+    fn launch(&self) -> Result<SessionPipes, String> {
+        let mut child = std::process::Command::new(probe_bin())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let pipes = SessionPipes {
+            to_server: child.stdin.take().unwrap().into(),
+            from_server: child.stdout.take().unwrap().into(),
+            end: None,
+        };
+        self.children.lock().unwrap().push(child);
+        Ok(pipes)
+    }
+}
+
+impl ProbeLauncher {
+    /// How many servers were started, and how many of them still run after a moment.
+    fn started_and_running(&self) -> (usize, usize) {
+        std::thread::sleep(Duration::from_millis(300));
+        let mut children = self.children.lock().unwrap();
+        let running = children
+            .iter_mut()
+            .map(|c| c.try_wait().unwrap().is_none())
+            .filter(|&running| running)
+            .count();
+        (children.len(), running)
+    }
+}
+
+impl Drop for ProbeLauncher {
+    fn drop(&mut self) {
+        for c in self.children.get_mut().unwrap().iter_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A server per session: each `initialize` starts a fresh stdio server; `DELETE` ends the session, and the
+/// server's stdin with it (the probe exits on end of file); an `initialize` while a session is open replaces it,
+/// and the replaced client, told its session is gone (404), initializes again.
+#[tokio::test]
+async fn serve_http_gives_each_session_a_fresh_stdio_server() {
+    let launcher = Arc::new(ProbeLauncher::default());
+    let (port, token, task) = exposed(Upstream::PerSession(launcher.clone())).await;
+    let (first, _) = http_client(url_of(port, &token)).await;
+    let echo = call_tool(&first, "echo", json!({"text": "one"}))
+        .await
+        .unwrap();
+    assert_eq!(tool_text(&echo), "one");
+    first.cancel().await.unwrap();
+    assert_eq!(
+        launcher.started_and_running(),
+        (1, 0),
+        "DELETE ends the server"
+    );
+    let (second, _) = http_client(url_of(port, &token)).await;
+    call_tool(&second, "echo", json!({"text": "two"}))
+        .await
+        .unwrap();
+    assert_eq!(launcher.started_and_running(), (2, 1));
+    // A request naming no session, or an ended one, reaches no server.
+    let (status, _) = raw_tcp(
+        port,
+        &format!("/mcp/{token}"),
+        &[],
+        r#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#,
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (third, _) = http_client(url_of(port, &token)).await;
+    call_tool(&third, "echo", json!({"text": "three"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        launcher.started_and_running(),
+        (3, 1),
+        "the second session was replaced and its server ended"
+    );
+    // The second client's session is gone: it is told so and starts a new one.
+    let echo = call_tool(&second, "echo", json!({"text": "again"}))
+        .await
+        .unwrap();
+    assert_eq!(tool_text(&echo), "again");
+    assert_eq!(launcher.started_and_running(), (4, 1));
+    second.cancel().await.unwrap();
+    third.cancel().await.ok();
+    assert_eq!(launcher.started_and_running(), (4, 0));
+    task.abort();
 }

@@ -135,6 +135,16 @@ async fn egress_allows_exactly_what_the_entry_lists() {
         "a refusal is logged: {}",
         done.stderr
     );
+    // The server's own name lookup was refused and reported, with why it should go through the proxy.
+    assert!(
+        done.stderr
+            .contains("refused DNS lookup of example.com (A)")
+            && done
+                .stderr
+                .contains("instead of going through the egress proxy"),
+        "the lookup is reported: {}",
+        done.stderr
+    );
     run.assert_nothing_left(p["namespaces"]["user"].as_str());
 
     // `allow_port` alone means public hosts: the host's loopback is not one of them.
@@ -792,4 +802,49 @@ async fn allow_host_flags_open_exactly_their_destination_through_the_proxy() {
         assert_eq!(code(out.status), 2, "{all:?}: {stderr}");
         assert!(stderr.contains(says), "{stderr}");
     }
+}
+
+/// Under the default `--network none`, a name lookup is refused at once (nothing is resolved, nothing leaves) and
+/// reported on stderr: one line for the name, and a closing summary naming what would allow it.
+#[tokio::test(flavor = "multi_thread")]
+async fn under_network_none_a_refused_lookup_is_reported() {
+    let run = Run::new();
+    let server = spawn_mcp(run.cmd("app", &[], &[]))
+        .await
+        .expect("initialize");
+    let asked = std::time::Instant::now();
+    for _ in 0..2 {
+        let r = server
+            .call("resolve", json!({"name": "api.example.com"}))
+            .await
+            .expect("resolve");
+        assert!(r.is_error.unwrap_or(false), "nothing is resolved: {r:?}");
+    }
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(5),
+        "the lookups fail fast: {:?}",
+        asked.elapsed()
+    );
+    let p = call(&server, "probe", json!({})).await;
+    let done = server.finish().await.expect("finish");
+    assert_eq!(code(done.status), 0, "{}", done.stderr);
+    let lines: Vec<&str> = done
+        .stderr
+        .lines()
+        .filter(|l| l.contains("refused DNS lookup of api.example.com"))
+        .collect();
+    assert_eq!(
+        lines,
+        ["thv-sandbox: network: refused DNS lookup of api.example.com (A): the sandbox has no network (--network none)"],
+        "one line for the name, however often it was asked: {}",
+        done.stderr
+    );
+    assert!(
+        done.stderr
+            .contains("network: refused lookups of 1 name (api.example.com)")
+            && done.stderr.contains("--permission-profile"),
+        "a closing summary with what would allow it: {}",
+        done.stderr
+    );
+    run.assert_nothing_left(p["namespaces"]["user"].as_str());
 }

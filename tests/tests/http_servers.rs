@@ -161,6 +161,97 @@ async fn http_transport_servers_are_bridged_to_stdio_by_name() {
     run.assert_nothing_left(None);
 }
 
+/// A registry (kept alive by the caller) holding http-probe images for `entries` (name, transport), and the
+/// registry file naming them; `None` when `docker-registry` is missing (a SKIP, or a failure under CI).
+fn http_registry(
+    entries: &[(&str, &str)],
+) -> Option<(
+    thv_sandbox_e2e::registry::TestRegistry,
+    tempfile::TempDir,
+    String,
+)> {
+    use thv_sandbox_e2e::registry::{registry_available, TestRegistry};
+    if !thv_sandbox_e2e::require(
+        registry_available(),
+        "docker-registry (apt-get install docker-registry)",
+    ) {
+        return None;
+    }
+    let registry = TestRegistry::start().expect("registry");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let mut servers = serde_json::Map::new();
+    for (name, transport) in entries {
+        let layout = dir.path().join(name);
+        let built = http_probe_image_builder(None)
+            .expect("builder")
+            .cmd(["--transport", transport, "--port", "8080"])
+            .write(&layout, "1")
+            .expect("image");
+        registry
+            .push_image(&layout, &built, &format!("tools/{name}"), "1")
+            .expect("push");
+        servers.insert(
+            (*name).into(),
+            json!({"description": format!("http-probe over {transport}"),
+                   "image": format!("{}/tools/{name}:1", registry.host()),
+                   "transport": transport, "target_port": 8080,
+                   "tier": "Community", "status": "Active", "tools": ["whoami"]}),
+        );
+    }
+    let file = dir.path().join("registry.json");
+    std::fs::write(
+        &file,
+        serde_json::to_vec(&json!({"servers": servers})).unwrap(),
+    )
+    .unwrap();
+    let file = file.to_string_lossy().into_owned();
+    Some((registry, dir, file))
+}
+
+/// A bridged HTTP server stops as soon as the client ends its session, not after the stop timeout. This one
+/// installs no signal handler (like most Node.js and Python servers): as the init of its pid namespace it would
+/// never see a SIGTERM, and used to run on until the timeout's SIGKILL (exit 137 after 30 s here).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bridged_http_server_stops_when_its_session_ends() {
+    let Some((_registry, dir, file)) = http_registry(&[("stream", "streamable-http")]) else {
+        return;
+    };
+    let cache = dir.path().join("cache");
+    let run = Run::new();
+    let server = spawn_mcp(run.cli(
+        &cache,
+        &[
+            "run",
+            "--registry",
+            &file,
+            "-e",
+            "HTTP_PROBE_DEFAULT_SIGNALS=1",
+            "--stop-timeout",
+            "30",
+            "stream",
+        ],
+    ))
+    .await
+    .expect("initialize");
+    let who = server.call("whoami", Value::Null).await.expect("whoami");
+    assert_eq!(tool_text(&who), "streamable-http");
+    let closed = std::time::Instant::now();
+    let done = server.finish().await.expect("finish");
+    let took = closed.elapsed();
+    assert_eq!(code(done.status), 0, "{}", done.stderr);
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "the server was stopped {took:?} after the client closed (stop timeout 30 s): {}",
+        done.stderr
+    );
+    run.assert_nothing_left(None);
+}
+
 /// `--port`: a stdio server of an image, and an HTTP entry of the registry, exposed as streamable HTTP on the
 /// host's loopback for a URL-based client; a forged Origin and a foreign Host are refused.
 #[tokio::test(flavor = "multi_thread")]
@@ -268,8 +359,90 @@ async fn port_exposes_stdio_and_http_servers_to_url_clients() {
         stdout.is_empty(),
         "stdout stays empty with --port: {stdout:?}"
     );
-    assert!(matches!(code(status), 0 | 143), "{status:?}");
+    // Stopped by SIGTERM between sessions: a normal end.
+    assert_eq!(code(status), 0, "{status:?}");
     run.assert_nothing_left(None);
+}
+
+/// `--port` serves a new MCP session to each client, each in a fresh sandbox (a new server process): a client
+/// that closes its session (rmcp sends DELETE), then a second client, then a third that initializes while the
+/// second's session is still open (a window reload that never closed it) each get a working session. The one
+/// replaced is gone: the second client is told so (404) and, as the specification asks, initializes again, into
+/// a fresh sandbox of its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn port_serves_a_fresh_session_to_each_client() {
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::ServiceExt;
+    use thv_sandbox_e2e::call_tool;
+
+    let run = Run::new();
+    let mut cmd = run.cmd("app", &["--port", "127.0.0.1:0"], &[]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    let (url, _port, stderr) = port_url(&mut child).await;
+    let connect = || async {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            ().serve(StreamableHttpClientTransport::from_uri(url.clone())),
+        )
+        .await
+        .expect("initialize in time")
+        .expect("initialize")
+    };
+    let first = connect().await;
+    let echo = call_tool(&first, "echo", json!({"text": "first"}))
+        .await
+        .expect("echo");
+    assert_eq!(tool_text(&echo), "first");
+    fresh_sandbox(&first, "first").await;
+    first.cancel().await.expect("close");
+    let second = connect().await;
+    fresh_sandbox(&second, "second").await;
+    // Left open: the third client takes over.
+    let third = connect().await;
+    fresh_sandbox(&third, "third").await;
+    third.cancel().await.expect("close");
+    // The second client's session is gone: it is told so and gets a fresh one (its mark is not there).
+    fresh_sandbox(&second, "second, again").await;
+    second.cancel().await.expect("close");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id().expect("pid") as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill");
+    let status = child.wait().await.expect("wait");
+    let stderr = stderr.await.unwrap_or_default();
+    assert_eq!(code(status), 0, "{status:?}: {stderr}");
+    for n in 1..=4 {
+        assert!(
+            stderr.contains(&format!("session {n} ended")),
+            "session {n}: {stderr}"
+        );
+    }
+    run.assert_nothing_left(None);
+}
+
+/// Checks that `client`'s session is served by a fresh sandbox (its private `/tmp` holds no mark of an earlier
+/// session), then marks it. Namespace ids cannot tell: a namespace's inode is reused once the previous one is gone.
+async fn fresh_sandbox(client: &thv_sandbox_e2e::McpClient, what: &str) {
+    use thv_sandbox_e2e::call_tool;
+    let seen = call_tool(client, "read_file", json!({"path": "/tmp/session"}))
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        seen.is_error.unwrap_or(false),
+        "{what}: the sandbox was used before: {seen:?}"
+    );
+    let marked = call_tool(
+        client,
+        "write_file",
+        json!({"path": "/tmp/session", "text": what}),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(!marked.is_error.unwrap_or(false), "{what}: {marked:?}");
 }
 
 /// Waits for `run --port`'s line naming its URL on stderr (`http://127.0.0.1:PORT/mcp/TOKEN`, or with the
@@ -432,7 +605,8 @@ async fn port_token_file_and_socket() {
         .expect("kill");
         let status = child.wait().await.expect("wait");
         let stderr = stderr.await.unwrap_or_default();
-        assert!(matches!(code(status), 0 | 143), "{status:?}: {stderr}");
+        // Stopped by SIGTERM during a session (its server is stopped with it): a normal end.
+        assert_eq!(code(status), 0, "{status:?}: {stderr}");
         assert!(
             !stderr.contains(&token),
             "the token is not printed: {stderr}"

@@ -17,7 +17,8 @@
 //! - [`serve_http`]: `--port`/`--socket`: any upstream exposed as streamable HTTP at `/mcp` on a host listener
 //!   (loopback TCP, a unix socket, or both), `Host` and `Origin` checked against DNS rebinding, and every request
 //!   authenticated: on TCP by the per-run [`Token`] (`/mcp/TOKEN` or `Authorization: Bearer TOKEN`), on the
-//!   unix socket by the peer's uid (the owner's or root). See [`access`].
+//!   unix socket by the peer's uid (the owner's or root). See [`access`]. A stdio server is started afresh for
+//!   each MCP session ([`Upstream::PerSession`], one session at a time): one stdio server holds one session.
 //!
 //! Each waits first until the server accepts connections (retrying with backoff, at most [`Limits::startup`]).
 //!
@@ -149,6 +150,24 @@ impl Default for Limits {
     }
 }
 
+/// The ends of one session's stdio server (see [`Launch`]).
+#[derive(Debug)]
+pub struct SessionPipes {
+    /// The read end of the server's stdout.
+    pub from_server: OwnedFd,
+    /// The write end of the server's stdin.
+    pub to_server: OwnedFd,
+    /// Closed (dropped) when the bridge ends the session: the server is stopped (its stdin is closed too).
+    pub end: Option<OwnedFd>,
+}
+
+/// Starts a fresh stdio server for each MCP session served on `--port` ([`Upstream::PerSession`]).
+pub trait Launch: Send + Sync + 'static {
+    /// A new server for one session. Called off the async threads; may block until the server can be started
+    /// (the previous session's server is gone). `Err` is the reason, for the client.
+    fn launch(&self) -> Result<SessionPipes, String>;
+}
+
 /// What [`serve_http`] exposes.
 pub enum Upstream {
     /// A server speaking HTTP, reached through `connect`.
@@ -160,7 +179,10 @@ pub enum Upstream {
         /// Its endpoint.
         upstream: HttpUpstream,
     },
-    /// A stdio server: `reader` is its stdout, `writer` its stdin.
+    /// A fresh stdio server per MCP session: each `initialize` starts one through the [`Launch`] (and ends the
+    /// session before it, whose server is stopped); `DELETE` ends a session. One session at a time.
+    PerSession(Arc<dyn Launch>),
+    /// One stdio server, holding one session for its life: `reader` is its stdout, `writer` its stdin.
     Stdio {
         /// The server's stdout.
         reader: Box<dyn AsyncRead + Send + Unpin>,
@@ -182,6 +204,7 @@ impl std::fmt::Debug for Upstream {
                 .field("upstream", upstream)
                 .finish_non_exhaustive(),
             Upstream::Stdio { .. } => f.write_str("Stdio"),
+            Upstream::PerSession(_) => f.write_str("PerSession"),
         }
     }
 }
@@ -292,15 +315,9 @@ impl StdioBridgeEnd {
 }
 
 /// What [`spawn_port_server`] serves.
-#[derive(Debug)]
 pub enum PortUpstream {
-    /// A stdio server: our ends of its pipes (from [`stdio_pipes`]).
-    Stdio {
-        /// The write end of the server's stdin.
-        to_server: OwnedFd,
-        /// The read end of the server's stdout.
-        from_server: OwnedFd,
-    },
+    /// A stdio server, started afresh in its own sandbox for each session.
+    PerSession(Arc<dyn Launch>),
     /// A server speaking HTTP inside the sandbox.
     Http {
         /// Its transport.
@@ -310,22 +327,37 @@ pub enum PortUpstream {
     },
 }
 
-/// Pipes for a stdio server behind `--port`: the server's ends (its stdin, its stdout) and ours, to serve. All
-/// close-on-exec (the supervisor hands the server's ends to the runner as its stdio).
-pub fn stdio_pipes() -> std::io::Result<((OwnedFd, OwnedFd), PortUpstream)> {
+impl std::fmt::Debug for PortUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PortUpstream::PerSession(_) => f.write_str("PerSession"),
+            PortUpstream::Http { transport, .. } => f
+                .debug_struct("Http")
+                .field("transport", transport)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// Pipes for one session's stdio server behind `--port`: the server's ends (its stdin, its stdout, and the read
+/// end of the session's end pipe, for the supervisor) and ours, to serve. All close-on-exec (the supervisor hands
+/// the server's ends to the runner as its stdio).
+pub fn session_pipes() -> std::io::Result<((OwnedFd, OwnedFd, OwnedFd), SessionPipes)> {
     let (in_r, in_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (end_r, end_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     Ok((
-        (in_r, out_w),
-        PortUpstream::Stdio {
+        (in_r, out_w, end_r),
+        SessionPipes {
             to_server: in_w,
             from_server: out_r,
+            end: Some(end_w),
         },
     ))
 }
 
 /// Serves `--port`/`--socket` on a thread of its own (see [`serve_http`]); says the URL (with the token) through
-/// `say`. When it stops serving, the sandbox is stopped (see [`spawn_on_runtime`]).
+/// `say`. When it stops serving (it failed), the run is stopped (see [`spawn_on_runtime`]).
 pub fn spawn_port_server(listening: Listening, upstream: PortUpstream, say: Say) {
     let (said, told) = (Arc::clone(&say), Arc::clone(&say));
     let spawned = spawn_on_runtime(
@@ -334,19 +366,7 @@ pub fn spawn_port_server(listening: Listening, upstream: PortUpstream, say: Say)
         move || async move {
             // The pipe ends become tokio objects inside this runtime.
             let upstream = match upstream {
-                PortUpstream::Stdio {
-                    to_server,
-                    from_server,
-                } => Upstream::Stdio {
-                    reader: Box::new(
-                        tokio::net::unix::pipe::Receiver::from_owned_fd(from_server)
-                            .map_err(BridgeError::Listen)?,
-                    ),
-                    writer: Box::new(
-                        tokio::net::unix::pipe::Sender::from_owned_fd(to_server)
-                            .map_err(BridgeError::Listen)?,
-                    ),
-                },
+                PortUpstream::PerSession(launch) => Upstream::PerSession(launch),
                 PortUpstream::Http { transport, connect } => Upstream::Http {
                     transport,
                     upstream: HttpUpstream::new(transport, connect.port),

@@ -79,6 +79,10 @@ pub struct RunnerPlan {
     /// servers): see [`crate::sandbox::sync::SocketFactory`].
     #[serde(default)]
     pub socket_factory: bool,
+    /// Bind `127.0.0.1:53` (UDP) in the sandbox's network namespace and hand it to the supervisor, which answers
+    /// every name lookup with a refusal and reports it (a sandbox with its own network only).
+    #[serde(default)]
+    pub dns_stub: bool,
 }
 
 /// An overlay whose lower layer is the sealed cached root and whose upper layer is a tmpfs of the runner's: the
@@ -168,6 +172,17 @@ pub fn keeper_main(run_dir: &Path) -> i32 {
             .and_then(|l| keeper.egress_listener(port, &l));
         if let Err(e) = sent {
             return fail("egress proxy socket", &e);
+        }
+    }
+    if plan.dns_stub {
+        // Bound here, in the sandbox's network namespace (we may bind port 53: the namespace is our user
+        // namespace's); answered by the supervisor, which refuses every name and reports it. Our copy is closed
+        // before anything of the sandbox is started.
+        let sent = std::net::UdpSocket::bind(("127.0.0.1", 53))
+            .map_err(ChannelError::from)
+            .and_then(|s| keeper.dns_socket(&s));
+        if let Err(e) = sent {
+            return fail("name server socket", &e);
         }
     }
     let factory = if plan.socket_factory {
@@ -624,9 +639,11 @@ fn init_main(
     };
     // Signals that came while the container was being created: the server gets them now.
     let early = EARLY_SIGNALS.swap(0, std::sync::atomic::Ordering::SeqCst);
+    // A terminating signal the server left at its default action, which we carried out with SIGKILL.
+    let mut emulated: Option<Signal> = None;
     for sig in FORWARDED {
         if early & (1u64 << (*sig as i32)) != 0 {
-            let _ = kill(server, *sig);
+            deliver(server, *sig, &mut emulated);
         }
     }
     let _ = init.started(StartTimings {
@@ -647,12 +664,14 @@ fn init_main(
         match Signal::try_from(info.ssi_signo as i32) {
             Ok(Signal::SIGCHLD) => {
                 if let Some(code) = reap_server(server) {
-                    break code;
+                    // Killed for a signal it would have died of: its code is that signal's.
+                    break match emulated {
+                        Some(sig) if code == 128 + Signal::SIGKILL as i32 => 128 + sig as i32,
+                        _ => code,
+                    };
                 }
             }
-            Ok(sig) => {
-                let _ = kill(server, sig);
-            }
+            Ok(sig) => deliver(server, sig, &mut emulated),
             Err(_) => {}
         }
     };
@@ -661,6 +680,58 @@ fn init_main(
         tracing::debug!("deleting container state: {e}");
     }
     code
+}
+
+/// Sends `sig` to the server, which is pid 1 of its own pid namespace. The kernel drops a signal sent to such an
+/// init when the init leaves it at the default action (pid_namespaces(7)): a server without a SIGTERM handler (a
+/// Node.js or Python server, typically) would ignore SIGTERM, SIGINT and SIGHUP and run on until the stop timeout's
+/// SIGKILL. For those three, whose default action is to terminate, a server that neither handles, ignores nor
+/// blocks the signal gets SIGKILL at once: the end it would have had as an ordinary process, without the wait. A
+/// server with a handler gets the signal and its grace period as before. `emulated` notes the signal, so that the
+/// exit code is 128 + it, as for an ordinary process.
+fn deliver(server: Pid, sig: Signal, emulated: &mut Option<Signal>) {
+    let _ = kill(server, sig);
+    if !matches!(sig, Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP) {
+        return;
+    }
+    if dropped_by_the_kernel(server, sig) == Some(true) {
+        emulated.get_or_insert(sig);
+        let _ = kill(server, Signal::SIGKILL);
+    }
+}
+
+/// Whether `sig` is at its default action in `server` (not handled, ignored or blocked by its main thread), read
+/// from its `/proc/PID/status`. `None` when that cannot be read. Our `/proc` is the host's, whose pid numbers are
+/// not our pid namespace's: a pidfd of the server tells its pid there (the server is our unreaped child, so the
+/// number cannot be reused meanwhile).
+fn dropped_by_the_kernel(server: Pid, sig: Signal) -> Option<bool> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor (or -1), which we own at once.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, server.as_raw(), 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` is a descriptor just returned to us and not owned elsewhere.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let fdinfo =
+        std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd())).ok()?;
+    let host_pid: i32 = field(&fdinfo, "Pid:")?.parse().ok()?;
+    if host_pid <= 0 {
+        return None;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{host_pid}/status")).ok()?;
+    let bit = 1u64 << (sig as u32 - 1);
+    let mut any = 0u64;
+    for name in ["SigBlk:", "SigIgn:", "SigCgt:"] {
+        any |= u64::from_str_radix(field(&status, name)?, 16).ok()?;
+    }
+    Some(any & bit == 0)
+}
+
+/// The value of the `name` line of a `/proc` status-like text.
+fn field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map(str::trim)
 }
 
 /// Forwarded signals that reached the runner init before the server ran (bit N: signal N).

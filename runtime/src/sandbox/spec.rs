@@ -166,10 +166,14 @@ pub fn etc_files(hostname: &str) -> [(&'static str, String); 3] {
             format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
         ),
         ("hostname", format!("{hostname}\n")),
-        // No resolver: the sandbox has only loopback, and name lookups must not become a way out.
+        // No resolver that resolves: the sandbox has only loopback, and name lookups must not become a way out.
+        // 127.0.0.1:53 is answered by thv-sandbox, which refuses every name at once and reports it (see
+        // `sandbox::nameserver`); one attempt, since a refusal is final.
         (
             "resolv.conf",
-            "# thv-sandbox: no DNS inside the sandbox\n".to_owned(),
+            "# thv-sandbox: no DNS inside the sandbox; lookups are refused and reported by thv-sandbox\n\
+             nameserver 127.0.0.1\noptions attempts:1\n"
+                .to_owned(),
         ),
     ]
 }

@@ -34,6 +34,8 @@ use crate::sandbox::sync::{
 pub enum RunEnd {
     /// The server ran; its exit code (128+N if a signal ended it).
     Exited(i32),
+    /// The server ran and was stopped because we were asked to stop (SIGTERM, SIGINT or SIGHUP); its exit code.
+    Stopped(i32),
     /// The sandbox could not be created or started.
     Failed(RunnerFailure),
 }
@@ -43,13 +45,17 @@ pub enum ServerStdio<'a> {
     /// A stdio server speaking to the MCP client: it gets our stdin and stdout (passed through, or through a
     /// pipe we copy: see the module documentation), and the client hanging up stops it.
     Inherit,
-    /// A stdio server exposed on `--port`/`--socket`: its stdin and stdout are these pipes, whose other ends the
-    /// HTTP server holds. Our stdin and stdout are not watched.
+    /// A stdio server serving one session on `--port`/`--socket`: its stdin and stdout are these pipes, whose
+    /// other ends the HTTP server holds. Our stdin and stdout are not watched; `end` is: when the HTTP server
+    /// closes its end, the session is over and the server is stopped (it gets the grace period to exit on the
+    /// end of its stdin, which the HTTP server closed too).
     Port {
         /// The read end of the server's stdin pipe.
         stdin: OwnedFd,
         /// The write end of the server's stdout pipe.
         stdout: OwnedFd,
+        /// The read end of the session's end pipe.
+        end: OwnedFd,
     },
     /// A server speaking HTTP inside the sandbox (bridged to our stdio, or exposed on `--port`): it gets
     /// `/dev/null` as stdin and our stderr as stdout (whatever it prints there is a log, never protocol for the
@@ -90,6 +96,9 @@ pub struct SupervisorArgs<'a> {
     /// Called with the egress proxy's listening socket (inside the sandbox's network namespace) when the runner
     /// made one (`RunnerPlan::egress_port`); serving it is the caller's.
     pub on_egress: &'a mut dyn FnMut(std::net::TcpListener),
+    /// Called with the sandbox's name server socket when the runner made one (`RunnerPlan::dns_stub`); answering
+    /// it is the caller's.
+    pub on_dns: &'a mut dyn FnMut(std::net::UdpSocket),
     /// The server's stdin and stdout.
     pub server_stdio: ServerStdio<'a>,
 }
@@ -110,6 +119,7 @@ struct Hooks<'a> {
     secrets: &'a [SecretEnv],
     on_started: &'a mut dyn FnMut(&StartTimings),
     on_egress: &'a mut dyn FnMut(std::net::TcpListener),
+    on_dns: &'a mut dyn FnMut(std::net::UdpSocket),
     on_factory: Option<&'a mut dyn FnMut(SocketFactory)>,
 }
 
@@ -124,6 +134,7 @@ pub fn supervise(args: SupervisorArgs<'_>) -> io::Result<RunEnd> {
         stop_timeout,
         on_started,
         on_egress,
+        on_dns,
         server_stdio,
     } = args;
     let (supervisor, runner) = crate::sandbox::sync::pair()?;
@@ -150,6 +161,7 @@ pub fn supervise(args: SupervisorArgs<'_>) -> io::Result<RunEnd> {
             cmd.env(keep, v);
         }
     }
+    let mut session_end = None;
     let on_factory = match server_stdio {
         ServerStdio::Inherit => {
             if let (Some(i), Some(o)) = (&stdin, &stdout) {
@@ -160,8 +172,10 @@ pub fn supervise(args: SupervisorArgs<'_>) -> io::Result<RunEnd> {
         ServerStdio::Port {
             stdin: i,
             stdout: o,
+            end,
         } => {
             cmd.stdin(Stdio::from(i)).stdout(Stdio::from(o));
+            session_end = Some(end);
             None
         }
         ServerStdio::Http { on_factory } => {
@@ -207,11 +221,13 @@ pub fn supervise(args: SupervisorArgs<'_>) -> io::Result<RunEnd> {
     drop(runner);
     let pid = Pid::from_raw(child.id() as i32);
     let mut watch = Watch::new(stdin, stdout, stderr, stop_timeout);
+    watch.session_end = session_end;
     let mut hooks = Hooks {
         idmap,
         secrets,
         on_started,
         on_egress,
+        on_dns,
         on_factory,
     };
     let result = watch.run(&supervisor, &sfd, pid, &mut hooks);
@@ -463,6 +479,10 @@ struct Watch {
     /// When to escalate next, and to what.
     next: Option<(Instant, Escalation)>,
     failure: Option<RunnerFailure>,
+    /// `--port`: the read end of the session's end pipe, until the HTTP server closes the other end.
+    session_end: Option<OwnedFd>,
+    /// We were asked to stop (SIGTERM, SIGINT or SIGHUP).
+    stop_requested: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -495,6 +515,8 @@ impl Watch {
             grace,
             next: None,
             failure: None,
+            session_end: None,
+            stop_requested: false,
         }
     }
 
@@ -553,6 +575,9 @@ impl Watch {
             if let Some(fd) = self.direct_out {
                 set.add(fd, PollFlags::empty(), Tag::ClientStdout);
             }
+            if let Some(fd) = &self.session_end {
+                set.add(fd.as_raw_fd(), PollFlags::POLLIN, Tag::SessionEnd);
+            }
             for (tag, _) in set.wait(timeout)? {
                 match tag {
                     Tag::Signals => {
@@ -564,10 +589,12 @@ impl Watch {
                                 continue;
                             }
                             let _ = supervisor.signal(sig);
-                            if matches!(sig, Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP)
-                                && self.next.is_none()
-                            {
-                                self.next = Some((Instant::now() + self.grace, Escalation::Kill));
+                            if matches!(sig, Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP) {
+                                self.stop_requested = true;
+                                if self.next.is_none() {
+                                    self.next =
+                                        Some((Instant::now() + self.grace, Escalation::Kill));
+                                }
                             }
                         }
                     }
@@ -586,6 +613,11 @@ impl Watch {
                     Tag::ClientStdin => {
                         // The client closed its end of our stdin: a well-behaved server exits on EOF by itself.
                         self.direct_in = None;
+                        self.begin_stop(supervisor, true);
+                    }
+                    Tag::SessionEnd => {
+                        // The HTTP server ended the session (and closed the server's stdin).
+                        self.session_end = None;
                         self.begin_stop(supervisor, true);
                     }
                     Tag::ClientStdout => {
@@ -655,11 +687,16 @@ impl Watch {
                     if let Some(f) = self.failure.take() {
                         return Ok(RunEnd::Failed(f));
                     }
-                    return Ok(RunEnd::Exited(match status {
+                    let code = match status {
                         WaitStatus::Exited(_, c) => c,
                         WaitStatus::Signaled(_, s, _) => 128 + s as i32,
                         _ => crate::EXIT_SANDBOX_ERROR,
-                    }));
+                    };
+                    return Ok(if self.stop_requested {
+                        RunEnd::Stopped(code)
+                    } else {
+                        RunEnd::Exited(code)
+                    });
                 }
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(e.into()),
@@ -692,6 +729,7 @@ impl Watch {
                 }
             }
             RunnerEvent::EgressListener(listener) => (hooks.on_egress)(listener),
+            RunnerEvent::DnsSocket(socket) => (hooks.on_dns)(socket),
             RunnerEvent::SocketFactory(factory) => match &mut hooks.on_factory {
                 Some(on_factory) => on_factory(factory),
                 // Made only for an HTTP server (`RunnerPlan::socket_factory`); nobody to give it to.
@@ -716,6 +754,8 @@ enum Tag {
     ClientStdin,
     /// Our stdout, passed through: watched for the reader going away.
     ClientStdout,
+    /// `--port`: the session's end pipe (closed by the HTTP server when the session ends).
+    SessionEnd,
     /// The pump at this index of `Watch::pumps`.
     Pump(usize),
 }

@@ -11,6 +11,7 @@
 //! keeper      wait_for_mapping() = Mapped(secrets) ◀── supervisor  mapped(secrets)   (or map_failed(reason))
 //! keeper      egress_listener(port, listener)      ──▶  supervisor  next_event() = EgressListener   (if planned)
 //! keeper      socket_factory(end)                  ──▶  supervisor  next_event() = SocketFactory    (if planned)
+//! keeper      dns_socket(socket)                   ──▶  supervisor  next_event() = DnsSocket        (if planned)
 //! init        started(timings)                     ──▶  supervisor  next_event() = Started
 //! keeper      next_order() = Signal(sig) | Kill    ◀── supervisor  signal(sig) | kill()             (any time)
 //! keeper/init failed(failure)                      ──▶  supervisor  next_event() = Failed           (any time)
@@ -80,6 +81,9 @@ pub enum ToSupervisor {
     },
     /// With a descriptor attached: the supervisor's end of a socket factory (see [`SocketFactory`]).
     SocketFactory,
+    /// With the descriptor attached: a UDP socket bound to `127.0.0.1:53` inside the sandbox's network namespace,
+    /// which the supervisor answers from the host side (every name refused, and reported).
+    DnsSocket,
     /// The server process runs; phase durations in microseconds.
     Started(StartTimings),
     /// Creating the sandbox failed, before the server ran (or, on a socket factory, making a socket failed).
@@ -95,6 +99,7 @@ impl ToSupervisor {
             ToSupervisor::UsernsReady => "userns_ready",
             ToSupervisor::EgressListener { .. } => "egress_listener",
             ToSupervisor::SocketFactory => "socket_factory",
+            ToSupervisor::DnsSocket => "dns_socket",
             ToSupervisor::Started(_) => "started",
             ToSupervisor::Failed(_) => "failed",
             ToSupervisor::Socket => "socket",
@@ -201,7 +206,7 @@ impl Phase {
         match self {
             Phase::Userns => "userns_ready or failed",
             Phase::Mapping => "nothing before the id maps are answered",
-            Phase::Setup => "egress_listener, socket_factory, started or failed",
+            Phase::Setup => "egress_listener, socket_factory, dns_socket, started or failed",
             Phase::Running => "nothing once the server runs",
         }
     }
@@ -217,6 +222,8 @@ pub enum RunnerEvent {
     EgressListener(std::net::TcpListener),
     /// The socket factory into the sandbox's network namespace.
     SocketFactory(SocketFactory),
+    /// The sandbox's name server socket (UDP, `127.0.0.1:53` inside its network namespace).
+    DnsSocket(std::net::UdpSocket),
     /// The server runs.
     Started(StartTimings),
     /// Creating the sandbox failed.
@@ -277,6 +284,9 @@ impl SupervisorChannel {
             ),
             (Phase::Setup, m @ ToSupervisor::SocketFactory) => Ok(RunnerEvent::SocketFactory(
                 SocketFactory::from_fd(with_fd(&m, fd)?),
+            )),
+            (Phase::Setup, m @ ToSupervisor::DnsSocket) => Ok(RunnerEvent::DnsSocket(
+                std::net::UdpSocket::from(with_fd(&m, fd)?),
             )),
             (Phase::Setup, ToSupervisor::Started(t)) => {
                 self.phase.set(Phase::Running);
@@ -370,6 +380,12 @@ impl RunnerChannel {
             &ToSupervisor::EgressListener { port },
             Some(listener.as_fd()),
         )
+    }
+
+    /// Hands over the sandbox's name server socket (UDP, bound to `127.0.0.1:53` in the sandbox's namespace).
+    pub fn dns_socket(&self, socket: &std::net::UdpSocket) -> Result<(), ChannelError> {
+        self.wire
+            .send(&ToSupervisor::DnsSocket, Some(socket.as_fd()))
     }
 
     /// Hands over the supervisor's end of a socket factory (this process serves the other end with

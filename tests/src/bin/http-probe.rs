@@ -6,7 +6,9 @@
 //! the streamable server answer with JSON bodies (rmcp's stateless mode). It writes noise to its own stdout at
 //! start and on every tool call — a bridge must never let that reach its client — and `listening on ADDR` to
 //! stderr once it accepts connections. SIGTERM and SIGINT end it with status 0 (it may be a pid namespace's
-//! init, which gets no default signal actions).
+//! init, which gets no default signal actions). With `HTTP_PROBE_DEFAULT_SIGNALS=1` in its environment it installs
+//! no signal handler at all, like most Node.js and Python servers: as a pid namespace's init it then ignores
+//! SIGTERM unless its runtime does something about it.
 
 use std::process::ExitCode;
 
@@ -71,6 +73,10 @@ fn main() -> ExitCode {
                 serve_streamable(listener, true, json).await;
             }
         };
+        if std::env::var_os("HTTP_PROBE_DEFAULT_SIGNALS").is_some_and(|v| v == "1") {
+            serve.await;
+            return ExitCode::SUCCESS;
+        }
         let (Ok(mut term), Ok(mut int)) = (
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()),
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()),

@@ -14,12 +14,15 @@
 //!   gets an event stream that carries the server's messages for it and ends with its response; notifications
 //!   and responses get 202; the server's own requests and notifications go to the GET stream, else to the
 //!   newest open request stream, else wait (bounded) for a GET stream. One stdio server holds one MCP session
-//!   for its life: `initialize` creates it (`Mcp-Session-Id`), DELETE is refused with 405 as the
-//!   specification allows.
+//!   for its life: `initialize` creates it (`Mcp-Session-Id`). Given one server ([`Upstream::Stdio`]), that is
+//!   the only session and DELETE is refused with 405, as the specification allows; given a launcher
+//!   ([`Upstream::PerSession`], and for a legacy SSE upstream, a stream per session), each `initialize` starts a
+//!   fresh server, one session at a time (see [`Sessions`]).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,7 +42,7 @@ use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use super::access::{self, Listening, Token};
 use super::client::HttpClient;
 use super::jsonrpc::{self, classify, id_key, note, Line, INTERNAL_ERROR, PARSE_ERROR};
-use super::{sse, BridgeError, HttpTransport, Limits, Upstream};
+use super::{sse, BridgeError, Connect, HttpTransport, HttpUpstream, Launch, Limits, Upstream};
 
 type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
@@ -281,6 +284,7 @@ async fn body_of(req: Request<Incoming>, max: usize) -> Result<Bytes, Response<B
 enum Backend {
     Proxy { client: HttpClient, path: String },
     Hub(Arc<Hub>),
+    Sessions(Sessions),
 }
 
 /// Resolves when the upstream is gone.
@@ -345,28 +349,21 @@ pub(crate) async fn serve(
             upstream,
         } => {
             super::until_accepting(&connect, &limits).await?;
-            // The legacy transport is bridged to stdio, and that stdio served like a stdio server's.
-            let (hub_end, bridge_end) = tokio::io::duplex(1 << 16);
-            let (bridge_r, bridge_w) = tokio::io::split(bridge_end);
-            let bridge_limits = limits.clone();
-            tokio::spawn(async move {
-                if let Err(e) =
-                    super::legacy::run(connect, &upstream, bridge_limits, bridge_r, bridge_w).await
-                {
-                    note(format!("the SSE server: {e}"));
-                }
-            });
-            let (r, w) = tokio::io::split(hub_end);
-            let (hub, done) = Hub::start(Box::new(r), Box::new(w), limits.clone());
+            // Each session is its own SSE stream to the server, bridged to stdio and served like a stdio server's.
             (
-                Backend::Hub(hub),
-                Box::pin(async move {
-                    let _ = done.await;
-                }),
+                Backend::Sessions(Sessions::new(
+                    Source::Sse { connect, upstream },
+                    limits.clone(),
+                )),
+                Box::pin(std::future::pending()),
             )
         }
+        Upstream::PerSession(launch) => (
+            Backend::Sessions(Sessions::new(Source::Launch(launch), limits.clone())),
+            Box::pin(std::future::pending()),
+        ),
         Upstream::Stdio { reader, writer } => {
-            let (hub, done) = Hub::start(reader, writer, limits.clone());
+            let (hub, done) = Hub::start(reader, writer, limits.clone(), None);
             (
                 Backend::Hub(hub),
                 Box::pin(async move {
@@ -771,6 +768,22 @@ async fn handle(ctx: &Ctx, conn: &Conn, mut req: Request<Incoming>) -> Response<
     }
     match &ctx.backend {
         Backend::Proxy { client, path } => proxy(client, path, req, ctx.limits.max_message).await,
+        Backend::Sessions(sessions) => match *req.method() {
+            Method::POST => sessions.post(req).await,
+            Method::GET => match sessions.find(req.headers()).await {
+                Ok(hub) => hub.get(req.headers()),
+                Err(r) => r,
+            },
+            Method::DELETE => sessions.delete(req.headers()).await,
+            _ => {
+                let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "use POST, GET or DELETE");
+                r.headers_mut().insert(
+                    http::header::ALLOW,
+                    HeaderValue::from_static("GET, POST, DELETE"),
+                );
+                r
+            }
+        },
         Backend::Hub(hub) => match *req.method() {
             Method::POST => hub.post(req).await,
             Method::GET => hub.get(req.headers()),
@@ -868,6 +881,10 @@ struct Hub {
     to_server: mpsc::Sender<Vec<u8>>,
     state: Mutex<HubState>,
     limits: Limits,
+    /// Closes the server's stdin ([`Hub::end`]).
+    closing: Arc<Notify>,
+    /// Dropped when the session ends: the launcher stops the session's server (see [`super::SessionPipes`]).
+    end: Mutex<Option<OwnedFd>>,
 }
 
 impl Hub {
@@ -875,16 +892,29 @@ impl Hub {
         reader: Box<dyn AsyncRead + Send + Unpin>,
         writer: Box<dyn AsyncWrite + Send + Unpin>,
         limits: Limits,
+        end: Option<OwnedFd>,
     ) -> (Arc<Hub>, tokio::sync::oneshot::Receiver<()>) {
         let (to_server, mut rx) = mpsc::channel::<Vec<u8>>(64);
+        let closing = Arc::new(Notify::new());
         let hub = Arc::new(Hub {
             to_server,
             state: Mutex::new(HubState::default()),
             limits,
+            closing: Arc::clone(&closing),
+            end: Mutex::new(end),
         });
         tokio::spawn(async move {
             let mut writer = writer;
-            while let Some(mut line) = rx.recv().await {
+            loop {
+                let mut line = tokio::select! {
+                    biased;
+                    // The session ended: the writer is dropped, the server reads end of file.
+                    _ = closing.notified() => return,
+                    line = rx.recv() => match line {
+                        Some(line) => line,
+                        None => return,
+                    },
+                };
                 line.push(b'\n');
                 if writer.write_all(&line).await.is_err() || writer.flush().await.is_err() {
                     return;
@@ -902,6 +932,17 @@ impl Hub {
 
     fn state(&self) -> std::sync::MutexGuard<'_, HubState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ends the session: the server's stdin is closed and its launcher told to stop it.
+    fn end(&self) {
+        self.closing.notify_one();
+        self.end.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// Whether `id` is this hub's session.
+    fn is_session(&self, id: &str) -> bool {
+        self.state().session.as_deref() == Some(id)
     }
 
     async fn read_server(&self, reader: Box<dyn AsyncRead + Send + Unpin>) {
@@ -1010,20 +1051,19 @@ impl Hub {
     }
 
     async fn post(&self, req: Request<Incoming>) -> Response<Body> {
-        let headers = req.headers().clone();
-        let body = match body_of(req, self.limits.max_message).await {
-            Ok(b) => b,
-            Err(r) => return r,
-        };
-        let Some((msg, line)) = jsonrpc::normalise(&body) else {
-            return rpc_error(
-                StatusCode::BAD_REQUEST,
-                &Value::Null,
-                PARSE_ERROR,
-                "parse error: not JSON",
-            );
-        };
-        let c = classify(&msg);
+        match read_message(req, self.limits.max_message).await {
+            Ok((headers, msg, line)) => self.post_message(&headers, &msg, line).await,
+            Err(r) => r,
+        }
+    }
+
+    async fn post_message(
+        &self,
+        headers: &HeaderMap,
+        msg: &Value,
+        line: Vec<u8>,
+    ) -> Response<Body> {
+        let c = classify(msg);
         let mut extra = Vec::new();
         if c.is_initialize() {
             let mut st = self.state();
@@ -1041,7 +1081,7 @@ impl Hub {
             if let Ok(v) = HeaderValue::from_str(&id) {
                 extra.push((SESSION, v));
             }
-        } else if let Err(r) = self.session_check(&headers) {
+        } else if let Err(r) = self.session_check(headers) {
             return r;
         }
         if let Some(why) = self.state().ended.clone() {
@@ -1129,6 +1169,165 @@ impl Hub {
             st.get = Some(tx);
         }
         event_stream(rx, &[])
+    }
+}
+
+/// A POSTed message: the request's headers, the message, and its normalised line. `Err` is the response to give.
+#[allow(clippy::result_large_err)] // the error is the response to give; it is returned at once
+async fn read_message(
+    req: Request<Incoming>,
+    max: usize,
+) -> Result<(HeaderMap, Value, Vec<u8>), Response<Body>> {
+    let headers = req.headers().clone();
+    let body = body_of(req, max).await?;
+    let Some((msg, line)) = jsonrpc::normalise(&body) else {
+        return Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            &Value::Null,
+            PARSE_ERROR,
+            "parse error: not JSON",
+        ));
+    };
+    Ok((headers, msg, line))
+}
+
+/// Where each session's server comes from.
+enum Source {
+    /// A fresh stdio server per session (in its own sandbox, under `thv-sandbox run --port`).
+    Launch(Arc<dyn Launch>),
+    /// A legacy SSE server: each session is a stream of its own, bridged to stdio.
+    Sse {
+        connect: Arc<dyn Connect>,
+        upstream: HttpUpstream,
+    },
+}
+
+/// A server per MCP session, one session at a time: `initialize` ends the live session (its server is stopped)
+/// and starts a fresh server for the new one, so a client that reconnects (a window reload, a restart) gets a
+/// session even when the old one was never ended; `DELETE` ends the live session. Requests name their session
+/// (`Mcp-Session-Id`): one that was ended gets 404, which tells a client to initialize again.
+struct Sessions {
+    source: Source,
+    limits: Limits,
+    /// The live session. Held across a start, so that two `initialize`s start one server after the other.
+    current: tokio::sync::Mutex<Option<Arc<Hub>>>,
+}
+
+impl Sessions {
+    fn new(source: Source, limits: Limits) -> Sessions {
+        Sessions {
+            source,
+            limits,
+            current: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// A new server, and the hub serving its session.
+    async fn open(&self) -> Result<Arc<Hub>, String> {
+        match &self.source {
+            Source::Launch(launch) => {
+                let launch = Arc::clone(launch);
+                let pipes = tokio::task::spawn_blocking(move || launch.launch())
+                    .await
+                    .map_err(|e| e.to_string())??;
+                let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(pipes.from_server)
+                    .map_err(|e| e.to_string())?;
+                let writer = tokio::net::unix::pipe::Sender::from_owned_fd(pipes.to_server)
+                    .map_err(|e| e.to_string())?;
+                let (hub, _) = Hub::start(
+                    Box::new(reader),
+                    Box::new(writer),
+                    self.limits.clone(),
+                    pipes.end,
+                );
+                Ok(hub)
+            }
+            Source::Sse { connect, upstream } => {
+                let (hub_end, bridge_end) = tokio::io::duplex(1 << 16);
+                let (bridge_r, bridge_w) = tokio::io::split(bridge_end);
+                let (connect, upstream, limits) =
+                    (Arc::clone(connect), upstream.clone(), self.limits.clone());
+                tokio::spawn(async move {
+                    if let Err(e) =
+                        super::legacy::run(connect, &upstream, limits, bridge_r, bridge_w).await
+                    {
+                        note(format!("the SSE server: {e}"));
+                    }
+                });
+                let (r, w) = tokio::io::split(hub_end);
+                let (hub, _) = Hub::start(Box::new(r), Box::new(w), self.limits.clone(), None);
+                Ok(hub)
+            }
+        }
+    }
+
+    async fn post(&self, req: Request<Incoming>) -> Response<Body> {
+        let (headers, msg, line) = match read_message(req, self.limits.max_message).await {
+            Ok(m) => m,
+            Err(r) => return r,
+        };
+        if !classify(&msg).is_initialize() {
+            return match self.find(&headers).await {
+                Ok(hub) => hub.post_message(&headers, &msg, line).await,
+                Err(r) => r,
+            };
+        }
+        let mut current = self.current.lock().await;
+        if let Some(old) = current.take() {
+            note("a new session replaces the previous one, whose server is stopped");
+            old.end();
+        }
+        let hub = match self.open().await {
+            Ok(hub) => hub,
+            Err(why) => {
+                let id = msg.get("id").cloned().unwrap_or(Value::Null);
+                return rpc_error(
+                    StatusCode::BAD_GATEWAY,
+                    &id,
+                    INTERNAL_ERROR,
+                    &format!("cannot start the server: {why}"),
+                );
+            }
+        };
+        *current = Some(Arc::clone(&hub));
+        drop(current);
+        hub.post_message(&headers, &msg, line).await
+    }
+
+    /// The live session's hub, when the request names it; else the response to give.
+    #[allow(clippy::result_large_err)] // the error is the response to give; it is returned at once
+    async fn find(&self, headers: &HeaderMap) -> Result<Arc<Hub>, Response<Body>> {
+        let Some(given) = headers.get(&SESSION).and_then(|v| v.to_str().ok()) else {
+            return Err(text(
+                StatusCode::BAD_REQUEST,
+                "missing Mcp-Session-Id (a session starts with initialize)",
+            ));
+        };
+        match self.current.lock().await.as_ref() {
+            Some(hub) if hub.is_session(given) => Ok(Arc::clone(hub)),
+            _ => Err(text(
+                StatusCode::NOT_FOUND,
+                "unknown session (it has ended: initialize a new one)",
+            )),
+        }
+    }
+
+    /// `DELETE`: ends the live session it names; its server is stopped.
+    async fn delete(&self, headers: &HeaderMap) -> Response<Body> {
+        let given = headers.get(&SESSION).and_then(|v| v.to_str().ok());
+        let mut current = self.current.lock().await;
+        match (current.as_ref(), given) {
+            (_, None) => text(StatusCode::BAD_REQUEST, "missing Mcp-Session-Id"),
+            (Some(hub), Some(g)) if hub.is_session(g) => {
+                if let Some(hub) = current.take() {
+                    hub.end();
+                }
+                let mut r = Response::new(full(Bytes::new()));
+                *r.status_mut() = StatusCode::NO_CONTENT;
+                r
+            }
+            _ => text(StatusCode::NOT_FOUND, "unknown session"),
+        }
     }
 }
 
