@@ -231,6 +231,11 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
     // 5. commit: only now does the cache name the image (by its pinned digest: no tag is resolved again). The
     //    root is then loaded, or unpacked from the cache for an image that was there already.
     let (oci, image) = commit(fetched, &meter).map_err(abandon)?;
+    // A start that had to download, launched by a program (an MCP client) rather than typed: its start-up
+    // timeout covered the download. One line, only then.
+    if meter.downloaded() && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        eprintln!("{}", prepull_hint(req));
+    }
     let runtime = ImageRuntimeConfig::from_image(&image.config);
     let root = rootfs::ensure(
         &dirs.cache,
@@ -381,6 +386,18 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
         RunEnd::Exited(code) => Ok(RunSummary { exit_code: code }),
         RunEnd::Failed(f) => Err(Error::Sandbox(f)),
     }
+}
+
+/// The line said after a cold pull under an MCP client: pull first, so the client's start-up timeout never
+/// covers a download.
+fn prepull_hint(req: &RunRequest) -> String {
+    let name = req
+        .server_name
+        .as_deref()
+        .map_or(req.image.as_str(), |s| s.rsplit('/').next().unwrap_or(s));
+    format!(
+        "thv-sandbox: hint: this start downloaded the image, within the MCP client's start-up timeout; pull it          beforehand: `thv-sandbox pull {name}` (`thv-sandbox client add` pulls first)"
+    )
 }
 
 /// This process's ids and subordinate ranges.

@@ -219,6 +219,12 @@ impl Progress {
         }
     }
 
+    /// Whether the pull downloaded anything (blobs fetched from a registry; always false when quiet, which
+    /// observes nothing).
+    pub fn downloaded(&self) -> bool {
+        self.state.lock().is_ok_and(|s| s.blobs > 0)
+    }
+
     /// Erase the layer lines (after a failed pull, before the error is printed).
     pub fn abandon(&self) {
         if let Ok(mut state) = self.state.lock() {
