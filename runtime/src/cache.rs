@@ -133,7 +133,7 @@ impl PruneReport {
 
     /// Whether something of this age is kept as possibly part of a pull in progress.
     fn recent(&self, meta: &fs::Metadata) -> bool {
-        is_recent(meta) && !(self.forced && !self.held_back)
+        (self.held_back || !self.forced) && is_recent(meta)
     }
 }
 
@@ -232,10 +232,11 @@ fn list_walked(cache: &Path) -> Result<(Vec<CachedImage>, Vec<Walk>), CacheError
             }
         };
         // Another name of an image listed already (same manifest): one image, the union of their blobs.
-        if let Some(at) = manifest_digest
-            .as_ref()
-            .and_then(|m| images.iter().position(|i| i.manifest_digest.as_ref() == Some(m)))
-        {
+        if let Some(at) = manifest_digest.as_ref().and_then(|m| {
+            images
+                .iter()
+                .position(|i| i.manifest_digest.as_ref() == Some(m))
+        }) {
             let (image, seen) = (&mut images[at], &mut walks[at]);
             image.names.push(name.to_owned());
             if image.name.contains('@') && !name.contains('@') {
@@ -309,7 +310,8 @@ impl RmiError {
     pub fn hint(&self) -> Option<String> {
         match self {
             RmiError::NotFound(_) => Some(
-                "`thv-sandbox images` lists the cached images: give a name or a digest from it".into(),
+                "`thv-sandbox images` lists the cached images: give a name or a digest from it"
+                    .into(),
             ),
             RmiError::Ambiguous { .. } => Some("give the full name, or more of the digest".into()),
             RmiError::Cache(_) => None,
@@ -398,7 +400,8 @@ pub fn remove_image(
             kept.push((path, "a pull in progress may use it"));
             continue;
         }
-        let Some(_lock) = try_lock_existing(&store.locks_dir().join(format!("sha256-{}", digest.hex())))
+        let Some(_lock) =
+            try_lock_existing(&store.locks_dir().join(format!("sha256-{}", digest.hex())))
         else {
             kept.push((path, "a pull holds it"));
             continue;
@@ -412,7 +415,11 @@ pub fn remove_image(
         if root.manifest.is_none() || root.manifest != manifest {
             continue;
         }
-        if root.manifest.as_ref().is_some_and(|m| reachable.contains(m)) {
+        if root
+            .manifest
+            .as_ref()
+            .is_some_and(|m| reachable.contains(m))
+        {
             continue;
         }
         let Some(key) = root.path.file_name().map(ToOwned::to_owned) else {
@@ -422,7 +429,8 @@ pub fn remove_image(
             kept.push((root.path, "a running server uses it"));
             continue;
         }
-        let Some(_lock) = try_lock_existing(&crate::rootfs::lock_path(cache, &key.to_string_lossy()))
+        let Some(_lock) =
+            try_lock_existing(&crate::rootfs::lock_path(cache, &key.to_string_lossy()))
         else {
             kept.push((root.path, "it is being unpacked"));
             continue;
@@ -1122,16 +1130,22 @@ mod tests {
     fn names_of_one_image_are_one_row_and_the_total_counts_shared_blobs_once() {
         let f = fixture();
         let pinned = format!("reg/a@{}", f.a_manifest);
-        let desc = |d: &Digest, size| {
-            descriptor(MediaType::ImageManifest, &(d.clone(), size))
-        };
-        let a_size = fs::metadata(f.store.blob_path(&f.a_manifest)).unwrap().len();
+        let desc = |d: &Digest, size| descriptor(MediaType::ImageManifest, &(d.clone(), size));
+        let a_size = fs::metadata(f.store.blob_path(&f.a_manifest))
+            .unwrap()
+            .len();
         f.store
-            .record(&[pinned.clone(), "reg/a:latest".into()], &desc(&f.a_manifest, a_size))
+            .record(
+                &[pinned.clone(), "reg/a:latest".into()],
+                &desc(&f.a_manifest, a_size),
+            )
             .unwrap();
         let (images, totals) = list_with_totals(f.tmp.path()).unwrap();
         assert_eq!(images.len(), 2, "{images:?}");
-        assert_eq!(images[0].names, ["reg/a:1", pinned.as_str(), "reg/a:latest"]);
+        assert_eq!(
+            images[0].names,
+            ["reg/a:1", pinned.as_str(), "reg/a:latest"]
+        );
         assert_eq!(images[0].name, "reg/a:1");
         assert_eq!(images[0].blob_bytes, f.a_bytes);
         let shared = b"the shared layer".len() as u64;
@@ -1140,7 +1154,14 @@ mod tests {
         assert_eq!(totals.unpacked_bytes, images[0].unpacked_bytes);
         let table = render_table(&images);
         assert_eq!(table.lines().count(), 3, "{table}");
-        assert!(table.lines().nth(1).unwrap().starts_with("reg/a:1, reg/a:latest  "), "{table}");
+        assert!(
+            table
+                .lines()
+                .nth(1)
+                .unwrap()
+                .starts_with("reg/a:1, reg/a:latest  "),
+            "{table}"
+        );
         assert!(!table.contains('@'), "{table}");
         assert_eq!(
             render_total(&totals),
@@ -1151,7 +1172,12 @@ mod tests {
             )
         );
         // Any of its names, as a user types it, or its digest names it; a prefix too short does not.
-        for what in ["reg/a:latest", pinned.as_str(), &f.a_manifest.to_string(), &f.a_manifest.hex()[..12]] {
+        for what in [
+            "reg/a:latest",
+            pinned.as_str(),
+            &f.a_manifest.to_string(),
+            &f.a_manifest.hex()[..12],
+        ] {
             assert!(names_image(&images[0], what), "{what}");
         }
         assert!(!names_image(&images[0], &f.a_manifest.hex()[..8]));
@@ -1207,7 +1233,11 @@ mod tests {
         assert!(f.store.blob_path(&a_layer).exists(), "a pull holds it");
         assert_eq!(report.kept.len(), 2, "{:?}", report.kept);
         assert!(!f.store.blob_path(&f.a_manifest).exists());
-        assert_eq!(list(f.tmp.path()).unwrap().len(), 1, "the name is gone all the same");
+        assert_eq!(
+            list(f.tmp.path()).unwrap().len(),
+            1,
+            "the name is gone all the same"
+        );
         drop(lock);
         drop(run);
     }

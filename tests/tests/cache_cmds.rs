@@ -80,7 +80,10 @@ async fn images_lists_a_pulled_image_and_prune_removes_only_an_orphan() {
         "{table}"
     );
     assert!(lines[2].starts_with("1 image: "), "{table}");
-    assert!(lines[2].contains(" of blobs (shared layers counted once), "), "{table}");
+    assert!(
+        lines[2].contains(" of blobs (shared layers counted once), "),
+        "{table}"
+    );
 
     // An orphan blob, old enough that prune does not take it for part of a pull in progress.
     let orphan = cache.path().join("oci/blobs/sha256").join("0".repeat(64));
@@ -145,8 +148,16 @@ async fn rmi_removes_one_image_and_prune_force_removes_recent_orphans() {
     let cache = tempfile::tempdir().unwrap();
     std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
     for i in [&image, &other_image] {
-        let out = cmd(&run, cache.path(), &["pull", i]).output().await.expect("pull");
-        assert_eq!(code(out.status), 0, "{}", String::from_utf8_lossy(&out.stderr));
+        let out = cmd(&run, cache.path(), &["pull", i])
+            .output()
+            .await
+            .expect("pull");
+        assert_eq!(
+            code(out.status),
+            0,
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let blob = |d: &str| cache.path().join("oci/blobs/sha256").join(&d[7..]);
     let shared: Vec<&str> = built
@@ -157,13 +168,20 @@ async fn rmi_removes_one_image_and_prune_force_removes_recent_orphans() {
         .collect();
     let roots = || -> usize {
         std::fs::read_dir(thv_sandbox_runtime::rootfs::roots_dir(cache.path()))
-            .map(|d| d.flatten().filter(|e| !e.file_name().to_string_lossy().starts_with('.')).count())
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                    .count()
+            })
             .unwrap_or(0)
     };
     assert_eq!(roots(), 2);
 
     // Nothing of that name: an error that points at `images`, nothing removed.
-    let out = cmd(&run, cache.path(), &["rmi", "tools/none:1"]).output().await.unwrap();
+    let out = cmd(&run, cache.path(), &["rmi", "tools/none:1"])
+        .output()
+        .await
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(code(out.status), 1, "{stderr}");
     assert!(stderr.contains("hint: `thv-sandbox images`"), "{stderr}");
@@ -175,14 +193,20 @@ async fn rmi_removes_one_image_and_prune_force_removes_recent_orphans() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(code(out.status), 0, "{stderr}");
-    assert!(stderr.contains(&format!("removed {image} ({})", built.manifest.digest)), "{stderr}");
+    assert!(
+        stderr.contains(&format!("removed {image} ({})", built.manifest.digest)),
+        "{stderr}"
+    );
     assert!(!blob(&built.manifest.digest).exists());
     assert!(!blob(&built.config.digest).exists());
     for d in &shared {
         assert!(blob(d).exists(), "a layer the other image uses was removed");
     }
     assert_eq!(roots(), 1);
-    let out = cmd(&run, cache.path(), &["images", "--json"]).output().await.unwrap();
+    let out = cmd(&run, cache.path(), &["images", "--json"])
+        .output()
+        .await
+        .unwrap();
     let images: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(images.as_array().unwrap().len(), 1, "{images}");
     assert_eq!(images[0]["name"], other_image.as_str());
@@ -190,11 +214,20 @@ async fn rmi_removes_one_image_and_prune_force_removes_recent_orphans() {
     // The other image runs offline, from what is left.
     let mut reg = registry;
     reg.stop();
-    let out = cmd(&run, cache.path(), &["run", "--pull", "never", &other_image, "--", "--probe"])
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(code(out.status), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cmd(
+        &run,
+        cache.path(),
+        &["run", "--pull", "never", &other_image, "--", "--probe"],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert_eq!(
+        code(out.status),
+        0,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A recent orphan: `prune` keeps it (a pull may be about to name it), `prune --force` removes it.
     let orphan = cache.path().join("oci/blobs/sha256").join("0".repeat(64));
@@ -204,18 +237,32 @@ async fn rmi_removes_one_image_and_prune_force_removes_recent_orphans() {
     assert_eq!(code(out.status), 0, "{stderr}");
     assert!(orphan.exists(), "{stderr}");
     assert!(stderr.contains("prune --force"), "{stderr}");
-    let out = cmd(&run, cache.path(), &["prune", "--force"]).output().await.unwrap();
+    let out = cmd(&run, cache.path(), &["prune", "--force"])
+        .output()
+        .await
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(code(out.status), 0, "{stderr}");
     assert!(!orphan.exists(), "{stderr}");
     assert!(stderr.contains("removed 1 blobs"), "{stderr}");
 
     // By name, as written: the last image goes, its root too; the cache is empty.
-    let out = cmd(&run, cache.path(), &["rmi", &other_image]).output().await.unwrap();
-    assert_eq!(code(out.status), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cmd(&run, cache.path(), &["rmi", &other_image])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        code(out.status),
+        0,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(roots(), 0);
     let out = cmd(&run, cache.path(), &["images"]).output().await.unwrap();
     let table = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(table.ends_with("0 images: 0 B of blobs (shared layers counted once), 0 B unpacked\n"), "{table}");
+    assert!(
+        table.ends_with("0 images: 0 B of blobs (shared layers counted once), 0 B unpacked\n"),
+        "{table}"
+    );
     run.assert_nothing_left(None);
 }

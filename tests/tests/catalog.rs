@@ -366,7 +366,8 @@ async fn inspect_lists_required_variables_as_missing_instead_of_failing() {
     // Given through the environment (as an MCP client's `env` block gives it), it is not missing; its value shows
     // nowhere.
     let mut cmd = run.cli(&cache, &["inspect", "--registry", &file, "needs-env"]);
-    cmd.env("API_URL", "http://x").env("API_TOKEN", "tok-55ad-secret");
+    cmd.env("API_URL", "http://x")
+        .env("API_TOKEN", "tok-55ad-secret");
     let out = output(cmd).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(!out.stdout.contains("missing"), "{}", out.stdout);

@@ -336,7 +336,10 @@ async fn an_unverified_server_warns_once_and_can_be_accepted_by_digest() {
     // Cold: the warning, one line; the pre-pull hint, one line.
     let (rc, stderr) = quiet_output(cli(&["run", "probe", "--", "--probe"])).await;
     assert_eq!(rc, 0, "{stderr}");
-    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("UNVERIFIED")).collect();
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("UNVERIFIED"))
+        .collect();
     assert_eq!(warnings.len(), 1, "{stderr}");
     assert_eq!(
         warnings[0],
@@ -346,7 +349,10 @@ async fn an_unverified_server_warns_once_and_can_be_accepted_by_digest() {
         ),
         "{stderr}"
     );
-    assert!(!stderr.contains("no registry entry with provenance"), "{stderr}");
+    assert!(
+        !stderr.contains("no registry entry with provenance"),
+        "{stderr}"
+    );
     let hints: Vec<&str> = stderr
         .lines()
         .filter(|l| l.starts_with("thv-sandbox: hint: this start downloaded the image"))
@@ -382,12 +388,18 @@ async fn an_unverified_server_warns_once_and_can_be_accepted_by_digest() {
     let out = cli(&["trust", "accepted"]).output().await.unwrap();
     let table = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
-        table.lines().nth(1).is_some_and(|l| l.starts_with("probe   ") && l.contains(short)),
+        table
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("probe   ") && l.contains(short)),
         "{table}"
     );
     let (rc, stderr) = quiet_output(cli(&["run", "probe", "--", "--probe"])).await;
     assert_eq!(rc, 0, "{stderr}");
-    assert!(!stderr.contains("UNVERIFIED") && !stderr.contains("warning"), "{stderr}");
+    assert!(
+        !stderr.contains("UNVERIFIED") && !stderr.contains("warning"),
+        "{stderr}"
+    );
     let (rc, stderr) = quiet_output(cli(&["run", "--verbose", "probe", "--", "--probe"])).await;
     assert_eq!(rc, 0, "{stderr}");
     assert!(stderr.contains("you accepted this digest on"), "{stderr}");
@@ -403,7 +415,10 @@ async fn an_unverified_server_warns_once_and_can_be_accepted_by_digest() {
     ]))
     .await;
     assert_eq!(rc, thv_sandbox_runtime::EXIT_REFUSED, "{stderr}");
-    assert!(stderr.contains("but an acceptance is not verification"), "{stderr}");
+    assert!(
+        stderr.contains("but an acceptance is not verification"),
+        "{stderr}"
+    );
 
     // The tag now names another image: it warns again, and says which digest was accepted.
     let other_layout = tempfile::tempdir().unwrap();
@@ -415,12 +430,13 @@ async fn an_unverified_server_warns_once_and_can_be_accepted_by_digest() {
     registry
         .push_image(other_layout.path(), &other, "tools/probe", "1.0")
         .expect("push");
-    let (rc, stderr) = quiet_output(cli(&[
-        "run", "--pull", "always", "probe", "--", "--probe",
-    ]))
-    .await;
+    let (rc, stderr) =
+        quiet_output(cli(&["run", "--pull", "always", "probe", "--", "--probe"])).await;
     assert_eq!(rc, 0, "{stderr}");
-    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("UNVERIFIED")).collect();
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("UNVERIFIED"))
+        .collect();
     assert_eq!(warnings.len(), 1, "{stderr}");
     assert!(
         warnings[0].contains("not the digest accepted on ") && warnings[0].contains(short),
@@ -433,10 +449,14 @@ async fn an_unverified_server_warns_once_and_can_be_accepted_by_digest() {
     assert!(stderr.starts_with("revoked probe ("), "{stderr}");
     let (rc, stderr) = quiet_output(cli(&["trust", "revoke", "probe"])).await;
     assert_eq!(rc, 1, "{stderr}");
-    let out = cli(&["trust", "accepted", "--json"]).output().await.unwrap();
+    let out = cli(&["trust", "accepted", "--json"])
+        .output()
+        .await
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
     let pinned = format!("{}/tools/probe@{}", registry.host(), built.manifest.digest);
-    let (rc, stderr) = quiet_output(cli(&["run", "--pull", "never", &pinned, "--", "--probe"])).await;
+    let (rc, stderr) =
+        quiet_output(cli(&["run", "--pull", "never", &pinned, "--", "--probe"])).await;
     assert_eq!(rc, 0, "{stderr}");
     assert_eq!(stderr.matches("UNVERIFIED").count(), 1, "{stderr}");
     run.assert_nothing_left(None);
@@ -458,7 +478,12 @@ async fn pull_by_server_name_pulls_its_image() {
         .output()
         .await
         .unwrap();
-    assert_eq!(code(out.status), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        code(out.status),
+        0,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let host = image.split('/').next().unwrap();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),

@@ -56,11 +56,11 @@ pub(crate) fn accept_cmd(file: Option<PathBuf>, args: AcceptArgs) -> i32 {
     let mut image = args.name.clone();
     let mut server = None;
     if !args.name.starts_with("oci:") {
-        let loaded = match request::load_registry(args.registry.registry.as_deref(), &config, &mut say)
-        {
-            Ok(l) => l,
-            Err(e) => return report_request_error(&e),
-        };
+        let loaded =
+            match request::load_registry(args.registry.registry.as_deref(), &config, &mut say) {
+                Ok(l) => l,
+                Err(e) => return report_request_error(&e),
+            };
         match loaded.catalog.find(&args.name) {
             Ok(Some(s)) => {
                 if s.provenance.is_some() {

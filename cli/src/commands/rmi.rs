@@ -64,7 +64,10 @@ pub(crate) fn rmi_cmd(file: Option<PathBuf>, args: RmiArgs) -> i32 {
             );
         }
         for (path, why) in &report.kept {
-            eprintln!("kept {}: {why} (`thv-sandbox prune` removes it later)", path.display());
+            eprintln!(
+                "kept {}: {why} (`thv-sandbox prune` removes it later)",
+                path.display()
+            );
         }
         let freed: u64 = report.removed.iter().map(|r| r.bytes).sum();
         eprintln!(

@@ -73,7 +73,10 @@ impl Acceptance {
         let hex = what.strip_prefix("sha256:").unwrap_or(what);
         hex.len() >= 12
             && hex.chars().all(|c| c.is_ascii_hexdigit())
-            && self.manifest_digest.hex().starts_with(&hex.to_ascii_lowercase())
+            && self
+                .manifest_digest
+                .hex()
+                .starts_with(&hex.to_ascii_lowercase())
     }
 }
 

@@ -356,11 +356,9 @@ impl Gate {
             // Declared provenance that did not verify is never accepted: that is what an attack looks like.
             "--image-verification=enabled refuses it".to_owned()
         } else {
-            let earlier = self.acceptances().earlier_for(
-                self.cfg.server.as_deref(),
-                name,
-                manifest,
-            );
+            let earlier =
+                self.acceptances()
+                    .earlier_for(self.cfg.server.as_deref(), name, manifest);
             let accept = format!(
                 "accept it: `thv-sandbox trust accept {}`",
                 self.cfg.server.as_deref().map_or(name, short)
@@ -727,18 +725,26 @@ mod tests {
         let Outcome::Unverified { reason } = g.decide("reg/time:1", None, &d('b'), None) else {
             panic!("not unverified");
         };
-        assert!(reason.contains("its registry entry declares no provenance"), "{reason}");
+        assert!(
+            reason.contains("its registry entry declares no provenance"),
+            "{reason}"
+        );
         let line = g.unverified_line("reg/time:1", &d('b'), &reason);
         assert_eq!(line.lines().count(), 1);
         assert!(
-            line.starts_with("thv-sandbox: warning: UNVERIFIED `time` (reg/time:1@sha256:bbbbbbbbbbbb): "),
+            line.starts_with(
+                "thv-sandbox: warning: UNVERIFIED `time` (reg/time:1@sha256:bbbbbbbbbbbb): "
+            ),
             "{line}"
         );
         assert!(
             line.contains("not the digest accepted on 2025-12-05 (sha256:aaaaaaaaaaaa)"),
             "{line}"
         );
-        assert!(line.ends_with("; accept it: `thv-sandbox trust accept time`"), "{line}");
+        assert!(
+            line.ends_with("; accept it: `thv-sandbox trust accept time`"),
+            "{line}"
+        );
         assert!(line.len() <= 230, "{} chars: {line}", line.len());
         // `enabled` runs verified images only: an acceptance is not verification.
         let g = Gate::new(&cfg(Mode::Enabled), cache.path()).unwrap();
@@ -746,7 +752,11 @@ mod tests {
             .decide("reg/time:1", None, &d('a'), None)
             .admit("reg/time:1")
             .unwrap_err();
-        assert!(err.reason.contains("you accepted this digest on 2025-12-05"), "{err}");
+        assert!(
+            err.reason
+                .contains("you accepted this digest on 2025-12-05"),
+            "{err}"
+        );
         // Declared provenance that fails is never covered by an acceptance (under warn: the warning).
         let g = Gate::new(
             &Verification {
