@@ -33,15 +33,20 @@ pub(crate) enum Command {
     /// Run an MCP server over stdio in a sandbox: `thv-sandbox run NAME|IMAGE [-- ARGS…]`.
     Run(Box<RunArgs>),
     /// Show what `run` with the same arguments would give the server — network, mounts, environment names,
-    /// seccomp profile, declared provenance — without pulling or starting anything.
+    /// seccomp profile, declared provenance — without pulling or starting anything. Required variables that are
+    /// not given are listed as missing (where `run` would refuse).
     Inspect(Box<InspectArgs>),
     /// The curated server registry: `list`, `search QUERY`, `info NAME`.
     Registry(crate::commands::registry::RegistryArgs),
-    /// Pull an image from its registry into the cache; prints the pinned reference (`…@sha256:…`) on stdout.
+    /// Pull an image (or a registry server's image, by name) into the cache and unpack it, ready to run; prints
+    /// the pinned reference (`…@sha256:…`) on stdout. Pull before adding a server to an MCP client, so that its
+    /// start-up timeout never covers a download.
     Pull(PullArgs),
-    /// List the cached images with their sizes (a table on stdout; `--json` for a JSON array).
+    /// List the cached images, one row per image with its sizes, and a total (a table on stdout; `--json` for a
+    /// JSON array).
     Images(ImagesArgs),
-    /// Remove from the cache what no cached image needs: blobs, unpacked roots, leftovers of interrupted pulls.
+    /// Remove from the cache what no cached image needs: blobs, unpacked roots, leftovers of interrupted pulls
+    /// (only what is an hour old, unless `--force`; never what a running server uses).
     Prune(PruneArgs),
     /// Check whether this host can run rootless sandboxes, and how to fix what is missing (`--json`: every check
     /// as JSON on stdout).
@@ -59,7 +64,8 @@ pub(crate) enum Command {
     /// 124 refused, 2 usage.
     Verify(Box<VerifyArgs>),
     /// Trusted roots of the Sigstore instances: `trust show` (which root verification uses offline and how old it
-    /// is), `trust refresh` (refresh through TUF now).
+    /// is), `trust refresh` (refresh through TUF now); unverified servers accepted knowingly: `trust accept NAME`,
+    /// `trust accepted`, `trust revoke NAME`.
     #[command(subcommand)]
     Trust(TrustCommand),
     /// MCP clients' configuration files: `client list` (the clients found and their files), `client add NAME
@@ -78,6 +84,9 @@ pub(crate) enum Command {
     },
     /// Print the manual page thv-sandbox(1) (roff) on stdout, or write one page per command into a directory.
     Man(ManArgs),
+    /// Remove images from the cache: `rmi NAME|IMAGE|DIGEST…` removes each image's names, its unpacked root and
+    /// the blobs no other image uses (a root a running server uses is kept until `prune`).
+    Rmi(crate::commands::rmi::RmiArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,6 +109,16 @@ pub(crate) enum TrustCommand {
         #[command(flatten)]
         settings: SettingsArgs,
     },
+    /// Accept an unverified server knowingly: `trust accept NAME|IMAGE` records the manifest digest it resolves
+    /// to (pulling it when missing). Runs of that digest no longer print the UNVERIFIED warning (`--verbose`
+    /// says it was accepted); any other digest warns again. Only for images with no provenance to check: a
+    /// server that declares provenance is verified, never accepted; `image_verification = enabled` still
+    /// refuses accepted images.
+    Accept(crate::commands::accept::AcceptArgs),
+    /// List the accepted unverified images (a table on stdout; `--json`).
+    Accepted(crate::commands::accept::AcceptedArgs),
+    /// Revoke acceptances: `trust revoke NAME|IMAGE|DIGEST`; their runs warn again.
+    Revoke(crate::commands::accept::RevokeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,7 +167,8 @@ pub(crate) struct SourceArgs {
     #[arg(long, value_enum, default_value_t = PullArg::Missing)]
     pub(crate) pull: PullArg,
     /// Say nothing about pulling (by default: per-layer progress when stderr is a terminal, else one line per
-    /// pulled image; always on stderr).
+    /// pulled image; always on stderr). Warnings stay: to stop the UNVERIFIED one for a server, accept it
+    /// knowingly with `thv-sandbox trust accept NAME`.
     #[arg(short, long)]
     pub(crate) quiet: bool,
     #[command(flatten)]
@@ -174,10 +194,13 @@ impl From<PullArg> for PullPolicy {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct PullArgs {
-    /// The image: a registry reference (`ghcr.io/org/image:tag`, `alpine`, `image@sha256:…`).
+    /// A server of the registry by name (`time`: its image), or an image: a registry reference
+    /// (`ghcr.io/org/image:tag`, `alpine`, `image@sha256:…`).
     pub(crate) image: String,
     #[command(flatten)]
     pub(crate) source: SourceArgs,
+    #[command(flatten)]
+    pub(crate) registry: crate::commands::registry::RegistrySourceArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -200,6 +223,10 @@ pub(crate) struct PruneArgs {
     /// Only say what would be removed.
     #[arg(long)]
     pub(crate) dry_run: bool,
+    /// Also remove what is younger than an hour (what no image needs, and no running server or pull in progress
+    /// holds: while a pull runs, its recent blobs are kept all the same).
+    #[arg(long)]
+    pub(crate) force: bool,
     /// Cache directory (also THV_SANDBOX_CACHE_DIR, config `cache_dir`; default: $XDG_CACHE_HOME/thv-sandbox or
     /// ~/.cache/thv-sandbox).
     #[arg(long, value_name = "DIR")]

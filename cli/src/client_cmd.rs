@@ -420,6 +420,9 @@ fn prepare_for_client(
                 let verdict = match outcome {
                     Outcome::Verified { .. } => "verified".to_owned(),
                     Outcome::Unverified { reason } => format!("UNVERIFIED: {reason}"),
+                    Outcome::Accepted { acceptance } => {
+                        format!("unverified, accepted on {}", acceptance.date())
+                    }
                     Outcome::Skipped => "verification disabled".to_owned(),
                     Outcome::Refused { reason, .. } => format!("refused: {reason}"),
                 };

@@ -43,6 +43,9 @@ fn main() -> ExitCode {
         Command::Doctor { json } => commands::doctor::doctor_cmd(file, json),
         Command::Client(cmd) => client_cmd::client_cmd(file, cmd),
         Command::Config(cmd) => commands::config::config_cmd(file, cmd),
+        Command::Trust(TrustCommand::Accept(a)) => commands::accept::accept_cmd(file, a),
+        Command::Trust(TrustCommand::Accepted(a)) => commands::accept::accepted_cmd(file, a),
+        Command::Trust(TrustCommand::Revoke(a)) => commands::accept::revoke_cmd(file, a),
         Command::Trust(cmd) => commands::trust::trust_cmd(file, cmd),
         Command::Run(args) => commands::run::run_cmd(file, *args),
         Command::Inspect(args) => commands::inspect::inspect_cmd(file, *args),
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Prune(args) => commands::prune::prune_cmd(file, args),
         Command::Completions { shell } => commands::completions::completions_cmd(shell),
         Command::Man(args) => commands::man::man_cmd(args),
+        Command::Rmi(args) => commands::rmi::rmi_cmd(file, args),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
 }

@@ -48,11 +48,14 @@ use crate::rootfs::{remove_tree, roots_dir, RootMeta};
 /// Unreachable blobs, temporary files and roots modified more recently than this are kept.
 pub const RECENT: Duration = ABANDONED_AFTER;
 
-/// One name in the cache's `index.json`.
+/// One image of the cache: the names of `index.json` that lead to one manifest for this platform (a pull names
+/// an image twice, by its tag and pinned by digest), as one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CachedImage {
-    /// The name (`org.opencontainers.image.ref.name`): `registry/repository:tag` or `…@sha256:…`.
+    /// Its name for people: the first tag name (`registry/repository:tag`), else the pinned `…@sha256:…` one.
     pub name: String,
+    /// Every name of `index.json` that leads to it, in the file's order.
+    pub names: Vec<String>,
     /// This platform's manifest, if the cache has it.
     pub manifest_digest: Option<Digest>,
     /// The image index the name points to, if it points to one.
@@ -76,6 +79,21 @@ pub struct PruneReport {
     pub kept: u64,
     /// Removals that failed (the rest went on).
     pub failures: Vec<CacheError>,
+    /// `--force`: unreachable things are removed whatever their age (never what is locked or in use).
+    pub forced: bool,
+    /// `--force` was asked, but a pull or unpack was in progress: recent things were kept all the same (that
+    /// pull may need them).
+    pub held_back: bool,
+}
+
+/// How [`prune_with`] prunes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PruneOptions {
+    /// Remove nothing; report what would be removed.
+    pub dry_run: bool,
+    /// Remove unreachable blobs, temporary files and roots whatever their age (not those locked or in use;
+    /// and while a pull is in progress, not the recent ones).
+    pub force: bool,
 }
 
 /// One thing [`prune`] removed.
@@ -112,6 +130,11 @@ impl PruneReport {
     pub fn bytes_freed(&self) -> u64 {
         self.removed.iter().map(|r| r.bytes).sum()
     }
+
+    /// Whether something of this age is kept as possibly part of a pull in progress.
+    fn recent(&self, meta: &fs::Metadata) -> bool {
+        (self.held_back || !self.forced) && is_recent(meta)
+    }
 }
 
 /// Failures reading or pruning the cache.
@@ -138,12 +161,43 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
     }
 }
 
-/// The images named in the cache's `index.json`, in its order, with their sizes. An empty or missing cache has
-/// none.
+/// The cache as a whole, for the total line of `images`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    /// Images.
+    pub images: usize,
+    /// Bytes of their blobs, each blob counted once (images share layers).
+    pub blob_bytes: u64,
+    /// Bytes of their unpacked roots.
+    pub unpacked_bytes: u64,
+}
+
+/// The images of the cache (one per manifest; see [`CachedImage`]), in the order of their first name in
+/// `index.json`, with their sizes. An empty or missing cache has none.
 pub fn list(cache: &Path) -> Result<Vec<CachedImage>, CacheError> {
+    Ok(list_with_totals(cache)?.0)
+}
+
+/// [`list`], and the totals (shared blobs counted once).
+pub fn list_with_totals(cache: &Path) -> Result<(Vec<CachedImage>, Totals), CacheError> {
+    let (images, walks) = list_walked(cache)?;
+    let mut all: BTreeMap<&Digest, u64> = BTreeMap::new();
+    for w in &walks {
+        all.extend(w.present.iter().map(|(d, n)| (d, *n)));
+    }
+    let totals = Totals {
+        images: images.len(),
+        blob_bytes: all.values().sum(),
+        unpacked_bytes: images.iter().map(|i| i.unpacked_bytes).sum(),
+    };
+    Ok((images, totals))
+}
+
+/// The images, each with the walk of its names.
+fn list_walked(cache: &Path) -> Result<(Vec<CachedImage>, Vec<Walk>), CacheError> {
     let store = Store::existing(cache);
     if !store.dir().join("index.json").exists() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let entries = store.entries()?;
     let roots = committed_roots(&roots_dir(cache))?;
@@ -155,7 +209,8 @@ pub fn list(cache: &Path) -> Result<Vec<CachedImage>, CacheError> {
     }
     let layout = OciLayout::open(store.dir()).ok();
     let platform = Platform::host();
-    let mut images = Vec::new();
+    let mut images: Vec<CachedImage> = Vec::new();
+    let mut walks: Vec<Walk> = Vec::new();
     for entry in &entries {
         let Some(name) = ref_name(entry) else {
             continue;
@@ -176,19 +231,245 @@ pub fn list(cache: &Path) -> Result<Vec<CachedImage>, CacheError> {
                 }
             }
         };
+        // Another name of an image listed already (same manifest): one image, the union of their blobs.
+        if let Some(at) = manifest_digest.as_ref().and_then(|m| {
+            images
+                .iter()
+                .position(|i| i.manifest_digest.as_ref() == Some(m))
+        }) {
+            let (image, seen) = (&mut images[at], &mut walks[at]);
+            image.names.push(name.to_owned());
+            if image.name.contains('@') && !name.contains('@') {
+                image.name = name.to_owned();
+            }
+            image.index_digest = image.index_digest.take().or(index_digest);
+            seen.absorb(walk);
+            image.blob_bytes = seen.present.values().sum();
+            continue;
+        }
         let root_bytes = manifest_digest
             .as_ref()
             .and_then(|m| unpacked.get(m.to_string().as_str()).copied());
         images.push(CachedImage {
             name: name.to_owned(),
+            names: vec![name.to_owned()],
             manifest_digest,
             index_digest,
             blob_bytes: walk.present.values().sum(),
             unpacked_bytes: root_bytes.unwrap_or(0),
             unpacked: root_bytes.is_some(),
         });
+        walks.push(walk);
     }
-    Ok(images)
+    Ok((images, walks))
+}
+
+/// Whether `what` names `image`: one of its names as written, or as a reference normalizes (`alpine` is
+/// `docker.io/library/alpine:latest`), or its manifest or index digest (`sha256:HEX`, or 12 hex digits or more
+/// of its beginning).
+pub fn names_image(image: &CachedImage, what: &str) -> bool {
+    if image.names.iter().any(|n| n == what) {
+        return true;
+    }
+    if let Ok(r) = what.parse::<crate::image::reference::Reference>() {
+        let r = r.to_string();
+        if image.names.contains(&r) {
+            return true;
+        }
+    }
+    let hex = what.strip_prefix("sha256:").unwrap_or(what);
+    hex.len() >= 12
+        && hex.chars().all(|c| c.is_ascii_hexdigit())
+        && [&image.manifest_digest, &image.index_digest]
+            .into_iter()
+            .flatten()
+            .any(|d| d.hex().starts_with(&hex.to_ascii_lowercase()))
+}
+
+/// Why `rmi` removed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum RmiError {
+    /// No image of the cache has that name or digest.
+    #[error("no image in the cache is named `{0}`")]
+    NotFound(String),
+    /// More than one image matches (a short digest, say).
+    #[error("`{what}` names more than one image in the cache: {}", candidates.join(", "))]
+    Ambiguous {
+        /// As given.
+        what: String,
+        /// The images' names.
+        candidates: Vec<String>,
+    },
+    /// Reading or changing the cache.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+}
+
+impl RmiError {
+    /// What the user can do about it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            RmiError::NotFound(_) => Some(
+                "`thv-sandbox images` lists the cached images: give a name or a digest from it"
+                    .into(),
+            ),
+            RmiError::Ambiguous { .. } => Some("give the full name, or more of the digest".into()),
+            RmiError::Cache(_) => None,
+        }
+    }
+}
+
+impl From<PullError> for RmiError {
+    fn from(e: PullError) -> RmiError {
+        RmiError::Cache(CacheError::Store(e))
+    }
+}
+
+/// What [`remove_image`] did (or, dry, would do).
+#[derive(Debug, Default)]
+pub struct RmiReport {
+    /// Nothing was removed.
+    pub dry_run: bool,
+    /// The image.
+    pub image: Option<CachedImage>,
+    /// Blobs and roots removed.
+    pub removed: Vec<Removed>,
+    /// Blobs and roots of the image kept, and why (in use by a run, locked by a pull, …).
+    pub kept: Vec<(PathBuf, &'static str)>,
+    /// Removals that failed (the rest went on).
+    pub failures: Vec<CacheError>,
+}
+
+/// Removes one image from the cache: every name of it in `index.json`, the blobs no other image reaches, and
+/// its unpacked roots — except a root a live run in `runs` uses or a build holds, and a blob a pull holds locked
+/// (or, while a pull or unpack is in progress, one it touched in the last hour: it may be about to name it).
+/// `index.json` stays locked throughout, as in [`prune`], so no pull names an image meanwhile.
+pub fn remove_image(
+    cache: &Path,
+    runs: Option<&Path>,
+    what: &str,
+    dry_run: bool,
+) -> Result<RmiReport, RmiError> {
+    let store = Store::existing(cache);
+    if !store.dir().join("index.json").exists() {
+        return Err(RmiError::NotFound(what.to_owned()));
+    }
+    let _index_lock = store.lock_index()?;
+    let (images, _) = list_walked(cache)?;
+    let chosen: Vec<&CachedImage> = images.iter().filter(|i| names_image(i, what)).collect();
+    let image = match chosen.as_slice() {
+        [] => return Err(RmiError::NotFound(what.to_owned())),
+        [one] => (*one).clone(),
+        many => {
+            return Err(RmiError::Ambiguous {
+                what: what.to_owned(),
+                candidates: many.iter().map(|i| i.name.clone()).collect(),
+            })
+        }
+    };
+    let entries = store.entries()?;
+    let (gone, rest): (Vec<_>, Vec<_>) = entries
+        .into_iter()
+        .partition(|e| ref_name(e).is_some_and(|n| image.names.iter().any(|x| x == n)));
+    let mut mine = Walk::default();
+    for e in &gone {
+        mine.entry(&store, e);
+    }
+    let mut others = Walk::default();
+    for e in &rest {
+        others.entry(&store, e);
+    }
+    let mut report = PruneReport {
+        dry_run,
+        ..PruneReport::default()
+    };
+    if !dry_run {
+        store.write_index_locked(&rest)?;
+    }
+    let busy = pull_in_progress(cache);
+    let mut kept = Vec::new();
+    for digest in mine.referenced.difference(&others.referenced) {
+        let path = store.blob_path(digest);
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        if busy && is_recent(&meta) {
+            kept.push((path, "a pull in progress may use it"));
+            continue;
+        }
+        let Some(_lock) =
+            try_lock_existing(&store.locks_dir().join(format!("sha256-{}", digest.hex())))
+        else {
+            kept.push((path, "a pull holds it"));
+            continue;
+        };
+        remove(&mut report, path, RemovedKind::Blob, meta.len());
+    }
+    let in_use = runs.map(roots_in_use).unwrap_or_default();
+    let reachable: HashSet<String> = others.manifests.iter().map(Digest::to_string).collect();
+    let manifest = image.manifest_digest.as_ref().map(Digest::to_string);
+    for root in committed_roots(&roots_dir(cache))? {
+        if root.manifest.is_none() || root.manifest != manifest {
+            continue;
+        }
+        if root
+            .manifest
+            .as_ref()
+            .is_some_and(|m| reachable.contains(m))
+        {
+            continue;
+        }
+        let Some(key) = root.path.file_name().map(ToOwned::to_owned) else {
+            continue;
+        };
+        if in_use.contains(&key) {
+            kept.push((root.path, "a running server uses it"));
+            continue;
+        }
+        let Some(_lock) =
+            try_lock_existing(&crate::rootfs::lock_path(cache, &key.to_string_lossy()))
+        else {
+            kept.push((root.path, "it is being unpacked"));
+            continue;
+        };
+        let bytes = tree_bytes(&root.path);
+        remove(&mut report, root.path, RemovedKind::Root, bytes);
+    }
+    Ok(RmiReport {
+        dry_run,
+        image: Some(image),
+        removed: report.removed,
+        kept,
+        failures: report.failures,
+    })
+}
+
+/// Whether a pull or an unpack is in progress in this cache: a blob lock, a root's build lock or a temporary
+/// download file held by someone.
+pub fn pull_in_progress(cache: &Path) -> bool {
+    let store = Store::existing(cache);
+    let held = |dir: &Path, only_temp: bool| {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return false;
+        };
+        entries.flatten().any(|e| {
+            if only_temp && !e.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                return false;
+            }
+            e.file_type().is_ok_and(|t| t.is_file()) && try_lock_existing(&e.path()).is_none()
+        })
+    };
+    held(&store.locks_dir(), false)
+        || held(&store.blobs_dir(), true)
+        || held(
+            &cache
+                .join("locks")
+                .join(format!("roots-v{}", crate::rootfs::UNPACKER_VERSION)),
+            false,
+        )
 }
 
 /// Removes what no image in `index.json` needs (see the module docs for what is kept and why). With `dry_run`,
@@ -203,8 +484,26 @@ pub fn prune_keeping_runs(
     runs: Option<&Path>,
     dry_run: bool,
 ) -> Result<PruneReport, CacheError> {
+    prune_with(
+        cache,
+        runs,
+        PruneOptions {
+            dry_run,
+            force: false,
+        },
+    )
+}
+
+/// [`prune_keeping_runs`] with options: `force` removes unreachable things whatever their age, except while a
+/// pull or unpack is in progress ([`pull_in_progress`]), when recent ones are kept as usual.
+pub fn prune_with(
+    cache: &Path,
+    runs: Option<&Path>,
+    opts: PruneOptions,
+) -> Result<PruneReport, CacheError> {
     let mut report = PruneReport {
-        dry_run,
+        dry_run: opts.dry_run,
+        forced: opts.force,
         ..PruneReport::default()
     };
     let store = Store::existing(cache);
@@ -215,6 +514,7 @@ pub fn prune_keeping_runs(
     } else {
         None
     };
+    report.held_back = opts.force && pull_in_progress(cache);
     let mut walk = Walk::default();
     if has_store {
         for entry in &store.entries()? {
@@ -254,7 +554,7 @@ fn prune_blobs(store: &Store, walk: &Walk, report: &mut PruneReport) -> Result<(
         if !meta.is_file() {
             continue;
         }
-        if is_recent(&meta) {
+        if report.recent(&meta) {
             report.kept += 1;
             continue;
         }
@@ -282,7 +582,7 @@ fn prune_temp_files(dir: &Path, report: &mut PruneReport) {
         let Ok(meta) = fs::symlink_metadata(&path) else {
             continue;
         };
-        if !meta.is_file() || is_recent(&meta) {
+        if !meta.is_file() || report.recent(&meta) {
             continue;
         }
         let Ok(file) = open_nofollow(&path) else {
@@ -326,7 +626,7 @@ fn prune_roots(
         if reachable.contains(&manifest) {
             continue;
         }
-        let recent = fs::symlink_metadata(&path).is_ok_and(|m| is_recent(&m));
+        let recent = fs::symlink_metadata(&path).is_ok_and(|m| report.recent(&m));
         if recent || in_use.contains(&entry.file_name()) {
             report.kept += 1;
             continue;
@@ -408,6 +708,22 @@ struct Reference {
 }
 
 impl Walk {
+    /// Adds what another walk found.
+    fn absorb(&mut self, other: Walk) {
+        self.referenced.extend(other.referenced);
+        self.present.extend(other.present);
+        for m in other.manifests {
+            if !self.manifests.contains(&m) {
+                self.manifests.push(m);
+            }
+        }
+        for i in other.indexes {
+            if !self.indexes.contains(&i) {
+                self.indexes.push(i);
+            }
+        }
+    }
+
     fn entry(&mut self, store: &Store, entry: &oci_spec::image::Descriptor) {
         if let Ok(digest) = Digest::try_from(entry.digest()) {
             self.document(store, digest, entry.size(), 0);
@@ -544,13 +860,36 @@ pub fn render_json(images: &[CachedImage]) -> String {
     out
 }
 
-/// The `thv-sandbox images` table: NAME, DIGEST (the manifest's, 12 hex digits), SIZE, UNPACKED.
+/// The `thv-sandbox images` total line: `3 images: 65.2 MiB of blobs (shared layers counted once), 540.1 MiB
+/// unpacked`.
+pub fn render_total(t: &Totals) -> String {
+    format!(
+        "{} image{}: {} of blobs (shared layers counted once), {} unpacked\n",
+        t.images,
+        if t.images == 1 { "" } else { "s" },
+        human_size(t.blob_bytes),
+        human_size(t.unpacked_bytes)
+    )
+}
+
+/// The `thv-sandbox images` table, one row per image: NAME (its tag names; the pinned name only when it has no
+/// tag), DIGEST (the manifest's, 12 hex digits), SIZE, UNPACKED.
 pub fn render_table(images: &[CachedImage]) -> String {
     let rows: Vec<[String; 4]> = images
         .iter()
         .map(|i| {
+            let tags: Vec<&str> = i
+                .names
+                .iter()
+                .filter(|n| !n.contains('@'))
+                .map(String::as_str)
+                .collect();
             [
-                i.name.clone(),
+                if tags.is_empty() {
+                    i.name.clone()
+                } else {
+                    tags.join(", ")
+                },
                 i.manifest_digest
                     .as_ref()
                     .map_or("-".to_owned(), |d| d.hex().chars().take(12).collect()),
@@ -755,6 +1094,7 @@ mod tests {
             vec![
                 CachedImage {
                     name: "reg/a:1".into(),
+                    names: vec!["reg/a:1".into()],
                     manifest_digest: Some(f.a_manifest.clone()),
                     index_digest: None,
                     blob_bytes: f.a_bytes,
@@ -763,6 +1103,7 @@ mod tests {
                 },
                 CachedImage {
                     name: "reg/b:1".into(),
+                    names: vec!["reg/b:1".into()],
                     manifest_digest: Some(f.b_manifest.clone()),
                     index_digest: Some(f.b_index.clone()),
                     blob_bytes: f.b_bytes,
@@ -781,6 +1122,151 @@ mod tests {
         assert_eq!(json[1]["name"], "reg/b:1");
         assert_eq!(json[1]["index_digest"], f.b_index.to_string());
         assert_eq!(json[1]["blob_bytes"], f.b_bytes);
+    }
+
+    /// The names a pull gives an image (its tag, and pinned by digest) and a second tag: one image, one row,
+    /// its blobs counted once; the total counts blobs shared between images once.
+    #[test]
+    fn names_of_one_image_are_one_row_and_the_total_counts_shared_blobs_once() {
+        let f = fixture();
+        let pinned = format!("reg/a@{}", f.a_manifest);
+        let desc = |d: &Digest, size| descriptor(MediaType::ImageManifest, &(d.clone(), size));
+        let a_size = fs::metadata(f.store.blob_path(&f.a_manifest))
+            .unwrap()
+            .len();
+        f.store
+            .record(
+                &[pinned.clone(), "reg/a:latest".into()],
+                &desc(&f.a_manifest, a_size),
+            )
+            .unwrap();
+        let (images, totals) = list_with_totals(f.tmp.path()).unwrap();
+        assert_eq!(images.len(), 2, "{images:?}");
+        assert_eq!(
+            images[0].names,
+            ["reg/a:1", pinned.as_str(), "reg/a:latest"]
+        );
+        assert_eq!(images[0].name, "reg/a:1");
+        assert_eq!(images[0].blob_bytes, f.a_bytes);
+        let shared = b"the shared layer".len() as u64;
+        assert_eq!(totals.images, 2);
+        assert_eq!(totals.blob_bytes, f.a_bytes + f.b_bytes - shared);
+        assert_eq!(totals.unpacked_bytes, images[0].unpacked_bytes);
+        let table = render_table(&images);
+        assert_eq!(table.lines().count(), 3, "{table}");
+        assert!(
+            table
+                .lines()
+                .nth(1)
+                .unwrap()
+                .starts_with("reg/a:1, reg/a:latest  "),
+            "{table}"
+        );
+        assert!(!table.contains('@'), "{table}");
+        assert_eq!(
+            render_total(&totals),
+            format!(
+                "2 images: {} of blobs (shared layers counted once), {} unpacked\n",
+                human_size(totals.blob_bytes),
+                human_size(totals.unpacked_bytes)
+            )
+        );
+        // Any of its names, as a user types it, or its digest names it; a prefix too short does not.
+        for what in [
+            "reg/a:latest",
+            pinned.as_str(),
+            &f.a_manifest.to_string(),
+            &f.a_manifest.hex()[..12],
+        ] {
+            assert!(names_image(&images[0], what), "{what}");
+        }
+        assert!(!names_image(&images[0], &f.a_manifest.hex()[..8]));
+        assert!(!names_image(&images[1], "reg/a:1"));
+    }
+
+    #[test]
+    fn rmi_removes_one_image_its_root_and_only_the_blobs_no_other_image_uses() {
+        let f = fixture();
+        let a_layer = Digest::of_bytes(b"layer of a");
+        let err = remove_image(f.tmp.path(), None, "reg/zzz:1", false).unwrap_err();
+        assert!(matches!(err, RmiError::NotFound(_)), "{err}");
+        // A dry run changes nothing.
+        let dry = remove_image(f.tmp.path(), None, "reg/a:1", true).unwrap();
+        assert!(dry.removed.iter().any(|r| r.kind == RemovedKind::Root));
+        assert_eq!(list(f.tmp.path()).unwrap().len(), 2);
+        assert!(f.a_root.exists());
+        let report = remove_image(f.tmp.path(), None, &f.a_manifest.hex()[..12], false).unwrap();
+        assert!(report.failures.is_empty(), "{:?}", report.failures);
+        assert_eq!(report.image.unwrap().name, "reg/a:1");
+        assert!(!f.a_root.exists());
+        assert!(!f.store.blob_path(&f.a_manifest).exists());
+        assert!(!f.store.blob_path(&a_layer).exists());
+        // What b needs stays, and so does what prune would judge (the orphan, the orphan root).
+        assert!(f.store.blob_path(&f.shared).exists());
+        assert!(f.store.blob_path(&f.orphan).exists() && f.orphan_root.exists());
+        let images = list(f.tmp.path()).unwrap();
+        assert_eq!(images.len(), 1);
+        assert_eq!(images[0].name, "reg/b:1");
+        assert_eq!(images[0].blob_bytes, f.b_bytes);
+        assert!(matches!(
+            remove_image(f.tmp.path(), None, "reg/a:1", false),
+            Err(RmiError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn rmi_keeps_a_root_in_use_and_blobs_a_pull_holds() {
+        let f = fixture();
+        let a_layer = Digest::of_bytes(b"layer of a");
+        let runs = f.tmp.path().join("runs");
+        fs::create_dir(&runs).unwrap();
+        let run = crate::sandbox::runs::RunDir::create(&runs).unwrap();
+        let plan = serde_json::json!({
+            "id": run.id, "bundle": "/b", "state_root": "/s", "netns": "/n", "cgroups_path": "/c",
+            "rootfs": f.a_root.join("rootfs"), "run_dir": run.path, "supervisor_pid": 1,
+            "stop_timeout_ms": 1,
+        });
+        fs::write(run.path.join("plan.json"), plan.to_string()).unwrap();
+        let lock = f.store.lock_blob(&a_layer).unwrap();
+        let report = remove_image(f.tmp.path(), Some(&runs), "reg/a:1", false).unwrap();
+        assert!(f.a_root.exists(), "a running server uses it");
+        assert!(f.store.blob_path(&a_layer).exists(), "a pull holds it");
+        assert_eq!(report.kept.len(), 2, "{:?}", report.kept);
+        assert!(!f.store.blob_path(&f.a_manifest).exists());
+        assert_eq!(
+            list(f.tmp.path()).unwrap().len(),
+            1,
+            "the name is gone all the same"
+        );
+        drop(lock);
+        drop(run);
+    }
+
+    #[test]
+    fn prune_force_removes_recent_unreachable_things_unless_a_pull_is_in_progress() {
+        let f = fixture();
+        // A fresh orphan blob: kept by prune, removed by prune --force.
+        let fresh = put(&f.store, b"just written").0;
+        let report = prune(f.tmp.path(), false).unwrap();
+        assert!(f.store.blob_path(&fresh).exists());
+        assert_eq!(report.kept, 1);
+        // While a pull holds a blob's lock, --force keeps recent things too.
+        let lock = f.store.lock_blob(&f.shared).unwrap();
+        let force = PruneOptions {
+            dry_run: false,
+            force: true,
+        };
+        let report = prune_with(f.tmp.path(), None, force).unwrap();
+        assert!(report.held_back);
+        assert!(f.store.blob_path(&fresh).exists());
+        drop(lock);
+        let report = prune_with(f.tmp.path(), None, force).unwrap();
+        assert!(!report.held_back && report.forced);
+        assert!(!f.store.blob_path(&fresh).exists());
+        assert_eq!(report.count(RemovedKind::Blob), 1);
+        // Reachable things stay, forced or not.
+        assert_eq!(list(f.tmp.path()).unwrap()[0].blob_bytes, f.a_bytes);
+        assert!(f.a_root.exists());
     }
 
     #[test]

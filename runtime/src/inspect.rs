@@ -62,6 +62,11 @@ pub struct EnvView {
     pub name: String,
     /// Whether its value is secret (delivered in memory, never written).
     pub secret: bool,
+    /// Required by the registry entry but not given: `run` with the same arguments refuses until it is.
+    pub missing: bool,
+    /// The registry's description (given for missing variables, which the user has to look up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 /// The seccomp profile, as a reviewer reads it: the variant's delta in full, the base as counts.
@@ -149,10 +154,20 @@ pub fn effective_profile(req: &RunRequest) -> Result<EffectiveProfile, Error> {
         .map(|(n, _)| EnvView {
             name: n.clone(),
             secret: false,
+            missing: false,
+            description: None,
         })
         .chain(req.secrets.iter().map(|s| EnvView {
             name: s.name.clone(),
             secret: true,
+            missing: false,
+            description: None,
+        }))
+        .chain(req.missing_env.iter().map(|m| EnvView {
+            name: m.name.clone(),
+            secret: m.secret,
+            missing: true,
+            description: Some(m.description.clone()),
         }))
         .collect();
     env.sort_by(|a, b| a.name.cmp(&b.name));
@@ -272,15 +287,32 @@ impl EffectiveProfile {
             let names: Vec<String> = self
                 .env
                 .iter()
-                .map(|e| {
-                    if e.secret {
-                        format!("{} (secret)", e.name)
-                    } else {
-                        e.name.clone()
-                    }
+                .map(|e| match (e.secret, e.missing) {
+                    (false, false) => e.name.clone(),
+                    (true, false) => format!("{} (secret)", e.name),
+                    (false, true) => format!("{} (missing)", e.name),
+                    (true, true) => format!("{} (secret, missing)", e.name),
                 })
                 .collect();
             let _ = writeln!(o, "env:      {}", names.join(", "));
+            let missing: Vec<&EnvView> = self.env.iter().filter(|e| e.missing).collect();
+            if let Some(first) = missing.first() {
+                let _ = writeln!(o, "missing:  required, and `run` refuses until given:");
+                let width = missing.iter().map(|e| e.name.len()).max().unwrap_or(0);
+                for e in &missing {
+                    let _ = writeln!(
+                        o,
+                        "  {:width$}  {}",
+                        e.name,
+                        e.description.as_deref().unwrap_or("")
+                    );
+                }
+                let _ = writeln!(
+                    o,
+                    "  set each in the MCP client's `env` for this server, or give `-e {}=VALUE` / `--env-file FILE`",
+                    first.name
+                );
+            }
         }
         let s = &self.seccomp;
         match &s.extends {

@@ -236,7 +236,15 @@ pub fn run(
     let fetched = fetch_and_unpack(resolved, &opts).map_err(abandon)?;
     // 5. commit: only now does the cache name the image (by its pinned digest: no tag is resolved again). The
     //    root is then loaded, or unpacked from the cache for an image that was there already.
-    let (oci, image) = commit(fetched, &*reporter).map_err(abandon)?;
+    let (oci, image, downloaded) = commit(fetched, &*reporter).map_err(abandon)?;
+    // A start that had to download, launched by a program (an MCP client) rather than typed: its start-up
+    // timeout covered the download. One line, only then (and never under `--quiet`).
+    if downloaded
+        && req.progress != crate::report::ProgressMode::Quiet
+        && !std::io::IsTerminal::is_terminal(&std::io::stdin())
+    {
+        reporter.report(Event::Note(&prepull_hint(req)));
+    }
     let runtime = ImageRuntimeConfig::from_image(&image.config);
     let root = rootfs::ensure(
         &dirs.cache,
@@ -629,6 +637,19 @@ impl bridge::Launch for SessionLauncher {
     }
 }
 
+/// The line said after a cold pull under an MCP client: pull first, so the client's start-up timeout never
+/// covers a download.
+fn prepull_hint(req: &RunRequest) -> String {
+    let name = req
+        .server_name
+        .as_deref()
+        .map_or(req.image.as_str(), |s| s.rsplit('/').next().unwrap_or(s));
+    format!(
+        "hint: this start downloaded the image, within the MCP client's start-up timeout; pull it beforehand: \
+         `thv-sandbox pull {name}` (`thv-sandbox client add` pulls first)"
+    )
+}
+
 /// This process's ids and subordinate ranges.
 fn host_ids() -> HostIds {
     HostIds {
@@ -801,8 +822,10 @@ fn decided(
     reporter: &dyn Reporter,
 ) -> verification::Outcome {
     let outcome = gate.decide(name, index, manifest, evidence);
-    for w in outcome.warnings(name, manifest) {
-        reporter.report(Event::Warning(&w));
+    if let verification::Outcome::Unverified { reason } = &outcome {
+        reporter.report(Event::Warning(
+            &gate.unverified_line(name, manifest, reason),
+        ));
     }
     outcome
 }
@@ -826,18 +849,19 @@ fn fetch_and_unpack(resolved: Resolved, opts: &PullOptions<'_>) -> Result<Fetche
     }
 }
 
-/// Step 5: the image named in the cache; returns the layout holding it and the image in it (by its pinned name:
+/// Step 5: the image named in the cache; returns the layout holding it, the image in it (by its pinned name:
 /// the manifest digest is checked to be the one resolved).
 fn commit(
     fetched: Fetched,
     reporter: &dyn Reporter,
-) -> Result<(OciLayout, layout::ResolvedImage), Error> {
+) -> Result<(OciLayout, layout::ResolvedImage, bool), Error> {
     match fetched {
-        Fetched::Layout { oci, resolved } => Ok((oci, resolved)),
+        Fetched::Layout { oci, resolved } => Ok((oci, resolved, false)),
         Fetched::Registry(f) => {
             let pulled = f.commit()?;
             report_pulled(&pulled, reporter);
-            Ok(pulled.open(&Platform::host())?)
+            let (oci, image) = pulled.open(&Platform::host())?;
+            Ok((oci, image, !pulled.from_cache))
         }
     }
 }

@@ -307,6 +307,81 @@ async fn missing_environment_is_one_error_before_anything_is_pulled() {
     assert!(!out.stdout.contains("tok-7c1e9f-secret"));
 }
 
+/// `inspect NAME` is how a user finds out what a server needs: without the variables it prints the profile, lists
+/// the required ones as missing (with their descriptions) and exits 0, where `run` refuses; nothing is pulled.
+#[tokio::test(flavor = "multi_thread")]
+async fn inspect_lists_required_variables_as_missing_instead_of_failing() {
+    let run = Run::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let (_dead_registry, dead_port) = thv_sandbox_e2e::refusing_port();
+    let file = write_registry(
+        dir.path(),
+        "needs-env.json",
+        json!({"needs-env": {
+            "description": "A server that needs configuration",
+            "image": format!("127.0.0.1:{dead_port}/tools/probe:1.0"),
+            "transport": "stdio",
+            "tools": ["probe"],
+            "env_vars": [
+                {"name": "API_URL", "description": "Where the API lives", "required": true},
+                {"name": "API_TOKEN", "description": "Token for the API", "required": true, "secret": true},
+                {"name": "LEVEL", "description": "Log level", "required": false, "default": "info"}
+            ]
+        }}),
+    );
+    let file = file.to_string_lossy().into_owned();
+    let out = output(run.cli(&cache, &["inspect", "--registry", &file, "needs-env"])).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.is_empty(), "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("env:      API_TOKEN (secret, missing), API_URL (missing), LEVEL\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("missing:  required"), "{}", out.stdout);
+    let described = out
+        .stdout
+        .lines()
+        .any(|l| l.starts_with("  API_TOKEN") && l.ends_with("Token for the API"));
+    assert!(described, "{}", out.stdout);
+    // The rest of the profile is there too.
+    assert!(out.stdout.contains("network:  none"), "{}", out.stdout);
+    assert!(out.stdout.contains("seccomp:  default"), "{}", out.stdout);
+
+    let out = output(run.cli(
+        &cache,
+        &["inspect", "--json", "--registry", &file, "needs-env"],
+    ))
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: Value = serde_json::from_str(&out.stdout).expect("JSON");
+    let env = v["env"].as_array().unwrap();
+    let by_name = |n: &str| env.iter().find(|e| e["name"] == n).cloned().unwrap();
+    assert_eq!(by_name("API_URL")["missing"], true, "{v}");
+    assert_eq!(by_name("API_TOKEN")["missing"], true, "{v}");
+    assert_eq!(by_name("API_TOKEN")["secret"], true, "{v}");
+    assert_eq!(by_name("LEVEL")["missing"], false, "{v}");
+
+    // Given through the environment (as an MCP client's `env` block gives it), it is not missing; its value shows
+    // nowhere.
+    let mut cmd = run.cli(&cache, &["inspect", "--registry", &file, "needs-env"]);
+    cmd.env("API_URL", "http://x")
+        .env("API_TOKEN", "tok-55ad-secret");
+    let out = output(cmd).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stdout.contains("missing"), "{}", out.stdout);
+    assert!(out.stdout.contains("API_TOKEN (secret)"), "{}", out.stdout);
+    assert!(!out.stdout.contains("tok-55ad-secret"));
+    // `run` still refuses without them; nothing was pulled by any of this.
+    let out = output(run.cli(&cache, &["run", "--registry", &file, "needs-env"])).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    // (`inspect` looks the image up in the cache, which may create the empty store; no blob is in it.)
+    let blobs = std::fs::read_dir(cache.join("oci/blobs/sha256")).map_or(0, |d| d.count());
+    assert_eq!(blobs, 0, "something was pulled");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sse_and_egress_entries_reach_the_registry_and_remote_servers_are_refused() {
     let run = Run::new();

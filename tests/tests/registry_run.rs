@@ -322,18 +322,17 @@ async fn warnings_are_never_overwritten_by_the_progress_display() {
         assert_eq!(code(out.status), 0, "{screen}");
         // Rows joined back (wrapped ones are joined already): each line said reads whole, in one piece.
         let joined: String = screen.replace('\n', "");
-        let warning = format!(
-            "({}) UNVERIFIED: its provenance was not checked successfully (--image-verification=enabled refuses \
-             such images)",
-            built.manifest.digest
-        );
+        // The one UNVERIFIED line, from its start to its last words.
+        let short = &built.manifest.digest.trim_start_matches("sha256:")[..12];
         let start = joined
-            .find("thv-sandbox: warning: running ")
+            .find("thv-sandbox: warning: UNVERIFIED ")
             .unwrap_or_else(|| panic!("width {width}: no UNVERIFIED warning:\n{screen}"));
-        assert!(
-            joined[start..].contains(&warning),
-            "width {width}: the warning is not whole:\n{screen}"
-        );
+        let line = &joined[start..];
+        let whole = line
+            .find(&format!("@sha256:{short}): "))
+            .zip(line.find("; accept it: `thv-sandbox trust accept "))
+            .is_some_and(|(a, b)| a < b);
+        assert!(whole, "width {width}: the warning is not whole:\n{screen}");
         // No progress line is left: the config blob's line (`<12 hex>  1.2 KiB done`) is gone.
         let config_short = &built.config.digest.trim_start_matches("sha256:")[..12];
         assert!(
@@ -345,4 +344,224 @@ async fn warnings_are_never_overwritten_by_the_progress_display() {
             "width {width}:\n{screen}"
         );
     }
+}
+
+/// `cmd` with stdin and stdout null, stderr captured: (exit code, stderr).
+async fn quiet_output(mut c: tokio::process::Command) -> (i32, String) {
+    let out = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .expect("thv-sandbox");
+    (
+        code(out.status),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A legacy registry file: `probe` (no provenance) and `signed` (declares provenance), both the given image.
+fn probe_registry(dir: &std::path::Path, image: &str) -> String {
+    let doc = json!({
+        "version": "1.0.0", "last_updated": "2026-01-01T00:00:00Z",
+        "servers": {
+            "probe": {"description": "The sandbox probe", "image": image, "transport": "stdio",
+                      "tools": ["probe"]},
+            "signed": {"description": "Claims provenance", "image": image, "transport": "stdio",
+                       "tools": ["probe"],
+                       "provenance": {"sigstore_url": "tuf-repo-cdn.sigstore.dev",
+                                      "repository_uri": "https://github.com/o/r",
+                                      "signer_identity": "/.github/workflows/release.yml"}}
+        }
+    });
+    let file = dir.join("registry.json");
+    std::fs::write(&file, serde_json::to_vec(&doc).unwrap()).unwrap();
+    file.to_string_lossy().into_owned()
+}
+
+/// A registry server without provenance, from a real registry: one UNVERIFIED line that says the entry declares
+/// none and how to accept it; after a cold start launched with stdin not a terminal (as an MCP client launches
+/// it), one pre-pull hint, and only then. `trust accept` records the digest: runs of it say nothing (`--verbose`:
+/// accepted on DATE), `enabled` still refuses it, a new digest on the same tag warns again naming the accepted
+/// one; `trust accepted` lists it, `trust revoke` takes it back. A server that declares provenance is never
+/// accepted.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unverified_server_warns_once_and_can_be_accepted_by_digest() {
+    let Some((registry, _layout, built, image)) = common::registry_with_probe() else {
+        return;
+    };
+    let run = Run::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let cache = dir.path().join("cache");
+    let file = probe_registry(dir.path(), &image);
+    // `thv-sandbox COMMAND… --cache-dir CACHE [--registry FILE] ARGS…`, in the test's environment.
+    let cli = |args: &[&str]| {
+        let words = if args[0] == "trust" { 2 } else { 1 };
+        let mut rest: Vec<&str> = Vec::new();
+        if !matches!(args[..words], ["trust", "accepted" | "revoke"]) {
+            rest.extend(["--registry", file.as_str()]);
+        }
+        rest.extend_from_slice(&args[words..]);
+        run.cli_sub(&cache, &args[..words], &rest)
+    };
+    let short = &built.manifest.digest[7..19];
+
+    // Cold: the warning, one line; the pre-pull hint, one line.
+    let (rc, stderr) = quiet_output(cli(&["run", "probe", "--", "--probe"])).await;
+    assert_eq!(rc, 0, "{stderr}");
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("UNVERIFIED"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert_eq!(
+        warnings[0],
+        format!(
+            "thv-sandbox: warning: UNVERIFIED `probe` ({image}@sha256:{short}): its registry entry declares no \
+             provenance; accept it: `thv-sandbox trust accept probe`"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("no registry entry with provenance"),
+        "{stderr}"
+    );
+    let hints: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("thv-sandbox: hint: this start downloaded the image"))
+        .collect();
+    assert_eq!(hints.len(), 1, "{stderr}");
+    assert!(hints[0].contains("`thv-sandbox pull probe`"), "{stderr}");
+    // Warm: no download, no hint; still the warning.
+    let (rc, stderr) = quiet_output(cli(&["run", "probe", "--", "--probe"])).await;
+    assert_eq!(rc, 0, "{stderr}");
+    assert!(!stderr.contains("hint:"), "{stderr}");
+    assert_eq!(stderr.matches("UNVERIFIED").count(), 1, "{stderr}");
+
+    // A server that declares provenance is verified, never accepted.
+    let (rc, stderr) = quiet_output(cli(&["trust", "accept", "signed"])).await;
+    assert_eq!(rc, 2, "{stderr}");
+    assert!(stderr.contains("declares provenance"), "{stderr}");
+    assert!(!cache.join("verification/accepted.json").exists());
+
+    // Accepted: runs of that digest say nothing about it, `--verbose` says when it was accepted.
+    let (rc, stderr) = quiet_output(cli(&["trust", "accept", "probe"])).await;
+    assert_eq!(rc, 0, "{stderr}");
+    assert!(stderr.starts_with("accepted probe ("), "{stderr}");
+    let out = cli(&["trust", "accepted", "--json"])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(code(out.status), 0);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["manifest_digest"], built.manifest.digest.as_str());
+    assert_eq!(list[0]["server"], "probe");
+    let out = cli(&["trust", "accepted"]).output().await.unwrap();
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("probe   ") && l.contains(short)),
+        "{table}"
+    );
+    let (rc, stderr) = quiet_output(cli(&["run", "probe", "--", "--probe"])).await;
+    assert_eq!(rc, 0, "{stderr}");
+    assert!(
+        !stderr.contains("UNVERIFIED") && !stderr.contains("warning"),
+        "{stderr}"
+    );
+    let (rc, stderr) = quiet_output(cli(&["run", "--verbose", "probe", "--", "--probe"])).await;
+    assert_eq!(rc, 0, "{stderr}");
+    assert!(stderr.contains("you accepted this digest on"), "{stderr}");
+
+    // `enabled` runs verified images only: an acceptance is not verification.
+    let (rc, stderr) = quiet_output(cli(&[
+        "run",
+        "--image-verification",
+        "enabled",
+        "probe",
+        "--",
+        "--probe",
+    ]))
+    .await;
+    assert_eq!(rc, thv_sandbox_runtime::EXIT_REFUSED, "{stderr}");
+    assert!(
+        stderr.contains("but an acceptance is not verification"),
+        "{stderr}"
+    );
+
+    // The tag now names another image: it warns again, and says which digest was accepted.
+    let other_layout = tempfile::tempdir().unwrap();
+    let other = thv_sandbox_e2e::probe_image_builder(None)
+        .expect("builder")
+        .write(other_layout.path(), "root")
+        .expect("write image");
+    assert_ne!(other.manifest.digest, built.manifest.digest);
+    registry
+        .push_image(other_layout.path(), &other, "tools/probe", "1.0")
+        .expect("push");
+    let (rc, stderr) =
+        quiet_output(cli(&["run", "--pull", "always", "probe", "--", "--probe"])).await;
+    assert_eq!(rc, 0, "{stderr}");
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("UNVERIFIED"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(
+        warnings[0].contains("not the digest accepted on ") && warnings[0].contains(short),
+        "{stderr}"
+    );
+
+    // Revoked: the first digest warns again; revoking what is not accepted is an error.
+    let (rc, stderr) = quiet_output(cli(&["trust", "revoke", "probe"])).await;
+    assert_eq!(rc, 0, "{stderr}");
+    assert!(stderr.starts_with("revoked probe ("), "{stderr}");
+    let (rc, stderr) = quiet_output(cli(&["trust", "revoke", "probe"])).await;
+    assert_eq!(rc, 1, "{stderr}");
+    let out = cli(&["trust", "accepted", "--json"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+    let pinned = format!("{}/tools/probe@{}", registry.host(), built.manifest.digest);
+    let (rc, stderr) =
+        quiet_output(cli(&["run", "--pull", "never", &pinned, "--", "--probe"])).await;
+    assert_eq!(rc, 0, "{stderr}");
+    assert_eq!(stderr.matches("UNVERIFIED").count(), 1, "{stderr}");
+    run.assert_nothing_left(None);
+}
+
+/// `pull NAME` pulls a registry server's image (what `run NAME` runs), and prints its pinned reference.
+#[tokio::test(flavor = "multi_thread")]
+async fn pull_by_server_name_pulls_its_image() {
+    let Some((_registry, _layout, built, image)) = common::registry_with_probe() else {
+        return;
+    };
+    let run = Run::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let file = probe_registry(dir.path(), &image);
+    let out = run
+        .cli(&cache, &["pull", "--registry", &file, "probe"])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        code(out.status),
+        0,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let host = image.split('/').next().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("{host}/tools/probe@{}", built.manifest.digest)
+    );
 }

@@ -576,6 +576,7 @@ fn warn_runs_the_refused_unverified_and_disabled_does_not_check() {
         trust_root: Some(w.trust_root.clone()),
         github_api: Some(w.github.url()),
         github_token: None,
+        server: None,
         tuf: thv_sandbox_runtime::trust::verification::TufSettings {
             refresh: false,
             ..Default::default()

@@ -14,15 +14,15 @@ pub(crate) fn images_cmd(file: Option<PathBuf>, args: ImagesArgs) -> i32 {
         Ok((_, d)) => d,
         Err(code) => return code,
     };
-    let images = match cache::list(&dirs.cache) {
+    let (images, totals) = match cache::list_with_totals(&dirs.cache) {
         Ok(i) => i,
         Err(e) => return report_error(&e, &[], None, EXIT_SANDBOX_ERROR),
     };
-    // stdout is data: the table, or JSON for scripts.
+    // stdout is data: the table and its total, or JSON for scripts.
     let out = if args.json {
         cache::render_json(&images)
     } else {
-        cache::render_table(&images)
+        cache::render_table(&images) + &cache::render_total(&totals)
     };
     use std::io::Write;
     let _ = std::io::stdout().write_all(out.as_bytes());

@@ -9,7 +9,7 @@ use crate::report::*;
 
 pub(crate) fn inspect_cmd(file: Option<PathBuf>, args: InspectArgs) -> i32 {
     use std::io::Write;
-    let (req, dirs) = match crate::commands::run::build_request(file, &args.run) {
+    let (req, dirs) = match crate::commands::run::build_request_for(file, &args.run, true) {
         Ok(x) => x,
         Err(code) => return code,
     };

@@ -1,6 +1,7 @@
 //! One file per command: each takes its parsed flags and returns the exit code; the helpers they share (the
 //! configuration, the directories, the settings layer's notices) are here.
 
+pub(crate) mod accept;
 pub(crate) mod config;
 pub(crate) mod doctor;
 pub(crate) mod images;
@@ -8,6 +9,7 @@ pub(crate) mod inspect;
 pub(crate) mod prune;
 pub(crate) mod pull;
 pub(crate) mod registry;
+pub(crate) mod rmi;
 pub(crate) mod run;
 pub(crate) mod trust;
 pub(crate) mod verify;

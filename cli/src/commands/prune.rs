@@ -15,7 +15,11 @@ pub(crate) fn prune_cmd(file: Option<PathBuf>, args: PruneArgs) -> i32 {
     };
     // Roots that live runs use are kept; without a state directory there are no live runs to ask.
     let runs = dirs.state.join("runs");
-    let report = match cache::prune_keeping_runs(&dirs.cache, Some(&runs), args.dry_run) {
+    let opts = cache::PruneOptions {
+        dry_run: args.dry_run,
+        force: args.force,
+    };
+    let report = match cache::prune_with(&dirs.cache, Some(&runs), opts) {
         Ok(r) => r,
         Err(e) => return report_error(&e, &[], None, EXIT_SANDBOX_ERROR),
     };
@@ -41,9 +45,21 @@ pub(crate) fn prune_cmd(file: Option<PathBuf>, args: PruneArgs) -> i32 {
     );
     if report.kept > 0 {
         eprintln!(
-            "kept {} unreferenced items that are recent, locked or in use",
-            report.kept
+            "kept {} unreferenced items that are {}locked or in use",
+            report.kept,
+            if report.forced && !report.held_back {
+                ""
+            } else {
+                "recent, "
+            }
         );
+        if report.held_back {
+            eprintln!(
+                "note: a pull or unpack is in progress, so recent items were kept despite --force; run it again                  when the pull is done"
+            );
+        } else if !report.forced {
+            eprintln!("hint: `thv-sandbox prune --force` removes recent ones too");
+        }
     }
     let mut code = 0;
     for e in &report.failures {

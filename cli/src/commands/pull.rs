@@ -13,8 +13,34 @@ pub(crate) fn pull_cmd(file: Option<PathBuf>, args: PullArgs) -> i32 {
         Ok(x) => x,
         Err(code) => return code,
     };
+    // A server of the registry by name: its image (so `pull NAME` readies what `run NAME` runs).
+    let mut image = args.image.clone();
+    if !image.starts_with("oci:") {
+        let loaded = match thv_sandbox_runtime::settings::request::load_registry(
+            args.registry.registry.as_deref(),
+            &config,
+            &mut crate::commands::say,
+        ) {
+            Ok(l) => l,
+            Err(e) => return report_request_error(&e),
+        };
+        match loaded.catalog.find(&args.image) {
+            Ok(Some(s)) => match &s.image {
+                Some(i) => image = i.clone(),
+                None => {
+                    eprintln!(
+                        "error: `{}` is a remote MCP server: there is no image to pull",
+                        s.name
+                    );
+                    return thv_sandbox_runtime::EXIT_USAGE;
+                }
+            },
+            Ok(None) => {}
+            Err(e) => return report_error(&e, &[], e.hint(), thv_sandbox_runtime::EXIT_USAGE),
+        }
+    }
     match thv_sandbox_runtime::pull(
-        &args.image,
+        &image,
         args.source.pull.into(),
         &config.registry_access(),
         &crate::progress::Terminal::stderr(ProgressMode::detect(args.source.quiet)),

@@ -60,12 +60,25 @@ pub(crate) fn build_request(
     file: Option<PathBuf>,
     args: &RunArgs,
 ) -> Result<(thv_sandbox_runtime::RunRequest, Dirs), i32> {
+    build_request_for(file, args, false)
+}
+
+/// [`build_request`]; `for_inspect`: required variables that were not given are listed, not refused.
+pub(crate) fn build_request_for(
+    file: Option<PathBuf>,
+    args: &RunArgs,
+    for_inspect: bool,
+) -> Result<(thv_sandbox_runtime::RunRequest, Dirs), i32> {
     let flags = args.flags();
     if request::stop_timeout(flags.stop_timeout).is_none() {
         return Err(report_request_error(&request::RequestError::StopTimeout));
     }
     let (config, dirs) = setup(file, &args.source.settings)?;
-    let req = request::build(&flags, &config, &dirs, &process_env, &mut say)
+    let build = match for_inspect {
+        true => request::build_for_inspect,
+        false => request::build,
+    };
+    let req = build(&flags, &config, &dirs, &process_env, &mut say)
         .map_err(|e| report_request_error(&e))?;
     Ok((req, dirs))
 }

@@ -12,6 +12,7 @@ pub(crate) fn trust_cmd(file: Option<PathBuf>, cmd: TrustCommand) -> i32 {
     use std::io::Write;
     let settings = match &cmd {
         TrustCommand::Show { settings, .. } | TrustCommand::Refresh { settings, .. } => settings,
+        _ => unreachable!("accept/accepted/revoke are dispatched to commands::accept"),
     };
     let (config, dirs) = match setup(file, settings) {
         Ok(x) => x,
@@ -73,6 +74,7 @@ pub(crate) fn trust_cmd(file: Option<PathBuf>, cmd: TrustCommand) -> i32 {
             }
             code
         }
+        _ => unreachable!("accept/accepted/revoke are dispatched to commands::accept"),
     }
 }
 

@@ -311,6 +311,23 @@ pub fn resolve(
     inputs: &EnvInputs<'_>,
     host: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<ResolvedVar>, EnvError> {
+    let (out, missing) = resolve_partly(inputs, host);
+    if missing.is_empty() {
+        Ok(out)
+    } else {
+        Err(EnvError::Missing {
+            server: inputs.server.to_owned(),
+            vars: missing,
+        })
+    }
+}
+
+/// [`resolve`], with what is missing returned beside what was given instead of as an error (`inspect` lists the
+/// missing variables; `run` refuses).
+pub fn resolve_partly(
+    inputs: &EnvInputs<'_>,
+    host: &dyn Fn(&str) -> Option<String>,
+) -> (Vec<ResolvedVar>, Vec<MissingVar>) {
     // name → (value as given, whether it came from somewhere private), in first-given order. Values from env
     // files and from thv-sandbox's own environment (`-e NAME`) are how users pass tokens: like declared secrets,
     // they are handed over in memory and never written to disk. A `-e NAME=VALUE` value is on the command line
@@ -384,14 +401,7 @@ pub fn resolve(
             });
         }
     }
-    if missing.is_empty() {
-        Ok(out)
-    } else {
-        Err(EnvError::Missing {
-            server: inputs.server.to_owned(),
-            vars: missing,
-        })
-    }
+    (out, missing)
 }
 
 fn var(name: &str, value: String, secret: bool) -> ResolvedVar {

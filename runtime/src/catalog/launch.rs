@@ -35,6 +35,8 @@ pub struct Launch {
     pub egress: Option<crate::sandbox::egress::Outbound>,
     /// An HTTP-transport server (`sse`, `streamable-http`) and its port inside the sandbox.
     pub http: Option<(crate::sandbox::bridge::HttpTransport, u16)>,
+    /// Required variables not given (only with [`UserChoices::missing_env_ok`]; otherwise they are an error).
+    pub missing_env: Vec<env::MissingVar>,
 }
 
 /// What the user asked for on the command line.
@@ -53,6 +55,9 @@ pub struct UserChoices {
     /// `--allow-host`, `--allow-port` (or the configuration file's `allow_hosts`, `allow_ports`): egress added
     /// to the permission profile's.
     pub allow: Vec<crate::sandbox::egress::AllowRule>,
+    /// List required variables that were not given in [`Launch::missing_env`] instead of refusing (`inspect`:
+    /// it is how a user finds out what a server needs).
+    pub missing_env_ok: bool,
 }
 
 /// Why a server will not be run.
@@ -321,15 +326,16 @@ pub fn plan(
         None
     };
     let specs = server.map_or(&[][..], |s| s.env_vars.as_slice());
-    let env = env::resolve(
-        &EnvInputs {
-            server: &name,
-            specs,
-            files: &user.env_files,
-            args: &user.env_args,
-        },
-        host,
-    )?;
+    let inputs = EnvInputs {
+        server: &name,
+        specs,
+        files: &user.env_files,
+        args: &user.env_args,
+    };
+    let (env, missing_env) = match user.missing_env_ok {
+        true => env::resolve_partly(&inputs, host),
+        false => (env::resolve(&inputs, host)?, Vec::new()),
+    };
     let mut args: Vec<String> = server.map(|s| s.args.clone()).unwrap_or_default();
     args.extend(user.args.iter().cloned());
     Ok(Launch {
@@ -345,6 +351,7 @@ pub fn plan(
         network: user.network,
         egress,
         http,
+        missing_env,
     })
 }
 
@@ -530,6 +537,27 @@ mod tests {
             "{e}"
         );
         assert!(e.is_usage());
+    }
+
+    #[test]
+    fn inspect_gets_missing_variables_listed_instead_of_refused() {
+        let s = server(Transport::Stdio);
+        let u = UserChoices {
+            missing_env_ok: true,
+            ..UserChoices::default()
+        };
+        let l = plan(Some(&s), "srv", &u, &["default"], &no_host).unwrap();
+        assert!(l.env.is_empty());
+        assert_eq!(l.missing_env.len(), 1);
+        assert_eq!(l.missing_env[0].name, "TOKEN");
+        assert!(l.missing_env[0].secret);
+        // Given, it is not missing.
+        let u = UserChoices {
+            missing_env_ok: true,
+            ..with_token()
+        };
+        let l = plan(Some(&s), "srv", &u, &["default"], &no_host).unwrap();
+        assert!(l.missing_env.is_empty() && l.env.len() == 1);
     }
 
     #[test]

@@ -318,6 +318,11 @@ impl Store {
         self.write_index(&entries)
     }
 
+    /// Rewrite `index.json` with `entries` (`rmi`; the caller holds [`Store::lock_index`]).
+    pub(crate) fn write_index_locked(&self, entries: &[Descriptor]) -> Result<(), PullError> {
+        self.write_index(entries)
+    }
+
     /// Rewrite `index.json` (caller holds the index lock).
     fn write_index(&self, entries: &[Descriptor]) -> Result<(), PullError> {
         let path = self.dir.join("index.json");

@@ -74,6 +74,9 @@ pub struct RunRequest {
     /// Provenance verification: mode, policy, trust root. The default (no policy, no mode) warns that the image
     /// runs unverified.
     pub verification: Verification,
+    /// Required variables that were not given: always empty for `run` (they are an error); listed by `inspect`
+    /// ([`build_for_inspect`]).
+    pub missing_env: Vec<catalog_env::MissingVar>,
 }
 
 /// The longest `--stop-timeout`: a day (anything longer is a mistake, and must not overflow a deadline).
@@ -428,6 +431,7 @@ pub fn verification(
         trust_root: identity.trust_root.clone(),
         github_api: env("THV_SANDBOX_GITHUB_API").filter(|v| !v.is_empty()),
         github_token: env("GITHUB_TOKEN").filter(|v| !v.is_empty()),
+        server: None,
     })
 }
 
@@ -444,6 +448,7 @@ pub fn verify_target(
     let identity = &identity.home_expanded(config.home.as_deref());
     let mut image = name.to_owned();
     let mut entry_policy = None;
+    let mut entry_name = None;
     if !name.starts_with("oci:") {
         let loaded = load_registry(registry, config, notices)?;
         if let Some(server) = loaded.catalog.find(name).map_err(RequestError::Lookup)? {
@@ -454,9 +459,11 @@ pub fn verify_target(
             if entry_policy.is_none() && !identity.names_identity() {
                 return Err(RequestError::NoDeclaredProvenance(server.name.clone()));
             }
+            entry_name = Some(server.name.clone());
         }
     }
-    let v = verification(identity, Some(Mode::Enabled), entry_policy, config, env)?;
+    let mut v = verification(identity, Some(Mode::Enabled), entry_policy, config, env)?;
+    v.server = entry_name;
     if v.policy.is_none() {
         // Refused, like a registry entry without provenance: `verify time` and `verify mcp/time` (its image)
         // give the same verdict.
@@ -474,9 +481,33 @@ pub fn build(
     env: &dyn Fn(&str) -> Option<String>,
     notices: &mut dyn FnMut(Notice),
 ) -> Result<RunRequest, RequestError> {
+    build_with(flags, config, dirs, env, notices, false)
+}
+
+/// [`build`] for `inspect`: required variables that were not given are listed in [`RunRequest::missing_env`]
+/// instead of refused, since `inspect` is how a user finds out what a server needs.
+pub fn build_for_inspect(
+    flags: &RunFlags,
+    config: &Config,
+    dirs: &Dirs,
+    env: &dyn Fn(&str) -> Option<String>,
+    notices: &mut dyn FnMut(Notice),
+) -> Result<RunRequest, RequestError> {
+    build_with(flags, config, dirs, env, notices, true)
+}
+
+fn build_with(
+    flags: &RunFlags,
+    config: &Config,
+    dirs: &Dirs,
+    env: &dyn Fn(&str) -> Option<String>,
+    notices: &mut dyn FnMut(Notice),
+    missing_env_ok: bool,
+) -> Result<RunRequest, RequestError> {
     let flags = &flags.home_expanded(config.home.as_deref());
     let stop_timeout = stop_timeout(flags.stop_timeout).ok_or(RequestError::StopTimeout)?;
-    let launch = plan_launch(flags, config, env, notices)?;
+    let mut launch = plan_launch(flags, config, env, notices, missing_env_ok)?;
+    let missing_env = std::mem::take(&mut launch.missing_env);
 
     // Secrets: the registry entry's secret variables, then `--secret NAME` (which wins).
     let (secret_env, plain): (Vec<_>, Vec<_>) = launch.env.into_iter().partition(|v| v.secret());
@@ -529,7 +560,8 @@ pub fn build(
     // flag (or its environment variable), else the configuration file, else by whether a policy exists.
     let entry_policy = launch.provenance.as_ref().map(prov::Policy::from);
     let mode = flags.image_verification.or(config.image_verification.value);
-    let verification = verification(&flags.identity, mode, entry_policy, config, env)?;
+    let mut verification = verification(&flags.identity, mode, entry_policy, config, env)?;
+    verification.server = launch.server.clone();
 
     let port = crate::sandbox::bridge::Expose::from_flags(
         flags.port.as_deref(),
@@ -561,6 +593,7 @@ pub fn build(
         cache_dir: config.cache_dir.value.clone(),
         exe: PathBuf::from("/proc/self/exe"),
         timings: flags.timings || env("THV_SANDBOX_TIMINGS").is_some_and(|v| v == "1"),
+        missing_env,
     })
 }
 
@@ -570,10 +603,12 @@ fn plan_launch(
     config: &Config,
     env: &dyn Fn(&str) -> Option<String>,
     notices: &mut dyn FnMut(Notice),
+    missing_env_ok: bool,
 ) -> Result<launch::Launch, RequestError> {
     let mut user = launch::UserChoices {
         args: flags.args.clone(),
         network: flags.network,
+        missing_env_ok,
         ..launch::UserChoices::default()
     };
     for e in &flags.env {

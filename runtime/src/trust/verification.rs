@@ -88,6 +88,9 @@ pub struct Verification {
     pub github_token: Option<String>,
     /// Refreshing the trusted roots through TUF (unused with `trust_root`).
     pub tuf: TufSettings,
+    /// The registry entry's full name when the image is a registry server's: the UNVERIFIED warning names it,
+    /// says whether the entry declares provenance, and how to accept it (`trust accept NAME`).
+    pub server: Option<String>,
 }
 
 /// Whether and from where trusted roots are refreshed through TUF.
@@ -180,6 +183,11 @@ pub enum Outcome {
         /// Why.
         reason: String,
     },
+    /// Nothing to verify it against, and the user accepted this very digest (`trust accept`); running (`warn`).
+    Accepted {
+        /// The acceptance.
+        acceptance: Box<crate::trust::accept::Acceptance>,
+    },
     /// Refused (`enabled`).
     Refused {
         /// Why.
@@ -192,21 +200,6 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// What to warn about a `warn` verdict on `name` (`manifest` its digest): why it is not verified, and that it
-    /// runs anyway. Nothing for any other verdict.
-    pub fn warnings(&self, name: &str, manifest: &Digest) -> Vec<String> {
-        match self {
-            Outcome::Unverified { reason } => vec![
-                format!("{name}: {reason}"),
-                format!(
-                    "running {name} ({manifest}) UNVERIFIED: its provenance was not checked successfully \
-                     (--image-verification=enabled refuses such images)"
-                ),
-            ],
-            _ => Vec::new(),
-        }
-    }
-
     /// The gate's answer for a run: `Err` when the image must not be fetched or run.
     pub fn admit(self, reference: &str) -> Result<Outcome, Refused> {
         match self {
@@ -325,7 +318,7 @@ impl Gate {
         self.mode == Mode::Enabled && self.discovery().is_some() && !self.on_hand(manifest)
     }
 
-    /// The decision for an image (a `warn` verdict's warnings are [`Outcome::warnings`], for the caller to say).
+    /// The decision for an image (a `warn` verdict's one line is [`Gate::unverified_line`], for the caller to say).
     pub fn decide(
         &self,
         name: &str,
@@ -344,8 +337,50 @@ impl Gate {
                 );
             }
             Outcome::Skipped | Outcome::Refused { .. } | Outcome::Unverified { .. } => {}
+            Outcome::Accepted { acceptance } => {
+                tracing::info!(
+                    "{name} ({manifest}) is unverified; you accepted this digest on {} (`thv-sandbox trust revoke \
+                     {}` undoes it)",
+                    acceptance.date(),
+                    acceptance.subject(),
+                );
+            }
         }
         outcome
+    }
+
+    /// The one line said for an image that runs unverified: what, why, and what the user can do.
+    pub fn unverified_line(&self, name: &str, manifest: &Digest, reason: &str) -> String {
+        let what = match &self.cfg.server {
+            Some(s) => format!("`{}` ({name}@sha256:{})", short(s), &manifest.hex()[..12]),
+            None => format!("{name}@sha256:{}", &manifest.hex()[..12]),
+        };
+        let next = if self.cfg.policy.is_some() {
+            // Declared provenance that did not verify is never accepted: that is what an attack looks like.
+            "--image-verification=enabled refuses it".to_owned()
+        } else {
+            let earlier =
+                self.acceptances()
+                    .earlier_for(self.cfg.server.as_deref(), name, manifest);
+            let accept = format!(
+                "accept it: `thv-sandbox trust accept {}`",
+                self.cfg.server.as_deref().map_or(name, short)
+            );
+            match earlier {
+                Some(a) => format!(
+                    "not the digest accepted on {} (sha256:{}); {accept}",
+                    a.date(),
+                    &a.manifest_digest.hex()[..12]
+                ),
+                None => accept,
+            }
+        };
+        format!("UNVERIFIED {what}: {reason}; {next}")
+    }
+
+    /// The user's acceptances (next to the records).
+    fn acceptances(&self) -> crate::trust::accept::Acceptances {
+        crate::trust::accept::Acceptances::in_dir(&self.dir)
     }
 
     fn outcome_for(
@@ -358,18 +393,36 @@ impl Gate {
             return Outcome::Skipped;
         }
         let Some(policy) = &self.cfg.policy else {
-            let reason =
-                "no provenance is declared for this image (no registry entry with provenance, no \
-                          --certificate-* flags), so there is nothing to verify it against"
-                    .to_string();
+            // Said plainly when there is a registry entry: the entry is there, it carries no provenance.
+            let reason = match &self.cfg.server {
+                Some(_) => "its registry entry declares no provenance",
+                None => "no provenance is declared (no registry entry, no --certificate-* flags)",
+            }
+            .to_string();
             return match self.mode {
-                Mode::Enabled => Outcome::Refused {
-                    reason: format!("{reason}; --image-verification=enabled refuses it"),
-                    hint: "name the expected signer (--certificate-identity / --certificate-oidc-issuer / \
-                           --certificate-github-workflow-repository), or use --image-verification=warn"
-                        .into(),
+                Mode::Enabled => {
+                    // An acceptance is the user's word, not evidence: `enabled` runs verified images only.
+                    let accepted = self.acceptances().find(manifest).map_or(String::new(), |a| {
+                        format!(
+                            " (you accepted this digest on {}, but an acceptance is not verification)",
+                            a.date()
+                        )
+                    });
+                    Outcome::Refused {
+                        reason: format!(
+                            "{reason}; --image-verification=enabled refuses it{accepted}"
+                        ),
+                        hint: "name the expected signer (--certificate-identity / --certificate-oidc-issuer / \
+                               --certificate-github-workflow-repository), or use --image-verification=warn"
+                            .into(),
+                    }
+                }
+                _ => match self.acceptances().find(manifest) {
+                    Some(acceptance) => Outcome::Accepted {
+                        acceptance: Box::new(acceptance),
+                    },
+                    None => Outcome::Unverified { reason },
                 },
-                _ => Outcome::Unverified { reason },
             };
         };
         if let Some(record) = self.reusable_record(manifest, index) {
@@ -424,9 +477,11 @@ impl Gate {
                         reason,
                         hint: refusal.hint(),
                     },
-                    _ => Outcome::Unverified {
-                        reason: format!("{reason} (hint: {})", refusal.hint()),
-                    },
+                    _ => {
+                        // One line: the hint (often long: where evidence was looked for) under --verbose.
+                        tracing::info!("{}", refusal.hint());
+                        Outcome::Unverified { reason }
+                    }
                 }
             }
         }
@@ -547,6 +602,11 @@ impl Gate {
     }
 }
 
+/// A registry entry's short name (`io.github.stacklok/time` → `time`), as users type it.
+fn short(name: &str) -> &str {
+    name.rsplit('/').next().unwrap_or(name)
+}
+
 /// The record stored for `manifest` in `dir` (`<cache>/verification`), whatever policy it was made under.
 pub fn read_record(dir: &Path, manifest: &Digest) -> Option<Record> {
     let text = std::fs::read_to_string(dir.join(format!("{}.record.json", manifest.hex()))).ok()?;
@@ -628,6 +688,7 @@ mod tests {
         let g = gate(Mode::Enabled);
         let err = g.decide("x", None, &d('a'), None).admit("x").unwrap_err();
         assert!(err.reason.contains("no provenance is declared"), "{err}");
+        assert!(err.reason.contains("no registry entry"), "{err}");
         assert!(
             err.to_string()
                 .starts_with("x was refused by verification: "),
@@ -640,6 +701,79 @@ mod tests {
         ));
         let g = gate(Mode::Disabled);
         assert_eq!(g.decide("x", None, &d('a'), None), Outcome::Skipped);
+    }
+
+    #[test]
+    fn an_accepted_digest_runs_without_warning_under_warn_and_is_still_refused_under_enabled() {
+        let cache = tempfile::tempdir().unwrap();
+        let cfg = |mode| Verification {
+            mode: Some(mode),
+            server: Some("io.example/time".into()),
+            ..Verification::default()
+        };
+        let store = crate::trust::accept::Acceptances::of_cache(cache.path());
+        store
+            .add(crate::trust::accept::Acceptance {
+                manifest_digest: d('a'),
+                image: "reg/time:1".into(),
+                server: Some("io.example/time".into()),
+                accepted_at: 1_764_900_000,
+            })
+            .unwrap();
+        let g = Gate::new(&cfg(Mode::Warn), cache.path()).unwrap();
+        assert!(matches!(
+            g.decide("reg/time:1", None, &d('a'), None),
+            Outcome::Accepted { .. }
+        ));
+        // Another digest of the same server warns again, naming the one accepted.
+        let Outcome::Unverified { reason } = g.decide("reg/time:1", None, &d('b'), None) else {
+            panic!("not unverified");
+        };
+        assert!(
+            reason.contains("its registry entry declares no provenance"),
+            "{reason}"
+        );
+        let line = g.unverified_line("reg/time:1", &d('b'), &reason);
+        assert_eq!(line.lines().count(), 1);
+        assert!(
+            line.starts_with("UNVERIFIED `time` (reg/time:1@sha256:bbbbbbbbbbbb): "),
+            "{line}"
+        );
+        assert!(
+            line.contains("not the digest accepted on 2025-12-05 (sha256:aaaaaaaaaaaa)"),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("; accept it: `thv-sandbox trust accept time`"),
+            "{line}"
+        );
+        assert!(line.len() <= 230, "{} chars: {line}", line.len());
+        // `enabled` runs verified images only: an acceptance is not verification.
+        let g = Gate::new(&cfg(Mode::Enabled), cache.path()).unwrap();
+        let err = g
+            .decide("reg/time:1", None, &d('a'), None)
+            .admit("reg/time:1")
+            .unwrap_err();
+        assert!(
+            err.reason
+                .contains("you accepted this digest on 2025-12-05"),
+            "{err}"
+        );
+        // Declared provenance that fails is never covered by an acceptance (under warn: the warning).
+        let g = Gate::new(
+            &Verification {
+                policy: Some(policy()),
+                mode: Some(Mode::Warn),
+                tuf: offline(),
+                ..cfg(Mode::Warn)
+            },
+            cache.path(),
+        )
+        .unwrap();
+        assert!(matches!(
+            g.decide("reg/time:1", None, &d('a'), Some(&Evidence::default())),
+            Outcome::Unverified { .. }
+        ));
     }
 
     /// No refresh through TUF in unit tests (no network): the embedded roots.

@@ -186,6 +186,34 @@ impl Run {
         c
     }
 
+    /// `thv-sandbox WORDS… --cache-dir CACHE ARGS…` (a subcommand of a subcommand, e.g. `trust accept`), as
+    /// [`Run::cli`].
+    pub fn cli_sub(&self, cache: &Path, words: &[&str], args: &[&str]) -> Command {
+        let mut c = self.cli(cache, &words[..1]);
+        let mut all: Vec<&str> = words[1..].to_vec();
+        all.extend_from_slice(args);
+        if words.len() > 1 {
+            // `cli` put `--cache-dir` after the first word; it belongs after the last.
+            c = Command::new(thv_sandbox_bin());
+            c.env_clear()
+                .env("PATH", "/usr/bin:/bin")
+                .env(
+                    "HOME",
+                    std::env::var_os("HOME").unwrap_or_else(|| "/".into()),
+                )
+                .env("XDG_RUNTIME_DIR", self.xdg.path())
+                .env("THV_SANDBOX_TUF_REFRESH", "0")
+                .args(words)
+                .arg("--cache-dir")
+                .arg(cache)
+                .args(args)
+                .kill_on_drop(true);
+            return c;
+        }
+        c.args(all);
+        c
+    }
+
     pub fn runs_dir(&self) -> PathBuf {
         self.xdg.path().join("thv-sandbox/runs")
     }
