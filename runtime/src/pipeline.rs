@@ -1,5 +1,7 @@
 //! The pipeline behind `thv-sandbox run` (the order and its reasons are in the crate documentation).
 
+pub mod bytecode;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -200,13 +202,16 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
         mode: planned.mode,
         ownership: planned.unpack_ownership(),
     };
-    let opts = pull_options(
+    let mut opts = pull_options(
         req.pull_policy,
         &req.registry_access,
         dirs,
         &meter,
         Some(target),
     );
+    // The bytecode step finishes a root this run builds (its name says so).
+    let finish = bytecode::finisher(req.bytecode, &req.exe, &runs_dir);
+    opts.finish = finish.as_ref().map(|f| f as &dyn rootfs::Finish);
     let abandon = |e| {
         meter.abandon();
         e
@@ -232,13 +237,14 @@ pub fn run(req: &RunRequest, dirs: &Dirs) -> Result<RunSummary, Error> {
     //    root is then loaded, or unpacked from the cache for an image that was there already.
     let (oci, image) = commit(fetched, &meter).map_err(abandon)?;
     let runtime = ImageRuntimeConfig::from_image(&image.config);
-    let root = rootfs::ensure(
+    let root = rootfs::ensure_with(
         &dirs.cache,
         &oci,
         &image,
         &runtime,
         target.mode,
         target.ownership,
+        opts.finish,
     )?;
     let t_image = t_start.elapsed();
 
@@ -784,6 +790,8 @@ fn prepare_run(
         overlay,
         egress_port: egress_rules(req)?.map(|_| crate::sandbox::egress::PROXY_PORT),
         socket_factory: req.http.is_some(),
+        writable_root: false,
+        time_limit_ms: None,
     };
     let plan_path = dir.join("plan.json");
     let plan_json =

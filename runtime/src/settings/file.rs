@@ -51,6 +51,8 @@ pub const ENV_TUF_URL_GITHUB: &str = "THV_SANDBOX_TUF_URL_GITHUB";
 pub const ENV_TUF_BOOTSTRAP_PUBLIC_GOOD: &str = "THV_SANDBOX_TUF_BOOTSTRAP_PUBLIC_GOOD";
 /// For tests only: the same for GitHub's repository.
 pub const ENV_TUF_BOOTSTRAP_GITHUB: &str = "THV_SANDBOX_TUF_BOOTSTRAP_GITHUB";
+/// `0`/`false`/`no` turns the bytecode step of roots being built off (see `bytecode_at_unpack`).
+pub const ENV_BYTECODE_AT_UNPACK: &str = "THV_SANDBOX_BYTECODE_AT_UNPACK";
 
 /// Largest configuration file read.
 const MAX_FILE_SIZE: u64 = 1 << 20;
@@ -67,6 +69,7 @@ pub const KEYS: &[&str] = &[
     "tuf_refresh",
     "tuf_url_public_good",
     "tuf_url_github",
+    "bytecode_at_unpack",
 ];
 
 /// Where a setting's value came from.
@@ -203,6 +206,9 @@ pub struct Config {
     /// Test-only: TUF `root.json` files to bootstrap public-good's and GitHub's repositories from
     /// ([`ENV_TUF_BOOTSTRAP_PUBLIC_GOOD`], [`ENV_TUF_BOOTSTRAP_GITHUB`]); not a key of the file.
     pub tuf_bootstrap: [Option<PathBuf>; 2],
+    /// `bytecode_at_unpack`: whether a root being built gets its Python bytecode made valid before it is sealed
+    /// (default `true`; `run --no-bytecode` turns it off for a run). Off, the root is exactly as the image has it.
+    pub bytecode_at_unpack: Setting<bool>,
 }
 
 /// What is wrong with the configuration.
@@ -350,6 +356,7 @@ struct FileConfig {
     tuf_refresh: Option<bool>,
     tuf_url_public_good: Option<toml::Spanned<String>>,
     tuf_url_github: Option<toml::Spanned<String>>,
+    bytecode_at_unpack: Option<bool>,
 }
 
 /// Where the configuration file is, and who said so.
@@ -693,6 +700,26 @@ impl Config {
         let tuf_bootstrap = [ENV_TUF_BOOTSTRAP_PUBLIC_GOOD, ENV_TUF_BOOTSTRAP_GITHUB]
             .map(|name| non_empty(env, name).map(PathBuf::from));
 
+        // bytecode_at_unpack
+        let env_bytecode = match non_empty(env, ENV_BYTECODE_AT_UNPACK) {
+            Some(v) => Some((
+                parse_switch(&v).ok_or_else(|| ConfigError::Invalid {
+                    origin: Source::Env(ENV_BYTECODE_AT_UNPACK).to_string(),
+                    key: "bytecode_at_unpack",
+                    value: clip(&v),
+                    reason: "expected 1/0, true/false, yes/no, on/off".to_owned(),
+                })?,
+                ENV_BYTECODE_AT_UNPACK,
+            )),
+            None => None,
+        };
+        let bytecode_at_unpack = pick(
+            None,
+            env_bytecode,
+            raw.bytecode_at_unpack.map(|v| (v, file.as_path())),
+            true,
+        );
+
         Ok(Config {
             file,
             file_source,
@@ -708,6 +735,7 @@ impl Config {
             tuf_url_public_good,
             tuf_url_github,
             tuf_bootstrap,
+            bytecode_at_unpack,
         })
     }
 
@@ -840,6 +868,12 @@ impl Config {
                 &setting.source,
             );
         }
+        line(
+            &mut out,
+            "bytecode_at_unpack",
+            Some(self.bytecode_at_unpack.value.to_string()),
+            &self.bytecode_at_unpack.source,
+        );
         out.push_str(&format!("[mirrors]  # {}\n", self.mirrors.source));
         for (registry, mirror) in &self.mirrors.value {
             out.push_str(&format!("{} = {}\n", quote(registry), quote(mirror)));

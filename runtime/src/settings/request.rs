@@ -71,6 +71,9 @@ pub struct RunRequest {
     pub exe: PathBuf,
     /// Print per-phase timings to stderr.
     pub timings: bool,
+    /// A root this run builds gets its Python bytecode made valid before it is sealed (`bytecode_at_unpack`,
+    /// `--no-bytecode`): see [`crate::pipeline::bytecode`]. The root's name says which way it was built.
+    pub bytecode: bool,
     /// Provenance verification: mode, policy, trust root. The default (no policy, no mode) warns that the image
     /// runs unverified.
     pub verification: Verification,
@@ -124,6 +127,8 @@ pub struct RunFlags {
     pub tmp_mib: u64,
     /// `--timings`.
     pub timings: bool,
+    /// `--no-bytecode`.
+    pub no_bytecode: bool,
 }
 
 /// The identity the evidence must name (cosign's flags), and the trust material.
@@ -508,6 +513,7 @@ pub fn build(
         cache_dir: config.cache_dir.value.clone(),
         exe: PathBuf::from("/proc/self/exe"),
         timings: flags.timings || env("THV_SANDBOX_TIMINGS").is_some_and(|v| v == "1"),
+        bytecode: !flags.no_bytecode && config.bytecode_at_unpack.value,
     })
 }
 
