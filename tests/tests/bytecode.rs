@@ -117,8 +117,8 @@ fn compiled() -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-/// The app layer (uncompressed tar) of `variant`.
-fn app_tar(variant: Variant) -> Vec<u8> {
+/// The app layer (uncompressed tar) of `variant`, and the bytecode in it (stem → `.pyc`).
+fn app_tar(variant: Variant) -> (Vec<u8>, BTreeMap<String, Vec<u8>>) {
     let source_mtime = match variant {
         Variant::Rounded => WRITTEN + 1,
         Variant::Clamped | Variant::Bare => EPOCH,
@@ -154,9 +154,11 @@ fn app_tar(variant: Variant) -> Vec<u8> {
             false,
         );
     }
+    let mut pycs = BTreeMap::new();
     if variant != Variant::Bare {
         add("app/bc/bcpkg/__pycache__/", b"", 0o755, other_mtime, true);
         for (stem, pyc) in compiled() {
+            pycs.insert(stem.clone(), pyc.clone());
             add(
                 &format!("app/bc/bcpkg/__pycache__/{stem}.cpython-311.pyc"),
                 &pyc,
@@ -166,7 +168,7 @@ fn app_tar(variant: Variant) -> Vec<u8> {
             );
         }
     }
-    b.into_inner().expect("tar")
+    (b.into_inner().expect("tar"), pycs)
 }
 
 /// Writes into `layout` (tag `test`) an image of the real Debian layer plus `app`: returns the image reference.
@@ -195,7 +197,7 @@ fn compose(layout: &Path, real: &Path, app: &[u8]) -> String {
         "os": base.platform.1,
         "config": {
             "Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "PYTHONPATH=/app/bc"],
-            "Entrypoint": ["python3"],
+            "Cmd": ["python3"],
             "WorkingDir": "/app/bc",
             "User": "65534:65534",
         },
@@ -253,7 +255,11 @@ async fn import_log(run: &Run, cache: &Path, image: &str, extra: &[&str]) -> Str
     let out = cmd.output().await.expect("thv-sandbox run");
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(code(out.status), 0, "{log}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello beta\n", "{log}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello beta\n",
+        "{log}"
+    );
     log
 }
 
@@ -302,14 +308,34 @@ fn layer_entries(real: &Path, app: &[u8]) -> BTreeMap<String, (bool, u64, u64)> 
         for e in archive.entries().expect("tar") {
             let e = e.expect("entry");
             let h = e.header();
-            let path = e.path().expect("path").to_string_lossy().trim_end_matches('/').to_owned();
+            let path = e
+                .path()
+                .expect("path")
+                .to_string_lossy()
+                .trim_end_matches('/')
+                .to_owned();
             let path = path.trim_start_matches("./").to_owned();
+            if h.entry_type() == tar::EntryType::Link {
+                // A hard link is the file it links to.
+                let target = e.link_name().expect("link").expect("link target");
+                let target = target.to_string_lossy().trim_start_matches("./").to_owned();
+                if let Some(v) = out.get(&target).copied() {
+                    out.insert(path, v);
+                }
+                continue;
+            }
             match h.entry_type() {
-                tar::EntryType::Regular | tar::EntryType::Directory if !path.is_empty() && path != "." => {
+                tar::EntryType::Regular | tar::EntryType::Directory
+                    if !path.is_empty() && path != "." =>
+                {
                     let is_dir = h.entry_type() == tar::EntryType::Directory;
                     out.insert(
                         path,
-                        (is_dir, h.mtime().expect("mtime"), if is_dir { 0 } else { h.size().expect("size") }),
+                        (
+                            is_dir,
+                            h.mtime().expect("mtime"),
+                            if is_dir { 0 } else { h.size().expect("size") },
+                        ),
                     );
                 }
                 _ => {}
@@ -325,9 +351,16 @@ fn layer_entries(real: &Path, app: &[u8]) -> BTreeMap<String, (bool, u64, u64)> 
 /// creates for the spec are not the image's and are left out).
 fn root_entries(root: &Path) -> BTreeMap<String, (bool, u64, u64)> {
     fn walk(root: &Path, rel: &str, out: &mut BTreeMap<String, (bool, u64, u64)>) {
-        for e in std::fs::read_dir(root.join(rel)).expect("read_dir").flatten() {
+        for e in std::fs::read_dir(root.join(rel))
+            .expect("read_dir")
+            .flatten()
+        {
             let name = e.file_name().to_string_lossy().into_owned();
-            let path = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+            let path = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
             let m = std::fs::symlink_metadata(e.path()).expect("lstat");
             if m.is_dir() {
                 out.insert(path.clone(), (true, m.mtime() as u64, 0));
@@ -350,7 +383,7 @@ async fn check(variant: Variant) {
         return;
     }
     let dir = own_dir();
-    let app = app_tar(variant);
+    let (app, image_pycs) = app_tar(variant);
     let image = compose(&dir.path().join("layout"), &real, &app);
     let cache = dir.path().join("cache");
     let run = Run::new();
@@ -361,13 +394,11 @@ async fn check(variant: Variant) {
     let built = roots(&cache);
     assert_eq!(built.len(), 1, "{built:?}");
     let (key, tree) = built.iter().next().unwrap();
-    assert!(key.ends_with("-bc1"), "the root's key names the step: {key}");
+    assert!(
+        key.ends_with("-bc1"),
+        "the root's key names the step: {key}"
+    );
     let pkg = tree.join("app/bc/bcpkg");
-    let image_pycs: BTreeMap<String, Vec<u8>> = if variant == Variant::Bare {
-        BTreeMap::new()
-    } else {
-        compiled().into_iter().collect()
-    };
     for (stem, src) in MODULES {
         let source = pkg.join(format!("{stem}.py"));
         assert_eq!(std::fs::read_to_string(&source).unwrap(), *src);
@@ -378,32 +409,55 @@ async fn check(variant: Variant) {
             // The rounding rule, not a compile: the image's own bytecode, the source given the mtime it records.
             Variant::Rounded => {
                 assert_eq!(mtime, WRITTEN);
-                assert_eq!(pyc, image_pycs[*stem], "{stem}: the image's bytecode is kept");
+                assert_eq!(
+                    pyc, image_pycs[*stem],
+                    "{stem}: the image's bytecode is kept"
+                );
             }
             // Compiled in the sandbox: the sources keep their (clamped) mtime, the bytecode now records it.
             Variant::Clamped | Variant::Bare => {
                 assert_eq!(mtime, EPOCH);
-                assert_eq!(u32::from_le_bytes(pyc[8..12].try_into().unwrap()), EPOCH as u32);
-                assert_eq!(u32::from_le_bytes(pyc[4..8].try_into().unwrap()), 0, "timestamp-based");
+                assert_eq!(
+                    u32::from_le_bytes(pyc[8..12].try_into().unwrap()),
+                    EPOCH as u32
+                );
+                assert_eq!(
+                    u32::from_le_bytes(pyc[4..8].try_into().unwrap()),
+                    0,
+                    "timestamp-based"
+                );
             }
         }
     }
     // The directories keep the image's mtimes although `__pycache__` entries were written into them.
-    assert_eq!(std::fs::metadata(&pkg).unwrap().mtime() as u64, match variant {
-        Variant::Rounded => WRITTEN + 5,
-        _ => EPOCH,
-    });
+    assert_eq!(
+        std::fs::metadata(&pkg).unwrap().mtime() as u64,
+        match variant {
+            Variant::Rounded => WRITTEN + 5,
+            _ => EPOCH,
+        }
+    );
 
     // Without the step: the interpreter recompiles at every start, and the root is exactly the layers.
     let log = import_log(&run, &cache, &image, &["--no-bytecode"]).await;
     let work = recompiled(&log);
     for (stem, _) in MODULES {
-        let name = if *stem == "__init__" { "bcpkg".to_owned() } else { format!("bcpkg.{stem}") };
+        let name = if *stem == "__init__" {
+            "bcpkg".to_owned()
+        } else {
+            format!("bcpkg.{stem}")
+        };
         let from_source = format!("# code object from /app/bc/bcpkg/{stem}.py");
         let stale = format!("# bytecode is stale for '{name}'");
-        assert!(work.iter().any(|l| l.trim_end() == from_source), "{stem}: no `{from_source}` in {work:#?}");
+        assert!(
+            work.iter().any(|l| l.trim_end() == from_source),
+            "{stem}: no `{from_source}` in {work:#?}"
+        );
         if variant != Variant::Bare {
-            assert!(work.iter().any(|l| l.trim_end() == stale), "{stem}: no `{stale}` in {work:#?}");
+            assert!(
+                work.iter().any(|l| l.trim_end() == stale),
+                "{stem}: no `{stale}` in {work:#?}"
+            );
         }
     }
     let built = roots(&cache);
@@ -415,10 +469,27 @@ async fn check(variant: Variant) {
     assert_eq!(format!("{off_key}-bc1"), *key);
     let mut in_root = root_entries(off_tree);
     let layers = layer_entries(&real, &app);
-    // The spec's mount points (created empty by the unpacker, whatever the setting) are not the image's.
-    for point in ["proc", "sys", "dev", "tmp", "run", "etc/hosts", "etc/hostname", "etc/resolv.conf"] {
+    // The spec's mount points (created empty by the unpacker, whatever the setting, in a directory whose mtime
+    // that changes) are not the image's: the user's missing home (nobody's /nonexistent) is one.
+    for point in [
+        "proc",
+        "sys",
+        "dev",
+        "tmp",
+        "run",
+        "etc/hosts",
+        "etc/hostname",
+        "etc/resolv.conf",
+        "nonexistent",
+    ] {
         if !layers.contains_key(point) {
             in_root.remove(point);
+            if let (Some((parent, _)), Some(entry)) = (
+                point.rsplit_once('/'),
+                layers.get(point.split('/').next().unwrap()),
+            ) {
+                in_root.insert(parent.to_owned(), *entry);
+            }
         }
     }
     let differ: Vec<_> = layers
@@ -433,7 +504,10 @@ async fn check(variant: Variant) {
         )
         .take(20)
         .collect();
-    assert!(differ.is_empty(), "the root without the step differs from the image: {differ:#?}");
+    assert!(
+        differ.is_empty(),
+        "the root without the step differs from the image: {differ:#?}"
+    );
     run.assert_nothing_left(None);
 }
 

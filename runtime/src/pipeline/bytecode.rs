@@ -172,13 +172,6 @@ impl Bytecode {
         };
         let (stdin, _) = pipe().map_err(|e| e.to_string())?;
         let (out_r, out_w) = pipe().map_err(|e| e.to_string())?;
-        let reader = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = std::fs::File::from(out_r)
-                .take(64 * 1024)
-                .read_to_string(&mut text);
-            text
-        });
         let outcome = supervise::supervise(SupervisorArgs {
             exe: req.exe.clone(),
             run_dir: &run_dir.path,
@@ -194,7 +187,19 @@ impl Bytecode {
             },
         });
         drop(run_dir);
-        let printed = reader.join().unwrap_or_default();
+        // Everything that could write to it is gone (the sandbox's pid namespace with its pid 1); what it printed
+        // (one line; more would have blocked it until the time limit) is read without waiting.
+        let printed = {
+            let _ = nix::fcntl::fcntl(
+                std::os::fd::AsRawFd::as_raw_fd(&out_r),
+                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+            );
+            let mut text = String::new();
+            let _ = std::fs::File::from(out_r)
+                .take(64 * 1024)
+                .read_to_string(&mut text);
+            text
+        };
         match outcome.map_err(|e| e.to_string())? {
             RunEnd::Exited(0) => {
                 tracing::info!(
@@ -203,10 +208,9 @@ impl Bytecode {
                 );
                 Ok(())
             }
-            RunEnd::Exited(code) if code == 128 + libc::SIGKILL => Err(format!(
-                "stopped after {} s",
-                TIME_LIMIT.as_secs()
-            )),
+            RunEnd::Exited(code) if code == 128 + libc::SIGKILL => {
+                Err(format!("stopped after {} s", TIME_LIMIT.as_secs()))
+            }
             RunEnd::Exited(code) => Err(format!("exit code {code}")),
             RunEnd::Failed(f) => Err(format!("{}: {}", f.stage, f.chain.join(": "))),
         }

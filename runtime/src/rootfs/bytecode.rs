@@ -72,7 +72,9 @@ impl PycHeader {
     /// Whether Python takes this `.pyc` as up to date for a source of `size` bytes whose mtime is `mtime`
     /// (seconds and nanoseconds, as `stat` gives them).
     pub fn valid_for(&self, mtime: (i64, i64), size: u64) -> bool {
-        self.is_timestamp_based() && self.mtime == py_seconds(mtime) as u32 && self.size == size as u32
+        self.is_timestamp_based()
+            && self.mtime == py_seconds(mtime) as u32
+            && self.size == size as u32
     }
 
     /// The rounding rule: the mtime (whole seconds) the source must get for this `.pyc` to be valid, when the
@@ -158,7 +160,8 @@ struct Ctx<'a> {
 /// `cpython-3N` for an interpreter named `python3.N`.
 fn cache_tag(name: &str) -> Option<String> {
     let minor = name.strip_prefix("python3.")?;
-    (!minor.is_empty() && minor.bytes().all(|b| b.is_ascii_digit())).then(|| format!("cpython-3{minor}"))
+    (!minor.is_empty() && minor.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| format!("cpython-3{minor}"))
 }
 
 /// Whether `rel` lies where an interpreter imports from: under `lib/python3…` (`lib/python3.12/site-packages`,
@@ -166,7 +169,8 @@ fn cache_tag(name: &str) -> Option<String> {
 fn importable(rel: &Path, workdir: Option<&Path>) -> bool {
     let mut prev: Option<&OsStr> = None;
     for c in rel.iter() {
-        if prev.is_some_and(|p| p == "lib" || p == "lib64") && c.as_bytes().starts_with(b"python3") {
+        if prev.is_some_and(|p| p == "lib" || p == "lib64") && c.as_bytes().starts_with(b"python3")
+        {
             return true;
         }
         prev = Some(c);
@@ -229,7 +233,10 @@ fn walk(
                     .and_then(|p| p.parent())
                     .and_then(|p| p.parent())
                     .is_some_and(|venv| {
-                        tree.join(venv).join("pyvenv.cfg").symlink_metadata().is_ok_and(|m| m.is_file())
+                        tree.join(venv)
+                            .join("pyvenv.cfg")
+                            .symlink_metadata()
+                            .is_ok_and(|m| m.is_file())
                     })
             {
                 venvs.insert(format!("/{}", rel.display()));
@@ -357,7 +364,12 @@ fn set_mtime(root: &OwnedFd, rel: &Path, secs: i64, nsecs: i64) -> io::Result<()
     ];
     // SAFETY: `name` is a valid C string, `times` two timespecs, `dirfd` an open descriptor.
     let rc = unsafe {
-        libc::utimensat(dirfd, name.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW)
+        libc::utimensat(
+            dirfd,
+            name.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
     };
     if rc != 0 {
         return Err(io::Error::last_os_error());
@@ -374,7 +386,11 @@ pub struct DirTimes(Vec<(PathBuf, i64, i64)>);
 impl DirTimes {
     /// Records every directory under `tree` (`tree` itself included).
     pub fn record(tree: &Path) -> io::Result<DirTimes> {
-        fn walk(tree: &Path, rel: &mut PathBuf, out: &mut Vec<(PathBuf, i64, i64)>) -> io::Result<()> {
+        fn walk(
+            tree: &Path,
+            rel: &mut PathBuf,
+            out: &mut Vec<(PathBuf, i64, i64)>,
+        ) -> io::Result<()> {
             let m = std::fs::symlink_metadata(tree.join(&*rel))?;
             out.push((rel.clone(), m.mtime(), m.mtime_nsec()));
             for e in std::fs::read_dir(tree.join(&*rel))? {
@@ -468,8 +484,12 @@ mod tests {
         assert_eq!(h.magic, [0xa7, 0x0d, b'\r', b'\n']);
         assert_eq!((h.flags, h.mtime, h.size), (0, 1_700_000_000, 1234));
         assert!(h.is_timestamp_based());
-        assert!(!PycHeader::parse(&header(1, 0, 0)).unwrap().is_timestamp_based());
-        assert!(!PycHeader::parse(&header(3, 0, 0)).unwrap().is_timestamp_based());
+        assert!(!PycHeader::parse(&header(1, 0, 0))
+            .unwrap()
+            .is_timestamp_based());
+        assert!(!PycHeader::parse(&header(3, 0, 0))
+            .unwrap()
+            .is_timestamp_based());
         // Too short, or not a magic number.
         assert_eq!(PycHeader::parse(&header(0, 1, 2)[..15]), None);
         let mut bad = header(0, 1, 2);
