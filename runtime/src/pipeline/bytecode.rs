@@ -129,7 +129,7 @@ impl Bytecode {
         image.cmd = runtime
             .working_dir
             .iter()
-            .filter(|w| w.trim_matches('/') != "")
+            .filter(|w| !w.trim_matches('/').is_empty())
             .cloned()
             .chain(survey.venv_dirs.iter().cloned())
             .collect();
