@@ -1090,6 +1090,36 @@ mod tests {
     }
 
     #[test]
+    fn bytecode_at_unpack_is_on_by_default_and_turned_off_by_file_or_env() {
+        let (_d, env) = with_file("");
+        let c = Config::load_with(&Flags::default(), &env.get()).unwrap();
+        assert!(c.bytecode_at_unpack.value);
+        assert_eq!(c.bytecode_at_unpack.source, Source::Default);
+
+        let (_d, env) = with_file("bytecode_at_unpack = false\n");
+        let c = Config::load_with(&Flags::default(), &env.get()).unwrap();
+        assert!(!c.bytecode_at_unpack.value);
+        assert!(matches!(c.bytecode_at_unpack.source, Source::File(_)));
+        assert!(c.render(None).contains("bytecode_at_unpack = false"));
+
+        let (_d, mut env) = with_file("bytecode_at_unpack = false\n");
+        env.0.push((ENV_BYTECODE_AT_UNPACK, "on".to_owned()));
+        let c = Config::load_with(&Flags::default(), &env.get()).unwrap();
+        assert!(c.bytecode_at_unpack.value);
+
+        let (_d, mut env) = with_file("");
+        env.0.push((ENV_BYTECODE_AT_UNPACK, "maybe".to_owned()));
+        let err = Config::load_with(&Flags::default(), &env.get()).unwrap_err();
+        assert!(
+            err.to_string().contains("bytecode_at_unpack")
+                || format!("{err:?}").contains("bytecode_at_unpack")
+        );
+
+        let (_d, env) = with_file("bytecode_at_unpack = \"yes\"\n");
+        assert!(Config::load_with(&Flags::default(), &env.get()).is_err());
+    }
+
+    #[test]
     fn tuf_bootstrap_roots_are_read_when_the_trust_settings_are_asked_for() {
         let (dir, mut env) = with_file("");
         let root = dir.path().join("root.json");
