@@ -63,7 +63,9 @@ mod pipeline;
 mod testing;
 
 pub use distribution::RegistryAccess;
-pub use pipeline::{pull, pull_verified, run, verify, Error, RunSummary};
+pub use pipeline::{
+    pull, pull_verified, pull_verified_with, pull_with, run, verify, Error, RunSummary,
+};
 pub use settings::RunRequest;
 pub use thv_sandbox_provenance as provenance;
 pub use trust::verification::{Mode, Verification};

@@ -625,11 +625,27 @@ pub fn pull_verified(
     dirs: &Dirs,
     verification: &Verification,
 ) -> Result<(distribution::Pulled, verification::Outcome), Error> {
+    pull_verified_with(image, policy, access, progress, dirs, verification, true)
+}
+
+/// [`pull_verified`], the root built with the bytecode step or not (`bytecode_at_unpack`: the root a run with
+/// the same setting uses).
+pub fn pull_verified_with(
+    image: &str,
+    policy: PullPolicy,
+    access: &RegistryAccess,
+    progress: ProgressMode,
+    dirs: &Dirs,
+    verification: &Verification,
+    bytecode: bool,
+) -> Result<(distribution::Pulled, verification::Outcome), Error> {
     let reference: Reference = image.parse()?;
     crate::dirs::private_root(&dirs.cache)?;
     let gate = Gate::new(verification, &dirs.cache)?;
     let meter = Progress::new(progress);
-    let opts = pull_options(policy, access, dirs, &meter, Some(unpack_target()));
+    let mut opts = pull_options(policy, access, dirs, &meter, Some(unpack_target()));
+    let finish = bytecode::for_pull(bytecode, dirs)?;
+    opts.finish = finish.as_ref().map(|f| f as &dyn rootfs::Finish);
     let abandon = |e| {
         meter.abandon();
         e
@@ -661,6 +677,9 @@ pub fn pull_verified(
     Ok((pulled, verdict))
 }
 
+/// The runner a pull's bytecode step starts: this executable (as `run`'s default `exe`).
+const SELF_EXE: &str = "/proc/self/exe";
+
 /// The root a run by this user uses: the one a pull unpacks into while downloading.
 fn unpack_target() -> distribution::UnpackTarget {
     let planned = idmap::plan(&host_ids(), 0, 0);
@@ -679,22 +698,36 @@ pub fn pull(
     progress: ProgressMode,
     dirs: &Dirs,
 ) -> Result<distribution::Pulled, Error> {
+    pull_with(image, policy, access, progress, dirs, true)
+}
+
+/// [`pull`], the root built with the bytecode step or not (see [`pull_verified_with`]).
+pub fn pull_with(
+    image: &str,
+    policy: PullPolicy,
+    access: &RegistryAccess,
+    progress: ProgressMode,
+    dirs: &Dirs,
+    bytecode: bool,
+) -> Result<distribution::Pulled, Error> {
     let none = Verification {
         mode: Some(verification::Mode::Disabled),
         ..Verification::default()
     };
-    let (pulled, _) = pull_verified(image, policy, access, progress, dirs, &none)?;
+    let (pulled, _) = pull_verified_with(image, policy, access, progress, dirs, &none, bytecode)?;
     if pulled.from_cache {
         // Ready to run: a cached image whose root is missing (pruned, or pulled by another version) is unpacked.
         let (layout, image) = pulled.open(&Platform::host())?;
         let target = unpack_target();
-        rootfs::ensure(
+        let finish = bytecode::for_pull(bytecode, dirs)?;
+        rootfs::ensure_with(
             &dirs.cache,
             &layout,
             &image,
             &ImageRuntimeConfig::from_image(&image.config),
             target.mode,
             target.ownership,
+            finish.as_ref().map(|f| f as &dyn rootfs::Finish),
         )?;
     }
     Ok(pulled)

@@ -13,12 +13,13 @@ pub(crate) fn pull_cmd(file: Option<PathBuf>, args: PullArgs) -> i32 {
         Ok(x) => x,
         Err(code) => return code,
     };
-    match thv_sandbox_runtime::pull(
+    match thv_sandbox_runtime::pull_with(
         &args.image,
         args.source.pull.into(),
         &config.registry_access(),
         ProgressMode::detect(args.source.quiet),
         &dirs,
+        config.bytecode_at_unpack.value,
     ) {
         Ok(pulled) => {
             // stdout is data: the pinned reference, for scripts.

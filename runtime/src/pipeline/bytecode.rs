@@ -76,6 +76,17 @@ pub fn finisher(on: bool, exe: &Path, runs_dir: &Path) -> Option<Bytecode> {
     on.then(|| Bytecode::new(exe.to_owned(), runs_dir.to_owned()))
 }
 
+/// The step for a pull when `on` (its runner is this executable, as a run's is by default).
+pub fn for_pull(
+    on: bool,
+    dirs: &crate::dirs::Dirs,
+) -> Result<Option<Bytecode>, crate::dirs::DirsError> {
+    Ok(match on {
+        true => Some(Bytecode::new(PathBuf::from(super::SELF_EXE), dirs.runs()?)),
+        false => None,
+    })
+}
+
 impl Finish for Bytecode {
     fn key_tag(&self) -> &str {
         bytecode::KEY_TAG
