@@ -72,7 +72,7 @@ pub struct RunRequest {
     /// Print per-phase timings to stderr.
     pub timings: bool,
     /// A root this run builds gets its Python bytecode made valid before it is sealed (`bytecode_at_unpack`,
-    /// `--no-bytecode`): see [`crate::pipeline::bytecode`]. The root's name says which way it was built.
+    /// `--no-bytecode`): see `pipeline::bytecode`. The root's name says which way it was built.
     pub bytecode: bool,
     /// Provenance verification: mode, policy, trust root. The default (no policy, no mode) warns that the image
     /// runs unverified.
