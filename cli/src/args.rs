@@ -415,6 +415,11 @@ pub(crate) struct RunArgs {
     /// Print per-phase start timings to stderr (also THV_SANDBOX_TIMINGS=1).
     #[arg(long, hide = true)]
     pub(crate) timings: bool,
+    /// Leave the image's Python bytecode as it is when its root is built (config `bytecode_at_unpack = false`);
+    /// by default stale bytecode is made valid and missing bytecode compiled once, in a sandbox, before the root
+    /// is sealed. A root built one way is never reused for the other.
+    #[arg(long = "no-bytecode")]
+    pub(crate) no_bytecode: bool,
     /// Arguments for the server, replacing the image's Cmd.
     #[arg(last = true)]
     pub(crate) args: Vec<String>,
@@ -460,6 +465,7 @@ impl RunArgs {
             timings: self.timings,
             allow_hosts: self.allow_host.clone(),
             allow_ports: self.allow_port.clone(),
+            no_bytecode: self.no_bytecode,
         }
     }
 }

@@ -407,13 +407,14 @@ fn prepare_for_client(
     let req = request::build(&flags, &config, &dirs, &env, &mut crate::commands::say)
         .map_err(|e| crate::report::report_request_error(&e))?;
     if !no_pull && !req.image.starts_with("oci:") {
-        match thv_sandbox_runtime::pull_verified(
+        match thv_sandbox_runtime::pull_verified_with(
             &req.image,
             req.pull_policy,
             &req.registry_access,
             &crate::progress::Terminal::stderr(req.progress),
             &dirs,
             &req.verification,
+            req.bytecode,
         ) {
             Ok((pulled, outcome)) => {
                 use thv_sandbox_runtime::trust::verification::Outcome;

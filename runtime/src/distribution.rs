@@ -172,6 +172,9 @@ pub struct PullOptions<'a> {
     /// Unpack the image while its layers download (see [`stream`]), into the cached root these settings name
     /// (the root a run with them uses); `None`: download only.
     pub unpack: Option<UnpackTarget>,
+    /// What finishes the root a streaming pull builds before it is committed (see [`crate::rootfs::Finish`]); it
+    /// is part of the root's name.
+    pub finish: Option<&'a dyn crate::rootfs::Finish>,
     /// Deadlines and the minimum download rate (see [`TransferLimits`]); tests lower them.
     pub limits: TransferLimits,
 }
@@ -220,6 +223,7 @@ impl PullOptions<'static> {
             proxy: ProxySettings::default(),
             reporter: None,
             unpack: None,
+            finish: None,
             limits: TransferLimits::default(),
         }
     }
@@ -863,7 +867,12 @@ fn fetch_streaming(
 ) -> Result<bool, PullError> {
     let unpack_error = |e| PullError::Unpack(Box::new(e));
     let image_runtime = crate::image::config::ImageRuntimeConfig::from_image(&prepared.config);
-    let key = crate::rootfs::root_key(&prepared.manifest_digest, target.mode, target.ownership);
+    let key = crate::rootfs::root_key_with(
+        &prepared.manifest_digest,
+        target.mode,
+        target.ownership,
+        opts.finish,
+    );
     let download_only = || {
         runtime.block_on(fetch_layers(
             &prepared.remote,
@@ -914,6 +923,7 @@ fn fetch_streaming(
                 &image_runtime,
                 target.ownership,
                 &mut source,
+                opts.finish,
             );
             if let Err(e) = &built {
                 let failed_at = match e {

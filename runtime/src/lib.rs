@@ -15,7 +15,9 @@
 //! 4. **fetch layers and unpack** — the layers are downloaded by digest and unpacked while they stream into an
 //!    immutable root, keyed by manifest digest, id-mapping mode and unpacker version; each layer checked against
 //!    its digest and diff_id. The root's lock is taken before any download: concurrent first pulls share one
-//!    download and one unpack.
+//!    download and one unpack. Before the root is sealed, the bytecode step (`pipeline::bytecode`, unless
+//!    `--no-bytecode`) makes its Python bytecode valid, compiling what lacks it with the image's interpreter in a
+//!    sandbox; the root's key says whether it ran.
 //! 5. **commit** — only now does the cache name the image (by its pinned digest); the root is loaded (or, for an
 //!    image that was in the cache already, unpacked from it).
 //! 6. **spec** — the OCI runtime config, a pure function of image config, profile and options.
@@ -64,7 +66,9 @@ mod pipeline;
 mod testing;
 
 pub use distribution::RegistryAccess;
-pub use pipeline::{pull, pull_verified, run, verify, Error, RunSummary};
+pub use pipeline::{
+    pull, pull_verified, pull_verified_with, pull_with, run, verify, Error, RunSummary,
+};
 pub use settings::RunRequest;
 pub use thv_sandbox_provenance as provenance;
 pub use trust::verification::{Mode, Verification};

@@ -1,5 +1,7 @@
 //! The pipeline behind `thv-sandbox run` (the order and its reasons are in the crate documentation).
 
+pub mod bytecode;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -206,13 +208,16 @@ pub fn run(
         mode: planned.mode,
         ownership: planned.unpack_ownership(),
     };
-    let opts = pull_options(
+    let mut opts = pull_options(
         req.pull_policy,
         &req.registry_access,
         dirs,
         &*reporter,
         Some(target),
     );
+    // The bytecode step finishes a root this run builds (its name says so).
+    let finish = bytecode::finisher(req.bytecode, &req.exe, &runs_dir);
+    opts.finish = finish.as_ref().map(|f| f as &dyn rootfs::Finish);
     let abandon = |e| {
         reporter.report(Event::PullAbandoned);
         e
@@ -246,13 +251,14 @@ pub fn run(
         reporter.report(Event::Note(&prepull_hint(req)));
     }
     let runtime = ImageRuntimeConfig::from_image(&image.config);
-    let root = rootfs::ensure(
+    let root = rootfs::ensure_with(
         &dirs.cache,
         &oci,
         &image,
         &runtime,
         target.mode,
         target.ownership,
+        opts.finish,
     )?;
     let t_image = t_start.elapsed();
     check_secrets(req)?;
@@ -953,15 +959,32 @@ pub fn pull_verified(
     dirs: &Dirs,
     verification: &Verification,
 ) -> Result<(distribution::Pulled, verification::Outcome), Error> {
+    pull_verified_with(image, policy, access, reporter, dirs, verification, true)
+}
+
+/// [`pull_verified`], the root built with the bytecode step or not (`bytecode_at_unpack`: the root a run with
+/// the same setting uses).
+pub fn pull_verified_with(
+    image: &str,
+    policy: PullPolicy,
+    access: &RegistryAccess,
+    reporter: &dyn Reporter,
+    dirs: &Dirs,
+    verification: &Verification,
+    bytecode: bool,
+) -> Result<(distribution::Pulled, verification::Outcome), Error> {
+    // The bytecode step finishes the root this pull builds (its name says so).
+    let finish = bytecode::for_pull(bytecode, dirs)?;
     let abandon = |e| {
         reporter.report(Event::PullAbandoned);
         e
     };
     // 1. resolve, 2. discover evidence, 3. decide
     let target = Some(unpack_target());
-    let (resolved, opts, outcome) =
+    let (resolved, mut opts, outcome) =
         resolve_and_decide(image, policy, access, reporter, dirs, verification, target)
             .map_err(abandon)?;
+    opts.finish = finish.as_ref().map(|f| f as &dyn rootfs::Finish);
     let verdict = outcome
         .admit(&resolved.reference.to_string())
         .map_err(|e| abandon(e.into()))?;
@@ -974,6 +997,9 @@ pub fn pull_verified(
     report_pulled(&pulled, reporter);
     Ok((pulled, verdict))
 }
+
+/// The runner a pull's bytecode step starts: this executable (as `run`'s default `exe`).
+const SELF_EXE: &str = "/proc/self/exe";
 
 /// The root a run by this user uses: the one a pull unpacks into while downloading.
 fn unpack_target() -> distribution::UnpackTarget {
@@ -993,22 +1019,36 @@ pub fn pull(
     reporter: &dyn Reporter,
     dirs: &Dirs,
 ) -> Result<distribution::Pulled, Error> {
+    pull_with(image, policy, access, reporter, dirs, true)
+}
+
+/// [`pull`], the root built with the bytecode step or not (see [`pull_verified_with`]).
+pub fn pull_with(
+    image: &str,
+    policy: PullPolicy,
+    access: &RegistryAccess,
+    reporter: &dyn Reporter,
+    dirs: &Dirs,
+    bytecode: bool,
+) -> Result<distribution::Pulled, Error> {
     let none = Verification {
         mode: Some(verification::Mode::Disabled),
         ..Verification::default()
     };
-    let (pulled, _) = pull_verified(image, policy, access, reporter, dirs, &none)?;
+    let (pulled, _) = pull_verified_with(image, policy, access, reporter, dirs, &none, bytecode)?;
     if pulled.from_cache {
         // Ready to run: a cached image whose root is missing (pruned, or pulled by another version) is unpacked.
         let (layout, image) = pulled.open(&Platform::host())?;
         let target = unpack_target();
-        rootfs::ensure(
+        let finish = bytecode::for_pull(bytecode, dirs)?;
+        rootfs::ensure_with(
             &dirs.cache,
             &layout,
             &image,
             &ImageRuntimeConfig::from_image(&image.config),
             target.mode,
             target.ownership,
+            finish.as_ref().map(|f| f as &dyn rootfs::Finish),
         )?;
     }
     Ok(pulled)
@@ -1104,6 +1144,8 @@ fn prepare_run(
         egress_port: egress_rules(req)?.map(|_| crate::sandbox::egress::PROXY_PORT),
         socket_factory: req.http.is_some(),
         dns_stub: req.network != NetworkMode::Host,
+        writable_root: false,
+        time_limit_ms: None,
     };
     let plan_path = dir.join("plan.json");
     let plan_json = serde_json::to_vec(&plan).map_err(|e| Error::Spec(SpecError::Json(e)))?;

@@ -7,6 +7,7 @@
 //! its lock ([`lock_root`]) first: a second run starting while the first is unpacking waits for it and uses the
 //! root it committed instead of unpacking the image again.
 
+pub mod bytecode;
 pub mod idmap;
 pub mod unpack;
 pub mod user;
@@ -151,6 +152,31 @@ pub fn root_key(manifest: &Digest, mode: IdMapMode, ownership: unpack::Ownership
     )
 }
 
+/// The committed name of a root built with `finish` (none: the image's files exactly as its layers have them).
+/// A root finished one way is never taken for one finished another way, or not at all.
+pub fn root_key_with(
+    manifest: &Digest,
+    mode: IdMapMode,
+    ownership: unpack::Ownership,
+    finish: Option<&dyn Finish>,
+) -> String {
+    let key = root_key(manifest, mode, ownership);
+    match finish {
+        Some(f) => format!("{key}-{}", f.key_tag()),
+        None => key,
+    }
+}
+
+/// Work done on a root after its layers are applied and its mount points made, and before its record is taken
+/// and it is committed (e.g. Python bytecode made valid: see [`bytecode`]). What it changes is covered by the
+/// root's record like the rest of the tree.
+pub trait Finish: Sync {
+    /// What the keys of roots finished this way carry ([`root_key_with`]).
+    fn key_tag(&self) -> &str;
+    /// Runs on the staging tree `tree` of an image with `runtime` as its config.
+    fn finish(&self, tree: &Path, runtime: &ImageRuntimeConfig) -> Result<(), RootfsError>;
+}
+
 /// Where the layers of a root being built come from, in order.
 pub(crate) trait LayerSource {
     /// The blob of layer `index` (compressed as its media type says), to be read from the start.
@@ -182,7 +208,20 @@ pub fn ensure(
     mode: IdMapMode,
     ownership: unpack::Ownership,
 ) -> Result<Root, RootfsError> {
-    let key = root_key(&image.manifest_digest, mode, ownership);
+    ensure_with(cache, layout, image, runtime, mode, ownership, None)
+}
+
+/// [`ensure`] for a root finished by `finish` before it is committed ([`root_key_with`] names it).
+pub fn ensure_with(
+    cache: &Path,
+    layout: &OciLayout,
+    image: &ResolvedImage,
+    runtime: &ImageRuntimeConfig,
+    mode: IdMapMode,
+    ownership: unpack::Ownership,
+    finish: Option<&dyn Finish>,
+) -> Result<Root, RootfsError> {
+    let key = root_key_with(&image.manifest_digest, mode, ownership, finish);
     if let Some(root) = load_root(cache, &key, runtime)? {
         return Ok(root);
     }
@@ -200,6 +239,7 @@ pub fn ensure(
         runtime,
         ownership,
         &mut FromLayout(layout),
+        finish,
     )
 }
 
@@ -238,7 +278,9 @@ fn is_exposed(cache: &Path) -> bool {
 }
 
 /// Builds the root named `key` from `layers` (base first) and commits it; the caller holds its [`lock_root`].
-/// Nothing is committed unless every layer applied, matched its diff_id and was settled by `source`.
+/// Nothing is committed unless every layer applied, matched its diff_id and was settled by `source`; `finish`
+/// runs last, before the tree's record is taken.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn build_locked(
     cache: &Path,
     key: &str,
@@ -247,6 +289,7 @@ pub(crate) fn build_locked(
     runtime: &ImageRuntimeConfig,
     ownership: unpack::Ownership,
     source: &mut dyn LayerSource,
+    finish: Option<&dyn Finish>,
 ) -> Result<Root, RootfsError> {
     let roots = roots_dir(cache);
     crate::dirs::private_dir(&roots).map_err(|e| RootfsError::Io {
@@ -312,6 +355,9 @@ pub(crate) fn build_locked(
     for (point, is_dir) in mountpoints(runtime, &resolved, home_in_image) {
         ensure_mountpoint(&tree, &point, is_dir)
             .map_err(io_at(&tree.join(point.trim_start_matches('/'))))?;
+    }
+    if let Some(f) = finish {
+        f.finish(&tree, runtime)?;
     }
     let meta = RootMeta {
         manifest_digest: manifest_digest.to_string(),

@@ -39,12 +39,13 @@ pub(crate) fn pull_cmd(file: Option<PathBuf>, args: PullArgs) -> i32 {
             Err(e) => return report_error(&e, &[], e.hint(), thv_sandbox_runtime::EXIT_USAGE),
         }
     }
-    match thv_sandbox_runtime::pull(
+    match thv_sandbox_runtime::pull_with(
         &image,
         args.source.pull.into(),
         &config.registry_access(),
         &crate::progress::Terminal::stderr(ProgressMode::detect(args.source.quiet)),
         &dirs,
+        config.bytecode_at_unpack.value,
     ) {
         Ok(pulled) => {
             // stdout is data: the pinned reference, for scripts.

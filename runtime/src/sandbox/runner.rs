@@ -83,6 +83,13 @@ pub struct RunnerPlan {
     /// every name lookup with a refusal and reports it (a sandbox with its own network only).
     #[serde(default)]
     pub dns_stub: bool,
+    /// Leave the root writable (not bound read-only onto itself): only for the staging root of a root being built,
+    /// never for a cached one (see `crate::pipeline::bytecode`).
+    #[serde(default)]
+    pub writable_root: bool,
+    /// Kill the sandbox this long after the keeper started, whatever it is doing.
+    #[serde(default)]
+    pub time_limit_ms: Option<u64>,
 }
 
 /// An overlay whose lower layer is the sealed cached root and whose upper layer is a tmpfs of the runner's: the
@@ -235,7 +242,10 @@ fn keep(
     child: Pid,
     mut factory: Option<RunnerChannel>,
 ) -> i32 {
-    let mut deadline: Option<Instant> = None;
+    // A time limit is a deadline from the start, at which the runner init (and with it the sandbox) is killed.
+    let mut deadline: Option<Instant> = plan
+        .time_limit_ms
+        .map(|ms| Instant::now() + Duration::from_millis(ms));
     let mut chan_open = true;
     let grace = Duration::from_millis(plan.stop_timeout_ms);
     loop {
@@ -372,7 +382,9 @@ fn enter_namespaces(plan: &RunnerPlan) -> Result<(), (&'static str, io::Error)> 
         None::<&str>,
     )
     .map_err(|e| ("mount cgroup2", e.into()))?;
-    seal_rootfs(&plan.rootfs).map_err(|e| ("seal the root read-only", e))?;
+    if !plan.writable_root {
+        seal_rootfs(&plan.rootfs).map_err(|e| ("seal the root read-only", e))?;
+    }
     if let Some(overlay) = &plan.overlay {
         mount_overlay(&plan.rootfs, overlay)
             .map_err(|e| ("overlay the root for mount points", e))?;

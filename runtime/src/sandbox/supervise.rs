@@ -548,6 +548,9 @@ impl Watch {
                     at.saturating_duration_since(Instant::now()) + Duration::from_millis(1),
                 )
                 .unwrap_or(PollTimeout::MAX),
+                // The channel closed: the runner is exiting. Its SIGCHLD may go to another thread of ours (one
+                // that does not block it, so our signalfd never sees it), so its exit is polled for.
+                None if !chan_open => PollTimeout::from(20u8),
                 None => PollTimeout::NONE,
             };
             // Poll set: signalfd, channel, pumps, and the pass-through descriptors for hang-up.

@@ -55,6 +55,8 @@ pub const ENV_ALLOW_PORTS: &str = "THV_SANDBOX_ALLOW_PORTS";
 pub const ENV_TUF_BOOTSTRAP_PUBLIC_GOOD: &str = "THV_SANDBOX_TUF_BOOTSTRAP_PUBLIC_GOOD";
 /// For tests only: the same for GitHub's repository.
 pub const ENV_TUF_BOOTSTRAP_GITHUB: &str = "THV_SANDBOX_TUF_BOOTSTRAP_GITHUB";
+/// `0`/`false`/`no` turns the bytecode step of roots being built off (see `bytecode_at_unpack`).
+pub const ENV_BYTECODE_AT_UNPACK: &str = "THV_SANDBOX_BYTECODE_AT_UNPACK";
 
 /// Largest configuration file read.
 const MAX_FILE_SIZE: u64 = 1 << 20;
@@ -73,6 +75,7 @@ pub const KEYS: &[&str] = &[
     "tuf_url_github",
     "allow_hosts",
     "allow_ports",
+    "bytecode_at_unpack",
 ];
 
 /// Where a setting's value came from.
@@ -215,6 +218,9 @@ pub struct Config {
     /// Test-only: TUF `root.json` files to bootstrap public-good's and GitHub's repositories from
     /// ([`ENV_TUF_BOOTSTRAP_PUBLIC_GOOD`], [`ENV_TUF_BOOTSTRAP_GITHUB`]); not a key of the file.
     pub tuf_bootstrap: [Option<PathBuf>; 2],
+    /// `bytecode_at_unpack`: whether a root being built gets its Python bytecode made valid before it is sealed
+    /// (default `true`; `run --no-bytecode` turns it off for a run). Off, the root is exactly as the image has it.
+    pub bytecode_at_unpack: Setting<bool>,
 }
 
 /// What is wrong with the configuration.
@@ -390,6 +396,7 @@ struct FileConfig {
     tuf_url_github: Option<toml::Spanned<String>>,
     allow_hosts: Option<toml::Spanned<Vec<String>>>,
     allow_ports: Option<toml::Spanned<Vec<toml::Spanned<i64>>>>,
+    bytecode_at_unpack: Option<bool>,
 }
 
 /// Where the configuration file is, and who said so.
@@ -784,6 +791,26 @@ impl Config {
         let tuf_bootstrap = [ENV_TUF_BOOTSTRAP_PUBLIC_GOOD, ENV_TUF_BOOTSTRAP_GITHUB]
             .map(|name| non_empty(env, name).map(PathBuf::from));
 
+        // bytecode_at_unpack
+        let env_bytecode = match non_empty(env, ENV_BYTECODE_AT_UNPACK) {
+            Some(v) => Some((
+                parse_switch(&v).ok_or_else(|| ConfigError::Invalid {
+                    origin: Source::Env(ENV_BYTECODE_AT_UNPACK).to_string(),
+                    key: "bytecode_at_unpack",
+                    value: clip(&v),
+                    reason: "expected 1/0, true/false, yes/no, on/off".to_owned(),
+                })?,
+                ENV_BYTECODE_AT_UNPACK,
+            )),
+            None => None,
+        };
+        let bytecode_at_unpack = pick(
+            None,
+            env_bytecode,
+            raw.bytecode_at_unpack.map(|v| (v, file.as_path())),
+            true,
+        );
+
         Ok(Config {
             file,
             file_source,
@@ -802,6 +829,7 @@ impl Config {
             allow_ports,
             home,
             tuf_bootstrap,
+            bytecode_at_unpack,
         })
     }
 
@@ -1007,6 +1035,12 @@ impl Config {
                     .join(", ")
             )),
             &self.allow_ports.source,
+        );
+        line(
+            &mut out,
+            "bytecode_at_unpack",
+            Some(self.bytecode_at_unpack.value.to_string()),
+            &self.bytecode_at_unpack.source,
         );
         out.push_str(&format!("[mirrors]  # {}\n", self.mirrors.source));
         for (registry, mirror) in &self.mirrors.value {
@@ -1345,6 +1379,36 @@ mod tests {
             ("HOME", "/home/u".to_owned()),
         ]);
         (dir, env)
+    }
+
+    #[test]
+    fn bytecode_at_unpack_is_on_by_default_and_turned_off_by_file_or_env() {
+        let (_d, env) = with_file("");
+        let c = Config::load_with(&Flags::default(), &env.get()).unwrap();
+        assert!(c.bytecode_at_unpack.value);
+        assert_eq!(c.bytecode_at_unpack.source, Source::Default);
+
+        let (_d, env) = with_file("bytecode_at_unpack = false\n");
+        let c = Config::load_with(&Flags::default(), &env.get()).unwrap();
+        assert!(!c.bytecode_at_unpack.value);
+        assert!(matches!(c.bytecode_at_unpack.source, Source::File(_)));
+        assert!(c.render(None).contains("bytecode_at_unpack = false"));
+
+        let (_d, mut env) = with_file("bytecode_at_unpack = false\n");
+        env.0.push((ENV_BYTECODE_AT_UNPACK, "on".to_owned()));
+        let c = Config::load_with(&Flags::default(), &env.get()).unwrap();
+        assert!(c.bytecode_at_unpack.value);
+
+        let (_d, mut env) = with_file("");
+        env.0.push((ENV_BYTECODE_AT_UNPACK, "maybe".to_owned()));
+        let err = Config::load_with(&Flags::default(), &env.get()).unwrap_err();
+        assert!(
+            err.to_string().contains("bytecode_at_unpack")
+                || format!("{err:?}").contains("bytecode_at_unpack")
+        );
+
+        let (_d, env) = with_file("bytecode_at_unpack = \"yes\"\n");
+        assert!(Config::load_with(&Flags::default(), &env.get()).is_err());
     }
 
     #[test]

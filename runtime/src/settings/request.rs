@@ -71,6 +71,9 @@ pub struct RunRequest {
     pub exe: PathBuf,
     /// Print per-phase timings to stderr.
     pub timings: bool,
+    /// A root this run builds gets its Python bytecode made valid before it is sealed (`bytecode_at_unpack`,
+    /// `--no-bytecode`): see `pipeline::bytecode`. The root's name says which way it was built.
+    pub bytecode: bool,
     /// Provenance verification: mode, policy, trust root. The default (no policy, no mode) warns that the image
     /// runs unverified.
     pub verification: Verification,
@@ -131,6 +134,8 @@ pub struct RunFlags {
     pub allow_hosts: Vec<String>,
     /// `--allow-port PORT`, repeated.
     pub allow_ports: Vec<u16>,
+    /// `--no-bytecode`.
+    pub no_bytecode: bool,
 }
 
 impl RunFlags {
@@ -594,6 +599,7 @@ fn build_with(
         exe: PathBuf::from("/proc/self/exe"),
         timings: flags.timings || env("THV_SANDBOX_TIMINGS").is_some_and(|v| v == "1"),
         missing_env,
+        bytecode: !flags.no_bytecode && config.bytecode_at_unpack.value,
     })
 }
 
