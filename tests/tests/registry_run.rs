@@ -329,7 +329,7 @@ async fn warnings_are_never_overwritten_by_the_progress_display() {
             .unwrap_or_else(|| panic!("width {width}: no UNVERIFIED warning:\n{screen}"));
         let line = &joined[start..];
         let whole = line
-            .find(&format!("@sha256:{short}): "))
+            .find(&format!("@sha256:{short}: "))
             .zip(line.find("; accept it: `thv-sandbox trust accept "))
             .is_some_and(|(a, b)| a < b);
         assert!(whole, "width {width}: the warning is not whole:\n{screen}");
