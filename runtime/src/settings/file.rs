@@ -920,6 +920,7 @@ impl Config {
                 "tuf_url_github": entry(&self.tuf_url_github),
                 "allow_hosts": entry(&self.allow_hosts),
                 "allow_ports": entry(&self.allow_ports),
+                "bytecode_at_unpack": entry(&self.bytecode_at_unpack),
                 "mirrors": {"value": mirrors, "source": self.mirrors.source.to_string()},
             }
         })
