@@ -903,26 +903,33 @@ pub fn render_table(images: &[CachedImage]) -> String {
         })
         .collect();
     let header = ["NAME", "DIGEST", "SIZE", "UNPACKED"].map(str::to_owned);
+    columns(&header, &rows, [false, false, true, true])
+}
+
+/// Four columns of text, each as wide as its widest cell, two spaces apart; a column marked in `right` is aligned
+/// right. Trailing spaces are trimmed. (`images` and `trust accepted`.)
+pub fn columns(header: &[String; 4], rows: &[[String; 4]], right: [bool; 4]) -> String {
     let mut widths = [0usize; 4];
-    for row in std::iter::once(&header).chain(&rows) {
+    for row in std::iter::once(header).chain(rows) {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
     let mut out = String::new();
-    for row in std::iter::once(&header).chain(&rows) {
-        let line = format!(
-            "{:<w0$}  {:<w1$}  {:>w2$}  {:>w3$}",
-            row[0],
-            row[1],
-            row[2],
-            row[3],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2],
-            w3 = widths[3],
-        );
-        out.push_str(line.trim_end());
+    for row in std::iter::once(header).chain(rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .zip(right)
+            .map(|((cell, w), r)| {
+                if r {
+                    format!("{cell:>w$}")
+                } else {
+                    format!("{cell:<w$}")
+                }
+            })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
         out.push('\n');
     }
     out

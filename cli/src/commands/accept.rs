@@ -212,28 +212,7 @@ fn render_table(list: &[Acceptance]) -> String {
         })
         .collect();
     let header = ["SERVER", "DIGEST", "ACCEPTED", "IMAGE"].map(str::to_owned);
-    let mut widths = [0usize; 4];
-    for row in std::iter::once(&header).chain(&rows) {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in std::iter::once(&header).chain(&rows) {
-        let line = format!(
-            "{:<w0$}  {:<w1$}  {:<w2$}  {}",
-            row[0],
-            row[1],
-            row[2],
-            row[3],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2],
-        );
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    thv_sandbox_runtime::cache::columns(&header, &rows, [false; 4])
 }
 
 fn short(name: &str) -> &str {
