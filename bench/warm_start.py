@@ -1,69 +1,136 @@
 #!/usr/bin/env python3
 """Warm-start benchmark: from launching `thv-sandbox run` on an already-unpacked image to the MCP initialize
-response, against the same server binary run bare on the host. Medians over N runs in one sitting, with the
-per-phase breakdown thv-sandbox reports (THV_SANDBOX_TIMINGS=1).
+response, against the same server binary started bare on the host, as root and as an unprivileged user, all four
+variants interleaved in one sitting with their order rotated every round.
 
-Usage: bench/warm_start.py [--runs N] [--no-build]   (builds release binaries and the probe image first)
-As another user: build as yourself, then `runuser -u USER -- env CARGO_TARGET_DIR=… bench/warm_start.py --no-build`.
+With the phase clock: every sandboxed run has THV_SANDBOX_TRACE=1, so each process of the start (supervisor,
+keeper, runner init, the container's init up to the server's execve) prints marks stamped with CLOCK_MONOTONIC,
+the clock of this script's time.monotonic_ns(); the script places them on the same time line as its own spawn and
+the response, and prints the median offset of every mark from the spawn and the median step between marks.
+
+Usage (as root): bench/warm_start.py [--runs N] [--user NAME|--no-user] [--no-build] [--bin DIR]
+  --user NAME  the unprivileged user (default thvsbx-sub; started with setpriv, an exec in the same process, for
+               its bare and its sandboxed runs alike). The binaries and the work dir must be readable by it.
+  --bin DIR    take thv-sandbox, sandbox-probe and make-probe-image from DIR (default: target/release, built)
 """
-import argparse, json, os, re, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, pwd, shutil, statistics, subprocess, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INIT = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
     "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "0"}}}) + "\n"
+TRACE = "thv-sandbox trace: "
+
 
 def once(cmd, env):
-    t0 = time.perf_counter()
+    """Spawn → first line of the initialize response. Returns (ms, marks as [(ms from spawn, label)], stderr)."""
+    t0 = time.monotonic_ns()
     p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    p.stdin.write(INIT.encode()); p.stdin.flush()
+    p.stdin.write(INIT.encode())
+    p.stdin.flush()
     line = p.stdout.readline()
-    t1 = time.perf_counter()
+    t1 = time.monotonic_ns()
     assert b'"result"' in line, line
     p.stdin.close()
     err = p.stderr.read().decode()
     p.wait()
     assert p.returncode == 0, (p.returncode, err)
-    return (t1 - t0) * 1e3, err
+    marks, seen = [], set()
+    for l in err.splitlines():
+        if l.startswith(TRACE):
+            ns, _pid, label = l[len(TRACE):].split(" ", 2)
+            if label in seen:  # `main` again: the runner's own start after its exec
+                label += " (runner exec'd)"
+            seen.add(label)
+            marks.append(((int(ns) - t0) / 1e6, label))
+    return (t1 - t0) / 1e6, marks, err
+
+
+def stats(v):
+    q = statistics.quantiles(v, n=4) if len(v) > 1 else [v[0]] * 3
+    return f"median {statistics.median(v):7.2f} ms  IQR {q[0]:.2f}–{q[2]:.2f}  min {min(v):.2f}  max {max(v):.2f}"
+
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=30)
-    ap.add_argument("--no-build", action="store_true", help="use binaries already built (e.g. as another user)")
+    ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--bin", help="directory with thv-sandbox, sandbox-probe, make-probe-image")
+    ap.add_argument("--user", default="thvsbx-sub")
+    ap.add_argument("--no-user", action="store_true", help="only the current user")
     a = ap.parse_args()
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    if not a.no_build:
+    rel = a.bin or os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release")
+    if not a.bin and not a.no_build:
         subprocess.run(["cargo", "build", "--release", "--locked", "-p", "thv-sandbox", "-p", "thv-sandbox-e2e",
                         "--bins"], cwd=ROOT, check=True)
-    rel = os.path.join(target, "release")
-    work = tempfile.mkdtemp(prefix="thv-bench-")
-    os.chmod(work, 0o711)
+    rel = os.path.abspath(rel)
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    # Not under /tmp: thv-sandbox refuses a cache whose parents others may write to.
+    base = "/var/lib/thv-bench" if os.getuid() == 0 else os.path.expanduser("~/.cache")
+    os.makedirs(base, mode=0o755, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="warm-", dir=base)
+    os.chmod(work, 0o755)
     layout = os.path.join(work, "probe")
-    subprocess.run([os.path.join(rel, "make-probe-image"), layout, "app", "app"], check=True)
-    cache = os.path.join(work, "cache")
-    env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/"), "THV_SANDBOX_TIMINGS": "1"}
-    sandbox = [os.path.join(rel, "thv-sandbox"), "run", "--cache-dir", cache, f"oci:{layout}:app"]
-    once(sandbox, env)  # unpack once: the benchmark is the warm start
-    bare = [os.path.join(rel, "sandbox-probe")]
-    phases = {k: [] for k in ("image", "spec", "runner namespaces", "create", "start", "to exec")}
-    sb, hb, after_exec = [], [], []
-    for _ in range(a.runs):  # interleaved, so both see the same machine state
-        ms, err = once(sandbox, env)
-        sb.append(ms)
-        m = re.search(r"timings: (.*)", err)
-        for part in m.group(1).split(", "):
-            name, val = part.rsplit(" ", 2)[0], float(part.rsplit(" ", 2)[1])
-            phases[name].append(val)
-        after_exec.append(ms - phases["to exec"][-1])
-        hb.append(once(bare, env)[0])
+    subprocess.run([os.path.join(rel, "make-probe-image"), layout, "app", "app"], check=True,
+                   stdout=subprocess.DEVNULL)
+    subprocess.run(["chmod", "-R", "a+rX", layout], check=True)
+    base_env = {"PATH": "/usr/bin:/bin"}
+    users = [("root" if os.getuid() == 0 else pwd.getpwuid(os.getuid()).pw_name, [], os.environ.get("HOME", "/"))]
+    if not a.no_user and os.getuid() == 0:
+        pw = pwd.getpwnam(a.user)
+        users.append((a.user, ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", "--"],
+                      pw.pw_dir))
+    variants = []
+    for who, wrap, home in users:
+        cache = os.path.join(work, f"cache-{who}")
+        if wrap:
+            os.mkdir(cache)
+            shutil.chown(cache, a.user, a.user)
+            os.chmod(cache, 0o700)
+        env = dict(base_env, HOME=home, THV_SANDBOX_TRACE="1")
+        sandbox = wrap + [os.path.join(rel, "thv-sandbox"), "run", "--cache-dir", cache, f"oci:{layout}:app"]
+        once(sandbox, env)  # unpack once: the benchmark is the warm start
+        variants.append((who, "bare", wrap + [os.path.join(rel, "sandbox-probe")], dict(base_env, HOME=home)))
+        variants.append((who, "sandbox", sandbox, env))
+    res = {(w, k): [] for w, k, _, _ in variants}
+    marks = {w: {} for w, *_ in users}
+    load0 = os.getloadavg()
+    for i in range(a.runs):  # interleaved, the order rotated every round
+        for j in range(len(variants)):
+            who, kind, cmd, env = variants[(i + j) % len(variants)]
+            ms, m, _ = once(cmd, env)
+            res[(who, kind)].append(ms)
+            if kind == "sandbox":
+                for off, label in m:
+                    marks[who].setdefault(label, []).append(off)
+                marks[who].setdefault("response (client)", []).append(ms)
+    load1 = os.getloadavg()
     med = statistics.median
-    print(f"runs: {a.runs} each, interleaved; machine: {os.cpu_count()} cpus, uid {os.getuid()}")
-    print(f"bare probe, spawn -> initialize response:          median {med(hb):6.2f} ms  (min {min(hb):.2f}, max {max(hb):.2f})")
-    print(f"thv-sandbox run, spawn -> initialize response:     median {med(sb):6.2f} ms  (min {min(sb):.2f}, max {max(sb):.2f})")
-    print(f"added by the sandbox:                              median {med(sb) - med(hb):6.2f} ms")
-    print("phases (thv-sandbox's own clock, median ms):")
-    for k, v in phases.items():
-        print(f"  {k:18s} {med(v):6.2f}")
-    print(f"  {'exec -> response':18s} {med(after_exec):6.2f}  (includes process start of thv-sandbox itself before its clock starts)")
+    print(f"commit {commit}{' (dirty tree)' if dirty else ''}; binaries {rel}; {a.runs} runs of each variant, "
+          f"interleaved, order rotated; {os.cpu_count()} cpus; load average {load0[0]:.2f} before, "
+          f"{load1[0]:.2f} after")
+    for who, *_ in users:
+        bare, sb = res[(who, "bare")], res[(who, "sandbox")]
+        print(f"\n== {who}")
+        print(f"bare probe, spawn -> initialize response:      {stats(bare)}")
+        print(f"thv-sandbox run, spawn -> initialize response: {stats(sb)}")
+        print(f"added (median sandbox - median bare):          {med(sb) - med(bare):7.2f} ms")
+        print("phase clock (median offset from spawn; step = median of per-run differences to the previous mark):")
+        order = sorted(marks[who], key=lambda k: med(marks[who][k]))
+        prev = None
+        for k in order:
+            v = marks[who][k]
+            if prev is None:
+                step = med(v)
+            else:
+                pv = marks[who][prev]
+                step = med([x - y for x, y in zip(v, pv)]) if len(pv) == len(v) else float("nan")
+            print(f"  {k:28s} at {med(v):7.2f}   step {step:6.2f}")
+            prev = k
+    shutil.rmtree(work, ignore_errors=True)
+
 
 if __name__ == "__main__":
     main()

@@ -27,6 +27,7 @@ pub(crate) const VERSION: &str = concat!(
 );
 
 fn main() -> ExitCode {
+    thv_sandbox_runtime::trace::mark("main");
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

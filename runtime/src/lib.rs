@@ -59,6 +59,7 @@ pub mod report;
 pub mod rootfs;
 pub mod sandbox;
 pub mod settings;
+pub mod trace;
 pub mod trust;
 
 mod pipeline;

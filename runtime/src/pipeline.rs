@@ -174,6 +174,7 @@ pub fn run(
     reporter: Arc<dyn Reporter>,
 ) -> Result<RunSummary, Error> {
     let t_start = Instant::now();
+    crate::trace::mark("pipeline");
     // Stale run directories of crashed runs are collected first (never one still being created: see `runs`).
     let runs_dir = dirs.runs()?;
     runs::collect_stale(&runs_dir);
@@ -226,6 +227,7 @@ pub fn run(
     // 1. resolve: the reference becomes this platform's manifest digest; manifest and config are fetched (or read
     //    from the cache or the layout) and checked. No layer is fetched. Everything after uses these digests.
     let resolved = resolve(&name, &opts, &gate).map_err(abandon)?;
+    crate::trace::mark("resolved");
     // 2. discover evidence: at the registry, through the connection of step 1 (nothing for an image from the cache
     //    or a layout on disk: stored evidence or a record decides those).
     let evidence = discover(&resolved, &gate);
@@ -242,6 +244,7 @@ pub fn run(
     // 5. commit: only now does the cache name the image (by its pinned digest: no tag is resolved again). The
     //    root is then loaded, or unpacked from the cache for an image that was there already.
     let (oci, image, downloaded) = commit(fetched, &*reporter).map_err(abandon)?;
+    crate::trace::mark("verified, committed");
     // A start that had to download, launched by a program (an MCP client) rather than typed: its start-up
     // timeout covered the download. One line, only then (and never under `--quiet`).
     if downloaded
@@ -261,6 +264,7 @@ pub fn run(
         opts.finish,
     )?;
     let t_image = t_start.elapsed();
+    crate::trace::mark("root found");
     check_secrets(req)?;
     if let (Some(expose), None) = (&req.port, req.http) {
         // `--port` with a stdio server: steps 6 to 8 for each MCP session, in a fresh sandbox.
@@ -294,10 +298,12 @@ pub fn run(
         }
     };
     let t_spec = t_start.elapsed();
+    crate::trace::mark("spec written");
 
     // 7. network + 8. supervise: the runner creates the namespaces (lo up) and the container; we supervise.
     let timings = req.timings;
     let mut on_started = |t: &StartTimings| {
+        crate::trace::mark("supervisor: started");
         if timings {
             reporter.report(Event::Timings(&RunTimings {
                 image: t_image,

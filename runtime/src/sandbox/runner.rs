@@ -131,6 +131,7 @@ pub fn handled_signals() -> SigSet {
 pub fn keeper_main(run_dir: &Path) -> i32 {
     // SAFETY: descriptor 3 is handed over by the supervisor for exactly this purpose and owned by nothing else here.
     let keeper = RunnerChannel::from_fd(unsafe { OwnedFd::from_raw_fd(SYNC_FD) });
+    crate::trace::mark("keeper: main");
     let fail = |stage: &str, err: &dyn std::error::Error| {
         let _ = keeper.failed(failure(stage, err));
         crate::EXIT_SANDBOX_ERROR
@@ -153,6 +154,7 @@ pub fn keeper_main(run_dir: &Path) -> i32 {
     if let Err(e) = unshare(CloneFlags::CLONE_NEWUSER) {
         return fail("create user namespace", &e);
     }
+    crate::trace::mark("keeper: user namespace");
     if let Err(e) = keeper.userns_ready() {
         return fail("runner channel", &e);
     }
@@ -168,9 +170,11 @@ pub fn keeper_main(run_dir: &Path) -> i32 {
         Err(e) => return fail("runner channel", &e),
     };
 
+    crate::trace::mark("keeper: mapped");
     if let Err((stage, e)) = enter_namespaces(&plan) {
         return fail(stage, &e);
     }
+    crate::trace::mark("keeper: namespaces");
     if let Some(port) = plan.egress_port {
         // Bound here, in the sandbox's network namespace; served by the supervisor from the host's. Our copy is
         // closed before anything of the sandbox is started, so no process inside can accept on it.
@@ -221,6 +225,7 @@ pub fn keeper_main(run_dir: &Path) -> i32 {
     // arbitrary code.
     let child = match unsafe { fork() } {
         Ok(ForkResult::Child) => {
+            crate::trace::mark("init: forked");
             drop(sfd);
             drop(factory);
             std::process::exit(init_main(&plan, &keeper, namespaces_us, secrets));
@@ -488,6 +493,7 @@ impl libcontainer::workload::Executor for ServerExecutor {
         &self,
         spec: &oci_spec::runtime::Spec,
     ) -> Result<(), libcontainer::workload::ExecutorError> {
+        crate::trace::mark("container: execve");
         libcontainer::workload::default::DefaultExecutor {}.exec(spec)
     }
 
@@ -495,6 +501,7 @@ impl libcontainer::workload::Executor for ServerExecutor {
         &self,
         spec: &oci_spec::runtime::Spec,
     ) -> Result<(), libcontainer::workload::ExecutorValidationError> {
+        crate::trace::mark("container: seccomp loaded");
         // libcontainer calls this in the container's init after it switched to the server's user and groups and
         // before exec: the last point at which a server about to run as host root can be stopped, whatever the
         // planning said.
@@ -609,6 +616,7 @@ fn init_main(
     }
 
     let t0 = Instant::now();
+    crate::trace::mark("init: build");
     let built = ContainerBuilder::new(plan.id.clone(), SyscallType::default())
         .with_root_path(&plan.state_root)
         .and_then(|b| b.validate_id())
@@ -624,6 +632,7 @@ fn init_main(
         Err(e) => return fail("create the sandbox", &e),
     };
     let create_us = t0.elapsed().as_micros() as u64;
+    crate::trace::mark("init: built");
     // From here every error must delete the container, or its init waits forever (libcontainer pitfall 5).
     if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None) {
         let _ = container.delete(true);
@@ -642,6 +651,7 @@ fn init_main(
         return fail("start the server", &e);
     }
     let start_us = t1.elapsed().as_micros() as u64;
+    crate::trace::mark("init: started");
     let Some(server) = container.pid() else {
         let _ = container.delete(true);
         return fail(

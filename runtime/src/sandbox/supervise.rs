@@ -156,7 +156,7 @@ pub fn supervise(args: SupervisorArgs<'_>) -> io::Result<RunEnd> {
     let mut cmd = Command::new(&exe);
     cmd.arg("__runner").arg(run_dir);
     cmd.env_clear();
-    for keep in ["RUST_LOG", "PATH"] {
+    for keep in ["RUST_LOG", "PATH", crate::trace::ENV] {
         if let Some(v) = std::env::var_os(keep) {
             cmd.env(keep, v);
         }
@@ -211,6 +211,7 @@ pub fn supervise(args: SupervisorArgs<'_>) -> io::Result<RunEnd> {
             Ok(())
         });
     }
+    crate::trace::mark("runner spawn");
     let child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -219,6 +220,7 @@ pub fn supervise(args: SupervisorArgs<'_>) -> io::Result<RunEnd> {
         }
     };
     drop(runner);
+    crate::trace::mark("runner spawned");
     let pid = Pid::from_raw(child.id() as i32);
     let mut watch = Watch::new(stdin, stdout, stderr, stop_timeout);
     watch.session_end = session_end;
@@ -718,7 +720,10 @@ impl Watch {
         match event {
             RunnerEvent::UsernsReady => {
                 let answered = match hooks.idmap.write(runner.as_raw() as u32) {
-                    Ok(()) => supervisor.mapped(hooks.secrets.to_vec()),
+                    Ok(()) => {
+                        crate::trace::mark("id maps written");
+                        supervisor.mapped(hooks.secrets.to_vec())
+                    }
                     Err(e) => {
                         self.failure = Some(RunnerFailure {
                             stage: "write user namespace id maps".into(),
