@@ -7,11 +7,13 @@ layout in /var/cache/thv-e2e-real/layout, tags `time` and `everything`), launch 
                `chroot --userspec=65534:65534 ROOT env -i -C WORKDIR ENV… ENTRYPOINT` (the image's user, workdir,
                environment and entrypoint): the same interpreter and the same installed files, bytecode as the
                image ships it (pip compiled it at install; Debian's packages compiled the stdlib at install);
-- runc:        rootless runc (`runc spec --rootless`, read-only root = the same extracted root, the image's
-               entrypoint, env and workdir) as the unprivileged user;
+- runc:        runc as root (`runc spec`, read-only root = the same extracted root, the image's entrypoint, env,
+               workdir and user). Rootless runc was tried and refused to start here (`fchown fd 7: operation not
+               permitted` on the stdio pipes, also with pipes of the user's own);
 - podman:      `podman run --rm -i --network none` of the image pulled from the layout (`oci:` transport) into a
                private storage (root: podman's rootless mode needs a configured user session);
-- thv-sandbox: `thv-sandbox run oci:LAYOUT:TAG` as the unprivileged user, on a warm cache (unpacked once first).
+- thv-sandbox: `thv-sandbox run oci:LAYOUT:TAG` as the unprivileged user and as root, each on a warm cache of its
+               own (unpacked once first).
 
 Each variant is started --runs times, all variants interleaved with their order rotated every round; medians,
 quartiles, min and max. The client is this script: it writes one `initialize` line and times the first line of
@@ -140,7 +142,8 @@ def main():
         shutil.chown(cache, a.user, a.user)
         runc_state = os.path.join(work, "runc")
         os.mkdir(runc_state, 0o700)
-        shutil.chown(runc_state, a.user, a.user)
+        root_cache = os.path.join(work, "cache-root")
+        os.mkdir(root_cache, 0o700)
         podman = ["podman", "--root", os.path.join(work, "podman"), "--runroot", os.path.join(work, "podman-run"),
                   "--storage-driver", "vfs"]
         for tag in a.servers.split(","):
@@ -155,10 +158,11 @@ def main():
             if not a.no_runc:
                 bundle = os.path.join(work, f"bundle-{tag}")
                 os.mkdir(bundle)
-                subprocess.run(["runc", "spec", "--rootless"], cwd=bundle, check=True)
+                subprocess.run(["runc", "spec"], cwd=bundle, check=True)
                 spec = json.load(open(os.path.join(bundle, "config.json")))
                 spec["root"] = {"path": root, "readonly": True}
-                spec["process"].update(args=argv, env=env, cwd=wd, terminal=False)
+                spec["process"].update(args=argv, env=env, cwd=wd, terminal=False,
+                                       user={"uid": int(uid), "gid": int(gid)})
                 json.dump(spec, open(os.path.join(bundle, "config.json"), "w"))
                 subprocess.run(["chmod", "-R", "a+rX", bundle], check=True)
                 n = [0]
@@ -166,7 +170,7 @@ def main():
                 def runc_cmd(tag=tag, bundle=bundle):
                     n[0] += 1
                     return ["runc", "--root", runc_state, "run", "--bundle", bundle, f"{tag}-{n[0]}"]
-                variants.append((tag, "runc (rootless, user)", runc_cmd, user_env, helper))
+                variants.append((tag, "runc (root)", runc_cmd, {"PATH": "/usr/sbin:/usr/bin:/bin"}, None))
             if not a.no_podman:
                 ref = f"localhost/thv-bench-{tag}:latest"
                 subprocess.run(podman + ["pull", "-q", f"oci:{a.layout}:{tag}"], check=True,
@@ -177,9 +181,12 @@ def main():
                 variants.append((tag, "podman (root)", podman + ["run", "--rm", "-i", "--network", "none", ref],
                                  {"PATH": "/usr/sbin:/usr/bin:/bin", "HOME": "/root"}, None))
             sb = [thv, "run", "--quiet", "--cache-dir", cache, f"oci:{a.layout}:{tag}"]
-            p = subprocess.run(as_user + sb, input=INIT.encode(), capture_output=True, env=user_env)  # unpack once
-            assert b'"result"' in p.stdout, p.stderr.decode()  # (stdin's end stops the server: exit 143)
+            helper.once(sb, user_env)  # unpack once (stdin stays open until the answer)
             variants.append((tag, "thv-sandbox (user)", sb, user_env, helper))
+            sbr = [thv, "run", "--quiet", "--cache-dir", root_cache, f"oci:{a.layout}:{tag}"]
+            root_env = {"PATH": "/usr/sbin:/usr/bin:/bin", "HOME": "/root"}
+            once(sbr, root_env)  # unpack once
+            variants.append((tag, "thv-sandbox (root)", sbr, root_env, None))
             ver = subprocess.run(["chroot", root] + (["python3", "--version"] if "python3" in argv[0]
                                                      else ["node", "--version"]),
                                  capture_output=True, text=True).stdout.strip()
