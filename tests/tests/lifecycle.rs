@@ -304,3 +304,92 @@ async fn with_a_delegated_cgroup_the_sandbox_gets_its_own_and_it_goes_away() {
         assert!(!cg.exists(), "{how}: cgroup {} left behind", cg.display());
     }
 }
+
+/// `THV_SANDBOX_TRACE=1` (the warm-start benchmark's phase clock): every process of a start leaves its marks on
+/// stderr, in the order of the start, from the process that does the step; without the variable, none.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_trace_marks_each_process_of_a_start_in_order_and_is_off_by_default() {
+    let run = Run::new();
+    let mut cmd = run.cmd("app", &[], &[]);
+    cmd.env("THV_SANDBOX_TRACE", "1");
+    let server = spawn_mcp(cmd).await.expect("initialize");
+    let done = server.finish().await.expect("finish");
+    let marks: Vec<(u128, i32, String)> = done
+        .stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("thv-sandbox trace: "))
+        .map(|rest| {
+            let mut it = rest.splitn(3, ' ');
+            let ns = it.next().unwrap().parse().expect("ns");
+            let pid = it.next().unwrap().parse().expect("pid");
+            (ns, pid, it.next().expect("label").to_string())
+        })
+        .collect();
+    let find = |label: &str| {
+        marks
+            .iter()
+            .find(|m| m.2 == label)
+            .unwrap_or_else(|| panic!("no `{label}` mark in {:?}", done.stderr))
+            .clone()
+    };
+    let chain = [
+        "main",
+        "pipeline",
+        "root found",
+        "spec written",
+        "runner spawn",
+        "keeper: main",
+        "id maps written",
+        "keeper: namespaces",
+        "init: forked",
+        "init: build",
+        "container: seccomp loaded",
+        "container: execve",
+        "supervisor: started",
+    ];
+    let got: Vec<_> = chain.iter().map(|l| find(l)).collect();
+    for w in got.windows(2) {
+        assert!(
+            w[0].0 <= w[1].0,
+            "`{}` after `{}`: {marks:?}",
+            w[0].2,
+            w[1].2
+        );
+    }
+    // Who marks what: the supervisor its steps, the keeper, the runner init and the container's init their own.
+    let pid = |l: &str| find(l).1;
+    let supervisor = pid("pipeline");
+    for l in [
+        "main",
+        "spec written",
+        "runner spawn",
+        "id maps written",
+        "supervisor: started",
+    ] {
+        assert_eq!(pid(l), supervisor, "{l}: {marks:?}");
+    }
+    // (pids as each process sees its own: the runner init and the container's init are both pid 1 of their
+    // pid namespaces, so only the processes in the host's pid namespace are told apart by pid.)
+    let (keeper, init, container) = (
+        pid("keeper: main"),
+        pid("init: build"),
+        pid("container: execve"),
+    );
+    assert!(
+        keeper != supervisor && init != keeper && container != keeper,
+        "{marks:?}"
+    );
+    assert_eq!(pid("keeper: namespaces"), keeper);
+    assert_eq!(pid("init: forked"), init);
+    assert_eq!(pid("container: seccomp loaded"), container);
+
+    let server = spawn_mcp(run.cmd("app", &[], &[]))
+        .await
+        .expect("initialize");
+    let done = server.finish().await.expect("finish");
+    assert!(
+        !done.stderr.contains("thv-sandbox trace:"),
+        "{}",
+        done.stderr
+    );
+}
