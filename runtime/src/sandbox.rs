@@ -1,7 +1,8 @@
 //! The sandbox itself: the OCI runtime config ([`spec`]) built from the image and the permission profile
 //! ([`profile`]), the supervisor ([`supervise`]) and the runner it starts ([`runner`]) with their protocol
 //! ([`sync`]), run directories ([`runs`]), secrets ([`secret`]), the egress proxy ([`egress`]), the
-//! sandbox's name server that refuses and reports lookups ([`nameserver`]) and the HTTP↔stdio bridge ([`bridge`]). Above [`crate::rootfs`]; knows nothing of registries or trust.
+//! sandbox's name server that refuses and reports lookups ([`nameserver`]), the default route that refuses and reports connections
+//! ([`unreachable`]) and the HTTP↔stdio bridge ([`bridge`]). Above [`crate::rootfs`]; knows nothing of registries or trust.
 
 pub mod bridge;
 pub mod egress;
@@ -13,3 +14,4 @@ pub mod secret;
 pub mod spec;
 pub mod supervise;
 pub mod sync;
+pub mod unreachable;

@@ -191,6 +191,16 @@ pub fn keeper_main(run_dir: &Path) -> i32 {
         if let Err(e) = sent {
             return fail("name server socket", &e);
         }
+        // The default route to a TUN device the supervisor answers: connections to addresses (no lookup) are
+        // refused and reported too. Without /dev/net/tun they only fail, unreported, as without it.
+        match crate::sandbox::unreachable::create() {
+            Ok(device) => {
+                if let Err(e) = keeper.unreachable_device(&device) {
+                    return fail("unreachable device", &e);
+                }
+            }
+            Err(e) => tracing::debug!("no {} device: {e}", crate::sandbox::unreachable::DEVICE),
+        }
     }
     let factory = if plan.socket_factory {
         let made = crate::sandbox::sync::pair()
