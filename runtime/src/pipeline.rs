@@ -416,15 +416,19 @@ fn serve_dns(
     socket: std::net::UdpSocket,
     nameserver: &mut Option<crate::sandbox::nameserver::NameServer>,
 ) {
-    use crate::sandbox::nameserver::{self, Why};
-    let why = match egress_rules(req) {
-        Ok(Some(_)) => Why::ProxyOnly,
-        _ => Why::NoNetwork,
-    };
     let log = say.clone();
-    match nameserver::spawn(socket, why, move |line| log(line)) {
+    match crate::sandbox::nameserver::spawn(socket, refusal_why(req), move |line| log(line)) {
         Ok(ns) => *nameserver = Some(ns),
         Err(e) => say(&format!("the sandbox's name server could not start: {e}")),
+    }
+}
+
+/// Why the sandbox refuses lookups and connections: it has no network, or only the egress proxy's.
+fn refusal_why(req: &RunRequest) -> crate::sandbox::refusals::Why {
+    use crate::sandbox::refusals::Why;
+    match egress_rules(req) {
+        Ok(Some(_)) => Why::ProxyOnly,
+        _ => Why::NoNetwork,
     }
 }
 
@@ -436,13 +440,8 @@ fn serve_unreachable(
     device: std::fs::File,
     unreachable: &mut Option<crate::sandbox::unreachable::Unreachable>,
 ) {
-    use crate::sandbox::unreachable::{self, Why};
-    let why = match egress_rules(req) {
-        Ok(Some(_)) => Why::ProxyOnly,
-        _ => Why::NoNetwork,
-    };
     let log = say.clone();
-    match unreachable::spawn(device, why, move |line| log(line)) {
+    match crate::sandbox::unreachable::spawn(device, refusal_why(req), move |line| log(line)) {
         Ok(u) => *unreachable = Some(u),
         Err(e) => say(&format!(
             "the sandbox's default route could not be served: {e}"

@@ -2,12 +2,13 @@
 //! ([`profile`]), the supervisor ([`supervise`]) and the runner it starts ([`runner`]) with their protocol
 //! ([`sync`]), run directories ([`runs`]), secrets ([`secret`]), the egress proxy ([`egress`]), the
 //! sandbox's name server that refuses and reports lookups ([`nameserver`]), the default route that refuses and reports connections
-//! ([`unreachable`]) and the HTTP↔stdio bridge ([`bridge`]). Above [`crate::rootfs`]; knows nothing of registries or trust.
+//! ([`unreachable`]), what both share ([`refusals`]) and the HTTP↔stdio bridge ([`bridge`]). Above [`crate::rootfs`]; knows nothing of registries or trust.
 
 pub mod bridge;
 pub mod egress;
 pub mod nameserver;
 pub mod profile;
+pub mod refusals;
 pub mod runner;
 pub mod runs;
 pub mod secret;

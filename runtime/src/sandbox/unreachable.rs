@@ -18,13 +18,14 @@
 //! parses only the IP and transport headers, keeps at most [`MAX_DESTINATIONS`] destinations (the rest are counted)
 //! and answers each packet with at most one ICMP error of at most 576 (IPv4) or 1280 (IPv6) bytes.
 
-use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+
+use crate::sandbox::refusals::{self, Refusals, Tally};
 
 /// The device's name inside the sandbox.
 pub const DEVICE: &str = "thv0";
@@ -34,7 +35,7 @@ pub const DEVICE: &str = "thv0";
 pub const IPV4_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 0, 0, 8);
 
 /// Distinct destinations reported one by one; more are only counted.
-pub const MAX_DESTINATIONS: usize = 32;
+pub const MAX_DESTINATIONS: usize = refusals::MAX_LISTED;
 
 /// The protocol of a refused attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -370,64 +371,34 @@ fn checksum(parts: &[&[u8]]) -> u16 {
     !(sum as u16)
 }
 
-/// Why connections are refused, for the lines and the summary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Why {
-    /// `--network none` and no egress proxy: the sandbox reaches nothing.
-    NoNetwork,
-    /// `--network none` with the egress proxy: only connections through the proxy leave the sandbox.
-    ProxyOnly,
-}
+pub use crate::sandbox::refusals::Why;
 
-impl Why {
-    fn line(self) -> &'static str {
-        match self {
-            Why::NoNetwork => "the sandbox has no network (--network none)",
-            Why::ProxyOnly => "only connections through the egress proxy leave the sandbox",
-        }
-    }
-
-    fn hint(self) -> &'static str {
-        match self {
-            Why::NoNetwork => {
-                "under --network none the server reaches no host; --allow-host HOST[:PORT] lets it reach one \
-                 through the egress proxy (for clients that use HTTP_PROXY, HTTPS_PROXY or ALL_PROXY), \
-                 --network host gives it the host's network (see README, Network)"
-            }
-            Why::ProxyOnly => {
-                "the server connected directly instead of through the egress proxy (HTTP_PROXY, HTTPS_PROXY, \
-                 ALL_PROXY are set for it); hosts its profile or --allow-host allows are reached through the proxy \
-                 only, --network host gives it the host's network"
-            }
-        }
+/// The reason on each line.
+fn line(why: Why) -> &'static str {
+    match why {
+        Why::NoNetwork => "the sandbox has no network (--network none)",
+        Why::ProxyOnly => "only connections through the egress proxy leave the sandbox",
     }
 }
 
-#[derive(Debug, Default)]
-struct Tally {
-    seen: BTreeSet<Destination>,
-    /// In the order they were first tried.
-    order: Vec<Destination>,
-    /// Attempts to destinations beyond [`MAX_DESTINATIONS`].
-    more: u64,
+/// The summary's hint.
+fn hint(why: Why) -> &'static str {
+    match why {
+        Why::NoNetwork => {
+            "under --network none the server reaches no host; --allow-host HOST[:PORT] lets it reach one \
+             through the egress proxy (for clients that use HTTP_PROXY, HTTPS_PROXY or ALL_PROXY), \
+             --network host gives it the host's network (see README, Network)"
+        }
+        Why::ProxyOnly => {
+            "the server connected directly instead of through the egress proxy (HTTP_PROXY, HTTPS_PROXY, \
+             ALL_PROXY are set for it); hosts its profile or --allow-host allows are reached through the proxy \
+             only, --network host gives it the host's network"
+        }
+    }
 }
 
 /// The running reader; dropping it stops it (the device goes with its descriptor) and says the summary.
-pub struct Unreachable {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    tally: Arc<Mutex<Tally>>,
-    why: Why,
-    log: Arc<dyn Fn(&str) + Send + Sync>,
-}
-
-impl std::fmt::Debug for Unreachable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Unreachable")
-            .field("why", &self.why)
-            .finish_non_exhaustive()
-    }
-}
+pub type Unreachable = Refusals<Destination>;
 
 /// Answers `device` (the TUN device's descriptor, or anything that reads and writes whole IP packets) on a thread
 /// of its own (see the module documentation); `log` gets one line per refused destination and, when the reader is
@@ -437,25 +408,36 @@ pub fn spawn(
     why: Why,
     log: impl Fn(&str) + Send + Sync + 'static,
 ) -> std::io::Result<Unreachable> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let tally = Arc::new(Mutex::new(Tally::default()));
-    let log: Arc<dyn Fn(&str) + Send + Sync> = Arc::new(log);
-    let thread = {
-        let (stop, tally, log) = (Arc::clone(&stop), Arc::clone(&tally), Arc::clone(&log));
-        std::thread::Builder::new()
-            .name("unreachable".into())
-            .spawn(move || serve(device, &stop, &tally, why, &*log))?
+    let summary = move |destinations: &[Destination], more: u64| {
+        let mut list = destinations
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        if more > 0 {
+            list.push_str(&format!(" and {more} more attempts"));
+        }
+        format!(
+            "network: refused connections to {} ({list}): {}",
+            refusals::count(destinations.len(), "destination"),
+            hint(why)
+        )
     };
-    Ok(Unreachable {
-        stop,
-        thread: Some(thread),
-        tally,
-        why,
-        log,
-    })
+    refusals::spawn(
+        "unreachable",
+        Arc::new(log),
+        Box::new(summary),
+        move |stop, tally, log| serve(device, stop, tally, why, log),
+    )
 }
 
-fn serve(mut device: File, stop: &AtomicBool, tally: &Mutex<Tally>, why: Why, log: &dyn Fn(&str)) {
+fn serve(
+    mut device: File,
+    stop: &AtomicBool,
+    tally: &Mutex<Tally<Destination>>,
+    why: Why,
+    log: &dyn Fn(&str),
+) {
     // One packet per read; the device's MTU is 1500, this holds the largest IP packet.
     let mut buf = vec![0u8; 65536];
     while !stop.load(Ordering::Relaxed) {
@@ -487,66 +469,18 @@ fn serve(mut device: File, stop: &AtomicBool, tally: &Mutex<Tally>, why: Why, lo
         let Some((destination, reply)) = inspect(&buf[..n]) else {
             continue;
         };
-        let first = {
-            let mut t = tally.lock().unwrap_or_else(|e| e.into_inner());
-            if t.seen.contains(&destination) {
-                false
-            } else if t.seen.len() < MAX_DESTINATIONS {
-                t.seen.insert(destination);
-                t.order.push(destination);
-                true
-            } else {
-                t.more += 1;
-                false
-            }
-        };
+        let first = tally
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .first(&destination);
         if first {
             log(&format!(
                 "network: refused connection to {destination}: {}",
-                why.line()
+                line(why)
             ));
         }
         // After the line: the refusal is said before the server can act on it.
         let _ = device.write(&reply);
-    }
-}
-
-impl Unreachable {
-    /// The destinations refused so far, in the order they were first tried.
-    pub fn refused(&self) -> Vec<Destination> {
-        self.tally
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .order
-            .clone()
-    }
-}
-
-impl Drop for Unreachable {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let t = self.tally.lock().unwrap_or_else(|e| e.into_inner());
-        if t.order.is_empty() {
-            return;
-        }
-        let mut list = t
-            .order
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
-        if t.more > 0 {
-            list.push_str(&format!(" and {} more attempts", t.more));
-        }
-        (self.log)(&format!(
-            "network: refused connections to {} destination{} ({list}): {}",
-            t.order.len(),
-            if t.order.len() == 1 { "" } else { "s" },
-            self.why.hint()
-        ));
     }
 }
 
@@ -702,13 +636,13 @@ mod tests {
                 "network: refused connection to 198.51.100.7:53 (UDP): the sandbox has no network (--network none)",
                 &format!(
                     "network: refused connections to 2 destinations (192.0.2.1:443 (TCP), 198.51.100.7:53 (UDP)): {}",
-                    Why::NoNetwork.hint()
+                    hint(Why::NoNetwork)
                 ),
             ]
         );
         assert!(
-            Why::NoNetwork.hint().contains("--allow-host")
-                && Why::NoNetwork.hint().contains("--network")
+            hint(Why::NoNetwork).contains("--allow-host")
+                && hint(Why::NoNetwork).contains("--network")
         );
     }
 }
