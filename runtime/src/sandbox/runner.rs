@@ -80,7 +80,8 @@ pub struct RunnerPlan {
     #[serde(default)]
     pub socket_factory: bool,
     /// Bind `127.0.0.1:53` (UDP) in the sandbox's network namespace and hand it to the supervisor, which answers
-    /// every name lookup with a refusal and reports it (a sandbox with its own network only).
+    /// every name lookup with a refusal and reports it (a sandbox with its own network only); also route the
+    /// namespace's default routes to a TUN device handed over the same way (`crate::sandbox::unreachable`).
     #[serde(default)]
     pub dns_stub: bool,
     /// Leave the root writable (not bound read-only onto itself): only for the staging root of a root being built,
