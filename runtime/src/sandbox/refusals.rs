@@ -21,6 +21,9 @@ pub enum Why {
 /// Where the lines go.
 pub type Log = Arc<dyn Fn(&str) + Send + Sync>;
 
+/// The closing line, from what was listed and how many more refusals there were.
+pub type Summary<T> = Box<dyn Fn(&[T], u64) -> String + Send + Sync>;
+
 /// What was refused, in the order it was first refused, at most [`MAX_LISTED`] distinct things.
 #[derive(Debug)]
 pub struct Tally<T> {
@@ -52,7 +55,7 @@ pub struct Refusals<T> {
     thread: Option<std::thread::JoinHandle<()>>,
     tally: Arc<Mutex<Tally<T>>>,
     /// The closing line, from what was listed and how many more refusals there were.
-    summary: Box<dyn Fn(&[T], u64) -> String + Send + Sync>,
+    summary: Summary<T>,
     log: Log,
 }
 
@@ -68,7 +71,7 @@ impl<T> std::fmt::Debug for Refusals<T> {
 pub fn spawn<T, F>(
     name: &str,
     log: Log,
-    summary: Box<dyn Fn(&[T], u64) -> String + Send + Sync>,
+    summary: Summary<T>,
     serve: F,
 ) -> std::io::Result<Refusals<T>>
 where

@@ -267,7 +267,7 @@ fn transport(proto: u8, payload: &[u8], echo_request: u8) -> Option<(Proto, u16)
 }
 
 fn inspect_v4(packet: &[u8]) -> Option<(Destination, Vec<u8>)> {
-    let ihl = usize::from(packet.get(0)? & 0x0f) * 4;
+    let ihl = usize::from(packet.first()? & 0x0f) * 4;
     let total = usize::from(u16::from_be_bytes([*packet.get(2)?, *packet.get(3)?]));
     if ihl < 20 || total < ihl || packet.len() < total {
         return None;
