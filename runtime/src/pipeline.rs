@@ -353,6 +353,7 @@ pub fn run(
     // Served from here (the host's network namespace) until the sandbox ends.
     let mut egress: Option<crate::sandbox::egress::EgressHandle> = None;
     let mut nameserver = None;
+    let mut unreachable = None;
     let outcome = supervise::supervise(SupervisorArgs {
         exe: req.exe.clone(),
         run_dir: &run_dir.path,
@@ -363,13 +364,15 @@ pub fn run(
         on_started: &mut on_started,
         on_egress: &mut |listener| serve_egress(req, &say, listener, &mut egress),
         on_dns: &mut |socket| serve_dns(req, &say, socket, &mut nameserver),
+        on_unreachable: &mut |device| serve_unreachable(req, &say, device, &mut unreachable),
         server_stdio,
     });
     // The lock goes with our process; the runner holds its own copy until it is gone.
     drop(run_dir);
     drop(egress);
-    // Says its summary of refused lookups, if any.
+    // Say their summaries of refused lookups and connections, if any.
     drop(nameserver);
+    drop(unreachable);
     match outcome.map_err(Error::Supervise)? {
         // The client closed the bridge and we stopped the server for it: a normal end.
         RunEnd::Exited(code) | RunEnd::Stopped(code)
@@ -419,15 +422,36 @@ fn serve_dns(
     socket: std::net::UdpSocket,
     nameserver: &mut Option<crate::sandbox::nameserver::NameServer>,
 ) {
-    use crate::sandbox::nameserver::{self, Why};
-    let why = match egress_rules(req) {
-        Ok(Some(_)) => Why::ProxyOnly,
-        _ => Why::NoNetwork,
-    };
     let log = say.clone();
-    match nameserver::spawn(socket, why, move |line| log(line)) {
+    match crate::sandbox::nameserver::spawn(socket, refusal_why(req), move |line| log(line)) {
         Ok(ns) => *nameserver = Some(ns),
         Err(e) => say(&format!("the sandbox's name server could not start: {e}")),
+    }
+}
+
+/// Why the sandbox refuses lookups and connections: it has no network, or only the egress proxy's.
+fn refusal_why(req: &RunRequest) -> crate::sandbox::refusals::Why {
+    use crate::sandbox::refusals::Why;
+    match egress_rules(req) {
+        Ok(Some(_)) => Why::ProxyOnly,
+        _ => Why::NoNetwork,
+    }
+}
+
+/// Answers the sandbox's default route (a TUN device the runner made in its network namespace): every connection
+/// refused and reported (see [`crate::sandbox::unreachable`]); `unreachable` keeps it until the sandbox is gone.
+fn serve_unreachable(
+    req: &RunRequest,
+    say: &bridge::Say,
+    device: std::fs::File,
+    unreachable: &mut Option<crate::sandbox::unreachable::Unreachable>,
+) {
+    let log = say.clone();
+    match crate::sandbox::unreachable::spawn(device, refusal_why(req), move |line| log(line)) {
+        Ok(u) => *unreachable = Some(u),
+        Err(e) => say(&format!(
+            "the sandbox's default route could not be served: {e}"
+        )),
     }
 }
 
@@ -592,6 +616,7 @@ fn run_session(
     let (stdin, stdout, end) = server_ends;
     let mut egress = None;
     let mut nameserver = None;
+    let mut unreachable = None;
     let outcome = supervise::supervise(SupervisorArgs {
         exe: req.exe.clone(),
         run_dir: &run_dir.path,
@@ -602,11 +627,13 @@ fn run_session(
         on_started: &mut |_| {},
         on_egress: &mut |listener| serve_egress(req, say, listener, &mut egress),
         on_dns: &mut |socket| serve_dns(req, say, socket, &mut nameserver),
+        on_unreachable: &mut |device| serve_unreachable(req, say, device, &mut unreachable),
         server_stdio: ServerStdio::Port { stdin, stdout, end },
     });
     drop(run_dir);
     drop(egress);
     drop(nameserver);
+    drop(unreachable);
     outcome.map_err(Error::Supervise)
 }
 

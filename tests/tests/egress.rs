@@ -804,6 +804,79 @@ async fn allow_host_flags_open_exactly_their_destination_through_the_proxy() {
     }
 }
 
+/// Under the default `--network none`, a connection to an address (no lookup: the name server never sees it) is
+/// refused at once with the same error as without thv-sandbox's default route (`ENETUNREACH`: nothing leaves, the
+/// supervisor answers from the sandbox's own TUN device) and reported on stderr: one line per destination, however
+/// often it is tried, next to the lookup of a name, and a closing summary naming `--allow-host` and `--network`.
+#[tokio::test(flavor = "multi_thread")]
+async fn under_network_none_a_connection_to_an_address_is_reported() {
+    let run = Run::new();
+    let server = spawn_mcp(run.cmd("app", &[], &[]))
+        .await
+        .expect("initialize");
+    let asked = std::time::Instant::now();
+    for address in [
+        "192.0.2.1:443",
+        "192.0.2.1:443",
+        "[2001:db8::1]:443",
+        "api.example.com:443",
+    ] {
+        let r = server
+            .call("connect", json!({"address": address, "timeout_ms": 20000}))
+            .await
+            .expect("connect");
+        assert!(
+            r.is_error.unwrap_or(false),
+            "{address} is not reached: {r:?}"
+        );
+        let said = format!("{:?}", r.content);
+        if !address.starts_with("api.") {
+            assert!(
+                said.contains("ENETUNREACH"),
+                "{address}: the kernel's own error: {said}"
+            );
+        }
+    }
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(5),
+        "refused at once, never left to time out: {:?}",
+        asked.elapsed()
+    );
+    let p = call(&server, "probe", json!({})).await;
+    let done = server.finish().await.expect("finish");
+    assert_eq!(code(done.status), 0, "{}", done.stderr);
+    let lines: Vec<&str> = done
+        .stderr
+        .lines()
+        .filter(|l| l.contains("network: refused"))
+        .collect();
+    let expected = [
+        "thv-sandbox: network: refused connection to 192.0.2.1:443 (TCP): the sandbox has no network (--network none)",
+        "thv-sandbox: network: refused connection to [2001:db8::1]:443 (TCP): the sandbox has no network (--network none)",
+        "thv-sandbox: network: refused DNS lookup of api.example.com (A): the sandbox has no network (--network none)",
+    ];
+    for line in expected {
+        assert_eq!(
+            lines.iter().filter(|l| **l == line).count(),
+            1,
+            "once each: {line}\n{}",
+            done.stderr
+        );
+    }
+    let summary = lines
+        .iter()
+        .find(|l| l.contains("refused connections to"))
+        .unwrap_or_else(|| panic!("a closing summary: {}", done.stderr));
+    assert!(
+        summary.contains(
+            "refused connections to 2 destinations (192.0.2.1:443 (TCP), [2001:db8::1]:443 (TCP))"
+        ) && summary.contains("--allow-host")
+            && summary.contains("--network host"),
+        "{summary}"
+    );
+    run.assert_nothing_left(p["namespaces"]["user"].as_str());
+}
+
 /// Under the default `--network none`, a name lookup is refused at once (nothing is resolved, nothing leaves) and
 /// reported on stderr: one line for the name, and a closing summary naming what would allow it.
 #[tokio::test(flavor = "multi_thread")]

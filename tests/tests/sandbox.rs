@@ -108,17 +108,36 @@ async fn the_sandbox_holds() {
             "container root mapped to host root: {uid_map}"
         );
     }
-    // Only loopback, and it is up.
+    // Loopback, up, and the default route's device (`sandbox::unreachable`, answered by thv-sandbox with
+    // "unreachable" only): its own dummy address and a link-local one, nothing that leads anywhere.
     let ifaces = p["interfaces"].as_object().unwrap();
-    assert_eq!(ifaces.keys().collect::<Vec<_>>(), ["lo"], "{ifaces:?}");
+    assert_eq!(
+        ifaces.keys().collect::<Vec<_>>(),
+        ["lo", "thv0"],
+        "{ifaces:?}"
+    );
     assert_eq!(ifaces["lo"]["up"], true);
+    let thv0: Vec<&str> = ifaces["thv0"]["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        thv0.len() <= 2
+            && thv0.contains(&"192.0.0.8")
+            && thv0
+                .iter()
+                .all(|a| *a == "192.0.0.8" || a.starts_with("fe80:")),
+        "{ifaces:?}"
+    );
     assert_eq!(
         p["sys_class_net"]
             .as_object()
             .unwrap()
             .keys()
             .collect::<Vec<_>>(),
-        ["lo"]
+        ["lo", "thv0"]
     );
     // Its own pid namespace: it is pid 1 and sees nothing else.
     assert_eq!(p["pid"], 1);

@@ -197,6 +197,7 @@ impl Bytecode {
             on_started: &mut |_| {},
             on_egress: &mut |_| {},
             on_dns: &mut |_| {},
+            on_unreachable: &mut |_| {},
             server_stdio: ServerStdio::Port {
                 stdin,
                 stdout: out_w,

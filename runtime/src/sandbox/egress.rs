@@ -1,7 +1,8 @@
 //! Egress: the proxy through which a sandbox reaches the network its permission profile allows, and nothing else.
 //!
 //! # Design
-//! The sandbox has its own network namespace with only `lo`; it can reach nothing by itself and has no resolver.
+//! The sandbox has its own network namespace with only `lo` (and `sandbox::unreachable`'s device, which answers
+//! every connection with "unreachable"); it can reach nothing by itself and has no resolver.
 //! The runner keeper, already inside that namespace, binds a listening TCP socket on `127.0.0.1:PORT` there and
 //! hands the listening descriptor to the supervisor over the `SOCK_SEQPACKET` channel (`SCM_RIGHTS`). A listening
 //! socket keeps the namespace it was created in: connections the sandbox makes to `127.0.0.1:PORT` are accepted by

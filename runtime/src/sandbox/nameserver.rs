@@ -11,14 +11,15 @@
 //! Nothing becomes reachable: the socket only ever answers "refused", and its answers go to loopback inside the
 //! sandbox. Names are shown escaped (only letters, digits, `-`, `_` and `.` pass), at most [`MAX_NAMES`] of them.
 
-use std::collections::BTreeSet;
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::sandbox::refusals::{self, Refusals, Tally};
+
 /// Distinct names reported one by one; more are only counted.
-pub const MAX_NAMES: usize = 32;
+pub const MAX_NAMES: usize = refusals::MAX_LISTED;
 
 /// A DNS question: the query's id, the name asked for (escaped for display), its type, and where the question
 /// section ends in the packet.
@@ -114,67 +115,37 @@ pub fn type_name(qtype: u16) -> String {
     }
 }
 
-/// Why names are refused, for the lines and the summary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Why {
-    /// `--network none` and no egress proxy: the sandbox reaches nothing.
-    NoNetwork,
-    /// `--network none` with the egress proxy: only connections through the proxy leave the sandbox.
-    ProxyOnly,
-}
+pub use crate::sandbox::refusals::Why;
 
-impl Why {
-    fn line(self) -> &'static str {
-        match self {
-            Why::NoNetwork => "the sandbox has no network (--network none)",
-            Why::ProxyOnly => {
-                "the sandbox resolves no names itself; only connections through the egress proxy leave it"
-            }
-        }
-    }
-
-    fn hint(self) -> &'static str {
-        match self {
-            Why::NoNetwork => {
-                "under --network none the server reaches no host; to let it reach one, give it a permission profile \
-                 whose network.outbound allows it (--permission-profile FILE with \"allow_host\"), or \
-                 --permission-profile network for any public host (see README, Network)"
-            }
-            Why::ProxyOnly => {
-                "the server looked these names up itself instead of going through the egress proxy \
-                 (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY are set for it); hosts its profile allows are reached through \
-                 the proxy, which resolves them"
-            }
+/// The reason on each line.
+fn line(why: Why) -> &'static str {
+    match why {
+        Why::NoNetwork => "the sandbox has no network (--network none)",
+        Why::ProxyOnly => {
+            "the sandbox resolves no names itself; only connections through the egress proxy leave it"
         }
     }
 }
 
-/// The names refused.
-#[derive(Debug, Default)]
-struct Tally {
-    names: BTreeSet<String>,
-    /// In the order they were first asked for.
-    order: Vec<String>,
-    /// Queries for names beyond [`MAX_NAMES`].
-    more: u64,
+/// The summary's hint.
+fn hint(why: Why) -> &'static str {
+    match why {
+        Why::NoNetwork => {
+            "under --network none the server reaches no host; to let it reach one through the egress proxy, \
+             --allow-host HOST[:PORT], or a permission profile whose network.outbound allows it \
+             (--permission-profile FILE with \"allow_host\"), or --permission-profile network for any public \
+             host; --network host gives it the host's network (see README, Network)"
+        }
+        Why::ProxyOnly => {
+            "the server looked these names up itself instead of going through the egress proxy \
+             (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY are set for it); hosts its profile allows are reached through \
+             the proxy, which resolves them"
+        }
+    }
 }
 
 /// The running name server; dropping it stops it and says the summary.
-pub struct NameServer {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    tally: Arc<Mutex<Tally>>,
-    why: Why,
-    log: Arc<dyn Fn(&str) + Send + Sync>,
-}
-
-impl std::fmt::Debug for NameServer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NameServer")
-            .field("why", &self.why)
-            .finish_non_exhaustive()
-    }
-}
+pub type NameServer = Refusals<String>;
 
 /// Answers `socket` on a thread of its own (see the module documentation); `log` gets one line per refused name
 /// and, when the server is dropped, the summary.
@@ -184,28 +155,29 @@ pub fn spawn(
     log: impl Fn(&str) + Send + Sync + 'static,
 ) -> std::io::Result<NameServer> {
     socket.set_read_timeout(Some(Duration::from_millis(100)))?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let tally = Arc::new(Mutex::new(Tally::default()));
-    let log: Arc<dyn Fn(&str) + Send + Sync> = Arc::new(log);
-    let thread = {
-        let (stop, tally, log) = (Arc::clone(&stop), Arc::clone(&tally), Arc::clone(&log));
-        std::thread::Builder::new()
-            .name("nameserver".into())
-            .spawn(move || serve(&socket, &stop, &tally, why, &*log))?
+    let summary = move |names: &[String], more: u64| {
+        let mut list = names.join(", ");
+        if more > 0 {
+            list.push_str(&format!(" and {more} more queries"));
+        }
+        format!(
+            "network: refused lookups of {} ({list}): {}",
+            refusals::count(names.len(), "name"),
+            hint(why)
+        )
     };
-    Ok(NameServer {
-        stop,
-        thread: Some(thread),
-        tally,
-        why,
-        log,
-    })
+    refusals::spawn(
+        "nameserver",
+        Arc::new(log),
+        Box::new(summary),
+        move |stop, tally, log| serve(&socket, stop, tally, why, log),
+    )
 }
 
 fn serve(
     socket: &UdpSocket,
     stop: &AtomicBool,
-    tally: &Mutex<Tally>,
+    tally: &Mutex<Tally<String>>,
     why: Why,
     log: &dyn Fn(&str),
 ) {
@@ -229,62 +201,19 @@ fn serve(
         let Some(q) = parse_query(query) else {
             continue;
         };
-        let first = {
-            let mut t = tally.lock().unwrap_or_else(|e| e.into_inner());
-            if t.names.contains(&q.name) {
-                false
-            } else if t.names.len() < MAX_NAMES {
-                t.names.insert(q.name.clone());
-                t.order.push(q.name.clone());
-                true
-            } else {
-                t.more += 1;
-                false
-            }
-        };
+        let first = tally
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .first(&q.name);
         let _ = socket.send_to(&refusal(query, &q), from);
         if first {
             log(&format!(
                 "network: refused DNS lookup of {} ({}): {}",
                 q.name,
                 type_name(q.qtype),
-                why.line()
+                line(why)
             ));
         }
-    }
-}
-
-impl NameServer {
-    /// The names refused so far, in the order they were first asked for.
-    pub fn refused(&self) -> Vec<String> {
-        self.tally
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .order
-            .clone()
-    }
-}
-
-impl Drop for NameServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let t = self.tally.lock().unwrap_or_else(|e| e.into_inner());
-        if t.order.is_empty() {
-            return;
-        }
-        let mut names = t.order.join(", ");
-        if t.more > 0 {
-            names.push_str(&format!(" and {} more queries", t.more));
-        }
-        (self.log)(&format!(
-            "network: refused lookups of {} name{} ({names}): {}",
-            t.order.len(),
-            if t.order.len() == 1 { "" } else { "s" },
-            self.why.hint()
-        ));
     }
 }
 
@@ -386,7 +315,7 @@ mod tests {
                 "network: refused DNS lookup of other.test (A): the sandbox has no network (--network none)",
                 &format!(
                     "network: refused lookups of 2 names (example.com, other.test): {}",
-                    Why::NoNetwork.hint()
+                    hint(Why::NoNetwork)
                 ),
             ]
         );

@@ -80,7 +80,8 @@ pub struct RunnerPlan {
     #[serde(default)]
     pub socket_factory: bool,
     /// Bind `127.0.0.1:53` (UDP) in the sandbox's network namespace and hand it to the supervisor, which answers
-    /// every name lookup with a refusal and reports it (a sandbox with its own network only).
+    /// every name lookup with a refusal and reports it (a sandbox with its own network only); also route the
+    /// namespace's default routes to a TUN device handed over the same way (`crate::sandbox::unreachable`).
     #[serde(default)]
     pub dns_stub: bool,
     /// Leave the root writable (not bound read-only onto itself): only for the staging root of a root being built,
@@ -194,6 +195,16 @@ pub fn keeper_main(run_dir: &Path) -> i32 {
             .and_then(|s| keeper.dns_socket(&s));
         if let Err(e) = sent {
             return fail("name server socket", &e);
+        }
+        // The default route to a TUN device the supervisor answers: connections to addresses (no lookup) are
+        // refused and reported too. Without /dev/net/tun they only fail, unreported, as without it.
+        match crate::sandbox::unreachable::create() {
+            Ok(device) => {
+                if let Err(e) = keeper.unreachable_device(&device) {
+                    return fail("unreachable device", &e);
+                }
+            }
+            Err(e) => tracing::debug!("no {} device: {e}", crate::sandbox::unreachable::DEVICE),
         }
     }
     let factory = if plan.socket_factory {

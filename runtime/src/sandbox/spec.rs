@@ -60,7 +60,7 @@ pub struct SpecOptions {
     pub hostname: String,
     /// Directory holding the generated `hosts`, `hostname` and `resolv.conf`.
     pub etc_dir: PathBuf,
-    /// The network namespace the runner prepared (only `lo`, up).
+    /// The network namespace the runner prepared (`lo` up, and `sandbox::unreachable`'s device where planned).
     pub netns: PathBuf,
     /// A cgroups path unique to this sandbox (absolute).
     pub cgroups_path: String,

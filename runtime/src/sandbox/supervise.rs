@@ -99,6 +99,9 @@ pub struct SupervisorArgs<'a> {
     /// Called with the sandbox's name server socket when the runner made one (`RunnerPlan::dns_stub`); answering
     /// it is the caller's.
     pub on_dns: &'a mut dyn FnMut(std::net::UdpSocket),
+    /// Called with the sandbox's default route, a TUN device, when the runner made one (with the name server
+    /// socket, where the host has `/dev/net/tun`); answering it is the caller's (`crate::sandbox::unreachable`).
+    pub on_unreachable: &'a mut dyn FnMut(std::fs::File),
     /// The server's stdin and stdout.
     pub server_stdio: ServerStdio<'a>,
 }
@@ -120,6 +123,7 @@ struct Hooks<'a> {
     on_started: &'a mut dyn FnMut(&StartTimings),
     on_egress: &'a mut dyn FnMut(std::net::TcpListener),
     on_dns: &'a mut dyn FnMut(std::net::UdpSocket),
+    on_unreachable: &'a mut dyn FnMut(std::fs::File),
     on_factory: Option<&'a mut dyn FnMut(SocketFactory)>,
 }
 
@@ -135,6 +139,7 @@ pub fn supervise(args: SupervisorArgs<'_>) -> io::Result<RunEnd> {
         on_started,
         on_egress,
         on_dns,
+        on_unreachable,
         server_stdio,
     } = args;
     let (supervisor, runner) = crate::sandbox::sync::pair()?;
@@ -230,6 +235,7 @@ pub fn supervise(args: SupervisorArgs<'_>) -> io::Result<RunEnd> {
         on_started,
         on_egress,
         on_dns,
+        on_unreachable,
         on_factory,
     };
     let result = watch.run(&supervisor, &sfd, pid, &mut hooks);
@@ -738,6 +744,7 @@ impl Watch {
             }
             RunnerEvent::EgressListener(listener) => (hooks.on_egress)(listener),
             RunnerEvent::DnsSocket(socket) => (hooks.on_dns)(socket),
+            RunnerEvent::UnreachableDevice(device) => (hooks.on_unreachable)(device),
             RunnerEvent::SocketFactory(factory) => match &mut hooks.on_factory {
                 Some(on_factory) => on_factory(factory),
                 // Made only for an HTTP server (`RunnerPlan::socket_factory`); nobody to give it to.

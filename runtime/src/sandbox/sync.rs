@@ -12,6 +12,7 @@
 //! keeper      egress_listener(port, listener)      ──▶  supervisor  next_event() = EgressListener   (if planned)
 //! keeper      socket_factory(end)                  ──▶  supervisor  next_event() = SocketFactory    (if planned)
 //! keeper      dns_socket(socket)                   ──▶  supervisor  next_event() = DnsSocket        (if planned)
+//! keeper      unreachable_device(tun)              ──▶  supervisor  next_event() = UnreachableDevice (if made)
 //! init        started(timings)                     ──▶  supervisor  next_event() = Started
 //! keeper      next_order() = Signal(sig) | Kill    ◀── supervisor  signal(sig) | kill()             (any time)
 //! keeper/init failed(failure)                      ──▶  supervisor  next_event() = Failed           (any time)
@@ -84,6 +85,9 @@ pub enum ToSupervisor {
     /// With the descriptor attached: a UDP socket bound to `127.0.0.1:53` inside the sandbox's network namespace,
     /// which the supervisor answers from the host side (every name refused, and reported).
     DnsSocket,
+    /// With the descriptor attached: the TUN device the sandbox's network namespace routes everything non-local
+    /// to, which the supervisor answers from the host side (every connection refused, and reported).
+    UnreachableDevice,
     /// The server process runs; phase durations in microseconds.
     Started(StartTimings),
     /// Creating the sandbox failed, before the server ran (or, on a socket factory, making a socket failed).
@@ -100,6 +104,7 @@ impl ToSupervisor {
             ToSupervisor::EgressListener { .. } => "egress_listener",
             ToSupervisor::SocketFactory => "socket_factory",
             ToSupervisor::DnsSocket => "dns_socket",
+            ToSupervisor::UnreachableDevice => "unreachable_device",
             ToSupervisor::Started(_) => "started",
             ToSupervisor::Failed(_) => "failed",
             ToSupervisor::Socket => "socket",
@@ -206,7 +211,9 @@ impl Phase {
         match self {
             Phase::Userns => "userns_ready or failed",
             Phase::Mapping => "nothing before the id maps are answered",
-            Phase::Setup => "egress_listener, socket_factory, dns_socket, started or failed",
+            Phase::Setup => {
+                "egress_listener, socket_factory, dns_socket, unreachable_device, started or failed"
+            }
             Phase::Running => "nothing once the server runs",
         }
     }
@@ -224,6 +231,8 @@ pub enum RunnerEvent {
     SocketFactory(SocketFactory),
     /// The sandbox's name server socket (UDP, `127.0.0.1:53` inside its network namespace).
     DnsSocket(std::net::UdpSocket),
+    /// The sandbox's default route: a TUN device (see `crate::sandbox::unreachable`).
+    UnreachableDevice(std::fs::File),
     /// The server runs.
     Started(StartTimings),
     /// Creating the sandbox failed.
@@ -288,6 +297,9 @@ impl SupervisorChannel {
             (Phase::Setup, m @ ToSupervisor::DnsSocket) => Ok(RunnerEvent::DnsSocket(
                 std::net::UdpSocket::from(with_fd(&m, fd)?),
             )),
+            (Phase::Setup, m @ ToSupervisor::UnreachableDevice) => Ok(
+                RunnerEvent::UnreachableDevice(std::fs::File::from(with_fd(&m, fd)?)),
+            ),
             (Phase::Setup, ToSupervisor::Started(t)) => {
                 self.phase.set(Phase::Running);
                 Ok(RunnerEvent::Started(t))
@@ -386,6 +398,12 @@ impl RunnerChannel {
     pub fn dns_socket(&self, socket: &std::net::UdpSocket) -> Result<(), ChannelError> {
         self.wire
             .send(&ToSupervisor::DnsSocket, Some(socket.as_fd()))
+    }
+
+    /// Hands over the sandbox's default route, a TUN device (see `crate::sandbox::unreachable`).
+    pub fn unreachable_device(&self, device: &std::fs::File) -> Result<(), ChannelError> {
+        self.wire
+            .send(&ToSupervisor::UnreachableDevice, Some(device.as_fd()))
     }
 
     /// Hands over the supervisor's end of a socket factory (this process serves the other end with
