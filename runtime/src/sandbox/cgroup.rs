@@ -670,6 +670,18 @@ pub fn join_scope(id: &str, keeper: i32, l: &Limits) -> Result<PathBuf, String> 
             pids: l.pids.value.is_some() && available.pids,
             cpu: l.cpus.value.is_some() && available.cpu,
         };
+        // A limit the user set whose controller the manager does not delegate: refused, never dropped silently.
+        for (set, have, explicit, name) in [
+            (l.memory.value.is_some(), available.memory, l.memory.source.explicit(), "memory"),
+            (l.pids.value.is_some(), available.pids, l.pids.source.explicit(), "pids"),
+            (l.cpus.value.is_some(), available.cpu, l.cpus.source.explicit(), "cpu"),
+        ] {
+            if set && !have && explicit {
+                return Err(io::Error::other(format!(
+                    "your systemd user manager does not delegate the {name} controller to the scope"
+                )));
+            }
+        }
         enable(&scope, wanted)?;
         let sandbox = scope.join("sandbox");
         create_dir(&sandbox)?;
