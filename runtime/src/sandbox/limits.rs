@@ -298,7 +298,7 @@ pub fn format_bytes(b: u64) -> String {
         let one = 1u64 << shift;
         if b >= one {
             let v = b as f64 / one as f64;
-            return if b % one == 0 {
+            return if b.is_multiple_of(one) {
                 format!("{} {unit}", b / one)
             } else {
                 format!("{:.1} {unit}", v)
