@@ -5,7 +5,9 @@
 //! ([`unreachable`]), what both share ([`refusals`]) and the HTTP↔stdio bridge ([`bridge`]). Above [`crate::rootfs`]; knows nothing of registries or trust.
 
 pub mod bridge;
+pub mod cgroup;
 pub mod egress;
+pub mod limits;
 pub mod nameserver;
 pub mod profile;
 pub mod refusals;
