@@ -59,8 +59,8 @@
 //! the same connection), so callers stay synchronous; it must not be called from inside a tokio runtime (use
 //! `spawn_blocking` there).
 
-mod auth;
-mod document;
+pub(crate) mod auth;
+pub(crate) mod document;
 pub(crate) mod remote;
 pub(crate) mod store;
 pub(crate) mod stream;
