@@ -387,6 +387,21 @@ pub enum PullError {
         #[source]
         source: BoxError,
     },
+    /// The connection broke in the middle of a blob (nothing of it is kept).
+    #[error("the transfer of {what} from {registry} broke after {received} of {size} bytes (nothing of it was kept)")]
+    TransferCut {
+        /// The registry (or mirror).
+        registry: String,
+        /// Which blob: `layer sha256:…`.
+        what: String,
+        /// Bytes received before it broke.
+        received: u64,
+        /// The blob's size.
+        size: u64,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
     /// The registry (or its token server) refused the credentials.
     #[error("the OCI registry {registry} refused the credentials of user `{username}` (wrong user name or password?)")]
     WrongCredentials {
