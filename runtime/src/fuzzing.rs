@@ -466,10 +466,13 @@ impl tokio::io::AsyncWrite for Duplex<'_> {
 mod tests {
     /// Every entry over its committed seeds (`fuzz/corpus/<target>/`): the harnesses' code paths are compiled and
     /// run by the ordinary test suite, and a seed that breaks an entry's check fails here, not only under the fuzzer.
+    /// A target's name (its directory under `fuzz/corpus/`) and its entry.
+    type Target = (&'static str, fn(&[u8]));
+
     #[test]
     fn every_entry_accepts_its_seed_corpus() {
         let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
-        let entries: &[(&str, fn(&[u8]))] = &[
+        let entries: &[Target] = &[
             ("tar", super::tar),
             ("unpack", super::unpack),
             ("oci_document", super::oci_document),
