@@ -51,6 +51,13 @@ impl Bundle {
     }
 }
 
+/// The check that binds a cosign simple-signing payload to an image digest, for the fuzz harness in `fuzz/`
+/// (the payload is read before any signature is checked). Not an API.
+#[doc(hidden)]
+pub fn check_cosign_payload(payload: &[u8], image_digest: &str) -> Result<(), Refusal> {
+    engine::check_cosign_payload(payload, image_digest)
+}
+
 /// What the evidence is about.
 #[derive(Debug, Clone, Copy)]
 pub enum Subject<'a> {

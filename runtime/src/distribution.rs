@@ -59,8 +59,8 @@
 //! the same connection), so callers stay synchronous; it must not be called from inside a tokio runtime (use
 //! `spawn_blocking` there).
 
-mod auth;
-mod document;
+pub(crate) mod auth;
+pub(crate) mod document;
 pub(crate) mod remote;
 pub(crate) mod store;
 pub(crate) mod stream;
@@ -383,6 +383,21 @@ pub enum PullError {
     Transfer {
         /// The registry (or mirror).
         registry: String,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+    /// The connection broke in the middle of a blob (nothing of it is kept).
+    #[error("the transfer of {what} from {registry} broke after {received} of {size} bytes (nothing of it was kept)")]
+    TransferCut {
+        /// The registry (or mirror).
+        registry: String,
+        /// Which blob: `layer sha256:…`.
+        what: String,
+        /// Bytes received before it broke.
+        received: u64,
+        /// The blob's size.
+        size: u64,
         /// The cause.
         #[source]
         source: BoxError,

@@ -53,6 +53,8 @@ pub mod chain;
 pub mod dirs;
 pub mod distribution;
 pub mod doctor;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod image;
 pub mod inspect;
 pub mod report;

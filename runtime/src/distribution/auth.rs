@@ -323,6 +323,22 @@ pub(crate) fn run_helper(
     };
     let out = stdout.join().unwrap_or_default();
     let err = stderr.join().unwrap_or_default();
+    let answer = read_answer(status.success(), &status.to_string(), &out, &err).map_err(fail)?;
+    if answer.is_none() {
+        tracing::debug!("{}: no credentials for {server}", program.display());
+    }
+    Ok(answer)
+}
+
+/// What a credential helper's answer says: credentials, nothing stored (`None`), or why it is refused. `success`
+/// and `status` are its exit status; `out` and `err` what it wrote (at most [`MAX_HELPER_OUTPUT`] + 1 bytes each).
+/// Pure, so the fuzz harness reads answers as a real helper's are read.
+pub(crate) fn read_answer(
+    success: bool,
+    status: &str,
+    out: &[u8],
+    err: &[u8],
+) -> Result<Option<Credential>, String> {
     let text = |bytes: &[u8]| {
         String::from_utf8_lossy(bytes)
             .trim()
@@ -330,28 +346,23 @@ pub(crate) fn run_helper(
             .take(300)
             .collect::<String>()
     };
-    if !status.success() {
-        let said = if out.is_empty() {
-            text(&err)
-        } else {
-            text(&out)
-        };
+    if !success {
+        let said = if out.is_empty() { text(err) } else { text(out) };
         // The helper protocol's answer for "nothing stored for this server".
         if said.to_ascii_lowercase().contains("credentials not found") {
-            tracing::debug!("{}: no credentials for {server}", program.display());
             return Ok(None);
         }
-        return Err(fail(format!("it failed ({status}): {said}")));
+        return Err(format!("it failed ({status}): {said}"));
     }
     if out.len() as u64 > MAX_HELPER_OUTPUT {
-        return Err(fail(format!(
+        return Err(format!(
             "its answer is larger than {MAX_HELPER_OUTPUT} bytes"
-        )));
+        ));
     }
-    let answer: HelperAnswer = serde_json::from_slice(&out)
-        .map_err(|e| fail(format!("its answer is not the JSON expected: {e}")))?;
+    let answer: HelperAnswer = serde_json::from_slice(out)
+        .map_err(|e| format!("its answer is not the JSON expected: {e}"))?;
     if answer.username == IDENTITY_TOKEN_USER && answer.secret.is_empty() {
-        return Err(fail("it gave an identity token that is empty".to_owned()));
+        return Err("it gave an identity token that is empty".to_owned());
     }
     if answer.username.is_empty() && answer.secret.is_empty() {
         return Ok(None);

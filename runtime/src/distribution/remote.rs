@@ -32,6 +32,30 @@ const USER_AGENT: &str = concat!("thv-sandbox/", env!("CARGO_PKG_VERSION"));
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A registry that sends nothing for this long is given up on.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Times a request is sent again after a 429, 500, 502, 503 or 504 answer ([`Remote::send`]).
+const RETRIES: u32 = 3;
+/// The first pause before sending again when the registry did not say how long; doubled each time.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// The longest `Retry-After` waited for; a registry asking for more gets its error reported at once.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// A `Retry-After` header in seconds (the HTTP-date form is read as "now": registries send seconds).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if v.is_empty() {
+        return None;
+    }
+    match v.parse::<u64>() {
+        Ok(secs) => Some(Duration::from_secs(secs)),
+        Err(_) if v.bytes().all(|b| b.is_ascii_digit()) => Some(Duration::MAX),
+        Err(_) => Some(Duration::ZERO),
+    }
+}
+
 /// Redirects followed for one request.
 pub(crate) const MAX_REDIRECTS: usize = 10;
 /// Largest error answer read (for the message).
@@ -521,6 +545,42 @@ impl Remote {
         Ok(Some(format!("Bearer {token}")))
     }
 
+    /// Sends a GET, and sends it again when the registry says it is busy or failed for a moment: 429 and 503
+    /// after the pause its `Retry-After` asks for (at most [`MAX_RETRY_AFTER`]; a longer one is not waited for),
+    /// 500, 502 and 504 (and a 429/503 without `Retry-After`) after a short, growing pause. At most [`RETRIES`]
+    /// times; then the last answer is the caller's to report. The caller's deadline covers the pauses too.
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, PullError> {
+        let mut request = request;
+        let mut attempt = 0;
+        loop {
+            let again = request.try_clone();
+            let response = request.send().await.map_err(|e| self.transport(e))?;
+            let status = response.status().as_u16();
+            let (Some(again), true) = (again, attempt < RETRIES) else {
+                return Ok(response);
+            };
+            let pause = match status {
+                429 | 503 => match retry_after(response.headers()) {
+                    Some(asked) if asked > MAX_RETRY_AFTER => return Ok(response),
+                    Some(asked) => asked,
+                    None => RETRY_PAUSE * (1 << attempt),
+                },
+                500 | 502 | 504 => RETRY_PAUSE * (1 << attempt),
+                _ => return Ok(response),
+            };
+            tracing::info!(
+                "{} answered HTTP {status} for {}; trying again in {}",
+                self.registry,
+                response.url().path(),
+                show(pause)
+            );
+            drop(response);
+            tokio::time::sleep(pause).await;
+            request = again;
+            attempt += 1;
+        }
+    }
+
     fn status_error(&self, status: u16, what: String, body: &[u8]) -> PullError {
         match status {
             401 => match &self.credential {
@@ -579,7 +639,7 @@ impl Remote {
         }
         let label = format!("image manifest or index {what}");
         self.within(|| label, async {
-            let mut response = request.send().await.map_err(|e| self.transport(e))?;
+            let mut response = self.send(request).await?;
             let status = response.status().as_u16();
             if status != 200 {
                 let body = error_body(&mut response).await;
@@ -661,7 +721,7 @@ impl Remote {
         }
         let label = format!("evidence document {what}");
         self.within(|| label, async {
-            let mut response = request.send().await.map_err(|e| self.transport(e))?;
+            let mut response = self.send(request).await?;
             let status = response.status().as_u16();
             if matches!(status, 400 | 404 | 405 | 406) {
                 return Ok(None);
@@ -785,7 +845,7 @@ impl Remote {
         // The answer's head, and an error answer whole (its first 4 KiB), within the document deadline.
         let mut response = self
             .within(|| what.clone(), async {
-                let mut response = request.send().await.map_err(|e| self.transport(e))?;
+                let mut response = self.send(request).await?;
                 let status = response.status().as_u16();
                 if status != 200 {
                     let body = error_body(&mut response).await;
@@ -834,7 +894,15 @@ impl Remote {
                 }
                 Ok(Ok(Some(chunk))) => chunk,
                 Ok(Ok(None)) => break,
-                Ok(Err(e)) => return Err(self.transport(e)),
+                Ok(Err(e)) => {
+                    return Err(PullError::TransferCut {
+                        registry: self.registry.clone(),
+                        what: what.clone(),
+                        received,
+                        size: blob.size,
+                        source: boxed(e),
+                    })
+                }
             };
             received += chunk.len() as u64;
             if received > blob.size {

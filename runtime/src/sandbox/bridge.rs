@@ -44,10 +44,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 pub mod access;
 mod client;
-mod jsonrpc;
+pub(crate) mod jsonrpc;
 mod legacy;
 mod serve;
-mod sse;
+pub(crate) mod sse;
 mod streamable;
 
 pub use access::{Expose, Listening, SocketFile, Token};

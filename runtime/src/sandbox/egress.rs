@@ -62,9 +62,9 @@
 //! never proxy loopback (Go's `net/http` skips `localhost`/`127.0.0.1`) reach the sandbox's own loopback instead,
 //! where nothing but the proxy listens.
 
-mod http;
-mod rules;
-mod socks;
+pub(crate) mod http;
+pub(crate) mod rules;
+pub(crate) mod socks;
 #[cfg(test)]
 mod tests;
 

@@ -591,7 +591,7 @@ async fn github(
 }
 
 /// A `bundle_url` body: JSON, or snappy-compressed (raw snappy) JSON.
-fn bundle_url_body(body: &[u8]) -> Option<String> {
+pub(crate) fn bundle_url_body(body: &[u8]) -> Option<String> {
     if serde_json::from_slice::<serde_json::Value>(body).is_ok() {
         return String::from_utf8(body.to_vec()).ok();
     }
@@ -601,7 +601,7 @@ fn bundle_url_body(body: &[u8]) -> Option<String> {
 }
 
 /// Decompresses raw (unframed) snappy, refusing output larger than `limit`.
-fn snappy_decompress(input: &[u8], limit: usize) -> Option<Vec<u8>> {
+pub(crate) fn snappy_decompress(input: &[u8], limit: usize) -> Option<Vec<u8>> {
     let mut pos = 0;
     // Preamble: the uncompressed length, a little-endian base-128 varint.
     let mut len: u64 = 0;

@@ -794,6 +794,52 @@ async fn write_line<W: AsyncWrite + Unpin>(w: &mut W, line: &[u8]) -> Result<(),
     w.write_all(b"\r\n").await.map_err(CopyError::Write)
 }
 
+/// The fuzz harness's entry ([`crate::fuzzing::egress_http`]): `data` is what a client sends on one connection.
+/// Heads are read and parsed as [`session`] does, bodies forwarded by their framing into a sink, and each head is
+/// also read as a response head. Checked on the way: a request the proxy accepts becomes an upstream head that
+/// the proxy itself would accept again (nothing it forwards is malformed).
+pub(crate) async fn fuzz(data: &[u8]) {
+    let mut client = data;
+    let mut buf = Vec::new();
+    for _ in 0..8 {
+        let Ok(Some(head)) = read_head(&mut client, &mut buf, 16 * 1024).await else {
+            return;
+        };
+        if let Ok(h) = Head::parse(&head) {
+            let _ = parse_status(&h.start);
+            let _ = response_framing(&h.headers);
+            let _ = h.hop_by_hop();
+        }
+        let Ok(req) = Request::parse(&head) else {
+            return;
+        };
+        let _ = req.keep_alive();
+        if req.method == "CONNECT" {
+            let _ = split_authority(&req.target, None);
+            return;
+        }
+        if let Ok(uri) = AbsoluteUri::parse(&req.target) {
+            let upstream = req.upstream_head(&uri);
+            if let Err(why) = Request::parse(&upstream) {
+                panic!(
+                    "the proxy would send upstream a head it refuses itself ({why}): {:?}",
+                    String::from_utf8_lossy(&upstream)
+                );
+            }
+        }
+        let Ok(framing) = request_framing(&req.head.headers) else {
+            return;
+        };
+        let mut sink = tokio::io::sink();
+        if copy_body(&mut client, &mut buf, &mut sink, framing)
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{open, Ctx, OpenError};
@@ -28,7 +28,7 @@ const COMMAND_NOT_SUPPORTED: u8 = 0x07;
 const ADDRESS_TYPE_NOT_SUPPORTED: u8 = 0x08;
 
 /// What the client asked for, or the reply that ends the handshake.
-enum Request {
+pub(crate) enum Request {
     Connect(String, u16),
     Fail(u8),
 }
@@ -76,7 +76,9 @@ async fn session(ctx: &Ctx, client: &mut TcpStream) {
 
 /// Greeting, method selection and request. `Ok(None)`: close without a reply (not SOCKS5, or no acceptable
 /// method, which has been answered).
-async fn handshake(c: &mut TcpStream) -> std::io::Result<Option<Request>> {
+pub(crate) async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    c: &mut S,
+) -> std::io::Result<Option<Request>> {
     let mut hdr = [0u8; 2];
     c.read_exact(&mut hdr).await?;
     if hdr[0] != VERSION {
