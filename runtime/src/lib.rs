@@ -53,6 +53,7 @@ pub mod chain;
 pub mod dirs;
 pub mod distribution;
 pub mod doctor;
+pub mod guard;
 pub mod image;
 pub mod inspect;
 pub mod report;

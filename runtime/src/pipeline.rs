@@ -94,6 +94,9 @@ pub enum Error {
     /// The runner could not create or start the sandbox.
     #[error("cannot create the sandbox: {} failed", .0.stage)]
     Sandbox(RunnerFailure),
+    /// The guard of the MCP conversation cannot be set up.
+    #[error(transparent)]
+    Guard(#[from] crate::guard::GuardError),
 }
 
 impl Error {
@@ -115,6 +118,7 @@ impl Error {
                     .into(),
             ),
             Error::Pull(e) => e.hint(),
+            Error::Guard(e) => e.hint(),
             Error::Refused(e) => Some(e.hint.clone()),
             Error::Verification(e) => Some(e.hint()),
             Error::Dirs(e) => Some(e.hint()),
@@ -262,6 +266,7 @@ pub fn run(
     )?;
     let t_image = t_start.elapsed();
     check_secrets(req)?;
+    crate::guard::check_supported(req)?;
     if let (Some(expose), None) = (&req.port, req.http) {
         // `--port` with a stdio server: steps 6 to 8 for each MCP session, in a fresh sandbox.
         let image = Unpacked {
@@ -340,9 +345,17 @@ pub fn run(
             }
         }
     });
-    let server_stdio = match on_factory.as_mut() {
-        Some(on_factory) => ServerStdio::Http { on_factory },
-        None => ServerStdio::Inherit,
+    // A stdio server with a guard feature on: its stdio is relayed through the guard (see `guard`).
+    let mut guarded = crate::guard::start(
+        req,
+        &image.manifest_digest.to_string(),
+        &dirs.cache,
+        &reporter,
+    )?;
+    let server_stdio = match (on_factory.as_mut(), guarded.as_mut()) {
+        (Some(on_factory), _) => ServerStdio::Http { on_factory },
+        (None, Some(guarded)) => guarded.server_stdio(),
+        (None, None) => ServerStdio::Inherit,
     };
     // Served from here (the host's network namespace) until the sandbox ends.
     let mut egress: Option<crate::sandbox::egress::EgressHandle> = None;
@@ -364,10 +377,12 @@ pub fn run(
     drop(egress);
     // Says its summary of refused lookups, if any.
     drop(nameserver);
+    let guard_closed = guarded.is_some_and(|g| g.finish());
     match outcome.map_err(Error::Supervise)? {
-        // The client closed the bridge and we stopped the server for it: a normal end.
+        // The client closed the bridge (or the guard's relay) and we stopped the server for it: a normal end.
         RunEnd::Exited(code) | RunEnd::Stopped(code)
-            if code == 128 + libc::SIGTERM && bridge_end.get() == Some(BridgeEnd::ClientClosed) =>
+            if code == 128 + libc::SIGTERM
+                && (bridge_end.get() == Some(BridgeEnd::ClientClosed) || guard_closed) =>
         {
             Ok(RunSummary { exit_code: 0 })
         }

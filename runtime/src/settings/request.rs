@@ -80,6 +80,8 @@ pub struct RunRequest {
     /// Required variables that were not given: always empty for `run` (they are an error); listed by `inspect`
     /// ([`build_for_inspect`]).
     pub missing_env: Vec<catalog_env::MissingVar>,
+    /// The guard of the MCP conversation (pins, tool filters, audit log).
+    pub guard: crate::guard::GuardRequest,
 }
 
 /// The longest `--stop-timeout`: a day (anything longer is a mistake, and must not overflow a deadline).
@@ -136,6 +138,8 @@ pub struct RunFlags {
     pub allow_ports: Vec<u16>,
     /// `--no-bytecode`.
     pub no_bytecode: bool,
+    /// The guard's flags (`--tools`, `--tools-override`, `--pin`, `--audit-log`).
+    pub guard: crate::guard::GuardFlags,
 }
 
 impl RunFlags {
@@ -151,6 +155,11 @@ impl RunFlags {
             socket: self.socket.as_ref().map(path),
             seccomp_override: self.seccomp_override.as_ref().map(path),
             permission_profile: self.permission_profile.as_ref().map(text),
+            guard: crate::guard::GuardFlags {
+                tools_override: self.guard.tools_override.as_ref().map(path),
+                audit_log: self.guard.audit_log.as_ref().map(path),
+                ..self.guard.clone()
+            },
             ..self.clone()
         }
     }
@@ -317,6 +326,9 @@ pub enum RequestError {
         "the MCP server registry declares no provenance for `{0}`: there is no identity to verify against"
     )]
     NoDeclaredProvenance(String),
+    /// `--tools`, `--tools-override` or `--audit-log` cannot be used.
+    #[error(transparent)]
+    Guard(#[from] crate::guard::GuardError),
 }
 
 /// What kind of failure a [`RequestError`] is, for the exit code.
@@ -362,6 +374,7 @@ impl RequestError {
                 "export {name} first; `--secret` takes a variable's name, never its value"
             )),
             RequestError::Mount(e) => Some(e.hint()),
+            RequestError::Guard(e) => e.hint(),
             RequestError::ContradictoryIdentity | RequestError::Port(_) => None,
             RequestError::Allow(e) => Some(e.hint()),
             RequestError::NoIdentity => Some(
@@ -600,6 +613,13 @@ fn build_with(
         timings: flags.timings || env("THV_SANDBOX_TIMINGS").is_some_and(|v| v == "1"),
         missing_env,
         bytecode: !flags.no_bytecode && config.bytecode_at_unpack.value,
+        guard: crate::guard::request(
+            flags.guard.tools.as_deref(),
+            flags.guard.tools_override.as_deref(),
+            flags.guard.pin,
+            flags.guard.audit_log.clone(),
+            None,
+        )?,
     })
 }
 
