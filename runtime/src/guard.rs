@@ -14,6 +14,7 @@
 //! servers speaking HTTP it is not available yet (its explicit features are refused there, pinning is skipped).
 
 pub mod audit;
+pub mod config;
 pub mod filter;
 pub mod frame;
 pub mod pin;

@@ -76,6 +76,7 @@ pub const KEYS: &[&str] = &[
     "allow_hosts",
     "allow_ports",
     "bytecode_at_unpack",
+    "guard",
 ];
 
 /// Where a setting's value came from.
@@ -221,6 +222,8 @@ pub struct Config {
     /// `bytecode_at_unpack`: whether a root being built gets its Python bytecode made valid before it is sealed
     /// (default `true`; `run --no-bytecode` turns it off for a run). Off, the root is exactly as the image has it.
     pub bytecode_at_unpack: Setting<bool>,
+    /// `[guard]`: pins, tool filters and the audit log, for all servers and per server (see `guard::config`).
+    pub guard: Setting<crate::guard::config::GuardConfig>,
 }
 
 /// What is wrong with the configuration.
@@ -397,6 +400,7 @@ struct FileConfig {
     allow_hosts: Option<toml::Spanned<Vec<String>>>,
     allow_ports: Option<toml::Spanned<Vec<toml::Spanned<i64>>>>,
     bytecode_at_unpack: Option<bool>,
+    guard: Option<crate::guard::config::GuardConfig>,
 }
 
 /// Where the configuration file is, and who said so.
@@ -811,6 +815,19 @@ impl Config {
             true,
         );
 
+        // [guard]
+        let guard = pick(
+            None,
+            None,
+            raw.guard.clone().map(|g| {
+                (
+                    g.expanded(&|p| file_path(&p.to_string_lossy())),
+                    file.as_path(),
+                )
+            }),
+            Default::default(),
+        );
+
         Ok(Config {
             file,
             file_source,
@@ -830,6 +847,7 @@ impl Config {
             home,
             tuf_bootstrap,
             bytecode_at_unpack,
+            guard,
         })
     }
 
@@ -921,6 +939,7 @@ impl Config {
                 "allow_hosts": entry(&self.allow_hosts),
                 "allow_ports": entry(&self.allow_ports),
                 "bytecode_at_unpack": entry(&self.bytecode_at_unpack),
+                "guard": entry(&self.guard),
                 "mirrors": {"value": mirrors, "source": self.mirrors.source.to_string()},
             }
         })
@@ -1043,6 +1062,14 @@ impl Config {
             Some(self.bytecode_at_unpack.value.to_string()),
             &self.bytecode_at_unpack.source,
         );
+        if self.guard.value != Default::default() {
+            // A table of its own, before `[mirrors]` (whose keys run to the end of the text).
+            out.push_str(&format!(
+                "[guard]  # {}\n{}",
+                self.guard.source,
+                guard_table(&self.guard.value)
+            ));
+        }
         out.push_str(&format!("[mirrors]  # {}\n", self.mirrors.source));
         for (registry, mirror) in &self.mirrors.value {
             out.push_str(&format!("{} = {}\n", quote(registry), quote(mirror)));
@@ -1246,6 +1273,45 @@ impl Flags {
     }
 }
 
+/// The `[guard]` table as TOML lines (its server tables as `[guard.servers."NAME"]`).
+fn guard_table(g: &crate::guard::config::GuardConfig) -> String {
+    fn keys(out: &mut String, s: &crate::guard::config::ServerGuard) {
+        if let Some(pin) = s.pin {
+            out.push_str(&format!("pin = \"{pin}\"\n"));
+        }
+        if let Some(tools) = &s.tools {
+            let list: Vec<String> = tools.iter().map(|t| quote(t)).collect();
+            out.push_str(&format!("tools = [{}]\n", list.join(", ")));
+        }
+        if let Some(p) = &s.tools_override {
+            out.push_str(&format!(
+                "tools_override = {}\n",
+                quote(&p.to_string_lossy())
+            ));
+        }
+    }
+    let mut out = String::new();
+    keys(
+        &mut out,
+        &crate::guard::config::ServerGuard {
+            tools: g.tools.clone(),
+            tools_override: g.tools_override.clone(),
+            pin: g.pin,
+        },
+    );
+    if let Some(p) = &g.audit_log {
+        out.push_str(&format!("audit_log = {}\n", quote(&p.to_string_lossy())));
+    }
+    if let Some(m) = g.audit_log_max_mib {
+        out.push_str(&format!("audit_log_max_mib = {m}\n"));
+    }
+    for (name, s) in &g.servers {
+        out.push_str(&format!("[guard.servers.{}]\n", quote(name)));
+        keys(&mut out, s);
+    }
+    out
+}
+
 /// `~/x` → `$HOME/x`; a relative path → under `base` (the config file's directory), if given.
 fn expand(value: &str, base: Option<&Path>, home: Option<&str>) -> PathBuf {
     if value == "~" || value.starts_with("~/") {
@@ -1409,6 +1475,40 @@ mod tests {
         );
 
         let (_d, env) = with_file("bytecode_at_unpack = \"yes\"\n");
+        assert!(Config::load_with(&Flags::default(), &env.get()).is_err());
+    }
+
+    #[test]
+    fn the_guard_table_is_read_with_paths_from_the_file_and_shown_as_toml() {
+        let (_d, env) = with_file(
+            "[guard]\npin = \"enforce\"\naudit_log = \"audit.log\"\ntools = [\"a\"]\n\
+             [guard.servers.\"x/fetch\"]\ntools_override = \"o.json\"\npin = \"off\"\n",
+        );
+        let c = Config::load_with(&Flags::default(), &env.get()).unwrap();
+        let g = &c.guard.value;
+        assert_eq!(g.pin, Some(crate::guard::PinMode::Enforce));
+        let dir = c.file.parent().unwrap();
+        assert_eq!(
+            g.audit_log.as_deref(),
+            Some(dir.join("audit.log").as_path())
+        );
+        let fetch = g.for_server(&["x/fetch"]);
+        assert_eq!(fetch.tools_override, Some(dir.join("o.json")));
+        assert_eq!(fetch.pin, Some(crate::guard::PinMode::Off));
+        assert_eq!(fetch.tools, Some(vec!["a".to_string()]));
+        let shown = c.render(None);
+        let table: toml::Table = toml::from_str(&shown).unwrap();
+        assert_eq!(
+            table["guard"]["servers"]["x/fetch"]["pin"].as_str(),
+            Some("off"),
+            "{shown}"
+        );
+        assert_eq!(
+            c.to_json(None)["settings"]["guard"]["value"]["pin"],
+            "enforce"
+        );
+
+        let (_d, env) = with_file("[guard]\npins = \"warn\"\n");
         assert!(Config::load_with(&Flags::default(), &env.get()).is_err());
     }
 

@@ -581,6 +581,32 @@ fn build_with(
     let mut verification = verification(&flags.identity, mode, entry_policy, config, env)?;
     verification.server = launch.server.clone();
 
+    // The guard: a flag, else the configuration's table for this server, else its `[guard]` keys.
+    let pin_name = crate::guard::pin::name_of_image(&launch.image);
+    let names: Vec<&str> = launch
+        .server
+        .iter()
+        .map(String::as_str)
+        .chain([pin_name.as_str()])
+        .collect();
+    let table = &config.guard.value;
+    let from_file = table.for_server(&names);
+    let guard = crate::guard::request(
+        flags.guard.tools.as_deref().or(from_file.tools.as_deref()),
+        flags
+            .guard
+            .tools_override
+            .as_deref()
+            .or(from_file.tools_override.as_deref()),
+        flags.guard.pin.or(from_file.pin),
+        flags
+            .guard
+            .audit_log
+            .clone()
+            .or_else(|| table.audit_log.clone()),
+        table.audit_max_bytes(),
+    )?;
+
     let port = crate::sandbox::bridge::Expose::from_flags(
         flags.port.as_deref(),
         flags.socket.as_deref(),
@@ -613,13 +639,7 @@ fn build_with(
         timings: flags.timings || env("THV_SANDBOX_TIMINGS").is_some_and(|v| v == "1"),
         missing_env,
         bytecode: !flags.no_bytecode && config.bytecode_at_unpack.value,
-        guard: crate::guard::request(
-            flags.guard.tools.as_deref(),
-            flags.guard.tools_override.as_deref(),
-            flags.guard.pin,
-            flags.guard.audit_log.clone(),
-            None,
-        )?,
+        guard,
     })
 }
 
