@@ -35,6 +35,8 @@ pub enum Frame {
         id: Option<String>,
         /// The error's code, for an error response.
         error: Option<i64>,
+        /// The result is an object with `"isError": true` (a failed tool call).
+        tool_error: bool,
     },
     /// Not a JSON-RPC 2.0 message (the reason, for the user).
     Invalid(String),
@@ -48,7 +50,7 @@ struct Envelope {
     id: Option<serde_json::Value>,
     method: Option<String>,
     params: Option<IgnoredAny>,
-    result: Option<IgnoredAny>,
+    result: Option<ResultPeek>,
     error: Option<ErrorObject>,
     // Other top-level members are ignored (skipped, never built), as JSON-RPC peers do.
 }
@@ -60,6 +62,66 @@ struct ErrorObject {
     message: Option<IgnoredAny>,
     #[allow(dead_code)]
     data: Option<IgnoredAny>,
+}
+
+/// A result, skipped in the same pass that reads its top-level `isError` (no second scan of a large result).
+struct ResultPeek {
+    is_error: bool,
+}
+
+impl<'de> Deserialize<'de> for ResultPeek {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ResultPeek;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ResultPeek, A::Error> {
+                let mut is_error = false;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "isError" {
+                        is_error = matches!(
+                            map.next_value::<serde_json::Value>()?,
+                            serde_json::Value::Bool(true)
+                        );
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(ResultPeek { is_error })
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ResultPeek, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(ResultPeek { is_error: false })
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<ResultPeek, E> {
+                Ok(ResultPeek { is_error: false })
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<ResultPeek, E> {
+                Ok(ResultPeek { is_error: false })
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<ResultPeek, E> {
+                Ok(ResultPeek { is_error: false })
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<ResultPeek, E> {
+                Ok(ResultPeek { is_error: false })
+            }
+            fn visit_str<E>(self, _: &str) -> Result<ResultPeek, E> {
+                Ok(ResultPeek { is_error: false })
+            }
+            fn visit_unit<E>(self) -> Result<ResultPeek, E> {
+                Ok(ResultPeek { is_error: false })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
@@ -83,6 +145,7 @@ pub fn parse_frame(line: &[u8]) -> Frame {
         }
         Some(_) => return Frame::Invalid("an `id` must be a number or a string".into()),
     };
+    let tool_error = env.result.as_ref().is_some_and(|r| r.is_error);
     match (env.method, env.result.is_some(), env.error) {
         (Some(method), false, None) => match id {
             Some(Some(id)) => Frame::Request { id, method },
@@ -90,13 +153,18 @@ pub fn parse_frame(line: &[u8]) -> Frame {
             Some(None) => Frame::Invalid("a request's `id` must not be null".into()),
         },
         (None, true, None) => match id {
-            Some(id) => Frame::Response { id, error: None },
+            Some(id) => Frame::Response {
+                id,
+                error: None,
+                tool_error,
+            },
             None => Frame::Invalid("a response without an `id`".into()),
         },
         (None, false, Some(error)) => match id {
             Some(id) => Frame::Response {
                 id,
                 error: Some(error.code.and_then(|c| c.as_i64()).unwrap_or(0)),
+                tool_error: false,
             },
             None => Frame::Invalid("an error response without an `id`".into()),
         },
@@ -246,14 +314,24 @@ mod tests {
             parse_frame(br#"{"jsonrpc":"2.0","id":7,"result":{"tools":[]}}"#),
             Frame::Response {
                 id: Some("7".into()),
-                error: None
+                error: None,
+                tool_error: false
+            }
+        );
+        assert_eq!(
+            parse_frame(br#"{"jsonrpc":"2.0","id":8,"result":{"content":[{"isError":true}],"isError":true}}"#),
+            Frame::Response {
+                id: Some("8".into()),
+                error: None,
+                tool_error: true
             }
         );
         assert_eq!(
             parse_frame(br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"x"}}"#),
             Frame::Response {
                 id: None,
-                error: Some(-32700)
+                error: Some(-32700),
+                tool_error: false
             }
         );
     }

@@ -194,6 +194,7 @@ impl Guard {
             Frame::Response {
                 id: Some(id),
                 error,
+                ..
             } => {
                 let done = self.state().server.remove(&id);
                 if let Some(o) = done {
@@ -285,6 +286,7 @@ impl Guard {
             Frame::Response {
                 id: Some(id),
                 error,
+                tool_error,
             } => {
                 let done = self.state().client.remove(&id);
                 let Some(o) = done else {
@@ -293,7 +295,7 @@ impl Guard {
                 let mut forward = Forward::Same;
                 let status = match error {
                     Some(_) => "error",
-                    None if o.method == "tools/call" && tool_error(line) => "tool_error",
+                    None if o.method == "tools/call" && tool_error => "tool_error",
                     None => "ok",
                 };
                 if let (Some((kind, complete)), None) = (o.list, error) {
@@ -485,24 +487,6 @@ impl Guard {
     }
 }
 
-/// Whether a `tools/call` result says `isError: true` (read without building the result).
-fn tool_error(line: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Msg {
-        result: Option<Res>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Res {
-        #[serde(rename = "isError")]
-        is_error: Option<bool>,
-    }
-    serde_json::from_slice::<Msg>(line)
-        .ok()
-        .and_then(|m| m.result)
-        .and_then(|r| r.is_error)
-        .unwrap_or(false)
-}
-
 fn line_of(v: &Value) -> Vec<u8> {
     let mut out = serde_json::to_vec(v).unwrap_or_default();
     out.push(b'\n');
@@ -546,23 +530,68 @@ pub fn start(
     client_out: File,
     pipes: Pipes,
 ) -> std::io::Result<Running> {
-    let guard = Arc::new(guard);
-    let client_out = Arc::new(Mutex::new(client_out));
     let end = Arc::new(Mutex::new(Some(pipes.end)));
-    let client_closed = Arc::new(AtomicBool::new(false));
-    let stop = {
+    // Closing the end pipe: the client closed its input; the server gets the grace period to exit on the end of
+    // its own. A byte first: the client is gone (our stdout hung up); the server is stopped at once.
+    let stop: Stop = {
         let end = Arc::clone(&end);
-        move || drop(end.lock().unwrap_or_else(|e| e.into_inner()).take())
+        Arc::new(move |at_once: bool| {
+            if let Some(fd) = end.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                if at_once {
+                    let _ = nix::unistd::write(&fd, b"!");
+                }
+            }
+        })
     };
+    let shared = Shared {
+        guard: Arc::new(guard),
+        client_out: Arc::new(Mutex::new(client_out)),
+        stop,
+        client_closed: Arc::new(AtomicBool::new(false)),
+    };
+    // The relay's threads never take the signals the supervisor handles (the default action would end the
+    // process): they start with them blocked.
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
+    let mut old = SigSet::empty();
+    pthread_sigmask(
+        SigmaskHow::SIG_BLOCK,
+        Some(&crate::sandbox::runner::handled_signals()),
+        Some(&mut old),
+    )
+    .map_err(std::io::Error::from)?;
+    let spawned = spawn_threads(&shared, client_in, pipes.to_server, pipes.from_server);
+    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+    Ok(Running {
+        guard: shared.guard,
+        out: Some(spawned?),
+        client_closed: shared.client_closed,
+    })
+}
+
+type Stop = Arc<dyn Fn(bool) + Send + Sync>;
+
+struct Shared {
+    guard: Arc<Guard>,
+    client_out: Arc<Mutex<File>>,
+    stop: Stop,
+    client_closed: Arc<AtomicBool>,
+}
+
+fn spawn_threads(
+    shared: &Shared,
+    client_in: File,
+    to_server: OwnedFd,
+    from_server: OwnedFd,
+) -> std::io::Result<JoinHandle<()>> {
     // Client → server.
     {
         let (guard, client_out, stop, closed) = (
-            Arc::clone(&guard),
-            Arc::clone(&client_out),
-            stop.clone(),
-            Arc::clone(&client_closed),
+            Arc::clone(&shared.guard),
+            Arc::clone(&shared.client_out),
+            Arc::clone(&shared.stop),
+            Arc::clone(&shared.client_closed),
         );
-        let mut to_server = File::from(pipes.to_server);
+        let mut to_server = File::from(to_server);
         std::thread::Builder::new().name("guard-in".into()).spawn(move || {
             let mut reader = LineReader::new(client_in, MAX_MESSAGE);
             loop {
@@ -592,14 +621,16 @@ pub fn start(
                     break;
                 }
             }
+            // The server sees the end of its input, and gets the grace period to exit.
             drop(to_server);
-            stop();
+            stop(false);
         })?;
     }
-    // Our stdout hanging up (the client gone) stops the server, as without the guard.
+    // Our stdout hanging up (the client gone) stops the server at once, as without the guard.
     {
-        let (client_out, stop) = (Arc::clone(&client_out), stop.clone());
-        let watched = client_out
+        let stop = Arc::clone(&shared.stop);
+        let watched = shared
+            .client_out
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .try_clone()?;
@@ -615,7 +646,7 @@ pub fn start(
                             if r.intersects(
                                 PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL,
                             ) {
-                                stop();
+                                stop(true);
                                 return;
                             }
                         }
@@ -626,10 +657,15 @@ pub fn start(
             })?;
     }
     // Server → client.
-    let out = {
-        let guard = Arc::clone(&guard);
-        let from_server = File::from(pipes.from_server);
-        std::thread::Builder::new().name("guard-out".into()).spawn(move || {
+    let (guard, client_out, stop) = (
+        Arc::clone(&shared.guard),
+        Arc::clone(&shared.client_out),
+        Arc::clone(&shared.stop),
+    );
+    let from_server = File::from(from_server);
+    std::thread::Builder::new()
+        .name("guard-out".into())
+        .spawn(move || {
             let mut reader = LineReader::new(from_server, MAX_MESSAGE);
             let mut client_gone = false;
             while let Ok(Some(line)) = reader.next() {
@@ -641,28 +677,22 @@ pub fn start(
                     },
                     Line::TooLong(n) => {
                         guard.dropped(&format!(
-                            "a message of {n} bytes from the server (larger than {MAX_MESSAGE} bytes)"
-                        ));
+                        "a message of {n} bytes from the server (larger than {MAX_MESSAGE} bytes)"
+                    ));
                         None
                     }
                 };
                 if let (Some(bytes), false) = (bytes, client_gone) {
                     let mut out = client_out.lock().unwrap_or_else(|e| e.into_inner());
                     if out.write_all(&bytes).is_err() {
-                        // The client is gone: the server is stopped; its output is read (and dropped) until
-                        // it ends, so that it never blocks on a full pipe meanwhile.
+                        // The client is gone: the server is stopped; its output is read (and dropped) until it
+                        // ends, so that it never blocks on a full pipe meanwhile.
                         client_gone = true;
-                        stop();
+                        stop(true);
                     }
                 }
             }
-        })?
-    };
-    Ok(Running {
-        guard,
-        out: Some(out),
-        client_closed,
-    })
+        })
 }
 
 /// A line as relayed: with its newline (one is added to a last line that has none).
