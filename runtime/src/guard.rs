@@ -25,7 +25,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::report::Reporter;
-use crate::settings::RunRequest;
 
 pub use pin::PinMode;
 
@@ -179,11 +178,9 @@ pub fn request(
     })
 }
 
-/// The pin name of the server `req` runs: its registry name, else the image reference without tag or digest.
-pub fn server_name(req: &RunRequest) -> String {
-    req.server_name
-        .clone()
-        .unwrap_or_else(|| pin::name_of_image(&req.image))
+/// The pin name of a server: its registry name, else the image reference without tag or digest.
+pub fn server_name(registry_name: Option<&str>, image: &str) -> String {
+    registry_name.map_or_else(|| pin::name_of_image(image), str::to_owned)
 }
 
 /// A relay started for a run: the server's ends of its pipes, until the supervisor takes them.
@@ -206,40 +203,42 @@ impl Started {
     }
 }
 
-/// Refuses the guard's explicit features where it is not available (`--port`, HTTP servers).
-pub fn check_supported(req: &RunRequest) -> Result<(), GuardError> {
-    if (req.port.is_some() || req.http.is_some()) && req.guard.explicit() {
+/// Refuses the guard's explicit features where it is not available: `relayable` is false for `--port` and for
+/// HTTP servers.
+pub fn check_supported(guard: &GuardRequest, relayable: bool) -> Result<(), GuardError> {
+    if !relayable && guard.explicit() {
         return Err(GuardError::Unsupported);
     }
     Ok(())
 }
 
-/// Starts the relay for a stdio server on our stdio, when a guard feature is on (`None`: the server gets our
-/// descriptors). `digest` is the image's manifest digest; pins are kept under `cache`.
+/// Starts the relay for a stdio server on our stdio (`relayable`), when a guard feature is on (`None`: the server
+/// gets our descriptors). `server` is its pin name, `digest` the image's manifest digest; pins are kept under
+/// `cache`.
 pub fn start(
-    req: &RunRequest,
+    guard: &GuardRequest,
+    relayable: bool,
+    server: String,
     digest: &str,
     cache: &std::path::Path,
     reporter: &Arc<dyn Reporter>,
 ) -> Result<Option<Started>, GuardError> {
-    if !req.guard.active() || req.port.is_some() || req.http.is_some() {
+    if !guard.active() || !relayable {
         return Ok(None);
     }
-    let audit = match &req.guard.audit_log {
+    let audit = match &guard.audit_log {
         None => None,
-        Some(path) => Some(
-            audit::AuditLog::open(path, req.guard.audit_max_bytes).map_err(|source| {
-                GuardError::Audit {
-                    path: path.clone(),
-                    source,
-                }
-            })?,
-        ),
+        Some(path) => Some(audit::AuditLog::open(path, guard.audit_max_bytes).map_err(
+            |source| GuardError::Audit {
+                path: path.clone(),
+                source,
+            },
+        )?),
     };
     let guard = relay::Guard::new(relay::Setup {
-        server: server_name(req),
+        server,
         digest: digest.to_owned(),
-        request: req.guard.clone(),
+        request: guard.clone(),
         pins: pin::PinStore::new(cache),
         audit,
         reporter: Arc::clone(reporter),

@@ -266,7 +266,8 @@ pub fn run(
     )?;
     let t_image = t_start.elapsed();
     check_secrets(req)?;
-    crate::guard::check_supported(req)?;
+    let relayable = req.port.is_none() && req.http.is_none();
+    crate::guard::check_supported(&req.guard, relayable)?;
     if let (Some(expose), None) = (&req.port, req.http) {
         // `--port` with a stdio server: steps 6 to 8 for each MCP session, in a fresh sandbox.
         let image = Unpacked {
@@ -346,9 +347,13 @@ pub fn run(
         }
     });
     // A stdio server with a guard feature on: its stdio is relayed through the guard (see `guard`).
+    let server = crate::guard::server_name(req.server_name.as_deref(), &req.image);
+    let digest = image.manifest_digest.to_string();
     let mut guarded = crate::guard::start(
-        req,
-        &image.manifest_digest.to_string(),
+        &req.guard,
+        relayable,
+        server,
+        &digest,
         &dirs.cache,
         &reporter,
     )?;
