@@ -19,7 +19,7 @@ const POISONED: &str =
 
 /// A layout of the test's own (its path is the pin's name) with the probe as `v1`, `v1b` (another digest, the
 /// same tools) and `v2` (echo's description changed).
-fn versions() -> (tempfile::TempDir, PathBuf) {
+fn versions(tags: &[&str]) -> (tempfile::TempDir, PathBuf) {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::Builder::new()
         .prefix("thv-e2e-guard-")
@@ -28,15 +28,14 @@ fn versions() -> (tempfile::TempDir, PathBuf) {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod");
     let layout = dir.path().join("layout");
     let base = || probe_image_builder(Some("app")).expect("probe image");
-    base().write(&layout, "v1").expect("v1");
-    base()
-        .label("version", "1b")
-        .write(&layout, "v1b")
-        .expect("v1b");
-    base()
-        .env("PROBE_ECHO_DESCRIPTION", POISONED)
-        .write(&layout, "v2")
-        .expect("v2");
+    for tag in tags {
+        let image = match *tag {
+            "v1b" => base().label("version", "1b"),
+            "v2" => base().env("PROBE_ECHO_DESCRIPTION", POISONED),
+            _ => base(),
+        };
+        image.write(&layout, tag).expect("write the image");
+    }
     (dir, layout)
 }
 
@@ -93,7 +92,7 @@ fn pin_cmd(run: &Run, args: &[&str]) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_changed_description_is_shown_and_under_enforce_withheld_until_accepted() {
     let run = Run::new();
-    let (_dir, layout) = versions();
+    let (_dir, layout) = versions(&["v1", "v1b", "v2"]);
     let name = pin_name(&layout);
 
     // First run: the tools are pinned.
@@ -176,7 +175,7 @@ async fn a_changed_description_is_shown_and_under_enforce_withheld_until_accepte
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tool_added_mid_session_with_list_changed_is_compared_with_the_pin() {
     let run = Run::new();
-    let (_dir, layout) = versions();
+    let (_dir, layout) = versions(&["v1"]);
 
     for mode in ["enforce", "warn"] {
         let server = start(&run, &layout, "v1", &["--pin", mode]).await;
@@ -207,7 +206,7 @@ async fn a_tool_added_mid_session_with_list_changed_is_compared_with_the_pin() {
 #[tokio::test(flavor = "multi_thread")]
 async fn tools_hides_and_refuses_and_tools_override_renames() {
     let run = Run::new();
-    let (dir, layout) = versions();
+    let (dir, layout) = versions(&["v1"]);
     let overrides = dir.path().join("overrides.json");
     std::fs::write(
         &overrides,
@@ -280,7 +279,7 @@ async fn tools_hides_and_refuses_and_tools_override_renames() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_audit_log_holds_exactly_the_calls_survives_sigkill_and_holds_no_secret() {
     let run = Run::new();
-    let (dir, layout) = versions();
+    let (dir, layout) = versions(&["v1"]);
     let log = dir.path().join("audit.log");
     let secret = "tok-4f9c2b7e1d0a-secret";
     let mut cmd = run.cmd_image(
@@ -379,7 +378,7 @@ async fn the_audit_log_holds_exactly_the_calls_survives_sigkill_and_holds_no_sec
 #[tokio::test(flavor = "multi_thread")]
 async fn with_every_feature_off_the_server_gets_our_descriptors() {
     let run = Run::new();
-    let (_dir, layout) = versions();
+    let (_dir, layout) = versions(&["v1"]);
     let server = start(&run, &layout, "v1", &["--pin", "off"]).await;
     let p = thv_sandbox_e2e::tool_json(&server.call("probe", json!({})).await.expect("probe"));
     // Our stdout is the test's pipe: the server's fd 1 is that very pipe (same inode), not one of the relay's.

@@ -28,6 +28,8 @@ pub const INVALID_PARAMS: i64 = -32602;
 pub const INTERNAL_ERROR: i64 = -32603;
 /// Most requests waiting for an answer, per direction (more are relayed, not tracked).
 const MAX_OUTSTANDING: usize = 10_000;
+/// Most differences from the pin said per session.
+const MAX_TOLD: usize = 100;
 /// Most lines about dropped server messages said per session.
 const MAX_DROP_NOTES: u64 = 5;
 
@@ -450,8 +452,13 @@ impl Guard {
             if enforce { "; new and changed tools are withheld from the client" } else { "" },
             lines.join("\n"),
         );
-        if self.state().told.insert(text.clone()) {
-            self.warn(&text);
+        {
+            let mut state = self.state();
+            // Each difference is said once per session; a server that keeps changing is not let fill memory.
+            if state.told.len() < MAX_TOLD && state.told.insert(text.clone()) {
+                drop(state);
+                self.warn(&text);
+            }
         }
         let mut pending = pin
             .pending
