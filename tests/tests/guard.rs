@@ -80,13 +80,10 @@ async fn finish(server: McpProcess) -> String {
 fn pin_cmd(run: &Run, args: &[&str]) -> std::process::Output {
     let mut words = vec!["pin"];
     words.extend_from_slice(&args[..1]);
-    let out = std::process::Command::from(
-        run.cli_sub(&common::fixture().cache, &words, &args[1..])
-            .into_std(),
-    )
-    .output()
-    .expect("thv-sandbox pin");
-    out
+    run.cli_sub(&common::fixture().cache, &words, &args[1..])
+        .into_std()
+        .output()
+        .expect("thv-sandbox pin")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -258,18 +255,17 @@ async fn tools_hides_and_refuses_and_tools_override_renames() {
 
     // A bad override file is refused before anything runs, with a hint.
     std::fs::write(&overrides, r#"{"tools": {}}"#).expect("write");
-    let out = std::process::Command::from(
-        run.cmd_image(
+    let out = run
+        .cmd_image(
             &image(&layout, "v1"),
             &["--tools-override", overrides.to_str().unwrap()],
             &[],
         )
-        .into_std(),
-    )
-    .stdin(std::process::Stdio::null())
-    .stderr(std::process::Stdio::piped())
-    .output()
-    .expect("run");
+        .into_std()
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("toolsOverride"), "{stderr}");

@@ -175,7 +175,7 @@ pub fn parse_frame(line: &[u8]) -> Frame {
     }
 }
 
-/// One line read by [`LineReader::next`].
+/// One line read by [`LineReader::next_line`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Line<'a> {
     /// A line, its newline included (the last line of a stream that ends without one has none).
@@ -221,7 +221,7 @@ impl<R: Read> LineReader<R> {
     }
 
     /// The next line; `None` at the end of the stream.
-    pub fn next(&mut self) -> io::Result<Option<Line<'_>>> {
+    pub fn next_line(&mut self) -> io::Result<Option<Line<'_>>> {
         loop {
             if let Some(pos) = self.buf[self.scanned..self.end]
                 .iter()
@@ -404,7 +404,7 @@ mod tests {
     fn lines(data: &[u8], step: usize, max: usize) -> Vec<Result<Vec<u8>, usize>> {
         let mut r = LineReader::new(Trickle { data, step }, max);
         let mut out = Vec::new();
-        while let Some(line) = r.next().expect("read") {
+        while let Some(line) = r.next_line().expect("read") {
             out.push(match line {
                 Line::Message(m) => Ok(m.to_vec()),
                 Line::TooLong(n) => Err(n),
@@ -458,7 +458,7 @@ mod tests {
             },
             1 << 20,
         );
-        while r.next().expect("read").is_some() {}
+        while r.next_line().expect("read").is_some() {}
         assert!(r.buf.len() <= (1 << 20) + 1 + READ_CHUNK, "{}", r.buf.len());
     }
 }

@@ -602,7 +602,7 @@ fn spawn_threads(
         std::thread::Builder::new().name("guard-in".into()).spawn(move || {
             let mut reader = LineReader::new(client_in, MAX_MESSAGE);
             loop {
-                let forward = match reader.next() {
+                let forward = match reader.next_line() {
                     Ok(Some(Line::Message(line))) => match guard.from_client(line) {
                         Forward::Same => to_server.write_all(line),
                         Forward::Rewritten(bytes) => to_server.write_all(&bytes),
@@ -675,7 +675,7 @@ fn spawn_threads(
         .spawn(move || {
             let mut reader = LineReader::new(from_server, MAX_MESSAGE);
             let mut client_gone = false;
-            while let Ok(Some(line)) = reader.next() {
+            while let Ok(Some(line)) = reader.next_line() {
                 let bytes = match line {
                     Line::Message(line) => match guard.from_server(line) {
                         Forward::Same => Some(line.to_owned_if_unterminated()),
