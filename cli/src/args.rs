@@ -87,6 +87,10 @@ pub(crate) enum Command {
     /// Remove images from the cache: `rmi NAME|IMAGE|DIGEST…` removes each image's names, its unpacked root and
     /// the blobs no other image uses (a root a running server uses is kept until `prune`).
     Rmi(crate::commands::rmi::RmiArgs),
+    /// Pinned tool descriptions of the servers run: `pin show [NAME]`, `pin accept NAME` (what the server says
+    /// now becomes its pin), `pin reset NAME`.
+    #[command(subcommand)]
+    Pin(crate::commands::pin::PinCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -435,6 +439,8 @@ pub(crate) struct RunArgs {
     /// profile. Repeatable (also THV_SANDBOX_ALLOW_PORTS, config `allow_ports`). Not with `--network host`.
     #[arg(long = "allow-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) allow_port: Vec<u16>,
+    #[command(flatten)]
+    pub(crate) guard: crate::commands::pin::GuardArgs,
 }
 
 impl RunArgs {
@@ -474,6 +480,7 @@ impl RunArgs {
             allow_hosts: self.allow_host.clone(),
             allow_ports: self.allow_port.clone(),
             no_bytecode: self.no_bytecode,
+            guard: self.guard.flags(),
             ..RunFlags::default()
         }
     }

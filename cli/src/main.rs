@@ -58,6 +58,7 @@ fn main() -> ExitCode {
         Command::Completions { shell } => commands::completions::completions_cmd(shell),
         Command::Man(args) => commands::man::man_cmd(args),
         Command::Rmi(args) => commands::rmi::rmi_cmd(file, args),
+        Command::Pin(cmd) => commands::pin::pin_cmd(file, cmd),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
 }

@@ -39,6 +39,7 @@
 //! | [`distribution`] | the registry client: resolve, fetch layers (streamed into [`rootfs`]), the blob store |
 //! | [`trust`] | provenance evidence and the verification gate |
 //! | [`sandbox`] | spec, permission profile, supervisor, runner, secrets, egress proxy, HTTP bridge |
+//! | [`guard`] | the MCP conversation: the relay's parser, pinned tool descriptions, tool filters, audit log |
 //! | [`catalog`] | the registry of servers (ToolHive's formats) and launch plans |
 //! | [`doctor`] | the host checks |
 //! | [`cache`] | the cache's images |
@@ -55,6 +56,7 @@ pub mod distribution;
 pub mod doctor;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod guard;
 pub mod image;
 pub mod inspect;
 pub mod report;

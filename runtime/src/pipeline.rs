@@ -108,6 +108,9 @@ pub enum Error {
     /// The runner could not create or start the sandbox.
     #[error("cannot create the sandbox: {} failed", .0.stage)]
     Sandbox(RunnerFailure),
+    /// The guard of the MCP conversation cannot be set up.
+    #[error(transparent)]
+    Guard(#[from] crate::guard::GuardError),
 }
 
 impl Error {
@@ -129,6 +132,7 @@ impl Error {
                     .into(),
             ),
             Error::Pull(e) => e.hint(),
+            Error::Guard(e) => e.hint(),
             Error::Refused(e) => Some(e.hint.clone()),
             Error::Verification(e) => Some(e.hint()),
             Error::Dirs(e) => Some(e.hint()),
@@ -290,6 +294,8 @@ pub fn run(
     let t_image = t_start.elapsed();
     crate::trace::mark("root found");
     check_secrets(req)?;
+    let relayable = req.port.is_none() && req.http.is_none();
+    crate::guard::check_supported(&req.guard, relayable)?;
     if let (Some(expose), None) = (&req.port, req.http) {
         // `--port` with a stdio server: steps 6 to 8 for each MCP session, in a fresh sandbox.
         let image = Unpacked {
@@ -379,9 +385,21 @@ pub fn run(
             }
         }
     });
-    let server_stdio = match on_factory.as_mut() {
-        Some(on_factory) => ServerStdio::Http { on_factory },
-        None => ServerStdio::Inherit,
+    // A stdio server with a guard feature on: its stdio is relayed through the guard (see `guard`).
+    let server = crate::guard::server_name(req.server_name.as_deref(), &req.image);
+    let digest = image.manifest_digest.to_string();
+    let mut guarded = crate::guard::start(
+        &req.guard,
+        relayable,
+        server,
+        &digest,
+        &dirs.cache,
+        &reporter,
+    )?;
+    let server_stdio = match (on_factory.as_mut(), guarded.as_mut()) {
+        (Some(on_factory), _) => ServerStdio::Http { on_factory },
+        (None, Some(guarded)) => guarded.server_stdio(),
+        (None, None) => ServerStdio::Inherit,
     };
     // Served from here (the host's network namespace) until the sandbox ends.
     let mut egress: Option<crate::sandbox::egress::EgressHandle> = None;
@@ -406,10 +424,12 @@ pub fn run(
     // Say their summaries of refused lookups and connections, if any.
     drop(nameserver);
     drop(unreachable);
+    let guard_closed = guarded.is_some_and(|g| g.finish());
     match outcome.map_err(Error::Supervise)? {
-        // The client closed the bridge and we stopped the server for it: a normal end.
+        // The client closed the bridge (or the guard's relay) and we stopped the server for it: a normal end.
         RunEnd::Exited(code) | RunEnd::Stopped(code)
-            if code == 128 + libc::SIGTERM && bridge_end.get() == Some(BridgeEnd::ClientClosed) =>
+            if code == 128 + libc::SIGTERM
+                && (bridge_end.get() == Some(BridgeEnd::ClientClosed) || guard_closed) =>
         {
             Ok(RunSummary { exit_code: 0 })
         }

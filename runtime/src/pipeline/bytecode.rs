@@ -284,6 +284,7 @@ fn request(exe: PathBuf) -> RunRequest {
         bytecode: false,
         verification: Default::default(),
         missing_env: Vec::new(),
+        guard: crate::guard::GuardRequest::off(),
     }
 }
 

@@ -640,9 +640,15 @@ impl Watch {
                         self.begin_stop(supervisor, true);
                     }
                     Tag::SessionEnd => {
-                        // The HTTP server ended the session (and closed the server's stdin).
+                        // The HTTP server ended the session (and closed the server's stdin): end of file. A byte
+                        // instead is the guard's relay saying the client is gone without closing its input: the
+                        // server is stopped at once, as when our stdout hangs up.
+                        let mut byte = [0u8; 1];
+                        let said = self.session_end.as_ref().is_some_and(|fd| {
+                            matches!(nix::unistd::read(fd.as_raw_fd(), &mut byte), Ok(1))
+                        });
                         self.session_end = None;
-                        self.begin_stop(supervisor, true);
+                        self.begin_stop(supervisor, !said);
                     }
                     Tag::ClientStdout => {
                         // Nobody reads our stdout any more: the client is gone. On one socket that is also end

@@ -79,6 +79,7 @@ pub const KEYS: &[&str] = &[
     "memory",
     "cpus",
     "pids_limit",
+    "guard",
 ];
 
 /// Where a setting's value came from.
@@ -230,6 +231,8 @@ pub struct Config {
     pub cpus: Setting<Option<String>>,
     /// `pids_limit`: every server's process limit, e.g. `2048` (after `--pids-limit`).
     pub pids_limit: Setting<Option<String>>,
+    /// `[guard]`: pins, tool filters and the audit log, for all servers and per server (see `guard::config`).
+    pub guard: Setting<crate::guard::config::GuardConfig>,
 }
 
 /// What is wrong with the configuration.
@@ -409,6 +412,7 @@ struct FileConfig {
     memory: Option<toml::Spanned<toml::Value>>,
     cpus: Option<toml::Spanned<toml::Value>>,
     pids_limit: Option<toml::Spanned<toml::Value>>,
+    guard: Option<crate::guard::config::GuardConfig>,
 }
 
 /// Where the configuration file is, and who said so.
@@ -865,6 +869,18 @@ impl Config {
         let pids_limit = limit("pids_limit", &raw.pids_limit, |s| {
             limits::parse_pids(s).map(|_| ())
         })?;
+        // [guard]
+        let guard = pick(
+            None,
+            None,
+            raw.guard.clone().map(|g| {
+                (
+                    g.expanded(&|p| file_path(&p.to_string_lossy())),
+                    file.as_path(),
+                )
+            }),
+            Default::default(),
+        );
 
         Ok(Config {
             file,
@@ -888,6 +904,7 @@ impl Config {
             memory,
             cpus,
             pids_limit,
+            guard,
         })
     }
 
@@ -982,6 +999,7 @@ impl Config {
                 "memory": entry(&self.memory),
                 "cpus": entry(&self.cpus),
                 "pids_limit": entry(&self.pids_limit),
+                "guard": entry(&self.guard),
                 "mirrors": {"value": mirrors, "source": self.mirrors.source.to_string()},
             }
         })
@@ -1110,6 +1128,14 @@ impl Config {
             ("pids_limit", &self.pids_limit),
         ] {
             line(&mut out, key, s.value.as_deref().map(quote), &s.source);
+        }
+        if self.guard.value != Default::default() {
+            // A table of its own, before `[mirrors]` (whose keys run to the end of the text).
+            out.push_str(&format!(
+                "[guard]  # {}\n{}",
+                self.guard.source,
+                guard_table(&self.guard.value)
+            ));
         }
         out.push_str(&format!("[mirrors]  # {}\n", self.mirrors.source));
         for (registry, mirror) in &self.mirrors.value {
@@ -1314,6 +1340,45 @@ impl Flags {
     }
 }
 
+/// The `[guard]` table as TOML lines (its server tables as `[guard.servers."NAME"]`).
+fn guard_table(g: &crate::guard::config::GuardConfig) -> String {
+    fn keys(out: &mut String, s: &crate::guard::config::ServerGuard) {
+        if let Some(pin) = s.pin {
+            out.push_str(&format!("pin = \"{pin}\"\n"));
+        }
+        if let Some(tools) = &s.tools {
+            let list: Vec<String> = tools.iter().map(|t| quote(t)).collect();
+            out.push_str(&format!("tools = [{}]\n", list.join(", ")));
+        }
+        if let Some(p) = &s.tools_override {
+            out.push_str(&format!(
+                "tools_override = {}\n",
+                quote(&p.to_string_lossy())
+            ));
+        }
+    }
+    let mut out = String::new();
+    keys(
+        &mut out,
+        &crate::guard::config::ServerGuard {
+            tools: g.tools.clone(),
+            tools_override: g.tools_override.clone(),
+            pin: g.pin,
+        },
+    );
+    if let Some(p) = &g.audit_log {
+        out.push_str(&format!("audit_log = {}\n", quote(&p.to_string_lossy())));
+    }
+    if let Some(m) = g.audit_log_max_mib {
+        out.push_str(&format!("audit_log_max_mib = {m}\n"));
+    }
+    for (name, s) in &g.servers {
+        out.push_str(&format!("[guard.servers.{}]\n", quote(name)));
+        keys(&mut out, s);
+    }
+    out
+}
+
 /// `~/x` → `$HOME/x`; a relative path → under `base` (the config file's directory), if given.
 fn expand(value: &str, base: Option<&Path>, home: Option<&str>) -> PathBuf {
     if value == "~" || value.starts_with("~/") {
@@ -1503,6 +1568,40 @@ mod tests {
         );
 
         let (_d, env) = with_file("bytecode_at_unpack = \"yes\"\n");
+        assert!(Config::load_with(&Flags::default(), &env.get()).is_err());
+    }
+
+    #[test]
+    fn the_guard_table_is_read_with_paths_from_the_file_and_shown_as_toml() {
+        let (_d, env) = with_file(
+            "[guard]\npin = \"enforce\"\naudit_log = \"audit.log\"\ntools = [\"a\"]\n\
+             [guard.servers.\"x/fetch\"]\ntools_override = \"o.json\"\npin = \"off\"\n",
+        );
+        let c = Config::load_with(&Flags::default(), &env.get()).unwrap();
+        let g = &c.guard.value;
+        assert_eq!(g.pin, Some(crate::guard::PinMode::Enforce));
+        let dir = c.file.parent().unwrap();
+        assert_eq!(
+            g.audit_log.as_deref(),
+            Some(dir.join("audit.log").as_path())
+        );
+        let fetch = g.for_server(&["x/fetch"]);
+        assert_eq!(fetch.tools_override, Some(dir.join("o.json")));
+        assert_eq!(fetch.pin, Some(crate::guard::PinMode::Off));
+        assert_eq!(fetch.tools, Some(vec!["a".to_string()]));
+        let shown = c.render(None);
+        let table: toml::Table = toml::from_str(&shown).unwrap();
+        assert_eq!(
+            table["guard"]["servers"]["x/fetch"]["pin"].as_str(),
+            Some("off"),
+            "{shown}"
+        );
+        assert_eq!(
+            c.to_json(None)["settings"]["guard"]["value"]["pin"],
+            "enforce"
+        );
+
+        let (_d, env) = with_file("[guard]\npins = \"warn\"\n");
         assert!(Config::load_with(&Flags::default(), &env.get()).is_err());
     }
 

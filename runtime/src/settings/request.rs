@@ -82,6 +82,8 @@ pub struct RunRequest {
     /// Required variables that were not given: always empty for `run` (they are an error); listed by `inspect`
     /// ([`build_for_inspect`]).
     pub missing_env: Vec<catalog_env::MissingVar>,
+    /// The guard of the MCP conversation (pins, tool filters, audit log).
+    pub guard: crate::guard::GuardRequest,
 }
 
 /// The longest `--stop-timeout`: a day (anything longer is a mistake, and must not overflow a deadline).
@@ -144,6 +146,8 @@ pub struct RunFlags {
     pub allow_ports: Vec<u16>,
     /// `--no-bytecode`.
     pub no_bytecode: bool,
+    /// The guard's flags (`--tools`, `--tools-override`, `--pin`, `--audit-log`).
+    pub guard: crate::guard::GuardFlags,
 }
 
 impl RunFlags {
@@ -159,6 +163,11 @@ impl RunFlags {
             socket: self.socket.as_ref().map(path),
             seccomp_override: self.seccomp_override.as_ref().map(path),
             permission_profile: self.permission_profile.as_ref().map(text),
+            guard: crate::guard::GuardFlags {
+                tools_override: self.guard.tools_override.as_ref().map(path),
+                audit_log: self.guard.audit_log.as_ref().map(path),
+                ..self.guard.clone()
+            },
             ..self.clone()
         }
     }
@@ -329,6 +338,9 @@ pub enum RequestError {
         "the MCP server registry declares no provenance for `{0}`: there is no identity to verify against"
     )]
     NoDeclaredProvenance(String),
+    /// `--tools`, `--tools-override` or `--audit-log` cannot be used.
+    #[error(transparent)]
+    Guard(#[from] crate::guard::GuardError),
 }
 
 /// What kind of failure a [`RequestError`] is, for the exit code.
@@ -378,6 +390,7 @@ impl RequestError {
                 "{}: e.g. --memory 512m, --cpus 1.5, --pids-limit 2048, or `unlimited`",
                 e.what
             )),
+            RequestError::Guard(e) => e.hint(),
             RequestError::ContradictoryIdentity | RequestError::Port(_) => None,
             RequestError::Allow(e) => Some(e.hint()),
             RequestError::NoIdentity => Some(
@@ -600,6 +613,32 @@ fn build_with(
         &inputs(&flags.cpus, &config.cpus, &proposed.cpus),
         &inputs(&flags.pids_limit, &config.pids_limit, &proposed.pids),
     )?;
+    // The guard: a flag, else the configuration's table for this server, else its `[guard]` keys.
+    let pin_name = crate::guard::pin::name_of_image(&launch.image);
+    let names: Vec<&str> = launch
+        .server
+        .iter()
+        .map(String::as_str)
+        .chain([pin_name.as_str()])
+        .collect();
+    let table = &config.guard.value;
+    let from_file = table.for_server(&names);
+    let guard = crate::guard::request(
+        flags.guard.tools.as_deref().or(from_file.tools.as_deref()),
+        flags
+            .guard
+            .tools_override
+            .as_deref()
+            .or(from_file.tools_override.as_deref()),
+        flags.guard.pin.or(from_file.pin),
+        flags
+            .guard
+            .audit_log
+            .clone()
+            .or_else(|| table.audit_log.clone()),
+        table.audit_max_bytes(),
+    )?;
+
     let port = crate::sandbox::bridge::Expose::from_flags(
         flags.port.as_deref(),
         flags.socket.as_deref(),
@@ -633,6 +672,7 @@ fn build_with(
         timings: flags.timings || env("THV_SANDBOX_TIMINGS").is_some_and(|v| v == "1"),
         missing_env,
         bytecode: !flags.no_bytecode && config.bytecode_at_unpack.value,
+        guard,
     })
 }
 

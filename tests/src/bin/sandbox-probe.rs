@@ -7,7 +7,7 @@
 //! Transport: newline-delimited JSON-RPC 2.0 on stdin/stdout. stdout carries protocol messages only; log lines
 //! go to stderr. The process exits 0 when stdin reaches end of file.
 //!
-//! Tool results are `content: [{type: "text", text}]`. `echo` returns its text unchanged; every other tool
+//! Tool results are `content: [{type: "text", text}]`. `echo` and `blob` return text; every other tool
 //! returns a JSON document in `text`. A tool whose operation failed with an errno answers `{"errno": "EACCES"}`
 //! (the errno's name) with `isError: true`. Bad arguments and unknown tools are JSON-RPC errors `-32602`.
 //!
@@ -69,6 +69,8 @@ const INVALID_PARAMS: i64 = -32602;
 
 /// Set from `PROBE_IGNORE_SIGTERM=1` before the handlers are installed; read by the SIGTERM handler.
 static IGNORE_SIGTERM: AtomicBool = AtomicBool::new(false);
+/// Set by the `grow` tool: the tool `extra` is listed from then on.
+static GROWN: AtomicBool = AtomicBool::new(false);
 
 fn main() -> ExitCode {
     IGNORE_SIGTERM.store(
@@ -155,6 +157,8 @@ enum After {
     Continue,
     Exit(u8),
     Crash,
+    /// Send `notifications/tools/list_changed` after the reply.
+    ListChanged,
 }
 
 fn serve() -> ExitCode {
@@ -198,6 +202,13 @@ fn serve() -> ExitCode {
                 return ExitCode::from(code);
             }
             After::Crash => crash(),
+            After::ListChanged => {
+                let note = json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"});
+                if let Err(e) = send(&note) {
+                    eprintln!("sandbox-probe: writing stdout: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
         }
     }
 }
@@ -297,7 +308,7 @@ fn initialize_result(params: &Value) -> Value {
         .unwrap_or(DEFAULT_PROTOCOL_VERSION);
     json!({
         "protocolVersion": version,
-        "capabilities": {"tools": {}},
+        "capabilities": {"tools": {"listChanged": true}},
         "serverInfo": {"name": "sandbox-probe", "version": env!("CARGO_PKG_VERSION")},
     })
 }
@@ -311,8 +322,14 @@ fn tool_list() -> Vec<Value> {
         })
     }
     let none = json!({});
-    vec![
-        tool("echo", "Returns its text unchanged.", json!({"text": {"type": "string"}}), &["text"]),
+    let mut tools = vec![
+        tool(
+            "echo",
+            // An image can change this description (the guard's tests: a server whose next version changes one).
+            &std::env::var("PROBE_ECHO_DESCRIPTION").unwrap_or_else(|_| "Returns its text unchanged.".into()),
+            json!({"text": {"type": "string"}}),
+            &["text"],
+        ),
         tool("probe", "Reports what the process sees from inside: credentials, capabilities, namespaces, \
               mounts, network, limits, and the outcome of forbidden syscalls.", none.clone(), &[]),
         tool("read_file", "Reads the first 4 KiB of a file.", json!({"path": {"type": "string"}}), &["path"]),
@@ -353,7 +370,6 @@ fn tool_list() -> Vec<Value> {
             json!({"code": {"type": "integer", "minimum": 0, "maximum": 255}}),
             &["code"],
         ),
-        tool("crash", "Replies, then dies by SIGILL (an undefined instruction).", none, &[]),
         tool(
             "allocate",
             "Allocates and touches `mib` MiB of memory (kept until the probe exits); replies with how much.",
@@ -373,7 +389,29 @@ fn tool_list() -> Vec<Value> {
             json!({"threads": {"type": "integer", "minimum": 1}, "ms": {"type": "integer", "minimum": 0}}),
             &["threads", "ms"],
         ),
-    ]
+        tool("crash", "Replies, then dies by SIGILL (an undefined instruction).", none.clone(), &[]),
+        tool(
+            "grow",
+            "Adds the tool `extra` to the list, then sends notifications/tools/list_changed.",
+            none.clone(),
+            &[],
+        ),
+        tool(
+            "blob",
+            "Returns a text of `bytes` bytes (at most 64 MiB).",
+            json!({"bytes": {"type": "integer", "minimum": 0}}),
+            &["bytes"],
+        ),
+    ];
+    if GROWN.load(Ordering::SeqCst) {
+        tools.push(tool(
+            "extra",
+            "Listed only after `grow`: returns \"extra\".",
+            none,
+            &[],
+        ));
+    }
+    tools
 }
 
 /// A tool's answer: the text and whether the operation failed.
@@ -493,6 +531,25 @@ fn call_tool(params: &Value) -> Result<(Value, After), RpcError> {
         }
         "fork_many" => ToolOutput::json(fork_many(u64_arg(args, "n")?)),
         "spin" => ToolOutput::json(spin(u64_arg(args, "threads")?, u64_arg(args, "ms")?)),
+        "grow" => {
+            GROWN.store(true, Ordering::SeqCst);
+            after = After::ListChanged;
+            ToolOutput::json(json!({"grown": "extra"}))
+        }
+        "extra" if GROWN.load(Ordering::SeqCst) => ToolOutput::json(json!("extra")),
+        "blob" => {
+            let bytes = u64_arg(args, "bytes")?;
+            if bytes > 64 << 20 {
+                return Err(RpcError::new(
+                    INVALID_PARAMS,
+                    "bytes must be at most 64 MiB",
+                ));
+            }
+            ToolOutput {
+                text: "x".repeat(bytes as usize),
+                is_error: false,
+            }
+        }
         "crash" => {
             after = After::Crash;
             ToolOutput::json(json!({"crashing": "SIGILL"}))

@@ -1,0 +1,464 @@
+//! Newline-delimited JSON-RPC framing, facing an untrusted peer.
+//!
+//! [`LineReader`] cuts a byte stream into lines of at most a bounded size, reading straight into one buffer (a
+//! large message is copied once, from the kernel into that buffer, and written out from there). [`parse_frame`]
+//! is a pure function over one line's bytes: it says what kind of JSON-RPC message the line is — without building
+//! the `params` or `result` (they are checked to be JSON and skipped) — or why it is none. It never panics, on any
+//! input (the fuzz harnesses call it).
+
+use std::io::{self, Read};
+
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+
+/// The largest message relayed (bytes, without the newline). Larger lines are dropped whole.
+pub const MAX_MESSAGE: usize = 32 << 20;
+
+/// What a line is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A request: an `id` and a `method`.
+    Request {
+        /// The id, as compact JSON text (`1`, `"abc"`).
+        id: String,
+        /// The method.
+        method: String,
+    },
+    /// A notification: a `method` and no `id`.
+    Notification {
+        /// The method.
+        method: String,
+    },
+    /// A response: an `id` and a `result` or an `error`.
+    Response {
+        /// The id, as compact JSON text; `None` for `null` (an error about an unreadable request).
+        id: Option<String>,
+        /// The error's code, for an error response.
+        error: Option<i64>,
+        /// The result is an object with `"isError": true` (a failed tool call).
+        tool_error: bool,
+    },
+    /// Not a JSON-RPC 2.0 message (the reason, for the user).
+    Invalid(String),
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    jsonrpc: Option<String>,
+    // `Some(Value::Null)` for `"id": null`, `None` when absent (see `present`).
+    #[serde(default, deserialize_with = "present")]
+    id: Option<serde_json::Value>,
+    method: Option<String>,
+    params: Option<IgnoredAny>,
+    result: Option<ResultPeek>,
+    error: Option<ErrorObject>,
+    // Other top-level members are ignored (skipped, never built), as JSON-RPC peers do.
+}
+
+#[derive(Deserialize)]
+struct ErrorObject {
+    code: Option<serde_json::Number>,
+    #[allow(dead_code)]
+    message: Option<IgnoredAny>,
+    #[allow(dead_code)]
+    data: Option<IgnoredAny>,
+}
+
+/// A result, skipped in the same pass that reads its top-level `isError` (no second scan of a large result).
+struct ResultPeek {
+    is_error: bool,
+}
+
+impl<'de> Deserialize<'de> for ResultPeek {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ResultPeek;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ResultPeek, A::Error> {
+                let mut is_error = false;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "isError" {
+                        is_error = matches!(
+                            map.next_value::<serde_json::Value>()?,
+                            serde_json::Value::Bool(true)
+                        );
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(ResultPeek { is_error })
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ResultPeek, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(ResultPeek { is_error: false })
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<ResultPeek, E> {
+                Ok(ResultPeek { is_error: false })
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<ResultPeek, E> {
+                Ok(ResultPeek { is_error: false })
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<ResultPeek, E> {
+                Ok(ResultPeek { is_error: false })
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<ResultPeek, E> {
+                Ok(ResultPeek { is_error: false })
+            }
+            fn visit_str<E>(self, _: &str) -> Result<ResultPeek, E> {
+                Ok(ResultPeek { is_error: false })
+            }
+            fn visit_unit<E>(self) -> Result<ResultPeek, E> {
+                Ok(ResultPeek { is_error: false })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
+}
+
+/// What `line` (one message, without its newline; surrounding whitespace allowed) is. Pure, total, never panics.
+pub fn parse_frame(line: &[u8]) -> Frame {
+    let env: Envelope = match serde_json::from_slice(line) {
+        Ok(e) => e,
+        Err(e) => return Frame::Invalid(format!("not a JSON-RPC message: {e}")),
+    };
+    if env.jsonrpc.as_deref() != Some("2.0") {
+        return Frame::Invalid("not a JSON-RPC 2.0 message (`jsonrpc` is not \"2.0\")".into());
+    }
+    let id = match env.id {
+        None => None,
+        Some(serde_json::Value::Null) => Some(None),
+        Some(v @ (serde_json::Value::Number(_) | serde_json::Value::String(_))) => {
+            Some(Some(v.to_string()))
+        }
+        Some(_) => return Frame::Invalid("an `id` must be a number or a string".into()),
+    };
+    let tool_error = env.result.as_ref().is_some_and(|r| r.is_error);
+    match (env.method, env.result.is_some(), env.error) {
+        (Some(method), false, None) => match id {
+            Some(Some(id)) => Frame::Request { id, method },
+            None => Frame::Notification { method },
+            Some(None) => Frame::Invalid("a request's `id` must not be null".into()),
+        },
+        (None, true, None) => match id {
+            Some(id) => Frame::Response {
+                id,
+                error: None,
+                tool_error,
+            },
+            None => Frame::Invalid("a response without an `id`".into()),
+        },
+        (None, false, Some(error)) => match id {
+            Some(id) => Frame::Response {
+                id,
+                error: Some(error.code.and_then(|c| c.as_i64()).unwrap_or(0)),
+                tool_error: false,
+            },
+            None => Frame::Invalid("an error response without an `id`".into()),
+        },
+        (None, false, None) if env.params.is_none() => {
+            Frame::Invalid("neither a `method` nor a `result` or `error`".into())
+        }
+        _ => Frame::Invalid("a message must be a request, a notification or a response".into()),
+    }
+}
+
+/// One line read by [`LineReader::next_line`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line<'a> {
+    /// A line, its newline included (the last line of a stream that ends without one has none).
+    Message(&'a [u8]),
+    /// A line longer than the limit, dropped: its length (up to where it was given up, when the stream ended).
+    TooLong(usize),
+}
+
+/// Cuts a stream into lines of at most `max` bytes (plus the newline). Bytes are read straight into one buffer,
+/// which holds at most one message and what follows it in the same read.
+#[derive(Debug)]
+pub struct LineReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    /// Start of the unconsumed bytes.
+    start: usize,
+    /// End of the bytes read.
+    end: usize,
+    /// Where to look for a newline next (bytes before it, from `start`, have none).
+    scanned: usize,
+    /// Dropping an oversized line: how many bytes of it so far.
+    dropping: Option<usize>,
+    max: usize,
+    eof: bool,
+}
+
+/// The smallest read.
+const READ_CHUNK: usize = 64 << 10;
+
+impl<R: Read> LineReader<R> {
+    /// A reader of lines of at most `max` bytes.
+    pub fn new(inner: R, max: usize) -> Self {
+        LineReader {
+            inner,
+            buf: vec![0; READ_CHUNK],
+            start: 0,
+            end: 0,
+            scanned: 0,
+            dropping: None,
+            max,
+            eof: false,
+        }
+    }
+
+    /// The next line; `None` at the end of the stream.
+    pub fn next_line(&mut self) -> io::Result<Option<Line<'_>>> {
+        loop {
+            if let Some(pos) = self.buf[self.scanned..self.end]
+                .iter()
+                .position(|&b| b == b'\n')
+            {
+                let nl = self.scanned + pos;
+                let line_start = self.start;
+                self.start = nl + 1;
+                self.scanned = self.start;
+                if let Some(dropped) = self.dropping.take() {
+                    return Ok(Some(Line::TooLong(dropped + (nl - line_start))));
+                }
+                return Ok(Some(Line::Message(&self.buf[line_start..=nl])));
+            }
+            self.scanned = self.end;
+            if self.end - self.start > self.max {
+                // Too long: forget what we have of it, and skip to its newline.
+                *self.dropping.get_or_insert(0) += self.end - self.start;
+                self.start = 0;
+                self.end = 0;
+                self.scanned = 0;
+            }
+            if self.eof {
+                let line_start = self.start;
+                self.start = self.end;
+                self.scanned = self.end;
+                if let Some(dropped) = self.dropping.take() {
+                    return Ok(Some(Line::TooLong(dropped + (self.end - line_start))));
+                }
+                if line_start == self.end {
+                    return Ok(None);
+                }
+                return Ok(Some(Line::Message(&self.buf[line_start..self.end])));
+            }
+            // Room to read: move the partial line to the front, grow when a read would not fit a chunk.
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.scanned -= self.start;
+                self.start = 0;
+            }
+            if self.buf.len() - self.end < READ_CHUNK {
+                let want = (self.end + READ_CHUNK).max(self.buf.len() * 2);
+                // Never more than one message and a chunk.
+                self.buf.resize(want.min(self.max + 1 + READ_CHUNK), 0);
+            }
+            match self.inner.read(&mut self.buf[self.end..]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// `line` without its newline and surrounding ASCII whitespace.
+pub fn trimmed(line: &[u8]) -> &[u8] {
+    line.trim_ascii()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(id: &str, method: &str) -> Frame {
+        Frame::Request {
+            id: id.into(),
+            method: method.into(),
+        }
+    }
+
+    #[test]
+    fn messages_are_classified() {
+        assert_eq!(
+            parse_frame(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#),
+            req("1", "tools/list")
+        );
+        assert_eq!(
+            parse_frame(br#" {"jsonrpc":"2.0","id":"a","method":"x","params":{"k":[1,2]}} "#),
+            req("\"a\"", "x")
+        );
+        assert_eq!(
+            parse_frame(br#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#),
+            Frame::Notification {
+                method: "notifications/tools/list_changed".into()
+            }
+        );
+        assert_eq!(
+            parse_frame(br#"{"jsonrpc":"2.0","id":7,"result":{"tools":[]}}"#),
+            Frame::Response {
+                id: Some("7".into()),
+                error: None,
+                tool_error: false
+            }
+        );
+        assert_eq!(
+            parse_frame(br#"{"jsonrpc":"2.0","id":8,"result":{"content":[{"isError":true}],"isError":true}}"#),
+            Frame::Response {
+                id: Some("8".into()),
+                error: None,
+                tool_error: true
+            }
+        );
+        assert_eq!(
+            parse_frame(br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"x"}}"#),
+            Frame::Response {
+                id: None,
+                error: Some(-32700),
+                tool_error: false
+            }
+        );
+    }
+
+    #[test]
+    fn garbage_is_invalid_and_never_panics() {
+        let cases: &[&[u8]] = &[
+            b"",
+            b"   ",
+            b"hello",
+            b"{",
+            b"[]",
+            b"[{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"x\"}]",
+            b"null",
+            b"{\"jsonrpc\":\"1.0\",\"id\":1,\"method\":\"x\"}",
+            b"{\"jsonrpc\":\"2.0\",\"id\":{},\"method\":\"x\"}",
+            b"{\"jsonrpc\":\"2.0\",\"id\":null,\"method\":\"x\"}",
+            b"{\"jsonrpc\":\"2.0\",\"method\":\"x\",\"result\":1}",
+            b"{\"jsonrpc\":\"2.0\",\"result\":1}",
+            b"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":1,\"error\":{\"code\":1}}",
+            b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"x\",\"method\":\"y\"}",
+            b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"x\"} trailing",
+            b"\xff\xfe{\"jsonrpc\"",
+            b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\xff\"}",
+        ];
+        for case in cases {
+            assert!(
+                matches!(parse_frame(case), Frame::Invalid(_)),
+                "{:?}: {:?}",
+                String::from_utf8_lossy(case),
+                parse_frame(case)
+            );
+        }
+        // Deep nesting is skipped without recursion (no stack overflow); unbalanced, it is invalid.
+        let deep = format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}{}}}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert!(matches!(
+            parse_frame(deep.as_bytes()),
+            Frame::Response { .. } | Frame::Invalid(_)
+        ));
+        assert!(matches!(
+            parse_frame(&deep.as_bytes()[..150_000]),
+            Frame::Invalid(_)
+        ));
+        // Every prefix of a valid message (a half-line) is invalid, never a panic.
+        let full = br#"{"jsonrpc":"2.0","id":12,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
+        for n in 0..full.len() {
+            assert!(matches!(parse_frame(&full[..n]), Frame::Invalid(_)), "{n}");
+        }
+    }
+
+    /// A reader handing out at most `step` bytes per read (a pipe delivering half-lines).
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let n = self.step.min(out.len()).min(self.data.len());
+            out[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    fn lines(data: &[u8], step: usize, max: usize) -> Vec<Result<Vec<u8>, usize>> {
+        let mut r = LineReader::new(Trickle { data, step }, max);
+        let mut out = Vec::new();
+        while let Some(line) = r.next_line().expect("read") {
+            out.push(match line {
+                Line::Message(m) => Ok(m.to_vec()),
+                Line::TooLong(n) => Err(n),
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn half_lines_are_joined_whatever_the_reads() {
+        let data = b"{\"a\":1}\n\n{\"b\":2}\nlast";
+        for step in [1, 2, 3, 7, 1000] {
+            assert_eq!(
+                lines(data, step, 100),
+                vec![
+                    Ok(b"{\"a\":1}\n".to_vec()),
+                    Ok(b"\n".to_vec()),
+                    Ok(b"{\"b\":2}\n".to_vec()),
+                    Ok(b"last".to_vec())
+                ],
+                "step {step}"
+            );
+        }
+    }
+
+    #[test]
+    fn oversized_lines_are_dropped_and_the_next_one_is_read() {
+        let mut data = vec![b'x'; 300_000];
+        data.extend_from_slice(b"\nok\n");
+        data.extend(vec![b'y'; 200_000]);
+        for step in [1000, 70_000, 1 << 20] {
+            assert_eq!(
+                lines(&data, step, 100_000),
+                vec![Err(300_000), Ok(b"ok\n".to_vec()), Err(200_000)],
+                "step {step}"
+            );
+        }
+        // A line of exactly the limit passes.
+        let mut exact = vec![b'z'; 1000];
+        exact.push(b'\n');
+        assert_eq!(lines(&exact, 333, 1000), vec![Ok(exact.clone())]);
+    }
+
+    #[test]
+    fn the_buffer_stays_bounded() {
+        let data = vec![b'x'; 5 << 20];
+        let mut r = LineReader::new(
+            Trickle {
+                data: &data,
+                step: 1 << 20,
+            },
+            1 << 20,
+        );
+        while r.next_line().expect("read").is_some() {}
+        assert!(r.buf.len() <= (1 << 20) + 1 + READ_CHUNK, "{}", r.buf.len());
+    }
+}
