@@ -171,6 +171,9 @@ impl PackageInstall {
             .chain([format!("{work_in}/report.json"), spec.requirement()])
             .collect(),
         };
+        // What we made belongs to the root's owner (the sandbox's uid 0), as the image's files do.
+        own_like_root(tree, &[work.to_owned(), at(tree, PREFIX)])
+            .map_err(|e| io("the install's files", e))?;
         self.run_installer(tree, runtime, &resolve, &env, "resolve")?;
         let entries = match spec.ecosystem {
             Ecosystem::Npm => {
@@ -208,6 +211,8 @@ impl PackageInstall {
                 .collect(),
             Ecosystem::Pypi => {
                 std::fs::write(work.join("lock.txt"), lock::pip_requirements(&entries))
+                    .map_err(|e| io("the hashed requirements", e))?;
+                own_like_root(tree, &[work.join("lock.txt")])
                     .map_err(|e| io("the hashed requirements", e))?;
                 [
                     "python3",
@@ -392,6 +397,28 @@ impl PackageInstall {
             RunEnd::Failed(f) => Err(format!("{}: {}", f.stage, f.chain.join(": "))),
         }
     }
+}
+
+/// Gives `paths` (and everything under them) the owner of the image's root-owned files in `tree`.
+fn own_like_root(tree: &Path, paths: &[PathBuf]) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    // `/usr` is the image's (the staging directory itself may be ours).
+    let meta =
+        std::fs::symlink_metadata(tree.join("usr")).or_else(|_| std::fs::symlink_metadata(tree))?;
+    let (uid, gid) = (meta.uid(), meta.gid());
+    fn walk(p: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+        std::os::unix::fs::lchown(p, Some(uid), Some(gid))?;
+        if std::fs::symlink_metadata(p)?.is_dir() {
+            for e in std::fs::read_dir(p)? {
+                walk(&e?.path(), uid, gid)?;
+            }
+        }
+        Ok(())
+    }
+    for p in paths {
+        walk(p, uid, gid)?;
+    }
+    Ok(())
 }
 
 /// The `entry_points.txt` of `name` in pip's `--target` directory `site`.
