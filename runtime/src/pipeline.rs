@@ -244,7 +244,9 @@ pub fn run(
         .map_err(|e| abandon(e.into()))?;
     // 4. fetch layers and unpack them while they stream, into the root a run by this user uses (the root's lock
     //    is taken before any download, so concurrent first pulls share one download and one unpack).
-    let fetched = fetch_and_unpack(resolved, &opts).map_err(abandon)?;
+    let fetched = fetch_and_unpack(resolved, &opts)
+        .map_err(|e| packages::refusal(install.as_ref(), e))
+        .map_err(abandon)?;
     // 5. commit: only now does the cache name the image (by its pinned digest: no tag is resolved again). The
     //    root is then loaded, or unpacked from the cache for an image that was there already.
     let (oci, image, downloaded) = commit(fetched, &*reporter).map_err(abandon)?;
@@ -265,7 +267,8 @@ pub fn run(
         target.mode,
         target.ownership,
         opts.finish,
-    )?;
+    )
+    .map_err(|e| packages::refusal(install.as_ref(), e.into()))?;
     let runtime = packages::installed(install.as_ref(), &root, runtime, &*reporter)?;
     let t_image = t_start.elapsed();
     check_secrets(req)?;

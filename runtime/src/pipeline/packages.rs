@@ -46,6 +46,8 @@ pub struct PackageInstall {
     host: HostIds,
     /// What the install has to say (the verdict's line), taken by the pipeline afterwards.
     said: Mutex<Vec<String>>,
+    /// The seam's refusal, if it refused (the build's error then becomes [`super::Error::Refused`]).
+    refused: Mutex<Option<String>>,
 }
 
 impl PackageInstall {
@@ -58,6 +60,20 @@ impl PackageInstall {
             runs_dir: runs_dir.to_owned(),
             host: super::host_ids(),
             said: Mutex::new(Vec::new()),
+            refused: Mutex::new(None),
+        }
+    }
+
+    /// `e` as a refusal ([`crate::EXIT_REFUSED`]) when the provenance seam refused the install, else as it is.
+    pub fn refusal(&self, e: super::Error) -> super::Error {
+        match self
+            .refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            Some(reason) => refused(&self.install.spec, reason),
+            None => e,
         }
     }
 
@@ -194,6 +210,7 @@ impl PackageInstall {
         // 2. the provenance seam: before anything is installed.
         let verdict = verdict::check_before_install(spec, &entries);
         if let Verdict::Refused { reason } = &verdict {
+            *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.clone());
             return Err(format!("refused before anything was installed: {reason}"));
         }
         if let Some(line) = verdict.line(spec) {
@@ -549,9 +566,53 @@ pub fn pull_package(
         target.mode,
         target.ownership,
         Some(&finish),
-    )?;
+    )
+    .map_err(|e| finish.refusal(e.into()))?;
     for line in finish.take_lines() {
         reporter.report(crate::report::Event::Warning(&line));
     }
     Ok(runtime_for(&root, &runtime)?.1)
+}
+
+/// The pipeline's error for a package the provenance seam refused: nothing of it was installed.
+pub fn refused(spec: &crate::packages::PackageSpec, reason: String) -> super::Error {
+    super::Error::Refused(crate::trust::verification::Refused {
+        reference: spec.to_string(),
+        reason,
+        hint: "nothing of the package was installed or run; see `thv-sandbox inspect` for the resolved tree".into(),
+    })
+}
+
+/// [`PackageInstall::refusal`] when there is an install.
+pub(super) fn refusal(install: Option<&PackageInstall>, e: super::Error) -> super::Error {
+    match install {
+        Some(i) => i.refusal(e),
+        None => e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_of_the_seam_is_a_refusal_of_the_run() {
+        let spec = crate::packages::spec::parse("npx://left-pad@1.3.0")
+            .unwrap()
+            .unwrap();
+        let install = Install::new(spec, Some("oci:/x:y"), None, &|_| None).unwrap();
+        let i = PackageInstall::new(
+            &install,
+            Path::new("/proc/self/exe"),
+            Path::new("/nonexistent"),
+        );
+        let other = || super::super::Error::Port("x".into());
+        // No refusal: the error is kept.
+        assert!(matches!(i.refusal(other()), super::super::Error::Port(_)));
+        *i.refused.lock().unwrap() = Some("no attestation".into());
+        let e = refusal(Some(&i), other());
+        assert_eq!(e.exit_code(), crate::EXIT_REFUSED);
+        assert!(e.to_string().contains("npx://left-pad@1.3.0"), "{e}");
+        assert!(e.to_string().contains("no attestation"), "{e}");
+    }
 }
