@@ -166,16 +166,33 @@ fn package_view(p: &crate::packages::Install) -> PackageView {
     }
 }
 
+/// Every installed package root of `cache` (`npx://`/`uvx://`), with its committed lock: for `images`.
+pub fn installed_packages(cache: &std::path::Path) -> Vec<(String, InstalledView)> {
+    installed_where(cache, &|name| name.contains("-pkg-"))
+}
+
 /// The installed roots in `cache` named `…-<key_tag>`, with their committed locks.
 fn installed(key_tag: &str, cache: &std::path::Path) -> Vec<InstalledView> {
     let tag = format!("-{key_tag}");
+    installed_where(cache, &|name| name.ends_with(&tag))
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect()
+}
+
+/// The installed package roots of `cache` whose names `pick` picks: each with the package, pinned
+/// (`npx://NAME@VERSION`), and its lock.
+fn installed_where(
+    cache: &std::path::Path,
+    pick: &dyn Fn(&str) -> bool,
+) -> Vec<(String, InstalledView)> {
     let Ok(dir) = std::fs::read_dir(crate::rootfs::roots_dir(cache)) else {
         return Vec::new();
     };
     let mut out = Vec::new();
     for e in dir.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') || !name.ends_with(&tag) {
+        if name.starts_with('.') || !pick(&name) {
             continue;
         }
         let lock_path = e
@@ -188,14 +205,23 @@ fn installed(key_tag: &str, cache: &std::path::Path) -> Vec<InstalledView> {
         else {
             continue;
         };
-        out.push(InstalledView {
-            root: e.path().display().to_string(),
-            version: lock.top_version,
-            index: lock.index,
-            command: lock.command,
-            entries: lock.entries,
-        });
+        let pinned = crate::packages::PackageSpec {
+            version: Some(lock.top_version.clone()),
+            ..lock.top.clone()
+        }
+        .to_string();
+        out.push((
+            pinned,
+            InstalledView {
+                root: e.path().display().to_string(),
+                version: lock.top_version,
+                index: lock.index,
+                command: lock.command,
+                entries: lock.entries,
+            },
+        ));
     }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
     out
 }
 

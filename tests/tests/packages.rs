@@ -223,7 +223,7 @@ async fn npx_server_everything_installed_in_the_sandbox_then_offline() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn uvx_mcp_server_time_installed_in_the_sandbox_then_offline() {
+async fn uvx_mcp_server_time_pulled_then_run_offline() {
     let Some(layout) = bases() else { return };
     if !reachable("pypi.org") || !reachable("files.pythonhosted.org") {
         return;
@@ -232,22 +232,31 @@ async fn uvx_mcp_server_time_installed_in_the_sandbox_then_offline() {
     let run = Run::new();
     let cache = own_cache();
 
-    let cmd = package_cmd(&run, cache.path(), &base, PYPI_PACKAGE, &[], &[], &[]);
-    let server = thv_sandbox_e2e::spawn_mcp(cmd)
+    // `pull` installs (nothing runs) and prints the pinned package.
+    let out = run
+        .cli(
+            cache.path(),
+            &[
+                "pull",
+                "--base-image",
+                &base,
+                "uvx://mcp-server-time@2026.10.19",
+            ],
+        )
+        .stdin(std::process::Stdio::null())
+        .output()
         .await
-        .expect("install and initialize mcp-server-time");
-    let tools = thv_sandbox_e2e::list_tools(&server.client)
-        .await
-        .expect("tools/list");
-    let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
-    assert!(names.contains(&"get_current_time"), "{names:?}");
-    let out = server
-        .call("get_current_time", json!({"timezone": "Asia/Kathmandu"}))
-        .await
-        .expect("get_current_time");
-    assert!(tool_text(&out).contains("+05:45"), "{out:?}");
-    let done = server.finish().await.expect("finish");
-    assert_eq!(code(done.status), 0, "stderr: {}", done.stderr);
+        .expect("pull");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code(out.status), 0, "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "uvx://mcp-server-time==2026.10.19\n"
+    );
+    assert!(
+        stderr.contains("package provenance was not checked"),
+        "{stderr}"
+    );
     let roots = package_roots(cache.path());
     assert_eq!(roots.len(), 1, "{roots:?}");
     let lock: serde_json::Value = serde_json::from_slice(
@@ -263,7 +272,37 @@ async fn uvx_mcp_server_time_installed_in_the_sandbox_then_offline() {
             .any(|e| e["name"] == "mcp" && e["algorithm"] == "sha256"),
         "{lock}"
     );
+    // `images` lists it; `inspect` says what is installed and from where.
+    let out = run
+        .cli(cache.path(), &["images"])
+        .output()
+        .await
+        .expect("images");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("uvx://mcp-server-time==2026.10.19  "),
+        "{table}"
+    );
+    let out = run
+        .cli(
+            cache.path(),
+            &["inspect", "--base-image", &base, PYPI_PACKAGE],
+        )
+        .output()
+        .await
+        .expect("inspect");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(code(out.status), 0, "{text}");
+    assert!(
+        text.contains("install egress: pypi.org:443, files.pythonhosted.org:443 only"),
+        "{text}"
+    );
+    assert!(
+        text.contains("installed: 2026.10.19 from https://pypi.org/simple"),
+        "{text}"
+    );
 
+    // Run after `pull`: the index unreachable, `--pull never`, from the installed root.
     let offline = [("PIP_INDEX_URL", "http://127.0.0.1:9/simple")];
     let cmd = package_cmd(
         &run,
@@ -276,7 +315,17 @@ async fn uvx_mcp_server_time_installed_in_the_sandbox_then_offline() {
     );
     let server = thv_sandbox_e2e::spawn_mcp(cmd)
         .await
-        .expect("initialize from the cached root");
+        .expect("initialize from the pulled root");
+    let tools = thv_sandbox_e2e::list_tools(&server.client)
+        .await
+        .expect("tools/list");
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    assert!(names.contains(&"get_current_time"), "{names:?}");
+    let out = server
+        .call("get_current_time", json!({"timezone": "Asia/Kathmandu"}))
+        .await
+        .expect("get_current_time");
+    assert!(tool_text(&out).contains("+05:45"), "{out:?}");
     let out = server
         .call(
             "convert_time",
@@ -287,6 +336,11 @@ async fn uvx_mcp_server_time_installed_in_the_sandbox_then_offline() {
     assert!(tool_text(&out).contains("T15:15:00+09:00"), "{out:?}");
     let done = server.finish().await.expect("finish");
     assert_eq!(code(done.status), 0, "stderr: {}", done.stderr);
+    assert!(
+        !done.stderr.contains("not checked"),
+        "no second install: {}",
+        done.stderr
+    );
 
     tamper_lock(cache.path());
     assert_refused_tampered(package_cmd(
