@@ -765,7 +765,11 @@ fn validate(server: &Server, origin: &str, env_field: &str) -> Result<(), Catalo
         ));
     }
     if let Some(image) = &server.image {
-        if let Err(e) = image.parse::<crate::image::reference::Reference>() {
+        if crate::packages::spec::is_package_ref(image) {
+            if let Err(e) = crate::packages::spec::parse(image) {
+                return Err(err("image".into(), e.why));
+            }
+        } else if let Err(e) = image.parse::<crate::image::reference::Reference>() {
             return Err(err("image".into(), e.to_string()));
         }
     }

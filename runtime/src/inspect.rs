@@ -35,6 +35,48 @@ pub struct EffectiveProfile {
     /// The cached image (its manifest digest) and its verification record, when the cache has them (filled by
     /// [`EffectiveProfile::add_cached`]; nothing is fetched).
     pub cached: Option<CachedView>,
+    /// `npx://` / `uvx://`: what is installed, from where, onto what.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package: Option<PackageView>,
+}
+
+/// What `run npx://…` / `uvx://…` installs, from where, and what is installed already.
+#[derive(Debug, Clone, Serialize)]
+pub struct PackageView {
+    /// The package as asked for.
+    pub package: String,
+    /// The base image it is installed onto.
+    pub base_image: String,
+    /// The installer that runs in the install sandbox.
+    pub installer: &'static str,
+    /// The index.
+    pub index: String,
+    /// More indexes (pip).
+    pub extra_indexes: Vec<String>,
+    /// `host:port` the install sandbox may reach (nothing else).
+    pub install_egress: Vec<String>,
+    /// The CA bundle copied into the install sandbox.
+    pub ca_file: Option<String>,
+    /// The installed roots of this package (one per base image digest), with their locks.
+    pub installed: Vec<InstalledView>,
+    /// The key tag of its roots.
+    #[serde(skip)]
+    key_tag: String,
+}
+
+/// One installed root of a package.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstalledView {
+    /// The root's directory.
+    pub root: String,
+    /// The version the package resolved to.
+    pub version: String,
+    /// The index it came from.
+    pub index: String,
+    /// The command the server starts with.
+    pub command: Vec<String>,
+    /// Every package of the tree, pinned.
+    pub entries: Vec<crate::packages::lock::LockEntry>,
 }
 
 /// The resource limits of a run: what was asked (and by whom), and what this host enforces.
@@ -164,6 +206,84 @@ pub struct RuleView {
     pub reason: String,
 }
 
+fn package_view(p: &crate::packages::Install) -> PackageView {
+    PackageView {
+        package: p.spec.to_string(),
+        base_image: p.base_image.clone(),
+        installer: match p.spec.ecosystem {
+            crate::packages::Ecosystem::Npm => "npm (resolve: npm install --package-lock-only; install: npm ci)",
+            crate::packages::Ecosystem::Pypi => {
+                "pip (resolve: pip install --dry-run --report; install: pip install --require-hashes --no-deps)"
+            }
+        },
+        index: p.index.url.clone(),
+        extra_indexes: p.index.extra.clone(),
+        install_egress: p.index.hosts.iter().map(|(h, port)| format!("{h}:{port}")).collect(),
+        ca_file: p.ca_file.as_ref().map(|f| f.display().to_string()),
+        installed: Vec::new(),
+        key_tag: p.key_tag(),
+    }
+}
+
+/// Every installed package root of `cache` (`npx://`/`uvx://`), with its committed lock: for `images`.
+pub fn installed_packages(cache: &std::path::Path) -> Vec<(String, InstalledView)> {
+    installed_where(cache, &|name| name.contains("-pkg-"))
+}
+
+/// The installed roots in `cache` named `…-<key_tag>`, with their committed locks.
+fn installed(key_tag: &str, cache: &std::path::Path) -> Vec<InstalledView> {
+    let tag = format!("-{key_tag}");
+    installed_where(cache, &|name| name.ends_with(&tag))
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect()
+}
+
+/// The installed package roots of `cache` whose names `pick` picks: each with the package, pinned
+/// (`npx://NAME@VERSION`), and its lock.
+fn installed_where(
+    cache: &std::path::Path,
+    pick: &dyn Fn(&str) -> bool,
+) -> Vec<(String, InstalledView)> {
+    let Ok(dir) = std::fs::read_dir(crate::rootfs::roots_dir(cache)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !pick(&name) {
+            continue;
+        }
+        let lock_path = e
+            .path()
+            .join("rootfs")
+            .join(crate::packages::lock::LOCK_PATH.trim_start_matches('/'));
+        let Some(lock) = std::fs::read(&lock_path)
+            .ok()
+            .and_then(|t| serde_json::from_slice::<crate::packages::lock::Lock>(&t).ok())
+        else {
+            continue;
+        };
+        let pinned = crate::packages::PackageSpec {
+            version: Some(lock.top_version.clone()),
+            ..lock.top.clone()
+        }
+        .to_string();
+        out.push((
+            pinned,
+            InstalledView {
+                root: e.path().display().to_string(),
+                version: lock.top_version,
+                index: lock.index,
+                command: lock.command,
+                entries: lock.entries,
+            },
+        ));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
 /// The effective profile of `req`.
 pub fn effective_profile(req: &RunRequest) -> Result<EffectiveProfile, Error> {
     let seccomp = seccomp_for(req)?;
@@ -259,6 +379,7 @@ pub fn effective_profile(req: &RunRequest) -> Result<EffectiveProfile, Error> {
         provenance: req.provenance.clone(),
         limits: limits_view(req),
         cached: None,
+        package: req.package.as_ref().map(package_view),
     })
 }
 
@@ -266,6 +387,9 @@ impl EffectiveProfile {
     /// Looks the image up in the cache (no network: `--pull never`, no verification step) and adds its digest and
     /// verification record.
     pub fn add_cached(&mut self, cache_dir: &std::path::Path) {
+        if let Some(p) = &mut self.package {
+            p.installed = installed(&p.key_tag, cache_dir);
+        }
         if self.image.starts_with("oci:") {
             return;
         }
@@ -293,6 +417,41 @@ impl EffectiveProfile {
             let _ = writeln!(o, "server:   {s}");
         }
         let _ = writeln!(o, "image:    {}", self.image);
+        if let Some(p) = &self.package {
+            let _ = writeln!(o, "package:  {} onto the base image above", p.package);
+            let _ = writeln!(o, "  installer: {}, in the install sandbox", p.installer);
+            let _ = writeln!(o, "  index:     {}", p.index);
+            for x in &p.extra_indexes {
+                let _ = writeln!(o, "  index:     {x} (extra)");
+            }
+            let _ = writeln!(
+                o,
+                "  install egress: {} only; runs from the installed root have no network",
+                p.install_egress.join(", ")
+            );
+            if let Some(ca) = &p.ca_file {
+                let _ = writeln!(o, "  CA bundle: {ca} (copied into the install sandbox)");
+            }
+            if p.installed.is_empty() {
+                let _ = writeln!(
+                    o,
+                    "  installed: not yet (the first run or `pull` installs it)"
+                );
+            }
+            for i in &p.installed {
+                let _ = writeln!(
+                    o,
+                    "  installed: {} from {}, {} packages pinned (sha512/sha256), root {}",
+                    i.version,
+                    i.index,
+                    i.entries.len(),
+                    i.root
+                );
+                for e in &i.entries {
+                    let _ = writeln!(o, "    {} {} {}", e.name, e.version, e.url);
+                }
+            }
+        }
         let _ = writeln!(
             o,
             "network:  {} ({})",

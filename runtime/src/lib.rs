@@ -40,6 +40,7 @@
 //! | [`trust`] | provenance evidence and the verification gate |
 //! | [`sandbox`] | spec, permission profile, supervisor, runner, secrets, egress proxy, HTTP bridge |
 //! | [`guard`] | the MCP conversation: the relay's parser, pinned tool descriptions, tool filters, audit log |
+//! | [`packages`] | `npx://` and `uvx://` packages: the reference, the index, the lock, the provenance seam (the install runs in `pipeline::packages`) |
 //! | [`catalog`] | the registry of servers (ToolHive's formats) and launch plans |
 //! | [`doctor`] | the host checks |
 //! | [`cache`] | the cache's images |
@@ -59,6 +60,7 @@ pub mod fuzzing;
 pub mod guard;
 pub mod image;
 pub mod inspect;
+pub mod packages;
 pub mod report;
 pub mod rootfs;
 pub mod sandbox;
@@ -71,6 +73,7 @@ mod pipeline;
 mod testing;
 
 pub use distribution::RegistryAccess;
+pub use pipeline::packages::pull_package;
 pub use pipeline::{
     pull, pull_verified, pull_verified_with, pull_with, run, verify, Error, RunSummary,
 };

@@ -1,6 +1,7 @@
 //! The pipeline behind `thv-sandbox run` (the order and its reasons are in the crate documentation).
 
 pub mod bytecode;
+pub mod packages;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -245,8 +246,13 @@ pub fn run(
         Some(target),
     );
     // The bytecode step finishes a root this run builds (its name says so).
-    let finish = bytecode::finisher(req.bytecode, &req.exe, &runs_dir);
+    let finish = bytecode::finisher(req.bytecode && req.package.is_none(), &req.exe, &runs_dir);
     opts.finish = finish.as_ref().map(|f| f as &dyn rootfs::Finish);
+    // `npx://` / `uvx://`: the package is installed onto the base image's root instead (pipeline::packages).
+    let install = packages::installer(req, &runs_dir);
+    if let Some(i) = &install {
+        opts.finish = Some(i as &dyn rootfs::Finish);
+    }
     let abandon = |e| {
         reporter.report(Event::PullAbandoned);
         e
@@ -268,7 +274,9 @@ pub fn run(
         .map_err(|e| abandon(e.into()))?;
     // 4. fetch layers and unpack them while they stream, into the root a run by this user uses (the root's lock
     //    is taken before any download, so concurrent first pulls share one download and one unpack).
-    let fetched = fetch_and_unpack(resolved, &opts).map_err(abandon)?;
+    let fetched = fetch_and_unpack(resolved, &opts)
+        .map_err(|e| packages::refusal(install.as_ref(), e))
+        .map_err(abandon)?;
     // 5. commit: only now does the cache name the image (by its pinned digest: no tag is resolved again). The
     //    root is then loaded, or unpacked from the cache for an image that was there already.
     let (oci, image, downloaded) = commit(fetched, &*reporter).map_err(abandon)?;
@@ -290,7 +298,9 @@ pub fn run(
         target.mode,
         target.ownership,
         opts.finish,
-    )?;
+    )
+    .map_err(|e| packages::refusal(install.as_ref(), e.into()))?;
+    let runtime = packages::installed(install.as_ref(), &root, runtime, &*reporter)?;
     let t_image = t_start.elapsed();
     crate::trace::mark("root found");
     check_secrets(req)?;

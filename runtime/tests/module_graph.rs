@@ -21,6 +21,7 @@ const LAYERS: &[&str] = &[
     "trust",
     "sandbox",
     "guard",
+    "packages",
     "catalog",
     "doctor",
     "cache",

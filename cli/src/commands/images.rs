@@ -22,7 +22,7 @@ pub(crate) fn images_cmd(file: Option<PathBuf>, args: ImagesArgs) -> i32 {
     let out = if args.json {
         cache::render_json(&images)
     } else {
-        cache::render_table(&images) + &cache::render_total(&totals)
+        cache::render_table(&images) + &cache::render_total(&totals) + &package_roots(&dirs)
     };
     use std::io::Write;
     let _ = std::io::stdout().write_all(out.as_bytes());
@@ -30,6 +30,25 @@ pub(crate) fn images_cmd(file: Option<PathBuf>, args: ImagesArgs) -> i32 {
         return check_roots_cmd(&dirs);
     }
     0
+}
+
+/// The installed `npx://`/`uvx://` packages, one line each, when there are any (their size is counted in their
+/// base image's row above: a package root is one of its roots).
+fn package_roots(dirs: &Dirs) -> String {
+    let installed = thv_sandbox_runtime::inspect::installed_packages(&dirs.cache);
+    let mut out = String::new();
+    if installed.is_empty() {
+        return out;
+    }
+    out.push_str("\nPACKAGES (installed onto the base image whose root they are)\n");
+    for (pinned, v) in installed {
+        let root = std::path::Path::new(&v.root)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        out.push_str(&format!("{pinned}  {} packages  {root}\n", v.entries.len()));
+    }
+    out
 }
 
 /// `images --check`: one line per root on stderr; 1 if any root changed or cannot be read.

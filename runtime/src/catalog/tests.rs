@@ -345,7 +345,7 @@ fn remote_servers_and_skipped_entries_in_the_upstream_format() {
                     "env_vars": [{"name": "K", "description": "key", "required": true}]}
             }}}
         },
-        {"name": "io.example/npm-only", "packages": [{"registryType": "npm", "identifier": "x"}]}
+        {"name": "io.example/nuget-only", "packages": [{"registryType": "nuget", "identifier": "x", "transport": {"type": "stdio"}}]}
     ]));
     let c = Catalog::parse(&doc, "u").unwrap();
     assert_eq!(c.servers.len(), 1);
@@ -398,4 +398,47 @@ fn search_matches_every_word_in_names_descriptions_tags_and_tools() {
         let t = serde_json::to_string(s).unwrap().to_lowercase();
         t.contains("github") && t.contains("pull")
     }));
+}
+
+#[test]
+fn npm_and_pypi_packages_in_the_upstream_format() {
+    let doc = upstream_doc(serde_json::json!([
+        {
+            "name": "io.github.modelcontextprotocol/everything",
+            "description": "everything",
+            "packages": [{"registryType": "npm", "identifier": "@modelcontextprotocol/server-everything",
+                "version": "2026.8.31", "runtimeHint": "npx", "transport": {"type": "stdio"},
+                "packageArguments": [{"type": "positional", "value": "stdio"},
+                                     {"type": "named", "name": "--level", "default": "debug"},
+                                     {"type": "positional", "valueHint": "path"}],
+                "environmentVariables": [{"name": "API_KEY", "isSecret": true, "isRequired": true}]}]
+        },
+        {
+            "name": "io.github.modelcontextprotocol/time",
+            "packages": [{"registryType": "pypi", "identifier": "mcp-server-time", "version": "2026.10.19",
+                "runtimeHint": "uvx", "transport": {"type": "stdio"}}]
+        },
+        {
+            "name": "io.example/bad-npm",
+            "packages": [{"registryType": "npm", "identifier": "Not Valid", "transport": {"type": "stdio"}}]
+        }
+    ]));
+    let e = Catalog::parse(&doc, "u").unwrap_err();
+    assert!(e.to_string().contains("bad-npm"), "{e}");
+    let mut fixed: serde_json::Value = serde_json::from_slice(&doc).unwrap();
+    fixed["data"]["servers"].as_array_mut().unwrap().pop();
+    let c = Catalog::parse(&serde_json::to_vec(&fixed).unwrap(), "u").unwrap();
+    let npm = c.get("io.github.modelcontextprotocol/everything").unwrap();
+    assert_eq!(
+        npm.image.as_deref(),
+        Some("npx://@modelcontextprotocol/server-everything@2026.8.31")
+    );
+    assert_eq!(npm.args, ["stdio", "--level", "debug"]);
+    assert_eq!(npm.env_vars[0].name, "API_KEY");
+    assert!(npm.env_vars[0].secret);
+    let py = c.get("io.github.modelcontextprotocol/time").unwrap();
+    assert_eq!(
+        py.image.as_deref(),
+        Some("uvx://mcp-server-time==2026.10.19")
+    );
 }

@@ -4,7 +4,10 @@
 //! one, the first `remotes[]` entry makes it a remote server. ToolHive's own fields (permissions, provenance,
 //! args, tools, tier, status, tags, `seccomp_profile`) come from
 //! `_meta["io.modelcontextprotocol.registry/publisher-provided"]["io.github.stacklok"][IMAGE or URL]`.
-//! Servers with neither an OCI package nor a remote (npm- or PyPI-only entries) are skipped with a warning.
+//! Without either, the first `npm` or `pypi` package makes it a package server (issue 16): its image is
+//! `npx://IDENTIFIER@VERSION` or `uvx://IDENTIFIER==VERSION` (installed onto a base image at the first run), its
+//! `packageArguments` with a value its arguments, its `environmentVariables` and `transport` as for an image.
+//! Servers with none of these are skipped with a warning.
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -50,6 +53,53 @@ struct RawPackage {
         deserialize_with = "null_default"
     )]
     environment_variables: Vec<RawEnvVar>,
+    /// `packageArguments` (npm/PyPI packages): `positional` (a `value`) or `named` (`name`, maybe a `value`).
+    #[serde(
+        default,
+        rename = "packageArguments",
+        deserialize_with = "null_default"
+    )]
+    package_arguments: Vec<RawArgument>,
+}
+
+#[derive(Deserialize)]
+struct RawArgument {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default, deserialize_with = "null_default")]
+    name: Option<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    value: Option<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    default: Option<String>,
+}
+
+/// The arguments of `packageArguments` that have a value (or a default), as the command line gets them.
+fn package_args(args: &[RawArgument]) -> Vec<String> {
+    let mut out = Vec::new();
+    for a in args {
+        let value = a.value.clone().or_else(|| a.default.clone());
+        match (a.kind.as_str(), &a.name, value) {
+            ("positional", _, Some(v)) => out.push(v),
+            ("named", Some(n), Some(v)) => {
+                out.push(n.clone());
+                out.push(v);
+            }
+            ("named", Some(n), None) => out.push(n.clone()),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The `npx://` / `uvx://` reference of an npm or PyPI package.
+fn package_ref(registry_type: &str, identifier: &str, version: Option<&str>) -> String {
+    match (registry_type, version.filter(|v| !v.is_empty())) {
+        ("npm", Some(v)) => format!("npx://{identifier}@{v}"),
+        ("npm", None) => format!("npx://{identifier}"),
+        (_, Some(v)) => format!("uvx://{identifier}=={v}"),
+        (_, None) => format!("uvx://{identifier}"),
+    }
 }
 
 #[derive(Deserialize)]
@@ -145,6 +195,7 @@ fn server(index: usize, value: &Value, origin: &str) -> Result<Option<Server>, C
         .packages
         .iter()
         .position(|p| p.get("registryType").and_then(Value::as_str) == Some("oci"));
+    let mut package_arguments = Vec::new();
     let (image, url, transport, target_port, env_vars, key) = if let Some(i) = oci {
         let prefix = format!("packages[{i}]");
         let p: RawPackage = entry_field(&raw.packages[i], origin, &name, &prefix)?;
@@ -162,12 +213,35 @@ fn server(index: usize, value: &Value, origin: &str) -> Result<Option<Server>, C
             })
             .collect::<Vec<_>>();
         (Some(image), None, p.transport.kind, port, env, p.identifier)
+    } else if let Some((i, kind)) = raw.packages.iter().enumerate().find_map(|(i, p)| {
+        match p.get("registryType").and_then(Value::as_str) {
+            Some(k @ ("npm" | "pypi")) => Some((i, k)),
+            _ => None,
+        }
+    }) {
+        let prefix = format!("packages[{i}]");
+        let p: RawPackage = entry_field(&raw.packages[i], origin, &name, &prefix)?;
+        let image = package_ref(kind, &p.identifier, p.version.as_deref());
+        let port = p.transport.url.as_deref().and_then(url_port);
+        package_arguments = package_args(&p.package_arguments);
+        let env = p
+            .environment_variables
+            .into_iter()
+            .map(|v| EnvVarSpec {
+                name: v.name,
+                description: v.description,
+                required: v.is_required,
+                secret: v.is_secret,
+                default: v.default,
+            })
+            .collect::<Vec<_>>();
+        (Some(image), None, p.transport.kind, port, env, p.identifier)
     } else if let Some(first) = raw.remotes.first() {
         let r: RawRemote = entry_field(first, origin, &name, "remotes[0]")?;
         (None, Some(r.url.clone()), r.kind, None, Vec::new(), r.url)
     } else {
         tracing::warn!(
-            "MCP server registry {origin}: `{name}` has no OCI package and no remote endpoint; skipped"
+            "MCP server registry {origin}: `{name}` has no OCI, npm or PyPI package and no remote endpoint; skipped"
         );
         return Ok(None);
     };
@@ -203,7 +277,10 @@ fn server(index: usize, value: &Value, origin: &str) -> Result<Option<Server>, C
         url,
         transport,
         target_port,
-        args: ext.args,
+        args: match ext.args.is_empty() {
+            true => package_arguments,
+            false => ext.args,
+        },
         tools: ext.tools,
         tags: ext.tags,
         env_vars,
@@ -217,6 +294,7 @@ fn server(index: usize, value: &Value, origin: &str) -> Result<Option<Server>, C
     };
     let env_field = match oci {
         Some(i) => format!("packages[{i}].environmentVariables"),
+        None if s.image.is_some() => "packages[].environmentVariables".to_owned(),
         None => format!("{ext_path}.env_vars"),
     };
     validate(&s, origin, &env_field)?;
