@@ -55,6 +55,7 @@ pub mod distribution;
 pub mod doctor;
 pub mod image;
 pub mod inspect;
+pub mod packages;
 pub mod report;
 pub mod rootfs;
 pub mod sandbox;

@@ -1,0 +1,3 @@
+//! Servers that ship as npm or PyPI packages.
+
+pub mod provenance;
