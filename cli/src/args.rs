@@ -30,7 +30,7 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Run an MCP server over stdio in a sandbox: `thv-sandbox run NAME|IMAGE [-- ARGS…]`.
+    /// Run an MCP server over stdio in a sandbox: `thv-sandbox run NAME|IMAGE|npx://PKG|uvx://PKG [-- ARGS…]`.
     Run(Box<RunArgs>),
     /// Show what `run` with the same arguments would give the server — network, mounts, environment names,
     /// seccomp profile, declared provenance — without pulling or starting anything. Required variables that are
@@ -197,6 +197,9 @@ pub(crate) struct PullArgs {
     /// A server of the registry by name (`time`: its image), or an image: a registry reference
     /// (`ghcr.io/org/image:tag`, `alpine`, `image@sha256:…`).
     pub(crate) image: String,
+    /// The image an `npx://` or `uvx://` package is installed onto (as `run --base-image`).
+    #[arg(long = "base-image", value_name = "IMAGE")]
+    pub(crate) base_image: Option<String>,
     #[command(flatten)]
     pub(crate) source: SourceArgs,
     #[command(flatten)]
@@ -341,7 +344,8 @@ pub(crate) struct VerifyArgs {
 pub(crate) struct RunArgs {
     /// A server of the registry by name (`time`, `io.github.stacklok/fetch`, or its short name `fetch`), or an
     /// image: a registry reference (`ghcr.io/org/image:tag`, `alpine`, `image@sha256:…`) or an OCI image layout
-    /// directory, `oci:PATH[:TAG]`.
+    /// directory, `oci:PATH[:TAG]`; or a package, installed once in a sandbox onto a base image:
+    /// `npx://NAME[@VERSION]`, `uvx://NAME[@VERSION]`, `uvx://NAME[EXTRAS]==VERSION`.
     pub(crate) image: String,
     #[command(flatten)]
     pub(crate) source: SourceArgs,
@@ -420,6 +424,10 @@ pub(crate) struct RunArgs {
     /// is sealed. A root built one way is never reused for the other.
     #[arg(long = "no-bytecode")]
     pub(crate) no_bytecode: bool,
+    /// The image an `npx://` or `uvx://` package is installed onto (also THV_SANDBOX_NPX_BASE_IMAGE and
+    /// THV_SANDBOX_UVX_BASE_IMAGE); by default the official slim Node LTS or Python image, pinned by digest.
+    #[arg(long = "base-image", value_name = "IMAGE")]
+    pub(crate) base_image: Option<String>,
     /// Arguments for the server, replacing the image's Cmd.
     #[arg(last = true)]
     pub(crate) args: Vec<String>,
@@ -466,6 +474,7 @@ impl RunArgs {
             allow_hosts: self.allow_host.clone(),
             allow_ports: self.allow_port.clone(),
             no_bytecode: self.no_bytecode,
+            base_image: self.base_image.clone(),
         }
     }
 }

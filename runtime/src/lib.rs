@@ -39,6 +39,7 @@
 //! | [`distribution`] | the registry client: resolve, fetch layers (streamed into [`rootfs`]), the blob store |
 //! | [`trust`] | provenance evidence and the verification gate |
 //! | [`sandbox`] | spec, permission profile, supervisor, runner, secrets, egress proxy, HTTP bridge |
+//! | [`packages`] | `npx://` and `uvx://` packages: the reference, the index, the lock, the provenance seam (the install runs in `pipeline::packages`) |
 //! | [`catalog`] | the registry of servers (ToolHive's formats) and launch plans |
 //! | [`doctor`] | the host checks |
 //! | [`cache`] | the cache's images |
@@ -67,6 +68,7 @@ mod pipeline;
 mod testing;
 
 pub use distribution::RegistryAccess;
+pub use pipeline::packages::pull_package;
 pub use pipeline::{
     pull, pull_verified, pull_verified_with, pull_with, run, verify, Error, RunSummary,
 };

@@ -1,6 +1,7 @@
 //! The pipeline behind `thv-sandbox run` (the order and its reasons are in the crate documentation).
 
 pub mod bytecode;
+pub mod packages;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -216,8 +217,13 @@ pub fn run(
         Some(target),
     );
     // The bytecode step finishes a root this run builds (its name says so).
-    let finish = bytecode::finisher(req.bytecode, &req.exe, &runs_dir);
+    let finish = bytecode::finisher(req.bytecode && req.package.is_none(), &req.exe, &runs_dir);
     opts.finish = finish.as_ref().map(|f| f as &dyn rootfs::Finish);
+    // `npx://` / `uvx://`: the package is installed onto the base image's root instead (pipeline::packages).
+    let install = packages::installer(req, &runs_dir);
+    if let Some(i) = &install {
+        opts.finish = Some(i as &dyn rootfs::Finish);
+    }
     let abandon = |e| {
         reporter.report(Event::PullAbandoned);
         e
@@ -260,6 +266,7 @@ pub fn run(
         target.ownership,
         opts.finish,
     )?;
+    let runtime = packages::installed(install.as_ref(), &root, runtime, &*reporter)?;
     let t_image = t_start.elapsed();
     check_secrets(req)?;
     if let (Some(expose), None) = (&req.port, req.http) {

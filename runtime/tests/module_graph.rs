@@ -20,6 +20,7 @@ const LAYERS: &[&str] = &[
     "distribution",
     "trust",
     "sandbox",
+    "packages",
     "catalog",
     "doctor",
     "cache",

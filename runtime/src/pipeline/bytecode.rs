@@ -240,7 +240,7 @@ impl Bytecode {
 
 /// The request the compile runs under: the defaults of a server's (default seccomp profile, no network but
 /// loopback, no mounts, no secrets), with `exe` as the runner.
-fn request(exe: PathBuf) -> RunRequest {
+pub(super) fn request(exe: PathBuf) -> RunRequest {
     RunRequest {
         image: String::new(),
         pull_policy: crate::distribution::PullPolicy::Never,
@@ -267,12 +267,13 @@ fn request(exe: PathBuf) -> RunRequest {
         bytecode: false,
         verification: Default::default(),
         missing_env: Vec::new(),
+        package: None,
     }
 }
 
 /// The bundle's root made writable and the plan rewritten, for the compile's run only: the spec the server
 /// gets always has a read-only root (`spec::check_invariants`).
-fn rewrite_for_writable_root(
+pub(super) fn rewrite_for_writable_root(
     run_dir: &Path,
     plan: &crate::sandbox::runner::RunnerPlan,
 ) -> std::io::Result<()> {
@@ -290,6 +291,6 @@ fn rewrite_for_writable_root(
     )
 }
 
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+pub(super) fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
 }

@@ -80,6 +80,8 @@ pub struct RunRequest {
     /// Required variables that were not given: always empty for `run` (they are an error); listed by `inspect`
     /// ([`build_for_inspect`]).
     pub missing_env: Vec<catalog_env::MissingVar>,
+    /// `npx://…` / `uvx://…`: the package installed onto the base image (which [`RunRequest::image`] names).
+    pub package: Option<crate::packages::Install>,
 }
 
 /// The longest `--stop-timeout`: a day (anything longer is a mistake, and must not overflow a deadline).
@@ -136,6 +138,8 @@ pub struct RunFlags {
     pub allow_ports: Vec<u16>,
     /// `--no-bytecode`.
     pub no_bytecode: bool,
+    /// `--base-image IMAGE`: what an `npx://` / `uvx://` package is installed onto.
+    pub base_image: Option<String>,
 }
 
 impl RunFlags {
@@ -255,6 +259,15 @@ impl std::fmt::Display for Notice {
 /// Why no request can be built.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
+    /// An `npx://` / `uvx://` reference that is not one.
+    #[error(transparent)]
+    Package(crate::packages::spec::SpecError),
+    /// The package index cannot be used.
+    #[error(transparent)]
+    PackageIndex(crate::packages::index::IndexError),
+    /// `--base-image` for something that is not a package.
+    #[error("--base-image is for `npx://` and `uvx://` packages only")]
+    BaseImageWithoutPackage,
     /// `--stop-timeout` out of range.
     #[error("--stop-timeout must be a number of seconds from 0 to {MAX_STOP_TIMEOUT_SECS}")]
     StopTimeout,
@@ -346,6 +359,15 @@ impl RequestError {
     /// What the user can do about it.
     pub fn hint(&self) -> Option<String> {
         match self {
+            RequestError::Package(e) => Some(e.hint()),
+            RequestError::PackageIndex(_) => Some(
+                "set the index with npm_config_registry (npm) or PIP_INDEX_URL (pip), as an http(s) URL without \
+                 credentials"
+                    .into(),
+            ),
+            RequestError::BaseImageWithoutPackage => Some(
+                "name a package: `thv-sandbox run --base-image IMAGE npx://NAME` (or drop --base-image)".into(),
+            ),
             RequestError::StopTimeout => Some(
                 "the server gets this long to exit after SIGTERM; 3 is the default".into(),
             ),
@@ -512,6 +534,11 @@ fn build_with(
     let flags = &flags.home_expanded(config.home.as_deref());
     let stop_timeout = stop_timeout(flags.stop_timeout).ok_or(RequestError::StopTimeout)?;
     let mut launch = plan_launch(flags, config, env, notices, missing_env_ok)?;
+    // `npx://` / `uvx://`: the package is installed onto its base image, which the request names.
+    let package = package_install(flags, &launch.image, env)?;
+    if let Some(p) = &package {
+        launch.image = p.base_image.clone();
+    }
     let missing_env = std::mem::take(&mut launch.missing_env);
 
     // Secrets: the registry entry's secret variables, then `--secret NAME` (which wins).
@@ -600,6 +627,7 @@ fn build_with(
         timings: flags.timings || env("THV_SANDBOX_TIMINGS").is_some_and(|v| v == "1"),
         missing_env,
         bytecode: !flags.no_bytecode && config.bytecode_at_unpack.value,
+        package,
     })
 }
 
@@ -627,8 +655,10 @@ fn plan_launch(
         user.permissions = Some(launch::parse_profile_arg(p, &|path| std::fs::read(path))?);
     }
     user.allow = allow_rules(flags, config)?;
-    // `oci:` names a layout on disk, never a registry entry.
-    let loaded = match flags.image.starts_with("oci:") {
+    // `oci:` names a layout on disk, `npx://`/`uvx://` a package, never a registry entry.
+    let loaded = match flags.image.starts_with("oci:")
+        || crate::packages::spec::is_package_ref(&flags.image)
+    {
         true => None,
         false => Some(load_registry(flags.registry.as_deref(), config, notices)?),
     };
@@ -649,6 +679,24 @@ fn plan_launch(
         &launch::seccomp_variants(),
         env,
     )?)
+}
+
+/// The package `image` names (`npx://`, `uvx://`), if it names one: on `--base-image` (else the ecosystem's
+/// variable, else the pinned default), from the index the usual variables name (else the public one).
+fn package_install(
+    flags: &RunFlags,
+    image: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<crate::packages::Install>, RequestError> {
+    let Some(spec) = crate::packages::spec::parse(image).map_err(RequestError::Package)? else {
+        if flags.base_image.is_some() {
+            return Err(RequestError::BaseImageWithoutPackage);
+        }
+        return Ok(None);
+    };
+    let install = crate::packages::Install::new(spec, flags.base_image.as_deref(), None, env)
+        .map_err(RequestError::PackageIndex)?;
+    Ok(Some(install))
 }
 
 /// `--allow-host` (else the configuration's `allow_hosts`) and `--allow-port` (else `allow_ports`) as egress

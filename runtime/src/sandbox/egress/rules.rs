@@ -154,6 +154,8 @@ pub struct Rules {
     ports: Vec<u16>,
     /// [`Outbound::allow`]: (host, port), `None` meaning any.
     extra: Vec<(Option<HostRule>, Option<u16>)>,
+    /// Host names the user configured as an index whose addresses may be local (see [`Rules::with_local_names`]).
+    local_names: Vec<String>,
 }
 
 /// A destination as the client named it: a (normalized) name or an IP literal.
@@ -382,7 +384,20 @@ impl Rules {
             hosts,
             ports,
             extra,
+            local_names: Vec::new(),
         })
+    }
+
+    /// These exact host names (a package index the user configured, for the install sandbox of `npx://` and
+    /// `uvx://`) may lead to local addresses as an IP literal would: a private index or mirror lives on the LAN,
+    /// and a host may pin the public index's name to a local proxy in `/etc/hosts`. Never the host's own
+    /// addresses (the proxy refuses those whatever the rules say). Nothing else changes.
+    pub fn with_local_names(mut self, names: &[String]) -> Rules {
+        self.local_names = names
+            .iter()
+            .map(|n| n.trim_end_matches('.').to_ascii_lowercase())
+            .collect();
+        self
     }
 
     /// Whether the rules allow anything at all (if not, no proxy is needed).
@@ -446,6 +461,7 @@ impl Rules {
             _ if !exact => LocalAccess::None,
             Host::Ip(_) => LocalAccess::Literal,
             Host::Name(n) if n == "localhost" => LocalAccess::Loopback,
+            Host::Name(n) if self.local_names.iter().any(|l| l == n) => LocalAccess::Literal,
             Host::Name(_) => LocalAccess::None,
         })
     }
