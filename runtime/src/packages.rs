@@ -31,6 +31,9 @@ pub struct Install {
     pub ca_file: Option<std::path::PathBuf>,
     /// The base image the package is installed onto (the request's image is this).
     pub base_image: String,
+    /// The identity the package's provenance must name, when a registry entry pins one (then `enabled` is the
+    /// default mode); `None`: the identity the index declares for it, under `warn`.
+    pub provenance: Option<thv_sandbox_provenance::Provenance>,
 }
 
 impl Install {
@@ -56,6 +59,7 @@ impl Install {
             ca_file: index::ca_file(spec.ecosystem, env),
             spec,
             base_image,
+            provenance: None,
         })
     }
 

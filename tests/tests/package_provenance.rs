@@ -321,7 +321,7 @@ fn pypi_pep740_through_the_simple_index_link_and_the_integrity_api() {
         } else {
             format!("/integrity/rfc8785/0.1.2/{WHEEL}/provenance")
         };
-        assert!(source.ends_with(&want), "{source}");
+        assert!(source.ends_with(&want), "{source} {:?}", w.index.requests());
         // Pinned by the registry entry.
         let gate = w.gate(None, Some(pin(REPO, "release.yml")), &format!("pp-{link}"));
         let report = rt().block_on(gate.check_tree(&whl, &[])).unwrap();
@@ -401,4 +401,115 @@ fn dependencies_each_verified_and_counted() {
         "{}",
         report.summary_line()
     );
+}
+
+/// The install flow's seam (`packages::verdict::check_before_install`) with what the resolver wrote: an npm
+/// `package-lock.json` and a pip installation report naming the loopback index's files. The npm packument is
+/// read for the repository and the attestations URL; the verdict admits or refuses before anything is installed.
+#[test]
+fn the_install_seam_admits_or_refuses_a_resolved_tree() {
+    use thv_sandbox_runtime::packages::provenance::Checks;
+    use thv_sandbox_runtime::packages::{lock, spec, verdict};
+    let Some(w) = World::new() else { return };
+    let repo = format!("https://github.com/{REPO}");
+    let att = w.npm_attestation(&w.identity, "sigstore", "2.1.0", &w.tgz, false);
+    w.index
+        .publish_npm("sigstore", "2.1.0", &w.tgz, Some(&repo), Some(&att));
+    w.index.publish_npm("dep-b", "2.0.0", b"plain", None, None);
+    let npm_lock = serde_json::json!({
+        "name": "x", "lockfileVersion": 3,
+        "packages": {
+            "": {"dependencies": {"sigstore": "2.1.0"}},
+            "node_modules/sigstore": {"version": "2.1.0",
+                "resolved": format!("{}/sigstore/-/sigstore-2.1.0.tgz", w.index.url()), "integrity": sri512(&w.tgz)},
+            "node_modules/dep-b": {"version": "2.0.0",
+                "resolved": format!("{}/dep-b/-/dep-b-2.0.0.tgz", w.index.url()), "integrity": sri512(b"plain")},
+        },
+    });
+    let entries = lock::from_npm_lock(npm_lock.to_string().as_bytes()).unwrap();
+    let top = spec::parse("npx://sigstore@2.1.0").unwrap().unwrap();
+    let checks = |pin: Option<Provenance>, index: String, cache: &str| Checks {
+        verification: Verification {
+            policy: pin.map(Policy::Provenance),
+            trust_root: Some(w.root.path().join("trusted_root.json")),
+            ..Verification::default()
+        },
+        cache_dir: w.root.path().join(cache),
+        index_url: index,
+    };
+    let ok = checks(Some(pin(REPO, "release.yml")), w.index.npm_registry(), "s1");
+    match verdict::check_before_install(&top, &entries, Some(&ok)) {
+        verdict::Verdict::Checked {
+            verified,
+            total,
+            report,
+        } => {
+            assert_eq!((verified, total), (1, 2), "{report:?}");
+            let line = verdict::Verdict::Checked {
+                verified,
+                total,
+                report,
+            }
+            .line(&top)
+            .unwrap();
+            assert!(line.contains("sigstore@2.1.0 verified"), "{line}");
+            assert!(
+                line.contains("0 of 1 dependencies carry provenance"),
+                "{line}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(w.index.requests().contains(&"/sigstore/2.1.0".to_string()));
+    // Unpinned (warn): verified against the packument's repository.
+    let unpinned = checks(None, w.index.npm_registry(), "s1u");
+    assert!(matches!(
+        verdict::check_before_install(&top, &entries, Some(&unpinned)),
+        verdict::Verdict::Checked {
+            verified: 1,
+            total: 2,
+            ..
+        }
+    ));
+    let wrong = checks(
+        Some(pin("attacker/x", "release.yml")),
+        w.index.npm_registry(),
+        "s2",
+    );
+    match verdict::check_before_install(&top, &entries, Some(&wrong)) {
+        verdict::Verdict::Refused { reason } => {
+            assert!(reason.contains("repository_uri"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        verdict::check_before_install(&top, &entries, None),
+        verdict::Verdict::NotChecked
+    );
+
+    // PyPI: pip's report.
+    let prov = w.pypi_provenance(&w.identity, &w.wheel, "release.yml");
+    w.index
+        .publish_pypi("rfc8785", "0.1.2", WHEEL, &w.wheel, Some(&prov), false);
+    let report = serde_json::json!({"version": "1", "install": [{
+        "metadata": {"name": "rfc8785", "version": "0.1.2"},
+        "download_info": {"url": format!("{}/files/{WHEEL}", w.index.url()),
+            "archive_info": {"hashes": {"sha256": hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&w.wheel))}}},
+    }]});
+    let entries = lock::from_pip_report(report.to_string().as_bytes()).unwrap();
+    let top = spec::parse("uvx://rfc8785==0.1.2").unwrap().unwrap();
+    let ok = checks(Some(pin(REPO, "release.yml")), w.index.pypi_index(), "s3");
+    assert!(matches!(
+        verdict::check_before_install(&top, &entries, Some(&ok)),
+        verdict::Verdict::Checked {
+            verified: 1,
+            total: 1,
+            ..
+        }
+    ));
+    let wrong = checks(Some(pin(REPO, "other.yml")), w.index.pypi_index(), "s4");
+    assert!(matches!(
+        verdict::check_before_install(&top, &entries, Some(&wrong)),
+        verdict::Verdict::Refused { .. }
+    ));
 }

@@ -35,6 +35,8 @@ use sha2::Digest as _;
 use thv_sandbox_provenance as prov;
 use thv_sandbox_provenance::packages as pp;
 
+use crate::packages::lock::LockEntry;
+use crate::packages::spec::PackageSpec;
 use crate::trust::verification::{Mode, Verification};
 
 /// The public npm registry.
@@ -559,6 +561,31 @@ impl PackageGate {
         }
     }
 
+    /// Reads `NAME/VERSION`'s packument at the npm registry: the source repository it names and where its
+    /// attestations are (`dist.attestations.url`). `Ok(None)`: it declares no attestations.
+    pub async fn describe_npm(&self, pkg: &Package) -> Result<Option<Package>, FetchError> {
+        let url = format!(
+            "{}/{}/{}",
+            self.indexes.npm_registry.trim_end_matches('/'),
+            pkg.name.replace('/', "%2f"),
+            pkg.version
+        );
+        let Some(doc) = self.get(&url, "application/json").await? else {
+            return Ok(None);
+        };
+        let doc: serde_json::Value = serde_json::from_str(&doc.text).unwrap_or_default();
+        let Some(att) = doc
+            .pointer("/dist/attestations/url")
+            .and_then(|u| u.as_str())
+        else {
+            return Ok(None);
+        };
+        let mut out = pkg.clone();
+        out.attestations_url = Some(att.to_string());
+        out.repository = doc.get("repository").and_then(pp::repository_uri);
+        Ok(Some(out))
+    }
+
     /// The PEP 740 `provenance` link of `pkg`'s file on the PEP 691 project page, when the index gives one.
     async fn pypi_provenance_link(&self, pkg: &Package) -> Option<String> {
         let url = self.indexes.pypi_project_url(&pkg.name);
@@ -615,11 +642,14 @@ impl PackageGate {
     /// to the pinned identity, if any), `deps` every other package of the lock. Asks the index only for packages
     /// without a reusable record. `Err` when the install must not go ahead.
     pub async fn check_tree(&self, top: &Package, deps: &[Package]) -> Result<TreeReport, Refused> {
+        use futures_util::StreamExt as _;
         let package = self.check_one(top, true).await;
-        let mut dependencies = Vec::with_capacity(deps.len());
-        for d in deps {
-            dependencies.push(self.check_one(d, false).await);
-        }
+        // Dependencies eight at a time: a tree of a hundred packages is a hundred questions to the index.
+        let dependencies: Vec<Verdict> = futures_util::stream::iter(deps)
+            .map(|d| self.check_one(d, false))
+            .buffered(8)
+            .collect()
+            .await;
         let report = TreeReport {
             mode: self.mode,
             package,
@@ -650,6 +680,31 @@ impl PackageGate {
                 return v;
             }
         }
+        let described;
+        let pkg = if pkg.ecosystem == Ecosystem::Npm
+            && pkg.repository.is_none()
+            && pkg.attestations_url.is_none()
+        {
+            match self.describe_npm(pkg).await {
+                Ok(Some(p)) => {
+                    described = p;
+                    &described
+                }
+                // The version's packument declares no attestations (`dist.attestations`): npm's own client
+                // takes that as "no provenance" and so does this, without asking the attestations API.
+                Ok(None) => return self.decide(pkg, None, top),
+                Err(e) => return self.fail(
+                    pkg,
+                    top,
+                    format!("cannot read its package metadata: {e}"),
+                    "check that the package index is reachable, or use --image-verification=warn"
+                        .into(),
+                    false,
+                ),
+            }
+        } else {
+            pkg
+        };
         match self.fetch(pkg).await {
             Ok(ev) => self.decide(pkg, ev.as_ref(), top),
             Err(e) => self.fail(
@@ -905,6 +960,118 @@ impl PackageGate {
     fn evidence_path(&self, pkg: &Package) -> PathBuf {
         self.dir.join(format!("{}.evidence.json", pkg.key()))
     }
+}
+
+/// What the install flow needs to check a resolved tree.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checks {
+    /// Mode, pinned identity (the registry entry's package provenance), trust root, TUF settings.
+    pub verification: Verification,
+    /// The cache directory (records under `verification/packages`, TUF state under `trust`).
+    pub cache_dir: PathBuf,
+    /// The index URL the install uses (npm registry, or pip's index URL).
+    pub index_url: String,
+}
+
+/// The package a lock entry pins.
+pub fn package_of(spec: &PackageSpec, entry: &LockEntry) -> Result<Package, String> {
+    let ecosystem = match spec.ecosystem {
+        crate::packages::Ecosystem::Npm => Ecosystem::Npm,
+        crate::packages::Ecosystem::Pypi => Ecosystem::Pypi,
+    };
+    let integrity = match entry.algorithm.as_str() {
+        "sha512" => Integrity::from_sri(&format!("sha512-{}", entry.digest))?,
+        "sha256" => Integrity::try_from(format!("sha256:{}", entry.digest.to_ascii_lowercase()))?,
+        other => {
+            return Err(format!(
+                "{}: no sha512/sha256 in the lock ({other})",
+                entry.name
+            ))
+        }
+    };
+    let filename = entry
+        .url
+        .split(['?', '#'])
+        .next()
+        .unwrap_or("")
+        .rsplit('/')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    Ok(Package {
+        ecosystem,
+        name: entry.name.clone(),
+        version: entry.version.clone(),
+        filename,
+        integrity,
+        attestations_url: None,
+        repository: None,
+    })
+}
+
+/// Why a tree was not admitted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckError {
+    /// Provenance refused a package.
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    /// The check could not be set up (trust root file, policy, a lock entry without a usable digest).
+    #[error("package provenance: {0}")]
+    Setup(String),
+}
+
+/// The install flow's check (synchronous: it runs on a thread of its own with its own runtime, whatever the
+/// caller's context): `entries` is the whole resolved tree, `top` the package asked for.
+pub fn check_lock(
+    top: &PackageSpec,
+    entries: &[LockEntry],
+    checks: &Checks,
+) -> Result<TreeReport, CheckError> {
+    let top_name = match top.ecosystem {
+        crate::packages::Ecosystem::Npm => top.name.clone(),
+        crate::packages::Ecosystem::Pypi => normalize_project(&top.name),
+    };
+    let mut head = None;
+    let mut deps = Vec::new();
+    for e in entries {
+        let p = package_of(top, e).map_err(CheckError::Setup)?;
+        let is_top = match p.ecosystem {
+            Ecosystem::Npm => p.name == top_name,
+            Ecosystem::Pypi => normalize_project(&p.name) == top_name,
+        };
+        if is_top && head.is_none() {
+            head = Some(p);
+        } else {
+            deps.push(p);
+        }
+    }
+    let head = head.ok_or_else(|| {
+        CheckError::Setup(format!("{} is not in what the resolver chose", top.name))
+    })?;
+    let indexes = match top.ecosystem {
+        crate::packages::Ecosystem::Npm => Indexes {
+            npm_registry: checks.index_url.clone(),
+            ..Indexes::default()
+        },
+        crate::packages::Ecosystem::Pypi => Indexes {
+            pypi_index: checks.index_url.clone(),
+            ..Indexes::default()
+        },
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let gate = PackageGate::new(&checks.verification, &checks.cache_dir, indexes)
+                .map_err(|e| CheckError::Setup(e.to_string()))?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| CheckError::Setup(format!("runtime: {e}")))?;
+            rt.block_on(gate.check_tree(&head, &deps))
+                .map_err(CheckError::Refused)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(CheckError::Setup("the check panicked".into())))
+    })
 }
 
 enum VerifyError {

@@ -46,6 +46,8 @@ pub struct PackageInstall {
     host: HostIds,
     /// What the install has to say (the verdict's line), taken by the pipeline afterwards.
     said: Mutex<Vec<String>>,
+    /// Package provenance, checked before anything is installed ([`PackageInstall::with_checks`]).
+    checks: Option<crate::packages::provenance::Checks>,
 }
 
 impl PackageInstall {
@@ -58,7 +60,31 @@ impl PackageInstall {
             runs_dir: runs_dir.to_owned(),
             host: super::host_ids(),
             said: Mutex::new(Vec::new()),
+            checks: None,
         }
+    }
+
+    /// Checks package provenance before the install, with the run's verification settings (mode, trust root,
+    /// TUF) and the install's pinned identity, keeping records under `cache_dir`.
+    pub fn with_checks(
+        mut self,
+        verification: &crate::Verification,
+        cache_dir: &Path,
+    ) -> PackageInstall {
+        self.checks = Some(crate::packages::provenance::Checks {
+            verification: crate::Verification {
+                policy: self
+                    .install
+                    .provenance
+                    .clone()
+                    .map(thv_sandbox_provenance::Policy::Provenance),
+                server: None,
+                ..verification.clone()
+            },
+            cache_dir: cache_dir.to_owned(),
+            index_url: self.install.index.url.clone(),
+        });
+        self
     }
 
     /// What the install said (drained).
@@ -189,7 +215,7 @@ impl PackageInstall {
             .ok_or_else(|| format!("{} is not in what the resolver chose", spec.name))?;
 
         // 2. the provenance seam: before anything is installed.
-        let verdict = verdict::check_before_install(spec, &entries);
+        let verdict = verdict::check_before_install(spec, &entries, self.checks.as_ref());
         if let Verdict::Refused { reason } = &verdict {
             return Err(format!("refused before anything was installed: {reason}"));
         }
@@ -454,10 +480,11 @@ pub fn runtime_for(
 pub(super) fn installer(
     req: &crate::settings::RunRequest,
     runs_dir: &Path,
+    cache_dir: &Path,
 ) -> Option<PackageInstall> {
-    req.package
-        .as_ref()
-        .map(|p| PackageInstall::new(p, &req.exe, runs_dir))
+    req.package.as_ref().map(|p| {
+        PackageInstall::new(p, &req.exe, runs_dir).with_checks(&req.verification, cache_dir)
+    })
 }
 
 /// After step 5 of a package run: what the install said, and the server's runtime config on the installed root
@@ -498,7 +525,8 @@ pub fn pull_package(
     use crate::image::layout::{OciLayout, Platform};
     let runs_dir = dirs.runs()?;
     crate::dirs::private_root(&dirs.cache)?;
-    let finish = PackageInstall::new(install, Path::new(super::SELF_EXE), &runs_dir);
+    let finish = PackageInstall::new(install, Path::new(super::SELF_EXE), &runs_dir)
+        .with_checks(&crate::Verification::default(), &dirs.cache);
     let (layout, image) = match install.base_image.starts_with("oci:") {
         true => {
             let (path, tag) = crate::image::layout::parse_oci_ref(&install.base_image)?;
