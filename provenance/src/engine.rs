@@ -89,6 +89,14 @@ pub(crate) fn verify_crypto(
                 .map_err(|e| Refusal::DigestMismatch(format!("not a sha256 digest: {e}")))?;
             Artifact::from(h)
         }
+        Subject::Sha512(hex) => {
+            let bytes = hex::decode(hex)
+                .map_err(|e| Refusal::DigestMismatch(format!("not a sha512 digest: {e}")))?;
+            let d =
+                sigstore_types::ArtifactDigest::new(sigstore_types::HashAlgorithm::Sha2512, bytes)
+                    .map_err(|e| Refusal::DigestMismatch(format!("not a sha512 digest: {e}")))?;
+            Artifact::from_digest(d)
+        }
     };
     let result = root
         .verifier

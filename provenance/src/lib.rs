@@ -14,6 +14,7 @@
 mod cosign;
 mod engine;
 mod error;
+pub mod packages;
 mod policy;
 mod trust;
 pub mod tuf;
@@ -65,6 +66,9 @@ pub enum Subject<'a> {
     Blob(&'a [u8]),
     /// A sha256 digest, as 64 hex digits (an image manifest digest, or `--digest`).
     Sha256(&'a str),
+    /// A sha512 digest, as 128 hex digits (an npm tarball's `integrity` from a lock). Only in-toto statements
+    /// (DSSE) can be checked against a digest of this kind.
+    Sha512(&'a str),
     /// A cosign simple-signing payload: the signature covers the payload, and the payload must name
     /// `image_digest` (`sha256:…`) in `critical.image.docker-manifest-digest`.
     CosignPayload {

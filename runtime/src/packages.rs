@@ -8,11 +8,13 @@
 //!   install sandbox may reach and the CA bundle it trusts; the default base images.
 //! - [`lock`]: what the resolver chose (exact versions, tarball/wheel URLs and their integrity hashes), read from
 //!   npm's `package-lock.json` or pip's installation report, and the lock committed inside the root.
+//! - [`provenance`]: package provenance (npm attestations, PyPI PEP 740) verified before anything is installed.
 //! - [`verdict`]: **the provenance seam**: [`verdict::check_before_install`] receives the resolved lock entries
 //!   before anything is installed and returns the verdict (today: nothing checked).
 
 pub mod index;
 pub mod lock;
+pub mod provenance;
 pub mod spec;
 pub mod verdict;
 
@@ -29,6 +31,9 @@ pub struct Install {
     pub ca_file: Option<std::path::PathBuf>,
     /// The base image the package is installed onto (the request's image is this).
     pub base_image: String,
+    /// The identity the package's provenance must name, when a registry entry pins one (then `enabled` is the
+    /// default mode); `None`: the identity the index declares for it, under `warn`.
+    pub provenance: Option<thv_sandbox_provenance::Provenance>,
 }
 
 impl Install {
@@ -54,6 +59,7 @@ impl Install {
             ca_file: index::ca_file(spec.ecosystem, env),
             spec,
             base_image,
+            provenance: None,
         })
     }
 

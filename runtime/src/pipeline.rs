@@ -249,7 +249,7 @@ pub fn run(
     let finish = bytecode::finisher(req.bytecode && req.package.is_none(), &req.exe, &runs_dir);
     opts.finish = finish.as_ref().map(|f| f as &dyn rootfs::Finish);
     // `npx://` / `uvx://`: the package is installed onto the base image's root instead (pipeline::packages).
-    let install = packages::installer(req, &runs_dir);
+    let install = packages::installer(req, &runs_dir, &dirs.cache);
     if let Some(i) = &install {
         opts.finish = Some(i as &dyn rootfs::Finish);
     }

@@ -17,6 +17,7 @@ pub mod hostile;
 pub mod http_server;
 pub mod image;
 pub mod mcp;
+pub mod package_index;
 pub mod registry;
 pub mod sigstore;
 pub mod tuf_repo;

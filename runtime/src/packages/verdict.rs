@@ -2,10 +2,11 @@
 //! resolver has pinned every package of the tree (name, exact version, tarball or wheel URL, its sha512/sha256)
 //! and before the installer downloads or runs anything of them. Its verdict decides whether the install goes on.
 //!
-//! Today it checks nothing and says so ([`Verdict::NotChecked`]); package provenance (npm Sigstore attestations,
-//! PyPI PEP 740) is wired in here by `packages::provenance`.
+//! With [`Checks`] it verifies package provenance (npm Sigstore attestations, PyPI PEP 740) through
+//! [`crate::packages::provenance::check_lock`]; without, it checks nothing and says so ([`Verdict::NotChecked`]).
 
 use super::lock::LockEntry;
+use super::provenance::{check_lock, CheckError, Checks, TreeReport};
 use super::spec::PackageSpec;
 
 /// The verdict on a resolved tree.
@@ -19,6 +20,8 @@ pub enum Verdict {
         verified: usize,
         /// Entries in the tree.
         total: usize,
+        /// Every package's verdict (for `inspect` / `--json`).
+        report: Box<TreeReport>,
     },
     /// Refused: nothing is installed; the reason is said to the user.
     Refused {
@@ -35,9 +38,7 @@ impl Verdict {
                 "{top}: package provenance was not checked (the package and its dependencies are pinned by \
                  their integrity hashes only)"
             )),
-            Verdict::Checked { verified, total } => Some(format!(
-                "{top}: provenance verified for {verified} of {total} packages of the tree"
-            )),
+            Verdict::Checked { report, .. } => Some(format!("{top}: {}", report.summary_line())),
             Verdict::Refused { .. } => None,
         }
     }
@@ -45,7 +46,29 @@ impl Verdict {
 
 /// What the install flow calls with the resolved lock `entries` of `top` (the package asked for is among them)
 /// before anything is installed. Returns the verdict; [`Verdict::Refused`] stops the install.
-pub fn check_before_install(top: &PackageSpec, entries: &[LockEntry]) -> Verdict {
-    let _ = (top, entries);
-    Verdict::NotChecked
+/// `checks`: `None` checks nothing ([`Verdict::NotChecked`]).
+pub fn check_before_install(
+    top: &PackageSpec,
+    entries: &[LockEntry],
+    checks: Option<&Checks>,
+) -> Verdict {
+    let Some(checks) = checks else {
+        return Verdict::NotChecked;
+    };
+    match check_lock(top, entries, checks) {
+        Ok(report) if report.mode == crate::trust::verification::Mode::Disabled => {
+            Verdict::NotChecked
+        }
+        Ok(report) => Verdict::Checked {
+            verified: report.verified(),
+            total: report.total(),
+            report: Box::new(report),
+        },
+        Err(CheckError::Refused(r)) => Verdict::Refused {
+            reason: format!("{r} ({})", r.hint),
+        },
+        Err(e @ CheckError::Setup(_)) => Verdict::Refused {
+            reason: e.to_string(),
+        },
+    }
 }

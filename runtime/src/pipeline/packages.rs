@@ -48,6 +48,8 @@ pub struct PackageInstall {
     said: Mutex<Vec<String>>,
     /// The seam's refusal, if it refused (the build's error then becomes [`super::Error::Refused`]).
     refused: Mutex<Option<String>>,
+    /// Package provenance, checked before anything is installed ([`PackageInstall::with_checks`]).
+    checks: Option<crate::packages::provenance::Checks>,
 }
 
 impl PackageInstall {
@@ -61,6 +63,7 @@ impl PackageInstall {
             host: super::host_ids(),
             said: Mutex::new(Vec::new()),
             refused: Mutex::new(None),
+            checks: None,
         }
     }
 
@@ -75,6 +78,29 @@ impl PackageInstall {
             Some(reason) => refused(&self.install.spec, reason),
             None => e,
         }
+    }
+
+    /// Checks package provenance before the install, with the run's verification settings (mode, trust root,
+    /// TUF) and the install's pinned identity, keeping records under `cache_dir`.
+    pub fn with_checks(
+        mut self,
+        verification: &crate::Verification,
+        cache_dir: &Path,
+    ) -> PackageInstall {
+        self.checks = Some(crate::packages::provenance::Checks {
+            verification: crate::Verification {
+                policy: self
+                    .install
+                    .provenance
+                    .clone()
+                    .map(thv_sandbox_provenance::Policy::Provenance),
+                server: None,
+                ..verification.clone()
+            },
+            cache_dir: cache_dir.to_owned(),
+            index_url: self.install.index.url.clone(),
+        });
+        self
     }
 
     /// What the install said (drained).
@@ -208,7 +234,7 @@ impl PackageInstall {
             .ok_or_else(|| format!("{} is not in what the resolver chose", spec.name))?;
 
         // 2. the provenance seam: before anything is installed.
-        let verdict = verdict::check_before_install(spec, &entries);
+        let verdict = verdict::check_before_install(spec, &entries, self.checks.as_ref());
         if let Verdict::Refused { reason } = &verdict {
             *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.clone());
             return Err(format!("refused before anything was installed: {reason}"));
@@ -499,10 +525,11 @@ pub fn runtime_for(
 pub(super) fn installer(
     req: &crate::settings::RunRequest,
     runs_dir: &Path,
+    cache_dir: &Path,
 ) -> Option<PackageInstall> {
-    req.package
-        .as_ref()
-        .map(|p| PackageInstall::new(p, &req.exe, runs_dir))
+    req.package.as_ref().map(|p| {
+        PackageInstall::new(p, &req.exe, runs_dir).with_checks(&req.verification, cache_dir)
+    })
 }
 
 /// After step 5 of a package run: what the install said, and the server's runtime config on the installed root
@@ -543,7 +570,8 @@ pub fn pull_package(
     use crate::image::layout::{OciLayout, Platform};
     let runs_dir = dirs.runs()?;
     crate::dirs::private_root(&dirs.cache)?;
-    let finish = PackageInstall::new(install, Path::new(super::SELF_EXE), &runs_dir);
+    let finish = PackageInstall::new(install, Path::new(super::SELF_EXE), &runs_dir)
+        .with_checks(&crate::Verification::default(), &dirs.cache);
     let (layout, image) = match install.base_image.starts_with("oci:") {
         true => {
             let (path, tag) = crate::image::layout::parse_oci_ref(&install.base_image)?;
