@@ -412,6 +412,8 @@ pub(crate) struct RunArgs {
     #[arg(long = "tmp-size", default_value_t = thv_sandbox_runtime::sandbox::spec::DEFAULT_TMP_MIB, value_name = "MIB",
           value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     pub(crate) tmp_size: u64,
+    #[command(flatten)]
+    pub(crate) limits: crate::commands::limits::LimitArgs,
     /// Print per-phase start timings to stderr (also THV_SANDBOX_TIMINGS=1).
     #[arg(long, hide = true)]
     pub(crate) timings: bool,
@@ -438,6 +440,12 @@ pub(crate) struct RunArgs {
 impl RunArgs {
     /// The flags as the settings layer takes them.
     pub(crate) fn flags(&self) -> RunFlags {
+        let mut flags = self.flags_but_limits();
+        self.limits.apply(&mut flags);
+        flags
+    }
+
+    fn flags_but_limits(&self) -> RunFlags {
         RunFlags {
             image: self.image.clone(),
             args: self.args.clone(),
@@ -466,6 +474,7 @@ impl RunArgs {
             allow_hosts: self.allow_host.clone(),
             allow_ports: self.allow_port.clone(),
             no_bytecode: self.no_bytecode,
+            ..RunFlags::default()
         }
     }
 }

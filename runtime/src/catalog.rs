@@ -19,6 +19,12 @@
 //! (for example a variant for runtimes that need extra syscalls). It is only a name, never rules: a registry can
 //! choose among profiles we reviewed, not write its own. A name this build does not ship refuses the run. Absent
 //! means the default profile. ToolHive itself ignores the field.
+//!
+//! # Proposed field: `resources`
+//! `"resources": {"memory": "4g", "cpus": "2", "pids": "2048"}` (each optional, strings or numbers): the limits
+//! the server's maintainers propose for it (see `crate::sandbox::limits`): a browser-driving server needs more
+//! memory than the default. They replace the defaults only: the user's `--memory`/`--cpus`/`--pids-limit` and the
+//! configuration file win. ToolHive itself ignores the field.
 
 use std::path::PathBuf;
 
@@ -348,6 +354,9 @@ pub struct Server {
     /// A reviewed seccomp variant (see the module documentation); `None` is the default profile.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seccomp_profile: Option<String>,
+    /// Proposed resource limits (see the module documentation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
     /// `Active` or `Deprecated`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
@@ -784,8 +793,64 @@ fn validate(server: &Server, origin: &str, env_field: &str) -> Result<(), Catalo
             ));
         }
     }
+    if let Some(r) = &server.resources {
+        use crate::sandbox::limits;
+        for (field, value, parse) in [
+            (
+                "resources.memory",
+                &r.memory,
+                (|s| limits::parse_memory(s).map(|_| ())) as fn(&str) -> Result<(), String>,
+            ),
+            ("resources.cpus", &r.cpus, |s| {
+                limits::parse_cpus(s).map(|_| ())
+            }),
+            ("resources.pids", &r.pids, |s| {
+                limits::parse_pids(s).map(|_| ())
+            }),
+        ] {
+            if let Some(v) = value {
+                parse(v).map_err(|reason| err(field.into(), format!("`{v}`: {reason}")))?;
+            }
+        }
+    }
     if server.target_port == Some(0) {
         return Err(err("target_port".into(), "port 0 is not a port".into()));
     }
     Ok(())
+}
+
+/// Resource limits a registry entry proposes (see the module documentation); numbers are read as their text.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// Memory: `512m`, `4g`.
+    #[serde(
+        default,
+        deserialize_with = "text_or_number",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub memory: Option<String>,
+    /// CPUs: `2`, `0.5`.
+    #[serde(
+        default,
+        deserialize_with = "text_or_number",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cpus: Option<String>,
+    /// Processes and threads: `2048`.
+    #[serde(
+        default,
+        deserialize_with = "text_or_number",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pids: Option<String>,
+}
+
+fn text_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s)),
+        Some(serde_json::Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(_) => Err(serde::de::Error::custom("expected a string or a number")),
+    }
 }

@@ -70,6 +70,20 @@ pub enum Error {
     /// `--port` or `--socket` cannot be served (the message names which).
     #[error("{0}")]
     Port(String),
+    /// A resource limit the user asked for cannot be enforced on this host.
+    #[error(transparent)]
+    Limits(#[from] crate::sandbox::cgroup::Unenforceable),
+    /// The sandbox's cgroup could not be made for a limit the user asked for.
+    #[error(
+        "the sandbox's cgroup for the limits you asked for ({limits}): {reason}; {}",
+        crate::sandbox::cgroup::DOCTOR_HINT
+    )]
+    Cgroup {
+        /// The limits.
+        limits: String,
+        /// What failed.
+        reason: String,
+    },
     /// The egress rules cannot be used.
     #[error("network permissions: {0}")]
     Egress(String),
@@ -177,6 +191,11 @@ pub fn run(
     // Stale run directories of crashed runs are collected first (never one still being created: see `runs`).
     let runs_dir = dirs.runs()?;
     runs::collect_stale(&runs_dir);
+    // Limits: decided before anything is pulled (an explicit limit this host cannot enforce is refused here).
+    let decision = limits_decision(req)?;
+    if let Some(w) = &decision.warning {
+        reporter.report(Event::Warning(w));
+    }
     // No sandbox sees the cache or the state dir, even through a mount of a directory holding them (F4).
     let shielded;
     let req = if req.mounts.is_empty() {
@@ -270,7 +289,15 @@ pub fn run(
             root,
             host,
         };
-        return serve_sessions(req, expose, &runs_dir, &image, &say(&reporter));
+        return serve_sessions(
+            req,
+            expose,
+            &runs_dir,
+            &image,
+            &say(&reporter),
+            &decision,
+            &*reporter,
+        );
     }
 
     // 6. spec: a pure function of image config, profile and options.
@@ -285,6 +312,7 @@ pub fn run(
         &runtime,
         &root,
         &host,
+        Some((&decision, &*reporter)),
     );
     let (plan, idmap) = match prepared {
         Ok(p) => p,
@@ -377,7 +405,85 @@ pub fn run(
             })
         }
         RunEnd::Exited(code) | RunEnd::Stopped(code) => Ok(RunSummary { exit_code: code }),
+        RunEnd::OutOfMemory(code) => {
+            reporter.report(Event::Warning(&crate::sandbox::cgroup::oom_message(
+                decision.enforced.memory.value,
+            )));
+            Ok(RunSummary { exit_code: code })
+        }
         RunEnd::Failed(f) => Err(Error::Sandbox(f)),
+    }
+}
+
+/// What of the request's limits this host enforces, and how (see [`crate::sandbox::cgroup`]).
+pub fn limits_decision(req: &RunRequest) -> Result<crate::sandbox::cgroup::Decision, Error> {
+    use crate::sandbox::cgroup;
+    let choice = cgroup::choose(&cgroup::HostFacts::gather());
+    Ok(cgroup::decide(&choice, &req.limits)?)
+}
+
+/// Makes the sandbox's cgroup as decided (the systemd scope is made once the keeper runs: see
+/// `supervise`), and records its directories in the run directory for the collection of stale runs. A cgroup
+/// that cannot be made refuses the run when a limit is explicit, and is warned about when not.
+fn plan_cgroup(
+    decision: &crate::sandbox::cgroup::Decision,
+    reporter: &dyn Reporter,
+    run_dir: &RunDir,
+    child: &str,
+) -> Result<Option<crate::sandbox::cgroup::PlannedCgroup>, Error> {
+    use crate::sandbox::cgroup::{self, CgroupPlan, PlannedCgroup, Route};
+    let Some(route) = &decision.route else {
+        return Ok(None);
+    };
+    let limits = decision.enforced;
+    if *route == Route::SystemdScope {
+        return Ok(Some(PlannedCgroup {
+            plan: CgroupPlan::BesideKeeper,
+            limits,
+        }));
+    }
+    match cgroup::prepare(route, &run_dir.id, &limits) {
+        Ok(dirs) => {
+            // Deepest first: libcontainer's cgroup inside ours (cgroup v2), then ours.
+            let mut record = String::new();
+            for d in &dirs {
+                record.push_str(&format!("{}\n", d.join(child).display()));
+            }
+            for d in &dirs {
+                record.push_str(&format!("{}\n", d.display()));
+            }
+            // After libcontainer's own line (written first), so the collection removes it first.
+            let _ = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(run_dir.path.join("cgroup"))
+                .and_then(|mut f| {
+                    std::io::Write::write_all(&mut f, format!("\n{record}").as_bytes())
+                });
+            Ok(Some(PlannedCgroup {
+                plan: CgroupPlan::Dirs(dirs),
+                limits,
+            }))
+        }
+        Err((made, e)) => {
+            cgroup::remove(&made, child);
+            let explicit = [
+                limits.memory.value.is_some() && limits.memory.source.explicit(),
+                limits.cpus.value.is_some() && limits.cpus.source.explicit(),
+                limits.pids.value.is_some() && limits.pids.source.explicit(),
+            ];
+            if explicit.iter().any(|e| *e) {
+                return Err(Error::Cgroup {
+                    limits: limits.describe(),
+                    reason: e.to_string(),
+                });
+            }
+            reporter.report(Event::Warning(&format!(
+                "no resource limits for this server: making its cgroup failed: {e}; {}",
+                cgroup::DOCTOR_HINT
+            )));
+            Ok(None)
+        }
     }
 }
 
@@ -469,6 +575,8 @@ fn serve_sessions(
     runs_dir: &std::path::Path,
     image: &Unpacked,
     say: &bridge::Say,
+    decision: &crate::sandbox::cgroup::Decision,
+    reporter: &dyn Reporter,
 ) -> Result<RunSummary, Error> {
     use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
     use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -523,7 +631,7 @@ fn serve_sessions(
                     continue;
                 }
                 sessions += 1;
-                match run_session(req, runs_dir, image, server_ends, say) {
+                match run_session(req, runs_dir, image, server_ends, say, (decision, reporter)) {
                     Ok(RunEnd::Stopped(code)) => {
                         say(&format!(
                             "session {sessions} ended with the run (the server exited with code {code})"
@@ -532,6 +640,10 @@ fn serve_sessions(
                     }
                     Ok(RunEnd::Exited(code)) => say(&format!(
                         "session {sessions} ended (the server exited with code {code})"
+                    )),
+                    Ok(RunEnd::OutOfMemory(code)) => say(&format!(
+                        "session {sessions} {} (exit code {code})",
+                        crate::sandbox::cgroup::oom_message(decision.enforced.memory.value)
                     )),
                     Ok(RunEnd::Failed(f)) => say(&format!(
                         "session {sessions}: {}: {}",
@@ -564,6 +676,7 @@ fn run_session(
         std::os::fd::OwnedFd,
     ),
     say: &bridge::Say,
+    cgroup: (&crate::sandbox::cgroup::Decision, &dyn Reporter),
 ) -> Result<RunEnd, Error> {
     let run_dir = RunDir::create(runs_dir).map_err(|source| Error::RunDir {
         path: runs_dir.to_path_buf(),
@@ -576,6 +689,7 @@ fn run_session(
         &image.runtime,
         &image.root,
         &image.host,
+        Some(cgroup),
     ) {
         Ok(p) => p,
         Err(e) => {
@@ -1062,6 +1176,7 @@ fn prepare_run(
     runtime: &ImageRuntimeConfig,
     root: &rootfs::Root,
     host: &HostIds,
+    cgroup: Option<(&crate::sandbox::cgroup::Decision, &dyn Reporter)>,
 ) -> Result<(RunnerPlan, idmap::IdMap), Error> {
     let io = |path: PathBuf| move |source| Error::RunDir { path, source };
     let dir = &run_dir.path;
@@ -1095,8 +1210,20 @@ fn prepare_run(
     std::fs::create_dir(&bundle).map_err(io(bundle.clone()))?;
     let cgroups_path = format!("/thv-sandbox-{}", run_dir.id);
     if let Some(host_cg) = host_cgroup_dir(&cgroups_path) {
-        let _ = std::fs::write(dir.join("cgroup"), host_cg.to_string_lossy().as_bytes());
+        let _ = std::fs::write(
+            dir.join("cgroup"),
+            format!("{}\n", host_cg.to_string_lossy()),
+        );
     }
+    let cgroup = match cgroup {
+        Some((decision, reporter)) => plan_cgroup(
+            decision,
+            reporter,
+            run_dir,
+            cgroups_path.trim_start_matches('/'),
+        )?,
+        None => None,
+    };
     let (nofile, nproc) = limits();
     // The id maps, planned once: the server's ids are checked against them before anything is written, and the
     // supervisor writes these same maps.
@@ -1123,6 +1250,7 @@ fn prepare_run(
         // groups (root's group 0 as root) are dropped.
         supplementary_gids: (idmap.mode != idmap::IdMapMode::Single).then(|| vec![root.user.gid]),
         tmp_mib: req.tmp_mib,
+        memory_limit: req.limits.memory.value,
     };
     let spec = spec::build(runtime, &opts)?;
     spec::check_invariants(&spec, req.network)?;
@@ -1146,6 +1274,7 @@ fn prepare_run(
         dns_stub: req.network != NetworkMode::Host,
         writable_root: false,
         time_limit_ms: None,
+        cgroup,
     };
     let plan_path = dir.join("plan.json");
     let plan_json = serde_json::to_vec(&plan).map_err(|e| Error::Spec(SpecError::Json(e)))?;

@@ -4,7 +4,9 @@
 //! sandbox's name server that refuses and reports lookups ([`nameserver`]) and the HTTP↔stdio bridge ([`bridge`]). Above [`crate::rootfs`]; knows nothing of registries or trust.
 
 pub mod bridge;
+pub mod cgroup;
 pub mod egress;
+pub mod limits;
 pub mod nameserver;
 pub mod profile;
 pub mod runner;

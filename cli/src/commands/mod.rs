@@ -6,6 +6,7 @@ pub(crate) mod config;
 pub(crate) mod doctor;
 pub(crate) mod images;
 pub(crate) mod inspect;
+pub(crate) mod limits;
 pub(crate) mod prune;
 pub(crate) mod pull;
 pub(crate) mod registry;

@@ -29,6 +29,8 @@ pub struct Launch {
     pub provenance: Option<Provenance>,
     /// The reviewed seccomp variant (`None`: the default profile).
     pub seccomp_profile: Option<String>,
+    /// The registry entry's proposed resource limits.
+    pub resources: Option<crate::catalog::Resources>,
     /// The network.
     pub network: NetworkMode,
     /// Egress through the proxy, under `NetworkMode::None`, when the permission profile asks for network.
@@ -348,6 +350,7 @@ pub fn plan(
         permissions,
         provenance: server.and_then(|s| s.provenance.clone()),
         seccomp_profile,
+        resources: server.and_then(|s| s.resources.clone()),
         network: user.network,
         egress,
         http,
@@ -385,6 +388,7 @@ mod tests {
                 ..Provenance::default()
             }),
             seccomp_profile: None,
+            resources: None,
             status: None,
             tier: None,
             repository_url: None,

@@ -38,6 +38,8 @@ struct RawServer {
     #[serde(default, deserialize_with = "null_default")]
     seccomp_profile: Option<String>,
     #[serde(default, deserialize_with = "null_default")]
+    resources: Option<super::Resources>,
+    #[serde(default, deserialize_with = "null_default")]
     status: Option<String>,
     #[serde(default, deserialize_with = "null_default")]
     tier: Option<String>,
@@ -132,6 +134,7 @@ fn server(name: &str, value: &Value, remote: bool, origin: &str) -> Result<Serve
         permissions: raw.permissions,
         provenance: raw.provenance,
         seccomp_profile: raw.seccomp_profile,
+        resources: raw.resources,
         status: raw.status,
         tier: raw.tier,
         repository_url: raw.repository_url,

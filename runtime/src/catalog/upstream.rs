@@ -102,6 +102,8 @@ struct RawExtensions {
     env_vars: Vec<super::legacy::RawEnvVar>,
     #[serde(default, deserialize_with = "null_default")]
     seccomp_profile: Option<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    resources: Option<super::Resources>,
 }
 
 pub(super) fn parse(doc: &Map<String, Value>, origin: &str) -> Result<Catalog, CatalogError> {
@@ -208,6 +210,7 @@ fn server(index: usize, value: &Value, origin: &str) -> Result<Option<Server>, C
         permissions: ext.permissions,
         provenance: ext.provenance,
         seccomp_profile: ext.seccomp_profile,
+        resources: ext.resources,
         status: ext.status.map(|s| capitalize(&s)),
         tier: ext.tier,
         repository_url: raw.repository.and_then(|r| r.url),

@@ -165,17 +165,18 @@ impl Bytecode {
         let req = request(self.exe.clone());
         crate::dirs::private_dir(&self.runs_dir).map_err(|e| e.to_string())?;
         let run_dir = RunDir::create(&self.runs_dir).map_err(|e| e.to_string())?;
-        let prepared = super::prepare_run(&req, &run_dir, "bytecode", &image, &root, &self.host)
-            .map_err(|e| crate::chain::messages(&e).join(": "))
-            .and_then(|(mut plan, idmap)| {
-                // This run only: the staging root is writable, and the run has a deadline.
-                plan.writable_root = true;
-                plan.time_limit_ms = Some(TIME_LIMIT.as_millis() as u64);
-                // No name server to report refused lookups to: the compile looks nothing up.
-                plan.dns_stub = false;
-                rewrite_for_writable_root(&run_dir.path, &plan).map_err(|e| e.to_string())?;
-                Ok((plan, idmap))
-            });
+        let prepared =
+            super::prepare_run(&req, &run_dir, "bytecode", &image, &root, &self.host, None)
+                .map_err(|e| crate::chain::messages(&e).join(": "))
+                .and_then(|(mut plan, idmap)| {
+                    // This run only: the staging root is writable, and the run has a deadline.
+                    plan.writable_root = true;
+                    plan.time_limit_ms = Some(TIME_LIMIT.as_millis() as u64);
+                    // No name server to report refused lookups to: the compile looks nothing up.
+                    plan.dns_stub = false;
+                    rewrite_for_writable_root(&run_dir.path, &plan).map_err(|e| e.to_string())?;
+                    Ok((plan, idmap))
+                });
         let (plan, idmap) = match prepared {
             Ok(p) => p,
             Err(e) => {
@@ -229,7 +230,7 @@ impl Bytecode {
             RunEnd::Exited(code) if code == 128 + libc::SIGKILL => {
                 Err(format!("stopped after {} s", TIME_LIMIT.as_secs()))
             }
-            RunEnd::Exited(code) => Err(format!("exit code {code}")),
+            RunEnd::Exited(code) | RunEnd::OutOfMemory(code) => Err(format!("exit code {code}")),
             RunEnd::Stopped(code) => {
                 Err(format!("stopped (we were asked to stop); exit code {code}"))
             }
@@ -261,6 +262,21 @@ fn request(exe: PathBuf) -> RunRequest {
         seccomp_override: None,
         stop_timeout: Duration::from_secs(2),
         tmp_mib: crate::sandbox::spec::DEFAULT_TMP_MIB,
+        // The compile is bounded by its time limit; its sandbox gets no cgroup.
+        limits: crate::sandbox::limits::Limits {
+            memory: crate::sandbox::limits::Limit {
+                value: None,
+                source: crate::sandbox::limits::LimitSource::Default,
+            },
+            cpus: crate::sandbox::limits::Limit {
+                value: None,
+                source: crate::sandbox::limits::LimitSource::Default,
+            },
+            pids: crate::sandbox::limits::Limit {
+                value: None,
+                source: crate::sandbox::limits::LimitSource::Default,
+            },
+        },
         cache_dir: None,
         exe,
         timings: false,

@@ -90,6 +90,9 @@ pub struct RunnerPlan {
     /// Kill the sandbox this long after the keeper started, whatever it is doing.
     #[serde(default)]
     pub time_limit_ms: Option<u64>,
+    /// The sandbox's own cgroup, where its resource limits apply (see `crate::sandbox::cgroup`); `None`: none.
+    #[serde(default)]
+    pub cgroup: Option<crate::sandbox::cgroup::PlannedCgroup>,
 }
 
 /// An overlay whose lower layer is the sealed cached root and whose upper layer is a tmpfs of the runner's: the
@@ -168,6 +171,17 @@ pub fn keeper_main(run_dir: &Path) -> i32 {
         Err(e) => return fail("runner channel", &e),
     };
 
+    // The sandbox's cgroup is opened here, with the host's paths and our host credentials, before we enter our
+    // namespaces; the runner init moves itself in through it.
+    let held = match plan
+        .cgroup
+        .as_ref()
+        .map(|c| crate::sandbox::cgroup::Held::open(&c.plan, &plan.cgroups_path))
+    {
+        None => None,
+        Some(Ok(h)) => Some(h),
+        Some(Err(e)) => return fail("open the sandbox's cgroup", &e),
+    };
     if let Err((stage, e)) = enter_namespaces(&plan) {
         return fail(stage, &e);
     }
@@ -223,12 +237,26 @@ pub fn keeper_main(run_dir: &Path) -> i32 {
         Ok(ForkResult::Child) => {
             drop(sfd);
             drop(factory);
+            if let Some(held) = &held {
+                if let Err((stage, e)) = enter_cgroup(held) {
+                    let _ = keeper.failed(failure(stage, &e));
+                    std::process::exit(crate::EXIT_SANDBOX_ERROR);
+                }
+            }
             std::process::exit(init_main(&plan, &keeper, namespaces_us, secrets));
         }
         Ok(ForkResult::Parent { child }) => child,
         Err(e) => return fail("fork runner init", &e),
     };
     let code = keep(&plan, &keeper, &sfd, child, factory);
+    if let Some(held) = &held {
+        // The runner init is gone, and with it every process of the sandbox (its pid namespace's).
+        let kills = held.oom_kills();
+        if kills > 0 {
+            let _ = keeper.out_of_memory(kills);
+        }
+        held.remove();
+    }
     cleanup(&plan);
     code
 }
@@ -354,6 +382,29 @@ fn cleanup(plan: &RunnerPlan) {
         Path::new("/sys/fs/cgroup").join(plan.cgroups_path.trim_start_matches('/')),
     );
     let _ = std::fs::remove_dir_all(&plan.run_dir);
+}
+
+/// In the runner init, before anything else: into the sandbox's cgroup, then a cgroup namespace rooted there with
+/// its own cgroup2 view, so that libcontainer's cgroup (the spec's `cgroupsPath`) is made inside the sandbox's
+/// cgroup and not beside it.
+fn enter_cgroup(held: &crate::sandbox::cgroup::Held) -> Result<(), (&'static str, io::Error)> {
+    if held.is_empty() {
+        return Ok(());
+    }
+    held.enter()
+        .map_err(|e| ("move into the sandbox's cgroup", e))?;
+    unshare(CloneFlags::CLONE_NEWCGROUP | CloneFlags::CLONE_NEWNS)
+        .map_err(|e| ("create the sandbox's cgroup namespace", e.into()))?;
+    let _ = umount2("/sys/fs/cgroup", MntFlags::MNT_DETACH);
+    mount(
+        Some("cgroup2"),
+        "/sys/fs/cgroup",
+        Some("cgroup2"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(|e| ("mount the sandbox's cgroup2", e.into()))?;
+    Ok(())
 }
 
 /// Mount, cgroup, network and pid namespaces for the sandbox, inside the (mapped) user namespace.

@@ -70,8 +70,11 @@ pub fn collect_stale(runs: &Path) -> usize {
     for entry in entries.flatten() {
         let dir = entry.path();
         if crate::dirs::is_collectable(&dir) {
+            // One cgroup directory a line, the deepest first (see `pipeline::plan_cgroup`).
             if let Ok(cg) = std::fs::read_to_string(dir.join("cgroup")) {
-                let _ = std::fs::remove_dir(cg.trim());
+                for line in cg.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                    let _ = std::fs::remove_dir(line);
+                }
             }
             if std::fs::remove_dir_all(&dir).is_ok() {
                 removed += 1;

@@ -80,6 +80,8 @@ pub struct SpecOptions {
     /// Size of `/tmp` and of a tmpfs home, in MiB. `/run` gets [`RUN_TMPFS_MIB`]; the image's volumes share
     /// [`VOLUMES_TMPFS_MIB`].
     pub tmp_mib: u64,
+    /// The sandbox's memory limit, in bytes: its tmpfs mounts are sized within it ([`tmpfs_sizes`]).
+    pub memory_limit: Option<u64>,
 }
 
 /// Default size of `/tmp` (and of a home the image lacks), in MiB. tmpfs pages are charged to no process's RSS,
@@ -178,6 +180,35 @@ pub fn etc_files(hostname: &str) -> [(&'static str, String); 3] {
     ]
 }
 
+/// Sizes of the sandbox's tmpfs mounts, in MiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TmpfsSizes {
+    /// `/tmp`, and a home the image lacks.
+    pub tmp: u64,
+    /// `/run`.
+    pub run: u64,
+    /// `/dev/shm`.
+    pub shm: u64,
+    /// All of the image's volumes together.
+    pub volumes: u64,
+}
+
+/// The tmpfs sizes under a memory limit. tmpfs pages are charged to the sandbox's memory cgroup, so a server
+/// filling its tmpfs mounts is filling its memory limit, and a tmpfs larger than the limit would end in an
+/// out-of-memory kill instead of a full disk. So all of them together stay within half of the limit
+/// ([`crate::sandbox::limits::tmpfs_budget_mib`]): `/tmp`, a tmpfs home and the volumes a quarter of that each,
+/// `/run` and `/dev/shm` an eighth; never more than without a limit, never less than 1 MiB.
+pub fn tmpfs_sizes(tmp_mib: u64, memory_limit: Option<u64>) -> TmpfsSizes {
+    let budget = crate::sandbox::limits::tmpfs_budget_mib(memory_limit);
+    let cap = |mib: u64, share: u64| budget.map_or(mib, |b| mib.min((b / share).max(1)));
+    TmpfsSizes {
+        tmp: cap(tmp_mib, 4),
+        run: cap(RUN_TMPFS_MIB, 8),
+        shm: cap(64, 8),
+        volumes: cap(VOLUMES_TMPFS_MIB, 4),
+    }
+}
+
 /// Builds the runtime spec.
 pub fn build(image: &ImageRuntimeConfig, opts: &SpecOptions) -> Result<Spec, SpecError> {
     if !opts.cgroups_path.starts_with('/') || opts.cgroups_path.trim_matches('/').is_empty() {
@@ -211,7 +242,8 @@ pub fn build(image: &ImageRuntimeConfig, opts: &SpecOptions) -> Result<Spec, Spe
     for e in &env {
         check_env_entry(e)?;
     }
-    let volume_mib = (VOLUMES_TMPFS_MIB / image.volumes.len().max(1) as u64).max(MIN_VOLUME_MIB);
+    let sizes = tmpfs_sizes(opts.tmp_mib, opts.memory_limit);
+    let volume_mib = (sizes.volumes / image.volumes.len().max(1) as u64).max(MIN_VOLUME_MIB);
 
     let tmpfs = |dest: &str, mode: &str, owned: bool, noexec: bool, mib: u64| {
         let mut o = vec![
@@ -242,7 +274,7 @@ pub fn build(image: &ImageRuntimeConfig, opts: &SpecOptions) -> Result<Spec, Spe
         json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
                "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}),
         json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-               "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+               "options": ["nosuid", "noexec", "nodev", "mode=1777", format!("size={}k", sizes.shm * 1024)]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
                "options": ["nosuid", "noexec", "nodev"]}),
         // A fresh sysfs (not the host's): it shows only this network namespace's interfaces. With the host's
@@ -255,14 +287,14 @@ pub fn build(image: &ImageRuntimeConfig, opts: &SpecOptions) -> Result<Spec, Spe
         },
         json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
                "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
-        tmpfs("/tmp", "1777", false, false, opts.tmp_mib),
-        tmpfs("/run", "755", true, false, RUN_TMPFS_MIB),
+        tmpfs("/tmp", "1777", false, false, sizes.tmp),
+        tmpfs("/run", "755", true, false, sizes.run),
     ];
     for (name, _) in etc_files(&opts.hostname) {
         mounts.push(bind_ro(&format!("/etc/{name}"), &opts.etc_dir.join(name)));
     }
     if !opts.home_in_image && home != "/" {
-        mounts.push(tmpfs(&home, "700", true, false, opts.tmp_mib));
+        mounts.push(tmpfs(&home, "700", true, false, sizes.tmp));
     }
     for v in &image.volumes {
         mounts.push(tmpfs(v, "755", true, false, volume_mib));
@@ -479,6 +511,7 @@ mod tests {
             network: NetworkMode::None,
             supplementary_gids: Some(vec![1000]),
             tmp_mib: DEFAULT_TMP_MIB,
+            memory_limit: None,
         }
     }
 
@@ -885,5 +918,49 @@ mod tests {
                 "{name} changed: review the diff, then UPDATE_GOLDEN=1"
             );
         }
+    }
+
+    #[test]
+    fn tmpfs_mounts_stay_within_half_of_the_memory_limit() {
+        let free = tmpfs_sizes(DEFAULT_TMP_MIB, None);
+        assert_eq!(
+            free,
+            TmpfsSizes {
+                tmp: DEFAULT_TMP_MIB,
+                run: RUN_TMPFS_MIB,
+                shm: 64,
+                volumes: VOLUMES_TMPFS_MIB
+            }
+        );
+        let s = tmpfs_sizes(DEFAULT_TMP_MIB, Some(512 << 20));
+        assert_eq!(
+            s,
+            TmpfsSizes {
+                tmp: 64,
+                run: 32,
+                shm: 32,
+                volumes: 64
+            }
+        );
+        // With a home tmpfs as large as /tmp, everything together is within half of the limit.
+        assert!(2 * s.tmp + s.run + s.shm + s.volumes <= 256);
+        // A limit larger than the sizes changes nothing.
+        assert_eq!(tmpfs_sizes(DEFAULT_TMP_MIB, Some(64 << 30)), free);
+        let mut o = opts();
+        o.memory_limit = Some(512 << 20);
+        let v = serde_json::to_value(build(&image(), &o).unwrap()).unwrap();
+        let tmp = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/tmp")
+            .unwrap();
+        assert!(
+            tmp["options"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("size=64m")),
+            "{tmp}"
+        );
     }
 }

@@ -38,6 +38,9 @@ pub enum RunEnd {
     Stopped(i32),
     /// The sandbox could not be created or started.
     Failed(RunnerFailure),
+    /// The server ran and the kernel killed it (or a process of it) for memory at the sandbox's limit; its exit
+    /// code.
+    OutOfMemory(i32),
 }
 
 /// What the server's stdin and stdout are, and who talks to it.
@@ -115,6 +118,7 @@ impl std::fmt::Debug for SupervisorArgs<'_> {
 
 /// What the event loop calls out to.
 struct Hooks<'a> {
+    plan: &'a RunnerPlan,
     idmap: &'a IdMap,
     secrets: &'a [SecretEnv],
     on_started: &'a mut dyn FnMut(&StartTimings),
@@ -128,7 +132,7 @@ pub fn supervise(args: SupervisorArgs<'_>) -> io::Result<RunEnd> {
     let SupervisorArgs {
         exe,
         run_dir,
-        plan: _,
+        plan,
         idmap,
         secrets,
         stop_timeout,
@@ -223,6 +227,7 @@ pub fn supervise(args: SupervisorArgs<'_>) -> io::Result<RunEnd> {
     let mut watch = Watch::new(stdin, stdout, stderr, stop_timeout);
     watch.session_end = session_end;
     let mut hooks = Hooks {
+        plan,
         idmap,
         secrets,
         on_started,
@@ -232,7 +237,12 @@ pub fn supervise(args: SupervisorArgs<'_>) -> io::Result<RunEnd> {
     };
     let result = watch.run(&supervisor, &sfd, pid, &mut hooks);
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
-    // The keeper normally removes the run directory; if it was killed, we do.
+    // The keeper normally removes the sandbox's cgroup and the run directory; if it was killed, we do.
+    if let Some(crate::sandbox::cgroup::CgroupPlan::Dirs(dirs)) =
+        plan.cgroup.as_ref().map(|c| &c.plan)
+    {
+        crate::sandbox::cgroup::remove(dirs, &plan.cgroups_path);
+    }
     let _ = std::fs::remove_dir_all(run_dir);
     result
 }
@@ -483,6 +493,8 @@ struct Watch {
     session_end: Option<OwnedFd>,
     /// We were asked to stop (SIGTERM, SIGINT or SIGHUP).
     stop_requested: bool,
+    /// Processes of the sandbox the kernel killed for memory (reported by the keeper at the end).
+    oom_kills: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -517,6 +529,7 @@ impl Watch {
             failure: None,
             session_end: None,
             stop_requested: false,
+            oom_kills: 0,
         }
     }
 
@@ -684,18 +697,22 @@ impl Watch {
                                 self.failure.get_or_insert(f);
                             }
                             RunnerEvent::Started(t) => (hooks.on_started)(&t),
+                            RunnerEvent::OutOfMemory(n) => self.oom_kills += n,
                             _ => {}
                         }
                     }
                     if let Some(f) = self.failure.take() {
                         return Ok(RunEnd::Failed(f));
                     }
+                    let oom = self.oom_kills > 0;
                     let code = match status {
                         WaitStatus::Exited(_, c) => c,
                         WaitStatus::Signaled(_, s, _) => 128 + s as i32,
                         _ => crate::EXIT_SANDBOX_ERROR,
                     };
-                    return Ok(if self.stop_requested {
+                    return Ok(if oom && code != 0 {
+                        RunEnd::OutOfMemory(code)
+                    } else if self.stop_requested {
                         RunEnd::Stopped(code)
                     } else {
                         RunEnd::Exited(code)
@@ -717,6 +734,29 @@ impl Watch {
     ) {
         match event {
             RunnerEvent::UsernsReady => {
+                // The systemd route: the keeper goes into a transient scope of the user's manager, where the
+                // sandbox's cgroup is made beside it, before it may go on.
+                let scoped = match hooks.plan.cgroup.as_ref() {
+                    Some(c) if c.plan == crate::sandbox::cgroup::CgroupPlan::BesideKeeper => {
+                        crate::sandbox::cgroup::join_scope(
+                            &hooks.plan.id,
+                            runner.as_raw(),
+                            &c.limits,
+                        )
+                        .map(|_| ())
+                    }
+                    _ => Ok(()),
+                };
+                if let Err(e) = scoped {
+                    self.failure = Some(RunnerFailure {
+                        stage: "create the sandbox's cgroup".into(),
+                        chain: vec![e.clone(), crate::sandbox::cgroup::DOCTOR_HINT.into()],
+                    });
+                    if let Err(e) = supervisor.map_failed(e) {
+                        tracing::debug!("answering the runner: {e}");
+                    }
+                    return;
+                }
                 let answered = match hooks.idmap.write(runner.as_raw() as u32) {
                     Ok(()) => supervisor.mapped(hooks.secrets.to_vec()),
                     Err(e) => {
@@ -742,6 +782,7 @@ impl Watch {
             RunnerEvent::Failed(f) => {
                 self.failure.get_or_insert(f);
             }
+            RunnerEvent::OutOfMemory(n) => self.oom_kills += n,
         }
     }
 }

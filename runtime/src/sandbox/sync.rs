@@ -90,6 +90,9 @@ pub enum ToSupervisor {
     Failed(RunnerFailure),
     /// On a socket factory, with the descriptor attached: the socket asked for.
     Socket,
+    /// The sandbox is gone, and the kernel killed this many of its processes for memory (its cgroup's
+    /// `oom_kill` count). Sent by the keeper at the end, only when not zero.
+    OutOfMemory(u64),
 }
 
 impl ToSupervisor {
@@ -103,6 +106,7 @@ impl ToSupervisor {
             ToSupervisor::Started(_) => "started",
             ToSupervisor::Failed(_) => "failed",
             ToSupervisor::Socket => "socket",
+            ToSupervisor::OutOfMemory(_) => "out_of_memory",
         }
     }
 }
@@ -228,6 +232,8 @@ pub enum RunnerEvent {
     Started(StartTimings),
     /// Creating the sandbox failed.
     Failed(RunnerFailure),
+    /// The kernel killed this many processes of the sandbox for memory.
+    OutOfMemory(u64),
 }
 
 /// The supervisor's end: sends [`ToRunner`], receives [`ToSupervisor`] in the protocol's order.
@@ -275,6 +281,7 @@ impl SupervisorChannel {
         };
         match (phase, msg) {
             (_, ToSupervisor::Failed(f)) => Ok(RunnerEvent::Failed(f)),
+            (_, ToSupervisor::OutOfMemory(n)) => Ok(RunnerEvent::OutOfMemory(n)),
             (Phase::Userns, ToSupervisor::UsernsReady) => {
                 self.phase.set(Phase::Mapping);
                 Ok(RunnerEvent::UsernsReady)
@@ -398,6 +405,11 @@ impl RunnerChannel {
     /// The server runs.
     pub fn started(&self, timings: StartTimings) -> Result<(), ChannelError> {
         self.wire.send(&ToSupervisor::Started(timings), None)
+    }
+
+    /// The sandbox is gone and the kernel killed `kills` of its processes for memory.
+    pub fn out_of_memory(&self, kills: u64) -> Result<(), ChannelError> {
+        self.wire.send(&ToSupervisor::OutOfMemory(kills), None)
     }
 
     /// Creating the sandbox failed.

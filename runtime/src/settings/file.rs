@@ -76,6 +76,9 @@ pub const KEYS: &[&str] = &[
     "allow_hosts",
     "allow_ports",
     "bytecode_at_unpack",
+    "memory",
+    "cpus",
+    "pids_limit",
 ];
 
 /// Where a setting's value came from.
@@ -221,6 +224,12 @@ pub struct Config {
     /// `bytecode_at_unpack`: whether a root being built gets its Python bytecode made valid before it is sealed
     /// (default `true`; `run --no-bytecode` turns it off for a run). Off, the root is exactly as the image has it.
     pub bytecode_at_unpack: Setting<bool>,
+    /// `memory`: every server's memory limit, e.g. `"4g"` (after `--memory`; see `crate::sandbox::limits`).
+    pub memory: Setting<Option<String>>,
+    /// `cpus`: every server's CPU quota, e.g. `2` (after `--cpus`).
+    pub cpus: Setting<Option<String>>,
+    /// `pids_limit`: every server's process limit, e.g. `2048` (after `--pids-limit`).
+    pub pids_limit: Setting<Option<String>>,
 }
 
 /// What is wrong with the configuration.
@@ -397,6 +406,9 @@ struct FileConfig {
     allow_hosts: Option<toml::Spanned<Vec<String>>>,
     allow_ports: Option<toml::Spanned<Vec<toml::Spanned<i64>>>>,
     bytecode_at_unpack: Option<bool>,
+    memory: Option<toml::Spanned<toml::Value>>,
+    cpus: Option<toml::Spanned<toml::Value>>,
+    pids_limit: Option<toml::Spanned<toml::Value>>,
 }
 
 /// Where the configuration file is, and who said so.
@@ -811,6 +823,49 @@ impl Config {
             true,
         );
 
+        // memory, cpus, pids_limit: checked here, so a mistake in the file is reported as one.
+        let limit = |key: &'static str,
+                     v: &Option<toml::Spanned<toml::Value>>,
+                     parse: fn(&str) -> Result<(), String>|
+         -> Result<Setting<Option<String>>, ConfigError> {
+            let text = match v.as_ref().map(|s| s.get_ref()) {
+                None => None,
+                Some(toml::Value::String(s)) => Some(s.clone()),
+                Some(toml::Value::Integer(i)) => Some(i.to_string()),
+                Some(toml::Value::Float(f)) => Some(f.to_string()),
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        origin: file.display().to_string(),
+                        key,
+                        value: clip(&format!("{other:?}")),
+                        reason: "expected a string or a number".to_owned(),
+                    })
+                }
+            };
+            if let Some(t) = &text {
+                parse(t).map_err(|reason| ConfigError::Invalid {
+                    origin: file.display().to_string(),
+                    key,
+                    value: clip(t),
+                    reason,
+                })?;
+            }
+            Ok(pick(
+                None,
+                None,
+                text.map(|t| (Some(t), file.as_path())),
+                None,
+            ))
+        };
+        use crate::sandbox::limits;
+        let memory = limit("memory", &raw.memory, |s| {
+            limits::parse_memory(s).map(|_| ())
+        })?;
+        let cpus = limit("cpus", &raw.cpus, |s| limits::parse_cpus(s).map(|_| ()))?;
+        let pids_limit = limit("pids_limit", &raw.pids_limit, |s| {
+            limits::parse_pids(s).map(|_| ())
+        })?;
+
         Ok(Config {
             file,
             file_source,
@@ -830,6 +885,9 @@ impl Config {
             home,
             tuf_bootstrap,
             bytecode_at_unpack,
+            memory,
+            cpus,
+            pids_limit,
         })
     }
 
@@ -921,6 +979,9 @@ impl Config {
                 "allow_hosts": entry(&self.allow_hosts),
                 "allow_ports": entry(&self.allow_ports),
                 "bytecode_at_unpack": entry(&self.bytecode_at_unpack),
+                "memory": entry(&self.memory),
+                "cpus": entry(&self.cpus),
+                "pids_limit": entry(&self.pids_limit),
                 "mirrors": {"value": mirrors, "source": self.mirrors.source.to_string()},
             }
         })
@@ -1043,6 +1104,13 @@ impl Config {
             Some(self.bytecode_at_unpack.value.to_string()),
             &self.bytecode_at_unpack.source,
         );
+        for (key, s) in [
+            ("memory", &self.memory),
+            ("cpus", &self.cpus),
+            ("pids_limit", &self.pids_limit),
+        ] {
+            line(&mut out, key, s.value.as_deref().map(quote), &s.source);
+        }
         out.push_str(&format!("[mirrors]  # {}\n", self.mirrors.source));
         for (registry, mirror) in &self.mirrors.value {
             out.push_str(&format!("{} = {}\n", quote(registry), quote(mirror)));

@@ -65,6 +65,8 @@ pub struct RunRequest {
     pub stop_timeout: Duration,
     /// Size of the sandbox's `/tmp` (and of a tmpfs home), in MiB ([`crate::sandbox::spec::DEFAULT_TMP_MIB`] by default).
     pub tmp_mib: u64,
+    /// Memory, CPU and process limits, and where each came from (see [`crate::sandbox::limits`]).
+    pub limits: crate::sandbox::limits::Limits,
     /// Cache directory override.
     pub cache_dir: Option<PathBuf>,
     /// The executable to start as the runner (normally `/proc/self/exe`).
@@ -128,6 +130,12 @@ pub struct RunFlags {
     pub stop_timeout: f64,
     /// `--tmp-size MIB`.
     pub tmp_mib: u64,
+    /// `--memory SIZE`.
+    pub memory: Option<String>,
+    /// `--cpus N`.
+    pub cpus: Option<String>,
+    /// `--pids-limit N`.
+    pub pids_limit: Option<String>,
     /// `--timings`.
     pub timings: bool,
     /// `--allow-host HOST[:PORT]`, repeated.
@@ -284,6 +292,10 @@ pub enum RequestError {
     /// The registry entry or the user's choices cannot be run.
     #[error(transparent)]
     Launch(#[from] launch::LaunchError),
+    /// A resource limit (`--memory`, `--cpus`, `--pids-limit`, the file's or the registry entry's) that does
+    /// not parse.
+    #[error(transparent)]
+    Limit(#[from] crate::sandbox::limits::LimitError),
     /// `--secret NAME` names no variable.
     #[error("`--secret {0}` names no variable of this environment")]
     Secret(String),
@@ -362,6 +374,10 @@ impl RequestError {
                 "export {name} first; `--secret` takes a variable's name, never its value"
             )),
             RequestError::Mount(e) => Some(e.hint()),
+            RequestError::Limit(e) => Some(format!(
+                "{}: e.g. --memory 512m, --cpus 1.5, --pids-limit 2048, or `unlimited`",
+                e.what
+            )),
             RequestError::ContradictoryIdentity | RequestError::Port(_) => None,
             RequestError::Allow(e) => Some(e.hint()),
             RequestError::NoIdentity => Some(
@@ -568,6 +584,22 @@ fn build_with(
     let mut verification = verification(&flags.identity, mode, entry_policy, config, env)?;
     verification.server = launch.server.clone();
 
+    // Limits: the flag, then the file, then the registry entry's proposal, then the default.
+    let proposed = launch.resources.clone().unwrap_or_default();
+    let inputs = |flag: &Option<String>,
+                  file: &super::file::Setting<Option<String>>,
+                  reg: &Option<String>| {
+        crate::sandbox::limits::LimitInputs {
+            flag: flag.clone(),
+            config: file.value.clone(),
+            registry: reg.clone(),
+        }
+    };
+    let limits = crate::sandbox::limits::Limits::resolve(
+        &inputs(&flags.memory, &config.memory, &proposed.memory),
+        &inputs(&flags.cpus, &config.cpus, &proposed.cpus),
+        &inputs(&flags.pids_limit, &config.pids_limit, &proposed.pids),
+    )?;
     let port = crate::sandbox::bridge::Expose::from_flags(
         flags.port.as_deref(),
         flags.socket.as_deref(),
@@ -595,6 +627,7 @@ fn build_with(
         verification,
         stop_timeout,
         tmp_mib: flags.tmp_mib,
+        limits,
         cache_dir: config.cache_dir.value.clone(),
         exe: PathBuf::from("/proc/self/exe"),
         timings: flags.timings || env("THV_SANDBOX_TIMINGS").is_some_and(|v| v == "1"),

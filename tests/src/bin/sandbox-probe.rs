@@ -354,6 +354,25 @@ fn tool_list() -> Vec<Value> {
             &["code"],
         ),
         tool("crash", "Replies, then dies by SIGILL (an undefined instruction).", none, &[]),
+        tool(
+            "allocate",
+            "Allocates and touches `mib` MiB of memory (kept until the probe exits); replies with how much.",
+            json!({"mib": {"type": "integer", "minimum": 0}}),
+            &["mib"],
+        ),
+        tool(
+            "fork_many",
+            "Forks children that sleep until at most `n` run or fork fails; replies with how many ran and the \
+             error that stopped it, then kills and reaps them.",
+            json!({"n": {"type": "integer", "minimum": 0}}),
+            &["n"],
+        ),
+        tool(
+            "spin",
+            "Spins on `threads` threads for `ms` milliseconds of wall time; replies with the CPU time used (ms).",
+            json!({"threads": {"type": "integer", "minimum": 1}, "ms": {"type": "integer", "minimum": 0}}),
+            &["threads", "ms"],
+        ),
     ]
 }
 
@@ -461,6 +480,19 @@ fn call_tool(params: &Value) -> Result<(Value, After), RpcError> {
             after = After::Exit(code);
             ToolOutput::json(json!({ "exiting": code }))
         }
+        "allocate" => {
+            let mib = u64_arg(args, "mib")?;
+            let mut block = vec![0u8; (mib as usize) << 20];
+            // Touch every page: memory that is only reserved is charged to nobody.
+            for i in (0..block.len()).step_by(4096) {
+                block[i] = 1;
+            }
+            let total: u64 = block.iter().step_by(4096).map(|b| u64::from(*b)).sum();
+            HELD.with(|h| h.borrow_mut().push(block));
+            ToolOutput::json(json!({ "allocated_mib": mib, "pages": total }))
+        }
+        "fork_many" => ToolOutput::json(fork_many(u64_arg(args, "n")?)),
+        "spin" => ToolOutput::json(spin(u64_arg(args, "threads")?, u64_arg(args, "ms")?)),
         "crash" => {
             after = After::Crash;
             ToolOutput::json(json!({"crashing": "SIGILL"}))
@@ -643,6 +675,64 @@ fn via_proxy(protocol: &str, host: &str, port: u64, send: &str) -> Result<Value,
     let mut out = answer;
     out["reply"] = json!(reply.trim_end());
     Ok(out)
+}
+
+thread_local! {
+    /// Memory `allocate` holds on to.
+    static HELD: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn fork_many(n: u64) -> Value {
+    let mut pids = Vec::new();
+    let mut error = Value::Null;
+    while (pids.len() as u64) < n {
+        // SAFETY: the probe is single-threaded; the child only pauses until it is killed.
+        match unsafe { libc::fork() } {
+            -1 => {
+                error = json!(errno_name(Errno::last()));
+                break;
+            }
+            // SAFETY: pause and _exit are async-signal-safe.
+            0 => unsafe {
+                loop {
+                    libc::pause();
+                }
+            },
+            pid => pids.push(pid),
+        }
+    }
+    for pid in &pids {
+        // SAFETY: each is our own child.
+        unsafe {
+            libc::kill(*pid, libc::SIGKILL);
+            libc::waitpid(*pid, std::ptr::null_mut(), 0);
+        }
+    }
+    json!({ "forked": pids.len(), "error": error })
+}
+
+fn spin(threads: u64, ms: u64) -> Value {
+    let until = std::time::Instant::now() + Duration::from_millis(ms);
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while std::time::Instant::now() < until {
+                    x = x.wrapping_add(1);
+                    std::hint::black_box(x);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        let _ = h.join();
+    }
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct we own.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let cpu_ms = (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) as u64 * 1000
+        + (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) as u64 / 1000;
+    json!({ "cpu_ms": cpu_ms, "wall_ms": ms })
 }
 
 fn spawn_sleeper(seconds: u64, hold_stdio: bool) -> Result<Value, String> {
