@@ -7,7 +7,7 @@
 //! run when the host is such a host (a developer's laptop) and otherwise say why they do nothing.
 //!
 //! The servers are busybox shells (`busybox-static`'s binary in a small image): a memory hog, a fork bomb and two
-//! busy loops. What the kernel enforced is read from the sandbox's cgroup, whose path the run directory records.
+//! busy loops. What the kernel enforced is read from the sandbox's cgroup (`sandbox` in the run's scope).
 
 mod common;
 
@@ -134,62 +134,76 @@ async fn finish(mut child: Child, limit: Duration) -> (i32, String) {
     (code(status), err)
 }
 
-/// The cgroup directories the run directory records, the sandbox's own first (one a line, the deepest first).
-fn recorded_cgroups(run: &Run) -> Vec<PathBuf> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+/// The id of the test's one run (its run directory's name), once it exists.
+fn run_id(run: &Run) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let runs: Vec<PathBuf> = std::fs::read_dir(run.runs_dir())
             .map(|d| d.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();
         if let [one] = runs.as_slice() {
-            if let Ok(text) = std::fs::read_to_string(one.join("cgroup")) {
-                let dirs: Vec<PathBuf> = text
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .map(PathBuf::from)
-                    .collect();
-                if !dirs.is_empty() {
-                    return dirs;
-                }
-            }
+            return one.file_name().unwrap().to_string_lossy().into_owned();
         }
         assert!(
             Instant::now() < deadline,
-            "no run directory recording a cgroup in {}: {runs:?}",
+            "not one run directory in {}: {runs:?}",
             run.runs_dir().display()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-/// The sandbox's cgroup and the transient scope holding it (`thv-sandbox-….scope` below the user's manager).
+/// Directories named `name` below `dir`, at most `depth` levels down.
+fn find_dirs(dir: &Path, name: &str, depth: usize, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        if e.file_name() == name {
+            out.push(e.path());
+        }
+        if depth > 0 {
+            find_dirs(&e.path(), name, depth - 1, out);
+        }
+    }
+}
+
+/// The transient scope of the user's manager that holds the run (`thv-sandbox-<run id>.scope`, the only one, below
+/// `user@UID.service`) and the sandbox's cgroup in it (`sandbox`, where the limits are written), once they exist.
 fn sandbox_cgroup_and_scope(run: &Run) -> (PathBuf, PathBuf) {
-    let dirs = recorded_cgroups(run);
-    let cg = dirs[0].clone();
-    let scope = cg
-        .ancestors()
-        .find(|a| {
-            a.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("thv-sandbox-") && n.ends_with(".scope"))
-        })
-        .unwrap_or_else(|| {
+    let id = run_id(run);
+    let uid = nix::unistd::getuid();
+    let manager = PathBuf::from(format!(
+        "/sys/fs/cgroup/user.slice/user-{uid}.slice/user@{uid}.service"
+    ));
+    let name = format!("thv-sandbox-{id}.scope");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut found = Vec::new();
+        find_dirs(&manager, &name, 3, &mut found);
+        if let [scope] = found.as_slice() {
+            let cg = scope.join("sandbox");
+            if cg.join("cgroup.procs").exists() {
+                return (cg, scope.clone());
+            }
+        }
+        assert!(
+            found.len() <= 1,
+            "more than one {name} below {}: {found:?}",
+            manager.display()
+        );
+        if Instant::now() > deadline {
+            let mut all = Vec::new();
+            find_dirs(Path::new("/sys/fs/cgroup"), &name, 8, &mut all);
             panic!(
-                "the sandbox's cgroup {} is in no thv-sandbox-….scope: {dirs:?}",
-                cg.display()
-            )
-        })
-        .to_path_buf();
-    let manager = format!("user@{}.service", nix::unistd::getuid());
-    assert!(
-        scope
-            .components()
-            .any(|c| c.as_os_str() == manager.as_str()),
-        "the scope {} is not below the user's manager {manager}",
-        scope.display()
-    );
-    (cg, scope)
+                "no {name} with a `sandbox` cgroup below the user's manager {} (anywhere: {all:?}); the run \
+                 directory records {:?}",
+                manager.display(),
+                std::fs::read_to_string(run.runs_dir().join(&id).join("cgroup"))
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn read(path: &Path) -> String {

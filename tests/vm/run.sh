@@ -6,7 +6,7 @@
 #
 #   tests/vm/run.sh [TEST...] [-- ARG...]     (as root: the image build needs debootstrap)
 #
-# TEST: names of tests/tests/*.rs (default: $THV_VM_TESTS, else sandbox lifecycle hardening limits_v2); ARG: passed
+# TEST: names of tests/tests/*.rs (default: $THV_VM_TESTS, else sandbox lifecycle hardening limits limits_v2); ARG: passed
 # to every test binary (a name filter, --exact, …). Builds thv-sandbox, the probes and the test binaries, builds the
 # VM image if its recipe changed (cached in $THV_E2E_VM, default /var/cache/thv-vm), copies the binaries onto a
 # second virtio disk (an ext4 image made with `mkfs.ext4 -d` from a staging directory), boots the VM, which runs
@@ -27,7 +27,7 @@ while [ $# -gt 0 ]; do
     *) tests+=("$1"); shift ;;
   esac
 done
-[ ${#tests[@]} -gt 0 ] || read -r -a tests <<<"${THV_VM_TESTS:-sandbox lifecycle hardening limits_v2}"
+[ ${#tests[@]} -gt 0 ] || read -r -a tests <<<"${THV_VM_TESTS:-sandbox lifecycle hardening limits limits_v2}"
 vm=${THV_E2E_VM:-/var/cache/thv-vm}
 boot_timeout=${THV_VM_BOOT_TIMEOUT:-300}
 run_timeout=${THV_VM_TIMEOUT:-2400}
