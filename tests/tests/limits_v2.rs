@@ -111,14 +111,25 @@ fn spawn(run: &Run, limits: &[&str], script: &str) -> Child {
     cmd.spawn().expect("spawn thv-sandbox")
 }
 
-/// The next line of the server's stdout, within `limit`.
-async fn line(out: &mut BufReader<ChildStdout>, limit: Duration, what: &str) -> String {
+/// The next line of the server's stdout, within `limit`; when there is none, fails with thv-sandbox's stderr.
+async fn line(
+    out: &mut BufReader<ChildStdout>,
+    child: &mut Child,
+    limit: Duration,
+    what: &str,
+) -> String {
     let mut l = String::new();
-    match tokio::time::timeout(limit, out.read_line(&mut l)).await {
-        Ok(Ok(n)) if n > 0 => l.trim_end().to_owned(),
-        Ok(r) => panic!("{what}: the server's stdout ended ({r:?})"),
-        Err(_) => panic!("{what}: no line within {limit:?}"),
+    let problem = match tokio::time::timeout(limit, out.read_line(&mut l)).await {
+        Ok(Ok(n)) if n > 0 => return l.trim_end().to_owned(),
+        Ok(r) => format!("the server's stdout ended ({r:?})"),
+        Err(_) => format!("no line within {limit:?}"),
+    };
+    let _ = child.start_kill();
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = tokio::time::timeout(Duration::from_secs(30), e.read_to_string(&mut err)).await;
     }
+    panic!("{what}: {problem}; thv-sandbox's stderr: {err}");
 }
 
 /// The child's exit status and stderr, within `limit`.
@@ -273,7 +284,10 @@ async fn the_limits_are_set_in_a_delegated_transient_scope_that_goes_away_on_exi
             "echo ready; read line; echo \"bye $line\"",
         );
         let mut out = BufReader::new(child.stdout.take().unwrap());
-        assert_eq!(line(&mut out, Duration::from_secs(120), how).await, "ready");
+        assert_eq!(
+            line(&mut out, &mut child, Duration::from_secs(120), how).await,
+            "ready"
+        );
         let (cg, scope) = sandbox_cgroup_and_scope(&run);
         assert_eq!(read(&cg.join("memory.max")), (96u64 << 20).to_string());
         assert_eq!(read(&cg.join("pids.max")), "40");
@@ -299,7 +313,7 @@ async fn the_limits_are_set_in_a_delegated_transient_scope_that_goes_away_on_exi
             stdin.write_all(b"now\n").await.unwrap();
             drop(stdin);
             assert_eq!(
-                line(&mut out, Duration::from_secs(60), how).await,
+                line(&mut out, &mut child, Duration::from_secs(60), how).await,
                 "bye now"
             );
             let (status, err) = finish(child, Duration::from_secs(120)).await;
@@ -331,7 +345,7 @@ async fn a_memory_hog_is_stopped_at_the_limit_and_the_user_told_so() {
     );
     let mut out = BufReader::new(child.stdout.take().unwrap());
     assert_eq!(
-        line(&mut out, Duration::from_secs(120), "hog").await,
+        line(&mut out, &mut child, Duration::from_secs(120), "hog").await,
         "hogging"
     );
     let (cg, scope) = sandbox_cgroup_and_scope(&run);
@@ -361,7 +375,7 @@ async fn a_fork_bomb_stops_at_the_pids_limit() {
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let (cg, scope) = sandbox_cgroup_and_scope(&run);
     assert_eq!(
-        line(&mut out, Duration::from_secs(240), "bomb").await,
+        line(&mut out, &mut child, Duration::from_secs(240), "bomb").await,
         "stopped"
     );
     let current = read(&cg.join("pids.current")).parse::<u64>().unwrap();
@@ -403,7 +417,7 @@ async fn a_cpu_hog_gets_its_quota() {
         let mut child = spawn(&run, &["--cpus", cpus], hog);
         let mut out = BufReader::new(child.stdout.take().unwrap());
         assert_eq!(
-            line(&mut out, Duration::from_secs(120), cpus).await,
+            line(&mut out, &mut child, Duration::from_secs(120), cpus).await,
             "spinning"
         );
         let (cg, scope) = sandbox_cgroup_and_scope(&run);

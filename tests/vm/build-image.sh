@@ -22,7 +22,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-${THV_E2E_VM:-/var/cache/thv-vm}}
 mirror=${THV_E2E_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 suite=bookworm
-packages=systemd,systemd-sysv,udev,dbus,dbus-user-session,libpam-systemd,kmod,procps,docker-registry,busybox-static,uidmap
+packages=systemd,systemd-sysv,udev,dbus,dbus-user-session,libpam-systemd,kmod,procps,docker-registry,busybox-static,uidmap,python3
 # The modules the initramfs loads to mount the root disk, dependencies first.
 initramfs_modules="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk crc16 mbcache jbd2 crc32c_generic ext4"
 # The kernel: the one Debian's linux-image-amd64 meta-package on this host depends on.

@@ -14,7 +14,9 @@
 # ends with the cargo-test-style `N passed, N failed` line. Exit status: 0 only when every test passed; non-zero
 # on a failure, a boot that does not come up within $THV_VM_BOOT_TIMEOUT seconds (default 300) or a run longer
 # than $THV_VM_TIMEOUT seconds (default 2400), with the console log shown.
-# Other knobs: THV_VM_SMP (2), THV_VM_MEMORY (2048 MiB), THV_VM_TEST_THREADS (2).
+# Other knobs: THV_VM_SMP (2), THV_VM_MEMORY (2048 MiB), THV_VM_TEST_THREADS (2); THV_VM_BENCH=N also runs
+# bench/limits_start.py --runs N in the VM after the tests (as the same user; with the debug build's binaries, the
+# ones built here, not a release build: its output says so), shown after the console.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../.."
@@ -43,6 +45,7 @@ t_image=$(date +%s)
 echo "== build: thv-sandbox, sandbox-probe, http-probe, tests ${tests[*]}"
 cargo build --locked --quiet -p thv-sandbox --bin thv-sandbox
 cargo build --locked --quiet -p thv-sandbox-e2e --bin sandbox-probe --bin http-probe
+[ -z "${THV_VM_BENCH:-}" ] || cargo build --locked --quiet -p thv-sandbox-e2e --bin make-probe-image
 test_flags=(); for t in "${tests[@]}"; do test_flags+=(--test "$t"); done
 executables=$(cargo test --locked -p thv-sandbox-e2e "${test_flags[@]}" --no-run --message-format=json 2>/dev/null \
   | python3 -c 'import json,sys
@@ -74,6 +77,15 @@ for t in "${tests[@]}"; do
   objcopy --strip-debug "$exe" "$payload/tests/$t"
   echo "$t" >>"$payload/tests.list"
 done
+if [ -n "${THV_VM_BENCH:-}" ]; then
+  # The script takes its binaries from $CARGO_TARGET_DIR/release.
+  mkdir -p "$payload/bench/target/release"
+  for b in thv-sandbox make-probe-image; do
+    objcopy --strip-debug "$target_dir/debug/$b" "$payload/bench/target/release/$b"
+  done
+  cp bench/limits_start.py "$payload/bench/"
+  echo "$THV_VM_BENCH" >"$payload/bench/runs"
+fi
 echo "${args[*]}" >"$payload/test-args"
 echo "${THV_VM_TEST_THREADS:-2}" >"$payload/test-threads"
 install -m 0755 "$here/payload/run-inside.sh" "$here/payload/run-as-user.sh" "$payload/"
@@ -134,6 +146,10 @@ if [ -z "$up" ] || [ -z "$summary" ]; then
   status=1
 fi
 [ "$rc" = 0 ] || status=1
+if [ -n "${THV_VM_BENCH:-}" ]; then
+  echo "== bench/limits_start.py in the VM (debug build)"
+  result bench.log || echo "(no bench output)"
+fi
 echo "== VM timings: image ${vm} $(( t_image - t0 )) s, build $(( t_build - t_image )) s, boot to multi-user $(( ${up:-$t_end} - t_boot )) s, tests $(( t_end - ${up:-$t_end} )) s, total $(( t_end - t0 )) s"
 [ -n "$summary" ] || summary="0 passed, 1 failed"
 case $summary in *" 0 failed") ;; *) status=1 ;; esac

@@ -34,5 +34,10 @@ while read -r name; do
     failed=$(( failed + 1 )); broken="$broken $name(exit $rc)"
   fi
 done <"$p/tests.list"
+if [ -f "$p/bench/runs" ]; then
+  echo "THV-VM: ---- bench/limits_start.py --runs $(cat "$p/bench/runs") (debug build)"
+  CARGO_TARGET_DIR=$p/bench/target timeout 15m python3 "$p/bench/limits_start.py" --no-build \
+    --runs "$(cat "$p/bench/runs")" </dev/null 2>&1 | tee "$p/results/bench.log"
+fi
 [ -z "$broken" ] || echo "THV-VM: binaries that failed without a failing test:$broken" | tee "$p/results/broken"
 echo "$passed passed, $failed failed" | tee "$p/results/summary"
