@@ -16,6 +16,8 @@
 //! 6. `overlayfs` — overlayfs in a user namespace (kernel >= 5.11). Optional: only a warning.
 //! 7. `seccomp` — kernel support, whether we already run under a filter, and installing one for real.
 //! 8. `cgroups` — v2, hybrid or v1, and whether our own cgroup is delegated to us (resource limits).
+//!    `limits` — which limits a run gets here and how (a systemd scope, a delegated cgroup, root's own), and
+//!    what explicit limits would meet.
 //! 9. `subordinate ids` — /etc/subuid and /etc/subgid ranges for the user (several ids in the sandbox).
 //! 10. `newuidmap/newgidmap` — the setuid helpers that write such ranges for unprivileged users.
 //! 11. `state dir`, `cache dir` — exist or can be created, owned by us, not writable by others.
@@ -55,7 +57,7 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::unistd::Uid;
 
-use cgroups::{cgroup_check, CgroupFacts};
+use cgroups::{cgroup_check, limits_check, CgroupFacts};
 use container::detect_container;
 use dirs::{dir_check, DirKind, DirState};
 use namespaces::{
@@ -164,6 +166,9 @@ pub fn diagnose(inputs: &DoctorInputs) -> Report {
         overlay_check(&probe),
         seccomp_check(seccomp_mode, &probe, container),
         cgroup_check(&cgroups),
+        limits_check(&crate::sandbox::cgroup::choose(
+            &crate::sandbox::cgroup::HostFacts::gather(),
+        )),
         subid_check(&user, euid, &subuid, &subgid, helpers_needed),
         idmap_helpers_check(euid, subids_present, &newuidmap, &newgidmap),
         dir_check(

@@ -30,9 +30,68 @@ pub struct EffectiveProfile {
     pub seccomp: SeccompView,
     /// The provenance the registry declares for the image (`None`: none declared).
     pub provenance: Option<crate::catalog::Provenance>,
+    /// The resource limits the run would get on this host.
+    pub limits: LimitsView,
     /// The cached image (its manifest digest) and its verification record, when the cache has them (filled by
     /// [`EffectiveProfile::add_cached`]; nothing is fetched).
     pub cached: Option<CachedView>,
+}
+
+/// The resource limits of a run: what was asked (and by whom), and what this host enforces.
+#[derive(Debug, Clone, Serialize)]
+pub struct LimitsView {
+    /// The limits asked for, with their sources.
+    pub requested: crate::sandbox::limits::Limits,
+    /// The limits enforced on this host (a limit that cannot be is `null`); `None`: the run would be refused.
+    pub enforced: Option<crate::sandbox::limits::Limits>,
+    /// How the sandbox gets its cgroup (`None`: it gets none).
+    pub how: Option<String>,
+    /// The warning the run would give, or why it would be refused.
+    pub note: Option<String>,
+    /// The sizes of /tmp, /run, /dev/shm and of the volumes together, in MiB (within the memory limit).
+    pub tmpfs_mib: TmpfsView,
+}
+
+/// The tmpfs sizes, in MiB.
+#[derive(Debug, Clone, Serialize)]
+pub struct TmpfsView {
+    /// `/tmp` (and a home the image lacks).
+    pub tmp: u64,
+    /// `/run`.
+    pub run: u64,
+    /// `/dev/shm`.
+    pub shm: u64,
+    /// The image's volumes together.
+    pub volumes: u64,
+}
+
+/// The limits view of a request, on this host.
+pub fn limits_view(req: &RunRequest) -> LimitsView {
+    use crate::sandbox::cgroup;
+    let choice = cgroup::choose(&cgroup::HostFacts::gather());
+    let sizes = crate::sandbox::spec::tmpfs_sizes(req.tmp_mib, req.limits.memory.value);
+    let tmpfs_mib = TmpfsView {
+        tmp: sizes.tmp,
+        run: sizes.run,
+        shm: sizes.shm,
+        volumes: sizes.volumes,
+    };
+    match cgroup::decide(&choice, &req.limits) {
+        Ok(d) => LimitsView {
+            requested: req.limits,
+            enforced: Some(d.enforced),
+            how: d.route.as_ref().map(cgroup::Route::describe),
+            note: d.warning,
+            tmpfs_mib,
+        },
+        Err(e) => LimitsView {
+            requested: req.limits,
+            enforced: None,
+            how: None,
+            note: Some(format!("`run` would refuse: {e}")),
+            tmpfs_mib,
+        },
+    }
 }
 
 /// What the cache holds for the image.
@@ -198,6 +257,7 @@ pub fn effective_profile(req: &RunRequest) -> Result<EffectiveProfile, Error> {
         env,
         seccomp: view,
         provenance: req.provenance.clone(),
+        limits: limits_view(req),
         cached: None,
     })
 }
@@ -314,6 +374,26 @@ impl EffectiveProfile {
                 );
             }
         }
+        let l = &self.limits;
+        let _ = writeln!(o, "limits:   {}", l.requested.describe());
+        match (&l.enforced, &l.how) {
+            (Some(e), Some(how)) => {
+                let _ = writeln!(o, "  enforced: {} ({how})", e.describe_set());
+            }
+            (Some(_), None) => {
+                let _ = writeln!(o, "  enforced: none");
+            }
+            (None, _) => {}
+        }
+        if let Some(note) = &l.note {
+            let _ = writeln!(o, "  {note}");
+        }
+        let t = &l.tmpfs_mib;
+        let _ = writeln!(
+            o,
+            "  tmpfs: /tmp {} MiB, /run {} MiB, /dev/shm {} MiB, volumes {} MiB together",
+            t.tmp, t.run, t.shm, t.volumes
+        );
         let s = &self.seccomp;
         match &s.extends {
             Some(base) => {

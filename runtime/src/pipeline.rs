@@ -134,6 +134,11 @@ impl Error {
             Error::Dirs(e) => Some(e.hint()),
             Error::Mount(e) => Some(e.hint()),
             Error::Rootfs(e @ RootfsError::Tampered { .. }) => e.hint(),
+            Error::Limits(_) => Some(format!(
+                "{}; to run without that limit, leave it out (a default that cannot be enforced is only warned \
+                 about) or give `unlimited`",
+                crate::sandbox::cgroup::DOCTOR_HINT
+            )),
             Error::Seccomp(_) => Some(format!(
                 "variants are {}; an override file adds `groups` and `remove`s rules (see SECURITY.md)",
                 sandbox_profiles::variant_names().join(", ")

@@ -56,9 +56,13 @@ fn expect() -> Option<Expect> {
 /// The limit tests of this binary run one at a time, so the cgroups seen during one are its own.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Every cgroup directory on the host named `thv-sandbox…` (the sandbox's, libcontainer's inside it, a scope).
+/// Every cgroup directory on the host named `thv-sandbox…` (the sandbox's, libcontainer's inside it, a scope) and
+/// those directly inside such a one (a scope's `keeper` and `sandbox`).
 fn sandbox_cgroups() -> Vec<PathBuf> {
     fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+        let in_ours = dir
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("thv-sandbox-"));
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
@@ -69,7 +73,7 @@ fn sandbox_cgroups() -> Vec<PathBuf> {
             }
             let p = e.path();
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with("thv-sandbox") && name != "thv-sandbox" {
+            if in_ours || (name.starts_with("thv-sandbox") && name != "thv-sandbox") {
                 out.push(p.clone());
             }
             if depth > 0 {
@@ -192,6 +196,21 @@ async fn a_cpu_hog_gets_its_quota() {
             .expect("spin"),
     );
     let cpu_ms = r["cpu_ms"].as_u64().expect("cpu_ms");
+    // The kernel throttled the sandbox's cgroup: the quota is what held it back (on this shared machine the load
+    // alone may keep the spin below the bound).
+    let throttled: u64 = sandbox_cgroups()
+        .iter()
+        .filter_map(|d| std::fs::read_to_string(d.join("cpu.stat")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("nr_throttled "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .sum();
+    assert!(
+        throttled > 0,
+        "the sandbox's cgroup was never throttled: {r}"
+    );
     // A quarter of a CPU for 2 s is 500 ms; a period of slack and start-up on top. Without the quota two threads
     // get up to 4000 ms (and at least one CPU's worth on this shared machine).
     assert!(cpu_ms <= 800, "{r}");

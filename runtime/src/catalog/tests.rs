@@ -207,6 +207,24 @@ fn oci(name: &str, image: &str) -> serde_json::Value {
 }
 
 #[test]
+fn resources_are_a_proposal_read_from_legacy_and_upstream_entries() {
+    let mut up = oci("io.github.x/big", "x/big:1");
+    up["_meta"]["io.modelcontextprotocol.registry/publisher-provided"]["io.github.stacklok"]
+        ["x/big:1"]["resources"] = serde_json::json!({"memory": "4g", "cpus": 2, "pids": 2048});
+    let c = Catalog::parse(&upstream_doc(serde_json::json!([up])), "u.json").unwrap();
+    let r = c.get("big").unwrap().resources.clone().unwrap();
+    assert_eq!(
+        (r.memory.as_deref(), r.cpus.as_deref(), r.pids.as_deref()),
+        (Some("4g"), Some("2"), Some("2048"))
+    );
+    let doc = serde_json::json!({"servers": {"small": {"image": "a/b:1", "description": "d",
+        "resources": {"memory": "256m"}}}});
+    let c = Catalog::parse(&serde_json::to_vec(&doc).unwrap(), "r.json").unwrap();
+    let r = c.get("small").unwrap().resources.clone().unwrap();
+    assert_eq!((r.memory.as_deref(), r.cpus), (Some("256m"), None));
+}
+
+#[test]
 fn a_colliding_short_name_is_an_error_listing_the_full_names() {
     let doc = upstream_doc(serde_json::json!([
         oci("io.github.a/fetch", "a/fetch:1"),
@@ -282,6 +300,10 @@ fn an_invalid_entry_names_the_entry_and_the_field() {
     assert!(msg.contains("field `env_vars[0].name`"), "{msg}");
     let msg = legacy(serde_json::json!({"image": "a/b:1", "seccomp_profile": "../../etc/x"}));
     assert!(msg.contains("field `seccomp_profile`"), "{msg}");
+    let msg = legacy(serde_json::json!({"image": "a/b:1", "resources": {"memory": "lots"}}));
+    assert!(msg.contains("field `resources.memory`"), "{msg}");
+    let msg = legacy(serde_json::json!({"image": "a/b:1", "resources": {"pids": 1}}));
+    assert!(msg.contains("field `resources.pids`"), "{msg}");
 
     let mut bad = oci("io.github.x/y", "x/y:1");
     bad["packages"][0]["environmentVariables"] = serde_json::json!([{"name": "A", "isSecret": 1}]);

@@ -99,7 +99,7 @@ impl CgroupFacts {
 }
 
 pub(super) const NO_CGROUP: &str =
-    "the sandbox gets no cgroup of its own (no memory/pids limits); processes are still contained by the pid namespace";
+    "an unprivileged run's sandbox gets no cgroup of its own here (no memory/pids/cpu limits: see `limits`); processes are still contained by the pid namespace";
 pub(super) const DELEGATE_FIX: &str = "on a systemd host: run from a user session, or \
      `systemd-run --user --scope -p Delegate=yes thv-sandbox …`";
 pub(super) const UNIFIED_FIX: &str = "switch the host to cgroup v2 (boot with systemd.unified_cgroup_hierarchy=1); then, \
@@ -160,4 +160,60 @@ pub(super) fn cgroup_check(facts: &CgroupFacts) -> Check {
             }
         }
     }
+}
+
+/// Check 8b: `limits` — which resource limits a run gets here, and how (see `crate::sandbox::cgroup`): the
+/// defaults, enforced or not, and what an explicit `--memory`/`--cpus`/`--pids-limit` would meet.
+pub(super) fn limits_check(choice: &crate::sandbox::cgroup::Choice) -> Check {
+    use crate::sandbox::cgroup::decide;
+    use crate::sandbox::limits::Limits;
+    const NAME: &str = "limits";
+    let defaults = Limits::default();
+    let decision = match decide(choice, &defaults) {
+        Ok(d) => d,
+        // Defaults are never refused.
+        Err(e) => return Check::new(NAME, Status::Warn, e.to_string()),
+    };
+    let how = choice
+        .route
+        .as_ref()
+        .map(|r| r.describe())
+        .unwrap_or_else(|| "no cgroup".into());
+    let enforced = decision.enforced.describe_set();
+    if decision.warning.is_none() {
+        return Check::new(
+            NAME,
+            Status::Ok,
+            format!("{enforced} by default, and any --memory/--cpus/--pids-limit ({how})"),
+        );
+    }
+    let mut missing = Vec::new();
+    if decision.enforced.memory.value.is_none() {
+        missing.push("--memory");
+    }
+    if decision.enforced.cpus.value.is_none() {
+        missing.push("--cpus");
+    }
+    if decision.enforced.pids.value.is_none() {
+        missing.push("--pids-limit");
+    }
+    let fix = match &choice.route {
+        Some(crate::sandbox::cgroup::Route::RootV1 { .. })
+        | Some(crate::sandbox::cgroup::Route::RootV2 { .. }) => {
+            "mount the missing cgroup controllers".to_string()
+        }
+        _ => UNIFIED_FIX.to_string(),
+    };
+    Check::new(
+        NAME,
+        Status::Warn,
+        format!(
+            "enforced: {enforced}{}; not: {} ({}): runs warn once, and {} given explicitly are refused",
+            if choice.route.is_some() { format!(" ({how})") } else { String::new() },
+            missing.iter().map(|m| m.trim_start_matches("--").trim_end_matches("-limit")).collect::<Vec<_>>().join(", "),
+            choice.why,
+            missing.join("/"),
+        ),
+    )
+    .with_fix(fix)
 }

@@ -670,6 +670,33 @@ pub fn join_scope(id: &str, keeper: i32, l: &Limits) -> Result<PathBuf, String> 
             pids: l.pids.value.is_some() && available.pids,
             cpu: l.cpus.value.is_some() && available.cpu,
         };
+        // A limit the user set whose controller the manager does not delegate: refused, never dropped silently.
+        for (set, have, explicit, name) in [
+            (
+                l.memory.value.is_some(),
+                available.memory,
+                l.memory.source.explicit(),
+                "memory",
+            ),
+            (
+                l.pids.value.is_some(),
+                available.pids,
+                l.pids.source.explicit(),
+                "pids",
+            ),
+            (
+                l.cpus.value.is_some(),
+                available.cpu,
+                l.cpus.source.explicit(),
+                "cpu",
+            ),
+        ] {
+            if set && !have && explicit {
+                return Err(io::Error::other(format!(
+                    "your systemd user manager does not delegate the {name} controller to the scope"
+                )));
+            }
+        }
         enable(&scope, wanted)?;
         let sandbox = scope.join("sandbox");
         create_dir(&sandbox)?;
@@ -843,7 +870,7 @@ pub fn oom_message(limit: Option<u64>) -> String {
 
 fn suggest(m: u64) -> String {
     let doubled = m.saturating_mul(2);
-    if doubled % (1 << 30) == 0 {
+    if doubled.is_multiple_of(1 << 30) {
         format!("{}g", doubled >> 30)
     } else {
         format!("{}m", doubled >> 20)
@@ -956,10 +983,12 @@ mod tests {
                 && w.contains("doctor"),
             "{w}"
         );
-        let mut l = Limits::default();
-        l.memory = Limit {
-            value: Some(512 << 20),
-            source: LimitSource::Flag,
+        let mut l = Limits {
+            memory: Limit {
+                value: Some(512 << 20),
+                source: LimitSource::Flag,
+            },
+            ..Default::default()
         };
         let e = decide(&nothing, &l).unwrap_err();
         assert_eq!(e.limits, "memory 512 MiB");

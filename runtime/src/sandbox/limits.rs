@@ -142,6 +142,25 @@ impl Limits {
         self.memory.value.is_some() || self.cpus.value.is_some() || self.pids.value.is_some()
     }
 
+    /// The limits that are set, without their sources: `memory 2 GiB, pids 1024` (`none` when none is).
+    pub fn describe_set(&self) -> String {
+        let mut v = Vec::new();
+        if let Some(m) = self.memory.value {
+            v.push(format!("memory {}", format_bytes(m)));
+        }
+        if let Some(c) = self.cpus.value {
+            v.push(format!("cpus {c}"));
+        }
+        if let Some(p) = self.pids.value {
+            v.push(format!("pids {p}"));
+        }
+        if v.is_empty() {
+            "none".into()
+        } else {
+            v.join(", ")
+        }
+    }
+
     /// One line: `memory 2 GiB (default), cpus 1 (default), pids 1024 (default)`.
     pub fn describe(&self) -> String {
         let one = |name: &str, v: Option<String>, s: LimitSource| {
@@ -279,7 +298,7 @@ pub fn format_bytes(b: u64) -> String {
         let one = 1u64 << shift;
         if b >= one {
             let v = b as f64 / one as f64;
-            return if b % one == 0 {
+            return if b.is_multiple_of(one) {
                 format!("{} {unit}", b / one)
             } else {
                 format!("{:.1} {unit}", v)

@@ -1451,6 +1451,32 @@ mod tests {
     }
 
     #[test]
+    fn limits_are_read_as_strings_or_numbers_and_checked() {
+        let (_d, env) = with_file("memory = \"4g\"\ncpus = 1.5\npids_limit = 512\n");
+        let c = Config::load_with(&Flags::default(), &env.get()).unwrap();
+        assert_eq!(c.memory.value.as_deref(), Some("4g"));
+        assert_eq!(c.cpus.value.as_deref(), Some("1.5"));
+        assert_eq!(c.pids_limit.value.as_deref(), Some("512"));
+        assert!(matches!(c.memory.source, Source::File(_)));
+        assert!(c.render(None).contains("memory = \"4g\""));
+        let (_d, env) = with_file("");
+        let c = Config::load_with(&Flags::default(), &env.get()).unwrap();
+        assert_eq!((c.memory.value, c.memory.source), (None, Source::Default));
+        for (bad, key) in [
+            ("memory = \"lots\"\n", "memory"),
+            ("cpus = 0\n", "cpus"),
+            ("pids_limit = [1]\n", "pids_limit"),
+        ] {
+            let (_d, env) = with_file(bad);
+            let err = Config::load_with(&Flags::default(), &env.get()).unwrap_err();
+            assert!(
+                err.to_string().contains(key) || format!("{err:?}").contains(key),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn bytecode_at_unpack_is_on_by_default_and_turned_off_by_file_or_env() {
         let (_d, env) = with_file("");
         let c = Config::load_with(&Flags::default(), &env.get()).unwrap();

@@ -727,6 +727,7 @@ fn spin(threads: u64, ms: u64) -> Value {
     for h in handles {
         let _ = h.join();
     }
+    // SAFETY: rusage is plain data; all zero is a valid value.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: getrusage writes into the struct we own.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
