@@ -441,6 +441,22 @@ fn enter_namespaces(plan: &RunnerPlan) -> Result<(), (&'static str, io::Error)> 
     .map_err(|e| ("make mounts private", e.into()))?;
     // Our own cgroup2 view, rooted at our cgroup: libcontainer then uses its v2 manager on every host. Where we may
     // not create a child cgroup (no delegation), it leaves the server in ours — the pid namespace still holds it.
+    // On a pure cgroup v2 host /sys/fs/cgroup is the host's cgroup2 mount, and the kernel refuses (EBUSY) to
+    // mount the same file system on the root of a mount of it; that mount, inherited from a more privileged mount
+    // namespace, is locked and cannot be detached either (EINVAL). So a small tmpfs goes over it first, as on
+    // hybrid hosts, where /sys/fs/cgroup is a tmpfs holding the v1 hierarchies (which stay).
+    if nix::sys::statfs::statfs("/sys/fs/cgroup")
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+    {
+        mount(
+            Some("tmpfs"),
+            "/sys/fs/cgroup",
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("size=4k,mode=755"),
+        )
+        .map_err(|e| ("cover the host's cgroup2 mount", e.into()))?;
+    }
     mount(
         Some("cgroup2"),
         "/sys/fs/cgroup",

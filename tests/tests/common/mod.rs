@@ -149,6 +149,7 @@ impl Run {
             std::env::var_os("HOME").unwrap_or_else(|| "/".into()),
         );
         cmd.env("XDG_RUNTIME_DIR", self.xdg.path());
+        cmd.envs(session_bus_var());
         // Hermetic: the embedded trust roots, no refresh through TUF (tests/tests/trust_tuf.rs covers that).
         cmd.env("THV_SANDBOX_TUF_REFRESH", "0");
         cmd.arg("run").arg("--cache-dir").arg(cache);
@@ -177,6 +178,7 @@ impl Run {
                 std::env::var_os("HOME").unwrap_or_else(|| "/".into()),
             )
             .env("XDG_RUNTIME_DIR", self.xdg.path())
+            .envs(session_bus_var())
             .env("THV_SANDBOX_TUF_REFRESH", "0")
             .arg(args[0])
             .arg("--cache-dir")
@@ -202,6 +204,7 @@ impl Run {
                     std::env::var_os("HOME").unwrap_or_else(|| "/".into()),
                 )
                 .env("XDG_RUNTIME_DIR", self.xdg.path())
+                .envs(session_bus_var())
                 .env("THV_SANDBOX_TUF_REFRESH", "0")
                 .args(words)
                 .arg("--cache-dir")
@@ -247,6 +250,13 @@ impl Run {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// The user session's D-Bus address, when the test has one: a login session's systemd manager gives the sandbox a
+/// transient scope through it (tests/vm/run.sh runs the tests in such a session). The test's private
+/// `XDG_RUNTIME_DIR` hides `$XDG_RUNTIME_DIR/bus`, so the address is passed on explicitly.
+fn session_bus_var() -> Option<(&'static str, std::ffi::OsString)> {
+    std::env::var_os("DBUS_SESSION_BUS_ADDRESS").map(|a| ("DBUS_SESSION_BUS_ADDRESS", a))
 }
 
 pub fn processes_where(f: impl Fn(i32) -> bool) -> Vec<i32> {
