@@ -26,6 +26,7 @@ PACKAGES=(
   debootstrap           # the real-server images' Debian root (tests/images/build-real-servers.sh)
   chromium              # headless Chromium under the browser seccomp variant (sandbox-profiles/tests/chromium.rs)
   python3-yaml apparmor dpkg-dev  # .ci/run's install checks: action.yml/release.yml parsing, apparmor_parser, dpkg
+  qemu-system-x86 linux-image-amd64 e2fsprogs binutils cpio kmod  # the cgroup v2 + systemd test VM (tests/vm/)
 )
 
 echo "== apt-get update"

@@ -357,17 +357,24 @@ impl PackageInstall {
         req.env = env.to_vec();
         crate::dirs::private_dir(&self.runs_dir).map_err(|e| e.to_string())?;
         let run_dir = RunDir::create(&self.runs_dir).map_err(|e| e.to_string())?;
-        let prepared =
-            super::prepare_run(&req, &run_dir, "package-install", &image, &root, &self.host, None)
-                .map_err(|e| crate::chain::messages(&e).join(": "))
-                .and_then(|(mut plan, idmap)| {
-                    plan.writable_root = true;
-                    plan.time_limit_ms = Some(TIME_LIMIT.as_millis() as u64);
-                    plan.dns_stub = false;
-                    super::bytecode::rewrite_for_writable_root(&run_dir.path, &plan)
-                        .map_err(|e| e.to_string())?;
-                    Ok((plan, idmap))
-                });
+        let prepared = super::prepare_run(
+            &req,
+            &run_dir,
+            "package-install",
+            &image,
+            &root,
+            &self.host,
+            None,
+        )
+        .map_err(|e| crate::chain::messages(&e).join(": "))
+        .and_then(|(mut plan, idmap)| {
+            plan.writable_root = true;
+            plan.time_limit_ms = Some(TIME_LIMIT.as_millis() as u64);
+            plan.dns_stub = false;
+            super::bytecode::rewrite_for_writable_root(&run_dir.path, &plan)
+                .map_err(|e| e.to_string())?;
+            Ok((plan, idmap))
+        });
         let (plan, idmap) = match prepared {
             Ok(p) => p,
             Err(e) => {
@@ -434,10 +441,12 @@ impl PackageInstall {
                 "the {step} step was stopped after {} s",
                 TIME_LIMIT.as_secs()
             ))),
-            RunEnd::Exited(code) | RunEnd::Stopped(code) | RunEnd::OutOfMemory(code) => Err(why(format!(
-                "the {step} step ({}) exited with code {code}",
-                argv[..2].join(" ")
-            ))),
+            RunEnd::Exited(code) | RunEnd::Stopped(code) | RunEnd::OutOfMemory(code) => {
+                Err(why(format!(
+                    "the {step} step ({}) exited with code {code}",
+                    argv[..2].join(" ")
+                )))
+            }
             RunEnd::Failed(f) => Err(format!("{}: {}", f.stage, f.chain.join(": "))),
         }
     }
