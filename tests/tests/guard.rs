@@ -98,8 +98,10 @@ async fn a_changed_description_is_shown_and_under_enforce_withheld_until_accepte
         description(&server, "echo").await.as_deref(),
         Some("Returns its text unchanged.")
     );
+    let count = tool_names(&server).await.len();
+    let pinned = format!("pinned its {count} tools");
     let stderr = finish(server).await;
-    assert!(stderr.contains("pinned its 15 tools"), "{stderr}");
+    assert!(stderr.contains(&pinned), "{stderr}");
 
     // Another digest with the same tools keeps the pin, silently.
     let server = start(&run, &layout, "v1b", &["--pin", "enforce"]).await;
@@ -165,7 +167,7 @@ async fn a_changed_description_is_shown_and_under_enforce_withheld_until_accepte
     assert!(pin_cmd(&run, &["reset", &name]).status.success());
     let server = start(&run, &layout, "v1", &[]).await;
     tool_names(&server).await;
-    assert!(finish(server).await.contains("pinned its 15 tools"));
+    assert!(finish(server).await.contains(&pinned));
     run.assert_nothing_left(None);
 }
 
