@@ -396,7 +396,11 @@ pub fn run(
         }
     });
     // A stdio server with a guard feature on: its stdio is relayed through the guard (see `guard`).
-    let server = crate::guard::server_name(req.server_name.as_deref(), &req.image);
+    // A package's pin is the package's (`npx://NAME`, any version), not its base image's, which many share.
+    let server = match (&req.server_name, &req.package) {
+        (None, Some(p)) => format!("{}://{}", p.spec.ecosystem.scheme(), p.spec.name),
+        _ => crate::guard::server_name(req.server_name.as_deref(), &req.image),
+    };
     let digest = image.manifest_digest.to_string();
     let mut guarded = crate::guard::start(
         &req.guard,
@@ -1283,15 +1287,6 @@ fn prepare_run(
             format!("{}\n", host_cg.to_string_lossy()),
         );
     }
-    let cgroup = match cgroup {
-        Some((decision, reporter)) => plan_cgroup(
-            decision,
-            reporter,
-            run_dir,
-            cgroups_path.trim_start_matches('/'),
-        )?,
-        None => None,
-    };
     let (nofile, nproc) = limits();
     // The id maps, planned once: the server's ids are checked against them before anything is written, and the
     // supervisor writes these same maps.
@@ -1325,6 +1320,17 @@ fn prepare_run(
     let config = bundle.join("config.json");
     let json = serde_json::to_vec(&spec).map_err(|e| Error::Spec(SpecError::Json(e)))?;
     std::fs::write(&config, json).map_err(io(config.clone()))?;
+    let egress_port = egress_rules(req)?.map(|_| crate::sandbox::egress::PROXY_PORT);
+    // The sandbox's cgroup last, once nothing before the plan can fail: a refused spec or id map leaves none.
+    let cgroup = match cgroup {
+        Some((decision, reporter)) => plan_cgroup(
+            decision,
+            reporter,
+            run_dir,
+            cgroups_path.trim_start_matches('/'),
+        )?,
+        None => None,
+    };
     let plan = RunnerPlan {
         id: run_dir.id.clone(),
         bundle,
@@ -1337,7 +1343,7 @@ fn prepare_run(
         stop_timeout_ms: req.stop_timeout.as_millis() as u64,
         network_host: req.network == NetworkMode::Host,
         overlay,
-        egress_port: egress_rules(req)?.map(|_| crate::sandbox::egress::PROXY_PORT),
+        egress_port,
         socket_factory: req.http.is_some(),
         dns_stub: req.network != NetworkMode::Host,
         writable_root: false,
@@ -1346,7 +1352,16 @@ fn prepare_run(
     };
     let plan_path = dir.join("plan.json");
     let plan_json = serde_json::to_vec(&plan).map_err(|e| Error::Spec(SpecError::Json(e)))?;
-    std::fs::write(&plan_path, plan_json).map_err(io(plan_path.clone()))?;
+    if let Err(e) = std::fs::write(&plan_path, plan_json) {
+        if let Some(crate::sandbox::cgroup::PlannedCgroup {
+            plan: crate::sandbox::cgroup::CgroupPlan::Dirs(dirs),
+            ..
+        }) = &plan.cgroup
+        {
+            crate::sandbox::cgroup::remove(dirs, plan.cgroups_path.trim_start_matches('/'));
+        }
+        return Err(io(plan_path.clone())(e));
+    }
     Ok((plan, idmap))
 }
 

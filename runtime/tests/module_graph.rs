@@ -14,6 +14,7 @@ use std::path::Path;
 const LAYERS: &[&str] = &[
     "chain",
     "dirs",
+    "trace",
     "image",
     "report",
     "rootfs",
@@ -28,6 +29,7 @@ const LAYERS: &[&str] = &[
     "settings",
     "pipeline",
     "inspect",
+    "fuzzing",
 ];
 
 /// The module a file belongs to: `GROUP` for a top-level file, `GROUP::SUB` for a file in a group's folder.

@@ -78,7 +78,10 @@ fn probe_speaks_newline_delimited_json_rpc_on_stdio() {
     assert_eq!(init["jsonrpc"], "2.0");
     assert_eq!(init["id"], 1);
     assert_eq!(init["result"]["protocolVersion"], "2024-11-05");
-    assert_eq!(init["result"]["capabilities"], json!({"tools": {}}));
+    assert_eq!(
+        init["result"]["capabilities"],
+        json!({"tools": {"listChanged": true}})
+    );
     assert_eq!(init["result"]["serverInfo"]["name"], "sandbox-probe");
 
     // A notification gets no reply: the next line must be the answer to the ping.

@@ -102,8 +102,19 @@ async fn an_image_without_a_command_says_how_to_give_one() {
     b.write(&dir.path().join("img"), "x").expect("write");
     let image = format!("oci:{}:x", dir.path().join("img").display());
     let cache = dir.path().join("cache").to_string_lossy().into_owned();
+    let before = sandbox_cgroups();
     let out = run_cli(bare(&["run", "--cache-dir", &cache, &image], &run)).await;
     assert_eq!(out.code, 125, "{}", out.stderr);
+    // The refused spec left no cgroup behind (as root the limits' cgroups were made before the spec once).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let left = loop {
+        let left: Vec<_> = sandbox_cgroups().difference(&before).cloned().collect();
+        if left.is_empty() || std::time::Instant::now() > deadline {
+            break left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(left.is_empty(), "cgroups left by a refused run: {left:?}");
     assert!(
         out.stderr.contains("no Entrypoint or Cmd"),
         "{}",
@@ -377,4 +388,32 @@ async fn machine_readable_output_is_on_stdout_and_complete() {
             .contains("cannot reach the OCI registry"),
         "{doc}"
     );
+}
+
+/// Every `thv-sandbox-*` cgroup on this host (v1 hierarchies and v2), a few levels deep.
+fn sandbox_cgroups() -> std::collections::BTreeSet<std::path::PathBuf> {
+    fn walk(
+        dir: &std::path::Path,
+        depth: usize,
+        out: &mut std::collections::BTreeSet<std::path::PathBuf>,
+    ) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir() && !t.is_symlink()) {
+                continue;
+            }
+            let p = e.path();
+            if e.file_name().to_string_lossy().starts_with("thv-sandbox-") {
+                out.insert(p.clone());
+            }
+            if depth > 0 {
+                walk(&p, depth - 1, out);
+            }
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    walk(std::path::Path::new("/sys/fs/cgroup"), 4, &mut out);
+    out
 }

@@ -259,8 +259,13 @@ async fn with_a_delegated_cgroup_the_sandbox_gets_its_own_and_it_goes_away() {
             .map(|e| e.path())
             .collect();
         assert_eq!(runs.len(), 1, "{runs:?}");
+        // Its first line is libcontainer's cgroup (the limits' own cgroups, if any, follow it).
         let cg = std::path::PathBuf::from(
-            std::fs::read_to_string(runs[0].join("cgroup")).expect("cgroup recorded"),
+            std::fs::read_to_string(runs[0].join("cgroup"))
+                .expect("cgroup recorded")
+                .lines()
+                .next()
+                .unwrap_or_default(),
         );
         assert!(
             cg.starts_with(&parent),

@@ -58,7 +58,28 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Every cgroup directory on the host named `thv-sandbox…` (the sandbox's, libcontainer's inside it, a scope) and
 /// those directly inside such a one (a scope's `keeper` and `sandbox`).
-fn sandbox_cgroups() -> Vec<PathBuf> {
+/// The cgroups of `run`'s sandboxes (named after its run directories), so that another test's sandbox — or a
+/// cgroup some earlier, unrelated run left behind — is never counted as this test's.
+fn sandbox_cgroups(run: &Run) -> Vec<PathBuf> {
+    let ids: Vec<String> = std::fs::read_dir(run.runs_dir())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    all_sandbox_cgroups()
+        .into_iter()
+        .filter(|p| {
+            p.iter().any(|c| {
+                let c = c.to_string_lossy();
+                ids.iter().any(|id| c == format!("thv-sandbox-{id}"))
+            })
+        })
+        .collect()
+}
+
+fn all_sandbox_cgroups() -> Vec<PathBuf> {
     fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
         let in_ours = dir
             .file_name()
@@ -121,7 +142,7 @@ async fn a_memory_hog_is_stopped_at_the_limit_and_told_so() {
             .expect("allocate 32"),
     );
     assert_eq!(ok["allocated_mib"], 32);
-    let during = sandbox_cgroups();
+    let during = sandbox_cgroups(&run);
     assert!(!during.is_empty(), "the sandbox has no cgroup of its own");
     // Beyond it: the kernel kills the server.
     let _ = server.call("allocate", json!({"mib": 256})).await;
@@ -198,7 +219,7 @@ async fn a_cpu_hog_gets_its_quota() {
     let cpu_ms = r["cpu_ms"].as_u64().expect("cpu_ms");
     // The kernel throttled the sandbox's cgroup: the quota is what held it back (on this shared machine the load
     // alone may keep the spin below the bound).
-    let throttled: u64 = sandbox_cgroups()
+    let throttled: u64 = sandbox_cgroups(&run)
         .iter()
         .filter_map(|d| std::fs::read_to_string(d.join("cpu.stat")).ok())
         .filter_map(|s| {
@@ -230,7 +251,7 @@ async fn the_cgroup_is_gone_after_sigkill_of_thv_sandbox() {
         .await
         .expect("initialize");
     let p = tool_json(&server.call("probe", json!({})).await.expect("probe"));
-    let during = sandbox_cgroups();
+    let during = sandbox_cgroups(&run);
     assert!(!during.is_empty(), "the sandbox has no cgroup of its own");
     let pid = nix::unistd::Pid::from_raw(server.child.id().expect("running") as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill");

@@ -157,7 +157,8 @@ async fn npx_server_everything_installed_in_the_sandbox_then_offline() {
     let done = server.finish().await.expect("finish");
     assert_eq!(code(done.status), 0, "stderr: {}", done.stderr);
     assert!(
-        done.stderr.contains("package provenance was not checked"),
+        done.stderr.contains("has no provenance")
+            && done.stderr.contains("dependencies carry provenance"),
         "{}",
         done.stderr
     );
@@ -254,7 +255,7 @@ async fn uvx_mcp_server_time_pulled_then_run_offline() {
         "uvx://mcp-server-time==2026.10.19\n"
     );
     assert!(
-        stderr.contains("package provenance was not checked"),
+        stderr.contains("has no provenance") && stderr.contains("dependencies carry provenance"),
         "{stderr}"
     );
     let roots = package_roots(cache.path());
