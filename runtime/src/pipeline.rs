@@ -204,9 +204,6 @@ pub fn run(
     runs::collect_stale(&runs_dir);
     // Limits: decided before anything is pulled (an explicit limit this host cannot enforce is refused here).
     let decision = limits_decision(req)?;
-    if let Some(w) = &decision.warning {
-        reporter.report(Event::Warning(w));
-    }
     // No sandbox sees the cache or the state dir, even through a mount of a directory holding them (F4).
     let shielded;
     let req = if req.mounts.is_empty() {
@@ -325,6 +322,11 @@ pub fn run(
         );
     }
 
+    // The limits a default could not get are said once the sandbox is about to start, not before an error that
+    // ends the run earlier (a bad reference, a refused or unreachable image).
+    if let Some(w) = &decision.warning {
+        reporter.report(Event::Warning(w));
+    }
     // 6. spec: a pure function of image config, profile and options.
     let run_dir = RunDir::create(&runs_dir).map_err(|source| Error::RunDir {
         path: runs_dir.clone(),

@@ -103,7 +103,10 @@ async fn run_by_registry_reference_then_offline_from_the_cache() {
         .expect("run");
     assert_eq!(code(out.status), 125);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.starts_with("error:"), "{stderr}");
+    assert!(
+        stderr.starts_with("error: cannot reach the OCI registry"),
+        "{stderr}"
+    );
     run.assert_nothing_left(None);
 }
 
