@@ -147,43 +147,16 @@ impl Bytecode {
         image
             .env
             .retain(|e| !DROPPED_ENV.iter().any(|d| e.split('=').next() == Some(d)));
-        // The sandbox's root, which the image's files belong to (the unpacker gave them to the ids it maps).
-        image.user = "0:0".to_owned();
-        let user = rootfs::user::resolve(tree, &image.user).map_err(|e| e.to_string())?;
-        let root = rootfs::Root {
-            path: tree.to_owned(),
-            meta: RootMeta {
-                manifest_digest: String::new(),
-                // No home is mounted: the interpreter needs none.
-                home_in_image: true,
-                skipped_devices: 0,
-                tree: None,
-            },
-            user,
-            unpacked_now: true,
-        };
         let req = request(self.exe.clone());
-        crate::dirs::private_dir(&self.runs_dir).map_err(|e| e.to_string())?;
-        let run_dir = RunDir::create(&self.runs_dir).map_err(|e| e.to_string())?;
-        let prepared =
-            super::prepare_run(&req, &run_dir, "bytecode", &image, &root, &self.host, None)
-                .map_err(|e| crate::chain::messages(&e).join(": "))
-                .and_then(|(mut plan, idmap)| {
-                    // This run only: the staging root is writable, and the run has a deadline.
-                    plan.writable_root = true;
-                    plan.time_limit_ms = Some(TIME_LIMIT.as_millis() as u64);
-                    // No name server to report refused lookups to: the compile looks nothing up.
-                    plan.dns_stub = false;
-                    rewrite_for_writable_root(&run_dir.path, &plan).map_err(|e| e.to_string())?;
-                    Ok((plan, idmap))
-                });
-        let (plan, idmap) = match prepared {
-            Ok(p) => p,
-            Err(e) => {
-                run_dir.remove();
-                return Err(e);
-            }
-        };
+        let (run_dir, plan, idmap) = staging_run(
+            &req,
+            &self.runs_dir,
+            &self.host,
+            tree,
+            image,
+            "bytecode",
+            TIME_LIMIT,
+        )?;
         let (stdin, _) = pipe().map_err(|e| e.to_string())?;
         let (out_r, out_w) = pipe().map_err(|e| e.to_string())?;
         // The session's end pipe: its write end stays open until the compile is over (closing it ends the run).
@@ -286,6 +259,60 @@ pub(super) fn request(exe: PathBuf) -> RunRequest {
         missing_env: Vec::new(),
         guard: crate::guard::GuardRequest::off(),
         package: None,
+    }
+}
+
+/// Prepares a run of one of the image's own programs on the staging root `tree` (the bytecode compile, a package
+/// install): as the sandbox's root, which the image's files belong to (the unpacker gave them to the ids it maps),
+/// with the root writable, `time_limit`, and no name-server stub (nothing to report lookups to). On an error nothing
+/// of the run is left.
+pub(super) fn staging_run(
+    req: &RunRequest,
+    runs_dir: &Path,
+    host: &HostIds,
+    tree: &Path,
+    mut image: ImageRuntimeConfig,
+    label: &str,
+    time_limit: Duration,
+) -> Result<
+    (
+        RunDir,
+        crate::sandbox::runner::RunnerPlan,
+        crate::rootfs::idmap::IdMap,
+    ),
+    String,
+> {
+    image.user = "0:0".to_owned();
+    let user = rootfs::user::resolve(tree, &image.user).map_err(|e| e.to_string())?;
+    let root = rootfs::Root {
+        path: tree.to_owned(),
+        meta: RootMeta {
+            manifest_digest: String::new(),
+            // No home is mounted: these programs need none.
+            home_in_image: true,
+            skipped_devices: 0,
+            tree: None,
+        },
+        user,
+        unpacked_now: true,
+    };
+    crate::dirs::private_dir(runs_dir).map_err(|e| e.to_string())?;
+    let run_dir = RunDir::create(runs_dir).map_err(|e| e.to_string())?;
+    let prepared = super::prepare_run(req, &run_dir, label, &image, &root, host, None)
+        .map_err(|e| crate::chain::messages(&e).join(": "))
+        .and_then(|(mut plan, idmap)| {
+            plan.writable_root = true;
+            plan.time_limit_ms = Some(time_limit.as_millis() as u64);
+            plan.dns_stub = false;
+            rewrite_for_writable_root(&run_dir.path, &plan).map_err(|e| e.to_string())?;
+            Ok((plan, idmap))
+        });
+    match prepared {
+        Ok((plan, idmap)) => Ok((run_dir, plan, idmap)),
+        Err(e) => {
+            run_dir.remove();
+            Err(e)
+        }
     }
 }
 

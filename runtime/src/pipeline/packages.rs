@@ -25,10 +25,9 @@ use crate::packages::lock::{self, Lock, LOCK_PATH, PREFIX};
 use crate::packages::verdict::{self, Verdict};
 use crate::packages::{Ecosystem, Install};
 use crate::rootfs::idmap::HostIds;
-use crate::rootfs::{self, Finish, RootMeta, RootfsError};
+use crate::rootfs::{self, Finish, RootfsError};
 use crate::sandbox::egress::{self, Rules};
 use crate::sandbox::profile::NetworkMode;
-use crate::sandbox::runs::RunDir;
 use crate::sandbox::supervise::{self, RunEnd, ServerStdio, SupervisorArgs};
 
 /// How long one installer run may take (killed after that).
@@ -338,50 +337,19 @@ impl PackageInstall {
             let k = e.split('=').next().unwrap_or_default();
             !env.iter().any(|(n, _)| n == k)
         });
-        image.user = "0:0".to_owned();
-        let user = rootfs::user::resolve(tree, &image.user).map_err(|e| e.to_string())?;
-        let root = rootfs::Root {
-            path: tree.to_owned(),
-            meta: RootMeta {
-                manifest_digest: String::new(),
-                home_in_image: true,
-                skipped_devices: 0,
-                tree: None,
-            },
-            user,
-            unpacked_now: true,
-        };
         let mut req = super::bytecode::request(self.exe.clone());
         req.egress = Some(self.install.index.outbound());
         req.network = NetworkMode::None;
         req.env = env.to_vec();
-        crate::dirs::private_dir(&self.runs_dir).map_err(|e| e.to_string())?;
-        let run_dir = RunDir::create(&self.runs_dir).map_err(|e| e.to_string())?;
-        let prepared = super::prepare_run(
+        let (run_dir, plan, idmap) = super::bytecode::staging_run(
             &req,
-            &run_dir,
-            "package-install",
-            &image,
-            &root,
+            &self.runs_dir,
             &self.host,
-            None,
-        )
-        .map_err(|e| crate::chain::messages(&e).join(": "))
-        .and_then(|(mut plan, idmap)| {
-            plan.writable_root = true;
-            plan.time_limit_ms = Some(TIME_LIMIT.as_millis() as u64);
-            plan.dns_stub = false;
-            super::bytecode::rewrite_for_writable_root(&run_dir.path, &plan)
-                .map_err(|e| e.to_string())?;
-            Ok((plan, idmap))
-        });
-        let (plan, idmap) = match prepared {
-            Ok(p) => p,
-            Err(e) => {
-                run_dir.remove();
-                return Err(e);
-            }
-        };
+            tree,
+            image,
+            "package-install",
+            TIME_LIMIT,
+        )?;
         let rules = Rules::from_outbound(&self.install.index.outbound())
             .map_err(|e| e.to_string())?
             .with_local_names(&self.install.index.names());
