@@ -498,6 +498,7 @@ fn plan_cgroup(
             let mut record = String::new();
             for d in &dirs {
                 record.push_str(&format!("{}\n", d.join(child).display()));
+                record.push_str(&format!("{}\n", d.join(cgroup::INIT_LEAF).display()));
             }
             for d in &dirs {
                 record.push_str(&format!("{}\n", d.display()));

@@ -73,7 +73,10 @@ fn sandbox_cgroups(run: &Run) -> Vec<PathBuf> {
         .filter(|p| {
             p.iter().any(|c| {
                 let c = c.to_string_lossy();
-                ids.iter().any(|id| c == format!("thv-sandbox-{id}"))
+                // Ours (root, delegated) or the systemd transient scope's (a user on cgroup v2 with systemd).
+                ids.iter().any(|id| {
+                    c == format!("thv-sandbox-{id}") || c == format!("thv-sandbox-{id}.scope")
+                })
             })
         })
         .collect()
@@ -230,11 +233,16 @@ async fn a_cpu_hog_gets_its_quota() {
         .sum();
     assert!(
         throttled > 0,
-        "the sandbox's cgroup was never throttled: {r}"
+        "the sandbox's cgroup was never throttled: {r}; its cgroups and their cpu.max: {:?}",
+        sandbox_cgroups(&run)
+            .iter()
+            .map(|d| (d.clone(), std::fs::read_to_string(d.join("cpu.max")).ok()))
+            .collect::<Vec<_>>()
     );
-    // A quarter of a CPU for 2 s is 500 ms; a period of slack and start-up on top. Without the quota two threads
-    // get up to 4000 ms (and at least one CPU's worth on this shared machine).
-    assert!(cpu_ms <= 800, "{r}");
+    // A quarter of a CPU for 2 s is 500 ms; slack and start-up on top (852 ms was seen in the test VM, whose
+    // emulated CPUs account time coarsely). Without the quota two threads get up to 4000 ms, and at least one
+    // CPU's worth (2000 ms) even on a shared machine, so half of that still tells the quota held them back.
+    assert!(cpu_ms <= 1000, "{r}");
     assert!(cpu_ms >= 200, "the spin hardly ran: {r}");
     server.finish().await.expect("finish");
     run.assert_nothing_left(None);

@@ -298,6 +298,24 @@ pub(super) fn mount(
     })
 }
 
+/// Covers /sys/fs/cgroup with a small tmpfs where it is a cgroup2 mount (pure cgroup v2 hosts; see the runner),
+/// nothing elsewhere (hybrid and v1 hosts, where it is a tmpfs already).
+fn cover_cgroup2(flags: libc::c_ulong) -> Result<(), i32> {
+    // SAFETY: statfs only writes into `st`, a plain struct of this frame; the path is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    rc(unsafe { libc::statfs(c"/sys/fs/cgroup".as_ptr(), &mut st) })?;
+    if st.f_type != libc::CGROUP2_SUPER_MAGIC {
+        return Ok(());
+    }
+    mount(
+        c"tmpfs",
+        c"/sys/fs/cgroup",
+        Some(c"tmpfs"),
+        flags | libc::MS_NOEXEC,
+        Some(c"size=4k,mode=755"),
+    )
+}
+
 pub(super) fn unshare(flags: libc::c_int) -> Result<(), i32> {
     // SAFETY: unshare takes no pointers; it only changes this (single-threaded, forked) process.
     rc(unsafe { libc::unshare(flags) })
@@ -440,16 +458,20 @@ pub(super) fn probe_child(plan: &ProbePlan, report: RawFd) -> ! {
             )
             .and_then(|()| chdir(&plan.dir)),
         );
+        // As the runner does: on a pure cgroup v2 host /sys/fs/cgroup is the host's (locked) cgroup2 mount, on
+        // whose root the kernel refuses another cgroup2 mount (EBUSY), so a small tmpfs covers it first.
         let _ = record(Step::CgroupNs, unshare(libc::CLONE_NEWCGROUP))
             && record(
                 Step::Cgroup2,
-                mount(
-                    c"cgroup2",
-                    c"/sys/fs/cgroup",
-                    Some(c"cgroup2"),
-                    flags | libc::MS_NOEXEC,
-                    None,
-                ),
+                cover_cgroup2(flags).and_then(|()| {
+                    mount(
+                        c"cgroup2",
+                        c"/sys/fs/cgroup",
+                        Some(c"cgroup2"),
+                        flags | libc::MS_NOEXEC,
+                        None,
+                    )
+                }),
             );
         if !tmpfs {
             break 'namespaces;

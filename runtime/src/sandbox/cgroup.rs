@@ -17,9 +17,14 @@
 //! The limits are written into the sandbox's cgroup before anything of the sandbox runs. The runner keeper opens
 //! its `cgroup.procs` before it enters its namespaces, and the runner init (pid 1 of the sandbox) moves itself in
 //! through that descriptor first thing, so everything of the sandbox is in it and nothing can leave it (the
-//! server's cgroup namespace is rooted there, and its cgroupfs is read-only). The keeper stays outside, so it can
-//! remove the cgroup after the sandbox is gone, on every exit path; if the keeper itself is killed the supervisor
-//! removes it, and if both are, the next run's collection of stale run directories does (`runs::collect_stale`).
+//! server's cgroup namespace is rooted there, and its cgroupfs is read-only). On cgroup v2 the runner init then
+//! moves on into the leaf [`INIT_LEAF`] of it (made beside libcontainer's cgroup): libcontainer enables the
+//! available controllers in the cgroups above its own, and a cgroup that holds a process when the threaded
+//! controllers (`cpu`, `pids`) are enabled in it becomes a thread root, below which no domain cgroup can take a
+//! process (the kernel answers EOPNOTSUPP): that is how every run through the systemd scope failed in the test VM
+//! before the leaf. The keeper stays outside, so it can remove the cgroup after the sandbox is gone, on every exit
+//! path; if the keeper itself is killed the supervisor removes it, and if both are, the next run's collection of
+//! stale run directories does (`runs::collect_stale`).
 
 use std::fs;
 use std::io;
@@ -295,24 +300,6 @@ pub struct Unenforceable {
 
 /// Decides, from the choice and the limits, what is enforced, what is warned about and what is refused.
 pub fn decide(choice: &Choice, wanted: &Limits) -> Result<Decision, Unenforceable> {
-    // The systemd-scope route is taken only for limits the user asked for: in the test VM (a pure cgroup v2 +
-    // systemd host, tests/vm/) libcontainer cannot yet move the sandbox's init into the scope's cgroup (EOPNOTSUPP
-    // on cgroup.procs), so defaults there warn and the run goes on without a cgroup, rather than every run failing.
-    let explicit = [
-        wanted.memory.value.is_some() && wanted.memory.source.explicit(),
-        wanted.cpus.value.is_some() && wanted.cpus.source.explicit(),
-        wanted.pids.value.is_some() && wanted.pids.source.explicit(),
-    ];
-    if choice.route == Some(Route::SystemdScope) && !explicit.iter().any(|e| *e) {
-        let without = Choice {
-            route: None,
-            controllers: Controllers::default(),
-            why: "the default limits are not applied through a systemd scope yet (only limits you ask for \
-                  with --memory/--cpus/--pids-limit are)"
-                .to_owned(),
-        };
-        return decide(&without, wanted);
-    }
     let mut enforced = *wanted;
     let mut refused = Vec::new();
     let mut dropped = Vec::new();
@@ -489,6 +476,19 @@ pub enum CgroupPlan {
     BesideKeeper,
 }
 
+/// The leaf of a cgroup v2 sandbox cgroup that the runner init moves into once its cgroup namespace is rooted at
+/// the sandbox's cgroup, so that the sandbox's cgroup holds no process itself when libcontainer enables
+/// controllers in it (see the module's documentation).
+pub const INIT_LEAF: &str = "init";
+
+/// Makes the [`INIT_LEAF`] of a cgroup v2 directory (nothing on cgroup v1, which has no such rule).
+fn make_init_leaf(dir: &Path) -> io::Result<()> {
+    if dir.join("cgroup.controllers").exists() {
+        create_dir(&dir.join(INIT_LEAF))?;
+    }
+    Ok(())
+}
+
 /// The memory limit's size in the out-of-memory message, and the limits, for the runner plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlannedCgroup {
@@ -564,13 +564,15 @@ pub fn prepare(
                 let dir = base.join(id);
                 create_dir(&dir)?;
                 made.push(dir.clone());
-                write_v2_limits(&dir, l)
+                write_v2_limits(&dir, l)?;
+                make_init_leaf(&dir)
             }
             Route::Delegated { base } => {
                 let dir = base.join(format!("thv-sandbox-{id}"));
                 create_dir(&dir)?;
                 made.push(dir.clone());
-                write_v2_limits(&dir, l)
+                write_v2_limits(&dir, l)?;
+                make_init_leaf(&dir)
             }
             Route::RootV1 { dirs } => {
                 for (controller, own) in dirs {
@@ -627,7 +629,7 @@ pub fn prepare(
 pub fn remove(dirs: &[PathBuf], child: &str) {
     let inner: Vec<PathBuf> = dirs
         .iter()
-        .map(|d| d.join(child.trim_matches('/')))
+        .flat_map(|d| [d.join(child.trim_matches('/')), d.join(INIT_LEAF)])
         .collect();
     for d in inner.iter().chain(dirs) {
         for _ in 0..200 {
@@ -652,7 +654,9 @@ pub fn join_scope(id: &str, keeper: i32, l: &Limits) -> Result<PathBuf, String> 
         PathBuf::from(format!("thv-sandbox:{id}")),
         format!("thv-sandbox {id}"),
         false,
-        std::time::Duration::from_secs(5),
+        // How long libcgroups waits for systemd to have put the keeper into the new scope. It returns as soon as
+        // it has; 5 s once ran out in the emulated test VM with two sandboxes starting at once.
+        std::time::Duration::from_secs(30),
     )
     .map_err(|e| format!("reach your systemd user manager over D-Bus: {}", chain(&e)))?;
     manager
@@ -728,7 +732,8 @@ pub fn join_scope(id: &str, keeper: i32, l: &Limits) -> Result<PathBuf, String> 
         if !wanted.cpu {
             enforce.cpus.value = None;
         }
-        write_v2_limits(&sandbox, &enforce)
+        write_v2_limits(&sandbox, &enforce)?;
+        make_init_leaf(&sandbox)
     };
     setup().map_err(|e| format!("set up the sandbox's cgroup in {}: {e}", scope.display()))?;
     Ok(scope)
@@ -745,6 +750,8 @@ fn chain(e: &dyn std::error::Error) -> String {
 pub struct Held {
     /// `cgroup.procs` of each directory.
     procs: Vec<OwnedFd>,
+    /// `cgroup.procs` of the [`INIT_LEAF`] of the cgroup v2 directory.
+    leaf: Option<OwnedFd>,
     /// `(parent directory, name)` of each directory, for its removal.
     parents: Vec<(OwnedFd, String)>,
     /// Each directory itself, with the name of libcontainer's cgroup inside it (cgroup v2), removed first.
@@ -775,6 +782,7 @@ impl Held {
         };
         let mut held = Held {
             procs: Vec::new(),
+            leaf: None,
             parents: Vec::new(),
             selves: Vec::new(),
             events: None,
@@ -794,7 +802,23 @@ impl Held {
             )
             .map_err(|e| ctx(d, e))
             .map(owned)?;
+            let leaf = d.join(INIT_LEAF);
+            let leaf_entry = if leaf.is_dir() {
+                let procs = leaf.join("cgroup.procs");
+                held.leaf = Some(
+                    open(&procs, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())
+                        .map_err(|e| ctx(&procs, e))
+                        .map(owned)?,
+                );
+                let again = nix::unistd::dup(std::os::fd::AsRawFd::as_raw_fd(&me))
+                    .map_err(|e| ctx(d, e))
+                    .map(owned)?;
+                Some((again, INIT_LEAF.to_owned()))
+            } else {
+                None
+            };
             held.selves.push((me, child.trim_matches('/').to_owned()));
+            held.selves.extend(leaf_entry);
             if let (Some(parent), Some(name)) = (d.parent(), d.file_name()) {
                 let fd = open(
                     parent,
@@ -823,6 +847,15 @@ impl Held {
     /// In the runner init, first thing: moves this process into the sandbox's cgroup(s).
     pub fn enter(&self) -> io::Result<()> {
         for fd in &self.procs {
+            nix::unistd::write(fd.as_fd(), b"0")?;
+        }
+        Ok(())
+    }
+
+    /// In the runner init, once its cgroup namespace is rooted at the sandbox's cgroup: on into the
+    /// [`INIT_LEAF`], so that the sandbox's cgroup itself holds no process when libcontainer makes its own inside.
+    pub fn enter_leaf(&self) -> io::Result<()> {
+        if let Some(fd) = &self.leaf {
             nix::unistd::write(fd.as_fd(), b"0")?;
         }
         Ok(())
@@ -1047,16 +1080,17 @@ mod tests {
     }
 
     #[test]
-    fn the_systemd_scope_is_taken_only_for_limits_the_user_asked_for() {
+    fn the_systemd_scope_is_taken_for_the_defaults_and_for_limits_the_user_asked_for() {
         let scope = Choice {
             route: Some(Route::SystemdScope),
             controllers: ALL,
             why: String::new(),
         };
-        // Defaults: no cgroup, one warning that says so (the scope route fails in the test VM today).
+        // Defaults: the scope, every default enforced, no warning.
         let d = decide(&scope, &Limits::default()).unwrap();
-        assert_eq!(d.route, None);
-        assert!(d.warning.unwrap().contains("systemd scope"));
+        assert_eq!(d.route, Some(Route::SystemdScope));
+        assert_eq!(d.enforced, Limits::default());
+        assert_eq!(d.warning, None);
         // Asked for: the scope.
         let asked = Limits {
             memory: Limit {

@@ -420,6 +420,8 @@ fn enter_cgroup(held: &crate::sandbox::cgroup::Held) -> Result<(), (&'static str
         None::<&str>,
     )
     .map_err(|e| ("mount the sandbox's cgroup2", e.into()))?;
+    held.enter_leaf()
+        .map_err(|e| ("move into the sandbox's init leaf cgroup", e))?;
     Ok(())
 }
 
