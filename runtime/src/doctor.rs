@@ -156,6 +156,7 @@ pub fn diagnose(inputs: &DoctorInputs) -> Report {
     let newgidmap = IdMapHelper::find("newgidmap");
     let helpers_needed = euid != 0 && (newuidmap.path.is_none() || newgidmap.path.is_none());
 
+    let choice = crate::sandbox::cgroup::choose(&crate::sandbox::cgroup::HostFacts::gather());
     let checks = vec![
         user_check(euid, &user),
         userns_check(&knobs, &probe, container, euid),
@@ -165,10 +166,11 @@ pub fn diagnose(inputs: &DoctorInputs) -> Report {
         pidns_check(&probe, container),
         overlay_check(&probe),
         seccomp_check(seccomp_mode, &probe, container),
-        cgroup_check(&cgroups),
-        limits_check(&crate::sandbox::cgroup::choose(
-            &crate::sandbox::cgroup::HostFacts::gather(),
-        )),
+        cgroup_check(
+            &cgroups,
+            choice.route == Some(crate::sandbox::cgroup::Route::SystemdScope),
+        ),
+        limits_check(&choice),
         subid_check(&user, euid, &subuid, &subgid, helpers_needed),
         idmap_helpers_check(euid, subids_present, &newuidmap, &newgidmap),
         dir_check(

@@ -192,7 +192,10 @@ async fn a_state_dir_others_can_write_is_refused_with_a_fix() {
 #[tokio::test(flavor = "multi_thread")]
 async fn doctor_reports_every_check() {
     let run = Run::new();
-    let out = run_cli(bare(&["doctor"], &run)).await;
+    let mut cmd = bare(&["doctor"], &run);
+    // A login session's user bus (the test VM's): `bare` points XDG_RUNTIME_DIR elsewhere, where no bus is.
+    cmd.envs(common::session_bus_var());
+    let out = run_cli(cmd).await;
     for check in [
         "user namespaces",
         "mount namespace",
@@ -212,6 +215,30 @@ async fn doctor_reports_every_check() {
     // This machine (and CI's) supports rootless sandboxes.
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.is_empty());
+    // On a pure cgroup v2 host with a systemd user session (the test VM, tests/vm/), every check passes and the
+    // limits come through a transient scope: there the cgroup-namespace probe once failed (EBUSY on the host's
+    // cgroup2 mount) and named the wrong cause.
+    if std::env::var("THV_E2E_EXPECT_CGROUP").is_ok_and(|v| v == "v2-systemd") {
+        for check in ["cgroup namespace", "cgroups", "limits"] {
+            let line = out
+                .stderr
+                .lines()
+                .find(|l| {
+                    l.contains(&format!("]   {check}:")) || l.contains(&format!("] {check}:"))
+                })
+                .unwrap_or_else(|| panic!("no {check} line:\n{}", out.stderr));
+            assert!(
+                line.starts_with("[ok]"),
+                "{check} is not ok on this host:\n{}",
+                out.stderr
+            );
+        }
+        assert!(
+            out.stderr.contains("transient systemd scope"),
+            "the limits do not name the systemd scope:\n{}",
+            out.stderr
+        );
+    }
 }
 
 /// `doctor --json`: one JSON object on stdout with every check (name, status, detail, hint), the same checks

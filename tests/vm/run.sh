@@ -6,8 +6,9 @@
 #
 #   tests/vm/run.sh [TEST...] [-- ARG...]     (as root: the image build needs debootstrap)
 #
-# TEST: names of tests/tests/*.rs (default: $THV_VM_TESTS, else sandbox lifecycle hardening limits limits_v2); ARG: passed
-# to every test binary (a name filter, --exact, …). Builds thv-sandbox, the probes and the test binaries, builds the
+# TEST: names of tests/tests/*.rs (default: $THV_VM_TESTS, else sandbox lifecycle hardening limits limits_v2), each
+# optionally with a name filter of its own after a colon (`cli:doctor`: only cli.rs's tests whose names contain
+# "doctor"); ARG: passed to every test binary (a name filter, --exact, …). Builds thv-sandbox, the probes and the test binaries, builds the
 # VM image if its recipe changed (cached in $THV_E2E_VM, default /var/cache/thv-vm), copies the binaries onto a
 # second virtio disk (an ext4 image made with `mkfs.ext4 -d` from a staging directory), boots the VM, which runs
 # them as user `thv` and writes the results to that disk, then reads the results back (debugfs: no mount) and
@@ -46,7 +47,7 @@ echo "== build: thv-sandbox, sandbox-probe, http-probe, tests ${tests[*]}"
 cargo build --locked --quiet -p thv-sandbox --bin thv-sandbox
 cargo build --locked --quiet -p thv-sandbox-e2e --bin sandbox-probe --bin http-probe
 [ -z "${THV_VM_BENCH:-}" ] || cargo build --locked --quiet -p thv-sandbox-e2e --bin make-probe-image
-test_flags=(); for t in "${tests[@]}"; do test_flags+=(--test "$t"); done
+test_flags=(); for t in "${tests[@]}"; do test_flags+=(--test "${t%%:*}"); done
 executables=$(cargo test --locked -p thv-sandbox-e2e "${test_flags[@]}" --no-run --message-format=json 2>/dev/null \
   | python3 -c 'import json,sys
 for l in sys.stdin:
@@ -71,11 +72,12 @@ mkdir -p "$payload/bin" "$payload/tests" "$payload/results"
 for b in thv-sandbox sandbox-probe http-probe; do
   objcopy --strip-debug "$target_dir/debug/$b" "$payload/bin/$b"
 done
-for t in "${tests[@]}"; do
+for spec in "${tests[@]}"; do
+  t=${spec%%:*} filter=; [ "$t" = "$spec" ] || filter=${spec#*:}
   exe=$(awk -v t="$t" '$1 == t { print $2 }' <<<"$executables")
   [ -n "$exe" ] || { echo "error: no test binary for tests/tests/$t.rs" >&2; exit 1; }
   objcopy --strip-debug "$exe" "$payload/tests/$t"
-  echo "$t" >>"$payload/tests.list"
+  echo "$t $filter" >>"$payload/tests.list"
 done
 if [ -n "${THV_VM_BENCH:-}" ]; then
   # The script takes its binaries from $CARGO_TARGET_DIR/release.

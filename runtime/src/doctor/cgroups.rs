@@ -105,8 +105,12 @@ pub(super) const DELEGATE_FIX: &str = "on a systemd host: run from a user sessio
 pub(super) const UNIFIED_FIX: &str = "switch the host to cgroup v2 (boot with systemd.unified_cgroup_hierarchy=1); then, \
      on a systemd host: run from a user session, or `systemd-run --user --scope -p Delegate=yes thv-sandbox …`";
 
-pub(super) fn cgroup_check(facts: &CgroupFacts) -> Check {
+/// `scope`: runs get a transient systemd scope of their own (`sandbox::cgroup::Route::SystemdScope`), so our own
+/// cgroup not being delegated costs nothing.
+pub(super) fn cgroup_check(facts: &CgroupFacts, scope: bool) -> Check {
     const NAME: &str = "cgroups";
+    const SCOPE: &str =
+        "each run gets a transient systemd scope of its own from your user manager (see `limits`)";
     let list = |v: &[String]| {
         if v.is_empty() {
             "none".to_string()
@@ -127,9 +131,19 @@ pub(super) fn cgroup_check(facts: &CgroupFacts) -> Check {
         .with_fix(UNIFIED_FIX),
         Some(CgroupLayout::V2) => {
             let Some(dir) = &facts.own_dir else {
+                if scope {
+                    return Check::new(NAME, Status::Ok, format!("v2, no 0:: line in /proc/self/cgroup; {SCOPE}"));
+                }
                 return Check::new(NAME, Status::Warn, format!("v2, but /proc/self/cgroup has no 0:: line; {NO_CGROUP}"))
                     .with_fix(DELEGATE_FIX);
             };
+            if !facts.writable && scope {
+                return Check::new(
+                    NAME,
+                    Status::Ok,
+                    format!("v2, own cgroup {} is not delegated to us, and need not be: {SCOPE}", dir.display()),
+                );
+            }
             if !facts.writable {
                 return Check::new(
                     NAME,

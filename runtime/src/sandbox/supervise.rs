@@ -501,6 +501,11 @@ struct Watch {
     session_end: Option<OwnedFd>,
     /// We were asked to stop (SIGTERM, SIGINT or SIGHUP).
     stop_requested: bool,
+    /// A signal or kill order went to the runner. Before its user namespace is mapped the keeper takes any such
+    /// order as the end (it exits with 128 + the signal, `runner::run`), so it is not mapped, nor moved into a
+    /// systemd scope, after that: systemd cannot move a keeper that has exited, and waiting for it to (the
+    /// scope's 30 s) turned a client's hang-up at start into exit 125 on every systemd host (the test VM).
+    runner_told: bool,
     /// Processes of the sandbox the kernel killed for memory (reported by the keeper at the end).
     oom_kills: u64,
 }
@@ -537,6 +542,7 @@ impl Watch {
             failure: None,
             session_end: None,
             stop_requested: false,
+            runner_told: false,
             oom_kills: 0,
         }
     }
@@ -550,6 +556,7 @@ impl Watch {
         if after_grace {
             self.next = Some((Instant::now() + self.grace, Escalation::Term));
         } else {
+            self.runner_told = true;
             let _ = supervisor.signal(Signal::SIGTERM);
             self.next = Some((Instant::now() + self.grace, Escalation::Kill));
         }
@@ -612,6 +619,7 @@ impl Watch {
                             if sig == Signal::SIGCHLD {
                                 continue;
                             }
+                            self.runner_told = true;
                             let _ = supervisor.signal(sig);
                             if matches!(sig, Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP) {
                                 self.stop_requested = true;
@@ -671,10 +679,12 @@ impl Watch {
                 if Instant::now() >= at {
                     match what {
                         Escalation::Term => {
+                            self.runner_told = true;
                             let _ = supervisor.signal(Signal::SIGTERM);
                             self.next = Some((Instant::now() + self.grace, Escalation::Kill));
                         }
                         Escalation::Kill => {
+                            self.runner_told = true;
                             let _ = supervisor.kill();
                             self.next = Some((
                                 Instant::now() + Duration::from_secs(2),
@@ -748,6 +758,10 @@ impl Watch {
     ) {
         match event {
             RunnerEvent::UsernsReady => {
+                if self.runner_told {
+                    // Stopped before it was mapped: the keeper reads the order we sent and exits by itself.
+                    return;
+                }
                 // The systemd route: the keeper goes into a transient scope of the user's manager, where the
                 // sandbox's cgroup is made beside it, before it may go on.
                 let scoped = match hooks.plan.cgroup.as_ref() {

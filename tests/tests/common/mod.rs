@@ -255,7 +255,7 @@ impl Run {
 /// The user session's D-Bus address, when the test has one: a login session's systemd manager gives the sandbox a
 /// transient scope through it (tests/vm/run.sh runs the tests in such a session). The test's private
 /// `XDG_RUNTIME_DIR` hides `$XDG_RUNTIME_DIR/bus`, so the address is passed on explicitly.
-fn session_bus_var() -> Option<(&'static str, std::ffi::OsString)> {
+pub fn session_bus_var() -> Option<(&'static str, std::ffi::OsString)> {
     std::env::var_os("DBUS_SESSION_BUS_ADDRESS").map(|a| ("DBUS_SESSION_BUS_ADDRESS", a))
 }
 

@@ -14,14 +14,15 @@ cd "$HOME"
 read -r -a args <"$p/test-args"
 threads=$(cat "$p/test-threads")
 passed=0 failed=0 broken=""
-while read -r name; do
+while read -r name filter; do
   [ -n "$name" ] || continue
   # Not for this host: lifecycle's delegated-cgroup test needs a cgroup delegated to the user itself (as .ci/run
   # gives its users); a login session's scope is root's, and the scope route is what limits and limits_v2 test.
-  skip=(); [ "$name" = lifecycle ] && skip=(--skip with_a_delegated_cgroup_the_sandbox_gets_its_own_and_it_goes_away)
-  echo "THV-VM: ---- $name ${args[*]} ${skip[*]}"
+  extra=(); [ "$name" = lifecycle ] && extra=(--skip with_a_delegated_cgroup_the_sandbox_gets_its_own_and_it_goes_away)
+  [ -z "$filter" ] || extra+=("$filter")
+  echo "THV-VM: ---- $name ${args[*]} ${extra[*]}"
   start=$(date +%s)
-  timeout --kill-after=30s 20m "$p/tests/$name" --test-threads="$threads" "${args[@]}" "${skip[@]}" </dev/null 2>&1 | tee "$p/results/$name.log"
+  timeout --kill-after=30s 20m "$p/tests/$name" --test-threads="$threads" "${args[@]}" "${extra[@]}" </dev/null 2>&1 | tee "$p/results/$name.log"
   rc=${PIPESTATUS[0]}
   echo "THV-VM: ---- $name: exit $rc after $(( $(date +%s) - start )) s"
   line=$(grep -E '^test result: ' "$p/results/$name.log" | tail -n 1)
