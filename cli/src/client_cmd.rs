@@ -319,7 +319,10 @@ fn pin(
         .iter()
         .filter(|v| v.required)
         .filter(|v| {
-            !entry.env.iter().any(|e| e.name == v.name && e.value.is_some())
+            !entry
+                .env
+                .iter()
+                .any(|e| e.name == v.name && e.value.is_some())
                 && crate::commands::process_env(&v.name).is_none()
         })
         .map(|v| v.name.as_str())
@@ -399,7 +402,11 @@ fn pin(
         }
     };
     let after = store.load(name).ok().flatten();
-    let mut counts = format!("{} tool{}", listed.tools, if listed.tools == 1 { "" } else { "s" });
+    let mut counts = format!(
+        "{} tool{}",
+        listed.tools,
+        if listed.tools == 1 { "" } else { "s" }
+    );
     for (n, noun) in [(listed.prompts, "prompts"), (listed.resources, "resources")] {
         if let Some(n) = n {
             counts.push_str(&format!(", {n} {noun}"));

@@ -186,7 +186,11 @@ impl Session {
     }
 
     /// Sends a request and waits for its answer, answering the server's own requests meanwhile.
-    fn request(&mut self, method: &str, params: Value) -> Result<Result<Value, (i64, String)>, Step> {
+    fn request(
+        &mut self,
+        method: &str,
+        params: Value,
+    ) -> Result<Result<Value, (i64, String)>, Step> {
         self.next_id += 1;
         let id = self.next_id;
         self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))?;
@@ -267,8 +271,8 @@ impl Session {
             }
             match self.request(method, json!({}))? {
                 Ok(result) => {
-                    let (n, more) =
-                        count(&result, member).map_err(|e| Step::Failed(format!("`{method}`: {e}")))?;
+                    let (n, more) = count(&result, member)
+                        .map_err(|e| Step::Failed(format!("`{method}`: {e}")))?;
                     if more {
                         listed.paged.push(method);
                     }
@@ -487,7 +491,12 @@ mod tests {
             b"[1,2]",
             b"",
         ] {
-            assert_eq!(classify(other, 2), Message::Other, "{}", String::from_utf8_lossy(other));
+            assert_eq!(
+                classify(other, 2),
+                Message::Other,
+                "{}",
+                String::from_utf8_lossy(other)
+            );
         }
     }
 
@@ -571,15 +580,24 @@ mod tests {
 
     #[test]
     fn a_server_that_ends_or_hangs_fails_with_its_stderr() {
-        match script("echo 'error: needs TOKEN' >&2; exit 3", Duration::from_secs(20)) {
+        match script(
+            "echo 'error: needs TOKEN' >&2; exit 3",
+            Duration::from_secs(20),
+        ) {
             Err(PinError::Failed { what, stderr }) => {
-                assert!(what.contains("initialize") && what.contains("status 3"), "{what}");
+                assert!(
+                    what.contains("initialize") && what.contains("status 3"),
+                    "{what}"
+                );
                 assert!(stderr.contains("needs TOKEN"), "{stderr}");
             }
             other => panic!("{other:?}"),
         }
         let t = Instant::now();
-        match script("echo waiting >&2; exec sleep 60", Duration::from_millis(500)) {
+        match script(
+            "echo waiting >&2; exec sleep 60",
+            Duration::from_millis(500),
+        ) {
             Err(PinError::TimedOut { stage, stderr }) => {
                 assert!(stage.contains("initialize"), "{stage}");
                 assert!(stderr.contains("waiting"), "{stderr}");
