@@ -519,8 +519,9 @@ fn list(places: &Places, json: bool) -> i32 {
 
 /// What `client add` needs of a server: checked as `run` would check it (a server `run` refuses is refused
 /// here), and, unless `no_pull`, its image pulled and verified now. Variables the entry declares that are not set
-/// here are taken as empty for the check: the client gives them when it starts the server, and nothing is started
-/// here.
+/// here are taken as empty for the check: the client gives them when it starts the server (and `add`'s pin run,
+/// which checks them itself, gets them from this environment). Also whether, and under which name, `add` pins the
+/// server's tools.
 fn prepare_for_client(
     file: Option<PathBuf>,
     name: &str,
