@@ -202,13 +202,6 @@ fn write(path: &Path, text: &str) -> Result<(), i32> {
 fn add(file: Option<PathBuf>, args: AddArgs, places: &Places) -> Result<i32, i32> {
     let c = client(&args.target.client)?;
     let path = file_of(c, &args.target, places)?;
-    let server = prepare_for_client(
-        file,
-        &args.name,
-        &args.registry,
-        &args.run_flags,
-        args.no_pull || args.print,
-    )?;
     let mut given: Vec<(String, String)> = Vec::new();
     for e in &args.env {
         let Some((k, v)) = e.split_once('=') else {
@@ -217,6 +210,14 @@ fn add(file: Option<PathBuf>, args: AddArgs, places: &Places) -> Result<i32, i32
         };
         given.push((k.to_owned(), v.to_owned()));
     }
+    let server = prepare_for_client(
+        file,
+        &args.name,
+        &args.registry,
+        &args.run_flags,
+        args.no_pull || args.print,
+        &given,
+    )?;
     let mut env: Vec<EntryVar> = server
         .declared
         .iter()
@@ -314,19 +315,7 @@ fn pin(
 ) -> Result<(), i32> {
     use thv_sandbox_runtime::guard::pin::PinStore;
     // A variable the server needs and nothing gives: the run would refuse to start.
-    let unset: Vec<&str> = server
-        .declared
-        .iter()
-        .filter(|v| v.required)
-        .filter(|v| {
-            !entry
-                .env
-                .iter()
-                .any(|e| e.name == v.name && e.value.is_some())
-                && crate::commands::process_env(&v.name).is_none()
-        })
-        .map(|v| v.name.as_str())
-        .collect();
+    let unset: Vec<&str> = server.unset_for_pin.iter().map(String::as_str).collect();
     if !unset.is_empty() {
         eprintln!(
             "error: cannot pin the tools of {name}: it needs {} to start, and {} not set here\n  hint: export {} \
@@ -528,6 +517,7 @@ fn prepare_for_client(
     registry: &RegistrySourceArgs,
     run_flags: &[String],
     no_pull: bool,
+    given: &[(String, String)],
 ) -> Result<clients::PreparedServer, i32> {
     use clap::Parser;
     use thv_sandbox_runtime::settings::request;
@@ -590,6 +580,23 @@ fn prepare_for_client(
     } else {
         PinPlan::Take(pin_name)
     };
+    // What the pin run will lack: resolved as that run resolves it, from the environment it gets (the entry's
+    // values over this one's).
+    let unset_for_pin = match &pin {
+        PinPlan::Take(_) => {
+            let env = |n: &str| {
+                given
+                    .iter()
+                    .find(|(k, _)| k == n)
+                    .map(|(_, v)| v.clone())
+                    .or_else(|| crate::commands::process_env(n))
+            };
+            request::build_for_inspect(&flags, &config, &dirs, &env, &mut |_| {})
+                .map(|r| r.missing_env.into_iter().map(|m| m.name).collect())
+                .unwrap_or_default()
+        }
+        PinPlan::Skip(_) => Vec::new(),
+    };
     if !no_pull && !req.image.starts_with("oci:") {
         match thv_sandbox_runtime::pull_verified_with(
             &req.image,
@@ -623,6 +630,7 @@ fn prepare_for_client(
             .unwrap_or_else(|| clients::entry_name_for_image(name)),
         declared: server.map(|s| s.env_vars).unwrap_or_default(),
         pin,
+        unset_for_pin,
         cache: dirs.cache.clone(),
     })
 }

@@ -305,6 +305,8 @@ pub struct PreparedServer {
     pub declared: Vec<thv_sandbox_runtime::catalog::EnvVarSpec>,
     /// Whether `client add` takes the server's pin, and under which name.
     pub pin: PinPlan,
+    /// Required variables the pin run would not get (from the entry's values or this environment).
+    pub unset_for_pin: Vec<String>,
     /// The cache directory (where pins are kept).
     pub cache: PathBuf,
 }
