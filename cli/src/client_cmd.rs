@@ -8,7 +8,8 @@ use clap::Subcommand;
 use serde_json::json;
 use thv_sandbox_runtime::{EXIT_SANDBOX_ERROR, EXIT_USAGE};
 
-use crate::clients::{self, edit, Client, EntryVar, Places, ServerEntry};
+use crate::client_pin;
+use crate::clients::{self, edit, Client, EntryVar, PinPlan, Places, ServerEntry};
 use crate::commands::registry::RegistrySourceArgs;
 
 #[derive(Debug, Subcommand)]
@@ -21,7 +22,10 @@ pub enum ClientCommand {
         json: bool,
     },
     /// Add a server to a client's configuration: the image is pulled and verified first (so the client's
-    /// start-up timeout never covers a download), and a server that `run` would refuse is refused here.
+    /// start-up timeout never covers a download), and a server that `run` would refuse is refused here. Then the
+    /// entry's own command line is started once and asked for its tools (`initialize`, `tools/list`, and the
+    /// prompts and resources lists it advertises), so that the guard pins them now, as the baseline later runs
+    /// are compared with (`thv-sandbox pin show NAME`); the entry is written only when that succeeds.
     Add(Box<AddArgs>),
     /// Remove a server's entry from a client's configuration (and the inputs `add` made for it).
     Remove {
@@ -71,9 +75,17 @@ pub struct AddArgs {
     /// it).
     #[arg(long, value_name = "PATH")]
     command: Option<String>,
-    /// Do not pull and verify the image now (the first start in the client does it).
+    /// Do not pull and verify the image now (the first start in the client does it, and pins the tools).
     #[arg(long)]
     no_pull: bool,
+    /// Do not start the server now to pin its tools: the client's first start pins them (what the server says
+    /// then becomes the baseline).
+    #[arg(long)]
+    no_pin: bool,
+    /// Seconds the pin run may take, from start to exit (a first run can install a package or build the
+    /// image's root); it is stopped after that and nothing is written.
+    #[arg(long, value_name = "SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pin_timeout: u64,
     #[command(flatten)]
     registry: RegistrySourceArgs,
     /// Arguments for the server, as with `run NAME -- ARGS`.
@@ -190,13 +202,6 @@ fn write(path: &Path, text: &str) -> Result<(), i32> {
 fn add(file: Option<PathBuf>, args: AddArgs, places: &Places) -> Result<i32, i32> {
     let c = client(&args.target.client)?;
     let path = file_of(c, &args.target, places)?;
-    let server = prepare_for_client(
-        file,
-        &args.name,
-        &args.registry,
-        &args.run_flags,
-        args.no_pull || args.print,
-    )?;
     let mut given: Vec<(String, String)> = Vec::new();
     for e in &args.env {
         let Some((k, v)) = e.split_once('=') else {
@@ -205,6 +210,14 @@ fn add(file: Option<PathBuf>, args: AddArgs, places: &Places) -> Result<i32, i32
         };
         given.push((k.to_owned(), v.to_owned()));
     }
+    let server = prepare_for_client(
+        file,
+        &args.name,
+        &args.registry,
+        &args.run_flags,
+        args.no_pull || args.print,
+        &given,
+    )?;
     let mut env: Vec<EntryVar> = server
         .declared
         .iter()
@@ -246,7 +259,7 @@ fn add(file: Option<PathBuf>, args: AddArgs, places: &Places) -> Result<i32, i32
         run_args.push("--".to_owned());
         run_args.extend(args.server_args.iter().cloned());
     }
-    let entry = c.entry(&ServerEntry {
+    let server_entry = ServerEntry {
         key: args
             .entry_name
             .clone()
@@ -254,14 +267,25 @@ fn add(file: Option<PathBuf>, args: AddArgs, places: &Places) -> Result<i32, i32
         command,
         args: run_args,
         env: env.clone(),
-    });
+    };
+    let entry = c.entry(&server_entry);
     if args.print {
         let text = edit::add("", &entry, false).map_err(|e| edit_error(&path, &e))?;
         let _ = std::io::stdout().write_all(text.as_bytes());
         return Ok(0);
     }
     let text = read_text(&path)?;
+    // Checked before the pin run (an entry that exists without --force is refused without starting anything).
     let new = edit::add(&text, &entry, args.force).map_err(|e| edit_error(&path, &e))?;
+    match &server.pin {
+        _ if args.no_pin => {}
+        _ if args.no_pull => eprintln!(
+            "note: with --no-pull the tools are not pinned now: the client's first start pins what the server \
+             says then"
+        ),
+        PinPlan::Skip(why) => eprintln!("note: {why}"),
+        PinPlan::Take(name) => pin(&server_entry, name, &server, &args)?,
+    }
     write(&path, &new)?;
     eprintln!("added `{}` to {} ({})", entry.key, path.display(), c.name);
     let unset: Vec<&EntryVar> = env
@@ -279,6 +303,140 @@ fn add(file: Option<PathBuf>, args: AddArgs, places: &Places) -> Result<i32, i32
         );
     }
     Ok(0)
+}
+
+/// Takes the server's pin before its entry is written: the entry's own command line, run once as a client would
+/// start it (see `client_pin`).
+fn pin(
+    entry: &ServerEntry,
+    name: &str,
+    server: &clients::PreparedServer,
+    args: &AddArgs,
+) -> Result<(), i32> {
+    use thv_sandbox_runtime::guard::pin::PinStore;
+    // A variable the server needs and nothing gives: the run would refuse to start.
+    let unset: Vec<&str> = server.unset_for_pin.iter().map(String::as_str).collect();
+    if !unset.is_empty() {
+        eprintln!(
+            "error: cannot pin the tools of {name}: it needs {} to start, and {} not set here\n  hint: export {} \
+             for this command (the pin run gets it through the environment, as the client will, and it is \
+             written nowhere), or give it with -e NAME=VALUE (written into the client's file), or add the \
+             entry with --no-pin (the client's first start then pins the tools)",
+            unset.join(", "),
+            if unset.len() == 1 { "it is" } else { "they are" },
+            unset.join(" and "),
+        );
+        return Err(EXIT_USAGE);
+    }
+    let program = std::env::current_exe().map_err(|e| {
+        eprintln!(
+            "error: cannot find thv-sandbox's own path to pin the tools of {name}: {e}\n  hint: add the entry \
+             with --no-pin"
+        );
+        EXIT_SANDBOX_ERROR
+    })?;
+    let store = PinStore::new(&server.cache);
+    let before = store.load(name).ok().flatten();
+    eprintln!(
+        "thv-sandbox: pinning the tools of {name}: starting it once as the client will (--no-pin skips this)"
+    );
+    let run = client_pin::PinRun {
+        program,
+        args: entry.args.clone(),
+        // The values the entry gives; prompted-for (VS Code) and client-environment variables come from ours.
+        env: entry
+            .env
+            .iter()
+            .filter_map(|v| v.value.clone().map(|x| (v.name.clone(), x)))
+            .collect(),
+        timeout: std::time::Duration::from_secs(args.pin_timeout),
+    };
+    let listed = match client_pin::take(&run) {
+        Ok(l) => l,
+        Err(e) => {
+            let (what, stderr, hint) = match e {
+                client_pin::PinError::Start(e) => (
+                    format!("cannot start {}: {e}", run.program.display()),
+                    String::new(),
+                    "add the entry with --no-pin".to_owned(),
+                ),
+                client_pin::PinError::TimedOut { stage, stderr } => (
+                    format!(
+                        "it did not finish within {} s (waiting for {stage}) and was stopped",
+                        args.pin_timeout
+                    ),
+                    stderr,
+                    "raise --pin-timeout (a first run can install a package or build the image's root), or add \
+                     the entry with --no-pin"
+                        .to_owned(),
+                ),
+                client_pin::PinError::Failed { what, stderr } => (
+                    what,
+                    stderr,
+                    "the client's start would fail the same way: fix what the server says above, or add the \
+                     entry with --no-pin"
+                        .to_owned(),
+                ),
+            };
+            let tail = client_pin::last_lines(&stderr, 20);
+            eprintln!(
+                "error: cannot pin the tools of {name}: {what}; nothing was written{}\n  hint: {hint}",
+                if tail.is_empty() {
+                    String::new()
+                } else {
+                    format!("\n  its stderr ended with:\n{tail}")
+                }
+            );
+            return Err(EXIT_SANDBOX_ERROR);
+        }
+    };
+    let after = store.load(name).ok().flatten();
+    let mut counts = format!(
+        "{} tool{}",
+        listed.tools,
+        if listed.tools == 1 { "" } else { "s" }
+    );
+    for (n, noun) in [(listed.prompts, "prompts"), (listed.resources, "resources")] {
+        if let Some(n) = n {
+            counts.push_str(&format!(", {n} {noun}"));
+        }
+    }
+    match (&before, &after) {
+        (_, None) => eprintln!(
+            "warning: {name} listed {counts}, but no pin of it is in {}\n  hint: `thv-sandbox pin show` lists \
+             the pins; the client's first start pins the tools if this did not",
+            server.cache.display()
+        ),
+        (_, Some(pin)) if pin.pending.is_some() => {
+            eprintln!(
+                "warning: what {name} lists differs from its pin of {} (kept as the baseline):\n{}\n  hint: \
+                 `thv-sandbox pin show {name}` shows both; `thv-sandbox pin accept {name}` takes the new lists",
+                pin.pinned_at,
+                client_pin::last_lines(&listed.stderr, 40)
+            );
+        }
+        (None, Some(_)) => eprintln!("thv-sandbox: pinned {counts} of {name} (pin show {name})"),
+        (Some(_), Some(pin)) => eprintln!(
+            "thv-sandbox: {name} lists the same {counts} as its pin of {} (pin show {name})",
+            pin.pinned_at
+        ),
+    }
+    for list in &listed.paged {
+        eprintln!(
+            "note: {name}'s {list} has more pages; only the first is pinned (the guard pins a list's first page)"
+        );
+    }
+    for (list, e) in &listed.failed {
+        eprintln!("note: {name} advertises {list} but answered it with an error ({e}): not pinned");
+    }
+    if let Some(status) = listed.exit.filter(|s| !s.success()) {
+        eprintln!(
+            "note: after its tools were listed, {name}'s run ended badly ({}):\n{}",
+            client_pin::describe_exit(status),
+            client_pin::last_lines(&listed.stderr, 10)
+        );
+    }
+    Ok(())
 }
 
 fn list(places: &Places, json: bool) -> i32 {
@@ -350,14 +508,16 @@ fn list(places: &Places, json: bool) -> i32 {
 
 /// What `client add` needs of a server: checked as `run` would check it (a server `run` refuses is refused
 /// here), and, unless `no_pull`, its image pulled and verified now. Variables the entry declares that are not set
-/// here are taken as empty for the check: the client gives them when it starts the server, and nothing is started
-/// here.
+/// here are taken as empty for the check: the client gives them when it starts the server (and `add`'s pin run,
+/// which checks them itself, gets them from this environment). Also whether, and under which name, `add` pins the
+/// server's tools.
 fn prepare_for_client(
     file: Option<PathBuf>,
     name: &str,
     registry: &RegistrySourceArgs,
     run_flags: &[String],
     no_pull: bool,
+    given: &[(String, String)],
 ) -> Result<clients::PreparedServer, i32> {
     use clap::Parser;
     use thv_sandbox_runtime::settings::request;
@@ -406,6 +566,37 @@ fn prepare_for_client(
     };
     let req = request::build(&flags, &config, &dirs, &env, &mut crate::commands::say)
         .map_err(|e| crate::report::report_request_error(&e))?;
+    let pin_name = thv_sandbox_runtime::guard::pin_name(&req);
+    let pin = if !thv_sandbox_runtime::guard::relayable(&req) {
+        PinPlan::Skip(format!(
+            "the tools of {pin_name} are not pinned: the guard relays only stdio servers on thv-sandbox's stdio \
+             (not with --port/--socket, nor for servers speaking HTTP)"
+        ))
+    } else if req.guard.pin == thv_sandbox_runtime::guard::PinMode::Off {
+        PinPlan::Skip(format!(
+            "the tools of {pin_name} are not pinned: pinning is off for it (--pin off, THV_SANDBOX_PIN or the \
+             configuration's [guard])"
+        ))
+    } else {
+        PinPlan::Take(pin_name)
+    };
+    // What the pin run will lack: resolved as that run resolves it, from the environment it gets (the entry's
+    // values over this one's).
+    let unset_for_pin = match &pin {
+        PinPlan::Take(_) => {
+            let env = |n: &str| {
+                given
+                    .iter()
+                    .find(|(k, _)| k == n)
+                    .map(|(_, v)| v.clone())
+                    .or_else(|| crate::commands::process_env(n))
+            };
+            request::build_for_inspect(&flags, &config, &dirs, &env, &mut |_| {})
+                .map(|r| r.missing_env.into_iter().map(|m| m.name).collect())
+                .unwrap_or_default()
+        }
+        PinPlan::Skip(_) => Vec::new(),
+    };
     if !no_pull && !req.image.starts_with("oci:") {
         match thv_sandbox_runtime::pull_verified_with(
             &req.image,
@@ -438,5 +629,8 @@ fn prepare_for_client(
             .map(|s| s.short_name().to_owned())
             .unwrap_or_else(|| clients::entry_name_for_image(name)),
         declared: server.map(|s| s.env_vars).unwrap_or_default(),
+        pin,
+        unset_for_pin,
+        cache: dirs.cache.clone(),
     })
 }

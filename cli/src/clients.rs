@@ -303,6 +303,21 @@ pub struct PreparedServer {
     pub short_name: String,
     /// The variables the registry entry declares.
     pub declared: Vec<thv_sandbox_runtime::catalog::EnvVarSpec>,
+    /// Whether `client add` takes the server's pin, and under which name.
+    pub pin: PinPlan,
+    /// Required variables the pin run would not get (from the entry's values or this environment).
+    pub unset_for_pin: Vec<String>,
+    /// The cache directory (where pins are kept).
+    pub cache: PathBuf,
+}
+
+/// Whether a server's tools can be pinned by `client add` (see `client_pin`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinPlan {
+    /// Yes: the pin's name (`pin show NAME`).
+    Take(String),
+    /// No, and why (a note for the user).
+    Skip(String),
 }
 
 /// An entry name for a server given as an image reference: the repository's last path component, without tag

@@ -11,6 +11,7 @@ use thv_sandbox_runtime::{sandbox::runner, EXIT_USAGE};
 
 mod args;
 mod client_cmd;
+mod client_pin;
 mod clients;
 mod commands;
 mod progress;

@@ -301,7 +301,7 @@ pub fn run(
     let t_image = t_start.elapsed();
     crate::trace::mark("root found");
     check_secrets(req)?;
-    let relayable = req.port.is_none() && req.http.is_none();
+    let relayable = crate::guard::relayable(req);
     crate::guard::check_supported(&req.guard, relayable)?;
     if let (Some(expose), None) = (&req.port, req.http) {
         // `--port` with a stdio server: steps 6 to 8 for each MCP session, in a fresh sandbox.
@@ -398,11 +398,7 @@ pub fn run(
         }
     });
     // A stdio server with a guard feature on: its stdio is relayed through the guard (see `guard`).
-    // A package's pin is the package's (`npx://NAME`, any version), not its base image's, which many share.
-    let server = match (&req.server_name, &req.package) {
-        (None, Some(p)) => format!("{}://{}", p.spec.ecosystem.scheme(), p.spec.name),
-        _ => crate::guard::server_name(req.server_name.as_deref(), &req.image),
-    };
+    let server = crate::guard::pin_name(req);
     let digest = image.manifest_digest.to_string();
     let mut guarded = crate::guard::start(
         &req.guard,

@@ -109,7 +109,7 @@ pub(crate) fn pin_cmd(file: Option<PathBuf>, cmd: PinCommand) -> i32 {
                 return 0;
             }
             if pins.is_empty() {
-                eprintln!("no pins yet: a server's tools are pinned on its first run");
+                eprintln!("no pins yet: a server's tools are pinned on its first run (or by `client add`)");
             }
             for p in pins {
                 let _ = writeln!(
