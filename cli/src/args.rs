@@ -208,6 +208,14 @@ pub(crate) struct PullArgs {
     pub(crate) source: SourceArgs,
     #[command(flatten)]
     pub(crate) registry: crate::commands::registry::RegistrySourceArgs,
+    /// A package's provenance verification (as `run`): `disabled`, `warn`, `enabled` (refuse the install when the
+    /// package's provenance does not name the expected identity). Default: `enabled` when the registry entry
+    /// pins an identity or one is given, `warn` otherwise. An image is pulled unverified (`run` verifies).
+    #[arg(long, value_name = "MODE", env = "THV_SANDBOX_IMAGE_VERIFICATION")]
+    pub(crate) image_verification: Option<thv_sandbox_runtime::Mode>,
+    /// The identity a package's provenance must name (instead of the registry entry's pin).
+    #[command(flatten)]
+    pub(crate) identity: IdentityArgs,
 }
 
 #[derive(Debug, clap::Args)]
