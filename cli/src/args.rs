@@ -41,7 +41,7 @@ pub(crate) enum Command {
     /// Pull an image (or a registry server's image, by name) into the cache and unpack it, ready to run; prints
     /// the pinned reference (`…@sha256:…`) on stdout. Pull before adding a server to an MCP client, so that its
     /// start-up timeout never covers a download.
-    Pull(PullArgs),
+    Pull(Box<PullArgs>),
     /// List the cached images, one row per image with its sizes, and a total (a table on stdout; `--json` for a
     /// JSON array).
     Images(ImagesArgs),

@@ -10,7 +10,7 @@
 //!   npm's `package-lock.json` or pip's installation report, and the lock committed inside the root.
 //! - [`provenance`]: package provenance (npm attestations, PyPI PEP 740) verified before anything is installed.
 //! - [`verdict`]: **the provenance seam**: [`verdict::check_before_install`] receives the resolved lock entries
-//!   before anything is installed and returns the verdict (today: nothing checked).
+//!   before anything is installed and returns the verdict (verified, unverified, refused).
 
 pub mod index;
 pub mod lock;

@@ -588,7 +588,10 @@ pub fn refused(spec: &crate::packages::PackageSpec, reason: String) -> super::Er
     super::Error::Refused(crate::trust::verification::Refused {
         reference: spec.to_string(),
         reason,
-        hint: "nothing of the package was installed or run; see `thv-sandbox inspect` for the resolved tree".into(),
+        hint: "nothing of the package was installed or run; `thv-sandbox inspect` shows the identity it is held to \
+               (the registry entry's `provenance`, or your identity flags); check that pin against the package's \
+               source repository and release workflow"
+            .into(),
     })
 }
 
