@@ -41,7 +41,7 @@ pub(crate) enum Command {
     /// Pull an image (or a registry server's image, by name) into the cache and unpack it, ready to run; prints
     /// the pinned reference (`…@sha256:…`) on stdout. Pull before adding a server to an MCP client, so that its
     /// start-up timeout never covers a download.
-    Pull(PullArgs),
+    Pull(Box<PullArgs>),
     /// List the cached images, one row per image with its sizes, and a total (a table on stdout; `--json` for a
     /// JSON array).
     Images(ImagesArgs),
@@ -208,6 +208,14 @@ pub(crate) struct PullArgs {
     pub(crate) source: SourceArgs,
     #[command(flatten)]
     pub(crate) registry: crate::commands::registry::RegistrySourceArgs,
+    /// A package's provenance verification (as `run`): `disabled`, `warn`, `enabled` (refuse the install when the
+    /// package's provenance does not name the expected identity). Default: `enabled` when the registry entry
+    /// pins an identity or one is given, `warn` otherwise. An image is pulled unverified (`run` verifies).
+    #[arg(long, value_name = "MODE", env = "THV_SANDBOX_IMAGE_VERIFICATION")]
+    pub(crate) image_verification: Option<thv_sandbox_runtime::Mode>,
+    /// The identity a package's provenance must name (instead of the registry entry's pin).
+    #[command(flatten)]
+    pub(crate) identity: IdentityArgs,
 }
 
 #[derive(Debug, clap::Args)]

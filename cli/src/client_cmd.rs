@@ -597,7 +597,23 @@ fn prepare_for_client(
         }
         PinPlan::Skip(_) => Vec::new(),
     };
-    if !no_pull && !req.image.starts_with("oci:") {
+    if let (false, Some(install)) = (no_pull, &req.package) {
+        // A package: installed now onto its base image, its provenance checked against the entry's pin (the
+        // base image under its own verification), as the first `run` would.
+        match thv_sandbox_runtime::pull_package(
+            install,
+            req.pull_policy,
+            &req.registry_access,
+            &crate::progress::Terminal::stderr(req.progress),
+            &dirs,
+        ) {
+            Ok(lock) => eprintln!(
+                "thv-sandbox: {} {} is installed",
+                lock.top, lock.top_version
+            ),
+            Err(e) => return Err(crate::report::report_runtime_error(&e, &dirs)),
+        }
+    } else if !no_pull && !req.image.starts_with("oci:") {
         match thv_sandbox_runtime::pull_verified_with(
             &req.image,
             req.pull_policy,

@@ -53,7 +53,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => commands::inspect::inspect_cmd(file, *args),
         Command::Registry(args) => commands::registry::registry_cmd(file, args),
         Command::Verify(args) => commands::verify::verify_cmd(file, *args),
-        Command::Pull(args) => commands::pull::pull_cmd(file, args),
+        Command::Pull(args) => commands::pull::pull_cmd(file, *args),
         Command::Images(args) => commands::images::images_cmd(file, args),
         Command::Prune(args) => commands::prune::prune_cmd(file, args),
         Command::Completions { shell } => commands::completions::completions_cmd(shell),

@@ -1,5 +1,5 @@
-//! A package index on loopback, in front of real package files: it speaks enough of npm's registry (the version
-//! packument with `dist.integrity` / `dist.attestations`, the tarball, the attestations API
+//! A package index on loopback, in front of real package files: it speaks enough of npm's registry (the
+//! packument and the version document with `dist.integrity` / `dist.attestations`, the tarball, the attestations API
 //! `/-/npm/v1/attestations/NAME@VERSION`) and of PyPI (the PEP 691 JSON simple index with PEP 740 `provenance`
 //! links, the integrity API `/integrity/PROJECT/VERSION/FILENAME/provenance`, the file) for provenance to be
 //! fetched and checked by the same code that asks the public indexes. A real HTTP/1.1 server on a thread; every
@@ -133,6 +133,18 @@ impl PackageIndex {
             200,
             "application/json",
             doc.to_string().into_bytes(),
+        );
+        // The packument npm's resolver asks for (this one version, `latest`).
+        let packument = json!({
+            "name": name,
+            "dist-tags": {"latest": version},
+            "versions": {version: doc},
+        });
+        self.put(
+            &format!("/{}", name.replace('/', "%2f")),
+            200,
+            "application/json",
+            packument.to_string().into_bytes(),
         );
     }
 

@@ -4,7 +4,11 @@
 //! instance. The gate (`thv_sandbox_runtime::packages::provenance`) fetches, verifies with the one verdict
 //! function, and decides: verified, refused for a wrong repository or workflow, refused under `enabled` when
 //! absent, refused when the file's digest differs from the attested subject; records make a second check
-//! offline.
+//! offline. And through the binary: `thv-sandbox pull NAME` of a registry entry whose server is an npm package
+//! and which pins an identity installs it (the real npm, in the install sandbox, from the loopback index) only
+//! when the package's provenance names that identity.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 
@@ -512,4 +516,204 @@ fn the_install_seam_admits_or_refuses_a_resolved_tree() {
         verdict::check_before_install(&top, &entries, Some(&wrong)),
         verdict::Verdict::Refused { .. }
     ));
+}
+
+/// The package base images (`tests/images/build-package-bases.sh`), as tests/tests/packages.rs finds them.
+fn package_bases() -> Option<PathBuf> {
+    let dir = std::env::var_os("THV_E2E_PACKAGE_BASES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/thv-e2e-packages"));
+    let layout = dir.join("layout");
+    thv_sandbox_e2e::require(
+        layout.join("index.json").is_file(),
+        &format!(
+            "the package base images in {} (build them as root with tests/images/build-package-bases.sh [DIR])",
+            layout.display()
+        ),
+    )
+    .then_some(layout)
+}
+
+/// An npm package tarball (`package/…`, as `npm pack` makes it): a `bin` that prints a line and exits.
+fn tiny_npm_package(name: &str, version: &str) -> Vec<u8> {
+    let manifest = serde_json::json!({
+        "name": name, "version": version, "bin": {name: "index.js"}, "license": "MIT",
+    })
+    .to_string();
+    let files: [(&str, &[u8], u32); 2] = [
+        ("package/package.json", manifest.as_bytes(), 0o644),
+        (
+            "package/index.js",
+            b"#!/usr/bin/env node\nconsole.log('pin probe ran');\n",
+            0o755,
+        ),
+    ];
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::default(),
+    ));
+    for (path, body, mode) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(mode);
+        h.set_mtime(499_162_500);
+        h.set_cksum();
+        tar.append_data(&mut h, path, body).unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+/// The committed package roots in `cache`.
+fn package_roots(cache: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(cache.join("roots-v1"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.contains("-pkg-") && !n.starts_with('.'))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `thv-sandbox pull NAME` of a registry entry whose server is an npm package and which pins an identity: the
+/// real npm resolves it in the install sandbox from the loopback index, and the package's attestation (the tests'
+/// Sigstore instance) is checked against the entry's pin under `enabled` before anything is installed. Signed
+/// by another repository or another workflow: refused with the field that differs, nothing installed or cached
+/// (the tarball never fetched). Signed by the pinned identity: installed, and `run NAME` starts from that root
+/// (the base image, an `oci:` layout, is not held to the package's pin).
+#[tokio::test(flavor = "multi_thread")]
+async fn pull_of_a_pinned_package_entry_checks_the_entrys_pin() {
+    use common::{code, Run};
+    let Some(w) = World::new() else { return };
+    let Some(layout) = package_bases() else {
+        return;
+    };
+    let base = format!("oci:{}:node", layout.display());
+    let name = "thv-pin-probe";
+    let tgz = tiny_npm_package(name, "1.0.0");
+    let repo = format!("https://github.com/{REPO}");
+    let att = w.npm_attestation(&w.identity, name, "1.0.0", &tgz, false);
+    w.index
+        .publish_npm(name, "1.0.0", &tgz, Some(&repo), Some(&att));
+    let tarball = format!("/{name}/-/{name}-1.0.0.tgz");
+
+    let entry = |pin: Provenance| {
+        serde_json::json!({
+            "image": format!("npx://{name}@1.0.0"),
+            "description": "an npm package whose registry entry pins its provenance",
+            "provenance": {
+                "repository_uri": pin.repository_uri,
+                "signer_identity": pin.signer_identity,
+                "cert_issuer": pin.cert_issuer,
+            },
+        })
+    };
+    let registry = w.root.path().join("registry.json");
+    let doc = serde_json::json!({"version": "1.0.0", "servers": {
+        "pin-probe": entry(pin(REPO, "release.yml")),
+        "pin-probe-other-repo": entry(pin("attacker/pkg-server", "release.yml")),
+        "pin-probe-other-workflow": entry(pin(REPO, "ci.yml")),
+    }});
+    std::fs::write(&registry, doc.to_string()).unwrap();
+    let trust_root = w.root.path().join("trusted_root.json");
+    let cache = tempfile::Builder::new()
+        .prefix("thv-e2e-pkgprov-cache-")
+        .tempdir()
+        .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    }
+    let run = Run::new();
+    let pull = |entry: &str| {
+        let mut c = run.cli(
+            cache.path(),
+            &[
+                "pull",
+                "--registry",
+                registry.to_str().unwrap(),
+                "--base-image",
+                &base,
+                "--trust-root",
+                trust_root.to_str().unwrap(),
+                entry,
+            ],
+        );
+        c.env("npm_config_registry", w.index.npm_registry())
+            .stdin(std::process::Stdio::null());
+        c
+    };
+
+    for (entry, field) in [
+        ("pin-probe-other-repo", "repository_uri"),
+        ("pin-probe-other-workflow", "signer_identity"),
+    ] {
+        let out = pull(entry).output().await.expect("pull");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(code(out.status), 124, "{entry}: {stderr}");
+        assert!(
+            stderr.contains(&format!("npx://{name}@1.0.0")) && stderr.contains(field),
+            "{entry}: {stderr}"
+        );
+        assert!(
+            stderr.contains("nothing of the package was installed"),
+            "{entry}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{entry}");
+        assert!(package_roots(cache.path()).is_empty(), "{entry}");
+        let reqs = w.index.requests();
+        assert!(
+            reqs.contains(&format!("/{name}")),
+            "npm resolved from the loopback index: {reqs:?}"
+        );
+        assert!(!reqs.contains(&tarball), "{entry}: {reqs:?}");
+    }
+
+    // The pinned identity: verified, installed, the pinned version on stdout.
+    let out = pull("pin-probe").output().await.expect("pull");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code(out.status), 0, "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("npx://{name}@1.0.0\n")
+    );
+    assert!(
+        stderr.contains(&format!("{name}@1.0.0 verified")),
+        "{stderr}"
+    );
+    assert_eq!(package_roots(cache.path()).len(), 1);
+    assert!(w.index.requests().contains(&tarball));
+
+    // `run NAME` starts from that root, offline: the base image (a layout) is not held to the package's pin.
+    let before = w.index.requests().len();
+    let mut cmd = run.cmd_in(
+        cache.path(),
+        "pin-probe",
+        &[
+            "--registry",
+            registry.to_str().unwrap(),
+            "--base-image",
+            &base,
+            "--trust-root",
+            trust_root.to_str().unwrap(),
+            "--pull",
+            "never",
+        ],
+        &[],
+    );
+    cmd.env("npm_config_registry", w.index.npm_registry())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let out = cmd.output().await.expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code(out.status), 0, "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "pin probe ran\n");
+    assert_eq!(w.index.requests().len(), before, "no second install");
+    assert_eq!(package_roots(cache.path()).len(), 1);
+    run.assert_nothing_left(None);
 }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use thv_sandbox_runtime::report::ProgressMode;
+use thv_sandbox_runtime::settings::request;
 
 use crate::args::*;
 use crate::commands::setup;
@@ -13,36 +14,28 @@ pub(crate) fn pull_cmd(file: Option<PathBuf>, args: PullArgs) -> i32 {
         Ok(x) => x,
         Err(code) => return code,
     };
-    // `npx://` / `uvx://`: the package installed onto its base image, ready to run.
-    if thv_sandbox_runtime::packages::spec::is_package_ref(&args.image) {
-        return pull_package(&config, &dirs, &args);
-    }
-    // A server of the registry by name: its image (so `pull NAME` readies what `run NAME` runs).
-    let mut image = args.image.clone();
-    if !image.starts_with("oci:") {
-        let loaded = match thv_sandbox_runtime::settings::request::load_registry(
-            args.registry.registry.as_deref(),
-            &config,
-            &mut crate::commands::say,
-        ) {
-            Ok(l) => l,
-            Err(e) => return report_request_error(&e),
-        };
-        match loaded.catalog.find(&args.image) {
-            Ok(Some(s)) => match &s.image {
-                Some(i) => image = i.clone(),
-                None => {
-                    eprintln!(
-                        "error: `{}` is a remote MCP server: there is no image to pull",
-                        s.name
-                    );
-                    return thv_sandbox_runtime::EXIT_USAGE;
-                }
-            },
-            Ok(None) => {}
-            Err(e) => return report_error(&e, &[], e.hint(), thv_sandbox_runtime::EXIT_USAGE),
+    // A server of the registry by name: its image (so `pull NAME` readies what `run NAME` runs); `npx://` /
+    // `uvx://`, or an entry whose server is a package: the package installed onto its base image, its provenance
+    // checked against the entry's pin.
+    let flags = request::PullFlags {
+        image: args.image.clone(),
+        base_image: args.base_image.clone(),
+        registry: args.registry.registry.clone(),
+        image_verification: args.image_verification,
+        identity: args.identity.flags(),
+    };
+    let env = |k: &str| std::env::var(k).ok();
+    let image = match request::pull_target(&flags, &config, &env, &mut crate::commands::say) {
+        Ok(request::PullTarget::Image(image)) => image,
+        Ok(request::PullTarget::Package(install)) => {
+            return pull_package(&config, &dirs, &args, &install)
         }
-    }
+        Ok(request::PullTarget::Remote(name)) => {
+            eprintln!("error: `{name}` is a remote MCP server: there is no image to pull");
+            return thv_sandbox_runtime::EXIT_USAGE;
+        }
+        Err(e) => return report_request_error(&e),
+    };
     match thv_sandbox_runtime::pull_with(
         &image,
         args.source.pull.into(),
@@ -61,27 +54,17 @@ pub(crate) fn pull_cmd(file: Option<PathBuf>, args: PullArgs) -> i32 {
     }
 }
 
-/// `pull npx://…` / `uvx://…`: the package, resolved to its exact version, on stdout.
+/// `pull npx://…` / `uvx://…` (or a registry entry whose server is a package): the package, resolved to its
+/// exact version, on stdout.
 fn pull_package(
     config: &thv_sandbox_runtime::settings::Config,
     dirs: &thv_sandbox_runtime::dirs::Dirs,
     args: &PullArgs,
+    install: &thv_sandbox_runtime::packages::Install,
 ) -> i32 {
-    use thv_sandbox_runtime::packages::{spec, Install};
-    let env = |k: &str| std::env::var(k).ok();
-    let install = spec::parse(&args.image)
-        .map_err(|e| report_error(&e, &[], Some(e.hint()), thv_sandbox_runtime::EXIT_USAGE))
-        .and_then(|s| {
-            let s = s.expect("a package reference");
-            Install::new(s, args.base_image.as_deref(), None, &env)
-                .map_err(|e| report_error(&e, &[], None, thv_sandbox_runtime::EXIT_USAGE))
-        });
-    let install = match install {
-        Ok(i) => i,
-        Err(code) => return code,
-    };
+    use thv_sandbox_runtime::packages::spec;
     match thv_sandbox_runtime::pull_package(
-        &install,
+        install,
         args.source.pull.into(),
         &config.registry_access(),
         &crate::progress::Terminal::stderr(ProgressMode::detect(args.source.quiet)),

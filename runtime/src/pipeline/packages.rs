@@ -79,22 +79,13 @@ impl PackageInstall {
         }
     }
 
-    /// Checks package provenance before the install, with the run's verification settings (mode, trust root,
-    /// TUF) and the install's pinned identity, keeping records under `cache_dir`.
-    pub fn with_checks(
-        mut self,
-        verification: &crate::Verification,
-        cache_dir: &Path,
-    ) -> PackageInstall {
+    /// Checks package provenance before the install, against the install's own verification (its pin, mode,
+    /// trust root, TUF: [`Install::verification`]), keeping records under `cache_dir`.
+    pub fn with_checks(mut self, cache_dir: &Path) -> PackageInstall {
         self.checks = Some(crate::packages::provenance::Checks {
             verification: crate::Verification {
-                policy: self
-                    .install
-                    .provenance
-                    .clone()
-                    .map(thv_sandbox_provenance::Policy::Provenance),
                 server: None,
-                ..verification.clone()
+                ..self.install.verification.clone()
             },
             cache_dir: cache_dir.to_owned(),
             index_url: self.install.index.url.clone(),
@@ -504,9 +495,9 @@ pub(super) fn installer(
     runs_dir: &Path,
     cache_dir: &Path,
 ) -> Option<PackageInstall> {
-    req.package.as_ref().map(|p| {
-        PackageInstall::new(p, &req.exe, runs_dir).with_checks(&req.verification, cache_dir)
-    })
+    req.package
+        .as_ref()
+        .map(|p| PackageInstall::new(p, &req.exe, runs_dir).with_checks(cache_dir))
 }
 
 /// After step 5 of a package run: what the install said, and the server's runtime config on the installed root
@@ -535,8 +526,10 @@ pub(super) fn installed(
     Ok(runtime)
 }
 
-/// `thv-sandbox pull npx://…` / `uvx://…`: the base image pulled (or read from its layout) and the package
-/// installed onto it, as the first `run` would, without starting the server. Returns the committed lock.
+/// `thv-sandbox pull npx://…` / `uvx://…` (or a registry entry whose server is a package): the base image pulled
+/// (or read from its layout) under its own verification ([`crate::packages::base_verification`]) and the package
+/// installed onto it under the install's ([`Install::verification`]: the entry's pin), as the first `run` would,
+/// without starting the server. Returns the committed lock.
 pub fn pull_package(
     install: &Install,
     policy: crate::distribution::PullPolicy,
@@ -548,7 +541,7 @@ pub fn pull_package(
     let runs_dir = dirs.runs()?;
     crate::dirs::private_root(&dirs.cache)?;
     let finish = PackageInstall::new(install, Path::new(super::SELF_EXE), &runs_dir)
-        .with_checks(&crate::Verification::default(), &dirs.cache);
+        .with_checks(&dirs.cache);
     let (layout, image) = match install.base_image.starts_with("oci:") {
         true => {
             let (path, tag) = crate::image::layout::parse_oci_ref(&install.base_image)?;
@@ -557,8 +550,18 @@ pub fn pull_package(
             (oci, image)
         }
         false => {
-            let pulled =
-                super::pull_with(&install.base_image, policy, access, reporter, dirs, false)?;
+            // The base image with its own verification (never the package's pin), as `run` does.
+            let base =
+                crate::packages::base_verification(&install.base_image, &install.verification);
+            let (pulled, _) = super::pull_verified_with(
+                &install.base_image,
+                policy,
+                access,
+                reporter,
+                dirs,
+                &base,
+                false,
+            )?;
             pulled.open(&Platform::host())?
         }
     };
@@ -585,7 +588,10 @@ pub fn refused(spec: &crate::packages::PackageSpec, reason: String) -> super::Er
     super::Error::Refused(crate::trust::verification::Refused {
         reference: spec.to_string(),
         reason,
-        hint: "nothing of the package was installed or run; see `thv-sandbox inspect` for the resolved tree".into(),
+        hint: "nothing of the package was installed or run; `thv-sandbox inspect` shows the identity it is held to \
+               (the registry entry's `provenance`, or your identity flags); check that pin against the package's \
+               source repository and release workflow"
+            .into(),
     })
 }
 

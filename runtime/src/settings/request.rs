@@ -282,6 +282,9 @@ pub enum RequestError {
     /// The package index cannot be used.
     #[error(transparent)]
     PackageIndex(crate::packages::index::IndexError),
+    /// Identity flags for `pull` of an image (which `pull` does not verify).
+    #[error("`pull` of an image does not verify it: the identity flags are for packages (`npx://`, `uvx://`)")]
+    IdentityForImagePull,
     /// `--base-image` for something that is not a package.
     #[error("--base-image is for `npx://` and `uvx://` packages only")]
     BaseImageWithoutPackage,
@@ -387,6 +390,11 @@ impl RequestError {
             RequestError::PackageIndex(_) => Some(
                 "set the index with npm_config_registry (npm) or PIP_INDEX_URL (pip), as an http(s) URL without \
                  credentials"
+                    .into(),
+            ),
+            RequestError::IdentityForImagePull => Some(
+                "`thv-sandbox run` verifies an image before it runs (also from the cache), `thv-sandbox verify \
+                 IMAGE` on its own: give the identity flags there"
                     .into(),
             ),
             RequestError::BaseImageWithoutPackage => Some(
@@ -563,10 +571,23 @@ fn build_with(
     let flags = &flags.home_expanded(config.home.as_deref());
     let stop_timeout = stop_timeout(flags.stop_timeout).ok_or(RequestError::StopTimeout)?;
     let mut launch = plan_launch(flags, config, env, notices, missing_env_ok)?;
-    // `npx://` / `uvx://`: the package is installed onto its base image, which the request names.
-    let package = package_install(flags, &launch.image, env)?;
+    // Verification: identity flags, else the provenance the registry declares for the entry; the mode from the
+    // flag (or its environment variable), else the configuration file, else by whether a policy exists.
+    let entry_policy = launch.provenance.as_ref().map(prov::Policy::from);
+    let mode = flags.image_verification.or(config.image_verification.value);
+    let mut verification = verification(&flags.identity, mode, entry_policy, config, env)?;
+    verification.server = launch.server.clone();
+    // `npx://` / `uvx://`: the package is installed onto its base image, which the request names. The pin is the
+    // package's; the base image gets a verification of its own.
+    let package = package_install(
+        &launch.image,
+        flags.base_image.as_deref(),
+        &verification,
+        env,
+    )?;
     if let Some(p) = &package {
         launch.image = p.base_image.clone();
+        verification = crate::packages::base_verification(&p.base_image, &p.verification);
     }
     let missing_env = std::mem::take(&mut launch.missing_env);
 
@@ -616,13 +637,6 @@ fn build_with(
     for m in mounts.iter().filter(|m| from_profile.contains(m)) {
         notices(Notice::ProfileMount(profile::describe(m)));
     }
-
-    // Verification: identity flags, else the provenance the registry declares for the entry; the mode from the
-    // flag (or its environment variable), else the configuration file, else by whether a policy exists.
-    let entry_policy = launch.provenance.as_ref().map(prov::Policy::from);
-    let mode = flags.image_verification.or(config.image_verification.value);
-    let mut verification = verification(&flags.identity, mode, entry_policy, config, env)?;
-    verification.server = launch.server.clone();
 
     // Limits: the flag, then the file, then the registry entry's proposal, then the default.
     let proposed = launch.resources.clone().unwrap_or_default();
@@ -754,22 +768,98 @@ fn plan_launch(
     )?)
 }
 
-/// The package `image` names (`npx://`, `uvx://`), if it names one: on `--base-image` (else the ecosystem's
-/// variable, else the pinned default), from the index the usual variables name (else the public one).
-fn package_install(
-    flags: &RunFlags,
+/// The package `image` names (`npx://`, `uvx://`), if it names one: on `base_image` (`--base-image`, else the
+/// ecosystem's variable, else the pinned default), from the index the usual variables name (else the public
+/// one), its provenance verified against `verification` (the run's: the identity flags' or the registry
+/// entry's pin, the mode, the trust root).
+pub fn package_install(
     image: &str,
+    base_image: Option<&str>,
+    verification: &Verification,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<crate::packages::Install>, RequestError> {
     let Some(spec) = crate::packages::spec::parse(image).map_err(RequestError::Package)? else {
-        if flags.base_image.is_some() {
+        if base_image.is_some() {
             return Err(RequestError::BaseImageWithoutPackage);
         }
         return Ok(None);
     };
-    let install = crate::packages::Install::new(spec, flags.base_image.as_deref(), None, env)
+    let mut install = crate::packages::Install::new(spec, base_image, None, env)
         .map_err(RequestError::PackageIndex)?;
+    install.verification = verification.clone();
     Ok(Some(install))
+}
+
+/// What `thv-sandbox pull NAME|IMAGE|PACKAGE` readies.
+#[derive(Debug, Clone)]
+pub enum PullTarget {
+    /// An image (a registry reference or `oci:`), a registry entry's or as written.
+    Image(String),
+    /// A package (`npx://`, `uvx://`, or a registry entry whose server is one): installed onto its base image,
+    /// its provenance checked against the entry's pin (or the identity flags).
+    Package(Box<crate::packages::Install>),
+    /// A registry entry that is a remote server (its full name): nothing to pull.
+    Remote(String),
+}
+
+/// The flags of `pull` that decide what it readies and how a package's provenance is verified.
+#[derive(Debug, Clone, Default)]
+pub struct PullFlags {
+    /// `NAME|IMAGE|PACKAGE`.
+    pub image: String,
+    /// `--base-image`.
+    pub base_image: Option<String>,
+    /// `--registry` (or `THV_SANDBOX_REGISTRY`).
+    pub registry: Option<String>,
+    /// `--image-verification` (or `THV_SANDBOX_IMAGE_VERIFICATION`).
+    pub image_verification: Option<Mode>,
+    /// The identity flags.
+    pub identity: IdentityFlags,
+}
+
+/// `pull`: what `flags.image` names, so that `pull NAME` readies what `run NAME` runs. A package (an `npx://` /
+/// `uvx://` reference, or a registry entry whose server is a package) gets the verification `run` gives it:
+/// the identity flags, else the entry's pinned provenance, under the mode of the flag, the configuration or
+/// the default (`enabled` with a pin). An image is pulled unverified (`run` and `verify` verify): the identity
+/// flags are for packages only.
+pub fn pull_target(
+    flags: &PullFlags,
+    config: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+    notices: &mut dyn FnMut(Notice),
+) -> Result<PullTarget, RequestError> {
+    let identity = flags.identity.home_expanded(config.home.as_deref());
+    let mut image = flags.image.clone();
+    let mut server = None;
+    if !image.starts_with("oci:") && !crate::packages::spec::is_package_ref(&image) {
+        let loaded = load_registry(flags.registry.as_deref(), config, notices)?;
+        if let Some(s) = loaded.catalog.find(&image).map_err(RequestError::Lookup)? {
+            match &s.image {
+                Some(i) => image = i.clone(),
+                None => return Ok(PullTarget::Remote(s.name.clone())),
+            }
+            server = Some(s.clone());
+        }
+    }
+    if !crate::packages::spec::is_package_ref(&image) {
+        if flags.base_image.is_some() {
+            return Err(RequestError::BaseImageWithoutPackage);
+        }
+        if identity.names_identity() || identity.insecure_any_identity {
+            return Err(RequestError::IdentityForImagePull);
+        }
+        return Ok(PullTarget::Image(image));
+    }
+    let entry_policy = server
+        .as_ref()
+        .and_then(|s| s.provenance.as_ref())
+        .map(prov::Policy::from);
+    let mode = flags.image_verification.or(config.image_verification.value);
+    let mut v = verification(&identity, mode, entry_policy, config, env)?;
+    v.server = server.map(|s| s.name);
+    let install = package_install(&image, flags.base_image.as_deref(), &v, env)?
+        .expect("a package reference");
+    Ok(PullTarget::Package(Box::new(install)))
 }
 
 /// `--allow-host` (else the configuration's `allow_hosts`) and `--allow-port` (else `allow_ports`) as egress
@@ -983,6 +1073,114 @@ mod tests {
             (name == "XDG_CONFIG_HOME").then(|| dir.display().to_string())
         })
         .unwrap()
+    }
+
+    /// A registry entry whose server is a package and which pins an identity: the pin is what the package's
+    /// provenance is checked against (`enabled`), for `run` and for `pull NAME` alike; the base image the request
+    /// names gets its own verification (the default base is pinned by digest: not verified), never the pin.
+    #[test]
+    fn a_package_entrys_pin_is_the_packages_not_the_base_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = dir.path().join("registry.json");
+        let provenance = serde_json::json!({
+            "repository_uri": "https://github.com/stacklok/pkg-server",
+            "signer_identity": "/.github/workflows/release.yml",
+            "cert_issuer": "https://token.actions.githubusercontent.com",
+        });
+        let doc = serde_json::json!({"version": "1.0.0", "servers": {
+            "pinned-pkg": {"image": "npx://left-pad@1.3.0", "description": "d", "provenance": provenance},
+            "plain-pkg": {"image": "uvx://rfc8785==0.1.2", "description": "d"},
+            "img": {"image": "ghcr.io/x/y:1", "description": "d", "provenance": provenance},
+        }});
+        std::fs::write(&registry, doc.to_string()).unwrap();
+        let config = test_config();
+        let dirs = Dirs {
+            state: dir.path().join("state"),
+            cache: dir.path().join("cache"),
+        };
+        let env = |_: &str| None;
+        let want = crate::catalog::Catalog::parse(doc.to_string().as_bytes(), "r")
+            .unwrap()
+            .get("pinned-pkg")
+            .ok()
+            .and_then(|s| s.provenance.as_ref())
+            .map(prov::Policy::from);
+        assert!(want.is_some());
+        let run = |name: &str, base: Option<&str>| {
+            let flags = RunFlags {
+                image: name.into(),
+                registry: Some(registry.display().to_string()),
+                base_image: base.map(str::to_owned),
+                stop_timeout: 3.0,
+                ..RunFlags::default()
+            };
+            build(&flags, &config, &dirs, &env, &mut |_| {}).unwrap()
+        };
+        let pull = |name: &str, identity: IdentityFlags| {
+            let flags = PullFlags {
+                image: name.into(),
+                registry: Some(registry.display().to_string()),
+                identity,
+                ..PullFlags::default()
+            };
+            pull_target(&flags, &config, &env, &mut |_| {})
+        };
+
+        let req = run("pinned-pkg", None);
+        let install = req.package.as_ref().expect("a package");
+        assert_eq!(install.verification.policy, want);
+        assert_eq!(install.verification.effective_mode(), Mode::Enabled);
+        assert_eq!(install.enforced_pin(), want.as_ref());
+        assert_eq!(req.image, crate::packages::index::DEFAULT_NODE_BASE);
+        assert_eq!(req.verification.policy, None);
+        assert_eq!(req.verification.mode, Some(Mode::Disabled));
+        // A base by tag: said (warn), never held to the package's pin.
+        let req = run("pinned-pkg", Some("node:22-bookworm-slim"));
+        assert_eq!(req.verification.policy, None);
+        assert_eq!(req.verification.mode, Some(Mode::Warn));
+        assert_eq!(req.package.unwrap().verification.policy, want);
+        // No pin: the index's own claim, under warn.
+        let req = run("plain-pkg", None);
+        let install = req.package.unwrap();
+        assert_eq!(install.verification.policy, None);
+        assert_eq!(install.verification.effective_mode(), Mode::Warn);
+        // An image entry keeps its pin on the image.
+        let req = run("img", None);
+        assert!(req.package.is_none());
+        assert_eq!(req.verification.policy, want);
+
+        // `pull NAME`: the package path, with the same verification as `run NAME`.
+        match pull("pinned-pkg", IdentityFlags::default()).unwrap() {
+            PullTarget::Package(i) => {
+                assert_eq!(i.spec.to_string(), "npx://left-pad@1.3.0");
+                assert_eq!(i.verification.policy, want);
+                assert_eq!(
+                    i.key_tag(),
+                    run("pinned-pkg", None).package.unwrap().key_tag()
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Identity flags win over the entry's pin, as for images.
+        let flags = IdentityFlags {
+            github_workflow_repository: Some("other/repo".into()),
+            ..IdentityFlags::default()
+        };
+        match pull("npx://left-pad@1.3.0", flags.clone()).unwrap() {
+            PullTarget::Package(i) => {
+                assert_eq!(i.verification.policy, flags.policy().unwrap());
+                assert_eq!(i.verification.server, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        // An image is pulled unverified: identity flags there are a usage error, not silently dropped.
+        match pull("img", IdentityFlags::default()).unwrap() {
+            PullTarget::Image(i) => assert_eq!(i, "ghcr.io/x/y:1"),
+            other => panic!("{other:?}"),
+        }
+        let err = pull("img", flags).unwrap_err();
+        assert!(matches!(err, RequestError::IdentityForImagePull), "{err}");
+        assert_eq!(err.kind(), Kind::Usage);
     }
 
     #[test]
