@@ -358,19 +358,16 @@ impl Guard {
             } => {
                 let done = id.as_ref().and_then(|id| self.state().client.remove(id));
                 // A list the client asked for is compared with the pin and filtered. So is any result with a
-                // `tools` member that answers no other request (an id the guard does not know, spelled
-                // otherwise, or null: a client's decoder may still take it for its list); and a `tools` member in
-                // the answer to another request is filtered, whatever the client makes of it.
-                let list = match &done {
-                    Some(o) => match o.list {
-                        Some((kind, complete)) => Some((kind, complete, true, true)),
-                        None => tools.then_some((ListKind::Tools, false, false, false)),
-                    },
-                    None => tools.then_some((ListKind::Tools, false, false, true)),
+                // `tools` member, whatever it answers: an id the guard does not know, spelled otherwise (`1.0` is
+                // `1` to JavaScript) or null, or the answer to another request — a client's decoder may still
+                // take it for a list of tools.
+                let list = match done.as_ref().and_then(|o| o.list) {
+                    Some((kind, complete)) => Some((kind, complete, true)),
+                    None => tools.then_some((ListKind::Tools, false, false)),
                 };
                 let mut forward = Forward::Same;
-                if let (Some((kind, complete, asked, pin)), None) = (list, error) {
-                    match self.list_result(text, kind, complete, asked, pin) {
+                if let (Some((kind, complete, asked)), None) = (list, error) {
+                    match self.list_result(text, kind, complete, asked) {
                         Ok(None) => {}
                         Ok(Some(bytes)) => forward = Forward::Rewritten(bytes),
                         Err(why) => {
@@ -443,8 +440,7 @@ impl Guard {
 
     /// A list result: compared with the pin (recorded on first sight), filtered; the bytes to relay when they
     /// change.
-    /// `asked`: the client asked for this list (a result without one is an error); `pin`: compare it with the
-    /// pin. The whole list must read the same to every decoder (no member twice or in two spellings, at any
+    /// `asked`: the client asked for this list (a result without one is an error). The whole list must read the same to every decoder (no member twice or in two spellings, at any
     /// depth): what is pinned and filtered is then what the client sees.
     fn list_result(
         &self,
@@ -452,7 +448,6 @@ impl Guard {
         kind: ListKind,
         complete: bool,
         asked: bool,
-        pin: bool,
     ) -> Result<Option<Vec<u8>>, String> {
         unambiguous(text, usize::MAX)?;
         let mut message: Value = serde_json::from_slice(text).map_err(|e| e.to_string())?;
@@ -468,7 +463,7 @@ impl Guard {
             return Err(format!("its result has no `{}` array", kind.member()));
         };
         let canonical = pin::canonical(kind, entries);
-        if pin && self.setup.request.pin != PinMode::Off {
+        if self.setup.request.pin != PinMode::Off {
             let withheld = self.check_pin(kind, canonical, complete);
             self.state().withheld.extend(withheld);
         }
