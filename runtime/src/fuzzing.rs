@@ -553,8 +553,12 @@ pub fn guard_frame(data: &[u8]) {
                 Forward::Drop => None,
             };
             if let Some(out) = out {
-                let j: J = serde_json::from_slice(&out)
-                    .unwrap_or_else(|e| panic!("the server was sent what is no JSON ({e})"));
+                let j = J::lenient(&out).unwrap_or_else(|e| {
+                    panic!(
+                        "the server was sent what is no JSON ({e}): {}",
+                        String::from_utf8_lossy(&out[..out.len().min(300)])
+                    )
+                });
                 assert!(
                     matches!(j, J::Obj(_)),
                     "the server was sent a batch or a bare value"
@@ -589,10 +593,11 @@ pub fn guard_frame(data: &[u8]) {
                 Forward::Drop => None,
             };
             let Some(out) = out else { continue };
-            let Ok(j) = serde_json::from_slice::<J>(&out) else {
+            let Ok(j) = J::lenient(&out) else {
                 assert!(
                     !looks_like_json(trimmed(&out)),
-                    "JSON-looking text that is no JSON reached the client"
+                    "JSON-looking text that is no JSON reached the client: {}",
+                    String::from_utf8_lossy(&out[..out.len().min(300)])
                 );
                 continue;
             };
@@ -723,6 +728,49 @@ enum J {
 }
 
 impl J {
+    /// `bytes` as a lenient decoder reads them: bytes that are not UTF-8 and escapes of lone surrogates (both
+    /// within JSON's grammar, and passed by the guard inside what it skips) become U+FFFD, as JavaScript's and
+    /// Go's decoders make them.
+    fn lenient(bytes: &[u8]) -> serde_json::Result<J> {
+        let text = String::from_utf8_lossy(bytes);
+        let b = text.as_bytes();
+        let hex = |i: usize| {
+            b.get(i..i + 4)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u16::from_str_radix(h, 16).ok())
+        };
+        let mut out = String::with_capacity(b.len());
+        let mut i = 0;
+        let mut last = 0;
+        while i < b.len() {
+            if b[i] != b'\\' {
+                i += 1;
+                continue;
+            }
+            if b.get(i + 1) != Some(&b'u') {
+                i += 2;
+                continue;
+            }
+            match hex(i + 2) {
+                Some(0xD800..=0xDBFF)
+                    if b.get(i + 6..i + 8) == Some(&b"\\u"[..])
+                        && matches!(hex(i + 8), Some(0xDC00..=0xDFFF)) =>
+                {
+                    i += 12
+                }
+                Some(0xD800..=0xDFFF) => {
+                    out.push_str(&text[last..i]);
+                    out.push_str("\\ufffd");
+                    i += 6;
+                    last = i;
+                }
+                _ => i += 6,
+            }
+        }
+        out.push_str(&text[last.min(text.len())..]);
+        serde_json::from_str(&out)
+    }
+
     /// No object with a member twice, or two that fold alike.
     fn unambiguous(&self) -> bool {
         match self {

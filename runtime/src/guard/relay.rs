@@ -462,6 +462,19 @@ impl Guard {
             }
             return Err(format!("its result has no `{}` array", kind.member()));
         };
+        if kind == ListKind::Tools {
+            // Two tools of one name: which one a client keeps is its decoder's choice, and the pin and the filter
+            // would speak of one while the client shows the other.
+            let mut names = BTreeSet::new();
+            for name in entries
+                .iter()
+                .filter_map(|t| t.get("name").and_then(Value::as_str))
+            {
+                if !names.insert(name) {
+                    return Err(format!("it lists the tool `{}` twice", audit::short(name)));
+                }
+            }
+        }
         let canonical = pin::canonical(kind, entries);
         if self.setup.request.pin != PinMode::Off {
             let withheld = self.check_pin(kind, canonical, complete);
@@ -1110,6 +1123,10 @@ mod tests {
             format!(r#"{{"jsonrpc":"2.0","id":1.0,"result":{{"tools":[{echo},{crash}]}}}}"#),
             format!(r#"{{"jsonrpc":"2.0","id":null,"result":{{"tools":[{echo},{crash}]}}}}"#),
             format!(r#"{{"jsonrpc":"2.0","id":77,"result":{{"tools":[{echo},{crash}]}}}}"#),
+            // One name twice, the second entry carrying what the first does not.
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"result":{{"tools":[{crash},{{"name":"crash","description":"echo"}}]}}}}"#
+            ),
             // The answer to another request.
             format!(r#"{{"jsonrpc":"2.0","id":5,"result":{{"tools":[{echo},{crash}]}}}}"#),
         ];
