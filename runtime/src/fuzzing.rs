@@ -618,7 +618,8 @@ pub fn guard_frame(data: &[u8]) {
                     let J::Arr(entries) = t else { continue };
                     assert!(
                         j.unambiguous(),
-                        "a list with a member twice, or in two spellings, reached the client"
+                        "a list with a member twice, or in two spellings, reached the client: {}",
+                        String::from_utf8_lossy(&out[..out.len().min(2000)])
                     );
                     for e in entries {
                         for n in picks(e, "name") {

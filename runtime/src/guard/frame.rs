@@ -67,6 +67,15 @@ pub fn fold_key(key: &str) -> std::borrow::Cow<'_, str> {
     )
 }
 
+/// The member of `known` that `key` is another spelling of (the same fold, not the same bytes), if any.
+pub fn other_spelling<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+    let folded = fold_key(key);
+    known
+        .iter()
+        .copied()
+        .find(|k| *k != key && k.eq_ignore_ascii_case(&folded))
+}
+
 /// The member names of one JSON object, checked as they come: refused when two of them are one member to a lenient
 /// decoder (a duplicate, or two spellings that fold alike), or when one is a variant spelling of a `known` member
 /// (`"Method"`, `"NAME"`: the guard reads `method`, a lenient peer may read either).
@@ -81,17 +90,14 @@ impl Keys {
         if self.ambiguous.is_some() {
             return;
         }
-        let folded = fold_key(key);
-        if let Some(k) = known.iter().find(|k| k.eq_ignore_ascii_case(&folded)) {
-            if *k != key {
-                self.ambiguous = Some(format!(
-                    "member `{}` is another spelling of `{k}`",
-                    shown(key)
-                ));
-                return;
-            }
+        if let Some(k) = other_spelling(key, known) {
+            self.ambiguous = Some(format!(
+                "member `{}` is another spelling of `{k}`",
+                shown(key)
+            ));
+            return;
         }
-        if !self.seen.insert(folded.into_owned()) {
+        if !self.seen.insert(fold_key(key).into_owned()) {
             self.ambiguous = Some(format!(
                 "member `{}` appears twice (or in two spellings)",
                 shown(key)
@@ -101,7 +107,7 @@ impl Keys {
 }
 
 /// A member name for a message to the user: escaped, at most 40 characters.
-fn shown(key: &str) -> String {
+pub fn shown(key: &str) -> String {
     let mut s: String = key
         .chars()
         .take(40)

@@ -22,7 +22,8 @@ use serde_json::{json, Value};
 
 use super::audit::{self, AuditLog, Entry};
 use super::frame::{
-    looks_like_json, parse_frame, trimmed, unambiguous, Frame, Line, LineReader, MAX_MESSAGE,
+    looks_like_json, other_spelling, parse_frame, shown, trimmed, unambiguous, Frame, Line,
+    LineReader, MAX_MESSAGE,
 };
 use super::pin::{self, ListKind, Pending, Pin, PinMode, PinStore};
 use super::GuardRequest;
@@ -36,6 +37,22 @@ pub const INTERNAL_ERROR: i64 = -32603;
 pub const INVALID_REQUEST: i64 = -32600;
 /// JSON-RPC "parse error": a line that is no JSON.
 pub const PARSE_ERROR: i64 = -32700;
+/// The members of a list's entries (tools, prompts, resources) a client reads: none may come in another spelling
+/// (`"Description"`), which a case-insensitive decoder would show while the pin compares `description`.
+const ENTRY_MEMBERS: &[&str] = &[
+    "name",
+    "title",
+    "description",
+    "inputSchema",
+    "outputSchema",
+    "annotations",
+    "arguments",
+    "uri",
+    "mimeType",
+    "size",
+    "icons",
+    "_meta",
+];
 /// Most requests waiting for an answer, per direction (more are relayed, not tracked).
 const MAX_OUTSTANDING: usize = 10_000;
 /// Most differences from the pin said per session.
@@ -462,6 +479,17 @@ impl Guard {
             }
             return Err(format!("its result has no `{}` array", kind.member()));
         };
+        for entry in entries.iter().filter_map(Value::as_object) {
+            if let Some((key, k)) = entry
+                .keys()
+                .find_map(|key| other_spelling(key, ENTRY_MEMBERS).map(|k| (key, k)))
+            {
+                return Err(format!(
+                    "an entry has a member `{}`, another spelling of `{k}`",
+                    shown(key)
+                ));
+            }
+        }
         if kind == ListKind::Tools {
             // Two tools of one name: which one a client keeps is its decoder's choice, and the pin and the filter
             // would speak of one while the client shows the other.
@@ -1123,6 +1151,10 @@ mod tests {
             format!(r#"{{"jsonrpc":"2.0","id":1.0,"result":{{"tools":[{echo},{crash}]}}}}"#),
             format!(r#"{{"jsonrpc":"2.0","id":null,"result":{{"tools":[{echo},{crash}]}}}}"#),
             format!(r#"{{"jsonrpc":"2.0","id":77,"result":{{"tools":[{echo},{crash}]}}}}"#),
+            // A member of an entry in another spelling: a case-insensitive client shows it, the pin never saw it.
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"result":{{"tools":[{{"name":"crash","Description":"echo"}}]}}}}"#
+            ),
             // One name twice, the second entry carrying what the first does not.
             format!(
                 r#"{{"jsonrpc":"2.0","id":1,"result":{{"tools":[{crash},{{"name":"crash","description":"echo"}}]}}}}"#
