@@ -435,7 +435,8 @@ pub fn evidence(data: &[u8]) {
 /// - nothing that reaches the server names, to any JSON decoder (duplicate members, case-folded spellings, batches),
 ///   a `tools/call` of a tool the filter leaves out or the guard withholds; what reaches it is one JSON object;
 /// - no list that reaches the client shows, to any decoder, a tool the filter leaves out or the guard withholds,
-///   and under `enforce` none that differs from the pin; JSON-looking text reaching the client is one JSON object.
+///   and under `enforce` none that differs from the pin; JSON-looking text reaching the client is one JSON object
+///   (or a bare value), never a batch.
 pub fn guard_frame(data: &[u8]) {
     use crate::guard::filter::{ToolFilter, ToolOverride};
     use crate::guard::frame::{fold_key, looks_like_json, trimmed};
@@ -601,10 +602,8 @@ pub fn guard_frame(data: &[u8]) {
                 );
                 continue;
             };
-            assert!(
-                matches!(j, J::Obj(_)),
-                "the client was sent a batch or a bare value"
-            );
+            // A bare value (`"text"`, `7`) is plain text to the guard and carries no message; a batch is refused.
+            assert!(!matches!(j, J::Arr(_)), "the client was sent a batch");
             let withheld = guard.withheld();
             let pinned = match mode {
                 PinMode::Enforce => store

@@ -560,9 +560,14 @@ impl<R: Read> LineReader<R> {
     }
 }
 
-/// `line` without its newline and surrounding ASCII whitespace.
+/// `line` without its newline and surrounding JSON whitespace (space, tab, CR, LF: not the form feed or vertical
+/// tab that ASCII also calls whitespace, which no JSON decoder skips — a line the guard reads must be one the peer
+/// reads alike).
 pub fn trimmed(line: &[u8]) -> &[u8] {
-    line.trim_ascii()
+    let ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+    let start = line.iter().position(|b| !ws(b)).unwrap_or(line.len());
+    let end = line.iter().rposition(|b| !ws(b)).map_or(start, |i| i + 1);
+    &line[start..end]
 }
 
 #[cfg(test)]
@@ -756,6 +761,15 @@ mod tests {
             lines(&[b'a'; 100], 1000, 100),
             vec![Ok([b'a'; 100].to_vec())]
         );
+    }
+
+    #[test]
+    fn only_json_whitespace_is_trimmed() {
+        assert_eq!(trimmed(b" \t{}\r\n"), b"{}");
+        assert_eq!(trimmed(b" \r\n"), b"");
+        // A form feed is whitespace to ASCII, not to JSON: the line stays one no decoder reads.
+        let ff = b"\x0c{\"jsonrpc\":\"2.0\",\"method\":\"x\"}\n";
+        assert!(matches!(parse_frame(trimmed(ff)), Frame::Invalid(_)));
     }
 
     #[test]
