@@ -301,8 +301,9 @@ pub(super) fn mount(
 /// Covers /sys/fs/cgroup with a small tmpfs where it is a cgroup2 mount (pure cgroup v2 hosts; see the runner),
 /// nothing elsewhere (hybrid and v1 hosts, where it is a tmpfs already).
 fn cover_cgroup2(flags: libc::c_ulong) -> Result<(), i32> {
-    // SAFETY: statfs only writes into `st`, a plain struct of this frame; the path is NUL-terminated.
+    // SAFETY: an all-zero `statfs` is a valid value of this plain C struct.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statfs only writes into `st`, a plain struct of this frame; the path is NUL-terminated.
     rc(unsafe { libc::statfs(c"/sys/fs/cgroup".as_ptr(), &mut st) })?;
     if st.f_type != libc::CGROUP2_SUPER_MAGIC {
         return Ok(());

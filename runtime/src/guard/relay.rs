@@ -1068,16 +1068,10 @@ mod tests {
             // Another spelling Go's encoding/json reads as `name` or `method` (case-insensitive, last wins).
             call(r#"{"name":"crash","NAME":"echo"}"#),
             call(r#"{"Name":"echo"}"#),
-            format!(
-                r#"{{"jsonrpc":"2.0","id":3,"method":"ping","Method":"tools/call","params":{{"name":"echo"}}}}"#
-            ),
-            format!(
-                r#"{{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{{"name":"crash"}},"PARAMS":{{"name":"echo"}}}}"#
-            ),
+            r#"{"jsonrpc":"2.0","id":3,"method":"ping","Method":"tools/call","params":{"name":"echo"}}"#.to_string(),
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"crash"},"PARAMS":{"name":"echo"}}"#.to_string(),
             // `params` twice.
-            format!(
-                r#"{{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{{"name":"crash"}},"params":{{"name":"echo"}}}}"#
-            ),
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"crash"},"params":{"name":"echo"}}"#.to_string(),
             // A call without an id (a lenient server may still run it), one with a null id, a request that is also
             // a response.
             r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"echo"}}"#.to_string(),
@@ -1144,17 +1138,13 @@ mod tests {
             ),
             format!(r#"{{"jsonrpc":"2.0","id":1,"RESULT":{{"tools":[{echo}]}}}}"#),
             // A tool's name twice.
-            format!(
-                r#"{{"jsonrpc":"2.0","id":1,"result":{{"tools":[{{"name":"echo","name":"crash"}}]}}}}"#
-            ),
+            r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo","name":"crash"}]}}"#.to_string(),
             // An id spelled otherwise than the request's (1.0 is 1 to JavaScript), or null, or unknown.
             format!(r#"{{"jsonrpc":"2.0","id":1.0,"result":{{"tools":[{echo},{crash}]}}}}"#),
             format!(r#"{{"jsonrpc":"2.0","id":null,"result":{{"tools":[{echo},{crash}]}}}}"#),
             format!(r#"{{"jsonrpc":"2.0","id":77,"result":{{"tools":[{echo},{crash}]}}}}"#),
             // A member of an entry in another spelling: a case-insensitive client shows it, the pin never saw it.
-            format!(
-                r#"{{"jsonrpc":"2.0","id":1,"result":{{"tools":[{{"name":"crash","Description":"echo"}}]}}}}"#
-            ),
+            r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"crash","Description":"echo"}]}}"#.to_string(),
             // One name twice, the second entry carrying what the first does not.
             format!(
                 r#"{{"jsonrpc":"2.0","id":1,"result":{{"tools":[{crash},{{"name":"crash","description":"echo"}}]}}}}"#
