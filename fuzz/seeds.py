@@ -169,4 +169,9 @@ put("bridge", "sse", ": ping\r\nevent: endpoint\r\ndata: /messages?session=1\r\n
 put("credential_helper", "ok", b"\x00" + json.dumps({"ServerURL": "ghcr.io", "Username": "u", "Secret": "s"}).encode())
 put("credential_helper", "token", b"\x00" + json.dumps({"ServerURL": "ghcr.io", "Username": "<token>", "Secret": "t"}).encode())
 put("credential_helper", "not-found", b"\x01\x00credentials not found in native keychain\n")
+# The guard's relay (issue 17): MCP sessions with the test probe server, and the spellings a filter must not miss.
+sys.path.insert(0, str(HERE))
+import seeds_guard  # noqa: E402
+seeds_guard.main()
+
 print("seeds written to", OUT)

@@ -424,6 +424,425 @@ pub fn evidence(data: &[u8]) {
     }
 }
 
+/// The guard's relay (issue 17), facing an untrusted server and an untrusted-ish client. The first byte picks the
+/// setting: line limit (bits 0-3: 32 << n bytes, 32 B to 64 KiB), pin mode (bits 4-5: enforce, warn, off, enforce), a `--tools`
+/// filter with a rename (bit 6 clear) or none, a pin of four tools made beforehand (bit 7 clear) or none (the first
+/// list is pinned). The rest is what the client writes, a line `--`, what the server writes; both are cut into
+/// lines by [`crate::guard::frame::LineReader`] over reads of varying sizes, and the lines go through the guard in
+/// turns, as the relay's two threads would pass them. Checked:
+/// - the lines are those of the input: each line within the limit whole, each one over it dropped whole (never a
+///   prefix), the next one read from its start;
+/// - nothing that reaches the server names, to any JSON decoder (duplicate members, case-folded spellings, batches),
+///   a `tools/call` of a tool the filter leaves out or the guard withholds; what reaches it is one JSON object;
+/// - no list that reaches the client shows, to any decoder, a tool the filter leaves out or the guard withholds,
+///   and under `enforce` none that differs from the pin; JSON-looking text reaching the client is one JSON object
+///   (or a bare value), never a batch.
+pub fn guard_frame(data: &[u8]) {
+    use crate::guard::filter::{ToolFilter, ToolOverride};
+    use crate::guard::frame::{fold_key, looks_like_json, trimmed};
+    use crate::guard::pin::{canonical, ListKind, Pin, PinMode, PinStore};
+    use crate::guard::relay::{Forward, Guard, Setup};
+    use crate::guard::GuardRequest;
+    use serde_json::{json, Value};
+    use std::collections::BTreeMap;
+
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
+    let max = 32 << (flags as usize & 0x0f).min(11);
+    let mode = match (flags >> 4) & 3 {
+        1 => PinMode::Warn,
+        2 => PinMode::Off,
+        _ => PinMode::Enforce,
+    };
+    let (client, server) = split_at(rest, b"\n--\n");
+    let client_lines = guard_lines(client, max, flags as usize);
+    let server_lines = guard_lines(server, max, flags as usize >> 3);
+
+    let filter = if flags & 0x40 == 0 {
+        ToolFilter {
+            allow: Some(["echo", "say", "add"].map(String::from).into()),
+            overrides: BTreeMap::from([
+                (
+                    "probe".to_string(),
+                    ToolOverride {
+                        name: Some("say".into()),
+                        description: None,
+                    },
+                ),
+                (
+                    "add".to_string(),
+                    ToolOverride {
+                        name: None,
+                        description: Some("Adds.".into()),
+                    },
+                ),
+            ]),
+        }
+    } else {
+        ToolFilter::default()
+    };
+    // Pins on tmpfs when there is one: a pin is written with fsync.
+    let dir = match std::path::Path::new("/dev/shm").is_dir() {
+        true => tempfile::tempdir_in("/dev/shm"),
+        false => tempfile::tempdir(),
+    }
+    .expect("a scratch directory");
+    let store = PinStore::new(dir.path());
+    if flags & 0x80 == 0 && mode != PinMode::Off {
+        let tool = |name: &str, description: &str| {
+            json!({"name": name, "description": description,
+                   "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}}})
+        };
+        let mut pin = Pin {
+            name: "srv".into(),
+            digests: vec!["sha256:pinned".into()],
+            pinned_at: "2026-01-01T00:00:00Z".into(),
+            ..Pin::default()
+        };
+        let tools = [
+            tool("echo", "Echoes the text."),
+            tool("probe", "Probes."),
+            tool("add", "Adds two numbers."),
+            tool("crash", "Exits."),
+        ];
+        pin.lists
+            .set(ListKind::Tools, canonical(ListKind::Tools, &tools));
+        store.save(&pin).expect("the pin is written");
+    }
+    let guard = Guard::new(Setup {
+        server: "srv".into(),
+        digest: "sha256:fuzz".into(),
+        request: GuardRequest {
+            filter: filter.clone(),
+            pin: mode,
+            audit_log: None,
+            ..GuardRequest::default()
+        },
+        pins: store.clone(),
+        audit: None,
+        reporter: std::sync::Arc::new(crate::report::Silent),
+    });
+
+    // Every value a JSON decoder could take for member `key` of an object: any member spelled so, or folding
+    // alike (duplicates included: decoders take the first, or the last).
+    fn picks<'a>(j: &'a J, key: &str) -> Vec<&'a J> {
+        match j {
+            J::Obj(members) => members
+                .iter()
+                .filter(|(k, _)| k == key || fold_key(k) == fold_key(key))
+                .map(|(_, v)| v)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+    let reachable =
+        |original: &str| filter.callable(filter.exposed(original)).as_deref() == Some(original);
+
+    for i in 0..client_lines.len().max(server_lines.len()) {
+        if let Some(Some(line)) = client_lines.get(i) {
+            let out = match guard.from_client(line) {
+                Forward::Same => Some(line.clone()),
+                Forward::Rewritten(b) => Some(b),
+                Forward::Answer(a) => {
+                    assert!(
+                        a.ends_with(b"\n") && !a[..a.len() - 1].contains(&b'\n'),
+                        "an answer is one line"
+                    );
+                    None
+                }
+                Forward::Drop => None,
+            };
+            if let Some(out) = out {
+                let j = J::lenient(&out).unwrap_or_else(|e| {
+                    panic!(
+                        "the server was sent what is no JSON ({e}): {}",
+                        String::from_utf8_lossy(&out[..out.len().min(300)])
+                    )
+                });
+                assert!(
+                    matches!(j, J::Obj(_)),
+                    "the server was sent a batch or a bare value"
+                );
+                let withheld = guard.withheld();
+                for m in picks(&j, "method") {
+                    if !matches!(m, J::Str(s) if s == "tools/call") {
+                        continue;
+                    }
+                    for p in picks(&j, "params") {
+                        for n in picks(p, "name") {
+                            if let J::Str(name) = n {
+                                assert!(
+                                    reachable(name),
+                                    "a call of `{name}`, which the filter leaves out, reached the server"
+                                );
+                                assert!(
+                                    !withheld.contains(name),
+                                    "a call of the withheld `{name}` reached the server"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(Some(line)) = server_lines.get(i) {
+            let out = match guard.from_server(line) {
+                Forward::Same => Some(line.clone()),
+                Forward::Rewritten(b) => Some(b),
+                Forward::Answer(_) => panic!("the guard answered the server"),
+                Forward::Drop => None,
+            };
+            let Some(out) = out else { continue };
+            let Ok(j) = J::lenient(&out) else {
+                assert!(
+                    !looks_like_json(trimmed(&out)),
+                    "JSON-looking text that is no JSON reached the client: {}",
+                    String::from_utf8_lossy(&out[..out.len().min(300)])
+                );
+                continue;
+            };
+            // A bare value (`"text"`, `7`) is plain text to the guard and carries no message; a batch is refused.
+            assert!(!matches!(j, J::Arr(_)), "the client was sent a batch");
+            let withheld = guard.withheld();
+            let pinned = match mode {
+                PinMode::Enforce => store
+                    .load("srv")
+                    .expect("the pin reads")
+                    .and_then(|p| p.lists.tools),
+                _ => None,
+            };
+            for r in picks(&j, "result") {
+                for t in picks(r, "tools") {
+                    let J::Arr(entries) = t else { continue };
+                    assert!(
+                        j.unambiguous(),
+                        "a list with a member twice, or in two spellings, reached the client: {}",
+                        String::from_utf8_lossy(&out[..out.len().min(2000)])
+                    );
+                    for e in entries {
+                        for n in picks(e, "name") {
+                            let J::Str(exposed) = n else { continue };
+                            let original = filter.callable(exposed).unwrap_or_else(|| {
+                                panic!(
+                                    "the client was shown `{exposed}`, which the filter leaves out"
+                                )
+                            });
+                            assert!(
+                                !withheld.contains(&original),
+                                "the client was shown the withheld `{original}`"
+                            );
+                            let Some(pinned) = &pinned else { continue };
+                            let pin_entry = pinned
+                                .iter()
+                                .find(|p| p["name"] == original.as_str())
+                                .unwrap_or_else(|| panic!("the client was shown `{original}`, not pinned, under enforce"));
+                            let shown = e.to_value();
+                            let want_description = match filter
+                                .overrides
+                                .get(&original)
+                                .and_then(|o| o.description.clone())
+                            {
+                                Some(d) => Value::String(d),
+                                None => {
+                                    pin_entry.get("description").cloned().unwrap_or(Value::Null)
+                                }
+                            };
+                            assert_eq!(
+                                shown.get("description").cloned().unwrap_or(Value::Null),
+                                want_description,
+                                "the client was shown a description of `{original}` that is not pinned"
+                            );
+                            assert_eq!(
+                                shown.get("inputSchema"),
+                                pin_entry.get("inputSchema"),
+                                "the client was shown a schema of `{original}` that is not pinned"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    guard.finish();
+}
+
+/// `data` cut into lines by the guard's reader (limit `max`, reads of varying sizes from `seed`), checked against
+/// the lines of `data` cut here: `Some(line)` for each line within the limit, `None` for each dropped.
+fn guard_lines(data: &[u8], max: usize, seed: usize) -> Vec<Option<Vec<u8>>> {
+    use crate::guard::frame::{Line, LineReader};
+    struct Chunks<'a> {
+        data: &'a [u8],
+        n: usize,
+    }
+    impl std::io::Read for Chunks<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            const SIZES: [usize; 7] = [1, 7, 64, 300, 1, 4096, 33];
+            self.n += 1;
+            let k = SIZES[self.n % SIZES.len()]
+                .min(out.len())
+                .min(self.data.len());
+            out[..k].copy_from_slice(&self.data[..k]);
+            self.data = &self.data[k..];
+            Ok(k)
+        }
+    }
+    let mut expected = Vec::new();
+    let mut pieces = data.split(|&b| b == b'\n').peekable();
+    while let Some(piece) = pieces.next() {
+        let last = pieces.peek().is_none();
+        if last && piece.is_empty() {
+            break;
+        }
+        expected.push(if piece.len() > max {
+            Err(piece.len())
+        } else if last {
+            Ok(piece.to_vec())
+        } else {
+            Ok([piece, b"\n"].concat())
+        });
+    }
+    let mut reader = LineReader::new(Chunks { data, n: seed }, max);
+    let mut got = Vec::new();
+    while let Some(line) = reader.next_line().expect("reads from memory do not fail") {
+        got.push(match line {
+            Line::Message(m) => {
+                assert!(m.len() <= max + 1, "a line over the limit was passed on");
+                Ok(m.to_vec())
+            }
+            Line::TooLong(n) => Err(n),
+        });
+        assert!(got.len() <= expected.len(), "more lines than the input has");
+    }
+    assert_eq!(got, expected, "the lines read are not the input's lines");
+    got.into_iter().map(Result::ok).collect()
+}
+
+/// A JSON value as any decoder may read it: objects keep every member, in order, duplicates included.
+#[derive(Debug)]
+enum J {
+    Obj(Vec<(String, J)>),
+    Arr(Vec<J>),
+    Str(String),
+    Other(serde_json::Value),
+}
+
+impl J {
+    /// `bytes` as a lenient decoder reads them: bytes that are not UTF-8 and escapes of lone surrogates (both
+    /// within JSON's grammar, and passed by the guard inside what it skips) become U+FFFD, as JavaScript's and
+    /// Go's decoders make them.
+    fn lenient(bytes: &[u8]) -> serde_json::Result<J> {
+        let text = String::from_utf8_lossy(bytes);
+        let b = text.as_bytes();
+        let hex = |i: usize| {
+            b.get(i..i + 4)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u16::from_str_radix(h, 16).ok())
+        };
+        let mut out = String::with_capacity(b.len());
+        let mut i = 0;
+        let mut last = 0;
+        while i < b.len() {
+            if b[i] != b'\\' {
+                i += 1;
+                continue;
+            }
+            if b.get(i + 1) != Some(&b'u') {
+                i += 2;
+                continue;
+            }
+            match hex(i + 2) {
+                Some(0xD800..=0xDBFF)
+                    if b.get(i + 6..i + 8) == Some(&b"\\u"[..])
+                        && matches!(hex(i + 8), Some(0xDC00..=0xDFFF)) =>
+                {
+                    i += 12
+                }
+                Some(0xD800..=0xDFFF) => {
+                    out.push_str(&text[last..i]);
+                    out.push_str("\\ufffd");
+                    i += 6;
+                    last = i;
+                }
+                _ => i += 6,
+            }
+        }
+        out.push_str(&text[last.min(text.len())..]);
+        serde_json::from_str(&out)
+    }
+
+    /// No object with a member twice, or two that fold alike.
+    fn unambiguous(&self) -> bool {
+        match self {
+            J::Obj(m) => {
+                let mut seen = std::collections::HashSet::new();
+                m.iter().all(|(k, v)| {
+                    seen.insert(crate::guard::frame::fold_key(k).into_owned()) && v.unambiguous()
+                })
+            }
+            J::Arr(a) => a.iter().all(J::unambiguous),
+            _ => true,
+        }
+    }
+
+    /// As `serde_json` reads it (the last of duplicate members).
+    fn to_value(&self) -> serde_json::Value {
+        match self {
+            J::Obj(m) => serde_json::Value::Object(
+                m.iter().map(|(k, v)| (k.clone(), v.to_value())).collect(),
+            ),
+            J::Arr(a) => serde_json::Value::Array(a.iter().map(J::to_value).collect()),
+            J::Str(s) => serde_json::Value::String(s.clone()),
+            J::Other(v) => v.clone(),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for J {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<J, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = J;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("JSON")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<J, A::Error> {
+                let mut m = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, J>()? {
+                    m.push((k, v));
+                }
+                Ok(J::Obj(m))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<J, A::Error> {
+                let mut a = Vec::new();
+                while let Some(v) = seq.next_element()? {
+                    a.push(v);
+                }
+                Ok(J::Arr(a))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<J, E> {
+                Ok(J::Str(v.to_owned()))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<J, E> {
+                Ok(J::Other(v.into()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<J, E> {
+                Ok(J::Other(v.into()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<J, E> {
+                Ok(J::Other(v.into()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<J, E> {
+                Ok(J::Other(v.into()))
+            }
+            fn visit_unit<E>(self) -> Result<J, E> {
+                Ok(J::Other(serde_json::Value::Null))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// An in-memory stream: reads `input`, collects what is written.
 struct Duplex<'a> {
     input: &'a [u8],
@@ -485,6 +904,7 @@ mod tests {
             ("bridge", super::bridge),
             ("credential_helper", super::credential_helper),
             ("evidence", super::evidence),
+            ("guard_frame", super::guard_frame),
         ];
         for (name, entry) in entries {
             let dir = corpus.join(name);

@@ -90,7 +90,7 @@ impl ToolFilter {
     }
 
     /// Applies the filter to a `tools/list` result's `tools`: tools not allowed (or in `withheld`, by the
-    /// server's name) go, the others are renamed and redescribed. Entries that are not objects with a string
+    /// server's name, or shadowed by another tool renamed to their name) go, the others are renamed and redescribed. Entries that are not objects with a string
     /// `name` go too.
     pub fn apply(&self, tools: &mut Vec<Value>, withheld: &BTreeSet<String>) {
         tools.retain_mut(|tool| {
@@ -100,8 +100,11 @@ impl ToolFilter {
             if withheld.contains(&original) {
                 return false;
             }
+            // Shown only under a name whose calls reach this very tool: not when `--tools` leaves the name out,
+            // nor when another tool is renamed to it (a server tool `say` next to `probe` renamed `say`: calls
+            // of `say` go to `probe`, and the list must not show the server's `say` under that name).
             let exposed = self.exposed(&original).to_owned();
-            if self.allow.as_ref().is_some_and(|a| !a.contains(&exposed)) {
+            if self.callable(&exposed).as_deref() != Some(original.as_str()) {
                 return false;
             }
             if let (Some(o), Some(obj)) = (self.overrides.get(&original), tool.as_object_mut()) {
@@ -167,6 +170,24 @@ mod tests {
                 json!({"name": "probe", "description": "p"})
             ]
         );
+        // A server tool with the name another tool is renamed to: calls of `say` go to `echo`, so the server's
+        // own `say` is not shown under it (with or without --tools).
+        let mut shadowed = vec![
+            json!({"name": "say", "description": "The server's own."}),
+            json!({"name": "echo"}),
+        ];
+        f.apply(&mut shadowed, &BTreeSet::new());
+        assert_eq!(
+            shadowed,
+            vec![json!({"name": "say", "description": "Says it."})]
+        );
+        let open = filter(None, r#"{"toolsOverride": {"echo": {"name": "say"}}}"#);
+        let mut shadowed = vec![
+            json!({"name": "say", "description": "The server's own."}),
+            json!({"name": "echo"}),
+        ];
+        open.apply(&mut shadowed, &BTreeSet::new());
+        assert_eq!(shadowed, vec![json!({"name": "say"})]);
         let mut again = vec![json!({"name": "probe"})];
         f.apply(&mut again, &BTreeSet::from(["probe".to_string()]));
         assert!(again.is_empty());

@@ -37,22 +37,160 @@ pub enum Frame {
         error: Option<i64>,
         /// The result is an object with `"isError": true` (a failed tool call).
         tool_error: bool,
+        /// The result is an object with a `tools` member (a tools list, whatever was asked).
+        tools: bool,
     },
     /// Not a JSON-RPC 2.0 message (the reason, for the user).
     Invalid(String),
 }
 
-#[derive(Deserialize)]
+/// The members of a JSON-RPC message, at its top level.
+const ENVELOPE: &[&str] = &["jsonrpc", "id", "method", "params", "result", "error"];
+/// The members of a result the guard reads (lists and tool call results).
+const RESULT: &[&str] = &["tools", "prompts", "resources", "nextCursor", "isError"];
+
+/// `key` as lenient JSON decoders match member names: case-insensitively (Go's `encoding/json`, .NET's
+/// case-insensitive option), with Unicode simple case folding (the Kelvin sign is a `k`, the long s an `s`). Two
+/// keys with the same fold can be one member to the peer's decoder and two to the guard's.
+pub fn fold_key(key: &str) -> std::borrow::Cow<'_, str> {
+    if key.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+        return std::borrow::Cow::Borrowed(key);
+    }
+    std::borrow::Cow::Owned(
+        key.chars()
+            .flat_map(|c| match c {
+                '\u{212A}' => 'k'.to_lowercase(),
+                '\u{17F}' => 's'.to_lowercase(),
+                c => c.to_lowercase(),
+            })
+            .collect(),
+    )
+}
+
+/// The member of `known` that `key` is another spelling of (the same fold, not the same bytes), if any.
+pub fn other_spelling<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+    let folded = fold_key(key);
+    known
+        .iter()
+        .copied()
+        .find(|k| *k != key && k.eq_ignore_ascii_case(&folded))
+}
+
+/// The member names of one JSON object, checked as they come: refused when two of them are one member to a lenient
+/// decoder (a duplicate, or two spellings that fold alike), or when one is a variant spelling of a `known` member
+/// (`"Method"`, `"NAME"`: the guard reads `method`, a lenient peer may read either).
+#[derive(Default)]
+struct Keys {
+    seen: std::collections::HashSet<String>,
+    ambiguous: Option<String>,
+}
+
+impl Keys {
+    fn add(&mut self, key: &str, known: &[&str]) {
+        if self.ambiguous.is_some() {
+            return;
+        }
+        if let Some(k) = other_spelling(key, known) {
+            self.ambiguous = Some(format!(
+                "member `{}` is another spelling of `{k}`",
+                shown(key)
+            ));
+            return;
+        }
+        if !self.seen.insert(fold_key(key).into_owned()) {
+            self.ambiguous = Some(format!(
+                "member `{}` appears twice (or in two spellings)",
+                shown(key)
+            ));
+        }
+    }
+}
+
+/// A member name for a message to the user: escaped, at most 40 characters.
+pub fn shown(key: &str) -> String {
+    let mut s: String = key
+        .chars()
+        .take(40)
+        .collect::<String>()
+        .escape_debug()
+        .to_string();
+    if key.chars().count() > 40 {
+        s.push('…');
+    }
+    s
+}
+
+/// A member name, borrowed from the input when it has no escapes.
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A message's top level, read in one pass: the members JSON-RPC defines (`params` skipped, `result` peeked at),
+/// other members skipped, the member names checked with [`Keys`].
+#[derive(Default)]
 struct Envelope {
     jsonrpc: Option<String>,
-    // `Some(Value::Null)` for `"id": null`, `None` when absent (see `present`).
-    #[serde(default, deserialize_with = "present")]
+    // `Some(Value::Null)` for `"id": null`, `None` when absent.
     id: Option<serde_json::Value>,
     method: Option<String>,
-    params: Option<IgnoredAny>,
+    params: bool,
     result: Option<ResultPeek>,
     error: Option<ErrorObject>,
-    // Other top-level members are ignored (skipped, never built), as JSON-RPC peers do.
+    ambiguous: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for Envelope {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Envelope;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON-RPC message (an object)")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Envelope, A::Error> {
+                let mut env = Envelope::default();
+                let mut keys = Keys::default();
+                while let Some(Key(key)) = map.next_key()? {
+                    keys.add(&key, ENVELOPE);
+                    match &*key {
+                        "jsonrpc" => env.jsonrpc = map.next_value()?,
+                        "id" => env.id = Some(map.next_value()?),
+                        "method" => env.method = map.next_value()?,
+                        "params" => env.params = map.next_value::<Option<IgnoredAny>>()?.is_some(),
+                        "result" => env.result = map.next_value()?,
+                        "error" => env.error = map.next_value()?,
+                        // Other members are skipped, never built, as JSON-RPC peers do.
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                env.ambiguous = keys.ambiguous;
+                Ok(env)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 #[derive(Deserialize)]
@@ -64,9 +202,22 @@ struct ErrorObject {
     data: Option<IgnoredAny>,
 }
 
-/// A result, skipped in the same pass that reads its top-level `isError` (no second scan of a large result).
+/// A result, skipped in the same pass that reads its top-level `isError` and notes a `tools` member (no second
+/// scan of a large result).
 struct ResultPeek {
     is_error: bool,
+    tools: bool,
+    ambiguous: Option<String>,
+}
+
+impl ResultPeek {
+    fn plain() -> ResultPeek {
+        ResultPeek {
+            is_error: false,
+            tools: false,
+            ambiguous: None,
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for ResultPeek {
@@ -81,59 +232,69 @@ impl<'de> Deserialize<'de> for ResultPeek {
                 self,
                 mut map: A,
             ) -> Result<ResultPeek, A::Error> {
-                let mut is_error = false;
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                let mut peek = ResultPeek::plain();
+                let mut keys = Keys::default();
+                while let Some(Key(key)) = map.next_key()? {
+                    keys.add(&key, RESULT);
                     if key == "isError" {
-                        is_error = matches!(
+                        peek.is_error = matches!(
                             map.next_value::<serde_json::Value>()?,
                             serde_json::Value::Bool(true)
                         );
                     } else {
+                        peek.tools |= key == "tools";
                         map.next_value::<IgnoredAny>()?;
                     }
                 }
-                Ok(ResultPeek { is_error })
+                peek.ambiguous = keys.ambiguous;
+                Ok(peek)
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
                 mut seq: A,
             ) -> Result<ResultPeek, A::Error> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(ResultPeek { is_error: false })
+                Ok(ResultPeek::plain())
             }
             fn visit_bool<E>(self, _: bool) -> Result<ResultPeek, E> {
-                Ok(ResultPeek { is_error: false })
+                Ok(ResultPeek::plain())
             }
             fn visit_i64<E>(self, _: i64) -> Result<ResultPeek, E> {
-                Ok(ResultPeek { is_error: false })
+                Ok(ResultPeek::plain())
             }
             fn visit_u64<E>(self, _: u64) -> Result<ResultPeek, E> {
-                Ok(ResultPeek { is_error: false })
+                Ok(ResultPeek::plain())
             }
             fn visit_f64<E>(self, _: f64) -> Result<ResultPeek, E> {
-                Ok(ResultPeek { is_error: false })
+                Ok(ResultPeek::plain())
             }
             fn visit_str<E>(self, _: &str) -> Result<ResultPeek, E> {
-                Ok(ResultPeek { is_error: false })
+                Ok(ResultPeek::plain())
             }
             fn visit_unit<E>(self) -> Result<ResultPeek, E> {
-                Ok(ResultPeek { is_error: false })
+                Ok(ResultPeek::plain())
             }
         }
         d.deserialize_any(V)
     }
 }
 
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
-    serde_json::Value::deserialize(d).map(Some)
-}
-
 /// What `line` (one message, without its newline; surrounding whitespace allowed) is. Pure, total, never panics.
+/// Strict where a lenient peer could read the message otherwise than the guard does: a member twice, or in two
+/// spellings that fold alike, or a JSON-RPC member in another spelling (`"Method"`), at the top level or at the
+/// top of a result, makes the message [`Frame::Invalid`]; so do batches (a JSON array) and anything that is not
+/// one JSON object.
 pub fn parse_frame(line: &[u8]) -> Frame {
     let env: Envelope = match serde_json::from_slice(line) {
         Ok(e) => e,
         Err(e) => return Frame::Invalid(format!("not a JSON-RPC message: {e}")),
     };
+    if let Some(why) = env
+        .ambiguous
+        .or_else(|| env.result.as_ref().and_then(|r| r.ambiguous.clone()))
+    {
+        return Frame::Invalid(format!("an ambiguous message: {why}"));
+    }
     if env.jsonrpc.as_deref() != Some("2.0") {
         return Frame::Invalid("not a JSON-RPC 2.0 message (`jsonrpc` is not \"2.0\")".into());
     }
@@ -146,6 +307,7 @@ pub fn parse_frame(line: &[u8]) -> Frame {
         Some(_) => return Frame::Invalid("an `id` must be a number or a string".into()),
     };
     let tool_error = env.result.as_ref().is_some_and(|r| r.is_error);
+    let tools = env.result.as_ref().is_some_and(|r| r.tools);
     match (env.method, env.result.is_some(), env.error) {
         (Some(method), false, None) => match id {
             Some(Some(id)) => Frame::Request { id, method },
@@ -157,6 +319,7 @@ pub fn parse_frame(line: &[u8]) -> Frame {
                 id,
                 error: None,
                 tool_error,
+                tools,
             },
             None => Frame::Invalid("a response without an `id`".into()),
         },
@@ -165,14 +328,124 @@ pub fn parse_frame(line: &[u8]) -> Frame {
                 id,
                 error: Some(error.code.and_then(|c| c.as_i64()).unwrap_or(0)),
                 tool_error: false,
+                tools: false,
             },
             None => Frame::Invalid("an error response without an `id`".into()),
         },
-        (None, false, None) if env.params.is_none() => {
+        (None, false, None) if !env.params => {
             Frame::Invalid("neither a `method` nor a `result` or `error`".into())
         }
         _ => Frame::Invalid("a message must be a request, a notification or a response".into()),
     }
+}
+
+/// Checks every JSON object of `text` down to `max_depth` levels of nesting (0: the top level only) with the rule
+/// of [`parse_frame`]: no member twice, none in two spellings that fold alike. `Err` says where it is ambiguous,
+/// or why `text` is not JSON. One pass, nothing built; deeper values are skipped.
+pub fn unambiguous(text: &[u8], max_depth: usize) -> Result<(), String> {
+    let mut found = None;
+    let mut de = serde_json::Deserializer::from_slice(text);
+    serde::de::DeserializeSeed::deserialize(
+        Walk {
+            depth: 0,
+            max_depth,
+            found: &mut found,
+        },
+        &mut de,
+    )
+    .and_then(|()| de.end())
+    .map_err(|e| format!("not JSON: {e}"))?;
+    match found {
+        Some(why) => Err(why),
+        None => Ok(()),
+    }
+}
+
+struct Walk<'a> {
+    depth: usize,
+    max_depth: usize,
+    found: &'a mut Option<String>,
+}
+
+impl Walk<'_> {
+    fn deeper(&mut self) -> Option<Walk<'_>> {
+        (self.depth < self.max_depth && self.found.is_none()).then(|| Walk {
+            depth: self.depth + 1,
+            max_depth: self.max_depth,
+            found: &mut *self.found,
+        })
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Walk<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Walk<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        let mut keys = Keys::default();
+        while let Some(Key(key)) = map.next_key()? {
+            if self.found.is_none() {
+                keys.add(&key, &[]);
+                if let Some(why) = keys.ambiguous.take() {
+                    *self.found = Some(why);
+                }
+            }
+            match self.deeper() {
+                Some(walk) => map.next_value_seed(walk)?,
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        loop {
+            let more = match self.deeper() {
+                Some(walk) => seq.next_element_seed(walk)?.is_some(),
+                None => seq.next_element::<IgnoredAny>()?.is_some(),
+            };
+            if !more {
+                return Ok(());
+            }
+        }
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+/// Whether `text` (a line, trimmed) would be taken for JSON by a peer: it opens an object or an array (after an
+/// optional byte order mark, which some decoders skip). What does not is plain text (a server's log line).
+pub fn looks_like_json(text: &[u8]) -> bool {
+    let text = text
+        .strip_prefix(b"\xEF\xBB\xBF")
+        .unwrap_or(text)
+        .trim_ascii_start();
+    matches!(text.first(), Some(b'{' | b'['))
 }
 
 /// One line read by [`LineReader::next_line`].
@@ -231,8 +504,14 @@ impl<R: Read> LineReader<R> {
                 let line_start = self.start;
                 self.start = nl + 1;
                 self.scanned = self.start;
+                let len = nl - line_start;
                 if let Some(dropped) = self.dropping.take() {
-                    return Ok(Some(Line::TooLong(dropped + (nl - line_start))));
+                    return Ok(Some(Line::TooLong(dropped + len)));
+                }
+                // A line can arrive whole in one read and still be over the limit (the buffer holds a message
+                // and a read chunk): it is dropped like one that grew past the limit.
+                if len > self.max {
+                    return Ok(Some(Line::TooLong(len)));
                 }
                 return Ok(Some(Line::Message(&self.buf[line_start..=nl])));
             }
@@ -253,6 +532,9 @@ impl<R: Read> LineReader<R> {
                 }
                 if line_start == self.end {
                     return Ok(None);
+                }
+                if self.end - line_start > self.max {
+                    return Ok(Some(Line::TooLong(self.end - line_start)));
                 }
                 return Ok(Some(Line::Message(&self.buf[line_start..self.end])));
             }
@@ -278,9 +560,14 @@ impl<R: Read> LineReader<R> {
     }
 }
 
-/// `line` without its newline and surrounding ASCII whitespace.
+/// `line` without its newline and surrounding JSON whitespace (space, tab, CR, LF: not the form feed or vertical
+/// tab that ASCII also calls whitespace, which no JSON decoder skips — a line the guard reads must be one the peer
+/// reads alike).
 pub fn trimmed(line: &[u8]) -> &[u8] {
-    line.trim_ascii()
+    let ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+    let start = line.iter().position(|b| !ws(b)).unwrap_or(line.len());
+    let end = line.iter().rposition(|b| !ws(b)).map_or(start, |i| i + 1);
+    &line[start..end]
 }
 
 #[cfg(test)]
@@ -315,7 +602,8 @@ mod tests {
             Frame::Response {
                 id: Some("7".into()),
                 error: None,
-                tool_error: false
+                tool_error: false,
+                tools: true
             }
         );
         assert_eq!(
@@ -323,7 +611,8 @@ mod tests {
             Frame::Response {
                 id: Some("8".into()),
                 error: None,
-                tool_error: true
+                tool_error: true,
+                tools: false
             }
         );
         assert_eq!(
@@ -331,7 +620,8 @@ mod tests {
             Frame::Response {
                 id: None,
                 error: Some(-32700),
-                tool_error: false
+                tool_error: false,
+                tools: false
             }
         );
     }
@@ -446,6 +736,86 @@ mod tests {
         let mut exact = vec![b'z'; 1000];
         exact.push(b'\n');
         assert_eq!(lines(&exact, 333, 1000), vec![Ok(exact.clone())]);
+    }
+
+    #[test]
+    fn a_line_over_the_limit_is_never_passed_whole_even_when_it_arrives_in_one_read() {
+        // The buffer holds a message and a read chunk: a line a little over the limit, with its newline, can be
+        // in the buffer at once. It is dropped whole, and the next line is read from its start.
+        let mut data = vec![b'x'; 150];
+        data.extend_from_slice(b"\nok\n");
+        data.extend(vec![b'y'; 101]);
+        for step in [7, 100, 151, 1000, 1 << 20] {
+            assert_eq!(
+                lines(&data, step, 100),
+                vec![Err(150), Ok(b"ok\n".to_vec()), Err(101)],
+                "step {step}"
+            );
+        }
+        // One byte over, in a single read: dropped; exactly the limit: passed.
+        assert_eq!(
+            lines(&[&[b'a'; 101][..], b"\n"].concat(), 1000, 100),
+            vec![Err(101)]
+        );
+        assert_eq!(
+            lines(&[b'a'; 100], 1000, 100),
+            vec![Ok([b'a'; 100].to_vec())]
+        );
+    }
+
+    #[test]
+    fn only_json_whitespace_is_trimmed() {
+        assert_eq!(trimmed(b" \t{}\r\n"), b"{}");
+        assert_eq!(trimmed(b" \r\n"), b"");
+        // A form feed is whitespace to ASCII, not to JSON: the line stays one no decoder reads.
+        let ff = b"\x0c{\"jsonrpc\":\"2.0\",\"method\":\"x\"}\n";
+        assert!(matches!(parse_frame(trimmed(ff)), Frame::Invalid(_)));
+    }
+
+    #[test]
+    fn ambiguous_messages_are_invalid() {
+        let cases: &[&[u8]] = &[
+            // Two spellings of one member, as Go's encoding/json reads them (case-insensitively; the last wins).
+            br#"{"jsonrpc":"2.0","id":1,"method":"ping","METHOD":"tools/call","params":{}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"Method":"tools/call"}"#,
+            "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"paramſ\":{}}".as_bytes(),
+            // A member twice (JavaScript and Python take the last, some decoders the first).
+            br#"{"jsonrpc":"2.0","id":1,"method":"x","params":{},"params":{}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"x","other":1,"other":2}"#,
+            br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[]},"result":{"tools":[]}}"#,
+            // The same at the top of a result.
+            br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[],"TOOLS":[{"name":"x"}]}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"result":{"Tools":[{"name":"x"}]}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"content":[]}}"#,
+        ];
+        for case in cases {
+            let f = parse_frame(case);
+            assert!(
+                matches!(&f, Frame::Invalid(why) if why.contains("ambiguous")),
+                "{}: {f:?}",
+                String::from_utf8_lossy(case)
+            );
+        }
+        // An escaped spelling is the member itself (every decoder unescapes), not another one.
+        assert_eq!(
+            parse_frame(br#"{"jsonrpc":"2.0","id":1,"m\u0065thod":"tools\/call"}"#),
+            req("1", "tools/call")
+        );
+    }
+
+    #[test]
+    fn unambiguous_checks_each_object_to_its_depth() {
+        let call =
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","NAME":"b"}}"#;
+        assert!(unambiguous(call, 0).is_ok());
+        assert!(unambiguous(call, 1).unwrap_err().contains("NAME"));
+        let deep = br#"{"a":[{"b":{"k":1,"\u212a":2}}]}"#;
+        assert!(unambiguous(deep, 2).is_ok());
+        assert!(unambiguous(deep, 3).is_err());
+        assert!(unambiguous(br#"{"a":1} x"#, 9)
+            .unwrap_err()
+            .starts_with("not JSON"));
+        assert!(unambiguous(br#"{"Name":1,"name2":{"name":1,"Name2":2}}"#, 9).is_ok());
     }
 
     #[test]

@@ -2,8 +2,12 @@
 //! (tool calls checked against the filter and the withheld tools, renamed calls mapped back) and server → client
 //! (lists compared with the pin, filtered, renamed; everything else passed on as the very bytes read). A third
 //! waits for our stdout to hang up (the client gone without writing). Each direction reads lines of at most
-//! [`MAX_MESSAGE`] bytes; what is not JSON-RPC from the server is dropped and said on stderr; nothing the server
-//! sends can make the relay panic or grow without bound.
+//! [`MAX_MESSAGE`] bytes (longer ones are dropped whole). Both directions are strict where a peer's JSON decoder
+//! could read a message otherwise than the guard (see [`super::frame::parse_frame`]): from the client, only single
+//! unambiguous JSON-RPC messages reach the server (batches and the rest are answered with an error); from the
+//! server, plain text passes (log lines), JSON the guard cannot read unambiguously is dropped and said on stderr,
+//! and every result with a `tools` member is filtered, whichever request it answers. Nothing the server sends can
+//! make the relay panic or grow without bound.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
@@ -17,7 +21,10 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use super::audit::{self, AuditLog, Entry};
-use super::frame::{parse_frame, trimmed, Frame, Line, LineReader, MAX_MESSAGE};
+use super::frame::{
+    looks_like_json, other_spelling, parse_frame, shown, trimmed, unambiguous, Frame, Line,
+    LineReader, MAX_MESSAGE,
+};
 use super::pin::{self, ListKind, Pending, Pin, PinMode, PinStore};
 use super::GuardRequest;
 use crate::report::{Event, Reporter};
@@ -26,6 +33,26 @@ use crate::report::{Event, Reporter};
 pub const INVALID_PARAMS: i64 = -32602;
 /// JSON-RPC "internal error": a list the guard could not check.
 pub const INTERNAL_ERROR: i64 = -32603;
+/// JSON-RPC "invalid request": a message the guard cannot read unambiguously.
+pub const INVALID_REQUEST: i64 = -32600;
+/// JSON-RPC "parse error": a line that is no JSON.
+pub const PARSE_ERROR: i64 = -32700;
+/// The members of a list's entries (tools, prompts, resources) a client reads: none may come in another spelling
+/// (`"Description"`), which a case-insensitive decoder would show while the pin compares `description`.
+const ENTRY_MEMBERS: &[&str] = &[
+    "name",
+    "title",
+    "description",
+    "inputSchema",
+    "outputSchema",
+    "annotations",
+    "arguments",
+    "uri",
+    "mimeType",
+    "size",
+    "icons",
+    "_meta",
+];
 /// Most requests waiting for an answer, per direction (more are relayed, not tracked).
 const MAX_OUTSTANDING: usize = 10_000;
 /// Most differences from the pin said per session.
@@ -183,10 +210,21 @@ impl Guard {
         self.audit(&e);
     }
 
-    /// A line from the client.
+    /// A line from the client. Strict: only one JSON-RPC message that reads the same to every JSON decoder
+    /// reaches the server (see [`parse_frame`]); batches, lines that are no JSON-RPC message, and `tools/call`
+    /// without an `id` or without a string `params.name` are refused, so that no spelling of a call the filter
+    /// refuses gets past it.
     pub fn from_client(&self, line: &[u8]) -> Forward {
-        match parse_frame(trimmed(line)) {
+        let text = trimmed(line);
+        if text.is_empty() {
+            return Forward::Drop;
+        }
+        match parse_frame(text) {
             Frame::Request { id, method } => self.client_request(line, id, method),
+            Frame::Notification { method } if method == "tools/call" => {
+                self.refused_note("a `tools/call` without an `id`");
+                Forward::Drop
+            }
             Frame::Notification { method } => {
                 let mut e = self.entry("client", "notification", &method);
                 e.status = "sent";
@@ -205,8 +243,39 @@ impl Guard {
                 }
                 Forward::Same
             }
-            // The client's own mistakes reach the server as they would without the guard.
-            Frame::Response { id: None, .. } | Frame::Invalid(_) => Forward::Same,
+            Frame::Response { id: None, .. } => Forward::Same,
+            // What the guard cannot read unambiguously never reaches the server: the server's decoder might read
+            // it otherwise (a call in a batch, a member in two spellings). Answered as a JSON-RPC server would.
+            Frame::Invalid(why) => {
+                let (code, text) = if text.first() == Some(&b'[') {
+                    (
+                        INVALID_REQUEST,
+                        "thv-sandbox's guard does not relay JSON-RPC batches (MCP since 2025-06-18 has none): \
+                         send the messages one by one"
+                            .to_owned(),
+                    )
+                } else if serde_json::from_slice::<serde::de::IgnoredAny>(text).is_err() {
+                    (
+                        PARSE_ERROR,
+                        format!("thv-sandbox's guard refused a line that is no JSON: {why}"),
+                    )
+                } else {
+                    (
+                        INVALID_REQUEST,
+                        format!("thv-sandbox's guard refused the message: {why}"),
+                    )
+                };
+                self.refused_note(&text);
+                Forward::Answer(error_line(Value::Null, code, &text))
+            }
+        }
+    }
+
+    /// A message from the client refused: said a few times per session.
+    fn refused_note(&self, what: &str) {
+        let n = self.drop_notes.fetch_add(1, Ordering::Relaxed);
+        if n < MAX_DROP_NOTES {
+            self.note(&format!("refused a message from the client: {what}"));
         }
     }
 
@@ -233,6 +302,19 @@ impl Guard {
                 .and_then(|p| p.get("name"))
                 .and_then(Value::as_str)
                 .map(str::to_owned);
+            // The call's routing (its top level and its `params`) must read the same to every decoder, and name
+            // its tool; otherwise the server might run a tool the guard did not see named.
+            let unclear = match (unambiguous(trimmed(line), 1), &name) {
+                (Err(why), _) => Some(format!("an ambiguous `tools/call`: {why}")),
+                (Ok(()), None) => Some("a `tools/call` needs `params.name`, a string".to_owned()),
+                (Ok(()), Some(_)) => None,
+            };
+            if let Some(text) = unclear {
+                let text = format!("thv-sandbox's guard refused the call: {text}");
+                self.complete("client", &id, outstanding, "refused", Some(INVALID_REQUEST));
+                let id: Value = serde_json::from_str(&id).unwrap_or(Value::Null);
+                return Forward::Answer(error_line(id, INVALID_REQUEST, &text));
+            }
             if let Some(name) = name {
                 outstanding.tool = Some(audit::short(&name));
                 let refusal = match self.setup.request.filter.callable(&name) {
@@ -256,11 +338,7 @@ impl Guard {
                 if let Some(text) = refusal {
                     self.complete("client", &id, outstanding, "refused", Some(INVALID_PARAMS));
                     let id: Value = serde_json::from_str(&id).unwrap_or(Value::Null);
-                    return Forward::Answer(line_of(&json!({
-                        "jsonrpc": "2.0",
-                        "id": id,
-                        "error": {"code": INVALID_PARAMS, "message": text},
-                    })));
+                    return Forward::Answer(error_line(id, INVALID_PARAMS, &text));
                 }
             }
         }
@@ -278,45 +356,65 @@ impl Guard {
             return Forward::Drop;
         }
         match parse_frame(text) {
-            // Not JSON-RPC (a server's stray log line, or a program that is no MCP server): passed on as it is,
-            // as without the guard; only messages are checked.
+            // Plain text (a server's stray log line, or a program that is no MCP server): passed on as it is, as
+            // without the guard. What a client's decoder would take for JSON but the guard cannot read
+            // unambiguously (a batch, a member twice or in two spellings) is dropped: it could carry a list the
+            // guard never checked.
+            Frame::Invalid(why) if looks_like_json(text) => {
+                self.dropped(&format!(
+                    "a message from the server that is not one unambiguous JSON-RPC message ({why})"
+                ));
+                Forward::Drop
+            }
             Frame::Invalid(_) => Forward::Same,
             Frame::Response {
-                id: Some(id),
+                id,
                 error,
                 tool_error,
+                tools,
             } => {
-                let done = self.state().client.remove(&id);
-                let Some(o) = done else {
-                    return Forward::Same;
+                let done = id.as_ref().and_then(|id| self.state().client.remove(id));
+                // A list the client asked for is compared with the pin and filtered. So is any result with a
+                // `tools` member, whatever it answers: an id the guard does not know, spelled otherwise (`1.0` is
+                // `1` to JavaScript) or null, or the answer to another request — a client's decoder may still
+                // take it for a list of tools.
+                let list = match done.as_ref().and_then(|o| o.list) {
+                    Some((kind, complete)) => Some((kind, complete, true)),
+                    None => tools.then_some((ListKind::Tools, false, false)),
                 };
                 let mut forward = Forward::Same;
-                let status = match error {
-                    Some(_) => "error",
-                    None if o.method == "tools/call" && tool_error => "tool_error",
-                    None => "ok",
-                };
-                if let (Some((kind, complete)), None) = (o.list, error) {
-                    match self.list_result(line, kind, complete) {
+                if let (Some((kind, complete, asked)), None) = (list, error) {
+                    match self.list_result(text, kind, complete, asked) {
                         Ok(None) => {}
                         Ok(Some(bytes)) => forward = Forward::Rewritten(bytes),
                         Err(why) => {
                             // A list that cannot be checked never reaches the client unchecked.
                             self.dropped(&format!("the server's {} list: {why}", kind.member()));
-                            let id: Value = serde_json::from_str(&id).unwrap_or(Value::Null);
-                            forward = Forward::Rewritten(line_of(&json!({
-                                "jsonrpc": "2.0",
-                                "id": id,
-                                "error": {"code": INTERNAL_ERROR, "message": format!(
-                                    "thv-sandbox could not check the server's {} list: {why}", kind.member())},
-                            })));
+                            let id: Value = id
+                                .as_deref()
+                                .and_then(|id| serde_json::from_str(id).ok())
+                                .unwrap_or(Value::Null);
+                            forward = Forward::Rewritten(error_line(
+                                id,
+                                INTERNAL_ERROR,
+                                &format!(
+                                    "thv-sandbox could not check the server's {} list: {why}",
+                                    kind.member()
+                                ),
+                            ));
                         }
                     }
                 }
-                self.complete("client", &id, o, status, error);
+                if let (Some(o), Some(id)) = (done, &id) {
+                    let status = match error {
+                        Some(_) => "error",
+                        None if o.method == "tools/call" && tool_error => "tool_error",
+                        None => "ok",
+                    };
+                    self.complete("client", id, o, status, error);
+                }
                 forward
             }
-            Frame::Response { id: None, .. } => Forward::Same,
             Frame::Request { id, method } => {
                 let mut state = self.state();
                 if state.server.len() < MAX_OUTSTANDING {
@@ -359,18 +457,52 @@ impl Guard {
 
     /// A list result: compared with the pin (recorded on first sight), filtered; the bytes to relay when they
     /// change.
+    /// `asked`: the client asked for this list (a result without one is an error). The whole list must read the same to every decoder (no member twice or in two spellings, at any
+    /// depth): what is pinned and filtered is then what the client sees.
     fn list_result(
         &self,
-        line: &[u8],
+        text: &[u8],
         kind: ListKind,
         complete: bool,
+        asked: bool,
     ) -> Result<Option<Vec<u8>>, String> {
-        let mut message: Value = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+        unambiguous(text, usize::MAX)?;
+        let mut message: Value = serde_json::from_slice(text).map_err(|e| e.to_string())?;
         let complete = complete && message["result"].get("nextCursor").is_none();
-        let entries = message["result"]
+        let Some(entries) = message["result"]
             .get(kind.member())
             .and_then(Value::as_array)
-            .ok_or_else(|| format!("its result has no `{}` array", kind.member()))?;
+        else {
+            if !asked {
+                // Not a list any client would read.
+                return Ok(None);
+            }
+            return Err(format!("its result has no `{}` array", kind.member()));
+        };
+        for entry in entries.iter().filter_map(Value::as_object) {
+            if let Some((key, k)) = entry
+                .keys()
+                .find_map(|key| other_spelling(key, ENTRY_MEMBERS).map(|k| (key, k)))
+            {
+                return Err(format!(
+                    "an entry has a member `{}`, another spelling of `{k}`",
+                    shown(key)
+                ));
+            }
+        }
+        if kind == ListKind::Tools {
+            // Two tools of one name: which one a client keeps is its decoder's choice, and the pin and the filter
+            // would speak of one while the client shows the other.
+            let mut names = BTreeSet::new();
+            for name in entries
+                .iter()
+                .filter_map(|t| t.get("name").and_then(Value::as_str))
+            {
+                if !names.insert(name) {
+                    return Err(format!("it lists the tool `{}` twice", audit::short(name)));
+                }
+            }
+        }
         let canonical = pin::canonical(kind, entries);
         if self.setup.request.pin != PinMode::Off {
             let withheld = self.check_pin(kind, canonical, complete);
@@ -475,6 +607,12 @@ impl Guard {
         }
     }
 
+    /// The server's names of the tools withheld so far this session (for the fuzz harness's checks).
+    #[doc(hidden)]
+    pub fn withheld(&self) -> BTreeSet<String> {
+        self.state().withheld.clone()
+    }
+
     /// At the end of the session: the requests never answered go into the audit log.
     pub fn finish(&self) {
         let (client, server) = {
@@ -488,6 +626,14 @@ impl Guard {
             self.complete("server", &id, o, "unanswered", None);
         }
     }
+}
+
+fn error_line(id: Value, code: i64, message: &str) -> Vec<u8> {
+    line_of(&json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": {"code": code, "message": message},
+    }))
 }
 
 fn line_of(v: &Value) -> Vec<u8> {
@@ -879,6 +1025,151 @@ mod tests {
         let last: Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
         assert_eq!(last["status"], "refused");
         assert_eq!(last["argument_keys"], json!(["text"]));
+    }
+
+    fn only_crash(dir: &std::path::Path, said: Arc<Collect>) -> Guard {
+        guard(
+            dir,
+            GuardRequest {
+                filter: ToolFilter {
+                    allow: Some(BTreeSet::from(["crash".to_string()])),
+                    ..ToolFilter::default()
+                },
+                pin: PinMode::Off,
+                ..GuardRequest::default()
+            },
+            "sha256:1",
+            said,
+        )
+    }
+
+    /// What the server would be sent: `None` when the message does not reach it.
+    fn sent(f: Forward, line: &[u8]) -> Option<Vec<u8>> {
+        match f {
+            Forward::Same => Some(line.to_vec()),
+            Forward::Rewritten(b) => Some(b),
+            Forward::Answer(_) | Forward::Drop => None,
+        }
+    }
+
+    #[test]
+    fn no_spelling_of_a_filtered_call_reaches_the_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = only_crash(dir.path(), Arc::new(Collect::default()));
+        let call = |params: &str| {
+            format!(r#"{{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{params}}}"#)
+        };
+        let bypasses = [
+            // A JSON-RPC batch holding the call (MCP 2025-03-26 servers accept batches).
+            format!("[{}]", call(r#"{"name":"echo"}"#)),
+            format!(r#"[{{"jsonrpc":"2.0","method":"ping","id":9}},{}]"#, call(r#"{"name":"echo"}"#)),
+            // `name` twice: serde_json takes the last, a decoder taking the first runs `echo`.
+            call(r#"{"name":"echo","name":"crash"}"#),
+            // Another spelling Go's encoding/json reads as `name` or `method` (case-insensitive, last wins).
+            call(r#"{"name":"crash","NAME":"echo"}"#),
+            call(r#"{"Name":"echo"}"#),
+            r#"{"jsonrpc":"2.0","id":3,"method":"ping","Method":"tools/call","params":{"name":"echo"}}"#.to_string(),
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"crash"},"PARAMS":{"name":"echo"}}"#.to_string(),
+            // `params` twice.
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"crash"},"params":{"name":"echo"}}"#.to_string(),
+            // A call without an id (a lenient server may still run it), one with a null id, a request that is also
+            // a response.
+            r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"echo"}}"#.to_string(),
+            r#"{"jsonrpc":"2.0","id":null,"method":"tools/call","params":{"name":"echo"}}"#.to_string(),
+            r#"{"jsonrpc":"2.0","id":3,"result":{},"method":"tools/call","params":{"name":"echo"}}"#.to_string(),
+            // No string name for the guard to check, or one the guard cannot read.
+            call(r#"{"arguments":{}}"#),
+            call(r#"["echo"]"#),
+            call(r#"{"name":"ech\ud800o"}"#),
+            // Not JSON to serde (a lenient decoder may accept comments or trailing commas).
+            call(r#"{"name":"echo",}"#),
+            format!("{} // x", call(r#"{"name":"echo"}"#)),
+        ];
+        for b in &bypasses {
+            let line = format!("{b}\n");
+            let f = g.from_client(line.as_bytes());
+            assert!(
+                matches!(f, Forward::Answer(_) | Forward::Drop),
+                "{b}: {f:?}"
+            );
+            if let Forward::Answer(a) = f {
+                let v: Value = serde_json::from_slice(&a).expect("one JSON line");
+                assert!(v["error"]["code"].as_i64().unwrap() < 0, "{v}");
+            }
+        }
+        // Escapes are the name itself: refused as `echo`; the allowed tool, however spelled, passes.
+        let escaped = format!("{}\n", call(r#"{"name":"\u0065cho"}"#));
+        assert!(matches!(
+            g.from_client(escaped.as_bytes()),
+            Forward::Answer(_)
+        ));
+        let ok = format!(
+            "{}\n",
+            call(r#"{"name":"cr\u0061sh","arguments":{"Name":1,"name":2}}"#)
+        );
+        assert_eq!(
+            sent(g.from_client(ok.as_bytes()), ok.as_bytes()),
+            Some(ok.into_bytes())
+        );
+        // Other requests and notifications pass as they are.
+        assert_eq!(g.from_client(LIST), Forward::Same);
+        assert_eq!(
+            g.from_client(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n"),
+            Forward::Same
+        );
+    }
+
+    #[test]
+    fn no_spelling_of_a_list_shows_a_filtered_tool() {
+        let dir = tempfile::tempdir().unwrap();
+        let said = Arc::new(Collect::default());
+        let g = only_crash(dir.path(), Arc::clone(&said));
+        let echo = r#"{"name":"echo","description":"Echoes.","inputSchema":{"type":"object"}}"#;
+        let crash = r#"{"name":"crash","description":"Dies.","inputSchema":{"type":"object"}}"#;
+        let replies = [
+            // In a batch.
+            format!(r#"[{{"jsonrpc":"2.0","id":1,"result":{{"tools":[{echo},{crash}]}}}}]"#),
+            // `result` or `tools` twice, or in another spelling.
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"result":{{"tools":[{crash}]}},"result":{{"tools":[{echo}]}}}}"#
+            ),
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"result":{{"tools":[{crash}],"TOOLS":[{echo}]}}}}"#
+            ),
+            format!(r#"{{"jsonrpc":"2.0","id":1,"RESULT":{{"tools":[{echo}]}}}}"#),
+            // A tool's name twice.
+            r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo","name":"crash"}]}}"#.to_string(),
+            // An id spelled otherwise than the request's (1.0 is 1 to JavaScript), or null, or unknown.
+            format!(r#"{{"jsonrpc":"2.0","id":1.0,"result":{{"tools":[{echo},{crash}]}}}}"#),
+            format!(r#"{{"jsonrpc":"2.0","id":null,"result":{{"tools":[{echo},{crash}]}}}}"#),
+            format!(r#"{{"jsonrpc":"2.0","id":77,"result":{{"tools":[{echo},{crash}]}}}}"#),
+            // A member of an entry in another spelling: a case-insensitive client shows it, the pin never saw it.
+            r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"crash","Description":"echo"}]}}"#.to_string(),
+            // One name twice, the second entry carrying what the first does not.
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"result":{{"tools":[{crash},{{"name":"crash","description":"echo"}}]}}}}"#
+            ),
+            // The answer to another request.
+            format!(r#"{{"jsonrpc":"2.0","id":5,"result":{{"tools":[{echo},{crash}]}}}}"#),
+        ];
+        for r in &replies {
+            g.from_client(LIST);
+            g.from_client(
+                b"{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"tools/call\",\"params\":{\"name\":\"crash\"}}\n",
+            );
+            let line = format!("{r}\n");
+            let out = sent(g.from_server(line.as_bytes()), line.as_bytes());
+            if let Some(out) = out {
+                let text = String::from_utf8(out).unwrap();
+                assert!(!text.contains("echo"), "{r}\n→ {text}");
+            }
+        }
+        // The one plain list is filtered, and plain text still passes.
+        g.from_client(LIST);
+        let list =
+            format!("{{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{{\"tools\":[{echo},{crash}]}}}}\n");
+        assert_eq!(names(&g.from_server(list.as_bytes())), ["crash"]);
+        assert_eq!(g.from_server(b"listening on stdio\n"), Forward::Same);
     }
 
     #[test]

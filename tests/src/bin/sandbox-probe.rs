@@ -397,6 +397,16 @@ fn tool_list() -> Vec<Value> {
             &[],
         ),
         tool(
+            "http_get_many",
+            "Sends `count` HTTP/1.1 GETs of `url` (http://HOST:PORT/PATH), `concurrency` at a time, each on a \
+             connection of its own: through the proxy named by HTTP_PROXY (an absolute-form request) when `proxy` \
+             is true, else straight to HOST:PORT. Replies with how many got status 200, the wall time and the \
+             latency percentiles of one GET (µs).",
+            json!({"url": {"type": "string"}, "count": {"type": "integer", "minimum": 1},
+                   "concurrency": {"type": "integer", "minimum": 1}, "proxy": {"type": "boolean"}}),
+            &["url", "count", "concurrency"],
+        ),
+        tool(
             "blob",
             "Returns a text of `bytes` bytes (at most 64 MiB).",
             json!({"bytes": {"type": "integer", "minimum": 0}}),
@@ -530,6 +540,12 @@ fn call_tool(params: &Value) -> Result<(Value, After), RpcError> {
             ToolOutput::json(json!({ "allocated_mib": mib, "pages": total }))
         }
         "fork_many" => ToolOutput::json(fork_many(u64_arg(args, "n")?)),
+        "http_get_many" => ToolOutput::from_result(http_get_many(
+            string_arg(args, "url")?,
+            u64_arg(args, "count")?.min(100_000),
+            u64_arg(args, "concurrency")?.clamp(1, 256),
+            args.get("proxy").and_then(Value::as_bool).unwrap_or(false),
+        )),
         "spin" => ToolOutput::json(spin(u64_arg(args, "threads")?, u64_arg(args, "ms")?)),
         "grow" => {
             GROWN.store(true, Ordering::SeqCst);
@@ -732,6 +748,82 @@ fn via_proxy(protocol: &str, host: &str, port: u64, send: &str) -> Result<Value,
     let mut out = answer;
     out["reply"] = json!(reply.trim_end());
     Ok(out)
+}
+
+/// `count` GETs of `url`, `concurrency` threads, one connection each (load on the egress proxy, issue 18).
+fn http_get_many(url: &str, count: u64, concurrency: u64, proxy: bool) -> Result<Value, String> {
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Mutex;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("the url must start with http://")?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let (target, request) = if proxy {
+        let p = std::env::var("HTTP_PROXY").map_err(|_| "HTTP_PROXY is not set".to_owned())?;
+        let p = p
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        (p, format!("GET http://{authority}{path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"))
+    } else {
+        (
+            authority.to_owned(),
+            format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"),
+        )
+    };
+    let tickets = AtomicU64::new(0);
+    let latencies = Mutex::new(Vec::with_capacity(count as usize));
+    let failures = Mutex::new((0u64, None::<String>));
+    let one = || -> Result<(), String> {
+        let mut s =
+            TcpStream::connect(&target).map_err(|e| format!("{target}: {}", io_error_name(&e)))?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(|e| e.to_string())?;
+        s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).map_err(|e| io_error_name(&e))?;
+        let status = answer.split(|&b| b == b' ').nth(1).unwrap_or_default();
+        if status != b"200" {
+            let head = String::from_utf8_lossy(&answer[..answer.len().min(200)]).into_owned();
+            return Err(format!("answer: {head}"));
+        }
+        Ok(())
+    };
+    let start = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..concurrency.min(count) {
+            scope.spawn(|| {
+                while tickets.fetch_add(1, Ordering::SeqCst) < count {
+                    let t0 = std::time::Instant::now();
+                    match one() {
+                        Ok(()) => latencies
+                            .lock()
+                            .unwrap()
+                            .push(t0.elapsed().as_micros() as u64),
+                        Err(e) => {
+                            let mut f = failures.lock().unwrap();
+                            f.0 += 1;
+                            f.1.get_or_insert(e);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let seconds = start.elapsed().as_secs_f64();
+    let mut l = latencies.into_inner().unwrap();
+    l.sort_unstable();
+    let pct = |q: f64| {
+        l.get(((l.len().saturating_sub(1)) as f64 * q).round() as usize)
+            .copied()
+    };
+    let (failed, first_error) = failures.into_inner().unwrap();
+    Ok(json!({
+        "ok": l.len(), "failed": failed, "first_error": first_error, "seconds": seconds,
+        "per_second": l.len() as f64 / seconds,
+        "p50_us": pct(0.5), "p90_us": pct(0.9), "p99_us": pct(0.99), "max_us": l.last(),
+    }))
 }
 
 thread_local! {

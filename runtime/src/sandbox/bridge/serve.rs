@@ -385,6 +385,9 @@ pub(crate) async fn serve(
         tokio::select! {
             accepted = accept_tcp(tcp.as_ref()) => match accepted {
                 Ok((stream, _)) => {
+                    // Answers go out as several writes (head, then body frames): with Nagle's algorithm the second
+                    // waits for the client's delayed ACK, ~40 ms per request (bench/port_load.py).
+                    let _ = stream.set_nodelay(true);
                     let conn = ctx.pool.admit();
                     start_connection(&ctx, stream, conn);
                 }
