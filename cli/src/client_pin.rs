@@ -182,7 +182,21 @@ impl Session {
         stdin
             .write_all(&line)
             .and_then(|()| stdin.flush())
-            .map_err(|e| Step::Failed(format!("cannot write to the server: {e}")))
+            .map_err(|e| {
+                // A server that exits at once (a missing variable, a bad argument) closes its input before our
+                // first line reaches it: the same end as closing its output before the answer.
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    let what = message
+                        .get("method")
+                        .and_then(Value::as_str)
+                        .unwrap_or("its answer");
+                    Step::Failed(format!(
+                        "the server ended (closed its input) before answering `{what}`"
+                    ))
+                } else {
+                    Step::Failed(format!("cannot write to the server: {e}"))
+                }
+            })
     }
 
     /// Sends a request and waits for its answer, answering the server's own requests meanwhile.

@@ -563,22 +563,6 @@ fn tiny_npm_package(name: &str, version: &str) -> Vec<u8> {
     tar.into_inner().unwrap().finish().unwrap()
 }
 
-/// The committed package roots in `cache`.
-fn package_roots(cache: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(cache.join("roots-v1"))
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.contains("-pkg-") && !n.starts_with('.'))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// `thv-sandbox pull NAME` of a registry entry whose server is an npm package and which pins an identity: the
 /// real npm resolves it in the install sandbox from the loopback index, and the package's attestation (the tests'
 /// Sigstore instance) is checked against the entry's pin under `enabled` before anything is installed. Signed
@@ -587,7 +571,7 @@ fn package_roots(cache: &Path) -> Vec<PathBuf> {
 /// (the base image, an `oci:` layout, is not held to the package's pin).
 #[tokio::test(flavor = "multi_thread")]
 async fn pull_of_a_pinned_package_entry_checks_the_entrys_pin() {
-    use common::{code, Run};
+    use common::{code, package_roots, Run};
     let Some(w) = World::new() else { return };
     let Some(layout) = package_bases() else {
         return;

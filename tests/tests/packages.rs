@@ -13,7 +13,7 @@ use std::net::ToSocketAddrs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{code, Run};
+use common::{code, package_roots, Run};
 use serde_json::json;
 use thv_sandbox_e2e::tool_text;
 
@@ -60,22 +60,6 @@ fn own_cache() -> tempfile::TempDir {
         .expect("tempdir");
     std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod");
     cache
-}
-
-/// The committed package roots of `cache` (`…-pkg-…`).
-fn package_roots(cache: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(cache.join("roots-v1"))
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.contains("-pkg-") && !n.starts_with('.'))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// `run … PACKAGE [-- args]` on `base`, in `cache`, with `extra` flags and `env`.

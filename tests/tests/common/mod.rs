@@ -292,3 +292,19 @@ pub fn code(status: std::process::ExitStatus) -> i32 {
 pub fn show(p: &Path) -> String {
     p.display().to_string()
 }
+
+/// The committed package roots of `cache` (`…-pkg-…`).
+pub fn package_roots(cache: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(cache.join("roots-v1"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.contains("-pkg-") && !n.starts_with('.'))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
