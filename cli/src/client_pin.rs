@@ -162,6 +162,9 @@ fn count(result: &Value, member: &str) -> Result<(usize, Option<Value>), String>
     Ok((n, next))
 }
 
+/// A request's result, or the server's error (code, message).
+type Answer<T> = Result<T, (i64, String)>;
+
 /// The MCP side of the conversation.
 struct Session {
     stdin: Option<ChildStdin>,
@@ -236,11 +239,7 @@ impl Session {
 
     /// Every page of a list (at most [`MAX_PAGES`]): its number of entries and whether pages were left; or the
     /// server's error.
-    fn list_all(
-        &mut self,
-        method: &str,
-        member: &str,
-    ) -> Result<Result<(usize, bool), (i64, String)>, Step> {
+    fn list_all(&mut self, method: &str, member: &str) -> Result<Answer<(usize, bool)>, Step> {
         let (mut total, mut cursor) = (0, None);
         for _ in 0..MAX_PAGES {
             let params = match cursor.take() {
