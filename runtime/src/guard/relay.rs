@@ -477,6 +477,13 @@ impl Guard {
             // already, with other members, is a difference, below).
             pinned = pin::extended(kind, &pinned, &page);
             pin.lists.set(kind, pinned.clone());
+            // What waits for `pin accept` (a difference seen earlier in this listing) grows with it.
+            if let Some(pending) = pin.pending.as_mut().filter(|p| p.digest == *digest) {
+                if let Some(list) = pending.lists.get(kind) {
+                    let list = pin::extended(kind, list, &page);
+                    pending.lists.set(kind, list);
+                }
+            }
             save(&pin);
             if listing.ended {
                 pinned_note(pinned.len());
@@ -997,6 +1004,33 @@ mod tests {
         assert_eq!(
             paged_session(&g, ("e", "E.")),
             (Forward::Same, Forward::Same)
+        );
+    }
+
+    #[test]
+    fn a_difference_within_the_listing_being_pinned_keeps_its_later_pages_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let said = Arc::new(Collect::default());
+        let g = guard(
+            dir.path(),
+            GuardRequest::default(),
+            "sha256:1",
+            Arc::clone(&said),
+        );
+        g.from_client(&list_page(1, None));
+        g.from_server(&page_reply(1, &[("a", "A."), ("b", "B.")], Some("p2")));
+        // Page 2 names `a` again, otherwise: a difference; page 3 still extends the pin, and what is pending.
+        g.from_client(&list_page(2, Some("p2")));
+        g.from_server(&page_reply(2, &[("a", "A2.")], Some("p3")));
+        g.from_client(&list_page(3, Some("p3")));
+        g.from_server(&page_reply(3, &[("c", "C.")], None));
+        assert_eq!(pinned_names(dir.path(), false), ["a", "b", "c"]);
+        assert_eq!(pinned_names(dir.path(), true), ["a", "b", "c"]);
+        let pin = PinStore::new(dir.path()).load("srv").unwrap().unwrap();
+        assert_eq!(pin.lists.tools.unwrap()[0]["description"], "A.");
+        assert_eq!(
+            pin.pending.unwrap().lists.tools.unwrap()[0]["description"],
+            "A2."
         );
     }
 
