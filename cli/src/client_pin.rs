@@ -201,12 +201,7 @@ impl Session {
     ) -> Result<Result<Value, (i64, String)>, Step> {
         self.next_id += 1;
         let id = self.next_id;
-        // A server that is already gone fails the write: the step is named either way.
-        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
-            .map_err(|step| match step {
-                Step::Failed(m) => Step::Failed(format!("{m} (sending `{method}`)")),
-                other => other,
-            })?;
+        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))?;
         loop {
             let left = self.deadline.saturating_duration_since(Instant::now());
             let line = match self.lines.recv_timeout(left) {
