@@ -423,7 +423,8 @@ fn pin(
     }
     for list in &listed.paged {
         eprintln!(
-            "note: {name}'s {list} has more pages; only the first is pinned (the guard pins a list's first page)"
+            "note: {name}'s {list} has more than {} pages; only those were asked for, and pinned",
+            client_pin::MAX_PAGES
         );
     }
     for (list, e) in &listed.failed {

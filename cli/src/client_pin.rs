@@ -11,8 +11,9 @@
 //! The conversation is newline-delimited JSON-RPC, read with the guard's bounded line reader. Lines that are not
 //! the awaited answer are skipped: notifications, answers to other ids, garbage. A request from the server
 //! (`ping`, `roots/list`, `sampling/createMessage`…) gets an answer so the server does not wait on it: `{}` for
-//! `ping`, "method not found" for the rest (the pin run declares no client capabilities). Only the first page of
-//! a paginated list is asked for: the guard pins what a list's first page says (see `guard::relay`).
+//! `ping`, "method not found" for the rest (the pin run declares no client capabilities). A paginated list is
+//! followed through its `nextCursor`s, at most [`MAX_PAGES`] pages: the guard pins a listing's pages together
+//! (see `guard::pin::Listing`).
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -29,6 +30,9 @@ const PROTOCOL_VERSION: &str = "2025-06-18";
 
 /// How much of the child's stderr is kept for an error message.
 const STDERR_KEEP: usize = 16 << 10;
+
+/// Most pages of one list the pin run asks for (a server that pages on without end is not followed forever).
+pub const MAX_PAGES: usize = 100;
 
 /// How long a child that was asked to stop (SIGTERM) gets before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -49,13 +53,13 @@ pub struct PinRun {
 /// What the server listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
-    /// The number of tools on the (first page of) `tools/list`.
+    /// The number of tools on the pages of `tools/list`.
     pub tools: usize,
     /// The number of prompts, when the server advertises prompts and listed them.
     pub prompts: Option<usize>,
     /// The number of resources, likewise.
     pub resources: Option<usize>,
-    /// The lists that said `nextCursor` (only their first page is pinned).
+    /// The lists that had more than [`MAX_PAGES`] pages (only those were asked for, and pinned).
     pub paged: Vec<&'static str>,
     /// Lists the server advertises but answered with an error (not pinned): method and error message.
     pub failed: Vec<(&'static str, String)>,
@@ -144,18 +148,22 @@ fn answer_to_server(id: &Value, method: &str) -> Value {
     }
 }
 
-/// The number of entries of `member` in a list result, and whether it has more pages.
-fn count(result: &Value, member: &str) -> Result<(usize, bool), String> {
+/// The number of entries of `member` in a list result, and the cursor of its next page if it has one.
+fn count(result: &Value, member: &str) -> Result<(usize, Option<Value>), String> {
     let n = result
         .get(member)
         .and_then(Value::as_array)
         .map(Vec::len)
         .ok_or_else(|| format!("its result has no `{member}` array"))?;
-    let more = result
+    let next = result
         .get("nextCursor")
-        .is_some_and(|c| !c.is_null() && c.as_str() != Some(""));
-    Ok((n, more))
+        .filter(|c| !c.is_null() && c.as_str() != Some(""))
+        .cloned();
+    Ok((n, next))
 }
+
+/// A request's result, or the server's error (code, message).
+type Answer<T> = Result<T, (i64, String)>;
 
 /// The MCP side of the conversation.
 struct Session {
@@ -238,6 +246,30 @@ impl Session {
         }
     }
 
+    /// Every page of a list (at most [`MAX_PAGES`]): its number of entries and whether pages were left; or the
+    /// server's error.
+    fn list_all(&mut self, method: &str, member: &str) -> Result<Answer<(usize, bool)>, Step> {
+        let (mut total, mut cursor) = (0, None);
+        for _ in 0..MAX_PAGES {
+            let params = match cursor.take() {
+                Some(c) => json!({ "cursor": c }),
+                None => json!({}),
+            };
+            let result = match self.request(method, params)? {
+                Ok(r) => r,
+                Err(e) => return Ok(Err(e)),
+            };
+            let (n, next) =
+                count(&result, member).map_err(|e| Step::Failed(format!("`{method}`: {e}")))?;
+            total += n;
+            match next {
+                Some(c) => cursor = Some(c),
+                None => return Ok(Ok((total, false))),
+            }
+        }
+        Ok(Ok((total, true)))
+    }
+
     /// `initialize`, `notifications/initialized`, the lists.
     fn converse(&mut self) -> Result<Listed, Step> {
         let init = self
@@ -262,10 +294,8 @@ impl Session {
             stderr: String::new(),
         };
         // Tools are asked for even when not advertised (clients do); an error is then "no tools".
-        match self.request("tools/list", json!({}))? {
-            Ok(result) => {
-                let (n, more) = count(&result, "tools")
-                    .map_err(|e| Step::Failed(format!("`tools/list`: {e}")))?;
+        match self.list_all("tools/list", "tools")? {
+            Ok((n, more)) => {
                 listed.tools = n;
                 if more {
                     listed.paged.push("tools/list");
@@ -283,10 +313,8 @@ impl Session {
             if caps.get(cap).is_none() {
                 continue;
             }
-            match self.request(method, json!({}))? {
-                Ok(result) => {
-                    let (n, more) = count(&result, member)
-                        .map_err(|e| Step::Failed(format!("`{method}`: {e}")))?;
+            match self.list_all(method, member)? {
+                Ok((n, more)) => {
                     if more {
                         listed.paged.push(method);
                     }
@@ -537,14 +565,14 @@ mod tests {
 
     #[test]
     fn lists_are_counted_and_pages_noticed() {
-        assert_eq!(count(&json!({"tools": [{}, {}]}), "tools"), Ok((2, false)));
+        assert_eq!(count(&json!({"tools": [{}, {}]}), "tools"), Ok((2, None)));
         assert_eq!(
             count(&json!({"tools": [{}], "nextCursor": "c2"}), "tools"),
-            Ok((1, true))
+            Ok((1, Some(json!("c2"))))
         );
         assert_eq!(
             count(&json!({"tools": [], "nextCursor": null}), "tools"),
-            Ok((0, false))
+            Ok((0, None))
         );
         assert!(count(&json!({"prompts": []}), "tools").is_err());
     }
@@ -578,18 +606,38 @@ mod tests {
             case "$pong" in *'"result":{}'*) ;; *) exit 9;; esac
             echo "garbage"
             echo '{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"a"},{"name":"b"}],"nextCursor":"x"}}'
+            read page2
+            case "$page2" in *'"id":3'*'"cursor":"x"'*|*'"cursor":"x"'*'"id":3'*) ;; *) exit 8;; esac
+            echo '{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"c"}]}}'
             read prompts
-            echo '{"jsonrpc":"2.0","id":3,"error":{"code":-32603,"message":"broken"}}'
+            echo '{"jsonrpc":"2.0","id":4,"error":{"code":-32603,"message":"broken"}}'
             echo "$PIN_TEST_VALUE" >&2
             cat >/dev/null
         "#;
         let listed = script(body, Duration::from_secs(20)).unwrap_or_else(|e| panic!("{e:?}"));
-        assert_eq!(listed.tools, 2);
-        assert_eq!(listed.paged, ["tools/list"]);
+        assert_eq!(listed.tools, 3);
+        assert!(listed.paged.is_empty(), "{listed:?}");
         assert_eq!(listed.prompts, None);
         assert_eq!(listed.failed.len(), 1, "{listed:?}");
         assert!(listed.exit.is_some_and(|s| s.success()), "{listed:?}");
         assert!(listed.stderr.contains("from-env"), "{listed:?}");
+    }
+
+    #[test]
+    fn a_list_that_pages_on_without_end_is_followed_a_bounded_number_of_pages() {
+        let body = r#"
+            read init
+            echo '{"jsonrpc":"2.0","id":1,"result":{"capabilities":{"tools":{}},"serverInfo":{"name":"s","version":"1"}}}'
+            read initialized
+            i=2
+            while read req; do
+                echo "{\"jsonrpc\":\"2.0\",\"id\":$i,\"result\":{\"tools\":[{\"name\":\"t$i\"}],\"nextCursor\":\"c$i\"}}"
+                i=$((i+1))
+            done
+        "#;
+        let listed = script(body, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(listed.tools, MAX_PAGES);
+        assert_eq!(listed.paged, ["tools/list"]);
     }
 
     #[test]

@@ -32,6 +32,12 @@ fn versions(tags: &[&str]) -> (tempfile::TempDir, PathBuf) {
         let image = match *tag {
             "v1b" => base().label("version", "1b"),
             "v2" => base().env("PROBE_ECHO_DESCRIPTION", POISONED),
+            // The same, listing its tools five a page.
+            "p1" => base().env("PROBE_TOOLS_PAGE", "5"),
+            "p1b" => base().env("PROBE_TOOLS_PAGE", "5").label("version", "1b"),
+            "p2" => base()
+                .env("PROBE_TOOLS_PAGE", "5")
+                .env("PROBE_ECHO_DESCRIPTION", POISONED),
             _ => base(),
         };
         image.write(&layout, tag).expect("write the image");
@@ -168,6 +174,70 @@ async fn a_changed_description_is_shown_and_under_enforce_withheld_until_accepte
     let server = start(&run, &layout, "v1", &[]).await;
     tool_names(&server).await;
     assert!(finish(server).await.contains(&pinned));
+    run.assert_nothing_left(None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paged_tools_list_is_pinned_whole_and_accepted_whole() {
+    let run = Run::new();
+    let (_dir, layout) = versions(&["p1", "p1b", "p2"]);
+    let name = pin_name(&layout);
+    let pinned_tools = |run: &Run| -> Vec<String> {
+        let shown: Value = serde_json::from_slice(&pin_cmd(run, &["show", &name, "--json"]).stdout)
+            .expect("pin show --json");
+        let mut names: Vec<String> = shown["tools"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{shown}"))
+            .iter()
+            .map(|t| t["name"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+
+    // rmcp follows the cursors: every page is pinned.
+    let server = start(&run, &layout, "p1", &[]).await;
+    let mut all = tool_names(&server).await;
+    all.sort();
+    assert!(all.len() > 10, "{all:?}");
+    let stderr = finish(server).await;
+    let pages = all.len().div_ceil(5);
+    assert!(
+        stderr.contains(&format!(
+            "pinned its {} tools as first seen ({pages} pages)",
+            all.len()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(pinned_tools(&run), all);
+
+    // Another digest, the same pages, under enforce: nothing differs, nothing is withheld.
+    let server = start(&run, &layout, "p1b", &["--pin", "enforce"]).await;
+    let mut names = tool_names(&server).await;
+    names.sort();
+    assert_eq!(names, all);
+    let stderr = finish(server).await;
+    assert!(!stderr.contains("differ"), "{stderr}");
+
+    // echo changed (on the first page): it alone is withheld; accepting takes the whole list.
+    let server = start(&run, &layout, "p2", &["--pin", "enforce"]).await;
+    let names = tool_names(&server).await;
+    assert_eq!(names.len(), all.len() - 1, "{names:?}");
+    assert!(!names.contains(&"echo".to_string()), "{names:?}");
+    let stderr = finish(server).await;
+    assert!(stderr.contains("changed tool `echo`"), "{stderr}");
+    assert!(!stderr.contains("new tool"), "{stderr}");
+    let accepted = pin_cmd(&run, &["accept", &name]);
+    assert!(accepted.status.success(), "{accepted:?}");
+    assert_eq!(pinned_tools(&run), all);
+    let server = start(&run, &layout, "p2", &["--pin", "enforce"]).await;
+    assert_eq!(
+        description(&server, "echo").await.as_deref(),
+        Some(POISONED)
+    );
+    assert_eq!(tool_names(&server).await.len(), all.len());
+    let stderr = finish(server).await;
+    assert!(!stderr.contains("differ"), "{stderr}");
     run.assert_nothing_left(None);
 }
 

@@ -438,6 +438,13 @@ impl<'de> serde::de::Visitor<'de> for Walk<'_> {
     }
 }
 
+/// Whether `text` is JSON cut short: what is there reads as the start of one JSON value, and the line ends before
+/// the value does (a pretty-printed document's `{` line). No decoder that reads a line as a message takes such a
+/// line for one, so it is plain text to the guard (MCP's stdio messages are one line each).
+pub fn cut_short(text: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(text).is_err_and(|e| e.is_eof())
+}
+
 /// Whether `text` (a line, trimmed) would be taken for JSON by a peer: it opens an object or an array (after an
 /// optional byte order mark, which some decoders skip). What does not is plain text (a server's log line).
 pub fn looks_like_json(text: &[u8]) -> bool {

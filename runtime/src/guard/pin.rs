@@ -226,6 +226,100 @@ pub fn diff(kind: ListKind, pinned: &[Value], now: &[Value], complete: bool) -> 
     d
 }
 
+/// Most entries of one list kept from one session's pages (a server that pages on without end does not fill
+/// memory, nor the pin).
+pub const MAX_LISTED: usize = 10_000;
+
+/// `base` with the entries of `over` (both [`canonical`]) put in by key (an entry of `over` replaces the one of
+/// `base` with its key), sorted by key, at most [`MAX_LISTED`] entries; `true` when some of `over` were left out.
+pub fn merged(kind: ListKind, base: &[Value], over: &[Value]) -> (Vec<Value>, bool) {
+    let mut by_key: std::collections::BTreeMap<&str, &Value> =
+        base.iter().map(|e| (key_of(kind, e), e)).collect();
+    let mut cut = false;
+    for e in over {
+        let k = key_of(kind, e);
+        if by_key.len() >= MAX_LISTED && !by_key.contains_key(k) {
+            cut = true;
+            continue;
+        }
+        by_key.insert(k, e);
+    }
+    (by_key.into_values().cloned().collect(), cut)
+}
+
+/// `pinned` with the entries of `page` whose keys it lacks (both [`canonical`]; at most [`MAX_LISTED`]): an
+/// entry it has with other members is left as pinned (that is a difference, not an extension).
+pub fn extended(kind: ListKind, pinned: &[Value], page: &[Value]) -> Vec<Value> {
+    let new: Vec<Value> = page
+        .iter()
+        .filter(|e| !pinned.iter().any(|p| key_of(kind, p) == key_of(kind, e)))
+        .cloned()
+        .collect();
+    merged(kind, pinned, &new).0
+}
+
+/// One listing (a list's pages, from a request without `cursor` to a result without `nextCursor`) as one
+/// session saw it: the pages' entries put together, so that a page is compared, pinned and kept pending as
+/// part of the whole list rather than as the whole list.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Listing {
+    /// The entries of the pages seen so far ([`canonical`]), at most [`MAX_LISTED`].
+    pub entries: Vec<Value>,
+    /// The pages seen so far.
+    pub pages: usize,
+    /// Its first page was seen (a page asked for with a cursor alone may be from a listing begun before).
+    pub from_first: bool,
+    /// Its last page was seen.
+    pub ended: bool,
+    /// Entries were left out ([`MAX_LISTED`]).
+    pub cut: bool,
+    /// The pin of this list was taken from this listing: its later pages extend the pin.
+    pub pinning: bool,
+}
+
+impl Listing {
+    /// Adds a page: `first` when asked for without a cursor (a new listing begins), `last` when the result
+    /// has no `nextCursor`.
+    pub fn add(&mut self, kind: ListKind, page: &[Value], first: bool, last: bool) {
+        if first || self.ended {
+            *self = Listing {
+                from_first: first,
+                ..Listing::default()
+            };
+        }
+        let (entries, cut) = merged(kind, &self.entries, page);
+        self.entries = entries;
+        self.cut |= cut;
+        self.pages += 1;
+        self.ended = last;
+    }
+
+    /// The whole list was seen: from its first page to its last, nothing left out.
+    pub fn whole(&self) -> bool {
+        self.from_first && self.ended && !self.cut
+    }
+
+    /// Compares the page just added (`page`, [`canonical`]) with `pinned`: its new and changed entries; and,
+    /// once the whole list was seen, the pinned entries no page had.
+    pub fn compare(&self, kind: ListKind, pinned: &[Value], page: &[Value]) -> Diff {
+        let mut d = diff(kind, pinned, page, false);
+        if self.whole() {
+            d.removed = diff(kind, pinned, &self.entries, true).removed;
+        }
+        d
+    }
+
+    /// What `pin accept` is to take for this list: the pages seen; unless the whole list was seen, over the
+    /// pinned entries (entries of pages not seen are kept, not dropped).
+    pub fn pending(&self, kind: ListKind, pinned: &[Value]) -> Vec<Value> {
+        if self.whole() {
+            self.entries.clone()
+        } else {
+            merged(kind, pinned, &self.entries).0
+        }
+    }
+}
+
 /// A list as seen at one image digest.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Lists {
@@ -447,6 +541,61 @@ mod tests {
             .removed
             .is_empty());
         assert!(diff(ListKind::Tools, &pinned, &pinned, true).is_empty());
+    }
+
+    #[test]
+    fn a_listing_puts_its_pages_together_and_sees_removals_only_when_whole() {
+        let k = ListKind::Tools;
+        let pinned =
+            tools(json!([{"name": "a"}, {"name": "b"}, {"name": "c", "description": "c"}]));
+        let (p1, p2) = (
+            tools(json!([{"name": "a"}])),
+            tools(json!([{"name": "c", "description": "c"}])),
+        );
+        let mut l = Listing::default();
+        l.add(k, &p1, true, false);
+        assert!(!l.whole());
+        assert!(l.compare(k, &pinned, &p1).is_empty());
+        // Not the whole list yet: what `pin accept` would take keeps the pinned entries not seen.
+        assert_eq!(l.pending(k, &pinned), pinned);
+        l.add(k, &p2, false, true);
+        assert_eq!(l.pages, 2);
+        assert!(l.whole());
+        assert_eq!(
+            l.entries,
+            tools(json!([{"name": "a"}, {"name": "c", "description": "c"}]))
+        );
+        // A later page's entry the pin holds as it is is no difference; the one no page had is removed.
+        let d = l.compare(k, &pinned, &p2);
+        assert!(d.added.is_empty() && d.changed.is_empty(), "{d:?}");
+        assert_eq!(d.removed, ["b"]);
+        assert_eq!(l.pending(k, &pinned), l.entries);
+        // A new first page begins a new listing; a page asked for with a cursor alone is never whole.
+        l.add(k, &p2, true, true);
+        assert_eq!(l.entries, p2);
+        l.add(k, &p1, false, true);
+        assert!(!l.from_first && !l.whole());
+        assert!(l.compare(k, &pinned, &p1).removed.is_empty());
+    }
+
+    #[test]
+    fn a_listing_is_bounded_and_an_extension_keeps_the_pinned_entry() {
+        let k = ListKind::Tools;
+        let mut l = Listing::default();
+        for n in 0..3 {
+            let page: Vec<Value> = (0..MAX_LISTED / 2)
+                .map(|i| json!({"name": format!("t{n}-{i}")}))
+                .collect();
+            l.add(k, &page, n == 0, n == 2);
+        }
+        assert_eq!(l.entries.len(), MAX_LISTED);
+        assert!(l.cut && l.ended && !l.whole());
+        let pinned = tools(json!([{"name": "a", "description": "old"}]));
+        let page = tools(json!([{"name": "a", "description": "new"}, {"name": "b"}]));
+        assert_eq!(
+            extended(k, &pinned, &page),
+            tools(json!([{"name": "a", "description": "old"}, {"name": "b"}]))
+        );
     }
 
     #[test]

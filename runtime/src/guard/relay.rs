@@ -22,8 +22,8 @@ use serde_json::{json, Value};
 
 use super::audit::{self, AuditLog, Entry};
 use super::frame::{
-    looks_like_json, other_spelling, parse_frame, shown, trimmed, unambiguous, Frame, Line,
-    LineReader, MAX_MESSAGE,
+    cut_short, looks_like_json, other_spelling, parse_frame, shown, trimmed, unambiguous, Frame,
+    Line, LineReader, MAX_MESSAGE,
 };
 use super::pin::{self, ListKind, Pending, Pin, PinMode, PinStore};
 use super::GuardRequest;
@@ -121,7 +121,7 @@ struct Outstanding {
     method: String,
     tool: Option<String>,
     keys: Option<Vec<String>>,
-    /// A pinned list, and whether it is the whole list (no cursor asked for).
+    /// A pinned list, and whether it is a listing's first page (no cursor asked for).
     list: Option<(ListKind, bool)>,
 }
 
@@ -135,6 +135,16 @@ struct State {
     withheld: BTreeSet<String>,
     /// The differences said already this session.
     told: BTreeSet<String>,
+    /// Each list's pages seen this session (tools, prompts, resources).
+    listings: [pin::Listing; 3],
+}
+
+fn slot(kind: ListKind) -> usize {
+    match kind {
+        ListKind::Tools => 0,
+        ListKind::Prompts => 1,
+        ListKind::Resources => 2,
+    }
 }
 
 /// The guard's state for one session, shared by the relay's threads. The message handlers
@@ -359,8 +369,9 @@ impl Guard {
             // Plain text (a server's stray log line, or a program that is no MCP server): passed on as it is, as
             // without the guard. What a client's decoder would take for JSON but the guard cannot read
             // unambiguously (a batch, a member twice or in two spellings) is dropped: it could carry a list the
-            // guard never checked.
-            Frame::Invalid(why) if looks_like_json(text) => {
+            // guard never checked. A line that ends before its JSON does (a pretty-printed document's `{`) is
+            // plain text: no decoder reads a message from it.
+            Frame::Invalid(why) if looks_like_json(text) && !cut_short(text) => {
                 self.dropped(&format!(
                     "a message from the server that is not one unambiguous JSON-RPC message ({why})"
                 ));
@@ -455,20 +466,21 @@ impl Guard {
         }
     }
 
-    /// A list result: compared with the pin (recorded on first sight), filtered; the bytes to relay when they
-    /// change.
-    /// `asked`: the client asked for this list (a result without one is an error). The whole list must read the same to every decoder (no member twice or in two spellings, at any
-    /// depth): what is pinned and filtered is then what the client sees.
+    /// A list result (`first`: a listing's first page): compared with the pin (recorded on first sight),
+    /// filtered; the bytes to relay when they change.
+    /// `asked`: the client asked for this list (a result without one is an error). The whole list must read the
+    /// same to every decoder (no member twice or in two spellings, at any depth): what is pinned and filtered is
+    /// then what the client sees.
     fn list_result(
         &self,
         text: &[u8],
         kind: ListKind,
-        complete: bool,
+        first: bool,
         asked: bool,
     ) -> Result<Option<Vec<u8>>, String> {
         unambiguous(text, usize::MAX)?;
         let mut message: Value = serde_json::from_slice(text).map_err(|e| e.to_string())?;
-        let complete = complete && message["result"].get("nextCursor").is_none();
+        let last = message["result"].get("nextCursor").is_none();
         let Some(entries) = message["result"]
             .get(kind.member())
             .and_then(Value::as_array)
@@ -505,7 +517,7 @@ impl Guard {
         }
         let canonical = pin::canonical(kind, entries);
         if self.setup.request.pin != PinMode::Off {
-            let withheld = self.check_pin(kind, canonical, complete);
+            let withheld = self.check_pin(kind, canonical, first, last, asked);
             self.state().withheld.extend(withheld);
         }
         if kind != ListKind::Tools {
@@ -521,9 +533,28 @@ impl Guard {
         Ok(Some(line_of(&message)))
     }
 
-    /// Compares a list with the pin; returns the tools to withhold.
-    fn check_pin(&self, kind: ListKind, now: Vec<Value>, complete: bool) -> BTreeSet<String> {
+    /// Compares a page of a list (`first`: asked for without a cursor; `last`: no `nextCursor`) with the pin, as
+    /// part of the listing the session has seen so far (`asked`: a list the client asked for; one it did not is
+    /// compared alone, never part of a listing); returns the tools to withhold.
+    fn check_pin(
+        &self,
+        kind: ListKind,
+        page: Vec<Value>,
+        first: bool,
+        last: bool,
+        asked: bool,
+    ) -> BTreeSet<String> {
         let (store, name, digest) = (&self.setup.pins, &self.setup.server, &self.setup.digest);
+        let listing = if !asked {
+            let mut alone = pin::Listing::default();
+            alone.add(kind, &page, false, false);
+            alone
+        } else {
+            let mut state = self.state();
+            let listing = &mut state.listings[slot(kind)];
+            listing.add(kind, &page, first, last);
+            listing.clone()
+        };
         let loaded = match store.load(name) {
             Ok(p) => p,
             Err(e) => {
@@ -540,30 +571,74 @@ impl Guard {
                 self.warn(&format!("{name}: cannot write its pin: {e}"));
             }
         };
+        let pinned_note = |count: usize| {
+            let text = if listing.ended {
+                format!(
+                    "{name}: pinned its {count} {} as first seen{} (`thv-sandbox pin show {name}`)",
+                    kind.member(),
+                    if listing.pages > 1 {
+                        format!(" ({} pages)", listing.pages)
+                    } else {
+                        String::new()
+                    },
+                )
+            } else {
+                format!(
+                    "{name}: pinned the {count} {} of a first page as first seen; the next pages the client asks \
+                     for are added (`thv-sandbox pin show {name}`)",
+                    kind.member()
+                )
+            };
+            self.note(&text);
+        };
+        let pinning = || {
+            if asked {
+                self.state().listings[slot(kind)].pinning = true;
+            }
+        };
         let Some(mut pin) = loaded else {
-            let count = now.len();
             let mut pin = Pin {
                 name: name.clone(),
                 digests: vec![digest.clone()],
                 pinned_at: pin::now(),
                 ..Pin::default()
             };
-            pin.lists.set(kind, now);
+            pin.lists.set(kind, listing.entries.clone());
             save(&pin);
-            self.note(&format!(
-                "{name}: pinned its {count} {} as first seen (`thv-sandbox pin show {name}`)",
-                kind.member()
-            ));
+            pinning();
+            pinned_note(listing.entries.len());
             return BTreeSet::new();
         };
         let Some(pinned) = pin.lists.get(kind) else {
-            pin.lists.set(kind, now);
+            pin.lists.set(kind, listing.entries.clone());
             save(&pin);
+            pinning();
             return BTreeSet::new();
         };
-        let d = pin::diff(kind, pinned, &now, complete);
+        let mut pinned = pinned.clone();
+        if listing.pinning {
+            // A later page of the listing the pin was taken from: its entries join the pin (an entry the pin has
+            // already, with other members, is a difference, below).
+            pinned = pin::extended(kind, &pinned, &page);
+            pin.lists.set(kind, pinned.clone());
+            // What waits for `pin accept` (a difference seen earlier in this listing) grows with it.
+            if let Some(pending) = pin.pending.as_mut().filter(|p| p.digest == *digest) {
+                if let Some(list) = pending.lists.get(kind) {
+                    let list = pin::extended(kind, list, &page);
+                    pending.lists.set(kind, list);
+                }
+            }
+            save(&pin);
+            if listing.ended {
+                pinned_note(pinned.len());
+            }
+        }
+        let d = listing.compare(kind, &pinned, &page);
         if d.is_empty() {
-            if !pin.digests.contains(digest) {
+            if listing.whole()
+                && !pin.digests.contains(digest)
+                && pin::diff(kind, &pinned, &listing.entries, true).is_empty()
+            {
                 // A new image with the same lists keeps the pin.
                 pin.digests.push(digest.clone());
                 save(&pin);
@@ -571,7 +646,7 @@ impl Guard {
             return BTreeSet::new();
         }
         let enforce = self.setup.request.pin == PinMode::Enforce && kind == ListKind::Tools;
-        let lines = d.lines(kind, &now);
+        let lines = d.lines(kind, &page);
         let text = format!(
             "{name}: the server's {} differ from those pinned at {}{}:\n{}\naccept them with `thv-sandbox pin \
              accept {name}` (or see them with `thv-sandbox pin show {name}`)",
@@ -597,7 +672,9 @@ impl Guard {
                 seen_at: pin::now(),
                 ..Pending::default()
             });
-        pending.lists.set(kind, now);
+        // The listing's pages so far (over the pinned entries until the whole list was seen): `pin accept` takes
+        // the list, not the last page.
+        pending.lists.set(kind, listing.pending(kind, &pinned));
         pin.pending = Some(pending);
         save(&pin);
         if enforce {
@@ -980,6 +1057,226 @@ mod tests {
         assert_eq!(g.from_client(CALL_ECHO), Forward::Same);
     }
 
+    fn list_page(id: u64, cursor: Option<&str>) -> Vec<u8> {
+        let mut m = json!({"jsonrpc": "2.0", "id": id, "method": "tools/list"});
+        if let Some(c) = cursor {
+            m["params"] = json!({"cursor": c});
+        }
+        line_of(&m)
+    }
+
+    fn page_reply(id: u64, tools: &[(&str, &str)], next: Option<&str>) -> Vec<u8> {
+        let tools: Vec<Value> = tools
+            .iter()
+            .map(|(n, d)| json!({"name": n, "description": d, "inputSchema": {"type": "object"}}))
+            .collect();
+        let mut m = json!({"jsonrpc": "2.0", "id": id, "result": {"tools": tools}});
+        if let Some(c) = next {
+            m["result"]["nextCursor"] = json!(c);
+        }
+        line_of(&m)
+    }
+
+    fn pinned_names(dir: &std::path::Path, pending: bool) -> Vec<String> {
+        let pin = PinStore::new(dir).load("srv").unwrap().unwrap();
+        let lists = if pending {
+            pin.pending.unwrap().lists
+        } else {
+            pin.lists
+        };
+        lists
+            .tools
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// One session that follows the cursor: page 1 (`a`, `b`), page 2 (`c` and `page2`).
+    fn paged_session(g: &Guard, page2: (&str, &str)) -> (Forward, Forward) {
+        assert_eq!(g.from_client(&list_page(1, None)), Forward::Same);
+        let f1 = g.from_server(&page_reply(1, &[("a", "A."), ("b", "B.")], Some("p2")));
+        assert_eq!(g.from_client(&list_page(2, Some("p2"))), Forward::Same);
+        let f2 = g.from_server(&page_reply(2, &[("c", "C."), page2], None));
+        (f1, f2)
+    }
+
+    #[test]
+    fn paged_lists_are_pinned_whole_and_compared_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let said = Arc::new(Collect::default());
+        let enforce = GuardRequest {
+            pin: PinMode::Enforce,
+            ..GuardRequest::default()
+        };
+        // First sight: both pages are pinned, the note counts them all.
+        let g = guard(dir.path(), enforce.clone(), "sha256:1", Arc::clone(&said));
+        assert_eq!(
+            paged_session(&g, ("d", "D.")),
+            (Forward::Same, Forward::Same)
+        );
+        assert_eq!(pinned_names(dir.path(), false), ["a", "b", "c", "d"]);
+        let notes = said.0.lock().unwrap().clone();
+        assert!(
+            notes
+                .last()
+                .unwrap()
+                .contains("pinned its 4 tools as first seen (2 pages) (`thv"),
+            "{notes:?}"
+        );
+
+        // The same pages again: nothing differs, nothing is withheld, the new digest is learned.
+        let g = guard(dir.path(), enforce.clone(), "sha256:2", Arc::clone(&said));
+        let before = said.0.lock().unwrap().len();
+        assert_eq!(
+            paged_session(&g, ("d", "D.")),
+            (Forward::Same, Forward::Same)
+        );
+        assert_eq!(
+            said.0.lock().unwrap().len(),
+            before,
+            "{:?}",
+            said.0.lock().unwrap()
+        );
+        let pin = PinStore::new(dir.path()).load("srv").unwrap().unwrap();
+        assert_eq!(pin.digests, ["sha256:1", "sha256:2"]);
+        assert!(pin.pending.is_none());
+
+        // Page 2 changes `d` into `e`: `e` is withheld, `d` is told removed, and `pin accept` would take all
+        // of the list (not page 2 alone).
+        let g = guard(dir.path(), enforce.clone(), "sha256:3", Arc::clone(&said));
+        let (f1, f2) = paged_session(&g, ("e", "E."));
+        assert_eq!(f1, Forward::Same);
+        assert_eq!(names(&f2), ["c"]);
+        let warning = said.0.lock().unwrap().last().unwrap().clone();
+        assert!(warning.contains("new tool `e`"), "{warning}");
+        assert!(warning.contains("removed tool `d`"), "{warning}");
+        assert!(!warning.contains("`c`"), "{warning}");
+        assert_eq!(pinned_names(dir.path(), true), ["a", "b", "c", "e"]);
+        let store = PinStore::new(dir.path());
+        let mut pin = store.load("srv").unwrap().unwrap();
+        assert!(pin.accept());
+        store.save(&pin).unwrap();
+        assert_eq!(pinned_names(dir.path(), false), ["a", "b", "c", "e"]);
+        let g = guard(dir.path(), enforce, "sha256:3", said);
+        assert_eq!(
+            paged_session(&g, ("e", "E.")),
+            (Forward::Same, Forward::Same)
+        );
+    }
+
+    #[test]
+    fn a_difference_within_the_listing_being_pinned_keeps_its_later_pages_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let said = Arc::new(Collect::default());
+        let g = guard(
+            dir.path(),
+            GuardRequest::default(),
+            "sha256:1",
+            Arc::clone(&said),
+        );
+        g.from_client(&list_page(1, None));
+        g.from_server(&page_reply(1, &[("a", "A."), ("b", "B.")], Some("p2")));
+        // Page 2 names `a` again, otherwise: a difference; page 3 still extends the pin, and what is pending.
+        g.from_client(&list_page(2, Some("p2")));
+        g.from_server(&page_reply(2, &[("a", "A2.")], Some("p3")));
+        g.from_client(&list_page(3, Some("p3")));
+        g.from_server(&page_reply(3, &[("c", "C.")], None));
+        assert_eq!(pinned_names(dir.path(), false), ["a", "b", "c"]);
+        assert_eq!(pinned_names(dir.path(), true), ["a", "b", "c"]);
+        let pin = PinStore::new(dir.path()).load("srv").unwrap().unwrap();
+        assert_eq!(pin.lists.tools.unwrap()[0]["description"], "A.");
+        assert_eq!(
+            pin.pending.unwrap().lists.tools.unwrap()[0]["description"],
+            "A2."
+        );
+    }
+
+    #[test]
+    fn a_tools_result_not_asked_for_never_joins_the_listing_being_pinned() {
+        let dir = tempfile::tempdir().unwrap();
+        let said = Arc::new(Collect::default());
+        let g = guard(
+            dir.path(),
+            GuardRequest::default(),
+            "sha256:1",
+            Arc::clone(&said),
+        );
+        g.from_client(&list_page(1, None));
+        g.from_server(&page_reply(1, &[("a", "A."), ("b", "B.")], Some("p2")));
+        g.from_server(&page_reply(99, &[("evil", "E.")], None));
+        g.from_client(&list_page(2, Some("p2")));
+        g.from_server(&page_reply(2, &[("c", "C.")], None));
+        assert_eq!(pinned_names(dir.path(), false), ["a", "b", "c"]);
+        assert_eq!(pinned_names(dir.path(), true), ["a", "b", "c", "evil"]);
+    }
+
+    #[test]
+    fn a_later_page_the_pin_holds_is_not_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let said = Arc::new(Collect::default());
+        let tools: Vec<Value> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|n| {
+                let d = format!("{}.", n.to_uppercase());
+                json!({"name": n, "description": d, "inputSchema": {"type": "object"}})
+            })
+            .collect();
+        let pin = Pin {
+            name: "srv".into(),
+            digests: vec!["sha256:1".into()],
+            pinned_at: pin::now(),
+            lists: pin::Lists {
+                tools: Some(pin::canonical(ListKind::Tools, &tools)),
+                ..pin::Lists::default()
+            },
+            pending: None,
+        };
+        PinStore::new(dir.path()).save(&pin).unwrap();
+        let enforce = GuardRequest {
+            pin: PinMode::Enforce,
+            ..GuardRequest::default()
+        };
+        let g = guard(dir.path(), enforce, "sha256:1", Arc::clone(&said));
+        assert_eq!(
+            paged_session(&g, ("d", "D.")),
+            (Forward::Same, Forward::Same)
+        );
+        assert!(
+            said.0.lock().unwrap().is_empty(),
+            "{:?}",
+            said.0.lock().unwrap()
+        );
+        assert_eq!(PinStore::new(dir.path()).load("srv").unwrap().unwrap(), pin);
+    }
+
+    #[test]
+    fn a_changed_first_page_keeps_the_later_pages_in_what_is_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let said = Arc::new(Collect::default());
+        let g = guard(
+            dir.path(),
+            GuardRequest::default(),
+            "sha256:1",
+            Arc::clone(&said),
+        );
+        paged_session(&g, ("d", "D."));
+        // A client that stops after a changed first page: what waits for `pin accept` is the pin with the change.
+        let g = guard(
+            dir.path(),
+            GuardRequest::default(),
+            "sha256:2",
+            Arc::clone(&said),
+        );
+        g.from_client(&list_page(1, None));
+        g.from_server(&page_reply(1, &[("a", "A2."), ("b", "B.")], Some("p2")));
+        let pin = PinStore::new(dir.path()).load("srv").unwrap().unwrap();
+        let pending = pin.pending.unwrap().lists.tools.unwrap();
+        assert_eq!(pending.len(), 4);
+        assert_eq!(pending[0]["description"], "A2.");
+        assert!(!pin.digests.contains(&"sha256:2".to_string()));
+    }
+
     #[test]
     fn warn_mode_passes_the_list_and_the_filter_hides_and_refuses() {
         let dir = tempfile::tempdir().unwrap();
@@ -1189,7 +1486,26 @@ mod tests {
             );
         }
         assert_eq!(g.from_server(b"\n"), Forward::Drop);
+        // A pretty-printed document (a program that is no MCP server, printing a report): each of its lines
+        // passes, the `{` lines included (they end before their JSON does: no decoder reads a message there).
+        for line in [
+            "{\n",
+            "  \"a\": {\n",
+            "    \"b\": [\n",
+            "      {\"c\": 1,\n",
+            "    ]\n",
+            "  },\n",
+            "}\n",
+        ] {
+            assert_eq!(g.from_server(line.as_bytes()), Forward::Same, "{line}");
+        }
         assert!(said.0.lock().unwrap().is_empty());
+        // A whole JSON value followed by more on the line is still dropped: a stream decoder reads the value.
+        assert_eq!(
+            g.from_server(b"{\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"tools\":[]}} x\n"),
+            Forward::Drop
+        );
+        said.0.lock().unwrap().clear();
         // A response to nothing asked passes unchanged; a list reply that is not a list, or nested too deep to
         // be checked, becomes an error for the client.
         assert_eq!(g.from_server(&list_reply(99, "x")), Forward::Same);

@@ -292,13 +292,41 @@ fn dispatch(method: &str, params: &Value) -> Result<(Value, After), RpcError> {
     match method {
         "initialize" => Ok((initialize_result(params), After::Continue)),
         "ping" => Ok((json!({}), After::Continue)),
-        "tools/list" => Ok((json!({"tools": tool_list()}), After::Continue)),
+        "tools/list" => Ok((tools_page(params)?, After::Continue)),
         "tools/call" => call_tool(params),
         _ => Err(RpcError::new(
             METHOD_NOT_FOUND,
             format!("method not found: {method}"),
         )),
     }
+}
+
+/// The tools list, or one page of it when `PROBE_TOOLS_PAGE=N` (N tools a page; the cursor is the offset).
+fn tools_page(params: &Value) -> Result<Value, RpcError> {
+    let tools = tool_list();
+    let Some(size) = std::env::var("PROBE_TOOLS_PAGE")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+    else {
+        return Ok(json!({ "tools": tools }));
+    };
+    let from = match params.get("cursor") {
+        None | Some(Value::Null) => 0,
+        Some(c) => c
+            .as_str()
+            .and_then(|c| c.parse::<usize>().ok())
+            .filter(|n| *n < tools.len())
+            .ok_or_else(|| {
+                RpcError::new(INVALID_PARAMS, format!("not a cursor of this list: {c}"))
+            })?,
+    };
+    let to = (from + size).min(tools.len());
+    let mut result = json!({ "tools": tools[from..to] });
+    if to < tools.len() {
+        result["nextCursor"] = json!(to.to_string());
+    }
+    Ok(result)
 }
 
 fn initialize_result(params: &Value) -> Value {
