@@ -567,8 +567,8 @@ fn prepare_for_client(
     };
     let req = request::build(&flags, &config, &dirs, &env, &mut crate::commands::say)
         .map_err(|e| crate::report::report_request_error(&e))?;
-    let pin_name = thv_sandbox_runtime::guard::pin_name(&req);
-    let pin = if !thv_sandbox_runtime::guard::relayable(&req) {
+    let pin_name = req.pin_name();
+    let pin = if !req.relayable() {
         PinPlan::Skip(format!(
             "the tools of {pin_name} are not pinned: the guard relays only stdio servers on thv-sandbox's stdio \
              (not with --port/--socket, nor for servers speaking HTTP)"

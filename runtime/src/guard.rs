@@ -183,22 +183,6 @@ pub fn server_name(registry_name: Option<&str>, image: &str) -> String {
     registry_name.map_or_else(|| pin::name_of_image(image), str::to_owned)
 }
 
-/// The pin name of a run (what `pin show NAME` takes): a package's is the package's (`npx://NAME`, any
-/// version), not its base image's, which many share; otherwise [`server_name`]. `run` and `client add` (which
-/// takes the pin before writing a client's entry) name pins with it.
-pub fn pin_name(req: &crate::settings::request::RunRequest) -> String {
-    match (&req.server_name, &req.package) {
-        (None, Some(p)) => format!("{}://{}", p.spec.ecosystem.scheme(), p.spec.name),
-        _ => server_name(req.server_name.as_deref(), &req.image),
-    }
-}
-
-/// Whether the guard can relay a run's MCP conversation: a stdio server on thv-sandbox's stdio. Not with
-/// `--port`/`--socket` nor for servers speaking HTTP (see [`check_supported`]); those runs are not pinned.
-pub fn relayable(req: &crate::settings::request::RunRequest) -> bool {
-    req.port.is_none() && req.http.is_none()
-}
-
 /// A relay started for a run: the server's ends of its pipes, until the supervisor takes them.
 #[derive(Debug)]
 pub struct Started {

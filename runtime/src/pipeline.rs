@@ -301,7 +301,7 @@ pub fn run(
     let t_image = t_start.elapsed();
     crate::trace::mark("root found");
     check_secrets(req)?;
-    let relayable = crate::guard::relayable(req);
+    let relayable = req.relayable();
     crate::guard::check_supported(&req.guard, relayable)?;
     if let (Some(expose), None) = (&req.port, req.http) {
         // `--port` with a stdio server: steps 6 to 8 for each MCP session, in a fresh sandbox.
@@ -398,7 +398,7 @@ pub fn run(
         }
     });
     // A stdio server with a guard feature on: its stdio is relayed through the guard (see `guard`).
-    let server = crate::guard::pin_name(req);
+    let server = req.pin_name();
     let digest = image.manifest_digest.to_string();
     let mut guarded = crate::guard::start(
         &req.guard,

@@ -88,6 +88,25 @@ pub struct RunRequest {
     pub package: Option<crate::packages::Install>,
 }
 
+impl RunRequest {
+    /// The pin name of a run (what `pin show NAME` takes): a package's is the package's (`npx://NAME`, any
+    /// version), not its base image's, which many share; otherwise [`crate::guard::server_name`]. `run` and
+    /// `client add` (which takes the pin before writing a client's entry) name pins with it.
+    pub fn pin_name(&self) -> String {
+        match (&self.server_name, &self.package) {
+            (None, Some(p)) => format!("{}://{}", p.spec.ecosystem.scheme(), p.spec.name),
+            _ => crate::guard::server_name(self.server_name.as_deref(), &self.image),
+        }
+    }
+
+    /// Whether the guard can relay the run's MCP conversation: a stdio server on thv-sandbox's stdio. Not with
+    /// `--port`/`--socket` nor for servers speaking HTTP (see [`crate::guard::check_supported`]); those runs are
+    /// not pinned.
+    pub fn relayable(&self) -> bool {
+        self.port.is_none() && self.http.is_none()
+    }
+}
+
 /// The longest `--stop-timeout`: a day (anything longer is a mistake, and must not overflow a deadline).
 pub const MAX_STOP_TIMEOUT_SECS: f64 = 86_400.0;
 
