@@ -554,16 +554,21 @@ pub fn guard_frame(data: &[u8]) {
                 Forward::Drop => None,
             };
             if let Some(out) = out {
-                let j = J::lenient(&out).unwrap_or_else(|e| {
-                    panic!(
-                        "the server was sent what is no JSON ({e}): {}",
+                // Plain text (what does not open like JSON: a log line) passes as without the guard: no decoder
+                // reads a message from it. JSON-looking text that is no JSON does not pass.
+                let Ok(j) = J::lenient(&out) else {
+                    assert!(
+                        !looks_like_json(trimmed(&out)),
+                        "the server was sent JSON-looking text that is no JSON: {}",
                         String::from_utf8_lossy(&out[..out.len().min(300)])
-                    )
-                });
-                assert!(
-                    matches!(j, J::Obj(_)),
-                    "the server was sent a batch or a bare value"
-                );
+                    );
+                    continue;
+                };
+                assert!(!matches!(j, J::Arr(_)), "the server was sent a batch");
+                // A bare value (`"text"`, `7`) carries no message.
+                if !matches!(j, J::Obj(_)) {
+                    continue;
+                }
                 let withheld = guard.withheld();
                 for m in picks(&j, "method") {
                     if !matches!(m, J::Str(s) if s == "tools/call") {

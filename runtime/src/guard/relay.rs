@@ -221,7 +221,8 @@ impl Guard {
     }
 
     /// A line from the client. Strict: only one JSON-RPC message that reads the same to every JSON decoder
-    /// reaches the server (see [`parse_frame`]); batches, lines that are no JSON-RPC message, and `tools/call`
+    /// reaches the server (see [`parse_frame`]), or plain text that does not open like JSON at all; batches,
+    /// JSON-looking lines that are no JSON-RPC message, and `tools/call`
     /// without an `id` or without a string `params.name` are refused, so that no spelling of a call the filter
     /// refuses gets past it.
     pub fn from_client(&self, line: &[u8]) -> Forward {
@@ -254,6 +255,9 @@ impl Guard {
                 Forward::Same
             }
             Frame::Response { id: None, .. } => Forward::Same,
+            // Plain text (a program on stdin that is no MCP server: `echo now | thv-sandbox run IMAGE`) passes as
+            // it would without the guard: no decoder reads a message from a line that does not open like JSON.
+            Frame::Invalid(_) if !looks_like_json(text) => Forward::Same,
             // What the guard cannot read unambiguously never reaches the server: the server's decoder might read
             // it otherwise (a call in a batch, a member in two spellings). Answered as a JSON-RPC server would.
             Frame::Invalid(why) => {
@@ -1408,6 +1412,13 @@ mod tests {
             sent(g.from_client(ok.as_bytes()), ok.as_bytes()),
             Some(ok.into_bytes())
         );
+        // Plain text (a program that is no MCP server, reading its stdin) passes as it is; JSON-looking text
+        // that is no message does not (above), a byte order mark in front included.
+        assert_eq!(g.from_client(b"now\n"), Forward::Same);
+        assert!(matches!(
+            g.from_client(b"\xEF\xBB\xBF{\"name\":\"echo\",}\n"),
+            Forward::Answer(_) | Forward::Drop
+        ));
         // Other requests and notifications pass as they are.
         assert_eq!(g.from_client(LIST), Forward::Same);
         assert_eq!(
