@@ -518,22 +518,6 @@ fn the_install_seam_admits_or_refuses_a_resolved_tree() {
     ));
 }
 
-/// The package base images (`tests/images/build-package-bases.sh`), as tests/tests/packages.rs finds them.
-fn package_bases() -> Option<PathBuf> {
-    let dir = std::env::var_os("THV_E2E_PACKAGE_BASES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/thv-e2e-packages"));
-    let layout = dir.join("layout");
-    thv_sandbox_e2e::require(
-        layout.join("index.json").is_file(),
-        &format!(
-            "the package base images in {} (build them as root with tests/images/build-package-bases.sh [DIR])",
-            layout.display()
-        ),
-    )
-    .then_some(layout)
-}
-
 /// An npm package tarball (`package/…`, as `npm pack` makes it): a `bin` that prints a line and exits.
 fn tiny_npm_package(name: &str, version: &str) -> Vec<u8> {
     let manifest = serde_json::json!({
@@ -573,7 +557,7 @@ fn tiny_npm_package(name: &str, version: &str) -> Vec<u8> {
 async fn pull_of_a_pinned_package_entry_checks_the_entrys_pin() {
     use common::{code, package_roots, Run};
     let Some(w) = World::new() else { return };
-    let Some(layout) = package_bases() else {
+    let Some(layout) = common::package_bases() else {
         return;
     };
     let base = format!("oci:{}:node", layout.display());

@@ -10,32 +10,15 @@
 mod common;
 
 use std::net::ToSocketAddrs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::{code, package_roots, Run};
 use serde_json::json;
 use thv_sandbox_e2e::tool_text;
 
-const DEFAULT_BASES: &str = "/var/cache/thv-e2e-packages";
 const NPM_PACKAGE: &str = "npx://@modelcontextprotocol/server-everything@2026.8.31";
 const PYPI_PACKAGE: &str = "uvx://mcp-server-time==2026.10.19";
-
-/// The layout holding the `node` and `python` base images, if built.
-fn bases() -> Option<PathBuf> {
-    let dir = std::env::var_os("THV_E2E_PACKAGE_BASES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_BASES));
-    let layout = dir.join("layout");
-    thv_sandbox_e2e::require(
-        layout.join("index.json").is_file(),
-        &format!(
-            "the package base images in {} (build them as root with tests/images/build-package-bases.sh [DIR])",
-            layout.display()
-        ),
-    )
-    .then_some(layout)
-}
 
 /// Whether `host:443` accepts a TCP connection from here (the install sandbox reaches it the same way, through
 /// the egress proxy on the host's side).
@@ -112,7 +95,9 @@ async fn assert_refused_tampered(mut cmd: tokio::process::Command) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn npx_server_everything_installed_in_the_sandbox_then_offline() {
-    let Some(layout) = bases() else { return };
+    let Some(layout) = common::package_bases() else {
+        return;
+    };
     if !reachable("registry.npmjs.org") {
         return;
     }
@@ -209,7 +194,9 @@ async fn npx_server_everything_installed_in_the_sandbox_then_offline() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn uvx_mcp_server_time_pulled_then_run_offline() {
-    let Some(layout) = bases() else { return };
+    let Some(layout) = common::package_bases() else {
+        return;
+    };
     if !reachable("pypi.org") || !reachable("files.pythonhosted.org") {
         return;
     }

@@ -308,3 +308,20 @@ pub fn package_roots(cache: &std::path::Path) -> Vec<std::path::PathBuf> {
         })
         .unwrap_or_default()
 }
+
+/// The package base images (`tests/images/build-package-bases.sh`): `$THV_E2E_PACKAGE_BASES/layout`, by default
+/// under /var/cache/thv-e2e-packages; `None` (a skip, a failure under CI) when they are not built.
+pub fn package_bases() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("THV_E2E_PACKAGE_BASES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("/var/cache/thv-e2e-packages"));
+    let layout = dir.join("layout");
+    thv_sandbox_e2e::require(
+        layout.join("index.json").is_file(),
+        &format!(
+            "the package base images in {} (build them as root with tests/images/build-package-bases.sh [DIR])",
+            layout.display()
+        ),
+    )
+    .then_some(layout)
+}
