@@ -12,6 +12,8 @@ Usage (as root): bench/warm_start.py [--runs N] [--user NAME|--no-user] [--no-bu
   --user NAME  the unprivileged user (default thvsbx-sub; started with setpriv, an exec in the same process, for
                its bare and its sandboxed runs alike). The binaries and the work dir must be readable by it.
   --bin DIR    take thv-sandbox, sandbox-probe and make-probe-image from DIR (default: target/release, built)
+  --baseline DIR  also run the thv-sandbox in DIR (another commit's build) as a fifth/sixth variant, interleaved
+               with the others on a cache of its own: the difference between two commits in one sitting
 """
 import argparse, json, os, pwd, shutil, statistics, subprocess, tempfile, time
 
@@ -57,6 +59,7 @@ def main():
     ap.add_argument("--bin", help="directory with thv-sandbox, sandbox-probe, make-probe-image")
     ap.add_argument("--user", default="thvsbx-sub")
     ap.add_argument("--no-user", action="store_true", help="only the current user")
+    ap.add_argument("--baseline", help="directory with another commit's thv-sandbox, run interleaved")
     a = ap.parse_args()
     rel = a.bin or os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release")
     if not a.bin and not a.no_build:
@@ -94,6 +97,15 @@ def main():
         once(sandbox, env)  # unpack once: the benchmark is the warm start
         variants.append((who, "bare", wrap + [os.path.join(rel, "sandbox-probe")], dict(base_env, HOME=home)))
         variants.append((who, "sandbox", sandbox, env))
+        if a.baseline:
+            bcache = cache + "-baseline"
+            os.mkdir(bcache, 0o700)
+            if wrap:
+                shutil.chown(bcache, a.user, a.user)
+            base_cmd = wrap + [os.path.join(os.path.abspath(a.baseline), "thv-sandbox"), "run", "--cache-dir",
+                               bcache, f"oci:{layout}:app"]
+            once(base_cmd, env)
+            variants.append((who, "baseline", base_cmd, env))
     res = {(w, k): [] for w, k, _, _ in variants}
     marks = {w: {} for w, *_ in users}
     load0 = os.getloadavg()
@@ -117,6 +129,10 @@ def main():
         print(f"bare probe, spawn -> initialize response:      {stats(bare)}")
         print(f"thv-sandbox run, spawn -> initialize response: {stats(sb)}")
         print(f"added (median sandbox - median bare):          {med(sb) - med(bare):7.2f} ms")
+        if a.baseline:
+            bl = res[(who, "baseline")]
+            print(f"baseline {a.baseline}, spawn -> response:  {stats(bl)}")
+            print(f"baseline added (median - median bare):         {med(bl) - med(bare):7.2f} ms")
         print("phase clock (median offset from spawn; step = median of per-run differences to the previous mark):")
         order = sorted(marks[who], key=lambda k: med(marks[who][k]))
         prev = None

@@ -98,6 +98,8 @@ impl Dirs {
         non_empty_env: &dyn Fn(&str) -> Option<PathBuf>,
     ) -> Result<Dirs, DirsError> {
         let uid = nix::unistd::geteuid().as_raw();
+        // A relative path in these variables is invalid and ignored (the XDG base directory specification).
+        let non_empty_env = |k: &str| non_empty_env(k).filter(|p| p.is_absolute());
         let state = match non_empty_env("XDG_RUNTIME_DIR") {
             Some(dir) => dir.join("thv-sandbox"),
             None => match non_empty_env("XDG_STATE_HOME") {
@@ -109,7 +111,9 @@ impl Dirs {
             },
         };
         let cache = match cache_override {
-            Some(dir) => dir,
+            // Relative to where the user stands (`--cache-dir ./cache`): made absolute now, because the sandbox's
+            // root is later opened from other working directories (libcontainer refused a relative root).
+            Some(dir) => std::path::absolute(&dir).unwrap_or(dir),
             None => match non_empty_env("XDG_CACHE_HOME") {
                 Some(dir) => dir.join("thv-sandbox"),
                 None => non_empty_env("HOME")
@@ -325,6 +329,24 @@ pub(crate) mod test_hooks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relative_paths_are_made_absolute_or_ignored() {
+        let env = |k: &str| match k {
+            "XDG_RUNTIME_DIR" => Some(PathBuf::from("run")),
+            "XDG_CACHE_HOME" => Some(PathBuf::from("cache")),
+            "HOME" => Some(PathBuf::from("/home/u")),
+            _ => None,
+        };
+        let d = Dirs::from_lookup(Some(PathBuf::from("c")), &env).unwrap();
+        assert_eq!(d.cache, std::env::current_dir().unwrap().join("c"));
+        let d = Dirs::from_lookup(None, &env).unwrap();
+        assert_eq!(d.cache, PathBuf::from("/home/u/.cache/thv-sandbox"));
+        assert_eq!(
+            d.state,
+            PathBuf::from("/home/u/.local/state/thv-sandbox/run")
+        );
+    }
 
     #[test]
     fn creates_private_and_refuses_open_dirs() {

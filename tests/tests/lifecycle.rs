@@ -350,7 +350,6 @@ async fn the_trace_marks_each_process_of_a_start_in_order_and_is_off_by_default(
         "init: build",
         "container: seccomp loaded",
         "container: execve",
-        "supervisor: started",
     ];
     let got: Vec<_> = chain.iter().map(|l| find(l)).collect();
     for w in got.windows(2) {
@@ -361,6 +360,12 @@ async fn the_trace_marks_each_process_of_a_start_in_order_and_is_off_by_default(
             w[1].2
         );
     }
+    // The supervisor hears of the start from the runner init, after it told the container's init to exec: those
+    // two are not ordered (two messages race), so the supervisor's mark is checked against its cause only.
+    assert!(
+        find("init: started").0 <= find("supervisor: started").0,
+        "{marks:?}"
+    );
     // Who marks what: the supervisor its steps, the keeper, the runner init and the container's init their own.
     let pid = |l: &str| find(l).1;
     let supervisor = pid("pipeline");
@@ -397,4 +402,86 @@ async fn the_trace_marks_each_process_of_a_start_in_order_and_is_off_by_default(
         "{}",
         done.stderr
     );
+}
+
+/// `run` forks its runner keeper first thing instead of starting the binary a second time (issue 14), and the
+/// keeper keeps nothing of the supervisor an exec'd runner would not have had: it is the supervisor's child, never
+/// exec'd as `__runner`; its environment (what `/proc/PID/environ` shows, the block its children copy) holds
+/// none of the client's variables; it holds no descriptor of the supervisor's but its stdio and the runner
+/// channel. A run that fails before its sandbox leaves no such process.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_runner_keeper_is_forked_at_start_and_keeps_nothing_of_the_supervisor() {
+    const SECRET: &str = "client-secret-value-3f9a";
+    let run = Run::new();
+    let mut cmd = run.cmd("app", &[], &[]);
+    cmd.env("THV_TEST_CLIENT_TOKEN", SECRET);
+    let server = spawn_mcp(cmd).await.expect("initialize");
+    let supervisor = pid_of(&server.child).as_raw();
+    let children: Vec<i32> =
+        std::fs::read_to_string(format!("/proc/{supervisor}/task/{supervisor}/children"))
+            .unwrap()
+            .split_whitespace()
+            .map(|p| p.parse().unwrap())
+            .collect();
+    let comm = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let keeper = *children
+        .iter()
+        .find(|&&p| comm(p).trim() == "thv-sbx-keeper")
+        .unwrap_or_else(|| panic!("no keeper among the supervisor's children {children:?}"));
+    let cmdline = std::fs::read(format!("/proc/{keeper}/cmdline")).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&cmdline).contains("__runner"),
+        "the keeper was exec'd: {cmdline:?}"
+    );
+    assert_eq!(
+        cmdline,
+        std::fs::read(format!("/proc/{supervisor}/cmdline")).unwrap()
+    );
+    let environ = std::fs::read(format!("/proc/{keeper}/environ")).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&environ).contains(SECRET),
+        "the client's environment is still in the keeper"
+    );
+    assert!(
+        String::from_utf8_lossy(&std::fs::read(format!("/proc/{supervisor}/environ")).unwrap())
+            .contains(SECRET),
+        "the test did not give the supervisor the variable"
+    );
+    // Its descriptors: 0–2 and the channel (sockets, pipes, /dev/null), and what the keeper opens itself
+    // (signalfd, cgroup files); never a file the supervisor opened (its run directory's lock, the cache).
+    for fd in std::fs::read_dir(format!("/proc/{keeper}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        let target = std::fs::read_link(fd.path()).unwrap_or_default();
+        let t = target.to_string_lossy();
+        assert!(
+            t.starts_with("socket:")
+                || t.starts_with("pipe:")
+                || t.starts_with("anon_inode:")
+                || t == "/dev/null"
+                || t.starts_with("/sys/fs/cgroup"),
+            "the keeper holds {:?} -> {t}",
+            fd.file_name()
+        );
+    }
+    let done = server.finish().await.expect("finish");
+    assert_eq!(code(done.status), 0, "{}", done.stderr);
+    run.assert_nothing_left(None);
+
+    // A run refused before its sandbox (no such image): its prefork is gone with it.
+    let out = run
+        .cmd_image("oci:/nonexistent-layout-for-prefork:app", &[], &[])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let left = common::processes_where(|pid| {
+        comm(pid).trim() == "thv-sbx-keeper"
+            && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                String::from_utf8_lossy(&c).contains("nonexistent-layout-for-prefork")
+            })
+    });
+    assert!(left.is_empty(), "a prefork outlived its run: {left:?}");
 }

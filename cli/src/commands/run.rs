@@ -10,6 +10,15 @@ use crate::commands::{process_env, say, setup};
 use crate::report::*;
 
 pub(crate) fn run_cmd(file: Option<PathBuf>, args: RunArgs) -> i32 {
+    // First, while this process is one thread: the runner keeper, forked now instead of started by exec later.
+    thv_sandbox_runtime::sandbox::prefork::start();
+    let code = run_with(file, args);
+    // Not taken (the run failed before its sandbox, or it served no session): it exits, and is reaped here.
+    thv_sandbox_runtime::sandbox::prefork::dismiss();
+    code
+}
+
+fn run_with(file: Option<PathBuf>, args: RunArgs) -> i32 {
     let (req, dirs) = match build_request(file, &args) {
         Ok(x) => x,
         Err(code) => return code,

@@ -26,7 +26,8 @@ use crate::rootfs::idmap::IdMap;
 use crate::sandbox::runner::{handled_signals, RunnerPlan, SYNC_FD};
 use crate::sandbox::secret::SecretEnv;
 use crate::sandbox::sync::{
-    ChannelError, RunnerEvent, RunnerFailure, SocketFactory, StartTimings, SupervisorChannel,
+    ChannelError, RunnerChannel, RunnerEvent, RunnerFailure, SocketFactory, StartTimings,
+    SupervisorChannel,
 };
 
 /// How a run ended.
@@ -162,37 +163,99 @@ pub fn supervise(args: SupervisorArgs<'_>) -> io::Result<RunEnd> {
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old))?;
     let sfd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
 
-    let mut cmd = Command::new(&exe);
-    cmd.arg("__runner").arg(run_dir);
-    cmd.env_clear();
-    for keep in ["RUST_LOG", "PATH", crate::trace::ENV] {
-        if let Some(v) = std::env::var_os(keep) {
-            cmd.env(keep, v);
-        }
-    }
+    // What the runner gets as its stdin, stdout and stderr.
     let mut session_end = None;
-    let on_factory = match server_stdio {
-        ServerStdio::Inherit => {
-            if let (Some(i), Some(o)) = (&stdin, &stdout) {
-                cmd.stdin(i.child_stdio()?).stdout(o.child_stdio()?);
-            }
-            None
-        }
+    let (child_in, child_out, on_factory) = match server_stdio {
+        ServerStdio::Inherit => match (&stdin, &stdout) {
+            (Some(i), Some(o)) => (i.child_fd()?, o.child_fd()?, None),
+            _ => return Err(io::Error::other("stdio already handed over")),
+        },
         ServerStdio::Port {
             stdin: i,
             stdout: o,
             end,
         } => {
-            cmd.stdin(Stdio::from(i)).stdout(Stdio::from(o));
             session_end = Some(end);
-            None
+            (i, o, None)
         }
-        ServerStdio::Http { on_factory } => {
-            cmd.stdin(Stdio::null()).stdout(stderr.child_stdio()?);
-            Some(on_factory)
-        }
+        ServerStdio::Http { on_factory } => (
+            OwnedFd::from(std::fs::File::open("/dev/null")?),
+            stderr.child_fd()?,
+            Some(on_factory),
+        ),
     };
-    cmd.stderr(stderr.child_stdio()?);
+    let child_err = stderr.child_fd()?;
+    crate::trace::mark("runner spawn");
+    let launched = match crate::sandbox::prefork::take() {
+        // The keeper forked when this process started (see `prefork`): told its run, it is the runner.
+        Some(prefork) => prefork
+            .launch(
+                run_dir,
+                [
+                    child_in.as_fd(),
+                    child_out.as_fd(),
+                    child_err.as_fd(),
+                    runner.fd().as_fd(),
+                ],
+            )
+            .ok(),
+        None => None,
+    };
+    let pid = match launched {
+        Some(pid) => pid,
+        None => match spawn_runner(&exe, run_dir, &runner, [child_in, child_out, child_err]) {
+            Ok(pid) => pid,
+            Err(e) => {
+                let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+                return Err(e);
+            }
+        },
+    };
+    drop(runner);
+    crate::trace::mark("runner spawned");
+    let mut watch = Watch::new(stdin, stdout, stderr, stop_timeout);
+    watch.session_end = session_end;
+    let mut hooks = Hooks {
+        plan,
+        idmap,
+        secrets,
+        on_started,
+        on_egress,
+        on_dns,
+        on_unreachable,
+        on_factory,
+    };
+    let result = watch.run(&supervisor, &sfd, pid, &mut hooks);
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+    // The keeper normally removes the sandbox's cgroup and the run directory; if it was killed, we do.
+    if let Some(crate::sandbox::cgroup::CgroupPlan::Dirs(dirs)) =
+        plan.cgroup.as_ref().map(|c| &c.plan)
+    {
+        crate::sandbox::cgroup::remove(dirs, &plan.cgroups_path);
+    }
+    let _ = std::fs::remove_dir_all(run_dir);
+    result
+}
+
+/// Starts `exe __runner RUN_DIR` with these descriptors as its stdin, stdout and stderr and `runner` as its
+/// `SYNC_FD`, its environment cleared but [`crate::sandbox::prefork::KEPT_ENV`].
+fn spawn_runner(
+    exe: &Path,
+    run_dir: &Path,
+    runner: &RunnerChannel,
+    [stdin, stdout, stderr]: [OwnedFd; 3],
+) -> io::Result<Pid> {
+    let mut cmd = Command::new(exe);
+    cmd.arg("__runner").arg(run_dir);
+    cmd.env_clear();
+    for keep in crate::sandbox::prefork::KEPT_ENV {
+        if let Some(v) = std::env::var_os(keep) {
+            cmd.env(keep, v);
+        }
+    }
+    cmd.stdin(Stdio::from(stdin))
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(stderr));
     let chan_fd = runner.fd().as_raw_fd();
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe calls
     // (dup2, fcntl, prctl) on descriptors that exist in the child.
@@ -220,39 +283,8 @@ pub fn supervise(args: SupervisorArgs<'_>) -> io::Result<RunEnd> {
             Ok(())
         });
     }
-    crate::trace::mark("runner spawn");
-    let child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
-            return Err(e);
-        }
-    };
-    drop(runner);
-    crate::trace::mark("runner spawned");
-    let pid = Pid::from_raw(child.id() as i32);
-    let mut watch = Watch::new(stdin, stdout, stderr, stop_timeout);
-    watch.session_end = session_end;
-    let mut hooks = Hooks {
-        plan,
-        idmap,
-        secrets,
-        on_started,
-        on_egress,
-        on_dns,
-        on_unreachable,
-        on_factory,
-    };
-    let result = watch.run(&supervisor, &sfd, pid, &mut hooks);
-    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
-    // The keeper normally removes the sandbox's cgroup and the run directory; if it was killed, we do.
-    if let Some(crate::sandbox::cgroup::CgroupPlan::Dirs(dirs)) =
-        plan.cgroup.as_ref().map(|c| &c.plan)
-    {
-        crate::sandbox::cgroup::remove(dirs, &plan.cgroups_path);
-    }
-    let _ = std::fs::remove_dir_all(run_dir);
-    result
+    let child = cmd.spawn()?;
+    Ok(Pid::from_raw(child.id() as i32))
 }
 
 /// One of our standard descriptors, as the server will get it.
@@ -289,19 +321,16 @@ impl Stdio0 {
         })
     }
 
-    fn child_stdio(&self) -> io::Result<Stdio> {
+    fn child_fd(&self) -> io::Result<OwnedFd> {
         match self {
             Stdio0::Direct(fd) => {
-                // SAFETY: see for_fd; the duplicate is a new descriptor owned by the returned Stdio.
-                let dup = unsafe { BorrowedFd::borrow_raw(*fd) }.try_clone_to_owned()?;
-                Ok(Stdio::from(dup))
+                // SAFETY: see for_fd; the duplicate is a new descriptor owned by the caller.
+                unsafe { BorrowedFd::borrow_raw(*fd) }.try_clone_to_owned()
             }
-            Stdio0::Pumped { theirs, .. } => Ok(Stdio::from(
-                theirs
-                    .as_ref()
-                    .ok_or_else(|| io::Error::other("stdio already handed over"))?
-                    .try_clone()?,
-            )),
+            Stdio0::Pumped { theirs, .. } => theirs
+                .as_ref()
+                .ok_or_else(|| io::Error::other("stdio already handed over"))?
+                .try_clone(),
         }
     }
 }

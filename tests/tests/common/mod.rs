@@ -224,10 +224,15 @@ impl Run {
     /// Processes whose command line names this test's state dir (the runner processes carry it).
     pub fn runner_processes(&self) -> Vec<i32> {
         let marker = self.xdg.path().to_string_lossy().into_owned();
+        // An exec'd runner names its run directory in its command line; the keeper `run` forks first thing
+        // (`sandbox::prefork`) and the runner init it forks work in it.
         processes_where(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
                 .map(|c| String::from_utf8_lossy(&c).contains(&marker))
                 .unwrap_or(false)
+                || std::fs::read_link(format!("/proc/{pid}/cwd"))
+                    .map(|c| c.to_string_lossy().contains(&marker))
+                    .unwrap_or(false)
         })
     }
 
