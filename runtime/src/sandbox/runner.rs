@@ -251,6 +251,9 @@ pub fn keeper_main(run_dir: &Path) -> i32 {
     let child = match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             crate::trace::mark("init: forked");
+            // Its name in `ps`/`top` (libcontainer names its own processes `youki:[…]`).
+            // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes, which this is.
+            unsafe { libc::prctl(libc::PR_SET_NAME, c"thv-sbx-init".as_ptr(), 0, 0, 0) };
             drop(sfd);
             drop(factory);
             if let Some(held) = &held {
