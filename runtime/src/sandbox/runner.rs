@@ -564,6 +564,27 @@ fn overlay_escape(p: &Path) -> io::Result<&str> {
     }
 }
 
+/// In the container's init, just before `execve`: the forwarded signals go back to their default action. This
+/// process is a copy of the runner init, whose handlers only note a signal (see `init_main`): one sent here before
+/// the server runs would be noted in this copy and lost, and the server would run on until the stop timeout (a
+/// client hanging up at start did that about one start in seven on a loaded machine). A terminating signal noted
+/// so far is a stop before the server ran: the server is not started, and this process ends with 128 + it. One that
+/// comes after the reset finds the default action, which `deliver` turns into SIGKILL (the kernel drops it for
+/// the init of a pid namespace).
+fn stop_if_told_before_exec() {
+    for sig in FORWARDED {
+        // SAFETY: restoring the default disposition installs no handler code.
+        let _ = unsafe { nix::sys::signal::signal(*sig, nix::sys::signal::SigHandler::SigDfl) };
+    }
+    let noted = EARLY_SIGNALS.load(std::sync::atomic::Ordering::SeqCst);
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        if noted & (1u64 << (sig as i32)) != 0 {
+            // SAFETY: _exit ends this process at once; nothing of it is used after.
+            unsafe { libc::_exit(128 + sig as i32) };
+        }
+    }
+}
+
 /// libcontainer's default executor, plus the secret environment variables: they are set in the container's init
 /// process after the spec's environment and before `execve`, so they never pass through `config.json`.
 #[derive(Clone)]
@@ -576,6 +597,7 @@ impl libcontainer::workload::Executor for ServerExecutor {
         &self,
         spec: &oci_spec::runtime::Spec,
     ) -> Result<(), libcontainer::workload::ExecutorError> {
+        stop_if_told_before_exec();
         crate::trace::mark("container: execve");
         libcontainer::workload::default::DefaultExecutor {}.exec(spec)
     }
@@ -794,7 +816,12 @@ fn init_main(
 /// blocks the signal gets SIGKILL at once: the end it would have had as an ordinary process, without the wait. A
 /// server with a handler gets the signal and its grace period as before. `emulated` notes the signal, so that the
 /// exit code is 128 + it, as for an ordinary process.
+///
+/// Until the server has exec'd, the container's init is a copy of this process, with our note-only handlers: a
+/// signal sent then would be noted in that copy and lost (the supervisor's stop after a client hung up at start
+/// then waited out the whole stop timeout). So the signal waits for the exec first (bounded).
 fn deliver(server: Pid, sig: Signal, emulated: &mut Option<Signal>) {
+    wait_for_exec(server, Duration::from_secs(5));
     let _ = kill(server, sig);
     if !matches!(sig, Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP) {
         return;
@@ -810,6 +837,37 @@ fn deliver(server: Pid, sig: Signal, emulated: &mut Option<Signal>) {
 /// not our pid namespace's: a pidfd of the server tells its pid there (the server is our unreaped child, so the
 /// number cannot be reused meanwhile).
 fn dropped_by_the_kernel(server: Pid, sig: Signal) -> Option<bool> {
+    let host_pid = host_pid(server)?;
+    let status = std::fs::read_to_string(format!("/proc/{host_pid}/status")).ok()?;
+    let bit = 1u64 << (sig as u32 - 1);
+    let mut any = 0u64;
+    for name in ["SigBlk:", "SigIgn:", "SigCgt:"] {
+        any |= u64::from_str_radix(field(&status, name)?, 16).ok()?;
+    }
+    Some(any & bit == 0)
+}
+
+/// Waits (at most `limit`) until the server runs its own program: until its executable is no longer ours. Returns
+/// at once when that cannot be read.
+fn wait_for_exec(server: Pid, limit: Duration) {
+    let Ok(ours) = std::fs::read_link("/proc/self/exe") else {
+        return;
+    };
+    let Some(host_pid) = host_pid(server) else {
+        return;
+    };
+    let deadline = Instant::now() + limit;
+    while std::fs::read_link(format!("/proc/{host_pid}/exe")).is_ok_and(|exe| exe == ours) {
+        if Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The pid of our child `server` (a pid of our pid namespace) in the host's `/proc`, which is the one we see:
+/// read from a pidfd's fdinfo (the server is our unreaped child, so the number cannot be reused meanwhile).
+fn host_pid(server: Pid) -> Option<i32> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor (or -1), which we own at once.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, server.as_raw(), 0) };
     if fd < 0 {
@@ -819,17 +877,8 @@ fn dropped_by_the_kernel(server: Pid, sig: Signal) -> Option<bool> {
     let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     let fdinfo =
         std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd())).ok()?;
-    let host_pid: i32 = field(&fdinfo, "Pid:")?.parse().ok()?;
-    if host_pid <= 0 {
-        return None;
-    }
-    let status = std::fs::read_to_string(format!("/proc/{host_pid}/status")).ok()?;
-    let bit = 1u64 << (sig as u32 - 1);
-    let mut any = 0u64;
-    for name in ["SigBlk:", "SigIgn:", "SigCgt:"] {
-        any |= u64::from_str_radix(field(&status, name)?, 16).ok()?;
-    }
-    Some(any & bit == 0)
+    let pid: i32 = field(&fdinfo, "Pid:")?.parse().ok()?;
+    (pid > 0).then_some(pid)
 }
 
 /// The value of the `name` line of a `/proc` status-like text.
