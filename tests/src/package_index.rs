@@ -105,6 +105,20 @@ impl PackageIndex {
         repository: Option<&str>,
         attestations: Option<&str>,
     ) {
+        self.publish_npm_with_deps(name, version, tarball, repository, attestations, &[]);
+    }
+
+    /// [`PackageIndex::publish_npm`] of a version that depends on `dependencies` (`NAME`, `RANGE`), as its
+    /// packument says (npm's resolver reads them there).
+    pub fn publish_npm_with_deps(
+        &self,
+        name: &str,
+        version: &str,
+        tarball: &[u8],
+        repository: Option<&str>,
+        attestations: Option<&str>,
+        dependencies: &[(&str, &str)],
+    ) {
         let base = name.rsplit('/').next().unwrap_or(name);
         let file = format!("/{name}/-/{base}-{version}.tgz");
         self.put(&file, 200, "application/octet-stream", tarball.to_vec());
@@ -125,6 +139,13 @@ impl PackageIndex {
             None => self.remove(&att_path),
         }
         let mut doc = json!({"name": name, "version": version, "dist": dist});
+        if !dependencies.is_empty() {
+            doc["dependencies"] = dependencies
+                .iter()
+                .map(|(n, r)| (n.to_string(), json!(r)))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+        }
         if let Some(r) = repository {
             doc["repository"] = json!({"type": "git", "url": format!("git+{r}.git")});
         }
