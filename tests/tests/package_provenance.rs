@@ -13,8 +13,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use thv_sandbox_e2e::package_index::{
-    npm_attestations, npm_provenance_statement, pep740_provenance, pypi_publish_statement, sri512,
-    PackageIndex,
+    npm_attestations, npm_provenance_statement, npm_tarball, pep740_provenance,
+    pypi_publish_statement, sri512, PackageIndex,
 };
 use thv_sandbox_e2e::sigstore::{Flavour, Identity, TestSigstore};
 use thv_sandbox_runtime::packages::provenance::{
@@ -518,43 +518,19 @@ fn the_install_seam_admits_or_refuses_a_resolved_tree() {
     ));
 }
 
-/// An npm package tarball (`package/…`, as `npm pack` makes it): a `bin` that prints a line and exits.
+/// An npm package tarball whose `bin` prints a line and exits.
 fn tiny_npm_package(name: &str, version: &str) -> Vec<u8> {
     tiny_npm_package_with_deps(name, version, &[])
 }
 
 /// [`tiny_npm_package`] depending on `deps` (`NAME`, `RANGE`).
 fn tiny_npm_package_with_deps(name: &str, version: &str, deps: &[(&str, &str)]) -> Vec<u8> {
-    let deps: serde_json::Map<String, serde_json::Value> = deps
-        .iter()
-        .map(|(n, r)| (n.to_string(), serde_json::json!(r)))
-        .collect();
-    let manifest = serde_json::json!({
-        "name": name, "version": version, "bin": {name: "index.js"}, "license": "MIT",
-        "dependencies": deps,
-    })
-    .to_string();
-    let files: [(&str, &[u8], u32); 2] = [
-        ("package/package.json", manifest.as_bytes(), 0o644),
-        (
-            "package/index.js",
-            b"#!/usr/bin/env node\nconsole.log('pin probe ran');\n",
-            0o755,
-        ),
-    ];
-    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
-        Vec::new(),
-        flate2::Compression::default(),
-    ));
-    for (path, body, mode) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(body.len() as u64);
-        h.set_mode(mode);
-        h.set_mtime(499_162_500);
-        h.set_cksum();
-        tar.append_data(&mut h, path, body).unwrap();
-    }
-    tar.into_inner().unwrap().finish().unwrap()
+    npm_tarball(
+        name,
+        version,
+        "#!/usr/bin/env node\nconsole.log('pin probe ran');\n",
+        deps,
+    )
 }
 
 /// `thv-sandbox pull NAME` of a registry entry whose server is an npm package and which pins an identity: the
