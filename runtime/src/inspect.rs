@@ -47,12 +47,18 @@ pub struct PackageView {
     pub package: String,
     /// The base image it is installed onto.
     pub base_image: String,
+    /// Where the base image came from (`flag --base-image`, `environment NAME`, `file PATH`, `default`).
+    pub base_image_source: String,
     /// The installer that runs in the install sandbox.
     pub installer: &'static str,
     /// The index.
     pub index: String,
+    /// Where the index came from (`file PATH`, `environment NAME`, `default`).
+    pub index_source: String,
     /// More indexes (pip).
     pub extra_indexes: Vec<String>,
+    /// Where the extra indexes came from.
+    pub extra_indexes_source: String,
     /// `host:port` the install sandbox may reach (nothing else).
     pub install_egress: Vec<String>,
     /// The CA bundle copied into the install sandbox.
@@ -69,6 +75,8 @@ pub struct PackageView {
 pub struct InstalledView {
     /// The root's directory.
     pub root: String,
+    /// The manifest digest of the base image it was installed onto (`sha256:…`, from the root's name).
+    pub base_digest: Option<String>,
     /// The version the package resolved to.
     pub version: String,
     /// The index it came from.
@@ -77,6 +85,9 @@ pub struct InstalledView {
     pub command: Vec<String>,
     /// Every package of the tree, pinned.
     pub entries: Vec<crate::packages::lock::LockEntry>,
+    /// The provenance verdict on every package of the tree, as the install recorded it (`None`: the root has no
+    /// record of it, e.g. installed by an older thv-sandbox).
+    pub provenance: Option<crate::packages::verdict::Recorded>,
 }
 
 /// The resource limits of a run: what was asked (and by whom), and what this host enforces.
@@ -210,6 +221,7 @@ fn package_view(p: &crate::packages::Install) -> PackageView {
     PackageView {
         package: p.spec.to_string(),
         base_image: p.base_image.clone(),
+        base_image_source: p.base_image_source.clone(),
         installer: match p.spec.ecosystem {
             crate::packages::Ecosystem::Npm => "npm (resolve: npm install --package-lock-only; install: npm ci)",
             crate::packages::Ecosystem::Pypi => {
@@ -217,7 +229,9 @@ fn package_view(p: &crate::packages::Install) -> PackageView {
             }
         },
         index: p.index.url.clone(),
+        index_source: p.index.source.clone(),
         extra_indexes: p.index.extra.clone(),
+        extra_indexes_source: p.index.extra_source.clone(),
         install_egress: p.index.hosts.iter().map(|(h, port)| format!("{h}:{port}")).collect(),
         ca_file: p.ca_file.as_ref().map(|f| f.display().to_string()),
         installed: Vec::new(),
@@ -264,6 +278,13 @@ fn installed_where(
         else {
             continue;
         };
+        let provenance = std::fs::read(
+            e.path()
+                .join("rootfs")
+                .join(crate::packages::lock::PROVENANCE_PATH.trim_start_matches('/')),
+        )
+        .ok()
+        .and_then(|t| serde_json::from_slice(&t).ok());
         let pinned = crate::packages::PackageSpec {
             version: Some(lock.top_version.clone()),
             ..lock.top.clone()
@@ -273,15 +294,73 @@ fn installed_where(
             pinned,
             InstalledView {
                 root: e.path().display().to_string(),
+                base_digest: name
+                    .split_once('-')
+                    .and_then(|(alg, rest)| Some(format!("{alg}:{}", rest.split('-').next()?))),
                 version: lock.top_version,
                 index: lock.index,
                 command: lock.command,
                 entries: lock.entries,
+                provenance,
             },
         ));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
+}
+
+/// The recorded provenance verdicts of an installed root: the summary, then one line per package.
+fn render_provenance(o: &mut String, recorded: Option<&crate::packages::verdict::Recorded>) {
+    use crate::packages::provenance::Status;
+    use crate::packages::verdict::Recorded;
+    use std::fmt::Write as _;
+    let report = match recorded {
+        None => {
+            let _ = writeln!(
+                o,
+                "  provenance: no verdict recorded in the root (installed by an older thv-sandbox)"
+            );
+            return;
+        }
+        Some(Recorded::NotChecked) => {
+            let _ = writeln!(
+                o,
+                "  provenance: not checked at install (disabled): pinned by integrity hashes only"
+            );
+            return;
+        }
+        Some(Recorded::Checked { report }) => report,
+    };
+    let _ = writeln!(
+        o,
+        "  provenance ({}): {}",
+        report.mode,
+        report.summary_line()
+    );
+    for v in std::iter::once(&report.package).chain(&report.dependencies) {
+        let what = match (v.status, &v.record) {
+            (Status::Verified, Some(r)) => format!(
+                "verified ({}, {})",
+                r.verified
+                    .claims
+                    .source_repository_uri
+                    .as_deref()
+                    .unwrap_or("?"),
+                r.workflow().unwrap_or("?")
+            ),
+            (Status::Verified, None) => "verified".to_owned(),
+            (Status::NoProvenance, _) => "no provenance".to_owned(),
+            (Status::Unverified, _) => "UNVERIFIED".to_owned(),
+            (Status::Refused, _) => "REFUSED".to_owned(),
+            (Status::Skipped, _) => "not checked".to_owned(),
+        };
+        let why = v
+            .reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        let _ = writeln!(o, "    {} {what}{why}", v.package.spec());
+    }
 }
 
 /// The effective profile of `req`.
@@ -419,10 +498,15 @@ impl EffectiveProfile {
         let _ = writeln!(o, "image:    {}", self.image);
         if let Some(p) = &self.package {
             let _ = writeln!(o, "package:  {} onto the base image above", p.package);
+            let _ = writeln!(
+                o,
+                "  base image: {} ({})",
+                p.base_image, p.base_image_source
+            );
             let _ = writeln!(o, "  installer: {}, in the install sandbox", p.installer);
-            let _ = writeln!(o, "  index:     {}", p.index);
+            let _ = writeln!(o, "  index:     {} ({})", p.index, p.index_source);
             for x in &p.extra_indexes {
-                let _ = writeln!(o, "  index:     {x} (extra)");
+                let _ = writeln!(o, "  index:     {x} (extra, {})", p.extra_indexes_source);
             }
             let _ = writeln!(
                 o,
@@ -450,6 +534,7 @@ impl EffectiveProfile {
                 for e in &i.entries {
                     let _ = writeln!(o, "    {} {} {}", e.name, e.version, e.url);
                 }
+                render_provenance(&mut o, i.provenance.as_ref());
             }
         }
         let _ = writeln!(

@@ -33,6 +33,9 @@ pub struct Install {
     pub ca_file: Option<std::path::PathBuf>,
     /// The base image the package is installed onto (the request's image is this).
     pub base_image: String,
+    /// Where [`Install::base_image`] came from (`flag --base-image`, `environment NAME`, `file PATH`,
+    /// `default`), for `inspect`.
+    pub base_image_source: String,
     /// What the package's provenance is verified against (the base image gets its own: [`base_verification`]):
     /// the policy is the pin (the identity flags, else the registry entry's `provenance`; then `enabled` is the
     /// default mode), `None` the identity the index declares for the package, under `warn`; the mode, trust
@@ -42,27 +45,36 @@ pub struct Install {
 
 impl Install {
     /// For `spec`: the base image (`--base-image`, else `THV_SANDBOX_NPX_BASE_IMAGE` /
-    /// `THV_SANDBOX_UVX_BASE_IMAGE`, else the pinned default), the index (configured, else the usual variables,
-    /// else the public one) and the CA bundle.
+    /// `THV_SANDBOX_UVX_BASE_IMAGE`, else the configuration's `npm_base_image` / `pypi_base_image`, else the
+    /// pinned default), the index (the configuration's, else the usual variables, else the public one) and the
+    /// CA bundle. `configured` is what the configuration file says for this ecosystem (with where it came
+    /// from).
     pub fn new(
         spec: PackageSpec,
         base_image: Option<&str>,
-        configured_index: Option<&str>,
+        configured: &index::Configured,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Install, index::IndexError> {
-        let (var, default) = match spec.ecosystem {
-            Ecosystem::Npm => ("THV_SANDBOX_NPX_BASE_IMAGE", index::DEFAULT_NODE_BASE),
-            Ecosystem::Pypi => ("THV_SANDBOX_UVX_BASE_IMAGE", index::DEFAULT_PYTHON_BASE),
+        let var = base_image_variable(spec.ecosystem);
+        let default = match spec.ecosystem {
+            Ecosystem::Npm => index::DEFAULT_NODE_BASE,
+            Ecosystem::Pypi => index::DEFAULT_PYTHON_BASE,
         };
-        let base_image = base_image
-            .map(str::to_owned)
-            .or_else(|| env(var).filter(|v| !v.is_empty()))
-            .unwrap_or_else(|| default.to_owned());
+        let (base_image, base_image_source) = base_image
+            .map(|b| (b.to_owned(), "flag --base-image".to_owned()))
+            .or_else(|| {
+                env(var)
+                    .filter(|v| !v.is_empty())
+                    .map(|v| (v, format!("environment {var}")))
+            })
+            .or_else(|| configured.base_image.clone())
+            .unwrap_or_else(|| (default.to_owned(), "default".to_owned()));
         Ok(Install {
-            index: index::index_for(spec.ecosystem, configured_index, env)?,
+            index: index::index_for(spec.ecosystem, configured, env)?,
             ca_file: index::ca_file(spec.ecosystem, env),
             spec,
             base_image,
+            base_image_source,
             verification: Verification::default(),
         })
     }
@@ -120,6 +132,14 @@ pub fn base_verification(base_image: &str, package: &Verification) -> Verificati
     }
 }
 
+/// The variable naming the base image of `eco`'s packages.
+pub fn base_image_variable(eco: Ecosystem) -> &'static str {
+    match eco {
+        Ecosystem::Npm => "THV_SANDBOX_NPX_BASE_IMAGE",
+        Ecosystem::Pypi => "THV_SANDBOX_UVX_BASE_IMAGE",
+    }
+}
+
 /// Bumped whenever the install would produce a different tree from the same lock.
 pub const INSTALL_VERSION: u32 = 1;
 
@@ -139,7 +159,7 @@ mod tests {
 
     fn install(base: Option<&str>, verification: Verification) -> Install {
         let spec = spec::parse("npx://left-pad@1.3.0").unwrap().unwrap();
-        let mut i = Install::new(spec, base, None, &|_| None).unwrap();
+        let mut i = Install::new(spec, base, &index::Configured::default(), &|_| None).unwrap();
         i.verification = verification;
         i
     }

@@ -105,6 +105,20 @@ impl PackageIndex {
         repository: Option<&str>,
         attestations: Option<&str>,
     ) {
+        self.publish_npm_with_deps(name, version, tarball, repository, attestations, &[]);
+    }
+
+    /// [`PackageIndex::publish_npm`] of a version that depends on `dependencies` (`NAME`, `RANGE`), as its
+    /// packument says (npm's resolver reads them there).
+    pub fn publish_npm_with_deps(
+        &self,
+        name: &str,
+        version: &str,
+        tarball: &[u8],
+        repository: Option<&str>,
+        attestations: Option<&str>,
+        dependencies: &[(&str, &str)],
+    ) {
         let base = name.rsplit('/').next().unwrap_or(name);
         let file = format!("/{name}/-/{base}-{version}.tgz");
         self.put(&file, 200, "application/octet-stream", tarball.to_vec());
@@ -125,6 +139,13 @@ impl PackageIndex {
             None => self.remove(&att_path),
         }
         let mut doc = json!({"name": name, "version": version, "dist": dist});
+        if !dependencies.is_empty() {
+            doc["dependencies"] = dependencies
+                .iter()
+                .map(|(n, r)| (n.to_string(), json!(r)))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+        }
         if let Some(r) = repository {
             doc["repository"] = json!({"type": "git", "url": format!("git+{r}.git")});
         }
@@ -199,6 +220,66 @@ impl PackageIndex {
         );
     }
 }
+
+/// An npm package tarball (`package/…`, as `npm pack` makes it) whose `bin` (named as the package) is
+/// `index_js`, depending on `deps` (`NAME`, `RANGE`).
+pub fn npm_tarball(name: &str, version: &str, index_js: &str, deps: &[(&str, &str)]) -> Vec<u8> {
+    let deps: serde_json::Map<String, Value> = deps
+        .iter()
+        .map(|(n, r)| (n.to_string(), json!(r)))
+        .collect();
+    let manifest = json!({
+        "name": name, "version": version, "bin": {name: "index.js"}, "license": "MIT",
+        "dependencies": deps,
+    })
+    .to_string();
+    let files: [(&str, &[u8], u32); 2] = [
+        ("package/package.json", manifest.as_bytes(), 0o644),
+        ("package/index.js", index_js.as_bytes(), 0o755),
+    ];
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::default(),
+    ));
+    for (path, body, mode) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(mode);
+        h.set_mtime(499_162_500);
+        h.set_cksum();
+        tar.append_data(&mut h, path, body).unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+/// The `index.js` of a minimal MCP server over stdio (newline-delimited JSON-RPC) with one tool, `echo`, that
+/// answers `echo: TEXT`.
+pub const ECHO_MCP_SERVER_JS: &str = r#"#!/usr/bin/env node
+const rl = require('readline').createInterface({ input: process.stdin });
+const send = (m) => process.stdout.write(JSON.stringify(m) + '\n');
+rl.on('line', (line) => {
+  let m;
+  try { m = JSON.parse(line); } catch (e) { return; }
+  if (m.id === undefined || typeof m.method !== 'string') return;
+  const ok = (result) => send({ jsonrpc: '2.0', id: m.id, result });
+  switch (m.method) {
+    case 'initialize':
+      return ok({ protocolVersion: m.params.protocolVersion, capabilities: { tools: {} },
+                  serverInfo: { name: 'thv-echo', version: '1.0.0' } });
+    case 'ping':
+      return ok({});
+    case 'tools/list':
+      return ok({ tools: [{ name: 'echo', description: 'Answers its text',
+                            inputSchema: { type: 'object', properties: { text: { type: 'string' } },
+                                           required: ['text'] } }] });
+    case 'tools/call':
+      return ok({ content: [{ type: 'text', text: 'echo: ' + m.params.arguments.text }] });
+    default:
+      return send({ jsonrpc: '2.0', id: m.id, error: { code: -32601, message: 'no such method' } });
+  }
+});
+rl.on('close', () => process.exit(0));
+"#;
 
 /// npm's `integrity` of `bytes`: `sha512-BASE64`.
 pub fn sri512(bytes: &[u8]) -> String {

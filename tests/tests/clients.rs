@@ -583,3 +583,101 @@ async fn client_add_pins_the_tools_and_the_clients_first_start_is_compared_with_
     assert_eq!(std::fs::read(&file).unwrap(), before);
     run.assert_nothing_left(None);
 }
+
+/// `client add` of a registry entry whose server is an npm package: the package is installed (the configuration
+/// file's `[packages]` names the base image, an `oci:` layout, and the index, a loopback one in front of a
+/// minimal MCP server published as an npm package), its tools pinned, and the entry written; started as the
+/// client starts it, the entry runs the server from the installed root, with no request to the index, and rmcp
+/// lists and calls its tool.
+#[tokio::test(flavor = "multi_thread")]
+async fn client_add_of_a_package_entry_installs_it_and_writes_a_working_entry() {
+    use thv_sandbox_e2e::package_index::{npm_tarball, PackageIndex, ECHO_MCP_SERVER_JS};
+    let Some(layout) = common::package_bases() else {
+        return;
+    };
+    let index = PackageIndex::start().unwrap();
+    let tgz = npm_tarball("thv-echo", "1.0.0", ECHO_MCP_SERVER_JS, &[]);
+    index.publish_npm("thv-echo", "1.0.0", &tgz, None, None);
+    let run = Run::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let cache = dir.path().join("cache");
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join(".config/thv-sandbox")).unwrap();
+    std::fs::write(
+        home.join(".config/thv-sandbox/config.toml"),
+        format!(
+            "[packages]\nnpm_base_image = \"oci:{}:node\"\nnpm_index = \"{}\"\n",
+            layout.display(),
+            index.npm_registry()
+        ),
+    )
+    .unwrap();
+    let doc = json!({
+        "version": "1.0.0",
+        "meta": {"last_updated": "2026-01-01T00:00:00Z"},
+        "data": {"servers": [{
+            "name": "io.github.thv-sandbox-tests/echo",
+            "description": "An MCP server published as an npm package",
+            "packages": [{
+                "registryType": "npm",
+                "identifier": "thv-echo",
+                "version": "1.0.0",
+                "transport": {"type": "stdio"},
+            }],
+        }]}
+    });
+    let reg = dir.path().join("registry.json");
+    std::fs::write(&reg, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let reg_flag = format!("--registry={}", reg.display());
+
+    let (rc, _, err) = client_cli(
+        &home,
+        &run,
+        &cache,
+        &["add", "echo", "--client", "cursor", &reg_flag],
+    )
+    .await;
+    assert_eq!(rc, 0, "{err}");
+    assert!(
+        err.contains("thv-sandbox: pinned") && err.contains("tools of"),
+        "{err}"
+    );
+    assert!(
+        index
+            .requests()
+            .contains(&"/thv-echo/-/thv-echo-1.0.0.tgz".to_owned()),
+        "installed from the configured index: {:?}",
+        index.requests()
+    );
+    assert_eq!(common::package_roots(&cache).len(), 1);
+    let (command, args, env) = read_entry(&home.join(".cursor/mcp.json"), "mcpServers", "echo");
+    assert_eq!(
+        command,
+        thv_sandbox_bin().canonicalize().unwrap().to_string_lossy()
+    );
+    assert_eq!(args, ["run", &reg_flag, "echo"]);
+    assert!(env.is_empty(), "{env:?}");
+
+    // Started as Cursor starts it: from the installed root, nothing asked of the index.
+    let before = index.requests().len();
+    let mut cmd = tokio::process::Command::new(&command);
+    user_env(&mut cmd, &home, &run, &cache);
+    cmd.args(&args).stderr(Stdio::inherit()).kill_on_drop(true);
+    let server = spawn_mcp(cmd).await.expect("the entry starts the server");
+    let tools = thv_sandbox_e2e::list_tools(&server.client)
+        .await
+        .expect("tools/list");
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    assert_eq!(names, ["echo"]);
+    let out = server
+        .call("echo", json!({"text": "from the client"}))
+        .await
+        .expect("echo");
+    assert_eq!(thv_sandbox_e2e::tool_text(&out), "echo: from the client");
+    let done = server.finish().await.expect("finish");
+    assert_eq!(code(done.status), 0);
+    assert_eq!(index.requests().len(), before, "no second install");
+    assert_eq!(common::package_roots(&cache).len(), 1);
+    run.assert_nothing_left(None);
+}

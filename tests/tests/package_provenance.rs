@@ -13,8 +13,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use thv_sandbox_e2e::package_index::{
-    npm_attestations, npm_provenance_statement, pep740_provenance, pypi_publish_statement, sri512,
-    PackageIndex,
+    npm_attestations, npm_provenance_statement, npm_tarball, pep740_provenance,
+    pypi_publish_statement, sri512, PackageIndex,
 };
 use thv_sandbox_e2e::sigstore::{Flavour, Identity, TestSigstore};
 use thv_sandbox_runtime::packages::provenance::{
@@ -518,33 +518,19 @@ fn the_install_seam_admits_or_refuses_a_resolved_tree() {
     ));
 }
 
-/// An npm package tarball (`package/…`, as `npm pack` makes it): a `bin` that prints a line and exits.
+/// An npm package tarball whose `bin` prints a line and exits.
 fn tiny_npm_package(name: &str, version: &str) -> Vec<u8> {
-    let manifest = serde_json::json!({
-        "name": name, "version": version, "bin": {name: "index.js"}, "license": "MIT",
-    })
-    .to_string();
-    let files: [(&str, &[u8], u32); 2] = [
-        ("package/package.json", manifest.as_bytes(), 0o644),
-        (
-            "package/index.js",
-            b"#!/usr/bin/env node\nconsole.log('pin probe ran');\n",
-            0o755,
-        ),
-    ];
-    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
-        Vec::new(),
-        flate2::Compression::default(),
-    ));
-    for (path, body, mode) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(body.len() as u64);
-        h.set_mode(mode);
-        h.set_mtime(499_162_500);
-        h.set_cksum();
-        tar.append_data(&mut h, path, body).unwrap();
-    }
-    tar.into_inner().unwrap().finish().unwrap()
+    tiny_npm_package_with_deps(name, version, &[])
+}
+
+/// [`tiny_npm_package`] depending on `deps` (`NAME`, `RANGE`).
+fn tiny_npm_package_with_deps(name: &str, version: &str, deps: &[(&str, &str)]) -> Vec<u8> {
+    npm_tarball(
+        name,
+        version,
+        "#!/usr/bin/env node\nconsole.log('pin probe ran');\n",
+        deps,
+    )
 }
 
 /// `thv-sandbox pull NAME` of a registry entry whose server is an npm package and which pins an identity: the
@@ -683,5 +669,231 @@ async fn pull_of_a_pinned_package_entry_checks_the_entrys_pin() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "pin probe ran\n");
     assert_eq!(w.index.requests().len(), before, "no second install");
     assert_eq!(package_roots(cache.path()).len(), 1);
+    run.assert_nothing_left(None);
+}
+
+/// The configuration file's `[packages]` table is what an install really uses: `pull npx://…` with no flag for
+/// them installs onto the file's `npm_base_image` (an `oci:` layout, relative to the file) from the file's
+/// `npm_index` (the loopback index), though npm's own `npm_config_registry` names an unreachable one (the file
+/// wins over npm's variables). `config show` and `inspect` say where each came from. The provenance verdict of
+/// every package of the tree is recorded with the committed root, next to its lock, and `inspect` (text and
+/// `--json`) and `images --json` show it: the package verified against the identity its packument declares,
+/// its dependency without provenance.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_config_files_packages_table_is_what_the_install_uses() {
+    use common::{code, package_roots, Run};
+    let Some(w) = World::new() else { return };
+    let Some(layout) = common::package_bases() else {
+        return;
+    };
+    let (name, dep) = ("thv-cfg-probe", "thv-cfg-dep");
+    let repo = format!("https://github.com/{REPO}");
+    let tgz = tiny_npm_package_with_deps(name, "1.0.0", &[(dep, "^2.0.0")]);
+    let att = w.npm_attestation(&w.identity, name, "1.0.0", &tgz, false);
+    w.index.publish_npm_with_deps(
+        name,
+        "1.0.0",
+        &tgz,
+        Some(&repo),
+        Some(&att),
+        &[(dep, "^2.0.0")],
+    );
+    let dep_tgz = tiny_npm_package(dep, "2.0.1");
+    w.index.publish_npm(dep, "2.0.1", &dep_tgz, None, None);
+
+    // The file: the base layout named relative to it (a symlink beside it), the index by URL.
+    let config_dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(&layout, config_dir.path().join("bases")).unwrap();
+    let config = config_dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[packages]\nnpm_base_image = \"oci:bases:node\"\nnpm_index = \"{}\"\n",
+            w.index.npm_registry()
+        ),
+    )
+    .unwrap();
+    let trust_root = w.root.path().join("trusted_root.json");
+    let cache = tempfile::Builder::new()
+        .prefix("thv-e2e-pkgcfg-cache-")
+        .tempdir()
+        .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    }
+    let run = Run::new();
+    let package = format!("npx://{name}@1.0.0");
+    let cli = |args: &[&str]| {
+        let mut c = match args {
+            ["config", sub, rest @ ..] => run.cli_sub(cache.path(), &["config", sub], rest),
+            _ => run.cli(cache.path(), args),
+        };
+        c.env("THV_SANDBOX_CONFIG", &config)
+            // npm's own variable names an index nothing listens on: the file's must win.
+            .env("npm_config_registry", "http://127.0.0.1:9/")
+            .stdin(std::process::Stdio::null());
+        c
+    };
+
+    // `config show`: the file's values and where they came from.
+    let out = cli(&["config", "show", "--json"])
+        .output()
+        .await
+        .expect("config show");
+    assert_eq!(
+        code(out.status),
+        0,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let pk = &shown["settings"]["packages"];
+    assert_eq!(pk["npm_index"]["value"], w.index.npm_registry(), "{pk}");
+    let from_file = format!("file {}", config.display());
+    assert_eq!(pk["npm_index"]["source"], from_file.as_str(), "{pk}");
+    let base = format!("oci:{}:node", config_dir.path().join("bases").display());
+    assert_eq!(pk["npm_base_image"]["value"], base.as_str(), "{pk}");
+
+    let out = cli(&[
+        "pull",
+        "--trust-root",
+        trust_root.to_str().unwrap(),
+        &package,
+    ])
+    .output()
+    .await
+    .expect("pull");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code(out.status), 0, "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{package}\n"));
+    assert!(
+        stderr.contains(&format!("{name}@1.0.0 verified")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("0 of 1 dependencies carry provenance"),
+        "{stderr}"
+    );
+    let reqs = w.index.requests();
+    for path in [
+        format!("/{name}/-/{name}-1.0.0.tgz"),
+        format!("/{dep}/-/{dep}-2.0.1.tgz"),
+    ] {
+        assert!(
+            reqs.contains(&path),
+            "installed from the file's index: {reqs:?}"
+        );
+    }
+    let roots = package_roots(cache.path());
+    assert_eq!(roots.len(), 1, "{roots:?}");
+    // The verdicts are committed inside the root, next to the lock.
+    let recorded: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(roots[0].join("rootfs/opt/thv-package/thv-sandbox-provenance.json"))
+            .expect("the recorded verdicts"),
+    )
+    .unwrap();
+    assert_eq!(recorded["verdict"], "checked", "{recorded}");
+
+    // `inspect --json`: the base and the index with their origins, and every package's verdict.
+    let out = cli(&[
+        "inspect",
+        "--json",
+        "--trust-root",
+        trust_root.to_str().unwrap(),
+        &package,
+    ])
+    .output()
+    .await
+    .expect("inspect");
+    assert_eq!(
+        code(out.status),
+        0,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let profile: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let p = &profile["package"];
+    assert_eq!(p["base_image"], base.as_str(), "{p}");
+    assert_eq!(p["base_image_source"], from_file.as_str(), "{p}");
+    assert_eq!(p["index"], w.index.npm_registry(), "{p}");
+    assert_eq!(p["index_source"], from_file.as_str(), "{p}");
+    let installed = p["installed"].as_array().expect("installed");
+    assert_eq!(installed.len(), 1, "{p}");
+    let report = &installed[0]["provenance"]["report"];
+    assert_eq!(report["package"]["package"]["name"], name, "{report}");
+    assert_eq!(report["package"]["status"], "verified", "{report}");
+    assert_eq!(
+        report["package"]["record"]["verified"]["claims"]["source_repository_uri"],
+        repo.as_str(),
+        "{report}"
+    );
+    let deps = report["dependencies"].as_array().expect("dependencies");
+    assert_eq!(deps.len(), 1, "{report}");
+    assert_eq!(deps[0]["package"]["name"], dep, "{report}");
+    assert_eq!(deps[0]["package"]["version"], "2.0.1", "{report}");
+    assert_eq!(deps[0]["status"], "no-provenance", "{report}");
+
+    // `inspect` for people: the same, a line per package.
+    let out = cli(&[
+        "inspect",
+        "--trust-root",
+        trust_root.to_str().unwrap(),
+        &package,
+    ])
+    .output()
+    .await
+    .expect("inspect");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("base image: {base} ({from_file})")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "index:     {} ({from_file})",
+            w.index.npm_registry()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("    {name}@1.0.0 verified ({repo}, ")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("    {dep}@2.0.1 no provenance")),
+        "{text}"
+    );
+
+    // `images --json` lists the package root, with its verdicts.
+    let out = cli(&["images", "--json"]).output().await.expect("images");
+    assert_eq!(
+        code(out.status),
+        0,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let pkgs: Vec<&serde_json::Value> = listed
+        .as_array()
+        .expect("an array")
+        .iter()
+        .filter(|i| i["kind"] == "package")
+        .collect();
+    assert_eq!(pkgs.len(), 1, "{listed}");
+    assert_eq!(pkgs[0]["name"], package.as_str(), "{listed}");
+    assert_eq!(pkgs[0]["index"], w.index.npm_registry(), "{listed}");
+    assert_eq!(pkgs[0]["pinned_packages"], 2, "{listed}");
+    assert_eq!(pkgs[0]["root"], roots[0].to_str().unwrap(), "{listed}");
+    assert!(
+        pkgs[0]["base_digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:") && d.len() == 71),
+        "{listed}"
+    );
+    assert_eq!(
+        pkgs[0]["provenance"]["report"]["package"]["status"], "verified",
+        "{listed}"
+    );
     run.assert_nothing_left(None);
 }

@@ -20,7 +20,7 @@ pub(crate) fn images_cmd(file: Option<PathBuf>, args: ImagesArgs) -> i32 {
     };
     // stdout is data: the table and its total, or JSON for scripts.
     let out = if args.json {
-        cache::render_json(&images)
+        render_json(&dirs, &images)
     } else {
         cache::render_table(&images) + &cache::render_total(&totals) + &package_roots(&dirs)
     };
@@ -30,6 +30,37 @@ pub(crate) fn images_cmd(file: Option<PathBuf>, args: ImagesArgs) -> i32 {
         return check_roots_cmd(&dirs);
     }
     0
+}
+
+/// `images --json`: one object per cached image (`"kind": "image"`), then one per installed `npx://`/`uvx://`
+/// package root (`"kind": "package"`: the package pinned as `name`, its version, index, the base image's
+/// manifest digest, the root, how many packages its lock pins and the provenance verdicts recorded at install).
+fn render_json(dirs: &Dirs, images: &[cache::CachedImage]) -> String {
+    let mut list: Vec<serde_json::Value> = images
+        .iter()
+        .filter_map(|i| serde_json::to_value(i).ok())
+        .map(|mut v| {
+            if let Some(o) = v.as_object_mut() {
+                o.insert("kind".into(), "image".into());
+            }
+            v
+        })
+        .collect();
+    for (pinned, v) in thv_sandbox_runtime::inspect::installed_packages(&dirs.cache) {
+        list.push(serde_json::json!({
+            "kind": "package",
+            "name": pinned,
+            "version": v.version,
+            "index": v.index,
+            "base_digest": v.base_digest,
+            "root": v.root,
+            "pinned_packages": v.entries.len(),
+            "provenance": v.provenance,
+        }));
+    }
+    let mut out = serde_json::to_string_pretty(&list).unwrap_or_else(|_| "[]".to_owned());
+    out.push('\n');
+    out
 }
 
 /// The installed `npx://`/`uvx://` packages, one line each, when there are any (their size is counted in their

@@ -14,6 +14,9 @@ use super::spec::{Ecosystem, PackageSpec};
 pub const PREFIX: &str = "/opt/thv-package";
 /// Where the lock is committed inside the root.
 pub const LOCK_PATH: &str = "/opt/thv-package/thv-sandbox-lock.json";
+/// Where the install's provenance verdicts ([`super::verdict::Recorded`]) are committed inside the root, next to
+/// the lock (covered by the root's record like it).
+pub const PROVENANCE_PATH: &str = "/opt/thv-package/thv-sandbox-provenance.json";
 
 /// One package of the resolved tree.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

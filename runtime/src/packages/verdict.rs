@@ -44,6 +44,33 @@ impl Verdict {
     }
 }
 
+/// The verdict on the installed tree as the install records it, committed inside the root next to the lock
+/// ([`super::lock::PROVENANCE_PATH`]), for `inspect` of an installed package.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "verdict", rename_all = "kebab-case")]
+pub enum Recorded {
+    /// No provenance was checked (`disabled`): the tree is pinned by its integrity hashes only.
+    NotChecked,
+    /// Every package's verdict.
+    Checked {
+        /// How many of the tree carry provenance, and each one's verdict.
+        report: Box<TreeReport>,
+    },
+}
+
+impl Verdict {
+    /// What the install records of this verdict (`None` for a refusal: nothing is installed).
+    pub fn recorded(&self) -> Option<Recorded> {
+        match self {
+            Verdict::NotChecked => Some(Recorded::NotChecked),
+            Verdict::Checked { report, .. } => Some(Recorded::Checked {
+                report: report.clone(),
+            }),
+            Verdict::Refused { .. } => None,
+        }
+    }
+}
+
 /// What the install flow calls with the resolved lock `entries` of `top` (the package asked for is among them)
 /// before anything is installed. Returns the verdict; [`Verdict::Refused`] stops the install.
 /// `checks`: `None` checks nothing ([`Verdict::NotChecked`]).

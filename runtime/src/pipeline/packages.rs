@@ -21,7 +21,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::image::config::ImageRuntimeConfig;
-use crate::packages::lock::{self, Lock, LOCK_PATH, PREFIX};
+use crate::packages::lock::{self, Lock, LOCK_PATH, PREFIX, PROVENANCE_PATH};
 use crate::packages::verdict::{self, Verdict};
 use crate::packages::{Ecosystem, Install};
 use crate::rootfs::idmap::HostIds;
@@ -302,6 +302,12 @@ impl PackageInstall {
         };
         let json = serde_json::to_vec_pretty(&committed).map_err(|e| e.to_string())?;
         std::fs::write(at(tree, LOCK_PATH), json).map_err(|e| io(LOCK_PATH, e))?;
+        // Every package's provenance verdict, next to the lock: in the staging root, so it is committed (by the
+        // root's rename) and sealed (by its record) with the tree, never apart from it.
+        if let Some(recorded) = verdict.recorded() {
+            let json = serde_json::to_vec_pretty(&recorded).map_err(|e| e.to_string())?;
+            std::fs::write(at(tree, PROVENANCE_PATH), json).map_err(|e| io(PROVENANCE_PATH, e))?;
+        }
         Ok(())
     }
 
@@ -612,7 +618,13 @@ mod tests {
         let spec = crate::packages::spec::parse("npx://left-pad@1.3.0")
             .unwrap()
             .unwrap();
-        let install = Install::new(spec, Some("oci:/x:y"), None, &|_| None).unwrap();
+        let install = Install::new(
+            spec,
+            Some("oci:/x:y"),
+            &crate::packages::index::Configured::default(),
+            &|_| None,
+        )
+        .unwrap();
         let i = PackageInstall::new(
             &install,
             Path::new("/proc/self/exe"),

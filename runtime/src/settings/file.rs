@@ -80,6 +80,16 @@ pub const KEYS: &[&str] = &[
     "cpus",
     "pids_limit",
     "guard",
+    "packages",
+];
+
+/// The keys of the `[packages]` table, for the hint on an unknown one.
+pub const PACKAGE_KEYS: &[&str] = &[
+    "npm_base_image",
+    "pypi_base_image",
+    "npm_index",
+    "pypi_index",
+    "pypi_extra_indexes",
 ];
 
 /// Where a setting's value came from.
@@ -233,6 +243,8 @@ pub struct Config {
     pub pids_limit: Setting<Option<String>>,
     /// `[guard]`: pins, tool filters and the audit log, for all servers and per server (see `guard::config`).
     pub guard: Setting<crate::guard::config::GuardConfig>,
+    /// `[packages]`: base images and indexes of `npx://` / `uvx://` installs.
+    pub packages: PackageSettings,
 }
 
 /// What is wrong with the configuration.
@@ -275,6 +287,8 @@ pub enum ConfigError {
         column: usize,
         /// The key.
         key: String,
+        /// The table it is in (`None`: the top level, or a table whose keys the hint does not list).
+        table: Option<&'static str>,
     },
     /// A key under `[mirrors]` that is not a registry host but (close to) one of the file's top-level keys:
     /// TOML puts every key after a `[table]` line into that table, so a line appended to the file lands there.
@@ -340,6 +354,26 @@ impl ConfigError {
             }
             ConfigError::Parse { .. } => {
                 "fix the file (TOML; see the Configuration section of the README)".to_owned()
+            }
+            ConfigError::UnknownKey {
+                key,
+                table: Some(table),
+                ..
+            } => {
+                if KEYS.contains(&key.as_str()) {
+                    return Some(format!(
+                        "`{key}` is a top-level key: every key after a `[{table}]` line belongs to that table; \
+                         move it above that line"
+                    ));
+                }
+                let close = PACKAGE_KEYS.iter().find(|k| similar(k, key));
+                let suggestion = close
+                    .map(|k| format!("did you mean `{k}`? "))
+                    .unwrap_or_default();
+                format!(
+                    "{suggestion}the keys of [{table}] are: {}",
+                    PACKAGE_KEYS.join(", ")
+                )
             }
             ConfigError::UnknownKey { key, .. } => {
                 let close = KEYS.iter().find(|k| similar(k, key));
@@ -413,6 +447,62 @@ struct FileConfig {
     cpus: Option<toml::Spanned<toml::Value>>,
     pids_limit: Option<toml::Spanned<toml::Value>>,
     guard: Option<crate::guard::config::GuardConfig>,
+    packages: Option<FilePackages>,
+}
+
+/// The file's `[packages]` table.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FilePackages {
+    npm_base_image: Option<toml::Spanned<String>>,
+    pypi_base_image: Option<toml::Spanned<String>>,
+    npm_index: Option<toml::Spanned<String>>,
+    pypi_index: Option<toml::Spanned<String>>,
+    pypi_extra_indexes: Option<toml::Spanned<Vec<toml::Spanned<String>>>>,
+}
+
+/// `[packages]`: where `npx://` / `uvx://` packages are installed from and onto. Each value with its origin: the
+/// base images after `--base-image` and `THV_SANDBOX_{NPX,UVX}_BASE_IMAGE`; the indexes **before** the
+/// ecosystems' own variables (`npm_config_registry`, `PIP_INDEX_URL`, …: they are the user's settings for every
+/// npm/pip, the file is thv-sandbox's). `None` / empty: the pinned default base, the public index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageSettings {
+    /// `npm_base_image`.
+    pub npm_base_image: Setting<Option<String>>,
+    /// `pypi_base_image`.
+    pub pypi_base_image: Setting<Option<String>>,
+    /// `npm_index`.
+    pub npm_index: Setting<Option<String>>,
+    /// `pypi_index`.
+    pub pypi_index: Setting<Option<String>>,
+    /// `pypi_extra_indexes` (replacing `PIP_EXTRA_INDEX_URL` as a whole).
+    pub pypi_extra_indexes: Setting<Option<Vec<String>>>,
+}
+
+impl PackageSettings {
+    /// What the configuration says for `eco`'s installs, with where each came from, for
+    /// [`crate::packages::Install::new`].
+    pub fn configured(
+        &self,
+        eco: crate::packages::Ecosystem,
+    ) -> crate::packages::index::Configured {
+        use crate::packages::Ecosystem;
+        fn with_source<T: Clone>(s: &Setting<Option<T>>) -> Option<(T, String)> {
+            s.value.clone().map(|v| (v, s.source.to_string()))
+        }
+        let (base, index) = match eco {
+            Ecosystem::Npm => (&self.npm_base_image, &self.npm_index),
+            Ecosystem::Pypi => (&self.pypi_base_image, &self.pypi_index),
+        };
+        crate::packages::index::Configured {
+            base_image: with_source(base),
+            index: with_source(index),
+            extra_indexes: match eco {
+                Ecosystem::Npm => None,
+                Ecosystem::Pypi => with_source(&self.pypi_extra_indexes),
+            },
+        }
+    }
 }
 
 /// Where the configuration file is, and who said so.
@@ -882,6 +972,139 @@ impl Config {
             Default::default(),
         );
 
+        // [packages]: the base images (after their variables), the indexes (before the ecosystems' variables).
+        use crate::packages::{base_image_variable, index as pkg_index, Ecosystem};
+        let raw_packages = raw.packages.as_ref();
+        let base_setting = |eco: Ecosystem,
+                            key: &'static str,
+                            in_file: Option<&toml::Spanned<String>>|
+         -> Result<Setting<Option<String>>, ConfigError> {
+            if let Some(s) = in_file {
+                let v = s.get_ref();
+                let ok = match v.starts_with("oci:") {
+                    true => crate::image::layout::parse_oci_ref(v).is_ok(),
+                    false => v.parse::<crate::image::reference::Reference>().is_ok(),
+                };
+                if !ok {
+                    return Err(ConfigError::Invalid {
+                        origin: at(s.span()),
+                        key,
+                        value: clip(v),
+                        reason: "expected an image reference (e.g. `node:22-bookworm-slim`, \
+                                 `ghcr.io/org/base@sha256:…`) or `oci:PATH[:TAG]`"
+                            .to_owned(),
+                    });
+                }
+            }
+            let var = base_image_variable(eco);
+            Ok(pick(
+                None,
+                non_empty(env, var).map(|v| (Some(v), var)),
+                in_file.map(|s| {
+                    let v = s.get_ref();
+                    // An `oci:` layout's path is taken relative to the file, as every path of the file is.
+                    let v = match crate::image::layout::parse_oci_ref(v) {
+                        Ok((path, tag)) => {
+                            let path = file_path(&path.to_string_lossy());
+                            let path = path.to_string_lossy();
+                            match tag {
+                                Some(t) => format!("oci:{path}:{t}"),
+                                None => format!("oci:{path}"),
+                            }
+                        }
+                        Err(_) => v.clone(),
+                    };
+                    (Some(v), file.as_path())
+                }),
+                None,
+            ))
+        };
+        let index_setting = |eco: Ecosystem,
+                             key: &'static str,
+                             in_file: Option<&toml::Spanned<String>>|
+         -> Result<Setting<Option<String>>, ConfigError> {
+            if let Some(s) = in_file {
+                pkg_index::check_url(eco, s.get_ref()).map_err(|e| ConfigError::Invalid {
+                    origin: at(s.span()),
+                    key,
+                    value: clip(s.get_ref()),
+                    reason: e.1,
+                })?;
+                return Ok(Setting {
+                    value: Some(s.get_ref().clone()),
+                    source: Source::File(file.clone()),
+                });
+            }
+            // The ecosystem's own variables come after the file (checked when an install uses them).
+            Ok(pkg_index::index_variables(eco)
+                .iter()
+                .find_map(|k| {
+                    env(k).filter(|v| !v.trim().is_empty()).map(|v| Setting {
+                        value: Some(v),
+                        source: Source::Env(k),
+                    })
+                })
+                .unwrap_or(Setting {
+                    value: None,
+                    source: Source::Default,
+                }))
+        };
+        let npm_base_image = base_setting(
+            Ecosystem::Npm,
+            "npm_base_image",
+            raw_packages.and_then(|p| p.npm_base_image.as_ref()),
+        )?;
+        let pypi_base_image = base_setting(
+            Ecosystem::Pypi,
+            "pypi_base_image",
+            raw_packages.and_then(|p| p.pypi_base_image.as_ref()),
+        )?;
+        let npm_index = index_setting(
+            Ecosystem::Npm,
+            "npm_index",
+            raw_packages.and_then(|p| p.npm_index.as_ref()),
+        )?;
+        let pypi_index = index_setting(
+            Ecosystem::Pypi,
+            "pypi_index",
+            raw_packages.and_then(|p| p.pypi_index.as_ref()),
+        )?;
+        let pypi_extra_indexes = match raw_packages.and_then(|p| p.pypi_extra_indexes.as_ref()) {
+            Some(list) => {
+                for u in list.get_ref() {
+                    pkg_index::check_url(Ecosystem::Pypi, u.get_ref()).map_err(|e| {
+                        ConfigError::Invalid {
+                            origin: at(u.span()),
+                            key: "pypi_extra_indexes",
+                            value: clip(u.get_ref()),
+                            reason: e.1,
+                        }
+                    })?;
+                }
+                Setting {
+                    value: Some(list.get_ref().iter().map(|u| u.get_ref().clone()).collect()),
+                    source: Source::File(file.clone()),
+                }
+            }
+            None => match env(pkg_index::PIP_EXTRA_INDEX_URL).filter(|v| !v.trim().is_empty()) {
+                Some(v) => Setting {
+                    value: Some(v.split_whitespace().map(str::to_owned).collect()),
+                    source: Source::Env(pkg_index::PIP_EXTRA_INDEX_URL),
+                },
+                None => Setting {
+                    value: None,
+                    source: Source::Default,
+                },
+            },
+        };
+        let packages = PackageSettings {
+            npm_base_image,
+            pypi_base_image,
+            npm_index,
+            pypi_index,
+            pypi_extra_indexes,
+        };
+
         Ok(Config {
             file,
             file_source,
@@ -905,6 +1128,7 @@ impl Config {
             cpus,
             pids_limit,
             guard,
+            packages,
         })
     }
 
@@ -1000,6 +1224,13 @@ impl Config {
                 "cpus": entry(&self.cpus),
                 "pids_limit": entry(&self.pids_limit),
                 "guard": entry(&self.guard),
+                "packages": {
+                    "npm_base_image": entry(&self.packages.npm_base_image),
+                    "pypi_base_image": entry(&self.packages.pypi_base_image),
+                    "npm_index": entry(&self.packages.npm_index),
+                    "pypi_index": entry(&self.packages.pypi_index),
+                    "pypi_extra_indexes": entry(&self.packages.pypi_extra_indexes),
+                },
                 "mirrors": {"value": mirrors, "source": self.mirrors.source.to_string()},
             }
         })
@@ -1137,6 +1368,36 @@ impl Config {
                 guard_table(&self.guard.value)
             ));
         }
+        // `[packages]`, a table of its own before `[mirrors]`; an unset key with the default it falls back on.
+        {
+            use crate::packages::index as pi;
+            let p = &self.packages;
+            out.push_str("[packages]\n");
+            for (key, s, default) in [
+                ("npm_base_image", &p.npm_base_image, pi::DEFAULT_NODE_BASE),
+                (
+                    "pypi_base_image",
+                    &p.pypi_base_image,
+                    pi::DEFAULT_PYTHON_BASE,
+                ),
+                ("npm_index", &p.npm_index, pi::NPM_REGISTRY),
+                ("pypi_index", &p.pypi_index, pi::PYPI_INDEX),
+            ] {
+                match &s.value {
+                    Some(v) => out.push_str(&format!("{key} = {}  # {}\n", quote(v), s.source)),
+                    None => out.push_str(&format!("# {key} is not set: {default}  # default\n")),
+                }
+            }
+            match &p.pypi_extra_indexes.value {
+                Some(v) => line(
+                    &mut out,
+                    "pypi_extra_indexes",
+                    Some(list(&mut v.iter().cloned())),
+                    &p.pypi_extra_indexes.source,
+                ),
+                None => line(&mut out, "pypi_extra_indexes", None, &Source::Default),
+            }
+        }
         out.push_str(&format!("[mirrors]  # {}\n", self.mirrors.source));
         for (registry, mirror) in &self.mirrors.value {
             out.push_str(&format!("{} = {}\n", quote(registry), quote(mirror)));
@@ -1178,11 +1439,14 @@ fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
         let message = e.message().trim().to_owned();
         if let Some(rest) = message.strip_prefix("unknown field `") {
             if let Some((key, _)) = rest.split_once('`') {
+                let offset = e.span().map_or(0, |s| s.start);
                 return ConfigError::UnknownKey {
                     path: path.to_owned(),
                     line,
                     column,
                     key: key.to_owned(),
+                    table: (table_at(text, offset).as_deref() == Some("packages"))
+                        .then_some("packages"),
                 };
             }
         }
@@ -1192,6 +1456,23 @@ fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
             column,
             message: message.lines().next().unwrap_or_default().to_owned(),
         }
+    })
+}
+
+/// The table whose keys are written at byte `offset` of `text`: the last `[TABLE]` header line before it, or
+/// `packages` for an inline `packages = { … }` on the same line (`None`: the top level).
+fn table_at(text: &str, offset: usize) -> Option<String> {
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
+    let line = before.rsplit('\n').next().unwrap_or_default();
+    if let Some((key, _)) = line.split_once('=') {
+        if line.contains('{') {
+            return Some(key.trim().trim_matches('"').to_owned());
+        }
+    }
+    before.lines().rev().find_map(|l| {
+        let l = l.trim();
+        let inner = l.strip_prefix('[')?.split(']').next()?;
+        Some(inner.trim().trim_matches('[').trim().to_owned())
     })
 }
 
@@ -1513,6 +1794,245 @@ mod tests {
             ("HOME", "/home/u".to_owned()),
         ]);
         (dir, env)
+    }
+
+    /// `[packages]`: base images after `--base-image` and their variables, indexes before npm's/pip's own
+    /// variables; each shown with its origin, checked where it is written, and handed to the install.
+    #[test]
+    fn the_packages_table_and_its_precedence() {
+        use crate::packages::{Ecosystem, Install};
+        let text = "cache_dir = \"/c\"\n[packages]\nnpm_base_image = \"oci:bases:node\"\n\
+                    pypi_base_image = \"ghcr.io/me/python-base:3.12\"\n\
+                    npm_index = \"https://npm.corp.example/\"\n\
+                    pypi_index = \"http://127.0.0.1:3141/simple\"\n\
+                    pypi_extra_indexes = [\"https://extra.example/simple\"]\n";
+        let (dir, mut env) = with_file(text);
+        let c = Config::load_with(&Flags::default(), &env.get()).unwrap();
+        let p = &c.packages;
+        let file = dir.path().join("thv-sandbox/config.toml");
+        // An `oci:` layout is relative to the file, as every path of the file is.
+        assert_eq!(
+            p.npm_base_image.value.as_deref(),
+            Some(
+                format!(
+                    "oci:{}:node",
+                    dir.path().join("thv-sandbox/bases").display()
+                )
+                .as_str()
+            )
+        );
+        assert_eq!(p.npm_base_image.source, Source::File(file.clone()));
+        assert_eq!(
+            p.npm_index.value.as_deref(),
+            Some("https://npm.corp.example/")
+        );
+        assert_eq!(p.pypi_index.source, Source::File(file.clone()));
+        let shown = c.render(None);
+        assert!(shown.contains("[packages]\n"), "{shown}");
+        assert!(
+            shown.contains("npm_index = \"https://npm.corp.example/\"  # file "),
+            "{shown}"
+        );
+        // The rendered settings read back as the same file.
+        let again = parse(&file, &shown).unwrap();
+        assert!(again.packages.is_some());
+        let json = c.to_json(None);
+        assert_eq!(
+            json["settings"]["packages"]["pypi_extra_indexes"]["value"][0],
+            "https://extra.example/simple"
+        );
+
+        // The file's index wins over npm's and pip's own variables; thv-sandbox's base-image variable wins over
+        // the file, and the flag over everything.
+        env.0
+            .push(("npm_config_registry", "https://elsewhere.example/".into()));
+        env.0.push((
+            "PIP_EXTRA_INDEX_URL",
+            "https://env-extra.example/simple".into(),
+        ));
+        env.0
+            .push(("THV_SANDBOX_UVX_BASE_IMAGE", "python:3.13".into()));
+        let c = Config::load_with(&Flags::default(), &env.get()).unwrap();
+        let npm = crate::packages::spec::parse("npx://left-pad@1.3.0")
+            .unwrap()
+            .unwrap();
+        let i = Install::new(
+            npm.clone(),
+            None,
+            &c.packages.configured(Ecosystem::Npm),
+            &env.get(),
+        )
+        .unwrap();
+        assert_eq!(i.index.url, "https://npm.corp.example/");
+        assert_eq!(i.index.source, format!("file {}", file.display()));
+        assert_eq!(i.index.hosts, vec![("npm.corp.example".to_owned(), 443)]);
+        assert!(i.base_image.starts_with("oci:") && i.base_image.ends_with("bases:node"));
+        assert_eq!(i.base_image_source, format!("file {}", file.display()));
+        let i = Install::new(
+            npm.clone(),
+            Some("node:22"),
+            &c.packages.configured(Ecosystem::Npm),
+            &env.get(),
+        )
+        .unwrap();
+        assert_eq!(
+            (i.base_image.as_str(), i.base_image_source.as_str()),
+            ("node:22", "flag --base-image")
+        );
+        let py = crate::packages::spec::parse("uvx://mcp-server-time==1.0")
+            .unwrap()
+            .unwrap();
+        let i = Install::new(
+            py,
+            None,
+            &c.packages.configured(Ecosystem::Pypi),
+            &env.get(),
+        )
+        .unwrap();
+        assert_eq!(
+            (i.base_image.as_str(), i.base_image_source.as_str()),
+            ("python:3.13", "environment THV_SANDBOX_UVX_BASE_IMAGE")
+        );
+        assert_eq!(i.index.url, "http://127.0.0.1:3141/simple");
+        assert_eq!(
+            i.index.extra,
+            vec!["https://extra.example/simple".to_owned()]
+        );
+        assert_eq!(
+            i.index.hosts,
+            vec![
+                ("127.0.0.1".to_owned(), 3141),
+                ("extra.example".to_owned(), 443)
+            ]
+        );
+
+        // Without the table: the variables, then the defaults, each said.
+        let (_d, mut env) = with_file("");
+        env.0
+            .push(("PIP_INDEX_URL", "https://mirror.example/simple".into()));
+        let c = Config::load_with(&Flags::default(), &env.get()).unwrap();
+        assert_eq!(c.packages.pypi_index.source, Source::Env("PIP_INDEX_URL"));
+        assert_eq!(
+            c.packages.npm_index,
+            Setting {
+                value: None,
+                source: Source::Default
+            }
+        );
+        let shown = c.render(None);
+        assert!(
+            shown.contains(&format!(
+                "# npm_base_image is not set: {}",
+                crate::packages::index::DEFAULT_NODE_BASE
+            )),
+            "{shown}"
+        );
+        let i = Install::new(
+            npm,
+            None,
+            &c.packages.configured(Ecosystem::Npm),
+            &env.get(),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                i.index.url.as_str(),
+                i.index.source.as_str(),
+                i.base_image_source.as_str()
+            ),
+            (crate::packages::index::NPM_REGISTRY, "default", "default")
+        );
+    }
+
+    /// `[packages]` values are checked where they are written: credentials in an index URL (they would be written
+    /// into the install sandbox), a scheme other than http(s), a base that is no image reference; an unknown key
+    /// is named with the table's keys, and a top-level key written after the table is said to be one.
+    #[test]
+    fn the_packages_table_refuses_what_the_install_would() {
+        for (text, key, at) in [
+            (
+                "[packages]\nnpm_index = \"https://user:tok@npm.corp/\"\n",
+                "npm_index",
+                ":2:13:",
+            ),
+            (
+                "[packages]\npypi_index = \"file:///srv/simple\"\n",
+                "pypi_index",
+                ":2:14:",
+            ),
+            (
+                "[packages]\npypi_extra_indexes = [\"https://ok.example/\", \"ftp://x/\"]\n",
+                "pypi_extra_indexes",
+                ":2:46:",
+            ),
+            (
+                "[packages]\nnpm_base_image = \"Not An Image\"\n",
+                "npm_base_image",
+                ":2:18:",
+            ),
+        ] {
+            let (_d, env) = with_file(text);
+            let err = Config::load_with(&Flags::default(), &env.get()).unwrap_err();
+            let shown = err.to_string();
+            assert!(
+                matches!(err, ConfigError::Invalid { key: k, .. } if k == key),
+                "{shown}"
+            );
+            assert!(shown.contains(at), "{text}: {shown}");
+        }
+        let (_d, env) = with_file("[packages]\nnpm_index = \"https://u:p@npm.corp/\"\n");
+        let err = Config::load_with(&Flags::default(), &env.get()).unwrap_err();
+        assert!(err.to_string().contains("credentials"), "{err}");
+
+        let (_d, env) = with_file("[packages]\nnpm_base_imag = \"node:22\"\n");
+        let err = Config::load_with(&Flags::default(), &env.get()).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with(":2:1: unknown key `npm_base_imag`"),
+            "{err}"
+        );
+        let hint = err.hint().unwrap();
+        assert!(hint.contains("did you mean `npm_base_image`?"), "{hint}");
+        assert!(
+            hint.contains("keys of [packages] are: npm_base_image"),
+            "{hint}"
+        );
+
+        let (_d, env) =
+            with_file("[packages]\nnpm_index = \"https://n.example/\"\nallow_hosts = []\n");
+        let err = Config::load_with(&Flags::default(), &env.get()).unwrap_err();
+        let hint = err.hint().unwrap();
+        assert!(hint.contains("`allow_hosts` is a top-level key"), "{hint}");
+        assert!(hint.contains("[packages]"), "{hint}");
+
+        // A top-level typo is still hinted with the top-level keys.
+        let (_d, env) = with_file("pakages = 1\n");
+        let hint = Config::load_with(&Flags::default(), &env.get())
+            .unwrap_err()
+            .hint()
+            .unwrap();
+        assert!(hint.contains("did you mean `packages`?"), "{hint}");
+
+        // An npm/pip variable with credentials does not break every command: it is refused when an install would
+        // use it, saying where it came from.
+        let (_d, mut env) = with_file("");
+        env.0
+            .push(("npm_config_registry", "https://u:p@npm.corp/".into()));
+        let c = Config::load_with(&Flags::default(), &env.get()).unwrap();
+        let npm = crate::packages::spec::parse("npx://left-pad@1.3.0")
+            .unwrap()
+            .unwrap();
+        let e = crate::packages::Install::new(
+            npm,
+            None,
+            &c.packages.configured(crate::packages::Ecosystem::Npm),
+            &env.get(),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("environment npm_config_registry"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -407,8 +407,8 @@ impl RequestError {
         match self {
             RequestError::Package(e) => Some(e.hint()),
             RequestError::PackageIndex(_) => Some(
-                "set the index with npm_config_registry (npm) or PIP_INDEX_URL (pip), as an http(s) URL without \
-                 credentials"
+                "set the index as an http(s) URL without credentials: `npm_index` / `pypi_index` under \
+                 [packages] in the configuration file, or npm_config_registry (npm) / PIP_INDEX_URL (pip)"
                     .into(),
             ),
             RequestError::IdentityForImagePull => Some(
@@ -602,6 +602,7 @@ fn build_with(
         &launch.image,
         flags.base_image.as_deref(),
         &verification,
+        &config.packages,
         env,
     )?;
     if let Some(p) = &package {
@@ -788,13 +789,14 @@ fn plan_launch(
 }
 
 /// The package `image` names (`npx://`, `uvx://`), if it names one: on `base_image` (`--base-image`, else the
-/// ecosystem's variable, else the pinned default), from the index the usual variables name (else the public
-/// one), its provenance verified against `verification` (the run's: the identity flags' or the registry
-/// entry's pin, the mode, the trust root).
+/// ecosystem's variable, else the configuration's `[packages]` base image, else the pinned default), from the
+/// configuration's index (else the usual variables', else the public one), its provenance verified against
+/// `verification` (the run's: the identity flags' or the registry entry's pin, the mode, the trust root).
 pub fn package_install(
     image: &str,
     base_image: Option<&str>,
     verification: &Verification,
+    configured: &super::file::PackageSettings,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<crate::packages::Install>, RequestError> {
     let Some(spec) = crate::packages::spec::parse(image).map_err(RequestError::Package)? else {
@@ -803,7 +805,8 @@ pub fn package_install(
         }
         return Ok(None);
     };
-    let mut install = crate::packages::Install::new(spec, base_image, None, env)
+    let configured = configured.configured(spec.ecosystem);
+    let mut install = crate::packages::Install::new(spec, base_image, &configured, env)
         .map_err(RequestError::PackageIndex)?;
     install.verification = verification.clone();
     Ok(Some(install))
@@ -876,8 +879,14 @@ pub fn pull_target(
     let mode = flags.image_verification.or(config.image_verification.value);
     let mut v = verification(&identity, mode, entry_policy, config, env)?;
     v.server = server.map(|s| s.name);
-    let install = package_install(&image, flags.base_image.as_deref(), &v, env)?
-        .expect("a package reference");
+    let install = package_install(
+        &image,
+        flags.base_image.as_deref(),
+        &v,
+        &config.packages,
+        env,
+    )?
+    .expect("a package reference");
     Ok(PullTarget::Package(Box::new(install)))
 }
 
