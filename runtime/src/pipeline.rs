@@ -226,6 +226,9 @@ pub fn run(
 
     let name = ImageName::parse(&req.image)?;
     crate::dirs::private_root(&dirs.cache)?;
+    if let Some(p) = &req.package {
+        packages::check_mode(p)?;
+    }
     // The trust root is loaded (refreshed when due) before any network work.
     let gate = new_gate(&req.verification, dirs, &*reporter)?;
     reporter.report(Event::PullStarted);

@@ -895,5 +895,35 @@ async fn the_config_files_packages_table_is_what_the_install_uses() {
         pkgs[0]["provenance"]["report"]["package"]["status"], "verified",
         "{listed}"
     );
+
+    // `enabled` without a pin: refused before anything, although the root this (unpinned, `warn`) install left
+    // is there to run from — runs from a root do not check again, so it must not stand in for the refused install.
+    for verb in ["pull", "run"] {
+        let before = w.index.requests().len();
+        let out = cli(&[
+            verb,
+            "--image-verification",
+            "enabled",
+            "--trust-root",
+            trust_root.to_str().unwrap(),
+            &package,
+        ])
+        .output()
+        .await
+        .expect(verb);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(code(out.status), 124, "{verb}: {stderr}");
+        assert!(
+            stderr.contains("pins no provenance identity"),
+            "{verb}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{verb}: the server ran");
+        assert_eq!(
+            w.index.requests().len(),
+            before,
+            "{verb}: the index was asked"
+        );
+    }
+    assert_eq!(package_roots(cache.path()), roots);
     run.assert_nothing_left(None);
 }

@@ -495,6 +495,22 @@ pub fn runtime_for(
     Ok((runtime, lock))
 }
 
+/// `--image-verification enabled` without a pin refuses a package before anything else, as its install would
+/// (`PackageGate::decide`): runs from an installed root do not check again, so a root an earlier install under
+/// `warn` left for the same package and base must not run instead.
+pub(super) fn check_mode(install: &Install) -> Result<(), super::Error> {
+    let v = &install.verification;
+    if v.mode == Some(crate::trust::verification::Mode::Enabled) && v.policy.is_none() {
+        return Err(refused(
+            &install.spec,
+            "its registry entry pins no provenance identity; --image-verification=enabled refuses a package \
+             held only to its own claims (also when an earlier install left a root for it)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The install for `req` (an `npx://` / `uvx://` request), run as the finish of its base image's root.
 pub(super) fn installer(
     req: &crate::settings::RunRequest,
@@ -544,6 +560,7 @@ pub fn pull_package(
     dirs: &crate::dirs::Dirs,
 ) -> Result<Lock, super::Error> {
     use crate::image::layout::{OciLayout, Platform};
+    check_mode(install)?;
     let runs_dir = dirs.runs()?;
     crate::dirs::private_root(&dirs.cache)?;
     let finish = PackageInstall::new(install, Path::new(super::SELF_EXE), &runs_dir)
