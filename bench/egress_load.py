@@ -1,22 +1,35 @@
 #!/usr/bin/env python3
 """Load on the egress proxy (issue 18): HTTP GETs from inside a sandbox, through its egress proxy, to an HTTP server
 on loopback that the allow-list lets it reach (`--allow-host 127.0.0.1:PORT`), against the same GETs sent
-directly on the host.
+directly on the host. Three ways through the proxy, each measured: a forward-proxy request (absolute form), a
+tunnel opened by HTTP `CONNECT 127.0.0.1:PORT` (what an HTTPS client does; the GET then goes through the tunnel
+as plain TCP, so the figure is the proxy's cost, not TLS's), and a tunnel opened by a SOCKS5 CONNECT (greeting,
+then the request: two round trips, as curl does). Every GET is on a connection, and a tunnel, of its own.
 
 Both sides use the same client code: the test probe's `http_get_many` tool (tests/src/bin/sandbox-probe.rs: COUNT
-GETs, CONCURRENCY at a time, one TCP connection each, `Connection: close`). In the sandbox the probe sends them as
-absolute-form requests to HTTP_PROXY (the egress proxy, which checks each against the allow-list and connects on
-the host); on the host the same binary runs unsandboxed and connects straight to the server. The server is a
+GETs, CONCURRENCY at a time, one TCP connection each, `Connection: close`). In the sandbox the probe sends them to
+HTTP_PROXY (the egress proxy, which checks each against the allow-list and connects on the host) as absolute-form
+requests, or opens a CONNECT or SOCKS5 tunnel there first; on the host the same binary runs unsandboxed and
+connects straight to the server. The server is a
 threaded Python HTTP server answering 200 with a 2-byte body; it is the same for both, so the difference is what
 the proxy path costs (the extra hop, the allow-list check, the relay).
 
 Usage: bench/egress_load.py [--bin DIR] [--count N] [--concurrency 1,8,32] [--rounds R]
 Defaults: target/debug binaries, 400 GETs per measurement, concurrency 1, 8 and 32, 3 rounds (interleaved: proxy,
-direct, proxy, direct, …; medians over rounds). Exit 1 if a GET fails.
+connect, socks5, direct, proxy, …; medians over rounds, and the spread of GETs/s over rounds as min–max). Exit 1
+if a GET fails.
 """
 import argparse, http.server, json, os, shutil, socketserver, statistics, subprocess, sys, tempfile, threading
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The ways through the egress proxy (the probe's `via`).
+VIAS = ["proxy", "connect", "socks5"]
+LABELS = {
+    "proxy": "sandbox → proxy (absolute-form GET) → server",
+    "connect": "sandbox → proxy (HTTP CONNECT tunnel) → server",
+    "socks5": "sandbox → proxy (SOCKS5 tunnel) → server",
+    "direct": "host → server (direct)",
+}
 
 
 def serve():
@@ -70,9 +83,9 @@ class Mcp:
             if m.get("id") == self.n:
                 return m
 
-    def get_many(self, url, count, concurrency, proxy):
+    def get_many(self, url, count, concurrency, via):
         a = self.call("tools/call", {"name": "http_get_many", "arguments": {
-            "url": url, "count": count, "concurrency": concurrency, "proxy": proxy}})
+            "url": url, "count": count, "concurrency": concurrency, "via": via}})
         text = a["result"]["content"][0]["text"]
         if a["result"].get("isError"):
             raise SystemExit(f"http_get_many failed: {text}")
@@ -109,19 +122,21 @@ def main():
     rows = []
     try:
         # The proxy is the sandbox's only way out: the same GET sent directly from inside fails.
-        inside_direct = sandboxed.get_many(url, 1, 1, False)
+        inside_direct = sandboxed.get_many(url, 1, 1, "direct")
         print(f"a direct GET from inside the sandbox: {'refused' if inside_direct['failed'] else 'SUCCEEDED'} "
               f"({inside_direct['first_error']})")
         if not inside_direct["failed"]:
             failed = True
-        # Warm both paths once.
-        sandboxed.get_many(url, 20, 4, True)
-        host.get_many(url, 20, 4, False)
+        # Warm every path once.
+        for via in VIAS:
+            sandboxed.get_many(url, 20, 4, via)
+        host.get_many(url, 20, 4, "direct")
         for c in [int(x) for x in a.concurrency.split(",")]:
-            runs = {"proxy": [], "direct": []}
+            runs = {via: [] for via in VIAS + ["direct"]}
             for _ in range(a.rounds):
-                runs["proxy"].append(sandboxed.get_many(url, a.count, c, True))
-                runs["direct"].append(host.get_many(url, a.count, c, False))
+                for via in VIAS:
+                    runs[via].append(sandboxed.get_many(url, a.count, c, via))
+                runs["direct"].append(host.get_many(url, a.count, c, "direct"))
             for kind, rs in runs.items():
                 bad = sum(r["failed"] for r in rs)
                 if bad:
@@ -129,19 +144,21 @@ def main():
                     print(f"  {kind} c={c}: {bad} GETs failed, first: {next(r['first_error'] for r in rs if r['failed'])}",
                           file=sys.stderr)
                 med = lambda k: statistics.median(r[k] for r in rs)
-                rows.append((c, kind, med("per_second"), med("p50_us") / 1e3, med("p90_us") / 1e3,
-                             med("p99_us") / 1e3, sum(r["ok"] for r in rs), a.count * a.rounds))
+                rps = [r["per_second"] for r in rs]
+                rows.append((c, kind, med("per_second"), min(rps), max(rps), med("p50_us") / 1e3,
+                             med("p90_us") / 1e3, med("p99_us") / 1e3, sum(r["ok"] for r in rs),
+                             a.count * a.rounds))
     finally:
         sandboxed.close()
         host.close()
         srv.shutdown()
         shutil.rmtree(work, ignore_errors=True)
     print(f"{a.count} GETs per measurement, {a.rounds} rounds interleaved, medians over rounds")
-    print("| concurrency | path | GETs/s | p50 ms | p90 ms | p99 ms | ok |")
+    print("| concurrency | path | GETs/s (min–max) | p50 ms | p90 ms | p99 ms | ok |")
     print("|---|---|---|---|---|---|---|")
-    for c, kind, rps, p50, p90, p99, ok, total in rows:
-        label = "sandbox → egress proxy → server" if kind == "proxy" else "host → server (direct)"
-        print(f"| {c} | {label} | {rps:.0f} | {p50:.2f} | {p90:.2f} | {p99:.2f} | {ok}/{total} |")
+    for c, kind, rps, lo, hi, p50, p90, p99, ok, total in rows:
+        print(f"| {c} | {LABELS[kind]} | {rps:.0f} ({lo:.0f}–{hi:.0f}) | {p50:.2f} | {p90:.2f} | {p99:.2f} | "
+              f"{ok}/{total} |")
     sys.exit(1 if failed else 0)
 
 

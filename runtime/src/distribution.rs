@@ -610,6 +610,10 @@ impl PullError {
             PullError::Platform(_) => {
                 "this image is not built for this machine; use an image built for it".to_owned()
             }
+            PullError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                crate::chain::CACHE_VANISHED_HINT.to_owned()
+            }
+            PullError::Unpack(e) => return e.hint(),
             PullError::UnsupportedMediaType { role: "layer", .. } => {
                 "rebuild or re-push the image with gzip- or zstd-compressed (or uncompressed) tar layers".to_owned()
             }
@@ -968,7 +972,11 @@ fn fetch_streaming(
     match (downloaded, built) {
         (Err(e), _) if !matches!(e, PullError::Abandoned) => Err(e),
         (_, Err(_)) => Err(PullError::Internal("the unpacking thread panicked")),
-        (_, Ok(Err(e))) => Err(unpack_error(e)),
+        (_, Ok(Err(e))) => Err(unpack_error(match OciLayout::open(store.dir()) {
+            // A blob that was in the cache already and failed to unpack: removed if it was damaged.
+            Ok(layout) => crate::rootfs::discard_damaged_blob(cache_dir, &layout, &layer_refs, e),
+            Err(_) => e,
+        })),
         (Err(e), Ok(Ok(_))) => Err(e),
         (Ok(()), Ok(Ok(root))) => {
             tracing::debug!("{key}: unpacked while pulling ({})", root.path.display());

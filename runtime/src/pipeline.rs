@@ -138,7 +138,7 @@ impl Error {
             Error::Verification(e) => Some(e.hint()),
             Error::Dirs(e) => Some(e.hint()),
             Error::Mount(e) => Some(e.hint()),
-            Error::Rootfs(e @ RootfsError::Tampered { .. }) => e.hint(),
+            Error::Rootfs(e) => e.hint(),
             Error::Limits(_) => Some(format!(
                 "{}; to run without that limit, leave it out (a default that cannot be enforced is only warned \
                  about) or give `unlimited`",

@@ -91,6 +91,18 @@ pub enum RootfsError {
         /// The layer.
         digest: Digest,
     },
+    /// A layer of the cache's own blobs failed to unpack because the blob was damaged after it was downloaded
+    /// and checked; it has been removed from the cache.
+    #[error("the cached blob of layer {digest} is damaged (its content no longer matches its digest); it was removed from the cache ({})", path.display())]
+    DamagedBlob {
+        /// The layer.
+        digest: Digest,
+        /// Where the blob was.
+        path: PathBuf,
+        /// How the unpack failed.
+        #[source]
+        source: Box<RootfsError>,
+    },
     /// The image user could not be resolved.
     #[error(transparent)]
     User(#[from] UserError),
@@ -121,6 +133,16 @@ impl RootfsError {
                  the image afresh",
                 p = path.display()
             )),
+            RootfsError::DamagedBlob { .. } => Some(
+                "run again: the layer is downloaded afresh (with `--pull never`, pull the image first); if it \
+                 happens again, something changes files in the image cache (a failing disk, another program)"
+                    .to_owned(),
+            ),
+            RootfsError::Io { .. } | RootfsError::Unpack { .. }
+                if crate::chain::has_io_kind(self, io::ErrorKind::NotFound) =>
+            {
+                Some(crate::chain::CACHE_VANISHED_HINT.to_owned())
+            }
             _ => None,
         }
     }
@@ -241,6 +263,45 @@ pub fn ensure_with(
         &mut FromLayout(layout),
         finish,
     )
+    .map_err(|e| discard_damaged_blob(cache, layout, &image.layers, e))
+}
+
+/// After a layer failed to unpack from the cache's own blobs (`<cache>/oci`): if its blob no longer matches its
+/// digest (it was checked when it was downloaded, so it was damaged since), it is removed, so that the next pull
+/// downloads it afresh, and the error says so. Blobs of any other layout (a user's `oci:` directory) are never
+/// touched; any other failure is returned as it is.
+pub(crate) fn discard_damaged_blob(
+    cache: &Path,
+    layout: &OciLayout,
+    layers: &[LayerRef],
+    e: RootfsError,
+) -> RootfsError {
+    let (RootfsError::Unpack { digest, .. } | RootfsError::DiffIdMismatch { digest, .. }) = &e
+    else {
+        return e;
+    };
+    let same_dir = |a: &Path, b: &Path| matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(a), Ok(b)) if a == b);
+    if !layers.iter().any(|l| &l.digest == digest)
+        || !same_dir(layout.dir(), &crate::distribution::layout_dir(cache))
+    {
+        return e;
+    }
+    let path = layout.blob_path(digest);
+    let matches = std::fs::File::open(&path).and_then(|mut f| {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        io::copy(&mut f, &mut h)?;
+        Ok(hex::encode(h.finalize()) == digest.hex())
+    });
+    if !matches!(matches, Ok(false)) || std::fs::remove_file(&path).is_err() {
+        return e;
+    }
+    tracing::warn!("removed the damaged cached blob {}", path.display());
+    RootfsError::DamagedBlob {
+        digest: digest.clone(),
+        path,
+        source: Box::new(e),
+    }
 }
 
 /// The committed root named `key` ([`root_key`]), if there is one. Once a sandbox has had write access around
@@ -376,8 +437,11 @@ pub(crate) fn build_locked(
     let _ = std::fs::remove_file(&lock_path);
     let staged = staging.keep();
     drop(lock);
-    // A root committed before roots had a record is replaced (we hold its build lock).
-    if read_meta(&entry).is_some_and(|m| m.tree.is_none()) {
+    // A root committed before roots had a record, or whose meta.json was damaged since, is replaced (we hold its
+    // build lock; a committed root always has a meta.json that parses).
+    if std::fs::symlink_metadata(&entry).is_ok()
+        && read_meta(&entry).is_none_or(|m| m.tree.is_none())
+    {
         let aside = roots.join(format!(
             ".tmp-old-{}",
             crate::dirs::random_hex(8).map_err(io_at(&roots))?
@@ -618,10 +682,19 @@ fn load(
             })
         }
     };
-    let meta: RootMeta = serde_json::from_slice(&bytes).map_err(|e| RootfsError::Io {
-        path: meta_path.clone(),
-        source: io::Error::new(io::ErrorKind::InvalidData, e),
-    })?;
+    // A committed root always has its meta.json written whole (before the rename that commits it): one that does
+    // not parse was damaged since, and nothing in the root can be trusted to match it. Not a root then: the
+    // caller unpacks it again from the checked blobs, and the commit replaces the damaged one.
+    let meta: RootMeta = match serde_json::from_slice(&bytes) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(
+                "the cached root {} has a damaged meta.json ({e}); unpacking the image again",
+                entry.display()
+            );
+            return Ok(None);
+        }
+    };
     let path = entry.join("rootfs");
     match &meta.tree {
         // Committed before roots had a record: unpacked again.

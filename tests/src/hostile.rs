@@ -87,6 +87,9 @@ pub struct Reply {
     pub body: Body,
     /// Send `Content-Length` (the body then ends with the connection when false).
     pub with_length: bool,
+    /// After this many body bytes, reset the connection (`SO_LINGER` 0, then close: the kernel sends a TCP RST
+    /// instead of a FIN) rather than sending the rest.
+    pub reset_after: Option<u64>,
 }
 
 impl Reply {
@@ -97,6 +100,7 @@ impl Reply {
             headers: Vec::new(),
             body: Body::Bytes(body.into()),
             with_length: true,
+            reset_after: None,
         }
     }
 
@@ -112,6 +116,7 @@ impl Reply {
             headers: Vec::new(),
             body,
             with_length: true,
+            reset_after: None,
         }
     }
 
@@ -124,6 +129,13 @@ impl Reply {
     /// Without `Content-Length`.
     pub fn without_length(mut self) -> Reply {
         self.with_length = false;
+        self
+    }
+
+    /// Reset the connection (a TCP RST, not a clean close) once `bytes` of the body are sent; the head, with the
+    /// whole body's `Content-Length`, is sent as usual.
+    pub fn reset_after(mut self, bytes: u64) -> Reply {
+        self.reset_after = Some(bytes);
         self
     }
 }
@@ -270,6 +282,9 @@ fn serve(stream: TcpStream, handler: &Handler, seen: &Mutex<Vec<Arc<Seen>>>) -> 
         headers,
         body,
     };
+    // The reader's descriptor is a duplicate of the connection's: closed here, so that closing `out` below ends
+    // the connection (and a reset resets it).
+    drop(reader);
     let reply = handler(&request);
     let record = Arc::new(Seen {
         request,
@@ -288,11 +303,21 @@ fn serve(stream: TcpStream, handler: &Handler, seen: &Mutex<Vec<Arc<Seen>>>) -> 
     head.push_str("\r\n");
     out.write_all(head.as_bytes())?;
     let count = |n: usize| record.sent.fetch_add(n as u64, Ordering::SeqCst);
+    // The bytes still allowed before a reset (`u64::MAX`: no reset).
+    let mut allowed = reply.reset_after.unwrap_or(u64::MAX);
+    let mut send = |out: &mut TcpStream, piece: &[u8]| -> io::Result<bool> {
+        let n = (piece.len() as u64).min(allowed) as usize;
+        out.write_all(&piece[..n])?;
+        count(n);
+        allowed -= n as u64;
+        Ok(n == piece.len())
+    };
     match reply.body {
         Body::Bytes(b) => {
             for piece in b.chunks(64 << 10) {
-                out.write_all(piece)?;
-                count(piece.len());
+                if !send(&mut out, piece)? {
+                    break;
+                }
             }
         }
         Body::Repeat { byte, len } => {
@@ -300,19 +325,39 @@ fn serve(stream: TcpStream, handler: &Handler, seen: &Mutex<Vec<Arc<Seen>>>) -> 
             let mut left = len;
             while left > 0 {
                 let n = left.min(block.len() as u64) as usize;
-                out.write_all(&block[..n])?;
-                count(n);
+                if !send(&mut out, &block[..n])? {
+                    break;
+                }
                 left -= n as u64;
             }
         }
         Body::Slow { data, chunk, every } => {
             for piece in data.chunks(chunk.max(1)) {
                 std::thread::sleep(every);
-                out.write_all(piece)?;
+                let go = send(&mut out, piece)?;
                 out.flush()?;
-                count(piece.len());
+                if !go {
+                    break;
+                }
             }
         }
+    }
+    if reply.reset_after.is_some() {
+        // Give the client a moment to read what was sent (an RST can make the kernel drop data not yet read),
+        // then close with a zero linger time: the kernel answers with an RST.
+        out.flush()?;
+        std::thread::sleep(Duration::from_millis(200));
+        nix::sys::socket::setsockopt(
+            &out,
+            nix::sys::socket::sockopt::Linger,
+            &libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            },
+        )
+        .map_err(io::Error::from)?;
+        drop(out);
+        return Ok(());
     }
     out.flush()?;
     let _ = out.shutdown(std::net::Shutdown::Write);

@@ -212,7 +212,13 @@ impl Store {
     ) -> Result<(), PullError> {
         let path = self.blob_path(digest);
         temp.as_file().sync_all().map_err(io_err(temp.path()))?;
-        temp.persist(&path).map_err(|e| io_err(&path)(e.error))?;
+        temp.persist(&path).map_err(|e| {
+            // The download's file gone from under it (the cache, or a part of it, removed meanwhile): say so,
+            // rather than name the blob that was never there.
+            let gone = e.error.kind() == io::ErrorKind::NotFound
+                && fs::symlink_metadata(e.file.path()).is_err();
+            io_err(if gone { e.file.path() } else { &path })(e.error)
+        })?;
         self.sync_blobs_dir()
     }
 

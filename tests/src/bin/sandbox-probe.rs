@@ -428,10 +428,13 @@ fn tool_list() -> Vec<Value> {
             "http_get_many",
             "Sends `count` HTTP/1.1 GETs of `url` (http://HOST:PORT/PATH), `concurrency` at a time, each on a \
              connection of its own: through the proxy named by HTTP_PROXY (an absolute-form request) when `proxy` \
-             is true, else straight to HOST:PORT. Replies with how many got status 200, the wall time and the \
-             latency percentiles of one GET (µs).",
+             is true, else straight to HOST:PORT. `via` \"connect\" sends each GET through a tunnel the proxy \
+             opens for `CONNECT HOST:PORT`, `via` \"socks5\" through one it opens for a SOCKS5 CONNECT (to an \
+             IPv4 HOST); the time of one GET then includes the tunnel's set-up. Replies with how many got status \
+             200, the wall time and the latency percentiles of one GET (µs).",
             json!({"url": {"type": "string"}, "count": {"type": "integer", "minimum": 1},
-                   "concurrency": {"type": "integer", "minimum": 1}, "proxy": {"type": "boolean"}}),
+                   "concurrency": {"type": "integer", "minimum": 1}, "proxy": {"type": "boolean"},
+                   "via": {"type": "string", "enum": ["direct", "proxy", "connect", "socks5"]}}),
             &["url", "count", "concurrency"],
         ),
         tool(
@@ -568,12 +571,23 @@ fn call_tool(params: &Value) -> Result<(Value, After), RpcError> {
             ToolOutput::json(json!({ "allocated_mib": mib, "pages": total }))
         }
         "fork_many" => ToolOutput::json(fork_many(u64_arg(args, "n")?)),
-        "http_get_many" => ToolOutput::from_result(http_get_many(
-            string_arg(args, "url")?,
-            u64_arg(args, "count")?.min(100_000),
-            u64_arg(args, "concurrency")?.clamp(1, 256),
-            args.get("proxy").and_then(Value::as_bool).unwrap_or(false),
-        )),
+        "http_get_many" => {
+            let (url, count, concurrency) = (
+                string_arg(args, "url")?,
+                u64_arg(args, "count")?.min(100_000),
+                u64_arg(args, "concurrency")?.clamp(1, 256),
+            );
+            let via = match args.get("via").and_then(Value::as_str) {
+                Some("direct") => Ok(Via::Direct),
+                Some("proxy") => Ok(Via::Proxy),
+                Some("connect") => Ok(Via::Connect),
+                Some("socks5") => Ok(Via::Socks5),
+                Some(other) => Err(format!("unknown via {other:?}")),
+                None if args.get("proxy").and_then(Value::as_bool) == Some(true) => Ok(Via::Proxy),
+                None => Ok(Via::Direct),
+            };
+            ToolOutput::from_result(via.and_then(|via| http_get_many(url, count, concurrency, via)))
+        }
         "spin" => ToolOutput::json(spin(u64_arg(args, "threads")?, u64_arg(args, "ms")?)),
         "grow" => {
             GROWN.store(true, Ordering::SeqCst);
@@ -778,8 +792,74 @@ fn via_proxy(protocol: &str, host: &str, port: u64, send: &str) -> Result<Value,
     Ok(out)
 }
 
+/// How [`http_get_many`] reaches the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// Straight to it.
+    Direct,
+    /// An absolute-form request to the HTTP proxy.
+    Proxy,
+    /// A tunnel opened by `CONNECT` at the HTTP proxy.
+    Connect,
+    /// A tunnel opened by a SOCKS5 CONNECT at the proxy.
+    Socks5,
+}
+
+/// Opens a tunnel to `authority` (`IP:PORT` for SOCKS5) at the proxy `s` is connected to.
+fn open_tunnel(s: &mut TcpStream, via: Via, authority: &str) -> Result<(), String> {
+    let mut head = Vec::new();
+    match via {
+        Via::Connect => {
+            s.write_all(
+                format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes(),
+            )
+            .map_err(|e| io_error_name(&e))?;
+            // The answer's head, a byte at a time: what follows it is the tunnel's.
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if head.len() > 8192 || s.read(&mut b).map_err(|e| io_error_name(&e))? == 0 {
+                    return Err(format!(
+                        "CONNECT answer: {}",
+                        String::from_utf8_lossy(&head[..head.len().min(200)])
+                    ));
+                }
+                head.push(b[0]);
+            }
+            if head.split(|&b| b == b' ').nth(1) != Some(b"200") {
+                return Err(format!(
+                    "CONNECT answer: {}",
+                    String::from_utf8_lossy(&head[..head.len().min(200)])
+                ));
+            }
+        }
+        Via::Socks5 => {
+            let addr: std::net::SocketAddrV4 = authority
+                .parse()
+                .map_err(|_| format!("SOCKS5 needs IPv4:PORT, not {authority}"))?;
+            // The greeting (no authentication), its answer, then the request (two round trips, as curl does).
+            s.write_all(&[5, 1, 0]).map_err(|e| io_error_name(&e))?;
+            let mut method = [0u8; 2];
+            s.read_exact(&mut method).map_err(|e| io_error_name(&e))?;
+            if method != [5, 0] {
+                return Err(format!("SOCKS5 method answer {method:?}"));
+            }
+            let mut req = vec![5, 1, 0, 1];
+            req.extend_from_slice(&addr.ip().octets());
+            req.extend_from_slice(&addr.port().to_be_bytes());
+            s.write_all(&req).map_err(|e| io_error_name(&e))?;
+            let mut reply = [0u8; 10];
+            s.read_exact(&mut reply).map_err(|e| io_error_name(&e))?;
+            if reply[..2] != [5, 0] {
+                return Err(format!("SOCKS5 reply {}", reply[1]));
+            }
+        }
+        Via::Direct | Via::Proxy => {}
+    }
+    Ok(())
+}
+
 /// `count` GETs of `url`, `concurrency` threads, one connection each (load on the egress proxy, issue 18).
-fn http_get_many(url: &str, count: u64, concurrency: u64, proxy: bool) -> Result<Value, String> {
+fn http_get_many(url: &str, count: u64, concurrency: u64, via: Via) -> Result<Value, String> {
     use std::sync::atomic::AtomicU64;
     use std::sync::Mutex;
     let rest = url
@@ -787,18 +867,21 @@ fn http_get_many(url: &str, count: u64, concurrency: u64, proxy: bool) -> Result
         .ok_or("the url must start with http://")?;
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let path = if path.is_empty() { "/" } else { path };
-    let (target, request) = if proxy {
+    let proxy = || -> Result<String, String> {
         let p = std::env::var("HTTP_PROXY").map_err(|_| "HTTP_PROXY is not set".to_owned())?;
-        let p = p
-            .trim_start_matches("http://")
+        Ok(p.trim_start_matches("http://")
             .trim_end_matches('/')
-            .to_owned();
-        (p, format!("GET http://{authority}{path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"))
-    } else {
-        (
-            authority.to_owned(),
-            format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"),
-        )
+            .to_owned())
+    };
+    let origin_form =
+        format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    let (target, request) = match via {
+        Via::Direct => (authority.to_owned(), origin_form),
+        Via::Proxy => (
+            proxy()?,
+            format!("GET http://{authority}{path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"),
+        ),
+        Via::Connect | Via::Socks5 => (proxy()?, origin_form),
     };
     let tickets = AtomicU64::new(0);
     let latencies = Mutex::new(Vec::with_capacity(count as usize));
@@ -808,6 +891,7 @@ fn http_get_many(url: &str, count: u64, concurrency: u64, proxy: bool) -> Result
             TcpStream::connect(&target).map_err(|e| format!("{target}: {}", io_error_name(&e)))?;
         s.set_read_timeout(Some(Duration::from_secs(30)))
             .map_err(|e| e.to_string())?;
+        open_tunnel(&mut s, via, authority)?;
         s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
         let mut answer = Vec::new();
         s.read_to_end(&mut answer).map_err(|e| io_error_name(&e))?;
