@@ -339,15 +339,7 @@ fn render_provenance(o: &mut String, recorded: Option<&crate::packages::verdict:
     );
     for v in std::iter::once(&report.package).chain(&report.dependencies) {
         let what = match (v.status, &v.record) {
-            (Status::Verified, Some(r)) => format!(
-                "verified ({}, {})",
-                r.verified
-                    .claims
-                    .source_repository_uri
-                    .as_deref()
-                    .unwrap_or("?"),
-                r.workflow().unwrap_or("?")
-            ),
+            (Status::Verified, Some(r)) => format!("verified ({})", r.built_by()),
             (Status::Verified, None) => "verified".to_owned(),
             (Status::NoProvenance, _) => "no provenance".to_owned(),
             (Status::Unverified, _) => "UNVERIFIED".to_owned(),

@@ -154,6 +154,14 @@ fn pin(repo: &str, workflow: &str) -> Provenance {
     }
 }
 
+/// A fresh cache directory with mode 0711 (others may pass through it, not list it), as these tests use.
+fn cache_dir(prefix: &str) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let cache = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+    std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    cache
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -574,14 +582,7 @@ async fn pull_of_a_pinned_package_entry_checks_the_entrys_pin() {
     }});
     std::fs::write(&registry, doc.to_string()).unwrap();
     let trust_root = w.root.path().join("trusted_root.json");
-    let cache = tempfile::Builder::new()
-        .prefix("thv-e2e-pkgprov-cache-")
-        .tempdir()
-        .unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-    }
+    let cache = cache_dir("thv-e2e-pkgprov-cache-");
     let run = Run::new();
     let pull = |entry: &str| {
         let mut c = run.cli(
@@ -714,14 +715,7 @@ async fn the_config_files_packages_table_is_what_the_install_uses() {
     )
     .unwrap();
     let trust_root = w.root.path().join("trusted_root.json");
-    let cache = tempfile::Builder::new()
-        .prefix("thv-e2e-pkgcfg-cache-")
-        .tempdir()
-        .unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-    }
+    let cache = cache_dir("thv-e2e-pkgcfg-cache-");
     let run = Run::new();
     let package = format!("npx://{name}@1.0.0");
     let cli = |args: &[&str]| {

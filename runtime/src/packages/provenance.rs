@@ -351,6 +351,19 @@ impl Record {
             .as_deref()
             .or(self.verified.claims.san.as_deref())
     }
+
+    /// `REPOSITORY, WORKFLOW` as the stderr line and `inspect` show who built a verified package.
+    pub fn built_by(&self) -> String {
+        format!(
+            "{}, {}",
+            self.verified
+                .claims
+                .source_repository_uri
+                .as_deref()
+                .unwrap_or("?"),
+            self.workflow().unwrap_or("?")
+        )
+    }
 }
 
 /// The verdicts on a resolved tree: data for the stderr line and for `inspect` / `--json`.
@@ -396,14 +409,9 @@ impl TreeReport {
         let p = &self.package;
         let head = match (&p.status, &p.record) {
             (Status::Verified, Some(r)) => format!(
-                "provenance: {} verified ({}, {})",
+                "provenance: {} verified ({})",
                 p.package.spec(),
-                r.verified
-                    .claims
-                    .source_repository_uri
-                    .as_deref()
-                    .unwrap_or("?"),
-                r.workflow().unwrap_or("?")
+                r.built_by()
             ),
             (Status::Skipped, _) => {
                 format!("provenance: {} not checked (disabled)", p.package.spec())
