@@ -195,13 +195,14 @@ step_image() {
   cp "$root/bin/busybox" "$ir/bin/busybox"
   install -m 0755 "$here/guest/init" "$ir/init"
   # modprobe reads the root's modules.dep (written by the kernel package's postinst): dependencies first, each
-  # once; built-in ones are not listed.
-  modprobe -d "$root" -S "$kver" --show-depends virtio_pci virtio_blk ext4 \
+  # once; built-in ones are not listed. -a: every name is a module (else the later ones are its parameters).
+  modprobe -a -d "$root" -S "$kver" --show-depends virtio_pci virtio_blk ext4 \
     | awk '$1 == "insmod" { print $2 }' | awk '!seen[$0]++' | while read -r ko; do
       m=$(basename "$ko"); m=${m%.ko*}
+      case $ko in "$root"/*) ;; *) ko=$root$ko ;; esac   # modprobe -d names them with the root in front
       case $ko in
-        *.ko) cp "$root$ko" "$ir/modules/$m.ko" ;;
-        *.ko.xz) xz -dc "$root$ko" >"$ir/modules/$m.ko" ;;
+        *.ko) cp "$ko" "$ir/modules/$m.ko" ;;
+        *.ko.xz) xz -dc "$ko" >"$ir/modules/$m.ko" ;;
         *) echo "error: module $ko" >&2; exit 1 ;;
       esac
       echo "$m" >>"$ir/modules.order"
