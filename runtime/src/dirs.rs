@@ -133,6 +133,12 @@ impl Dirs {
     }
 }
 
+/// The cache's own OCI image layout (pulled blobs), `<cache>/oci`: made and filled by the distribution step, read by
+/// the rootfs step (which must tell it from a user's `oci:` layout).
+pub fn cache_layout(cache: &Path) -> PathBuf {
+    cache.join("oci")
+}
+
 fn non_empty_env(name: &str) -> Option<PathBuf> {
     std::env::var_os(name)
         .filter(|v| !v.is_empty())

@@ -282,7 +282,7 @@ pub(crate) fn discard_damaged_blob(
     };
     let same_dir = |a: &Path, b: &Path| matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(a), Ok(b)) if a == b);
     if !layers.iter().any(|l| &l.digest == digest)
-        || !same_dir(layout.dir(), &crate::distribution::layout_dir(cache))
+        || !same_dir(layout.dir(), &crate::dirs::cache_layout(cache))
     {
         return e;
     }

@@ -56,7 +56,7 @@ fn private_dir(path: &Path) -> Result<(), PullError> {
 impl Store {
     /// The layout directory inside a cache directory.
     pub(crate) fn layout_dir(cache: &Path) -> PathBuf {
-        cache.join("oci")
+        crate::dirs::cache_layout(cache)
     }
 
     /// Create (or check) `<cache>/oci` as a layout: private directories, `oci-layout`, an `index.json`.
