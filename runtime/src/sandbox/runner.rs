@@ -817,11 +817,9 @@ fn init_main(
 /// server with a handler gets the signal and its grace period as before. `emulated` notes the signal, so that the
 /// exit code is 128 + it, as for an ordinary process.
 ///
-/// Until the server has exec'd, the container's init is a copy of this process, with our note-only handlers: a
-/// signal sent then would be noted in that copy and lost (the supervisor's stop after a client hung up at start
-/// then waited out the whole stop timeout). So the signal waits for the exec first (bounded).
+/// Before the server has exec'd, the container's init has the default action for these too
+/// (`stop_if_told_before_exec`), so a stop that comes then ends it with SIGKILL here.
 fn deliver(server: Pid, sig: Signal, emulated: &mut Option<Signal>) {
-    wait_for_exec(server, Duration::from_secs(5));
     let _ = kill(server, sig);
     if !matches!(sig, Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP) {
         return;
@@ -845,24 +843,6 @@ fn dropped_by_the_kernel(server: Pid, sig: Signal) -> Option<bool> {
         any |= u64::from_str_radix(field(&status, name)?, 16).ok()?;
     }
     Some(any & bit == 0)
-}
-
-/// Waits (at most `limit`) until the server runs its own program: until its executable is no longer ours. Returns
-/// at once when that cannot be read.
-fn wait_for_exec(server: Pid, limit: Duration) {
-    let Ok(ours) = std::fs::read_link("/proc/self/exe") else {
-        return;
-    };
-    let Some(host_pid) = host_pid(server) else {
-        return;
-    };
-    let deadline = Instant::now() + limit;
-    while std::fs::read_link(format!("/proc/{host_pid}/exe")).is_ok_and(|exe| exe == ours) {
-        if Instant::now() >= deadline {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 /// The pid of our child `server` (a pid of our pid namespace) in the host's `/proc`, which is the one we see:
