@@ -347,7 +347,12 @@ async fn the_trace_marks_each_process_of_a_start_in_order_and_is_off_by_default(
     let marks: Vec<(u128, i32, String)> = done
         .stderr
         .lines()
-        .filter_map(|l| l.strip_prefix("thv-sandbox trace: "))
+        // A mark is one write, but the server's own stderr shares the pipe and may be cut around it (a line
+        // printed in several writes): found anywhere in a line, not only at its start.
+        .filter_map(|l| {
+            l.find("thv-sandbox trace: ")
+                .map(|i| &l[i + "thv-sandbox trace: ".len()..])
+        })
         .map(|rest| {
             let mut it = rest.splitn(3, ' ');
             let ns = it.next().unwrap().parse().expect("ns");
