@@ -565,23 +565,14 @@ fn overlay_escape(p: &Path) -> io::Result<&str> {
 }
 
 /// In the container's init, just before `execve`: the forwarded signals go back to their default action. This
-/// process is a copy of the runner init, whose handlers only note a signal (see `init_main`): one sent here before
-/// the server runs would be noted in this copy and lost, and the server would run on until the stop timeout (a
-/// client hanging up at start did that about one start in seven on a loaded machine). A terminating signal noted
-/// so far is a stop before the server ran: the server is not started, and this process ends with 128 + it. One that
-/// comes after the reset finds the default action, which `deliver` turns into SIGKILL (the kernel drops it for
-/// the init of a pid namespace).
-fn stop_if_told_before_exec() {
+/// process is a copy of the runner init, whose handlers only note a signal (see `init_main`); the kernel resets
+/// handlers at `execve` anyway, but doing it here makes the disposition the runner init reads in `/proc` the one the
+/// server starts with from the moment the exec pipe closes (the order of those two steps inside `execve` is the
+/// kernel's). The runner init sends nothing to this process before that: a stop that comes earlier is held by it.
+fn reset_signals_before_exec() {
     for sig in FORWARDED {
         // SAFETY: restoring the default disposition installs no handler code.
         let _ = unsafe { nix::sys::signal::signal(*sig, nix::sys::signal::SigHandler::SigDfl) };
-    }
-    let noted = EARLY_SIGNALS.load(std::sync::atomic::Ordering::SeqCst);
-    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-        if noted & (1u64 << (sig as i32)) != 0 {
-            // SAFETY: _exit ends this process at once; nothing of it is used after.
-            unsafe { libc::_exit(128 + sig as i32) };
-        }
     }
 }
 
@@ -597,7 +588,7 @@ impl libcontainer::workload::Executor for ServerExecutor {
         &self,
         spec: &oci_spec::runtime::Spec,
     ) -> Result<(), libcontainer::workload::ExecutorError> {
-        stop_if_told_before_exec();
+        reset_signals_before_exec();
         crate::trace::mark("container: execve");
         libcontainer::workload::default::DefaultExecutor {}.exec(spec)
     }
@@ -702,8 +693,8 @@ fn init_main(
     // container, signals are not blocked; but we are pid 1 of our pid namespace, and the kernel drops a signal
     // sent from outside to such an init when its disposition is the default: a SIGTERM from the keeper (a client
     // that hung up) would be lost and the server would run until the grace period's SIGKILL. So each forwarded
-    // signal has a handler that only notes it (handlers become SIG_DFL again at the server's execve); what was
-    // noted is passed on once the server runs.
+    // signal has a handler that only notes it (handlers become SIG_DFL again at the server's execve). A stop noted
+    // before the start means the server is not started; other signals are passed on once it runs (see `Held`).
     for sig in FORWARDED {
         let action = nix::sys::signal::SigAction::new(
             nix::sys::signal::SigHandler::Handler(note_early_signal),
@@ -720,6 +711,12 @@ fn init_main(
         let _ = nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
     }
 
+    // Closed by the kernel when the container's init execs the server (or dies): until then a signal is held
+    // here, not sent (see `Held`). libcontainer marks inherited descriptors close-on-exec; it does not close them.
+    let (exec_seen, exec_pending) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => return fail("exec pipe", &e),
+    };
     let t0 = Instant::now();
     crate::trace::mark("init: build");
     let built = ContainerBuilder::new(plan.id.clone(), SyscallType::default())
@@ -732,6 +729,8 @@ fn init_main(
                 .with_detach(false)
                 .build()
         });
+    // The container's init holds its copy; ours would keep the pipe open past the exec.
+    drop(exec_pending);
     let mut container = match built {
         Ok(c) => c,
         Err(e) => return fail("create the sandbox", &e),
@@ -750,6 +749,14 @@ fn init_main(
             return fail("signalfd", &e);
         }
     };
+    // Signals that came while the container was being created (signals are blocked now: later ones wait in the
+    // signalfd).
+    let mut held = Held(EARLY_SIGNALS.swap(0, std::sync::atomic::Ordering::SeqCst));
+    if let Some(stop) = held.stop() {
+        // Told to stop before the server ran: it is not started at all.
+        let _ = container.delete(true);
+        return 128 + stop as i32;
+    }
     let t1 = Instant::now();
     if let Err(e) = container.start() {
         let _ = container.delete(true);
@@ -764,26 +771,42 @@ fn init_main(
             &io::Error::other("libcontainer reported no pid"),
         );
     };
-    // Signals that came while the container was being created: the server gets them now.
-    let early = EARLY_SIGNALS.swap(0, std::sync::atomic::Ordering::SeqCst);
-    // A terminating signal the server left at its default action, which we carried out with SIGKILL.
-    let mut emulated: Option<Signal> = None;
-    for sig in FORWARDED {
-        if early & (1u64 << (*sig as i32)) != 0 {
-            deliver(server, *sig, &mut emulated);
-        }
-    }
     let _ = init.started(StartTimings {
         namespaces_us,
         create_us,
         start_us,
     });
 
+    // Until the exec pipe closes, the server is not running yet (the container's init is still a copy of us).
+    let mut exec_seen = Some(exec_seen);
+    // A terminating signal the server left at its default action, which we carried out with SIGKILL.
+    let mut emulated: Option<Signal> = None;
     let code = loop {
-        let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        if let Some(pipe) = &exec_seen {
+            fds.push(PollFd::new(pipe.as_fd(), PollFlags::POLLIN));
+        }
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(_) => break crate::EXIT_SANDBOX_ERROR,
+        }
+        let exec_ready = fds
+            .get(1)
+            .and_then(|f| f.revents())
+            .is_some_and(|r| !r.is_empty());
+        let sig_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
+        drop(fds);
+        if exec_ready {
+            // EOF: nothing is ever written. The server runs (or its start failed and the init is gone); what was
+            // held is delivered now, with the disposition the server has.
+            exec_seen = None;
+            crate::trace::mark("init: exec seen");
+            for sig in held.take() {
+                deliver(server, sig, &mut emulated);
+            }
+        }
+        if !sig_ready {
+            continue;
         }
         let Ok(Some(info)) = sfd.read_signal() else {
             continue;
@@ -796,6 +819,14 @@ fn init_main(
                         Some(sig) if code == 128 + Signal::SIGKILL as i32 => 128 + sig as i32,
                         _ => code,
                     };
+                }
+            }
+            Ok(sig) if exec_seen.is_some() => {
+                held.add(sig);
+                if let Some(stop) = held.stop() {
+                    // A stop before the server ran: its init (a copy of us, not yet the server) is killed.
+                    emulated.get_or_insert(stop);
+                    let _ = kill(server, Signal::SIGKILL);
                 }
             }
             Ok(sig) => deliver(server, sig, &mut emulated),
@@ -813,21 +844,24 @@ fn init_main(
 /// init when the init leaves it at the default action (pid_namespaces(7)): a server without a SIGTERM handler (a
 /// Node.js or Python server, typically) would ignore SIGTERM, SIGINT and SIGHUP and run on until the stop timeout's
 /// SIGKILL. For those three, whose default action is to terminate, a server that neither handles, ignores nor
-/// blocks the signal gets SIGKILL at once: the end it would have had as an ordinary process, without the wait. A
+/// blocks the signal gets SIGKILL instead: the end it would have had as an ordinary process, without the wait. A
 /// server with a handler gets the signal and its grace period as before. `emulated` notes the signal, so that the
 /// exit code is 128 + it, as for an ordinary process.
 ///
-/// Before the server has exec'd, the container's init has the default action for these too
-/// (`stop_if_told_before_exec`), so a stop that comes then ends it with SIGKILL here.
+/// The disposition is read before the signal is sent, not after: a server that is just starting goes from the
+/// default action to its own handler, and a check after the send could find the handler in place while the signal
+/// had already been dropped (a stop lost, the server running on until the stop timeout; seen about one start in
+/// fifteen on a loaded machine). Read first, a server caught in that step gets SIGKILL, as an ordinary process
+/// would have died of the signal before its handler was there.
 fn deliver(server: Pid, sig: Signal, emulated: &mut Option<Signal>) {
-    let _ = kill(server, sig);
-    if !matches!(sig, Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP) {
-        return;
-    }
-    if dropped_by_the_kernel(server, sig) == Some(true) {
+    if matches!(sig, Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP)
+        && dropped_by_the_kernel(server, sig) == Some(true)
+    {
         emulated.get_or_insert(sig);
         let _ = kill(server, Signal::SIGKILL);
+        return;
     }
+    let _ = kill(server, sig);
 }
 
 /// Whether `sig` is at its default action in `server` (not handled, ignored or blocked by its main thread), read
@@ -877,6 +911,37 @@ extern "C" fn note_early_signal(sig: libc::c_int) {
     }
 }
 
+/// Forwarded signals received before the server runs, as a set (bit N: signal N). Sending one to the container's
+/// init then could lose it: that process is a copy of the runner init until its `execve`, its dispositions change
+/// twice on the way (the noting handler, the default action, the server's own handler), and the kernel drops a
+/// signal that finds the init of a pid namespace at the default action. So nothing is sent before the exec, and a
+/// stop (SIGTERM, SIGINT or SIGHUP) that comes first ends the start: the server never runs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Held(u64);
+
+impl Held {
+    fn add(&mut self, sig: Signal) {
+        self.0 |= 1u64 << (sig as i32);
+    }
+
+    /// The first held signal that stops the server, in `FORWARDED`'s order.
+    fn stop(&self) -> Option<Signal> {
+        [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP]
+            .into_iter()
+            .find(|s| self.0 & (1u64 << (*s as i32)) != 0)
+    }
+
+    /// The held forwarded signals, in `FORWARDED`'s order; the set is emptied.
+    fn take(&mut self) -> Vec<Signal> {
+        let bits = std::mem::take(&mut self.0);
+        FORWARDED
+            .iter()
+            .copied()
+            .filter(|s| bits & (1u64 << (*s as i32)) != 0)
+            .collect()
+    }
+}
+
 /// Reaps every exited child (orphans of the sandbox become ours); returns the server's code once it is among them.
 fn reap_server(server: Pid) -> Option<i32> {
     let mut code = None;
@@ -915,6 +980,28 @@ pub fn cpath(p: &Path) -> io::Result<CString> {
 mod tests {
     use super::*;
     use crate::testing::{in_userns, is_child, run_child};
+
+    #[test]
+    fn held_signals_stop_on_a_terminating_one_and_come_out_in_order() {
+        let mut held = Held::default();
+        assert_eq!(held.stop(), None);
+        held.add(Signal::SIGWINCH);
+        held.add(Signal::SIGUSR1);
+        assert_eq!(held.stop(), None, "neither ends the server");
+        held.add(Signal::SIGHUP);
+        held.add(Signal::SIGTERM);
+        assert_eq!(held.stop(), Some(Signal::SIGTERM));
+        assert_eq!(
+            held.take(),
+            [
+                Signal::SIGTERM,
+                Signal::SIGHUP,
+                Signal::SIGUSR1,
+                Signal::SIGWINCH
+            ]
+        );
+        assert_eq!(held, Held::default(), "taken: nothing is held twice");
+    }
 
     #[test]
     fn the_sealed_root_cannot_be_written_from_the_namespace() {
