@@ -20,7 +20,7 @@ quartiles, min and max. The client is this script: it writes one `initialize` li
 the answer (no MCP SDK).
 
 Usage (root): bench/real_servers.py [--runs 15] [--user thvsbx-sub] [--bin DIR] [--servers time,everything]
-              [--no-podman] [--no-runc]
+              [--no-podman] [--no-runc] [--root-variant FLAGS]...
 """
 import argparse, gzip, json, os, pwd, shutil, statistics, subprocess, tarfile, tempfile, time
 
@@ -113,6 +113,8 @@ def main():
     ap.add_argument("--servers", default="time,everything")
     ap.add_argument("--no-podman", action="store_true")
     ap.add_argument("--no-runc", action="store_true")
+    ap.add_argument("--root-variant", action="append", default=[], metavar="FLAGS",
+                    help="one more thv-sandbox variant as root with these flags (e.g. '--cpus 2'); repeatable")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.serve:
@@ -190,6 +192,9 @@ def main():
             root_env = {"PATH": "/usr/sbin:/usr/bin:/bin", "HOME": "/root"}
             once(sbr, root_env)  # unpack once
             variants.append((tag, "thv-sandbox (root)", sbr, root_env, None))
+            for flags in a.root_variant:
+                extra = sbr[:2] + flags.split() + sbr[2:]
+                variants.append((tag, f"thv-sandbox (root, {flags})", extra, root_env, None))
             ver = subprocess.run(["chroot", root] + (["python3", "--version"] if "python3" in argv[0]
                                                      else ["node", "--version"]),
                                  capture_output=True, text=True).stdout.strip()

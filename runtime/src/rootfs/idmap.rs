@@ -221,8 +221,14 @@ impl IdMap {
     pub fn write(&self, pid: u32) -> Result<(), IdMapError> {
         match &self.helpers {
             Some((newuidmap, newgidmap)) => {
-                run_helper(newuidmap, pid, &self.uids)?;
-                run_helper(newgidmap, pid, &self.gids)?;
+                // The two set-uid helpers write different files and each checks the target on its own: started
+                // together, a start waits for one helper's exec instead of two in a row (about 1.5 ms of 3).
+                let uid_helper = start_helper(newuidmap, pid, &self.uids)?;
+                let gid_helper = start_helper(newgidmap, pid, &self.gids);
+                let uids = finish_helper(newuidmap, uid_helper);
+                let gids = gid_helper.and_then(|child| finish_helper(newgidmap, child));
+                uids?;
+                gids?;
             }
             None => {
                 let proc = PathBuf::from(format!("/proc/{pid}"));
@@ -448,7 +454,11 @@ fn write_file(path: &Path, text: &str) -> Result<(), IdMapError> {
     })
 }
 
-fn run_helper(helper: &Path, pid: u32, lines: &[IdMapping]) -> Result<(), IdMapError> {
+fn start_helper(
+    helper: &Path,
+    pid: u32,
+    lines: &[IdMapping],
+) -> Result<std::process::Child, IdMapError> {
     let mut cmd = Command::new(helper);
     cmd.arg(pid.to_string());
     for m in lines {
@@ -456,10 +466,23 @@ fn run_helper(helper: &Path, pid: u32, lines: &[IdMapping]) -> Result<(), IdMapE
             .arg(m.outside.to_string())
             .arg(m.count.to_string());
     }
-    let out = cmd.output().map_err(|source| IdMapError::Spawn {
-        helper: helper.to_owned(),
-        source,
-    })?;
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|source| IdMapError::Spawn {
+            helper: helper.to_owned(),
+            source,
+        })
+}
+
+fn finish_helper(helper: &Path, child: std::process::Child) -> Result<(), IdMapError> {
+    let out = child
+        .wait_with_output()
+        .map_err(|source| IdMapError::Spawn {
+            helper: helper.to_owned(),
+            source,
+        })?;
     if !out.status.success() {
         return Err(IdMapError::Helper {
             helper: helper.to_owned(),
@@ -606,6 +629,63 @@ mod tests {
             newuidmap: "/usr/bin/newuidmap".into(),
             newgidmap: "/usr/bin/newgidmap".into(),
         }
+    }
+
+    /// A fake set-uid helper: notes its arguments, says it started, and waits (up to 5 s) for `other` to start
+    /// too, failing with `fail` on stderr if told to.
+    fn fake_helper(dir: &Path, name: &str, other: &str, fail: Option<&str>) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join(name);
+        let d = dir.display();
+        let end = match fail {
+            Some(msg) => format!("echo '{msg}' >&2; exit 1"),
+            None => "exit 0".to_owned(),
+        };
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\necho \"$@\" > {d}/{name}.args\ntouch {d}/{name}.started\n\
+                 i=0; while [ ! -e {d}/{other}.started ]; do i=$((i+1)); [ $i -gt 500 ] && exit 3; sleep 0.01; done\n{end}\n"
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[test]
+    fn the_two_id_map_helpers_run_together_and_a_failure_names_its_helper() {
+        let host = |dir: &Path, gid_fail: Option<&str>| HostIds {
+            uid: 1000,
+            gid: 1001,
+            subids: Some(SubIds {
+                newuidmap: fake_helper(dir, "newuidmap", "newgidmap", None),
+                newgidmap: fake_helper(dir, "newgidmap", "newuidmap", gid_fail),
+                ..sub()
+            }),
+        };
+        // Each helper waits for the other to have started: run one after the other, the first would give up.
+        let dir = tempfile::tempdir().unwrap();
+        let m = plan(&host(dir.path(), None), 0, 0);
+        m.write(4242).expect("both helpers ran together");
+        let args = |n: &str| std::fs::read_to_string(dir.path().join(format!("{n}.args"))).unwrap();
+        assert_eq!(
+            args("newuidmap").trim(),
+            format!("4242 {}", render(&m.uids).replace('\n', " ").trim())
+        );
+        assert_eq!(
+            args("newgidmap").trim(),
+            format!("4242 {}", render(&m.gids).replace('\n', " ").trim())
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let m = plan(&host(dir.path(), Some("gid range not allowed")), 0, 0);
+        let err = m.write(4242).unwrap_err().to_string();
+        assert!(
+            err.contains("newgidmap") && err.contains("gid range not allowed"),
+            "{err}"
+        );
+        assert!(dir.path().join("newuidmap.started").exists());
     }
 
     #[test]
