@@ -5,7 +5,9 @@ cgroupfs writes as root) against the same run with every limit `unlimited` (no c
 over N runs in one sitting. The vm engineer runs it in the VM (tests/vm/), as the unprivileged user with a systemd
 user session; it also runs here (root: cgroup v1).
 
-Usage: bench/limits_start.py [--runs N] [--no-build]   (builds release binaries and the probe image first)
+Usage: bench/limits_start.py [--runs N] [--no-build] [--baseline BIN]
+  (builds release binaries and the probe image first; --baseline: another thv-sandbox binary run with the default
+  limits as a third variant, interleaved, on a cache of its own: an A/B of a change)
 It refuses to report when the limited runs warned that no limit applies (then there is nothing to measure).
 """
 import argparse, json, os, statistics, subprocess, tempfile, time
@@ -33,6 +35,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--no-build", action="store_true", help="use binaries already built (e.g. as another user)")
+    ap.add_argument("--baseline", help="another thv-sandbox binary: a third variant, default limits")
     a = ap.parse_args()
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     if not a.no_build:
@@ -57,15 +60,24 @@ def main():
     _, err = once(limited, env)
     if "limit for this server" in err:
         raise SystemExit(f"the limited run got no cgroup here, nothing to measure:\n{err}")
-    lim, unl = [], []
-    for _ in range(a.runs):  # interleaved, so both see the same machine state
-        lim.append(once(limited, env)[0])
-        unl.append(once(free, env)[0])
+    variants = [("no limits (no cgroup)", free), ("default limits (own cgroup)", limited)]
+    if a.baseline:
+        base_cache = os.path.join(work, "cache-baseline")
+        baseline = [a.baseline, "run", "--cache-dir", base_cache, "--image-verification", "disabled", image]
+        once(baseline, env)  # its own unpack
+        variants.append(("default limits, baseline binary", baseline))
+    times = {name: [] for name, _ in variants}
+    for i in range(a.runs):  # interleaved, order rotated each round, so all see the same machine state
+        for j in range(len(variants)):
+            name, cmd = variants[(i + j) % len(variants)]
+            times[name].append(once(cmd, env)[0])
     med = statistics.median
     print(f"runs: {a.runs} each, interleaved; machine: {os.cpu_count()} cpus, uid {os.getuid()}")
-    print(f"no limits (no cgroup):       median {med(unl):7.2f} ms  (min {min(unl):.2f}, max {max(unl):.2f})")
-    print(f"default limits (own cgroup): median {med(lim):7.2f} ms  (min {min(lim):.2f}, max {max(lim):.2f})")
-    print(f"added by the limits:         median {med(lim) - med(unl):+7.2f} ms")
+    for name, t in times.items():
+        print(f"{name + ':':33} median {med(t):8.2f} ms  (min {min(t):.2f}, max {max(t):.2f})")
+    unl = times["no limits (no cgroup)"]
+    for name, t in list(times.items())[1:]:
+        print(f"added by the limits ({name}): median {med(t) - med(unl):+8.2f} ms")
 
 
 if __name__ == "__main__":

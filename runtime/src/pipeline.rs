@@ -471,9 +471,10 @@ pub fn limits_decision(req: &RunRequest) -> Result<crate::sandbox::cgroup::Decis
     Ok(cgroup::decide(&choice, &req.limits)?)
 }
 
-/// Makes the sandbox's cgroup as decided (the systemd scope is made once the keeper runs: see
-/// `supervise`), and records its directories in the run directory for the collection of stale runs. A cgroup
-/// that cannot be made refuses the run when a limit is explicit, and is warned about when not.
+/// Makes the sandbox's cgroup as decided (the systemd scope is asked for at the start of `prepare_run` and taken
+/// once the keeper reports: see `supervise`), and records its directories in the run directory for the collection
+/// of stale runs. A cgroup that cannot be made refuses the run when a limit is explicit, and is warned about when
+/// not.
 fn plan_cgroup(
     decision: &crate::sandbox::cgroup::Decision,
     reporter: &dyn Reporter,
@@ -1253,6 +1254,15 @@ fn prepare_run(
     cgroup: Option<(&crate::sandbox::cgroup::Decision, &dyn Reporter)>,
 ) -> Result<(RunnerPlan, idmap::IdMap), Error> {
     let io = |path: PathBuf| move |source| Error::RunDir { path, source };
+    // The systemd scope is asked for first, for the keeper forked at start: its D-Bus round trips then overlap
+    // the rest of this function and the keeper's start (`supervise` takes the answer).
+    if let Some((decision, _)) = cgroup {
+        if decision.route == Some(crate::sandbox::cgroup::Route::SystemdScope) {
+            if let Some(keeper) = crate::sandbox::prefork::pid() {
+                crate::sandbox::cgroup::begin_scope(&run_dir.id, keeper, &decision.enforced);
+            }
+        }
+    }
     let dir = &run_dir.path;
     let etc = dir.join("etc");
     std::fs::create_dir(&etc).map_err(io(etc.clone()))?;

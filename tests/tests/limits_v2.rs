@@ -346,6 +346,63 @@ async fn the_limits_are_set_in_a_delegated_transient_scope_that_goes_away_on_exi
     }
 }
 
+/// The scope is asked for as the run directory is written, before the spec is checked, so that systemd's round
+/// trips overlap the rest of the start. A run refused after that (here: an image whose `WorkingDir` is relative)
+/// leaves no scope: its keeper exits, and systemd removes the empty scope.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_refused_after_its_scope_was_asked_for_leaves_no_scope() {
+    if !v2_systemd_host() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    thv_sandbox_e2e::image::binary_image_builder(Path::new(BUSYBOX), "busybox", Some("app"))
+        .expect("busybox image")
+        .working_dir("relative/dir")
+        .write(dir.path(), "bad")
+        .expect("write image");
+    let run = Run::new();
+    let mut cmd = run.cmd_image(&format!("oci:{}:bad", dir.path().display()), &[], &["true"]);
+    cmd.env("DBUS_SESSION_BUS_ADDRESS", user_bus().expect("user bus"))
+        .env("THV_SANDBOX_TRACE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("ends")
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code(out.status), 125, "{err}");
+    assert!(
+        err.contains("WorkingDir"),
+        "refused for its WorkingDir: {err}"
+    );
+    let unit = err
+        .split_whitespace()
+        .find(|w| w.starts_with("thv-sandbox-") && w.ends_with(".scope"))
+        .unwrap_or_else(|| panic!("the scope was not asked for before the refusal: {err}"))
+        .to_owned();
+    let uid = nix::unistd::getuid();
+    let manager = PathBuf::from(format!(
+        "/sys/fs/cgroup/user.slice/user-{uid}.slice/user@{uid}.service"
+    ));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut found = Vec::new();
+        find_dirs(&manager, &unit, 3, &mut found);
+        let props = unit_properties(&unit, "ActiveState,LoadState");
+        if found.is_empty() && !props.contains("ActiveState=active") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{unit} is left after the refused run: {found:?}, {props}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    run.assert_nothing_left(None);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_memory_hog_is_stopped_at_the_limit_and_the_user_told_so() {
     if !v2_systemd_host() {

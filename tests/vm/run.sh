@@ -17,7 +17,8 @@
 # than $THV_VM_TIMEOUT seconds (default 2400), with the console log shown.
 # Other knobs: THV_VM_SMP (2), THV_VM_MEMORY (2048 MiB), THV_VM_TEST_THREADS (2); THV_VM_BENCH=N also runs
 # bench/limits_start.py --runs N in the VM after the tests (as the same user; with the debug build's binaries, the
-# ones built here, not a release build: its output says so), shown after the console.
+# ones built here, not a release build: its output says so), shown after the console; THV_VM_BENCH_BASELINE=BIN
+# adds a second thv-sandbox binary to it (the default limits, interleaved with the others: an A/B of a change).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../.."
@@ -85,6 +86,10 @@ if [ -n "${THV_VM_BENCH:-}" ]; then
   for b in thv-sandbox make-probe-image; do
     objcopy --strip-debug "$target_dir/debug/$b" "$payload/bench/target/release/$b"
   done
+  if [ -n "${THV_VM_BENCH_BASELINE:-}" ]; then
+    mkdir -p "$payload/bench/baseline"
+    objcopy --strip-debug "$THV_VM_BENCH_BASELINE" "$payload/bench/baseline/thv-sandbox"
+  fi
   cp bench/limits_start.py "$payload/bench/"
   echo "$THV_VM_BENCH" >"$payload/bench/runs"
 fi

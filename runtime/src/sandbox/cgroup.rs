@@ -9,6 +9,8 @@
 //!   (libcgroups' systemd manager, which speaks D-Bus itself), moves the keeper into the scope's `keeper` leaf
 //!   (cgroup v2 lets only leaves hold processes once controllers are enabled), enables the controllers in the
 //!   scope and makes the sandbox's cgroup `sandbox` beside the keeper. systemd removes the scope once it is empty.
+//!   For the keeper `run` forks at its start, this is asked for in a thread as soon as the run directory is being
+//!   written ([`begin_scope`]), so systemd's round trips overlap the rest of the start.
 //! - **a user in a delegated cgroup v2** (one it owns, as CI gives each user): `<own>/thv-sandbox-<id>`. cgroup
 //!   v2's no-internal-processes rule forbids enabling controllers in a cgroup that holds processes, and ours holds
 //!   at least this process: this works only when the controllers are enabled there already, and otherwise is
@@ -643,10 +645,10 @@ pub fn remove(dirs: &[PathBuf], child: &str) {
     }
 }
 
-/// The systemd route, done by the supervisor once the keeper runs (its pid is the scope's first process): a
-/// transient scope `thv-sandbox-<id>.scope` with `Delegate=yes` from the user's manager, the keeper moved into
-/// its `keeper` leaf, the controllers enabled, and `sandbox` beside it with the limits. Returns the scope's
-/// directory.
+/// The systemd route, done by the supervisor for a keeper that exists (its pid is the scope's first process; see
+/// [`begin_scope`] for when): a transient scope `thv-sandbox-<id>.scope` with `Delegate=yes` from the user's
+/// manager, the keeper moved into its `keeper` leaf, the controllers enabled, and `sandbox` beside it with the
+/// limits. Returns the scope's directory.
 pub fn join_scope(id: &str, keeper: i32, l: &Limits) -> Result<PathBuf, String> {
     use libcgroups::common::CgroupManager;
     let manager = libcgroups::systemd::manager::Manager::new(
@@ -737,6 +739,58 @@ pub fn join_scope(id: &str, keeper: i32, l: &Limits) -> Result<PathBuf, String> 
     };
     setup().map_err(|e| format!("set up the sandbox's cgroup in {}: {e}", scope.display()))?;
     Ok(scope)
+}
+
+/// A scope asked for before the keeper reported (see [`begin_scope`]).
+struct EarlyScope {
+    id: String,
+    keeper: i32,
+    asked: std::thread::JoinHandle<Result<PathBuf, String>>,
+}
+
+static EARLY_SCOPE: std::sync::Mutex<Option<EarlyScope>> = std::sync::Mutex::new(None);
+
+/// Asks for the scope of run `id` now, in a thread, for a keeper that already exists (the one `run` forked at its
+/// start, still waiting for its run): the round trips to the user's manager over D-Bus, and its wait for the keeper
+/// to be moved, then overlap the writing of the run directory and the keeper's start instead of following them.
+/// [`scope_for`] takes the answer. A run that fails before takes nothing: its keeper exits, the scope is empty,
+/// and systemd removes an empty transient scope by itself.
+pub fn begin_scope(id: &str, keeper: i32, l: &Limits) {
+    if crate::trace::enabled() {
+        crate::trace::mark(&format!("scope: asked early for thv-sandbox-{id}.scope"));
+    }
+    let (owned_id, limits) = (id.to_owned(), *l);
+    let asked = std::thread::Builder::new()
+        .name("thv-scope".into())
+        .spawn(move || join_scope(&owned_id, keeper, &limits));
+    if let Ok(asked) = asked {
+        *EARLY_SCOPE.lock().unwrap_or_else(|e| e.into_inner()) = Some(EarlyScope {
+            id: id.to_owned(),
+            keeper,
+            asked,
+        });
+    }
+}
+
+/// The scope of run `id` with `keeper` in it: the answer [`begin_scope`] asked for, when it was for this run and
+/// this keeper, else [`join_scope`] now.
+pub fn scope_for(id: &str, keeper: i32, l: &Limits) -> Result<PathBuf, String> {
+    let early = EARLY_SCOPE.lock().unwrap_or_else(|e| e.into_inner()).take();
+    match early {
+        Some(e) if e.id == id && e.keeper == keeper => {
+            crate::trace::mark("scope: early answer taken");
+            e.asked
+                .join()
+                .unwrap_or_else(|_| Err("the scope request panicked".to_owned()))
+        }
+        // Asked for another keeper (the forked one was gone and the runner was spawned instead): that answer is
+        // waited for, so that the two requests do not race, and the scope asked for again.
+        Some(e) => {
+            let _ = e.asked.join();
+            join_scope(id, keeper, l)
+        }
+        None => join_scope(id, keeper, l),
+    }
 }
 
 fn chain(e: &dyn std::error::Error) -> String {

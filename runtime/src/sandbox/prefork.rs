@@ -82,6 +82,15 @@ pub(crate) fn take() -> Option<Prefork> {
     PREFORK.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
 
+/// The pid of this process's prefork, if one is still waiting for its run.
+pub(crate) fn pid() -> Option<i32> {
+    PREFORK
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .map(|p| p.pid.as_raw())
+}
+
 /// Ends this process's prefork, if one is still waiting: its socket is closed, it exits and is reaped.
 pub fn dismiss() {
     if let Some(p) = take() {

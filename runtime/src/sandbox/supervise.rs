@@ -795,7 +795,7 @@ impl Watch {
                 // sandbox's cgroup is made beside it, before it may go on.
                 let scoped = match hooks.plan.cgroup.as_ref() {
                     Some(c) if c.plan == crate::sandbox::cgroup::CgroupPlan::BesideKeeper => {
-                        crate::sandbox::cgroup::join_scope(
+                        crate::sandbox::cgroup::scope_for(
                             &hooks.plan.id,
                             runner.as_raw(),
                             &c.limits,

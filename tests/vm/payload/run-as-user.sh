@@ -37,8 +37,9 @@ while read -r name filter; do
 done <"$p/tests.list"
 if [ -f "$p/bench/runs" ]; then
   echo "THV-VM: ---- bench/limits_start.py --runs $(cat "$p/bench/runs") (debug build)"
+  baseline=(); [ ! -x "$p/bench/baseline/thv-sandbox" ] || baseline=(--baseline "$p/bench/baseline/thv-sandbox")
   CARGO_TARGET_DIR=$p/bench/target timeout 15m python3 "$p/bench/limits_start.py" --no-build \
-    --runs "$(cat "$p/bench/runs")" </dev/null 2>&1 | tee "$p/results/bench.log"
+    --runs "$(cat "$p/bench/runs")" "${baseline[@]}" </dev/null 2>&1 | tee "$p/results/bench.log"
 fi
 [ -z "$broken" ] || echo "THV-VM: binaries that failed without a failing test:$broken" | tee "$p/results/broken"
 echo "$passed passed, $failed failed" | tee "$p/results/summary"
