@@ -19,3 +19,52 @@ pub mod spec;
 pub mod supervise;
 pub mod sync;
 pub mod unreachable;
+
+/// Starts `f` on a thread named `name` that is born with every signal blocked. The supervisor takes its signals
+/// (`SIGCHLD` among them) from a signalfd in its main thread; a thread with them unblocked takes a process-directed
+/// signal in its stead, where `SIGCHLD`'s default action drops it (the supervisor then never hears that its runner
+/// exited) and a SIGTERM ends the process at once. Threads started before the supervisor blocks its signals must
+/// be started this way.
+pub(crate) fn spawn_with_signals_blocked<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<T>> {
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
+    let mut old = SigSet::empty();
+    let blocked = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), Some(&mut old));
+    let spawned = std::thread::Builder::new().name(name.into()).spawn(f);
+    if blocked.is_ok() {
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+    }
+    spawned
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_thread_for_the_supervisor_is_born_with_every_signal_blocked() {
+        let blocked = super::spawn_with_signals_blocked("t", || {
+            let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+            let mask = status
+                .lines()
+                .find_map(|l| l.strip_prefix("SigBlk:"))
+                .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+                .unwrap();
+            let chld = 1u64 << (libc::SIGCHLD - 1);
+            let term = 1u64 << (libc::SIGTERM - 1);
+            mask & (chld | term) == chld | term
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+        assert!(blocked, "SIGCHLD and SIGTERM are blocked in the new thread");
+        // The caller's own mask is as it was.
+        let mine = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        let mask = mine
+            .lines()
+            .find_map(|l| l.strip_prefix("SigBlk:"))
+            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+            .unwrap();
+        assert_eq!(mask & (1u64 << (libc::SIGCHLD - 1)), 0);
+    }
+}

@@ -182,19 +182,53 @@ async fn a_hang_up_during_the_start_stops_the_server_at_once_every_time() {
         let stdout = child.stdout.take();
         tokio::time::sleep(Duration::from_millis(i * 5)).await;
         drop(stdout);
-        let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "start {i}: still running 10 s after the client hung up {} ms into the start",
-                    i * 5
-                )
-            })
-            .expect("wait");
+        let pid = child.id().expect("running") as i32;
+        let status = match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
+            Ok(status) => status.expect("wait"),
+            Err(_) => panic!(
+                "start {i}: still running 10 s after the client hung up {} ms into the start; its processes:\n{}",
+                i * 5,
+                process_tree(pid)
+            ),
+        };
         drop(stdin);
         assert_eq!(code(status), 128 + libc::SIGTERM, "start {i}");
     }
     run.assert_nothing_left(None);
+}
+
+/// `pid` and its descendants, a line each: pid, name, state, where it sleeps in the kernel (for a failure message).
+fn process_tree(pid: i32) -> String {
+    let read =
+        |p: i32, f: &str| std::fs::read_to_string(format!("/proc/{p}/{f}")).unwrap_or_default();
+    let parent = |p: i32| -> Option<i32> {
+        let stat = read(p, "stat");
+        let rest = &stat[stat.rfind(')')? + 2..];
+        rest.split_whitespace().nth(1)?.parse().ok()
+    };
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let p = tree[i];
+        tree.extend(common::processes_where(|q| parent(q) == Some(p)));
+        i += 1;
+    }
+    tree.iter()
+        .map(|p| {
+            let stat = read(*p, "stat");
+            let state = stat
+                .rfind(')')
+                .and_then(|e| stat.get(e + 2..e + 3))
+                .unwrap_or("?")
+                .to_owned();
+            format!(
+                "  {p} {} {state} wchan={}",
+                read(*p, "comm").trim(),
+                read(*p, "wchan")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -444,30 +444,21 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Future<Output = Result<(), BridgeError>>,
 {
-    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
-    let mut old = SigSet::empty();
-    let blocked = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), Some(&mut old));
-    let spawned = std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            NOTES.set(Some(notes));
-            match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => {
-                    let result = rt.block_on(task());
-                    rt.shutdown_background();
-                    done(result);
-                }
-                Err(e) => done(Err(BridgeError::Runtime(e))),
+    let spawned = crate::sandbox::spawn_with_signals_blocked(name, move || {
+        NOTES.set(Some(notes));
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => {
+                let result = rt.block_on(task());
+                rt.shutdown_background();
+                done(result);
             }
-            let _ =
-                nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGTERM);
-        });
-    if blocked.is_ok() {
-        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
-    }
+            Err(e) => done(Err(BridgeError::Runtime(e))),
+        }
+        let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGTERM);
+    });
     spawned.map(drop)
 }
 

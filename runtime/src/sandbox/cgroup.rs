@@ -760,9 +760,11 @@ pub fn begin_scope(id: &str, keeper: i32, l: &Limits) {
         crate::trace::mark(&format!("scope: asked early for thv-sandbox-{id}.scope"));
     }
     let (owned_id, limits) = (id.to_owned(), *l);
-    let asked = std::thread::Builder::new()
-        .name("thv-scope".into())
-        .spawn(move || join_scope(&owned_id, keeper, &limits));
+    // With every signal blocked: this thread runs while the supervisor takes SIGCHLD from a signalfd, and one it
+    // took would be dropped (the supervisor then waited on a runner that had exited: the test VM).
+    let asked = crate::sandbox::spawn_with_signals_blocked("thv-scope", move || {
+        join_scope(&owned_id, keeper, &limits)
+    });
     if let Ok(asked) = asked {
         *EARLY_SCOPE.lock().unwrap_or_else(|e| e.into_inner()) = Some(EarlyScope {
             id: id.to_owned(),

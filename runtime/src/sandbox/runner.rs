@@ -753,7 +753,13 @@ fn init_main(
     // signalfd).
     let mut held = Held(EARLY_SIGNALS.swap(0, std::sync::atomic::Ordering::SeqCst));
     if let Some(stop) = held.stop() {
-        // Told to stop before the server ran: it is not started at all.
+        // Told to stop before the server ran: it is not started at all. Its init (still a copy of us, waiting for
+        // the start) is killed and reaped first: libcontainer's delete of a container it finds alive freezes the
+        // container's cgroup to kill it, and waits up to 10 s for the freeze.
+        if let Some(pid) = container.pid() {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        }
         let _ = container.delete(true);
         return 128 + stop as i32;
     }
