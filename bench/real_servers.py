@@ -20,7 +20,7 @@ quartiles, min and max. The client is this script: it writes one `initialize` li
 the answer (no MCP SDK).
 
 Usage (root): bench/real_servers.py [--runs 15] [--user thvsbx-sub] [--bin DIR] [--servers time,everything]
-              [--no-podman] [--no-runc] [--root-variant FLAGS]...
+              [--no-podman] [--no-runc] [--root-variant FLAGS]... [--baseline DIR]
 """
 import argparse, gzip, json, os, pwd, shutil, statistics, subprocess, tarfile, tempfile, time
 
@@ -113,6 +113,8 @@ def main():
     ap.add_argument("--servers", default="time,everything")
     ap.add_argument("--no-podman", action="store_true")
     ap.add_argument("--no-runc", action="store_true")
+    ap.add_argument("--baseline", metavar="DIR",
+                    help="another build's thv-sandbox (DIR/thv-sandbox) as one more root variant, on a cache of its own")
     ap.add_argument("--root-variant", action="append", default=[], metavar="FLAGS",
                     help="one more thv-sandbox variant as root with these flags (e.g. '--cpus 2'); repeatable")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
@@ -192,6 +194,14 @@ def main():
             root_env = {"PATH": "/usr/sbin:/usr/bin:/bin", "HOME": "/root"}
             once(sbr, root_env)  # unpack once
             variants.append((tag, "thv-sandbox (root)", sbr, root_env, None))
+            if a.baseline:
+                base_cache = os.path.join(work, "cache-baseline")
+                if not os.path.isdir(base_cache):
+                    os.mkdir(base_cache, 0o700)
+                sbb = [os.path.join(a.baseline, "thv-sandbox")] + sbr[1:]
+                sbb[sbb.index(root_cache)] = base_cache
+                once(sbb, root_env)  # its own unpack
+                variants.append((tag, "thv-sandbox (root, baseline)", sbb, root_env, None))
             for flags in a.root_variant:
                 extra = sbr[:2] + flags.split() + sbr[2:]
                 variants.append((tag, f"thv-sandbox (root, {flags})", extra, root_env, None))

@@ -239,6 +239,17 @@ async fn a_cpu_hog_gets_its_quota() {
             .map(|d| (d.clone(), std::fs::read_to_string(d.join("cpu.max")).ok()))
             .collect::<Vec<_>>()
     );
+    // The burst is the quota (25 ms per 100 ms period), where the kernel has the file (Linux ≥ 5.14).
+    let bursts: Vec<String> = sandbox_cgroups(&run)
+        .iter()
+        .flat_map(|d| [d.join("cpu.cfs_burst_us"), d.join("cpu.max.burst")])
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .map(|v| v.trim().to_owned())
+        .collect();
+    assert!(
+        bursts.iter().any(|b| b == "25000"),
+        "no CPU burst of 25000 µs in the sandbox's cgroups: {bursts:?}"
+    );
     // A quarter of a CPU for 2 s is 500 ms; slack and start-up on top. In the test VM (emulated CPUs on a loaded
     // host) 852 and 1266 ms were seen: the guest charges the running task for the time its virtual CPU was not
     // scheduled on the host, in chunks larger than a quota period, so the quota overshoots there. Without the

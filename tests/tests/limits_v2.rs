@@ -307,6 +307,7 @@ async fn the_limits_are_set_in_a_delegated_transient_scope_that_goes_away_on_exi
         assert_eq!(read(&cg.join("memory.max")), (96u64 << 20).to_string());
         assert_eq!(read(&cg.join("pids.max")), "40");
         assert_eq!(read(&cg.join("cpu.max")), "50000 100000");
+        assert_eq!(read(&cg.join("cpu.max.burst")), "50000");
         // Every process of the sandbox is in its cgroup, or below it.
         assert!(
             !read(&cg.join("cgroup.procs")).is_empty()

@@ -523,6 +523,10 @@ fn write_v2_limits(dir: &Path, l: &Limits) -> io::Result<()> {
             "cpu.max",
             &format!("{} {}", limits::cpu_quota_us(c), limits::CPU_PERIOD_US),
         )?;
+        // The burst (Linux ≥ 5.14; absent before): see `limits::cpu_burst_us`.
+        if dir.join("cpu.max.burst").exists() {
+            write(dir, "cpu.max.burst", &limits::cpu_burst_us(c).to_string())?;
+        }
     }
     Ok(())
 }
@@ -612,6 +616,13 @@ pub fn prepare(
                                 "cpu.cfs_quota_us",
                                 &limits::cpu_quota_us(c).to_string(),
                             )?;
+                            if dir.join("cpu.cfs_burst_us").exists() && l.cpus.value.is_some() {
+                                write(
+                                    &dir,
+                                    "cpu.cfs_burst_us",
+                                    &limits::cpu_burst_us(c).to_string(),
+                                )?;
+                            }
                         }
                     }
                 }

@@ -313,6 +313,16 @@ pub fn cpu_quota_us(cpus: f64) -> u64 {
     ((cpus * CPU_PERIOD_US as f64).round() as u64).max(1_000)
 }
 
+/// The CFS burst for a quota of `cpus`: as much as the quota itself (the kernel's upper bound). A server that has
+/// used less than its quota (MCP servers wait on I/O nearly all the time, and a fresh cgroup starts with unused
+/// quota) may run on up to twice its CPUs for as long as that saved time lasts, at most one period's quota; on
+/// average it still gets `cpus`, so a server spinning in a loop is held to them as before. Measured on a Node.js
+/// server's start, which runs V8's compiler and GC threads beside its main thread: a 1-CPU quota without burst added
+/// ~25–64 ms to a ~360 ms start; with it, none (BENCHMARKS.md, real servers).
+pub fn cpu_burst_us(cpus: f64) -> u64 {
+    cpu_quota_us(cpus)
+}
+
 /// What the sandbox's tmpfs mounts may hold in total, in MiB, under a memory limit: half of it. tmpfs pages are
 /// charged to the sandbox's memory cgroup, so together with the server's own memory they count against the limit;
 /// sized this way, filling the tmpfs mounts fails with ENOSPC before it alone reaches the limit, and what does
