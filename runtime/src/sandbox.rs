@@ -41,30 +41,33 @@ pub(crate) fn spawn_with_signals_blocked<T: Send + 'static>(
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn a_thread_for_the_supervisor_is_born_with_every_signal_blocked() {
-        let blocked = super::spawn_with_signals_blocked("t", || {
-            let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
-            let mask = status
-                .lines()
-                .find_map(|l| l.strip_prefix("SigBlk:"))
-                .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
-                .unwrap();
-            let chld = 1u64 << (libc::SIGCHLD - 1);
-            let term = 1u64 << (libc::SIGTERM - 1);
-            mask & (chld | term) == chld | term
-        })
-        .unwrap()
-        .join()
-        .unwrap();
-        assert!(blocked, "SIGCHLD and SIGTERM are blocked in the new thread");
-        // The caller's own mask is as it was.
-        let mine = std::fs::read_to_string("/proc/thread-self/status").unwrap();
-        let mask = mine
+    /// The calling thread's blocked signals (`SigBlk` of `/proc/thread-self/status`).
+    fn blocked_here() -> u64 {
+        let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        status
             .lines()
             .find_map(|l| l.strip_prefix("SigBlk:"))
             .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+            .unwrap()
+    }
+
+    #[test]
+    fn a_thread_for_the_supervisor_is_born_with_every_signal_blocked() {
+        let chld = 1u64 << (libc::SIGCHLD - 1);
+        let term = 1u64 << (libc::SIGTERM - 1);
+        let mask = super::spawn_with_signals_blocked("t", blocked_here)
+            .unwrap()
+            .join()
             .unwrap();
-        assert_eq!(mask & (1u64 << (libc::SIGCHLD - 1)), 0);
+        assert_eq!(
+            mask & (chld | term),
+            chld | term,
+            "SIGCHLD and SIGTERM are blocked in the new thread"
+        );
+        assert_eq!(
+            blocked_here() & chld,
+            0,
+            "the caller's own mask is as it was"
+        );
     }
 }
