@@ -15,4 +15,14 @@ while [ ! -S /run/user/1000/bus ] && [ $i -lt 120 ]; do sleep 0.5; i=$((i + 1));
   systemctl --no-pager status user@1000.service; exit 1; }
 echo "THV-VM: user@1000.service $(systemctl is-active user@1000.service) after $(cut -d' ' -f1 /proc/uptime) s"
 echo "THV-VM: $(systemd-analyze time 2>/dev/null | head -n 1)"
-runuser -l thv -c "$p/run-as-user.sh"
+# A watchdog for runs that stall: every 3 minutes, the busiest processes and where each sleeps (the console is all
+# a stalled run leaves to read).
+( while sleep 180; do
+    echo "THV-VM: watchdog at $(cut -d' ' -f1 /proc/uptime) s, load $(cut -d' ' -f1-3 /proc/loadavg):"
+    ps -eo pid,ppid,stat,pcpu,wchan:24,comm --sort=-pcpu | head -n 15 | sed 's/^/THV-VM:   /'
+  done ) &
+watchdog=$!
+rc=0
+runuser -l thv -c "$p/run-as-user.sh" || rc=$?
+kill "$watchdog" 2>/dev/null
+exit "$rc"
