@@ -616,7 +616,7 @@ pub fn prepare(
                                 "cpu.cfs_quota_us",
                                 &limits::cpu_quota_us(c).to_string(),
                             )?;
-                            if dir.join("cpu.cfs_burst_us").exists() && l.cpus.value.is_some() {
+                            if dir.join("cpu.cfs_burst_us").exists() {
                                 write(
                                     &dir,
                                     "cpu.cfs_burst_us",

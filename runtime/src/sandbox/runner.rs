@@ -120,6 +120,9 @@ pub const FORWARDED: &[Signal] = &[
     Signal::SIGWINCH,
 ];
 
+/// The forwarded signals whose default action ends a process: the ones that stop the server.
+const STOPS: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
+
 /// The signals the keeper, the runner init and the supervisor take through a signalfd: the forwarded ones and
 /// `SIGCHLD`.
 pub fn handled_signals() -> SigSet {
@@ -860,9 +863,7 @@ fn init_main(
 /// fifteen on a loaded machine). Read first, a server caught in that step gets SIGKILL, as an ordinary process
 /// would have died of the signal before its handler was there.
 fn deliver(server: Pid, sig: Signal, emulated: &mut Option<Signal>) {
-    if matches!(sig, Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP)
-        && dropped_by_the_kernel(server, sig) == Some(true)
-    {
+    if STOPS.contains(&sig) && dropped_by_the_kernel(server, sig) == Some(true) {
         emulated.get_or_insert(sig);
         let _ = kill(server, Signal::SIGKILL);
         return;
@@ -932,7 +933,7 @@ impl Held {
 
     /// The first held signal that stops the server, in `FORWARDED`'s order.
     fn stop(&self) -> Option<Signal> {
-        [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP]
+        STOPS
             .into_iter()
             .find(|s| self.0 & (1u64 << (*s as i32)) != 0)
     }
