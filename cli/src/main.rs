@@ -41,7 +41,7 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     let file = cli.config;
     let code = match cli.command {
-        Command::Runner { run_dir } => runner::keeper_main(&run_dir),
+        Command::Runner { run_dir } => runner::keeper_main(&run_dir, false),
         Command::Doctor { json } => commands::doctor::doctor_cmd(file, json),
         Command::Client(cmd) => client_cmd::client_cmd(file, cmd),
         Command::Config(cmd) => commands::config::config_cmd(file, cmd),

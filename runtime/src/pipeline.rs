@@ -15,6 +15,7 @@ use crate::image::reference::{Reference, ReferenceError};
 use crate::report::{Event, Reporter, RunTimings};
 use crate::rootfs::idmap::{self, HostIds};
 use crate::rootfs::{self, RootfsError};
+use crate::sandbox::filter::FilterCache;
 use crate::sandbox::bridge::{self, BridgeEnd, PortUpstream, SandboxConnect, StdioBridgeEnd};
 use crate::sandbox::profile::{MountError, NetworkMode};
 use crate::sandbox::runner::{OverlayPlan, RunnerPlan};
@@ -246,7 +247,12 @@ pub fn run(
         Some(target),
     );
     // The bytecode step finishes a root this run builds (its name says so).
-    let finish = bytecode::finisher(req.bytecode && req.package.is_none(), &req.exe, &runs_dir);
+    let finish = bytecode::finisher(
+        req.bytecode && req.package.is_none(),
+        &req.exe,
+        &runs_dir,
+        &dirs.cache,
+    );
     opts.finish = finish.as_ref().map(|f| f as &dyn rootfs::Finish);
     // `npx://` / `uvx://`: the package is installed onto the base image's root instead (pipeline::packages).
     let install = packages::installer(req, &runs_dir, &dirs.cache);
@@ -313,6 +319,7 @@ pub fn run(
             runtime,
             root,
             host,
+            filters: FilterCache::in_cache(&dirs.cache),
         };
         return serve_sessions(
             req,
@@ -342,6 +349,7 @@ pub fn run(
         &runtime,
         &root,
         &host,
+        &FilterCache::in_cache(&dirs.cache),
         Some((&decision, &*reporter)),
     );
     let (plan, idmap) = match prepared {
@@ -632,6 +640,7 @@ struct Unpacked {
     runtime: ImageRuntimeConfig,
     root: rootfs::Root,
     host: HostIds,
+    filters: FilterCache,
 }
 
 /// `--port`/`--socket` with a stdio server. One stdio server holds one MCP session, so each session gets a fresh
@@ -761,6 +770,7 @@ fn run_session(
         &image.runtime,
         &image.root,
         &image.host,
+        &image.filters,
         Some(cgroup),
     ) {
         Ok(p) => p,
@@ -1251,6 +1261,7 @@ fn prepare_run(
     runtime: &ImageRuntimeConfig,
     root: &rootfs::Root,
     host: &HostIds,
+    filters: &FilterCache,
     cgroup: Option<(&crate::sandbox::cgroup::Decision, &dyn Reporter)>,
 ) -> Result<(RunnerPlan, idmap::IdMap), Error> {
     let io = |path: PathBuf| move |source| Error::RunDir { path, source };
@@ -1304,6 +1315,9 @@ fn prepare_run(
     // supervisor writes these same maps.
     let idmap = idmap::plan(host, root.user.uid, root.user.gid);
     idmap.check_process(root.user.uid, root.user.gid, &[root.user.gid])?;
+    // The keeper forked at start has made its user namespace: its maps are written while the rest of the run is
+    // prepared (the run that takes it finishes the write, see `supervise`).
+    crate::sandbox::prefork::begin_mapping(&idmap);
     let opts = SpecOptions {
         rootfs: overlay
             .as_ref()
@@ -1327,8 +1341,19 @@ fn prepare_run(
         tmp_mib: req.tmp_mib,
         memory_limit: req.limits.memory.value,
     };
-    let spec = spec::build(runtime, &opts)?;
+    let mut spec = spec::build(runtime, &opts)?;
     spec::check_invariants(&spec, req.network)?;
+    // The filter goes to the runner compiled (kept in the cache): libcontainer would compile it in every
+    // container's init. The runner refuses a run directory without it (`sandbox::filter`).
+    let program = filters
+        .program(&opts.seccomp)
+        .map_err(|e| Error::Seccomp(e.to_string()))?;
+    let filter = dir.join(crate::sandbox::filter::FILE);
+    std::fs::write(&filter, program).map_err(io(filter.clone()))?;
+    if let Some(mut linux) = spec.linux().clone() {
+        linux.set_seccomp(None);
+        spec.set_linux(Some(linux));
+    }
     let config = bundle.join("config.json");
     let json = serde_json::to_vec(&spec).map_err(|e| Error::Spec(SpecError::Json(e)))?;
     std::fs::write(&config, json).map_err(io(config.clone()))?;

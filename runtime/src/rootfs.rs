@@ -334,7 +334,8 @@ pub fn mark_exposed(cache: &Path) -> Result<(), RootfsError> {
     std::fs::write(&mark, b"").map_err(io_at(&mark))
 }
 
-fn is_exposed(cache: &Path) -> bool {
+/// Whether the cache is marked exposed ([`mark_exposed`]).
+pub(crate) fn is_exposed(cache: &Path) -> bool {
     std::fs::symlink_metadata(exposed_mark(cache)).is_ok()
 }
 

@@ -56,24 +56,27 @@ const DROPPED_ENV: &[&str] = &[
 pub struct Bytecode {
     exe: PathBuf,
     runs_dir: PathBuf,
+    filters: crate::sandbox::filter::FilterCache,
     host: HostIds,
 }
 
 impl Bytecode {
     /// The step for roots a run (or pull) by this user builds: `exe` is started as the runner (as for the
-    /// server), in a run directory under `runs_dir`.
-    pub fn new(exe: PathBuf, runs_dir: PathBuf) -> Bytecode {
+    /// server), in a run directory under `runs_dir`, with the seccomp programs kept in the cache at `cache`.
+    pub fn new(exe: PathBuf, runs_dir: PathBuf, cache: &Path) -> Bytecode {
         Bytecode {
             exe,
             runs_dir,
+            filters: crate::sandbox::filter::FilterCache::in_cache(cache),
             host: super::host_ids(),
         }
     }
 }
 
-/// The step when `on`, for a run started with `exe` as its runner and `runs_dir` as its run directories.
-pub fn finisher(on: bool, exe: &Path, runs_dir: &Path) -> Option<Bytecode> {
-    on.then(|| Bytecode::new(exe.to_owned(), runs_dir.to_owned()))
+/// The step when `on`, for a run started with `exe` as its runner, `runs_dir` as its run directories and the
+/// cache at `cache`.
+pub fn finisher(on: bool, exe: &Path, runs_dir: &Path, cache: &Path) -> Option<Bytecode> {
+    on.then(|| Bytecode::new(exe.to_owned(), runs_dir.to_owned(), cache))
 }
 
 /// The step for a pull when `on` (its runner is this executable, as a run's is by default).
@@ -82,7 +85,11 @@ pub fn for_pull(
     dirs: &crate::dirs::Dirs,
 ) -> Result<Option<Bytecode>, crate::dirs::DirsError> {
     Ok(match on {
-        true => Some(Bytecode::new(PathBuf::from(super::SELF_EXE), dirs.runs()?)),
+        true => Some(Bytecode::new(
+            PathBuf::from(super::SELF_EXE),
+            dirs.runs()?,
+            &dirs.cache,
+        )),
         false => None,
     })
 }
@@ -151,6 +158,7 @@ impl Bytecode {
         let (run_dir, plan, idmap) = staging_run(
             &req,
             &self.runs_dir,
+            &self.filters,
             &self.host,
             tree,
             image,
@@ -269,6 +277,7 @@ pub(super) fn request(exe: PathBuf) -> RunRequest {
 pub(super) fn staging_run(
     req: &RunRequest,
     runs_dir: &Path,
+    filters: &crate::sandbox::filter::FilterCache,
     host: &HostIds,
     tree: &Path,
     mut image: ImageRuntimeConfig,
@@ -298,7 +307,7 @@ pub(super) fn staging_run(
     };
     crate::dirs::private_dir(runs_dir).map_err(|e| e.to_string())?;
     let run_dir = RunDir::create(runs_dir).map_err(|e| e.to_string())?;
-    let prepared = super::prepare_run(req, &run_dir, label, &image, &root, host, None)
+    let prepared = super::prepare_run(req, &run_dir, label, &image, &root, host, filters, None)
         .map_err(|e| crate::chain::messages(&e).join(": "))
         .and_then(|(mut plan, idmap)| {
             plan.writable_root = true;

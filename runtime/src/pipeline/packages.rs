@@ -42,6 +42,7 @@ pub struct PackageInstall {
     key: String,
     exe: PathBuf,
     runs_dir: PathBuf,
+    filters: crate::sandbox::filter::FilterCache,
     host: HostIds,
     /// What the install has to say (the verdict's line), taken by the pipeline afterwards.
     said: Mutex<Vec<String>>,
@@ -52,13 +53,15 @@ pub struct PackageInstall {
 }
 
 impl PackageInstall {
-    /// The install of `install`, its runs started with `exe` as the runner in run directories under `runs_dir`.
-    pub fn new(install: &Install, exe: &Path, runs_dir: &Path) -> PackageInstall {
+    /// The install of `install`, its runs started with `exe` as the runner in run directories under `runs_dir`,
+    /// with the seccomp programs kept in the cache at `cache`.
+    pub fn new(install: &Install, exe: &Path, runs_dir: &Path, cache: &Path) -> PackageInstall {
         PackageInstall {
             key: install.key_tag(),
             install: install.clone(),
             exe: exe.to_owned(),
             runs_dir: runs_dir.to_owned(),
+            filters: crate::sandbox::filter::FilterCache::in_cache(cache),
             host: super::host_ids(),
             said: Mutex::new(Vec::new()),
             refused: Mutex::new(None),
@@ -341,6 +344,7 @@ impl PackageInstall {
         let (run_dir, plan, idmap) = super::bytecode::staging_run(
             &req,
             &self.runs_dir,
+            &self.filters,
             &self.host,
             tree,
             image,
@@ -519,7 +523,7 @@ pub(super) fn installer(
 ) -> Option<PackageInstall> {
     req.package
         .as_ref()
-        .map(|p| PackageInstall::new(p, &req.exe, runs_dir).with_checks(cache_dir))
+        .map(|p| PackageInstall::new(p, &req.exe, runs_dir, cache_dir).with_checks(cache_dir))
 }
 
 /// After step 5 of a package run: what the install said, and the server's runtime config on the installed root
@@ -563,7 +567,7 @@ pub fn pull_package(
     check_mode(install)?;
     let runs_dir = dirs.runs()?;
     crate::dirs::private_root(&dirs.cache)?;
-    let finish = PackageInstall::new(install, Path::new(super::SELF_EXE), &runs_dir)
+    let finish = PackageInstall::new(install, Path::new(super::SELF_EXE), &runs_dir, &dirs.cache)
         .with_checks(&dirs.cache);
     let (layout, image) = match install.base_image.starts_with("oci:") {
         true => {
@@ -645,6 +649,7 @@ mod tests {
         let i = PackageInstall::new(
             &install,
             Path::new("/proc/self/exe"),
+            Path::new("/nonexistent"),
             Path::new("/nonexistent"),
         );
         let other = || super::super::Error::Port("x".into());

@@ -13,6 +13,11 @@
 //!
 //! A prefork nobody tells (the run fails before its sandbox, or `--port` serves a second session: each prefork
 //! serves one run) sees its socket close when the supervisor drops it or exits, and exits.
+//!
+//! The prefork also creates its user namespace at once and says so (one byte on the socket), so that the
+//! supervisor can start writing its id maps as soon as the run's maps are known ([`begin_mapping`]), while it
+//! still writes the run's spec: for a user with subordinate ids the maps take a set-uid helper's start (~3 ms),
+//! which then overlaps the supervisor's own work instead of following it.
 
 use std::ffi::OsStr;
 use std::io;
@@ -30,6 +35,7 @@ use nix::sys::socket::{
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, ForkResult, Pid};
 
+use crate::rootfs::idmap::{IdMap, MapWrite};
 use crate::sandbox::runner::{handled_signals, SYNC_FD};
 
 /// The environment variables a runner keeps (the spawner clears the rest: `supervise`).
@@ -40,6 +46,10 @@ pub const KEPT_ENV: [&str; 3] = ["RUST_LOG", "PATH", crate::trace::ENV];
 pub struct Prefork {
     pid: Pid,
     socket: OwnedFd,
+    /// Whether it made its user namespace (read from the socket once: `None` until then).
+    userns: Option<bool>,
+    /// Its id maps, when [`begin_mapping`] started writing them.
+    mapping: Option<MapWrite>,
 }
 
 /// This process's prefork, if [`start`] made one and no run has taken it.
@@ -70,6 +80,8 @@ pub fn start() -> bool {
             *PREFORK.lock().unwrap_or_else(|e| e.into_inner()) = Some(Prefork {
                 pid: child,
                 socket: ours,
+                userns: None,
+                mapping: None,
             });
             true
         }
@@ -91,6 +103,30 @@ pub(crate) fn pid() -> Option<i32> {
         .map(|p| p.pid.as_raw())
 }
 
+/// Starts writing `map` as the id maps of this process's prefork, if one is waiting and made its user namespace.
+/// The run that takes the prefork next finishes the write ([`Prefork::take_mapping`]). A prefork whose maps were
+/// begun for other maps (a run that began them failed before it took the prefork) cannot serve: it is dismissed,
+/// and the next run starts its runner by exec.
+pub(crate) fn begin_mapping(map: &IdMap) {
+    let mut slot = PREFORK.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(p) = slot.as_mut() else { return };
+    let pid = p.pid.as_raw() as u32;
+    match &p.mapping {
+        Some(w) if w.is_for(map, pid) => {}
+        Some(_) => {
+            if let Some(p) = slot.take() {
+                p.dismiss();
+            }
+        }
+        None => {
+            if p.userns_made() {
+                crate::trace::mark("id maps begun");
+                p.mapping = Some(map.begin(pid));
+            }
+        }
+    }
+}
+
 /// Ends this process's prefork, if one is still waiting: its socket is closed, it exits and is reaped.
 pub fn dismiss() {
     if let Some(p) = take() {
@@ -99,6 +135,28 @@ pub fn dismiss() {
 }
 
 impl Prefork {
+    /// The id maps [`begin_mapping`] started writing for it, if any: the caller finishes them.
+    pub(crate) fn take_mapping(&mut self) -> Option<MapWrite> {
+        self.mapping.take()
+    }
+
+    /// Whether it made its user namespace: the byte it sends first (`u`: made; anything else, or nothing: not).
+    fn userns_made(&mut self) -> bool {
+        if let Some(made) = self.userns {
+            return made;
+        }
+        let mut b = [0u8; 1];
+        let made = loop {
+            match nix::sys::socket::recv(self.socket.as_raw_fd(), &mut b, MsgFlags::empty()) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                Ok(1) => break b[0] == b'u',
+                _ => break false,
+            }
+        };
+        self.userns = Some(made);
+        made
+    }
+
     /// Makes the prefork the runner keeper of `run_dir`, with these descriptors as its stdin, stdout, stderr and
     /// runner channel (`SYNC_FD`). Returns its pid. On an error (the prefork is gone) nothing was started.
     pub(crate) fn launch(self, run_dir: &Path, fds: [BorrowedFd<'_>; 4]) -> io::Result<Pid> {
@@ -142,10 +200,23 @@ fn threads() -> Option<u32> {
 
 /// The prefork: made clean, it waits for its run and becomes the keeper; told nothing, it exits.
 fn child_main(socket: OwnedFd) -> ! {
-    let code = match prepare(&socket).and_then(|()| wait_for_run(&socket)) {
+    let mut userns = false;
+    let ready = prepare(&socket).and_then(|()| {
+        // As the keeper would, first thing (it skips it then): the supervisor may map it from now on. Without
+        // (user namespaces refused here) the keeper tries again and reports why.
+        userns = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER).is_ok();
+        let said = [if userns { b'u' } else { b'-' }];
+        loop {
+            match nix::sys::socket::send(socket.as_raw_fd(), &said, MsgFlags::MSG_NOSIGNAL) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                r => break r.map(|_| ()).map_err(io::Error::from),
+            }
+        }
+    });
+    let code = match ready.and_then(|()| wait_for_run(&socket)) {
         Ok(Some(run_dir)) => {
             drop(socket);
-            crate::sandbox::runner::keeper_main(&run_dir)
+            crate::sandbox::runner::keeper_main(&run_dir, userns)
         }
         Ok(None) | Err(_) => 0,
     };

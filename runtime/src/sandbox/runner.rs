@@ -134,8 +134,9 @@ pub fn handled_signals() -> SigSet {
     set
 }
 
-/// Entry point of `thv-sandbox __runner RUN_DIR` (the keeper). Returns the process exit code.
-pub fn keeper_main(run_dir: &Path) -> i32 {
+/// Entry point of `thv-sandbox __runner RUN_DIR` (the keeper). Returns the process exit code. `userns_made`: it
+/// is already in the user namespace it made for the sandbox (a prefork: see `prefork`), still unmapped.
+pub fn keeper_main(run_dir: &Path, userns_made: bool) -> i32 {
     // SAFETY: descriptor 3 is handed over by the supervisor for exactly this purpose and owned by nothing else here.
     let keeper = RunnerChannel::from_fd(unsafe { OwnedFd::from_raw_fd(SYNC_FD) });
     crate::trace::mark("keeper: main");
@@ -158,8 +159,10 @@ pub fn keeper_main(run_dir: &Path) -> i32 {
         return crate::EXIT_SANDBOX_ERROR;
     }
     let t0 = Instant::now();
-    if let Err(e) = unshare(CloneFlags::CLONE_NEWUSER) {
-        return fail("create user namespace", &e);
+    if !userns_made {
+        if let Err(e) = unshare(CloneFlags::CLONE_NEWUSER) {
+            return fail("create user namespace", &e);
+        }
     }
     crate::trace::mark("keeper: user namespace");
     if let Err(e) = keeper.userns_ready() {
@@ -584,6 +587,8 @@ fn reset_signals_before_exec() {
 #[derive(Clone)]
 struct ServerExecutor {
     secrets: Vec<SecretEnv>,
+    /// The seccomp filter, compiled ([`crate::sandbox::filter`]); the spec has none.
+    filter: Vec<u8>,
 }
 
 impl libcontainer::workload::Executor for ServerExecutor {
@@ -600,6 +605,14 @@ impl libcontainer::workload::Executor for ServerExecutor {
         &self,
         spec: &oci_spec::runtime::Spec,
     ) -> Result<(), libcontainer::workload::ExecutorValidationError> {
+        // Where libcontainer loads a spec's filter (right before this call): after the whole set-up, with
+        // no_new_privs set and no capabilities left. A filter that cannot be loaded fails the start here, before
+        // the container is reported ready: the server never runs.
+        crate::sandbox::filter::load(&self.filter).map_err(|e| {
+            libcontainer::workload::ExecutorValidationError::ArgValidationError(format!(
+                "load the seccomp filter: {e}"
+            ))
+        })?;
         crate::trace::mark("container: seccomp loaded");
         // libcontainer calls this in the container's init after it switched to the server's user and groups and
         // before exec: the last point at which a server about to run as host root can be stopped, whatever the
@@ -720,13 +733,17 @@ fn init_main(
         Ok(p) => p,
         Err(e) => return fail("exec pipe", &e),
     };
+    let filter = match crate::sandbox::filter::read(&plan.run_dir) {
+        Ok(f) => f,
+        Err(e) => return fail("read the seccomp filter", &e),
+    };
     let t0 = Instant::now();
     crate::trace::mark("init: build");
     let built = ContainerBuilder::new(plan.id.clone(), SyscallType::default())
         .with_root_path(&plan.state_root)
         .and_then(|b| b.validate_id())
         .and_then(|b| {
-            b.with_executor(ServerExecutor { secrets })
+            b.with_executor(ServerExecutor { secrets, filter })
                 .as_init(&plan.bundle)
                 .with_systemd(false)
                 .with_detach(false)
@@ -1157,6 +1174,7 @@ mod tests {
         for (name, value) in [("BAD", "a\0b"), ("", "x"), ("A=B", "x"), ("N\0", "x")] {
             let exec = ServerExecutor {
                 secrets: vec![SecretEnv::new(name, value)],
+                filter: Vec::new(),
             };
             let err = exec.setup_envs(Default::default()).unwrap_err().to_string();
             assert!(err.contains("cannot be set"), "{name:?}: {err}");
@@ -1165,6 +1183,7 @@ mod tests {
         }
         let exec = ServerExecutor {
             secrets: vec![SecretEnv::new("TOKEN", "s3cret")],
+            filter: Vec::new(),
         };
         let envs = [("PATH".to_owned(), "/bin".to_owned())]
             .into_iter()

@@ -124,6 +124,8 @@ impl std::fmt::Debug for SupervisorArgs<'_> {
 struct Hooks<'a> {
     plan: &'a RunnerPlan,
     idmap: &'a IdMap,
+    /// The prefork's maps, begun while the run was prepared (`prefork::begin_mapping`).
+    early_maps: Option<crate::rootfs::idmap::MapWrite>,
     secrets: &'a [SecretEnv],
     on_started: &'a mut dyn FnMut(&StartTimings),
     on_egress: &'a mut dyn FnMut(std::net::TcpListener),
@@ -186,19 +188,29 @@ pub fn supervise(args: SupervisorArgs<'_>) -> io::Result<RunEnd> {
     };
     let child_err = stderr.child_fd()?;
     crate::trace::mark("runner spawn");
+    let mut early_maps = None;
     let launched = match crate::sandbox::prefork::take() {
-        // The keeper forked when this process started (see `prefork`): told its run, it is the runner.
-        Some(prefork) => prefork
-            .launch(
-                run_dir,
-                [
-                    child_in.as_fd(),
-                    child_out.as_fd(),
-                    child_err.as_fd(),
-                    runner.fd().as_fd(),
-                ],
-            )
-            .ok(),
+        // The keeper forked when this process started (see `prefork`): told its run, it is the runner. Its id
+        // maps may already be being written (`prefork::begin_mapping`); if it cannot be launched, they are dropped
+        // (the helpers are waited for) and an exec'd runner is mapped as usual.
+        Some(mut prefork) => {
+            let maps = prefork.take_mapping();
+            let launched = prefork
+                .launch(
+                    run_dir,
+                    [
+                        child_in.as_fd(),
+                        child_out.as_fd(),
+                        child_err.as_fd(),
+                        runner.fd().as_fd(),
+                    ],
+                )
+                .ok();
+            if launched.is_some() {
+                early_maps = maps;
+            }
+            launched
+        }
         None => None,
     };
     let pid = match launched {
@@ -218,6 +230,7 @@ pub fn supervise(args: SupervisorArgs<'_>) -> io::Result<RunEnd> {
     let mut hooks = Hooks {
         plan,
         idmap,
+        early_maps,
         secrets,
         on_started,
         on_egress,
@@ -814,7 +827,13 @@ impl Watch {
                     }
                     return;
                 }
-                let answered = match hooks.idmap.write(runner.as_raw() as u32) {
+                let pid = runner.as_raw() as u32;
+                let written = match hooks.early_maps.take() {
+                    Some(w) if w.is_for(hooks.idmap, pid) => w.finish(),
+                    Some(w) => w.finish().and(Err(crate::rootfs::idmap::IdMapError::Mismatch)),
+                    None => hooks.idmap.write(pid),
+                };
+                let answered = match written {
                     Ok(()) => {
                         crate::trace::mark("id maps written");
                         supervisor.mapped(hooks.secrets.to_vec())
