@@ -15,8 +15,8 @@ use crate::image::reference::{Reference, ReferenceError};
 use crate::report::{Event, Reporter, RunTimings};
 use crate::rootfs::idmap::{self, HostIds};
 use crate::rootfs::{self, RootfsError};
-use crate::sandbox::filter::FilterCache;
 use crate::sandbox::bridge::{self, BridgeEnd, PortUpstream, SandboxConnect, StdioBridgeEnd};
+use crate::sandbox::filter::FilterCache;
 use crate::sandbox::profile::{MountError, NetworkMode};
 use crate::sandbox::runner::{OverlayPlan, RunnerPlan};
 use crate::sandbox::runs::{self, RunDir};
@@ -312,20 +312,20 @@ pub fn run(
     check_secrets(req)?;
     let relayable = req.relayable();
     crate::guard::check_supported(&req.guard, relayable)?;
+    let unpacked = Unpacked {
+        digest: image.manifest_digest.to_string(),
+        runtime,
+        root,
+        host,
+        filters: FilterCache::in_cache(&dirs.cache),
+    };
     if let (Some(expose), None) = (&req.port, req.http) {
         // `--port` with a stdio server: steps 6 to 8 for each MCP session, in a fresh sandbox.
-        let image = Unpacked {
-            digest: image.manifest_digest.to_string(),
-            runtime,
-            root,
-            host,
-            filters: FilterCache::in_cache(&dirs.cache),
-        };
         return serve_sessions(
             req,
             expose,
             &runs_dir,
-            &image,
+            &unpacked,
             &say(&reporter),
             &decision,
             &*reporter,
@@ -342,16 +342,7 @@ pub fn run(
         path: runs_dir.clone(),
         source,
     })?;
-    let prepared = prepare_run(
-        req,
-        &run_dir,
-        &image.manifest_digest.to_string(),
-        &runtime,
-        &root,
-        &host,
-        &FilterCache::in_cache(&dirs.cache),
-        Some((&decision, &*reporter)),
-    );
+    let prepared = prepare_run(req, &run_dir, &unpacked, Some((&decision, &*reporter)));
     let (plan, idmap) = match prepared {
         Ok(p) => p,
         Err(e) => {
@@ -635,7 +626,7 @@ fn check_secrets(req: &RunRequest) -> Result<(), Error> {
 }
 
 /// An image ready to run (after step 5).
-struct Unpacked {
+pub(super) struct Unpacked {
     digest: String,
     runtime: ImageRuntimeConfig,
     root: rootfs::Root,
@@ -763,16 +754,7 @@ fn run_session(
         path: runs_dir.to_path_buf(),
         source,
     })?;
-    let (plan, idmap) = match prepare_run(
-        req,
-        &run_dir,
-        &image.digest,
-        &image.runtime,
-        &image.root,
-        &image.host,
-        &image.filters,
-        Some(cgroup),
-    ) {
+    let (plan, idmap) = match prepare_run(req, &run_dir, image, Some(cgroup)) {
         Ok(p) => p,
         Err(e) => {
             run_dir.remove();
@@ -1257,13 +1239,16 @@ pub fn pull_with(
 fn prepare_run(
     req: &RunRequest,
     run_dir: &RunDir,
-    digest: &str,
-    runtime: &ImageRuntimeConfig,
-    root: &rootfs::Root,
-    host: &HostIds,
-    filters: &FilterCache,
+    image: &Unpacked,
     cgroup: Option<(&crate::sandbox::cgroup::Decision, &dyn Reporter)>,
 ) -> Result<(RunnerPlan, idmap::IdMap), Error> {
+    let Unpacked {
+        digest,
+        runtime,
+        root,
+        host,
+        filters,
+    } = image;
     let io = |path: PathBuf| move |source| Error::RunDir { path, source };
     // The systemd scope is asked for first, for the keeper forked at start: its D-Bus round trips then overlap
     // the rest of this function and the keeper's start (`supervise` takes the answer).

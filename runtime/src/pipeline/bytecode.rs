@@ -55,9 +55,29 @@ const DROPPED_ENV: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct Bytecode {
     exe: PathBuf,
-    runs_dir: PathBuf,
-    filters: crate::sandbox::filter::FilterCache,
-    host: HostIds,
+    runs: StagingRuns,
+}
+
+/// Where and as whom the runs of one of the image's own programs on a staging root go (see [`staging_run`]).
+#[derive(Debug, Clone)]
+pub(super) struct StagingRuns {
+    /// Their run directories' parent.
+    pub dir: PathBuf,
+    /// The cache's compiled seccomp programs.
+    pub filters: crate::sandbox::filter::FilterCache,
+    /// The invoking user's ids.
+    pub host: HostIds,
+}
+
+impl StagingRuns {
+    /// Runs in run directories under `runs_dir`, with the seccomp programs of the cache at `cache`.
+    pub fn new(runs_dir: &Path, cache: &Path) -> StagingRuns {
+        StagingRuns {
+            dir: runs_dir.to_owned(),
+            filters: crate::sandbox::filter::FilterCache::in_cache(cache),
+            host: super::host_ids(),
+        }
+    }
 }
 
 impl Bytecode {
@@ -66,9 +86,7 @@ impl Bytecode {
     pub fn new(exe: PathBuf, runs_dir: PathBuf, cache: &Path) -> Bytecode {
         Bytecode {
             exe,
-            runs_dir,
-            filters: crate::sandbox::filter::FilterCache::in_cache(cache),
-            host: super::host_ids(),
+            runs: StagingRuns::new(&runs_dir, cache),
         }
     }
 }
@@ -155,16 +173,8 @@ impl Bytecode {
             .env
             .retain(|e| !DROPPED_ENV.iter().any(|d| e.split('=').next() == Some(d)));
         let req = request(self.exe.clone());
-        let (run_dir, plan, idmap) = staging_run(
-            &req,
-            &self.runs_dir,
-            &self.filters,
-            &self.host,
-            tree,
-            image,
-            "bytecode",
-            TIME_LIMIT,
-        )?;
+        let (run_dir, plan, idmap) =
+            staging_run(&req, &self.runs, tree, image, "bytecode", TIME_LIMIT)?;
         let (stdin, _) = pipe().map_err(|e| e.to_string())?;
         let (out_r, out_w) = pipe().map_err(|e| e.to_string())?;
         // The session's end pipe: its write end stays open until the compile is over (closing it ends the run).
@@ -276,9 +286,7 @@ pub(super) fn request(exe: PathBuf) -> RunRequest {
 /// of the run is left.
 pub(super) fn staging_run(
     req: &RunRequest,
-    runs_dir: &Path,
-    filters: &crate::sandbox::filter::FilterCache,
-    host: &HostIds,
+    runs: &StagingRuns,
     tree: &Path,
     mut image: ImageRuntimeConfig,
     label: &str,
@@ -305,9 +313,16 @@ pub(super) fn staging_run(
         user,
         unpacked_now: true,
     };
-    crate::dirs::private_dir(runs_dir).map_err(|e| e.to_string())?;
-    let run_dir = RunDir::create(runs_dir).map_err(|e| e.to_string())?;
-    let prepared = super::prepare_run(req, &run_dir, label, &image, &root, host, filters, None)
+    crate::dirs::private_dir(&runs.dir).map_err(|e| e.to_string())?;
+    let run_dir = RunDir::create(&runs.dir).map_err(|e| e.to_string())?;
+    let staged = super::Unpacked {
+        digest: label.to_owned(),
+        runtime: image,
+        root,
+        host: runs.host.clone(),
+        filters: runs.filters.clone(),
+    };
+    let prepared = super::prepare_run(req, &run_dir, &staged, None)
         .map_err(|e| crate::chain::messages(&e).join(": "))
         .and_then(|(mut plan, idmap)| {
             plan.writable_root = true;

@@ -24,7 +24,6 @@ use crate::image::config::ImageRuntimeConfig;
 use crate::packages::lock::{self, Lock, LOCK_PATH, PREFIX, PROVENANCE_PATH};
 use crate::packages::verdict::{self, Verdict};
 use crate::packages::{Ecosystem, Install};
-use crate::rootfs::idmap::HostIds;
 use crate::rootfs::{self, Finish, RootfsError};
 use crate::sandbox::egress::{self, Rules};
 use crate::sandbox::profile::NetworkMode;
@@ -41,9 +40,7 @@ pub struct PackageInstall {
     install: Install,
     key: String,
     exe: PathBuf,
-    runs_dir: PathBuf,
-    filters: crate::sandbox::filter::FilterCache,
-    host: HostIds,
+    runs: super::bytecode::StagingRuns,
     /// What the install has to say (the verdict's line), taken by the pipeline afterwards.
     said: Mutex<Vec<String>>,
     /// The seam's refusal, if it refused (the build's error then becomes [`super::Error::Refused`]).
@@ -60,9 +57,7 @@ impl PackageInstall {
             key: install.key_tag(),
             install: install.clone(),
             exe: exe.to_owned(),
-            runs_dir: runs_dir.to_owned(),
-            filters: crate::sandbox::filter::FilterCache::in_cache(cache),
-            host: super::host_ids(),
+            runs: super::bytecode::StagingRuns::new(runs_dir, cache),
             said: Mutex::new(Vec::new()),
             refused: Mutex::new(None),
             checks: None,
@@ -343,9 +338,7 @@ impl PackageInstall {
         req.env = env.to_vec();
         let (run_dir, plan, idmap) = super::bytecode::staging_run(
             &req,
-            &self.runs_dir,
-            &self.filters,
-            &self.host,
+            &self.runs,
             tree,
             image,
             "package-install",

@@ -264,8 +264,11 @@ impl IdMap {
 pub struct MapWrite {
     map: IdMap,
     pid: u32,
-    state: Option<Result<Vec<(PathBuf, Result<std::process::Child, IdMapError>)>, IdMapError>>,
+    state: Option<Result<Helpers, IdMapError>>,
 }
+
+/// The helpers of a [`MapWrite`]: each one's path, and the started process or why it did not start.
+type Helpers = Vec<(PathBuf, Result<std::process::Child, IdMapError>)>;
 
 impl MapWrite {
     /// Whether these are `map`'s maps for process `pid`.
@@ -767,7 +770,8 @@ mod tests {
         assert!(w.is_for(&m, 4242) && !w.is_for(&m, 4243));
         assert!(!w.is_for(&plan(&host, 5, 5), 4242));
         std::fs::write(dir.path().join("caller.started"), "").unwrap();
-        w.finish().expect("the helpers finished after the caller's work");
+        w.finish()
+            .expect("the helpers finished after the caller's work");
 
         // Dropped unfinished: its helpers are waited for, none is left behind.
         let dir = tempfile::tempdir().unwrap();
@@ -791,7 +795,10 @@ mod tests {
         assert_eq!(pids.len(), 2);
         drop(w);
         for pid in pids {
-            assert!(!Path::new(&format!("/proc/{pid}")).exists(), "helper {pid} left");
+            assert!(
+                !Path::new(&format!("/proc/{pid}")).exists(),
+                "helper {pid} left"
+            );
         }
     }
 

@@ -19,7 +19,9 @@ use std::io::{self, Read, Seek, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
+use libseccomp::{
+    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
+};
 use oci_spec::runtime::{Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator};
 use sha2::{Digest, Sha256};
 
@@ -101,8 +103,7 @@ impl FilterCache {
             path: path.to_owned(),
             source,
         };
-        crate::dirs::private_dir(&self.dir)
-            .map_err(|e| io(io::Error::other(e.to_string())))?;
+        crate::dirs::private_dir(&self.dir).map_err(|e| io(io::Error::other(e.to_string())))?;
         let mut tmp = tempfile::Builder::new()
             .prefix(".bpf-")
             .tempfile_in(&self.dir)
@@ -145,7 +146,7 @@ fn unseal(kept: &[u8]) -> Option<Vec<u8>> {
 /// A program is a whole number of instructions, at least one and at most the kernel's limit.
 pub fn check(program: &[u8]) -> Result<(), FilterError> {
     let n = program.len();
-    if n == 0 || n % INSN != 0 || n / INSN > MAX_INSNS {
+    if n == 0 || !n.is_multiple_of(INSN) || n / INSN > MAX_INSNS {
         return Err(FilterError::Malformed(n));
     }
     Ok(())
@@ -173,7 +174,8 @@ pub fn compile(seccomp: &LinuxSeccomp) -> Result<Vec<u8>, FilterError> {
     let default = action(seccomp.default_action(), seccomp.default_errno_ret())?;
     let mut ctx = ScmpFilterContext::new(default).map_err(err("new filter"))?;
     for &a in seccomp.architectures().iter().flatten() {
-        ctx.add_arch(arch(a)).map_err(err(&format!("architecture {a:?}")))?;
+        ctx.add_arch(arch(a))
+            .map_err(err(&format!("architecture {a:?}")))?;
     }
     // libcontainer leaves no_new_privs to the spec (it sets it before the filter); no effect on the program.
     ctx.set_ctl_nnp(false).map_err(err("SCMP_FLTATR_CTL_NNP"))?;
@@ -197,7 +199,9 @@ pub fn compile(seccomp: &LinuxSeccomp) -> Result<Vec<u8>, FilterError> {
             };
             let compares: Vec<ScmpArgCompare> = args
                 .iter()
-                .map(|a| ScmpArgCompare::new(a.index() as u32, op(a.op(), a.value_two()), a.value()))
+                .map(|a| {
+                    ScmpArgCompare::new(a.index() as u32, op(a.op(), a.value_two()), a.value())
+                })
                 .collect();
             let mut seen = std::collections::HashSet::new();
             if args.iter().all(|a| seen.insert(a.index())) {
@@ -345,7 +349,8 @@ mod tests {
                 // SAFETY: _exit ends the child without running anything of the parent's.
                 unsafe { libc::_exit(code) }
             }
-            nix::unistd::ForkResult::Parent { child } => match nix::sys::wait::waitpid(child, None) {
+            nix::unistd::ForkResult::Parent { child } => match nix::sys::wait::waitpid(child, None)
+            {
                 Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => c,
                 other => panic!("child: {other:?}"),
             },
@@ -405,7 +410,11 @@ mod tests {
                 std::ptr::null_mut::<libc::c_void>(),
             )
         };
-        assert!(n > 0, "PTRACE_SECCOMP_GET_FILTER: {}", io::Error::last_os_error());
+        assert!(
+            n > 0,
+            "PTRACE_SECCOMP_GET_FILTER: {}",
+            io::Error::last_os_error()
+        );
         let mut program = vec![0u8; n as usize * INSN];
         // SAFETY: `program` holds `n` instructions.
         let got = unsafe {
@@ -440,8 +449,15 @@ mod tests {
         }
         for (name, oci) in profiles() {
             let ours = compile(&oci).unwrap();
-            assert!(ours.len() / INSN > 50, "{name}: {} instructions", ours.len() / INSN);
-            assert!(ours == loaded_by_libcontainer(&oci), "{name}: the programs differ");
+            assert!(
+                ours.len() / INSN > 50,
+                "{name}: {} instructions",
+                ours.len() / INSN
+            );
+            assert!(
+                ours == loaded_by_libcontainer(&oci),
+                "{name}: the programs differ"
+            );
         }
     }
 
@@ -455,14 +471,19 @@ mod tests {
                 return 2;
             }
             // A new user namespace: allowed to this unprivileged-capable process before, refused by the profile.
+            // SAFETY: plain unshare call.
             match unsafe { libc::unshare(libc::CLONE_NEWUSER) } {
                 0 => 3,
                 _ if io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) => 0,
                 _ => 4,
             }
         });
-        assert_eq!(code, 0, "2: load failed, 3: unshare allowed, 4: other error");
+        assert_eq!(
+            code, 0,
+            "2: load failed, 3: unshare allowed, 4: other error"
+        );
         // Without the load the same call works here (the test above is not vacuous).
+        // SAFETY: plain unshare call.
         let code = in_child(|| match unsafe { libc::unshare(libc::CLONE_NEWUSER) } {
             0 => 0,
             _ => 1,
@@ -472,7 +493,11 @@ mod tests {
 
     #[test]
     fn a_malformed_program_is_refused_and_never_loaded() {
-        for bad in [&[][..], &[0u8; 7][..], &vec![0u8; (MAX_INSNS + 1) * INSN][..]] {
+        for bad in [
+            &[][..],
+            &[0u8; 7][..],
+            &vec![0u8; (MAX_INSNS + 1) * INSN][..],
+        ] {
             assert!(matches!(check(bad), Err(FilterError::Malformed(_))));
             assert!(load(bad).is_err());
         }
@@ -511,11 +536,17 @@ mod tests {
         let cache = tempfile::tempdir().unwrap();
         let (_, oci) = &profiles()[0];
         let compiled = FilterCache::in_cache(cache.path()).program(oci).unwrap();
-        let kept = cache.path().join("seccomp-v1").join(format!("{}.bpf", key(oci)));
+        let kept = cache
+            .path()
+            .join("seccomp-v1")
+            .join(format!("{}.bpf", key(oci)));
         let other = compile(&profiles()[1].1).unwrap();
         std::fs::write(&kept, seal(&other)).unwrap();
         crate::rootfs::mark_exposed(cache.path()).unwrap();
-        assert_eq!(FilterCache::in_cache(cache.path()).program(oci).unwrap(), compiled);
+        assert_eq!(
+            FilterCache::in_cache(cache.path()).program(oci).unwrap(),
+            compiled
+        );
     }
 
     #[test]

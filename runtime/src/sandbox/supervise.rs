@@ -830,7 +830,9 @@ impl Watch {
                 let pid = runner.as_raw() as u32;
                 let written = match hooks.early_maps.take() {
                     Some(w) if w.is_for(hooks.idmap, pid) => w.finish(),
-                    Some(w) => w.finish().and(Err(crate::rootfs::idmap::IdMapError::Mismatch)),
+                    Some(w) => w
+                        .finish()
+                        .and(Err(crate::rootfs::idmap::IdMapError::Mismatch)),
                     None => hooks.idmap.write(pid),
                 };
                 let answered = match written {
