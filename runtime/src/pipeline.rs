@@ -1328,13 +1328,11 @@ fn prepare_run(
     };
     let mut spec = spec::build(runtime, &opts)?;
     spec::check_invariants(&spec, req.network)?;
-    // The filter goes to the runner compiled (kept in the cache): libcontainer would compile it in every
-    // container's init. The runner refuses a run directory without it (`sandbox::filter`).
-    let program = filters
+    // The filter goes to the runner compiled (kept in the cache) in its plan: libcontainer would compile it in
+    // every container's init. The runner refuses a plan without it (`sandbox::filter`).
+    let seccomp = filters
         .program(&opts.seccomp)
         .map_err(|e| Error::Seccomp(e.to_string()))?;
-    let filter = dir.join(crate::sandbox::filter::FILE);
-    std::fs::write(&filter, program).map_err(io(filter.clone()))?;
     if let Some(mut linux) = spec.linux().clone() {
         linux.set_seccomp(None);
         spec.set_linux(Some(linux));
@@ -1371,6 +1369,7 @@ fn prepare_run(
         writable_root: false,
         time_limit_ms: None,
         cgroup,
+        seccomp,
     };
     let plan_path = dir.join("plan.json");
     let plan_json = serde_json::to_vec(&plan).map_err(|e| Error::Spec(SpecError::Json(e)))?;

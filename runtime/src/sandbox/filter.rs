@@ -3,11 +3,11 @@
 //!
 //! libcontainer compiles a spec's `linux.seccomp` in every container's init: ~2 ms of each start, measured (the
 //! step from the runner init's `build` to the executor took 6.2 ms with it and 4.2 ms without). The spec the
-//! runner gets therefore has no seccomp section; the run directory holds the compiled program instead
-//! ([`FILE`]), which the runner reads before the container exists and the container's init loads from its
-//! executor ([`load`]), after everything libcontainer does and before the server's `execve`: the last step of
-//! libcontainer's own order too, so no code of the server ever runs without it. A plan without the program is
-//! refused by the runner ([`read`]).
+//! runner gets therefore has no seccomp section; its plan carries the compiled program instead
+//! (`RunnerPlan::seccomp`), which the container's init loads from its executor ([`load`]) at the point where
+//! libcontainer loads a spec's filter: after the whole set-up, with no_new_privs set and no capabilities left,
+//! before the server's `execve`, so no code of the server ever runs without it. A plan without a well-formed
+//! program is refused by the runner ([`check`]) before anything of the sandbox is created.
 //!
 //! [`compile`] translates the OCI form exactly as libcontainer 0.7's `initialize_seccomp` does (a test compares the
 //! two programs instruction by instruction). The cached program is named by a digest of what it is compiled from
@@ -24,9 +24,6 @@ use libseccomp::{
 };
 use oci_spec::runtime::{Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator};
 use sha2::{Digest, Sha256};
-
-/// The compiled program's file in a run directory.
-pub const FILE: &str = "seccomp.bpf";
 
 /// Bumped when what a cached program is compiled from, or how, changes.
 const FORMAT: &str = "thv-sandbox seccomp bpf v1";
@@ -232,13 +229,23 @@ pub fn compile(seccomp: &LinuxSeccomp) -> Result<Vec<u8>, FilterError> {
     Ok(program)
 }
 
-/// Reads the program a runner was given in `run_dir`; a missing or malformed one is an error (the server is
-/// then not started).
-pub fn read(run_dir: &Path) -> Result<Vec<u8>, FilterError> {
-    let path = run_dir.join(FILE);
-    let program = std::fs::read(&path).map_err(|source| FilterError::Io { path, source })?;
-    check(&program)?;
-    Ok(program)
+/// A program in a run plan: base64 (a JSON array of numbers would be four times as long).
+pub mod as_base64 {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serializes `program` as a base64 string.
+    pub fn serialize<S: Serializer>(program: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(program))
+    }
+
+    /// Reads a program back from its base64 string.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = <&str>::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// Loads `program` as this thread's seccomp filter (`SECCOMP_SET_MODE_FILTER`, no flags: libseccomp's own load
@@ -501,10 +508,35 @@ mod tests {
             assert!(matches!(check(bad), Err(FilterError::Malformed(_))));
             assert!(load(bad).is_err());
         }
-        let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(read(dir.path()), Err(FilterError::Io { .. })));
-        std::fs::write(dir.path().join(FILE), [0u8; 12]).unwrap();
-        assert!(matches!(read(dir.path()), Err(FilterError::Malformed(12))));
+    }
+
+    #[test]
+    fn a_plan_carries_its_program_and_one_without_it_is_not_read() {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Plan {
+            #[serde(default, with = "as_base64")]
+            seccomp: Vec<u8>,
+        }
+        let program = compile(&profiles()[0].1).unwrap();
+        let text = serde_json::to_string(&Plan {
+            seccomp: program.clone(),
+        })
+        .unwrap();
+        assert!(text.len() < program.len() * 2, "{} bytes", text.len());
+        assert_eq!(
+            serde_json::from_str::<Plan>(&text).unwrap().seccomp,
+            program
+        );
+        assert!(serde_json::from_str::<Plan>(r#"{"seccomp": "not base64!"}"#).is_err());
+        // The runner checks what it got before it creates anything (`runner::init_main`): a plan without a program
+        // (another version's) parses, and is refused there.
+        for plan in ["{}", r#"{"seccomp": ""}"#] {
+            let plan = serde_json::from_str::<Plan>(plan).unwrap();
+            assert!(matches!(
+                check(&plan.seccomp),
+                Err(FilterError::Malformed(0))
+            ));
+        }
     }
 
     #[test]

@@ -94,6 +94,11 @@ pub struct RunnerPlan {
     /// The sandbox's own cgroup, where its resource limits apply (see `crate::sandbox::cgroup`); `None`: none.
     #[serde(default)]
     pub cgroup: Option<crate::sandbox::cgroup::PlannedCgroup>,
+    /// The server's seccomp filter, compiled (`crate::sandbox::filter`): the spec has none. The runner refuses a
+    /// plan whose program is missing or not well formed; missing still parses, for readers of other versions'
+    /// plans (`runs::live_roots`: a root in use must not look unused).
+    #[serde(default, with = "crate::sandbox::filter::as_base64")]
+    pub seccomp: Vec<u8>,
 }
 
 /// An overlay whose lower layer is the sealed cached root and whose upper layer is a tmpfs of the runner's: the
@@ -733,10 +738,10 @@ fn init_main(
         Ok(p) => p,
         Err(e) => return fail("exec pipe", &e),
     };
-    let filter = match crate::sandbox::filter::read(&plan.run_dir) {
-        Ok(f) => f,
-        Err(e) => return fail("read the seccomp filter", &e),
-    };
+    if let Err(e) = crate::sandbox::filter::check(&plan.seccomp) {
+        return fail("the seccomp filter", &e);
+    }
+    let filter = plan.seccomp.clone();
     let t0 = Instant::now();
     crate::trace::mark("init: build");
     let built = ContainerBuilder::new(plan.id.clone(), SyscallType::default())
