@@ -446,39 +446,45 @@ fn environment(image: &ImageRuntimeConfig, opts: &SpecOptions, home: &str) -> Ve
 /// before every run): no capabilities, no_new_privs, seccomp present, read-only root, the six namespaces (the
 /// network one only when `network` is [`NetworkMode::None`]; with the host's network it must be absent).
 pub fn check_invariants(spec: &Spec, network: NetworkMode) -> Result<(), SpecError> {
-    let v = serde_json::to_value(spec).map_err(SpecError::Json)?;
+    use oci_spec::runtime::LinuxNamespaceType as Ns;
+    // On the typed spec, not its JSON: serializing it (the seccomp section is hundreds of rules) cost a start
+    // ~0.1 ms for a handful of fields.
     let ensure = |ok: bool, broken: Invariant| if ok { Ok(()) } else { Err(broken) };
     ensure(
-        v["root"]["readonly"] == Value::Bool(true),
+        spec.root().as_ref().and_then(|r| r.readonly()) == Some(true),
         Invariant::ReadOnlyRoot,
     )?;
+    let process = spec.process().as_ref();
     ensure(
-        v["process"]["noNewPrivileges"] == Value::Bool(true),
+        process.and_then(|p| p.no_new_privileges()) == Some(true),
         Invariant::NoNewPrivileges,
     )?;
-    for set in [
-        "bounding",
-        "effective",
-        "inheritable",
-        "permitted",
-        "ambient",
-    ] {
-        let caps = &v["process"]["capabilities"][set];
-        ensure(
-            caps.as_array().is_some_and(|a| a.is_empty()),
-            Invariant::Capabilities,
-        )?;
-    }
-    ensure(v["linux"]["seccomp"].is_object(), Invariant::Seccomp)?;
-    let kinds: Vec<&str> = v["linux"]["namespaces"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|n| n["type"].as_str()).collect())
+    let caps = process.and_then(|p| p.capabilities().as_ref());
+    let empty = |set: Option<&oci_spec::runtime::Capabilities>| set.is_some_and(|s| s.is_empty());
+    ensure(
+        caps.is_some_and(|c| {
+            empty(c.bounding().as_ref())
+                && empty(c.effective().as_ref())
+                && empty(c.inheritable().as_ref())
+                && empty(c.permitted().as_ref())
+                && empty(c.ambient().as_ref())
+        }),
+        Invariant::Capabilities,
+    )?;
+    let linux = spec.linux().as_ref();
+    ensure(
+        linux.is_some_and(|l| l.seccomp().is_some()),
+        Invariant::Seccomp,
+    )?;
+    let kinds: Vec<Ns> = linux
+        .and_then(|l| l.namespaces().as_ref())
+        .map(|n| n.iter().map(|n| n.typ()).collect())
         .unwrap_or_default();
-    for ns in ["pid", "ipc", "uts", "mount", "cgroup"] {
+    for ns in [Ns::Pid, Ns::Ipc, Ns::Uts, Ns::Mount, Ns::Cgroup] {
         ensure(kinds.contains(&ns), Invariant::Namespaces)?;
     }
     ensure(
-        kinds.contains(&"network") == (network == NetworkMode::None),
+        kinds.contains(&Ns::Network) == (network == NetworkMode::None),
         Invariant::NetworkNamespace,
     )?;
     Ok(())
@@ -878,6 +884,59 @@ mod tests {
         let mut o = opts();
         o.env = vec![("X".into(), "a\u{0}b".into())];
         assert!(matches!(build(&image(), &o), Err(SpecError::BadEnv(_))));
+    }
+
+    #[test]
+    fn each_invariant_is_checked() {
+        let good = build(&image(), &opts()).unwrap();
+        check_invariants(&good, NetworkMode::None).unwrap();
+        let broken = |f: &dyn Fn(&mut Value)| {
+            let mut v = serde_json::to_value(&good).unwrap();
+            f(&mut v);
+            let spec: Spec = serde_json::from_value(v).unwrap();
+            match check_invariants(&spec, NetworkMode::None) {
+                Err(SpecError::Invalid(i)) => i,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(matches!(
+            broken(&|v| v["root"]["readonly"] = json!(false)),
+            Invariant::ReadOnlyRoot
+        ));
+        assert!(matches!(
+            broken(&|v| v["process"]["noNewPrivileges"] = json!(false)),
+            Invariant::NoNewPrivileges
+        ));
+        for set in [
+            "bounding",
+            "effective",
+            "inheritable",
+            "permitted",
+            "ambient",
+        ] {
+            assert!(matches!(
+                broken(&|v| v["process"]["capabilities"][set] = json!(["CAP_CHOWN"])),
+                Invariant::Capabilities
+            ));
+        }
+        assert!(matches!(
+            broken(&|v| v["linux"]
+                .as_object_mut()
+                .unwrap()
+                .remove("seccomp")
+                .map(drop)
+                .unwrap()),
+            Invariant::Seccomp
+        ));
+        for ns in ["pid", "ipc", "uts", "mount", "cgroup"] {
+            let drop_ns = |v: &mut Value| {
+                v["linux"]["namespaces"]
+                    .as_array_mut()
+                    .unwrap()
+                    .retain(|n| n["type"] != ns)
+            };
+            assert!(matches!(broken(&drop_ns), Invariant::Namespaces), "{ns}");
+        }
     }
 
     #[test]
