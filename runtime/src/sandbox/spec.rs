@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use libcontainer::oci_spec::runtime::{LinuxSeccomp, Spec};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::image::config::ImageRuntimeConfig;
 use crate::rootfs::user::ResolvedUser;
@@ -890,7 +890,7 @@ mod tests {
     fn each_invariant_is_checked() {
         let good = build(&image(), &opts()).unwrap();
         check_invariants(&good, NetworkMode::None).unwrap();
-        let broken = |f: &dyn Fn(&mut Value)| {
+        let broken = |f: &dyn Fn(&mut serde_json::Value)| {
             let mut v = serde_json::to_value(&good).unwrap();
             f(&mut v);
             let spec: Spec = serde_json::from_value(v).unwrap();
@@ -929,7 +929,7 @@ mod tests {
             Invariant::Seccomp
         ));
         for ns in ["pid", "ipc", "uts", "mount", "cgroup"] {
-            let drop_ns = |v: &mut Value| {
+            let drop_ns = |v: &mut serde_json::Value| {
                 v["linux"]["namespaces"]
                     .as_array_mut()
                     .unwrap()
