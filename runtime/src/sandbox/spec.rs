@@ -494,6 +494,7 @@ pub fn check_invariants(spec: &Spec, network: NetworkMode) -> Result<(), SpecErr
 mod tests {
     use super::*;
     use crate::rootfs::mountpoints;
+    use serde_json::Value;
 
     fn opts() -> SpecOptions {
         SpecOptions {
@@ -890,7 +891,7 @@ mod tests {
     fn each_invariant_is_checked() {
         let good = build(&image(), &opts()).unwrap();
         check_invariants(&good, NetworkMode::None).unwrap();
-        let broken = |f: &dyn Fn(&mut serde_json::Value)| {
+        let broken = |f: &dyn Fn(&mut Value)| {
             let mut v = serde_json::to_value(&good).unwrap();
             f(&mut v);
             let spec: Spec = serde_json::from_value(v).unwrap();
@@ -929,7 +930,7 @@ mod tests {
             Invariant::Seccomp
         ));
         for ns in ["pid", "ipc", "uts", "mount", "cgroup"] {
-            let drop_ns = |v: &mut serde_json::Value| {
+            let drop_ns = |v: &mut Value| {
                 v["linux"]["namespaces"]
                     .as_array_mut()
                     .unwrap()
