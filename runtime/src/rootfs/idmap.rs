@@ -755,16 +755,18 @@ mod tests {
     fn a_map_write_begun_goes_on_while_the_caller_works_and_is_reaped_when_dropped() {
         // Both fake helpers wait for a file the caller makes only after `begin` returned: a `begin` that waited
         // for them would never return.
-        let dir = tempfile::tempdir().unwrap();
-        let host = HostIds {
+        // Fake helpers that each wait for `uid_waits` and `gid_waits` to have started.
+        let fakes = |dir: &Path, uid_waits: &str, gid_waits: &str| HostIds {
             uid: 1000,
             gid: 1001,
             subids: Some(SubIds {
-                newuidmap: fake_helper(dir.path(), "newuidmap", "caller", None),
-                newgidmap: fake_helper(dir.path(), "newgidmap", "caller", None),
+                newuidmap: fake_helper(dir, "newuidmap", uid_waits, None),
+                newgidmap: fake_helper(dir, "newgidmap", gid_waits, None),
                 ..sub()
             }),
         };
+        let dir = tempfile::tempdir().unwrap();
+        let host = fakes(dir.path(), "caller", "caller");
         let m = plan(&host, 0, 0);
         let w = m.begin(4242);
         assert!(w.is_for(&m, 4242) && !w.is_for(&m, 4243));
@@ -775,16 +777,7 @@ mod tests {
 
         // Dropped unfinished: its helpers are waited for, none is left behind.
         let dir = tempfile::tempdir().unwrap();
-        let host = HostIds {
-            uid: 1000,
-            gid: 1001,
-            subids: Some(SubIds {
-                newuidmap: fake_helper(dir.path(), "newuidmap", "newgidmap", None),
-                newgidmap: fake_helper(dir.path(), "newgidmap", "newuidmap", None),
-                ..sub()
-            }),
-        };
-        let w = plan(&host, 0, 0).begin(4242);
+        let w = plan(&fakes(dir.path(), "newgidmap", "newuidmap"), 0, 0).begin(4242);
         let pids: Vec<u32> = w
             .state
             .iter()
