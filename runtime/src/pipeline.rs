@@ -205,6 +205,11 @@ pub fn run(
     runs::collect_stale(&runs_dir);
     // Limits: decided before anything is pulled (an explicit limit this host cannot enforce is refused here).
     let decision = limits_decision(req)?;
+    if let Some(route) = &decision.route {
+        // The kernel's first cgroup move after a quiet spell waits for an RCU grace period: taken now, off the
+        // start's path (see the function).
+        crate::sandbox::cgroup::warm_migration_lock(route);
+    }
     // No sandbox sees the cache or the state dir, even through a mount of a directory holding them (F4).
     let shielded;
     let req = if req.mounts.is_empty() {
