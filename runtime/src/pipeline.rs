@@ -205,11 +205,6 @@ pub fn run(
     runs::collect_stale(&runs_dir);
     // Limits: decided before anything is pulled (an explicit limit this host cannot enforce is refused here).
     let decision = limits_decision(req)?;
-    if let Some(route) = &decision.route {
-        // The kernel's first cgroup move after a quiet spell waits for an RCU grace period: taken now, off the
-        // start's path (see the function).
-        crate::sandbox::cgroup::warm_migration_lock(route);
-    }
     // No sandbox sees the cache or the state dir, even through a mount of a directory holding them (F4).
     let shielded;
     let req = if req.mounts.is_empty() {
@@ -1348,12 +1343,21 @@ fn prepare_run(
     let egress_port = egress_rules(req)?.map(|_| crate::sandbox::egress::PROXY_PORT);
     // The sandbox's cgroup last, once nothing before the plan can fail: a refused spec or id map leaves none.
     let cgroup = match cgroup {
-        Some((decision, reporter)) => plan_cgroup(
-            decision,
-            reporter,
-            run_dir,
-            cgroups_path.trim_start_matches('/'),
-        )?,
+        Some((decision, reporter)) => {
+            let planned = plan_cgroup(
+                decision,
+                reporter,
+                run_dir,
+                cgroups_path.trim_start_matches('/'),
+            )?;
+            if let (Some(_), Some(route)) = (&planned, &decision.route) {
+                // The kernel's first cgroup move after a quiet spell waits for an RCU grace period: begun now, it
+                // overlaps the runner's start (see the function). Not before the directories above are made: the
+                // waiting move holds the lock a mkdir in cgroupfs needs.
+                crate::sandbox::cgroup::warm_migration_lock(route);
+            }
+            planned
+        }
         None => None,
     };
     let plan = RunnerPlan {

@@ -765,9 +765,11 @@ static EARLY_SCOPE: std::sync::Mutex<Option<EarlyScope>> = std::sync::Mutex::new
 /// to make (root's routes, a delegated cgroup). The first move of a process between cgroups after a quiet spell waits for an RCU grace
 /// period (the lock is a per-CPU rw-semaphore whose writer waits until every reader uses the slow path: 11–14 ms on
 /// this 2-core machine, measured; a second move right after takes 0.07 ms). The runner init's move into the
-/// sandbox's cgroup comes ~5 ms into the start; begun here, at the limits decision, that wait overlaps the
-/// preparation of the run. The move itself is of this process into the cgroup it is in (writing `0` to its
-/// `cgroup.procs`): it changes nothing. Errors are ignored: the runner init's move then pays the wait, as before.
+/// sandbox's cgroup comes ~2 ms after the run's preparation; begun at its end, that wait overlaps the runner's
+/// start. Not earlier: the waiting move holds `cgroup_mutex`, which every mkdir in cgroupfs takes (measured: begun
+/// at the limits decision, it held up the creation of the sandbox's directories by 10 ms). The move itself is of
+/// this process into the cgroup it is in (writing `0` to its `cgroup.procs`): it changes nothing. Errors are
+/// ignored: the runner init's move then pays the wait, as before.
 pub fn warm_migration_lock(route: &Route) {
     let procs = match route {
         Route::RootV1 { dirs } => dirs.first().map(|(_, own)| own.join("cgroup.procs")),
