@@ -1354,7 +1354,7 @@ fn prepare_run(
                 // The kernel's first cgroup move after a quiet spell waits for an RCU grace period: begun now, it
                 // overlaps the runner's start (see the function). Not before the directories above are made: the
                 // waiting move holds the lock a mkdir in cgroupfs needs.
-                crate::sandbox::cgroup::warm_migration_lock(route);
+                let _ = crate::sandbox::cgroup::warm_migration_lock(route);
             }
             planned
         }

@@ -769,8 +769,8 @@ static EARLY_SCOPE: std::sync::Mutex<Option<EarlyScope>> = std::sync::Mutex::new
 /// start. Not earlier: the waiting move holds `cgroup_mutex`, which every mkdir in cgroupfs takes (measured: begun
 /// at the limits decision, it held up the creation of the sandbox's directories by 10 ms). The move itself is of
 /// this process into the cgroup it is in (writing `0` to its `cgroup.procs`): it changes nothing. Errors are
-/// ignored: the runner init's move then pays the wait, as before.
-pub fn warm_migration_lock(route: &Route) {
+/// ignored: the runner init's move then pays the wait, as before. Returns the thread (nobody needs to wait for it).
+pub fn warm_migration_lock(route: &Route) -> Option<std::thread::JoinHandle<()>> {
     let procs = match route {
         Route::RootV1 { dirs } => dirs.first().map(|(_, own)| own.join("cgroup.procs")),
         Route::RootV2 { base } => {
@@ -788,16 +788,15 @@ pub fn warm_migration_lock(route: &Route) {
         // systemd moves the keeper into its scope, early already (`begin_scope`).
         Route::SystemdScope => None,
     };
-    if let Some(procs) = procs {
-        let warmed = crate::sandbox::spawn_with_signals_blocked("cgroup-lock", move || {
-            if let Err(e) = fs::write(&procs, "0") {
-                tracing::debug!("{}: {e}", procs.display());
-            }
-        });
-        if let Err(e) = warmed {
-            tracing::debug!("cgroup-lock thread: {e}");
+    let procs = procs?;
+    let warmed = crate::sandbox::spawn_with_signals_blocked("cgroup-lock", move || {
+        if let Err(e) = fs::write(&procs, "0") {
+            tracing::debug!("{}: {e}", procs.display());
         }
-    }
+    });
+    warmed
+        .map_err(|e| tracing::debug!("cgroup-lock thread: {e}"))
+        .ok()
 }
 
 /// Asks for the scope of run `id` now, in a thread, for a keeper that already exists (the one `run` forked at its
@@ -1037,6 +1036,19 @@ fn suggest(m: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_migration_warm_up_moves_nothing() {
+        // This host's own route (root: v1 or v2 directories; a user: a delegated cgroup or none).
+        let Some(route) = choose(&HostFacts::gather()).route else {
+            return;
+        };
+        let before = fs::read_to_string("/proc/self/cgroup").unwrap();
+        if let Some(t) = warm_migration_lock(&route) {
+            t.join().unwrap();
+        }
+        assert_eq!(fs::read_to_string("/proc/self/cgroup").unwrap(), before);
+    }
     use crate::sandbox::limits::{Limit, LimitSource};
 
     fn facts() -> HostFacts {
