@@ -1333,9 +1333,8 @@ fn prepare_run(
     let seccomp = filters
         .program(&opts.seccomp)
         .map_err(|e| Error::Seccomp(e.to_string()))?;
-    if let Some(mut linux) = spec.linux().clone() {
+    if let Some(linux) = spec.linux_mut() {
         linux.set_seccomp(None);
-        spec.set_linux(Some(linux));
     }
     let config = bundle.join("config.json");
     let json = serde_json::to_vec(&spec).map_err(|e| Error::Spec(SpecError::Json(e)))?;

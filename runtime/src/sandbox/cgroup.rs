@@ -383,12 +383,7 @@ impl HostFacts {
             Layout::Hybrid => Some(Path::new("/sys/fs/cgroup/unified")),
             _ => None,
         };
-        let own_v2 = v2_mount.and_then(|m| {
-            proc_cgroup
-                .lines()
-                .find_map(|l| l.strip_prefix("0::"))
-                .map(|p| m.join(p.trim().trim_start_matches('/')))
-        });
+        let own_v2 = v2_mount.and_then(|m| v2_dir(&proc_cgroup, m));
         let names = |p: &Path| fs::read_to_string(p).unwrap_or_default();
         let ctl = |p: &Path| Controllers::from_names(names(p).split_whitespace());
         let (own_v2_writable, own_v2_controllers, own_v2_subtree) = match &own_v2 {
@@ -681,12 +676,7 @@ pub fn join_scope(id: &str, keeper: i32, l: &Limits) -> Result<PathBuf, String> 
             )
         })?;
     let own = fs::read_to_string(format!("/proc/{keeper}/cgroup")).map_err(|e| e.to_string())?;
-    let rel = own
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .ok_or("the keeper has no cgroup v2")?
-        .trim();
-    let scope = Path::new("/sys/fs/cgroup").join(rel.trim_start_matches('/'));
+    let scope = v2_dir(&own, Path::new("/sys/fs/cgroup")).ok_or("the keeper has no cgroup v2")?;
     if !scope.ends_with(format!("thv-sandbox-{id}.scope")) {
         return Err(format!(
             "the keeper is in {}, not in its scope",
@@ -761,6 +751,14 @@ struct EarlyScope {
 
 static EARLY_SCOPE: std::sync::Mutex<Option<EarlyScope>> = std::sync::Mutex::new(None);
 
+/// The cgroup v2 directory under `mount` that a `/proc/PID/cgroup` text (`proc_cgroup`) names (its `0::` line).
+fn v2_dir(proc_cgroup: &str, mount: &Path) -> Option<PathBuf> {
+    proc_cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(|p| mount.join(p.trim().trim_start_matches('/')))
+}
+
 /// Takes the kernel's cgroup migration lock once, now, in a thread of its own, where the sandbox's cgroup is ours
 /// to make (root's routes, a delegated cgroup). The first move of a process between cgroups after a quiet spell waits for an RCU grace
 /// period (the lock is a per-CPU rw-semaphore whose writer waits until every reader uses the slow path: 11–14 ms on
@@ -775,13 +773,9 @@ pub fn warm_migration_lock(route: &Route) -> Option<std::thread::JoinHandle<()>>
         Route::RootV1 { dirs } => dirs.first().map(|(_, own)| own.join("cgroup.procs")),
         Route::RootV2 { base } => {
             let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-            let rel = own.lines().find_map(|l| l.strip_prefix("0::"));
-            match (base.parent(), rel) {
-                (Some(mount), Some(rel)) => {
-                    Some(mount.join(rel.trim_start_matches('/')).join("cgroup.procs"))
-                }
-                _ => None,
-            }
+            base.parent()
+                .and_then(|mount| v2_dir(&own, mount))
+                .map(|d| d.join("cgroup.procs"))
         }
         // Ours, and we are in it (a refused no-op move is only a warm-up missed).
         Route::Delegated { base } => Some(base.join("cgroup.procs")),
@@ -875,12 +869,8 @@ impl Held {
             CgroupPlan::Dirs(d) => d.clone(),
             CgroupPlan::BesideKeeper => {
                 let own = fs::read_to_string("/proc/self/cgroup")?;
-                let rel = own
-                    .lines()
-                    .find_map(|l| l.strip_prefix("0::"))
-                    .ok_or_else(|| io::Error::other("no cgroup v2"))?
-                    .trim();
-                let here = Path::new("/sys/fs/cgroup").join(rel.trim_start_matches('/'));
+                let here = v2_dir(&own, Path::new("/sys/fs/cgroup"))
+                    .ok_or_else(|| io::Error::other("no cgroup v2"))?;
                 let scope = here.parent().ok_or_else(|| io::Error::other("no scope"))?;
                 vec![scope.join("sandbox")]
             }
@@ -1036,6 +1026,17 @@ fn suggest(m: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_v2_directory_is_the_0_line_under_the_mount() {
+        let text = "12:pids:/a\n0::/user.slice/x.scope\n";
+        assert_eq!(
+            v2_dir(text, Path::new("/sys/fs/cgroup")),
+            Some(PathBuf::from("/sys/fs/cgroup/user.slice/x.scope"))
+        );
+        assert_eq!(v2_dir("0::/\n", Path::new("/m")), Some(PathBuf::from("/m")));
+        assert_eq!(v2_dir("4:memory:/a\n", Path::new("/m")), None);
+    }
 
     #[test]
     fn the_migration_warm_up_moves_nothing() {
