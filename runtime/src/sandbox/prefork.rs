@@ -213,6 +213,11 @@ fn child_main(socket: OwnedFd) -> ! {
             }
         }
     });
+    // While it waits: std's CPU feature detection, which libcontainer's container init would otherwise run on the
+    // start's path (its first string search). It executes `cpuid`, a VM exit under virtualisation (12.6 µs each on
+    // the benchmark host); the runner init and libcontainer's processes, all forked from here, inherit the result.
+    #[cfg(target_arch = "x86_64")]
+    let _ = std::arch::is_x86_feature_detected!("sse4.2");
     let code = match ready.and_then(|()| wait_for_run(&socket)) {
         Ok(Some(run_dir)) => {
             drop(socket);
