@@ -29,6 +29,8 @@ pub(crate) const VERSION: &str = concat!(
 
 fn main() -> ExitCode {
     thv_sandbox_runtime::trace::mark("main");
+    // First, while this process is one thread: MCP clients drop XDG_RUNTIME_DIR from a server's environment.
+    thv_sandbox_runtime::dirs::adopt_session_runtime_dir();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub struct Dirs {
     /// Per-run state (bundles, libcontainer state, locks): `$XDG_RUNTIME_DIR/thv-sandbox`, else
-    /// `$XDG_STATE_HOME/thv-sandbox/run`, else `~/.local/state/thv-sandbox/run`; `/tmp/thv-sandbox-UID` only when
-    /// there is no home either. Never a predictable name in a shared directory when a private place exists: any
+    /// `/run/user/UID/thv-sandbox` when that is the user's own runtime directory (see [`session_runtime_dir`]),
+    /// else `$XDG_STATE_HOME/thv-sandbox/run`, else `~/.local/state/thv-sandbox/run`; `/tmp/thv-sandbox-UID` only
+    /// when there is no home either. Never a predictable name in a shared directory when a private place exists: any
     /// local user could create `/tmp/thv-sandbox-UID` first and so stop every run (F8).
     pub state: PathBuf,
     /// Cache of blobs and unpacked roots: `$XDG_CACHE_HOME/thv-sandbox`, else `~/.cache/thv-sandbox`.
@@ -89,18 +90,20 @@ impl DirsError {
 impl Dirs {
     /// Resolves the directories from the environment (`cache_override` wins for the cache).
     pub fn from_env(cache_override: Option<PathBuf>) -> Result<Dirs, DirsError> {
-        Dirs::from_lookup(cache_override, &non_empty_env)
+        Dirs::from_lookup(cache_override, &non_empty_env, &session_runtime_dir)
     }
 
-    /// [`Dirs::from_env`] with the environment given as a lookup of non-empty variables.
+    /// [`Dirs::from_env`] with the environment given as a lookup of non-empty variables, and the user's runtime
+    /// directory as found without it.
     fn from_lookup(
         cache_override: Option<PathBuf>,
         non_empty_env: &dyn Fn(&str) -> Option<PathBuf>,
+        session_runtime_dir: &dyn Fn(u32) -> Option<PathBuf>,
     ) -> Result<Dirs, DirsError> {
         let uid = nix::unistd::geteuid().as_raw();
         // A relative path in these variables is invalid and ignored (the XDG base directory specification).
         let non_empty_env = |k: &str| non_empty_env(k).filter(|p| p.is_absolute());
-        let state = match non_empty_env("XDG_RUNTIME_DIR") {
+        let state = match non_empty_env("XDG_RUNTIME_DIR").or_else(|| session_runtime_dir(uid)) {
             Some(dir) => dir.join("thv-sandbox"),
             None => match non_empty_env("XDG_STATE_HOME") {
                 Some(dir) => dir.join("thv-sandbox/run"),
@@ -137,6 +140,38 @@ impl Dirs {
 /// the rootfs step (which must tell it from a user's `oci:` layout).
 pub fn cache_layout(cache: &Path) -> PathBuf {
     cache.join("oci")
+}
+
+/// The user's runtime directory when the environment does not name it: `/run/user/UID`, if it is a directory of
+/// `uid`'s that nobody else may enter. On systemd hosts pam_systemd makes it (a tmpfs of the user's) and sets
+/// `XDG_RUNTIME_DIR` to it, but MCP clients start servers with a minimal environment (the MCP SDKs pass on
+/// `HOME`, `LOGNAME`, `PATH`, `SHELL`, `TERM` and `USER`), so a server started from a desktop session usually
+/// does not see the variable. Per-run state belongs there rather than in the home directory: a run's dozen files
+/// and directories are created and removed by every start (0.12 ms on tmpfs, 0.6–1.4 ms on this project's ext4
+/// test host: BENCHMARKS.md), and a reboot clears what a crash left.
+pub fn session_runtime_dir(uid: u32) -> Option<PathBuf> {
+    let dir = PathBuf::from(format!("/run/user/{uid}"));
+    is_own_private_dir(&dir, uid).then_some(dir)
+}
+
+/// Sets `XDG_RUNTIME_DIR` to [`session_runtime_dir`] when the environment names none, as pam_systemd would have.
+/// Then the run's state lives there ([`Dirs::from_env`]), and the user's D-Bus at `$XDG_RUNTIME_DIR/bus` is
+/// found: the transient scope that carries a user's limits on a systemd host is asked for over it, and
+/// libcgroups and `busctl` look for it through that variable only. Call it first thing in `main`, while the
+/// process is one thread (setting a variable races with any other thread reading the environment).
+pub fn adopt_session_runtime_dir() {
+    if non_empty_env("XDG_RUNTIME_DIR").is_some() {
+        return;
+    }
+    if let Some(dir) = session_runtime_dir(nix::unistd::geteuid().as_raw()) {
+        std::env::set_var("XDG_RUNTIME_DIR", dir);
+    }
+}
+
+/// `path` is a directory (not a link to one) owned by `uid` with no permission for group or others.
+fn is_own_private_dir(path: &Path, uid: u32) -> bool {
+    std::fs::symlink_metadata(path)
+        .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.permissions().mode() & 0o077 == 0)
 }
 
 fn non_empty_env(name: &str) -> Option<PathBuf> {
@@ -344,9 +379,9 @@ mod tests {
             "HOME" => Some(PathBuf::from("/home/u")),
             _ => None,
         };
-        let d = Dirs::from_lookup(Some(PathBuf::from("c")), &env).unwrap();
+        let d = Dirs::from_lookup(Some(PathBuf::from("c")), &env, &|_| None).unwrap();
         assert_eq!(d.cache, std::env::current_dir().unwrap().join("c"));
-        let d = Dirs::from_lookup(None, &env).unwrap();
+        let d = Dirs::from_lookup(None, &env, &|_| None).unwrap();
         assert_eq!(d.cache, PathBuf::from("/home/u/.cache/thv-sandbox"));
         assert_eq!(
             d.state,
@@ -407,7 +442,9 @@ mod tests {
                 .collect();
             let get =
                 move |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-            Dirs::from_lookup(Some("/c".into()), &get).unwrap().state
+            Dirs::from_lookup(Some("/c".into()), &get, &|_| None)
+                .unwrap()
+                .state
         };
         assert_eq!(
             state(&[("XDG_RUNTIME_DIR", "/run/user/7"), ("HOME", "/h")]),
@@ -423,6 +460,44 @@ mod tests {
         );
         let uid = nix::unistd::geteuid().as_raw();
         assert_eq!(state(&[]), PathBuf::from(format!("/tmp/thv-sandbox-{uid}")));
+    }
+
+    #[test]
+    fn without_xdg_runtime_dir_the_users_runtime_directory_is_used() {
+        let uid = nix::unistd::geteuid().as_raw();
+        let home = |k: &str| (k == "HOME").then(|| PathBuf::from("/h"));
+        let session = |u: u32| (u == uid).then(|| PathBuf::from(format!("/run/user/{u}")));
+        let d = Dirs::from_lookup(Some("/c".into()), &home, &session).unwrap();
+        assert_eq!(
+            d.state,
+            PathBuf::from(format!("/run/user/{uid}/thv-sandbox"))
+        );
+        // The variable, when the client passes it on, still decides.
+        let both = |k: &str| match k {
+            "XDG_RUNTIME_DIR" => Some(PathBuf::from("/r")),
+            _ => home(k),
+        };
+        let d = Dirs::from_lookup(Some("/c".into()), &both, &session).unwrap();
+        assert_eq!(d.state, Path::new("/r/thv-sandbox"));
+    }
+
+    #[test]
+    fn a_runtime_directory_others_may_enter_or_a_link_is_not_the_users() {
+        let tmp = tempfile::tempdir().unwrap();
+        let uid = nix::unistd::geteuid().as_raw();
+        let dir = tmp.path().join("1000");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(is_own_private_dir(&dir, uid));
+        assert!(!is_own_private_dir(&dir, uid + 1), "someone else's");
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        assert!(!is_own_private_dir(&link, uid), "a link");
+        for mode in [0o750, 0o705, 0o711] {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert!(!is_own_private_dir(&dir, uid), "mode {mode:o}");
+        }
+        assert!(!is_own_private_dir(&tmp.path().join("missing"), uid));
     }
 
     #[test]

@@ -183,6 +183,12 @@ fn find_dirs(dir: &Path, name: &str, depth: usize, out: &mut Vec<PathBuf>) {
 /// `user@UID.service`) and the sandbox's cgroup in it (`sandbox`, where the limits are written), once they exist.
 fn sandbox_cgroup_and_scope(run: &Run) -> (PathBuf, PathBuf) {
     let id = run_id(run);
+    let records = run.runs_dir().join(&id).join("cgroup");
+    scope_of(&id, &records)
+}
+
+/// [`sandbox_cgroup_and_scope`] for the run `id`, whose run directory records its cgroup in `records`.
+fn scope_of(id: &str, records: &Path) -> (PathBuf, PathBuf) {
     let uid = nix::unistd::getuid();
     let manager = PathBuf::from(format!(
         "/sys/fs/cgroup/user.slice/user-{uid}.slice/user@{uid}.service"
@@ -210,7 +216,7 @@ fn sandbox_cgroup_and_scope(run: &Run) -> (PathBuf, PathBuf) {
                 "no {name} with a `sandbox` cgroup below the user's manager {} (anywhere: {all:?}); the run \
                  directory records {:?}",
                 manager.display(),
-                std::fs::read_to_string(run.runs_dir().join(&id).join("cgroup"))
+                std::fs::read_to_string(records)
             );
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -345,6 +351,88 @@ async fn the_limits_are_set_in_a_delegated_transient_scope_that_goes_away_on_exi
         assert_gone(&cg, &scope, how);
         run.assert_nothing_left(None);
     }
+}
+
+/// MCP clients start a server with the MCP SDKs' default environment only: `HOME`, `LOGNAME`, `PATH`, `SHELL`,
+/// `TERM`, `USER` (no `XDG_RUNTIME_DIR`, no `DBUS_SESSION_BUS_ADDRESS`). On a systemd host the user's runtime
+/// directory is found anyway: the limits are set in a transient scope over the user's D-Bus as with the whole
+/// environment, and the run's state is kept in `/run/user/UID` (the session's tmpfs), not in the home directory.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mcp_sdks_minimal_environment_still_gets_the_scope_and_the_runtime_dir() {
+    if !v2_systemd_host() {
+        return;
+    }
+    let uid = nix::unistd::getuid();
+    let user = nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map_or_else(|| uid.to_string(), |u| u.name);
+    let runs = PathBuf::from(format!("/run/user/{uid}/thv-sandbox/runs"));
+    let before: Vec<PathBuf> = std::fs::read_dir(&runs)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    let home = tempfile::tempdir().unwrap();
+    let run = Run::new();
+    let mut cmd = run.cmd_image(
+        busybox_image(),
+        &["--memory", "96m"],
+        &["sh", "-c", "echo ready; read line; echo \"bye $line\""],
+    );
+    cmd.env_clear()
+        .env("HOME", home.path())
+        .env("LOGNAME", &user)
+        .env("PATH", "/usr/bin:/bin")
+        .env("SHELL", "/bin/sh")
+        .env("TERM", "dumb")
+        .env("USER", &user)
+        // Hermetic, as every test run: the embedded trust roots.
+        .env("THV_SANDBOX_TUF_REFRESH", "0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn thv-sandbox");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    assert_eq!(
+        line(
+            &mut out,
+            &mut child,
+            Duration::from_secs(120),
+            "minimal env"
+        )
+        .await,
+        "ready"
+    );
+    let ours: Vec<PathBuf> = std::fs::read_dir(&runs)
+        .expect("the run's state is in /run/user/UID")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| !before.contains(p))
+        .collect();
+    let [dir] = ours.as_slice() else {
+        panic!("not one new run directory in {}: {ours:?}", runs.display());
+    };
+    let id = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let (cg, scope) = scope_of(&id, &dir.join("cgroup"));
+    assert_eq!(read(&cg.join("memory.max")), (96u64 << 20).to_string());
+    assert!(
+        !home.path().join(".local/state").exists(),
+        "state written under the home directory"
+    );
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"now\n").await.unwrap();
+    drop(stdin);
+    assert_eq!(
+        line(&mut out, &mut child, Duration::from_secs(60), "minimal env").await,
+        "bye now"
+    );
+    let (status, err) = finish(child, Duration::from_secs(120)).await;
+    assert_eq!(status, 0, "{err}");
+    assert!(
+        !err.contains("no memory/pids/cpu limit"),
+        "the limits were not applied: {err}"
+    );
+    assert_gone(&cg, &scope, "minimal env");
+    assert!(!dir.exists(), "run directory left: {}", dir.display());
 }
 
 /// The scope is asked for as the run directory is written, before the spec is checked, so that systemd's round

@@ -316,7 +316,8 @@ impl Drop for Squat {
 }
 
 /// F8: without XDG_RUNTIME_DIR (as under many MCP clients), another local user's `/tmp/thv-sandbox-UID` — a
-/// directory of theirs, or anything else in the way — does not stop our runs: the state lives under our home.
+/// directory of theirs, or anything else in the way — does not stop our runs: the state lives under our home, or
+/// in our session's runtime directory (`/run/user/UID`) when we have one.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_squatted_tmp_state_dir_does_not_stop_runs() {
     let uid = nix::unistd::geteuid();
@@ -358,8 +359,11 @@ async fn a_squatted_tmp_state_dir_does_not_stop_runs() {
         "a squatted /tmp/thv-sandbox-{uid} stopped the run: {}",
         out.stderr
     );
-    let runs = home.path().join(".local/state/thv-sandbox/run/runs");
-    assert!(runs.is_dir(), "the state dir is under the home");
+    let runs = match thv_sandbox_runtime::dirs::session_runtime_dir(uid.as_raw()) {
+        Some(session) => session.join("thv-sandbox/runs"),
+        None => home.path().join(".local/state/thv-sandbox/run/runs"),
+    };
+    assert!(runs.is_dir(), "the state dir is not {}", runs.display());
     assert_eq!(std::fs::read_dir(&runs).unwrap().count(), 0, "nothing left");
 }
 

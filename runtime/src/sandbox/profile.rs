@@ -299,6 +299,10 @@ pub fn private_paths(dirs: &crate::dirs::Dirs, home: Option<&Path>) -> Vec<PathB
         out.push(state_top(&default.state));
         out.push(default.cache);
     }
+    // The state directory of a run whose client passed on no XDG_RUNTIME_DIR, when this one names another.
+    if let Some(session) = crate::dirs::session_runtime_dir(nix::unistd::geteuid().as_raw()) {
+        out.push(session.join("thv-sandbox"));
+    }
     if let Some(h) = home {
         out.push(h.join(".cache/thv-sandbox"));
         out.push(h.join(".local/state/thv-sandbox"));
