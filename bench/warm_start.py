@@ -59,6 +59,12 @@ def main():
     ap.add_argument("--bin", help="directory with thv-sandbox, sandbox-probe, make-probe-image")
     ap.add_argument("--user", default="thvsbx-sub")
     ap.add_argument("--no-user", action="store_true", help="only the current user")
+    ap.add_argument("--no-root", action="store_true",
+                    help="as root, only the --user: no root runs between the user's (see BENCHMARKS.md: root's runs "
+                         "leave kernel work behind that slows the run after them)")
+    ap.add_argument("--gap", type=float, default=0.0,
+                    help="seconds of quiet before each run (an MCP client starts a server after a quiet spell, not "
+                         "right after another sandbox's exit)")
     ap.add_argument("--baseline", help="directory with another commit's thv-sandbox, run interleaved")
     a = ap.parse_args()
     rel = a.bin or os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release")
@@ -81,6 +87,8 @@ def main():
     subprocess.run(["chmod", "-R", "a+rX", layout], check=True)
     base_env = {"PATH": "/usr/bin:/bin"}
     users = [("root" if os.getuid() == 0 else pwd.getpwuid(os.getuid()).pw_name, [], os.environ.get("HOME", "/"))]
+    if a.no_root and os.getuid() == 0:
+        users = []
     if not a.no_user and os.getuid() == 0:
         pw = pwd.getpwnam(a.user)
         users.append((a.user, ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", "--"],
@@ -112,6 +120,8 @@ def main():
     for i in range(a.runs):  # interleaved, the order rotated every round
         for j in range(len(variants)):
             who, kind, cmd, env = variants[(i + j) % len(variants)]
+            if a.gap:
+                time.sleep(a.gap)
             ms, m, _ = once(cmd, env)
             res[(who, kind)].append(ms)
             if kind == "sandbox":
@@ -122,7 +132,7 @@ def main():
     med = statistics.median
     print(f"commit {commit}{' (dirty tree)' if dirty else ''}; binaries {rel}; {a.runs} runs of each variant, "
           f"interleaved, order rotated; {os.cpu_count()} cpus; load average {load0[0]:.2f} before, "
-          f"{load1[0]:.2f} after")
+          f"{load1[0]:.2f} after{f'; {a.gap:g} s of quiet before each run' if a.gap else ''}")
     for who, *_ in users:
         bare, sb = res[(who, "bare")], res[(who, "sandbox")]
         print(f"\n== {who}")
