@@ -11,6 +11,7 @@
 
 mod common;
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;
@@ -145,12 +146,21 @@ async fn finish(mut child: Child, limit: Duration) -> (i32, String) {
     (code(status), err)
 }
 
-/// The id of the test's one run (its run directory's name), once it exists.
+/// The id of the test's one run (its run directory's name), once it exists: a run directory is made as
+/// `.creating-<id>` and renamed into place once locked, so a name with a dot is not one yet.
 fn run_id(run: &Run) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let runs: Vec<PathBuf> = std::fs::read_dir(run.runs_dir())
-            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        !p.file_name()
+                            .is_some_and(|n| n.as_bytes().starts_with(b"."))
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
         if let [one] = runs.as_slice() {
             return one.file_name().unwrap().to_string_lossy().into_owned();
@@ -406,7 +416,12 @@ async fn the_mcp_sdks_minimal_environment_still_gets_the_scope_and_the_runtime_d
         .expect("the run's state is in /run/user/UID")
         .flatten()
         .map(|e| e.path())
-        .filter(|p| !before.contains(p))
+        .filter(|p| {
+            !before.contains(p)
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.as_bytes().starts_with(b"."))
+        })
         .collect();
     let [dir] = ours.as_slice() else {
         panic!("not one new run directory in {}: {ours:?}", runs.display());
