@@ -31,7 +31,7 @@ fn main() -> ExitCode {
     thv_sandbox_runtime::trace::mark("main");
     // First, while this process is one thread: MCP clients drop XDG_RUNTIME_DIR from a server's environment.
     thv_sandbox_runtime::dirs::adopt_session_runtime_dir();
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_run_from(std::env::args_os()).map_or_else(Cli::try_parse, Ok) {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
@@ -40,8 +40,8 @@ fn main() -> ExitCode {
             return ExitCode::from(code as u8);
         }
     };
-    init_logging(cli.verbose);
-    let file = cli.config;
+    init_logging(cli.globals.verbose);
+    let file = cli.globals.config;
     let code = match cli.command {
         Command::Runner { run_dir } => runner::keeper_main(&run_dir, false),
         Command::Doctor { json } => commands::doctor::doctor_cmd(file, json),

@@ -1259,6 +1259,14 @@ fn prepare_run(
             }
         }
     }
+    // The id maps, planned once: the server's ids are checked against them before anything is written, and the
+    // supervisor writes these same maps.
+    let idmap = idmap::plan(host, root.user.uid, root.user.gid);
+    idmap.check_process(root.user.uid, root.user.gid, &[root.user.gid])?;
+    // The keeper forked at start has made its user namespace: its maps are written while the rest of the run is
+    // prepared (the run that takes it finishes the write, see `supervise`): begun first, since for a user with
+    // subordinate ids it is two set-uid helpers' start.
+    crate::sandbox::prefork::begin_mapping(&idmap);
     let dir = &run_dir.path;
     let etc = dir.join("etc");
     std::fs::create_dir(&etc).map_err(io(etc.clone()))?;
@@ -1296,13 +1304,6 @@ fn prepare_run(
         );
     }
     let (nofile, nproc) = limits();
-    // The id maps, planned once: the server's ids are checked against them before anything is written, and the
-    // supervisor writes these same maps.
-    let idmap = idmap::plan(host, root.user.uid, root.user.gid);
-    idmap.check_process(root.user.uid, root.user.gid, &[root.user.gid])?;
-    // The keeper forked at start has made its user namespace: its maps are written while the rest of the run is
-    // prepared (the run that takes it finishes the write, see `supervise`).
-    crate::sandbox::prefork::begin_mapping(&idmap);
     let opts = SpecOptions {
         rootfs: overlay
             .as_ref()
