@@ -535,6 +535,16 @@ impl CatalogError {
 impl Catalog {
     /// Parses a registry document in either format; `origin` names it in errors.
     pub fn parse(bytes: &[u8], origin: &str) -> Result<Catalog, CatalogError> {
+        let catalog = match legacy::parse_text(bytes, origin) {
+            Some(c) => c,
+            None => Catalog::parse_values(bytes, origin)?,
+        };
+        catalog.sorted(origin)
+    }
+
+    /// [`Catalog::parse`] the general way: the whole document as a `serde_json::Value` first (either format; the
+    /// errors are worded here).
+    fn parse_values(bytes: &[u8], origin: &str) -> Result<Catalog, CatalogError> {
         let doc: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|source| CatalogError::Json {
                 origin: origin.to_owned(),
@@ -547,15 +557,20 @@ impl Catalog {
         let obj = doc
             .as_object()
             .ok_or_else(|| format_err("the document is not a JSON object"))?;
-        let mut catalog = if obj.get("data").is_some_and(|d| d.get("servers").is_some()) {
-            upstream::parse(obj, origin)?
+        if obj.get("data").is_some_and(|d| d.get("servers").is_some()) {
+            upstream::parse(obj, origin)
         } else if obj.contains_key("servers") || obj.contains_key("remote_servers") {
-            legacy::parse(obj, origin)?
+            legacy::parse(obj, origin)
         } else {
-            return Err(format_err(
+            Err(format_err(
                 "it has neither `servers` (legacy format) nor `data.servers` (upstream format)",
-            ));
-        };
+            ))
+        }
+    }
+
+    /// Sorted by name; two entries of one name are refused.
+    fn sorted(mut self, origin: &str) -> Result<Catalog, CatalogError> {
+        let catalog = &mut self;
         catalog.servers.sort_by(|a, b| a.name.cmp(&b.name));
         if let Some(w) = catalog.servers.windows(2).find(|w| w[0].name == w[1].name) {
             return Err(CatalogError::Duplicate {
@@ -563,7 +578,7 @@ impl Catalog {
                 name: w[0].name.clone(),
             });
         }
-        Ok(catalog)
+        Ok(self)
     }
 
     /// The entry `name` answers to: its full name, or a short name (the part after the last `/`) that only one

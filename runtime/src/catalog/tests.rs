@@ -442,3 +442,41 @@ fn npm_and_pypi_packages_in_the_upstream_format() {
         Some("uvx://mcp-server-time==2026.10.19")
     );
 }
+
+/// The legacy format read straight from the text gives the very catalog the general way gives, for the embedded
+/// registry and the real fixtures; what it does not take (the upstream format, an entry that is not right) goes
+/// the general way, so the errors stay the general way's.
+#[test]
+fn the_legacy_format_read_from_the_text_is_the_general_ways_catalog() {
+    let mut docs = vec![("embedded".to_owned(), source::EMBEDDED.to_vec())];
+    if let Some(dir) = fixtures() {
+        for name in [
+            "toolhive-registry.json",
+            "toolhive-registry-upstream.example.json",
+        ] {
+            docs.push((name.to_owned(), std::fs::read(dir.join(name)).unwrap()));
+        }
+    }
+    for (name, bytes) in &docs {
+        let general = Catalog::parse_values(bytes, name)
+            .and_then(|c| c.sorted(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let parsed = Catalog::parse(bytes, name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(format!("{parsed:?}"), format!("{general:?}"), "{name}");
+        let text = legacy::parse_text(bytes, name);
+        assert_eq!(
+            text.is_some(),
+            general.format == Format::Legacy,
+            "{name}: read from the text exactly when legacy"
+        );
+        if let Some(t) = text {
+            let t = t.sorted(name).unwrap();
+            assert_eq!(format!("{t:?}"), format!("{general:?}"), "{name}");
+        }
+    }
+    // An entry that is not right: not taken from the text; the general way names the entry and the field.
+    let bad = br#"{"servers": {"a": {"image": "x", "target_port": "http"}}}"#;
+    assert!(legacy::parse_text(bad, "bad").is_none());
+    let err = Catalog::parse(bad, "bad").unwrap_err().to_string();
+    assert!(err.contains("target_port"), "{err}");
+}
