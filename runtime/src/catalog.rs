@@ -570,9 +570,8 @@ impl Catalog {
 
     /// Sorted by name; two entries of one name are refused.
     fn sorted(mut self, origin: &str) -> Result<Catalog, CatalogError> {
-        let catalog = &mut self;
-        catalog.servers.sort_by(|a, b| a.name.cmp(&b.name));
-        if let Some(w) = catalog.servers.windows(2).find(|w| w[0].name == w[1].name) {
+        self.servers.sort_by(|a, b| a.name.cmp(&b.name));
+        if let Some(w) = self.servers.windows(2).find(|w| w[0].name == w[1].name) {
             return Err(CatalogError::Duplicate {
                 origin: origin.to_owned(),
                 name: w[0].name.clone(),

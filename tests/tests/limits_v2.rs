@@ -146,8 +146,15 @@ async fn finish(mut child: Child, limit: Duration) -> (i32, String) {
     (code(status), err)
 }
 
-/// The id of the test's one run (its run directory's name), once it exists: a run directory is made as
-/// `.creating-<id>` and renamed into place once locked, so a name with a dot is not one yet.
+/// Whether `path` in a runs directory is a run's directory: one is made as `.creating-<id>` and renamed into place
+/// once locked, so a name with a dot is not one yet.
+fn is_run_dir(path: &Path) -> bool {
+    !path
+        .file_name()
+        .is_some_and(|n| n.as_bytes().starts_with(b"."))
+}
+
+/// The id of the test's one run (its run directory's name), once it exists.
 fn run_id(run: &Run) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -155,10 +162,7 @@ fn run_id(run: &Run) -> String {
             .map(|d| {
                 d.flatten()
                     .map(|e| e.path())
-                    .filter(|p| {
-                        !p.file_name()
-                            .is_some_and(|n| n.as_bytes().starts_with(b"."))
-                    })
+                    .filter(|p| is_run_dir(p))
                     .collect()
             })
             .unwrap_or_default();
@@ -416,12 +420,7 @@ async fn the_mcp_sdks_minimal_environment_still_gets_the_scope_and_the_runtime_d
         .expect("the run's state is in /run/user/UID")
         .flatten()
         .map(|e| e.path())
-        .filter(|p| {
-            !before.contains(p)
-                && !p
-                    .file_name()
-                    .is_some_and(|n| n.as_bytes().starts_with(b"."))
-        })
+        .filter(|p| !before.contains(p) && is_run_dir(p))
         .collect();
     let [dir] = ours.as_slice() else {
         panic!("not one new run directory in {}: {ours:?}", runs.display());
